@@ -1,0 +1,98 @@
+// Pose head decode + threshold + stream compaction, one launch per batch.
+//
+// Specialized by the generated #define block: KNAME (e.g. pose_decode_f16), IN_F16 (1: half raw input).
+// raw: (B, 116, A): per anchor 64 DFL logits (4 sides x 16 bins), 1 class logit, 17 x 3 keypoint raws.
+// One thread per (anchor, image). A non-candidate reads 1 value (the class logit, coalesced) and exits;
+// a candidate reads its 116 values and writes 4 + 1 + 51 floats + its anchor index into the next free slot
+// of its image (device-side counter, atomicAdd). counts[b] must be zero before the launch.
+//
+// lvl: (nl, 4) int32 rows (h, w, stride, first anchor index).
+// kth: (B,) per-image score floor, only when A > cap (then the cap keeps the top scores), else null.
+
+#define REG_MAX 16
+#define NKV 51
+#define C_CLS (4 * REG_MAX)
+#define C_KPT (4 * REG_MAX + 1)
+
+#if IN_F16
+typedef unsigned short in_t;  // fp16 bits
+__device__ __forceinline__ float ld(const in_t* p) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(*p));
+    return f;
+}
+#else
+typedef float in_t;
+__device__ __forceinline__ float ld(const in_t* p) { return *p; }
+#endif
+
+extern "C" __global__ void KNAME(
+    const in_t* __restrict__ raw, int A, const int* __restrict__ lvl, int nl, float conf, const float* __restrict__ kth, int cap,
+    float* __restrict__ boxes, float* __restrict__ scores, float* __restrict__ kpts,
+    int* __restrict__ anchors, int* __restrict__ counts) {
+    const int b = blockIdx.y;
+    const int a = blockIdx.x * blockDim.x + threadIdx.x;
+    if (a >= A) return;
+    const size_t base = (size_t)b * (C_KPT + NKV) * A + a;
+
+    const float logit = ld(raw + base + (size_t)C_CLS * A);
+    const float score = 1.0f / (1.0f + expf(-logit));
+    if (!(score > conf) || !isfinite(logit)) return;  // strict >, as Ultralytics; NaN never passes
+    if (kth != nullptr && !(score >= kth[b])) return;
+
+    int l = 0;
+    while (l + 1 < nl && a >= lvl[4 * (l + 1) + 3]) ++l;
+    const int lw = lvl[4 * l + 1], cell = a - lvl[4 * l + 3];
+    const float stride = (float)lvl[4 * l + 2];
+    const float ax = (float)(cell % lw) + 0.5f;
+    const float ay = (float)(cell / lw) + 0.5f;
+
+    // DFL: softmax over 16 bins, expectation of the bin index, per side (l, t, r, b).
+    bool ok = true;
+    float d[4];
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+        float v[REG_MAX];
+        float m = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < REG_MAX; ++j) {
+            v[j] = ld(raw + base + (size_t)(s * REG_MAX + j) * A);
+            ok = ok && isfinite(v[j]);
+            m = fmaxf(m, v[j]);
+        }
+        float se = 0.f, sj = 0.f;
+#pragma unroll
+        for (int j = 0; j < REG_MAX; ++j) {
+            const float e = expf(v[j] - m);
+            se += e;
+            sj += e * (float)j;
+        }
+        d[s] = sj / se;
+    }
+    float kv[NKV];
+#pragma unroll
+    for (int k = 0; k < NKV; ++k) {
+        kv[k] = ld(raw + base + (size_t)(C_KPT + k) * A);
+        ok = ok && isfinite(kv[k]);
+    }
+    if (!ok) return;  // NaN/inf anywhere in the anchor's outputs: never a candidate
+
+    const int slot = atomicAdd(counts + b, 1);
+    if (slot >= cap) return;  // never more than cap (= min(A, max_nms)) candidates per image
+    const size_t o = (size_t)b * cap + slot;
+    // Ultralytics: centre/size in grid units times stride, then xywh -> xyxy.
+    const float x1 = ax - d[0], y1 = ay - d[1], x2 = ax + d[2], y2 = ay + d[3];
+    const float cx = (x1 + x2) / 2 * stride, cy = (y1 + y2) / 2 * stride;
+    const float w = (x2 - x1) * stride, hh = (y2 - y1) * stride;
+    float4 bx = make_float4(cx - w / 2, cy - hh / 2, cx + w / 2, cy + hh / 2);
+    *reinterpret_cast<float4*>(boxes + 4 * o) = bx;
+    scores[o] = score;
+    anchors[o] = a;
+    float* kp = kpts + NKV * o;
+#pragma unroll
+    for (int k = 0; k < 17; ++k) {
+        kp[3 * k + 0] = (kv[3 * k + 0] * 2.0f + (ax - 0.5f)) * stride;
+        kp[3 * k + 1] = (kv[3 * k + 1] * 2.0f + (ay - 0.5f)) * stride;
+        kp[3 * k + 2] = 1.0f / (1.0f + expf(-kv[3 * k + 2]));
+    }
+}

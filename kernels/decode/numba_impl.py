@@ -1,0 +1,109 @@
+"""Numba CUDA decode: same arithmetic and compaction as decode.cu, same Python signature."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .._common import numba_array, numba_cuda, numba_stream
+
+cuda = numba_cuda()  # module global: the simulator swaps it for its own (NUMBA_ENABLE_CUDASIM=1)
+
+BLOCK = 128
+REG_MAX = 16
+C_CLS = 64
+C_KPT = 65
+NKV = 51
+
+_KERNEL = []
+
+
+@cuda.jit(device=True, inline=True)
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@cuda.jit(device=True, inline=True)
+def _finite(x):
+    return not (math.isnan(x) or math.isinf(x))
+
+
+def _kernel():
+    if _KERNEL:
+        return _KERNEL[0]
+
+    @cuda.jit
+    def pose_decode(raw, lvl, conf, kth, use_kth, boxes, scores, kpts, anchors, counts):
+        b = cuda.blockIdx.y
+        a = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        if a >= raw.shape[2]:
+            return
+        logit = np.float32(raw[b, C_CLS, a])
+        if not _finite(logit):
+            return
+        score = _sigmoid(logit)
+        if not (score > conf):
+            return
+        if use_kth and not (score >= kth[b]):
+            return
+        lv = 0
+        while lv + 1 < lvl.shape[0] and a >= lvl[lv + 1, 3]:
+            lv += 1
+        lw = lvl[lv, 1]
+        stride = np.float32(lvl[lv, 2])
+        cell = a - lvl[lv, 3]
+        ax = np.float32(cell % lw) + np.float32(0.5)
+        ay = np.float32(cell // lw) + np.float32(0.5)
+        ok = True
+        d = cuda.local.array(4, np.float32)
+        for s in range(4):
+            m = -math.inf
+            for j in range(REG_MAX):
+                v = np.float32(raw[b, s * REG_MAX + j, a])
+                ok = ok and _finite(v)
+                m = max(m, v)
+            se = np.float32(0.0)
+            sj = np.float32(0.0)
+            for j in range(REG_MAX):
+                e = math.exp(np.float32(raw[b, s * REG_MAX + j, a]) - m)
+                se += e
+                sj += e * j
+            d[s] = sj / se
+        for k in range(NKV):
+            ok = ok and _finite(np.float32(raw[b, C_KPT + k, a]))
+        if not ok:
+            return
+        slot = cuda.atomic.add(counts, b, 1)
+        if slot >= scores.shape[1]:
+            return
+        x1 = ax - d[0]
+        y1 = ay - d[1]
+        x2 = ax + d[2]
+        y2 = ay + d[3]
+        cx = (x1 + x2) / 2 * stride
+        cy = (y1 + y2) / 2 * stride
+        w = (x2 - x1) * stride
+        h = (y2 - y1) * stride
+        boxes[b, slot, 0] = cx - w / 2
+        boxes[b, slot, 1] = cy - h / 2
+        boxes[b, slot, 2] = cx + w / 2
+        boxes[b, slot, 3] = cy + h / 2
+        scores[b, slot] = score
+        anchors[b, slot] = a
+        for k in range(17):
+            kpts[b, slot, k, 0] = (np.float32(raw[b, C_KPT + 3 * k, a]) * 2 + (ax - 0.5)) * stride
+            kpts[b, slot, k, 1] = (np.float32(raw[b, C_KPT + 3 * k + 1, a]) * 2 + (ay - 0.5)) * stride
+            kpts[b, slot, k, 2] = _sigmoid(np.float32(raw[b, C_KPT + 3 * k + 2, a]))
+
+    _KERNEL.append(pose_decode)
+    return pose_decode
+
+
+def run(raw: torch.Tensor, lvl: torch.Tensor, conf: float, kth, out) -> None:
+    b, _, a = raw.shape
+    dummy = out.scores.view(-1)[:1] if kth is None else kth  # never read when kth is None
+    _kernel()[((a + BLOCK - 1) // BLOCK, b), BLOCK, numba_stream(raw.device)](
+        numba_array(raw), numba_array(lvl), np.float32(conf), numba_array(dummy), kth is not None,
+        numba_array(out.boxes), numba_array(out.scores), numba_array(out.keypoints), numba_array(out.anchors),
+        numba_array(out.counts))

@@ -1,0 +1,161 @@
+"""Letterbox preprocessing: BGR (or NV12) uint8 frames -> RGB CHW canvas in [0, 1], Ultralytics semantics.
+
+    out, ratio_pad = letterbox(frames, imgsz=640, rect=True, dtype=torch.float16, backend="auto")
+
+``frames``: a list of (H, W, 3) uint8 BGR tensors of any sizes, or one (B, H, W, 3) tensor; with
+``pixel_format="nv12"``, (H*3/2, W) uint8 NV12 frames (Y plane then interleaved UV, as NVDEC emits).
+CUDA tensors go to the GPU kernels on the caller's current stream; NumPy / CPU frames to the reference.
+Returns ``out`` (B, 3, out_h, out_w) and ``ratio_pad`` (B, 4) float32 rows (gain_x, gain_y, pad_x, pad_y)
+on the output's device.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .._common import KernelInputError, as_tensor, resolve_backend, same_device
+from .geometry import BatchGeometry, batch_geometry, check_imgsz
+from .reference import letterbox_reference
+
+__all__ = ["letterbox", "letterbox_reference", "batch_geometry", "BACKENDS"]
+
+BACKENDS = ("cupy", "numba", "torch", "reference")
+OUT_DTYPES = (torch.float16, torch.float32)
+
+
+@dataclass
+class Layout:
+    """Device-side per-frame descriptors for one batch layout (cached: steady state copies nothing)."""
+
+    geometry: BatchGeometry
+    src: torch.Tensor  # (B, 4) int64: plane0 ptr, pitch, plane1 ptr, pitch
+    geo: torch.Tensor  # (B, 6) int32: src_h, src_w, new_h, new_w, top, left
+    ratio_pad: torch.Tensor  # (B, 4) float32
+
+
+_LAYOUTS: OrderedDict = OrderedDict()
+_LAYOUT_CACHE_SIZE = 128
+
+
+def _frame_list(frames, pixel_format: str):
+    """Normalize ``frames`` to (list of per-frame tensors, batch tensor or None), validating each."""
+    if pixel_format not in ("bgr", "nv12"):
+        raise KernelInputError(f"pixel_format: expected 'bgr' or 'nv12', got {pixel_format!r}")
+    if frames is None:
+        raise KernelInputError("frames: expected a list of frames or a batch tensor, got None")
+    batch = None
+    if isinstance(frames, (list, tuple)):
+        items = [as_tensor(f, f"frames[{i}]") for i, f in enumerate(frames)]
+    else:
+        batch = as_tensor(frames, "frames")
+        want = 4 if pixel_format == "bgr" else 3
+        if batch.ndim != want:
+            raise KernelInputError(
+                f"frames: expected a list of frames or a {'(B, H, W, 3)' if want == 4 else '(B, H*3/2, W)'} "
+                f"batch tensor, got shape {tuple(batch.shape)}")
+        items = list(batch.unbind(0))
+    if not items:
+        raise KernelInputError("frames: expected at least one frame, got an empty batch")
+    device = items[0].device
+    shapes = []
+    for i, f in enumerate(items):
+        name = f"frames[{i}]"
+        if f.dtype != torch.uint8:
+            raise KernelInputError(f"{name}: expected uint8, got {str(f.dtype).replace('torch.', '')} {tuple(f.shape)}")
+        if not same_device(f.device, device):
+            raise KernelInputError(f"{name}: expected a tensor on {device} like frames[0], got one on {f.device}")
+        if pixel_format == "bgr":
+            if f.ndim != 3 or f.shape[2] != 3:
+                raise KernelInputError(f"{name}: expected uint8 HxWx3 (BGR), got shape {tuple(f.shape)}")
+            h, w = f.shape[0], f.shape[1]
+            if h and w and (f.stride(2) != 1 or f.stride(1) != 3 or f.stride(0) < 3 * w):
+                raise KernelInputError(f"{name}: expected packed rows (strides (pitch, 3, 1)), got strides {f.stride()}")
+        else:
+            if f.ndim != 2 or f.shape[0] % 3 or (f.shape[0] * 2 // 3) % 2 or f.shape[1] % 2:
+                raise KernelInputError(f"{name}: expected NV12 (H*3/2, W) uint8 with even H and W, got shape {tuple(f.shape)}")
+            h, w = f.shape[0] * 2 // 3, f.shape[1]
+            if h and w and (f.stride(1) != 1 or f.stride(0) < w):
+                raise KernelInputError(f"{name}: expected packed NV12 rows (strides (pitch, 1)), got strides {f.stride()}")
+        if h == 0 or w == 0:
+            raise KernelInputError(f"{name}: expected a non-empty image, got shape {tuple(f.shape)}")
+        shapes.append((h, w))
+    if batch is not None and not batch.is_contiguous():
+        batch = None  # strided batch: per-frame descriptors still describe it; Numba/torch go frame by frame
+    return items, batch, device, shapes
+
+
+def _layout(items, shapes, imgsz, rect, stride, device, nv12: bool) -> Layout:
+    rows = []
+    for f, (h, _w) in zip(items, shapes):
+        pitch = f.stride(0) * f.element_size()
+        p = f.data_ptr()
+        rows.append((p, pitch, p + h * pitch if nv12 else 0, pitch if nv12 else 0))
+    key = (str(device), nv12, tuple(rows), tuple(shapes), check_imgsz(imgsz, stride), rect, stride)
+    hit = _LAYOUTS.get(key)
+    if hit is not None:
+        _LAYOUTS.move_to_end(key)
+        return hit
+    geo = batch_geometry(shapes, imgsz, rect, stride)
+    lay = Layout(
+        geometry=geo,
+        src=torch.from_numpy(np.array(rows, dtype=np.int64).reshape(-1, 4)).to(device),
+        geo=torch.from_numpy(geo.table()).to(device),
+        ratio_pad=torch.from_numpy(geo.ratio_pad()).to(device),
+    )
+    _LAYOUTS[key] = lay
+    if len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
+        _LAYOUTS.popitem(last=False)
+    return lay
+
+
+def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: torch.dtype = torch.float16,
+              pixel_format: str = "bgr", backend: str = "auto", out: torch.Tensor | None = None):
+    """Letterbox a batch (see the module docstring). ``out``: optional preallocated output to fill."""
+    items, batch, device, shapes = _frame_list(frames, pixel_format)
+    if dtype not in OUT_DTYPES:
+        raise KernelInputError(f"dtype: expected torch.float16 or torch.float32, got {dtype}")
+    backend = resolve_backend(backend, device, BACKENDS)
+    nv12 = pixel_format == "nv12"
+    if backend == "reference":
+        arr, rp = letterbox_reference([f.numpy() for f in items], imgsz, rect, stride, pixel_format)
+        res = torch.from_numpy(arr).to(dtype)
+        if out is not None:
+            _check_out(out, res.shape, dtype, device)
+            out.copy_(res)
+            res = out
+        return res, torch.from_numpy(rp)
+
+    lay = _layout(items, shapes, imgsz, rect, stride, device, nv12)
+    g = lay.geometry
+    shape = (len(items), 3, g.out_h, g.out_w)
+    if out is None:
+        out = torch.empty(shape, dtype=dtype, device=device)
+    else:
+        _check_out(out, shape, dtype, device)
+    if backend == "cupy":
+        from . import cupy_impl
+
+        cupy_impl.run(lay, out, nv12)
+    elif backend == "numba":
+        from . import numba_impl
+
+        numba_impl.run(items, batch, lay.geo, out, nv12)
+    else:
+        from . import torch_ops
+
+        torch_ops.run(items, batch, g, out, nv12)
+    return out, lay.ratio_pad
+
+
+def _check_out(out, shape, dtype, device):
+    if not isinstance(out, torch.Tensor):
+        raise KernelInputError(f"out: expected a torch tensor, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise KernelInputError(f"out: expected {dtype} {tuple(shape)}, got {out.dtype} {tuple(out.shape)}")
+    if not same_device(out.device, device):
+        raise KernelInputError(f"out: expected a tensor on {device}, got one on {out.device}")
+    if not out.is_contiguous() or out.data_ptr() % 16:
+        raise KernelInputError(f"out: expected a contiguous 16-byte-aligned tensor, got strides {out.stride()}")

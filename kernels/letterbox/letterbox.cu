@@ -1,0 +1,126 @@
+// Letterbox: a batch of BGR uint8 HxWx3 frames (or NV12 frames) of any sizes -> RGB CHW canvas in [0, 1],
+// resized with bilinear half-pixel-centre sampling (cv2.INTER_LINEAR), padded with 114, in one launch.
+//
+// Specialized by the generated #define block (see kernels/_common.cupy_module):
+//   KNAME   kernel name, e.g. letterbox_bgr_f16      OUT_F16  1: half output, 0: float output
+//   NV12    1: frames are NV12 (Y plane + interleaved UV plane), converted as cv2.COLOR_YUV2BGR_NV12
+//
+// Work: one thread makes PX=4 adjacent output pixels of one row, all 3 planes, and stores them with one
+// 8-byte (f16) or 16-byte (f32) store per plane. Bytes: reads ~src_h*src_w*3 (BGR) or 1.5 (NV12) per frame
+// (taps overlap in L1/L2), writes 3*out_h*out_w*sizeof(out) per frame.
+//
+// Per-frame descriptors (device tables, built once per batch layout on the host):
+//   src[b] = {plane0 pointer, plane0 pitch in bytes, plane1 pointer (UV, NV12 only), plane1 pitch}
+//   geo[b] = {src_h, src_w, new_h, new_w, top, left}
+
+#define PX 4
+
+__device__ __forceinline__ unsigned short f32_to_f16_bits(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+__device__ __forceinline__ int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+__device__ __forceinline__ unsigned char sat_u8(int v) { return (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v)); }
+
+// One source pixel as (b, g, r) floats in 0..255.
+__device__ __forceinline__ void fetch(const unsigned char* __restrict__ p0, long long pitch0,
+                                      const unsigned char* __restrict__ p1, long long pitch1,
+                                      int y, int x, float& b, float& g, float& r) {
+#if NV12
+    // OpenCV's YUV420sp -> BGR, BT.601 limited range, 20-bit fixed point (ITUR_BT_601_* constants).
+    const int yv = (int)p0[(long long)y * pitch0 + x];
+    const unsigned char* uv = p1 + (long long)(y >> 1) * pitch1 + (x & ~1);
+    const int u = (int)uv[0] - 128, v = (int)uv[1] - 128;
+    const int half = 1 << 19;
+    const int ruv = half + 1673527 * v;
+    const int guv = half - 852492 * v - 409993 * u;
+    const int buv = half + 2116026 * u;
+    const int yy = max(0, yv - 16) * 1220542;
+    r = (float)sat_u8((yy + ruv) >> 20);
+    g = (float)sat_u8((yy + guv) >> 20);
+    b = (float)sat_u8((yy + buv) >> 20);
+#else
+    const unsigned char* q = p0 + (long long)y * pitch0 + 3 * x;
+    b = (float)q[0];
+    g = (float)q[1];
+    r = (float)q[2];
+#endif
+}
+
+extern "C" __global__ void KNAME(const long long* __restrict__ src, const int* __restrict__ geo,
+#if OUT_F16
+                                 unsigned short* __restrict__ out,
+#else
+                                 float* __restrict__ out,
+#endif
+                                 int out_h, int out_w) {
+    const int b = blockIdx.z;
+    const int oy = blockIdx.y * blockDim.y + threadIdx.y;
+    const int ox0 = (blockIdx.x * blockDim.x + threadIdx.x) * PX;
+    if (oy >= out_h || ox0 >= out_w) return;
+
+    const int* gb = geo + 6 * b;
+    const int src_h = gb[0], src_w = gb[1], new_h = gb[2], new_w = gb[3], top = gb[4], left = gb[5];
+    const unsigned char* p0 = (const unsigned char*)src[4 * b + 0];
+    const long long pitch0 = src[4 * b + 1];
+    const unsigned char* p1 = (const unsigned char*)src[4 * b + 2];
+    const long long pitch1 = src[4 * b + 3];
+
+    const float pad = 114.0f / 255.0f;
+    float vr[PX], vg[PX], vb[PX];
+
+    const int dy = oy - top;
+    const bool row_in = dy >= 0 && dy < new_h;
+    // cv2 INTER_LINEAR: fy = (dy + 0.5) * src/dst - 0.5; taps clamped to the image (cv2's border handling).
+    const float sy = (float)src_h / (float)new_h;
+    const float fy = ((float)dy + 0.5f) * sy - 0.5f;
+    const int y0f = (int)floorf(fy);
+    const float ay = fy - (float)y0f;
+    const int ya = clampi(y0f, 0, src_h - 1), yb = clampi(y0f + 1, 0, src_h - 1);
+    const float sx = (float)src_w / (float)new_w;
+
+#pragma unroll
+    for (int k = 0; k < PX; ++k) {
+        const int dx = ox0 + k - left;
+        if (!row_in || dx < 0 || dx >= new_w) {
+            vr[k] = vg[k] = vb[k] = pad;
+            continue;
+        }
+        const float fx = ((float)dx + 0.5f) * sx - 0.5f;
+        const int x0f = (int)floorf(fx);
+        const float ax = fx - (float)x0f;
+        const int xa = clampi(x0f, 0, src_w - 1), xb = clampi(x0f + 1, 0, src_w - 1);
+        float b00, g00, r00, b01, g01, r01, b10, g10, r10, b11, g11, r11;
+        fetch(p0, pitch0, p1, pitch1, ya, xa, b00, g00, r00);
+        fetch(p0, pitch0, p1, pitch1, ya, xb, b01, g01, r01);
+        fetch(p0, pitch0, p1, pitch1, yb, xa, b10, g10, r10);
+        fetch(p0, pitch0, p1, pitch1, yb, xb, b11, g11, r11);
+        const float wx0 = 1.0f - ax, wy0 = 1.0f - ay;
+        // Round to uint8 as cv2.resize does for uint8 images, then scale to [0, 1].
+        vr[k] = rintf(wy0 * (wx0 * r00 + ax * r01) + ay * (wx0 * r10 + ax * r11)) * (1.0f / 255.0f);
+        vg[k] = rintf(wy0 * (wx0 * g00 + ax * g01) + ay * (wx0 * g10 + ax * g11)) * (1.0f / 255.0f);
+        vb[k] = rintf(wy0 * (wx0 * b00 + ax * b01) + ay * (wx0 * b10 + ax * b11)) * (1.0f / 255.0f);
+    }
+
+    const size_t plane = (size_t)out_h * out_w;
+    const size_t o = (size_t)b * 3 * plane + (size_t)oy * out_w + ox0;  // out_w % PX == 0 (checked on host)
+#if OUT_F16
+    uint2 w;
+    w.x = f32_to_f16_bits(vr[0]) | ((unsigned)f32_to_f16_bits(vr[1]) << 16);
+    w.y = f32_to_f16_bits(vr[2]) | ((unsigned)f32_to_f16_bits(vr[3]) << 16);
+    *reinterpret_cast<uint2*>(out + o) = w;
+    w.x = f32_to_f16_bits(vg[0]) | ((unsigned)f32_to_f16_bits(vg[1]) << 16);
+    w.y = f32_to_f16_bits(vg[2]) | ((unsigned)f32_to_f16_bits(vg[3]) << 16);
+    *reinterpret_cast<uint2*>(out + o + plane) = w;
+    w.x = f32_to_f16_bits(vb[0]) | ((unsigned)f32_to_f16_bits(vb[1]) << 16);
+    w.y = f32_to_f16_bits(vb[2]) | ((unsigned)f32_to_f16_bits(vb[3]) << 16);
+    *reinterpret_cast<uint2*>(out + o + 2 * plane) = w;
+#else
+    *reinterpret_cast<float4*>(out + o) = make_float4(vr[0], vr[1], vr[2], vr[3]);
+    *reinterpret_cast<float4*>(out + o + plane) = make_float4(vg[0], vg[1], vg[2], vg[3]);
+    *reinterpret_cast<float4*>(out + o + 2 * plane) = make_float4(vb[0], vb[1], vb[2], vb[3]);
+#endif
+}

@@ -1,0 +1,147 @@
+"""Per-image greedy NMS + rescale to original-image pixels on the GPU (no host synchronization).
+
+    dets = nms_rescale(cands, ratio_pad, orig_hw, iou=0.7, max_det=300, backend="auto")
+
+``cands``: kernels.decode.Candidates; ``ratio_pad``: (B, 4) float32 (gain_x, gain_y, pad_x, pad_y) from
+letterbox; ``orig_hw``: (B, 2) int32 original (h, w) (a tensor, or a list of (h, w) pairs).
+Returns :class:`Detections`, padded to max_det rows per image, best score first; ``counts[b]`` valid rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .._common import KernelInputError, as_tensor, check_tensor, resolve_backend, same_device
+from .reference import nms_reference, postprocess_reference, rescale_reference
+
+__all__ = ["nms_rescale", "Detections", "nms_reference", "rescale_reference", "postprocess_reference", "BACKENDS"]
+
+BACKENDS = ("cupy", "numba", "torch", "reference")
+MAX_SMEM_CAP = 40000  # removed flags live in shared memory (cap bytes + 4 * max_det <= 48 KB)
+
+
+@dataclass
+class Detections:
+    """boxes (B, max_det, 4) float32 xyxy original-image pixels; scores (B, max_det) float32;
+    keypoints (B, max_det, 17, 3) float32 (x, y original pixels, visibility); counts (B,) int32.
+    Rows past counts[b] are zero."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    keypoints: torch.Tensor
+    counts: torch.Tensor
+    workspace: dict = field(default_factory=dict, repr=False)  # kernel scratch, reused across calls
+
+    @property
+    def max_det(self) -> int:
+        return self.scores.shape[1]
+
+    @staticmethod
+    def empty(b: int, max_det: int, device) -> "Detections":
+        f = dict(dtype=torch.float32, device=device)
+        return Detections(torch.empty((b, max_det, 4), **f), torch.empty((b, max_det), **f),
+                          torch.empty((b, max_det, 17, 3), **f), torch.zeros((b,), dtype=torch.int32, device=device))
+
+    def scratch(self, name: str, shape, dtype) -> torch.Tensor:
+        t = self.workspace.get(name)
+        if t is None or tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+            t = torch.empty(shape, dtype=dtype, device=self.scores.device)
+            self.workspace[name] = t
+        return t
+
+    def per_image(self):
+        """Host-side list of dicts (boxes, scores, keypoints as NumPy), one per image (synchronizes)."""
+        counts = self.counts.cpu().tolist()
+        b, s, k = self.boxes.cpu().numpy(), self.scores.cpu().numpy(), self.keypoints.cpu().numpy()
+        return [{"boxes": b[i, :n], "scores": s[i, :n], "keypoints": k[i, :n]} for i, n in enumerate(counts)]
+
+
+def _meta(x, name, shape_tail, dtype, device, b):
+    if isinstance(x, (list, tuple, np.ndarray)):
+        x = torch.as_tensor(np.asarray(x), dtype=dtype).to(device)
+    t = as_tensor(x, name)
+    check_tensor(t, name, dtypes=(dtype,), ndim=2)
+    if tuple(t.shape) != (b,) + shape_tail:
+        raise KernelInputError(f"{name}: expected shape {(b,) + shape_tail}, got {tuple(t.shape)}")
+    if not same_device(t.device, device):
+        raise KernelInputError(f"{name}: expected a tensor on {device}, got one on {t.device}")
+    return t
+
+
+def nms_rescale(cands, ratio_pad, orig_hw, iou: float = 0.7, max_det: int = 300, *, backend: str = "auto",
+                out: Detections | None = None) -> Detections:
+    device = cands.scores.device
+    b, cap = cands.scores.shape
+    if not (0.0 <= float(iou) <= 1.0):
+        raise KernelInputError(f"iou: expected a value in [0, 1], got {iou}")
+    if int(max_det) < 1:
+        raise KernelInputError(f"max_det: expected >= 1, got {max_det}")
+    ratio_pad = _meta(ratio_pad, "ratio_pad", (4,), torch.float32, device, b)
+    orig_hw = _meta(orig_hw, "orig_hw", (2,), torch.int32, device, b)
+    backend = resolve_backend(backend, device, BACKENDS)
+    if out is None:
+        out = Detections.empty(b, int(max_det), device)
+    elif out.max_det != int(max_det) or out.counts.shape[0] != b:
+        raise KernelInputError(f"out: expected Detections for batch {b} with max_det {max_det}, got {tuple(out.scores.shape)}")
+    if b == 0:
+        return out
+    if backend in ("reference", "torch"):
+        _torch_path(cands, ratio_pad, orig_hw, float(iou), int(max_det), out, backend)
+        return out
+    order = out.scratch("order", (b, cap), torch.int32)
+    if backend == "cupy":
+        if cap + 4 * int(max_det) > 48 * 1024 or cap > MAX_SMEM_CAP:
+            raise KernelInputError(f"max_nms/max_det: candidate cap {cap} with max_det {max_det} exceeds the kernel's 48 KB shared memory")
+        from . import cupy_impl
+
+        cupy_impl.run(cands, ratio_pad, orig_hw, float(iou), int(max_det), order, out)
+    else:
+        from . import numba_impl
+
+        numba_impl.run(cands, ratio_pad, orig_hw, float(iou), int(max_det), order, out)
+    return out
+
+
+def _torch_path(cands, ratio_pad, orig_hw, iou, max_det, out, backend):
+    """'reference': the NumPy greedy loop; 'torch': torchvision.ops.batched_nms on the device (anchor)."""
+    out.boxes.zero_(), out.scores.zero_(), out.keypoints.zero_(), out.counts.zero_()
+    counts = cands.counts.cpu().tolist()
+    if backend == "reference":
+        per = [{"boxes": cands.boxes[i, :n].cpu(), "scores": cands.scores[i, :n].cpu(),
+                "keypoints": cands.keypoints[i, :n].cpu(), "anchor": cands.anchors[i, :n].cpu()}
+               for i, n in enumerate(counts)]
+        res = postprocess_reference(per, ratio_pad.cpu().numpy(), orig_hw.cpu().numpy(), iou, max_det)
+        for i, r in enumerate(res):
+            n = len(r["scores"])
+            out.boxes[i, :n] = torch.from_numpy(r["boxes"]).to(out.boxes.device)
+            out.scores[i, :n] = torch.from_numpy(r["scores"]).to(out.boxes.device)
+            out.keypoints[i, :n] = torch.from_numpy(r["keypoints"]).to(out.boxes.device)
+            out.counts[i] = n
+        return
+    import torchvision
+
+    valid = torch.arange(cands.cap, device=cands.scores.device)[None] < cands.counts[:, None]
+    img, row = valid.nonzero(as_tuple=True)
+    boxes, scores = cands.boxes[img, row], cands.scores[img, row]
+    keep = torchvision.ops.batched_nms(boxes, scores, img, iou)  # sorted by score, descending
+    kimg = img[keep]
+    rank = torch.zeros_like(kimg)
+    for i in range(len(counts)):  # position of each kept box within its image
+        sel = kimg == i
+        rank[sel] = torch.arange(int(sel.sum()), device=kimg.device)
+    m = rank < max_det
+    keep, kimg, rank = keep[m], kimg[m], rank[m]
+    rp = ratio_pad[kimg]
+    hw = orig_hw[kimg].float()
+    bx = boxes[keep].clone()
+    bx[:, 0::2] = torch.minimum(((bx[:, 0::2] - rp[:, 2:3]) / rp[:, 0:1]).clamp_min(0), hw[:, 1:2])
+    bx[:, 1::2] = torch.minimum(((bx[:, 1::2] - rp[:, 3:4]) / rp[:, 1:2]).clamp_min(0), hw[:, 0:1])
+    kp = cands.keypoints[img[keep], row[keep]].clone()
+    kp[..., 0] = torch.minimum(((kp[..., 0] - rp[:, 2:3]) / rp[:, 0:1]).clamp_min(0), hw[:, 1:2])
+    kp[..., 1] = torch.minimum(((kp[..., 1] - rp[:, 3:4]) / rp[:, 1:2]).clamp_min(0), hw[:, 0:1])
+    out.boxes[kimg, rank] = bx
+    out.scores[kimg, rank] = scores[keep]
+    out.keypoints[kimg, rank] = kp
+    out.counts.copy_(torch.bincount(kimg, minlength=len(counts)).to(torch.int32))
