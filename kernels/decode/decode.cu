@@ -53,7 +53,7 @@ extern "C" __global__ void KNAME(
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
         float v[REG_MAX];
-        float m = -INFINITY;
+        float m = __int_as_float(0xff800000);  // -inf (NVRTC has no INFINITY macro)
 #pragma unroll
         for (int j = 0; j < REG_MAX; ++j) {
             v[j] = ld(raw + base + (size_t)(s * REG_MAX + j) * A);

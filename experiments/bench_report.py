@@ -1,0 +1,131 @@
+"""Turn pytest-benchmark JSON into results/<name>.json (runs appended, history kept) and <name>.md.
+
+    python experiments/bench_report.py bench.json --name kernels --command "pytest tests/benchmarks ..."
+
+Rows are the benchmarks' ``extra_info`` (frames/s, us/frame, GB/s, fraction of copy bandwidth); the
+environment (card, driver, versions, date) is the one the benchmarks recorded on the GPU machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+# The kernels issue's targets: (description, check on the run's rows) -> measured value and verdict.
+TARGETS = {
+    "kernels": [
+        ("letterbox 768x432->640x640 fp16 bs256, CuPy: fraction of the DRAM floor (target >= 0.60)",
+         lambda r: _get(r, "letterbox", impl="cupy", src="768x432", batch=256)["fraction_of_copy_bw"], 0.60),
+        ("letterbox 768x432->640x640 fp16 bs256: CuPy frames/s over torch ops (target >= 5x)",
+         lambda r: _get(r, "letterbox", impl="cupy", src="768x432", batch=256)["frames_per_s"]
+         / _get(r, "letterbox", impl="torch", src="768x432", batch=256)["frames_per_s"], 5.0),
+        ("decode+NMS+rescale bs64 real outputs, CuPy: us per frame (target <= 5)",
+         lambda r: _get(r, "decode_nms_rescale", impl="cupy", batch=64)["us_per_frame"], -5.0),
+        ("decode+NMS+rescale bs64: Ultralytics NMS+scaling us/frame over CuPy (target >= 20x)",
+         lambda r: _get(r, "decode_nms_rescale", impl="ultralytics", batch=64)["us_per_frame"]
+         / _get(r, "decode_nms_rescale", impl="cupy", batch=64)["us_per_frame"], 20.0),
+    ],
+}
+
+
+def _get(rows, kernel, **kw):
+    for r in rows:
+        if r["kernel"] == kernel and all(r.get(k) == v for k, v in kw.items()):
+            return r
+    raise KeyError(f"no row {kernel} {kw}")
+
+
+def rows_from_benchmark_json(path: str) -> tuple[list[dict], dict]:
+    data = json.loads(Path(path).read_text())
+    rows, env = [], {}
+    for b in data["benchmarks"]:
+        info = dict(b.get("extra_info", {}))
+        env = info.pop("env", env)
+        info["name"] = b["name"]
+        info["rounds"] = b["stats"]["rounds"]
+        rows.append(info)
+    return rows, env
+
+
+def evaluate(name: str, rows: list[dict]) -> list[dict]:
+    out = []
+    for desc, fn, target in TARGETS.get(name, []):
+        try:
+            v = float(fn(rows))
+        except (KeyError, ZeroDivisionError) as e:
+            out.append({"target": desc, "measured": None, "met": None, "note": f"not measured: {e}"})
+            continue
+        met = v >= target if target >= 0 else v <= -target
+        out.append({"target": desc, "measured": round(v, 4), "met": met})
+    return out
+
+
+def fmt(v, nd=1):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return str(v)
+
+
+def markdown(name: str, runs: list[dict]) -> str:
+    run = runs[-1]
+    env = run["environment"]
+    lines = [f"# {name}: measured results", "",
+             f"Latest run: {env.get('date')} on {env.get('card')} (driver {env.get('driver')}, CUDA runtime "
+             f"{env.get('cuda_runtime')}); torch {env.get('torch')}, cupy {env.get('cupy')}, numba {env.get('numba')}, "
+             f"OpenCV {env.get('cv2')}, ultralytics {env.get('ultralytics')}, torchvision {env.get('torchvision')}.",
+             f"Command: `{run['command']}`", ""]
+    rows = run["rows"]
+    lb = [r for r in rows if r["kernel"] == "letterbox"]
+    if lb:
+        bw = lb[0].get("copy_bandwidth_gbs")
+        lines += [f"Measured device copy bandwidth (read + write): {fmt(bw, 0)} GB/s.", "",
+                  "## Letterbox to 640x640 fp16", "",
+                  "| source | batch | impl | frames/s | us/frame | GB/s | fraction of copy BW | DRAM-floor frames/s |",
+                  "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in sorted(lb, key=lambda r: (r["src"], r["batch"], -r["frames_per_s"])):
+            lines.append(f"| {r['src']} | {r['batch']} | {r['impl']} | {fmt(r['frames_per_s'], 0)} | {fmt(r['us_per_frame'], 2)} "
+                         f"| {fmt(r['gb_per_s'], 0)} | {fmt(r['fraction_of_copy_bw'], 3)} | {fmt(r['floor_frames_per_s'], 0)} |")
+        lines.append("")
+    dn = [r for r in rows if r["kernel"] == "decode_nms_rescale"]
+    if dn:
+        lines += ["## Decode + NMS + rescale on real yolo11n-pose head outputs", "",
+                  "| batch | impl | frames/s | us/frame | ms/batch |", "| ---: | --- | ---: | ---: | ---: |"]
+        for r in sorted(dn, key=lambda r: (r["batch"], r["us_per_frame"])):
+            lines.append(f"| {r['batch']} | {r['impl']} | {fmt(r['frames_per_s'], 0)} | {fmt(r['us_per_frame'], 2)} | {fmt(r['ms_per_batch'], 3)} |")
+        lines.append("")
+    if run.get("targets"):
+        lines += ["## Targets", "", "| target | measured | met |", "| --- | ---: | --- |"]
+        for t in run["targets"]:
+            lines.append(f"| {t['target']} | {fmt(t['measured'], 3)} | {t['met']} |")
+        lines.append("")
+    if len(runs) > 1:
+        lines += ["## Earlier runs", ""] + [f"- {r['environment'].get('date')} on {r['environment'].get('card')}: "
+                                              f"{len(r['rows'])} rows" for r in runs[:-1]] + [""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("bench_json")
+    ap.add_argument("--name", default="kernels")
+    ap.add_argument("--command", default="")
+    ap.add_argument("--out-dir", default=str(RESULTS))
+    a = ap.parse_args(argv)
+    rows, env = rows_from_benchmark_json(a.bench_json)
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jpath = out / f"{a.name}.json"
+    runs = json.loads(jpath.read_text())["runs"] if jpath.exists() else []
+    runs.append({"environment": env, "command": a.command, "rows": rows, "targets": evaluate(a.name, rows)})
+    jpath.write_text(json.dumps({"runs": runs}, indent=1, default=str))
+    (out / f"{a.name}.md").write_text(markdown(a.name, runs))
+    for t in runs[-1]["targets"]:
+        print(f"{'MET ' if t['met'] else 'MISS'} {t['measured']}  {t['target']}")
+
+
+if __name__ == "__main__":
+    main()

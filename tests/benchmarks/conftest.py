@@ -1,0 +1,64 @@
+"""Benchmark fixtures: the card's measured copy bandwidth and an environment record for results/."""
+from __future__ import annotations
+
+import datetime
+import platform
+import subprocess
+
+import pytest
+import torch
+
+
+def environment() -> dict:
+    """Card, driver, library versions and date: written beside every recorded figure."""
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("cupy", "numba", "cv2", "ultralytics", "torchvision"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception:
+            env[mod] = None
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update(card=p.name, sm_count=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1),
+                   cuda_runtime=torch.version.cuda)
+        try:
+            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=20).stdout.strip()
+        except Exception:
+            env["driver"] = None
+    return env
+
+
+def cuda_median_ms(fn, iters: int = 20, warmup: int = 3) -> float:
+    """Median of per-call device times, measured with CUDA events around each call."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    times.sort()
+    return times[len(times) // 2]
+
+
+@pytest.fixture(scope="session")
+def copy_bandwidth_gbs() -> float:
+    """Device-to-device copy bandwidth of a 1 GiB tensor, bytes read + written counted (median of 20)."""
+    n = 1 << 30
+    a = torch.empty(n, dtype=torch.uint8, device="cuda").random_(0, 255)
+    b = torch.empty_like(a)
+    ms = cuda_median_ms(lambda: b.copy_(a), iters=20, warmup=3)
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * n / (ms * 1e-3) / 1e9
+
+
+@pytest.fixture(scope="session")
+def env_info() -> dict:
+    return environment()
