@@ -53,7 +53,7 @@ def yolo():
     from fusion.backbone import load_ultralytics
 
     y = load_ultralytics()
-    y.predict(helpers.asset_images()[0], verbose=False)  # builds the predictor (fused AutoBackend model)
+    y.predict(helpers.asset_images()[0], verbose=False, device="cpu")  # the predictor (fused model), CPU fp32
     return y
 
 

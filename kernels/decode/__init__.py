@@ -89,11 +89,13 @@ def check_levels(levels, a: int):
 
 
 def kth_floor(raw: torch.Tensor, cap: int) -> torch.Tensor | None:
-    """When A > cap: each image's cap-th best score (candidates must reach it), computed on the device."""
+    """When A > cap: each image's cap-th largest class *logit*, computed on the device without a sync.
+    Kernels keep a candidate only if its logit reaches it; comparing logits (not sigmoids) makes the cut
+    independent of how each implementation rounds the sigmoid."""
     if raw.shape[2] <= cap:
         return None
-    s = torch.sigmoid(raw[:, 4 * 16].float()).nan_to_num_(nan=-1.0)
-    return torch.topk(s, cap, dim=1, sorted=False).values.amin(1).contiguous()
+    logits = raw[:, 4 * 16].float().nan_to_num(nan=float("-inf"))
+    return torch.topk(logits, cap, dim=1, sorted=False).values.amin(1).contiguous()
 
 
 def decode(raw, levels, conf: float = 0.25, max_nms: int = MAX_NMS, *, backend: str = "auto",

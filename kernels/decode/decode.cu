@@ -7,7 +7,7 @@
 // of its image (device-side counter, atomicAdd). counts[b] must be zero before the launch.
 //
 // lvl: (nl, 4) int32 rows (h, w, stride, first anchor index).
-// kth: (B,) per-image score floor, only when A > cap (then the cap keeps the top scores), else null.
+// kth: (B,) per-image class-logit floor, only when A > cap (then the cap keeps the top scores), else null.
 
 #define REG_MAX 16
 #define NKV 51
@@ -38,7 +38,7 @@ extern "C" __global__ void KNAME(
     const float logit = ld(raw + base + (size_t)C_CLS * A);
     const float score = 1.0f / (1.0f + expf(-logit));
     if (!(score > conf) || !isfinite(logit)) return;  // strict >, as Ultralytics; NaN never passes
-    if (kth != nullptr && !(score >= kth[b])) return;
+    if (kth != nullptr && !(logit >= kth[b])) return;
 
     int l = 0;
     while (l + 1 < nl && a >= lvl[4 * (l + 1) + 3]) ++l;

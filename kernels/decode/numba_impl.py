@@ -20,8 +20,8 @@ _KERNEL = []
 
 
 @cuda.jit(device=True, inline=True)
-def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
+def _sigmoid(x):  # float32 throughout, as the CUDA C kernel
+    return np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-x)))
 
 
 @cuda.jit(device=True, inline=True)
@@ -45,7 +45,7 @@ def _kernel():
         score = _sigmoid(logit)
         if not (score > conf):
             return
-        if use_kth and not (score >= kth[b]):
+        if use_kth and not (logit >= kth[b]):
             return
         lv = 0
         while lv + 1 < lvl.shape[0] and a >= lvl[lv + 1, 3]:

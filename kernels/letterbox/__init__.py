@@ -40,60 +40,84 @@ _LAYOUTS: OrderedDict = OrderedDict()
 _LAYOUT_CACHE_SIZE = 128
 
 
+def _check_frame(f: torch.Tensor, name: str, pixel_format: str) -> tuple[int, int]:
+    """Validate one frame (or, with a leading batch axis stripped, a batch); returns the image (h, w)."""
+    if f.dtype != torch.uint8:
+        raise KernelInputError(f"{name}: expected uint8, got {str(f.dtype).replace('torch.', '')} {tuple(f.shape)}")
+    if pixel_format == "bgr":
+        if f.ndim != 3 or f.shape[2] != 3:
+            raise KernelInputError(f"{name}: expected uint8 HxWx3 (BGR), got shape {tuple(f.shape)}")
+        h, w = f.shape[0], f.shape[1]
+        if h and w and (f.stride(2) != 1 or f.stride(1) != 3 or f.stride(0) < 3 * w):
+            raise KernelInputError(f"{name}: expected packed rows (strides (pitch, 3, 1)), got strides {f.stride()}")
+    else:
+        if f.ndim != 2 or f.shape[0] % 3 or (f.shape[0] * 2 // 3) % 2 or f.shape[1] % 2:
+            raise KernelInputError(f"{name}: expected NV12 (H*3/2, W) uint8 with even H and W, got shape {tuple(f.shape)}")
+        h, w = f.shape[0] * 2 // 3, f.shape[1]
+        if h and w and (f.stride(1) != 1 or f.stride(0) < w):
+            raise KernelInputError(f"{name}: expected packed NV12 rows (strides (pitch, 1)), got strides {f.stride()}")
+    if h == 0 or w == 0:
+        raise KernelInputError(f"{name}: expected a non-empty image, got shape {tuple(f.shape)}")
+    return h, w
+
+
 def _frame_list(frames, pixel_format: str):
-    """Normalize ``frames`` to (list of per-frame tensors, batch tensor or None), validating each."""
+    """Normalize ``frames``: (list of per-frame tensors or None, batch tensor or None, device, shapes).
+
+    A batch tensor is checked once, as a whole (no per-frame Python work: this is the hot path);
+    a list is checked frame by frame, each error naming its index."""
     if pixel_format not in ("bgr", "nv12"):
         raise KernelInputError(f"pixel_format: expected 'bgr' or 'nv12', got {pixel_format!r}")
     if frames is None:
         raise KernelInputError("frames: expected a list of frames or a batch tensor, got None")
-    batch = None
-    if isinstance(frames, (list, tuple)):
-        items = [as_tensor(f, f"frames[{i}]") for i, f in enumerate(frames)]
-    else:
+    if not isinstance(frames, (list, tuple)):
         batch = as_tensor(frames, "frames")
         want = 4 if pixel_format == "bgr" else 3
         if batch.ndim != want:
             raise KernelInputError(
                 f"frames: expected a list of frames or a {'(B, H, W, 3)' if want == 4 else '(B, H*3/2, W)'} "
                 f"batch tensor, got shape {tuple(batch.shape)}")
-        items = list(batch.unbind(0))
+        if batch.shape[0] == 0:
+            raise KernelInputError("frames: expected at least one frame, got an empty batch")
+        hw = _check_frame(batch[0], "frames[0]", pixel_format)
+        return None, batch, batch.device, [hw] * batch.shape[0]
+    items = [as_tensor(f, f"frames[{i}]") for i, f in enumerate(frames)]
     if not items:
         raise KernelInputError("frames: expected at least one frame, got an empty batch")
     device = items[0].device
     shapes = []
     for i, f in enumerate(items):
-        name = f"frames[{i}]"
-        if f.dtype != torch.uint8:
-            raise KernelInputError(f"{name}: expected uint8, got {str(f.dtype).replace('torch.', '')} {tuple(f.shape)}")
         if not same_device(f.device, device):
-            raise KernelInputError(f"{name}: expected a tensor on {device} like frames[0], got one on {f.device}")
-        if pixel_format == "bgr":
-            if f.ndim != 3 or f.shape[2] != 3:
-                raise KernelInputError(f"{name}: expected uint8 HxWx3 (BGR), got shape {tuple(f.shape)}")
-            h, w = f.shape[0], f.shape[1]
-            if h and w and (f.stride(2) != 1 or f.stride(1) != 3 or f.stride(0) < 3 * w):
-                raise KernelInputError(f"{name}: expected packed rows (strides (pitch, 3, 1)), got strides {f.stride()}")
-        else:
-            if f.ndim != 2 or f.shape[0] % 3 or (f.shape[0] * 2 // 3) % 2 or f.shape[1] % 2:
-                raise KernelInputError(f"{name}: expected NV12 (H*3/2, W) uint8 with even H and W, got shape {tuple(f.shape)}")
-            h, w = f.shape[0] * 2 // 3, f.shape[1]
-            if h and w and (f.stride(1) != 1 or f.stride(0) < w):
-                raise KernelInputError(f"{name}: expected packed NV12 rows (strides (pitch, 1)), got strides {f.stride()}")
-        if h == 0 or w == 0:
-            raise KernelInputError(f"{name}: expected a non-empty image, got shape {tuple(f.shape)}")
-        shapes.append((h, w))
-    if batch is not None and not batch.is_contiguous():
-        batch = None  # strided batch: per-frame descriptors still describe it; Numba/torch go frame by frame
-    return items, batch, device, shapes
+            raise KernelInputError(f"frames[{i}]: expected a tensor on {device} like frames[0], got one on {f.device}")
+        shapes.append(_check_frame(f, f"frames[{i}]", pixel_format))
+    return items, None, device, shapes
 
 
-def _layout(items, shapes, imgsz, rect, stride, device, nv12: bool) -> Layout:
+def _src_rows(items, batch, shapes, nv12: bool) -> np.ndarray:
+    """(B, 4) int64 descriptor rows: plane0 pointer, pitch, plane1 (UV) pointer, pitch."""
+    if batch is not None:
+        h = shapes[0][0]
+        pitch = batch.stride(1) * batch.element_size()
+        p0 = batch.data_ptr() + np.arange(batch.shape[0], dtype=np.int64) * (batch.stride(0) * batch.element_size())
+        rows = np.zeros((batch.shape[0], 4), np.int64)
+        rows[:, 0], rows[:, 1] = p0, pitch
+        if nv12:
+            rows[:, 2], rows[:, 3] = p0 + h * pitch, pitch
+        return rows
     rows = []
     for f, (h, _w) in zip(items, shapes):
         pitch = f.stride(0) * f.element_size()
         p = f.data_ptr()
         rows.append((p, pitch, p + h * pitch if nv12 else 0, pitch if nv12 else 0))
-    key = (str(device), nv12, tuple(rows), tuple(shapes), check_imgsz(imgsz, stride), rect, stride)
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def _layout(items, batch, shapes, imgsz, rect, stride, device, nv12: bool) -> Layout:
+    if batch is not None:  # O(1) key: the batch's memory and geometry
+        src_key = ("batch", batch.data_ptr(), tuple(batch.shape), batch.stride())
+    else:
+        src_key = tuple((f.data_ptr(),) + tuple(f.shape) + f.stride() for f in items)
+    key = (str(device), nv12, src_key, check_imgsz(imgsz, stride), rect, stride)
     hit = _LAYOUTS.get(key)
     if hit is not None:
         _LAYOUTS.move_to_end(key)
@@ -101,7 +125,7 @@ def _layout(items, shapes, imgsz, rect, stride, device, nv12: bool) -> Layout:
     geo = batch_geometry(shapes, imgsz, rect, stride)
     lay = Layout(
         geometry=geo,
-        src=torch.from_numpy(np.array(rows, dtype=np.int64).reshape(-1, 4)).to(device),
+        src=torch.from_numpy(_src_rows(items, batch, shapes, nv12)).to(device),
         geo=torch.from_numpy(geo.table()).to(device),
         ratio_pad=torch.from_numpy(geo.ratio_pad()).to(device),
     )
@@ -120,7 +144,8 @@ def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: 
     backend = resolve_backend(backend, device, BACKENDS)
     nv12 = pixel_format == "nv12"
     if backend == "reference":
-        arr, rp = letterbox_reference([f.numpy() for f in items], imgsz, rect, stride, pixel_format)
+        frames_np = [f.numpy() for f in (items if items is not None else batch.unbind(0))]
+        arr, rp = letterbox_reference(frames_np, imgsz, rect, stride, pixel_format)
         res = torch.from_numpy(arr).to(dtype)
         if out is not None:
             _check_out(out, res.shape, dtype, device)
@@ -128,9 +153,9 @@ def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: 
             res = out
         return res, torch.from_numpy(rp)
 
-    lay = _layout(items, shapes, imgsz, rect, stride, device, nv12)
+    lay = _layout(items, batch, shapes, imgsz, rect, stride, device, nv12)
     g = lay.geometry
-    shape = (len(items), 3, g.out_h, g.out_w)
+    shape = (len(shapes), 3, g.out_h, g.out_w)
     if out is None:
         out = torch.empty(shape, dtype=dtype, device=device)
     else:

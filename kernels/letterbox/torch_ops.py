@@ -28,6 +28,8 @@ def _nv12_to_bgr(nv12: torch.Tensor, h: int) -> torch.Tensor:
 
 
 def run(frames, batch: torch.Tensor | None, geo: BatchGeometry, out: torch.Tensor, nv12: bool) -> None:
+    if frames is None:
+        frames = list(batch.unbind(0))
     groups = [(batch, list(range(len(frames))))] if batch is not None and not nv12 else [
         (f.unsqueeze(0), [i]) for i, f in enumerate(frames)
     ]

@@ -38,6 +38,26 @@ def _timed(benchmark, fn, batch, calls, rounds, extra):
     return sec
 
 
+def _graph_us(fn, batch):
+    """Device time per frame of ``fn`` captured in a CUDA graph and replayed (no Python, no launch gaps);
+    None (with the reason) where the implementation cannot be captured."""
+    from tests.benchmarks.conftest import cuda_median_ms
+
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn(), fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        return cuda_median_ms(g.replay, iters=30) * 1e3 / batch, None
+    except Exception as e:  # reported, not hidden: the row says why there is no graph figure
+        torch.cuda.synchronize()
+        return None, f"{type(e).__name__}: {str(e)[:200]}"
+
+
 # ------------------------------------------------------------------------------------------------
 # Letterbox
 # ------------------------------------------------------------------------------------------------
@@ -92,6 +112,11 @@ def test_letterbox(benchmark, impl, batch, src, source_frames, copy_bandwidth_gb
     sec = _timed(benchmark, fn, batch, calls, rounds, extra)
     gbs = bytes_per_frame * batch / sec / 1e9
     benchmark.extra_info.update(gb_per_s=gbs, fraction_of_copy_bw=gbs / copy_bandwidth_gbs)
+    if impl in ("cupy", "numba"):
+        us, err = _graph_us(fn, batch)
+        benchmark.extra_info.update(graph_us_per_frame=us, graph_error=err)
+        if us:
+            benchmark.extra_info["graph_fraction_of_copy_bw"] = bytes_per_frame / (us * 1e-6) / 1e9 / copy_bandwidth_gbs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,3 +188,6 @@ def test_decode_nms(benchmark, impl, batch, head_outputs, env_info):
 
     calls = 20 if batch == 1 else 3
     _timed(benchmark, fn, batch, calls, ROUNDS[batch], extra)
+    if impl in ("cupy", "numba"):
+        us, err = _graph_us(fn, batch)
+        benchmark.extra_info.update(graph_us_per_frame=us, graph_error=err)
