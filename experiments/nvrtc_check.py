@@ -17,7 +17,7 @@ SPECS = [
     ("kernels/letterbox/letterbox.cu", {"KNAME": "letterbox_nv12_f32", "NV12": "1", "OUT_F16": "0"}, []),
     ("kernels/decode/decode.cu", {"KNAME": "pose_decode_f16", "IN_F16": "1"}, []),
     ("kernels/decode/decode.cu", {"KNAME": "pose_decode_f32", "IN_F16": "0"}, []),
-    ("kernels/nms/nms.cu", {"KNAME": "nms_rescale_f32"}, ["--fmad=false"]),
+    ("kernels/nms/nms.cu", {"KNAME": "nms_f32", "RNAME": "rescale_f32"}, ["--fmad=false"]),
 ]
 
 

@@ -202,3 +202,61 @@ def numba_stream(device: torch.device):
         return 0
     return numba_cuda().external_stream(torch.cuda.current_stream(device).cuda_stream)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# NVTX: one domain for the package, one range per stage; no-ops without the nvtx package
+# ----------------------------------------------------------------------------------------------
+NVTX_DOMAIN = "posefuse"
+try:  # pragma: no cover - depends on the install
+    import nvtx as _nvtx
+
+    _DOMAIN = _nvtx.get_domain(NVTX_DOMAIN)
+except Exception:  # ImportError, or a build without the C extension
+    _nvtx = None
+    _DOMAIN = None
+
+
+class _NullRange:
+    __slots__ = ()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NULL = _NullRange()
+_ATTRS: dict = {}
+
+
+class _Range:
+    """A push/pop range in the posefuse domain (same thread; use start/end ranges across threads)."""
+
+    __slots__ = ("attrs",)
+
+    def __init__(self, attrs):
+        self.attrs = attrs
+
+    def __enter__(self):
+        _DOMAIN.push_range(self.attrs)
+        return self
+
+    def __exit__(self, *exc):
+        _DOMAIN.pop_range()
+        return False
+
+
+def nvtx_range(name: str):
+    """``with nvtx_range("letterbox"): ...``: an NVTX range ``posefuse@letterbox`` (a no-op without nvtx)."""
+    if _DOMAIN is None:
+        return _NULL
+    attrs = _ATTRS.get(name)
+    if attrs is None:
+        attrs = _ATTRS[name] = _DOMAIN.get_event_attributes(message=name)
+    return _Range(attrs)
+
+
+def nvtx_enabled() -> bool:
+    return _DOMAIN is not None

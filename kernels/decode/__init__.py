@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._common import KernelInputError, as_tensor, check_tensor, resolve_backend
+from .._common import KernelInputError, as_tensor, check_tensor, nvtx_range, resolve_backend
 from .reference import CHANNELS, MAX_NMS, NKPT, KDIM, decode_reference, levels_for
 
 __all__ = ["decode", "decode_reference", "levels_for", "Candidates", "BACKENDS"]
@@ -118,21 +118,22 @@ def decode(raw, levels, conf: float = 0.25, max_nms: int = MAX_NMS, *, backend: 
         raise KernelInputError(f"out: expected Candidates for batch {b} with cap {cap}, got batch {out.counts.shape[0]} cap {out.cap}")
     if b == 0:
         return out
-    if backend in ("reference", "torch"):
-        _fill_from_reference(out, decode_reference(raw.cpu() if backend == "reference" else raw, levels, conf, cap))
-        return out
-    lvl = _level_table(levels, raw.device)
-    kth = kth_floor(raw, cap)
-    out.counts.zero_()
-    if backend == "cupy":
-        from . import cupy_impl
+    with nvtx_range("head_decode"):
+        if backend in ("reference", "torch"):
+            _fill_from_reference(out, decode_reference(raw.cpu() if backend == "reference" else raw, levels, conf, cap))
+            return out
+        lvl = _level_table(levels, raw.device)
+        kth = kth_floor(raw, cap)
+        out.counts.zero_()
+        if backend == "cupy":
+            from . import cupy_impl
 
-        cupy_impl.run(raw, lvl, float(conf), kth, out)
-    else:
-        from . import numba_impl
+            cupy_impl.run(raw, lvl, float(conf), kth, out)
+        else:
+            from . import numba_impl
 
-        numba_impl.run(raw, lvl, float(conf), kth, out)
-    out.counts.clamp_(max=cap)
+            numba_impl.run(raw, lvl, float(conf), kth, out)
+        out.counts.clamp_(max=cap)
     return out
 
 

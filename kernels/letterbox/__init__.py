@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._common import KernelInputError, as_tensor, resolve_backend, same_device
+from .._common import KernelInputError, as_tensor, nvtx_range, resolve_backend, same_device
 from .geometry import BatchGeometry, batch_geometry, check_imgsz
 from .reference import letterbox_reference
 
@@ -160,18 +160,19 @@ def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: 
         out = torch.empty(shape, dtype=dtype, device=device)
     else:
         _check_out(out, shape, dtype, device)
-    if backend == "cupy":
-        from . import cupy_impl
+    with nvtx_range("letterbox"):
+        if backend == "cupy":
+            from . import cupy_impl
 
-        cupy_impl.run(lay, out, nv12)
-    elif backend == "numba":
-        from . import numba_impl
+            cupy_impl.run(lay, out, nv12)
+        elif backend == "numba":
+            from . import numba_impl
 
-        numba_impl.run(items, batch, lay.geo, out, nv12)
-    else:
-        from . import torch_ops
+            numba_impl.run(items, batch, lay.geo, out, nv12)
+        else:
+            from . import torch_ops
 
-        torch_ops.run(items, batch, g, out, nv12)
+            torch_ops.run(items, batch, g, out, nv12)
     return out, lay.ratio_pad
 
 

@@ -13,25 +13,30 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._common import KernelInputError, as_tensor, check_tensor, resolve_backend, same_device
+from .._common import KernelInputError, as_tensor, check_tensor, nvtx_range, resolve_backend, same_device
 from .reference import nms_reference, postprocess_reference, rescale_reference
 
 __all__ = ["nms_rescale", "Detections", "nms_reference", "rescale_reference", "postprocess_reference", "BACKENDS"]
 
 BACKENDS = ("cupy", "numba", "torch", "reference")
-MAX_SMEM_CAP = 40000  # removed flags live in shared memory (cap bytes + 4 * max_det <= 48 KB)
+MAX_SMEM_CAP = 48 * 1024  # the CuPy NMS keeps one removed flag (byte) per candidate in shared memory
+
+
+ROW = 4 + 1 + 17 * 3  # floats per detection row in the flat buffer
 
 
 @dataclass
 class Detections:
     """boxes (B, max_det, 4) float32 xyxy original-image pixels; scores (B, max_det) float32;
     keypoints (B, max_det, 17, 3) float32 (x, y original pixels, visibility); counts (B,) int32.
-    Rows past counts[b] are zero."""
+    Rows past counts[b] are zero. All four are views of one flat buffer (``flat``), so one copy moves a
+    batch's results between devices: ``host.flat.copy_(dev.flat, non_blocking=True)``."""
 
     boxes: torch.Tensor
     scores: torch.Tensor
     keypoints: torch.Tensor
     counts: torch.Tensor
+    flat: torch.Tensor | None = None
     workspace: dict = field(default_factory=dict, repr=False)  # kernel scratch, reused across calls
 
     @property
@@ -39,10 +44,16 @@ class Detections:
         return self.scores.shape[1]
 
     @staticmethod
-    def empty(b: int, max_det: int, device) -> "Detections":
-        f = dict(dtype=torch.float32, device=device)
-        return Detections(torch.empty((b, max_det, 4), **f), torch.empty((b, max_det), **f),
-                          torch.empty((b, max_det, 17, 3), **f), torch.zeros((b,), dtype=torch.int32, device=device))
+    def empty(b: int, max_det: int, device, pin_memory: bool = False) -> "Detections":
+        """Layout of ``flat`` (float32): boxes b*m*4 | scores b*m | keypoints b*m*51 | counts b (int32 bits)."""
+        m = b * max_det
+        flat = torch.empty(m * ROW + b, dtype=torch.float32, device=device, pin_memory=pin_memory)
+        boxes = flat[: 4 * m].view(b, max_det, 4)
+        scores = flat[4 * m : 5 * m].view(b, max_det)
+        kpts = flat[5 * m : ROW * m].view(b, max_det, 17, 3)
+        counts = flat[ROW * m :].view(torch.int32)
+        counts.zero_()
+        return Detections(boxes, scores, kpts, counts, flat)
 
     def scratch(self, name: str, shape, dtype) -> torch.Tensor:
         t = self.workspace.get(name)
@@ -90,22 +101,33 @@ def nms_rescale(cands, ratio_pad, orig_hw, iou: float = 0.7, max_det: int = 300,
     if backend in ("reference", "torch"):
         _torch_path(cands, ratio_pad, orig_hw, float(iou), int(max_det), out, backend)
         return out
+    if backend == "cupy" and cap > MAX_SMEM_CAP:
+        raise KernelInputError(f"max_nms: the CuPy NMS keeps one flag per candidate in shared memory; cap {cap} > {MAX_SMEM_CAP}")
     order = out.scratch("order", (b, cap), torch.int32)
+    keep = out.scratch("keep", (b, int(max_det)), torch.int32)
     if backend == "cupy":
-        if cap + 4 * int(max_det) > 48 * 1024 or cap > MAX_SMEM_CAP:
-            raise KernelInputError(f"max_nms/max_det: candidate cap {cap} with max_det {max_det} exceeds the kernel's 48 KB shared memory")
-        from . import cupy_impl
+        from . import cupy_impl as impl
 
-        cupy_impl.run(cands, ratio_pad, orig_hw, float(iou), int(max_det), order, out)
+        with nvtx_range("nms"):
+            impl.run_nms(cands, float(iou), int(max_det), order, keep, out.counts)
     else:
-        from . import numba_impl
+        from . import numba_impl as impl
 
-        numba_impl.run(cands, ratio_pad, orig_hw, float(iou), int(max_det), order, out)
+        removed = out.scratch("removed", (b, cap), torch.int8)
+        with nvtx_range("nms"):
+            impl.run_nms(cands, float(iou), int(max_det), order, keep, out.counts, removed)
+    with nvtx_range("rescale"):
+        impl.run_rescale(cands, keep, ratio_pad, orig_hw, out)
     return out
 
 
 def _torch_path(cands, ratio_pad, orig_hw, iou, max_det, out, backend):
     """'reference': the NumPy greedy loop; 'torch': torchvision.ops.batched_nms on the device (anchor)."""
+    with nvtx_range("nms"):
+        _torch_path_body(cands, ratio_pad, orig_hw, iou, max_det, out, backend)
+
+
+def _torch_path_body(cands, ratio_pad, orig_hw, iou, max_det, out, backend):
     out.boxes.zero_(), out.scores.zero_(), out.keypoints.zero_(), out.counts.zero_()
     counts = cands.counts.cpu().tolist()
     if backend == "reference":

@@ -1,4 +1,4 @@
-"""CuPy RawKernel NMS + rescale (CUDA C in nms.cu): one block per image."""
+"""CuPy RawKernels NMS (one block per image) and rescale (one thread per output row), CUDA C in nms.cu."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,20 +7,30 @@ import torch
 from .._common import KERNEL_DIR, cupy_launch, cupy_module, ptr
 
 CU = str(KERNEL_DIR / "nms" / "nms.cu")
-BLOCK = 256
+NMS_BLOCK = 256
+RESCALE_BLOCK = 128
 
 
-def _kernel(device: torch.device):
-    name = "nms_rescale_f32"
-    mod = cupy_module(CU, (("KNAME", name),), ("--fmad=false",),
-                      device.index if device.index is not None else torch.cuda.current_device())
-    return mod.get_function(name)
+def _module(device: torch.device):
+    return cupy_module(CU, (("KNAME", "nms_f32"), ("RNAME", "rescale_f32")), ("--fmad=false",),
+                       device.index if device.index is not None else torch.cuda.current_device())
 
 
-def run(cands, ratio_pad, orig_hw, iou: float, max_det: int, order, out) -> None:
+def run_nms(cands, iou: float, max_det: int, order, keep, counts) -> None:
     b, cap = cands.scores.shape
-    args = (ptr(cands.boxes), ptr(cands.scores), ptr(cands.keypoints), ptr(cands.anchors), ptr(cands.counts),
-            np.int32(cap), ptr(ratio_pad), ptr(orig_hw), np.float64(iou), np.int32(max_det), ptr(order),
-            ptr(out.boxes), ptr(out.scores), ptr(out.keypoints), ptr(out.counts))
-    cupy_launch(_kernel(cands.scores.device), (b, 1, 1), (BLOCK, 1, 1), args, cands.scores.device,
-                shared_mem=4 * max_det + cap)
+    dev = cands.scores.device
+    args = (ptr(cands.boxes), ptr(cands.scores), ptr(cands.anchors), ptr(cands.counts), np.int32(cap),
+            np.float64(iou), np.int32(max_det), ptr(order), ptr(keep), ptr(counts))
+    cupy_launch(_module(dev).get_function("nms_f32"), (b, 1, 1), (NMS_BLOCK, 1, 1), args, dev, shared_mem=cap)
+
+
+def run_rescale(cands, keep, ratio_pad, orig_hw, out) -> None:
+    b, cap = cands.scores.shape
+    max_det = out.max_det
+    dev = cands.scores.device
+    rows = b * max_det
+    args = (ptr(cands.boxes), ptr(cands.scores), ptr(cands.keypoints), np.int32(cap), ptr(keep), ptr(out.counts),
+            ptr(ratio_pad), ptr(orig_hw), np.int32(b), np.int32(max_det), ptr(out.boxes), ptr(out.scores),
+            ptr(out.keypoints))
+    cupy_launch(_module(dev).get_function("rescale_f32"), ((rows + RESCALE_BLOCK - 1) // RESCALE_BLOCK, 1, 1),
+                (RESCALE_BLOCK, 1, 1), args, dev)
