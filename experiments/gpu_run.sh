@@ -1,29 +1,54 @@
 #!/usr/bin/env bash
-# One full GPU session (run on the device machine from the repo root, with .offline/ carried):
-# installs the offline bundle, runs the GPU tests, the benchmarks, the reports and the notebook, and
-# writes everything under $OUT (at most 8 files come back).
-#   bash experiments/gpu_run.sh [tests|bench|notebook|all ...]      (default: all)
+# One full GPU session on the device machine (repo root, .offline/ carried): installs the offline bundle,
+# then runs the steps asked for (default: all):
+#   tests     pytest -m gpu (kernels, pipeline)           -> results/gpu_tests.md (a line appended)
+#   bench     kernel + pipeline benchmarks                -> results/{kernels,pipeline}.{json,md}
+#   accuracy  experiments/accuracy.py                     -> results/accuracy.json
+#   ncu       experiments/profile.sh (ncu by NVTX range)  -> results/ncu_nvtx.txt
+#   notebook  experiments/run_notebook.py                 -> experiments/compare_kernels.ipynb (executed)
+# Everything it writes comes back as $OUT/run.tgz (results/, the executed notebook, logs).
+#   bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
 set -uo pipefail
-OUT=${OUT:-/tmp/posefuse_out}; mkdir -p "$OUT"
+OUT=${OUT:-/tmp/posefuse_out}; mkdir -p "$OUT/logs"
+LOG=$OUT/logs
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .offline/whl/*.whl \
-  >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+  >"$LOG/install.log" 2>&1 || { cat "$LOG/install.log"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD POSEFUSE_DATA=$PWD/.offline/data PYTHONUNBUFFERED=1 YOLO_OFFLINE=1 MPLBACKEND=Agg
-steps=${*:-all}
+steps=" ${*:-all} "
+want() { [[ $steps == *" $1 "* || $steps == " all " ]]; }
 rc=0
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; python3 -c "import torch,cupy,numba,cv2;print('torch',torch.__version__,'cupy',cupy.__version__,'numba',numba.__version__,'cv2',cv2.__version__)"; } >"$OUT/env.txt" 2>&1
-if [[ $steps == *tests* || $steps == all ]]; then
-  python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=300 tests --ignore=tests/benchmarks 2>&1 | tee "$OUT/gpu_tests.log" | tail -40
-  rc=$((rc | ${PIPESTATUS[0]}))
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  python3 -c "import torch,cupy,numba,cv2;print('torch',torch.__version__,'cupy',cupy.__version__,'numba',numba.__version__,'cv2',cv2.__version__)"; } >"$LOG/env.txt" 2>&1
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1); driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
+step() { echo "== $1 $(date -u +%H:%M:%S)"; }
+if want tests; then
+  step tests
+  python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=300 tests --ignore=tests/benchmarks >"$LOG/gpu_tests.log" 2>&1
+  r=$?; rc=$((rc | r)); tail -3 "$LOG/gpu_tests.log"; grep -E "^(FAILED|ERROR)" "$LOG/gpu_tests.log" | head -20
+  [[ -f results/gpu_tests.md ]] && echo "| $(date -u +%Y-%m-%dT%H:%M) | $card | $driver | \`bash experiments/gpu_run.sh tests\` (python3 -m pytest -m gpu tests --ignore=tests/benchmarks) | $(grep -E '(passed|failed)' "$LOG/gpu_tests.log" | tail -1) |" >> results/gpu_tests.md
 fi
-if [[ $steps == *bench* || $steps == all ]]; then
-  cmd="pytest tests/benchmarks/test_bench_kernels.py --benchmark-only --benchmark-json=bench_kernels.json"
-  python3 -m pytest tests/benchmarks/test_bench_kernels.py --benchmark-only -p no:cacheprovider --timeout=600 \
-    --benchmark-json="$OUT/bench_kernels.json" --benchmark-columns=median,rounds 2>&1 | tee "$OUT/bench.log" | tail -15
-  rc=$((rc | ${PIPESTATUS[0]}))
-  python3 experiments/bench_report.py "$OUT/bench_kernels.json" --name kernels --command "$cmd" --out-dir results && cp results/kernels.json results/kernels.md "$OUT/"
+if want bench; then
+  for b in kernels pipeline; do
+    step "bench $b"
+    cmd="python3 -m pytest tests/benchmarks/test_bench_$b.py --benchmark-only --benchmark-json=bench_$b.json"
+    python3 -m pytest tests/benchmarks/test_bench_$b.py --benchmark-only -p no:cacheprovider --timeout=600 \
+      --benchmark-json="$LOG/bench_$b.json" --benchmark-columns=median,rounds >"$LOG/bench_$b.log" 2>&1
+    r=$?; rc=$((rc | r)); tail -2 "$LOG/bench_$b.log"
+    python3 experiments/bench_report.py "$LOG/bench_$b.json" --name $b --command "$cmd" --out-dir results
+  done
 fi
-if [[ $steps == *notebook* || $steps == all ]]; then
-  python3 experiments/run_notebook.py experiments/compare_kernels.ipynb --out "$OUT/compare_kernels.ipynb" 2>&1 | tail -30
-  rc=$((rc | ${PIPESTATUS[0]}))
+if want accuracy; then
+  step accuracy
+  python3 experiments/accuracy.py >"$LOG/accuracy.log" 2>&1; r=$?; rc=$((rc | r)); grep -E "^fp" "$LOG/accuracy.log"; tail -3 "$LOG/accuracy.log"
 fi
+if want ncu; then
+  step ncu
+  bash experiments/profile.sh results/ncu_nvtx.txt >"$LOG/ncu.log" 2>&1; tail -25 "$LOG/ncu.log"
+fi
+if want notebook; then
+  step notebook
+  python3 experiments/run_notebook.py experiments/compare_kernels.ipynb >"$LOG/notebook.log" 2>&1; r=$?; rc=$((rc | r)); tail -12 "$LOG/notebook.log"
+fi
+step done
+tar czf "$OUT/run.tgz" results experiments/compare_kernels.ipynb -C "$OUT" logs
 exit $rc
