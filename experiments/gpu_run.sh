@@ -20,7 +20,8 @@ rc=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   python3 -c "import torch,cupy,numba,cv2;print('torch',torch.__version__,'cupy',cupy.__version__,'numba',numba.__version__,'cv2',cv2.__version__)"; } >"$LOG/env.txt" 2>&1
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1); driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
-step() { echo "== $1 $(date -u +%H:%M:%S)"; }
+pack() { tar czf "$OUT/run.tgz" results experiments/compare_kernels.ipynb -C "$OUT" logs; }
+step() { pack; echo "== $1 $(date -u +%H:%M:%S)"; }  # pack before each step: a run cut short still returns the rest
 if want tests; then
   step tests
   python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=300 tests --ignore=tests/benchmarks >"$LOG/gpu_tests.log" 2>&1
@@ -50,5 +51,4 @@ if want notebook; then
   python3 experiments/run_notebook.py experiments/compare_kernels.ipynb >"$LOG/notebook.log" 2>&1; r=$?; rc=$((rc | r)); tail -12 "$LOG/notebook.log"
 fi
 step done
-tar czf "$OUT/run.tgz" results experiments/compare_kernels.ipynb -C "$OUT" logs
 exit $rc
