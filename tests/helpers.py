@@ -77,6 +77,14 @@ def assert_letterbox_close(got: np.ndarray, ref: np.ndarray, max_levels: float =
     assert d.mean() <= mean_levels, f"mean diff {d.mean():.4f} levels"
 
 
+def assert_letterbox_exact(got: np.ndarray, ref: np.ndarray):
+    """Kernel letterbox == the cv2 reference bit for bit (fp16 output: the reference rounded to fp16)."""
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    ref = ref.astype(got.dtype)
+    bad = got != ref
+    assert not bad.any(), f"{int(bad.sum())} of {bad.size} values differ, max {np.abs(got.astype(np.float64) - ref).max() * 255:.3f} levels"
+
+
 def match_detections(a_boxes, a_scores, b_boxes, b_scores):
     """Greedy one-to-one matching of two detection sets by IoU; returns [(i, j, iou)]."""
     import torch

@@ -131,9 +131,13 @@ def pipes():
 @pytest.mark.parametrize("cuda_graph", [True, False])
 def test_gpu_fp32_equals_cpu_reference(no_tf32, pipes, cpu_pipe, backend, cuda_graph, clip_frames, gif_frames):
     pipe = pipes(backend=backend, cuda_graph=cuda_graph, precision="fp32")
+    # CuPy's letterbox is cv2's resize bit for bit: only cuDNN vs CPU convolution order remains. The torch-ops
+    # letterbox (float bilinear) and possibly Numba's (FMA contraction) differ from cv2 by a level here and
+    # there, which moves boxes by ~0.1 px: for those, the issue's fp32 accuracy bounds.
+    tol = dict(atol=2e-2, score_atol=2e-3) if backend == "cupy" else dict(atol=0.5, score_atol=5e-3)
     for frames in (clip_frames[140:148], clip_frames[150:158], gif_frames[:3]):  # two batches: same graph slot
         got = pipe(list(frames))
-        assert_results_close(got, cpu_pipe(list(frames)), atol=2e-2, score_atol=2e-3)  # cuDNN vs CPU conv
+        assert_results_close(got, cpu_pipe(list(frames)), **tol)
 
 
 @gpu

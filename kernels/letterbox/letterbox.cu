@@ -1,5 +1,6 @@
 // Letterbox: a batch of BGR uint8 HxWx3 frames (or NV12 frames) of any sizes -> RGB CHW canvas in [0, 1],
-// resized with bilinear half-pixel-centre sampling (cv2.INTER_LINEAR), padded with 114, in one launch.
+// resized exactly as cv2.resize(INTER_LINEAR) resizes uint8 images (same fixed-point arithmetic, bit for
+// bit), padded with 114, in one launch: the same tensor Ultralytics' LetterBox + preprocess make.
 //
 // Specialized by the generated #define block (see kernels/_common.cupy_module):
 //   KNAME   kernel name, e.g. letterbox_bgr_f16      OUT_F16  1: half output, 0: float output
@@ -25,10 +26,10 @@ __device__ __forceinline__ int clampi(int v, int lo, int hi) { return v < lo ? l
 
 __device__ __forceinline__ unsigned char sat_u8(int v) { return (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v)); }
 
-// One source pixel as (b, g, r) floats in 0..255.
+// One source pixel as (b, g, r) in 0..255.
 __device__ __forceinline__ void fetch(const unsigned char* __restrict__ p0, long long pitch0,
                                       const unsigned char* __restrict__ p1, long long pitch1,
-                                      int y, int x, float& b, float& g, float& r) {
+                                      int y, int x, int& b, int& g, int& r) {
 #if NV12
     // OpenCV's YUV420sp -> BGR, BT.601 limited range, 20-bit fixed point (ITUR_BT_601_* constants).
     const int yv = (int)p0[(long long)y * pitch0 + x];
@@ -39,15 +40,27 @@ __device__ __forceinline__ void fetch(const unsigned char* __restrict__ p0, long
     const int guv = half - 852492 * v - 409993 * u;
     const int buv = half + 2116026 * u;
     const int yy = max(0, yv - 16) * 1220542;
-    r = (float)sat_u8((yy + ruv) >> 20);
-    g = (float)sat_u8((yy + guv) >> 20);
-    b = (float)sat_u8((yy + buv) >> 20);
+    r = sat_u8((yy + ruv) >> 20);
+    g = sat_u8((yy + guv) >> 20);
+    b = sat_u8((yy + buv) >> 20);
 #else
     const unsigned char* q = p0 + (long long)y * pitch0 + 3 * x;
-    b = (float)q[0];
-    g = (float)q[1];
-    r = (float)q[2];
+    b = q[0];
+    g = q[1];
+    r = q[2];
 #endif
+}
+
+// cv2.resize INTER_LINEAR on uint8, bit for bit: source coordinate (float)((d + 0.5) * scale - 0.5) with
+// scale = 1 / (dst / src) in double (no FMA contraction, as OpenCV's x86 build), 11-bit coefficients
+// round((1 - f) * 2048) and round(f * 2048), an integer horizontal pass, then OpenCV's SIMD vertical step
+// ((D0 >> 4) * b0 >> 16) + ((D1 >> 4) * b1 >> 16) + 2 >> 2, saturated to uint8.
+__device__ __forceinline__ float src_coord(int d, double scale) {
+    return (float)__dadd_rn(__dmul_rn((double)d + 0.5, scale), -0.5);
+}
+
+__device__ __forceinline__ int vresize(int d0, int d1, int b0, int b1) {
+    return min(255, max(0, ((((d0 >> 4) * b0) >> 16) + (((d1 >> 4) * b1) >> 16) + 2) >> 2));
 }
 
 extern "C" __global__ void KNAME(const long long* __restrict__ src, const int* __restrict__ geo,
@@ -74,13 +87,13 @@ extern "C" __global__ void KNAME(const long long* __restrict__ src, const int* _
 
     const int dy = oy - top;
     const bool row_in = dy >= 0 && dy < new_h;
-    // cv2 INTER_LINEAR: fy = (dy + 0.5) * src/dst - 0.5; taps clamped to the image (cv2's border handling).
-    const float sy = (float)src_h / (float)new_h;
-    const float fy = ((float)dy + 0.5f) * sy - 0.5f;
-    const int y0f = (int)floorf(fy);
-    const float ay = fy - (float)y0f;
-    const int ya = clampi(y0f, 0, src_h - 1), yb = clampi(y0f + 1, 0, src_h - 1);
-    const float sx = (float)src_w / (float)new_w;
+    // rows: OpenCV clamps the two source rows to the image and keeps the weights
+    const float fyf = src_coord(dy, 1.0 / ((double)new_h / (double)src_h));
+    const int sy = (int)floorf(fyf);
+    const float fy = fyf - (float)sy;
+    const int b0 = __float2int_rn((1.0f - fy) * 2048.0f), b1 = __float2int_rn(fy * 2048.0f);
+    const int ya = clampi(sy, 0, src_h - 1), yb = clampi(sy + 1, 0, src_h - 1);
+    const double scale_x = 1.0 / ((double)new_w / (double)src_w);
 
 #pragma unroll
     for (int k = 0; k < PX; ++k) {
@@ -89,20 +102,23 @@ extern "C" __global__ void KNAME(const long long* __restrict__ src, const int* _
             vr[k] = vg[k] = vb[k] = pad;
             continue;
         }
-        const float fx = ((float)dx + 0.5f) * sx - 0.5f;
-        const int x0f = (int)floorf(fx);
-        const float ax = fx - (float)x0f;
-        const int xa = clampi(x0f, 0, src_w - 1), xb = clampi(x0f + 1, 0, src_w - 1);
-        float b00, g00, r00, b01, g01, r01, b10, g10, r10, b11, g11, r11;
-        fetch(p0, pitch0, p1, pitch1, ya, xa, b00, g00, r00);
-        fetch(p0, pitch0, p1, pitch1, ya, xb, b01, g01, r01);
-        fetch(p0, pitch0, p1, pitch1, yb, xa, b10, g10, r10);
-        fetch(p0, pitch0, p1, pitch1, yb, xb, b11, g11, r11);
-        const float wx0 = 1.0f - ax, wy0 = 1.0f - ay;
-        // Round to uint8 as cv2.resize does for uint8 images, then scale to [0, 1].
-        vr[k] = rintf(wy0 * (wx0 * r00 + ax * r01) + ay * (wx0 * r10 + ax * r11)) * (1.0f / 255.0f);
-        vg[k] = rintf(wy0 * (wx0 * g00 + ax * g01) + ay * (wx0 * g10 + ax * g11)) * (1.0f / 255.0f);
-        vb[k] = rintf(wy0 * (wx0 * b00 + ax * b01) + ay * (wx0 * b10 + ax * b11)) * (1.0f / 255.0f);
+        // columns: OpenCV moves a tap that falls off the image onto the edge pixel with weight 1
+        const float fxf = src_coord(dx, scale_x);
+        int sx = (int)floorf(fxf);
+        float fx = fxf - (float)sx;
+        if (sx < 0) fx = 0.0f, sx = 0;
+        if (sx >= src_w - 1) fx = 0.0f, sx = src_w - 1;
+        const int a0 = __float2int_rn((1.0f - fx) * 2048.0f), a1 = __float2int_rn(fx * 2048.0f);
+        const int sx1 = min(sx + 1, src_w - 1);
+        int b00, g00, r00, b01, g01, r01, b10, g10, r10, b11, g11, r11;
+        fetch(p0, pitch0, p1, pitch1, ya, sx, b00, g00, r00);
+        fetch(p0, pitch0, p1, pitch1, ya, sx1, b01, g01, r01);
+        fetch(p0, pitch0, p1, pitch1, yb, sx, b10, g10, r10);
+        fetch(p0, pitch0, p1, pitch1, yb, sx1, b11, g11, r11);
+        // uint8 level / 255 in float32 (a division, as torch's div_(255)); fp16 rounds once from it
+        vr[k] = (float)vresize(r00 * a0 + r01 * a1, r10 * a0 + r11 * a1, b0, b1) / 255.0f;
+        vg[k] = (float)vresize(g00 * a0 + g01 * a1, g10 * a0 + g11 * a1, b0, b1) / 255.0f;
+        vb[k] = (float)vresize(b00 * a0 + b01 * a1, b10 * a0 + b11 * a1, b0, b1) / 255.0f;
     }
 
     const size_t plane = (size_t)out_h * out_w;

@@ -1,4 +1,4 @@
-"""Numba CUDA letterbox: same sampling and rounding as letterbox.cu, same Python signature.
+"""Numba CUDA letterbox: the fixed-point arithmetic of letterbox.cu (cv2.resize bit for bit), same signature.
 
 A batch given as one (B, H, W, 3) tensor (or (B, H*3/2, W) NV12) is one launch. A list of separate
 frames is one launch per frame: Numba kernels take arrays, not a table of raw device pointers, so frames
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .._common import numba_array, numba_cuda, numba_stream
@@ -50,6 +51,10 @@ def _kernels():
             return sat_u8((yy + half - 852492 * v - 409993 * u) >> 20)
         return sat_u8((yy + half + 2116026 * u) >> 20)
 
+    @cuda.jit(device=True, inline=True)
+    def vresize(d0, d1, b0, b1):  # OpenCV's SIMD vertical step, saturated to uint8
+        return min(255, max(0, ((((d0 >> 4) * b0) >> 16) + (((d1 >> 4) * b1) >> 16) + 2) >> 2))
+
     def make(nv12):
         @cuda.jit
         def letterbox_kernel(src, geo, out):
@@ -66,15 +71,18 @@ def _kernels():
             new_w = geo[b, 3]
             top = geo[b, 4]
             left = geo[b, 5]
-            pad = 114.0 / 255.0
+            pad = np.float32(114.0) / np.float32(255.0)
             dy = oy - top
             row_in = dy >= 0 and dy < new_h
-            fy = (dy + 0.5) * (src_h / new_h) - 0.5
-            y0f = int(math.floor(fy))
-            ay = fy - y0f
-            ya = clampi(y0f, 0, src_h - 1)
-            yb = clampi(y0f + 1, 0, src_h - 1)
-            sx = src_w / new_w
+            # cv2.resize INTER_LINEAR on uint8, bit for bit (see letterbox.cu)
+            fyf = np.float32((dy + 0.5) * (1.0 / (new_h / src_h)) - 0.5)
+            sy = int(math.floor(fyf))
+            fy = np.float32(fyf - np.float32(sy))
+            b0 = int(round(np.float32((np.float32(1.0) - fy) * np.float32(2048.0))))
+            b1 = int(round(np.float32(fy * np.float32(2048.0))))
+            ya = clampi(sy, 0, src_h - 1)
+            yb = clampi(sy + 1, 0, src_h - 1)
+            scale_x = 1.0 / (new_w / src_w)
             for k in range(PX):
                 ox = ox0 + k
                 dx = ox - left
@@ -82,25 +90,32 @@ def _kernels():
                     for c in range(3):
                         out[b, c, oy, ox] = pad
                     continue
-                fx = (dx + 0.5) * sx - 0.5
-                x0f = int(math.floor(fx))
-                ax = fx - x0f
-                xa = clampi(x0f, 0, src_w - 1)
-                xb = clampi(x0f + 1, 0, src_w - 1)
+                fxf = np.float32((dx + 0.5) * scale_x - 0.5)
+                sx = int(math.floor(fxf))
+                fx = np.float32(fxf - np.float32(sx))
+                if sx < 0:
+                    fx = np.float32(0.0)
+                    sx = 0
+                if sx >= src_w - 1:
+                    fx = np.float32(0.0)
+                    sx = src_w - 1
+                a0 = int(round(np.float32((np.float32(1.0) - fx) * np.float32(2048.0))))
+                a1 = int(round(np.float32(fx * np.float32(2048.0))))
+                sx1 = min(sx + 1, src_w - 1)
                 for c in range(3):  # output plane c is RGB; source channel 2 - c is BGR
                     sc = 2 - c
                     if nv12:
-                        p00 = tap_nv12(src, b, src_h, ya, xa, sc)
-                        p01 = tap_nv12(src, b, src_h, ya, xb, sc)
-                        p10 = tap_nv12(src, b, src_h, yb, xa, sc)
-                        p11 = tap_nv12(src, b, src_h, yb, xb, sc)
+                        p00 = tap_nv12(src, b, src_h, ya, sx, sc)
+                        p01 = tap_nv12(src, b, src_h, ya, sx1, sc)
+                        p10 = tap_nv12(src, b, src_h, yb, sx, sc)
+                        p11 = tap_nv12(src, b, src_h, yb, sx1, sc)
                     else:
-                        p00 = tap_bgr(src, b, ya, xa, sc)
-                        p01 = tap_bgr(src, b, ya, xb, sc)
-                        p10 = tap_bgr(src, b, yb, xa, sc)
-                        p11 = tap_bgr(src, b, yb, xb, sc)
-                    v = (1.0 - ay) * ((1.0 - ax) * p00 + ax * p01) + ay * ((1.0 - ax) * p10 + ax * p11)
-                    out[b, c, oy, ox] = round(v) / 255.0  # round half to even, like rintf
+                        p00 = int(tap_bgr(src, b, ya, sx, sc))
+                        p01 = int(tap_bgr(src, b, ya, sx1, sc))
+                        p10 = int(tap_bgr(src, b, yb, sx, sc))
+                        p11 = int(tap_bgr(src, b, yb, sx1, sc))
+                    v = vresize(p00 * a0 + p01 * a1, p10 * a0 + p11 * a1, b0, b1)
+                    out[b, c, oy, ox] = np.float32(v) / np.float32(255.0)
 
         return letterbox_kernel
 
