@@ -7,7 +7,7 @@
 #   ncu       experiments/profile.sh (ncu by NVTX range)  -> results/ncu_nvtx.txt
 #   notebook  experiments/run_notebook.py                 -> experiments/compare_kernels.ipynb (executed)
 # Everything it writes comes back as $OUT/run.tgz (results/, the executed notebook, logs).
-#   bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
+#   [TESTS="tests/test_x.py ..."] [BENCH="kernels pipeline"] bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
 set -uo pipefail
 OUT=${OUT:-/tmp/posefuse_out}; mkdir -p "$OUT/logs"
 LOG=$OUT/logs
@@ -24,12 +24,12 @@ pack() { tar czf "$OUT/run.tgz" results experiments/compare_kernels.ipynb -C "$O
 step() { pack; echo "== $1 $(date -u +%H:%M:%S)"; }  # pack before each step: a run cut short still returns the rest
 if want tests; then
   step tests
-  python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=300 tests --ignore=tests/benchmarks >"$LOG/gpu_tests.log" 2>&1
+  python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=300 ${TESTS:-tests} --ignore=tests/benchmarks >"$LOG/gpu_tests.log" 2>&1
   r=$?; rc=$((rc | r)); tail -3 "$LOG/gpu_tests.log"; grep -E "^(FAILED|ERROR)" "$LOG/gpu_tests.log" | head -20
-  [[ -f results/gpu_tests.md ]] && echo "| $(date -u +%Y-%m-%dT%H:%M) | $card | $driver | \`bash experiments/gpu_run.sh tests\` (python3 -m pytest -m gpu tests --ignore=tests/benchmarks) | $(grep -E '(passed|failed)' "$LOG/gpu_tests.log" | tail -1) |" >> results/gpu_tests.md
+  [[ -f results/gpu_tests.md ]] && echo "| $(date -u +%Y-%m-%dT%H:%M) | $card | $driver | \`bash experiments/gpu_run.sh tests\` (python3 -m pytest -m gpu ${TESTS:-tests} --ignore=tests/benchmarks) | $(grep -E '(passed|failed)' "$LOG/gpu_tests.log" | tail -1) |" >> results/gpu_tests.md
 fi
 if want bench; then
-  for b in kernels pipeline; do
+  for b in ${BENCH:-kernels pipeline}; do
     step "bench $b"
     cmd="python3 -m pytest tests/benchmarks/test_bench_$b.py --benchmark-only --benchmark-json=bench_$b.json"
     python3 -m pytest tests/benchmarks/test_bench_$b.py --benchmark-only -p no:cacheprovider --timeout=600 \

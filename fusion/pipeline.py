@@ -34,7 +34,7 @@ from torch import nn
 from kernels._common import KernelInputError, available_backends, nvtx_range
 from kernels.decode import Candidates, decode, levels_for
 from kernels.decode.reference import MAX_NMS
-from kernels.letterbox import Layout, _frame_list, batch_geometry, letterbox
+from kernels.letterbox import Layout, _frame_list, batch_geometry, letterbox, make_layout
 from kernels.nms import Detections, nms_rescale
 
 from .backbone import DEFAULT_MODEL, PoseBackbone, load_ultralytics
@@ -325,11 +325,10 @@ class PosePipeline:
             rows = _src_rows(None if isinstance(base, torch.Tensor) else base,
                              base if isinstance(base, torch.Tensor) else None, shapes, nv12)
             slot.src_pinned = torch.from_numpy(rows).pin_memory()
-            slot.layout = Layout(geo, slot.src_pinned.to(self.device), torch.from_numpy(geo.table()).to(self.device),
-                                 torch.from_numpy(geo.ratio_pad()).to(self.device))
+            slot.layout = make_layout(geo, rows, self.device)
             graph_src = None
         else:
-            slot.layout = Layout(geo, None, None, torch.from_numpy(geo.ratio_pad()).to(self.device))
+            slot.layout = make_layout(geo, None, self.device)
             graph_src = slot.in_dev
             if not host:
                 self._bind_input(slot, src, host, pixel_format)

@@ -58,6 +58,26 @@ def test_ratio_pad_matches_scale_boxes():
             assert [theirs[0], theirs[2], theirs[1], theirs[3]] == pytest.approx(clipped, abs=1e-4)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_resize_coefficients_reproduce_cv2_bit_for_bit(seed):
+    """The kernels' fixed-point tables (geometry.resize_coefficients) applied in NumPy == cv2.resize."""
+    import cv2
+
+    from kernels.letterbox.geometry import apply_coefficients, resize_coefficients
+
+    rng = np.random.default_rng(seed)
+    sizes = [(1, 1), (3, 5), (781, 1823), (1823, 781), (864, 1280), (432, 768), (1080, 1920)]
+    sizes += [tuple(int(v) for v in rng.integers(1, 1400, 2)) for _ in range(20)]
+    for h, w in sizes:
+        r = min(640 / h, 640 / w)
+        nw, nh = max(round(w * r), 1), max(round(h * r), 1)
+        if (nh, nw) == (h, w):
+            continue
+        img = _rand((h, w), seed)
+        got = apply_coefficients(img, *resize_coefficients(h, w, nh, nw))
+        np.testing.assert_array_equal(got, cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR), err_msg=f"{(h, w)}")
+
+
 def test_mixed_sizes_use_square_canvas_and_same_shapes_use_rect():
     assert (batch_geometry([(432, 768)] * 3).out_h, batch_geometry([(432, 768)] * 3).out_w) == (384, 640)
     g = batch_geometry([(432, 768), (1080, 1920)])
@@ -177,7 +197,7 @@ def _gpu_case(frames, backend, dtype, imgsz=640, rect=True, pixel_format="bgr"):
                          pixel_format=pixel_format, backend=backend, out=out)
     assert got.data_ptr() == out.data_ptr()
     helpers.assert_letterbox_close(got.float().cpu().numpy(), ref)  # the issue's bound, for every backend
-    if backend == "cupy":  # and the CuPy kernel is cv2's fixed-point resize bit for bit
+    if backend in ("cupy", "numba"):  # and the kernels are cv2's fixed-point resize bit for bit
         helpers.assert_letterbox_exact(got.cpu().numpy(), ref)
     np.testing.assert_array_equal(grp.cpu().numpy(), rp)
 
@@ -223,7 +243,7 @@ def test_gpu_batch_tensor_zero_copy_and_non_default_stream(backend, clip_frames)
         got, _ = letterbox(batch, 640, backend=backend, dtype=torch.float32)
         cpu = got.cpu()  # ordered on s: right only if the kernel ran on s
     helpers.assert_letterbox_close(cpu.numpy(), ref)
-    if backend == "cupy":
+    if backend in ("cupy", "numba"):
         helpers.assert_letterbox_exact(cpu.numpy(), ref)
 
 

@@ -20,7 +20,7 @@ from .._common import KernelInputError, as_tensor, nvtx_range, resolve_backend, 
 from .geometry import BatchGeometry, batch_geometry, check_imgsz
 from .reference import letterbox_reference
 
-__all__ = ["letterbox", "letterbox_reference", "batch_geometry", "BACKENDS"]
+__all__ = ["letterbox", "letterbox_reference", "batch_geometry", "make_layout", "Layout", "BACKENDS"]
 
 BACKENDS = ("cupy", "numba", "torch", "reference")
 OUT_DTYPES = (torch.float16, torch.float32)
@@ -31,9 +31,19 @@ class Layout:
     """Device-side per-frame descriptors for one batch layout (cached: steady state copies nothing)."""
 
     geometry: BatchGeometry
-    src: torch.Tensor  # (B, 4) int64: plane0 ptr, pitch, plane1 ptr, pitch
-    geo: torch.Tensor  # (B, 6) int32: src_h, src_w, new_h, new_w, top, left
+    src: torch.Tensor | None  # (B, 4) int64: plane0 ptr, pitch, plane1 ptr, pitch
+    geo: torch.Tensor  # (B, 8) int32: src_h, src_w, new_h, new_w, top, left, column/row table offsets
     ratio_pad: torch.Tensor  # (B, 4) float32
+    cols: torch.Tensor  # (sum new_w, 4) int32: x0, x1, a0, a1 (geometry.resize_coefficients)
+    rows: torch.Tensor  # (sum new_h, 4) int32: y0, y1, b0, b1
+
+
+def make_layout(geometry: BatchGeometry, src_rows: np.ndarray | None, device) -> Layout:
+    """Upload one batch layout's descriptors (done once per layout; later batches reuse it)."""
+    cols, rows = geometry.coefficients()
+    dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    return Layout(geometry, None if src_rows is None else dev(src_rows), dev(geometry.table()),
+                  dev(geometry.ratio_pad()), dev(cols), dev(rows))
 
 
 _LAYOUTS: OrderedDict = OrderedDict()
@@ -122,13 +132,7 @@ def _layout(items, batch, shapes, imgsz, rect, stride, device, nv12: bool) -> La
     if hit is not None:
         _LAYOUTS.move_to_end(key)
         return hit
-    geo = batch_geometry(shapes, imgsz, rect, stride)
-    lay = Layout(
-        geometry=geo,
-        src=torch.from_numpy(_src_rows(items, batch, shapes, nv12)).to(device),
-        geo=torch.from_numpy(geo.table()).to(device),
-        ratio_pad=torch.from_numpy(geo.ratio_pad()).to(device),
-    )
+    lay = make_layout(batch_geometry(shapes, imgsz, rect, stride), _src_rows(items, batch, shapes, nv12), device)
     _LAYOUTS[key] = lay
     if len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
         _LAYOUTS.popitem(last=False)
@@ -168,7 +172,7 @@ def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: 
         elif backend == "numba":
             from . import numba_impl
 
-            numba_impl.run(items, batch, lay.geo, out, nv12)
+            numba_impl.run(items, batch, lay, out, nv12)
         else:
             from . import torch_ops
 

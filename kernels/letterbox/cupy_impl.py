@@ -25,4 +25,5 @@ def run(layout, out: torch.Tensor, nv12: bool) -> None:
     b, _, out_h, out_w = out.shape
     k = _kernel(out.device, nv12, out.dtype)
     grid = ((out_w // PX + BLOCK[0] - 1) // BLOCK[0], (out_h + BLOCK[1] - 1) // BLOCK[1], b)
-    cupy_launch(k, grid, BLOCK, (ptr(layout.src), ptr(layout.geo), ptr(out), np.int32(out_h), np.int32(out_w)), out.device)
+    args = (ptr(layout.src), ptr(layout.geo), ptr(layout.cols), ptr(layout.rows), ptr(out), np.int32(out_h), np.int32(out_w))
+    cupy_launch(k, grid, BLOCK, args, out.device)

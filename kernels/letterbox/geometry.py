@@ -40,10 +40,68 @@ class BatchGeometry:
         return np.array([[f.gain_x, f.gain_y, f.left, f.top] for f in self.frames], dtype=np.float32).reshape(-1, 4)
 
     def table(self) -> np.ndarray:
-        """(B, 6) int32: src_h, src_w, new_h, new_w, top, left (the kernels' per-frame descriptor)."""
+        """(B, 8) int32: src_h, src_w, new_h, new_w, top, left, then the offsets of the frame's column and row
+        coefficients in :meth:`coefficients` (the kernels' per-frame descriptor)."""
+        offsets = self._coefficient_offsets()[0]
         return np.array(
-            [[f.src_h, f.src_w, f.new_h, f.new_w, f.top, f.left] for f in self.frames], dtype=np.int32
-        ).reshape(-1, 6)
+            [[f.src_h, f.src_w, f.new_h, f.new_w, f.top, f.left, *offsets[(f.src_h, f.src_w, f.new_h, f.new_w)]]
+             for f in self.frames], dtype=np.int32).reshape(-1, 8)
+
+    def _coefficient_offsets(self):
+        offsets, cols, rows, nc, nr = {}, [], [], 0, 0
+        for f in self.frames:
+            key = (f.src_h, f.src_w, f.new_h, f.new_w)
+            if key not in offsets:  # frames of one size share their tables
+                c, r = resize_coefficients(*key)
+                offsets[key] = (nc, nr)
+                cols.append(c)
+                rows.append(r)
+                nc, nr = nc + len(c), nr + len(r)
+        return offsets, cols, rows
+
+    def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        """Column (sum new_w, 4) and row (sum new_h, 4) int32 tables of every distinct frame size."""
+        _, cols, rows = self._coefficient_offsets()
+        return np.concatenate(cols), np.concatenate(rows)
+
+
+def _source_coords(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.resize's source coordinate per destination index: (float)((d + 0.5) * scale - 0.5) with
+    scale = 1 / (dst / src) in double; returns its floor and the float32 fraction."""
+    scale = 1.0 / (dst / src)
+    f = ((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    s = np.floor(f).astype(np.int64)
+    return s, (f - s.astype(np.float32)).astype(np.float32)
+
+
+def resize_coefficients(src_h: int, src_w: int, new_h: int, new_w: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's INTER_LINEAR fixed-point coefficients for uint8 (11-bit, INTER_RESIZE_COEF_SCALE = 2048).
+
+    cols (new_w, 4) int32: x0, x1, a0, a1 -- a tap off the image moves onto the edge pixel with weight 1;
+    rows (new_h, 4) int32: y0, y1, b0, b1 -- rows clamped to the image, weights kept.
+    Applied as D = S[x0]*a0 + S[x1]*a1 per row, then ((D0 >> 4) * b0 >> 16) + ((D1 >> 4) * b1 >> 16) + 2 >> 2:
+    cv2.resize's result bit for bit (tests/test_letterbox.py checks it against cv2 on random sizes)."""
+    one = np.float32(1.0)
+    q = np.float32(2048.0)
+    sx, fx = _source_coords(src_w, new_w)
+    lo, hi = sx < 0, sx >= src_w - 1
+    fx[lo | hi] = 0.0
+    sx[lo] = 0
+    sx[hi] = src_w - 1
+    cols = np.stack([sx, np.minimum(sx + 1, src_w - 1), np.rint((one - fx) * q), np.rint(fx * q)], 1)
+    sy, fy = _source_coords(src_h, new_h)
+    rows = np.stack([np.clip(sy, 0, src_h - 1), np.clip(sy + 1, 0, src_h - 1), np.rint((one - fy) * q), np.rint(fy * q)], 1)
+    return cols.astype(np.int32), rows.astype(np.int32)
+
+
+def apply_coefficients(img: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Resize an (H, W, C) uint8 image with :func:`resize_coefficients` tables, in NumPy (the kernel's math)."""
+    x = img.astype(np.int64)
+    d = x[:, cols[:, 0]] * cols[None, :, 2, None] + x[:, cols[:, 1]] * cols[None, :, 3, None]
+    b0 = rows[:, 2, None, None].astype(np.int64)
+    b1 = rows[:, 3, None, None].astype(np.int64)
+    v = (((d[rows[:, 0]] >> 4) * b0 >> 16) + ((d[rows[:, 1]] >> 4) * b1 >> 16) + 2) >> 2
+    return np.clip(v, 0, 255).astype(np.uint8)
 
 
 def check_imgsz(imgsz, stride: int = 32) -> tuple[int, int]:

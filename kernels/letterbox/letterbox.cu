@@ -12,7 +12,7 @@
 //
 // Per-frame descriptors (device tables, built once per batch layout on the host):
 //   src[b] = {plane0 pointer, plane0 pitch in bytes, plane1 pointer (UV, NV12 only), plane1 pitch}
-//   geo[b] = {src_h, src_w, new_h, new_w, top, left}
+//   geo[b] = {src_h, src_w, new_h, new_w, top, left, column-table offset, row-table offset}
 
 #define PX 4
 
@@ -22,7 +22,6 @@ __device__ __forceinline__ unsigned short f32_to_f16_bits(float f) {
     return h;
 }
 
-__device__ __forceinline__ int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 __device__ __forceinline__ unsigned char sat_u8(int v) { return (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v)); }
 
@@ -51,19 +50,16 @@ __device__ __forceinline__ void fetch(const unsigned char* __restrict__ p0, long
 #endif
 }
 
-// cv2.resize INTER_LINEAR on uint8, bit for bit: source coordinate (float)((d + 0.5) * scale - 0.5) with
-// scale = 1 / (dst / src) in double (no FMA contraction, as OpenCV's x86 build), 11-bit coefficients
-// round((1 - f) * 2048) and round(f * 2048), an integer horizontal pass, then OpenCV's SIMD vertical step
-// ((D0 >> 4) * b0 >> 16) + ((D1 >> 4) * b1 >> 16) + 2 >> 2, saturated to uint8.
-__device__ __forceinline__ float src_coord(int d, double scale) {
-    return (float)__dadd_rn(__dmul_rn((double)d + 0.5, scale), -0.5);
-}
-
+// cv2.resize INTER_LINEAR on uint8, bit for bit, from OpenCV's fixed-point coefficients, which the host
+// computes once per layout (geometry.resize_coefficients): per output column x0, x1, a0, a1 (11-bit weights),
+// per output row y0, y1, b0, b1. Horizontal pass D = S[x0]*a0 + S[x1]*a1 (exact integers), then OpenCV's
+// SIMD vertical step ((D0 >> 4) * b0 >> 16) + ((D1 >> 4) * b1 >> 16) + 2 >> 2, saturated to uint8.
 __device__ __forceinline__ int vresize(int d0, int d1, int b0, int b1) {
     return min(255, max(0, ((((d0 >> 4) * b0) >> 16) + (((d1 >> 4) * b1) >> 16) + 2) >> 2));
 }
 
 extern "C" __global__ void KNAME(const long long* __restrict__ src, const int* __restrict__ geo,
+                                 const int4* __restrict__ cols, const int4* __restrict__ rows,
 #if OUT_F16
                                  unsigned short* __restrict__ out,
 #else
@@ -75,8 +71,9 @@ extern "C" __global__ void KNAME(const long long* __restrict__ src, const int* _
     const int ox0 = (blockIdx.x * blockDim.x + threadIdx.x) * PX;
     if (oy >= out_h || ox0 >= out_w) return;
 
-    const int* gb = geo + 6 * b;
-    const int src_h = gb[0], src_w = gb[1], new_h = gb[2], new_w = gb[3], top = gb[4], left = gb[5];
+    const int* gb = geo + 8 * b;  // src_h, src_w, new_h, new_w, top, left, column offset, row offset
+    const int new_h = gb[2], new_w = gb[3], top = gb[4], left = gb[5];
+    const int4* col = cols + gb[6];
     const unsigned char* p0 = (const unsigned char*)src[4 * b + 0];
     const long long pitch0 = src[4 * b + 1];
     const unsigned char* p1 = (const unsigned char*)src[4 * b + 2];
@@ -87,13 +84,7 @@ extern "C" __global__ void KNAME(const long long* __restrict__ src, const int* _
 
     const int dy = oy - top;
     const bool row_in = dy >= 0 && dy < new_h;
-    // rows: OpenCV clamps the two source rows to the image and keeps the weights
-    const float fyf = src_coord(dy, 1.0 / ((double)new_h / (double)src_h));
-    const int sy = (int)floorf(fyf);
-    const float fy = fyf - (float)sy;
-    const int b0 = __float2int_rn((1.0f - fy) * 2048.0f), b1 = __float2int_rn(fy * 2048.0f);
-    const int ya = clampi(sy, 0, src_h - 1), yb = clampi(sy + 1, 0, src_h - 1);
-    const double scale_x = 1.0 / ((double)new_w / (double)src_w);
+    const int4 rw = row_in ? rows[gb[7] + dy] : make_int4(0, 0, 0, 0);  // y0, y1, b0, b1
 
 #pragma unroll
     for (int k = 0; k < PX; ++k) {
@@ -102,23 +93,16 @@ extern "C" __global__ void KNAME(const long long* __restrict__ src, const int* _
             vr[k] = vg[k] = vb[k] = pad;
             continue;
         }
-        // columns: OpenCV moves a tap that falls off the image onto the edge pixel with weight 1
-        const float fxf = src_coord(dx, scale_x);
-        int sx = (int)floorf(fxf);
-        float fx = fxf - (float)sx;
-        if (sx < 0) fx = 0.0f, sx = 0;
-        if (sx >= src_w - 1) fx = 0.0f, sx = src_w - 1;
-        const int a0 = __float2int_rn((1.0f - fx) * 2048.0f), a1 = __float2int_rn(fx * 2048.0f);
-        const int sx1 = min(sx + 1, src_w - 1);
+        const int4 c = col[dx];  // x0, x1, a0, a1
         int b00, g00, r00, b01, g01, r01, b10, g10, r10, b11, g11, r11;
-        fetch(p0, pitch0, p1, pitch1, ya, sx, b00, g00, r00);
-        fetch(p0, pitch0, p1, pitch1, ya, sx1, b01, g01, r01);
-        fetch(p0, pitch0, p1, pitch1, yb, sx, b10, g10, r10);
-        fetch(p0, pitch0, p1, pitch1, yb, sx1, b11, g11, r11);
-        // uint8 level / 255 in float32 (a division, as torch's div_(255)); fp16 rounds once from it
-        vr[k] = (float)vresize(r00 * a0 + r01 * a1, r10 * a0 + r11 * a1, b0, b1) / 255.0f;
-        vg[k] = (float)vresize(g00 * a0 + g01 * a1, g10 * a0 + g11 * a1, b0, b1) / 255.0f;
-        vb[k] = (float)vresize(b00 * a0 + b01 * a1, b10 * a0 + b11 * a1, b0, b1) / 255.0f;
+        fetch(p0, pitch0, p1, pitch1, rw.x, c.x, b00, g00, r00);
+        fetch(p0, pitch0, p1, pitch1, rw.x, c.y, b01, g01, r01);
+        fetch(p0, pitch0, p1, pitch1, rw.y, c.x, b10, g10, r10);
+        fetch(p0, pitch0, p1, pitch1, rw.y, c.y, b11, g11, r11);
+        // uint8 level / 255 in float32 (a division, as the reference's / 255); fp16 rounds once from it
+        vr[k] = (float)vresize(r00 * c.z + r01 * c.w, r10 * c.z + r11 * c.w, rw.z, rw.w) / 255.0f;
+        vg[k] = (float)vresize(g00 * c.z + g01 * c.w, g10 * c.z + g11 * c.w, rw.z, rw.w) / 255.0f;
+        vb[k] = (float)vresize(b00 * c.z + b01 * c.w, b10 * c.z + b11 * c.w, rw.z, rw.w) / 255.0f;
     }
 
     const size_t plane = (size_t)out_h * out_w;

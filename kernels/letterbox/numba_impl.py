@@ -1,12 +1,10 @@
-"""Numba CUDA letterbox: the fixed-point arithmetic of letterbox.cu (cv2.resize bit for bit), same signature.
+"""Numba CUDA letterbox: the table-driven fixed-point arithmetic of letterbox.cu (cv2.resize bit for bit).
 
 A batch given as one (B, H, W, 3) tensor (or (B, H*3/2, W) NV12) is one launch. A list of separate
 frames is one launch per frame: Numba kernels take arrays, not a table of raw device pointers, so frames
 that live in separate allocations cannot share one launch without a copy (the CuPy kernel can).
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -23,10 +21,6 @@ _KERNELS = {}
 def _kernels():
     if _KERNELS:
         return _KERNELS
-
-    @cuda.jit(device=True, inline=True)
-    def clampi(v, lo, hi):
-        return lo if v < lo else (hi if v > hi else v)
 
     @cuda.jit(device=True, inline=True)
     def sat_u8(v):
@@ -57,7 +51,7 @@ def _kernels():
 
     def make(nv12):
         @cuda.jit
-        def letterbox_kernel(src, geo, out):
+        def letterbox_kernel(src, geo, cols, rows, out):
             b = cuda.blockIdx.z
             oy = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
             ox0 = (cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x) * PX
@@ -66,23 +60,19 @@ def _kernels():
             if oy >= out_h or ox0 >= out_w:
                 return
             src_h = geo[b, 0]
-            src_w = geo[b, 1]
             new_h = geo[b, 2]
             new_w = geo[b, 3]
             top = geo[b, 4]
             left = geo[b, 5]
+            c0 = geo[b, 6]
             pad = np.float32(114.0) / np.float32(255.0)
             dy = oy - top
             row_in = dy >= 0 and dy < new_h
-            # cv2.resize INTER_LINEAR on uint8, bit for bit (see letterbox.cu)
-            fyf = np.float32((dy + 0.5) * (1.0 / (new_h / src_h)) - 0.5)
-            sy = int(math.floor(fyf))
-            fy = np.float32(fyf - np.float32(sy))
-            b0 = int(round(np.float32((np.float32(1.0) - fy) * np.float32(2048.0))))
-            b1 = int(round(np.float32(fy * np.float32(2048.0))))
-            ya = clampi(sy, 0, src_h - 1)
-            yb = clampi(sy + 1, 0, src_h - 1)
-            scale_x = 1.0 / (new_w / src_w)
+            r = geo[b, 7] + (dy if row_in else 0)
+            ya = rows[r, 0]
+            yb = rows[r, 1]
+            b0 = rows[r, 2]
+            b1 = rows[r, 3]
             for k in range(PX):
                 ox = ox0 + k
                 dx = ox - left
@@ -90,30 +80,22 @@ def _kernels():
                     for c in range(3):
                         out[b, c, oy, ox] = pad
                     continue
-                fxf = np.float32((dx + 0.5) * scale_x - 0.5)
-                sx = int(math.floor(fxf))
-                fx = np.float32(fxf - np.float32(sx))
-                if sx < 0:
-                    fx = np.float32(0.0)
-                    sx = 0
-                if sx >= src_w - 1:
-                    fx = np.float32(0.0)
-                    sx = src_w - 1
-                a0 = int(round(np.float32((np.float32(1.0) - fx) * np.float32(2048.0))))
-                a1 = int(round(np.float32(fx * np.float32(2048.0))))
-                sx1 = min(sx + 1, src_w - 1)
+                x0 = cols[c0 + dx, 0]
+                x1 = cols[c0 + dx, 1]
+                a0 = cols[c0 + dx, 2]
+                a1 = cols[c0 + dx, 3]
                 for c in range(3):  # output plane c is RGB; source channel 2 - c is BGR
                     sc = 2 - c
                     if nv12:
-                        p00 = tap_nv12(src, b, src_h, ya, sx, sc)
-                        p01 = tap_nv12(src, b, src_h, ya, sx1, sc)
-                        p10 = tap_nv12(src, b, src_h, yb, sx, sc)
-                        p11 = tap_nv12(src, b, src_h, yb, sx1, sc)
+                        p00 = tap_nv12(src, b, src_h, ya, x0, sc)
+                        p01 = tap_nv12(src, b, src_h, ya, x1, sc)
+                        p10 = tap_nv12(src, b, src_h, yb, x0, sc)
+                        p11 = tap_nv12(src, b, src_h, yb, x1, sc)
                     else:
-                        p00 = int(tap_bgr(src, b, ya, sx, sc))
-                        p01 = int(tap_bgr(src, b, ya, sx1, sc))
-                        p10 = int(tap_bgr(src, b, yb, sx, sc))
-                        p11 = int(tap_bgr(src, b, yb, sx1, sc))
+                        p00 = int(tap_bgr(src, b, ya, x0, sc))
+                        p01 = int(tap_bgr(src, b, ya, x1, sc))
+                        p10 = int(tap_bgr(src, b, yb, x0, sc))
+                        p11 = int(tap_bgr(src, b, yb, x1, sc))
                     v = vresize(p00 * a0 + p01 * a1, p10 * a0 + p11 * a1, b0, b1)
                     out[b, c, oy, ox] = np.float32(v) / np.float32(255.0)
 
@@ -124,17 +106,19 @@ def _kernels():
     return _KERNELS
 
 
-def _launch(src: torch.Tensor, geo: torch.Tensor, out: torch.Tensor, nv12: bool):
+def _launch(src: torch.Tensor, geo: torch.Tensor, layout, out: torch.Tensor, nv12: bool):
     k = _kernels()["nv12" if nv12 else "bgr"]
     b, _, out_h, out_w = out.shape
     grid = ((out_w // PX + BLOCK[0] - 1) // BLOCK[0], (out_h + BLOCK[1] - 1) // BLOCK[1], b)
-    k[grid, BLOCK, numba_stream(out.device)](numba_array(src), numba_array(geo), numba_array(out))
+    k[grid, BLOCK, numba_stream(out.device)](numba_array(src), numba_array(geo), numba_array(layout.cols),
+                                            numba_array(layout.rows), numba_array(out))
 
 
-def run(frames, batch: torch.Tensor | None, geo: torch.Tensor, out: torch.Tensor, nv12: bool) -> None:
-    """``batch``: the frames as one (B, ...) tensor when they were given so (one launch); else per frame."""
+def run(frames, batch: torch.Tensor | None, layout, out: torch.Tensor, nv12: bool) -> None:
+    """``batch``: the frames as one (B, ...) tensor when they were given so (one launch); else per frame.
+    ``layout``: the batch's kernels.letterbox.Layout (descriptors and coefficient tables on the device)."""
     if batch is not None:
-        _launch(batch, geo, out, nv12)
+        _launch(batch, layout.geo, layout, out, nv12)
         return
     for i, f in enumerate(frames):
-        _launch(f.unsqueeze(0), geo[i : i + 1], out[i : i + 1], nv12)
+        _launch(f.unsqueeze(0), layout.geo[i : i + 1], layout, out[i : i + 1], nv12)
