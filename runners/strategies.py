@@ -1,0 +1,99 @@
+"""Execution strategies (the optimization plan's phases), each selectable by name.
+
+* ``serial``: one frame at a time through the fused pipeline (the status quo's shape);
+* ``batched``: fixed batches through the fused pipeline, the next batch queued while the last is read back;
+* ``ultralytics``: Ultralytics ``predict`` frame by frame, the baseline.
+
+Every frame that enters a runner ends as a result (``on_result``) or as a recorded drop with its reason
+(``monitor.dropped``); ``PerformanceMonitor.stop`` asserts that the two add up to the frames in.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from fusion.pipeline import PoseResult
+
+from .monitor import PerformanceMonitor
+from .sources import Source, SourceError
+
+RUNNERS = ("serial", "batched", "ultralytics")
+
+OnResult = Callable[[str, int, object, PoseResult], None]
+
+
+def _deliver(src: Source, frames, results, monitor: PerformanceMonitor, on_result: OnResult | None):
+    for f, r in zip(frames, results):
+        monitor.done((src.name, f.index), len(r))
+        if on_result is not None:
+            on_result(src.name, f.index, f.image, r)
+
+
+def _drop(src: Source, frames, monitor: PerformanceMonitor, reason: str):
+    for f in frames:
+        monitor.dropped((src.name, f.index), reason)
+
+
+def run_serial(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnResult | None = None):
+    for f in src.frames:
+        monitor.arrived((src.name, f.index))
+        try:
+            res = pipe([f.image])
+        except ValueError as e:  # a bad frame: recorded, the stream goes on
+            _drop(src, [f], monitor, f"{type(e).__name__}: {e}")
+            continue
+        _deliver(src, [f], res, monitor, on_result)
+
+
+def run_batched(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnResult | None = None, batch: int = 32):
+    pending = None  # (frames, PendingBatch): read back while the next batch is staged and queued
+    buf = []
+
+    def flush(frames):
+        nonlocal pending
+        try:
+            p = pipe.submit([f.image for f in frames])
+        except ValueError as e:
+            _drop(src, frames, monitor, f"{type(e).__name__}: {e}")
+            return
+        if pending is not None:
+            _deliver(src, pending[0], pending[1].result(), monitor, on_result)
+        pending = (frames, p)
+
+    try:
+        for f in src.frames:
+            monitor.arrived((src.name, f.index))
+            buf.append(f)
+            if len(buf) == batch:
+                flush(buf)
+                buf = []
+    finally:  # also when the source fails mid-stream: frames already in are finished, then the error goes on
+        if buf:
+            flush(buf)
+        if pending is not None:
+            _deliver(src, pending[0], pending[1].result(), monitor, on_result)
+
+
+def run_ultralytics(src: Source, yolo, monitor: PerformanceMonitor, on_result: OnResult | None = None, **predict_kw):
+    for f in src.frames:
+        monitor.arrived((src.name, f.index))
+        r = yolo.predict(f.image, verbose=False, **predict_kw)[0]
+        res = PoseResult(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),
+                         r.keypoints.data.cpu().numpy().reshape(-1, 17, 3))
+        _deliver(src, [f], [res], monitor, on_result)
+
+
+def run_source(src: Source, runner: str, engine, monitor: PerformanceMonitor, on_result: OnResult | None = None,
+               batch: int = 32, predict_kw: dict | None = None):
+    """Run one source with one strategy. A source that fails mid-stream raises SourceError (the frames it
+    delivered before are already accounted for)."""
+    if runner == "serial":
+        run_serial(src, engine, monitor, on_result)
+    elif runner == "batched":
+        run_batched(src, engine, monitor, on_result, batch)
+    elif runner == "ultralytics":
+        run_ultralytics(src, engine, monitor, on_result, **(predict_kw or {}))
+    else:
+        raise ValueError(f"runner: expected one of {RUNNERS}, got {runner!r}")
+
+
+__all__ = ["RUNNERS", "run_source", "run_serial", "run_batched", "run_ultralytics", "SourceError"]
