@@ -249,3 +249,13 @@ def test_gpu_mixed_sizes_and_nv12(no_tf32, pipes, cpu_pipe, clip_frames, clip108
     got = pipe(nv12, pixel_format="nv12")
     ref = cpu_pipe([helpers.bgr_to_nv12(f) for f in clip_frames[150:154]], pixel_format="nv12")
     assert_results_close(got, ref, atol=2e-2, score_atol=2e-3)
+
+
+def test_compile_option_runs_on_cpu():
+    """``compile=True`` wraps the backbone in torch.compile (exercised here on a tiny module on the CPU)."""
+    pipe = PosePipeline(model=TinyHead(), device="cpu", compile=True)
+    eager = PosePipeline(model=TinyHead(), device="cpu")
+    frame = [np.zeros((64, 64, 3), np.uint8)]
+    a, b = pipe(frame), eager(frame)
+    assert_results_close(a, b)
+    assert hasattr(pipe.backbone, "_orig_mod")  # really compiled
