@@ -34,7 +34,7 @@ from torch import nn
 from kernels._common import KernelInputError, available_backends, nvtx_range
 from kernels.decode import Candidates, decode, levels_for
 from kernels.decode.reference import MAX_NMS
-from kernels.letterbox import Layout, _frame_list, batch_geometry, letterbox, make_layout
+from kernels.letterbox import Layout, batch_geometry, letterbox, make_layout, normalize_frames, source_rows
 from kernels.nms import Detections, nms_rescale
 
 from .backbone import DEFAULT_MODEL, PoseBackbone, load_ultralytics
@@ -180,7 +180,7 @@ class PosePipeline:
 
     def submit(self, frames, pixel_format: str = "bgr") -> PendingBatch:
         """Queue one batch; returns at once (GPU) with a handle whose ``result()`` waits for it."""
-        items, batch, src_device, shapes = _frame_list(frames, pixel_format)
+        items, batch, src_device, shapes = normalize_frames(frames, pixel_format)
         if self.device.type == "cpu":
             return PendingBatch(results=self._run_cpu(items, batch, shapes, pixel_format))
         host = src_device.type == "cpu"
@@ -295,11 +295,9 @@ class PosePipeline:
         if host:
             return
         if self.backend == "cupy":
-            from kernels.letterbox import _src_rows
-
             frames = src if isinstance(src, list) else None
             batch = src if isinstance(src, torch.Tensor) else None
-            rows = _src_rows(frames, batch, slot.shapes, pixel_format == "nv12")
+            rows = source_rows(frames, batch, slot.shapes, pixel_format == "nv12")
             slot.src_pinned.numpy()[:] = rows
             slot.layout.src.copy_(slot.src_pinned, non_blocking=True)
         else:
@@ -319,10 +317,8 @@ class PosePipeline:
         slot.lb_out = torch.empty((b, 3, geo.out_h, geo.out_w), dtype=self.dtype, device=self.device)
         if self.backend == "cupy":
             # a layout of our own: its pointer table is rewritten per batch, the graph reads it
-            from kernels.letterbox import _src_rows
-
             base = slot.in_dev if host else src
-            rows = _src_rows(None if isinstance(base, torch.Tensor) else base,
+            rows = source_rows(None if isinstance(base, torch.Tensor) else base,
                              base if isinstance(base, torch.Tensor) else None, shapes, nv12)
             slot.src_pinned = torch.from_numpy(rows).pin_memory()
             slot.layout = make_layout(geo, rows, self.device)
@@ -365,7 +361,8 @@ class PosePipeline:
         except Exception as e:  # pragma: no cover - depends on the backbone (e.g. torch.compile graph breaks)
             torch.cuda.synchronize(self.device)
             self.graph_errors.append(f"{type(e).__name__}: {e}")
-            warnings.warn(f"cuda_graph: capture failed ({type(e).__name__}: {e}); running eagerly", RuntimeWarning)
+            warnings.warn(f"cuda_graph: capture failed ({type(e).__name__}: {e}); running eagerly", RuntimeWarning,
+                          stacklevel=2)
             slot.graph = None
         stream.wait_stream(side)
 

@@ -192,7 +192,7 @@ def ptr(t: torch.Tensor | None) -> np.uint64:
 def numba_array(t: torch.Tensor):
     """The tensor's memory as a Numba device array (zero copy); a NumPy view under the simulator."""
     if numba_simulator() or t.device.type == "cpu":
-        return t.detach().numpy() if t.dtype != torch.bfloat16 else t.detach().float().numpy()
+        return t.detach().numpy()
     return numba_cuda().as_cuda_array(t.detach())
 
 

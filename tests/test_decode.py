@@ -1,7 +1,6 @@
 """Head decode: reference == the Pose head's own decode; kernels == reference; thresholds, caps, NaN/inf."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

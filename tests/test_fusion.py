@@ -186,8 +186,6 @@ def test_gpu_zero_copy_pointer_table_reads_caller_memory(pipes, clip_frames):
 
 @gpu
 def test_gpu_interop_same_pointers():
-    import cupy
-
     from fusion.interop import data_ptr, to_cupy, to_numba, to_torch
 
     t = torch.arange(1000, dtype=torch.float32, device="cuda")

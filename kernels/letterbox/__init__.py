@@ -71,7 +71,7 @@ def _check_frame(f: torch.Tensor, name: str, pixel_format: str) -> tuple[int, in
     return h, w
 
 
-def _frame_list(frames, pixel_format: str):
+def normalize_frames(frames, pixel_format: str):
     """Normalize ``frames``: (list of per-frame tensors or None, batch tensor or None, device, shapes).
 
     A batch tensor is checked once, as a whole (no per-frame Python work: this is the hot path);
@@ -103,7 +103,7 @@ def _frame_list(frames, pixel_format: str):
     return items, None, device, shapes
 
 
-def _src_rows(items, batch, shapes, nv12: bool) -> np.ndarray:
+def source_rows(items, batch, shapes, nv12: bool) -> np.ndarray:
     """(B, 4) int64 descriptor rows: plane0 pointer, pitch, plane1 (UV) pointer, pitch."""
     if batch is not None:
         h = shapes[0][0]
@@ -132,7 +132,7 @@ def _layout(items, batch, shapes, imgsz, rect, stride, device, nv12: bool) -> La
     if hit is not None:
         _LAYOUTS.move_to_end(key)
         return hit
-    lay = make_layout(batch_geometry(shapes, imgsz, rect, stride), _src_rows(items, batch, shapes, nv12), device)
+    lay = make_layout(batch_geometry(shapes, imgsz, rect, stride), source_rows(items, batch, shapes, nv12), device)
     _LAYOUTS[key] = lay
     if len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
         _LAYOUTS.popitem(last=False)
@@ -142,7 +142,7 @@ def _layout(items, batch, shapes, imgsz, rect, stride, device, nv12: bool) -> La
 def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: torch.dtype = torch.float16,
               pixel_format: str = "bgr", backend: str = "auto", out: torch.Tensor | None = None):
     """Letterbox a batch (see the module docstring). ``out``: optional preallocated output to fill."""
-    items, batch, device, shapes = _frame_list(frames, pixel_format)
+    items, batch, device, shapes = normalize_frames(frames, pixel_format)
     if dtype not in OUT_DTYPES:
         raise KernelInputError(f"dtype: expected torch.float16 or torch.float32, got {dtype}")
     backend = resolve_backend(backend, device, BACKENDS)

@@ -161,4 +161,3 @@ def test_peak_memory(benchmark, batch, gpu_frames, env_info):
     _extra(benchmark, env_info, impl="posefuse_memory", batch=batch,
            peak_gpu_mib=(torch.cuda.max_memory_allocated() - base) / 2**20,
            steady_state_allocations=allocs)
-    del p
