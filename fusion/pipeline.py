@@ -24,6 +24,7 @@ the same results (fp32).
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -59,27 +60,33 @@ class PoseResult:
 
 
 class PendingBatch:
-    """A submitted batch; ``result()`` waits for its device-to-host copy and returns the PoseResults."""
+    """A submitted batch; ``result()`` waits for its device-to-host copy and returns the PoseResults.
+    Safe to read from another thread than the one that submits (the pipeline may copy the results out
+    itself before it reuses the batch's buffers)."""
 
     def __init__(self, slot=None, n: int = 0, keepalive=None, results=None):
         self._slot, self._n, self._keepalive, self._results = slot, n, keepalive, results
+        self._lock = threading.Lock()
 
     def done(self) -> bool:
-        return self._results is not None or self._slot.event.query()
+        with self._lock:
+            return self._results is not None or self._slot.event.query()
 
     def result(self) -> list[PoseResult]:
-        if self._results is None:
-            self._materialize()
+        self._materialize()
         return self._results
 
     def _materialize(self):
-        slot = self._slot
-        slot.event.synchronize()
-        self._results = _results_from(slot.host, self._n)
-        self._keepalive = None
-        if slot.pending is self:
-            slot.pending = None
-        self._slot = None
+        with self._lock:
+            if self._results is not None:
+                return
+            slot = self._slot
+            slot.event.synchronize()
+            self._results = _results_from(slot.host, self._n)
+            self._keepalive = None
+            if slot.pending is self:
+                slot.pending = None
+            self._slot = None
 
 
 def _results_from(host: Detections, n: int) -> list[PoseResult]:

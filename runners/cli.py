@@ -5,13 +5,15 @@
                  --out report.json --save-json poses.jsonl --save-video annotated.mp4
 
 Without a GPU it runs on the CPU (reference kernels, fp32). Exit status: 0 when every source ran,
-1 when a source failed (the others still run and are reported), 2 for bad arguments.
+1 when a source failed (the others still run and are reported), 2 for bad arguments, 3 when a worker of
+the pipelined/dynamic runner failed (the report is still written).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -19,7 +21,8 @@ import numpy as np
 
 from .monitor import PerformanceMonitor
 from .sources import SourceError, open_source
-from .strategies import RUNNERS, run_source
+from .concurrent import RunnerError, run_concurrent
+from .strategies import CONCURRENT, RUNNERS, run_source
 
 # COCO-17 skeleton (pairs of keypoint indices), as Ultralytics draws it
 SKELETON = [(15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9),
@@ -85,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--source", nargs="*", default=None,
                    help="video files / URLs / image folders / images (default: a clip synthesized from the ultralytics wheel's images)")
     r.add_argument("--runner", choices=RUNNERS, default="batched")
-    r.add_argument("--batch", type=int, default=32)
+    r.add_argument("--batch", type=int, default=32, help="batch size (the dynamic runner's maximum)")
+    r.add_argument("--max-wait-ms", type=float, default=10.0, help="dynamic runner: longest a frame waits for its batch")
+    r.add_argument("--realtime", action="store_true", help="release each source's frames at its own frame rate")
+    r.add_argument("--repeat", type=int, default=1, help="use each source this many times, as separate streams")
     r.add_argument("--backend", default="auto", choices=("auto", "cupy", "numba", "torch", "reference"))
     r.add_argument("--precision", default="fp16", choices=("fp16", "fp32"))
     r.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
@@ -121,27 +127,49 @@ def main(argv=None) -> int:
         engine = PosePipeline(model=a.model, device=device, backend=a.backend, precision=a.precision, imgsz=a.imgsz,
                               conf=a.conf, iou=a.iou, cuda_graph=not a.no_graph)
         predict_kw = None
-    specs = a.source or [None]
+    specs = [spec for spec in (a.source or [None]) for _ in range(max(1, a.repeat))]
+    names = [f"{spec or 'default'}#{k}" if a.repeat > 1 else (spec or "default")
+             for spec in (a.source or [None]) for k in range(max(1, a.repeat))]
     outputs = Outputs(a.save_json, a.save_video, len(specs))
-    per_stream, failed = {}, {}
     total = PerformanceMonitor()
+    router = _Router(total)
+    failed, rc = {}, 0
     try:
-        for spec in specs:
-            mon = PerformanceMonitor()
-            name = spec or "default"
+        if a.runner in CONCURRENT:
+            sources = []
+            for spec, name in zip(specs, names):
+                try:
+                    src = open_source(spec, a.max_frames)
+                    src.name = name
+                    sources.append(src)
+                except SourceError as e:
+                    failed[name] = str(e)
+            total.start()
             try:
-                src = open_source(spec, a.max_frames)
-                outputs.fps = src.fps or 30.0
-                mon.start()
-                run_source(src, a.runner, engine, _Tee(mon, total), outputs, a.batch, predict_kw)
-            except SourceError as e:
-                failed[name] = str(e)
+                failed.update(run_concurrent(sources, engine, router, outputs, batch=a.batch, realtime=a.realtime,
+                                             max_wait_ms=a.max_wait_ms if a.runner == "dynamic" else None))
+            except RunnerError as e:
                 print(f"posefuse: {e}", file=sys.stderr)
-            mon.stop()
-            per_stream[name] = mon.report()
-            print(f"[{name}] {mon.summary()}")
+                failed["<run>"] = str(e)
+                rc = 3
+        else:
+            for spec, name in zip(specs, names):
+                try:
+                    src = open_source(spec, a.max_frames)
+                    src.name = name
+                    outputs.fps = src.fps or 30.0
+                    run_source(src, a.runner, engine, router, outputs, a.batch, predict_kw)
+                except SourceError as e:
+                    failed[name] = str(e)
     finally:
         outputs.close()
+    for name, err in failed.items():
+        print(f"posefuse: {err}", file=sys.stderr)
+    per_stream = {}
+    for name, mon in router.streams.items():
+        mon.stop()
+        per_stream[name] = mon.report()
+        print(f"[{name}] {mon.summary()}")
     total.stop()
     report = {"runner": a.runner, "device": device, "precision": a.precision, "batch": a.batch,
               "backend": getattr(engine, "backend", "ultralytics"), "overall": total.report(),
@@ -149,26 +177,35 @@ def main(argv=None) -> int:
     print(f"[all] {total.summary()}")
     if a.out:
         Path(a.out).write_text(json.dumps(report, indent=1))
-    return 1 if failed else 0
+    return rc or (1 if failed else 0)
 
 
-class _Tee:
-    """Feeds one runner's events to the per-stream monitor and the overall one."""
+class _Router:
+    """Feeds runner events to a per-stream monitor (created on first sight) and to the overall one."""
 
-    def __init__(self, *monitors):
-        self.monitors = monitors
+    def __init__(self, total: PerformanceMonitor):
+        self.total = total
+        self.streams: dict[str, PerformanceMonitor] = {}
+        self._lock = threading.Lock()
 
-    def arrived(self, key):
-        for m in self.monitors:
-            m.arrived(key)
+    def _mon(self, key) -> PerformanceMonitor:
+        with self._lock:
+            m = self.streams.get(key[0])
+            if m is None:
+                m = self.streams[key[0]] = PerformanceMonitor()
+            return m
+
+    def arrived(self, key, t=None):
+        self._mon(key).arrived(key, t)
+        self.total.arrived(key, t)
 
     def done(self, key, n):
-        for m in self.monitors:
-            m.done(key, n)
+        self._mon(key).done(key, n)
+        self.total.done(key, n)
 
     def dropped(self, key, reason):
-        for m in self.monitors:
-            m.dropped(key, reason)
+        self._mon(key).dropped(key, reason)
+        self.total.dropped(key, reason)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ memory (torch), CPU usage (psutil, when installed); a JSON report and a console 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 
@@ -11,7 +12,10 @@ import torch
 
 
 class PerformanceMonitor:
+    """Thread-safe: decode threads report arrivals, the result thread reports results and drops."""
+
     def __init__(self):
+        self._lock = threading.Lock()
         self.t0 = None
         self.t_end = None
         self.arrivals: dict[tuple, float] = {}
@@ -34,21 +38,24 @@ class PerformanceMonitor:
     def start(self):
         self.t0 = time.perf_counter()
 
-    def arrived(self, key):
-        """A frame entered the runner (``key``: (stream, frame index))."""
-        if self.t0 is None:
-            self.start()
-        self.frames_in += 1
-        self.arrivals[key] = time.perf_counter()
+    def arrived(self, key, t: float | None = None):
+        """A frame entered the runner (``key``: (stream, frame index); ``t``: its arrival time, default now)."""
+        with self._lock:
+            if self.t0 is None:
+                self.start()
+            self.frames_in += 1
+            self.arrivals[key] = time.perf_counter() if t is None else t
 
     def done(self, key, n_detections: int):
-        self.results += 1
-        self.detections += n_detections
-        self.latencies.append(time.perf_counter() - self.arrivals.pop(key))
+        with self._lock:
+            self.results += 1
+            self.detections += n_detections
+            self.latencies.append(time.perf_counter() - self.arrivals.pop(key))
 
     def dropped(self, key, reason: str):
-        self.drops[reason] += 1
-        self.arrivals.pop(key, None)
+        with self._lock:
+            self.drops[reason] += 1
+            self.arrivals.pop(key, None)
 
     def stop(self):
         self.t_end = time.perf_counter()

@@ -2,7 +2,8 @@
 
 * ``serial``: one frame at a time through the fused pipeline (the status quo's shape);
 * ``batched``: fixed batches through the fused pipeline, the next batch queued while the last is read back;
-* ``ultralytics``: Ultralytics ``predict`` frame by frame, the baseline.
+* ``ultralytics``: Ultralytics ``predict`` frame by frame, the baseline;
+* ``pipelined`` / ``dynamic``: all sources at once through threads and bounded queues (runners/concurrent.py).
 
 Every frame that enters a runner ends as a result (``on_result``) or as a recorded drop with its reason
 (``monitor.dropped``); ``PerformanceMonitor.stop`` asserts that the two add up to the frames in.
@@ -16,7 +17,8 @@ from fusion.pipeline import PoseResult
 from .monitor import PerformanceMonitor
 from .sources import Source, SourceError
 
-RUNNERS = ("serial", "batched", "ultralytics")
+RUNNERS = ("serial", "batched", "ultralytics", "pipelined", "dynamic")
+CONCURRENT = ("pipelined", "dynamic")  # all sources at once (runners/concurrent.py)
 
 OnResult = Callable[[str, int, object, PoseResult], None]
 
@@ -96,4 +98,4 @@ def run_source(src: Source, runner: str, engine, monitor: PerformanceMonitor, on
         raise ValueError(f"runner: expected one of {RUNNERS}, got {runner!r}")
 
 
-__all__ = ["RUNNERS", "run_source", "run_serial", "run_batched", "run_ultralytics", "SourceError"]
+__all__ = ["RUNNERS", "CONCURRENT", "run_source", "run_serial", "run_batched", "run_ultralytics", "SourceError"]

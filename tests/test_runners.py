@@ -133,3 +133,102 @@ def test_cli_bad_arguments():
         main(["run", "--runner", "warp-speed"])
     assert e.value.code == 2
     assert main(["run", "--batch", "0"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Concurrent runners: many sources at once, bounded queues, faults
+# ------------------------------------------------------------------------------------------------
+def _small_sources(n_each=4):
+    from runners.sources import Frame, Source
+
+    clip = [np.ascontiguousarray(f[::2, ::2]) for f in synthesized_clip(8)]  # 216x384: quick on the CPU
+    video = [np.ascontiguousarray(f[::2, ::2]) for f in helpers.read_video(helpers.data_path("one-by-one-person-detection.mp4"), 200)[150:150 + n_each]]
+    return (lambda: [Source("clip", iter([Frame(i, f) for i, f in enumerate(clip[:n_each])]), 50.0),
+                     Source("video", iter([Frame(i, f) for i, f in enumerate(video)]), 50.0)])
+
+
+@pytest.mark.parametrize("max_wait_ms", [None, 5.0])  # pipelined, dynamic
+def test_concurrent_runners_keep_stream_order_and_equal_serial(cpu_pipe, max_wait_ms):
+    from runners.concurrent import run_concurrent
+
+    make = _small_sources()
+    mon, got = PerformanceMonitor(), {}
+    failed = run_concurrent(make(), cpu_pipe, mon, lambda s, i, img, r: got.setdefault(s, []).append((i, r)),
+                            batch=3, max_wait_ms=max_wait_ms)
+    mon.stop()
+    assert failed == {} and mon.report()["results"] == 8
+    for src in make():
+        order = [i for i, _ in got[src.name]]
+        assert order == sorted(order) == list(range(4))
+        ref, _ = collect(src, "serial", cpu_pipe)
+        for i, r in got[src.name]:
+            np.testing.assert_allclose(r.boxes, ref[i].boxes, atol=1e-3)
+
+
+def test_concurrent_failing_source_is_reported_others_go_on(cpu_pipe, tmp_path):
+    from runners.concurrent import run_concurrent
+    from runners.sources import Source
+
+    def broken():
+        raise SourceError("source cam7: stream ended mid-frame")
+        yield
+
+    mon, got = PerformanceMonitor(), []
+    sources = _small_sources()() + [Source("cam7", broken())]
+    failed = run_concurrent(sources, cpu_pipe, mon, lambda s, i, img, r: got.append(s), batch=4)
+    mon.stop()
+    assert failed == {"cam7": "source cam7: stream ended mid-frame"} and len(got) == 8
+
+
+class FailingPipeline:
+    """Fault injection around the real pipeline: the n-th submit raises."""
+
+    def __init__(self, pipe, n):
+        self.pipe, self.n, self.calls = pipe, n, 0
+
+    def submit(self, frames, pixel_format="bgr"):
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError("injected GPU fault")
+        return self.pipe.submit(frames, pixel_format)
+
+
+def test_worker_exception_stops_the_run_with_its_stage_and_no_thread_left(cpu_pipe):
+    import threading
+    import time
+
+    from runners.concurrent import RunnerError, run_concurrent
+
+    mon = PerformanceMonitor()
+    t0 = time.perf_counter()
+    with pytest.raises(RunnerError, match="gpu stage failed: RuntimeError: injected GPU fault") as e:
+        run_concurrent(_small_sources(8)(), FailingPipeline(cpu_pipe, 2), mon, batch=2)
+    assert time.perf_counter() - t0 < 10  # the CPU pipeline takes ~1 s per batch here; the stop itself < 2 s
+    assert isinstance(e.value.__cause__, RuntimeError) and e.value.stage == "gpu"
+    mon.stop()  # accounting holds: every frame in is a result or a recorded drop
+    rep = mon.report()
+    assert rep["results"] + sum(rep["drops"].values()) == rep["frames_in"] and sum(rep["drops"].values()) > 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("posefuse-")]
+
+
+def test_realtime_releases_frames_at_the_source_rate(cpu_pipe):
+    from runners.concurrent import run_concurrent
+    from runners.sources import Frame, Source
+
+    img = np.ascontiguousarray(synthesized_clip(1)[0][::4, ::4])
+    src = Source("cam", iter([Frame(i, img) for i in range(5)]), fps=20.0)
+    mon = PerformanceMonitor()
+    t0 = __import__("time").perf_counter()
+    run_concurrent([src], cpu_pipe, mon, batch=8, max_wait_ms=1.0, realtime=True)
+    mon.stop()
+    assert __import__("time").perf_counter() - t0 >= 4 / 20.0  # frame 4 is released at 0.2 s
+    assert mon.report()["results"] == 5
+
+
+def test_cli_dynamic_runner_many_streams(tmp_path):
+    rc = main(["run", "--device", "cpu", "--runner", "dynamic", "--repeat", "3", "--max-frames", "2", "--batch", "4",
+               "--max-wait-ms", "20", "--out", str(tmp_path / "r.json")])
+    assert rc == 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["overall"]["results"] == 6 and len(rep["streams"]) == 3
+    assert all(s["results"] == 2 for s in rep["streams"].values())
