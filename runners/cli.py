@@ -163,7 +163,7 @@ def main(argv=None) -> int:
                     failed[name] = str(e)
     finally:
         outputs.close()
-    for name, err in failed.items():
+    for err in failed.values():
         print(f"posefuse: {err}", file=sys.stderr)
     per_stream = {}
     for name, mon in router.streams.items():
