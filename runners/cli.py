@@ -6,12 +6,14 @@
 
 Without a GPU it runs on the CPU (reference kernels, fp32). Exit status: 0 when every source ran,
 1 when a source failed (the others still run and are reported), 2 for bad arguments, 3 when a worker of
-the pipelined/dynamic runner failed (the report is still written).
+the pipelined/dynamic runner failed, 130 when interrupted (Ctrl-C / SIGTERM: frames in flight finish; the
+report, with partial statistics, is still written).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -134,6 +136,7 @@ def main(argv=None) -> int:
     total = PerformanceMonitor()
     router = _Router(total)
     failed, rc = {}, 0
+    previous = signal.signal(signal.SIGTERM, _sigterm)  # SIGTERM drains like Ctrl-C
     try:
         if a.runner in CONCURRENT:
             sources = []
@@ -161,7 +164,13 @@ def main(argv=None) -> int:
                     run_source(src, a.runner, engine, router, outputs, a.batch, predict_kw)
                 except SourceError as e:
                     failed[name] = str(e)
+    except KeyboardInterrupt:  # concurrent.RunInterrupted (drained), or a sequential runner's batch boundary
+        print("posefuse: interrupted; writing partial statistics", file=sys.stderr)
+        for key in router.total.unfinished():
+            router.dropped(key, "interrupted")
+        rc = 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
         outputs.close()
     for err in failed.values():
         print(f"posefuse: {err}", file=sys.stderr)
@@ -178,6 +187,10 @@ def main(argv=None) -> int:
     if a.out:
         Path(a.out).write_text(json.dumps(report, indent=1))
     return rc or (1 if failed else 0)
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class _Router:

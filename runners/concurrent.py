@@ -20,9 +20,14 @@ from dataclasses import dataclass, field
 
 from .monitor import PerformanceMonitor
 from .sources import Source, SourceError
+from .strategies import frame_problem, results_of, submit_split
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
 _END = object()
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM: the run drained (no new frames read, frames already in finished) and stopped."""
 
 
 class RunnerError(RuntimeError):
@@ -35,7 +40,8 @@ class RunnerError(RuntimeError):
 
 @dataclass
 class RunState:
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)  # stop now (a worker failed)
+    draining: threading.Event = field(default_factory=threading.Event)  # read no more frames, finish the rest
     error: tuple | None = None  # (stage, exception), the first one
     failed: dict = field(default_factory=dict)  # source name -> message
     inflight: set = field(default_factory=set)  # (stream, index) arrived and not yet delivered or dropped
@@ -71,13 +77,19 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
     t_start = time.perf_counter()
     try:
         for f in src.frames:
-            if state.stop.is_set():
+            if realtime and src.fps:  # wait for the frame's time, still answering a stop
+                while not (state.stop.is_set() or state.draining.is_set()):
+                    wait = t_start + f.index / src.fps - time.perf_counter()
+                    if wait <= 0:
+                        break
+                    time.sleep(min(wait, POLL))
+            if state.stop.is_set() or state.draining.is_set():
                 return
-            if realtime and src.fps:
-                wait = t_start + f.index / src.fps - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
             monitor.arrived((src.name, f.index))
+            bad = frame_problem(src.name, f.index, f.image)
+            if bad:  # recorded drop naming stream, index and reason; the stream goes on
+                monitor.dropped((src.name, f.index), bad)
+                continue
             state.enter((src.name, f.index))
             if not _put(frames_q, (src.name, f), state):
                 return  # the run stopped: accounted as a drop at the end
@@ -96,14 +108,7 @@ def _batcher(frames_q, results_q, pipe, monitor, state: RunState, n_sources: int
     def flush():
         nonlocal buf, first_t
         frames, buf, first_t = buf, [], None
-        try:
-            pending = pipe.submit([f.image for _, f in frames])
-        except ValueError as e:  # bad frames in this batch: recorded drops, the run goes on
-            for name, f in frames:
-                monitor.dropped((name, f.index), f"{type(e).__name__}: {e}")
-                state.leave((name, f.index))
-            return
-        _put(results_q, (frames, pending), state)
+        _put(results_q, (frames, submit_split(pipe, [f.image for _, f in frames])), state)
 
     try:
         while ended < n_sources and not state.stop.is_set():
@@ -140,8 +145,8 @@ def _results(results_q, monitor, on_result, state: RunState):
                 continue
             if item is _END:
                 return
-            frames, pending = item
-            for (name, f), r in zip(frames, pending.result()):
+            frames, parts = item
+            for (name, f), r in zip(frames, results_of(parts)):
                 monitor.done((name, f.index), len(r))
                 state.leave((name, f.index))
                 if on_result is not None:
@@ -175,11 +180,15 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
                                     args=(results_q, monitor, on_result, state)))
     for t in threads:
         t.start()
-    try:
-        while any(t.is_alive() for t in threads) and not state.stop.is_set():
+    interrupted = False
+    while any(t.is_alive() for t in threads) and not state.stop.is_set():
+        try:
             time.sleep(POLL)
-    except KeyboardInterrupt as e:  # Ctrl-C: stop the workers, then report it
-        state.fail("interrupt", e)
+        except KeyboardInterrupt as e:
+            if interrupted:  # a second Ctrl-C: stop now
+                state.fail("interrupt", e)
+            interrupted = True
+            state.draining.set()  # first Ctrl-C / SIGTERM: read no more, finish what is in flight
     deadline = time.perf_counter() + join_timeout
     for t in threads:
         t.join(max(0.0, deadline - time.perf_counter()))
@@ -195,4 +204,6 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
         raise RunnerError(stage, err) from err
     if alive:
         raise RuntimeError(f"runner: threads still running after {join_timeout} s: {alive}")
+    if interrupted:
+        raise RunInterrupted("interrupted: in-flight frames finished, no new frames read")
     return dict(state.failed)

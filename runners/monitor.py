@@ -57,6 +57,11 @@ class PerformanceMonitor:
             self.drops[reason] += 1
             self.arrivals.pop(key, None)
 
+    def unfinished(self) -> list:
+        """Keys of frames that arrived and have neither a result nor a recorded drop."""
+        with self._lock:
+            return list(self.arrivals)
+
     def stop(self):
         self.t_end = time.perf_counter()
         lost = self.frames_in - self.results - sum(self.drops.values())

@@ -10,9 +10,14 @@ Every frame that enters a runner ends as a result (``on_result``) or as a record
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
+import torch
+
 from fusion.pipeline import PoseResult
+from kernels._common import KernelInputError, as_tensor
+from kernels.letterbox import check_frame
 
 from .monitor import PerformanceMonitor
 from .sources import Source, SourceError
@@ -21,6 +26,36 @@ RUNNERS = ("serial", "batched", "ultralytics", "pipelined", "dynamic")
 CONCURRENT = ("pipelined", "dynamic")  # all sources at once (runners/concurrent.py)
 
 OnResult = Callable[[str, int, object, PoseResult], None]
+
+
+def frame_problem(stream: str, index: int, image) -> str | None:
+    """Why a frame cannot go into a batch (its stream and index named), or None when it is fine."""
+    try:
+        check_frame(as_tensor(image, f"{stream}[{index}]"), f"{stream}[{index}]", "bgr")
+    except KernelInputError as e:
+        return str(e)
+    return None
+
+
+def submit_split(pipe, images: list):
+    """``pipe.submit(images)``; on CUDA out-of-memory the batch is split in halves and retried (with a
+    warning), down to single frames. Returns [(start, count, PendingBatch)] covering ``images`` in order."""
+    try:
+        return [(0, len(images), pipe.submit(images))]
+    except torch.cuda.OutOfMemoryError:
+        if len(images) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(images) // 2
+        warnings.warn(f"CUDA out of memory for a batch of {len(images)}: splitting into {half} + {len(images) - half}",
+                      RuntimeWarning, stacklevel=2)
+        first = submit_split(pipe, images[:half])
+        return first + [(s + half, n, p) for s, n, p in submit_split(pipe, images[half:])]
+
+
+def results_of(parts) -> list:
+    """The PoseResults of a submit_split() answer, in frame order."""
+    return [r for _, _, p in parts for r in p.result()]
 
 
 def _deliver(src: Source, frames, results, monitor: PerformanceMonitor, on_result: OnResult | None):
@@ -38,12 +73,11 @@ def _drop(src: Source, frames, monitor: PerformanceMonitor, reason: str):
 def run_serial(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnResult | None = None):
     for f in src.frames:
         monitor.arrived((src.name, f.index))
-        try:
-            res = pipe([f.image])
-        except ValueError as e:  # a bad frame: recorded, the stream goes on
-            _drop(src, [f], monitor, f"{type(e).__name__}: {e}")
+        bad = frame_problem(src.name, f.index, f.image)
+        if bad:  # a bad frame: recorded, the stream goes on
+            _drop(src, [f], monitor, bad)
             continue
-        _deliver(src, [f], res, monitor, on_result)
+        _deliver(src, [f], results_of(submit_split(pipe, [f.image])), monitor, on_result)
 
 
 def run_batched(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnResult | None = None, batch: int = 32):
@@ -52,18 +86,18 @@ def run_batched(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnRes
 
     def flush(frames):
         nonlocal pending
-        try:
-            p = pipe.submit([f.image for f in frames])
-        except ValueError as e:
-            _drop(src, frames, monitor, f"{type(e).__name__}: {e}")
-            return
+        p = submit_split(pipe, [f.image for f in frames])
         if pending is not None:
-            _deliver(src, pending[0], pending[1].result(), monitor, on_result)
+            _deliver(src, pending[0], results_of(pending[1]), monitor, on_result)
         pending = (frames, p)
 
     try:
         for f in src.frames:
             monitor.arrived((src.name, f.index))
+            bad = frame_problem(src.name, f.index, f.image)
+            if bad:
+                _drop(src, [f], monitor, bad)
+                continue
             buf.append(f)
             if len(buf) == batch:
                 flush(buf)
@@ -72,7 +106,7 @@ def run_batched(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnRes
         if buf:
             flush(buf)
         if pending is not None:
-            _deliver(src, pending[0], pending[1].result(), monitor, on_result)
+            _deliver(src, pending[0], results_of(pending[1]), monitor, on_result)
 
 
 def run_ultralytics(src: Source, yolo, monitor: PerformanceMonitor, on_result: OnResult | None = None, **predict_kw):

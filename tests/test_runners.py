@@ -6,6 +6,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fusion import PosePipeline
 from fusion.accuracy import AccuracyTally
@@ -90,7 +91,7 @@ def test_bad_frames_become_recorded_drops(cpu_pipe):
     frames = [Frame(0, synthesized_clip(1)[0]), Frame(1, np.zeros((10, 10), np.uint8)), Frame(2, synthesized_clip(1)[0])]
     out, rep = collect(Source("mixed", iter(frames)), "serial", cpu_pipe)
     assert sorted(out) == [0, 2] and rep["results"] == 2 and sum(rep["drops"].values()) == 1
-    assert "frames[0]: expected uint8 HxWx3" in next(iter(rep["drops"]))
+    assert next(iter(rep["drops"])) == "mixed[1]: expected uint8 HxWx3 (BGR), got shape (10, 10)"
 
 
 def test_monitor_accounting_catches_a_lost_frame():
@@ -232,3 +233,68 @@ def test_cli_dynamic_runner_many_streams(tmp_path):
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["overall"]["results"] == 6 and len(rep["streams"]) == 3
     assert all(s["results"] == 2 for s in rep["streams"].values())
+
+
+def test_batched_mixed_good_and_bad_frames(cpu_pipe):
+    """Good frames of a batch get results; each bad one is a recorded drop naming stream, index and reason."""
+    from runners.sources import Frame, Source
+
+    good = np.ascontiguousarray(synthesized_clip(1)[0][::2, ::2])
+    frames = [good, np.zeros((8, 8, 4), np.uint8), good, None, good.astype(np.float32), good, np.zeros((0, 5, 3), np.uint8)]
+    out, rep = collect(Source("cam", iter([Frame(i, f) for i, f in enumerate(frames)])), "batched", cpu_pipe, batch=3)
+    assert sorted(out) == [0, 2, 5] and rep["frames_in"] == 7 and rep["results"] == 3
+    assert set(rep["drops"]) == {
+        "cam[1]: expected uint8 HxWx3 (BGR), got shape (8, 8, 4)",
+        "cam[3]: expected an array, got None",
+        "cam[4]: expected uint8, got float32 (216, 384, 3)",
+        "cam[6]: expected a non-empty image, got shape (0, 5, 3)",
+    }
+
+
+class OomPipeline:
+    """Fault injection around the real pipeline: batches larger than ``limit`` raise CUDA out-of-memory."""
+
+    def __init__(self, pipe, limit):
+        self.pipe, self.limit, self.sizes = pipe, limit, []
+
+    def submit(self, frames, pixel_format="bgr"):
+        self.sizes.append(len(frames))
+        if len(frames) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return self.pipe.submit(frames, pixel_format)
+
+
+def test_out_of_memory_splits_the_batch_and_loses_no_frame(cpu_pipe):
+    from runners.sources import Frame, Source
+
+    img = np.ascontiguousarray(synthesized_clip(1)[0][::4, ::4])
+    oom = OomPipeline(cpu_pipe, limit=2)
+    with pytest.warns(RuntimeWarning) as rec:
+        out, rep = collect(Source("cam", iter([Frame(i, img) for i in range(5)])), "batched", oom, batch=5)
+    assert [str(w.message) for w in rec] == ["CUDA out of memory for a batch of 5: splitting into 2 + 3",
+                                             "CUDA out of memory for a batch of 3: splitting into 1 + 2"]
+    assert sorted(out) == list(range(5)) and rep["results"] == 5 and not rep["drops"]
+    assert oom.sizes == [5, 2, 3, 1, 2]
+
+
+def test_sigterm_drains_writes_partial_statistics_and_exits_130(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    report = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "runners.cli", "run", "--device", "cpu", "--runner", "dynamic", "--realtime",
+           "--source", helpers.data_path("one-by-one-person-detection.mp4"), "--max-frames", "300",
+           "--batch", "4", "--max-wait-ms", "50", "--out", str(report)]
+    env = dict(os.environ, PYTHONPATH=str(helpers.ROOT))
+    p = subprocess.Popen(cmd, cwd=helpers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(10)  # the model loads, then frames flow at the clip's 10 frames/s
+    assert p.poll() is None, "the run ended before the signal"
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-2000:]
+    rep = json.loads(report.read_text())["overall"]
+    assert 0 < rep["results"] < 300
+    assert rep["frames_in"] == rep["results"] + sum(rep["drops"].values())

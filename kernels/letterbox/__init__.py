@@ -50,7 +50,7 @@ _LAYOUTS: OrderedDict = OrderedDict()
 _LAYOUT_CACHE_SIZE = 128
 
 
-def _check_frame(f: torch.Tensor, name: str, pixel_format: str) -> tuple[int, int]:
+def check_frame(f: torch.Tensor, name: str, pixel_format: str) -> tuple[int, int]:
     """Validate one frame (or, with a leading batch axis stripped, a batch); returns the image (h, w)."""
     if f.dtype != torch.uint8:
         raise KernelInputError(f"{name}: expected uint8, got {str(f.dtype).replace('torch.', '')} {tuple(f.shape)}")
@@ -89,7 +89,7 @@ def normalize_frames(frames, pixel_format: str):
                 f"batch tensor, got shape {tuple(batch.shape)}")
         if batch.shape[0] == 0:
             raise KernelInputError("frames: expected at least one frame, got an empty batch")
-        hw = _check_frame(batch[0], "frames[0]", pixel_format)
+        hw = check_frame(batch[0], "frames[0]", pixel_format)
         return None, batch, batch.device, [hw] * batch.shape[0]
     items = [as_tensor(f, f"frames[{i}]") for i, f in enumerate(frames)]
     if not items:
@@ -99,7 +99,7 @@ def normalize_frames(frames, pixel_format: str):
     for i, f in enumerate(items):
         if not same_device(f.device, device):
             raise KernelInputError(f"frames[{i}]: expected a tensor on {device} like frames[0], got one on {f.device}")
-        shapes.append(_check_frame(f, f"frames[{i}]", pixel_format))
+        shapes.append(check_frame(f, f"frames[{i}]", pixel_format))
     return items, None, device, shapes
 
 
