@@ -83,21 +83,3 @@ def assert_letterbox_exact(got: np.ndarray, ref: np.ndarray):
     ref = ref.astype(got.dtype)
     bad = got != ref
     assert not bad.any(), f"{int(bad.sum())} of {bad.size} values differ, max {np.abs(got.astype(np.float64) - ref).max() * 255:.3f} levels"
-
-
-def match_detections(a_boxes, a_scores, b_boxes, b_scores):
-    """Greedy one-to-one matching of two detection sets by IoU; returns [(i, j, iou)]."""
-    import torch
-    import torchvision
-
-    if len(a_boxes) == 0 or len(b_boxes) == 0:
-        return []
-    iou = torchvision.ops.box_iou(torch.as_tensor(np.asarray(a_boxes)), torch.as_tensor(np.asarray(b_boxes))).numpy()
-    pairs = []
-    used = set()
-    for i in np.argsort(-np.asarray(a_scores)):
-        j = int(np.argmax(np.where([k in used for k in range(iou.shape[1])], -1, iou[i])))
-        if j not in used and iou[i, j] > 0:
-            used.add(j)
-            pairs.append((int(i), j, float(iou[i, j])))
-    return pairs
