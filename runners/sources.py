@@ -71,6 +71,7 @@ def _video(path: str, max_frames: int | None) -> Source:
         raise SourceError(f"source {path}: OpenCV could not open it (missing codec, not a video, or unreachable)")
     fps = cap.get(cv2.CAP_PROP_FPS) or None
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    declared = count
 
     def gen():
         i = 0
@@ -85,6 +86,11 @@ def _video(path: str, max_frames: int | None) -> Source:
             cap.release()
         if i == 0:
             raise SourceError(f"source {path}: no frame could be decoded")
+        # a file that stops mid-stream (truncated, corrupt): fewer frames than its container declares;
+        # containers' counts can be a frame or two off, hence the slack
+        wanted = declared if max_frames is None else min(declared or 0, max_frames)
+        if declared and "://" not in path and i < wanted - max(2, wanted // 100):
+            raise SourceError(f"source {path}: stopped after {i} of {declared} frames (truncated or corrupt file)")
 
     if count and max_frames:
         count = min(count, max_frames)

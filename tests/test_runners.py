@@ -298,3 +298,17 @@ def test_sigterm_drains_writes_partial_statistics_and_exits_130(tmp_path):
     rep = json.loads(report.read_text())["overall"]
     assert 0 < rep["results"] < 300
     assert rep["frames_in"] == rep["results"] + sum(rep["drops"].values())
+
+
+def test_truncated_video_is_a_clear_error_after_its_frames(cpu_pipe, tmp_path):
+    data = open(helpers.data_path("one-by-one-person-detection.mp4"), "rb").read()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 3])
+    src = open_source(str(cut))
+    n = 0
+    with pytest.raises(SourceError, match=r"cut.mp4: stopped after \d+ of 1394 frames \(truncated or corrupt file\)"):
+        for _ in src.frames:
+            n += 1
+    assert 300 < n < 1394
+    full = open_source(helpers.data_path("one-by-one-person-detection.mp4"))  # a whole file raises nothing
+    assert sum(1 for _ in full.frames) == 1394
