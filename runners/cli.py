@@ -129,10 +129,16 @@ def main(argv=None) -> int:
         engine = PosePipeline(model=a.model, device=device, backend=a.backend, precision=a.precision, imgsz=a.imgsz,
                               conf=a.conf, iou=a.iou, cuda_graph=not a.no_graph)
         predict_kw = None
-    specs = [spec for spec in (a.source or [None]) for _ in range(max(1, a.repeat))]
-    names = [f"{spec or 'default'}#{k}" if a.repeat > 1 else (spec or "default")
-             for spec in (a.source or [None]) for k in range(max(1, a.repeat))]
-    outputs = Outputs(a.save_json, a.save_video, len(specs))
+    repeat = max(1, a.repeat)
+    streams = [(spec, f"{spec or 'default'}#{k}" if repeat > 1 else (spec or "default"))
+               for spec in (a.source or [None]) for k in range(repeat)]
+
+    def open_named(spec, name):
+        src = open_source(spec, a.max_frames)
+        src.name = name
+        return src
+
+    outputs = Outputs(a.save_json, a.save_video, len(streams))
     total = PerformanceMonitor()
     router = _Router(total)
     failed, rc = {}, 0
@@ -140,11 +146,9 @@ def main(argv=None) -> int:
     try:
         if a.runner in CONCURRENT:
             sources = []
-            for spec, name in zip(specs, names):
+            for spec, name in streams:
                 try:
-                    src = open_source(spec, a.max_frames)
-                    src.name = name
-                    sources.append(src)
+                    sources.append(open_named(spec, name))
                 except SourceError as e:
                     failed[name] = str(e)
             total.start()
@@ -156,10 +160,9 @@ def main(argv=None) -> int:
                 failed["<run>"] = str(e)
                 rc = 3
         else:
-            for spec, name in zip(specs, names):
+            for spec, name in streams:
                 try:
-                    src = open_source(spec, a.max_frames)
-                    src.name = name
+                    src = open_named(spec, name)
                     outputs.fps = src.fps or 30.0
                     run_source(src, a.runner, engine, router, outputs, a.batch, predict_kw)
                 except SourceError as e:

@@ -100,7 +100,7 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
         state.fail("decode", e)
 
 
-def _batcher(frames_q, results_q, pipe, monitor, state: RunState, n_sources: int, batch: int, max_wait: float | None):
+def _batcher(frames_q, results_q, pipe, state: RunState, n_sources: int, batch: int, max_wait: float | None):
     ended = 0
     buf = []
     first_t = None
@@ -175,7 +175,7 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
     threads = [threading.Thread(target=decode_then_end, args=(s,), name=f"posefuse-decode-{i}", daemon=True)
                for i, s in enumerate(sources)]
     threads.append(threading.Thread(target=_batcher, name="posefuse-gpu", daemon=True,
-                                    args=(frames_q, results_q, pipe, monitor, state, len(sources), batch, max_wait)))
+                                    args=(frames_q, results_q, pipe, state, len(sources), batch, max_wait)))
     threads.append(threading.Thread(target=_results, name="posefuse-result", daemon=True,
                                     args=(results_q, monitor, on_result, state)))
     for t in threads:

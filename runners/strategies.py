@@ -37,11 +37,11 @@ def frame_problem(stream: str, index: int, image) -> str | None:
     return None
 
 
-def submit_split(pipe, images: list):
+def submit_split(pipe, images: list) -> list:
     """``pipe.submit(images)``; on CUDA out-of-memory the batch is split in halves and retried (with a
-    warning), down to single frames. Returns [(start, count, PendingBatch)] covering ``images`` in order."""
+    warning), down to single frames. Returns the PendingBatches covering ``images``, in order."""
     try:
-        return [(0, len(images), pipe.submit(images))]
+        return [pipe.submit(images)]
     except torch.cuda.OutOfMemoryError:
         if len(images) == 1:
             raise
@@ -49,13 +49,12 @@ def submit_split(pipe, images: list):
         half = len(images) // 2
         warnings.warn(f"CUDA out of memory for a batch of {len(images)}: splitting into {half} + {len(images) - half}",
                       RuntimeWarning, stacklevel=2)
-        first = submit_split(pipe, images[:half])
-        return first + [(s + half, n, p) for s, n, p in submit_split(pipe, images[half:])]
+        return submit_split(pipe, images[:half]) + submit_split(pipe, images[half:])
 
 
-def results_of(parts) -> list:
+def results_of(parts: list) -> list:
     """The PoseResults of a submit_split() answer, in frame order."""
-    return [r for _, _, p in parts for r in p.result()]
+    return [r for p in parts for r in p.result()]
 
 
 def _deliver(src: Source, frames, results, monitor: PerformanceMonitor, on_result: OnResult | None):

@@ -8,7 +8,8 @@ import torch
 from kernels._common import KernelInputError, numba_simulator
 from kernels.decode import Candidates, decode, decode_reference
 from kernels.letterbox import letterbox_reference
-from kernels.nms import nms_reference, nms_rescale, postprocess_reference
+from kernels.nms import nms_reference, nms_rescale, postprocess_reference, rescale_reference
+from kernels.nms.reference import iou_one_to_many
 from tests import helpers
 
 sim = pytest.mark.skipif(not numba_simulator(), reason="Numba CUDA simulator only (the GPU runs the gpu tests)")
@@ -113,14 +114,8 @@ def _iou_threshold_case(delta):
     """Two boxes with IoU = 0.5 exactly-ish; threshold set at IoU +- delta."""
     a = np.float32([0, 0, 100, 100])
     bx = np.float32([0, 0, 100, 50 * 2 / 1.5])  # IoU = area_b / area_a
-    iou = float(helpers_iou(a, bx))
+    iou = float(iou_one_to_many(a, bx[None])[0])
     return np.stack([a, bx]), np.float32([0.9, 0.8]), iou + delta
-
-
-def helpers_iou(a, b):
-    from kernels.nms.reference import iou_one_to_many
-
-    return iou_one_to_many(a, b[None])[0]
 
 
 @pytest.mark.parametrize("backend", _backends())
@@ -162,15 +157,11 @@ def test_rescale_and_clip(backend):
     c = make_candidates(boxes, [0.9, 0.8], dev, kpts=kp)
     rp, hw = [[0.5, 0.25, 8.0, 12.0]], [[400, 1000]]
     d = nms_rescale(c, rp, hw, iou=0.7, max_det=10, backend=backend)
-    eb, ek = helpers_rescale(boxes, kp, rp[0], hw[0])
+    eb, ek = rescale_reference(boxes, kp, rp[0], hw[0])
     np.testing.assert_allclose(d.boxes[0, :2].cpu().numpy(), eb, rtol=0, atol=1e-4)
     np.testing.assert_allclose(d.keypoints[0, :2].cpu().numpy(), ek, rtol=0, atol=1e-4)
 
 
-def helpers_rescale(boxes, kp, rp, hw):
-    from kernels.nms.reference import rescale_reference
-
-    return rescale_reference(boxes, kp, rp, hw)
 
 
 def test_bad_input_named():
