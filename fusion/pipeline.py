@@ -24,9 +24,10 @@ the same results (fp32).
 """
 from __future__ import annotations
 
+import copy
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from .backbone import DEFAULT_MODEL, PoseBackbone, load_ultralytics
 
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
+_CAPTURE_LOCK = threading.Lock()
 RING = 2  # slots per signature: one computing or being read back while the next is queued
 
 
@@ -67,6 +69,7 @@ class PendingBatch:
     def __init__(self, slot=None, n: int = 0, keepalive=None, results=None):
         self._slot, self._n, self._keepalive, self._results = slot, n, keepalive, results
         self._lock = threading.Lock()
+        self.gpu_ms: dict[str, float] = {}  # GPU time per stage (CUDA events), filled when the results are read
 
     def done(self) -> bool:
         with self._lock:
@@ -83,10 +86,18 @@ class PendingBatch:
             slot = self._slot
             slot.event.synchronize()
             self._results = _results_from(slot.host, self._n)
+            self.gpu_ms = _stage_ms(slot.marks)
             self._keepalive = None
             if slot.pending is self:
                 slot.pending = None
             self._slot = None
+
+
+def _stage_ms(marks: dict) -> dict[str, float]:
+    """GPU milliseconds between consecutive recorded events: {stage: ms} (stages in recording order)."""
+    marks = marks or {}
+    names = list(marks)
+    return {b: marks[a].elapsed_time(marks[b]) for a, b in zip(names, names[1:])}
 
 
 def _results_from(host: Detections, n: int) -> list[PoseResult]:
@@ -113,6 +124,8 @@ class _Slot:
     shapes: list | None = None
     graph: torch.cuda.CUDAGraph | None = None
     event: torch.cuda.Event | None = None  # recorded after the device-to-host copy
+    marks: dict | None = None  # this batch's timing events, {stage: event recorded at its end}, "start" first
+    timers: dict = field(default_factory=dict)  # the slot's timing events, by stage
     pending: PendingBatch | None = None
     runs: int = 0
 
@@ -123,8 +136,9 @@ class PosePipeline:
     def __init__(self, model=DEFAULT_MODEL, device="cuda", backend: str = "auto", precision: str = "fp16",
                  imgsz=640, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, rect: bool = True,
                  cuda_graph: bool = True, compile: bool = False, channels_last: bool = True,
-                 max_nms: int = MAX_NMS, strides=None):
+                 max_nms: int = MAX_NMS, strides=None, timing: bool = True):
         self.device = torch.device(device)
+        self.timing = bool(timing)  # CUDA events per stage -> PendingBatch.gpu_ms
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device: CUDA was asked for but no CUDA device is available (use device='cpu')")
         if self.device.type == "cuda" and self.device.index is None:
@@ -181,6 +195,15 @@ class PosePipeline:
             return _RawHeadModule(model), tuple(strides or getattr(model, "strides", (8, 16, 32)))
         raise KernelInputError(f"model: expected a model name, checkpoint path or torch module, got {type(model).__name__}")
 
+    def replica(self) -> "PosePipeline":
+        """A pipeline sharing this one's backbone (weights in memory once) with buffers, graphs and streams
+        of its own: one per thread or CUDA stream (the ``streams`` runner)."""
+        twin = copy.copy(self)
+        twin._slots, twin._turn, twin.graph_errors = {}, {}, []
+        twin._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        twin._graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
+        return twin
+
     # ------------------------------------------------------------------ public API
     def __call__(self, frames, pixel_format: str = "bgr") -> list[PoseResult]:
         return self.submit(frames, pixel_format).result()
@@ -197,13 +220,17 @@ class PosePipeline:
         sig = (len(shapes), tuple(shapes) if not same else shapes[0], pixel_format, "host" if host else "device")
         slot = self._next_slot(sig)
         stream = torch.cuda.current_stream(self.device)
+        slot.marks = {} if self.timing else None
+        self._mark(slot, "start", stream)
         if host:
             self._stage_host(slot, items, batch, same)
             src = slot.in_dev if same else slot.in_dev_list
+            self._mark(slot, "h2d", stream)
         else:
             src = batch if batch is not None else items
         if self.cuda_graph and same:
             self._run_graph(slot, sig, src, host, shapes, pixel_format)
+            self._mark(slot, "graph", stream)
         else:
             self._run_eager(slot, src, shapes, pixel_format)
         with nvtx_range("d2h"):
@@ -211,6 +238,7 @@ class PosePipeline:
             with torch.cuda.stream(self._copy_stream):
                 slot.host.flat.copy_(slot.dets.flat, non_blocking=True)
                 slot.event.record(self._copy_stream)
+                self._mark(slot, "d2h", self._copy_stream)
         slot.runs += 1
         pend = PendingBatch(slot, len(shapes), keepalive=(None if host else (frames, batch, items)))
         slot.pending = pend
@@ -267,18 +295,31 @@ class PosePipeline:
             slot.host = Detections.empty(b, self.max_det, "cpu", pin_memory=True)
             slot.orig_hw = torch.tensor([list(s) for s in shapes], dtype=torch.int32, device=self.device)
 
+    def _mark(self, slot: _Slot, stage: str, stream=None):
+        """Record the end of ``stage`` (a timing event) unless timing is off or a graph is being captured."""
+        if slot.marks is None or self.device.type != "cuda" or torch.cuda.is_current_stream_capturing():
+            return
+        ev = slot.timers.get(stage)
+        if ev is None:  # created once per slot and stage, reused by later batches
+            ev = slot.timers[stage] = torch.cuda.Event(enable_timing=True)
+        ev.record(stream)
+        slot.marks[stage] = ev
+
     def _stages(self, slot: _Slot, src, shapes, pixel_format: str, lb_out=None):
         """letterbox -> backbone -> head_decode -> nms -> rescale on the current stream (static buffers)."""
         b = len(shapes)
         lb, ratio_pad = letterbox(src, self.imgsz, rect=self.rect, dtype=self.dtype, pixel_format=pixel_format,
                                   backend=self.backend, out=lb_out)
+        self._mark(slot, "letterbox")
         with nvtx_range("backbone"), torch.inference_mode():
             raw = self.backbone(lb)
+        self._mark(slot, "backbone")
         levels = levels_for(lb.shape[2], lb.shape[3], self.strides)
         if slot.cands is None:
             slot.cands = Candidates.empty(b, min(raw.shape[2], self.max_nms), self.device)
         decode(raw, levels, self.conf, self.max_nms, backend=self.backend, out=slot.cands)
         nms_rescale(slot.cands, ratio_pad, slot.orig_hw, self.iou, self.max_det, backend=self.backend, out=slot.dets)
+        self._mark(slot, "decode_nms")
         return lb, raw
 
     def _run_eager(self, slot: _Slot, src, shapes, pixel_format):
@@ -355,22 +396,27 @@ class PosePipeline:
 
         stream = torch.cuda.current_stream(self.device)
         side = torch.cuda.Stream(self.device)
-        side.wait_stream(stream)
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: cudnn autotuning, module loads, JIT compiles
-                run()
-        stream.wait_stream(side)
-        try:
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self._graph_pool, stream=side):
-                slot.raw = run()
-            slot.graph = g
-        except Exception as e:  # pragma: no cover - depends on the backbone (e.g. torch.compile graph breaks)
-            torch.cuda.synchronize(self.device)
-            self.graph_errors.append(f"{type(e).__name__}: {e}")
-            warnings.warn(f"cuda_graph: capture failed ({type(e).__name__}: {e}); running eagerly", RuntimeWarning,
-                          stacklevel=2)
-            slot.graph = None
+        marks, slot.marks = slot.marks, None  # no timing events inside warm-up or capture
+        # one capture at a time per process; "thread_local": other threads (pipeline replicas on their own
+        # streams) may keep launching and allocating while this thread captures
+        with _CAPTURE_LOCK:
+            side.wait_stream(stream)
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up: cudnn autotuning, module loads, JIT compiles
+                    run()
+            stream.wait_stream(side)
+            try:
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=self._graph_pool, stream=side, capture_error_mode="thread_local"):
+                    slot.raw = run()
+                slot.graph = g
+            except Exception as e:  # pragma: no cover - depends on the backbone (e.g. torch.compile graph breaks)
+                torch.cuda.synchronize(self.device)
+                self.graph_errors.append(f"{type(e).__name__}: {e}")
+                warnings.warn(f"cuda_graph: capture failed ({type(e).__name__}: {e}); running eagerly", RuntimeWarning,
+                              stacklevel=2)
+                slot.graph = None
+        slot.marks = marks
         stream.wait_stream(side)
 
     def _run_cpu(self, items, batch, shapes, pixel_format) -> list[PoseResult]:

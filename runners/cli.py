@@ -4,6 +4,9 @@
     posefuse run --source a.mp4 b.mp4 --runner batched --batch 64 --precision fp16 \\
                  --out report.json --save-json poses.jsonl --save-video annotated.mp4
 
+    posefuse run --source a.mp4 --repeat 8 --runner dynamic --decoder nvdec --batch 64   # 8 streams, NVDEC
+    posefuse run --source a.mp4 --repeat 8 --runner multigpu --gpus cuda:0,cuda:1
+
 Without a GPU it runs on the CPU (reference kernels, fp32). Exit status: 0 when every source ran,
 1 when a source failed (the others still run and are reported), 2 for bad arguments, 3 when a worker of
 the pipelined/dynamic runner failed, 130 when interrupted (Ctrl-C / SIGTERM: frames in flight finish; the
@@ -102,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--conf", type=float, default=0.25)
     r.add_argument("--iou", type=float, default=0.7)
     r.add_argument("--no-graph", action="store_true", help="disable CUDA-graph capture")
+    r.add_argument("--decoder", default="cpu", choices=("cpu", "nvdec"),
+                   help="video decoding: OpenCV threads, or NVDEC into GPU memory (NV12, zero-copy letterbox)")
+    r.add_argument("--replicas", type=int, default=2, help="streams runner: pipeline replicas (CUDA streams)")
+    r.add_argument("--gpus", default=None,
+                   help="multigpu runner: comma-separated devices (default: every visible GPU), e.g. cuda:0,cuda:1")
+    r.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     r.add_argument("--max-frames", type=int, default=None, help="read at most this many frames per source")
     r.add_argument("--out", help="write the performance report (JSON) here")
     r.add_argument("--save-json", help="write per-frame poses as JSON lines here")
@@ -117,24 +126,38 @@ def main(argv=None) -> int:
         print("posefuse: --batch must be >= 1", file=sys.stderr)
         return 2
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if a.replicas < 1:
+        print("posefuse: --replicas must be >= 1", file=sys.stderr)
+        return 2
+    if a.runner == "multigpu" and a.save_video:
+        print("posefuse: --save-video is not available with the multigpu runner (images stay in the workers)",
+              file=sys.stderr)
+        return 2
+    pipeline_kw = dict(model=a.model, backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf,
+                       iou=a.iou, cuda_graph=not a.no_graph)
+    predict_kw = None
     if a.runner == "ultralytics":
         from fusion.backbone import load_ultralytics
 
         engine = load_ultralytics(a.model)
         predict_kw = dict(conf=a.conf, iou=a.iou, imgsz=a.imgsz, device=0 if device.startswith("cuda") else "cpu",
                           half=a.precision == "fp16" and device.startswith("cuda"))
+    elif a.runner == "multigpu":
+        engine = None  # the workers build their own pipelines
+        gpus = a.gpus.split(",") if a.gpus else [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
     else:
         from fusion import PosePipeline
 
-        engine = PosePipeline(model=a.model, device=device, backend=a.backend, precision=a.precision, imgsz=a.imgsz,
-                              conf=a.conf, iou=a.iou, cuda_graph=not a.no_graph)
-        predict_kw = None
+        engine = PosePipeline(device=device, **pipeline_kw)
+        if a.runner == "streams":
+            engine = [engine] + [engine.replica() for _ in range(a.replicas - 1)]
     repeat = max(1, a.repeat)
     streams = [(spec, f"{spec or 'default'}#{k}" if repeat > 1 else (spec or "default"))
                for spec in (a.source or [None]) for k in range(repeat)]
+    chunk = a.batch if a.decoder == "nvdec" else None  # NVDEC: a decoder call fills a batch
 
     def open_named(spec, name):
-        src = open_source(spec, a.max_frames)
+        src = open_source(spec, a.max_frames, a.decoder, device if device.startswith("cuda") else None, chunk)
         src.name = name
         return src
 
@@ -144,13 +167,28 @@ def main(argv=None) -> int:
     failed, rc = {}, 0
     previous = signal.signal(signal.SIGTERM, _sigterm)  # SIGTERM drains like Ctrl-C
     try:
-        if a.runner in CONCURRENT:
+        if a.runner == "multigpu":
+            from .multigpu import run_multigpu
+
+            total.start()
+            try:
+                failed.update(run_multigpu(streams, gpus, router, outputs, pipeline=pipeline_kw, batch=a.batch,
+                                           max_wait_ms=a.max_wait_ms, realtime=a.realtime, decoder=a.decoder,
+                                           max_frames=a.max_frames, chunk=chunk))
+            except RunnerError as e:
+                print(f"posefuse: {e}", file=sys.stderr)
+                failed["<run>"] = str(e)
+                rc = 3
+        elif a.runner in CONCURRENT:
             sources = []
             for spec, name in streams:
                 try:
                     sources.append(open_named(spec, name))
                 except SourceError as e:
                     failed[name] = str(e)
+            known = [src.count for src in sources]
+            if not a.no_progress and sources and all(known):
+                total.progress_total = sum(known)
             total.start()
             try:
                 failed.update(run_concurrent(sources, engine, router, outputs, batch=a.batch, realtime=a.realtime,
@@ -183,8 +221,13 @@ def main(argv=None) -> int:
         per_stream[name] = mon.report()
         print(f"[{name}] {mon.summary()}")
     total.stop()
+    backend = "ultralytics" if a.runner == "ultralytics" else a.backend
+    if isinstance(engine, list):
+        backend = engine[0].backend
+    elif engine is not None and hasattr(engine, "backend"):
+        backend = engine.backend
     report = {"runner": a.runner, "device": device, "precision": a.precision, "batch": a.batch,
-              "backend": getattr(engine, "backend", "ultralytics"), "overall": total.report(),
+              "decoder": a.decoder, "backend": backend, "overall": total.report(),
               "streams": per_stream, "failed_sources": failed, "videos": outputs.paths}
     print(f"[all] {total.summary()}")
     if a.out:
@@ -208,7 +251,7 @@ class _Router:
         with self._lock:
             m = self.streams.get(key[0])
             if m is None:
-                m = self.streams[key[0]] = PerformanceMonitor()
+                m = self.streams[key[0]] = PerformanceMonitor(usage=False)
             return m
 
     def arrived(self, key, t=None):
@@ -222,6 +265,9 @@ class _Router:
     def dropped(self, key, reason):
         self._mon(key).dropped(key, reason)
         self.total.dropped(key, reason)
+
+    def gpu_stages(self, ms):
+        self.total.gpu_stages(ms)
 
 
 if __name__ == "__main__":

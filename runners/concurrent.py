@@ -1,7 +1,10 @@
 """Threaded runners over many sources at once: decode threads -> batcher/GPU thread -> result thread,
 joined by bounded queues (backpressure: a slow stage stops the ones before it; memory stays bounded).
 
-* ``pipelined``: fixed batches (a batch leaves when full, or when the sources end);
+* ``pipelined``: fixed batches (a batch leaves when full, when the sources end, or when no frame came for
+  ``idle_ms``: a source may be waiting for its frames to be released);
+* ``streams``: the same with several pipeline replicas (``pipe`` a list), each in its own GPU thread on its
+  own CUDA stream, sharing the frame queue; results are put back in per-stream order;
 * ``dynamic``: a dynamic batcher across all streams: a batch leaves when it holds ``batch`` frames or its
   oldest frame has waited ``max_wait_ms``; latency is measured per frame from arrival to result.
 
@@ -13,14 +16,17 @@ seconds; every wait is bounded, so nothing hangs and no thread is left behind.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 from .monitor import PerformanceMonitor
 from .sources import Source, SourceError
-from .strategies import frame_problem, results_of, submit_split
+from .strategies import finish, frame_problem, submit_frames
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
 _END = object()
@@ -75,6 +81,7 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
 
 def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, state: RunState, realtime: bool):
     t_start = time.perf_counter()
+    seq = 0  # order of this stream's frames in the queue (the result thread delivers in this order)
     try:
         for f in src.frames:
             if realtime and src.fps:  # wait for the frame's time, still answering a stop
@@ -84,87 +91,130 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
                         break
                     time.sleep(min(wait, POLL))
             if state.stop.is_set() or state.draining.is_set():
+                f.done()
                 return
             monitor.arrived((src.name, f.index))
-            bad = frame_problem(src.name, f.index, f.image)
+            bad = frame_problem(src.name, f.index, f.image, f.pixel_format)
             if bad:  # recorded drop naming stream, index and reason; the stream goes on
+                f.done()
                 monitor.dropped((src.name, f.index), bad)
                 continue
             state.enter((src.name, f.index))
-            if not _put(frames_q, (src.name, f), state):
+            if not _put(frames_q, (src.name, seq, f), state):
                 return  # the run stopped: accounted as a drop at the end
+            seq += 1
     except SourceError as e:  # this source is over; the others go on
         with state.lock:
             state.failed[src.name] = str(e)
     except BaseException as e:  # noqa: BLE001 - any other error stops the run, with its stage
         state.fail("decode", e)
+    finally:
+        src.close()
 
 
-def _batcher(frames_q, results_q, pipe, state: RunState, n_sources: int, batch: int, max_wait: float | None):
-    ended = 0
+def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: float | None, idle: float,
+             ended: dict, stream=None):
+    """One GPU worker: takes frames from ``frames_q`` into batches and submits them to ``pipe`` on
+    ``stream`` (its own CUDA stream, or the current one). Several may share one queue (the ``streams``
+    runner). ``ended``: {"n": sources ended, "of": sources} shared by the workers."""
     buf = []
-    first_t = None
+    first_t = last_t = None
 
     def flush():
         nonlocal buf, first_t
-        frames, buf, first_t = buf, [], None
-        _put(results_q, (frames, submit_split(pipe, [f.image for _, f in frames])), state)
+        items, buf, first_t = buf, [], None
+        submitted = submit_frames(pipe, [f for _, _, f in items])
+        _put(results_q, (items, submitted), state)
+
+    def all_ended():
+        with state.lock:
+            return ended["n"] >= ended["of"]
 
     try:
-        while ended < n_sources and not state.stop.is_set():
-            timeout = POLL
-            if buf and max_wait is not None:
-                timeout = max(0.0, min(POLL, first_t + max_wait - time.perf_counter()))
-            try:
-                item = frames_q.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if item is _END:
-                ended += 1
-            elif item is not None:
-                buf.append(item)
-                if first_t is None:
-                    first_t = time.perf_counter()
-            due = buf and max_wait is not None and time.perf_counter() - first_t >= max_wait
-            if len(buf) >= batch or due:
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            while not state.stop.is_set():
+                timeout = POLL
+                if buf and max_wait is not None:
+                    timeout = max(0.0, min(POLL, first_t + max_wait - time.perf_counter()))
+                try:
+                    item = frames_q.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
+                    if all_ended():
+                        break
+                now = time.perf_counter()
+                if item is _END:
+                    with state.lock:
+                        ended["n"] += 1
+                    if all_ended() and frames_q.empty():
+                        break
+                elif item is not None:
+                    buf.append(item)
+                    last_t = now
+                    if first_t is None:
+                        first_t = now
+                due = buf and max_wait is not None and now - first_t >= max_wait
+                # pipelined: a partial batch also leaves when no frame came for ``idle`` s (a slow or
+                # blocked source: NVDEC sources wait for their frames to be released)
+                stalled = buf and max_wait is None and item is None and now - last_t >= idle
+                if len(buf) >= batch or due or stalled:
+                    flush()
+            if buf and not state.stop.is_set():
                 flush()
-        if buf and not state.stop.is_set():
-            flush()
     except BaseException as e:  # noqa: BLE001
         state.fail("gpu", e)
     finally:
         _put(results_q, _END, state)
 
 
-def _results(results_q, monitor, on_result, state: RunState):
+def _results(results_q, monitor, on_result, state: RunState, n_workers: int):
+    """Reads batches back in submission order and delivers each stream's frames in their queue order
+    (with several GPU workers a later frame of a stream can finish first: it waits in ``held``)."""
+    next_seq: dict = {}
+    held: dict = {}  # (stream, seq) -> (frame, result)
+    ended = 0
     try:
-        while not state.stop.is_set():
+        while not state.stop.is_set() and ended < n_workers:
             try:
                 item = results_q.get(timeout=POLL)
             except queue.Empty:
                 continue
             if item is _END:
-                return
-            frames, parts = item
-            for (name, f), r in zip(frames, results_of(parts)):
-                monitor.done((name, f.index), len(r))
-                state.leave((name, f.index))
-                if on_result is not None:
-                    on_result(name, f.index, f.image, r)
+                ended += 1
+                continue
+            items, submitted = item
+            seqs = {id(f): (name, seq) for name, seq, f in items}
+            for f, r in finish(submitted, monitor):
+                name, seq = seqs[id(f)]
+                held[(name, seq)] = (f, r)
+                n = next_seq.get(name, 0)
+                while (name, n) in held:
+                    g, res = held.pop((name, n))
+                    monitor.done((name, g.index), len(res))
+                    state.leave((name, g.index))
+                    if on_result is not None:
+                        on_result(name, g.index, g.image, res)
+                    n += 1
+                next_seq[name] = n
     except BaseException as e:  # noqa: BLE001
         state.fail("result", e)
 
 
 def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_result=None, *, batch: int = 32,
                    max_wait_ms: float | None = None, realtime: bool = False, queue_frames: int | None = None,
-                   join_timeout: float = 2.0) -> dict:
-    """Run all ``sources`` at once (see the module docstring). ``max_wait_ms=None``: the ``pipelined``
-    strategy (full batches); a number: the ``dynamic`` batcher. Returns {source name: error} for the
-    sources that failed; raises RunnerError when a worker failed."""
+                   join_timeout: float = 2.0, idle_ms: float = 200.0) -> dict:
+    """Run all ``sources`` at once (see the module docstring). ``pipe``: a PosePipeline, or a list of them
+    (the ``streams`` runner: one GPU worker thread per pipeline, each on its own CUDA stream).
+    ``max_wait_ms=None``: fixed batches (``pipelined``); a number: the ``dynamic`` batcher.
+    Returns {source name: error} for the sources that failed; raises RunnerError when a worker failed."""
+    pipes = list(pipe) if isinstance(pipe, (list, tuple)) else [pipe]
+    if not pipes:
+        raise ValueError("pipe: expected a pipeline or a non-empty list of pipelines, got an empty list")
     state = RunState()
-    frames_q: queue.Queue = queue.Queue(maxsize=queue_frames or 2 * batch)
-    results_q: queue.Queue = queue.Queue(maxsize=2)  # one batch read back while the next is computed
+    frames_q: queue.Queue = queue.Queue(maxsize=queue_frames or 2 * batch * len(pipes))
+    results_q: queue.Queue = queue.Queue(maxsize=2 * len(pipes))  # read back while the next batches compute
     max_wait = None if max_wait_ms is None else max_wait_ms / 1e3
+    ended = {"n": 0, "of": len(sources)}
 
     def decode_then_end(src):
         try:
@@ -174,10 +224,16 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
 
     threads = [threading.Thread(target=decode_then_end, args=(s,), name=f"posefuse-decode-{i}", daemon=True)
                for i, s in enumerate(sources)]
-    threads.append(threading.Thread(target=_batcher, name="posefuse-gpu", daemon=True,
-                                    args=(frames_q, results_q, pipe, state, len(sources), batch, max_wait)))
+    for i, p in enumerate(pipes):
+        cuda = getattr(p, "device", None) is not None and p.device.type == "cuda"
+        stream = torch.cuda.Stream(p.device) if cuda and len(pipes) > 1 else None
+        threads.append(threading.Thread(target=_batcher, name=f"posefuse-gpu-{i}", daemon=True,
+                                        args=(frames_q, results_q, p, state, batch, max_wait, idle_ms / 1e3, ended,
+                                              stream)))
     threads.append(threading.Thread(target=_results, name="posefuse-result", daemon=True,
-                                    args=(results_q, monitor, on_result, state)))
+                                    args=(results_q, monitor, on_result, state, len(pipes))))
+    if not sources:
+        return {}
     for t in threads:
         t.start()
     interrupted = False
@@ -189,6 +245,11 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
                 state.fail("interrupt", e)
             interrupted = True
             state.draining.set()  # first Ctrl-C / SIGTERM: read no more, finish what is in flight
+            for s in sources:
+                s.close()
+    for s in sources:  # a source blocked on its consumer (NVDEC) returns
+        if state.stop.is_set():
+            s.close()
     deadline = time.perf_counter() + join_timeout
     for t in threads:
         t.join(max(0.0, deadline - time.perf_counter()))

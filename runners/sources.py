@@ -23,8 +23,22 @@ class SourceError(RuntimeError):
 
 @dataclass
 class Frame:
+    """One frame. ``image``: BGR uint8 HxWx3 (host NumPy), or with ``pixel_format="nv12"`` an NV12
+    (H*3/2, W) uint8 CUDA tensor from NVDEC. ``ready``: a CUDA event the consumer stream must wait on
+    before reading ``image``; ``release``: called once the GPU has finished reading it (decoder buffers
+    are reused after that)."""
+
     index: int
-    image: np.ndarray
+    image: object
+    pixel_format: str = "bgr"
+    ready: object = None
+    release: object = None
+
+    def done(self):
+        """The consumer is finished with the frame's memory (idempotent)."""
+        rel, self.release = self.release, None
+        if rel is not None:
+            rel()
 
 
 @dataclass
@@ -35,6 +49,12 @@ class Source:
     frames: Iterator[Frame]
     fps: float | None = None
     count: int | None = None  # frames it will yield, when known
+    cancel: object = None  # threading.Event: set it to make a source blocked on its consumer return
+
+    def close(self):
+        """Stop the source (a blocked NVDEC source returns; a generator is closed)."""
+        if self.cancel is not None:
+            self.cancel.set()
 
 
 def synthesized_clip(n: int = 96, size=(432, 768)) -> list[np.ndarray]:
@@ -110,14 +130,26 @@ def _images(paths: list[Path], name: str, max_frames: int | None) -> Source:
     return Source(name, gen(), None, len(paths))
 
 
-def open_source(spec: str | None, max_frames: int | None = None) -> Source:
+DECODERS = ("cpu", "nvdec")
+
+
+def open_source(spec: str | None, max_frames: int | None = None, decoder: str = "cpu", device=None,
+                chunk: int | None = None) -> Source:
     """``spec``: a video file or URL, an image folder, an image file, or None / 'default' for the embedded
-    clip. Raises SourceError (naming the source) when it cannot be opened."""
+    clip. ``decoder``: 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU ``device`` into NV12;
+    images and the default clip are still read on the CPU). ``chunk``: NVDEC frames per decoder call.
+    Raises SourceError (naming the source) when it cannot be opened."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
     if spec in (None, "", DEFAULT_NAME):
         frames = synthesized_clip()
         frames = frames[:max_frames] if max_frames else frames
         return Source(DEFAULT_NAME, (Frame(i, f) for i, f in enumerate(frames)), 30.0, len(frames))
     if "://" in spec:
+        if decoder == "nvdec":
+            from .nvdec import CHUNK, open_nvdec
+
+            return open_nvdec(spec, device, max_frames, chunk or CHUNK)
         return _video(spec, max_frames)
     p = Path(spec)
     if p.is_dir():
@@ -131,4 +163,8 @@ def open_source(spec: str | None, max_frames: int | None = None) -> Source:
         return _images([p], spec, max_frames)
     if os.path.getsize(p) == 0:
         raise SourceError(f"source {spec}: the file is empty")
+    if decoder == "nvdec":
+        from .nvdec import CHUNK, open_nvdec
+
+        return open_nvdec(str(p), device, max_frames, chunk or CHUNK)
     return _video(str(p), max_frames)

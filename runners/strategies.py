@@ -3,7 +3,8 @@
 * ``serial``: one frame at a time through the fused pipeline (the status quo's shape);
 * ``batched``: fixed batches through the fused pipeline, the next batch queued while the last is read back;
 * ``ultralytics``: Ultralytics ``predict`` frame by frame, the baseline;
-* ``pipelined`` / ``dynamic``: all sources at once through threads and bounded queues (runners/concurrent.py).
+* ``pipelined`` / ``streams`` / ``dynamic``: all sources at once through threads and bounded queues
+  (runners/concurrent.py); ``multigpu``: one worker process per GPU (runners/multigpu.py).
 
 Every frame that enters a runner ends as a result (``on_result``) or as a recorded drop with its reason
 (``monitor.dropped``); ``PerformanceMonitor.stop`` asserts that the two add up to the frames in.
@@ -22,26 +23,44 @@ from kernels.letterbox import check_frame
 from .monitor import PerformanceMonitor
 from .sources import Source, SourceError
 
-RUNNERS = ("serial", "batched", "ultralytics", "pipelined", "dynamic")
-CONCURRENT = ("pipelined", "dynamic")  # all sources at once (runners/concurrent.py)
+RUNNERS = ("serial", "batched", "ultralytics", "pipelined", "streams", "dynamic", "multigpu")
+CONCURRENT = ("pipelined", "streams", "dynamic")  # all sources at once (runners/concurrent.py)
 
 OnResult = Callable[[str, int, object, PoseResult], None]
 
 
-def frame_problem(stream: str, index: int, image) -> str | None:
+def frame_problem(stream: str, index: int, image, pixel_format: str = "bgr") -> str | None:
     """Why a frame cannot go into a batch (its stream and index named), or None when it is fine."""
     try:
-        check_frame(as_tensor(image, f"{stream}[{index}]"), f"{stream}[{index}]", "bgr")
+        check_frame(as_tensor(image, f"{stream}[{index}]"), f"{stream}[{index}]", pixel_format)
     except KernelInputError as e:
         return str(e)
     return None
 
 
-def submit_split(pipe, images: list) -> list:
+def submit_frames(pipe, frames: list) -> list:
+    """Submit ``frames`` (sources.Frame) as few batches as their pixel formats allow (in order); the current
+    stream first waits on each frame's ``ready`` event (NVDEC). Returns [(frames, parts)] where ``parts``
+    are submit_split()'s PendingBatches."""
+    groups: list = []
+    for f in frames:
+        if groups and groups[-1][0] == f.pixel_format:
+            groups[-1][1].append(f)
+        else:
+            groups.append((f.pixel_format, [f]))
+    waited = set()
+    for f in frames:
+        if f.ready is not None and id(f.ready) not in waited:
+            waited.add(id(f.ready))
+            torch.cuda.current_stream().wait_event(f.ready)
+    return [(g, submit_split(pipe, [f.image for f in g], fmt)) for fmt, g in groups]
+
+
+def submit_split(pipe, images: list, pixel_format: str = "bgr") -> list:
     """``pipe.submit(images)``; on CUDA out-of-memory the batch is split in halves and retried (with a
     warning), down to single frames. Returns the PendingBatches covering ``images``, in order."""
     try:
-        return [pipe.submit(images)]
+        return [pipe.submit(images, pixel_format)]
     except torch.cuda.OutOfMemoryError:
         if len(images) == 1:
             raise
@@ -49,53 +68,67 @@ def submit_split(pipe, images: list) -> list:
         half = len(images) // 2
         warnings.warn(f"CUDA out of memory for a batch of {len(images)}: splitting into {half} + {len(images) - half}",
                       RuntimeWarning, stacklevel=2)
-        return submit_split(pipe, images[:half]) + submit_split(pipe, images[half:])
+        return submit_split(pipe, images[:half], pixel_format) + submit_split(pipe, images[half:], pixel_format)
 
 
-def results_of(parts: list) -> list:
-    """The PoseResults of a submit_split() answer, in frame order."""
-    return [r for p in parts for r in p.result()]
+def results_of(parts: list, monitor: PerformanceMonitor | None = None) -> list:
+    """The PoseResults of a submit_split() answer, in frame order (each batch's GPU stage times go to
+    ``monitor``)."""
+    out = []
+    for p in parts:
+        out.extend(p.result())
+        if monitor is not None and p.gpu_ms:
+            monitor.gpu_stages(p.gpu_ms)
+    return out
 
 
-def _deliver(src: Source, frames, results, monitor: PerformanceMonitor, on_result: OnResult | None):
-    for f, r in zip(frames, results):
-        monitor.done((src.name, f.index), len(r))
+def finish(submitted: list, monitor: PerformanceMonitor | None = None):
+    """Wait for submit_frames()'s batches; yields (frame, PoseResult) in order, each frame released."""
+    for frames, parts in submitted:
+        for f, r in zip(frames, results_of(parts, monitor)):
+            f.done()
+            yield f, r
+
+
+def _deliver(name: str, done, monitor: PerformanceMonitor, on_result: OnResult | None):
+    """``done``: (frame, PoseResult) pairs in order (strategies.finish)."""
+    for f, r in done:
+        monitor.done((name, f.index), len(r))
         if on_result is not None:
-            on_result(src.name, f.index, f.image, r)
+            on_result(name, f.index, f.image, r)
 
 
-def _drop(src: Source, frames, monitor: PerformanceMonitor, reason: str):
-    for f in frames:
-        monitor.dropped((src.name, f.index), reason)
+def _arrive(src: Source, f, monitor: PerformanceMonitor) -> bool:
+    """Count the frame in; a bad frame becomes a recorded drop (and False)."""
+    monitor.arrived((src.name, f.index))
+    bad = frame_problem(src.name, f.index, f.image, f.pixel_format)
+    if bad:  # a bad frame: recorded, the stream goes on
+        f.done()
+        monitor.dropped((src.name, f.index), bad)
+        return False
+    return True
 
 
 def run_serial(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnResult | None = None):
     for f in src.frames:
-        monitor.arrived((src.name, f.index))
-        bad = frame_problem(src.name, f.index, f.image)
-        if bad:  # a bad frame: recorded, the stream goes on
-            _drop(src, [f], monitor, bad)
-            continue
-        _deliver(src, [f], results_of(submit_split(pipe, [f.image])), monitor, on_result)
+        if _arrive(src, f, monitor):
+            _deliver(src.name, finish(submit_frames(pipe, [f]), monitor), monitor, on_result)
 
 
 def run_batched(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnResult | None = None, batch: int = 32):
-    pending = None  # (frames, PendingBatch): read back while the next batch is staged and queued
+    pending = None  # the last batch's submitted parts: read back while the next batch is staged and queued
     buf = []
 
     def flush(frames):
         nonlocal pending
-        p = submit_split(pipe, [f.image for f in frames])
+        p = submit_frames(pipe, frames)
         if pending is not None:
-            _deliver(src, pending[0], results_of(pending[1]), monitor, on_result)
-        pending = (frames, p)
+            _deliver(src.name, finish(pending, monitor), monitor, on_result)
+        pending = p
 
     try:
         for f in src.frames:
-            monitor.arrived((src.name, f.index))
-            bad = frame_problem(src.name, f.index, f.image)
-            if bad:
-                _drop(src, [f], monitor, bad)
+            if not _arrive(src, f, monitor):
                 continue
             buf.append(f)
             if len(buf) == batch:
@@ -105,7 +138,7 @@ def run_batched(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnRes
         if buf:
             flush(buf)
         if pending is not None:
-            _deliver(src, pending[0], results_of(pending[1]), monitor, on_result)
+            _deliver(src.name, finish(pending, monitor), monitor, on_result)
 
 
 def run_ultralytics(src: Source, yolo, monitor: PerformanceMonitor, on_result: OnResult | None = None, **predict_kw):
@@ -114,7 +147,7 @@ def run_ultralytics(src: Source, yolo, monitor: PerformanceMonitor, on_result: O
         r = yolo.predict(f.image, verbose=False, **predict_kw)[0]
         res = PoseResult(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),
                          r.keypoints.data.cpu().numpy().reshape(-1, 17, 3))
-        _deliver(src, [f], [res], monitor, on_result)
+        _deliver(src.name, [(f, res)], monitor, on_result)
 
 
 def run_source(src: Source, runner: str, engine, monitor: PerformanceMonitor, on_result: OnResult | None = None,

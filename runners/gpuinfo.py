@@ -1,0 +1,113 @@
+"""GPU and host usage sampling for the PerformanceMonitor: NVML (``nvidia-ml-py``) utilization and memory
+per GPU, psutil CPU and resident memory of this process. Both are optional: without them the fields are None.
+
+A background thread samples every ``period`` seconds; ``summary()`` gives mean/max per quantity.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+
+def _nvml_handles(indices):
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        n = pynvml.nvmlDeviceGetCount()
+        idx = list(range(n)) if indices is None else [i for i in indices if 0 <= i < n]
+        return pynvml, [(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in idx]
+    except Exception:  # no NVML library, no driver, or nvidia-ml-py not installed
+        return None, []
+
+
+def gpu_indices_in_use() -> list[int] | None:
+    """NVML indices of the GPUs this process may use (CUDA_VISIBLE_DEVICES, when it lists indices)."""
+    import os
+
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if vis is None or vis == "":
+        return None
+    try:
+        return [int(v) for v in vis.split(",")]
+    except ValueError:  # UUIDs: sample every GPU
+        return None
+
+
+class UsageSampler:
+    """Samples GPU utilization (%), GPU memory used (MiB, whole device, NVML), process CPU (% of one core)
+    and process resident memory (MiB) every ``period`` seconds in a daemon thread."""
+
+    def __init__(self, period: float = 0.25, gpus: list[int] | None = None):
+        self.period = period
+        self.samples: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = None
+        self._nvml, self._handles = _nvml_handles(gpus if gpus is not None else gpu_indices_in_use())
+        try:
+            import psutil
+
+            self._proc = psutil.Process()
+            self._proc.cpu_percent(None)
+        except Exception:  # psutil is optional
+            self._proc = None
+
+    @property
+    def has_nvml(self) -> bool:
+        return bool(self._handles)
+
+    def sample(self) -> dict:
+        s = {"t": time.perf_counter()}
+        if self._handles:
+            util, mem = [], []
+            for _i, h in self._handles:
+                try:
+                    util.append(self._nvml.nvmlDeviceGetUtilizationRates(h).gpu)
+                    mem.append(self._nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20)
+                except Exception:  # a transient NVML error: skip this GPU's sample
+                    continue
+            s["gpu_util"] = util
+            s["gpu_mem_mib"] = mem
+        if self._proc is not None:
+            try:
+                s["cpu_percent"] = self._proc.cpu_percent(None)
+                s["rss_mib"] = self._proc.memory_info().rss / 2**20
+            except Exception:
+                pass
+        return s
+
+    def _loop(self):
+        while not self._stop.wait(self.period):
+            self.samples.append(self.sample())
+
+    def start(self):
+        if self._thread is None and (self._handles or self._proc is not None):
+            self._thread = threading.Thread(target=self._loop, name="posefuse-usage", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2 * self.period + 1)
+
+    def summary(self) -> dict:
+        """Means and maxima over the samples so far (None where nothing was sampled)."""
+        ss = list(self.samples)
+
+        def agg(key, reduce_gpus):
+            vals = [reduce_gpus(s[key]) for s in ss if s.get(key)]
+            return (sum(vals) / len(vals), max(vals)) if vals else (None, None)
+
+        gu_mean, gu_max = agg("gpu_util", lambda v: sum(v) / len(v))
+        gm_mean, gm_max = agg("gpu_mem_mib", sum)
+        cpu = [s["cpu_percent"] for s in ss if "cpu_percent" in s]
+        rss = [s["rss_mib"] for s in ss if "rss_mib" in s]
+        return {
+            "samples": len(ss),
+            "gpu_util_percent": {"mean": gu_mean, "max": gu_max},
+            "gpu_mem_used_mib": {"mean": gm_mean, "max": gm_max},
+            "gpus_sampled": [i for i, _ in self._handles],
+            "cpu_percent": {"mean": sum(cpu) / len(cpu) if cpu else None, "max": max(cpu) if cpu else None},
+            "rss_mib": {"mean": sum(rss) / len(rss) if rss else None, "max": max(rss) if rss else None},
+        }

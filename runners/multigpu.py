@@ -1,0 +1,243 @@
+"""``multigpu``: one worker process per GPU; the streams are sharded over the GPUs (round-robin), each worker
+runs the ``dynamic`` (or ``pipelined``) runner on its shard with its own pipeline and sources, and the
+parent gathers every event: arrivals, results (per stream in frame order: a stream lives on one worker),
+drops and GPU stage times go into the caller's monitor and ``on_result``.
+
+A worker that raises stops the run: the parent stops the other workers and raises RunnerError naming the
+stage ('decode', 'gpu', 'result', or 'worker' for a worker that died or failed to start) with the remote
+traceback. Frames a failed worker had taken in become recorded drops. Ctrl-C / SIGTERM in the parent makes
+every worker drain (finish what is in flight, read nothing new) and raises RunInterrupted after that.
+
+The devices may repeat, and may be 'cpu' (the CPU reference pipeline): that is how it is tested without GPUs.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+
+from .concurrent import POLL, RunInterrupted, RunnerError
+from .monitor import PerformanceMonitor
+
+FLUSH_EVENTS = 256  # a worker sends its events in lists of up to this many...
+FLUSH_S = 0.02  # ...or after this long
+
+
+class RemoteError(RuntimeError):
+    """An exception raised in a worker process (its traceback is the message)."""
+
+
+def shard(items: list, n: int) -> list[list]:
+    """Round-robin: item i goes to worker i % n."""
+    return [items[i::n] for i in range(n)]
+
+
+class _Outbox:
+    """Worker side: the monitor and result callback of run_concurrent, batched onto the parent's queue."""
+
+    def __init__(self, q, rank: int):
+        self.q, self.rank = q, rank
+        self.buf: list = []
+        self.t = time.perf_counter()
+        self.lock = threading.Lock()
+        self.local = PerformanceMonitor(usage=False)  # the worker's own accounting
+
+    def _add(self, ev):
+        with self.lock:
+            self.buf.append(ev)
+            if len(self.buf) >= FLUSH_EVENTS or time.perf_counter() - self.t >= FLUSH_S:
+                self._flush_locked()
+
+    def _flush_locked(self):
+        if self.buf:
+            self.q.put(("events", self.rank, self.buf))
+            self.buf = []
+        self.t = time.perf_counter()
+
+    def flush(self):
+        with self.lock:
+            self._flush_locked()
+
+    # PerformanceMonitor interface used by the runners
+    def arrived(self, key, t=None):
+        t = time.perf_counter() if t is None else t
+        self.local.arrived(key, t)
+        self._add(("arrived", key, t))
+
+    def done(self, key, n):
+        self.local.done(key, n)  # the result itself follows through on_result
+
+    def dropped(self, key, reason):
+        self.local.dropped(key, reason)
+        self._add(("dropped", key, reason))
+
+    def gpu_stages(self, ms):
+        self.local.gpu_stages(ms)
+        self._add(("stages", ms))
+
+    def on_result(self, name, index, image, res):
+        self._add(("result", (name, index), (res.boxes, res.scores, res.keypoints)))
+
+
+def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain):
+    """Entry point of one worker process."""
+    box = None
+    try:
+        import _thread
+
+        import torch
+
+        from fusion import PosePipeline
+
+        from .concurrent import run_concurrent
+        from .sources import SourceError, open_source
+
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+        pipe = PosePipeline(device=device, **cfg["pipeline"])
+        box = _Outbox(q, rank)
+        sources, failed = [], {}
+        for spec, name in specs:
+            try:
+                src = open_source(spec, cfg.get("max_frames"), cfg.get("decoder", "cpu"), device, cfg.get("chunk"))
+                src.name = name
+                sources.append(src)
+            except SourceError as e:
+                failed[name] = str(e)
+
+        in_run = threading.Event()
+
+        def watch():  # the parent asks for a drain: interrupt this process's main thread like Ctrl-C
+            while not drain.wait(POLL):
+                pass
+            if in_run.is_set():
+                _thread.interrupt_main()
+
+        threading.Thread(target=watch, daemon=True).start()
+        box.local.start()
+        q.put(("started", rank, device))
+        interrupted = False
+        in_run.set()
+        try:
+            failed.update(run_concurrent(sources, pipe, box, box.on_result, batch=cfg["batch"],
+                                         max_wait_ms=cfg.get("max_wait_ms"), realtime=cfg.get("realtime", False)))
+        except RunInterrupted:
+            interrupted = True
+        finally:
+            in_run.clear()
+        box.local.stop()  # asserts this worker's accounting
+        box.flush()
+        q.put(("end", rank, {"failed": failed, "interrupted": interrupted, "report": box.local.report()}))
+    except RunnerError as e:
+        if box is not None:
+            box.flush()
+        q.put(("error", rank, e.stage, "".join(traceback.format_exception(e.__cause__ or e))))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        if box is not None:
+            box.flush()
+        q.put(("error", rank, "worker", "".join(traceback.format_exception(e))))
+
+
+def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceMonitor, on_result=None, *,
+                 pipeline: dict | None = None, batch: int = 64, max_wait_ms: float | None = 10.0,
+                 realtime: bool = False, decoder: str = "cpu", max_frames: int | None = None,
+                 chunk: int | None = None, start_timeout: float = 600.0, join_timeout: float = 10.0) -> dict:
+    """Run ``streams`` ([(spec, name)], see sources.open_source) sharded over ``devices`` (['cuda:0', ...]).
+    ``pipeline``: PosePipeline keyword arguments (model, backend, precision, ...). ``on_result`` receives
+    (stream, index, None, PoseResult): images stay in the workers. Returns {source name: error}."""
+    import multiprocessing as mp
+
+    from fusion.pipeline import PoseResult
+
+    if not devices:
+        raise ValueError("devices: expected at least one device, got none")
+    shards = [s for s in shard(list(streams), len(devices))]
+    work = [(r, d, s) for r, (d, s) in enumerate(zip(devices, shards)) if s]
+    ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+    q = ctx.Queue()
+    drain = ctx.Event()
+    cfg = {"pipeline": pipeline or {}, "batch": batch, "max_wait_ms": max_wait_ms, "realtime": realtime,
+           "decoder": decoder, "max_frames": max_frames, "chunk": chunk}
+    procs = {r: ctx.Process(target=_worker, args=(r, d, s, cfg, q, drain), name=f"posefuse-gpu{r}", daemon=True)
+             for r, d, s in work}
+    for p in procs.values():
+        p.start()
+    inflight: dict[int, set] = {r: set() for r in procs}
+    ended: dict[int, dict] = {}
+    failed: dict = {}
+    error = None
+    interrupted = False
+    started: set = set()
+    t_start = time.perf_counter()
+    monitor.start()
+    try:
+        while len(ended) < len(procs) and error is None:
+            try:
+                msg = q.get(timeout=POLL)
+            except queue.Empty:
+                msg = None
+            except KeyboardInterrupt:
+                interrupted = True
+                drain.set()
+                continue
+            if msg is None:
+                dead = [r for r, p in procs.items() if r not in ended and not p.is_alive()]
+                if dead:  # died without a word (killed, segfault): look once more for its last messages
+                    try:
+                        msg = q.get(timeout=1.0)
+                    except queue.Empty:
+                        r = dead[0]
+                        error = ("worker", RemoteError(f"worker {r} ({procs[r].name}) died with exit code "
+                                                       f"{procs[r].exitcode}"), r)
+                        break
+                elif len(started) < len(procs) and time.perf_counter() - t_start > start_timeout:
+                    error = ("worker", RemoteError(f"workers did not start within {start_timeout} s"), None)
+                    break
+                if msg is None:
+                    continue
+            kind, rank = msg[0], msg[1]
+            if kind == "events":
+                for ev in msg[2]:
+                    if ev[0] == "arrived":
+                        inflight[rank].add(ev[1])
+                        monitor.arrived(ev[1], ev[2])
+                    elif ev[0] == "result":
+                        key, (b, s, k) = ev[1], ev[2]
+                        inflight[rank].discard(key)
+                        monitor.done(key, len(s))
+                        if on_result is not None:
+                            on_result(key[0], key[1], None, PoseResult(b, s, k))
+                    elif ev[0] == "dropped":
+                        inflight[rank].discard(ev[1])
+                        monitor.dropped(ev[1], ev[2])
+                    elif ev[0] == "stages" and hasattr(monitor, "gpu_stages"):
+                        monitor.gpu_stages(ev[1])
+            elif kind == "started":
+                started.add(rank)
+            elif kind == "end":
+                ended[rank] = msg[2]
+                failed.update(msg[2]["failed"])
+                interrupted |= msg[2]["interrupted"]
+            elif kind == "error":
+                error = (msg[2], RemoteError(f"worker {rank}: {msg[3]}"), rank)
+    finally:
+        if error is not None or interrupted:
+            drain.set()
+        deadline = time.perf_counter() + join_timeout
+        for r, p in procs.items():
+            if error is not None and r not in ended:
+                p.terminate()
+            p.join(max(0.1, deadline - time.perf_counter()))
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+    if error is not None:
+        stage, err, _rank = error
+        for r, keys in inflight.items():  # frames taken in by workers that did not finish them
+            for key in keys:
+                monitor.dropped(key, f"run stopped: {stage} stage failed")
+        raise RunnerError(stage, err) from err
+    if interrupted:
+        raise RunInterrupted("interrupted: in-flight frames finished, no new frames read")
+    return failed
