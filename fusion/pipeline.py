@@ -93,6 +93,16 @@ class PendingBatch:
             self._slot = None
 
 
+def bucket_size(n: int) -> int:
+    """The batch size a graph-mode batch of ``n`` frames runs at: the next power of two up to 64, then the
+    next multiple of 64. A dynamic batcher's sizes vary from 1 to its maximum; each size would cost a graph
+    capture (and cuDNN autotuning) of its own; bucketing bounds that to 7 sizes up to 64, for at most 2x
+    the work on the padded part."""
+    if n <= 64:
+        return 1 << (n - 1).bit_length()
+    return -(-n // 64) * 64
+
+
 def _stage_ms(marks: dict) -> dict[str, float]:
     """GPU milliseconds between consecutive recorded events: {stage: ms} (stages in recording order)."""
     marks = marks or {}
@@ -136,9 +146,10 @@ class PosePipeline:
     def __init__(self, model=DEFAULT_MODEL, device="cuda", backend: str = "auto", precision: str = "fp16",
                  imgsz=640, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, rect: bool = True,
                  cuda_graph: bool = True, compile: bool = False, channels_last: bool = True,
-                 max_nms: int = MAX_NMS, strides=None, timing: bool = True):
+                 max_nms: int = MAX_NMS, strides=None, timing: bool = True, buckets: bool = True):
         self.device = torch.device(device)
         self.timing = bool(timing)  # CUDA events per stage -> PendingBatch.gpu_ms
+        self.buckets = bool(buckets)  # graph mode: batches padded to bucket_size() (dynamic batching)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device: CUDA was asked for but no CUDA device is available (use device='cpu')")
         if self.device.type == "cuda" and self.device.index is None:
@@ -217,6 +228,13 @@ class PosePipeline:
         if not host and src_device != self.device:
             raise KernelInputError(f"frames: expected frames on {self.device} or in host memory, got {src_device}")
         same = len(set(shapes)) == 1
+        n_real = len(shapes)
+        if self.cuda_graph and same and self.buckets:
+            nb = bucket_size(n_real)
+            if nb > n_real:  # pad with repeats of the last frame: one graph per bucket, not per batch size
+                items = list(items if items is not None else batch.unbind(0))
+                items += [items[-1]] * (nb - n_real)
+                batch, shapes = None, shapes + [shapes[-1]] * (nb - n_real)
         sig = (len(shapes), tuple(shapes) if not same else shapes[0], pixel_format, "host" if host else "device")
         slot = self._next_slot(sig)
         stream = torch.cuda.current_stream(self.device)
@@ -240,19 +258,22 @@ class PosePipeline:
                 slot.event.record(self._copy_stream)
                 self._mark(slot, "d2h", self._copy_stream)
         slot.runs += 1
-        pend = PendingBatch(slot, len(shapes), keepalive=(None if host else (frames, batch, items)))
+        pend = PendingBatch(slot, n_real, keepalive=(None if host else (frames, batch, items)))
         slot.pending = pend
         return pend
 
-    def warmup(self, shape, batch: int = 1, pixel_format: str = "bgr"):
-        """Build (and capture) the buffers for ``batch`` frames of ``shape`` (H, W) ahead of time."""
+    def warmup(self, shape, batch: int = 1, pixel_format: str = "bgr", device_frames: bool = False):
+        """Build (and capture) the buffers for ``batch`` frames of ``shape`` (H, W) ahead of time, for host
+        frames or (``device_frames``) frames already on the device, as NVDEC gives."""
         h, w = shape
         if pixel_format == "nv12":
-            frames = [np.full((h * 3 // 2, w), 128, np.uint8)] * batch
+            frame = np.full((h * 3 // 2, w), 128, np.uint8)
         else:
-            frames = [np.full((h, w, 3), 114, np.uint8)] * batch
+            frame = np.full((h, w, 3), 114, np.uint8)
+        if device_frames and self.device.type == "cuda":
+            frame = torch.from_numpy(frame).to(self.device)
         for _ in range(3):
-            self(frames, pixel_format)
+            self([frame] * batch, pixel_format)
 
     # ------------------------------------------------------------------ internals
     def _next_slot(self, sig) -> _Slot:

@@ -5,6 +5,9 @@ A background thread samples every ``period`` seconds; ``summary()`` gives mean/m
 """
 from __future__ import annotations
 
+import datetime
+import platform
+import subprocess
 import threading
 import time
 
@@ -111,3 +114,26 @@ class UsageSampler:
             "cpu_percent": {"mean": sum(cpu) / len(cpu) if cpu else None, "max": max(cpu) if cpu else None},
             "rss_mib": {"mean": sum(rss) / len(rss) if rss else None, "max": max(rss) if rss else None},
         }
+
+
+def environment() -> dict:
+    """Card, driver, library versions and date: written beside every recorded figure."""
+    import torch
+
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("cupy", "numba", "cv2", "ultralytics", "torchvision", "PyNvVideoCodec"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception:
+            env[mod] = None
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update(gpus=torch.cuda.device_count(), card=p.name, sm_count=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1),
+                   cuda_runtime=torch.version.cuda)
+        try:
+            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=20).stdout.strip()
+        except Exception:
+            env["driver"] = None
+    return env

@@ -13,6 +13,36 @@ import numpy as np
 import torch
 
 
+class LatencyHistogram:
+    """Latencies in log-spaced bins (1 us .. 1000 s, 1% wide): constant memory however long the run, and
+    percentiles within 1%. ``cdf()`` gives the distribution for plots."""
+
+    BINS = np.geomspace(1e-6, 1e3, int(np.log(1e9) / np.log(1.01)) + 1)
+
+    def __init__(self):
+        self.counts = np.zeros(len(self.BINS) + 1, np.int64)
+        self.n = 0
+        self.max = 0.0
+
+    def add(self, seconds: float):
+        self.counts[np.searchsorted(self.BINS, seconds)] += 1
+        self.n += 1
+        self.max = max(self.max, seconds)
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile in seconds (upper edge of its bin, capped at the largest value seen)."""
+        if self.n == 0:
+            return 0.0
+        i = int(np.searchsorted(np.cumsum(self.counts), q / 100 * self.n))
+        return float(min(self.BINS[min(i, len(self.BINS) - 1)], self.max))
+
+    def cdf(self) -> tuple[np.ndarray, np.ndarray]:
+        """(latency_ms at bin upper edges, fraction <= it), only bins that hold values."""
+        c = np.cumsum(self.counts[:-1])
+        keep = self.counts[:-1] > 0
+        return self.BINS[keep] * 1e3, c[keep] / max(1, self.n)
+
+
 class PerformanceMonitor:
     """Thread-safe: decode threads report arrivals, the result thread reports results and drops."""
 
@@ -21,7 +51,7 @@ class PerformanceMonitor:
         self.t0 = None
         self.t_end = None
         self.arrivals: dict[tuple, float] = {}
-        self.latencies: list[float] = []
+        self.latency = LatencyHistogram()
         self.frames_in = 0
         self.results = 0
         self.drops: Counter = Counter()
@@ -63,7 +93,7 @@ class PerformanceMonitor:
         with self._lock:
             self.results += 1
             self.detections += n_detections
-            self.latencies.append(time.perf_counter() - self.arrivals.pop(key))
+            self.latency.add(time.perf_counter() - self.arrivals.pop(key))
         if self.progress_total:
             self._progress()
 
@@ -105,13 +135,13 @@ class PerformanceMonitor:
 
     def report(self) -> dict:
         wall = (self.t_end or time.perf_counter()) - (self.t0 or time.perf_counter())
-        lat = np.array(self.latencies) * 1e3 if self.latencies else np.zeros(1)
+        lat = self.latency
         rep = {
             "frames_in": self.frames_in, "results": self.results, "drops": dict(self.drops),
             "detections": self.detections, "wall_s": wall,
             "frames_per_s": self.results / wall if wall > 0 else None,
-            "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
-                           "p99": float(np.percentile(lat, 99)), "max": float(lat.max())},
+            "latency_ms": {"p50": lat.percentile(50) * 1e3, "p95": lat.percentile(95) * 1e3,
+                           "p99": lat.percentile(99) * 1e3, "max": lat.max * 1e3},
             "gpu_stage_ms_per_batch": {k: self.stage_ms[k] / self.stage_batches[k] for k in self.stage_ms},
             "gpu_stage_ms_total": dict(self.stage_ms),
         }

@@ -80,7 +80,7 @@ class _Outbox:
         self._add(("result", (name, index), (res.boxes, res.scores, res.keypoints)))
 
 
-def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain):
+def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain, go):
     """Entry point of one worker process."""
     box = None
     try:
@@ -115,8 +115,13 @@ def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain):
                 _thread.interrupt_main()
 
         threading.Thread(target=watch, daemon=True).start()
-        box.local.start()
+        for shape, fmt in {(s.shape, s.pixel_format) for s in sources if s.shape}:
+            pipe.warmup(shape, cfg["batch"], fmt, device_frames=fmt == "nv12")  # model load and graph capture before the clock starts
         q.put(("started", rank, device))
+        while not go.wait(POLL):  # every worker ready: start together
+            if drain.is_set():
+                break
+        box.local.start()
         interrupted = False
         in_run.set()
         try:
@@ -157,9 +162,10 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     q = ctx.Queue()
     drain = ctx.Event()
+    go = ctx.Event()
     cfg = {"pipeline": pipeline or {}, "batch": batch, "max_wait_ms": max_wait_ms, "realtime": realtime,
            "decoder": decoder, "max_frames": max_frames, "chunk": chunk}
-    procs = {r: ctx.Process(target=_worker, args=(r, d, s, cfg, q, drain), name=f"posefuse-gpu{r}", daemon=True)
+    procs = {r: ctx.Process(target=_worker, args=(r, d, s, cfg, q, drain, go), name=f"posefuse-gpu{r}", daemon=True)
              for r, d, s in work}
     for p in procs.values():
         p.start()
@@ -170,7 +176,6 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
     interrupted = False
     started: set = set()
     t_start = time.perf_counter()
-    monitor.start()
     try:
         while len(ended) < len(procs) and error is None:
             try:
@@ -215,6 +220,9 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
                         monitor.gpu_stages(ev[1])
             elif kind == "started":
                 started.add(rank)
+                if len(started) == len(procs):  # the clock starts when every worker is warm
+                    monitor.start()
+                    go.set()
             elif kind == "end":
                 ended[rank] = msg[2]
                 failed.update(msg[2]["failed"])

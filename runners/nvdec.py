@@ -118,5 +118,5 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
             raise SourceError(f"source {path}: stopped after {i} of {declared} frames (truncated or corrupt file)")
 
     fps = float(getattr(meta, "average_fps", 0) or 0) or None
-    return Source(path, gen(), fps, want, cancel)
+    return Source(path, gen(), fps, want, cancel, shape=(int(meta.height), int(meta.width)), pixel_format="nv12")
 

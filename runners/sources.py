@@ -50,6 +50,8 @@ class Source:
     fps: float | None = None
     count: int | None = None  # frames it will yield, when known
     cancel: object = None  # threading.Event: set it to make a source blocked on its consumer return
+    shape: tuple | None = None  # (height, width) of its frames, when known ahead (for warm-up)
+    pixel_format: str = "bgr"
 
     def close(self):
         """Stop the source (a blocked NVDEC source returns; a generator is closed)."""
@@ -114,7 +116,8 @@ def _video(path: str, max_frames: int | None) -> Source:
 
     if count and max_frames:
         count = min(count, max_frames)
-    return Source(path, gen(), fps, count)
+    shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    return Source(path, gen(), fps, count, shape=shape if all(shape) else None)
 
 
 def _images(paths: list[Path], name: str, max_frames: int | None) -> Source:
@@ -144,7 +147,8 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
     if spec in (None, "", DEFAULT_NAME):
         frames = synthesized_clip()
         frames = frames[:max_frames] if max_frames else frames
-        return Source(DEFAULT_NAME, (Frame(i, f) for i, f in enumerate(frames)), 30.0, len(frames))
+        return Source(DEFAULT_NAME, (Frame(i, f) for i, f in enumerate(frames)), 30.0, len(frames),
+                      shape=frames[0].shape[:2])
     if "://" in spec:
         if decoder == "nvdec":
             from .nvdec import CHUNK, open_nvdec

@@ -1,33 +1,10 @@
 """Benchmark fixtures: the card's measured copy bandwidth and an environment record for results/."""
 from __future__ import annotations
 
-import datetime
-import platform
-import subprocess
-
 import pytest
 import torch
 
-
-def environment() -> dict:
-    """Card, driver, library versions and date: written beside every recorded figure."""
-    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("cupy", "numba", "cv2", "ultralytics", "torchvision"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except Exception:
-            env[mod] = None
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        env.update(card=p.name, sm_count=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1),
-                   cuda_runtime=torch.version.cuda)
-        try:
-            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                           capture_output=True, text=True, timeout=20).stdout.strip()
-        except Exception:
-            env["driver"] = None
-    return env
+from runners.gpuinfo import environment
 
 
 def cuda_median_ms(fn, iters: int = 20, warmup: int = 3) -> float:

@@ -1,0 +1,317 @@
+"""The runners issue's figures, measured in one process on one card (and, with --gpus 2, the multi-GPU one).
+
+    python experiments/runners_bench.py [--streams 8] [--seconds 6] [--out-dir results] [--only e2e,realtime,multigpu]
+
+* e2e, for the 768x432 clip and the 1080p clip: 8 copies as 8 streams, NVDEC + fused pipeline, fp16, end to
+  end (compressed file -> poses in host memory) against (a) NVDEC decoding alone (8 decoder threads, the raw
+  PyNvVideoCodec loop) and (b) the fused pipeline alone on NV12 frames already on the GPU, both measured in
+  the same run; and against Ultralytics ``predict`` frame by frame on the same card.
+* realtime: S live 30 frames/s streams (camera emulation: decoded frames released at 30 frames/s each) under
+  the dynamic runner; p99 latency from release to result, S raised until p99 exceeds 50 ms.
+* multigpu: the 8-stream NVDEC workload on 1 GPU and on all GPUs (worker process per GPU).
+
+Writes results/runners.json (runs appended) and results/runners.md (latest run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLIPS = {"768x432": "one-by-one-person-detection.mp4", "1080p": "one-by-one-person-1080p.mp4"}
+
+
+def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
+    """Raw PyNvVideoCodec SimpleDecoder loops, one thread per stream, NV12 into GPU memory."""
+    import PyNvVideoCodec as nvc
+    import torch
+
+    counts = [0] * streams
+    decs = []
+    for _ in range(streams):
+        s = torch.cuda.Stream()
+        decs.append((nvc.SimpleDecoder(path, gpu_id=torch.cuda.current_device(), cuda_stream=s.cuda_stream,
+                                       use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE), s))
+
+    def run(k):
+        dec, s = decs[k]
+        while True:
+            frames = dec.get_batch_frames(chunk)
+            if not frames:
+                break
+            counts[k] += len(frames)
+        s.synchronize()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"frames": sum(counts), "wall_s": wall, "frames_per_s": sum(counts) / wall}
+
+
+def source_alone(path: str, streams: int, chunk: int) -> dict:
+    """Our NVDEC source (chunk leases, DLPack tensors, ready events), frames released at once."""
+    from runners.sources import open_source
+
+    srcs = [open_source(path, None, "nvdec", chunk=chunk) for _ in range(streams)]
+    counts = [0] * streams
+
+    def run(k):
+        for f in srcs[k].frames:
+            f.done()
+            counts[k] += 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"frames": sum(counts), "wall_s": wall, "frames_per_s": sum(counts) / wall}
+
+
+def pipeline_alone(pipe, path: str, batch: int, seconds: float = 3.0) -> dict:
+    """The fused pipeline on NV12 frames already on the GPU (decoded once, kept): batches of ``batch``,
+    the next submitted before the last is read back."""
+    import torch
+
+    from runners.sources import open_source
+
+    frames = []
+    for f in open_source(path, batch, "nvdec", chunk=batch).frames:
+        torch.cuda.current_stream().wait_event(f.ready)
+        frames.append(f.image.clone())
+        f.done()
+    pipe.submit(frames, "nv12").result()  # capture
+    pend, n = None, 0
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        p = pipe.submit(frames, "nv12")
+        if pend is not None:
+            pend.result()
+            n += batch
+        pend = p
+    pend.result()
+    n += batch
+    wall = time.perf_counter() - t0
+    return {"frames": n, "wall_s": wall, "frames_per_s": n / wall, "batch": batch}
+
+
+def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int) -> dict:
+    from runners.concurrent import run_concurrent
+    from runners.monitor import PerformanceMonitor
+    from runners.sources import open_source
+
+    sources = []
+    for k in range(streams):
+        s = open_source(path, None, "nvdec", chunk=chunk)
+        s.name = f"s{k}"
+        sources.append(s)
+    mon = PerformanceMonitor()
+    mon.start()
+    failed = run_concurrent(sources, pipes, mon, batch=batch, max_wait_ms=max_wait_ms)
+    mon.stop()
+    rep = mon.report()
+    rep["failed"] = failed
+    return rep
+
+
+def predict_serial(path: str, n: int = 300) -> dict:
+    from fusion.backbone import load_ultralytics
+    from tests import helpers
+
+    yolo = load_ultralytics()
+    frames = helpers.read_video(path, n)
+    for f in frames[:5]:
+        yolo.predict(f, verbose=False, half=True, device=0)
+    t0 = time.perf_counter()
+    for f in frames:
+        yolo.predict(f, verbose=False, half=True, device=0)
+    wall = time.perf_counter() - t0
+    return {"frames": len(frames), "wall_s": wall, "frames_per_s": len(frames) / wall, "half": True}
+
+
+def realtime(pipe, frames, s: int, seconds: float, max_wait_ms: float, batch: int) -> dict:
+    from runners.concurrent import run_concurrent
+    from runners.monitor import PerformanceMonitor
+    from runners.sources import Frame, Source
+
+    n = int(30 * seconds)
+
+    def cam(k):
+        off = (k * 37) % len(frames)
+        return Source(f"cam{k}", iter([Frame(i, frames[(off + i) % len(frames)]) for i in range(n)]), 30.0, n)
+
+    mon = PerformanceMonitor()
+    mon.start()
+    run_concurrent([cam(k) for k in range(s)], pipe, mon, batch=batch, max_wait_ms=max_wait_ms, realtime=True,
+                   queue_frames=4 * batch)
+    mon.stop()
+    r = mon.report()
+    return {"streams": s, "frames": r["results"], "frames_per_s": r["frames_per_s"], "latency_ms": r["latency_ms"],
+            "drops": r["drops"], "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
+            "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean")}
+
+
+def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> dict:
+    from runners.monitor import PerformanceMonitor
+    from runners.multigpu import run_multigpu
+
+    mon = PerformanceMonitor()
+    failed = run_multigpu([(path, f"s{k}") for k in range(streams)], [f"cuda:{i}" for i in range(n_gpus)], mon,
+                          batch=batch, max_wait_ms=5.0, decoder="nvdec", chunk=chunk)
+    mon.stop()
+    r = mon.report()
+    # the workers' start-up (model load, graph capture) is inside the wall time: report the steady rate too
+    return {"gpus": n_gpus, "frames": r["results"], "wall_s": r["wall_s"], "frames_per_s": r["frames_per_s"],
+            "failed": failed, "usage": r.get("usage")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--streams", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=6.0, help="realtime: seconds per S")
+    ap.add_argument("--only", default="e2e,realtime", help="comma list of: e2e, realtime, multigpu")
+    ap.add_argument("--realtime-s", default="50,100,150,200,300,400")
+    ap.add_argument("--out-dir", default=str(ROOT / "results"))
+    a = ap.parse_args()
+    import torch
+
+    from fusion import PosePipeline
+    from runners.gpuinfo import environment
+    from tests import helpers
+
+    only = set(a.only.split(","))
+    run = {"env": environment(), "command": "python experiments/runners_bench.py " + " ".join(sys.argv[1:]),
+           "streams": a.streams, "batch": a.batch, "chunk": a.chunk}
+    pipe = PosePipeline() if only & {"e2e", "realtime"} else None
+    if "e2e" in only:
+        run["e2e"] = {}
+        for label, clip in CLIPS.items():
+            path = helpers.data_path(clip)
+            r = {"nvdec_alone": nvdec_alone(path, a.streams, a.chunk)}
+            print(label, "nvdec alone", r["nvdec_alone"], flush=True)
+            r["nvdec_source_alone"] = source_alone(path, a.streams, a.chunk)
+            r["pipeline_alone"] = pipeline_alone(pipe, path, a.batch)
+            print(label, "pipeline alone", r["pipeline_alone"], flush=True)
+            r["runners"] = {}
+            for name, pipes, wait in (("pipelined", pipe, None), ("dynamic", pipe, 5.0),
+                                      ("streams", [pipe, pipe.replica()], None)):
+                rep = e2e(pipes, path, a.streams, a.batch, wait, a.chunk)
+                r["runners"][name] = rep
+                print(label, "e2e", name, rep["results"], "frames", f"{rep['frames_per_s']:.0f} fr/s", rep["failed"],
+                      flush=True)
+            r["predict_serial"] = predict_serial(path)
+            print(label, "predict serial", r["predict_serial"], flush=True)
+            best = max(r["runners"].items(), key=lambda kv: kv[1]["frames_per_s"])
+            bound = min(r["nvdec_alone"]["frames_per_s"], r["pipeline_alone"]["frames_per_s"])
+            r["best_runner"] = best[0]
+            r["e2e_frames_per_s"] = best[1]["frames_per_s"]
+            r["e2e_over_bound"] = best[1]["frames_per_s"] / bound
+            r["limited_by"] = "nvdec" if r["nvdec_alone"]["frames_per_s"] < r["pipeline_alone"]["frames_per_s"] else "pipeline"
+            r["e2e_over_predict_serial"] = best[1]["frames_per_s"] / r["predict_serial"]["frames_per_s"]
+            run["e2e"][label] = r
+            _write(run, a.out_dir)
+    if "realtime" in only:
+        frames = helpers.read_video(helpers.data_path(CLIPS["768x432"]), 300)
+        pipe.warmup(frames[0].shape[:2], 64)
+        rows = []
+        for s in (int(x) for x in a.realtime_s.split(",")):
+            r = realtime(pipe, frames, s, a.seconds, max_wait_ms=10.0, batch=64)
+            rows.append(r)
+            print("realtime", s, "streams: p99", f"{r['latency_ms']['p99']:.1f} ms", f"{r['frames_per_s']:.0f} fr/s",
+                  flush=True)
+            run["realtime"] = {"rows": rows, "max_wait_ms": 10.0, "batch": 64, "seconds": a.seconds}
+            _write(run, a.out_dir)
+            if r["latency_ms"]["p99"] > 50 or r["drops"]:
+                break
+        ok = [r["streams"] for r in rows if r["latency_ms"]["p99"] <= 50 and not r["drops"]]
+        run["realtime"]["max_streams_p99_le_50ms"] = max(ok) if ok else 0
+        _write(run, a.out_dir)
+    if "multigpu" in only:
+        del pipe
+        torch.cuda.empty_cache()
+        n = torch.cuda.device_count()
+        path = helpers.data_path(CLIPS["768x432"])
+        rows = [multigpu(path, a.streams, g, a.batch, a.chunk) for g in sorted({1, n})]
+        for r in rows:
+            print("multigpu", r["gpus"], f"{r['frames_per_s']:.0f} fr/s", r["failed"], flush=True)
+        run["multigpu"] = {"rows": rows, "speedup": rows[-1]["frames_per_s"] / rows[0]["frames_per_s"]}
+        _write(run, a.out_dir)
+
+
+def _write(run: dict, out_dir: str):
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "runners.json"
+    hist = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    runs = [r for r in hist["runs"] if r.get("env", {}).get("date") != run["env"]["date"]] + [run]
+    path.write_text(json.dumps({"runs": runs}, indent=1, default=float))
+    (out / "runners.md").write_text(markdown(runs))
+
+
+def markdown(runs: list) -> str:
+    lines = ["# Runners (issue #4 figures)", ""]
+    for run in runs[-3:][::-1]:
+        env = run["env"]
+        lines += [f"## {env.get('date')} — {env.get('card')} x{env.get('gpus')}, driver {env.get('driver')}, "
+                  f"torch {env.get('torch')}, CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}", "",
+                  f"Command: `{run['command']}`", ""]
+        if "e2e" in run:
+            lines += ["| clip | streams | NVDEC alone fr/s | pipeline alone fr/s | e2e fr/s (runner) | e2e / min(a, b) "
+                      "(target >= 0.90) | limited by | predict frame by frame fr/s | e2e / predict (target >= 25) |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for label, r in run["e2e"].items():
+                lines.append(f"| {label} | {run['streams']} | {r['nvdec_alone']['frames_per_s']:.0f} | "
+                             f"{r['pipeline_alone']['frames_per_s']:.0f} | {r['e2e_frames_per_s']:.0f} "
+                             f"({r['best_runner']}) | {r['e2e_over_bound']:.2f} | {r['limited_by']} | "
+                             f"{r['predict_serial']['frames_per_s']:.1f} | {r['e2e_over_predict_serial']:.1f}x |")
+            lines.append("")
+            lines += ["| clip | runner | fr/s | p50 ms | p99 ms | GPU util % | CPU % |", "|---|---|---|---|---|---|---|"]
+            for label, r in run["e2e"].items():
+                for name, rep in r["runners"].items():
+                    u = rep.get("usage") or {}
+                    gu = (u.get("gpu_util_percent") or {}).get("mean")
+                    cpu = (u.get("cpu_percent") or {}).get("mean")
+                    lines.append(f"| {label} | {name} | {rep['frames_per_s']:.0f} | {rep['latency_ms']['p50']:.1f} | "
+                                 f"{rep['latency_ms']['p99']:.1f} | {gu if gu is None else round(gu)} | "
+                                 f"{cpu if cpu is None else round(cpu)} |")
+            lines.append("")
+        if "realtime" in run:
+            rt = run["realtime"]
+            lines += [f"Real time (dynamic runner, batch {rt['batch']}, max wait {rt['max_wait_ms']} ms, "
+                      f"{rt['seconds']} s per row): largest S with p99 <= 50 ms: "
+                      f"**{rt.get('max_streams_p99_le_50ms', '-')}**", "",
+                      "| live 30 fr/s streams | fr/s | p50 ms | p99 ms | drops | GPU util % | CPU % |",
+                      "|---|---|---|---|---|---|---|"]
+            for r in rt["rows"]:
+                lines.append(f"| {r['streams']} | {r['frames_per_s']:.0f} | {r['latency_ms']['p50']:.1f} | "
+                             f"{r['latency_ms']['p99']:.1f} | {sum(r['drops'].values())} | "
+                             f"{r['gpu_util_mean'] if r['gpu_util_mean'] is None else round(r['gpu_util_mean'])} | "
+                             f"{r['cpu_percent_mean'] if r['cpu_percent_mean'] is None else round(r['cpu_percent_mean'])} |")
+            lines.append("")
+        if "multigpu" in run:
+            mg = run["multigpu"]
+            lines += [f"Multi-GPU ({run['streams']} NVDEC streams): speed-up **{mg['speedup']:.2f}x** (target >= 1.8)", "",
+                      "| GPUs | frames | wall s | fr/s |", "|---|---|---|---|"]
+            for r in mg["rows"]:
+                lines.append(f"| {r['gpus']} | {r['frames']} | {r['wall_s']:.1f} | {r['frames_per_s']:.0f} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

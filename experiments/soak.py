@@ -1,0 +1,234 @@
+"""Soak: the dynamic runner at full load over many looping streams for any duration, sampling GPU memory,
+host memory and throughput every ``--period`` seconds; then the reliability issue's checks.
+
+    python experiments/soak.py --duration 480 --streams 16 --decoder nvdec       # the recorded H100 run
+    python experiments/soak.py --duration 60 --device cpu --streams 2 --period 5 # the CPU soak (CI)
+    python experiments/soak.py --duration 86400 ...                               # the plan's 24 hours
+
+Checks (after a warm-up of ``--warmup`` seconds; windows are 2 minutes, or a quarter of the rest when
+shorter): GPU memory (torch allocated and NVML used) and host memory (RSS) grow <= 1%; the memory slope
+fitted over the run, extrapolated to 24 hours, stays under 5%; throughput in the last window is within 5%
+of the first (``--throughput-tolerance``); zero lost frames (frames in = results + drops, and no drops). Writes results/soak.json
+(and soak.png with --plot). Exit status 1 when a check fails.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLIP = "one-by-one-person-detection.mp4"
+
+
+def looping_source(name: str, path: str, decoder: str, device, deadline: float, chunk: int, max_frames=None):
+    """A stream that plays ``path`` again and again until ``deadline`` (frame indices keep counting)."""
+    from runners.sources import Frame, Source, open_source
+
+    first = open_source(path, max_frames, decoder, device, chunk)
+
+    def gen():
+        i = 0
+        src = first
+        while True:
+            for f in src.frames:
+                if time.perf_counter() >= deadline:
+                    f.done()
+                    return
+                yield Frame(i, f.image, f.pixel_format, f.ready, f.release)
+                i += 1
+            src = open_source(path, max_frames, decoder, device, chunk)
+
+    return Source(name, gen(), first.fps, None, first.cancel, first.shape, first.pixel_format)
+
+
+def sample(mon, pipe_device) -> dict:
+    import torch
+
+    s = {"t": time.perf_counter(), "results": mon.results, "frames_in": mon.frames_in,
+         "drops": sum(mon.drops.values())}
+    if pipe_device.type == "cuda":
+        s["torch_allocated_mib"] = torch.cuda.memory_allocated(pipe_device) / 2**20
+        s["torch_reserved_mib"] = torch.cuda.memory_reserved(pipe_device) / 2**20
+    if mon.sampler is not None:
+        u = mon.sampler.sample()
+        if u.get("gpu_mem_mib"):
+            s["nvml_used_mib"] = sum(u["gpu_mem_mib"])
+        if "rss_mib" in u:
+            s["rss_mib"] = u["rss_mib"]
+    return s
+
+
+def evaluate(samples: list[dict], warmup: float, t0: float, accounting_ok: bool, drops: int, per_second: dict,
+             tolerance: float = 0.05) -> dict:
+    """The issue's checks over the samples taken after ``warmup`` seconds. ``per_second``: results
+    completed in each second of the run (throughput windows from these, not from the coarser samples)."""
+    post = [s for s in samples if s["t"] - t0 >= warmup]
+    out = {"samples_after_warmup": len(post), "checks": {}}
+    if len(post) < 3:
+        out["checks"]["enough_samples"] = False
+        return out
+    span = post[-1]["t"] - post[0]["t"]
+    win = min(120.0, span / 3)
+    first = [s for s in post if s["t"] - post[0]["t"] <= win]
+    last = [s for s in post if post[-1]["t"] - s["t"] <= win]
+    for key in ("torch_allocated_mib", "nvml_used_mib", "rss_mib"):
+        vals = [s[key] for s in post if key in s]
+        if len(vals) < 3:
+            continue
+        ts = np.array([s["t"] for s in post if key in s]) - post[0]["t"]
+        # growth: the last window's median against the first window's (allocator noise averages out)
+        base = float(np.median([s[key] for s in first if key in s]))
+        end = float(np.median([s[key] for s in last if key in s]))
+        growth = (end - base) / base if base else 0.0
+        slope = float(np.polyfit(ts, vals, 1)[0])  # MiB per second
+        day = slope * 86400 / (np.mean(vals) or 1)
+        out[key] = {"first_window_median": base, "last_window_median": end, "max": max(vals), "growth": growth,
+                    "slope_mib_per_h": slope * 3600, "extrapolated_24h": day}
+        out["checks"][f"{key}_growth_le_1pct"] = bool(growth <= 0.01)
+        out["checks"][f"{key}_24h_extrapolation_lt_5pct"] = bool(day < 0.05)
+
+    def rate(a, b):  # results per second over whole seconds [a, b) of the run
+        a, b = int(a), int(b)
+        return sum(per_second.get(k, 0) for k in range(a, b)) / (b - a) if b > a else None
+
+    w0 = post[0]["t"] - t0
+    w1 = post[-1]["t"] - t0 - 1  # the last, partial second is left out
+    r_first, r_last = rate(w0, w0 + win), rate(w1 - win, w1)
+    out["throughput"] = {"window_s": int(win), "first": r_first, "last": r_last,
+                         "ratio": r_last / r_first if r_first and r_last else None, "tolerance": tolerance}
+    out["checks"]["throughput_last_within_tolerance_of_first"] = bool(
+        r_first and r_last and abs(r_last / r_first - 1) <= tolerance)
+    out["checks"]["zero_lost_frames"] = bool(accounting_ok and drops == 0)
+    out["passed"] = all(out["checks"].values())
+    return out
+
+
+def run(duration: float, streams: int, decoder: str, device: str, period: float, warmup: float, batch: int,
+        max_wait_ms: float, backend: str, imgsz: int, chunk: int, max_frames=None, tolerance: float = 0.05) -> dict:
+    import torch
+
+    from fusion import PosePipeline
+    from runners.concurrent import run_concurrent
+    from runners.gpuinfo import environment
+    from runners.monitor import PerformanceMonitor
+    from tests import helpers
+
+    pipe = PosePipeline(device=device, backend=backend, imgsz=imgsz)
+    path = helpers.data_path(CLIP)
+    t0 = time.perf_counter()
+    deadline = t0 + duration
+    sources = [looping_source(f"s{k}", path, decoder, pipe.device if decoder == "nvdec" else None, deadline, chunk,
+                              max_frames) for k in range(streams)]
+    mon = PerformanceMonitor()
+    samples: list[dict] = []
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.wait(period):
+            samples.append(sample(mon, pipe.device))
+
+    mon.start()
+    samples.append(sample(mon, pipe.device))
+    th = threading.Thread(target=sampler, daemon=True)
+    th.start()
+    per_second: dict = {}
+
+    def on_result(stream, index, image, res):  # the result thread only: no lock needed
+        k = int(time.perf_counter() - t0)
+        per_second[k] = per_second.get(k, 0) + 1
+
+    failed = run_concurrent(sources, pipe, mon, on_result, batch=batch, max_wait_ms=max_wait_ms)
+    stop.set()
+    th.join()
+    samples.append(sample(mon, pipe.device))
+    accounting_ok = True
+    try:
+        mon.stop()
+    except AssertionError:
+        accounting_ok = False
+    rep = mon.report()
+    for s in samples:
+        s["t_s"] = s["t"] - t0
+    ev = evaluate(samples, warmup, t0, accounting_ok and not failed, sum(rep["drops"].values()), per_second, tolerance)
+    return {"env": environment(), "duration_s": duration, "streams": streams, "decoder": decoder, "device": str(pipe.device),
+            "backend": pipe.backend, "batch": batch, "max_wait_ms": max_wait_ms, "period_s": period, "warmup_s": warmup,
+            "failed_sources": failed, "report": rep, "samples": samples, "evaluation": ev,
+            "results_per_second": [per_second.get(k, 0) for k in range(int(duration) + 1)],
+            "torch_cuda": torch.cuda.is_available()}
+
+
+def plot(result: dict, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = result["samples"]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("torch_allocated_mib", "nvml_used_mib", "rss_mib"):
+        if any(key in x for x in s):
+            ax[0].plot([x["t_s"] for x in s if key in x], [x[key] for x in s if key in x], label=key)
+    ax[0].axvline(result["warmup_s"], color="gray", ls=":", label="warm-up end")
+    ax[0].set_xlabel("s")
+    ax[0].set_ylabel("MiB")
+    ax[0].legend()
+    ax[0].set_title("memory")
+    ax[1].plot(range(len(result["results_per_second"])), result["results_per_second"], lw=0.6)
+    ax[1].set_xlabel("s")
+    ax[1].set_ylabel("frames/s")
+    ax[1].set_title(f"throughput ({result['streams']} streams, {result['decoder']} decode)")
+    fig.suptitle(f"soak {result['duration_s']:.0f} s on {result['env'].get('card', 'CPU')} — "
+                 f"{'passed' if result['evaluation'].get('passed') else 'FAILED'}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=float, default=480.0, help="seconds (86400 for the plan's 24 hours)")
+    ap.add_argument("--streams", type=int, default=16)
+    ap.add_argument("--decoder", default="cpu", choices=("cpu", "nvdec"))
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--max-wait-ms", type=float, default=10.0)
+    ap.add_argument("--period", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=None, help="seconds excluded from the checks (default: 1/8)")
+    ap.add_argument("--max-frames", type=int, default=None, help="frames of the clip per loop")
+    ap.add_argument("--throughput-tolerance", type=float, default=0.05,
+                    help="last window's throughput within this fraction of the first's (the issue: 0.05)")
+    ap.add_argument("--out", default=str(ROOT / "results" / "soak.json"))
+    ap.add_argument("--plot", action="store_true")
+    a = ap.parse_args(argv)
+    import torch
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    warmup = a.warmup if a.warmup is not None else a.duration / 8
+    res = run(a.duration, a.streams, a.decoder, device, a.period, warmup, a.batch, a.max_wait_ms, a.backend, a.imgsz,
+              a.chunk, a.max_frames, a.throughput_tolerance)
+    res["command"] = "python experiments/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    res["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=float))
+    if a.plot:
+        plot(res, out.with_suffix(".png"))
+    ev = res["evaluation"]
+    print(json.dumps({"results": res["report"]["results"], "frames_per_s": res["report"]["frames_per_s"],
+                      "drops": res["report"]["drops"], "checks": ev["checks"]}, indent=1))
+    return 0 if ev.get("passed") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Runners that scale out: pipeline replicas on CUDA streams (``streams``), a worker process per device
+(``multigpu``), NVDEC sources; and the monitor's usage sampling and progress line. CPU tests run the same
+machinery with CPU pipelines (and 'cpu' devices for the workers); GPU tests run it on the card."""
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fusion import PosePipeline
+from runners import PerformanceMonitor, open_source, run_source, synthesized_clip
+from runners.sources import Frame, Source, SourceError
+from tests import helpers
+
+CLIP = "one-by-one-person-detection.mp4"
+
+
+@pytest.fixture(scope="module")
+def cpu_pipe():
+    return PosePipeline(device="cpu")
+
+
+def _frames(n=6):
+    return [np.ascontiguousarray(f[::2, ::2]) for f in synthesized_clip(n)]  # 216x384: quick on the CPU
+
+
+def _serial(pipe, frames):
+    mon, out = PerformanceMonitor(usage=False), {}
+    run_source(Source("s", iter([Frame(i, f) for i, f in enumerate(frames)])), "serial", pipe, mon,
+               lambda s, i, img, r: out.__setitem__(i, r))
+    return out
+
+
+class SlowFirst:
+    """A pipeline whose first ``n`` submits are slow: later batches, on the other replica, finish first."""
+
+    def __init__(self, pipe, n=1, delay=0.6):
+        self.pipe, self.n, self.delay = pipe, n, delay
+        self.device = pipe.device
+
+    def submit(self, frames, pixel_format="bgr"):
+        if self.n > 0:
+            self.n -= 1
+            time.sleep(self.delay)
+        return self.pipe.submit(frames, pixel_format)
+
+
+def test_streams_replicas_deliver_each_stream_in_order(cpu_pipe):
+    from runners.concurrent import run_concurrent
+
+    frames = _frames(6)
+    ref = _serial(cpu_pipe, frames)
+    replicas = [SlowFirst(cpu_pipe), cpu_pipe.replica()]
+    assert replicas[1].backbone is cpu_pipe.backbone and replicas[1]._slots is not cpu_pipe._slots
+    mon, got = PerformanceMonitor(usage=False), []
+    sources = [Source("a", iter([Frame(i, f) for i, f in enumerate(frames)])),
+               Source("b", iter([Frame(i, f) for i, f in enumerate(frames[::-1])]))]
+    failed = run_concurrent(sources, replicas, mon, lambda s, i, img, r: got.append((s, i, r)), batch=2)
+    mon.stop()
+    assert failed == {} and mon.results == 12
+    for name in "ab":
+        order = [i for s, i, _ in got if s == name]
+        assert order == list(range(6)), order  # in order although the first batch finished last
+    for s, i, r in got:
+        want = ref[i] if s == "a" else ref[5 - i]
+        np.testing.assert_allclose(r.boxes, want.boxes, atol=1e-3)
+
+
+def test_pipelined_flushes_a_partial_batch_when_a_source_waits_for_its_frames(cpu_pipe):
+    """An NVDEC source asks for more frames only after the ones it gave were released: a fixed-batch runner
+    must not wait for a full batch forever (partial batch after ``idle_ms``)."""
+    from runners.concurrent import run_concurrent
+
+    frames = _frames(4)
+    released = threading.Event()
+
+    def leased():
+        for i in range(2):
+            yield Frame(i, frames[i], release=released.set if i == 1 else None)
+        if not released.wait(20):  # the runner never released frame 1
+            raise SourceError("source leased: frames never released (deadlock)")
+        for i in range(2, 4):
+            yield Frame(i, frames[i])
+
+    mon, got = PerformanceMonitor(usage=False), []
+    failed = run_concurrent([Source("leased", leased())], cpu_pipe, mon, lambda s, i, img, r: got.append(i),
+                            batch=8, idle_ms=100)
+    mon.stop()
+    assert failed == {} and got == [0, 1, 2, 3]
+
+
+def test_frames_are_released_after_their_results_and_when_dropped(cpu_pipe):
+    from runners.concurrent import run_concurrent
+
+    frames = _frames(4)
+    released = []
+    src = [Frame(0, frames[0], release=lambda: released.append(0)),
+           Frame(1, np.zeros((5, 5), np.uint8), release=lambda: released.append(1)),  # bad: a drop
+           Frame(2, frames[2], release=lambda: released.append(2))]
+    mon = PerformanceMonitor(usage=False)
+    run_concurrent([Source("cam", iter(src))], cpu_pipe, mon, batch=2, max_wait_ms=1.0)
+    mon.stop()
+    assert sorted(released) == [0, 1, 2] and mon.results == 2 and sum(mon.drops.values()) == 1
+
+
+@pytest.mark.slow
+def test_multigpu_runner_shards_streams_over_worker_processes():
+    """Two worker processes ('cpu' devices stand in for GPUs here): every stream complete, in order, with
+    the same poses as one pipeline; the parent's accounting holds."""
+    from runners.multigpu import run_multigpu, shard
+
+    assert shard(list(range(5)), 2) == [[0, 2, 4], [1, 3]]
+    spec = helpers.data_path(CLIP)
+    streams = [(spec, f"cam{k}") for k in range(3)]
+    mon, got = PerformanceMonitor(usage=False), {}
+    failed = run_multigpu(streams, ["cpu", "cpu"], mon, lambda s, i, img, r: got.setdefault(s, []).append((i, r)),
+                          batch=4, max_wait_ms=5.0, max_frames=3, pipeline={"imgsz": 320})
+    mon.stop()
+    assert failed == {} and mon.results == 9 and mon.frames_in == 9
+    ref = PosePipeline(device="cpu", imgsz=320)(list(f.image for f in open_source(spec, 3).frames))
+    for k in range(3):
+        assert [i for i, _ in got[f"cam{k}"]] == [0, 1, 2]
+        for i, r in got[f"cam{k}"]:
+            np.testing.assert_allclose(r.boxes, ref[i].boxes, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_multigpu_worker_failure_is_raised_with_its_stage_and_no_process_left():
+    import multiprocessing as mp
+
+    from runners.concurrent import RunnerError
+    from runners.multigpu import run_multigpu
+
+    mon = PerformanceMonitor(usage=False)
+    t0 = time.perf_counter()
+    with pytest.raises(RunnerError, match="worker stage failed") as e:
+        run_multigpu([(helpers.data_path(CLIP), "cam0")], ["cpu"], mon, pipeline={"backend": "cupy"}, max_frames=2)
+    assert "backend" in str(e.value.__cause__) and time.perf_counter() - t0 < 120
+    assert not mp.active_children()
+    mon.stop()
+
+
+def test_unsupported_codec_is_a_clear_error(tmp_path):
+    """An AVI whose video stream claims a codec no decoder knows: an error naming the file."""
+    import cv2
+
+    path = tmp_path / "odd.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(3):
+        w.write(np.full((48, 64, 3), 90, np.uint8))
+    w.release()
+    data = path.read_bytes()
+    assert data.count(b"MJPG") >= 1
+    path.write_bytes(data.replace(b"MJPG", b"QQ9Z").replace(b"mjpg", b"qq9z"))
+    with pytest.raises(SourceError, match="odd.avi") as e:
+        list(open_source(str(path)).frames)
+    assert "could not open" in str(e.value) or "no frame" in str(e.value)
+
+
+class NaNHead(torch.nn.Module):
+    """Raw head maps (B, 116, A) with confident people, and NaN / inf in a third of the anchors."""
+
+    strides = (8, 16, 32)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        a = sum((h // s) * (w // s) for s in self.strides)
+        g = torch.Generator().manual_seed(0)
+        y = torch.randn(b, 116, a, generator=g)
+        y[:, 64] = 4.0  # person logit: every anchor a candidate
+        y[:, :, ::3] = float("nan")
+        y[:, 64:66, 1::6] = float("inf")
+        y[:, 70, 2::6] = float("-inf")
+        return y
+
+
+def test_nan_and_inf_model_outputs_give_no_crash_and_no_nan_in_results():
+    pipe = PosePipeline(model=NaNHead(), device="cpu")
+    frames = _frames(4)[:3]
+    mon, got = PerformanceMonitor(usage=False), []
+    run_source(Source("cam", iter([Frame(i, f) for i, f in enumerate(frames)])), "batched", pipe, mon,
+               lambda s, i, img, r: got.append(r), batch=3)
+    mon.stop()
+    assert mon.results == 3 and len(got) == 3
+    for r in got:
+        assert np.isfinite(r.boxes).all() and np.isfinite(r.scores).all() and np.isfinite(r.keypoints).all()
+    assert sum(len(r) for r in got) > 0  # the finite anchors still give poses
+
+
+def test_monitor_samples_usage_and_prints_progress():
+    out = io.StringIO()
+    mon = PerformanceMonitor(progress_total=4, progress_stream=out)
+    mon.sampler.period = 0.02
+    mon.start()
+    for i in range(4):
+        mon.arrived(("s", i))
+        time.sleep(0.03)
+        mon.done(("s", i), 1)
+    mon.gpu_stages({"backbone": 2.0, "d2h": 0.5})
+    mon.gpu_stages({"backbone": 4.0, "d2h": 0.5})
+    mon.stop()
+    rep = mon.report()
+    assert "4/4 frames" in out.getvalue()
+    assert rep["gpu_stage_ms_per_batch"] == {"backbone": 3.0, "d2h": 0.5}
+    pytest.importorskip("psutil")
+    assert rep["usage"]["samples"] > 0 and rep["usage"]["cpu_percent"]["mean"] is not None
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+def test_gpu_stage_times_and_usage_in_the_report():
+    from runners.concurrent import run_concurrent
+
+    pipe = PosePipeline()
+    frames = helpers.read_video(helpers.data_path(CLIP), 64)
+    mon = PerformanceMonitor()
+    run_concurrent([Source("cam", iter([Frame(i, f) for i, f in enumerate(frames)]))], pipe, mon, batch=16)
+    mon.stop()
+    rep = mon.report()
+    assert rep["results"] == 64
+    assert {"graph", "d2h", "h2d"} <= set(rep["gpu_stage_ms_per_batch"])
+    assert all(v >= 0 for v in rep["gpu_stage_ms_per_batch"].values())
+    eager = PosePipeline(cuda_graph=False)
+    p = eager.submit(frames[:8])
+    p.result()
+    assert {"letterbox", "backbone", "decode_nms", "d2h"} <= set(p.gpu_ms)
+
+
+@pytest.mark.gpu
+def test_streams_runner_on_gpu_equals_one_pipeline():
+    """Replicas on their own CUDA streams, graphs captured from several threads: same poses as one pipeline."""
+    from runners.concurrent import run_concurrent
+
+    frames = helpers.read_video(helpers.data_path(CLIP), 300)[150:246]
+    pipe = PosePipeline()
+    ref = pipe(frames[:48]) + pipe(frames[48:])
+    replicas = [pipe] + [pipe.replica() for _ in range(2)]
+    mon, got = PerformanceMonitor(), {}
+    run_concurrent([Source(f"s{k}", iter([Frame(i, f) for i, f in enumerate(frames)])) for k in range(3)],
+                   replicas, mon, lambda s, i, img, r: got.setdefault(s, []).append((i, r)), batch=16)
+    mon.stop()
+    assert mon.results == 3 * 96
+    for k in range(3):
+        assert [i for i, _ in got[f"s{k}"]] == list(range(96))
+        for i, r in got[f"s{k}"]:
+            assert len(r) == len(ref[i])
+            np.testing.assert_allclose(r.boxes, ref[i].boxes, atol=0.5)
+
+
+def _need_nvdec():
+    from runners.nvdec import nvdec_available
+
+    why = nvdec_available()
+    if why:
+        pytest.skip(why)
+
+
+@pytest.mark.gpu
+def test_nvdec_source_frames_match_opencv_and_are_released():
+    _need_nvdec()
+    from runners.nvdec import open_nvdec
+
+    src = open_nvdec(helpers.data_path(CLIP), max_frames=40, chunk=16)
+    assert src.count == 40 and src.fps
+    ref = helpers.read_video(helpers.data_path(CLIP), 40)
+    n = 0
+    for f in src.frames:
+        assert f.pixel_format == "nv12" and f.image.is_cuda and tuple(f.image.shape) == (648, 768)
+        torch.cuda.current_stream().wait_event(f.ready)
+        y = f.image[:432].float().cpu().numpy()
+        # luma of the NV12 frame against OpenCV's BGR decode (BT.601 limited range, as FFmpeg converts)
+        b, g, r = (ref[f.index][..., c].astype(np.float32) for c in range(3))
+        y_ref = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+        assert np.abs(y - y_ref).mean() < 3.0
+        f.done()  # released: the source may decode the next chunk
+        n += 1
+    assert n == 40
+
+
+@pytest.mark.gpu
+def test_nvdec_dynamic_runner_poses_match_cpu_decode():
+    """8 NVDEC streams through the dynamic runner: every frame, in order; poses agree with CPU decoding
+    (NV12 -> RGB in the letterbox kernel vs FFmpeg's BGR: small colour differences only)."""
+    _need_nvdec()
+    from runners.concurrent import run_concurrent
+
+    spec = helpers.data_path(CLIP)
+    pipe = PosePipeline()
+    cpu = pipe([f.image for f in open_source(spec, 200).frames][150:200])
+    sources = [open_source(spec, 200, "nvdec", chunk=32) for _ in range(8)]
+    for k, s in enumerate(sources):
+        s.name = f"cam{k}"
+    mon, got = PerformanceMonitor(), {}
+    failed = run_concurrent(sources, pipe, mon, lambda s, i, img, r: got.setdefault(s, []).append((i, r)),
+                            batch=64, max_wait_ms=5.0)
+    mon.stop()
+    assert failed == {} and mon.results == 8 * 200
+    for k in range(8):
+        res = got[f"cam{k}"]
+        assert [i for i, _ in res] == list(range(200))
+        n_gpu = sum(len(r) for _, r in res[150:200])
+        n_cpu = sum(len(r) for r in cpu)
+        assert abs(n_gpu - n_cpu) <= max(2, n_cpu // 10)
+
+
+@pytest.mark.gpu
+def test_nvdec_errors_name_the_source(tmp_path):
+    _need_nvdec()
+    bad = tmp_path / "junk.mp4"
+    bad.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(SourceError, match="junk.mp4"):
+        list(open_source(str(bad), decoder="nvdec").frames)
+    with pytest.raises(SourceError, match="no such file"):
+        open_source(str(tmp_path / "missing.mp4"), decoder="nvdec")
+
+
+@pytest.mark.gpu
+def test_multigpu_runner_on_the_gpus():
+    from runners.multigpu import run_multigpu
+
+    n = torch.cuda.device_count()
+    spec = helpers.data_path(CLIP)
+    mon, got = PerformanceMonitor(), {}
+    failed = run_multigpu([(spec, f"cam{k}") for k in range(2 * n)], [f"cuda:{i}" for i in range(n)], mon,
+                          lambda s, i, img, r: got.setdefault(s, []).append(i), batch=32, max_frames=64)
+    mon.stop()
+    assert failed == {} and mon.results == 2 * n * 64
+    assert all(v == list(range(64)) for v in got.values())
