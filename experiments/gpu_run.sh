@@ -6,6 +6,10 @@
 #   accuracy  experiments/accuracy.py                     -> results/accuracy.json
 #   ncu       experiments/profile.sh (ncu by NVTX range)  -> results/ncu_nvtx.txt
 #   notebook  experiments/run_notebook.py                 -> experiments/compare_kernels.ipynb (executed)
+#   probe     experiments/nvdec_probe.py (decoder buffer reuse)  -> logs/nvdec_probe.json
+#   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
+#   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
+#   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
 # Everything it writes comes back as $OUT/run.tgz (results/, the executed notebook, logs).
 #   [TESTS="tests/test_x.py ..."] [BENCH="kernels pipeline"] bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
 set -uo pipefail
@@ -20,7 +24,7 @@ rc=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   python3 -c "import torch,cupy,numba,cv2;print('torch',torch.__version__,'cupy',cupy.__version__,'numba',numba.__version__,'cv2',cv2.__version__)"; } >"$LOG/env.txt" 2>&1
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1); driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
-pack() { tar czf "$OUT/run.tgz" results experiments/compare_kernels.ipynb -C "$OUT" logs; }
+pack() { tar czf "$OUT/run.tgz" results experiments/*.ipynb -C "$OUT" logs; }
 step() { pack; echo "== $1 $(date -u +%H:%M:%S)"; }  # pack before each step: a run cut short still returns the rest
 if want tests; then
   step tests
@@ -49,6 +53,22 @@ fi
 if want notebook; then
   step notebook
   python3 experiments/run_notebook.py experiments/compare_kernels.ipynb >"$LOG/notebook.log" 2>&1; r=$?; rc=$((rc | r)); tail -12 "$LOG/notebook.log"
+fi
+if want probe; then
+  step probe
+  python3 experiments/nvdec_probe.py >"$LOG/nvdec_probe.json" 2>"$LOG/nvdec_probe.err"; r=$?; rc=$((rc | r)); tail -5 "$LOG/nvdec_probe.json"; tail -3 "$LOG/nvdec_probe.err"
+fi
+if want runners; then
+  step runners
+  python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} >"$LOG/runners.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/runners.log" | tail -25
+fi
+if want phase; then
+  step phase
+  python3 experiments/phase_table.py ${PHASE_ARGS:-} >"$LOG/phase.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/phase.log" | tail -12
+fi
+if want soak; then
+  step soak
+  python3 experiments/soak.py ${SOAK_ARGS:---duration 480 --streams 16 --decoder nvdec --plot} >"$LOG/soak.log" 2>&1; r=$?; rc=$((rc | r)); tail -20 "$LOG/soak.log"
 fi
 step done
 exit $rc

@@ -1,0 +1,251 @@
+"""The optimization plan's phases, measured in one process on one card on the same real video.
+
+    python experiments/phase_table.py [--streams 8] [--predict-frames 300] [--out-dir results]
+    python experiments/phase_table.py --device cpu --backend reference --predict-frames 2 --max-frames 4   # smoke
+
+Rows (each builds on the one before):
+  baseline  Ultralytics ``predict`` frame by frame, as shipped (fp32)
+  phase1    batching + fp16: ``predict`` on batches of 32, half=True
+  phase2    threaded pipeline + CUDA streams: decode threads -> 2 pipeline replicas on their own CUDA
+            streams -> result thread; torch-ops kernels (not fused), no CUDA graph; 8 OpenCV-decoded streams
+  phase3    fused kernels + CUDA graph: the same runner with the CuPy kernels and graphs (``torch.compile``
+            is not used: measured slower than channels_last eager at bs64, see README)
+  phase4    dynamic batching over 8 NVDEC streams (batch 64, max wait 5 ms)
+  phase4-2gpu  the phase4 workload on every GPU (one worker process per GPU), when there are >= 2
+For each: frames/s, speed-up over the baseline, latency p50/p99 (arrival -> result), GPU utilization and
+memory (NVML), CPU usage (psutil, this process), and model FLOP utilization: backbone FLOPs per frame x
+frames/s over the card's dense fp16 tensor peak. Writes results/phase_table.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLIP = "one-by-one-person-detection.mp4"
+# dense fp16/bf16 tensor-core peak, TFLOP/s (NVIDIA datasheets)
+PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.4}
+
+
+def peak_tflops(card: str | None) -> float | None:
+    if not card:
+        return None
+    for k, v in PEAK_TFLOPS.items():
+        if k in card:
+            return v
+    return None
+
+
+def backbone_gflops(h: int, w: int) -> float:
+    """GFLOPs of one yolo11n-pose forward pass at h x w (Ultralytics' thop count, 2 FLOPs per MAC)."""
+    from ultralytics.utils.torch_utils import get_flops
+
+    from fusion.backbone import load_ultralytics
+
+    model = load_ultralytics().model
+    return get_flops(model, 640) * (h * w) / (640 * 640)
+
+
+def _row(name: str, what: str, rep: dict, extra: dict | None = None) -> dict:
+    u = rep.get("usage") or {}
+    return {"phase": name, "what": what, "frames": rep["results"], "frames_per_s": rep["frames_per_s"],
+            "latency_ms": rep["latency_ms"], "drops": rep["drops"],
+            "gpu_util_percent": (u.get("gpu_util_percent") or {}).get("mean"),
+            "gpu_mem_used_mib": (u.get("gpu_mem_used_mib") or {}).get("max"),
+            "torch_peak_mib": rep.get("gpu_peak_memory_mib"),
+            "cpu_percent": (u.get("cpu_percent") or {}).get("mean"),
+            "stage_ms_per_batch": rep.get("gpu_stage_ms_per_batch"), **(extra or {})}
+
+
+def _cdf(mon, points: int = 120) -> list:
+    x, y = mon.latency.cdf()
+    if len(x) > points:
+        idx = sorted({int(i) for i in [k * (len(x) - 1) / (points - 1) for k in range(points)]})
+        x, y = x[idx], y[idx]
+    return [[float(a), float(b)] for a, b in zip(x, y)]
+
+
+def predict_phase(frames, batch: int, half: bool, device) -> tuple[dict, object, dict]:
+    """Ultralytics predict over ``frames`` in batches of ``batch`` (1: frame by frame)."""
+    from fusion.backbone import load_ultralytics
+    from runners.monitor import PerformanceMonitor
+
+    yolo = load_ultralytics()
+    dev = 0 if device.startswith("cuda") else "cpu"
+    yolo.predict(frames[:batch], verbose=False, half=half, device=dev)  # warm-up
+    mon = PerformanceMonitor()
+    speed = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    mon.start()
+    for i in range(0, len(frames), batch):
+        chunk = frames[i:i + batch]
+        for k in range(len(chunk)):
+            mon.arrived(("clip", i + k))
+        res = yolo.predict(chunk, verbose=False, half=half, device=dev)
+        for k, r in enumerate(res):
+            mon.done(("clip", i + k), len(r.boxes))
+            for s in speed:
+                speed[s] += r.speed[s] / len(frames)  # ms per image
+    mon.stop()
+    return mon.report(), mon, {"ultralytics_ms_per_image": speed}
+
+
+def runner_phase(sources_fn, pipes, batch: int, max_wait_ms) -> tuple[dict, object]:
+    from runners.concurrent import run_concurrent
+    from runners.monitor import PerformanceMonitor
+
+    srcs = sources_fn()
+    mon = PerformanceMonitor()
+    mon.start()
+    failed = run_concurrent(srcs, pipes, mon, batch=batch, max_wait_ms=max_wait_ms)
+    mon.stop()
+    rep = mon.report()
+    rep["failed"] = failed
+    return rep, mon
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--streams", type=int, default=8)
+    ap.add_argument("--predict-frames", type=int, default=300)
+    ap.add_argument("--max-frames", type=int, default=None, help="frames per stream (default: the whole clip)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--backend", default=None, help="override the fused phases' backend (smoke tests)")
+    ap.add_argument("--out-dir", default=str(ROOT / "results"))
+    a = ap.parse_args(argv)
+    import torch
+
+    from fusion import PosePipeline
+    from runners.gpuinfo import environment
+    from runners.nvdec import nvdec_available
+    from runners.sources import open_source
+    from tests import helpers
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    env = environment()
+    path = helpers.data_path(CLIP)
+    frames = helpers.read_video(path, a.predict_frames)
+    h, w = frames[0].shape[:2]
+    gflops = backbone_gflops(384 if (h, w) == (432, 768) else 640, 640)
+    peak = peak_tflops(env.get("card")) if cuda else None
+    rows, cdfs = [], {}
+
+    def add(name, what, rep, mon, extra=None):
+        r = _row(name, what, rep, extra)
+        r["mfu"] = (gflops * 1e9 * r["frames_per_s"] / (peak * 1e12)) if peak and r["frames_per_s"] else None
+        rows.append(r)
+        cdfs[name] = _cdf(mon)
+        print(f"{name:16s} {r['frames_per_s']:9.1f} fr/s  p50 {r['latency_ms']['p50']:8.1f} ms  "
+              f"p99 {r['latency_ms']['p99']:8.1f} ms  {what}", flush=True)
+        _write(env, rows, cdfs, gflops, peak, a, argv)
+
+    rep, mon, ex = predict_phase(frames, 1, False, device)
+    add("baseline", "Ultralytics predict, frame by frame, fp32", rep, mon, ex)
+    rep, mon, ex = predict_phase(frames, 32, cuda, device)
+    add("phase1", "Ultralytics predict, batches of 32, fp16", rep, mon, ex)
+
+    def cpu_sources():
+        out = []
+        for k in range(a.streams):
+            s = open_source(path, a.max_frames)
+            s.name = f"s{k}"
+            out.append(s)
+        return out
+
+    unfused = PosePipeline(device=device, backend=a.backend or ("torch" if cuda else "reference"), cuda_graph=False)
+    rep, mon = runner_phase(cpu_sources, [unfused, unfused.replica()], 32, None)
+    add("phase2", f"threaded pipeline + 2 CUDA streams, {unfused.backend} kernels, no graph, {a.streams} OpenCV streams",
+        rep, mon)
+    fused = PosePipeline(device=device, backend=a.backend or "auto")
+    rep, mon = runner_phase(cpu_sources, [fused, fused.replica()], 64, None)
+    add("phase3", f"+ fused {fused.backend} kernels + CUDA graphs (batch 64), {a.streams} OpenCV streams", rep, mon)
+    why = nvdec_available()
+    if why is None:
+        def nvdec_sources():
+            out = []
+            for k in range(a.streams):
+                s = open_source(path, a.max_frames, "nvdec", chunk=64)
+                s.name = f"s{k}"
+                out.append(s)
+            return out
+
+        fused.warmup((h, w), 64, "nv12", device_frames=True)
+        rep, mon = runner_phase(nvdec_sources, fused, 64, 5.0)
+        add("phase4", f"+ dynamic batching (64, 5 ms) over {a.streams} NVDEC streams", rep, mon)
+        if torch.cuda.device_count() >= 2:
+            from runners.monitor import PerformanceMonitor
+            from runners.multigpu import run_multigpu
+
+            del fused, unfused
+            torch.cuda.empty_cache()
+            n = torch.cuda.device_count()
+            mon = PerformanceMonitor()
+            run_multigpu([(path, f"s{k}") for k in range(a.streams)], [f"cuda:{i}" for i in range(n)], mon, batch=64,
+                         max_wait_ms=5.0, decoder="nvdec", chunk=64, max_frames=a.max_frames)
+            mon.stop()
+            add(f"phase4-{n}gpu", f"the phase4 workload on {n} GPUs (a worker process each)", mon.report(), mon)
+    else:
+        print(f"phase4 skipped: {why}")
+    return rows
+
+
+def _write(env, rows, cdfs, gflops, peak, a, argv):
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = rows[0]["frames_per_s"]
+    for r in rows:
+        r["speedup"] = r["frames_per_s"] / base if base else None
+    doc = {"env": env, "command": "python experiments/phase_table.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "backbone_gflops_per_frame": gflops, "peak_tflops_fp16_dense": peak, "rows": rows, "latency_cdf_ms": cdfs}
+    (out / "phase_table.json").write_text(json.dumps(doc, indent=1, default=float))
+    (out / "phase_table.md").write_text(markdown(doc))
+    try:
+        plot(doc, out / "phase_table.png")
+    except Exception as e:  # matplotlib missing on the GPU machine: plots/plots.py redraws from the JSON
+        print(f"phase_table.png not drawn: {e}")
+
+
+def markdown(doc: dict) -> str:
+    env = doc["env"]
+    fmt = lambda v, f="{:.0f}": "-" if v is None else f.format(v)  # noqa: E731
+    lines = [f"# Phase table — {env.get('card', 'CPU')}, driver {env.get('driver')}, torch {env.get('torch')}, "
+             f"CuPy {env.get('cupy')}, {env.get('date')}", "",
+             f"Command: `{doc['command']}`. Backbone {doc['backbone_gflops_per_frame']:.2f} GFLOP/frame at the rect "
+             f"letterbox shape; MFU against {fmt(doc['peak_tflops_fp16_dense'])} TFLOP/s dense fp16.", "",
+             "| phase | what | frames/s | speed-up | p50 ms | p99 ms | GPU util % | GPU mem MiB | CPU % | MFU |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        lines.append(f"| {r['phase']} | {r['what']} | {r['frames_per_s']:.1f} | {fmt(r['speedup'], '{:.1f}x')} | "
+                     f"{r['latency_ms']['p50']:.1f} | {r['latency_ms']['p99']:.1f} | {fmt(r['gpu_util_percent'])} | "
+                     f"{fmt(r['gpu_mem_used_mib'])} | {fmt(r['cpu_percent'])} | {fmt(r['mfu'], '{:.2%}')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = doc["rows"]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    names = [r["phase"] for r in rows]
+    fps = [r["frames_per_s"] for r in rows]
+    bars = ax.bar(names, fps, color="#4477aa")
+    for b, r in zip(bars, rows):
+        ax.annotate(f"{r['frames_per_s']:.0f}\n{r['speedup']:.1f}x", (b.get_x() + b.get_width() / 2, b.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("frames/s (log)")
+    ax.set_title(f"yolo11n-pose video pipeline by phase — {doc['env'].get('card', 'CPU')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
