@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-graph", action="store_true", help="disable CUDA-graph capture")
     r.add_argument("--decoder", default="cpu", choices=("cpu", "nvdec"),
                    help="video decoding: OpenCV threads, or NVDEC into GPU memory (NV12, zero-copy letterbox)")
+    r.add_argument("--zero-copy", action="store_true",
+                   help="NVDEC: the letterbox reads the decoder's own buffers (no copy; the decoder waits for them)")
     r.add_argument("--replicas", type=int, default=2, help="streams runner: pipeline replicas (CUDA streams)")
     r.add_argument("--gpus", default=None,
                    help="multigpu runner: comma-separated devices (default: every visible GPU), e.g. cuda:0,cuda:1")
@@ -157,7 +159,8 @@ def main(argv=None) -> int:
     chunk = a.batch if a.decoder == "nvdec" else None  # NVDEC: a decoder call fills a batch
 
     def open_named(spec, name):
-        src = open_source(spec, a.max_frames, a.decoder, device if device.startswith("cuda") else None, chunk)
+        src = open_source(spec, a.max_frames, a.decoder, device if device.startswith("cuda") else None, chunk,
+                          a.zero_copy)
         src.name = name
         return src
 
@@ -174,7 +177,7 @@ def main(argv=None) -> int:
             try:
                 failed.update(run_multigpu(streams, gpus, router, outputs, pipeline=pipeline_kw, batch=a.batch,
                                            max_wait_ms=a.max_wait_ms, realtime=a.realtime, decoder=a.decoder,
-                                           max_frames=a.max_frames, chunk=chunk))
+                                           max_frames=a.max_frames, chunk=chunk, zero_copy=a.zero_copy))
             except RunnerError as e:
                 print(f"posefuse: {e}", file=sys.stderr)
                 failed["<run>"] = str(e)

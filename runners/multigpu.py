@@ -100,7 +100,8 @@ def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain, go):
         sources, failed = [], {}
         for spec, name in specs:
             try:
-                src = open_source(spec, cfg.get("max_frames"), cfg.get("decoder", "cpu"), device, cfg.get("chunk"))
+                src = open_source(spec, cfg.get("max_frames"), cfg.get("decoder", "cpu"), device, cfg.get("chunk"),
+                                  cfg.get("zero_copy", False))
                 src.name = name
                 sources.append(src)
             except SourceError as e:
@@ -147,7 +148,7 @@ def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain, go):
 def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceMonitor, on_result=None, *,
                  pipeline: dict | None = None, batch: int = 64, max_wait_ms: float | None = 10.0,
                  realtime: bool = False, decoder: str = "cpu", max_frames: int | None = None,
-                 chunk: int | None = None, start_timeout: float = 600.0, join_timeout: float = 10.0) -> dict:
+                 chunk: int | None = None, zero_copy: bool = False, start_timeout: float = 600.0, join_timeout: float = 10.0) -> dict:
     """Run ``streams`` ([(spec, name)], see sources.open_source) sharded over ``devices`` (['cuda:0', ...]).
     ``pipeline``: PosePipeline keyword arguments (model, backend, precision, ...). ``on_result`` receives
     (stream, index, None, PoseResult): images stay in the workers. Returns {source name: error}."""
@@ -164,7 +165,7 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
     drain = ctx.Event()
     go = ctx.Event()
     cfg = {"pipeline": pipeline or {}, "batch": batch, "max_wait_ms": max_wait_ms, "realtime": realtime,
-           "decoder": decoder, "max_frames": max_frames, "chunk": chunk}
+           "decoder": decoder, "max_frames": max_frames, "chunk": chunk, "zero_copy": zero_copy}
     procs = {r: ctx.Process(target=_worker, args=(r, d, s, cfg, q, drain, go), name=f"posefuse-gpu{r}", daemon=True)
              for r, d, s in work}
     for p in procs.values():

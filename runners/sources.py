@@ -137,10 +137,11 @@ DECODERS = ("cpu", "nvdec")
 
 
 def open_source(spec: str | None, max_frames: int | None = None, decoder: str = "cpu", device=None,
-                chunk: int | None = None) -> Source:
+                chunk: int | None = None, zero_copy: bool = False) -> Source:
     """``spec``: a video file or URL, an image folder, an image file, or None / 'default' for the embedded
     clip. ``decoder``: 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU ``device`` into NV12;
-    images and the default clip are still read on the CPU). ``chunk``: NVDEC frames per decoder call.
+    images and the default clip are still read on the CPU). ``chunk``: NVDEC frames per decoder call;
+    ``zero_copy``: the letterbox reads NVDEC's own buffers (see runners/nvdec.py).
     Raises SourceError (naming the source) when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
@@ -153,7 +154,7 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
         if decoder == "nvdec":
             from .nvdec import CHUNK, open_nvdec
 
-            return open_nvdec(spec, device, max_frames, chunk or CHUNK)
+            return open_nvdec(spec, device, max_frames, chunk or CHUNK, zero_copy)
         return _video(spec, max_frames)
     p = Path(spec)
     if p.is_dir():
@@ -170,5 +171,5 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
     if decoder == "nvdec":
         from .nvdec import CHUNK, open_nvdec
 
-        return open_nvdec(str(p), device, max_frames, chunk or CHUNK)
+        return open_nvdec(str(p), device, max_frames, chunk or CHUNK, zero_copy)
     return _video(str(p), max_frames)

@@ -260,11 +260,12 @@ def _need_nvdec():
 
 
 @pytest.mark.gpu
-def test_nvdec_source_frames_match_opencv_and_are_released():
+@pytest.mark.parametrize("zero_copy", [False, True])
+def test_nvdec_source_frames_match_opencv_and_are_released(zero_copy):
     _need_nvdec()
     from runners.nvdec import open_nvdec
 
-    src = open_nvdec(helpers.data_path(CLIP), max_frames=40, chunk=16)
+    src = open_nvdec(helpers.data_path(CLIP), max_frames=40, chunk=16, zero_copy=zero_copy)
     assert src.count == 40 and src.fps
     ref = helpers.read_video(helpers.data_path(CLIP), 40)
     n = 0
@@ -281,30 +282,59 @@ def test_nvdec_source_frames_match_opencv_and_are_released():
     assert n == 40
 
 
-@pytest.mark.gpu
-def test_nvdec_dynamic_runner_poses_match_cpu_decode():
-    """8 NVDEC streams through the dynamic runner: every frame, in order; poses agree with CPU decoding
-    (NV12 -> RGB in the letterbox kernel vs FFmpeg's BGR: small colour differences only)."""
-    _need_nvdec()
+def nvdec_dynamic_run(zero_copy: bool, chunk: int) -> dict:
+    """8 NVDEC streams (200 frames of the clip each) through the dynamic runner; per stream: frame order and
+    detections on frames 150..199; plus the same frames decoded by OpenCV through the same pipeline."""
     from runners.concurrent import run_concurrent
 
     spec = helpers.data_path(CLIP)
     pipe = PosePipeline()
     cpu = pipe([f.image for f in open_source(spec, 200).frames][150:200])
-    sources = [open_source(spec, 200, "nvdec", chunk=32) for _ in range(8)]
+    sources = [open_source(spec, 200, "nvdec", chunk=chunk, zero_copy=zero_copy) for _ in range(8)]
     for k, s in enumerate(sources):
         s.name = f"cam{k}"
     mon, got = PerformanceMonitor(), {}
     failed = run_concurrent(sources, pipe, mon, lambda s, i, img, r: got.setdefault(s, []).append((i, r)),
                             batch=64, max_wait_ms=5.0)
     mon.stop()
-    assert failed == {} and mon.results == 8 * 200
+    return {"failed": failed, "results": mon.results, "cpu_detections": sum(len(r) for r in cpu),
+            "streams": {k: {"order": [i for i, _ in v], "detections": sum(len(r) for _, r in v[150:200])}
+                        for k, v in got.items()}}
+
+
+def _check_nvdec_run(out):
+    assert out["failed"] == {} and out["results"] == 8 * 200
+    n_cpu = out["cpu_detections"]
     for k in range(8):
-        res = got[f"cam{k}"]
-        assert [i for i, _ in res] == list(range(200))
-        n_gpu = sum(len(r) for _, r in res[150:200])
-        n_cpu = sum(len(r) for r in cpu)
-        assert abs(n_gpu - n_cpu) <= max(2, n_cpu // 10)
+        st = out["streams"][f"cam{k}"]
+        assert st["order"] == list(range(200))
+        assert abs(st["detections"] - n_cpu) <= max(2, n_cpu // 10), (st["detections"], n_cpu)
+
+
+@pytest.mark.gpu
+def test_nvdec_dynamic_runner_poses_match_cpu_decode():
+    """8 NVDEC streams through the dynamic runner (frames copied out of the decoder's buffers): every frame,
+    in order; poses agree with CPU decoding (NV12 -> RGB in the letterbox kernel vs FFmpeg's BGR)."""
+    _need_nvdec()
+    _check_nvdec_run(nvdec_dynamic_run(False, 32))
+
+
+@pytest.mark.gpu
+def test_nvdec_zero_copy_dynamic_runner_in_a_subprocess():
+    """The same with the letterbox reading the decoder's own buffers (chunks of 16, each decoder waiting for
+    its frames' release). In a subprocess: a fault there must not take the test session down."""
+    _need_nvdec()
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; sys.path.insert(0, '.'); from tests.test_runners_scale import nvdec_dynamic_run; "
+            "print('RESULT ' + json.dumps(nvdec_dynamic_run(True, 16)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       cwd=str(helpers.ROOT))
+    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
+    assert r.returncode == 0 and lines, r.stderr[-3000:]
+    _check_nvdec_run(json.loads(lines[-1][7:]))
 
 
 @pytest.mark.gpu
