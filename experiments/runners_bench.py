@@ -59,7 +59,7 @@ def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
 
 
 def source_alone(path: str, streams: int, chunk: int) -> dict:
-    """Our NVDEC source (chunk leases, DLPack tensors, ready events), frames released at once."""
+    """Our NVDEC source (copies into its pool, ready events), frames released at once."""
     from runners.sources import open_source
 
     srcs = [open_source(path, None, "nvdec", chunk=chunk) for _ in range(streams)]
@@ -108,14 +108,14 @@ def pipeline_alone(pipe, path: str, batch: int, seconds: float = 3.0) -> dict:
     return {"frames": n, "wall_s": wall, "frames_per_s": n / wall, "batch": batch}
 
 
-def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int, zero_copy: bool = False) -> dict:
+def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int) -> dict:
     from runners.concurrent import run_concurrent
     from runners.monitor import PerformanceMonitor
     from runners.sources import open_source
 
     sources = []
     for k in range(streams):
-        s = open_source(path, None, "nvdec", chunk=chunk, zero_copy=zero_copy)
+        s = open_source(path, None, "nvdec", chunk=chunk)
         s.name = f"s{k}"
         sources.append(s)
     mon = PerformanceMonitor()
@@ -125,24 +125,6 @@ def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int, zer
     rep = mon.report()
     rep["failed"] = failed
     return rep
-
-
-def e2e_subprocess(path: str, streams: int, batch: int, max_wait_ms, chunk: int, zero_copy: bool, shape) -> dict:
-    """e2e() in a fresh process (a fault there cannot end this run): the zero-copy variant."""
-    import subprocess
-
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import runners_bench as b; "
-            f"from fusion import PosePipeline; p = PosePipeline(); "
-            f"p.warmup({shape!r}, {batch}, 'nv12', device_frames=True); "
-            f"print('RESULT ' + json.dumps(b.e2e(p, {path!r}, {streams}, {batch}, {max_wait_ms!r}, {chunk}, {zero_copy}), "
-            f"default=float))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       cwd=str(ROOT / "experiments"), env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:" +
-                                                            __import__("os").environ.get("PYTHONPATH", "")})
-    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
-    if r.returncode != 0 or not lines:
-        return {"error": f"exit {r.returncode}: {r.stderr[-1500:]}"}
-    return json.loads(lines[-1][7:])
 
 
 def predict_serial(path: str, n: int = 300) -> dict:
@@ -222,7 +204,7 @@ def main():
             path = helpers.data_path(clip)
             shape = (432, 768) if label == "768x432" else (1080, 1920)
             replica = pipe.replica()
-            for p in (pipe, replica):
+            for p in (pipe, replica):  # every bucket size captured before the clock starts
                 p.warmup(shape, a.batch, "nv12", device_frames=True)
             r = {"nvdec_alone": nvdec_alone(path, a.streams, a.chunk)}
             print(label, "nvdec alone", r["nvdec_alone"], flush=True)
@@ -236,12 +218,6 @@ def main():
                 r["runners"][name] = rep
                 print(label, "e2e", name, rep["results"], "frames", f"{rep['frames_per_s']:.0f} fr/s", rep["failed"],
                       flush=True)
-            zc = e2e_subprocess(path, a.streams, a.batch, 5.0, 16, True, shape)
-            print(label, "e2e dynamic zero-copy", zc.get("error") or f"{zc['frames_per_s']:.0f} fr/s", flush=True)
-            if "error" in zc:
-                r["dynamic_zero_copy_error"] = zc["error"]
-            else:
-                r["runners"]["dynamic_zero_copy"] = zc
             r["predict_serial"] = predict_serial(path)
             print(label, "predict serial", r["predict_serial"], flush=True)
             best = max(r["runners"].items(), key=lambda kv: kv[1]["frames_per_s"])
@@ -255,7 +231,7 @@ def main():
             _write(run, a.out_dir)
     if "realtime" in only:
         frames = helpers.read_video(helpers.data_path(CLIPS["768x432"]), 300)
-        pipe.warmup(frames[0].shape[:2], 64)
+        pipe.warmup(frames[0].shape[:2], 64)  # host frames, every bucket size
         rows = []
         for s in (int(x) for x in a.realtime_s.split(",")):
             r = realtime(pipe, frames, s, a.seconds, max_wait_ms=10.0, batch=64)

@@ -117,7 +117,7 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
     import torch
 
     from fusion import PosePipeline
-    from runners.concurrent import run_concurrent
+    from runners.concurrent import run_concurrent, warm_up
     from runners.gpuinfo import environment
     from runners.monitor import PerformanceMonitor
     from tests import helpers
@@ -128,6 +128,7 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
     deadline = t0 + duration
     sources = [looping_source(f"s{k}", path, decoder, pipe.device if decoder == "nvdec" else None, deadline, chunk,
                               max_frames) for k in range(streams)]
+    warm_up(pipe, sources, batch)
     mon = PerformanceMonitor()
     samples: list[dict] = []
     stop = threading.Event()

@@ -255,16 +255,23 @@ class PosePipeline:
             self._copy_stream.wait_stream(stream)
             with torch.cuda.stream(self._copy_stream):
                 slot.host.flat.copy_(slot.dets.flat, non_blocking=True)
+                self._mark(slot, "d2h", self._copy_stream)  # before slot.event: complete when it is
                 slot.event.record(self._copy_stream)
-                self._mark(slot, "d2h", self._copy_stream)
         slot.runs += 1
         pend = PendingBatch(slot, n_real, keepalive=(None if host else (frames, batch, items)))
         slot.pending = pend
         return pend
 
-    def warmup(self, shape, batch: int = 1, pixel_format: str = "bgr", device_frames: bool = False):
-        """Build (and capture) the buffers for ``batch`` frames of ``shape`` (H, W) ahead of time, for host
-        frames or (``device_frames``) frames already on the device, as NVDEC gives."""
+    def warmup(self, shape, batch: int = 1, pixel_format: str = "bgr", device_frames: bool = False,
+               all_buckets: bool = True):
+        """Build (and capture) the buffers for batches of frames of ``shape`` (H, W) ahead of time, for host
+        frames or (``device_frames``) frames already on the device, as NVDEC gives. ``all_buckets``: every
+        batch size a dynamic batcher can produce up to ``batch`` (graph mode: each bucket_size(); eager: the
+        same sizes, for cuDNN's autotuning). Each new batch size otherwise costs a capture and cuDNN
+        autotuning in the middle of a run: about 0.5 s each, measured as multi-second p99 latencies and a
+        5x lower throughput in short runs (second GPU session, results/runners.json)."""
+        if self.device.type == "cpu":  # nothing to capture or autotune
+            return
         h, w = shape
         if pixel_format == "nv12":
             frame = np.full((h * 3 // 2, w), 128, np.uint8)
@@ -272,8 +279,13 @@ class PosePipeline:
             frame = np.full((h, w, 3), 114, np.uint8)
         if device_frames and self.device.type == "cuda":
             frame = torch.from_numpy(frame).to(self.device)
-        for _ in range(3):
-            self([frame] * batch, pixel_format)
+        sizes = [batch]
+        if all_buckets:
+            top = bucket_size(batch)
+            sizes = sorted({min(1 << k, top) for k in range(top.bit_length())} | {top})
+        for n in sizes:
+            for _ in range(RING + 1):  # every slot of the ring captured, then one replay
+                self([frame] * n, pixel_format)
 
     # ------------------------------------------------------------------ internals
     def _next_slot(self, sig) -> _Slot:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .monitor import PerformanceMonitor
 from .sources import SourceError, open_source
-from .concurrent import RunnerError, run_concurrent
+from .concurrent import RunnerError, run_concurrent, warm_up
 from .strategies import CONCURRENT, RUNNERS, run_source
 
 # COCO-17 skeleton (pairs of keypoint indices), as Ultralytics draws it
@@ -107,8 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-graph", action="store_true", help="disable CUDA-graph capture")
     r.add_argument("--decoder", default="cpu", choices=("cpu", "nvdec"),
                    help="video decoding: OpenCV threads, or NVDEC into GPU memory (NV12, zero-copy letterbox)")
-    r.add_argument("--zero-copy", action="store_true",
-                   help="NVDEC: the letterbox reads the decoder's own buffers (no copy; the decoder waits for them)")
     r.add_argument("--replicas", type=int, default=2, help="streams runner: pipeline replicas (CUDA streams)")
     r.add_argument("--gpus", default=None,
                    help="multigpu runner: comma-separated devices (default: every visible GPU), e.g. cuda:0,cuda:1")
@@ -159,8 +157,7 @@ def main(argv=None) -> int:
     chunk = a.batch if a.decoder == "nvdec" else None  # NVDEC: a decoder call fills a batch
 
     def open_named(spec, name):
-        src = open_source(spec, a.max_frames, a.decoder, device if device.startswith("cuda") else None, chunk,
-                          a.zero_copy)
+        src = open_source(spec, a.max_frames, a.decoder, device if device.startswith("cuda") else None, chunk)
         src.name = name
         return src
 
@@ -177,7 +174,7 @@ def main(argv=None) -> int:
             try:
                 failed.update(run_multigpu(streams, gpus, router, outputs, pipeline=pipeline_kw, batch=a.batch,
                                            max_wait_ms=a.max_wait_ms, realtime=a.realtime, decoder=a.decoder,
-                                           max_frames=a.max_frames, chunk=chunk, zero_copy=a.zero_copy))
+                                           max_frames=a.max_frames, chunk=chunk))
             except RunnerError as e:
                 print(f"posefuse: {e}", file=sys.stderr)
                 failed["<run>"] = str(e)
@@ -189,6 +186,7 @@ def main(argv=None) -> int:
                     sources.append(open_named(spec, name))
                 except SourceError as e:
                     failed[name] = str(e)
+            warm_up(engine, sources, a.batch)  # every batch size captured before the clock starts
             known = [src.count for src in sources]
             if not a.no_progress and sources and all(known):
                 total.progress_total = sum(known)
@@ -271,6 +269,9 @@ class _Router:
 
     def gpu_stages(self, ms):
         self.total.gpu_stages(ms)
+
+    def runner_times(self, seconds):
+        self.total.runner_times(seconds)
 
 
 if __name__ == "__main__":

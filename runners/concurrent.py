@@ -52,6 +52,12 @@ class RunState:
     failed: dict = field(default_factory=dict)  # source name -> message
     inflight: set = field(default_factory=set)  # (stream, index) arrived and not yet delivered or dropped
     lock: threading.Lock = field(default_factory=threading.Lock)
+    thread_s: dict = field(default_factory=dict)  # seconds each kind of thread spent per activity (summed)
+
+    def add_times(self, times: dict):
+        with self.lock:
+            for k, v in times.items():
+                self.thread_s[k] = self.thread_s.get(k, 0.0) + v
 
     def enter(self, key):
         with self.lock:
@@ -82,8 +88,15 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
 def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, state: RunState, realtime: bool):
     t_start = time.perf_counter()
     seq = 0  # order of this stream's frames in the queue (the result thread delivers in this order)
+    t_src = t_put = 0.0
+    it = iter(src.frames)
     try:
-        for f in src.frames:
+        while True:
+            t0 = time.perf_counter()
+            f = next(it, None)
+            t_src += time.perf_counter() - t0
+            if f is None:
+                break
             if realtime and src.fps:  # wait for the frame's time, still answering a stop
                 while not (state.stop.is_set() or state.draining.is_set()):
                     wait = t_start + f.index / src.fps - time.perf_counter()
@@ -100,7 +113,10 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
                 monitor.dropped((src.name, f.index), bad)
                 continue
             state.enter((src.name, f.index))
-            if not _put(frames_q, (src.name, seq, f), state):
+            t0 = time.perf_counter()
+            ok = _put(frames_q, (src.name, seq, f), state)
+            t_put += time.perf_counter() - t0
+            if not ok:
                 return  # the run stopped: accounted as a drop at the end
             seq += 1
     except SourceError as e:  # this source is over; the others go on
@@ -110,6 +126,7 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
         state.fail("decode", e)
     finally:
         src.close()
+        state.add_times({"decode.source": t_src, "decode.queue_full_wait": t_put})
 
 
 def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: float | None, idle: float,
@@ -119,12 +136,17 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
     runner). ``ended``: {"n": sources ended, "of": sources} shared by the workers."""
     buf = []
     first_t = last_t = None
+    times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.results_full_wait": 0.0}
 
     def flush():
         nonlocal buf, first_t
         items, buf, first_t = buf, [], None
+        t0 = time.perf_counter()
         submitted = submit_frames(pipe, [f for _, _, f in items])
+        t1 = time.perf_counter()
         _put(results_q, (items, submitted), state)
+        times["gpu.submit"] += t1 - t0
+        times["gpu.results_full_wait"] += time.perf_counter() - t1
 
     def all_ended():
         with state.lock:
@@ -136,6 +158,7 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
                 timeout = POLL
                 if buf and max_wait is not None:
                     timeout = max(0.0, min(POLL, first_t + max_wait - time.perf_counter()))
+                t0 = time.perf_counter()
                 try:
                     item = frames_q.get(timeout=timeout)
                 except queue.Empty:
@@ -143,6 +166,7 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
                     if all_ended():
                         break
                 now = time.perf_counter()
+                times["gpu.frames_wait"] += now - t0
                 if item is _END:
                     with state.lock:
                         ended["n"] += 1
@@ -165,6 +189,7 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
         state.fail("gpu", e)
     finally:
         _put(results_q, _END, state)
+        state.add_times(times)
 
 
 def _results(results_q, monitor, on_result, state: RunState, n_workers: int):
@@ -173,12 +198,17 @@ def _results(results_q, monitor, on_result, state: RunState, n_workers: int):
     next_seq: dict = {}
     held: dict = {}  # (stream, seq) -> (frame, result)
     ended = 0
+    times = {"result.batches_wait": 0.0, "result.gpu_wait_and_deliver": 0.0}
     try:
         while not state.stop.is_set() and ended < n_workers:
+            t0 = time.perf_counter()
             try:
                 item = results_q.get(timeout=POLL)
             except queue.Empty:
                 continue
+            finally:
+                t1 = time.perf_counter()
+                times["result.batches_wait"] += t1 - t0
             if item is _END:
                 ended += 1
                 continue
@@ -196,8 +226,21 @@ def _results(results_q, monitor, on_result, state: RunState, n_workers: int):
                         on_result(name, g.index, g.image, res)
                     n += 1
                 next_seq[name] = n
+            times["result.gpu_wait_and_deliver"] += time.perf_counter() - t1
     except BaseException as e:  # noqa: BLE001
         state.fail("result", e)
+    finally:
+        state.add_times(times)
+
+
+def warm_up(pipe, sources: list[Source], batch: int):
+    """Capture (and autotune) every batch size the runner can produce, for each frame shape and format the
+    sources announce, before the clock starts (see PosePipeline.warmup)."""
+    pipes = list(pipe) if isinstance(pipe, (list, tuple)) else [pipe]
+    for shape, fmt in {(s.shape, s.pixel_format) for s in sources if s.shape}:
+        for p in pipes:
+            if hasattr(p, "warmup"):
+                p.warmup(shape, batch, fmt, device_frames=fmt == "nv12")
 
 
 def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_result=None, *, batch: int = 32,
@@ -254,6 +297,8 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
     for t in threads:
         t.join(max(0.0, deadline - time.perf_counter()))
     alive = [t.name for t in threads if t.is_alive()]
+    if hasattr(monitor, "runner_times"):  # where the threads spent their time: which stage limits
+        monitor.runner_times(state.thread_s)
     if state.error is not None:
         stage, err = state.error
         with state.lock:  # every frame that arrived but got no result becomes a recorded drop

@@ -58,6 +58,7 @@ class PerformanceMonitor:
         self.detections = 0
         self.stage_ms: dict = defaultdict(float)  # summed GPU ms per stage
         self.stage_batches: Counter = Counter()
+        self.thread_s: dict = {}
         self.sampler = None
         if usage:
             from .gpuinfo import UsageSampler
@@ -73,6 +74,12 @@ class PerformanceMonitor:
         self.t0 = time.perf_counter()
         if self.sampler is not None:
             self.sampler.start()
+
+    def runner_times(self, seconds: dict):
+        """Seconds the runner's threads spent per activity, summed over threads of a kind (concurrent.py)."""
+        with self._lock:
+            for k, v in seconds.items():
+                self.thread_s[k] = self.thread_s.get(k, 0.0) + v
 
     def gpu_stages(self, ms: dict):
         """One batch's GPU time per stage (PendingBatch.gpu_ms)."""
@@ -144,6 +151,7 @@ class PerformanceMonitor:
                            "p99": lat.percentile(99) * 1e3, "max": lat.max * 1e3},
             "gpu_stage_ms_per_batch": {k: self.stage_ms[k] / self.stage_batches[k] for k in self.stage_ms},
             "gpu_stage_ms_total": dict(self.stage_ms),
+            "runner_thread_s": dict(self.thread_s),
         }
         if self.sampler is not None:
             rep["usage"] = self.sampler.summary()

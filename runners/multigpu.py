@@ -76,6 +76,10 @@ class _Outbox:
         self.local.gpu_stages(ms)
         self._add(("stages", ms))
 
+    def runner_times(self, seconds):
+        self.local.runner_times(seconds)
+        self._add(("times", seconds))
+
     def on_result(self, name, index, image, res):
         self._add(("result", (name, index), (res.boxes, res.scores, res.keypoints)))
 
@@ -90,7 +94,7 @@ def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain, go):
 
         from fusion import PosePipeline
 
-        from .concurrent import run_concurrent
+        from .concurrent import run_concurrent, warm_up
         from .sources import SourceError, open_source
 
         if device.startswith("cuda"):
@@ -100,8 +104,7 @@ def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain, go):
         sources, failed = [], {}
         for spec, name in specs:
             try:
-                src = open_source(spec, cfg.get("max_frames"), cfg.get("decoder", "cpu"), device, cfg.get("chunk"),
-                                  cfg.get("zero_copy", False))
+                src = open_source(spec, cfg.get("max_frames"), cfg.get("decoder", "cpu"), device, cfg.get("chunk"))
                 src.name = name
                 sources.append(src)
             except SourceError as e:
@@ -116,8 +119,7 @@ def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain, go):
                 _thread.interrupt_main()
 
         threading.Thread(target=watch, daemon=True).start()
-        for shape, fmt in {(s.shape, s.pixel_format) for s in sources if s.shape}:
-            pipe.warmup(shape, cfg["batch"], fmt, device_frames=fmt == "nv12")  # model load and graph capture before the clock starts
+        warm_up(pipe, sources, cfg["batch"])  # graph captures before the clock starts
         q.put(("started", rank, device))
         while not go.wait(POLL):  # every worker ready: start together
             if drain.is_set():
@@ -148,7 +150,7 @@ def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain, go):
 def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceMonitor, on_result=None, *,
                  pipeline: dict | None = None, batch: int = 64, max_wait_ms: float | None = 10.0,
                  realtime: bool = False, decoder: str = "cpu", max_frames: int | None = None,
-                 chunk: int | None = None, zero_copy: bool = False, start_timeout: float = 600.0, join_timeout: float = 10.0) -> dict:
+                 chunk: int | None = None, start_timeout: float = 600.0, join_timeout: float = 10.0) -> dict:
     """Run ``streams`` ([(spec, name)], see sources.open_source) sharded over ``devices`` (['cuda:0', ...]).
     ``pipeline``: PosePipeline keyword arguments (model, backend, precision, ...). ``on_result`` receives
     (stream, index, None, PoseResult): images stay in the workers. Returns {source name: error}."""
@@ -165,7 +167,7 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
     drain = ctx.Event()
     go = ctx.Event()
     cfg = {"pipeline": pipeline or {}, "batch": batch, "max_wait_ms": max_wait_ms, "realtime": realtime,
-           "decoder": decoder, "max_frames": max_frames, "chunk": chunk, "zero_copy": zero_copy}
+           "decoder": decoder, "max_frames": max_frames, "chunk": chunk}
     procs = {r: ctx.Process(target=_worker, args=(r, d, s, cfg, q, drain, go), name=f"posefuse-gpu{r}", daemon=True)
              for r, d, s in work}
     for p in procs.values():
@@ -219,6 +221,8 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
                         monitor.dropped(ev[1], ev[2])
                     elif ev[0] == "stages" and hasattr(monitor, "gpu_stages"):
                         monitor.gpu_stages(ev[1])
+                    elif ev[0] == "times" and hasattr(monitor, "runner_times"):
+                        monitor.runner_times(ev[1])
             elif kind == "started":
                 started.add(rank)
                 if len(started) == len(procs):  # the clock starts when every worker is warm

@@ -1,23 +1,24 @@
 """NVDEC video source (PyNvVideoCodec ``SimpleDecoder``): frames are decoded into GPU memory as NV12 and go
-to the NV12 letterbox kernel as CUDA tensors (DLPack), on the consumer's stream after an event.
+to the NV12 letterbox kernel as CUDA tensors, on the consumer's stream after an event. No frame crosses
+the host.
 
-Decoder buffer reuse, measured (experiments/nvdec_probe.py, H100, PyNvVideoCodec 2.2.4): the memory of
-the frames a ``get_batch_frames`` call returns is reused by the next call (the 768x432 clip: 13 of 16
-pointers handed out again, the held frames' content changed). Two ways to protect held frames:
+Decoder buffer reuse, measured (experiments/nvdec_probe.py, H100, PyNvVideoCodec 2.2.4): the memory of the
+frames one ``get_batch_frames`` call returns is handed out again by the next call (768x432 clip, chunks of
+16: 13 of 16 pointers reused, the held frames' content changed). So held frames must be protected.
+Each decoded frame is copied, on the decoder's stream, into a buffer of the source's own pool (one
+device-to-device copy: 0.5 MB per 768x432 frame, under 1% of the card's copy bandwidth at 8,000 frames/s),
+and the source waits for those copies before its next decoder call. The decoder runs ahead of the GPU by
+up to ``pool`` frames; a frame's pool buffer returns to the pool when the runner releases the frame
+(``Frame.done()``, once the GPU work reading it has completed).
 
-* ``zero_copy=True``: the letterbox reads the decoder's own buffers. The source asks for the next chunk
-  only after every frame of the previous one was released (``Frame.done()``, called by the runner once the
-  GPU work reading it completed) or dropped; so each decoder idles while its chunk is in flight.
-  Chunks are capped at ``ZERO_COPY_MAX_CHUNK``: larger ones crashed the consumer with an illegal address
-  (first GPU run, chunk 32 and 64), which points at the decoder reallocating its output pool when one call
-  asks for more frames than the pool holds.
-* ``zero_copy=False`` (default): each decoded frame is copied on the decoder's stream into a buffer of the
-  source's own pool (one device-to-device copy: 0.5 MB per 768x432 frame, under 1% of the card's copy
-  bandwidth at 8,000 frames/s), and the decoder's buffers are free again before the next call. The decoder
-  runs ahead of the GPU by up to ``pool`` frames; a frame's pool buffer returns when it is released.
+Zero-copy (the letterbox reading the decoder's buffers, the decoder waiting until a chunk is released) was
+built and measured first: it ended in illegal-address faults in the letterbox with 8 streams (chunks of
+16, 32 and 64; GPU sessions 1 and 2, tests/test_runners_scale.py at that commit), while single-stream
+reads of held frames were correct. The cause was not found (a decoder freeing surfaces it reallocates is
+the suspect); the copy above costs less than 1% and is what ships.
 
-Streams: the decoder runs on a CUDA stream of the source's own; after each chunk an event is recorded on it
-and the consumer stream waits on that event (``Frame.ready``) before its kernels read the frames.
+Streams: the decoder runs on a CUDA stream of the source's own; after each chunk's copies an event is
+recorded on it and the consumer stream waits on that event (``Frame.ready``) before its kernels read.
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ import torch
 from .sources import Frame, Source, SourceError
 
 CHUNK = 16  # frames per get_batch_frames call
-ZERO_COPY_MAX_CHUNK = 16  # see the module docstring
 
 
 def nvdec_available() -> str | None:
@@ -43,35 +43,10 @@ def nvdec_available() -> str | None:
     return None
 
 
-class _Lease:
-    """Counts the frames of one chunk still in use; ``wait`` returns when all are released (or on cancel)."""
-
-    def __init__(self, n: int):
-        self._n = n
-        self.owners = None
-        self._lock = threading.Lock()
-        self.free = threading.Event()
-        if n == 0:
-            self.free.set()
-
-    def release(self):
-        with self._lock:
-            self._n -= 1
-            if self._n <= 0:
-                self.owners = None
-                self.free.set()
-
-    def wait(self, cancel: threading.Event, poll: float = 0.05) -> bool:
-        while not self.free.wait(poll):
-            if cancel.is_set():
-                return False
-        return True
-
-
-def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int = CHUNK, zero_copy: bool = False,
+def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int = CHUNK,
                pool: int | None = None) -> Source:
-    """An NVDEC source for a video file (see the module docstring). ``pool``: copy mode's buffers (default
-    2 x chunk). Raises SourceError naming the file when it cannot be opened (missing, empty, not a video,
+    """An NVDEC source for a video file (see the module docstring). ``chunk``: frames per decoder call;
+    ``pool``: frame buffers of the source's own (default 2 x chunk). Raises SourceError naming the file when it cannot be opened (missing, empty, not a video,
     a codec NVDEC does not decode)."""
     why = nvdec_available()
     if why:
@@ -83,8 +58,6 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
             raise SourceError(f"source {path}: the file is empty")
     if chunk < 1:
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
-    if zero_copy:
-        chunk = min(chunk, ZERO_COPY_MAX_CHUNK)
     pool = max(pool or 2 * chunk, chunk)
     import PyNvVideoCodec as nvc
 
@@ -110,40 +83,16 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
         except Exception as e:
             raise SourceError(f"source {path}: NVDEC failed at frame {i} ({type(e).__name__}: {e})") from e
         out = []
-        for fr in frames:
+        for fr in frames:  # DLPack views of the decoder's buffers (valid until its next call)
             t = torch.from_dlpack(fr)
             if t.ndim == 3 and t.shape[-1] == 1:  # some versions add a channel axis
                 t = t[..., 0]
             out.append(t)
         return frames, out
 
-    # The generators switch device and stream only inside these helpers, never across a ``yield``: a
+    # The generator switches device and stream only inside fetch(), never across a ``yield``: a
     # ``with torch.cuda.stream(...)`` left open at a yield would change the consumer thread's current stream.
-    def fetch_zero_copy(i):
-        with torch.cuda.device(dev):
-            frames, tensors = decode(i)
-            ready = torch.cuda.Event()
-            ready.record(stream)  # everything the decoder queued for this chunk
-        return frames, tensors, ready
-
-    def gen_zero_copy():
-        i = 0
-        lease = None
-        while i < want and not cancel.is_set():
-            if lease is not None and not lease.wait(cancel):  # the decoder reuses these buffers next call
-                return
-            frames, tensors, ready = fetch_zero_copy(i)
-            if not tensors:
-                break
-            lease = _Lease(len(tensors))
-            lease.owners = frames  # the decoder's frame objects stay alive until the chunk is released
-            for t in tensors:
-                yield Frame(i, t, "nv12", ready, lease.release)
-                i += 1
-        if i < want and not cancel.is_set():
-            raise SourceError(f"source {path}: stopped after {i} of {declared} frames (truncated or corrupt file)")
-
-    free: list[torch.Tensor] = []  # copy mode's pool
+    free: list[torch.Tensor] = []  # the pool
     n_alloc = 0
     cv = threading.Condition()
 
@@ -166,7 +115,7 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
                 cv.wait(0.05)
             return free.pop()
 
-    def fetch_copy(i, last_copied):
+    def fetch(i, last_copied):
         with torch.cuda.device(dev), torch.cuda.stream(stream):
             if last_copied is not None:
                 last_copied.synchronize()  # the last chunk's copies are done: its decoder buffers may be reused
@@ -185,11 +134,11 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
             copied.record(stream)
         return bufs, copied
 
-    def gen_copy():
+    def gen():
         i = 0
         copied = None
         while i < want and not cancel.is_set():
-            bufs, copied = fetch_copy(i, copied)
+            bufs, copied = fetch(i, copied)
             if not bufs:
                 break
             for buf in bufs:
@@ -199,5 +148,4 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
             raise SourceError(f"source {path}: stopped after {i} of {declared} frames (truncated or corrupt file)")
 
     fps = float(getattr(meta, "average_fps", 0) or 0) or None
-    gen = gen_zero_copy if zero_copy else gen_copy
     return Source(path, gen(), fps, want, cancel, shape=(h, w), pixel_format="nv12")

@@ -137,11 +137,10 @@ DECODERS = ("cpu", "nvdec")
 
 
 def open_source(spec: str | None, max_frames: int | None = None, decoder: str = "cpu", device=None,
-                chunk: int | None = None, zero_copy: bool = False) -> Source:
+                chunk: int | None = None) -> Source:
     """``spec``: a video file or URL, an image folder, an image file, or None / 'default' for the embedded
     clip. ``decoder``: 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU ``device`` into NV12;
-    images and the default clip are still read on the CPU). ``chunk``: NVDEC frames per decoder call;
-    ``zero_copy``: the letterbox reads NVDEC's own buffers (see runners/nvdec.py).
+    images and the default clip are still read on the CPU). ``chunk``: NVDEC frames per decoder call.
     Raises SourceError (naming the source) when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
@@ -154,7 +153,7 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
         if decoder == "nvdec":
             from .nvdec import CHUNK, open_nvdec
 
-            return open_nvdec(spec, device, max_frames, chunk or CHUNK, zero_copy)
+            return open_nvdec(spec, device, max_frames, chunk or CHUNK)
         return _video(spec, max_frames)
     p = Path(spec)
     if p.is_dir():
@@ -171,5 +170,5 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
     if decoder == "nvdec":
         from .nvdec import CHUNK, open_nvdec
 
-        return open_nvdec(str(p), device, max_frames, chunk or CHUNK, zero_copy)
+        return open_nvdec(str(p), device, max_frames, chunk or CHUNK)
     return _video(str(p), max_frames)
