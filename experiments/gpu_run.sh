@@ -68,7 +68,7 @@ if want phase; then
 fi
 if want soak; then
   step soak
-  python3 experiments/soak.py ${SOAK_ARGS:---duration 480 --streams 16 --decoder nvdec --plot} >"$LOG/soak.log" 2>&1; r=$?; rc=$((rc | r)); tail -20 "$LOG/soak.log"
+  MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536 python3 experiments/soak.py ${SOAK_ARGS:---duration 480 --streams 16 --decoder nvdec --plot} >"$LOG/soak.log" 2>&1; r=$?; rc=$((rc | r)); tail -20 "$LOG/soak.log"
 fi
 step done
 exit $rc

@@ -186,6 +186,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=6.0, help="realtime: seconds per S")
     ap.add_argument("--only", default="e2e,realtime", help="comma list of: e2e, realtime, multigpu")
     ap.add_argument("--realtime-s", default="50,100,150,200,300,400")
+    ap.add_argument("--clips", default=",".join(CLIPS), help="comma list of: " + ", ".join(CLIPS))
+    ap.add_argument("--runners", default="pipelined,dynamic,streams", help="e2e runners to measure")
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
     a = ap.parse_args()
     import torch
@@ -201,6 +203,8 @@ def main():
     if "e2e" in only:
         run["e2e"] = {}
         for label, clip in CLIPS.items():
+            if label not in a.clips.split(","):
+                continue
             path = helpers.data_path(clip)
             shape = (432, 768) if label == "768x432" else (1080, 1920)
             replica = pipe.replica()
@@ -208,12 +212,13 @@ def main():
                 p.warmup(shape, a.batch, "nv12", device_frames=True)
             r = {"nvdec_alone": nvdec_alone(path, a.streams, a.chunk)}
             print(label, "nvdec alone", r["nvdec_alone"], flush=True)
-            r["nvdec_source_alone"] = source_alone(path, a.streams, a.chunk)
             r["pipeline_alone"] = pipeline_alone(pipe, path, a.batch)
             print(label, "pipeline alone", r["pipeline_alone"], flush=True)
             r["runners"] = {}
             for name, pipes, wait in (("pipelined", pipe, None), ("dynamic", pipe, 5.0),
                                       ("streams", [pipe, replica], None)):
+                if name not in a.runners.split(","):
+                    continue
                 rep = e2e(pipes, path, a.streams, a.batch, wait, a.chunk)
                 r["runners"][name] = rep
                 print(label, "e2e", name, rep["results"], "frames", f"{rep['frames_per_s']:.0f} fr/s", rep["failed"],

@@ -34,25 +34,41 @@ def shard(items: list, n: int) -> list[list]:
 
 
 class _Outbox:
-    """Worker side: the monitor and result callback of run_concurrent, batched onto the parent's queue."""
+    """Worker side: the monitor and result callback of run_concurrent, batched onto the parent's queue.
+    Results travel packed: one message holds the keys of up to FLUSH_EVENTS frames and their poses as three
+    concatenated arrays (a few arrays to pickle per message, not three per frame)."""
 
     def __init__(self, q, rank: int):
         self.q, self.rank = q, rank
-        self.buf: list = []
+        self.events: list = []  # ("arrived", key, t) / ("dropped", key, reason) / ("stages", ms) / ("times", s)
+        self.res_keys: list = []
+        self.res: list = []  # (boxes, scores, keypoints) per frame
         self.t = time.perf_counter()
         self.lock = threading.Lock()
         self.local = PerformanceMonitor(usage=False)  # the worker's own accounting
 
-    def _add(self, ev):
+    def _add(self, ev=None, result=None):
         with self.lock:
-            self.buf.append(ev)
-            if len(self.buf) >= FLUSH_EVENTS or time.perf_counter() - self.t >= FLUSH_S:
+            if ev is not None:
+                self.events.append(ev)
+            if result is not None:
+                self.res_keys.append(result[0])
+                self.res.append(result[1])
+            if len(self.events) + len(self.res) >= FLUSH_EVENTS or time.perf_counter() - self.t >= FLUSH_S:
                 self._flush_locked()
 
     def _flush_locked(self):
-        if self.buf:
-            self.q.put(("events", self.rank, self.buf))
-            self.buf = []
+        import numpy as np
+
+        if self.events or self.res:
+            packed = None
+            if self.res:
+                counts = np.array([len(s) for _, s, _ in self.res], np.int64)
+                packed = (self.res_keys, counts, np.concatenate([b for b, _, _ in self.res]),
+                          np.concatenate([s for _, s, _ in self.res]), np.concatenate([k for _, _, k in self.res]))
+            # arrivals go first: a result in this message may belong to a frame that arrived in it
+            self.q.put(("events", self.rank, self.events, packed))
+            self.events, self.res_keys, self.res = [], [], []
         self.t = time.perf_counter()
 
     def flush(self):
@@ -81,7 +97,7 @@ class _Outbox:
         self._add(("times", seconds))
 
     def on_result(self, name, index, image, res):
-        self._add(("result", (name, index), (res.boxes, res.scores, res.keypoints)))
+        self._add(result=((name, index), (res.boxes, res.scores, res.keypoints)))
 
 
 def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain, go):
@@ -156,6 +172,8 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
     (stream, index, None, PoseResult): images stay in the workers. Returns {source name: error}."""
     import multiprocessing as mp
 
+    import numpy as np
+
     from fusion.pipeline import PoseResult
 
     if not devices:
@@ -210,12 +228,6 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
                     if ev[0] == "arrived":
                         inflight[rank].add(ev[1])
                         monitor.arrived(ev[1], ev[2])
-                    elif ev[0] == "result":
-                        key, (b, s, k) = ev[1], ev[2]
-                        inflight[rank].discard(key)
-                        monitor.done(key, len(s))
-                        if on_result is not None:
-                            on_result(key[0], key[1], None, PoseResult(b, s, k))
                     elif ev[0] == "dropped":
                         inflight[rank].discard(ev[1])
                         monitor.dropped(ev[1], ev[2])
@@ -223,6 +235,15 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
                         monitor.gpu_stages(ev[1])
                     elif ev[0] == "times" and hasattr(monitor, "runner_times"):
                         monitor.runner_times(ev[1])
+                if msg[3] is not None:
+                    keys, counts, boxes, scores, kpts = msg[3]
+                    ends = np.cumsum(counts)
+                    for key, n, end in zip(keys, counts, ends):
+                        inflight[rank].discard(key)
+                        monitor.done(key, int(n))
+                        if on_result is not None:
+                            a = end - n
+                            on_result(key[0], key[1], None, PoseResult(boxes[a:end], scores[a:end], kpts[a:end]))
             elif kind == "started":
                 started.add(rank)
                 if len(started) == len(procs):  # the clock starts when every worker is warm

@@ -103,33 +103,42 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
                 cv.notify()
         return release
 
-    def take():
+    def take(n: int):
+        """``n`` pool buffers (fewer only on cancel): allocated up to ``pool``, then reused as released."""
         nonlocal n_alloc
+        got = []
         with cv:
-            while not free:
-                if n_alloc < pool:
-                    n_alloc += 1
-                    return torch.empty((h * 3 // 2, w), dtype=torch.uint8, device=dev)
-                if cancel.is_set():
-                    return None
-                cv.wait(0.05)
-            return free.pop()
+            while len(got) < n:
+                if free:
+                    k = min(len(free), n - len(got))
+                    got += free[-k:]
+                    del free[-k:]
+                elif n_alloc < pool:
+                    k = min(pool - n_alloc, n - len(got))
+                    n_alloc += k
+                    got += [torch.empty((h * 3 // 2, w), dtype=torch.uint8, device=dev) for _ in range(k)]
+                elif cancel.is_set():
+                    break
+                else:
+                    cv.wait(0.05)
+        return got
 
     def fetch(i, last_copied):
         with torch.cuda.device(dev), torch.cuda.stream(stream):
             if last_copied is not None:
                 last_copied.synchronize()  # the last chunk's copies are done: its decoder buffers may be reused
             _frames, tensors = decode(i)
-            bufs = []
-            for t in tensors:
-                buf = take()
-                if buf is None:
-                    return None, None
-                if tuple(t.shape) != tuple(buf.shape):
-                    raise SourceError(f"source {path}: NVDEC frame {i + len(bufs)} has shape {tuple(t.shape)}, "
-                                      f"expected {tuple(buf.shape)} (a resolution change mid-stream)")
-                buf.copy_(t, non_blocking=True)  # on the decoder's stream, after its own work
-                bufs.append(buf)
+            if not tensors:
+                return None, None
+            for k, t in enumerate(tensors):
+                if tuple(t.shape) != (h * 3 // 2, w):
+                    raise SourceError(f"source {path}: NVDEC frame {i + k} has shape {tuple(t.shape)}, "
+                                      f"expected {(h * 3 // 2, w)} (a resolution change mid-stream)")
+            bufs = take(len(tensors))
+            if len(bufs) < len(tensors):  # cancelled
+                return None, None
+            # one multi-tensor launch for the chunk (not one copy per frame), on the decoder's stream
+            torch._foreach_copy_(bufs, tensors, non_blocking=True)
             copied = torch.cuda.Event()
             copied.record(stream)
         return bufs, copied

@@ -59,16 +59,22 @@ def test_cpu_soak_60_seconds_nothing_lost_no_growth(tmp_path):
     Throughput stability is checked at 25% here, not 5%: on a shared 2-core CI runner the CPU's own speed
     varies by more than 5% within a minute (measured: 33 vs 36 frames/s, same code); the recorded GPU soak
     (results/soak.json) holds the 5% bound."""
-    import soak
+    import os
 
     out = tmp_path / "soak.json"
-    rc = soak.main(["--duration", "60", "--device", "cpu", "--streams", "2", "--period", "2", "--warmup", "10",
-                    "--imgsz", "320", "--batch", "8", "--max-frames", "16", "--throughput-tolerance", "0.25",
-                    "--out", str(out)])
+    # glibc: a fixed mmap threshold returns the 1 MB frame buffers to the system at once; with its default
+    # adaptive threshold and per-thread arenas, RSS wanders by +-1.5% within a minute (measured), which is
+    # heap noise, not growth. Long-running deployments set the same.
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    r = subprocess.run([sys.executable, "experiments/soak.py", "--duration", "60", "--device", "cpu", "--streams", "2",
+                        "--period", "2", "--warmup", "10", "--imgsz", "320", "--batch", "8", "--max-frames", "16",
+                        "--throughput-tolerance", "0.25", "--out", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    rc = r.returncode
     res = json.loads(out.read_text())
     ev = res["evaluation"]
     assert res["report"]["results"] > 0 and res["report"]["drops"] == {}
-    assert rc == 0, ev
+    assert rc == 0, (ev, r.stderr[-2000:])
     assert ev["checks"]["zero_lost_frames"] and ev["checks"]["rss_mib_growth_le_1pct"]
     assert ev["samples_after_warmup"] >= 20 and sum(res["results_per_second"]) == res["report"]["results"]
 
