@@ -82,8 +82,77 @@ def section() -> str:
             out.append(f"| {prec} | {s['frames']} | {s['their_detections']} | {s['matched_fraction']:.4f} | "
                        f"{s['extra_fraction']:.4f} | {s['keypoint_mean_error_px']:.3f} | {s['max_score_diff']:.4f} |")
         out.append("")
+    out += _phases() + _runners() + _soak()
     out.append(END)
     return "\n".join(out)
+
+
+def _driver(env):
+    return str(env.get("driver")).splitlines()[0]
+
+
+def _phases() -> list:
+    p = ROOT / "results" / "phase_table.json"
+    if not p.exists():
+        return []
+    d = json.loads(p.read_text())
+    e = d["env"]
+    out = [f"**Phases of the plan** ([results/phase_table.md](results/phase_table.md), `{d['command'].strip()}`): "
+           f"one process, the 768x432 clip; {e.get('card')}, driver {_driver(e)}, torch {e.get('torch')}, "
+           f"CuPy {e.get('cupy')}; {e.get('date')}.", "",
+           "![throughput by phase](results/phase_table.png)", "",
+           "| phase | what | frames/s | speed-up | p50 / p99 ms | GPU util % | CPU % | MFU |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    f = lambda v, s="{:.0f}": "-" if v is None else s.format(v)  # noqa: E731
+    for r in d["rows"]:
+        out.append(f"| {r['phase']} | {r['what']} | {r['frames_per_s']:,.0f} | {r['speedup']:.1f}x | "
+                   f"{r['latency_ms']['p50']:.0f} / {r['latency_ms']['p99']:.0f} | {f(r['gpu_util_percent'])} | "
+                   f"{f(r['cpu_percent'])} | {f(r['mfu'], '{:.2%}')} |")
+    out += ["", "Plots: [latency CDFs](results/latency_cdf.png), [stage breakdown](results/stage_breakdown.png), "
+            "[letterbox bandwidth against the copy roof](results/roofline.png).", ""]
+    return out
+
+
+def _runners() -> list:
+    p = ROOT / "results" / "runners.json"
+    if not p.exists():
+        return []
+    run = json.loads(p.read_text())["runs"][-1]
+    e = run["env"]
+    out = [f"**Runners** ([results/runners.md](results/runners.md), `{run['command']}`): 8 copies of a clip as 8 "
+           f"streams, NVDEC, fp16; {e.get('card')} x{e.get('gpus')}, driver {_driver(e)}; {e.get('date')}.", "",
+           "| clip | NVDEC alone | pipeline alone (frames on GPU) | end to end | e2e / min | e2e / predict frame by frame |",
+           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for label, r in run.get("e2e", {}).items():
+        out.append(f"| {label} | {r['nvdec_alone']['frames_per_s']:,.0f} | {r['pipeline_alone']['frames_per_s']:,.0f} | "
+                   f"{r['e2e_frames_per_s']:,.0f} ({r['best_runner']}) | {r['e2e_over_bound']:.2f} | "
+                   f"{r['e2e_over_predict_serial']:.1f}x |")
+    rt = run.get("realtime")
+    if rt:
+        rows = ", ".join(f"S={x['streams']}: p99 {x['latency_ms']['p99']:.0f} ms" for x in rt["rows"])
+        out += ["", f"Real time (dynamic runner, live 30 fr/s streams): {rows}; largest S with p99 <= 50 ms: "
+                f"{rt.get('max_streams_p99_le_50ms')}."]
+    mg = run.get("multigpu")
+    if mg:
+        out += ["", "Multi-GPU, the same 8 NVDEC streams: " + ", ".join(
+            f"{x['gpus']} GPU{'s' if x['gpus'] > 1 else ''} {x['frames_per_s']:,.0f} fr/s" for x in mg["rows"])
+            + f" ({mg['speedup']:.2f}x)."]
+    return out + [""]
+
+
+def _soak() -> list:
+    p = ROOT / "results" / "soak.json"
+    if not p.exists():
+        return []
+    s = json.loads(p.read_text())
+    ev = s["evaluation"]
+    mem = ", ".join(f"{k.replace('_mib', '')} {ev[k]['growth']:+.2%}" for k in ("torch_allocated_mib", "nvml_used_mib",
+                                                                                "rss_mib") if k in ev)
+    return [f"**Soak** ([results/soak.json](results/soak.json), [plot](results/soak.png), `{s['command']}`): "
+            f"{s['duration_s']:.0f} s, {s['streams']} looping {s['decoder']} streams, dynamic batching, "
+            f"{s['report']['results']:,} frames at {s['report']['frames_per_s']:,.0f} fr/s, drops {s['report']['drops'] or 0}; "
+            f"memory growth after warm-up: {mem}; throughput last/first 2 min {ev['throughput']['ratio']:.3f}; "
+            f"all checks {'passed' if ev.get('passed') else 'NOT passed'}; {s['env'].get('card')}, {s['date']}.", ""]
 
 
 def main():

@@ -276,7 +276,8 @@ def markdown(runs: list) -> str:
     lines = ["# Runners (issue #4 figures)", ""]
     for run in runs[-3:][::-1]:
         env = run["env"]
-        lines += [f"## {env.get('date')} — {env.get('card')} x{env.get('gpus')}, driver {env.get('driver')}, "
+        driver = str(env.get("driver")).splitlines()[0]  # nvidia-smi prints one line per GPU
+        lines += [f"## {env.get('date')} — {env.get('card')} x{env.get('gpus')}, driver {driver}, "
                   f"torch {env.get('torch')}, CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}", "",
                   f"Command: `{run['command']}`", ""]
         if "e2e" in run:

@@ -96,3 +96,28 @@ def test_runners_bench_markdown_from_a_recorded_shape():
     md = runners_bench.markdown([run])
     assert "| 768x432 | 8 | 200 | 150 | 100 (dynamic) | 0.67 | pipeline | 10.0 | 10.0x |" in md
     assert "largest S with p99 <= 50 ms: **50**" in md
+
+
+def test_phase_table_smoke_on_the_cpu(tmp_path):
+    """Every phase row the CPU can run (predict, the threaded runners with the reference kernels), a few
+    frames each: the script, its JSON, markdown and plot do not rot."""
+    r = subprocess.run([sys.executable, "experiments/phase_table.py", "--device", "cpu", "--predict-frames", "2",
+                        "--max-frames", "2", "--streams", "2", "--out-dir", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads((tmp_path / "phase_table.json").read_text())
+    assert [x["phase"] for x in doc["rows"]] == ["baseline", "phase1", "phase2", "phase3"]
+    assert all(x["frames"] > 0 and not x["drops"] for x in doc["rows"]) and doc["rows"][0]["speedup"] == 1.0
+    assert (tmp_path / "phase_table.md").read_text().count("| phase | what |") == 1 and (tmp_path / "phase_table.png").exists()
+
+
+def test_plots_from_the_recorded_results(tmp_path):
+    import shutil
+
+    import plots
+
+    for f in ("phase_table.json", "kernels.json"):
+        shutil.copy(ROOT / "results" / f, tmp_path / f)
+    made = plots.main(["--results", str(tmp_path)])
+    assert set(made) == {"phase_table.png", "latency_cdf.png", "stage_breakdown.png", "roofline.png"}
+    assert all((tmp_path / m).stat().st_size > 10_000 for m in made)
