@@ -11,7 +11,7 @@
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
 # Everything it writes comes back as $OUT/run.tgz (results/, the executed notebook, logs).
-#   [TESTS="tests/test_x.py ..."] [BENCH="kernels pipeline"] bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
+#   [TESTS="tests/test_x.py ..."] [BENCH="kernels pipeline runners"] bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
 set -uo pipefail
 OUT=${OUT:-/tmp/posefuse_out}; mkdir -p "$OUT/logs"
 LOG=$OUT/logs

@@ -166,11 +166,12 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
     rep = mon.report()
     for s in samples:
         s["t_s"] = s["t"] - t0
-    ev = evaluate(samples, warmup, t0, accounting_ok and not failed, sum(rep["drops"].values()), per_second, tolerance)
+    # the last sample is taken after the streams ended (buffers already freed): reported, not evaluated
+    ev = evaluate(samples[:-1], warmup, t0, accounting_ok and not failed, sum(rep["drops"].values()), per_second, tolerance)
     return {"env": environment(), "duration_s": duration, "streams": streams, "decoder": decoder, "device": str(pipe.device),
             "backend": pipe.backend, "batch": batch, "max_wait_ms": max_wait_ms, "period_s": period, "warmup_s": warmup,
             "failed_sources": failed, "report": rep, "samples": samples, "evaluation": ev,
-            "results_per_second": [per_second.get(k, 0) for k in range(int(duration) + 1)],
+            "results_per_second": [per_second.get(k, 0) for k in range(max(per_second, default=0) + 1)],
             "torch_cuda": torch.cuda.is_available()}
 
 
