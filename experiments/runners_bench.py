@@ -58,28 +58,6 @@ def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
     return {"frames": sum(counts), "wall_s": wall, "frames_per_s": sum(counts) / wall}
 
 
-def source_alone(path: str, streams: int, chunk: int) -> dict:
-    """Our NVDEC source (copies into its pool, ready events), frames released at once."""
-    from runners.sources import open_source
-
-    srcs = [open_source(path, None, "nvdec", chunk=chunk) for _ in range(streams)]
-    counts = [0] * streams
-
-    def run(k):
-        for f in srcs[k].frames:
-            f.done()
-            counts[k] += 1
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    return {"frames": sum(counts), "wall_s": wall, "frames_per_s": sum(counts) / wall}
-
-
 def pipeline_alone(pipe, path: str, batch: int, seconds: float = 3.0) -> dict:
     """The fused pipeline on NV12 frames already on the GPU (decoded once, kept): batches of ``batch``,
     the next submitted before the last is read back."""
