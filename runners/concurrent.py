@@ -27,7 +27,7 @@ import torch
 
 from .monitor import PerformanceMonitor
 from .sources import Source, SourceError
-from .strategies import finish, frame_problem, submit_frames
+from .strategies import finish, frame_problem, pipe_device, submit_frames
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
 SWITCH_INTERVAL_S = 0.001  # GIL switch interval while a run's threads are up (see run_concurrent)
@@ -87,7 +87,8 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
     return False
 
 
-def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, state: RunState, realtime: bool):
+def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, state: RunState, realtime: bool,
+            device=None):
     t_start = time.perf_counter()
     seq = 0  # order of this stream's frames in the queue (the result thread delivers in this order)
     t_src = t_put = 0.0
@@ -109,7 +110,7 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
                 f.done()
                 return
             monitor.arrived((src.name, f.index))
-            bad = frame_problem(src.name, f.index, f.image, f.pixel_format)
+            bad = frame_problem(src.name, f.index, f.image, f.pixel_format, device)
             if bad:  # recorded drop naming stream, index and reason; the stream goes on
                 f.done()
                 monitor.dropped((src.name, f.index), bad)
@@ -263,7 +264,7 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
 
     def decode_then_end(src):
         try:
-            _decode(src, frames_q, monitor, state, realtime)
+            _decode(src, frames_q, monitor, state, realtime, pipe_device(pipes))
         finally:
             _put(frames_q, _END, state)
 

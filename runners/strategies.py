@@ -29,13 +29,24 @@ CONCURRENT = ("pipelined", "streams", "dynamic")  # all sources at once (runners
 OnResult = Callable[[str, int, object, PoseResult], None]
 
 
-def frame_problem(stream: str, index: int, image, pixel_format: str = "bgr") -> str | None:
-    """Why a frame cannot go into a batch (its stream and index named), or None when it is fine."""
+def frame_problem(stream: str, index: int, image, pixel_format: str = "bgr", device=None) -> str | None:
+    """Why a frame cannot go into a batch (its stream and index named), or None when it is fine.
+    ``device``: the pipeline's device; a frame must be in host memory or on that device."""
+    name = f"{stream}[{index}]"
     try:
-        check_frame(as_tensor(image, f"{stream}[{index}]"), f"{stream}[{index}]", pixel_format)
+        t = as_tensor(image, name)
+        check_frame(t, name, pixel_format)
     except KernelInputError as e:
         return str(e)
+    if device is not None and t.device.type != "cpu" and t.device != torch.device(device):
+        return f"{name}: expected a frame in host memory or on {device}, got one on {t.device}"
     return None
+
+
+def pipe_device(pipe):
+    """The device frames go to (the first replica's), or None when the engine does not say."""
+    p = pipe[0] if isinstance(pipe, (list, tuple)) else pipe
+    return getattr(p, "device", None)
 
 
 def submit_frames(pipe, frames: list) -> list:
@@ -98,10 +109,10 @@ def _deliver(name: str, done, monitor: PerformanceMonitor, on_result: OnResult |
             on_result(name, f.index, f.image, r)
 
 
-def _arrive(src: Source, f, monitor: PerformanceMonitor) -> bool:
+def _arrive(src: Source, f, monitor: PerformanceMonitor, device=None) -> bool:
     """Count the frame in; a bad frame becomes a recorded drop (and False)."""
     monitor.arrived((src.name, f.index))
-    bad = frame_problem(src.name, f.index, f.image, f.pixel_format)
+    bad = frame_problem(src.name, f.index, f.image, f.pixel_format, device)
     if bad:  # a bad frame: recorded, the stream goes on
         f.done()
         monitor.dropped((src.name, f.index), bad)
@@ -111,7 +122,7 @@ def _arrive(src: Source, f, monitor: PerformanceMonitor) -> bool:
 
 def run_serial(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnResult | None = None):
     for f in src.frames:
-        if _arrive(src, f, monitor):
+        if _arrive(src, f, monitor, pipe_device(pipe)):
             _deliver(src.name, finish(submit_frames(pipe, [f]), monitor), monitor, on_result)
 
 
@@ -128,7 +139,7 @@ def run_batched(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnRes
 
     try:
         for f in src.frames:
-            if not _arrive(src, f, monitor):
+            if not _arrive(src, f, monitor, pipe_device(pipe)):
                 continue
             buf.append(f)
             if len(buf) == batch:

@@ -341,3 +341,26 @@ def test_multigpu_runner_on_the_gpus():
     mon.stop()
     assert failed == {} and mon.results == 2 * n * 64
     assert all(v == list(range(64)) for v in got.values())
+
+
+def test_bad_input_catalogue_in_one_stream_good_frames_go_on(cpu_pipe):
+    """The reliability issue's bad frames in one stream of the dynamic runner: grayscale, BGRA, wrong ndim,
+    zero-size, non-contiguous, wrong dtype, None, a tensor on the wrong device ('meta' stands in for another
+    GPU here), next to a huge 7680x4320 frame and a 1x1 frame, which are valid and get results."""
+    from runners.concurrent import run_concurrent
+
+    good = _frames(2)[0]
+    huge = np.full((4320, 7680, 3), 90, np.uint8)
+    huge[1000:3000, 3000:4200] = good[:1, :1]  # any content: it must just run
+    bad = {1: np.zeros((432, 768), np.uint8), 2: np.zeros((8, 8, 4), np.uint8), 3: np.zeros(10, np.uint8),
+           4: np.zeros((0, 0, 3), np.uint8), 5: np.zeros((64, 96, 3), np.uint8)[:, ::2], 6: good.astype(np.int16),
+           7: None, 8: torch.empty((64, 96, 3), dtype=torch.uint8, device="meta")}
+    frames = {0: good, 9: huge, 10: np.full((1, 1, 3), 200, np.uint8), 11: good, **bad}
+    mon, got = PerformanceMonitor(usage=False), []
+    failed = run_concurrent([Source("cam", iter([Frame(i, frames[i]) for i in range(12)]))], cpu_pipe, mon,
+                            lambda s, i, img, r: got.append(i), batch=4, max_wait_ms=5.0)
+    mon.stop()
+    assert failed == {} and got == [0, 9, 10, 11]
+    assert mon.frames_in == 12 and sum(mon.drops.values()) == len(bad)
+    for i in bad:  # each drop names the stream and the frame index
+        assert any(reason.startswith(f"cam[{i}]") for reason in mon.drops), (i, dict(mon.drops))
