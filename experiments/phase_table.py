@@ -212,7 +212,7 @@ def _write(env, rows, cdfs, gflops, peak, a, argv):
 def markdown(doc: dict) -> str:
     env = doc["env"]
     fmt = lambda v, f="{:.0f}": "-" if v is None else f.format(v)  # noqa: E731
-    driver = str(env.get("driver")).splitlines()[0]  # nvidia-smi prints one line per GPU
+    driver = str(env.get("driver")).splitlines()[0]  # runs recorded before environment() kept one line per GPU
     lines = [f"# Phase table — {env.get('card', 'CPU')}, driver {driver}, torch {env.get('torch')}, "
              f"CuPy {env.get('cupy')}, {env.get('date')}", "",
              f"Command: `{doc['command']}`. Backbone {doc['backbone_gflops_per_frame']:.2f} GFLOP/frame at the rect "

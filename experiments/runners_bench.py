@@ -87,22 +87,19 @@ def pipeline_alone(pipe, path: str, batch: int, seconds: float = 3.0) -> dict:
 
 
 def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int) -> dict:
-    from runners.concurrent import run_concurrent
-    from runners.monitor import PerformanceMonitor
+    """``streams`` NVDEC sources of ``path`` through the concurrent runner (warmed up before the clock)."""
+    from phase_table import runner_phase
     from runners.sources import open_source
 
-    sources = []
-    for k in range(streams):
-        s = open_source(path, None, "nvdec", chunk=chunk)
-        s.name = f"s{k}"
-        sources.append(s)
-    mon = PerformanceMonitor()
-    mon.start()
-    failed = run_concurrent(sources, pipes, mon, batch=batch, max_wait_ms=max_wait_ms)
-    mon.stop()
-    rep = mon.report()
-    rep["failed"] = failed
-    return rep
+    def sources():
+        out = []
+        for k in range(streams):
+            s = open_source(path, None, "nvdec", chunk=chunk)
+            s.name = f"s{k}"
+            out.append(s)
+        return out
+
+    return runner_phase(sources, pipes, batch, max_wait_ms)[0]
 
 
 def predict_serial(path: str, n: int = 300) -> dict:
@@ -151,7 +148,7 @@ def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> di
                           batch=batch, max_wait_ms=5.0, decoder="nvdec", chunk=chunk)
     mon.stop()
     r = mon.report()
-    # the workers' start-up (model load, graph capture) is inside the wall time: report the steady rate too
+    # the parent's clock starts once every worker has loaded the model and captured its graphs
     return {"gpus": n_gpus, "frames": r["results"], "wall_s": r["wall_s"], "frames_per_s": r["frames_per_s"],
             "failed": failed, "usage": r.get("usage")}
 
@@ -184,10 +181,7 @@ def main():
             if label not in a.clips.split(","):
                 continue
             path = helpers.data_path(clip)
-            shape = (432, 768) if label == "768x432" else (1080, 1920)
-            replica = pipe.replica()
-            for p in (pipe, replica):  # every bucket size captured before the clock starts
-                p.warmup(shape, a.batch, "nv12", device_frames=True)
+            replica = pipe.replica()  # e2e() warms both up (every bucket size) before its clock starts
             r = {"nvdec_alone": nvdec_alone(path, a.streams, a.chunk)}
             print(label, "nvdec alone", r["nvdec_alone"], flush=True)
             r["pipeline_alone"] = pipeline_alone(pipe, path, a.batch)
@@ -254,7 +248,7 @@ def markdown(runs: list) -> str:
     lines = ["# Runners (issue #4 figures)", ""]
     for run in runs[-3:][::-1]:
         env = run["env"]
-        driver = str(env.get("driver")).splitlines()[0]  # nvidia-smi prints one line per GPU
+        driver = str(env.get("driver")).splitlines()[0]  # runs recorded before environment() kept one line per GPU
         lines += [f"## {env.get('date')} — {env.get('card')} x{env.get('gpus')}, driver {driver}, "
                   f"torch {env.get('torch')}, CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}", "",
                   f"Command: `{run['command']}`", ""]

@@ -62,12 +62,13 @@ def sample(mon, pipe_device) -> dict:
     if pipe_device.type == "cuda":
         s["torch_allocated_mib"] = torch.cuda.memory_allocated(pipe_device) / 2**20
         s["torch_reserved_mib"] = torch.cuda.memory_reserved(pipe_device) / 2**20
-    if mon.sampler is not None:
-        u = mon.sampler.sample()
-        if u.get("gpu_mem_mib"):
-            s["nvml_used_mib"] = sum(u["gpu_mem_mib"])
-        if "rss_mib" in u:
-            s["rss_mib"] = u["rss_mib"]
+    # NVML and RSS: the monitor's own sampler's latest reading (every 0.25 s), not a second query: a second
+    # psutil cpu_percent() caller would also cut the sampler's CPU intervals short
+    u = mon.sampler.samples[-1] if mon.sampler is not None and mon.sampler.samples else {}
+    if u.get("gpu_mem_mib"):
+        s["nvml_used_mib"] = sum(u["gpu_mem_mib"])
+    if "rss_mib" in u:
+        s["rss_mib"] = u["rss_mib"]
     return s
 
 

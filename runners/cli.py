@@ -222,11 +222,8 @@ def main(argv=None) -> int:
         per_stream[name] = mon.report()
         print(f"[{name}] {mon.summary()}")
     total.stop()
-    backend = "ultralytics" if a.runner == "ultralytics" else a.backend
-    if isinstance(engine, list):
-        backend = engine[0].backend
-    elif engine is not None and hasattr(engine, "backend"):
-        backend = engine.backend
+    first = engine[0] if isinstance(engine, list) else engine  # multigpu: None (the workers' pipelines)
+    backend = "ultralytics" if a.runner == "ultralytics" else getattr(first, "backend", a.backend)
     report = {"runner": a.runner, "device": device, "precision": a.precision, "batch": a.batch,
               "decoder": a.decoder, "backend": backend, "overall": total.report(),
               "streams": per_stream, "failed_sources": failed, "videos": outputs.paths}

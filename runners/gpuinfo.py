@@ -55,10 +55,6 @@ class UsageSampler:
         except Exception:  # psutil is optional
             self._proc = None
 
-    @property
-    def has_nvml(self) -> bool:
-        return bool(self._handles)
-
     def sample(self) -> dict:
         s = {"t": time.perf_counter()}
         if self._handles:
@@ -129,11 +125,12 @@ def environment() -> dict:
             env[mod] = None
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        env.update(gpus=torch.cuda.device_count(), card=p.name, sm_count=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1),
-                   cuda_runtime=torch.version.cuda)
-        try:
-            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                           capture_output=True, text=True, timeout=20).stdout.strip()
+        env.update(gpus=torch.cuda.device_count(), card=p.name, sm_count=p.multi_processor_count,
+                   memory_gib=round(p.total_memory / 2**30, 1), cuda_runtime=torch.version.cuda)
+        try:  # nvidia-smi prints one line per GPU; the driver is the same for all
+            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20).stdout.strip()
+            env["driver"] = out.splitlines()[0] if out else None
         except Exception:
             env["driver"] = None
     return env

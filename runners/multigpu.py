@@ -178,7 +178,7 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
 
     if not devices:
         raise ValueError("devices: expected at least one device, got none")
-    shards = [s for s in shard(list(streams), len(devices))]
+    shards = shard(list(streams), len(devices))
     work = [(r, d, s) for r, (d, s) in enumerate(zip(devices, shards)) if s]
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     q = ctx.Queue()
