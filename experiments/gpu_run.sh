@@ -7,6 +7,8 @@
 #   ncu       experiments/profile.sh (ncu by NVTX range)  -> results/ncu_nvtx.txt
 #   notebook  experiments/run_notebook.py                 -> experiments/compare_kernels.ipynb (executed)
 #   probe     experiments/nvdec_probe.py (decoder buffer reuse)  -> logs/nvdec_probe.json
+#   gilprobe  experiments/decode_gil_probe.py (decoders' GIL share, ThreadedDecoder)  -> logs/decode_gil_probe.json
+#   host      experiments/host_overhead.py [HOST_ARGS] (runner's host ceiling, simulated GPU)  -> logs/host_overhead.json
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
@@ -57,6 +59,14 @@ fi
 if want probe; then
   step probe
   python3 experiments/nvdec_probe.py >"$LOG/nvdec_probe.json" 2>"$LOG/nvdec_probe.err"; r=$?; rc=$((rc | r)); tail -5 "$LOG/nvdec_probe.json"; tail -3 "$LOG/nvdec_probe.err"
+fi
+if want gilprobe; then
+  step gilprobe
+  timeout 240 python3 experiments/decode_gil_probe.py >"$LOG/decode_gil_probe.json" 2>"$LOG/decode_gil_probe.err"; r=$?; rc=$((rc | r)); cat "$LOG/decode_gil_probe.err" | tail -8
+fi
+if want host; then
+  step host
+  timeout 120 python3 experiments/host_overhead.py ${HOST_ARGS:-} --json "$LOG/host_overhead.json" >"$LOG/host_overhead.log" 2>&1; r=$?; rc=$((rc | r)); grep -E "frames_per_s|over_bound|cpu_us" "$LOG/host_overhead.log"
 fi
 if want runners; then
   step runners

@@ -117,6 +117,8 @@ def _runners() -> list:
     p = ROOT / "results" / "runners.json"
     if not p.exists():
         return []
+    from runners_bench import decoders_alone
+
     run = json.loads(p.read_text())["runs"][-1]
     e = run["env"]
     out = [f"**Runners** ([results/runners.md](results/runners.md), `{run['command']}`): 8 copies of a clip as 8 "
@@ -124,7 +126,7 @@ def _runners() -> list:
            "| clip | NVDEC alone | pipeline alone (frames on GPU) | end to end | e2e / min | e2e / predict frame by frame |",
            "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for label, r in run.get("e2e", {}).items():
-        out.append(f"| {label} | {r['nvdec_alone']['frames_per_s']:,.0f} | {r['pipeline_alone']['frames_per_s']:,.0f} | "
+        out.append(f"| {label} | {decoders_alone(r)} | {r['pipeline_alone']['frames_per_s']:,.0f} | "
                    f"{r['e2e_frames_per_s']:,.0f} ({r['best_runner']}) | {r['e2e_over_bound']:.2f} | "
                    f"{r['e2e_over_predict_serial']:.1f}x |")
     rt = run.get("realtime")

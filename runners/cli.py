@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from .monitor import PerformanceMonitor
-from .sources import SourceError, open_source
+from .sources import DECODERS, SourceError, open_source
 from .concurrent import RunnerError, run_concurrent, warm_up
 from .strategies import CONCURRENT, RUNNERS, run_source
 
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--conf", type=float, default=0.25)
     r.add_argument("--iou", type=float, default=0.7)
     r.add_argument("--no-graph", action="store_true", help="disable CUDA-graph capture")
-    r.add_argument("--decoder", default="cpu", choices=("cpu", "nvdec"),
+    r.add_argument("--decoder", default="cpu", choices=DECODERS,
                    help="video decoding: OpenCV threads, or NVDEC into GPU memory (NV12, zero-copy letterbox)")
     r.add_argument("--replicas", type=int, default=2, help="streams runner: pipeline replicas (CUDA streams)")
     r.add_argument("--gpus", default=None,
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     repeat = max(1, a.repeat)
     streams = [(spec, f"{spec or 'default'}#{k}" if repeat > 1 else (spec or "default"))
                for spec in (a.source or [None]) for k in range(repeat)]
-    chunk = a.batch if a.decoder == "nvdec" else None  # NVDEC: a decoder call fills a batch
+    chunk = a.batch if a.decoder != "cpu" else None  # NVDEC: a decoder call fills a batch
 
     def open_named(spec, name):
         src = open_source(spec, a.max_frames, a.decoder, device if device.startswith("cuda") else None, chunk)

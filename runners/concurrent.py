@@ -129,7 +129,7 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
         state.fail("decode", e)
     finally:
         src.close()
-        state.add_times({"decode.source": t_src, "decode.queue_full_wait": t_put})
+        state.add_times({"decode.source": t_src, "decode.queue_full_wait": t_put, **src.stats})
 
 
 def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: float | None, idle: float,

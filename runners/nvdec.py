@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import torch
 
@@ -44,10 +45,12 @@ def nvdec_available() -> str | None:
 
 
 def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int = CHUNK,
-               pool: int | None = None) -> Source:
+               pool: int | None = None, threaded: bool = False) -> Source:
     """An NVDEC source for a video file (see the module docstring). ``chunk``: frames per decoder call;
-    ``pool``: frame buffers of the source's own (default 2 x chunk). Raises SourceError naming the file when it cannot be opened (missing, empty, not a video,
-    a codec NVDEC does not decode)."""
+    ``pool``: frame buffers of the source's own (default 2 x chunk); ``threaded``: PyNvVideoCodec's
+    ThreadedDecoder (decoding runs ahead in a C++ thread of its own, ``2 x chunk`` frames deep) instead of
+    SimpleDecoder (decoding runs inside each call). Raises SourceError naming the file when it cannot be
+    opened (missing, empty, not a video, a codec NVDEC does not decode)."""
     why = nvdec_available()
     if why:
         raise SourceError(f"source {path}: NVDEC is not available: {why}")
@@ -66,9 +69,10 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
         dev = torch.device("cuda", torch.cuda.current_device())
     stream = torch.cuda.Stream(dev)
     try:
+        kw = dict(gpu_id=dev.index, cuda_stream=stream.cuda_stream, use_device_memory=True,
+                  output_color_type=nvc.OutputColorType.NATIVE)
         with torch.cuda.device(dev):
-            dec = nvc.SimpleDecoder(path, gpu_id=dev.index, cuda_stream=stream.cuda_stream, use_device_memory=True,
-                                    output_color_type=nvc.OutputColorType.NATIVE)
+            dec = nvc.ThreadedDecoder(path, 2 * chunk, **kw) if threaded else nvc.SimpleDecoder(path, **kw)
         meta = dec.get_stream_metadata()
     except Exception as e:  # PyNvVideoCodec raises its own exception types (unsupported codec, demux error...)
         raise SourceError(f"source {path}: NVDEC could not open it ({type(e).__name__}: {e})") from e
@@ -90,71 +94,97 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
             out.append(t)
         return frames, out
 
-    # The generator switches device and stream only inside fetch(), never across a ``yield``: a
+    # fetch() switches device and stream only inside itself, never across a ``yield``: a
     # ``with torch.cuda.stream(...)`` left open at a yield would change the consumer thread's current stream.
-    free: list[torch.Tensor] = []  # the pool
-    n_alloc = 0
-    cv = threading.Condition()
+    frame_pool = FramePool(lambda: torch.empty((h * 3 // 2, w), dtype=torch.uint8, device=dev), pool, cancel)
+    last = [None]  # the last chunk's copy event
 
-    def give_back(buf):
-        def release():
-            with cv:
-                free.append(buf)
-                cv.notify()
-        return release
+    stats = {"decode.nvdec.decoder": 0.0, "decode.nvdec.pool_wait": 0.0, "decode.nvdec.copy": 0.0}
 
-    def take(n: int):
-        """``n`` pool buffers (fewer only on cancel): allocated up to ``pool``, then reused as released."""
-        nonlocal n_alloc
-        got = []
-        with cv:
-            while len(got) < n:
-                if free:
-                    k = min(len(free), n - len(got))
-                    got += free[-k:]
-                    del free[-k:]
-                elif n_alloc < pool:
-                    k = min(pool - n_alloc, n - len(got))
-                    n_alloc += k
-                    got += [torch.empty((h * 3 // 2, w), dtype=torch.uint8, device=dev) for _ in range(k)]
-                elif cancel.is_set():
-                    break
-                else:
-                    cv.wait(0.05)
-        return got
-
-    def fetch(i, last_copied):
+    def fetch(i):
         with torch.cuda.device(dev), torch.cuda.stream(stream):
-            if last_copied is not None:
-                last_copied.synchronize()  # the last chunk's copies are done: its decoder buffers may be reused
+            t0 = time.perf_counter()
+            if last[0] is not None:
+                last[0].synchronize()  # the last chunk's copies are done: its decoder buffers may be reused
             _frames, tensors = decode(i)
+            t1 = time.perf_counter()
+            stats["decode.nvdec.decoder"] += t1 - t0
             if not tensors:
                 return None, None
             for k, t in enumerate(tensors):
                 if tuple(t.shape) != (h * 3 // 2, w):
                     raise SourceError(f"source {path}: NVDEC frame {i + k} has shape {tuple(t.shape)}, "
                                       f"expected {(h * 3 // 2, w)} (a resolution change mid-stream)")
-            bufs = take(len(tensors))
+            bufs = frame_pool.take(len(tensors))
+            t2 = time.perf_counter()
+            stats["decode.nvdec.pool_wait"] += t2 - t1
             if len(bufs) < len(tensors):  # cancelled
                 return None, None
             # one multi-tensor launch for the chunk (not one copy per frame), on the decoder's stream
             torch._foreach_copy_(bufs, tensors, non_blocking=True)
-            copied = torch.cuda.Event()
+            copied = last[0] = torch.cuda.Event()
             copied.record(stream)
+            stats["decode.nvdec.copy"] += time.perf_counter() - t2
         return bufs, copied
 
-    def gen():
-        i = 0
-        copied = None
-        while i < want and not cancel.is_set():
-            bufs, copied = fetch(i, copied)
-            if not bufs:
-                break
-            for buf in bufs:
-                yield Frame(i, buf, "nv12", copied, give_back(buf))
-                i += 1
-        if i < want and not cancel.is_set():
-            raise SourceError(f"source {path}: stopped after {i} of {declared} frames (truncated or corrupt file)")
-
     fps = float(getattr(meta, "average_fps", 0) or 0) or None
-    return Source(path, gen(), fps, want, cancel, shape=(h, w), pixel_format="nv12")
+    frames = chunked_frames(fetch, want, cancel, frame_pool, "nv12", path, declared)
+    return Source(path, frames, fps, want, cancel, shape=(h, w), pixel_format="nv12", stats=stats,
+                  on_close=dec.end if threaded else None)
+
+
+class FramePool:
+    """Frame buffers of a source's own, made by ``alloc()`` up to ``size``, then reused as the consumer
+    releases them. Thread-safe: the decode thread takes, the runner's threads give back."""
+
+    def __init__(self, alloc, size: int, cancel: threading.Event):
+        self.alloc, self.size, self.cancel = alloc, size, cancel
+        self.free: list = []
+        self.n_alloc = 0
+        self.cv = threading.Condition()
+
+    def take(self, n: int) -> list:
+        """``n`` buffers (fewer only when cancelled); waits for released ones once ``size`` are out."""
+        got: list = []
+        with self.cv:
+            while len(got) < n:
+                if self.free:
+                    k = min(len(self.free), n - len(got))
+                    got += self.free[-k:]
+                    del self.free[-k:]
+                elif self.n_alloc < self.size:
+                    k = min(self.size - self.n_alloc, n - len(got))
+                    self.n_alloc += k
+                    got += [self.alloc() for _ in range(k)]
+                elif self.cancel.is_set():
+                    break
+                else:
+                    self.cv.wait(0.05)
+        return got
+
+    def give_back(self, bufs: list):
+        with self.cv:
+            self.free += bufs
+            self.cv.notify()
+
+    def releaser(self, buf):
+        """A Frame.release callback returning ``buf`` to the pool."""
+        return lambda: self.give_back([buf])
+
+
+def chunked_frames(fetch, want: int, cancel: threading.Event, pool: FramePool, pixel_format: str, name: str,
+                   declared: int | None = None):
+    """Frames from a decoder that answers in chunks: ``fetch(i)`` -> (buffers of frames i.., a CUDA event
+    the consumer waits on before reading them, or None) or (None, None) at the end. Each frame's buffer goes
+    back to ``pool`` when the consumer calls ``Frame.done()``. A stream that ends before ``want`` frames
+    (and was not cancelled) raises SourceError naming ``name``."""
+    i = 0
+    while i < want and not cancel.is_set():
+        bufs, ready = fetch(i)
+        if not bufs:
+            break
+        for buf in bufs:
+            yield Frame(i, buf, pixel_format, ready, pool.releaser(buf))
+            i += 1
+    if i < want and not cancel.is_set():
+        raise SourceError(f"source {name}: stopped after {i} of {declared or want} frames (truncated or corrupt file)")

@@ -6,7 +6,7 @@ Every source yields ``Frame(index, image)`` with ``image`` a BGR uint8 HxWx3 Num
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -52,11 +52,16 @@ class Source:
     cancel: object = None  # threading.Event: set it to make a source blocked on its consumer return
     shape: tuple | None = None  # (height, width) of its frames, when known ahead (for warm-up)
     pixel_format: str = "bgr"
+    stats: dict = field(default_factory=dict)  # seconds the source spent per activity (decoder, pool wait...)
+    on_close: object = None  # called once by close() (a decoder's background thread is stopped)
 
     def close(self):
         """Stop the source (a blocked NVDEC source returns; a generator is closed)."""
         if self.cancel is not None:
             self.cancel.set()
+        fin, self.on_close = self.on_close, None
+        if fin is not None:
+            fin()
 
 
 def synthesized_clip(n: int = 96, size=(432, 768)) -> list[np.ndarray]:
@@ -133,14 +138,15 @@ def _images(paths: list[Path], name: str, max_frames: int | None) -> Source:
     return Source(name, gen(), None, len(paths))
 
 
-DECODERS = ("cpu", "nvdec")
+DECODERS = ("cpu", "nvdec", "nvdec-threaded")
 
 
 def open_source(spec: str | None, max_frames: int | None = None, decoder: str = "cpu", device=None,
                 chunk: int | None = None) -> Source:
     """``spec``: a video file or URL, an image folder, an image file, or None / 'default' for the embedded
-    clip. ``decoder``: 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU ``device`` into NV12;
-    images and the default clip are still read on the CPU). ``chunk``: NVDEC frames per decoder call.
+    clip. ``decoder``: 'cpu' (OpenCV), 'nvdec' (video files decoded on the GPU ``device`` into NV12;
+    images and the default clip are still read on the CPU) or 'nvdec-threaded' (the same, decoded ahead
+    by PyNvVideoCodec's ThreadedDecoder in a thread of its own). ``chunk``: NVDEC frames per decoder call.
     Raises SourceError (naming the source) when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
@@ -150,10 +156,10 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
         return Source(DEFAULT_NAME, (Frame(i, f) for i, f in enumerate(frames)), 30.0, len(frames),
                       shape=frames[0].shape[:2])
     if "://" in spec:
-        if decoder == "nvdec":
+        if decoder != "cpu":
             from .nvdec import CHUNK, open_nvdec
 
-            return open_nvdec(spec, device, max_frames, chunk or CHUNK)
+            return open_nvdec(spec, device, max_frames, chunk or CHUNK, threaded=decoder == "nvdec-threaded")
         return _video(spec, max_frames)
     p = Path(spec)
     if p.is_dir():
@@ -167,8 +173,8 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
         return _images([p], spec, max_frames)
     if os.path.getsize(p) == 0:
         raise SourceError(f"source {spec}: the file is empty")
-    if decoder == "nvdec":
+    if decoder != "cpu":
         from .nvdec import CHUNK, open_nvdec
 
-        return open_nvdec(str(p), device, max_frames, chunk or CHUNK)
+        return open_nvdec(str(p), device, max_frames, chunk or CHUNK, threaded=decoder == "nvdec-threaded")
     return _video(str(p), max_frames)

@@ -125,3 +125,16 @@ def test_plots_from_the_recorded_results(tmp_path):
     made = plots.main(["--results", str(tmp_path)])
     assert set(made) == {"phase_table.png", "latency_cdf.png", "stage_breakdown.png", "roofline.png"}
     assert all((tmp_path / m).stat().st_size > 10_000 for m in made)
+
+
+def test_host_overhead_harness_delivers_every_frame():
+    """The runner's host-side ceiling harness (simulated decoder and GPU, the real runner threads and the
+    NVDEC source's frame pool): every frame of every stream comes back, for both batchers."""
+    import host_overhead
+
+    for wait in (5.0, None):
+        r = host_overhead.run(streams=3, frames=50, decoder_fps=4000, gpu_fps=20000, batch=16, chunk=8,
+                              max_wait_ms=wait)
+        assert r["frames"] == 150 and r["failed"] == {}
+        assert 0 < r["over_bound"] and r["cpu_us_per_frame"] > 0
+        assert r["runner_thread_s"]["decode.nvdec.decoder"] > 0  # the source's own times reach the report

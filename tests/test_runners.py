@@ -312,3 +312,51 @@ def test_truncated_video_is_a_clear_error_after_its_frames(cpu_pipe, tmp_path):
     assert 300 < n < 1394
     full = open_source(helpers.data_path("one-by-one-person-detection.mp4"))  # a whole file raises nothing
     assert sum(1 for _ in full.frames) == 1394
+
+
+def test_frame_pool_reuses_released_buffers_waits_and_cancels():
+    import threading
+
+    from runners.nvdec import FramePool
+
+    made = []
+    cancel = threading.Event()
+    pool = FramePool(lambda: made.append(object()) or made[-1], 3, cancel)
+    a = pool.take(2)
+    assert len(a) == 2 and len(made) == 2
+    b = pool.take(1)  # the third and last allocation
+    assert len(made) == 3
+    got = []
+    t = threading.Thread(target=lambda: got.append(pool.take(2)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()  # no buffer free: it waits for released ones
+    pool.releaser(a[0])()
+    pool.give_back([b[0]])
+    t.join(2)
+    assert not t.is_alive() and {id(x) for x in got[0]} == {id(a[0]), id(b[0])} and len(made) == 3
+    cancel.set()
+    assert pool.take(1) == []  # cancelled with nothing free: returns short instead of waiting
+
+
+def test_chunked_frames_indices_release_and_truncation():
+    import threading
+
+    from runners.nvdec import FramePool, chunked_frames
+    from runners.sources import SourceError
+
+    cancel = threading.Event()
+    pool = FramePool(lambda: np.zeros((6, 4), np.uint8), 4, cancel)
+    ends_at = 6  # the "decoder" has 6 frames; the source was told 10
+
+    def fetch(i):
+        k = min(4, ends_at - i)
+        return (pool.take(k), None) if k > 0 else (None, None)
+
+    seen = []
+    with pytest.raises(SourceError, match=r"clip\.mp4: stopped after 6 of 10"):
+        for f in chunked_frames(fetch, 10, cancel, pool, "nv12", "clip.mp4"):
+            seen.append(f.index)
+            f.done()
+            f.done()  # idempotent: the buffer goes back once
+    assert seen == list(range(6)) and len(pool.free) == 4 and pool.n_alloc == 4

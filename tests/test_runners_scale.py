@@ -260,11 +260,12 @@ def _need_nvdec():
 
 
 @pytest.mark.gpu
-def test_nvdec_source_frames_match_opencv_and_are_released():
+@pytest.mark.parametrize("threaded", [False, True], ids=["simple", "threaded"])
+def test_nvdec_source_frames_match_opencv_and_are_released(threaded):
     _need_nvdec()
     from runners.nvdec import open_nvdec
 
-    src = open_nvdec(helpers.data_path(CLIP), max_frames=40, chunk=16, pool=16)
+    src = open_nvdec(helpers.data_path(CLIP), max_frames=40, chunk=16, pool=16, threaded=threaded)
     assert src.count == 40 and src.fps
     ref = helpers.read_video(helpers.data_path(CLIP), 40)
     n = 0
@@ -279,9 +280,10 @@ def test_nvdec_source_frames_match_opencv_and_are_released():
         f.done()  # released: its pool buffer serves a later frame (a pool of 16 for 40 frames)
         n += 1
     assert n == 40
+    src.close()
 
 
-def nvdec_dynamic_run(chunk: int) -> dict:
+def nvdec_dynamic_run(chunk: int, decoder: str = "nvdec") -> dict:
     """8 NVDEC streams (200 frames of the clip each) through the dynamic runner; per stream: frame order and
     detections on frames 150..199; plus the same frames decoded by OpenCV through the same pipeline."""
     from runners.concurrent import run_concurrent
@@ -289,7 +291,7 @@ def nvdec_dynamic_run(chunk: int) -> dict:
     spec = helpers.data_path(CLIP)
     pipe = PosePipeline()
     cpu = pipe([f.image for f in open_source(spec, 200).frames][150:200])
-    sources = [open_source(spec, 200, "nvdec", chunk=chunk) for _ in range(8)]
+    sources = [open_source(spec, 200, decoder, chunk=chunk) for _ in range(8)]
     for k, s in enumerate(sources):
         s.name = f"cam{k}"
     mon, got = PerformanceMonitor(), {}
@@ -311,11 +313,12 @@ def _check_nvdec_run(out):
 
 
 @pytest.mark.gpu
-def test_nvdec_dynamic_runner_poses_match_cpu_decode():
+@pytest.mark.parametrize("decoder", ["nvdec", "nvdec-threaded"])
+def test_nvdec_dynamic_runner_poses_match_cpu_decode(decoder):
     """8 NVDEC streams through the dynamic runner: every frame,
     in order; poses agree with CPU decoding (NV12 -> RGB in the letterbox kernel vs FFmpeg's BGR)."""
     _need_nvdec()
-    _check_nvdec_run(nvdec_dynamic_run(32))
+    _check_nvdec_run(nvdec_dynamic_run(32, decoder))
 
 
 @pytest.mark.gpu
