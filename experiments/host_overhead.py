@@ -5,8 +5,9 @@ and result path, around a simulated decoder and a simulated GPU.
                                         [--batch 64] [--chunk 64] [--max-wait-ms 5] [--profile]
 
 * Each stream's decoder hands out ``chunk`` NV12 frames per call after ``chunk / decoder_fps`` seconds with
-  the GIL released (NVDEC's calls release it), into the NVDEC source's own frame pool (runners/nvdec.py's
-  FramePool, the same code), so a stream waits when its frames are not released.
+  the GIL released, into a frame pool of its own (runners.chunked.simulated_stream: the NVDEC source's
+  ChunkStream and FramePool, the same code), so a stream waits when its frames are not released;
+  ``--process``: each decoder in a decode process (runners.chunked.process_source).
 * The simulated GPU runs batches back to back at ``gpu_fps``; ``submit`` does what PosePipeline.submit does
   on the host for device frames in graph mode (frame checks, bucket padding, the pointer table), waits for
   its ring slot like the pipeline does (two slots), and ``result()`` sleeps until the batch is done, then
@@ -38,34 +39,17 @@ sys.path.insert(0, str(ROOT))
 from fusion.pipeline import PendingBatch, _results_from, bucket_size
 from kernels.letterbox import normalize_frames, source_rows
 from kernels.nms import Detections
-from runners.nvdec import FramePool, chunked_frames
+from runners.chunked import process_source, simulated_stream
 from runners.sources import Source
 
 
-def sim_source(name: str, n: int, fps: float, chunk: int, shape=(432, 768), pool: int | None = None) -> Source:
-    """``n`` NV12 frames of ``shape`` from a simulated decoder: ``chunk`` frames per call, ``fps`` frames/s,
-    the GIL released while it 'decodes' (time.sleep), frames copied into the source's pool."""
-    h, w = shape
-    cancel = threading.Event()
-    frame_pool = FramePool(lambda: torch.empty((h * 3 // 2, w), dtype=torch.uint8), max(pool or 2 * chunk, chunk),
-                           cancel)
-
-    stats = {"decode.nvdec.decoder": 0.0, "decode.nvdec.pool_wait": 0.0}
-
-    def fetch(i: int):
-        k = min(chunk, n - i)
-        t0 = time.perf_counter()
-        time.sleep(k / fps)
-        t1 = time.perf_counter()
-        bufs = frame_pool.take(k)
-        stats["decode.nvdec.decoder"] += t1 - t0
-        stats["decode.nvdec.pool_wait"] += time.perf_counter() - t1
-        if len(bufs) < k:  # cancelled
-            return None, None
-        return bufs, None  # the copy itself is one asynchronous launch on a GPU: not modelled
-
-    return Source(name, chunked_frames(fetch, n, cancel, frame_pool, "nv12", name), None, n, cancel,
-                  shape=shape, pixel_format="nv12", stats=stats)
+def sim_source(name: str, n: int, fps: float, chunk: int, process: bool = False) -> Source:
+    """``n`` NV12 frames from a simulated decoder (runners.chunked.simulated_stream), in this process or in a
+    decode process of its own."""
+    kw = {"name": name, "frames": n, "fps": fps, "chunk": chunk}
+    if process:
+        return process_source("runners.chunked:simulated_stream", kw, name)
+    return simulated_stream(**kw).source()
 
 
 class SimPipe:
@@ -122,11 +106,11 @@ class _SimPending(PendingBatch):
 
 
 def run(streams: int, frames: int, decoder_fps: float, gpu_fps: float, batch: int, chunk: int,
-        max_wait_ms: float | None, profile: bool = False) -> dict:
+        max_wait_ms: float | None, profile: bool = False, process: bool = False) -> dict:
     from runners.concurrent import run_concurrent
     from runners.monitor import PerformanceMonitor
 
-    sources = [sim_source(f"s{k}", frames, decoder_fps, chunk) for k in range(streams)]
+    sources = [sim_source(f"s{k}", frames, decoder_fps, chunk, process) for k in range(streams)]
     pipe = SimPipe(gpu_fps)
     profiles = []
     if profile:
@@ -139,7 +123,7 @@ def run(streams: int, frames: int, decoder_fps: float, gpu_fps: float, batch: in
     cpu = time.process_time() - cpu0
     rep = mon.report()
     bound = min(streams * decoder_fps, gpu_fps)
-    out = {"streams": streams, "frames": rep["results"], "frames_per_s": rep["frames_per_s"],
+    out = {"streams": streams, "decode_process": process, "frames": rep["results"], "frames_per_s": rep["frames_per_s"],
            "bound_frames_per_s": bound, "over_bound": rep["frames_per_s"] / bound,
            "cpu_us_per_frame": cpu / max(1, rep["results"]) * 1e6, "latency_ms": rep["latency_ms"],
            "runner_thread_s": rep["runner_thread_s"], "failed": failed}
@@ -190,10 +174,11 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0, help="dynamic batcher; negative: pipelined")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--process", action="store_true", help="each simulated decoder in a decode process")
     ap.add_argument("--json", help="write the report here")
     a = ap.parse_args(argv)
     wait = None if a.max_wait_ms < 0 else a.max_wait_ms
-    r = run(a.streams, a.frames, a.decoder_fps, a.gpu_fps, a.batch, a.chunk, wait, a.profile)
+    r = run(a.streams, a.frames, a.decoder_fps, a.gpu_fps, a.batch, a.chunk, wait, a.profile, a.process)
     for kind, text in (r.pop("profile", None) or {}).items():
         print(f"==== {kind}\n{text}")
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}, indent=1))

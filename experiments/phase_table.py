@@ -114,6 +114,8 @@ def main(argv=None):
     ap.add_argument("--predict-frames", type=int, default=300)
     ap.add_argument("--max-frames", type=int, default=None, help="frames per stream (default: the whole clip)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--decoder", default="nvdec-process", help="phase 4's NVDEC decoder: nvdec or nvdec-process")
+    ap.add_argument("--chunk", type=int, default=32, help="phase 4: NVDEC frames per decoder call")
     ap.add_argument("--backend", default=None, help="override the fused phases' backend (smoke tests)")
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
     a = ap.parse_args(argv)
@@ -169,13 +171,13 @@ def main(argv=None):
         def nvdec_sources():
             out = []
             for k in range(a.streams):
-                s = open_source(path, a.max_frames, "nvdec", chunk=64)
+                s = open_source(path, a.max_frames, a.decoder, chunk=a.chunk)
                 s.name = f"s{k}"
                 out.append(s)
             return out
 
         rep, mon = runner_phase(nvdec_sources, fused, 64, 5.0)
-        add("phase4", f"+ dynamic batching (64, 5 ms) over {a.streams} NVDEC streams", rep, mon)
+        add("phase4", f"+ dynamic batching (64, 5 ms) over {a.streams} NVDEC streams ({a.decoder})", rep, mon)
         if torch.cuda.device_count() >= 2:
             from runners.monitor import PerformanceMonitor
             from runners.multigpu import run_multigpu
@@ -185,7 +187,7 @@ def main(argv=None):
             n = torch.cuda.device_count()
             mon = PerformanceMonitor()
             run_multigpu([(path, f"s{k}") for k in range(a.streams)], [f"cuda:{i}" for i in range(n)], mon, batch=64,
-                         max_wait_ms=5.0, decoder="nvdec", chunk=64, max_frames=a.max_frames)
+                         max_wait_ms=5.0, decoder=a.decoder, chunk=a.chunk, max_frames=a.max_frames)
             mon.stop()
             add(f"phase4-{n}gpu", f"the phase4 workload on {n} GPUs (a worker process each)", mon.report(), mon)
     else:

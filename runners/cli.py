@@ -237,6 +237,14 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _by_stream(items: list, key_of) -> list[list]:
+    """``items`` grouped by the stream name of their key (``key_of(item)[0]``), in first-seen order."""
+    groups: dict = {}
+    for it in items:
+        groups.setdefault(key_of(it)[0], []).append(it)
+    return list(groups.values())
+
+
 class _Router:
     """Feeds runner events to a per-stream monitor (created on first sight) and to the overall one."""
 
@@ -256,9 +264,19 @@ class _Router:
         self._mon(key).arrived(key, t)
         self.total.arrived(key, t)
 
+    def arrived_many(self, keys, t=None):
+        for stream_keys in _by_stream(keys, lambda k: k):
+            self._mon(stream_keys[0]).arrived_many(stream_keys, t)
+        self.total.arrived_many(keys, t)
+
     def done(self, key, n):
         self._mon(key).done(key, n)
         self.total.done(key, n)
+
+    def done_many(self, done):
+        for stream_done in _by_stream(done, lambda d: d[0]):
+            self._mon(stream_done[0][0]).done_many(stream_done)
+        self.total.done_many(done)
 
     def dropped(self, key, reason):
         self._mon(key).dropped(key, reason)

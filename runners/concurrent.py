@@ -17,6 +17,7 @@ seconds; every wait is bounded, so nothing hangs and no thread is left behind.
 from __future__ import annotations
 
 import contextlib
+import gc
 import queue
 import sys
 import threading
@@ -61,13 +62,13 @@ class RunState:
             for k, v in times.items():
                 self.thread_s[k] = self.thread_s.get(k, 0.0) + v
 
-    def enter(self, key):
+    def enter(self, keys: list):
         with self.lock:
-            self.inflight.add(key)
+            self.inflight.update(keys)
 
-    def leave(self, key):
+    def leave(self, keys: list):
         with self.lock:
-            self.inflight.discard(key)
+            self.inflight.difference_update(keys)
 
     def fail(self, stage: str, err: BaseException):
         with self.lock:
@@ -89,39 +90,56 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
 
 def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, state: RunState, realtime: bool,
             device=None):
+    """Reads ``src`` into ``frames_q`` as parcels (name, seq of the first frame, [frames]): a chunked
+    decoder's chunk at once (one queue item, one accounting call), other sources a frame at a time.
+    Realtime: each frame is released at its own time, alone."""
     t_start = time.perf_counter()
     seq = 0  # order of this stream's frames in the queue (the result thread delivers in this order)
     t_src = t_put = 0.0
-    it = iter(src.frames)
+    it = iter(src.parcels())
+    pending: list = []  # realtime: frames of the last parcel not yet released
     try:
         while True:
             t0 = time.perf_counter()
-            f = next(it, None)
+            if not pending:
+                pending = next(it, None)
+                if pending is None:
+                    break
             t_src += time.perf_counter() - t0
-            if f is None:
-                break
-            if realtime and src.fps:  # wait for the frame's time, still answering a stop
+            if realtime and src.fps:  # one frame at its time, still answering a stop
+                parcel, pending = pending[:1], pending[1:]
                 while not (state.stop.is_set() or state.draining.is_set()):
-                    wait = t_start + f.index / src.fps - time.perf_counter()
+                    wait = t_start + parcel[0].index / src.fps - time.perf_counter()
                     if wait <= 0:
                         break
                     time.sleep(min(wait, POLL))
+            else:
+                parcel, pending = pending, []
             if state.stop.is_set() or state.draining.is_set():
-                f.done()
+                for f in parcel + pending:
+                    f.done()
                 return
-            monitor.arrived((src.name, f.index))
-            bad = frame_problem(src.name, f.index, f.image, f.pixel_format, device)
-            if bad:  # recorded drop naming stream, index and reason; the stream goes on
-                f.done()
-                monitor.dropped((src.name, f.index), bad)
+            keys = [(src.name, f.index) for f in parcel]
+            monitor.arrived_many(keys)
+            good = []
+            for f, key in zip(parcel, keys):
+                bad = frame_problem(src.name, f.index, f.image, f.pixel_format, device)
+                if bad:  # recorded drop naming stream, index and reason; the stream goes on
+                    f.done()
+                    monitor.dropped(key, bad)
+                else:
+                    good.append(f)
+            if not good:
                 continue
-            state.enter((src.name, f.index))
+            state.enter([(src.name, f.index) for f in good])
             t0 = time.perf_counter()
-            ok = _put(frames_q, (src.name, seq, f), state)
+            ok = _put(frames_q, (src.name, seq, good), state)
             t_put += time.perf_counter() - t0
             if not ok:
+                for f in pending:
+                    f.done()
                 return  # the run stopped: accounted as a drop at the end
-            seq += 1
+            seq += len(good)
     except SourceError as e:  # this source is over; the others go on
         with state.lock:
             state.failed[src.name] = str(e)
@@ -142,8 +160,10 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
     times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.results_full_wait": 0.0}
 
     def flush():
+        """Submit up to ``batch`` frames of ``buf`` (the oldest); the rest wait for the next batch."""
         nonlocal buf, first_t
-        items, buf, first_t = buf, [], None
+        items, buf = buf[:batch], buf[batch:]
+        first_t = time.perf_counter() if buf else None
         t0 = time.perf_counter()
         submitted = submit_frames(pipe, [f for _, _, f in items])
         t1 = time.perf_counter()
@@ -176,7 +196,8 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
                     if all_ended() and frames_q.empty():
                         break
                 elif item is not None:
-                    buf.append(item)
+                    name, seq, frames = item  # a parcel: consecutive frames of one stream
+                    buf.extend((name, seq + k, f) for k, f in enumerate(frames))
                     last_t = now
                     if first_t is None:
                         first_t = now
@@ -184,9 +205,9 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
                 # pipelined: a partial batch also leaves when no frame came for ``idle`` s (a slow or
                 # blocked source: NVDEC sources wait for their frames to be released)
                 stalled = buf and max_wait is None and item is None and now - last_t >= idle
-                if len(buf) >= batch or due or stalled:
+                while len(buf) >= batch or (buf and (due or stalled)):
                     flush()
-            if buf and not state.stop.is_set():
+            while buf and not state.stop.is_set():
                 flush()
     except BaseException as e:  # noqa: BLE001
         state.fail("gpu", e)
@@ -217,18 +238,23 @@ def _results(results_q, monitor, on_result, state: RunState, n_workers: int):
                 continue
             items, submitted = item
             seqs = {id(f): (name, seq) for name, seq, f in items}
+            ready = []  # (stream, frame, result) deliverable now, in each stream's order
             for f, r in finish(submitted, monitor):
                 name, seq = seqs[id(f)]
                 held[(name, seq)] = (f, r)
                 n = next_seq.get(name, 0)
                 while (name, n) in held:
                     g, res = held.pop((name, n))
-                    monitor.done((name, g.index), len(res))
-                    state.leave((name, g.index))
-                    if on_result is not None:
-                        on_result(name, g.index, g.image, res)
+                    ready.append((name, g, res))
                     n += 1
                 next_seq[name] = n
+            if ready:  # the batch's accounting at once (one lock each), then the results
+                keys = [(name, g.index) for name, g, _ in ready]
+                monitor.done_many([(k, len(res)) for k, (_, _, res) in zip(keys, ready)])
+                state.leave(keys)
+                if on_result is not None:
+                    for name, g, res in ready:
+                        on_result(name, g.index, g.image, res)
             times["result.gpu_wait_and_deliver"] += time.perf_counter() - t1
     except BaseException as e:  # noqa: BLE001
         state.fail("result", e)
@@ -284,9 +310,16 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
     # busy thread hold the others (and every frame's latency) for 5 ms at a time; 1 ms during the run
     switch = sys.getswitchinterval()
     sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))
+    # A full garbage collection walks every object of the process (torch and ultralytics loaded: over 200,000;
+    # 127 ms on the 2-core CI machine) holding the GIL: every thread, and every frame in flight, stalls that
+    # long. The objects alive now (modules, model, buffers) are frozen out of the collector for the run, so
+    # a collection walks only what the run itself allocates.
+    gc.collect()
+    gc.freeze()
     try:
         return _run_threads(threads, state, sources, monitor, join_timeout)
     finally:
+        gc.unfreeze()
         sys.setswitchinterval(switch)
 
 

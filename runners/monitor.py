@@ -25,9 +25,14 @@ class LatencyHistogram:
         self.max = 0.0
 
     def add(self, seconds: float):
-        self.counts[np.searchsorted(self.BINS, seconds)] += 1
-        self.n += 1
-        self.max = max(self.max, seconds)
+        self.add_many([seconds])
+
+    def add_many(self, seconds: list):
+        if not seconds:
+            return
+        np.add.at(self.counts, np.searchsorted(self.BINS, seconds), 1)
+        self.n += len(seconds)
+        self.max = max(self.max, max(seconds))
 
     def percentile(self, q: float) -> float:
         """The q-th percentile in seconds (upper edge of its bin, capped at the largest value seen)."""
@@ -96,11 +101,26 @@ class PerformanceMonitor:
             self.frames_in += 1
             self.arrivals[key] = time.perf_counter() if t is None else t
 
-    def done(self, key, n_detections: int):
+    def arrived_many(self, keys: list, t: float | None = None):
+        """Frames that entered together (a decoder's chunk): one lock, one clock reading."""
+        t = time.perf_counter() if t is None else t
         with self._lock:
-            self.results += 1
-            self.detections += n_detections
-            self.latency.add(time.perf_counter() - self.arrivals.pop(key))
+            if self.t0 is None:
+                self.start()
+            self.frames_in += len(keys)
+            self.arrivals.update(dict.fromkeys(keys, t))
+
+    def done(self, key, n_detections: int):
+        self.done_many([(key, n_detections)])
+
+    def done_many(self, done: list):
+        """Results of several frames: ``done`` is [(key, detections)]."""
+        now = time.perf_counter()
+        with self._lock:
+            lat = [now - self.arrivals.pop(key) for key, _ in done]
+            self.results += len(done)
+            self.detections += sum(n for _, n in done)
+            self.latency.add_many(lat)
         if self.progress_total:
             self._progress()
 

@@ -40,7 +40,7 @@ class _Outbox:
 
     def __init__(self, q, rank: int):
         self.q, self.rank = q, rank
-        self.events: list = []  # ("arrived", key, t) / ("dropped", key, reason) / ("stages", ms) / ("times", s)
+        self.events: list = []  # ("arrived_many", keys, t) / ("dropped", key, reason) / ("stages", ms) / ("times", s)
         self.res_keys: list = []
         self.res: list = []  # (boxes, scores, keypoints) per frame
         self.t = time.perf_counter()
@@ -81,8 +81,16 @@ class _Outbox:
         self.local.arrived(key, t)
         self._add(("arrived", key, t))
 
+    def arrived_many(self, keys, t=None):
+        t = time.perf_counter() if t is None else t
+        self.local.arrived_many(keys, t)
+        self._add(("arrived_many", keys, t))
+
     def done(self, key, n):
         self.local.done(key, n)  # the result itself follows through on_result
+
+    def done_many(self, done):
+        self.local.done_many(done)
 
     def dropped(self, key, reason):
         self.local.dropped(key, reason)
@@ -186,7 +194,7 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
     go = ctx.Event()
     cfg = {"pipeline": pipeline or {}, "batch": batch, "max_wait_ms": max_wait_ms, "realtime": realtime,
            "decoder": decoder, "max_frames": max_frames, "chunk": chunk}
-    procs = {r: ctx.Process(target=_worker, args=(r, d, s, cfg, q, drain, go), name=f"posefuse-gpu{r}", daemon=True)
+    procs = {r: ctx.Process(target=_worker, args=(r, d, s, cfg, q, drain, go), name=f"posefuse-gpu{r}", daemon=False)
              for r, d, s in work}
     for p in procs.values():
         p.start()
@@ -225,7 +233,10 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
             kind, rank = msg[0], msg[1]
             if kind == "events":
                 for ev in msg[2]:
-                    if ev[0] == "arrived":
+                    if ev[0] == "arrived_many":
+                        inflight[rank].update(ev[1])
+                        monitor.arrived_many(ev[1], ev[2])
+                    elif ev[0] == "arrived":
                         inflight[rank].add(ev[1])
                         monitor.arrived(ev[1], ev[2])
                     elif ev[0] == "dropped":
@@ -237,11 +248,11 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
                         monitor.runner_times(ev[1])
                 if msg[3] is not None:
                     keys, counts, boxes, scores, kpts = msg[3]
-                    ends = np.cumsum(counts)
-                    for key, n, end in zip(keys, counts, ends):
-                        inflight[rank].discard(key)
-                        monitor.done(key, int(n))
-                        if on_result is not None:
+                    inflight[rank].difference_update(keys)
+                    monitor.done_many(list(zip(keys, counts.tolist())))
+                    if on_result is not None:
+                        ends = np.cumsum(counts)
+                        for key, n, end in zip(keys, counts, ends):
                             a = end - n
                             on_result(key[0], key[1], None, PoseResult(boxes[a:end], scores[a:end], kpts[a:end]))
             elif kind == "started":

@@ -1,4 +1,4 @@
-"""NVDEC video source (PyNvVideoCodec ``SimpleDecoder``): frames are decoded into GPU memory as NV12 and go
+"""NVDEC video source (PyNvVideoCodec ``SimpleDecoder``), in this process or a decode process: frames are decoded into GPU memory as NV12 and go
 to the NV12 letterbox kernel as CUDA tensors, on the consumer's stream after an event. No frame crosses
 the host.
 
@@ -19,6 +19,16 @@ the suspect); the copy above costs less than 1% and is what ships.
 
 Streams: the decoder runs on a CUDA stream of the source's own; after each chunk's copies an event is
 recorded on it and the consumer stream waits on that event (``Frame.ready``) before its kernels read.
+
+The interpreter lock: PyNvVideoCodec's calls hold this process's GIL for about 60 us per frame
+(experiments/decode_gil_probe.py, H100 host, 8 decoders at 8,120 frames/s left a probe thread 48% of the
+interpreter). ``process=True`` runs the decoder in a decode process of its own (runners/chunked.py): the
+pool is shared once (CUDA IPC), the decode process waits for each chunk's copies before it hands the rows
+over, and the runner's threads keep this interpreter.
+
+ThreadedDecoder (decoding ahead in a C++ thread) is not used: frames it returned changed while held, before
+any later call could have released them (the same probe: 16 of 16 held frames changed after the next
+call), so a copy queued behind other work on the GPU could read a later frame.
 """
 from __future__ import annotations
 
@@ -28,7 +38,8 @@ import time
 
 import torch
 
-from .sources import Frame, Source, SourceError
+from .chunked import ChunkStream, FramePool, process_source
+from .sources import Source, SourceError
 
 CHUNK = 16  # frames per get_batch_frames call
 
@@ -45,41 +56,52 @@ def nvdec_available() -> str | None:
 
 
 def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int = CHUNK,
-               pool: int | None = None, threaded: bool = False) -> Source:
+               pool: int | None = None, process: bool = False) -> Source:
     """An NVDEC source for a video file (see the module docstring). ``chunk``: frames per decoder call;
-    ``pool``: frame buffers of the source's own (default 2 x chunk); ``threaded``: PyNvVideoCodec's
-    ThreadedDecoder (decoding runs ahead in a C++ thread of its own, ``2 x chunk`` frames deep) instead of
-    SimpleDecoder (decoding runs inside each call). Raises SourceError naming the file when it cannot be
-    opened (missing, empty, not a video, a codec NVDEC does not decode)."""
+    ``pool``: frame buffers of the source's own (default 2 x chunk); ``process``: the decoder runs in a
+    decode process of its own (runners/chunked.py), its frames shared with this one. Raises SourceError
+    naming the file when it cannot be opened (missing, empty, not a video, a codec NVDEC does not decode)."""
     why = nvdec_available()
     if why:
         raise SourceError(f"source {path}: NVDEC is not available: {why}")
+    if chunk < 1:
+        raise ValueError(f"chunk: expected >= 1, got {chunk}")
     if "://" not in path:
         if not os.path.exists(path):
             raise SourceError(f"source {path}: no such file or folder")
         if os.path.getsize(path) == 0:
             raise SourceError(f"source {path}: the file is empty")
-    if chunk < 1:
-        raise ValueError(f"chunk: expected >= 1, got {chunk}")
-    pool = max(pool or 2 * chunk, chunk)
-    import PyNvVideoCodec as nvc
-
     dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
     if dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
+    kw = {"path": path, "device": str(dev), "max_frames": max_frames, "chunk": chunk, "pool": pool}
+    if process:
+        return process_source("runners.nvdec:nvdec_stream", kw, path, dev)
+    return nvdec_stream(**kw).source()
+
+
+def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None) -> ChunkStream:
+    """The NVDEC decoder of ``path`` as a ChunkStream (frames copied into its own pool; see the module
+    docstring). open_nvdec checks the arguments."""
+    pool = max(pool or 2 * chunk, chunk)
+    import PyNvVideoCodec as nvc
+
+    dev = torch.device(device)
     stream = torch.cuda.Stream(dev)
     try:
-        kw = dict(gpu_id=dev.index, cuda_stream=stream.cuda_stream, use_device_memory=True,
-                  output_color_type=nvc.OutputColorType.NATIVE)
+        kw = {"gpu_id": dev.index, "cuda_stream": stream.cuda_stream, "use_device_memory": True,
+              "output_color_type": nvc.OutputColorType.NATIVE}
         with torch.cuda.device(dev):
-            dec = nvc.ThreadedDecoder(path, 2 * chunk, **kw) if threaded else nvc.SimpleDecoder(path, **kw)
+            dec = nvc.SimpleDecoder(path, **kw)
         meta = dec.get_stream_metadata()
+        declared = len(dec)
     except Exception as e:  # PyNvVideoCodec raises its own exception types (unsupported codec, demux error...)
         raise SourceError(f"source {path}: NVDEC could not open it ({type(e).__name__}: {e})") from e
-    declared = len(dec)
     want = declared if max_frames is None else min(declared, max_frames)
     cancel = threading.Event()
     h, w = int(meta.height), int(meta.width)
+    buffers = torch.empty((pool, h * 3 // 2, w), dtype=torch.uint8, device=dev)
+    frame_pool = FramePool(pool, cancel)
 
     def decode(i):
         try:
@@ -96,9 +118,7 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
 
     # fetch() switches device and stream only inside itself, never across a ``yield``: a
     # ``with torch.cuda.stream(...)`` left open at a yield would change the consumer thread's current stream.
-    frame_pool = FramePool(lambda: torch.empty((h * 3 // 2, w), dtype=torch.uint8, device=dev), pool, cancel)
     last = [None]  # the last chunk's copy event
-
     stats = {"decode.nvdec.decoder": 0.0, "decode.nvdec.pool_wait": 0.0, "decode.nvdec.copy": 0.0}
 
     def fetch(i):
@@ -115,76 +135,17 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
                 if tuple(t.shape) != (h * 3 // 2, w):
                     raise SourceError(f"source {path}: NVDEC frame {i + k} has shape {tuple(t.shape)}, "
                                       f"expected {(h * 3 // 2, w)} (a resolution change mid-stream)")
-            bufs = frame_pool.take(len(tensors))
+            rows = frame_pool.take(len(tensors))
             t2 = time.perf_counter()
             stats["decode.nvdec.pool_wait"] += t2 - t1
-            if len(bufs) < len(tensors):  # cancelled
+            if len(rows) < len(tensors):  # cancelled
                 return None, None
             # one multi-tensor launch for the chunk (not one copy per frame), on the decoder's stream
-            torch._foreach_copy_(bufs, tensors, non_blocking=True)
+            torch._foreach_copy_([buffers[r] for r in rows], tensors, non_blocking=True)
             copied = last[0] = torch.cuda.Event()
             copied.record(stream)
             stats["decode.nvdec.copy"] += time.perf_counter() - t2
-        return bufs, copied
+        return rows, copied
 
     fps = float(getattr(meta, "average_fps", 0) or 0) or None
-    frames = chunked_frames(fetch, want, cancel, frame_pool, "nv12", path, declared)
-    return Source(path, frames, fps, want, cancel, shape=(h, w), pixel_format="nv12", stats=stats,
-                  on_close=dec.end if threaded else None)
-
-
-class FramePool:
-    """Frame buffers of a source's own, made by ``alloc()`` up to ``size``, then reused as the consumer
-    releases them. Thread-safe: the decode thread takes, the runner's threads give back."""
-
-    def __init__(self, alloc, size: int, cancel: threading.Event):
-        self.alloc, self.size, self.cancel = alloc, size, cancel
-        self.free: list = []
-        self.n_alloc = 0
-        self.cv = threading.Condition()
-
-    def take(self, n: int) -> list:
-        """``n`` buffers (fewer only when cancelled); waits for released ones once ``size`` are out."""
-        got: list = []
-        with self.cv:
-            while len(got) < n:
-                if self.free:
-                    k = min(len(self.free), n - len(got))
-                    got += self.free[-k:]
-                    del self.free[-k:]
-                elif self.n_alloc < self.size:
-                    k = min(self.size - self.n_alloc, n - len(got))
-                    self.n_alloc += k
-                    got += [self.alloc() for _ in range(k)]
-                elif self.cancel.is_set():
-                    break
-                else:
-                    self.cv.wait(0.05)
-        return got
-
-    def give_back(self, bufs: list):
-        with self.cv:
-            self.free += bufs
-            self.cv.notify()
-
-    def releaser(self, buf):
-        """A Frame.release callback returning ``buf`` to the pool."""
-        return lambda: self.give_back([buf])
-
-
-def chunked_frames(fetch, want: int, cancel: threading.Event, pool: FramePool, pixel_format: str, name: str,
-                   declared: int | None = None):
-    """Frames from a decoder that answers in chunks: ``fetch(i)`` -> (buffers of frames i.., a CUDA event
-    the consumer waits on before reading them, or None) or (None, None) at the end. Each frame's buffer goes
-    back to ``pool`` when the consumer calls ``Frame.done()``. A stream that ends before ``want`` frames
-    (and was not cancelled) raises SourceError naming ``name``."""
-    i = 0
-    while i < want and not cancel.is_set():
-        bufs, ready = fetch(i)
-        if not bufs:
-            break
-        for buf in bufs:
-            yield Frame(i, buf, pixel_format, ready, pool.releaser(buf))
-            i += 1
-    if i < want and not cancel.is_set():
-        raise SourceError(f"source {name}: stopped after {i} of {declared or want} frames (truncated or corrupt file)")
+    return ChunkStream(path, buffers, fetch, want, frame_pool, cancel, (h, w), "nv12", fps, declared, stats)

@@ -54,6 +54,14 @@ class Source:
     pixel_format: str = "bgr"
     stats: dict = field(default_factory=dict)  # seconds the source spent per activity (decoder, pool wait...)
     on_close: object = None  # called once by close() (a decoder's background thread is stopped)
+    chunks: Iterator[list[Frame]] | None = None  # the same frames as lists, as a chunked decoder gives them
+
+    def parcels(self) -> Iterator[list[Frame]]:
+        """The frames in lists: a chunked decoder's chunks as they come (so a runner handles a chunk at once,
+        not frame by frame), else one frame per list. Read either ``frames`` or this, not both."""
+        if self.chunks is not None:
+            return self.chunks
+        return ([f] for f in self.frames)
 
     def close(self):
         """Stop the source (a blocked NVDEC source returns; a generator is closed)."""
@@ -138,15 +146,16 @@ def _images(paths: list[Path], name: str, max_frames: int | None) -> Source:
     return Source(name, gen(), None, len(paths))
 
 
-DECODERS = ("cpu", "nvdec", "nvdec-threaded")
+DECODERS = ("cpu", "nvdec", "nvdec-process")
 
 
 def open_source(spec: str | None, max_frames: int | None = None, decoder: str = "cpu", device=None,
                 chunk: int | None = None) -> Source:
     """``spec``: a video file or URL, an image folder, an image file, or None / 'default' for the embedded
     clip. ``decoder``: 'cpu' (OpenCV), 'nvdec' (video files decoded on the GPU ``device`` into NV12;
-    images and the default clip are still read on the CPU) or 'nvdec-threaded' (the same, decoded ahead
-    by PyNvVideoCodec's ThreadedDecoder in a thread of its own). ``chunk``: NVDEC frames per decoder call.
+    images and the default clip are still read on the CPU) or 'nvdec-process' (the same decoder in a
+    decode process per source, its frames shared with this process: the decoder's Python work leaves this
+    process's interpreter to the runner). ``chunk``: NVDEC frames per decoder call.
     Raises SourceError (naming the source) when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
@@ -159,7 +168,7 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
         if decoder != "cpu":
             from .nvdec import CHUNK, open_nvdec
 
-            return open_nvdec(spec, device, max_frames, chunk or CHUNK, threaded=decoder == "nvdec-threaded")
+            return open_nvdec(spec, device, max_frames, chunk or CHUNK, process=decoder == "nvdec-process")
         return _video(spec, max_frames)
     p = Path(spec)
     if p.is_dir():
@@ -176,5 +185,5 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
     if decoder != "cpu":
         from .nvdec import CHUNK, open_nvdec
 
-        return open_nvdec(str(p), device, max_frames, chunk or CHUNK, threaded=decoder == "nvdec-threaded")
+        return open_nvdec(str(p), device, max_frames, chunk or CHUNK, process=decoder == "nvdec-process")
     return _video(str(p), max_frames)

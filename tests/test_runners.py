@@ -314,49 +314,73 @@ def test_truncated_video_is_a_clear_error_after_its_frames(cpu_pipe, tmp_path):
     assert sum(1 for _ in full.frames) == 1394
 
 
-def test_frame_pool_reuses_released_buffers_waits_and_cancels():
+def test_frame_pool_lends_rows_waits_for_released_ones_and_cancels():
     import threading
 
-    from runners.nvdec import FramePool
+    from runners.chunked import FramePool
 
-    made = []
     cancel = threading.Event()
-    pool = FramePool(lambda: made.append(object()) or made[-1], 3, cancel)
+    pool = FramePool(3, cancel)
     a = pool.take(2)
-    assert len(a) == 2 and len(made) == 2
-    b = pool.take(1)  # the third and last allocation
-    assert len(made) == 3
+    b = pool.take(1)
+    assert sorted(a + b) == [0, 1, 2]
     got = []
     t = threading.Thread(target=lambda: got.append(pool.take(2)))
     t.start()
     t.join(0.2)
-    assert t.is_alive()  # no buffer free: it waits for released ones
-    pool.releaser(a[0])()
+    assert t.is_alive()  # no row free: it waits for released ones
+    pool.give_back([a[0]])
     pool.give_back([b[0]])
     t.join(2)
-    assert not t.is_alive() and {id(x) for x in got[0]} == {id(a[0]), id(b[0])} and len(made) == 3
+    assert not t.is_alive() and sorted(got[0]) == sorted([a[0], b[0]])
     cancel.set()
     assert pool.take(1) == []  # cancelled with nothing free: returns short instead of waiting
+    pool.give_back(a[1:] + got[0])
+    assert pool.all_free()
 
 
-def test_chunked_frames_indices_release_and_truncation():
-    import threading
-
-    from runners.nvdec import FramePool, chunked_frames
+@pytest.mark.parametrize("process", [False, True], ids=["in-process", "decode-process"])
+def test_chunked_source_order_content_release_and_truncation(process):
+    """A chunked decoder (the NVDEC source's machinery, with a simulated decoder) in this process and in a
+    decode process: frames in order with their own content, rows reused only after release, and a stream
+    that breaks off is an error naming it after the frames it gave."""
+    from runners.chunked import process_source, simulated_stream
     from runners.sources import SourceError
 
-    cancel = threading.Event()
-    pool = FramePool(lambda: np.zeros((6, 4), np.uint8), 4, cancel)
-    ends_at = 6  # the "decoder" has 6 frames; the source was told 10
-
-    def fetch(i):
-        k = min(4, ends_at - i)
-        return (pool.take(k), None) if k > 0 else (None, None)
-
+    kw = {"name": "clip.mp4", "frames": 10, "fps": 1e4, "chunk": 4, "shape": (4, 6), "pool": 4, "truncate_at": 7,
+          "mark": True}
+    src = process_source("runners.chunked:simulated_stream", kw, "clip.mp4") if process else simulated_stream(**kw).source()
+    assert src.count == 10 and src.shape == (4, 6) and src.pixel_format == "nv12"
     seen = []
-    with pytest.raises(SourceError, match=r"clip\.mp4: stopped after 6 of 10"):
-        for f in chunked_frames(fetch, 10, cancel, pool, "nv12", "clip.mp4"):
+    with pytest.raises(SourceError, match=r"clip\.mp4: stopped after 7 of 10"):
+        for f in src.frames:
+            assert tuple(f.image.shape) == (6, 6) and int(f.image[0, 0]) == f.index  # its own content
             seen.append(f.index)
             f.done()
-            f.done()  # idempotent: the buffer goes back once
-    assert seen == list(range(6)) and len(pool.free) == 4 and pool.n_alloc == 4
+            f.done()  # idempotent: the row goes back once
+    src.close()
+    assert seen == list(range(7))
+    assert src.stats["decode.nvdec.decoder"] > 0
+
+
+def test_decode_process_source_holds_rows_until_released_and_reports_open_errors():
+    from runners.chunked import process_source
+    from runners.sources import SourceError
+
+    kw = {"name": "cam", "frames": 12, "fps": 1e4, "chunk": 4, "shape": (2, 2), "pool": 8, "mark": True}
+    src = process_source("runners.chunked:simulated_stream", kw, "cam")
+    it = iter(src.frames)
+    held = [next(it) for _ in range(8)]  # the whole pool lent out, nothing released
+    values = [int(f.image[0, 0]) for f in held]
+    assert values == list(range(8))
+    for f in held[:4]:  # one chunk back: the decoder may fill those rows with frames 8..11
+        f.done()
+    rest = [next(it) for _ in range(4)]
+    assert [f.index for f in rest] == [8, 9, 10, 11]
+    assert [int(f.image[0, 0]) for f in held[4:]] == [4, 5, 6, 7]  # unreleased rows kept their frames
+    assert next(it, None) is None
+    for f in held[4:] + rest:
+        f.done()
+    src.close()
+    with pytest.raises(SourceError, match="no_such_stream"):
+        process_source("runners.chunked:no_such_stream", {}, "x")
