@@ -128,7 +128,8 @@ def pipeline_alone(pipe, path: str, batch: int, seconds: float = 3.0) -> dict:
     return {"frames": n, "wall_s": wall, "frames_per_s": n / wall, "batch": batch}
 
 
-def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int, decoder: str = "nvdec") -> dict:
+def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int, decoder: str = "nvdec",
+        switch_ms: float = 1.0) -> dict:
     """``streams`` NVDEC sources of ``path`` through the concurrent runner (warmed up before the clock)."""
     from phase_table import runner_phase
     from runners.sources import open_source
@@ -141,7 +142,9 @@ def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int, dec
             out.append(s)
         return out
 
-    return runner_phase(sources, pipes, batch, max_wait_ms)[0]
+    rep = runner_phase(sources, pipes, batch, max_wait_ms, switch_interval_s=switch_ms / 1e3)[0]
+    rep.update(decoder=decoder, switch_interval_ms=switch_ms, chunk=chunk)
+    return rep
 
 
 def predict_serial(path: str, n: int = 300) -> dict:
@@ -206,6 +209,7 @@ def main():
     ap.add_argument("--clips", default=",".join(CLIPS), help="comma list of: " + ", ".join(CLIPS))
     ap.add_argument("--runners", default="pipelined,dynamic,streams", help="e2e runners to measure")
     ap.add_argument("--decoders", default="nvdec,nvdec-process", help="e2e decoders: comma list of nvdec, nvdec-process")
+    ap.add_argument("--switch-ms", default="1", help="e2e: comma list of GIL switch intervals (ms) during the run")
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
     a = ap.parse_args()
     import torch
@@ -232,12 +236,14 @@ def main():
             r["pipeline_alone"] = pipeline_alone(pipe, path, a.batch)
             print(label, "pipeline alone", r["pipeline_alone"], flush=True)
             r["runners"] = {}
-            for (name, pipes, wait), decoder in itertools.product(
-                    (("pipelined", pipe, None), ("dynamic", pipe, 5.0), ("streams", [pipe, replica], None)), decoders):
+            for (name, pipes, wait), decoder, sw in itertools.product(
+                    (("pipelined", pipe, None), ("dynamic", pipe, 5.0), ("streams", [pipe, replica], None)), decoders,
+                    [float(x) for x in a.switch_ms.split(",")]):
                 if name not in a.runners.split(","):
                     continue
-                rep = e2e(pipes, path, a.streams, a.batch, wait, a.chunk, decoder)
-                name = name if decoder == "nvdec" else f"{name}, {decoder}"
+                rep = e2e(pipes, path, a.streams, a.batch, wait, a.chunk, decoder, sw)
+                name = ", ".join([name] + ([decoder] if decoder != "nvdec" else []) + ([f"GIL switch {sw:g} ms"]
+                                                                                      if sw != 1.0 else []))
                 r["runners"][name] = rep
                 print(label, "e2e", name, rep["results"], "frames", f"{rep['frames_per_s']:.0f} fr/s", rep["failed"],
                       flush=True)

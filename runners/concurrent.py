@@ -274,7 +274,8 @@ def warm_up(pipe, sources: list[Source], batch: int):
 
 def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_result=None, *, batch: int = 32,
                    max_wait_ms: float | None = None, realtime: bool = False, queue_frames: int | None = None,
-                   join_timeout: float = 2.0, idle_ms: float = 200.0) -> dict:
+                   join_timeout: float = 2.0, idle_ms: float = 200.0,
+                   switch_interval_s: float = SWITCH_INTERVAL_S) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipe``: a PosePipeline, or a list of them
     (the ``streams`` runner: one GPU worker thread per pipeline, each on its own CUDA stream).
     ``max_wait_ms=None``: fixed batches (``pipelined``); a number: the ``dynamic`` batcher.
@@ -309,7 +310,7 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
     # GIL hand-offs between the decode, GPU and result threads: the default 5 ms switch interval lets one
     # busy thread hold the others (and every frame's latency) for 5 ms at a time; 1 ms during the run
     switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))
+    sys.setswitchinterval(min(switch, switch_interval_s))
     # A full garbage collection walks every object of the process (torch and ultralytics loaded: over 200,000;
     # 127 ms on the 2-core CI machine) holding the GIL: every thread, and every frame in flight, stalls that
     # long. The objects alive now (modules, model, buffers) are frozen out of the collector for the run, so

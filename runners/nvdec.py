@@ -58,7 +58,7 @@ def nvdec_available() -> str | None:
 def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int = CHUNK,
                pool: int | None = None, process: bool = False) -> Source:
     """An NVDEC source for a video file (see the module docstring). ``chunk``: frames per decoder call;
-    ``pool``: frame buffers of the source's own (default 2 x chunk); ``process``: the decoder runs in a
+    ``pool``: frame buffers of the source's own (default 4 x chunk); ``process``: the decoder runs in a
     decode process of its own (runners/chunked.py), its frames shared with this one. Raises SourceError
     naming the file when it cannot be opened (missing, empty, not a video, a codec NVDEC does not decode)."""
     why = nvdec_available()
@@ -83,7 +83,7 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
 def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None) -> ChunkStream:
     """The NVDEC decoder of ``path`` as a ChunkStream (frames copied into its own pool; see the module
     docstring). open_nvdec checks the arguments."""
-    pool = max(pool or 2 * chunk, chunk)
+    pool = max(pool or 4 * chunk, chunk)
     import PyNvVideoCodec as nvc
 
     dev = torch.device(device)
