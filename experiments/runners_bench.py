@@ -137,7 +137,8 @@ def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int, dec
     def sources():
         out = []
         for k in range(streams):
-            s = open_source(path, None, decoder, chunk=chunk)
+            name, _, copy = decoder.partition("/")  # e.g. "nvdec-process/dma"
+            s = open_source(path, None, name, chunk=chunk, **({"copy": copy} if copy else {}))
             s.name = f"s{k}"
             out.append(s)
         return out
@@ -184,13 +185,13 @@ def realtime(pipe, frames, s: int, seconds: float, max_wait_ms: float, batch: in
             "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean")}
 
 
-def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> dict:
+def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int, decoder: str = "nvdec") -> dict:
     from runners.monitor import PerformanceMonitor
     from runners.multigpu import run_multigpu
 
     mon = PerformanceMonitor()
     failed = run_multigpu([(path, f"s{k}") for k in range(streams)], [f"cuda:{i}" for i in range(n_gpus)], mon,
-                          batch=batch, max_wait_ms=5.0, decoder="nvdec", chunk=chunk)
+                          batch=batch, max_wait_ms=5.0, decoder=decoder, chunk=chunk)
     mon.stop()
     r = mon.report()
     # the parent's clock starts once every worker has loaded the model and captured its graphs
@@ -208,7 +209,8 @@ def main():
     ap.add_argument("--realtime-s", default="50,100,150,200,300,400")
     ap.add_argument("--clips", default=",".join(CLIPS), help="comma list of: " + ", ".join(CLIPS))
     ap.add_argument("--runners", default="pipelined,dynamic,streams", help="e2e runners to measure")
-    ap.add_argument("--decoders", default="nvdec,nvdec-process", help="e2e decoders: comma list of nvdec, nvdec-process")
+    ap.add_argument("--decoders", default="nvdec,nvdec-process", help="e2e decoders: comma list of nvdec, nvdec-process, each optionally /kernel or /dma (the pool copy)")
+    ap.add_argument("--multigpu-decoder", default="nvdec", help="multigpu: nvdec or nvdec-process")
     ap.add_argument("--switch-ms", default="1", help="e2e: comma list of GIL switch intervals (ms) during the run")
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
     a = ap.parse_args()
@@ -280,7 +282,7 @@ def main():
         torch.cuda.empty_cache()
         n = torch.cuda.device_count()
         path = helpers.data_path(CLIPS["768x432"])
-        rows = [multigpu(path, a.streams, g, a.batch, a.chunk) for g in sorted({1, n})]
+        rows = [multigpu(path, a.streams, g, a.batch, a.chunk, a.multigpu_decoder) for g in sorted({1, n})]
         for r in rows:
             print("multigpu", r["gpus"], f"{r['frames_per_s']:.0f} fr/s", r["failed"], flush=True)
         run["multigpu"] = {"rows": rows, "speedup": rows[-1]["frames_per_s"] / rows[0]["frames_per_s"]}

@@ -147,7 +147,7 @@ def process_source(factory: str, kwargs: dict, name: str, device=None) -> Source
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
     proc = ctx.Process(target=_serve, args=(child, factory, kwargs, None if device is None else str(device)),
-                       name=f"posefuse-decode-{name}", daemon=False)
+                       name=f"posefuse-decode-{name}", daemon=True)
     proc.start()
     child.close()
     deadline = time.perf_counter() + START_TIMEOUT_S

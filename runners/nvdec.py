@@ -56,16 +56,20 @@ def nvdec_available() -> str | None:
 
 
 def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int = CHUNK,
-               pool: int | None = None, process: bool = False) -> Source:
+               pool: int | None = None, process: bool = False, copy: str = "kernel") -> Source:
     """An NVDEC source for a video file (see the module docstring). ``chunk``: frames per decoder call;
     ``pool``: frame buffers of the source's own (default 4 x chunk); ``process``: the decoder runs in a
-    decode process of its own (runners/chunked.py), its frames shared with this one. Raises SourceError
+    decode process of its own (runners/chunked.py), its frames shared with this one; ``copy``: how a chunk
+    goes into the pool, 'kernel' (one multi-tensor copy kernel) or 'dma' (a cudaMemcpyAsync per frame, on
+    the copy engines: no compute work in the decoder's context). Raises SourceError
     naming the file when it cannot be opened (missing, empty, not a video, a codec NVDEC does not decode)."""
+    if chunk < 1:
+        raise ValueError(f"chunk: expected >= 1, got {chunk}")
+    if copy not in ("kernel", "dma"):
+        raise ValueError(f"copy: expected 'kernel' or 'dma', got {copy!r}")
     why = nvdec_available()
     if why:
         raise SourceError(f"source {path}: NVDEC is not available: {why}")
-    if chunk < 1:
-        raise ValueError(f"chunk: expected >= 1, got {chunk}")
     if "://" not in path:
         if not os.path.exists(path):
             raise SourceError(f"source {path}: no such file or folder")
@@ -74,13 +78,14 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
     dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
     if dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    kw = {"path": path, "device": str(dev), "max_frames": max_frames, "chunk": chunk, "pool": pool}
+    kw = {"path": path, "device": str(dev), "max_frames": max_frames, "chunk": chunk, "pool": pool, "copy": copy}
     if process:
         return process_source("runners.nvdec:nvdec_stream", kw, path, dev)
     return nvdec_stream(**kw).source()
 
 
-def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None) -> ChunkStream:
+def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None,
+                 copy: str = "kernel") -> ChunkStream:
     """The NVDEC decoder of ``path`` as a ChunkStream (frames copied into its own pool; see the module
     docstring). open_nvdec checks the arguments."""
     pool = max(pool or 4 * chunk, chunk)
@@ -140,8 +145,11 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
             stats["decode.nvdec.pool_wait"] += t2 - t1
             if len(rows) < len(tensors):  # cancelled
                 return None, None
-            # one multi-tensor launch for the chunk (not one copy per frame), on the decoder's stream
-            torch._foreach_copy_([buffers[r] for r in rows], tensors, non_blocking=True)
+            if copy == "dma":  # cudaMemcpyAsync per frame (contiguous, same dtype): the copy engines
+                for r, t in zip(rows, tensors):
+                    buffers[r].copy_(t, non_blocking=True)
+            else:  # one multi-tensor launch for the chunk (not one copy per frame), on the decoder's stream
+                torch._foreach_copy_([buffers[r] for r in rows], tensors, non_blocking=True)
             copied = last[0] = torch.cuda.Event()
             copied.record(stream)
             stats["decode.nvdec.copy"] += time.perf_counter() - t2

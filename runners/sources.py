@@ -150,12 +150,13 @@ DECODERS = ("cpu", "nvdec", "nvdec-process")
 
 
 def open_source(spec: str | None, max_frames: int | None = None, decoder: str = "cpu", device=None,
-                chunk: int | None = None) -> Source:
+                chunk: int | None = None, **nvdec_kw) -> Source:
     """``spec``: a video file or URL, an image folder, an image file, or None / 'default' for the embedded
     clip. ``decoder``: 'cpu' (OpenCV), 'nvdec' (video files decoded on the GPU ``device`` into NV12;
     images and the default clip are still read on the CPU) or 'nvdec-process' (the same decoder in a
     decode process per source, its frames shared with this process: the decoder's Python work leaves this
-    process's interpreter to the runner). ``chunk``: NVDEC frames per decoder call.
+    process's interpreter to the runner). ``chunk``: NVDEC frames per decoder call; ``nvdec_kw``: further
+    options of runners.nvdec.open_nvdec (pool, copy).
     Raises SourceError (naming the source) when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
@@ -168,7 +169,7 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
         if decoder != "cpu":
             from .nvdec import CHUNK, open_nvdec
 
-            return open_nvdec(spec, device, max_frames, chunk or CHUNK, process=decoder == "nvdec-process")
+            return open_nvdec(spec, device, max_frames, chunk or CHUNK, process=decoder == "nvdec-process", **nvdec_kw)
         return _video(spec, max_frames)
     p = Path(spec)
     if p.is_dir():
@@ -185,5 +186,5 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
     if decoder != "cpu":
         from .nvdec import CHUNK, open_nvdec
 
-        return open_nvdec(str(p), device, max_frames, chunk or CHUNK, process=decoder == "nvdec-process")
+        return open_nvdec(str(p), device, max_frames, chunk or CHUNK, process=decoder == "nvdec-process", **nvdec_kw)
     return _video(str(p), max_frames)

@@ -384,3 +384,14 @@ def test_decode_process_source_holds_rows_until_released_and_reports_open_errors
     src.close()
     with pytest.raises(SourceError, match="no_such_stream"):
         process_source("runners.chunked:no_such_stream", {}, "x")
+
+
+def test_nvdec_arguments_are_checked_before_anything_opens():
+    from runners.nvdec import open_nvdec
+
+    with pytest.raises(ValueError, match="copy: expected 'kernel' or 'dma', got 'fast'"):
+        open_nvdec("clip.mp4", copy="fast")
+    with pytest.raises(ValueError, match="chunk: expected >= 1, got 0"):
+        open_nvdec("clip.mp4", chunk=0)
+    with pytest.raises(ValueError, match="decoder: expected one of"):
+        open_source("clip.mp4", decoder="nvdec-threaded")

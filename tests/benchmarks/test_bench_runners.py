@@ -3,7 +3,6 @@ streams of the 768x432 clip, end to end (file -> poses in host memory), frames/s
 ``extra_info``; experiments/bench_report.py --name runners turns the JSON into markdown. The recorded
 runner figures (with their anchors: NVDEC alone, pipeline alone, predict) come from
 experiments/runners_bench.py; this file puts the runners in the same benchmark harness as the kernels.
-Not yet run on the GPU (written after the session's device time was spent).
 """
 from __future__ import annotations
 
@@ -37,16 +36,19 @@ def _sources(decoder):
 
 
 @pytest.mark.parametrize("runner, decoder", [("pipelined", "cpu"), ("streams", "cpu"), ("dynamic", "cpu"),
-                                             ("dynamic", "nvdec")])
+                                             ("dynamic", "nvdec"), ("dynamic", "nvdec-process")])
 def test_runner_end_to_end(benchmark, runner, decoder, pipes, env_info):
     from runners.concurrent import run_concurrent, warm_up
     from runners.monitor import PerformanceMonitor
     from runners.nvdec import nvdec_available
 
-    if decoder == "nvdec" and nvdec_available():
+    if decoder.startswith("nvdec") and nvdec_available():
         pytest.skip(nvdec_available())
     engine = pipes if runner == "streams" else pipes[0]
-    warm_up(engine, _sources(decoder), 64)
+    shapes = _sources(decoder)
+    warm_up(engine, shapes, 64)
+    for s in shapes:  # opened for their frame shape only
+        s.close()
     reports = []
 
     def setup():
