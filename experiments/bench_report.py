@@ -60,6 +60,7 @@ def rows_from_benchmark_json(path: str) -> tuple[list[dict], dict]:
         env = info.pop("env", env)
         info["name"] = b["name"]
         info["rounds"] = b["stats"]["rounds"]
+        info.setdefault("median_s", b["stats"]["median"])
         rows.append(info)
     return rows, env
 
@@ -131,6 +132,16 @@ def markdown(name: str, runs: list[dict]) -> str:
                    if "latency_ms_p50" in r else "-")
             lines.append(f"| {r['impl']} | {r['batch']} | {fmt(r.get('frames_per_s'), 0)} | {fmt(r.get('ms_per_batch'), 2)} "
                          f"| {lat} | {fmt(r.get('peak_gpu_mib'), 0)} | {fmt(r.get('steady_state_allocations'))} |")
+        lines.append("")
+    rn = [r for r in rows if r["kernel"] == "runner"]
+    if rn:
+        lines += [f"## Runners end to end: {rn[0].get('streams')} streams of the 768x432 clip, batch {rn[0].get('batch')}, "
+                  "fp16 (file -> poses in host memory; best of 3 rounds)", "",
+                  "| runner | decoder | frames/s | latency p50 ms | latency p99 ms | median round s |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for r in sorted(rn, key=lambda r: -r["frames_per_s"]):
+            lines.append(f"| {r['impl']} | {r.get('decoder')} | {fmt(r['frames_per_s'], 0)} | {fmt(r.get('latency_ms_p50'), 1)} "
+                         f"| {fmt(r.get('latency_ms_p99'), 1)} | {fmt(r.get('median_s'), 3)} |")
         lines.append("")
     if run.get("targets"):
         lines += ["## Targets", "", "| target | measured | met |", "| --- | ---: | --- |"]

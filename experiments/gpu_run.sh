@@ -41,7 +41,8 @@ if want bench; then
     python3 -m pytest tests/benchmarks/test_bench_$b.py --benchmark-only -p no:cacheprovider --timeout=600 \
       --benchmark-json="$LOG/bench_$b.json" --benchmark-columns=median,rounds >"$LOG/bench_$b.log" 2>&1
     r=$?; rc=$((rc | r)); tail -2 "$LOG/bench_$b.log"
-    python3 experiments/bench_report.py "$LOG/bench_$b.json" --name $b --command "$cmd" --out-dir results
+    name=$b; [[ $b == runners ]] && name=runner_benchmarks  # results/runners.json is runners_bench.py's
+    python3 experiments/bench_report.py "$LOG/bench_$b.json" --name $name --command "$cmd" --out-dir results
   done
 fi
 if want accuracy; then
