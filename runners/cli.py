@@ -129,6 +129,11 @@ def main(argv=None) -> int:
     if a.replicas < 1:
         print("posefuse: --replicas must be >= 1", file=sys.stderr)
         return 2
+    if a.decoder != "cpu" and (a.save_video or a.runner == "ultralytics"):
+        what = "--save-video" if a.save_video else "--runner ultralytics"
+        print(f"posefuse: {what} needs BGR frames in host memory: use --decoder cpu (got --decoder {a.decoder})",
+              file=sys.stderr)
+        return 2
     if a.runner == "multigpu" and a.save_video:
         print("posefuse: --save-video is not available with the multigpu runner (images stay in the workers)",
               file=sys.stderr)
@@ -202,10 +207,16 @@ def main(argv=None) -> int:
             for spec, name in streams:
                 try:
                     src = open_named(spec, name)
+                except SourceError as e:
+                    failed[name] = str(e)
+                    continue
+                try:
                     outputs.fps = src.fps or 30.0
                     run_source(src, a.runner, engine, router, outputs, a.batch, predict_kw)
                 except SourceError as e:
                     failed[name] = str(e)
+                finally:
+                    src.close()  # a decode process or decoder thread stops with it
     except KeyboardInterrupt:  # concurrent.RunInterrupted (drained), or a sequential runner's batch boundary
         print("posefuse: interrupted; writing partial statistics", file=sys.stderr)
         for key in router.total.unfinished():

@@ -253,8 +253,8 @@ def _results(results_q, monitor, on_result, state: RunState, n_workers: int):
                 monitor.done_many([(k, len(res)) for k, (_, _, res) in zip(keys, ready)])
                 state.leave(keys)
                 if on_result is not None:
-                    for name, g, res in ready:
-                        on_result(name, g.index, g.image, res)
+                    for name, g, res in ready:  # an NV12 frame's buffer is back in its source's pool by now
+                        on_result(name, g.index, g.image if g.pixel_format == "bgr" else None, res)
             times["result.gpu_wait_and_deliver"] += time.perf_counter() - t1
     except BaseException as e:  # noqa: BLE001
         state.fail("result", e)
@@ -279,7 +279,9 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
     """Run all ``sources`` at once (see the module docstring). ``pipe``: a PosePipeline, or a list of them
     (the ``streams`` runner: one GPU worker thread per pipeline, each on its own CUDA stream).
     ``max_wait_ms=None``: fixed batches (``pipelined``); a number: the ``dynamic`` batcher.
-    Returns {source name: error} for the sources that failed; raises RunnerError when a worker failed."""
+    ``on_result(stream, index, image, poses)``: ``image`` is None for NV12 (NVDEC) frames (their buffers are
+    back in the source's pool). Returns {source name: error} for the sources that failed; raises RunnerError
+    when a worker failed."""
     pipes = list(pipe) if isinstance(pipe, (list, tuple)) else [pipe]
     if not pipes:
         raise ValueError("pipe: expected a pipeline or a non-empty list of pipelines, got an empty list")

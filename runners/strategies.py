@@ -26,6 +26,8 @@ from .sources import Source, SourceError
 RUNNERS = ("serial", "batched", "ultralytics", "pipelined", "streams", "dynamic", "multigpu")
 CONCURRENT = ("pipelined", "streams", "dynamic")  # all sources at once (runners/concurrent.py)
 
+# on_result(stream, frame index, image, poses): ``image`` is the BGR frame, or None for an NV12 (NVDEC) frame,
+# whose buffer the source has reused by then
 OnResult = Callable[[str, int, object, PoseResult], None]
 
 
@@ -105,8 +107,8 @@ def _deliver(name: str, done, monitor: PerformanceMonitor, on_result: OnResult |
     """``done``: (frame, PoseResult) pairs in order (strategies.finish)."""
     for f, r in done:
         monitor.done((name, f.index), len(r))
-        if on_result is not None:
-            on_result(name, f.index, f.image, r)
+        if on_result is not None:  # an NV12 frame's buffer is back in its source's pool by now
+            on_result(name, f.index, f.image if f.pixel_format == "bgr" else None, r)
 
 
 def _arrive(src: Source, f, monitor: PerformanceMonitor, device=None) -> bool:

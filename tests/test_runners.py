@@ -134,6 +134,9 @@ def test_cli_bad_arguments():
         main(["run", "--runner", "warp-speed"])
     assert e.value.code == 2
     assert main(["run", "--batch", "0"]) == 2
+    # NVDEC frames are NV12 on the GPU and go back to their pool: no annotated video, no predict on them
+    assert main(["run", "--decoder", "nvdec", "--save-video", "out.mp4"]) == 2
+    assert main(["run", "--decoder", "nvdec-process", "--runner", "ultralytics"]) == 2
 
 
 # ------------------------------------------------------------------------------------------------
