@@ -2,7 +2,7 @@
 # One full GPU session on the device machine (repo root, .offline/ carried): installs the offline bundle,
 # then runs the steps asked for (default: all):
 #   tests     pytest -m gpu (kernels, pipeline)           -> results/gpu_tests.md (a line appended)
-#   bench     kernel + pipeline benchmarks                -> results/{kernels,pipeline}.{json,md}
+#   bench     kernel + pipeline (+ runners) benchmarks    -> results/{kernels,pipeline,runner_benchmarks}.{json,md}
 #   accuracy  experiments/accuracy.py                     -> results/accuracy.json
 #   ncu       experiments/profile.sh (ncu by NVTX range)  -> results/ncu_nvtx.txt
 #   notebook  experiments/run_notebook.py                 -> experiments/compare_kernels.ipynb (executed)
