@@ -121,7 +121,7 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
                 return
             keys = [(src.name, f.index) for f in parcel]
             monitor.arrived_many(keys)
-            good = []
+            good, good_keys = [], []
             for f, key in zip(parcel, keys):
                 bad = frame_problem(src.name, f.index, f.image, f.pixel_format, device)
                 if bad:  # recorded drop naming stream, index and reason; the stream goes on
@@ -129,9 +129,10 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
                     monitor.dropped(key, bad)
                 else:
                     good.append(f)
+                    good_keys.append(key)
             if not good:
                 continue
-            state.enter([(src.name, f.index) for f in good])
+            state.enter(good_keys)
             t0 = time.perf_counter()
             ok = _put(frames_q, (src.name, seq, good), state)
             t_put += time.perf_counter() - t0

@@ -95,11 +95,7 @@ class PerformanceMonitor:
 
     def arrived(self, key, t: float | None = None):
         """A frame entered the runner (``key``: (stream, frame index); ``t``: its arrival time, default now)."""
-        with self._lock:
-            if self.t0 is None:
-                self.start()
-            self.frames_in += 1
-            self.arrivals[key] = time.perf_counter() if t is None else t
+        self.arrived_many([key], t)
 
     def arrived_many(self, keys: list, t: float | None = None):
         """Frames that entered together (a decoder's chunk): one lock, one clock reading."""

@@ -77,9 +77,7 @@ class _Outbox:
 
     # PerformanceMonitor interface used by the runners
     def arrived(self, key, t=None):
-        t = time.perf_counter() if t is None else t
-        self.local.arrived(key, t)
-        self._add(("arrived", key, t))
+        self.arrived_many([key], t)
 
     def arrived_many(self, keys, t=None):
         t = time.perf_counter() if t is None else t
@@ -236,9 +234,6 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
                     if ev[0] == "arrived_many":
                         inflight[rank].update(ev[1])
                         monitor.arrived_many(ev[1], ev[2])
-                    elif ev[0] == "arrived":
-                        inflight[rank].add(ev[1])
-                        monitor.arrived(ev[1], ev[2])
                     elif ev[0] == "dropped":
                         inflight[rank].discard(ev[1])
                         monitor.dropped(ev[1], ev[2])
