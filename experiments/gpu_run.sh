@@ -9,6 +9,7 @@
 #   probe     experiments/nvdec_probe.py (decoder buffer reuse)  -> logs/nvdec_probe.json
 #   gilprobe  experiments/decode_gil_probe.py (decoders' GIL share, ThreadedDecoder)  -> logs/decode_gil_probe.json
 #   host      experiments/host_overhead.py [HOST_ARGS] (runner's host ceiling, simulated GPU)  -> logs/host_overhead.json
+#   e2eprobe  experiments/e2e_probe.py [PROBE_ARGS] (e2e variants, CUDA trace)  -> results/e2e_probe.json
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
@@ -68,6 +69,10 @@ fi
 if want host; then
   step host
   timeout 120 python3 experiments/host_overhead.py ${HOST_ARGS:-} --json "$LOG/host_overhead.json" >"$LOG/host_overhead.log" 2>&1; r=$?; rc=$((rc | r)); grep -E "frames_per_s|over_bound|cpu_us" "$LOG/host_overhead.log"
+fi
+if want e2eprobe; then
+  step e2eprobe
+  timeout 400 python3 experiments/e2e_probe.py ${PROBE_ARGS:-} --trace-dir "$LOG" >"$LOG/e2e_probe.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/e2e_probe.log" | tail -60
 fi
 if want runners; then
   step runners

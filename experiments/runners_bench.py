@@ -129,8 +129,9 @@ def pipeline_alone(pipe, path: str, batch: int, seconds: float = 3.0) -> dict:
 
 
 def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int, decoder: str = "nvdec",
-        switch_ms: float = 1.0) -> dict:
-    """``streams`` NVDEC sources of ``path`` through the concurrent runner (warmed up before the clock)."""
+        switch_ms: float = 1.0, **run_kw) -> dict:
+    """``streams`` NVDEC sources of ``path`` through the concurrent runner (warmed up before the clock);
+    ``run_kw`` go to run_concurrent."""
     from phase_table import runner_phase
     from runners.sources import open_source
 
@@ -143,7 +144,7 @@ def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int, dec
             out.append(s)
         return out
 
-    rep = runner_phase(sources, pipes, batch, max_wait_ms, switch_interval_s=switch_ms / 1e3)[0]
+    rep = runner_phase(sources, pipes, batch, max_wait_ms, switch_interval_s=switch_ms / 1e3, **run_kw)[0]
     rep.update(decoder=decoder, switch_interval_ms=switch_ms, chunk=chunk)
     return rep
 

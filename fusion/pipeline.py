@@ -16,8 +16,8 @@ How a batch runs (CUDA device):
   frame shape, pixel format) and replayed for later batches of that signature;
 * the padded results (one flat buffer) come back in one device-to-host copy into pinned memory on a side
   stream; ``PendingBatch.result()`` waits for that copy only.
-Each signature has a ring of two slots (buffers, graph, pinned results), so batch k+1 can be queued while
-batch k is computed or read back. After warm-up a graph-mode batch allocates no device memory.
+Each signature has a ring of ``ring`` slots (buffers, graph, pinned results; 2 by default), so batch k+1 can
+be queued while batch k is computed or read back. After warm-up a graph-mode batch allocates no device memory.
 
 On a machine without a GPU (``device="cpu"``) the same chain runs with the CPU reference kernels and gives
 the same results (fp32).
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -146,8 +147,12 @@ class PosePipeline:
     def __init__(self, model=DEFAULT_MODEL, device="cuda", backend: str = "auto", precision: str = "fp16",
                  imgsz=640, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, rect: bool = True,
                  cuda_graph: bool = True, compile: bool = False, channels_last: bool = True,
-                 max_nms: int = MAX_NMS, strides=None, timing: bool = True, buckets: bool = True):
+                 max_nms: int = MAX_NMS, strides=None, timing: bool = True, buckets: bool = True, ring: int = RING):
         self.device = torch.device(device)
+        if int(ring) < 1:
+            raise KernelInputError(f"ring: expected >= 1 slots per input signature, got {ring}")
+        self.ring = int(ring)  # batches of one signature in flight before submit() waits for the oldest
+        self.ring_wait_s = 0.0  # host seconds submit() spent waiting for a ring slot (the GPU is behind)
         self.timing = bool(timing)  # CUDA events per stage -> PendingBatch.gpu_ms
         self.buckets = bool(buckets)  # graph mode: batches padded to bucket_size() (dynamic batching)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -210,7 +215,7 @@ class PosePipeline:
         """A pipeline sharing this one's backbone (weights in memory once) with buffers, graphs and streams
         of its own: one per thread or CUDA stream (the ``streams`` runner)."""
         twin = copy.copy(self)
-        twin._slots, twin._turn, twin.graph_errors = {}, {}, []
+        twin._slots, twin._turn, twin.graph_errors, twin.ring_wait_s = {}, {}, [], 0.0
         twin._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         twin._graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
         return twin
@@ -284,21 +289,23 @@ class PosePipeline:
             top = bucket_size(batch)
             sizes = sorted({min(1 << k, top) for k in range(top.bit_length())} | {top})
         for n in sizes:
-            for _ in range(RING + 1):  # every slot of the ring captured, then one replay
+            for _ in range(self.ring + 1):  # every slot of the ring captured, then one replay
                 self([frame] * n, pixel_format)
 
     # ------------------------------------------------------------------ internals
     def _next_slot(self, sig) -> _Slot:
         ring = self._slots.get(sig)
         if ring is None:
-            ring = self._slots[sig] = [_Slot(event=torch.cuda.Event()) for _ in range(RING)]
+            ring = self._slots[sig] = [_Slot(event=torch.cuda.Event()) for _ in range(self.ring)]
             self._turn[sig] = 0
         i = self._turn[sig]
-        self._turn[sig] = (i + 1) % RING
+        self._turn[sig] = (i + 1) % self.ring
         slot = ring[i]
+        t0 = time.perf_counter()
         if slot.pending is not None:  # its results were not read yet: keep them before reusing the buffers
             slot.pending._materialize()
         slot.event.synchronize()
+        self.ring_wait_s += time.perf_counter() - t0
         return slot
 
     def _stage_host(self, slot: _Slot, frames, batch, same: bool):

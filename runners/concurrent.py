@@ -158,7 +158,7 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
     runner). ``ended``: {"n": sources ended, "of": sources} shared by the workers."""
     buf = []
     first_t = last_t = None
-    times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.results_full_wait": 0.0}
+    times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.ring_wait": 0.0, "gpu.results_full_wait": 0.0}
 
     def flush():
         """Submit up to ``batch`` frames of ``buf`` (the oldest); the rest wait for the next batch."""
@@ -166,10 +166,13 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
         items, buf = buf[:batch], buf[batch:]
         first_t = time.perf_counter() if buf else None
         t0 = time.perf_counter()
+        w0 = getattr(pipe, "ring_wait_s", 0.0)
         submitted = submit_frames(pipe, [f for _, _, f in items])
         t1 = time.perf_counter()
         _put(results_q, (items, submitted), state)
-        times["gpu.submit"] += t1 - t0
+        ring_wait = getattr(pipe, "ring_wait_s", 0.0) - w0  # waiting for the GPU, inside submit
+        times["gpu.submit"] += t1 - t0 - ring_wait
+        times["gpu.ring_wait"] += ring_wait
         times["gpu.results_full_wait"] += time.perf_counter() - t1
 
     def all_ended():
@@ -276,13 +279,17 @@ def warm_up(pipe, sources: list[Source], batch: int):
 def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_result=None, *, batch: int = 32,
                    max_wait_ms: float | None = None, realtime: bool = False, queue_frames: int | None = None,
                    join_timeout: float = 2.0, idle_ms: float = 200.0,
-                   switch_interval_s: float = SWITCH_INTERVAL_S) -> dict:
+                   switch_interval_s: float = SWITCH_INTERVAL_S, worker_stream: str = "own") -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipe``: a PosePipeline, or a list of them
     (the ``streams`` runner: one GPU worker thread per pipeline, each on its own CUDA stream).
     ``max_wait_ms=None``: fixed batches (``pipelined``); a number: the ``dynamic`` batcher.
     ``on_result(stream, index, image, poses)``: ``image`` is None for NV12 (NVDEC) frames (their buffers are
-    back in the source's pool). Returns {source name: error} for the sources that failed; raises RunnerError
-    when a worker failed."""
+    back in the source's pool). ``worker_stream``: 'own' (each GPU worker on a CUDA stream of its own) or
+    'current' (one worker on the thread's current stream: torch's legacy default stream, which orders
+    itself against every other blocking stream of the process, decoders' included). Returns {source name:
+    error} for the sources that failed; raises RunnerError when a worker failed."""
+    if worker_stream not in ("own", "current"):
+        raise ValueError(f"worker_stream: expected 'own' or 'current', got {worker_stream!r}")
     pipes = list(pipe) if isinstance(pipe, (list, tuple)) else [pipe]
     if not pipes:
         raise ValueError("pipe: expected a pipeline or a non-empty list of pipelines, got an empty list")
@@ -302,7 +309,7 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
                for i, s in enumerate(sources)]
     for i, p in enumerate(pipes):
         cuda = getattr(p, "device", None) is not None and p.device.type == "cuda"
-        stream = torch.cuda.Stream(p.device) if cuda and len(pipes) > 1 else None
+        stream = torch.cuda.Stream(p.device) if cuda and (worker_stream == "own" or len(pipes) > 1) else None
         threads.append(threading.Thread(target=_batcher, name=f"posefuse-gpu-{i}", daemon=True,
                                         args=(frames_q, results_q, p, state, batch, max_wait, idle_ms / 1e3, ended,
                                               stream)))

@@ -1,0 +1,172 @@
+"""Where the end-to-end NVDEC runner loses against the pipeline alone: the same 8-stream e2e run (runners_bench
+e2e) under variants, in one process on one card, with the GPU worker's time split and, optionally, a CUDA
+activity trace of one variant.
+
+    python experiments/e2e_probe.py [--clip 768x432] [--variants nvdec:current:2,nvdec:own:2,...] [--trace 1]
+
+A variant is ``decoder:stream:ring[:chunk]``: decoder nvdec | nvdec-process (optionally /kernel or /dma);
+stream 'current' (the GPU worker on torch's legacy default stream, the runner's behaviour before this probe)
+or 'own' (a CUDA stream of its own); ring: PosePipeline slots per signature (batches in flight).
+``--trace K``: the K-th variant (0-based) runs again under torch.profiler (CUDA activity only); the summary
+(busy fraction of the card over the run, per CUDA stream: kernels/copies and busy ms, the largest idle gaps)
+goes into the JSON. Writes results/e2e_probe.json (runs appended) and prints one line per variant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+
+
+def parse_variant(v: str) -> dict:
+    parts = v.split(":")
+    if len(parts) not in (3, 4) or parts[1] not in ("own", "current"):
+        raise SystemExit(f"--variants: expected decoder:own|current:ring[:chunk], got {v!r}")
+    return {"decoder": parts[0], "worker_stream": parts[1], "ring": int(parts[2]),
+            "chunk": int(parts[3]) if len(parts) == 4 else None}
+
+
+def union_ms(iv: list) -> float:
+    """Total length of the union of [start, end) intervals (microseconds in, milliseconds out)."""
+    tot, end = 0.0, None
+    for a, b in sorted(iv):
+        if end is None or a > end:
+            tot += b - a
+            end = b
+        elif b > end:
+            tot += b - end
+            end = b
+    return tot / 1e3
+
+
+def trace_summary(path: str) -> dict:
+    """Busy time of the card and of each CUDA stream from a chrome trace of torch.profiler."""
+    ev = json.load(open(path))
+    ev = ev.get("traceEvents", ev) if isinstance(ev, dict) else ev
+    gpu = [e for e in ev if e.get("ph") == "X" and e.get("cat") in GPU_CATS]
+    if not gpu:
+        return {"events": 0}
+    t0 = min(e["ts"] for e in gpu)
+    t1 = max(e["ts"] + e["dur"] for e in gpu)
+    streams: dict = {}
+    for e in gpu:
+        s = streams.setdefault(str(e.get("tid")), {"kernels": 0, "copies": 0, "iv": []})
+        s["kernels" if e["cat"] == "kernel" else "copies"] += 1
+        s["iv"].append((e["ts"], e["ts"] + e["dur"]))
+    all_iv = sorted((e["ts"], e["ts"] + e["dur"]) for e in gpu if e["cat"] == "kernel")
+    gaps, end = [], None
+    for a, b in all_iv:
+        if end is not None and a > end:
+            gaps.append(a - end)
+        end = b if end is None else max(end, b)
+    gaps.sort(reverse=True)
+    return {
+        "events": len(gpu), "window_ms": (t1 - t0) / 1e3,
+        "kernel_busy_ms": union_ms(all_iv), "any_busy_ms": union_ms([(e["ts"], e["ts"] + e["dur"]) for e in gpu]),
+        "kernel_gaps_ms": {"count_over_0.1ms": sum(g > 100 for g in gaps), "sum_over_0.1ms": sum(g for g in gaps if g > 100) / 1e3,
+                           "largest": [g / 1e3 for g in gaps[:10]]},
+        "streams": {k: {"kernels": v["kernels"], "copies": v["copies"], "busy_ms": union_ms(v["iv"])}
+                    for k, v in sorted(streams.items(), key=lambda kv: -len(kv[1]["iv"]))[:12]},
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clip", default="768x432", help="768x432 or 1080p")
+    ap.add_argument("--streams", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--chunk", type=int, default=32)
+    ap.add_argument("--max-wait-ms", type=float, default=10.0)
+    ap.add_argument("--variants", default="nvdec:current:2,nvdec:own:2,nvdec:own:3,nvdec-process:own:2,nvdec-process:own:3")
+    ap.add_argument("--alone-rings", default="2,3", help="pipeline alone (frames on the GPU) at these rings")
+    ap.add_argument("--trace", type=int, default=None, help="index of the variant to trace again")
+    ap.add_argument("--trace-dir", default=None, help="where the chrome trace goes (default: out-dir)")
+    ap.add_argument("--out-dir", default=str(ROOT / "results"))
+    a = ap.parse_args(argv)
+    variants = [parse_variant(v) for v in a.variants.split(",") if v]
+
+    import torch
+
+    from fusion import PosePipeline
+    from runners.gpuinfo import environment
+    from runners_bench import CLIPS, e2e, pipeline_alone
+    from tests import helpers
+
+    path = helpers.data_path(CLIPS[a.clip])
+    base = PosePipeline()
+    pipes: dict = {}
+
+    def pipe_for(ring: int):
+        if ring not in pipes:
+            p = base.replica()
+            p.ring = ring
+            pipes[ring] = p
+        return pipes[ring]
+
+    run = {"env": environment(), "command": "python experiments/e2e_probe.py " + " ".join(argv or sys.argv[1:]),
+           "clip": a.clip, "streams": a.streams, "batch": a.batch, "max_wait_ms": a.max_wait_ms,
+           "alone": {}, "variants": []}
+    for ring in [int(r) for r in a.alone_rings.split(",") if r]:
+        r = pipeline_alone(pipe_for(ring), path, a.batch)
+        run["alone"][f"ring{ring}"] = r
+        print(f"pipeline alone ring {ring}: {r['frames_per_s']:.0f} fr/s", flush=True)
+
+    def one(v: dict) -> dict:
+        pipe = pipe_for(v["ring"])
+        w0 = pipe.ring_wait_s
+        t0 = time.perf_counter()
+        rep = e2e(pipe, path, a.streams, a.batch, a.max_wait_ms, v["chunk"] or a.chunk, v["decoder"],
+                  worker_stream=v["worker_stream"])
+        rep["variant"] = dict(v)
+        rep["ring_wait_s_total"] = pipe.ring_wait_s - w0
+        rep["phase_wall_s"] = time.perf_counter() - t0
+        th = rep.get("runner_thread_s", {})
+        print(f"{v['decoder']:22s} {v['worker_stream']:7s} ring {v['ring']} chunk {v['chunk'] or a.chunk}: "
+              f"{rep['frames_per_s']:7.0f} fr/s  graph {rep.get('gpu_stage_ms_per_batch', {}).get('graph', 0):.2f} ms "
+              f"d2h {rep.get('gpu_stage_ms_per_batch', {}).get('d2h', 0):.2f} ms  submit {th.get('gpu.submit', 0):.2f} s "
+              f"ring_wait {th.get('gpu.ring_wait', 0):.2f} s frames_wait {th.get('gpu.frames_wait', 0):.2f} s  "
+              f"util {rep.get('usage', {}).get('gpu_util_percent', {}).get('mean', 0):.0f}%", flush=True)
+        return rep
+
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for v in variants:
+        run["variants"].append(one(v))
+        _write(out, run)
+    if a.trace is not None and a.trace < len(variants):
+        from torch.profiler import ProfilerActivity, profile
+
+        tdir = Path(a.trace_dir or out)
+        tdir.mkdir(parents=True, exist_ok=True)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            rep = one(variants[a.trace])
+        tpath = tdir / "e2e_probe_trace.json"
+        prof.export_chrome_trace(str(tpath))
+        rep["trace"] = trace_summary(str(tpath))
+        rep["traced"] = True
+        run["variants"].append(rep)
+        print(json.dumps(rep["trace"], indent=1), flush=True)
+        _write(out, run)
+    torch.cuda.synchronize()
+
+
+def _write(out: Path, run: dict):
+    p = out / "e2e_probe.json"
+    runs = json.loads(p.read_text())["runs"] if p.exists() else []
+    if runs and runs[-1].get("env", {}).get("date") == run["env"].get("date"):
+        runs[-1] = run
+    else:
+        runs.append(run)
+    p.write_text(json.dumps({"runs": runs}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
