@@ -4,16 +4,18 @@ activity trace of one variant.
 
     python experiments/e2e_probe.py [--clip 768x432] [--variants nvdec:current:2,nvdec:own:2,...] [--trace 1]
 
-A variant is ``decoder:stream:ring[:chunk]``: decoder nvdec | nvdec-process (optionally /kernel or /dma);
+A variant is ``decoder:stream:ring[:chunk[:flags]]``: decoder nvdec | nvdec-process (optionally /kernel or /dma);
 stream 'current' (the GPU worker on torch's legacy default stream, the runner's behaviour before this probe)
 or 'own' (a CUDA stream of its own); ring: PosePipeline slots per signature (batches in flight).
-``--trace K``: the K-th variant (0-based) runs again under torch.profiler (CUDA activity only); the summary
+flags, '+'-joined: nousage (no NVML/psutil sampler thread), nogc (cyclic GC off during the run). Every
+variant logs the GC's collections during its run. ``--trace K``: the K-th variant (0-based) runs again under torch.profiler (CUDA activity only); the summary
 (busy fraction of the card over the run, per CUDA stream: kernels/copies and busy ms, the largest idle gaps)
 goes into the JSON. Writes results/e2e_probe.json (runs appended) and prints one line per variant.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -26,12 +28,36 @@ sys.path.insert(0, str(ROOT / "experiments"))
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 
 
+FLAGS = ("nousage", "nogc")
+
+
 def parse_variant(v: str) -> dict:
     parts = v.split(":")
-    if len(parts) not in (3, 4) or parts[1] not in ("own", "current"):
-        raise SystemExit(f"--variants: expected decoder:own|current:ring[:chunk], got {v!r}")
+    flags = parts[4].split("+") if len(parts) == 5 and parts[4] else []
+    if len(parts) not in (3, 4, 5) or parts[1] not in ("own", "current") or set(flags) - set(FLAGS):
+        raise SystemExit(f"--variants: expected decoder:own|current:ring[:chunk[:flag+flag]] (flags: {FLAGS}), got {v!r}")
     return {"decoder": parts[0], "worker_stream": parts[1], "ring": int(parts[2]),
-            "chunk": int(parts[3]) if len(parts) == 4 else None}
+            "chunk": int(parts[3]) if len(parts) >= 4 and parts[3] else None, "flags": flags}
+
+
+class GcLog:
+    """Collections the cyclic GC ran (generation, milliseconds) while installed."""
+
+    def __init__(self):
+        self.t0, self.events = None, []
+
+    def __call__(self, phase, info):
+        if phase == "start":
+            self.t0 = time.perf_counter()
+        elif self.t0 is not None:
+            self.events.append((info["generation"], (time.perf_counter() - self.t0) * 1e3))
+
+    def summary(self) -> dict:
+        out = {}
+        for g in (0, 1, 2):
+            ms = [m for gen, m in self.events if gen == g]
+            out[f"gen{g}"] = {"count": len(ms), "total_ms": sum(ms), "max_ms": max(ms, default=0.0)}
+        return out
 
 
 def union_ms(iv: list) -> float:
@@ -62,10 +88,15 @@ def trace_summary(path: str) -> dict:
         s["kernels" if e["cat"] == "kernel" else "copies"] += 1
         s["iv"].append((e["ts"], e["ts"] + e["dur"]))
     all_iv = sorted((e["ts"], e["ts"] + e["dur"]) for e in gpu if e["cat"] == "kernel")
-    gaps, end = [], None
+    gaps, idle, end = [], [], None  # idle: the card ran nothing (no kernel, copy or memset) for over 3 ms
     for a, b in all_iv:
         if end is not None and a > end:
             gaps.append(a - end)
+        end = b if end is None else max(end, b)
+    end = None
+    for a, b in sorted((e["ts"], e["ts"] + e["dur"]) for e in gpu):
+        if end is not None and a - end > 3000:
+            idle.append([round((end - t0) / 1e3, 1), round((a - end) / 1e3, 1)])
         end = b if end is None else max(end, b)
     gaps.sort(reverse=True)
     return {
@@ -73,14 +104,16 @@ def trace_summary(path: str) -> dict:
         "kernel_busy_ms": union_ms(all_iv), "any_busy_ms": union_ms([(e["ts"], e["ts"] + e["dur"]) for e in gpu]),
         "kernel_gaps_ms": {"count_over_0.1ms": sum(g > 100 for g in gaps), "sum_over_0.1ms": sum(g for g in gaps if g > 100) / 1e3,
                            "largest": [g / 1e3 for g in gaps[:10]]},
-        "streams": {k: {"kernels": v["kernels"], "copies": v["copies"], "busy_ms": union_ms(v["iv"])}
-                    for k, v in sorted(streams.items(), key=lambda kv: -len(kv[1]["iv"]))[:12]},
+        "idle_over_3ms": {"count": len(idle), "sum_ms": round(sum(g for _, g in idle), 1), "at_ms_len_ms": idle[:60]},
+        "streams": {k: {"kernels": v["kernels"], "copies": v["copies"], "busy_ms": union_ms(v["iv"]),
+                        "first_ms": (min(a for a, _ in v["iv"]) - t0) / 1e3, "last_ms": (max(b for _, b in v["iv"]) - t0) / 1e3}
+                    for k, v in sorted(streams.items(), key=lambda kv: -len(kv[1]["iv"]))[:16]},
     }
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--clip", default="768x432", help="768x432 or 1080p")
+    ap.add_argument("--clip", default="768x432", help="comma list of 768x432, 1080p (the trace: the first clip)")
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--chunk", type=int, default=32)
@@ -96,12 +129,20 @@ def main(argv=None):
     import torch
 
     from fusion import PosePipeline
+
+    base = PosePipeline()
+    for k, clip in enumerate(c for c in a.clip.split(",") if c):
+        probe_clip(clip, a, variants, base, a.trace if k == 0 else None)
+    torch.cuda.synchronize()
+
+
+def probe_clip(clip: str, a, variants: list, base, trace: int | None):
+    """The pipeline alone and every variant on ``clip``; ``trace``: the variant traced again."""
     from runners.gpuinfo import environment
     from runners_bench import CLIPS, e2e, pipeline_alone
     from tests import helpers
 
-    path = helpers.data_path(CLIPS[a.clip])
-    base = PosePipeline()
+    path = helpers.data_path(CLIPS[clip])
     pipes: dict = {}
 
     def pipe_for(ring: int):
@@ -111,8 +152,8 @@ def main(argv=None):
             pipes[ring] = p
         return pipes[ring]
 
-    run = {"env": environment(), "command": "python experiments/e2e_probe.py " + " ".join(argv or sys.argv[1:]),
-           "clip": a.clip, "streams": a.streams, "batch": a.batch, "max_wait_ms": a.max_wait_ms,
+    run = {"env": environment(), "command": "python experiments/e2e_probe.py " + " ".join(sys.argv[1:]),
+           "clip": clip, "streams": a.streams, "batch": a.batch, "max_wait_ms": a.max_wait_ms,
            "alone": {}, "variants": []}
     for ring in [int(r) for r in a.alone_rings.split(",") if r]:
         r = pipeline_alone(pipe_for(ring), path, a.batch)
@@ -123,8 +164,17 @@ def main(argv=None):
         pipe = pipe_for(v["ring"])
         w0 = pipe.ring_wait_s
         t0 = time.perf_counter()
-        rep = e2e(pipe, path, a.streams, a.batch, a.max_wait_ms, v["chunk"] or a.chunk, v["decoder"],
-                  worker_stream=v["worker_stream"])
+        log = GcLog()
+        gc.callbacks.append(log)
+        if "nogc" in v["flags"]:
+            gc.disable()
+        try:
+            rep = e2e(pipe, path, a.streams, a.batch, a.max_wait_ms, v["chunk"] or a.chunk, v["decoder"],
+                      worker_stream=v["worker_stream"], usage="nousage" not in v["flags"])
+        finally:
+            gc.enable()
+            gc.callbacks.remove(log)
+        rep["gc"] = log.summary()
         rep["variant"] = dict(v)
         rep["ring_wait_s_total"] = pipe.ring_wait_s - w0
         rep["phase_wall_s"] = time.perf_counter() - t0
@@ -133,7 +183,8 @@ def main(argv=None):
               f"{rep['frames_per_s']:7.0f} fr/s  graph {rep.get('gpu_stage_ms_per_batch', {}).get('graph', 0):.2f} ms "
               f"d2h {rep.get('gpu_stage_ms_per_batch', {}).get('d2h', 0):.2f} ms  submit {th.get('gpu.submit', 0):.2f} s "
               f"ring_wait {th.get('gpu.ring_wait', 0):.2f} s frames_wait {th.get('gpu.frames_wait', 0):.2f} s  "
-              f"util {rep.get('usage', {}).get('gpu_util_percent', {}).get('mean', 0):.0f}%", flush=True)
+              f"util {(rep.get('usage') or {}).get('gpu_util_percent', {}).get('mean', 0):.0f}%  "
+              f"gc2 {rep['gc']['gen2']['count']}x max {rep['gc']['gen2']['max_ms']:.1f} ms  {'+'.join(v['flags'])}", flush=True)
         return rep
 
     out = Path(a.out_dir)
@@ -141,21 +192,20 @@ def main(argv=None):
     for v in variants:
         run["variants"].append(one(v))
         _write(out, run)
-    if a.trace is not None and a.trace < len(variants):
+    if trace is not None and trace < len(variants):
         from torch.profiler import ProfilerActivity, profile
 
         tdir = Path(a.trace_dir or out)
         tdir.mkdir(parents=True, exist_ok=True)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            rep = one(variants[a.trace])
+            rep = one(variants[trace])
         tpath = tdir / "e2e_probe_trace.json"
         prof.export_chrome_trace(str(tpath))
         rep["trace"] = trace_summary(str(tpath))
         rep["traced"] = True
         run["variants"].append(rep)
-        print(json.dumps(rep["trace"], indent=1), flush=True)
+        print(json.dumps({k: v for k, v in rep["trace"].items() if k != "streams"}), flush=True)
         _write(out, run)
-    torch.cuda.synchronize()
 
 
 def _write(out: Path, run: dict):

@@ -93,13 +93,13 @@ def predict_phase(frames, batch: int, half: bool, device) -> tuple[dict, object,
     return mon.report(), mon, {"ultralytics_ms_per_image": speed}
 
 
-def runner_phase(sources_fn, pipes, batch: int, max_wait_ms, **run_kw) -> tuple[dict, object]:
+def runner_phase(sources_fn, pipes, batch: int, max_wait_ms, usage: bool = True, **run_kw) -> tuple[dict, object]:
     from runners.concurrent import run_concurrent, warm_up
     from runners.monitor import PerformanceMonitor
 
     srcs = sources_fn()
     warm_up(pipes, srcs, batch)  # graph captures and cuDNN autotuning before the clock starts
-    mon = PerformanceMonitor()
+    mon = PerformanceMonitor(usage=usage)
     mon.start()
     failed = run_concurrent(srcs, pipes, mon, batch=batch, max_wait_ms=max_wait_ms, **run_kw)
     mon.stop()

@@ -84,6 +84,22 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
     return nvdec_stream(**kw).source()
 
 
+def prime_decoder(dec, stream) -> float:
+    """Starts ``dec``'s decoder session now: decodes frame 0, then seeks back to it, so the next
+    ``get_batch_frames`` starts at frame 0 of a session already running. Returns the seconds it took.
+
+    PyNvVideoCodec creates a decoder session lazily, in the first decode call (NVIDIA's decode_perf sample
+    subtracts ``GetSessionInitTime`` for that reason). Under a busy GPU the sessions of 8 streams started
+    over 0.9 s: 3 decoders began at 0.38-0.54 s into an e2e run and 5 at 1.12-1.28 s (CUDA trace of the
+    runner, experiments/e2e_probe.py, H100), while the pipeline waited for their frames. Opened this way,
+    the session starts with the source, before a runner's clock."""
+    t0 = time.perf_counter()
+    dec.get_batch_frames(1)
+    dec.seek_to_index(0)
+    stream.synchronize()
+    return time.perf_counter() - t0
+
+
 def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None,
                  copy: str = "kernel") -> ChunkStream:
     """The NVDEC decoder of ``path`` as a ChunkStream (frames copied into its own pool; see the module
@@ -103,6 +119,11 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
     except Exception as e:  # PyNvVideoCodec raises its own exception types (unsupported codec, demux error...)
         raise SourceError(f"source {path}: NVDEC could not open it ({type(e).__name__}: {e})") from e
     want = declared if max_frames is None else min(declared, max_frames)
+    try:
+        with torch.cuda.device(dev):
+            init_s = prime_decoder(dec, stream)
+    except Exception as e:
+        raise SourceError(f"source {path}: NVDEC could not decode its first frame ({type(e).__name__}: {e})") from e
     cancel = threading.Event()
     h, w = int(meta.height), int(meta.width)
     buffers = torch.empty((pool, h * 3 // 2, w), dtype=torch.uint8, device=dev)
@@ -124,7 +145,8 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
     # fetch() switches device and stream only inside itself, never across a ``yield``: a
     # ``with torch.cuda.stream(...)`` left open at a yield would change the consumer thread's current stream.
     last = [None]  # the last chunk's copy event
-    stats = {"decode.nvdec.decoder": 0.0, "decode.nvdec.pool_wait": 0.0, "decode.nvdec.copy": 0.0}
+    stats = {"decode.nvdec.decoder": 0.0, "decode.nvdec.pool_wait": 0.0, "decode.nvdec.copy": 0.0,
+             "open.nvdec.session_init": init_s}
 
     def fetch(i):
         with torch.cuda.device(dev), torch.cuda.stream(stream):

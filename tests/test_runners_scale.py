@@ -284,6 +284,38 @@ def test_nvdec_source_frames_match_opencv_and_are_released(process):
     src.close()
 
 
+@pytest.mark.gpu
+def test_nvdec_source_opened_primed_starts_at_frame_zero():
+    """open_nvdec starts the decoder session at open (decodes frame 0, seeks back): its frames are still
+    frames 0, 1, ... exactly as a decoder that was never primed gives them."""
+    _need_nvdec()
+    import PyNvVideoCodec as nvc
+
+    from runners.nvdec import open_nvdec
+
+    path = helpers.data_path(CLIP)
+    s = torch.cuda.Stream()
+    raw = nvc.SimpleDecoder(path, gpu_id=torch.cuda.current_device(), cuda_stream=s.cuda_stream,
+                            use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
+    want = []
+    for fr in raw.get_batch_frames(6):
+        t = torch.from_dlpack(fr)
+        want.append((t[..., 0] if t.ndim == 3 else t).clone())
+    s.synchronize()
+    assert not torch.equal(want[0], want[5]), "the clip's first frames must differ for this check"
+    src = open_nvdec(path, max_frames=6, chunk=4, pool=8)
+    assert src.stats["open.nvdec.session_init"] > 0
+    got = []
+    for f in src.frames:
+        torch.cuda.current_stream().wait_event(f.ready)
+        got.append(f.image.clone())
+        f.done()
+    assert len(got) == 6
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert torch.equal(g, w), f"frame {i} differs from an unprimed decoder's frame {i}"
+    src.close()
+
+
 def nvdec_dynamic_run(chunk: int, decoder: str = "nvdec") -> dict:
     """8 NVDEC streams (200 frames of the clip each) through the dynamic runner; per stream: frame order and
     detections on frames 150..199; plus the same frames decoded by OpenCV through the same pipeline."""
