@@ -7,7 +7,8 @@ activity trace of one variant.
 A variant is ``decoder:stream:ring[:chunk[:flags]]``: decoder nvdec | nvdec-process (optionally /kernel or /dma);
 stream 'current' (the GPU worker on torch's legacy default stream, the runner's behaviour before this probe)
 or 'own' (a CUDA stream of its own); ring: PosePipeline slots per signature (batches in flight).
-flags, '+'-joined: nousage (no NVML/psutil sampler thread), nogc (cyclic GC off during the run). Every
+flags, '+'-joined: nousage (no NVML/psutil sampler thread), nogc (cyclic GC off during the run), log (a
+host-side timeline: decoder calls, queue puts, batch submits and read-backs; see HostLog). Every
 variant logs the GC's collections during its run. ``--trace K``: the K-th variant (0-based) runs again under torch.profiler (CUDA activity only); the summary
 (busy fraction of the card over the run, per CUDA stream: kernels/copies and busy ms, the largest idle gaps)
 goes into the JSON. Writes results/e2e_probe.json (runs appended) and prints one line per variant.
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 
 
-FLAGS = ("nousage", "nogc")
+FLAGS = ("nousage", "nogc", "log")
 
 
 def parse_variant(v: str) -> dict:
@@ -58,6 +59,77 @@ class GcLog:
             ms = [m for gen, m in self.events if gen == g]
             out[f"gen{g}"] = {"count": len(ms), "total_ms": sum(ms), "max_ms": max(ms, default=0.0)}
         return out
+
+
+class HostLog:
+    """Host-side timeline of one run (``log`` flag), by wrapping the runner's module functions: each decoder
+    call (in-process NVDEC: start, end, stream, frames), each parcel put in the frame queue, each batch
+    submitted (start, end, frames) and each batch read back (end, frames). Times in ms from install()."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.fetch, self.put, self.submit, self.finish = [], [], [], []
+        self._undo = []
+
+    def _ms(self) -> float:
+        return round((time.perf_counter() - self.t0) * 1e3, 2)
+
+    def install(self):
+        import runners.concurrent as rc
+        import runners.nvdec as rn
+
+        log = self
+        put0, submit0, finish0, stream0 = rc._put, rc.submit_frames, rc.finish, rn.nvdec_stream
+
+        def put(q, item, state):
+            ok = put0(q, item, state)
+            if isinstance(item, tuple) and len(item) == 3 and isinstance(item[0], str):
+                log.put.append([log._ms(), item[0], item[1], len(item[2])])
+            return ok
+
+        def submit(pipe, frames):
+            a = log._ms()
+            out = submit0(pipe, frames)
+            log.submit.append([a, log._ms(), len(frames)])
+            return out
+
+        def finish(submitted, monitor):
+            out = list(finish0(submitted, monitor))
+            log.finish.append([log._ms(), len(out)])
+            return out
+
+        def stream(*args, **kw):
+            cs = stream0(*args, **kw)
+            fetch0, name = cs.fetch, kw.get("path", args[0] if args else "?")
+
+            def fetch(i):
+                a = log._ms()
+                rows, ev = fetch0(i)
+                log.fetch.append([a, log._ms(), id(cs) % 10007, i, len(rows or [])])
+                return rows, ev
+
+            cs.fetch = fetch
+            del name
+            return cs
+
+        rc._put, rc.submit_frames, rc.finish, rn.nvdec_stream = put, submit, finish, stream
+        self._undo = [(rc, "_put", put0), (rc, "submit_frames", submit0), (rc, "finish", finish0),
+                      (rn, "nvdec_stream", stream0)]
+        return self
+
+    def remove(self):
+        for mod, name, fn in self._undo:
+            setattr(mod, name, fn)
+
+    def summary(self) -> dict:
+        per = {}
+        for t, name, seq, n in self.put:
+            d = per.setdefault(name, {"first_put_ms": t, "last_put_ms": t, "frames": 0})
+            d["last_put_ms"], d["frames"] = t, d["frames"] + n
+        sub = self.submit
+        gaps = sorted(([b[0] - a[1], a[1]] for a, b in zip(sub, sub[1:])), reverse=True)[:12]
+        return {"streams": per, "batches": len(sub), "largest_submit_gaps_ms_at": gaps,
+                "timeline": {"fetch": self.fetch, "put": self.put, "submit": self.submit, "finish": self.finish}}
 
 
 def union_ms(iv: list) -> float:
@@ -120,6 +192,7 @@ def main(argv=None):
     ap.add_argument("--max-wait-ms", type=float, default=10.0)
     ap.add_argument("--variants", default="nvdec:current:2,nvdec:own:2,nvdec:own:3,nvdec-process:own:2,nvdec-process:own:3")
     ap.add_argument("--alone-rings", default="2,3", help="pipeline alone (frames on the GPU) at these rings")
+    ap.add_argument("--nvdec-alone", action="store_true", help="also NVDEC decoding alone (threads, processes)")
     ap.add_argument("--trace", type=int, default=None, help="index of the variant to trace again")
     ap.add_argument("--trace-dir", default=None, help="where the chrome trace goes (default: out-dir)")
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
@@ -139,7 +212,7 @@ def main(argv=None):
 def probe_clip(clip: str, a, variants: list, base, trace: int | None):
     """The pipeline alone and every variant on ``clip``; ``trace``: the variant traced again."""
     from runners.gpuinfo import environment
-    from runners_bench import CLIPS, e2e, pipeline_alone
+    from runners_bench import CLIPS, e2e, nvdec_alone, nvdec_alone_processes, pipeline_alone
     from tests import helpers
 
     path = helpers.data_path(CLIPS[clip])
@@ -160,6 +233,12 @@ def probe_clip(clip: str, a, variants: list, base, trace: int | None):
         run["alone"][f"ring{ring}"] = r
         print(f"pipeline alone ring {ring}: {r['frames_per_s']:.0f} fr/s", flush=True)
 
+    if a.nvdec_alone:
+        for form, fn in (("threads", nvdec_alone), ("processes", nvdec_alone_processes)):
+            r = fn(path, a.streams, a.chunk)
+            run["alone"][f"nvdec_{form}"] = r
+            print(f"NVDEC alone ({form}): {r['frames_per_s']:.0f} fr/s", flush=True)
+
     def one(v: dict) -> dict:
         pipe = pipe_for(v["ring"])
         w0 = pipe.ring_wait_s
@@ -168,13 +247,18 @@ def probe_clip(clip: str, a, variants: list, base, trace: int | None):
         gc.callbacks.append(log)
         if "nogc" in v["flags"]:
             gc.disable()
+        hl = HostLog().install() if "log" in v["flags"] else None
         try:
             rep = e2e(pipe, path, a.streams, a.batch, a.max_wait_ms, v["chunk"] or a.chunk, v["decoder"],
                       worker_stream=v["worker_stream"], usage="nousage" not in v["flags"])
         finally:
             gc.enable()
             gc.callbacks.remove(log)
+            if hl is not None:
+                hl.remove()
         rep["gc"] = log.summary()
+        if hl is not None:
+            rep["host_log"] = hl.summary()
         rep["variant"] = dict(v)
         rep["ring_wait_s_total"] = pipe.ring_wait_s - w0
         rep["phase_wall_s"] = time.perf_counter() - t0

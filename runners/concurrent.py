@@ -324,8 +324,11 @@ def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_
     # A full garbage collection walks every object of the process (torch and ultralytics loaded: over 200,000;
     # 127 ms on the 2-core CI machine) holding the GIL: every thread, and every frame in flight, stalls that
     # long. The objects alive now (modules, model, buffers) are frozen out of the collector for the run, so
-    # a collection walks only what the run itself allocates.
-    gc.collect()
+    # a collection walks only what the run itself allocates. Only the young generations are collected first:
+    # a full collection before each run cost 150-235 ms on the H100 host (experiments/e2e_probe.py, GC log),
+    # 8-12% of an 8-stream run of the 768x432 clip. Old garbage frozen now is not lost: unfreeze() returns it
+    # to the collector after the run.
+    gc.collect(1)
     gc.freeze()
     try:
         return _run_threads(threads, state, sources, monitor, join_timeout)
