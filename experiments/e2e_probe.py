@@ -8,7 +8,8 @@ A variant is ``decoder:stream:ring[:chunk[:flags]]``: decoder nvdec | nvdec-proc
 stream 'current' (the GPU worker on torch's legacy default stream, the runner's behaviour before this probe)
 or 'own' (a CUDA stream of its own); ring: PosePipeline slots per signature (batches in flight).
 flags, '+'-joined: nousage (no NVML/psutil sampler thread), nogc (cyclic GC off during the run), log (a
-host-side timeline: decoder calls, queue puts, batch submits and read-backs; see HostLog). Every
+host-side timeline: decoder calls, queue puts, batch submits and read-backs; see HostLog), lowprio (the
+in-process decoders' CUDA streams at the default priority instead of high). Every
 variant logs the GC's collections during its run. ``--trace K``: the K-th variant (0-based) runs again under torch.profiler (CUDA activity only); the summary
 (busy fraction of the card over the run, per CUDA stream: kernels/copies and busy ms, the largest idle gaps)
 goes into the JSON. Writes results/e2e_probe.json (runs appended) and prints one line per variant.
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 
 
-FLAGS = ("nousage", "nogc", "log")
+FLAGS = ("nousage", "nogc", "log", "lowprio")
 
 
 def parse_variant(v: str) -> dict:
@@ -193,6 +194,7 @@ def main(argv=None):
     ap.add_argument("--variants", default="nvdec:current:2,nvdec:own:2,nvdec:own:3,nvdec-process:own:2,nvdec-process:own:3")
     ap.add_argument("--alone-rings", default="2,3", help="pipeline alone (frames on the GPU) at these rings")
     ap.add_argument("--nvdec-alone", action="store_true", help="also NVDEC decoding alone (threads, processes)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of the variant list (interleaved)")
     ap.add_argument("--trace", type=int, default=None, help="index of the variant to trace again")
     ap.add_argument("--trace-dir", default=None, help="where the chrome trace goes (default: out-dir)")
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
@@ -248,10 +250,16 @@ def probe_clip(clip: str, a, variants: list, base, trace: int | None):
         if "nogc" in v["flags"]:
             gc.disable()
         hl = HostLog().install() if "log" in v["flags"] else None
+        import runners.nvdec as rn
+
+        prio = rn.DECODER_STREAM_PRIORITY
+        if "lowprio" in v["flags"]:
+            rn.DECODER_STREAM_PRIORITY = 0
         try:
             rep = e2e(pipe, path, a.streams, a.batch, a.max_wait_ms, v["chunk"] or a.chunk, v["decoder"],
                       worker_stream=v["worker_stream"], usage="nousage" not in v["flags"])
         finally:
+            rn.DECODER_STREAM_PRIORITY = prio
             gc.enable()
             gc.callbacks.remove(log)
             if hl is not None:
@@ -273,9 +281,10 @@ def probe_clip(clip: str, a, variants: list, base, trace: int | None):
 
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for v in variants:
-        run["variants"].append(one(v))
-        _write(out, run)
+    for _ in range(a.repeats):
+        for v in variants:
+            run["variants"].append(one(v))
+            _write(out, run)
     if trace is not None and trace < len(variants):
         from torch.profiler import ProfilerActivity, profile
 

@@ -42,6 +42,10 @@ from .chunked import ChunkStream, FramePool, process_source
 from .sources import Source, SourceError
 
 CHUNK = 16  # frames per get_batch_frames call
+# The decoder's CUDA stream (PyNvVideoCodec's block-linear -> NV12 conversion kernels and the copies into the
+# pool run on it) is of high priority: those kernels are small and the GPU's bulk work (the pipeline's
+# graphs) should not hold them back while the decoders feed it. 0: the default priority.
+DECODER_STREAM_PRIORITY = -1
 
 
 def nvdec_available() -> str | None:
@@ -108,7 +112,7 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
     import PyNvVideoCodec as nvc
 
     dev = torch.device(device)
-    stream = torch.cuda.Stream(dev)
+    stream = torch.cuda.Stream(dev, priority=DECODER_STREAM_PRIORITY)
     try:
         kw = {"gpu_id": dev.index, "cuda_stream": stream.cuda_stream, "use_device_memory": True,
               "output_color_type": nvc.OutputColorType.NATIVE}
