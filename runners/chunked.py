@@ -136,29 +136,107 @@ def _make(factory: str, kwargs: dict) -> ChunkStream:
     return getattr(importlib.import_module(mod), fn)(**kwargs)
 
 
-def process_source(factory: str, kwargs: dict, name: str, device=None) -> Source:
+class _SharedWorker:
+    """One decode process serving many streams (``process_source(..., shared=True)``): each stream is a
+    thread of that process with a pipe of its own (the same protocol as a process per stream), so the
+    streams' decoders share one interpreter and one CUDA context there, apart from the runner's."""
+
+    _lock = threading.Lock()
+    _workers: dict = {}  # device -> _SharedWorker
+
+    def __init__(self, device):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.ctl, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve_shared, args=(child, device), name="posefuse-decode-shared",
+                                daemon=True)
+        self.proc.start()
+        child.close()
+        self.send_lock = threading.Lock()
+
+    @classmethod
+    def get(cls, device) -> "_SharedWorker":
+        with cls._lock:
+            w = cls._workers.get(device)
+            if w is None or not w.proc.is_alive():
+                w = cls._workers[device] = cls(device)
+            return w
+
+    def open(self, conn, factory: str, kwargs: dict):
+        with self.send_lock:
+            self.ctl.send(("open", conn, factory, kwargs))
+
+    @classmethod
+    def shutdown(cls):
+        with cls._lock:
+            workers, cls._workers = list(cls._workers.values()), {}
+        for w in workers:
+            try:
+                w.ctl.close()  # the worker's control loop ends; its streams linger until their rows are back
+            except OSError:
+                pass
+            w.proc.join(LINGER_S + 5)
+
+
+def shutdown_shared_decoders():
+    """Ends the shared decode processes (``nvdec-shared``) of this process, once their streams are over."""
+    _SharedWorker.shutdown()
+
+
+def _serve_shared(ctl, device):
+    """The shared decode process: each ("open", conn, factory, kwargs) becomes a thread serving that stream
+    (``_serve``) on its own pipe, until the control pipe closes."""
+    import torch.multiprocessing  # noqa: F401
+
+    if device is not None and device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    threads = []
+    try:
+        while True:
+            m = ctl.recv()
+            if m[0] == "open":
+                t = threading.Thread(target=_serve, args=(m[1], m[2], m[3], None), daemon=True)
+                t.start()
+                threads.append(t)
+    except (EOFError, OSError):  # the parent closed the control pipe, or is gone
+        pass
+    for t in threads:
+        t.join(LINGER_S + 5)
+
+
+def process_source(factory: str, kwargs: dict, name: str, device=None, shared: bool = False) -> Source:
     """The ChunkStream ``factory(**kwargs)`` ('module:function', importable in a fresh interpreter) run in a
-    spawned decode process (see the module docstring); ``device``: the CUDA device it decodes on. Raises
-    SourceError (the worker's message) when the stream cannot be opened there."""
+    spawned decode process (see the module docstring); ``device``: the CUDA device it decodes on;
+    ``shared``: in the one decode process this process keeps per device for all such streams (a thread
+    each there), instead of a process of its own. Raises SourceError (the worker's message) when the
+    stream cannot be opened there."""
     import multiprocessing as mp
 
     import torch.multiprocessing  # noqa: F401 - registers the CUDA IPC / shared-memory tensor reductions
 
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve, args=(child, factory, kwargs, None if device is None else str(device)),
-                       name=f"posefuse-decode-{name}", daemon=True)
-    proc.start()
+    dev = None if device is None else str(device)
+    if shared:
+        worker = _SharedWorker.get(dev)
+        proc = worker.proc
+        worker.open(child, factory, kwargs)  # the connection itself goes over the control pipe
+    else:
+        proc = ctx.Process(target=_serve, args=(child, factory, kwargs, dev), name=f"posefuse-decode-{name}",
+                           daemon=True)
+        proc.start()
     child.close()
     deadline = time.perf_counter() + START_TIMEOUT_S
     while not conn.poll(POLL):
         if not proc.is_alive() or time.perf_counter() > deadline:
-            proc.kill()
+            proc.kill()  # a shared worker that does not answer is of no use to its other streams either
             raise SourceError(f"source {name}: the decode process exited before it opened the stream "
                               f"(exit code {proc.exitcode})")
     msg = conn.recv()
     if msg[0] == "error":
-        proc.join(5)
+        if not shared:
+            proc.join(5)
         raise SourceError(msg[1])
     _, buffers, fps, want, shape, pixel_format = msg
     send_lock = threading.Lock()

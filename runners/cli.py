@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--iou", type=float, default=0.7)
     r.add_argument("--no-graph", action="store_true", help="disable CUDA-graph capture")
     r.add_argument("--decoder", default="cpu", choices=DECODERS,
-                   help="video decoding: OpenCV threads, or NVDEC into GPU memory (NV12, zero-copy letterbox)")
+                   help="video decoding: OpenCV threads (cpu), or NVDEC into GPU memory (NV12, read in place by the "
+                        "letterbox): in this process (nvdec), a decode process per source (nvdec-process), or one "
+                        "decode process for all sources (nvdec-shared)")
     r.add_argument("--replicas", type=int, default=2, help="streams runner: pipeline replicas (CUDA streams)")
     r.add_argument("--gpus", default=None,
                    help="multigpu runner: comma-separated devices (default: every visible GPU), e.g. cuda:0,cuda:1")

@@ -60,10 +60,11 @@ def nvdec_available() -> str | None:
 
 
 def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int = CHUNK,
-               pool: int | None = None, process: bool = False, copy: str = "kernel") -> Source:
+               pool: int | None = None, process: bool | str = False, copy: str = "kernel") -> Source:
     """An NVDEC source for a video file (see the module docstring). ``chunk``: frames per decoder call;
-    ``pool``: frame buffers of the source's own (default 4 x chunk); ``process``: the decoder runs in a
-    decode process of its own (runners/chunked.py), its frames shared with this one; ``copy``: how a chunk
+    ``pool``: frame buffers of the source's own (default 4 x chunk); ``process``: True, the decoder runs in a
+    decode process of its own (runners/chunked.py), its frames shared with this one; 'shared': in the one
+    decode process this process keeps for all its NVDEC streams on that device (a thread each); ``copy``: how a chunk
     goes into the pool, 'kernel' (one multi-tensor copy kernel) or 'dma' (a cudaMemcpyAsync per frame, on
     the copy engines: no compute work in the decoder's context). Raises SourceError
     naming the file when it cannot be opened (missing, empty, not a video, a codec NVDEC does not decode)."""
@@ -71,6 +72,8 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
     if copy not in ("kernel", "dma"):
         raise ValueError(f"copy: expected 'kernel' or 'dma', got {copy!r}")
+    if process not in (False, True, "shared"):
+        raise ValueError(f"process: expected False, True or 'shared', got {process!r}")
     why = nvdec_available()
     if why:
         raise SourceError(f"source {path}: NVDEC is not available: {why}")
@@ -84,7 +87,7 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
         dev = torch.device("cuda", torch.cuda.current_device())
     kw = {"path": path, "device": str(dev), "max_frames": max_frames, "chunk": chunk, "pool": pool, "copy": copy}
     if process:
-        return process_source("runners.nvdec:nvdec_stream", kw, path, dev)
+        return process_source("runners.nvdec:nvdec_stream", kw, path, dev, shared=process == "shared")
     return nvdec_stream(**kw).source()
 
 

@@ -146,16 +146,18 @@ def _images(paths: list[Path], name: str, max_frames: int | None) -> Source:
     return Source(name, gen(), None, len(paths))
 
 
-DECODERS = ("cpu", "nvdec", "nvdec-process")
+DECODERS = ("cpu", "nvdec", "nvdec-process", "nvdec-shared")
+_NVDEC_PROCESS = {"nvdec": False, "nvdec-process": True, "nvdec-shared": "shared"}
 
 
 def open_source(spec: str | None, max_frames: int | None = None, decoder: str = "cpu", device=None,
                 chunk: int | None = None, **nvdec_kw) -> Source:
     """``spec``: a video file or URL, an image folder, an image file, or None / 'default' for the embedded
     clip. ``decoder``: 'cpu' (OpenCV), 'nvdec' (video files decoded on the GPU ``device`` into NV12;
-    images and the default clip are still read on the CPU) or 'nvdec-process' (the same decoder in a
+    images and the default clip are still read on the CPU), 'nvdec-process' (the same decoder in a
     decode process per source, its frames shared with this process: the decoder's Python work leaves this
-    process's interpreter to the runner). ``chunk``: NVDEC frames per decoder call; ``nvdec_kw``: further
+    process's interpreter to the runner) or 'nvdec-shared' (every such source's decoder in one decode
+    process per device: one CUDA context besides the runner's instead of one per source). ``chunk``: NVDEC frames per decoder call; ``nvdec_kw``: further
     options of runners.nvdec.open_nvdec (pool, copy).
     Raises SourceError (naming the source) when it cannot be opened."""
     if decoder not in DECODERS:
@@ -169,7 +171,7 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
         if decoder != "cpu":
             from .nvdec import CHUNK, open_nvdec
 
-            return open_nvdec(spec, device, max_frames, chunk or CHUNK, process=decoder == "nvdec-process", **nvdec_kw)
+            return open_nvdec(spec, device, max_frames, chunk or CHUNK, process=_NVDEC_PROCESS[decoder], **nvdec_kw)
         return _video(spec, max_frames)
     p = Path(spec)
     if p.is_dir():
@@ -186,5 +188,5 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
     if decoder != "cpu":
         from .nvdec import CHUNK, open_nvdec
 
-        return open_nvdec(str(p), device, max_frames, chunk or CHUNK, process=decoder == "nvdec-process", **nvdec_kw)
+        return open_nvdec(str(p), device, max_frames, chunk or CHUNK, process=_NVDEC_PROCESS[decoder], **nvdec_kw)
     return _video(str(p), max_frames)

@@ -342,7 +342,7 @@ def test_frame_pool_lends_rows_waits_for_released_ones_and_cancels():
     assert pool.all_free()
 
 
-@pytest.mark.parametrize("process", [False, True], ids=["in-process", "decode-process"])
+@pytest.mark.parametrize("process", [False, True, "shared"], ids=["in-process", "decode-process", "shared-process"])
 def test_chunked_source_order_content_release_and_truncation(process):
     """A chunked decoder (the NVDEC source's machinery, with a simulated decoder) in this process and in a
     decode process: frames in order with their own content, rows reused only after release, and a stream
@@ -352,7 +352,8 @@ def test_chunked_source_order_content_release_and_truncation(process):
 
     kw = {"name": "clip.mp4", "frames": 10, "fps": 1e4, "chunk": 4, "shape": (4, 6), "pool": 4, "truncate_at": 7,
           "mark": True}
-    src = process_source("runners.chunked:simulated_stream", kw, "clip.mp4") if process else simulated_stream(**kw).source()
+    src = (process_source("runners.chunked:simulated_stream", kw, "clip.mp4", shared=process == "shared") if process
+           else simulated_stream(**kw).source())
     assert src.count == 10 and src.shape == (4, 6) and src.pixel_format == "nv12"
     seen = []
     with pytest.raises(SourceError, match=r"clip\.mp4: stopped after 7 of 10"):
@@ -389,6 +390,33 @@ def test_decode_process_source_holds_rows_until_released_and_reports_open_errors
         process_source("runners.chunked:no_such_stream", {}, "x")
 
 
+def test_shared_decode_process_serves_streams_side_by_side_and_survives_a_bad_open():
+    """Streams of one shared decode process: each its own frames, in order, read interleaved; a stream that
+    cannot be opened there is that stream's error, and the process goes on serving the others."""
+    from runners.chunked import _SharedWorker, process_source
+    from runners.sources import SourceError
+
+    srcs = [process_source("runners.chunked:simulated_stream",
+                           {"name": f"cam{k}", "frames": 9, "fps": 1e4, "chunk": 3, "shape": (2, 2), "pool": 3,
+                            "mark": True}, f"cam{k}", shared=True) for k in range(2)]
+    with pytest.raises(SourceError, match="no_such_stream"):
+        process_source("runners.chunked:no_such_stream", {}, "x", shared=True)
+    worker = _SharedWorker.get(None)
+    assert worker.proc.is_alive()
+    its = [iter(s.frames) for s in srcs]
+    got = {0: [], 1: []}
+    for _ in range(9):  # alternate: both streams' decoders run in the one process at once
+        for k, it in enumerate(its):
+            f = next(it)
+            got[k].append((f.index, int(f.image[0, 0])))
+            f.done()
+    for k, it in enumerate(its):
+        assert next(it, None) is None
+        assert got[k] == [(i, i) for i in range(9)]
+        srcs[k].close()
+    assert _SharedWorker.get(None) is worker  # one process for both
+
+
 def test_nvdec_arguments_are_checked_before_anything_opens():
     from runners.nvdec import open_nvdec
 
@@ -396,5 +424,7 @@ def test_nvdec_arguments_are_checked_before_anything_opens():
         open_nvdec("clip.mp4", copy="fast")
     with pytest.raises(ValueError, match="chunk: expected >= 1, got 0"):
         open_nvdec("clip.mp4", chunk=0)
+    with pytest.raises(ValueError, match="process: expected False, True or 'shared', got 'pool'"):
+        open_nvdec("clip.mp4", process="pool")
     with pytest.raises(ValueError, match="decoder: expected one of"):
         open_source("clip.mp4", decoder="nvdec-threaded")
