@@ -260,7 +260,7 @@ def _need_nvdec():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("process", [False, True], ids=["in-process", "decode-process"])
+@pytest.mark.parametrize("process", [False, True, "shared"], ids=["in-process", "decode-process", "shared-process"])
 def test_nvdec_source_frames_match_opencv_and_are_released(process):
     _need_nvdec()
     from runners.nvdec import open_nvdec
@@ -346,7 +346,7 @@ def _check_nvdec_run(out):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("decoder", ["nvdec", "nvdec-process"])
+@pytest.mark.parametrize("decoder", ["nvdec", "nvdec-process", "nvdec-shared"])
 def test_nvdec_dynamic_runner_poses_match_cpu_decode(decoder):
     """8 NVDEC streams through the dynamic runner: every frame,
     in order; poses agree with CPU decoding (NV12 -> RGB in the letterbox kernel vs FFmpeg's BGR)."""
