@@ -114,7 +114,7 @@ def main(argv=None):
     ap.add_argument("--predict-frames", type=int, default=300)
     ap.add_argument("--max-frames", type=int, default=None, help="frames per stream (default: the whole clip)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--decoder", default="nvdec", help="phase 4's NVDEC decoder: nvdec or nvdec-process")
+    ap.add_argument("--decoder", default="nvdec-shared", help="phase 4's NVDEC decoder: nvdec, nvdec-process or nvdec-shared")
     ap.add_argument("--chunk", type=int, default=32, help="phase 4: NVDEC frames per decoder call")
     ap.add_argument("--backend", default=None, help="override the fused phases' backend (smoke tests)")
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
