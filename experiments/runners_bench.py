@@ -49,8 +49,9 @@ def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
 
     def run(k):
         dec, s = decs[k]
-        while True:
-            frames = dec.get_batch_frames(chunk)
+        n = len(dec)
+        while counts[k] < n:  # a primed decoder warns for each index asked past its end: ask for what is left
+            frames = dec.get_batch_frames(min(chunk, n - counts[k]))
             if not frames:
                 break
             counts[k] += len(frames)
@@ -79,9 +80,9 @@ def _decode_alone_worker(path: str, chunk: int, ready, go, out):
     prime_decoder(dec, s)
     ready.release()
     go.wait()
-    n = 0
-    while True:
-        frames = dec.get_batch_frames(chunk)
+    n, total = 0, len(dec)
+    while n < total:
+        frames = dec.get_batch_frames(min(chunk, total - n))
         if not frames:
             break
         n += len(frames)

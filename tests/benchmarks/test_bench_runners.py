@@ -36,7 +36,8 @@ def _sources(decoder):
 
 
 @pytest.mark.parametrize("runner, decoder", [("pipelined", "cpu"), ("streams", "cpu"), ("dynamic", "cpu"),
-                                             ("dynamic", "nvdec"), ("dynamic", "nvdec-process")])
+                                             ("dynamic", "nvdec"), ("dynamic", "nvdec-shared"),
+                                             ("dynamic", "nvdec-process")])
 def test_runner_end_to_end(benchmark, runner, decoder, pipes, env_info):
     from runners.concurrent import run_concurrent, warm_up
     from runners.monitor import PerformanceMonitor
