@@ -207,7 +207,7 @@ def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int, decod
                           batch=batch, max_wait_ms=5.0, decoder=decoder, chunk=chunk)
     mon.stop()
     r = mon.report()
-    # the parent's clock starts once every worker has loaded the model and captured its graphs
+    # the parent's clock: from every worker warm (model loaded, graphs captured) to the last worker's end message
     return {"gpus": n_gpus, "frames": r["results"], "wall_s": r["wall_s"], "frames_per_s": r["frames_per_s"],
             "failed": failed, "usage": r.get("usage")}
 

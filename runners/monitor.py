@@ -76,7 +76,7 @@ class PerformanceMonitor:
             torch.cuda.reset_peak_memory_stats()
 
     def start(self):
-        self.t0 = time.perf_counter()
+        self.t0, self.t_end = time.perf_counter(), None
         if self.sampler is not None:
             self.sampler.start()
 
@@ -145,8 +145,14 @@ class PerformanceMonitor:
         with self._lock:
             return list(self.arrivals)
 
+    def end_clock(self):
+        """The run's last result is in: the clock (wall_s, frames/s) ends now, not at stop() (the multigpu
+        runner calls it when its last worker reports the end, before the worker processes are joined)."""
+        if self.t_end is None:
+            self.t_end = time.perf_counter()
+
     def stop(self):
-        self.t_end = time.perf_counter()
+        self.end_clock()
         if self.sampler is not None:
             self.sampler.stop()
         if self.progress_total:

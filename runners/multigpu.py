@@ -259,6 +259,10 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
                 ended[rank] = msg[2]
                 failed.update(msg[2]["failed"])
                 interrupted |= msg[2]["interrupted"]
+                if len(ended) == len(procs) and hasattr(monitor, "end_clock"):
+                    # every result is in: the worker processes' exit (CUDA contexts, decode processes torn
+                    # down) is not the run's time
+                    monitor.end_clock()
             elif kind == "error":
                 error = (msg[2], RemoteError(f"worker {rank}: {msg[3]}"), rank)
     finally:

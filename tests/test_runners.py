@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -101,6 +102,23 @@ def test_monitor_accounting_catches_a_lost_frame():
     m.done(("s", 0), 1)
     with pytest.raises(AssertionError, match="1 frames unaccounted for"):
         m.stop()
+
+
+def test_monitor_clock_ends_at_end_clock_not_at_stop():
+    """end_clock() (the multigpu parent: last worker's end message) fixes the run's wall time; a later stop()
+    (after the workers are joined) keeps it; start() begins a new clock."""
+    m = PerformanceMonitor(usage=False)
+    m.start()
+    m.arrived(("s", 0))
+    m.done(("s", 0), 1)
+    time.sleep(0.02)
+    m.end_clock()
+    wall = m.report()["wall_s"]
+    time.sleep(0.1)
+    m.stop()
+    assert m.report()["wall_s"] == wall and 0.02 <= wall < 0.1
+    m.start()
+    assert m.t_end is None
 
 
 def test_cli_default_clip_end_to_end(tmp_path):
