@@ -228,7 +228,7 @@ def probe_clip(clip: str, a, variants: list, base, trace: int | None):
         return pipes[ring]
 
     run = {"env": environment(), "command": "python experiments/e2e_probe.py " + " ".join(sys.argv[1:]),
-           "clip": clip, "streams": a.streams, "batch": a.batch, "max_wait_ms": a.max_wait_ms,
+           "clip": clip, "streams": a.streams, "batch": a.batch, "chunk": a.chunk, "max_wait_ms": a.max_wait_ms,
            "alone": {}, "variants": []}
     for ring in [int(r) for r in a.alone_rings.split(",") if r]:
         r = pipeline_alone(pipe_for(ring), path, a.batch)
@@ -309,6 +309,34 @@ def _write(out: Path, run: dict):
     else:
         runs.append(run)
     p.write_text(json.dumps({"runs": runs}, indent=1, default=str))
+    (out / "e2e_probe.md").write_text(markdown(runs))
+
+
+def markdown(runs: list) -> str:
+    """Every probe run: the references measured in it and one row per variant run."""
+    lines = ["# e2e probe: the NVDEC runner end to end under variants (experiments/e2e_probe.py)", "",
+             "fr/s / alone: against the pipeline alone (frames already on the GPU) of the same run. graph: GPU ms "
+             "per batch of 64 from CUDA events (time-slicing with other CUDA contexts shows here). Every run "
+             "is in e2e_probe.json (thread times, GC log, host timelines, trace summaries).", ""]
+    for run in runs:
+        env = run["env"]
+        alone = run.get("alone", {})
+        ref = max((v["frames_per_s"] for k, v in alone.items() if k.startswith("ring")), default=None)
+        dec = ", ".join(f"{k.split('_')[1]} {v['frames_per_s']:,.0f}" for k, v in alone.items() if k.startswith("nvdec_"))
+        lines += [f"## {env.get('date')}: {run['clip']}, {run['streams']} streams, {env.get('card')}", "",
+                  f"Command: `{run['command']}`", "",
+                  f"Pipeline alone: {ref:,.0f} fr/s" + (f"; NVDEC alone: {dec} fr/s" if dec else "") if ref else "", "",
+                  "| decoder | worker stream | ring | chunk | flags | fr/s | / alone | graph ms | p99 ms | traced |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for v in run["variants"]:
+            var = v["variant"]
+            graph = v.get("gpu_stage_ms_per_batch", {}).get("graph")
+            lines.append(f"| {var['decoder']} | {var['worker_stream']} | {var['ring']} | {var['chunk'] or run.get('chunk', 32)} | "
+                         f"{'+'.join(var.get('flags', [])) or '-'} | {v['frames_per_s']:,.0f} | "
+                         f"{v['frames_per_s'] / ref:.2f} | {graph if graph is None else round(graph, 2)} | "
+                         f"{v['latency_ms']['p99']:.0f} | {'yes' if v.get('traced') else ''} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -332,14 +332,27 @@ def _write(run: dict, out_dir: str):
     (out / "runners.md").write_text(markdown(runs))
 
 
+def latest_runs(runs: list) -> list:
+    """The runs the page shows, newest first: the latest with e2e figures, the latest with real-time rows and
+    the latest two with multi-GPU rows (a run holding several counts once)."""
+    picked = []
+    for kind, n in (("e2e", 1), ("realtime", 1), ("multigpu", 2)):
+        picked += [r for r in runs if kind in r][-n:]
+    unique = {id(r): r for r in picked}.values()
+    return sorted(unique, key=lambda r: r["env"].get("date", ""), reverse=True)
+
+
 def markdown(runs: list) -> str:
-    lines = ["# Runners (issue #4 figures)", ""]
-    for run in runs[-3:][::-1]:
+    lines = ["# Runners (issue #4 figures)", "",
+             "The latest run of each kind (end to end, real time, multi-GPU); every run is in runners.json.", ""]
+    for run in latest_runs(runs):
         env = run["env"]
         driver = str(env.get("driver")).splitlines()[0]  # runs recorded before environment() kept one line per GPU
         lines += [f"## {env.get('date')} — {env.get('card')} x{env.get('gpus')}, driver {driver}, "
                   f"torch {env.get('torch')}, CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}", "",
                   f"Command: `{run['command']}`", ""]
+        if run.get("note"):
+            lines += [f"Note: {run['note']}", ""]
         if "e2e" in run:
             lines += ["| clip | streams | NVDEC alone fr/s | pipeline alone fr/s | e2e fr/s (runner) | e2e / min(a, b) "
                       "(target >= 0.90) | limited by | predict frame by frame fr/s | e2e / predict (target >= 25) |",
