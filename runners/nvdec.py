@@ -24,7 +24,15 @@ The interpreter lock: PyNvVideoCodec's calls hold this process's GIL for about 6
 (experiments/decode_gil_probe.py, H100 host, 8 decoders at 8,120 frames/s left a probe thread 48% of the
 interpreter). ``process=True`` runs the decoder in a decode process of its own (runners/chunked.py): the
 pool is shared once (CUDA IPC), the decode process waits for each chunk's copies before it hands the rows
-over, and the runner's threads keep this interpreter.
+over, and the runner's threads keep this interpreter. ``process="shared"`` runs every such stream's decoder
+in one decode process per device instead. Measured (results/runners.md, 23:59, H100, 8 streams, median of
+3): 768x432 6,684 fr/s shared, 6,511 in-process (6,163-6,575, p99 429 ms), 5,697 a process per stream;
+1080p 3,824 shared, 3,523 in-process, 4,154 a process per stream. A CUDA context of its own costs: the
+GPU time-slices between contexts, and the pipeline's graph takes 8.6 ms per batch of 64 beside one decode
+context and 10.1-11.4 ms beside eight, against 7.3 ms alone (e2e_probe, H200).
+
+Session start: PyNvVideoCodec starts a decoder session lazily in the first decode call. ``prime_decoder``
+starts it at open (see there): in the first e2e trace, 5 of 8 sessions started 0.8 s late under load.
 
 ThreadedDecoder (decoding ahead in a C++ thread) is not used: frames it returned changed while held, before
 any later call could have released them (the same probe: 16 of 16 held frames changed after the next
@@ -43,8 +51,10 @@ from .sources import Source, SourceError
 
 CHUNK = 16  # frames per get_batch_frames call
 # The decoder's CUDA stream (PyNvVideoCodec's block-linear -> NV12 conversion kernels and the copies into the
-# pool run on it) is of high priority: those kernels are small and the GPU's bulk work (the pipeline's
-# graphs) should not hold them back while the decoders feed it. 0: the default priority.
+# pool run on it) is of high priority, so the pipeline's graphs in the same context do not hold those small
+# kernels back. Measured (results/e2e_probe.md, 23:46, H100, 8 in-process streams, two runs each): 768x432
+# 6,894 / 6,417 fr/s high against 6,656 / 5,889 default; 1080p 3,535 / 2,548 against 3,001 / 3,586: within
+# the run-to-run spread of in-process decoding, so no proven gain; kept as the safer order. 0: default.
 DECODER_STREAM_PRIORITY = -1
 
 
