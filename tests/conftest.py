@@ -63,3 +63,14 @@ def backbone(yolo):
     from fusion.backbone import PoseBackbone
 
     return PoseBackbone(yolo.predictor.model.model).eval()
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_decode_process_left():
+    """A test that opened ``nvdec-shared`` sources leaves no shared decode process behind for later tests
+    (which check that no child process outlives a run)."""
+    yield
+    from runners.chunked import _SharedWorker, shutdown_shared_decoders
+
+    if _SharedWorker._workers:
+        shutdown_shared_decoders()

@@ -383,6 +383,8 @@ def test_chunked_source_order_content_release_and_truncation(process):
     src.close()
     assert seen == list(range(7))
     assert src.stats["decode.nvdec.decoder"] > 0
+    if process == "shared":
+        _shutdown_shared()
 
 
 def test_decode_process_source_holds_rows_until_released_and_reports_open_errors():
@@ -433,6 +435,17 @@ def test_shared_decode_process_serves_streams_side_by_side_and_survives_a_bad_op
         assert got[k] == [(i, i) for i in range(9)]
         srcs[k].close()
     assert _SharedWorker.get(None) is worker  # one process for both
+    _shutdown_shared()
+
+
+def _shutdown_shared():
+    """The shared decode process ends once its streams are over (no process is left for later tests)."""
+    import multiprocessing as mp
+
+    from runners.chunked import shutdown_shared_decoders
+
+    shutdown_shared_decoders()
+    assert not [p for p in mp.active_children() if p.name == "posefuse-decode-shared"]
 
 
 def test_nvdec_arguments_are_checked_before_anything_opens():
