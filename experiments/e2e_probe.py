@@ -101,7 +101,7 @@ class HostLog:
 
         def stream(*args, **kw):
             cs = stream0(*args, **kw)
-            fetch0, name = cs.fetch, kw.get("path", args[0] if args else "?")
+            fetch0 = cs.fetch
 
             def fetch(i):
                 a = log._ms()
@@ -110,7 +110,6 @@ class HostLog:
                 return rows, ev
 
             cs.fetch = fetch
-            del name
             return cs
 
         rc._put, rc.submit_frames, rc.finish, rn.nvdec_stream = put, submit, finish, stream
