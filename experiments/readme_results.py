@@ -11,9 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin (experiments/readme_results.py) -->", "<!-- results:end -->"
 
 
-def _latest(name):
+def _load(name):
+    """results/<name>.json, or None when it was not recorded."""
     p = ROOT / "results" / f"{name}.json"
-    return json.loads(p.read_text())["runs"][-1] if p.exists() else None
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _latest(name):
+    d = _load(name)
+    return d["runs"][-1] if d else None
 
 
 def _env(run):
@@ -70,9 +76,8 @@ def section() -> str:
         out += ["", "| target | measured | met |", "| --- | ---: | --- |"]
         out += [f"| {t['target']} | {t['measured']} | {t['met']} |" for t in p["targets"]]
         out.append("")
-    a = ROOT / "results" / "accuracy.json"
-    if a.exists():
-        acc = json.loads(a.read_text())
+    acc = _load("accuracy")
+    if acc:
         out += [f"**Accuracy against Ultralytics predict** ([results/accuracy.json](results/accuracy.json)), every frame of "
                 f"the sample footage and the wheel's images; {acc['device']}, {acc['date']}.", "",
                 "| precision | frames | their detections | matched (IoU >= 0.98) | extra | keypoint mean error px | max score diff |",
@@ -92,10 +97,9 @@ def _driver(env):
 
 
 def _phases() -> list:
-    p = ROOT / "results" / "phase_table.json"
-    if not p.exists():
+    d = _load("phase_table")
+    if not d:
         return []
-    d = json.loads(p.read_text())
     e = d["env"]
     out = [f"**Phases of the plan** ([results/phase_table.md](results/phase_table.md), `{d['command'].strip()}`): "
            f"one process, the 768x432 clip; {e.get('card')}, driver {_driver(e)}, torch {e.get('torch')}, "
@@ -114,12 +118,12 @@ def _phases() -> list:
 
 
 def _runners() -> list:
-    p = ROOT / "results" / "runners.json"
-    if not p.exists():
+    d = _load("runners")
+    if not d:
         return []
     from runners_bench import decoders_alone
 
-    runs = json.loads(p.read_text())["runs"]
+    runs = d["runs"]
     last = lambda pred: next((r for r in reversed(runs) if pred(r)), None)  # noqa: E731
     out = []
     run = last(lambda r: "e2e" in r)
@@ -153,10 +157,9 @@ def _runners() -> list:
 
 
 def _soak() -> list:
-    p = ROOT / "results" / "soak.json"
-    if not p.exists():
+    s = _load("soak")
+    if not s:
         return []
-    s = json.loads(p.read_text())
     ev = s["evaluation"]
     mem = ", ".join(f"{k.replace('_mib', '')} {ev[k]['growth']:+.2%}" for k in ("torch_allocated_mib", "nvml_used_mib",
                                                                                 "rss_mib") if k in ev)

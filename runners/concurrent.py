@@ -28,7 +28,7 @@ import torch
 
 from .monitor import PerformanceMonitor
 from .sources import Source, SourceError
-from .strategies import finish, frame_problem, pipe_device, submit_frames
+from .strategies import admit, finish, pipe_device, submit_frames
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
 SWITCH_INTERVAL_S = 0.001  # GIL switch interval while a run's threads are up (see run_concurrent)
@@ -119,20 +119,10 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
                 for f in parcel + pending:
                     f.done()
                 return
-            keys = [(src.name, f.index) for f in parcel]
-            monitor.arrived_many(keys)
-            good, good_keys = [], []
-            for f, key in zip(parcel, keys):
-                bad = frame_problem(src.name, f.index, f.image, f.pixel_format, device)
-                if bad:  # recorded drop naming stream, index and reason; the stream goes on
-                    f.done()
-                    monitor.dropped(key, bad)
-                else:
-                    good.append(f)
-                    good_keys.append(key)
+            good = admit(src.name, parcel, monitor, device)
             if not good:
                 continue
-            state.enter(good_keys)
+            state.enter([(src.name, f.index) for f in good])
             t0 = time.perf_counter()
             ok = _put(frames_q, (src.name, seq, good), state)
             t_put += time.perf_counter() - t0

@@ -111,15 +111,25 @@ def _deliver(name: str, done, monitor: PerformanceMonitor, on_result: OnResult |
             on_result(name, f.index, f.image if f.pixel_format == "bgr" else None, r)
 
 
+def admit(name: str, frames: list, monitor: PerformanceMonitor, device=None) -> list:
+    """Count ``frames`` of stream ``name`` in (one arrival for all) and return the good ones, in order; a bad
+    frame becomes a recorded drop naming stream, index and reason (the stream goes on)."""
+    keys = [(name, f.index) for f in frames]
+    monitor.arrived_many(keys)
+    good = []
+    for f, key in zip(frames, keys):
+        bad = frame_problem(name, f.index, f.image, f.pixel_format, device)
+        if bad:
+            f.done()
+            monitor.dropped(key, bad)
+        else:
+            good.append(f)
+    return good
+
+
 def _arrive(src: Source, f, monitor: PerformanceMonitor, device=None) -> bool:
     """Count the frame in; a bad frame becomes a recorded drop (and False)."""
-    monitor.arrived((src.name, f.index))
-    bad = frame_problem(src.name, f.index, f.image, f.pixel_format, device)
-    if bad:  # a bad frame: recorded, the stream goes on
-        f.done()
-        monitor.dropped((src.name, f.index), bad)
-        return False
-    return True
+    return bool(admit(src.name, [f], monitor, device))
 
 
 def run_serial(src: Source, pipe, monitor: PerformanceMonitor, on_result: OnResult | None = None):
