@@ -28,34 +28,44 @@ sys.path.insert(0, str(ROOT))
 CLIPS = {"768x432": "one-by-one-person-detection.mp4", "1080p": "one-by-one-person-1080p.mp4"}
 
 
-def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
-    """Raw PyNvVideoCodec SimpleDecoder loops, one thread per stream in this process, NV12 into GPU memory.
-    Each decoder's session is started before the clock (runners.nvdec.prime_decoder), as the NVDEC source
-    does at open; the seconds that took are reported as ``session_init_s`` (summed over the decoders)."""
+def _open_primed(path: str):
+    """A raw SimpleDecoder of ``path`` (NV12 into GPU memory) on a stream of its own, its session started
+    (runners.nvdec.prime_decoder, as the NVDEC source does at open); returns (decoder, stream, seconds)."""
     import PyNvVideoCodec as nvc
     import torch
 
     from runners.nvdec import prime_decoder
 
+    s = torch.cuda.Stream()
+    dec = nvc.SimpleDecoder(path, gpu_id=torch.cuda.current_device(), cuda_stream=s.cuda_stream,
+                            use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
+    return dec, s, prime_decoder(dec, s)
+
+
+def _decode_all(dec, stream, chunk: int) -> int:
+    """Every frame of ``dec``, ``chunk`` per call; returns how many. A primed decoder warns for each index
+    asked past its end, so each call asks for what is left."""
+    n, total = 0, len(dec)
+    while n < total:
+        frames = dec.get_batch_frames(min(chunk, total - n))
+        if not frames:
+            break
+        n += len(frames)
+    stream.synchronize()
+    return n
+
+
+def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
+    """Raw PyNvVideoCodec SimpleDecoder loops, one thread per stream in this process, NV12 into GPU memory.
+    Each decoder's session is started before the clock (runners.nvdec.prime_decoder), as the NVDEC source
+    does at open; the seconds that took are reported as ``session_init_s`` (summed over the decoders)."""
+    decs = [_open_primed(path) for _ in range(streams)]
+    init_s = sum(d[2] for d in decs)
     counts = [0] * streams
-    decs = []
-    init_s = 0.0
-    for _ in range(streams):
-        s = torch.cuda.Stream()
-        dec = nvc.SimpleDecoder(path, gpu_id=torch.cuda.current_device(), cuda_stream=s.cuda_stream,
-                                use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
-        init_s += prime_decoder(dec, s)
-        decs.append((dec, s))
 
     def run(k):
-        dec, s = decs[k]
-        n = len(dec)
-        while counts[k] < n:  # a primed decoder warns for each index asked past its end: ask for what is left
-            frames = dec.get_batch_frames(min(chunk, n - counts[k]))
-            if not frames:
-                break
-            counts[k] += len(frames)
-        s.synchronize()
+        dec, s, _ = decs[k]
+        counts[k] = _decode_all(dec, s, chunk)
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=run, args=(k,)) for k in range(streams)]
@@ -69,24 +79,10 @@ def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
 
 
 def _decode_alone_worker(path: str, chunk: int, ready, go, out):
-    import PyNvVideoCodec as nvc
-    import torch
-
-    from runners.nvdec import prime_decoder
-
-    s = torch.cuda.Stream()
-    dec = nvc.SimpleDecoder(path, gpu_id=0, cuda_stream=s.cuda_stream, use_device_memory=True,
-                            output_color_type=nvc.OutputColorType.NATIVE)
-    prime_decoder(dec, s)
+    dec, s, _ = _open_primed(path)
     ready.release()
     go.wait()
-    n, total = 0, len(dec)
-    while n < total:
-        frames = dec.get_batch_frames(min(chunk, total - n))
-        if not frames:
-            break
-        n += len(frames)
-    s.synchronize()
+    n = _decode_all(dec, s, chunk)
     out.put((n, time.perf_counter()))  # CLOCK_MONOTONIC: comparable across processes
 
 
