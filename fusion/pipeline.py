@@ -18,7 +18,8 @@ How a batch runs (CUDA device):
   stream; ``PendingBatch.result()`` waits for that copy only.
 Each signature has a ring of ``ring`` slots (buffers, graph, pinned results; 2 by default), so batch k+1 can
 be queued while batch k is computed or read back. A third slot gained nothing in the 8-stream NVDEC runner
-(results/e2e_probe.md: 4,914 vs 4,935 and 4,496 vs 4,468 fr/s, ring 3 vs 2; pipeline alone 8,607 vs 8,737). After warm-up a graph-mode batch allocates no device memory.
+(results/e2e_probe.md: 4,914 vs 4,935 and 4,496 vs 4,468 fr/s, ring 3 vs 2; pipeline alone 8,607 vs
+8,737). After warm-up a graph-mode batch allocates no device memory.
 
 On a machine without a GPU (``device="cpu"``) the same chain runs with the CPU reference kernels and gives
 the same results (fp32).

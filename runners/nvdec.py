@@ -74,10 +74,10 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
     """An NVDEC source for a video file (see the module docstring). ``chunk``: frames per decoder call;
     ``pool``: frame buffers of the source's own (default 4 x chunk); ``process``: True, the decoder runs in a
     decode process of its own (runners/chunked.py), its frames shared with this one; 'shared': in the one
-    decode process this process keeps for all its NVDEC streams on that device (a thread each); ``copy``: how a chunk
-    goes into the pool, 'kernel' (one multi-tensor copy kernel) or 'dma' (a cudaMemcpyAsync per frame, on
-    the copy engines: no compute work in the decoder's context). Raises SourceError
-    naming the file when it cannot be opened (missing, empty, not a video, a codec NVDEC does not decode)."""
+    decode process this process keeps for all its NVDEC streams on that device (a thread each); ``copy``:
+    how a chunk goes into the pool, 'kernel' (one multi-tensor copy kernel) or 'dma' (a cudaMemcpyAsync per
+    frame, on the copy engines: no compute work in the decoder's context). Raises SourceError naming the
+    file when it cannot be opened (missing, empty, not a video, a codec NVDEC does not decode)."""
     if chunk < 1:
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
     if copy not in ("kernel", "dma"):

@@ -157,8 +157,8 @@ def open_source(spec: str | None, max_frames: int | None = None, decoder: str = 
     images and the default clip are still read on the CPU), 'nvdec-process' (the same decoder in a
     decode process per source, its frames shared with this process: the decoder's Python work leaves this
     process's interpreter to the runner) or 'nvdec-shared' (every such source's decoder in one decode
-    process per device: one CUDA context besides the runner's instead of one per source). ``chunk``: NVDEC frames per decoder call; ``nvdec_kw``: further
-    options of runners.nvdec.open_nvdec (pool, copy).
+    process per device: one CUDA context besides the runner's instead of one per source). ``chunk``: NVDEC
+    frames per decoder call; ``nvdec_kw``: further options of runners.nvdec.open_nvdec (pool, copy).
     Raises SourceError (naming the source) when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
