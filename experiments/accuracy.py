@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness as helpers
+
 
 TARGETS = {"fp32": {"matched_fraction": 0.995, "keypoint_mean_error_px": 0.5, "max_score_diff": 0.005,
                     "extra_fraction": 0.005},
@@ -24,8 +23,6 @@ TARGETS = {"fp32": {"matched_fraction": 0.995, "keypoint_mean_error_px": 0.5, "m
 
 
 def sources(max_frames: int | None):
-    from tests import helpers
-
     n = max_frames or 10**6
     yield "one-by-one-person-detection.mp4", helpers.read_video(helpers.data_path("one-by-one-person-detection.mp4"), n)
     yield "one-by-one-person-1080p.mp4", helpers.read_video(helpers.data_path("one-by-one-person-1080p.mp4"), n)
@@ -44,9 +41,9 @@ def check(summary: dict, precision: str) -> dict:
 def run(device: str, max_frames: int | None, batch: int = 32) -> dict:
     import torch
 
-    from fusion import PosePipeline
-    from fusion.accuracy import AccuracyTally, ultralytics_results
-    from fusion.backbone import load_ultralytics
+    from posefuse.fusion import PosePipeline
+    from posefuse.fusion.accuracy import AccuracyTally, ultralytics_results
+    from posefuse.fusion.backbone import load_ultralytics
 
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
@@ -63,7 +60,7 @@ def run(device: str, max_frames: int | None, batch: int = 32) -> dict:
                 else [[f] for f in frames]
             for g in groups:
                 ours = pipe(list(g))
-                theirs = ultralytics_results(yolo.predict(list(g), verbose=False, conf=0.25, iou=0.7, half=half,
+                theirs = ultralytics_results(yolo.predict(list(g), verbose=False, conf=0.25, iou=0.7, quantize=16 if half else None,
                                                           device=0 if device == "cuda" else "cpu"))
                 for o, t in zip(ours, theirs):
                     tally.add(o, t)
@@ -81,7 +78,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--max-frames", type=int)
-    ap.add_argument("--out", default=str(ROOT / "results" / "accuracy.json"))
+    ap.add_argument("--out", default=str(helpers.RESULTS / "accuracy.json"))
     a = ap.parse_args()
     rep = run(a.device, a.max_frames)
     Path(a.out).write_text(json.dumps(rep, indent=1))

@@ -25,8 +25,6 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 CLIPS = {"768x432": "one-by-one-person-detection.mp4", "1080p": "one-by-one-person-1080p.mp4"}
 
@@ -135,7 +133,7 @@ def main():
     ap.add_argument("--chunk", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=3.0)
     a = ap.parse_args()
-    from tests import helpers
+    import harness as helpers
 
     out = {"probe_steps_per_s_alone": probe_alone(1.0), "streams": a.streams, "chunk": a.chunk}
     for label, clip in CLIPS.items():

@@ -8,8 +8,8 @@
 #   notebook  experiments/run_notebook.py                 -> experiments/compare_kernels.ipynb (executed)
 #   probe     experiments/nvdec_probe.py (decoder buffer reuse)  -> logs/nvdec_probe.json
 #   gilprobe  experiments/decode_gil_probe.py (decoders' GIL share, ThreadedDecoder)  -> logs/decode_gil_probe.json
-#   host      experiments/host_overhead.py [HOST_ARGS] (runner's host ceiling, simulated GPU)  -> logs/host_overhead.json
-#   e2eprobe  experiments/e2e_probe.py [PROBE_ARGS] (e2e variants, CUDA trace)  -> results/e2e_probe.json
+#   regress   experiments/regression.py --old .old [REGRESS_ARGS] (an old checkout, carried as .old/, beside this one)
+#             -> results/regression.{json,md}
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
@@ -20,7 +20,9 @@ OUT=${OUT:-/tmp/posefuse_out}; mkdir -p "$OUT/logs"
 LOG=$OUT/logs
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .offline/whl/*.whl \
   >"$LOG/install.log" 2>&1 || { cat "$LOG/install.log"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD POSEFUSE_DATA=$PWD/.offline/data PYTHONUNBUFFERED=1 YOLO_OFFLINE=1 MPLBACKEND=Agg
+# posefuse itself: the checkout is the package (setup.py's package_dir), linked in as /tmp/pkg/posefuse
+mkdir -p /tmp/pkg && ln -sfn "$PWD" /tmp/pkg/posefuse
+export PYTHONPATH=/tmp/site:/tmp/pkg POSEFUSE_DATA=$PWD/.offline/data PYTHONUNBUFFERED=1 YOLO_OFFLINE=1 MPLBACKEND=Agg
 steps=" ${*:-all} "
 want() { [[ $steps == *" $1 "* || $steps == " all " ]]; }
 rc=0
@@ -66,13 +68,9 @@ if want gilprobe; then
   step gilprobe
   timeout 240 python3 experiments/decode_gil_probe.py >"$LOG/decode_gil_probe.json" 2>"$LOG/decode_gil_probe.err"; r=$?; rc=$((rc | r)); cat "$LOG/decode_gil_probe.err" | tail -8
 fi
-if want host; then
-  step host
-  timeout 120 python3 experiments/host_overhead.py ${HOST_ARGS:-} --json "$LOG/host_overhead.json" >"$LOG/host_overhead.log" 2>&1; r=$?; rc=$((rc | r)); grep -E "frames_per_s|over_bound|cpu_us" "$LOG/host_overhead.log"
-fi
-if want e2eprobe; then
-  step e2eprobe
-  timeout 400 python3 experiments/e2e_probe.py ${PROBE_ARGS:-} --trace-dir "$LOG" >"$LOG/e2e_probe.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/e2e_probe.log" | tail -60
+if want regress; then
+  step regress
+  timeout 560 python3 experiments/regression.py --old .old ${REGRESS_ARGS:-} >"$LOG/regress.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/regress.log" | tail -30
 fi
 if want runners; then
   step runners

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main():
@@ -26,7 +23,7 @@ def main():
     import PyNvVideoCodec as nvc
     import torch
 
-    from tests import helpers
+    import harness as helpers
 
     out = {}
     for clip in ("one-by-one-person-detection.mp4", "one-by-one-person-1080p.mp4"):

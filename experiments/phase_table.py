@@ -5,7 +5,7 @@
 
 Rows (each builds on the one before):
   baseline  Ultralytics ``predict`` frame by frame, as shipped (fp32)
-  phase1    batching + fp16: ``predict`` on batches of 32, half=True
+  phase1    batching + fp16: ``predict`` on batches of 32, quantize=16
   phase2    threaded pipeline + CUDA streams: decode threads -> 2 pipeline replicas on their own CUDA
             streams -> result thread; torch-ops kernels (not fused), no CUDA graph; 8 OpenCV-decoded streams
   phase3    fused kernels + CUDA graph: the same runner with the CuPy kernels and graphs (``torch.compile``
@@ -23,10 +23,10 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
+import plots
 
-CLIP = "one-by-one-person-detection.mp4"
+CLIP = harness.CLIP
 # dense fp16/bf16 tensor-core peak, TFLOP/s (NVIDIA datasheets)
 PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.4}
 
@@ -44,7 +44,7 @@ def backbone_gflops(h: int, w: int) -> float:
     """GFLOPs of one yolo11n-pose forward pass at h x w (Ultralytics' thop count, 2 FLOPs per MAC)."""
     from ultralytics.utils.torch_utils import get_flops
 
-    from fusion.backbone import load_ultralytics
+    from posefuse.fusion.backbone import load_ultralytics
 
     model = load_ultralytics().model
     return get_flops(model, 640) * (h * w) / (640 * 640)
@@ -56,56 +56,39 @@ def _row(name: str, what: str, rep: dict, extra: dict | None = None) -> dict:
             "latency_ms": rep["latency_ms"], "drops": rep["drops"],
             "gpu_util_percent": (u.get("gpu_util_percent") or {}).get("mean"),
             "gpu_mem_used_mib": (u.get("gpu_mem_used_mib") or {}).get("max"),
-            "torch_peak_mib": rep.get("gpu_peak_memory_mib"),
             "cpu_percent": (u.get("cpu_percent") or {}).get("mean"),
-            "stage_ms_per_batch": rep.get("gpu_stage_ms_per_batch"), **(extra or {})}
+            "stage_ms_per_batch": rep.get("gpu_ms_per_batch"), **(extra or {})}
 
 
-def _cdf(mon, points: int = 120) -> list:
-    x, y = mon.latency.cdf()
-    if len(x) > points:
-        idx = sorted({int(i) for i in [k * (len(x) - 1) / (points - 1) for k in range(points)]})
-        x, y = x[idx], y[idx]
-    return [[float(a), float(b)] for a, b in zip(x, y)]
-
-
-def predict_phase(frames, batch: int, half: bool, device) -> tuple[dict, object, dict]:
-    """Ultralytics predict over ``frames`` in batches of ``batch`` (1: frame by frame)."""
-    from fusion.backbone import load_ultralytics
-    from runners.monitor import PerformanceMonitor
+def predict_phase(frames, batch: int, half: bool, device) -> tuple[dict, dict]:
+    """Ultralytics predict over ``frames`` in batches of ``batch`` (1: frame by frame): the anchor."""
+    from posefuse.fusion.backbone import load_ultralytics
+    from posefuse.runners.monitor import PerformanceMonitor
 
     yolo = load_ultralytics()
     dev = 0 if device.startswith("cuda") else "cpu"
-    yolo.predict(frames[:batch], verbose=False, half=half, device=dev)  # warm-up
+    yolo.predict(frames[:batch], verbose=False, quantize=16 if half else None, device=dev)  # warm-up
     mon = PerformanceMonitor()
     speed = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     mon.start()
     for i in range(0, len(frames), batch):
         chunk = frames[i:i + batch]
-        for k in range(len(chunk)):
-            mon.arrived(("clip", i + k))
-        res = yolo.predict(chunk, verbose=False, half=half, device=dev)
-        for k, r in enumerate(res):
-            mon.done(("clip", i + k), len(r.boxes))
+        mon.arrived([("clip", i + k) for k in range(len(chunk))])
+        res = yolo.predict(chunk, verbose=False, quantize=16 if half else None, device=dev)
+        mon.delivered([(("clip", i + k), len(r.boxes)) for k, r in enumerate(res)])
+        for r in res:
             for s in speed:
                 speed[s] += r.speed[s] / len(frames)  # ms per image
     mon.stop()
-    return mon.report(), mon, {"ultralytics_ms_per_image": speed}
+    return mon.report(), {"ultralytics_ms_per_image": speed}
 
 
-def runner_phase(sources_fn, pipes, batch: int, max_wait_ms, usage: bool = True, **run_kw) -> tuple[dict, object]:
-    from runners.concurrent import run_concurrent, warm_up
-    from runners.monitor import PerformanceMonitor
+def runner_phase(**cfg) -> dict:
+    """One ``posefuse.run`` (graphs captured before its clock starts): its overall report."""
+    from posefuse import RunConfig, run
 
-    srcs = sources_fn()
-    warm_up(pipes, srcs, batch)  # graph captures and cuDNN autotuning before the clock starts
-    mon = PerformanceMonitor(usage=usage)
-    mon.start()
-    failed = run_concurrent(srcs, pipes, mon, batch=batch, max_wait_ms=max_wait_ms, **run_kw)
-    mon.stop()
-    rep = mon.report()
-    rep["failed"] = failed
-    return rep, mon
+    rep = run(RunConfig(progress=False, **cfg))
+    return {**rep.overall, "failed": rep.failed, "backend": rep.ran.get("backend")}
 
 
 def main(argv=None):
@@ -114,82 +97,54 @@ def main(argv=None):
     ap.add_argument("--predict-frames", type=int, default=300)
     ap.add_argument("--max-frames", type=int, default=None, help="frames per stream (default: the whole clip)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--decoder", default="nvdec-shared", help="phase 4's NVDEC decoder: nvdec, nvdec-process or nvdec-shared")
     ap.add_argument("--chunk", type=int, default=32, help="phase 4: NVDEC frames per decoder call")
     ap.add_argument("--backend", default=None, help="override the fused phases' backend (smoke tests)")
-    ap.add_argument("--out-dir", default=str(ROOT / "results"))
+    ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
     import torch
 
-    from fusion import PosePipeline
-    from runners.gpuinfo import environment
-    from runners.nvdec import nvdec_available
-    from runners.sources import open_source
-    from tests import helpers
+    from posefuse.runners.sources.nvdec import nvdec_available
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.startswith("cuda")
-    env = environment()
-    path = helpers.data_path(CLIP)
-    frames = helpers.read_video(path, a.predict_frames)
+    env = harness.environment()
+    path = harness.data_path(CLIP)
+    frames = harness.read_video(path, a.predict_frames)
     h, w = frames[0].shape[:2]
     gflops = backbone_gflops(384 if (h, w) == (432, 768) else 640, 640)
     peak = peak_tflops(env.get("card")) if cuda else None
     rows, cdfs = [], {}
 
-    def add(name, what, rep, mon, extra=None):
+    def add(name, what, rep, extra=None):
         r = _row(name, what, rep, extra)
         r["mfu"] = (gflops * 1e9 * r["frames_per_s"] / (peak * 1e12)) if peak and r["frames_per_s"] else None
         rows.append(r)
-        cdfs[name] = _cdf(mon)
+        cdfs[name] = rep["latency_cdf_ms"]
         print(f"{name:16s} {r['frames_per_s']:9.1f} fr/s  p50 {r['latency_ms']['p50']:8.1f} ms  "
               f"p99 {r['latency_ms']['p99']:8.1f} ms  {what}", flush=True)
         _write(env, rows, cdfs, gflops, peak, a, argv)
 
-    rep, mon, ex = predict_phase(frames, 1, False, device)
-    add("baseline", "Ultralytics predict, frame by frame, fp32", rep, mon, ex)
-    rep, mon, ex = predict_phase(frames, 32, cuda, device)
-    add("phase1", "Ultralytics predict, batches of 32, fp16", rep, mon, ex)
-
-    def cpu_sources():
-        out = []
-        for k in range(a.streams):
-            s = open_source(path, a.max_frames)
-            s.name = f"s{k}"
-            out.append(s)
-        return out
-
-    unfused = PosePipeline(device=device, backend=a.backend or ("torch" if cuda else "reference"), cuda_graph=False)
-    rep, mon = runner_phase(cpu_sources, [unfused, unfused.replica()], 32, None)
-    add("phase2", f"threaded pipeline + 2 CUDA streams, {unfused.backend} kernels, no graph, {a.streams} OpenCV streams",
-        rep, mon)
-    fused = PosePipeline(device=device, backend=a.backend or "auto")
-    rep, mon = runner_phase(cpu_sources, [fused, fused.replica()], 64, None)
-    add("phase3", f"+ fused {fused.backend} kernels + CUDA graphs (batch 64), {a.streams} OpenCV streams", rep, mon)
+    rep, ex = predict_phase(frames, 1, False, device)
+    add("baseline", "Ultralytics predict, frame by frame, fp32", rep, ex)
+    rep, ex = predict_phase(frames, 32, cuda, device)
+    add("phase1", "Ultralytics predict, batches of 32, fp16", rep, ex)
+    common = dict(sources=[path], repeat=a.streams, max_frames=a.max_frames, device=device)
+    rep = runner_phase(runner="streams", replicas=2, batch=32, backend=a.backend or ("torch" if cuda else "reference"),
+                       cuda_graph=False, **common)
+    add("phase2", f"threaded pipeline + 2 CUDA streams, {rep['backend']} kernels, no graph, {a.streams} OpenCV streams",
+        rep)
+    rep = runner_phase(runner="streams", replicas=2, batch=64, backend=a.backend or "auto", **common)
+    add("phase3", f"+ fused {rep['backend']} kernels + CUDA graphs (batch 64), {a.streams} OpenCV streams", rep)
     why = nvdec_available()
     if why is None:
-        def nvdec_sources():
-            out = []
-            for k in range(a.streams):
-                s = open_source(path, a.max_frames, a.decoder, chunk=a.chunk)
-                s.name = f"s{k}"
-                out.append(s)
-            return out
-
-        rep, mon = runner_phase(nvdec_sources, fused, 64, 5.0)
-        add("phase4", f"+ dynamic batching (64, 5 ms) over {a.streams} NVDEC streams ({a.decoder})", rep, mon)
+        rep = runner_phase(runner="dynamic", batch=64, max_wait_ms=5.0, decoder="nvdec", chunk=a.chunk, **common)
+        add("phase4", f"+ dynamic batching (64, 5 ms) over {a.streams} NVDEC streams (one decode process)", rep)
         if torch.cuda.device_count() >= 2:
-            from runners.monitor import PerformanceMonitor
-            from runners.multigpu import run_multigpu
-
-            del fused, unfused
-            torch.cuda.empty_cache()
             n = torch.cuda.device_count()
-            mon = PerformanceMonitor()
-            run_multigpu([(path, f"s{k}") for k in range(a.streams)], [f"cuda:{i}" for i in range(n)], mon, batch=64,
-                         max_wait_ms=5.0, decoder=a.decoder, chunk=a.chunk, max_frames=a.max_frames)
-            mon.stop()
-            add(f"phase4-{n}gpu", f"the phase4 workload on {n} GPUs (a worker process each)", mon.report(), mon)
+            rep = runner_phase(runner="multigpu", gpus=[f"cuda:{i}" for i in range(n)], batch=64, max_wait_ms=5.0,
+                               decoder="nvdec", chunk=a.chunk, sources=[path], repeat=a.streams,
+                               max_frames=a.max_frames)
+            add(f"phase4-{n}gpu", f"the phase4 workload on {n} GPUs (a worker process each)", rep)
     else:
         print(f"phase4 skipped: {why}")
     return rows
@@ -206,7 +161,7 @@ def _write(env, rows, cdfs, gflops, peak, a, argv):
     (out / "phase_table.json").write_text(json.dumps(doc, indent=1, default=float))
     (out / "phase_table.md").write_text(markdown(doc))
     try:
-        plot(doc, out / "phase_table.png")
+        plots.phase_bars(doc, out / "phase_table.png")
     except Exception as e:  # matplotlib missing on the GPU machine: plots/plots.py redraws from the JSON
         print(f"phase_table.png not drawn: {e}")
 
@@ -226,28 +181,6 @@ def markdown(doc: dict) -> str:
                      f"{r['latency_ms']['p50']:.1f} | {r['latency_ms']['p99']:.1f} | {fmt(r['gpu_util_percent'])} | "
                      f"{fmt(r['gpu_mem_used_mib'])} | {fmt(r['cpu_percent'])} | {fmt(r['mfu'], '{:.2%}')} |")
     return "\n".join(lines) + "\n"
-
-
-def plot(doc: dict, path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = doc["rows"]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    names = [r["phase"] for r in rows]
-    fps = [r["frames_per_s"] for r in rows]
-    bars = ax.bar(names, fps, color="#4477aa")
-    for b, r in zip(bars, rows):
-        ax.annotate(f"{r['frames_per_s']:.0f}\n{r['speedup']:.1f}x", (b.get_x() + b.get_width() / 2, b.get_height()),
-                    ha="center", va="bottom", fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("frames/s (log)")
-    ax.set_title(f"yolo11n-pose video pipeline by phase — {doc['env'].get('card', 'CPU')}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,8 @@
 Eager (cuda_graph=False) so each kernel launch sits inside its stage's range; see experiments/profile.sh.
 """
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main():
@@ -20,9 +17,9 @@ def main():
     a = ap.parse_args()
     import torch
 
-    from fusion import PosePipeline
-    from fusion.nvtx import nvtx_enabled
-    from tests import helpers
+    from posefuse.fusion import PosePipeline
+    from posefuse.fusion.stages import nvtx_enabled
+    import harness as helpers
 
     frames = helpers.read_video(helpers.data_path("one-by-one-person-detection.mp4"), 200)[150 : 150 + a.batch]
     pipe = PosePipeline(backend=a.backend, cuda_graph=False)

@@ -121,7 +121,7 @@ def _runners() -> list:
     d = _load("runners")
     if not d:
         return []
-    from runners_bench import decoders_alone
+    from harness import decoders_alone
 
     runs = d["runs"]
     last = lambda pred: next((r for r in reversed(runs) if pred(r)), None)  # noqa: E731

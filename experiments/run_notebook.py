@@ -40,7 +40,6 @@ def run(path: str, out: str | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     nb = json.loads(Path(path).read_text())
     ns = {"__name__": "__main__"}
-    sys.path.insert(0, str(ROOT))
     cwd = os.getcwd()
     os.chdir(ROOT)
     status, count = 0, 0

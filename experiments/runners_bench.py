@@ -6,9 +6,10 @@
   end (compressed file -> poses in host memory) against (a) NVDEC decoding alone (8 decoder threads, the raw
   PyNvVideoCodec loop) and (b) the fused pipeline alone on NV12 frames already on the GPU, both measured in
   the same run; and against Ultralytics ``predict`` frame by frame on the same card.
-* realtime: S live 30 frames/s streams (camera emulation: decoded frames released at 30 frames/s each) under
-  the dynamic runner; p99 latency from release to result, S raised until p99 exceeds 50 ms.
+* realtime: S live 30 frames/s streams (the clip looping, decoded by OpenCV and released at 30 frames/s each)
+  under the dynamic runner; p99 latency from release to result, S raised until p99 exceeds 50 ms.
 * multigpu: the 8-stream NVDEC workload on 1 GPU and on all GPUs (worker process per GPU).
+Every runner figure is a ``posefuse.run`` of a RunConfig, as the command line runs it.
 
 Writes results/runners.json (runs appended) and results/runners.md (latest run).
 """
@@ -22,19 +23,18 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
 
 CLIPS = {"768x432": "one-by-one-person-detection.mp4", "1080p": "one-by-one-person-1080p.mp4"}
 
 
 def _open_primed(path: str):
     """A raw SimpleDecoder of ``path`` (NV12 into GPU memory) on a stream of its own, its session started
-    (runners.nvdec.prime_decoder, as the NVDEC source does at open); returns (decoder, stream, seconds)."""
+    (posefuse.runners.sources.nvdec.prime_decoder, as the NVDEC source does at open); returns (decoder, stream, seconds)."""
     import PyNvVideoCodec as nvc
     import torch
 
-    from runners.nvdec import prime_decoder
+    from posefuse.runners.sources.nvdec import prime_decoder
 
     s = torch.cuda.Stream()
     dec = nvc.SimpleDecoder(path, gpu_id=torch.cuda.current_device(), cuda_stream=s.cuda_stream,
@@ -57,7 +57,7 @@ def _decode_all(dec, stream, chunk: int) -> int:
 
 def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
     """Raw PyNvVideoCodec SimpleDecoder loops, one thread per stream in this process, NV12 into GPU memory.
-    Each decoder's session is started before the clock (runners.nvdec.prime_decoder), as the NVDEC source
+    Each decoder's session is started before the clock (posefuse.runners.sources.nvdec.prime_decoder), as the NVDEC source
     does at open; the seconds that took are reported as ``session_init_s`` (summed over the decoders)."""
     decs = [_open_primed(path) for _ in range(streams)]
     init_s = sum(d[2] for d in decs)
@@ -108,18 +108,21 @@ def nvdec_alone_processes(path: str, streams: int, chunk: int = 64) -> dict:
     return {"frames": n, "wall_s": wall, "frames_per_s": n / wall, "form": "processes"}
 
 
-def pipeline_alone(pipe, path: str, batch: int, seconds: float = 3.0) -> dict:
-    """The fused pipeline on NV12 frames already on the GPU (decoded once, kept): batches of ``batch``,
-    the next submitted before the last is read back."""
+def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
+    """The fused pipeline on NV12 frames already on the GPU (decoded once by the NVDEC source, kept):
+    batches of ``batch``, the next submitted before the last is read back."""
     import torch
 
-    from runners.sources import open_source
+    from posefuse import PosePipeline
+    from posefuse.runners.sources import open_source
 
+    pipe = PosePipeline()
+    src = open_source(path, max_frames=batch, decoder="nvdec", chunk=batch)
     frames = []
-    for f in open_source(path, batch, "nvdec", chunk=batch).frames:
-        torch.cuda.current_stream().wait_event(f.ready)
+    for f in src.frames():
         frames.append(f.image.clone())
-        f.done()
+        f.release()
+    src.close()
     pipe.submit(frames, "nv12").result()  # capture
     pend, n = None, 0
     torch.cuda.synchronize()
@@ -136,76 +139,52 @@ def pipeline_alone(pipe, path: str, batch: int, seconds: float = 3.0) -> dict:
     return {"frames": n, "wall_s": wall, "frames_per_s": n / wall, "batch": batch}
 
 
-def e2e(pipes, path: str, streams: int, batch: int, max_wait_ms, chunk: int, decoder: str = "nvdec",
-        switch_ms: float = 1.0, **run_kw) -> dict:
-    """``streams`` NVDEC sources of ``path`` through the concurrent runner (warmed up before the clock);
-    ``run_kw`` go to run_concurrent."""
-    from phase_table import runner_phase
-    from runners.sources import open_source
+def e2e(path: str, streams: int, batch: int, runner: str, per_process: int, chunk: int) -> dict:
+    """``streams`` NVDEC streams of ``path`` through ``posefuse.run`` (graphs captured before its clock)."""
+    from posefuse import RunConfig, run
 
-    def sources():
-        out = []
-        for k in range(streams):
-            name, _, copy = decoder.partition("/")  # e.g. "nvdec-process/dma"
-            s = open_source(path, None, name, chunk=chunk, **({"copy": copy} if copy else {}))
-            s.name = f"s{k}"
-            out.append(s)
-        return out
-
-    rep = runner_phase(sources, pipes, batch, max_wait_ms, switch_interval_s=switch_ms / 1e3, **run_kw)[0]
-    rep.update(decoder=decoder, switch_interval_ms=switch_ms, chunk=chunk)
-    return rep
+    rep = run(RunConfig(sources=[path], repeat=streams, runner=runner, decoder="nvdec", batch=batch,
+                        max_wait_ms=5.0, chunk=chunk, streams_per_decode_process=per_process, progress=False))
+    r = rep.overall
+    r.update(failed=rep.failed, startup_s=rep.startup_s, streams_per_decode_process=per_process)
+    return r
 
 
 def predict_serial(path: str, n: int = 300) -> dict:
-    from fusion.backbone import load_ultralytics
-    from tests import helpers
+    from posefuse.fusion.backbone import load_ultralytics
 
     yolo = load_ultralytics()
-    frames = helpers.read_video(path, n)
+    frames = harness.read_video(path, n)
     for f in frames[:5]:
-        yolo.predict(f, verbose=False, half=True, device=0)
+        yolo.predict(f, verbose=False, quantize=16, device=0)
     t0 = time.perf_counter()
     for f in frames:
-        yolo.predict(f, verbose=False, half=True, device=0)
+        yolo.predict(f, verbose=False, quantize=16, device=0)
     wall = time.perf_counter() - t0
     return {"frames": len(frames), "wall_s": wall, "frames_per_s": len(frames) / wall, "half": True}
 
 
-def realtime(pipe, frames, s: int, seconds: float, max_wait_ms: float, batch: int) -> dict:
-    from runners.concurrent import run_concurrent
-    from runners.monitor import PerformanceMonitor
-    from runners.sources import Frame, Source
+def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int) -> dict:
+    """``s`` live 30 fr/s streams of the looping clip for ``seconds`` through ``posefuse.run``."""
+    from posefuse import RunConfig, run
 
-    n = int(30 * seconds)
-
-    def cam(k):
-        off = (k * 37) % len(frames)
-        return Source(f"cam{k}", iter([Frame(i, frames[(off + i) % len(frames)]) for i in range(n)]), 30.0, n)
-
-    mon = PerformanceMonitor()
-    mon.start()
-    run_concurrent([cam(k) for k in range(s)], pipe, mon, batch=batch, max_wait_ms=max_wait_ms, realtime=True,
-                   queue_frames=4 * batch)
-    mon.stop()
-    r = mon.report()
+    r = run(RunConfig(sources=[path], repeat=s, runner="dynamic", batch=batch, max_wait_ms=max_wait_ms,
+                      realtime=True, fps=30.0, loop=True, duration_s=seconds, progress=False)).overall
     return {"streams": s, "frames": r["results"], "frames_per_s": r["frames_per_s"], "latency_ms": r["latency_ms"],
             "drops": r["drops"], "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
             "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean")}
 
 
-def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int, decoder: str = "nvdec") -> dict:
-    from runners.monitor import PerformanceMonitor
-    from runners.multigpu import run_multigpu
+def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> dict:
+    """The NVDEC streams sharded over ``n_gpus`` worker processes; the parent's clock runs from every
+    worker warm (model loaded, graphs captured) to the last worker's end message."""
+    from posefuse import RunConfig, run
 
-    mon = PerformanceMonitor()
-    failed = run_multigpu([(path, f"s{k}") for k in range(streams)], [f"cuda:{i}" for i in range(n_gpus)], mon,
-                          batch=batch, max_wait_ms=5.0, decoder=decoder, chunk=chunk)
-    mon.stop()
-    r = mon.report()
-    # the parent's clock: from every worker warm (model loaded, graphs captured) to the last worker's end message
+    rep = run(RunConfig(sources=[path], repeat=streams, runner="multigpu", gpus=[f"cuda:{i}" for i in range(n_gpus)],
+                        decoder="nvdec", batch=batch, max_wait_ms=5.0, chunk=chunk, progress=False))
+    r = rep.overall
     return {"gpus": n_gpus, "frames": r["results"], "wall_s": r["wall_s"], "frames_per_s": r["frames_per_s"],
-            "failed": failed, "usage": r.get("usage")}
+            "failed": rep.failed, "usage": r.get("usage")}
 
 
 def main():
@@ -217,50 +196,36 @@ def main():
     ap.add_argument("--only", default="e2e,realtime", help="comma list of: e2e, realtime, multigpu")
     ap.add_argument("--realtime-s", default="50,100,150,200,300,400")
     ap.add_argument("--clips", default=",".join(CLIPS), help="comma list of: " + ", ".join(CLIPS))
-    ap.add_argument("--runners", default="pipelined,dynamic,streams", help="e2e runners to measure")
-    ap.add_argument("--decoders", default="nvdec,nvdec-shared,nvdec-process", help="e2e decoders: comma list of nvdec, nvdec-process, nvdec-shared, each optionally /kernel or /dma (the pool copy)")
-    ap.add_argument("--multigpu-decoder", default="nvdec-shared", help="multigpu: nvdec, nvdec-process or nvdec-shared")
-    ap.add_argument("--switch-ms", default="1", help="e2e: comma list of GIL switch intervals (ms) during the run")
+    ap.add_argument("--runners", default="dynamic", help="e2e runners to measure: pipelined, dynamic, streams")
+    ap.add_argument("--per-process", default="0,1", help="e2e: comma list of NVDEC streams per decode process (0: all)")
     ap.add_argument("--repeats", type=int, default=3, help="e2e: runs per configuration (its median is reported)")
-    ap.add_argument("--out-dir", default=str(ROOT / "results"))
+    ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args()
     import torch
 
-    from fusion import PosePipeline
-    from runners.gpuinfo import environment
-    from tests import helpers
-
     only = set(a.only.split(","))
-    decoders = a.decoders.split(",")
-    run = {"env": environment(), "command": "python experiments/runners_bench.py " + " ".join(sys.argv[1:]),
+    run = {"env": harness.environment(), "command": "python experiments/runners_bench.py " + " ".join(sys.argv[1:]),
            "streams": a.streams, "batch": a.batch, "chunk": a.chunk}
-    pipe = PosePipeline() if only & {"e2e", "realtime"} else None
     if "e2e" in only:
         run["e2e"] = {}
         for label, clip in CLIPS.items():
             if label not in a.clips.split(","):
                 continue
-            path = helpers.data_path(clip)
-            replica = pipe.replica()  # e2e() warms both up (every bucket size) before its clock starts
+            path = harness.data_path(clip)
             # the bound: the fastest of ``repeats`` runs of each (the e2e figure: the median of its runs)
             r = {"nvdec_alone": max((nvdec_alone(path, a.streams, a.chunk) for _ in range(a.repeats)),
                                     key=lambda x: x["frames_per_s"]),
                  "nvdec_processes_alone": nvdec_alone_processes(path, a.streams, a.chunk)}
             print(label, "nvdec alone", r["nvdec_alone"], r["nvdec_processes_alone"], flush=True)
-            r["pipeline_alone"] = pipeline_alone(pipe, path, a.batch)
+            r["pipeline_alone"] = pipeline_alone(path, a.batch)
             print(label, "pipeline alone", r["pipeline_alone"], flush=True)
             r["runners"] = {}
-            for (name, pipes, wait), decoder, sw in itertools.product(
-                    (("pipelined", pipe, None), ("dynamic", pipe, 5.0), ("streams", [pipe, replica], None)), decoders,
-                    [float(x) for x in a.switch_ms.split(",")]):
-                if name not in a.runners.split(","):
-                    continue
-                reps = sorted((e2e(pipes, path, a.streams, a.batch, wait, a.chunk, decoder, sw)
-                               for _ in range(a.repeats)), key=lambda x: x["frames_per_s"])
+            for name, per in itertools.product(a.runners.split(","), [int(x) for x in a.per_process.split(",")]):
+                reps = sorted((e2e(path, a.streams, a.batch, name, per, a.chunk) for _ in range(a.repeats)),
+                              key=lambda x: x["frames_per_s"])
                 rep = reps[len(reps) // 2]  # the median run stands for the configuration; every run is kept
                 rep["repeats_frames_per_s"] = [x["frames_per_s"] for x in reps]
-                name = ", ".join([name] + ([decoder] if decoder != "nvdec" else []) + ([f"GIL switch {sw:g} ms"]
-                                                                                      if sw != 1.0 else []))
+                name = f"{name}, {'one decode process' if per == 0 else f'{per} stream(s) per decode process'}"
                 r["runners"][name] = rep
                 print(label, "e2e", name, rep["results"], "frames", f"{rep['frames_per_s']:.0f} fr/s", rep["failed"],
                       flush=True)
@@ -277,11 +242,10 @@ def main():
             run["e2e"][label] = r
             _write(run, a.out_dir)
     if "realtime" in only:
-        frames = helpers.read_video(helpers.data_path(CLIPS["768x432"]), 300)
-        pipe.warmup(frames[0].shape[:2], 64)  # host frames, every bucket size
+        path = harness.data_path(CLIPS["768x432"])
         rows = []
         for s in (int(x) for x in a.realtime_s.split(",")):
-            r = realtime(pipe, frames, s, a.seconds, max_wait_ms=10.0, batch=64)
+            r = realtime(path, s, a.seconds, max_wait_ms=10.0, batch=64)
             rows.append(r)
             print("realtime", s, "streams: p99", f"{r['latency_ms']['p99']:.1f} ms", f"{r['frames_per_s']:.0f} fr/s",
                   flush=True)
@@ -293,11 +257,9 @@ def main():
         run["realtime"]["max_streams_p99_le_50ms"] = max(ok) if ok else 0
         _write(run, a.out_dir)
     if "multigpu" in only:
-        del pipe
-        torch.cuda.empty_cache()
         n = torch.cuda.device_count()
-        path = helpers.data_path(CLIPS["768x432"])
-        rows = [multigpu(path, a.streams, g, a.batch, a.chunk, a.multigpu_decoder) for g in sorted({1, n})]
+        path = harness.data_path(CLIPS["768x432"])
+        rows = [multigpu(path, a.streams, g, a.batch, a.chunk) for g in sorted({1, n})]
         for r in rows:
             print("multigpu", r["gpus"], f"{r['frames_per_s']:.0f} fr/s", r["failed"], flush=True)
         run["multigpu"] = {"rows": rows, "speedup": rows[-1]["frames_per_s"] / rows[0]["frames_per_s"]}
@@ -308,14 +270,6 @@ def nvdec_bound(r: dict) -> float:
     """NVDEC decoding alone: the faster of its raw loops (decoder threads in one process, one process per
     stream), the rate end to end is held to."""
     return max(r[k]["frames_per_s"] for k in ("nvdec_alone", "nvdec_processes_alone") if k in r)
-
-
-def decoders_alone(r: dict) -> str:
-    """NVDEC alone as a table cell: threads in one process, and one process per stream when measured."""
-    cell = f"{r['nvdec_alone']['frames_per_s']:,.0f}"
-    if "nvdec_processes_alone" in r:
-        cell += f" / {r['nvdec_processes_alone']['frames_per_s']:,.0f} (threads / processes)"
-    return cell
 
 
 def _write(run: dict, out_dir: str):
@@ -354,7 +308,7 @@ def markdown(runs: list) -> str:
                       "(target >= 0.90) | limited by | predict frame by frame fr/s | e2e / predict (target >= 25) |",
                       "|---|---|---|---|---|---|---|---|---|"]
             for label, r in run["e2e"].items():
-                lines.append(f"| {label} | {run['streams']} | {decoders_alone(r)} | "
+                lines.append(f"| {label} | {run['streams']} | {harness.decoders_alone(r)} | "
                              f"{r['pipeline_alone']['frames_per_s']:.0f} | {r['e2e_frames_per_s']:.0f} "
                              f"({r['best_runner']}) | {r['e2e_over_bound']:.2f} | {r['limited_by']} | "
                              f"{r['predict_serial']['frames_per_s']:.1f} | {r['e2e_over_predict_serial']:.1f}x |")

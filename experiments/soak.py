@@ -27,49 +27,46 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-CLIP = "one-by-one-person-detection.mp4"
+import harness
 
 
-def looping_source(name: str, path: str, decoder: str, device, deadline: float, chunk: int, max_frames=None):
-    """A stream that plays ``path`` again and again until ``deadline`` (frame indices keep counting)."""
-    from runners.sources import Frame, Source, open_source
+class MemorySampler:
+    """Memory of this process, sampled in its own thread: torch's allocated and reserved bytes on the
+    device, NVML's used memory of the device, and the process's resident memory (psutil)."""
 
-    first = open_source(path, max_frames, decoder, device, chunk)
+    def __init__(self, device: str):
+        import torch
 
-    def gen():
-        i = 0
-        src = first
-        while True:
-            for f in src.frames:
-                if time.perf_counter() >= deadline:
-                    f.done()
-                    return
-                yield Frame(i, f.image, f.pixel_format, f.ready, f.release)
-                i += 1
-            src = open_source(path, max_frames, decoder, device, chunk)
+        self.cuda = device.startswith("cuda") and torch.cuda.is_available()
+        self.device = torch.device(device)
+        self.nvml = None
+        if self.cuda:
+            try:
+                import pynvml
 
-    return Source(name, gen(), first.fps, None, first.cancel, first.shape, first.pixel_format)
+                pynvml.nvmlInit()
+                self.nvml = (pynvml, pynvml.nvmlDeviceGetHandleByIndex(self.device.index or 0))
+            except Exception:  # NVML is optional
+                self.nvml = None
+        try:
+            import psutil
 
+            self.proc = psutil.Process()
+        except ImportError:
+            self.proc = None
 
-def sample(mon, pipe_device) -> dict:
-    import torch
+    def sample(self, results: int) -> dict:
+        import torch
 
-    s = {"t": time.perf_counter(), "results": mon.results, "frames_in": mon.frames_in,
-         "drops": sum(mon.drops.values())}
-    if pipe_device.type == "cuda":
-        s["torch_allocated_mib"] = torch.cuda.memory_allocated(pipe_device) / 2**20
-        s["torch_reserved_mib"] = torch.cuda.memory_reserved(pipe_device) / 2**20
-    # NVML and RSS: the monitor's own sampler's latest reading (every 0.25 s), not a second query: a second
-    # psutil cpu_percent() caller would also cut the sampler's CPU intervals short
-    u = mon.sampler.samples[-1] if mon.sampler is not None and mon.sampler.samples else {}
-    if u.get("gpu_mem_mib"):
-        s["nvml_used_mib"] = sum(u["gpu_mem_mib"])
-    if "rss_mib" in u:
-        s["rss_mib"] = u["rss_mib"]
-    return s
+        s = {"t": time.perf_counter(), "results": results}
+        if self.cuda:
+            s["torch_allocated_mib"] = torch.cuda.memory_allocated(self.device) / 2**20
+            s["torch_reserved_mib"] = torch.cuda.memory_reserved(self.device) / 2**20
+        if self.nvml is not None:
+            s["nvml_used_mib"] = self.nvml[0].nvmlDeviceGetMemoryInfo(self.nvml[1]).used / 2**20
+        if self.proc is not None:
+            s["rss_mib"] = self.proc.memory_info().rss / 2**20
+        return s
 
 
 def evaluate(samples: list[dict], warmup: float, t0: float, accounting_ok: bool, drops: int, per_second: dict,
@@ -120,58 +117,57 @@ def evaluate(samples: list[dict], warmup: float, t0: float, accounting_ok: bool,
 def run(duration: float, streams: int, decoder: str, device: str, period: float, warmup: float, batch: int,
         max_wait_ms: float, backend: str, imgsz: int, chunk: int, max_frames=None, tolerance: float = 0.05,
         partial_out: Path | None = None) -> dict:
+    """``streams`` looping copies of the clip through ``posefuse.run`` (dynamic runner) for ``duration`` s."""
     import torch
 
-    from fusion import PosePipeline
-    from runners.concurrent import run_concurrent, warm_up
-    from runners.gpuinfo import environment
-    from runners.monitor import PerformanceMonitor
-    from tests import helpers
+    from posefuse import RunConfig, run as run_pipeline
 
-    pipe = PosePipeline(device=device, backend=backend, imgsz=imgsz)
-    path = helpers.data_path(CLIP)
-    t0 = time.perf_counter()
-    deadline = t0 + duration
-    sources = [looping_source(f"s{k}", path, decoder, pipe.device if decoder == "nvdec" else None, deadline, chunk,
-                              max_frames) for k in range(streams)]
-    warm_up(pipe, sources, batch)
-    mon = PerformanceMonitor()
+    cfg = RunConfig(sources=[harness.data_path(harness.CLIP)], repeat=streams, loop=True, duration_s=duration,
+                    max_frames=max_frames, decoder=decoder, chunk=chunk, runner="dynamic", batch=batch,
+                    max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, progress=False)
+    mem = MemorySampler(device)
     samples: list[dict] = []
     per_second: dict = {}
+    count = [0]
+    t0 = [None]  # the first result: the run's clock as the soak sees it
     stop = threading.Event()
 
     def sampler():
         while not stop.wait(period):
-            samples.append(sample(mon, pipe.device))
+            if t0[0] is None:
+                continue
+            samples.append(mem.sample(count[0]))
             if partial_out is not None:  # a run cut short still leaves its samples
                 partial_out.write_text(json.dumps({"partial": True, "samples": samples,
                                                    "results_per_second": dict(per_second)}, default=float))
 
-    mon.start()
-    samples.append(sample(mon, pipe.device))
+    def on_result(r):  # the result thread only: no lock needed
+        now = time.perf_counter()
+        if t0[0] is None:
+            t0[0] = now
+            samples.append(mem.sample(0))
+        k = int(now - t0[0])
+        per_second[k] = per_second.get(k, 0) + 1
+        count[0] += 1
+
     th = threading.Thread(target=sampler, daemon=True)
     th.start()
-    def on_result(stream, index, image, res):  # the result thread only: no lock needed
-        k = int(time.perf_counter() - t0)
-        per_second[k] = per_second.get(k, 0) + 1
-
-    failed = run_concurrent(sources, pipe, mon, on_result, batch=batch, max_wait_ms=max_wait_ms)
+    report = run_pipeline(cfg, on_result)
     stop.set()
     th.join()
-    samples.append(sample(mon, pipe.device))
-    accounting_ok = True
-    try:
-        mon.stop()
-    except AssertionError:
-        accounting_ok = False
-    rep = mon.report()
+    samples.append(mem.sample(count[0]))
+    rep = report.overall
+    start = t0[0] or time.perf_counter()
     for s in samples:
-        s["t_s"] = s["t"] - t0
+        s["t_s"] = s["t"] - start
+    accounting_ok = rep["frames_in"] == rep["results"] + sum(rep["drops"].values())  # run() asserts it too
     # the last sample is taken after the streams ended (buffers already freed): reported, not evaluated
-    ev = evaluate(samples[:-1], warmup, t0, accounting_ok and not failed, sum(rep["drops"].values()), per_second, tolerance)
-    return {"env": environment(), "duration_s": duration, "streams": streams, "decoder": decoder, "device": str(pipe.device),
-            "backend": pipe.backend, "batch": batch, "max_wait_ms": max_wait_ms, "period_s": period, "warmup_s": warmup,
-            "failed_sources": failed, "report": rep, "samples": samples, "evaluation": ev,
+    ev = evaluate(samples[:-1], warmup, start, accounting_ok and not report.failed, sum(rep["drops"].values()),
+                  per_second, tolerance)
+    return {"env": harness.environment(), "duration_s": duration, "streams": streams, "decoder": decoder,
+            "device": report.ran["device"], "backend": report.ran["backend"], "batch": batch,
+            "max_wait_ms": max_wait_ms, "period_s": period, "warmup_s": warmup, "failed_sources": report.failed,
+            "report": rep, "samples": samples, "evaluation": ev,
             "results_per_second": [per_second.get(k, 0) for k in range(max(per_second, default=0) + 1)],
             "torch_cuda": torch.cuda.is_available()}
 
@@ -218,7 +214,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-frames", type=int, default=None, help="frames of the clip per loop")
     ap.add_argument("--throughput-tolerance", type=float, default=0.05,
                     help="last window's throughput within this fraction of the first's (the issue: 0.05)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "soak.json"))
+    ap.add_argument("--out", default=str(harness.RESULTS / "soak.json"))
     ap.add_argument("--plot", action="store_true")
     a = ap.parse_args(argv)
     import torch

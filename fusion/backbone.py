@@ -70,7 +70,7 @@ class PoseBackbone(nn.Module):
         return torch.cat(per_level, 2)
 
     def levels(self, in_h: int, in_w: int):
-        from kernels.decode import levels_for
+        from ..kernels.decode import levels_for
 
         return levels_for(in_h, in_w, self.strides)
 

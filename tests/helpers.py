@@ -1,8 +1,8 @@
-"""Shared test helpers: where the sample data lies, frame readers, comparisons."""
+"""Shared test helpers: the experiments' harness (sample data, frame readers), NV12 conversion, comparisons."""
 from __future__ import annotations
 
-import os
-from functools import lru_cache
+import importlib.util
+import sys
 from pathlib import Path
 
 import cv2
@@ -11,50 +11,27 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def data_dir() -> Path:
-    """``$POSEFUSE_DATA``, else ``../shared/data`` beside the checkout, else ``.offline/data`` (GPU machine)."""
-    for cand in (os.environ.get("POSEFUSE_DATA"), ROOT.parent / "shared" / "data", ROOT / ".offline" / "data"):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    raise FileNotFoundError("sample data: set POSEFUSE_DATA or provide ../shared/data")
+def load_experiment(name: str):
+    """The module experiments/<name>.py, loaded by path (its sibling ``harness`` first, as a script sees it)."""
+    if name != "harness" and "harness" not in sys.modules:
+        load_experiment("harness")
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def data_path(name: str) -> str:
-    return str(data_dir() / name)
+harness = load_experiment("harness")
+data_dir, data_path, read_video, read_gif, asset_images = (harness.data_dir, harness.data_path, harness.read_video,
+                                                           harness.read_gif, harness.asset_images)
 
 
-@lru_cache(maxsize=8)
-def _read_video(path: str, n: int):
-    cap = cv2.VideoCapture(path)
-    frames = []
-    while len(frames) < n:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    cap.release()
-    if not frames:
-        raise RuntimeError(f"could not read frames from {path}")
-    return tuple(frames)
-
-
-def read_video(path: str, n: int) -> list[np.ndarray]:
-    return list(_read_video(path, n))
-
-
-def read_gif(path: str) -> list[np.ndarray]:
-    from PIL import Image, ImageSequence
-
-    with Image.open(path) as im:
-        return [cv2.cvtColor(np.asarray(f.convert("RGB")), cv2.COLOR_RGB2BGR) for f in ImageSequence.Iterator(im)]
-
-
-def asset_images() -> list[np.ndarray]:
-    """The images shipped in the ultralytics wheel (bus.jpg, zidane.jpg)."""
-    import ultralytics
-
-    d = Path(ultralytics.__file__).parent / "assets"
-    return [cv2.imread(str(p)) for p in sorted(d.glob("*.jpg"))]
+def on_frame(fn):
+    """An on_result callback (FrameResult) calling ``fn(stream, index, image, poses)``."""
+    return lambda r: fn(r.stream, r.index, r.image, r.poses)
 
 
 def bgr_to_nv12(bgr: np.ndarray) -> np.ndarray:

@@ -3,16 +3,15 @@ import glob
 import os
 import subprocess
 import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+import helpers
+
+ROOT = helpers.ROOT
 
 
 def test_cuda_sources_compile_with_nvrtc():
-    import nvrtc_check
+    nvrtc_check = helpers.load_experiment("nvrtc_check")
 
     lib = nvrtc_check.find_nvrtc()
     if not os.path.isabs(lib) or not glob.glob(lib):

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels._common import KernelInputError, numba_simulator
-from kernels.decode import decode, decode_reference, levels_for
-from kernels.decode.reference import CHANNELS, decode_dense_reference
-from kernels.letterbox import letterbox_reference
+from posefuse.kernels._common import KernelInputError, numba_simulator
+from posefuse.kernels.decode import decode, decode_reference, levels_for
+from posefuse.kernels.decode.reference import CHANNELS, decode_dense_reference
+from posefuse.kernels.letterbox import letterbox_reference
 
 sim = pytest.mark.skipif(not numba_simulator(), reason="Numba CUDA simulator only (the GPU runs the gpu tests)")
 

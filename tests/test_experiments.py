@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+import helpers
+
+ROOT = helpers.ROOT
 
 
 def test_accuracy_script_on_a_few_frames(tmp_path):
@@ -21,7 +21,7 @@ def test_accuracy_script_on_a_few_frames(tmp_path):
 
 
 def test_run_notebook_executes_cells_and_reports_errors(tmp_path):
-    import run_notebook
+    run_notebook = helpers.load_experiment("run_notebook")
 
     def nb(*cells):
         return {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
@@ -41,8 +41,8 @@ def test_run_notebook_executes_cells_and_reports_errors(tmp_path):
 def test_reports_reproduce_the_recorded_targets():
     """bench_report's target checks, re-run on the recorded rows, give the recorded verdicts; the README
     generator builds its section from results/."""
-    import bench_report
-    import readme_results
+    bench_report = helpers.load_experiment("bench_report")
+    readme_results = helpers.load_experiment("readme_results")
 
     for name in ("kernels", "pipeline"):
         run = json.loads((ROOT / "results" / f"{name}.json").read_text())["runs"][-1]
@@ -86,7 +86,7 @@ def test_cpu_soak_60_seconds_nothing_lost_no_growth(tmp_path):
 
 
 def test_runners_bench_markdown_from_a_recorded_shape():
-    import runners_bench
+    runners_bench = helpers.load_experiment("runners_bench")
 
     rep = {"frames_per_s": 100.0, "latency_ms": {"p50": 1.0, "p99": 2.0}, "usage": {}}
     run = {"env": {"date": "d", "card": "c", "gpus": 1}, "command": "x", "streams": 8,
@@ -118,23 +118,10 @@ def test_phase_table_smoke_on_the_cpu(tmp_path):
 def test_plots_from_the_recorded_results(tmp_path):
     import shutil
 
-    import plots
+    plots = helpers.load_experiment("plots")
 
     for f in ("phase_table.json", "kernels.json"):
         shutil.copy(ROOT / "results" / f, tmp_path / f)
     made = plots.main(["--results", str(tmp_path)])
     assert set(made) == {"phase_table.png", "latency_cdf.png", "stage_breakdown.png", "roofline.png"}
     assert all((tmp_path / m).stat().st_size > 10_000 for m in made)
-
-
-def test_host_overhead_harness_delivers_every_frame():
-    """The runner's host-side ceiling harness (simulated decoder and GPU, the real runner threads and the
-    NVDEC source's frame pool): every frame of every stream comes back, for both batchers."""
-    import host_overhead
-
-    for wait in (5.0, None):
-        r = host_overhead.run(streams=3, frames=50, decoder_fps=4000, gpu_fps=20000, batch=16, chunk=8,
-                              max_wait_ms=wait)
-        assert r["frames"] == 150 and r["failed"] == {}
-        assert 0 < r["over_bound"] and r["cpu_us_per_frame"] > 0
-        assert r["runner_thread_s"]["decode.nvdec.decoder"] > 0  # the source's own times reach the report

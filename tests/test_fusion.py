@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from fusion import PosePipeline
-from fusion.accuracy import AccuracyTally, ultralytics_results
-from kernels._common import KernelInputError
-from tests import helpers
+from posefuse.fusion import PosePipeline
+from posefuse.fusion.accuracy import AccuracyTally, ultralytics_results
+from posefuse.kernels._common import KernelInputError
+import helpers
 
 gpu = pytest.mark.gpu
 FP16 = dict(atol=0.05, score_atol=1e-3)  # two fp16 pipelines may autotune different cuDNN algorithms
@@ -94,7 +94,7 @@ def test_bad_arguments_named():
         PosePipeline(device="cpu", backend="opencl")
     with pytest.raises(KernelInputError, match="precision: expected one of"):
         PosePipeline(device="cpu", precision="int8")
-    with pytest.raises(KernelInputError, match="conf/iou/max_det"):
+    with pytest.raises(KernelInputError, match=r"conf: expected a score in \[0, 1\], got 2.0"):
         PosePipeline(device="cpu", conf=2.0)
     with pytest.raises(KernelInputError, match="model: expected a model name"):
         PosePipeline(model=3, device="cpu")
@@ -186,7 +186,7 @@ def test_gpu_zero_copy_pointer_table_reads_caller_memory(pipes, clip_frames):
 
 @gpu
 def test_gpu_interop_same_pointers():
-    from fusion.interop import data_ptr, to_cupy, to_numba, to_torch
+    from posefuse.fusion.interop import data_ptr, to_cupy, to_numba, to_torch
 
     t = torch.arange(1000, dtype=torch.float32, device="cuda")
     c = to_cupy(t)
@@ -249,11 +249,21 @@ def test_gpu_mixed_sizes_and_nv12(no_tf32, pipes, cpu_pipe, clip_frames, clip108
     assert_results_close(got, ref, atol=2e-2, score_atol=2e-3)
 
 
-def test_compile_option_runs_on_cpu():
-    """``compile=True`` wraps the backbone in torch.compile (exercised here on a tiny module on the CPU)."""
-    pipe = PosePipeline(model=TinyHead(), device="cpu", compile=True)
-    eager = PosePipeline(model=TinyHead(), device="cpu")
-    frame = [np.zeros((64, 64, 3), np.uint8)]
-    a, b = pipe(frame), eager(frame)
-    assert_results_close(a, b)
-    assert hasattr(pipe.backbone, "_orig_mod")  # really compiled
+def test_pipeline_defaults_to_the_best_device_and_changes_no_process_setting():
+    before = torch.backends.cudnn.benchmark
+    pipe = PosePipeline(model=TinyHead())
+    assert pipe.device == (torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark == before
+    assert "device:" in PosePipeline.__doc__ and PosePipeline.__call__.__doc__
+    if pipe.device.type == "cpu":
+        assert pipe.precision == "fp32"  # what runs, not what was asked for
+
+
+@pytest.mark.parametrize("kw, match", [({"device": "tpu"}, "device: expected 'cuda', 'cuda:N' or 'cpu'"),
+                                       ({"conf": 2}, "conf: expected a score in"), ({"iou": -1}, "iou: expected"),
+                                       ({"imgsz": 8}, "imgsz: expected >= 32"), ({"backend": "fast"}, "backend:")])
+def test_pipeline_arguments_are_checked_by_name(kw, match):
+    from posefuse.kernels._common import KernelInputError
+
+    with pytest.raises(KernelInputError, match=match):
+        PosePipeline(model=TinyHead(), **({"device": "cpu"} | kw))

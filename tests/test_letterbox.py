@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from kernels._common import KernelInputError, numba_simulator
-from kernels.letterbox import batch_geometry, letterbox, letterbox_reference
-from tests import helpers
+from posefuse.kernels._common import KernelInputError, numba_simulator
+from posefuse.kernels.letterbox import batch_geometry, letterbox, letterbox_reference
+import helpers
 
 EDGE_SHAPES = [(1, 1), (3, 5), (781, 1823), (3024, 4032), (1823, 781), (864, 1280), (432, 768)]  # 864x1280: exact 2x down
 
@@ -63,7 +63,7 @@ def test_resize_coefficients_reproduce_cv2_bit_for_bit(seed):
     """The kernels' fixed-point tables (geometry.resize_coefficients) applied in NumPy == cv2.resize."""
     import cv2
 
-    from kernels.letterbox.geometry import apply_coefficients, resize_coefficients
+    from posefuse.kernels.letterbox.geometry import apply_coefficients, resize_coefficients
 
     rng = np.random.default_rng(seed)
     sizes = [(1, 1), (3, 5), (781, 1823), (1823, 781), (864, 1280), (432, 768), (1080, 1920)]
@@ -139,7 +139,7 @@ def test_numba_sim_nv12_matches_cv2_conversion_then_letterbox(clip_frames):
 def test_nv12_torch_conversion_bit_exact_to_cv2(clip_frames):
     import cv2
 
-    from kernels.letterbox.torch_ops import _nv12_to_bgr
+    from posefuse.kernels.letterbox.torch_ops import _nv12_to_bgr
 
     nv12 = helpers.bgr_to_nv12(clip_frames[150])
     np.testing.assert_array_equal(_nv12_to_bgr(torch.from_numpy(nv12), 432).numpy(),

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from kernels._common import KernelInputError, numba_simulator
-from kernels.decode import Candidates, decode, decode_reference
-from kernels.letterbox import letterbox_reference
-from kernels.nms import nms_reference, nms_rescale, postprocess_reference, rescale_reference
-from kernels.nms.reference import iou_one_to_many
-from tests import helpers
+from posefuse.kernels._common import KernelInputError, numba_simulator
+from posefuse.kernels.decode import Candidates, decode, decode_reference
+from posefuse.kernels.letterbox import letterbox_reference
+from posefuse.kernels.nms import nms_reference, nms_rescale, postprocess_reference, rescale_reference
+from posefuse.kernels.nms.reference import iou_one_to_many
+import helpers
 
 sim = pytest.mark.skipif(not numba_simulator(), reason="Numba CUDA simulator only (the GPU runs the gpu tests)")
 

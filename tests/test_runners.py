@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from fusion import PosePipeline
-from fusion.accuracy import AccuracyTally
-from runners import PerformanceMonitor, SourceError, open_source, run_source, synthesized_clip
-from runners.cli import main
-from tests import helpers
+from posefuse.fusion import PosePipeline
+from posefuse.fusion.accuracy import AccuracyTally
+from posefuse.runners import PerformanceMonitor, SourceError, open_source, synthesized_clip
+from posefuse.runners.strategies import run_source
+from posefuse.runners.cli import main
+import helpers
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def cpu_pipe():
 
 def collect(src, runner, engine, **kw):
     mon, out = PerformanceMonitor(), {}
-    run_source(src, runner, engine, mon, lambda s, i, img, r: out.__setitem__(i, r), **kw)
+    run_source(src, runner, engine, mon, helpers.on_frame(lambda s, i, img, r: out.__setitem__(i, r)), **kw)
     mon.stop()
     return out, mon.report()
 
@@ -56,19 +57,19 @@ def test_source_errors_name_the_source(tmp_path, make, match):
     spec = make(tmp_path)
     with pytest.raises(SourceError, match=match) as e:
         src = open_source(spec)
-        list(src.frames)
+        list(src.frames())
     assert spec in str(e.value)
 
 
 def test_video_folder_and_image_sources(tmp_path, clip_frames):
     src = open_source(helpers.data_path("one-by-one-person-detection.mp4"), max_frames=5)
-    frames = list(src.frames)
+    frames = list(src.frames())
     assert [f.index for f in frames] == list(range(5)) and src.fps and src.count == 5
     for i, f in enumerate(clip_frames[150:153]):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), f)
-    got = list(open_source(str(tmp_path)).frames)
+    got = list(open_source(str(tmp_path)).frames())
     assert len(got) == 3 and np.array_equal(got[1].image, clip_frames[151])
-    assert len(list(open_source(str(tmp_path / "000.png")).frames)) == 1
+    assert len(list(open_source(str(tmp_path / "000.png")).frames())) == 1
 
 
 def test_serial_batched_and_ultralytics_agree(cpu_pipe, yolo):
@@ -87,19 +88,19 @@ def test_serial_batched_and_ultralytics_agree(cpu_pipe, yolo):
 
 
 def test_bad_frames_become_recorded_drops(cpu_pipe):
-    from runners.sources import Frame, Source
+    from posefuse.runners.sources import Frame, Source
 
     frames = [Frame(0, synthesized_clip(1)[0]), Frame(1, np.zeros((10, 10), np.uint8)), Frame(2, synthesized_clip(1)[0])]
-    out, rep = collect(Source("mixed", iter(frames)), "serial", cpu_pipe)
+    out, rep = collect(Source.from_frames("mixed", (frames)), "serial", cpu_pipe)
     assert sorted(out) == [0, 2] and rep["results"] == 2 and sum(rep["drops"].values()) == 1
     assert next(iter(rep["drops"])) == "mixed[1]: expected uint8 HxWx3 (BGR), got shape (10, 10)"
 
 
 def test_monitor_accounting_catches_a_lost_frame():
     m = PerformanceMonitor()
-    m.arrived(("s", 0))
-    m.arrived(("s", 1))
-    m.done(("s", 0), 1)
+    m.arrived([("s", 0)])
+    m.arrived([("s", 1)])
+    m.delivered([(("s", 0), 1)])
     with pytest.raises(AssertionError, match="1 frames unaccounted for"):
         m.stop()
 
@@ -109,8 +110,8 @@ def test_monitor_clock_ends_at_end_clock_not_at_stop():
     (after the workers are joined) keeps it; start() begins a new clock."""
     m = PerformanceMonitor(usage=False)
     m.start()
-    m.arrived(("s", 0))
-    m.done(("s", 0), 1)
+    m.arrived([("s", 0)])
+    m.delivered([(("s", 0), 1)])
     time.sleep(0.02)
     m.end_clock()
     wall = m.report()["wall_s"]
@@ -154,28 +155,28 @@ def test_cli_bad_arguments():
     assert main(["run", "--batch", "0"]) == 2
     # NVDEC frames are NV12 on the GPU and go back to their pool: no annotated video, no predict on them
     assert main(["run", "--decoder", "nvdec", "--save-video", "out.mp4"]) == 2
-    assert main(["run", "--decoder", "nvdec-process", "--runner", "ultralytics"]) == 2
+    assert main(["run", "--decoder", "nvdec", "--runner", "ultralytics"]) == 2
 
 
 # ------------------------------------------------------------------------------------------------
 # Concurrent runners: many sources at once, bounded queues, faults
 # ------------------------------------------------------------------------------------------------
 def _small_sources(n_each=4):
-    from runners.sources import Frame, Source
+    from posefuse.runners.sources import Frame, Source
 
     clip = [np.ascontiguousarray(f[::2, ::2]) for f in synthesized_clip(8)]  # 216x384: quick on the CPU
     video = [np.ascontiguousarray(f[::2, ::2]) for f in helpers.read_video(helpers.data_path("one-by-one-person-detection.mp4"), 200)[150:150 + n_each]]
-    return (lambda: [Source("clip", iter([Frame(i, f) for i, f in enumerate(clip[:n_each])]), 50.0),
-                     Source("video", iter([Frame(i, f) for i, f in enumerate(video)]), 50.0)])
+    return (lambda: [Source.from_frames("clip", ([Frame(i, f) for i, f in enumerate(clip[:n_each])]), 50.0),
+                     Source.from_frames("video", ([Frame(i, f) for i, f in enumerate(video)]), 50.0)])
 
 
 @pytest.mark.parametrize("max_wait_ms", [None, 5.0])  # pipelined, dynamic
 def test_concurrent_runners_keep_stream_order_and_equal_serial(cpu_pipe, max_wait_ms):
-    from runners.concurrent import run_concurrent
+    from posefuse.runners.concurrent import run_concurrent
 
     make = _small_sources()
     mon, got = PerformanceMonitor(), {}
-    failed = run_concurrent(make(), cpu_pipe, mon, lambda s, i, img, r: got.setdefault(s, []).append((i, r)),
+    failed = run_concurrent(make(), cpu_pipe, mon, helpers.on_frame(lambda s, i, img, r: got.setdefault(s, []).append((i, r))),
                             batch=3, max_wait_ms=max_wait_ms)
     mon.stop()
     assert failed == {} and mon.report()["results"] == 8
@@ -188,16 +189,16 @@ def test_concurrent_runners_keep_stream_order_and_equal_serial(cpu_pipe, max_wai
 
 
 def test_concurrent_failing_source_is_reported_others_go_on(cpu_pipe, tmp_path):
-    from runners.concurrent import run_concurrent
-    from runners.sources import Source
+    from posefuse.runners.concurrent import run_concurrent
+    from posefuse.runners.sources import Source
 
     def broken():
         raise SourceError("source cam7: stream ended mid-frame")
         yield
 
     mon, got = PerformanceMonitor(), []
-    sources = _small_sources()() + [Source("cam7", broken())]
-    failed = run_concurrent(sources, cpu_pipe, mon, lambda s, i, img, r: got.append(s), batch=4)
+    sources = _small_sources()() + [Source.from_frames("cam7", broken())]
+    failed = run_concurrent(sources, cpu_pipe, mon, helpers.on_frame(lambda s, i, img, r: got.append(s)), batch=4)
     mon.stop()
     assert failed == {"cam7": "source cam7: stream ended mid-frame"} and len(got) == 8
 
@@ -207,6 +208,9 @@ class FailingPipeline:
 
     def __init__(self, pipe, n):
         self.pipe, self.n, self.calls = pipe, n, 0
+
+    def __getattr__(self, name):  # device, ring_wait_s, ...: the real pipeline's
+        return getattr(self.pipe, name)
 
     def submit(self, frames, pixel_format="bgr"):
         self.calls += 1
@@ -219,7 +223,7 @@ def test_worker_exception_stops_the_run_with_its_stage_and_no_thread_left(cpu_pi
     import threading
     import time
 
-    from runners.concurrent import RunnerError, run_concurrent
+    from posefuse.runners.concurrent import RunnerError, run_concurrent
 
     mon = PerformanceMonitor()
     t0 = time.perf_counter()
@@ -234,11 +238,11 @@ def test_worker_exception_stops_the_run_with_its_stage_and_no_thread_left(cpu_pi
 
 
 def test_realtime_releases_frames_at_the_source_rate(cpu_pipe):
-    from runners.concurrent import run_concurrent
-    from runners.sources import Frame, Source
+    from posefuse.runners.concurrent import run_concurrent
+    from posefuse.runners.sources import Frame, Source
 
     img = np.ascontiguousarray(synthesized_clip(1)[0][::4, ::4])
-    src = Source("cam", iter([Frame(i, img) for i in range(5)]), fps=20.0)
+    src = Source.from_frames("cam", ([Frame(i, img) for i in range(5)]), fps=20.0)
     mon = PerformanceMonitor()
     t0 = __import__("time").perf_counter()
     run_concurrent([src], cpu_pipe, mon, batch=8, max_wait_ms=1.0, realtime=True)
@@ -258,11 +262,11 @@ def test_cli_dynamic_runner_many_streams(tmp_path):
 
 def test_batched_mixed_good_and_bad_frames(cpu_pipe):
     """Good frames of a batch get results; each bad one is a recorded drop naming stream, index and reason."""
-    from runners.sources import Frame, Source
+    from posefuse.runners.sources import Frame, Source
 
     good = np.ascontiguousarray(synthesized_clip(1)[0][::2, ::2])
     frames = [good, np.zeros((8, 8, 4), np.uint8), good, None, good.astype(np.float32), good, np.zeros((0, 5, 3), np.uint8)]
-    out, rep = collect(Source("cam", iter([Frame(i, f) for i, f in enumerate(frames)])), "batched", cpu_pipe, batch=3)
+    out, rep = collect(Source.from_frames("cam", ([Frame(i, f) for i, f in enumerate(frames)])), "batched", cpu_pipe, batch=3)
     assert sorted(out) == [0, 2, 5] and rep["frames_in"] == 7 and rep["results"] == 3
     assert set(rep["drops"]) == {
         "cam[1]: expected uint8 HxWx3 (BGR), got shape (8, 8, 4)",
@@ -278,6 +282,9 @@ class OomPipeline:
     def __init__(self, pipe, limit):
         self.pipe, self.limit, self.sizes = pipe, limit, []
 
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
     def submit(self, frames, pixel_format="bgr"):
         self.sizes.append(len(frames))
         if len(frames) > self.limit:
@@ -286,12 +293,12 @@ class OomPipeline:
 
 
 def test_out_of_memory_splits_the_batch_and_loses_no_frame(cpu_pipe):
-    from runners.sources import Frame, Source
+    from posefuse.runners.sources import Frame, Source
 
     img = np.ascontiguousarray(synthesized_clip(1)[0][::4, ::4])
     oom = OomPipeline(cpu_pipe, limit=2)
     with pytest.warns(RuntimeWarning) as rec:
-        out, rep = collect(Source("cam", iter([Frame(i, img) for i in range(5)])), "batched", oom, batch=5)
+        out, rep = collect(Source.from_frames("cam", ([Frame(i, img) for i in range(5)])), "batched", oom, batch=5)
     assert [str(w.message) for w in rec] == ["CUDA out of memory for a batch of 5: splitting into 2 + 3",
                                              "CUDA out of memory for a batch of 3: splitting into 1 + 2"]
     assert sorted(out) == list(range(5)) and rep["results"] == 5 and not rep["drops"]
@@ -306,11 +313,10 @@ def test_sigterm_drains_writes_partial_statistics_and_exits_130(tmp_path):
     import time
 
     report = tmp_path / "r.json"
-    cmd = [sys.executable, "-m", "runners.cli", "run", "--device", "cpu", "--runner", "dynamic", "--realtime",
+    cmd = [sys.executable, "-m", "posefuse.runners.cli", "run", "--device", "cpu", "--runner", "dynamic", "--realtime",
            "--source", helpers.data_path("one-by-one-person-detection.mp4"), "--max-frames", "300",
            "--batch", "4", "--max-wait-ms", "50", "--out", str(report)]
-    env = dict(os.environ, PYTHONPATH=str(helpers.ROOT))
-    p = subprocess.Popen(cmd, cwd=helpers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(10)  # the model loads, then frames flow at the clip's 10 frames/s
     assert p.poll() is None, "the run ended before the signal"
     p.send_signal(signal.SIGTERM)
@@ -328,17 +334,17 @@ def test_truncated_video_is_a_clear_error_after_its_frames(cpu_pipe, tmp_path):
     src = open_source(str(cut))
     n = 0
     with pytest.raises(SourceError, match=r"cut.mp4: stopped after \d+ of 1394 frames \(truncated or corrupt file\)"):
-        for _ in src.frames:
+        for _ in src.frames():
             n += 1
     assert 300 < n < 1394
     full = open_source(helpers.data_path("one-by-one-person-detection.mp4"))  # a whole file raises nothing
-    assert sum(1 for _ in full.frames) == 1394
+    assert sum(1 for _ in full.frames()) == 1394
 
 
 def test_frame_pool_lends_rows_waits_for_released_ones_and_cancels():
     import threading
 
-    from runners.chunked import FramePool
+    from posefuse.runners.sources.pool import FramePool
 
     cancel = threading.Event()
     pool = FramePool(3, cancel)
@@ -360,102 +366,118 @@ def test_frame_pool_lends_rows_waits_for_released_ones_and_cancels():
     assert pool.all_free()
 
 
-@pytest.mark.parametrize("process", [False, True, "shared"], ids=["in-process", "decode-process", "shared-process"])
-def test_chunked_source_order_content_release_and_truncation(process):
-    """A chunked decoder (the NVDEC source's machinery, with a simulated decoder) in this process and in a
-    decode process: frames in order with their own content, rows reused only after release, and a stream
-    that breaks off is an error naming it after the frames it gave."""
-    from runners.chunked import process_source, simulated_stream
-    from runners.sources import SourceError
+@pytest.mark.parametrize("per_process", [1, 0], ids=["a-process-per-stream", "one-process"])
+def test_decode_process_source_order_content_release_and_truncation(per_process):
+    """A chunked decoder (the NVDEC source's machinery, with a simulated decoder) in a decode process:
+    frames in order with their own content, rows reused only after release, and a stream that breaks off
+    is an error naming it after the frames it gave."""
+    from posefuse.runners.sources import SourceError
+    from posefuse.runners.sources.pool import simulated_stream
+    from posefuse.runners.sources.process import DecodeProcesses
 
     kw = {"name": "clip.mp4", "frames": 10, "fps": 1e4, "chunk": 4, "shape": (4, 6), "pool": 4, "truncate_at": 7,
           "mark": True}
-    src = (process_source("runners.chunked:simulated_stream", kw, "clip.mp4", shared=process == "shared") if process
-           else simulated_stream(**kw).source())
+    procs = DecodeProcesses(per_process)
+    src = procs.open(simulated_stream, kw, "clip.mp4")
     assert src.count == 10 and src.shape == (4, 6) and src.pixel_format == "nv12"
     seen = []
     with pytest.raises(SourceError, match=r"clip\.mp4: stopped after 7 of 10"):
-        for f in src.frames:
+        for f in src.frames():
             assert tuple(f.image.shape) == (6, 6) and int(f.image[0, 0]) == f.index  # its own content
             seen.append(f.index)
-            f.done()
-            f.done()  # idempotent: the row goes back once
+            f.release()
+            f.release()  # idempotent: the row goes back once
     src.close()
     assert seen == list(range(7))
-    assert src.stats["decode.nvdec.decoder"] > 0
-    if process == "shared":
-        _shutdown_shared()
+    assert src.stats["video_decode.decoder"] > 0
+    _close(procs)
 
 
 def test_decode_process_source_holds_rows_until_released_and_reports_open_errors():
-    from runners.chunked import process_source
-    from runners.sources import SourceError
+    from posefuse.runners.sources import SourceError
+    from posefuse.runners.sources.pool import simulated_stream
+    from posefuse.runners.sources.process import DecodeProcesses
 
+    procs = DecodeProcesses(1)
     kw = {"name": "cam", "frames": 12, "fps": 1e4, "chunk": 4, "shape": (2, 2), "pool": 8, "mark": True}
-    src = process_source("runners.chunked:simulated_stream", kw, "cam")
-    it = iter(src.frames)
+    src = procs.open(simulated_stream, kw, "cam")
+    it = iter(src.frames())
     held = [next(it) for _ in range(8)]  # the whole pool lent out, nothing released
     values = [int(f.image[0, 0]) for f in held]
     assert values == list(range(8))
     for f in held[:4]:  # one chunk back: the decoder may fill those rows with frames 8..11
-        f.done()
+        f.release()
     rest = [next(it) for _ in range(4)]
     assert [f.index for f in rest] == [8, 9, 10, 11]
     assert [int(f.image[0, 0]) for f in held[4:]] == [4, 5, 6, 7]  # unreleased rows kept their frames
     assert next(it, None) is None
     for f in held[4:] + rest:
-        f.done()
+        f.release()
     src.close()
-    with pytest.raises(SourceError, match="no_such_stream"):
-        process_source("runners.chunked:no_such_stream", {}, "x")
+    with pytest.raises(SourceError, match="unexpected keyword argument 'bogus'"):
+        procs.open(simulated_stream, {**kw, "bogus": 1}, "x")
+    _close(procs)
 
 
-def test_shared_decode_process_serves_streams_side_by_side_and_survives_a_bad_open():
-    """Streams of one shared decode process: each its own frames, in order, read interleaved; a stream that
-    cannot be opened there is that stream's error, and the process goes on serving the others."""
-    from runners.chunked import _SharedWorker, process_source
-    from runners.sources import SourceError
+def test_one_decode_process_serves_streams_side_by_side_and_survives_a_bad_open():
+    """Streams of one decode process: each its own frames, in order, read interleaved; a stream that cannot
+    be opened there is that stream's error, and the process goes on serving the others."""
+    from posefuse.runners.sources import SourceError
+    from posefuse.runners.sources.pool import simulated_stream
+    from posefuse.runners.sources.process import DecodeProcesses
 
-    srcs = [process_source("runners.chunked:simulated_stream",
-                           {"name": f"cam{k}", "frames": 9, "fps": 1e4, "chunk": 3, "shape": (2, 2), "pool": 3,
-                            "mark": True}, f"cam{k}", shared=True) for k in range(2)]
-    with pytest.raises(SourceError, match="no_such_stream"):
-        process_source("runners.chunked:no_such_stream", {}, "x", shared=True)
-    worker = _SharedWorker.get(None)
-    assert worker.proc.is_alive()
-    its = [iter(s.frames) for s in srcs]
+    procs = DecodeProcesses(0)
+    srcs = [procs.open(simulated_stream, {"name": f"cam{k}", "frames": 9, "fps": 1e4, "chunk": 3, "shape": (2, 2),
+                                          "pool": 3, "mark": True}, f"cam{k}") for k in range(2)]
+    with pytest.raises(SourceError, match="unexpected keyword argument"):
+        procs.open(simulated_stream, {"bogus": 1}, "x")
+    assert procs.alive() == 1
+    its = [iter(s.frames()) for s in srcs]
     got = {0: [], 1: []}
     for _ in range(9):  # alternate: both streams' decoders run in the one process at once
         for k, it in enumerate(its):
             f = next(it)
             got[k].append((f.index, int(f.image[0, 0])))
-            f.done()
+            f.release()
     for k, it in enumerate(its):
         assert next(it, None) is None
         assert got[k] == [(i, i) for i in range(9)]
         srcs[k].close()
-    assert _SharedWorker.get(None) is worker  # one process for both
-    _shutdown_shared()
+    assert procs.alive() == 1  # one process for both
+    _close(procs)
 
 
-def _shutdown_shared():
-    """The shared decode process ends once its streams are over (no process is left for later tests)."""
+def test_streams_per_decode_process_sets_the_number_of_processes():
+    from posefuse.runners.sources.pool import simulated_stream
+    from posefuse.runners.sources.process import DecodeProcesses
+
+    procs = DecodeProcesses(2)
+    srcs = [procs.open(simulated_stream, {"name": f"c{k}", "frames": 2, "fps": 1e4, "chunk": 2, "shape": (2, 2)},
+                       f"c{k}") for k in range(3)]
+    assert procs.alive() == 2  # 2 + 1 streams
+    for s in srcs:
+        assert [f.index for f in s.frames()] == [0, 1]
+        s.close()
+    _close(procs)
+    with pytest.raises(ValueError, match="per_process: expected >= 0"):
+        DecodeProcesses(-1)
+
+
+def _close(procs):
+    """The decode processes end once their streams are over (no process is left for later tests)."""
     import multiprocessing as mp
 
-    from runners.chunked import shutdown_shared_decoders
-
-    shutdown_shared_decoders()
-    assert not [p for p in mp.active_children() if p.name == "posefuse-decode-shared"]
+    procs.close()
+    assert procs.alive() == 0
+    assert not [p for p in mp.active_children() if p.name == "posefuse-decode"]
 
 
 def test_nvdec_arguments_are_checked_before_anything_opens():
-    from runners.nvdec import open_nvdec
+    from posefuse.runners.sources.nvdec import open_nvdec
 
-    with pytest.raises(ValueError, match="copy: expected 'kernel' or 'dma', got 'fast'"):
-        open_nvdec("clip.mp4", copy="fast")
     with pytest.raises(ValueError, match="chunk: expected >= 1, got 0"):
         open_nvdec("clip.mp4", chunk=0)
-    with pytest.raises(ValueError, match="process: expected False, True or 'shared', got 'pool'"):
-        open_nvdec("clip.mp4", process="pool")
     with pytest.raises(ValueError, match="decoder: expected one of"):
         open_source("clip.mp4", decoder="nvdec-threaded")
+    with pytest.raises(ValueError, match="max_frames: expected >= 1, got 0"):
+        open_source("clip.mp4", max_frames=0)

@@ -3,7 +3,6 @@
 machinery with CPU pipelines (and 'cpu' devices for the workers); GPU tests run it on the card."""
 from __future__ import annotations
 
-import io
 import threading
 import time
 
@@ -11,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from fusion import PosePipeline
-from runners import PerformanceMonitor, open_source, run_source, synthesized_clip
-from runners.sources import Frame, Source, SourceError
-from tests import helpers
+from posefuse.fusion import PosePipeline
+from posefuse.runners import PerformanceMonitor, RunConfig, open_source, synthesized_clip
+from posefuse.runners.strategies import run_source
+from posefuse.runners.sources import Frame, Source, SourceError
+import helpers
 
 CLIP = "one-by-one-person-detection.mp4"
 
@@ -30,8 +30,8 @@ def _frames(n=6):
 
 def _serial(pipe, frames):
     mon, out = PerformanceMonitor(usage=False), {}
-    run_source(Source("s", iter([Frame(i, f) for i, f in enumerate(frames)])), "serial", pipe, mon,
-               lambda s, i, img, r: out.__setitem__(i, r))
+    run_source(Source.from_frames("s", ([Frame(i, f) for i, f in enumerate(frames)])), "serial", pipe, mon,
+               helpers.on_frame(lambda s, i, img, r: out.__setitem__(i, r)))
     return out
 
 
@@ -40,7 +40,9 @@ class SlowFirst:
 
     def __init__(self, pipe, n=1, delay=0.6):
         self.pipe, self.n, self.delay = pipe, n, delay
-        self.device = pipe.device
+
+    def __getattr__(self, name):  # device, ring_wait_s, ...: the real pipeline's
+        return getattr(self.pipe, name)
 
     def submit(self, frames, pixel_format="bgr"):
         if self.n > 0:
@@ -50,16 +52,16 @@ class SlowFirst:
 
 
 def test_streams_replicas_deliver_each_stream_in_order(cpu_pipe):
-    from runners.concurrent import run_concurrent
+    from posefuse.runners.concurrent import run_concurrent
 
     frames = _frames(6)
     ref = _serial(cpu_pipe, frames)
     replicas = [SlowFirst(cpu_pipe), cpu_pipe.replica()]
     assert replicas[1].backbone is cpu_pipe.backbone and replicas[1]._slots is not cpu_pipe._slots
     mon, got = PerformanceMonitor(usage=False), []
-    sources = [Source("a", iter([Frame(i, f) for i, f in enumerate(frames)])),
-               Source("b", iter([Frame(i, f) for i, f in enumerate(frames[::-1])]))]
-    failed = run_concurrent(sources, replicas, mon, lambda s, i, img, r: got.append((s, i, r)), batch=2)
+    sources = [Source.from_frames("a", ([Frame(i, f) for i, f in enumerate(frames)])),
+               Source.from_frames("b", ([Frame(i, f) for i, f in enumerate(frames[::-1])]))]
+    failed = run_concurrent(sources, replicas, mon, helpers.on_frame(lambda s, i, img, r: got.append((s, i, r))), batch=2)
     mon.stop()
     assert failed == {} and mon.results == 12
     for name in "ab":
@@ -73,36 +75,36 @@ def test_streams_replicas_deliver_each_stream_in_order(cpu_pipe):
 def test_pipelined_flushes_a_partial_batch_when_a_source_waits_for_its_frames(cpu_pipe):
     """An NVDEC source asks for more frames only after the ones it gave were released: a fixed-batch runner
     must not wait for a full batch forever (partial batch after ``idle_ms``)."""
-    from runners.concurrent import run_concurrent
+    from posefuse.runners.concurrent import run_concurrent
 
     frames = _frames(4)
     released = threading.Event()
 
     def leased():
         for i in range(2):
-            yield Frame(i, frames[i], release=released.set if i == 1 else None)
+            yield Frame(i, frames[i], on_release=released.set if i == 1 else None)
         if not released.wait(20):  # the runner never released frame 1
             raise SourceError("source leased: frames never released (deadlock)")
         for i in range(2, 4):
             yield Frame(i, frames[i])
 
     mon, got = PerformanceMonitor(usage=False), []
-    failed = run_concurrent([Source("leased", leased())], cpu_pipe, mon, lambda s, i, img, r: got.append(i),
+    failed = run_concurrent([Source.from_frames("leased", leased())], cpu_pipe, mon, helpers.on_frame(lambda s, i, img, r: got.append(i)),
                             batch=8, idle_ms=100)
     mon.stop()
     assert failed == {} and got == [0, 1, 2, 3]
 
 
 def test_frames_are_released_after_their_results_and_when_dropped(cpu_pipe):
-    from runners.concurrent import run_concurrent
+    from posefuse.runners.concurrent import run_concurrent
 
     frames = _frames(4)
     released = []
-    src = [Frame(0, frames[0], release=lambda: released.append(0)),
-           Frame(1, np.zeros((5, 5), np.uint8), release=lambda: released.append(1)),  # bad: a drop
-           Frame(2, frames[2], release=lambda: released.append(2))]
+    src = [Frame(0, frames[0], on_release=lambda: released.append(0)),
+           Frame(1, np.zeros((5, 5), np.uint8), on_release=lambda: released.append(1)),  # bad: a drop
+           Frame(2, frames[2], on_release=lambda: released.append(2))]
     mon = PerformanceMonitor(usage=False)
-    run_concurrent([Source("cam", iter(src))], cpu_pipe, mon, batch=2, max_wait_ms=1.0)
+    run_concurrent([Source.from_frames("cam", (src))], cpu_pipe, mon, batch=2, max_wait_ms=1.0)
     mon.stop()
     assert sorted(released) == [0, 1, 2] and mon.results == 2 and sum(mon.drops.values()) == 1
 
@@ -111,17 +113,18 @@ def test_frames_are_released_after_their_results_and_when_dropped(cpu_pipe):
 def test_multigpu_runner_shards_streams_over_worker_processes():
     """Two worker processes ('cpu' devices stand in for GPUs here): every stream complete, in order, with
     the same poses as one pipeline; the parent's accounting holds."""
-    from runners.multigpu import run_multigpu, shard
+    from posefuse.runners.multigpu import run_multigpu, shard
 
     assert shard(list(range(5)), 2) == [[0, 2, 4], [1, 3]]
     spec = helpers.data_path(CLIP)
     streams = [(spec, f"cam{k}") for k in range(3)]
     mon, got = PerformanceMonitor(usage=False), {}
-    failed = run_multigpu(streams, ["cpu", "cpu"], mon, lambda s, i, img, r: got.setdefault(s, []).append((i, r)),
-                          batch=4, max_wait_ms=5.0, max_frames=3, pipeline={"imgsz": 320})
+    cfg = RunConfig(runner="multigpu", gpus=["cpu", "cpu"], batch=4, max_wait_ms=5.0, max_frames=3, imgsz=320)
+    failed = run_multigpu(streams, ["cpu", "cpu"], cfg.validated(), mon,
+                          helpers.on_frame(lambda s, i, img, r: got.setdefault(s, []).append((i, r))))
     mon.stop()
     assert failed == {} and mon.results == 9 and mon.frames_in == 9
-    ref = PosePipeline(device="cpu", imgsz=320)(list(f.image for f in open_source(spec, 3).frames))
+    ref = PosePipeline(device="cpu", imgsz=320)(list(f.image for f in open_source(spec, 3).frames()))
     for k in range(3):
         assert [i for i, _ in got[f"cam{k}"]] == [0, 1, 2]
         for i, r in got[f"cam{k}"]:
@@ -132,14 +135,15 @@ def test_multigpu_runner_shards_streams_over_worker_processes():
 def test_multigpu_worker_failure_is_raised_with_its_stage_and_no_process_left():
     import multiprocessing as mp
 
-    from runners.concurrent import RunnerError
-    from runners.multigpu import run_multigpu
+    from posefuse.runners.concurrent import RunnerError
+    from posefuse.runners.multigpu import run_multigpu
 
     mon = PerformanceMonitor(usage=False)
     t0 = time.perf_counter()
     with pytest.raises(RunnerError, match="worker stage failed") as e:
-        run_multigpu([(helpers.data_path(CLIP), "cam0")], ["cpu"], mon, pipeline={"backend": "cupy"}, max_frames=2)
-    assert "backend" in str(e.value.__cause__) and time.perf_counter() - t0 < 120
+        cfg = RunConfig(runner="multigpu", gpus=["cpu"], max_frames=2, model="/nope.pt")  # not validated
+        run_multigpu([(helpers.data_path(CLIP), "cam0")], ["cpu"], cfg, mon)
+    assert "nope.pt" in str(e.value.__cause__) and time.perf_counter() - t0 < 120
     assert not mp.active_children()
     mon.stop()
 
@@ -157,7 +161,7 @@ def test_unsupported_codec_is_a_clear_error(tmp_path):
     assert data.count(b"MJPG") >= 1
     path.write_bytes(data.replace(b"MJPG", b"QQ9Z").replace(b"mjpg", b"qq9z"))
     with pytest.raises(SourceError, match="odd.avi") as e:
-        list(open_source(str(path)).frames)
+        list(open_source(str(path)).frames())
     assert "could not open" in str(e.value) or "no frame" in str(e.value)
 
 
@@ -182,8 +186,8 @@ def test_nan_and_inf_model_outputs_give_no_crash_and_no_nan_in_results():
     pipe = PosePipeline(model=NaNHead(), device="cpu")
     frames = _frames(4)[:3]
     mon, got = PerformanceMonitor(usage=False), []
-    run_source(Source("cam", iter([Frame(i, f) for i, f in enumerate(frames)])), "batched", pipe, mon,
-               lambda s, i, img, r: got.append(r), batch=3)
+    run_source(Source.from_frames("cam", ([Frame(i, f) for i, f in enumerate(frames)])), "batched", pipe, mon,
+               helpers.on_frame(lambda s, i, img, r: got.append(r)), batch=3)
     mon.stop()
     assert mon.results == 3 and len(got) == 3
     for r in got:
@@ -191,21 +195,23 @@ def test_nan_and_inf_model_outputs_give_no_crash_and_no_nan_in_results():
     assert sum(len(r) for r in got) > 0  # the finite anchors still give poses
 
 
-def test_monitor_samples_usage_and_prints_progress():
-    out = io.StringIO()
-    mon = PerformanceMonitor(progress_total=4, progress_stream=out)
+def test_monitor_samples_usage_and_counts_finished_frames():
+    counted = []
+    mon = PerformanceMonitor(on_count=counted.append)
     mon.sampler.period = 0.02
     mon.start()
     for i in range(4):
-        mon.arrived(("s", i))
+        mon.arrived([("s", i)])
         time.sleep(0.03)
-        mon.done(("s", i), 1)
-    mon.gpu_stages({"backbone": 2.0, "d2h": 0.5})
-    mon.gpu_stages({"backbone": 4.0, "d2h": 0.5})
+        mon.delivered([(("s", i), 1)])
+    mon.arrived([("s", 4)])
+    mon.dropped(("s", 4), "late")
+    mon.gpu_spans({"backbone": 2.0, "d2h": 0.5})
+    mon.gpu_spans({"backbone": 4.0, "d2h": 0.5})
     mon.stop()
     rep = mon.report()
-    assert "4/4 frames" in out.getvalue()
-    assert rep["gpu_stage_ms_per_batch"] == {"backbone": 3.0, "d2h": 0.5}
+    assert counted == [1, 1, 1, 1, 1] and rep["first_result_s"] > 0
+    assert rep["gpu_ms_per_batch"] == {"backbone": 3.0, "d2h": 0.5}
     pytest.importorskip("psutil")
     assert rep["usage"]["samples"] > 0 and rep["usage"]["cpu_percent"]["mean"] is not None
 
@@ -213,35 +219,36 @@ def test_monitor_samples_usage_and_prints_progress():
 # ------------------------------------------------------------------------------------------------ GPU
 @pytest.mark.gpu
 def test_gpu_stage_times_and_usage_in_the_report():
-    from runners.concurrent import run_concurrent
+    from posefuse.runners.concurrent import run_concurrent
 
     pipe = PosePipeline()
     frames = helpers.read_video(helpers.data_path(CLIP), 64)
     mon = PerformanceMonitor()
-    run_concurrent([Source("cam", iter([Frame(i, f) for i, f in enumerate(frames)]))], pipe, mon, batch=16)
+    run_concurrent([Source.from_frames("cam", ([Frame(i, f) for i, f in enumerate(frames)]))], pipe, mon, batch=16)
     mon.stop()
     rep = mon.report()
     assert rep["results"] == 64
-    assert {"graph", "d2h", "h2d"} <= set(rep["gpu_stage_ms_per_batch"])
-    assert all(v >= 0 for v in rep["gpu_stage_ms_per_batch"].values())
+    assert set(rep["gpu_ms_per_batch"]) == {"h2d", "letterbox..rescale", "d2h"}
+    assert all(v >= 0 for v in rep["gpu_ms_per_batch"].values())
     eager = PosePipeline(cuda_graph=False)
     p = eager.submit(frames[:8])
     p.result()
-    assert {"letterbox", "backbone", "decode_nms", "d2h"} <= set(p.gpu_ms)
+    assert set(p.gpu_ms) == {"h2d", "letterbox", "backbone", "head_decode", "nms..rescale", "d2h"}
 
 
 @pytest.mark.gpu
 def test_streams_runner_on_gpu_equals_one_pipeline():
     """Replicas on their own CUDA streams, graphs captured from several threads: same poses as one pipeline."""
-    from runners.concurrent import run_concurrent
+    from posefuse.runners.concurrent import run_concurrent
 
     frames = helpers.read_video(helpers.data_path(CLIP), 300)[150:246]
     pipe = PosePipeline()
-    ref = pipe(frames[:48]) + pipe(frames[48:])
+    # like with like: the runner's batches hold 16 frames; fp16 results may move with the batch size
+    ref = [r for i in range(0, 96, 16) for r in pipe(frames[i:i + 16])]
     replicas = [pipe] + [pipe.replica() for _ in range(2)]
     mon, got = PerformanceMonitor(), {}
-    run_concurrent([Source(f"s{k}", iter([Frame(i, f) for i, f in enumerate(frames)])) for k in range(3)],
-                   replicas, mon, lambda s, i, img, r: got.setdefault(s, []).append((i, r)), batch=16)
+    run_concurrent([Source.from_frames(f"s{k}", ([Frame(i, f) for i, f in enumerate(frames)])) for k in range(3)],
+                   replicas, mon, helpers.on_frame(lambda s, i, img, r: got.setdefault(s, []).append((i, r))), batch=16)
     mon.stop()
     assert mon.results == 3 * 96
     for k in range(3):
@@ -252,7 +259,7 @@ def test_streams_runner_on_gpu_equals_one_pipeline():
 
 
 def _need_nvdec():
-    from runners.nvdec import nvdec_available
+    from posefuse.runners.sources.nvdec import nvdec_available
 
     why = nvdec_available()
     if why:
@@ -260,28 +267,29 @@ def _need_nvdec():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("process", [False, True, "shared"], ids=["in-process", "decode-process", "shared-process"])
-def test_nvdec_source_frames_match_opencv_and_are_released(process):
+@pytest.mark.parametrize("per_process", [1, 0], ids=["a-process-per-stream", "one-process"])
+def test_nvdec_source_frames_match_opencv_and_are_released(per_process):
     _need_nvdec()
-    from runners.nvdec import open_nvdec
+    from posefuse.runners.sources.nvdec import open_nvdec
+    from posefuse.runners.sources.process import DecodeProcesses
 
-    src = open_nvdec(helpers.data_path(CLIP), max_frames=40, chunk=16, pool=16, process=process)
+    procs = DecodeProcesses(per_process)
+    src = open_nvdec(helpers.data_path(CLIP), max_frames=40, chunk=16, decode_processes=procs, pool=16)
     assert src.count == 40 and src.fps
     ref = helpers.read_video(helpers.data_path(CLIP), 40)
     n = 0
-    for f in src.frames:
+    for f in src.frames():
         assert f.pixel_format == "nv12" and f.image.is_cuda and tuple(f.image.shape) == (648, 768)
-        if f.ready is not None:  # in-process: the copy into the pool is ordered by an event
-            torch.cuda.current_stream().wait_event(f.ready)
         y = f.image[:432].float().cpu().numpy()
         # luma of the NV12 frame against OpenCV's BGR decode (BT.601 limited range, as FFmpeg converts)
         b, g, r = (ref[f.index][..., c].astype(np.float32) for c in range(3))
         y_ref = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
         assert np.abs(y - y_ref).mean() < 3.0
-        f.done()  # released: its pool buffer serves a later frame (a pool of 16 for 40 frames)
+        f.release()  # released: its pool buffer serves a later frame (a pool of 16 for 40 frames)
         n += 1
     assert n == 40
     src.close()
+    procs.close()
 
 
 @pytest.mark.gpu
@@ -291,7 +299,7 @@ def test_nvdec_source_opened_primed_starts_at_frame_zero():
     _need_nvdec()
     import PyNvVideoCodec as nvc
 
-    from runners.nvdec import open_nvdec
+    from posefuse.runners.sources.nvdec import open_nvdec
 
     path = helpers.data_path(CLIP)
     s = torch.cuda.Stream()
@@ -309,28 +317,32 @@ def test_nvdec_source_opened_primed_starts_at_frame_zero():
     for f in src.frames:
         torch.cuda.current_stream().wait_event(f.ready)
         got.append(f.image.clone())
-        f.done()
+        f.release()
     assert len(got) == 6
     for i, (g, w) in enumerate(zip(got, want)):
         assert torch.equal(g, w), f"frame {i} differs from an unprimed decoder's frame {i}"
     src.close()
 
 
-def nvdec_dynamic_run(chunk: int, decoder: str = "nvdec") -> dict:
+def nvdec_dynamic_run(chunk: int, per_process: int = 0) -> dict:
     """8 NVDEC streams (200 frames of the clip each) through the dynamic runner; per stream: frame order and
     detections on frames 150..199; plus the same frames decoded by OpenCV through the same pipeline."""
-    from runners.concurrent import run_concurrent
+    from posefuse.runners.concurrent import run_concurrent
 
     spec = helpers.data_path(CLIP)
     pipe = PosePipeline()
-    cpu = pipe([f.image for f in open_source(spec, 200).frames][150:200])
-    sources = [open_source(spec, 200, decoder, chunk=chunk) for _ in range(8)]
+    cpu = pipe([f.image for f in open_source(spec, 200).frames()][150:200])
+    from posefuse.runners.sources.process import DecodeProcesses
+
+    procs = DecodeProcesses(per_process)
+    sources = [open_source(spec, 200, decoder="nvdec", chunk=chunk, decode_processes=procs) for _ in range(8)]
     for k, s in enumerate(sources):
         s.name = f"cam{k}"
     mon, got = PerformanceMonitor(), {}
-    failed = run_concurrent(sources, pipe, mon, lambda s, i, img, r: got.setdefault(s, []).append((i, r)),
+    failed = run_concurrent(sources, pipe, mon, helpers.on_frame(lambda s, i, img, r: got.setdefault(s, []).append((i, r))),
                             batch=64, max_wait_ms=5.0)
     mon.stop()
+    procs.close()
     return {"failed": failed, "results": mon.results, "cpu_detections": sum(len(r) for r in cpu),
             "streams": {k: {"order": [i for i, _ in v], "detections": sum(len(r) for _, r in v[150:200])}
                         for k, v in got.items()}}
@@ -346,12 +358,12 @@ def _check_nvdec_run(out):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("decoder", ["nvdec", "nvdec-process", "nvdec-shared"])
-def test_nvdec_dynamic_runner_poses_match_cpu_decode(decoder):
+@pytest.mark.parametrize("per_process", [1, 0], ids=["a-process-per-stream", "one-process"])
+def test_nvdec_dynamic_runner_poses_match_cpu_decode(per_process):
     """8 NVDEC streams through the dynamic runner: every frame,
     in order; poses agree with CPU decoding (NV12 -> RGB in the letterbox kernel vs FFmpeg's BGR)."""
     _need_nvdec()
-    _check_nvdec_run(nvdec_dynamic_run(32, decoder))
+    _check_nvdec_run(nvdec_dynamic_run(32, per_process))
 
 
 @pytest.mark.gpu
@@ -360,20 +372,21 @@ def test_nvdec_errors_name_the_source(tmp_path):
     bad = tmp_path / "junk.mp4"
     bad.write_bytes(b"\x00garbage" * 100)
     with pytest.raises(SourceError, match="junk.mp4"):
-        list(open_source(str(bad), decoder="nvdec").frames)
+        list(open_source(str(bad), decoder="nvdec").frames())
     with pytest.raises(SourceError, match="no such file"):
         open_source(str(tmp_path / "missing.mp4"), decoder="nvdec")
 
 
 @pytest.mark.gpu
 def test_multigpu_runner_on_the_gpus():
-    from runners.multigpu import run_multigpu
+    from posefuse.runners.multigpu import run_multigpu
 
     n = torch.cuda.device_count()
     spec = helpers.data_path(CLIP)
     mon, got = PerformanceMonitor(), {}
-    failed = run_multigpu([(spec, f"cam{k}") for k in range(2 * n)], [f"cuda:{i}" for i in range(n)], mon,
-                          lambda s, i, img, r: got.setdefault(s, []).append(i), batch=32, max_frames=64)
+    cfg = RunConfig(runner="multigpu", batch=32, max_frames=64).validated()
+    failed = run_multigpu([(spec, f"cam{k}") for k in range(2 * n)], cfg.gpus, cfg, mon,
+                          helpers.on_frame(lambda s, i, img, r: got.setdefault(s, []).append(i)))
     mon.stop()
     assert failed == {} and mon.results == 2 * n * 64
     assert all(v == list(range(64)) for v in got.values())
@@ -383,7 +396,7 @@ def test_bad_input_catalogue_in_one_stream_good_frames_go_on(cpu_pipe):
     """The reliability issue's bad frames in one stream of the dynamic runner: grayscale, BGRA, wrong ndim,
     zero-size, non-contiguous, wrong dtype, None, a tensor on the wrong device ('meta' stands in for another
     GPU here), next to a huge 7680x4320 frame and a 1x1 frame, which are valid and get results."""
-    from runners.concurrent import run_concurrent
+    from posefuse.runners.concurrent import run_concurrent
 
     good = _frames(2)[0]
     huge = np.full((4320, 7680, 3), 90, np.uint8)
@@ -393,8 +406,8 @@ def test_bad_input_catalogue_in_one_stream_good_frames_go_on(cpu_pipe):
            7: None, 8: torch.empty((64, 96, 3), dtype=torch.uint8, device="meta")}
     frames = {0: good, 9: huge, 10: np.full((1, 1, 3), 200, np.uint8), 11: good, **bad}
     mon, got = PerformanceMonitor(usage=False), []
-    failed = run_concurrent([Source("cam", iter([Frame(i, frames[i]) for i in range(12)]))], cpu_pipe, mon,
-                            lambda s, i, img, r: got.append(i), batch=4, max_wait_ms=5.0)
+    failed = run_concurrent([Source.from_frames("cam", ([Frame(i, frames[i]) for i in range(12)]))], cpu_pipe, mon,
+                            helpers.on_frame(lambda s, i, img, r: got.append(i)), batch=4, max_wait_ms=5.0)
     mon.stop()
     assert failed == {} and got == [0, 9, 10, 11]
     assert mon.frames_in == 12 and sum(mon.drops.values()) == len(bad)

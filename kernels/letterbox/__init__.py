@@ -20,7 +20,8 @@ from .._common import KernelInputError, as_tensor, nvtx_range, resolve_backend, 
 from .geometry import BatchGeometry, batch_geometry, check_imgsz
 from .reference import letterbox_reference
 
-__all__ = ["letterbox", "letterbox_reference", "batch_geometry", "make_layout", "Layout", "BACKENDS"]
+__all__ = ["letterbox", "letterbox_reference", "batch_geometry", "make_layout", "Layout", "FrameBatch",
+           "normalize_frames", "check_frame", "source_rows", "BACKENDS"]
 
 BACKENDS = ("cupy", "numba", "torch", "reference")
 OUT_DTYPES = (torch.float16, torch.float32)
@@ -71,11 +72,49 @@ def check_frame(f: torch.Tensor, name: str, pixel_format: str) -> tuple[int, int
     return h, w
 
 
-def normalize_frames(frames, pixel_format: str):
-    """Normalize ``frames``: (list of per-frame tensors or None, batch tensor or None, device, shapes).
+@dataclass(frozen=True)
+class FrameBatch:
+    """Frames checked once: per-frame tensors (``items``) or one batch tensor (``batch``), their device,
+    each frame's image (h, w) and the pixel format. Kernels and the pipeline take it as it is (no second
+    check): build it with :func:`normalize_frames`, or with :meth:`checked` from frames that
+    :func:`check_frame` has already passed."""
+
+    items: list | None
+    batch: torch.Tensor | None
+    device: torch.device
+    shapes: list
+    pixel_format: str
+
+    @classmethod
+    def checked(cls, items: list, shapes: list, pixel_format: str) -> "FrameBatch":
+        """Frames already checked one by one (``check_frame``) and on one device: no check here."""
+        return cls(items, None, items[0].device, list(shapes), pixel_format)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def frames(self) -> list:
+        return list(self.items) if self.items is not None else list(self.batch.unbind(0))
+
+    def padded(self, n: int) -> "FrameBatch":
+        """This batch with its last frame repeated up to ``n`` frames."""
+        k = n - len(self)
+        if k <= 0:
+            return self
+        items = self.frames()
+        return FrameBatch(items + [items[-1]] * k, None, self.device, self.shapes + [self.shapes[-1]] * k,
+                          self.pixel_format)
+
+
+def normalize_frames(frames, pixel_format: str = "bgr") -> FrameBatch:
+    """Check ``frames`` once and return them as a :class:`FrameBatch` (a FrameBatch passes as it is).
 
     A batch tensor is checked once, as a whole (no per-frame Python work: this is the hot path);
     a list is checked frame by frame, each error naming its index."""
+    if isinstance(frames, FrameBatch):
+        if frames.pixel_format != pixel_format:
+            raise KernelInputError(f"pixel_format: the batch holds {frames.pixel_format!r} frames, got {pixel_format!r}")
+        return frames
     if pixel_format not in ("bgr", "nv12"):
         raise KernelInputError(f"pixel_format: expected 'bgr' or 'nv12', got {pixel_format!r}")
     if frames is None:
@@ -90,7 +129,7 @@ def normalize_frames(frames, pixel_format: str):
         if batch.shape[0] == 0:
             raise KernelInputError("frames: expected at least one frame, got an empty batch")
         hw = check_frame(batch[0], "frames[0]", pixel_format)
-        return None, batch, batch.device, [hw] * batch.shape[0]
+        return FrameBatch(None, batch, batch.device, [hw] * batch.shape[0], pixel_format)
     items = [as_tensor(f, f"frames[{i}]") for i, f in enumerate(frames)]
     if not items:
         raise KernelInputError("frames: expected at least one frame, got an empty batch")
@@ -100,7 +139,7 @@ def normalize_frames(frames, pixel_format: str):
         if not same_device(f.device, device):
             raise KernelInputError(f"frames[{i}]: expected a tensor on {device} like frames[0], got one on {f.device}")
         shapes.append(check_frame(f, f"frames[{i}]", pixel_format))
-    return items, None, device, shapes
+    return FrameBatch(items, None, device, shapes, pixel_format)
 
 
 def source_rows(items, batch, shapes, nv12: bool) -> np.ndarray:
@@ -122,7 +161,8 @@ def source_rows(items, batch, shapes, nv12: bool) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 4)
 
 
-def _layout(items, batch, shapes, imgsz, rect, stride, device, nv12: bool) -> Layout:
+def _layout(fb: FrameBatch, imgsz, rect, stride, nv12: bool) -> Layout:
+    items, batch, shapes, device = fb.items, fb.batch, fb.shapes, fb.device
     if batch is not None:  # O(1) key: the batch's memory and geometry
         src_key = ("batch", batch.data_ptr(), tuple(batch.shape), batch.stride())
     else:
@@ -140,30 +180,33 @@ def _layout(items, batch, shapes, imgsz, rect, stride, device, nv12: bool) -> La
 
 
 def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: torch.dtype = torch.float16,
-              pixel_format: str = "bgr", backend: str = "auto", out: torch.Tensor | None = None):
-    """Letterbox a batch (see the module docstring). ``out``: optional preallocated output to fill."""
-    items, batch, device, shapes = normalize_frames(frames, pixel_format)
+              pixel_format: str = "bgr", backend: str = "auto", out: torch.Tensor | None = None,
+              layout: Layout | None = None):
+    """Letterbox a batch (see the module docstring). ``frames``: as the module docstring says, or a
+    :class:`FrameBatch` (already checked). ``out``: optional preallocated output to fill. ``layout``: the
+    descriptors of these frames built ahead (:func:`make_layout`; a CUDA graph keeps its own and rewrites
+    its pointer table per batch); by default they come from a cache keyed by the frames' memory."""
+    fb = normalize_frames(frames, pixel_format)
     if dtype not in OUT_DTYPES:
         raise KernelInputError(f"dtype: expected torch.float16 or torch.float32, got {dtype}")
-    backend = resolve_backend(backend, device, BACKENDS)
+    backend = resolve_backend(backend, fb.device, BACKENDS)
     nv12 = pixel_format == "nv12"
     if backend == "reference":
-        frames_np = [f.numpy() for f in (items if items is not None else batch.unbind(0))]
-        arr, rp = letterbox_reference(frames_np, imgsz, rect, stride, pixel_format)
+        arr, rp = letterbox_reference([f.numpy() for f in fb.frames()], imgsz, rect, stride, pixel_format)
         res = torch.from_numpy(arr).to(dtype)
         if out is not None:
-            _check_out(out, res.shape, dtype, device)
+            _check_out(out, res.shape, dtype, fb.device)
             out.copy_(res)
             res = out
         return res, torch.from_numpy(rp)
 
-    lay = _layout(items, batch, shapes, imgsz, rect, stride, device, nv12)
+    lay = layout if layout is not None else _layout(fb, imgsz, rect, stride, nv12)
     g = lay.geometry
-    shape = (len(shapes), 3, g.out_h, g.out_w)
+    shape = (len(fb), 3, g.out_h, g.out_w)
     if out is None:
-        out = torch.empty(shape, dtype=dtype, device=device)
+        out = torch.empty(shape, dtype=dtype, device=fb.device)
     else:
-        _check_out(out, shape, dtype, device)
+        _check_out(out, shape, dtype, fb.device)
     with nvtx_range("letterbox"):
         if backend == "cupy":
             from . import cupy_impl
@@ -172,11 +215,11 @@ def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: 
         elif backend == "numba":
             from . import numba_impl
 
-            numba_impl.run(items, batch, lay, out, nv12)
+            numba_impl.run(fb.items, fb.batch, lay, out, nv12)
         else:
             from . import torch_ops
 
-            torch_ops.run(items, batch, g, out, nv12)
+            torch_ops.run(fb.items, fb.batch, g, out, nv12)
     return out, lay.ratio_pad
 
 

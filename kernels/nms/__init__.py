@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._common import KernelInputError, as_tensor, check_tensor, nvtx_range, resolve_backend, same_device
+from .._common import (KernelInputError, as_tensor, check_tensor, nvtx_range, resolve_backend, same_device,
+                       shared_memory_per_block)
 from .reference import nms_reference, postprocess_reference, rescale_reference
 
 __all__ = ["nms_rescale", "Detections", "nms_reference", "rescale_reference", "postprocess_reference", "BACKENDS"]
 
 BACKENDS = ("cupy", "numba", "torch", "reference")
-MAX_SMEM_CAP = 48 * 1024  # the CuPy NMS keeps one removed flag (byte) per candidate in shared memory
 
 
 ROW = 4 + 1 + 17 * 3  # floats per detection row in the flat buffer
@@ -101,8 +101,9 @@ def nms_rescale(cands, ratio_pad, orig_hw, iou: float = 0.7, max_det: int = 300,
     if backend in ("reference", "torch"):
         _torch_path(cands, ratio_pad, orig_hw, float(iou), int(max_det), out, backend)
         return out
-    if backend == "cupy" and cap > MAX_SMEM_CAP:
-        raise KernelInputError(f"max_nms: the CuPy NMS keeps one flag per candidate in shared memory; cap {cap} > {MAX_SMEM_CAP}")
+    if backend == "cupy" and cap > shared_memory_per_block(device):  # one removed flag (byte) per candidate
+        raise KernelInputError(f"max_nms: the CuPy NMS keeps one flag per candidate in shared memory; cap {cap} > "
+                               f"{shared_memory_per_block(device)} bytes per block on {device}")
     order = out.scratch("order", (b, cap), torch.int32)
     keep = out.scratch("keep", (b, int(max_det)), torch.int32)
     if backend == "cupy":

@@ -4,24 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runners.gpuinfo import environment
+import helpers
 
-
-def cuda_median_ms(fn, iters: int = 20, warmup: int = 3) -> float:
-    """Median of per-call device times, measured with CUDA events around each call."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    times.sort()
-    return times[len(times) // 2]
+cuda_median_ms = helpers.harness.cuda_median_ms
 
 
 @pytest.fixture(scope="session")
@@ -38,4 +23,4 @@ def copy_bandwidth_gbs() -> float:
 
 @pytest.fixture(scope="session")
 def env_info() -> dict:
-    return environment()
+    return helpers.harness.environment()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests import helpers
+import helpers
 
 pytestmark = pytest.mark.gpu
 
@@ -41,7 +41,7 @@ def _timed(benchmark, fn, batch, calls, rounds, extra):
 def _graph_us(fn, batch):
     """Device time per frame of ``fn`` captured in a CUDA graph and replayed (no Python, no launch gaps);
     None (with the reason) where the implementation cannot be captured."""
-    from tests.benchmarks.conftest import cuda_median_ms
+    cuda_median_ms = helpers.harness.cuda_median_ms
 
     try:
         s = torch.cuda.Stream()
@@ -68,11 +68,11 @@ def source_frames(clip_frames, clip1080_frames):
 
 @pytest.fixture(scope="module")
 def predictor_cuda():
-    """Ultralytics' predictor on the GPU in fp16 (as predict(half=True) sets it up), a model of its own."""
-    from fusion.backbone import load_ultralytics
+    """Ultralytics' predictor on the GPU in fp16 (as predict(quantize=16) sets it up), a model of its own."""
+    from posefuse.fusion.backbone import load_ultralytics
 
     y = load_ultralytics()
-    y.predict(helpers.asset_images()[0], verbose=False, device=0, half=True)
+    y.predict(helpers.asset_images()[0], verbose=False, device=0, quantize=16)
     return y.predictor
 
 
@@ -80,7 +80,7 @@ def predictor_cuda():
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("impl", ["cupy", "numba", "torch", "ultralytics_cv2"])
 def test_letterbox(benchmark, impl, batch, src, source_frames, copy_bandwidth_gbs, env_info, predictor_cuda):
-    from kernels.letterbox import letterbox
+    from posefuse.kernels.letterbox import letterbox
 
     frames = source_frames[src][:batch] if batch > 1 else source_frames[src][:16]
     h, w = frames[0].shape[:2]
@@ -125,8 +125,8 @@ def test_letterbox(benchmark, impl, batch, src, source_frames, copy_bandwidth_gb
 @pytest.fixture(scope="module")
 def head_outputs(clip_frames):
     """yolo11n-pose fp16 raw head maps of 256 frames of the 768x432 clip at the rect shape 384x640."""
-    from fusion.backbone import load_backbone
-    from kernels.letterbox import letterbox
+    from posefuse.fusion.backbone import load_backbone
+    from posefuse.kernels.letterbox import letterbox
 
     dev = torch.device("cuda")
     bb = load_backbone(device=dev, half=True)
@@ -138,7 +138,7 @@ def head_outputs(clip_frames):
             raws.append(bb(x))
     raw = torch.cat(raws)
     lv = bb.levels(*x.shape[2:])
-    from kernels.decode.reference import decode_dense_reference
+    from posefuse.kernels.decode.reference import decode_dense_reference
 
     with torch.no_grad():
         for i in range(0, 256, 64):  # what the head's own inference decode returns (Ultralytics' NMS input)
@@ -152,8 +152,8 @@ def head_outputs(clip_frames):
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("impl", ["cupy", "numba", "torchvision", "ultralytics"])
 def test_decode_nms(benchmark, impl, batch, head_outputs, env_info):
-    from kernels.decode import Candidates, decode
-    from kernels.nms import Detections, nms_rescale
+    from posefuse.kernels.decode import Candidates, decode
+    from posefuse.kernels.nms import Detections, nms_rescale
 
     ho = head_outputs
     nsets = 16 if batch == 1 else 256 // batch

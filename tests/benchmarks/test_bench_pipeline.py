@@ -1,7 +1,7 @@
 """Pipeline benchmarks (``pytest tests/benchmarks/test_bench_pipeline.py --benchmark-only``), anchors in the
 same run: the backbone alone (same module, shape, batch, fp16, channels_last, CUDA graph), the fused
 pipeline on frames already on the GPU as uint8 (results back in host memory), Ultralytics
-``predict(half=True)`` on the same frames, batch-1 latency host frame -> host results, peak GPU memory.
+``predict(quantize=16)`` on the same frames, batch-1 latency host frame -> host results, peak GPU memory.
 experiments/bench_report.py --name pipeline turns the JSON into results/pipeline.{json,md}.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def gpu_frames(clip_frames):
 
 @pytest.fixture(scope="module")
 def pipe():
-    from fusion import PosePipeline
+    from posefuse.fusion import PosePipeline
 
     return PosePipeline(backend="cupy", precision="fp16", cuda_graph=True)
 
@@ -89,14 +89,14 @@ def test_pipeline_gpu_frames(benchmark, batch, pipe, gpu_frames, env_info):
 
 @pytest.mark.parametrize("batch", [64])
 def test_ultralytics_predict(benchmark, batch, clip_frames, env_info):
-    from fusion.backbone import load_ultralytics
+    from posefuse.fusion.backbone import load_ultralytics
 
     y = load_ultralytics()
     frames = list(clip_frames[:batch])
-    y.predict(frames[:2], verbose=False, device=0, half=True)
+    y.predict(frames[:2], verbose=False, device=0, quantize=16)
 
     def target():
-        y.predict(frames, verbose=False, device=0, half=True, conf=0.25, iou=0.7)
+        y.predict(frames, verbose=False, device=0, quantize=16, conf=0.25, iou=0.7)
         torch.cuda.synchronize()
 
     benchmark.group = f"pipeline bs{batch}"
@@ -114,11 +114,11 @@ def test_latency_bs1(benchmark, impl, pipe, clip_frames, env_info):
         for f in frames[:3]:
             pipe([f])
     else:
-        from fusion.backbone import load_ultralytics
+        from posefuse.fusion.backbone import load_ultralytics
 
         y = load_ultralytics()
-        y.predict(frames[0], verbose=False, device=0, half=True)
-        run = lambda fr: y.predict(fr[0], verbose=False, device=0, half=True)  # noqa: E731
+        y.predict(frames[0], verbose=False, device=0, quantize=16)
+        run = lambda fr: y.predict(fr[0], verbose=False, device=0, quantize=16)  # noqa: E731
     lat = []
     for i in range(200 if impl == "posefuse" else 60):
         t0 = time.perf_counter()
@@ -142,7 +142,7 @@ def test_latency_bs1(benchmark, impl, pipe, clip_frames, env_info):
 @pytest.mark.parametrize("batch", [1, 64, 256])
 def test_peak_memory(benchmark, batch, gpu_frames, env_info):
     """Peak GPU memory of a fresh pipeline warmed up and run at one batch size (graph mode)."""
-    from fusion import PosePipeline
+    from posefuse.fusion import PosePipeline
 
     torch.cuda.synchronize()
     torch.cuda.empty_cache()

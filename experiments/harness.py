@@ -1,0 +1,110 @@
+"""The experiments' small harness: where the sample footage lies, frame readers, the environment line and
+the results files. Scripts in experiments/ import it as ``harness`` (their own folder is on sys.path when
+run as ``python experiments/x.py``); tests load it by path (tests/helpers.py)."""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+CLIP = "one-by-one-person-detection.mp4"  # 768x432, 1394 frames, 10 fps
+CLIP_1080 = "one-by-one-person-1080p.mp4"  # 1920x1080, 600 frames
+
+
+def data_dir() -> Path:
+    """``$POSEFUSE_DATA``, else ``../shared/data`` beside the checkout, else ``.offline/data`` (GPU machine)."""
+    for cand in (os.environ.get("POSEFUSE_DATA"), ROOT.parent / "shared" / "data", ROOT / ".offline" / "data"):
+        if cand and Path(cand).is_dir():
+            return Path(cand)
+    raise FileNotFoundError("sample data: set POSEFUSE_DATA or provide ../shared/data")
+
+
+def data_path(name: str) -> str:
+    return str(data_dir() / name)
+
+
+@lru_cache(maxsize=8)
+def _read_video(path: str, n: int) -> tuple:
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while len(frames) < n:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    if not frames:
+        raise RuntimeError(f"could not read frames from {path}")
+    return tuple(frames)
+
+
+def read_video(path: str, n: int) -> list:
+    """The first ``n`` frames of a video as BGR uint8 arrays (OpenCV; cached)."""
+    return list(_read_video(path, n))
+
+
+def read_gif(path: str) -> list:
+    import cv2
+    import numpy as np
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as im:
+        return [cv2.cvtColor(np.asarray(f.convert("RGB")), cv2.COLOR_RGB2BGR) for f in ImageSequence.Iterator(im)]
+
+
+def asset_images() -> list:
+    """The images shipped in the ultralytics wheel (bus.jpg, zidane.jpg)."""
+    import cv2
+    import ultralytics
+
+    d = Path(ultralytics.__file__).parent / "assets"
+    return [cv2.imread(str(p)) for p in sorted(d.glob("*.jpg"))]
+
+
+def environment() -> dict:
+    """Card, driver, library versions and date, written beside every recorded figure."""
+    from posefuse.runners.gpuinfo import environment as env
+
+    import posefuse
+
+    return {**env(), "posefuse": posefuse.__version__}
+
+
+def append_run(path: Path, run: dict) -> list:
+    """Append ``run`` to the {"runs": [...]} document at ``path`` (history is kept); returns all runs."""
+    doc = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    doc["runs"].append(run)
+    path.write_text(json.dumps(doc, indent=1))
+    return doc["runs"]
+
+
+def cuda_median_ms(fn, iters: int = 20, warmup: int = 3) -> float:
+    """Median of per-call device times in ms, measured with CUDA events around each call."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def decoders_alone(r: dict) -> str:
+    """NVDEC alone as a table cell: threads in one process, and one process per stream when measured."""
+    cell = f"{r['nvdec_alone']['frames_per_s']:,.0f}"
+    if "nvdec_processes_alone" in r:
+        cell += f" / {r['nvdec_processes_alone']['frames_per_s']:,.0f} (threads / processes)"
+    return cell

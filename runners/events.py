@@ -1,0 +1,113 @@
+"""The events a run reports, as a declared protocol, and the fan-out of one run's events per stream.
+
+A runner reports each frame's arrival, its result or its drop (with the reason), each batch's GPU time per
+span and where its threads spent their time. Implemented by the PerformanceMonitor (the figures),
+:class:`StreamFanout` (one monitor per stream beside the run's total) and the multi-GPU worker's sender
+(events batched to the parent process). A key is (stream name, frame index).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+Key = tuple  # (stream name, frame index)
+
+
+@runtime_checkable
+class RunEvents(Protocol):
+    def start(self) -> None:
+        """The run's clock starts (warm-up is over)."""
+
+    def arrived(self, keys: list, t: float | None = None) -> None:
+        """Frames entered the run together (``t``: their arrival time, perf_counter seconds; default now)."""
+
+    def delivered(self, results: list) -> None:
+        """Results of frames: [(key, number of detections)]."""
+
+    def dropped(self, key: Key, reason: str) -> None:
+        """A frame that arrived ends without a result, for ``reason``."""
+
+    def gpu_spans(self, ms: dict) -> None:
+        """One batch's GPU milliseconds per timed span (PendingBatch.gpu_ms)."""
+
+    def thread_seconds(self, seconds: dict) -> None:
+        """Seconds the runner's threads spent per activity."""
+
+    def end_clock(self) -> None:
+        """The run's last result is in: the clock stops now."""
+
+
+class StreamFanout:
+    """RunEvents to the run's total monitor and to one monitor per stream (made on first sight)."""
+
+    def __init__(self, total, make_monitor):
+        self.total = total
+        self.streams: dict = {}
+        self._make = make_monitor
+        self._lock = threading.Lock()
+
+    def _mon(self, name: str):
+        with self._lock:
+            m = self.streams.get(name)
+            if m is None:
+                m = self.streams[name] = self._make()
+                if self.total.t0 is not None:
+                    m.start()
+            return m
+
+    def start(self):
+        self.total.start()
+        for m in list(self.streams.values()):
+            m.start()
+
+    def arrived(self, keys, t=None):
+        for name, group in _by_stream(keys, lambda k: k).items():
+            self._mon(name).arrived(group, t)
+        self.total.arrived(keys, t)
+
+    def delivered(self, results):
+        for name, group in _by_stream(results, lambda r: r[0]).items():
+            self._mon(name).delivered(group)
+        self.total.delivered(results)
+
+    def dropped(self, key, reason):
+        self._mon(key[0]).dropped(key, reason)
+        self.total.dropped(key, reason)
+
+    def gpu_spans(self, ms):
+        self.total.gpu_spans(ms)
+
+    def thread_seconds(self, seconds):
+        self.total.thread_seconds(seconds)
+
+    def end_clock(self):
+        self.total.end_clock()
+        for m in list(self.streams.values()):
+            m.end_clock()
+
+
+def _by_stream(items: list, key_of) -> dict:
+    """``items`` grouped by the stream name of their key (``key_of(item)[0]``), in first-seen order."""
+    groups: dict = {}
+    for it in items:
+        groups.setdefault(key_of(it)[0], []).append(it)
+    return groups
+
+
+@dataclass
+class FrameResult:
+    """What ``on_result`` receives for each frame, per stream in frame order.
+
+    stream: the source's name; index: the frame's position in it; poses: its PoseResult; size: the image's
+    (h, w); timestamp: seconds from the source's start (None if unknown); file: the image file (image
+    sources); image: the BGR frame (host sources; None for NV12 GPU frames, whose buffers are back in their
+    decoder's pool by then, and in the multi-GPU parent)."""
+
+    stream: str
+    index: int
+    poses: object
+    size: tuple
+    timestamp: float | None = None
+    file: str | None = None
+    image: object = None

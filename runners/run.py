@@ -1,0 +1,262 @@
+"""``run(config) -> Report``: the one run path of the command line, the experiments and the benchmarks.
+
+A run: validate the config and check the output paths; build the engine (the fused pipeline, its
+replicas, or Ultralytics for the baseline runner); open the sources; capture every batch size the runner
+can produce; then run with the chosen runner under :func:`run_settings` (the process settings it owns,
+restored after it), and report. Every frame that enters ends as a result (``on_result`` and the sinks) or
+a recorded drop with its reason. Ctrl-C or SIGTERM lets the frames in flight finish, records the rest as
+dropped ('interrupted') and returns the partial report.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .. import __version__
+from .concurrent import RunInterrupted, RunnerError, run_concurrent, warm_up
+from .config import RunConfig
+from .events import FrameResult, StreamFanout
+from .monitor import PerformanceMonitor
+from .outputs import Outputs, check_paths
+from .sources import SourceError, looping, open_source
+from .strategies import CONCURRENT, run_source
+
+# While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
+# busy thread holds the others, and every frame in flight, for at most that long (results/DECISIONS.md).
+SWITCH_INTERVAL_S = 0.001
+
+
+@dataclass
+class Report:
+    """What a run did. ``overall`` and ``streams`` are PerformanceMonitor reports (frames in, results,
+    drops by reason, frames/s, latency percentiles, GPU span times, usage); ``failed``: {source or '<run>':
+    error}; ``startup_s``: seconds per start-up step before the clock; ``ran``: what actually ran (device,
+    backend, precision, decoder)."""
+
+    config: dict
+    ran: dict
+    overall: dict
+    streams: dict = field(default_factory=dict)
+    failed: dict = field(default_factory=dict)
+    outputs: list = field(default_factory=list)
+    startup_s: dict = field(default_factory=dict)
+    interrupted: bool = False
+    run_error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """130 interrupted, 1 a source or the run failed, else 0."""
+        return 130 if self.interrupted else 1 if self.failed or self.run_error else 0
+
+    def to_dict(self) -> dict:
+        return {"posefuse": __version__, **self.ran, "config": self.config, "startup_s": self.startup_s,
+                "overall": self.overall, "streams": self.streams, "failed_sources": self.failed,
+                "outputs": self.outputs, "interrupted": self.interrupted, "run_error": self.run_error}
+
+
+@contextlib.contextmanager
+def run_settings():
+    """The process settings a run owns, restored after it: the GC's existing objects are frozen out of the
+    collector (a full collection with torch and ultralytics loaded walks over 200,000 objects, stalling every
+    thread ~130 ms: results/DECISIONS.md), only the young generations collected first, and the GIL switch
+    interval is SWITCH_INTERVAL_S."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))
+    gc.collect(1)
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        sys.setswitchinterval(switch)
+
+
+@contextlib.contextmanager
+def _sigterm_drains():
+    """SIGTERM ends the run like Ctrl-C (main thread only; the previous handler is restored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def make_pipelines(cfg: RunConfig, device: str) -> list:
+    """The fused pipeline on ``device`` and, for the streams runner, its replicas (weights shared)."""
+    from ..fusion.pipeline import PosePipeline
+
+    pipe = PosePipeline(cfg.model, device, cfg.backend, cfg.precision, cfg.imgsz, cfg.conf, cfg.iou,
+                        cuda_graph=cfg.cuda_graph)
+    return [pipe] + [pipe.replica() for _ in range((cfg.replicas if cfg.runner == "streams" else 1) - 1)]
+
+
+def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_processes=None) -> tuple[list, dict]:
+    """The sources of ``streams`` ([(spec, name)]); returns (sources, {name: error} for those that failed)."""
+    sources, failed = [], {}
+    for spec, name in streams:
+        def open_once(spec=spec):
+            return open_source(spec, max_frames=cfg.max_frames, decoder=cfg.decoder,
+                               device=device if device.startswith("cuda") else None, chunk=cfg.chunk,
+                               decode_processes=decode_processes)
+        try:
+            if cfg.loop or cfg.duration_s or cfg.fps:
+                src = looping(open_once, name, cfg.loop, cfg.duration_s, cfg.fps)
+            else:
+                src = open_once()
+        except SourceError as e:
+            failed[name] = str(e)
+            continue
+        src.name = name
+        sources.append(src)
+    return sources, failed
+
+
+class _Progress:
+    """A tqdm bar on stderr for the frames finished (results and drops), drawn only where asked for."""
+
+    def __init__(self, enabled: bool, total: int | None):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="fr", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+                            desc="posefuse")
+        self._lock = threading.Lock()
+
+    def update(self, n: int):
+        if self.bar is not None:
+            with self._lock:
+                self.bar.update(n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(config: RunConfig, on_result=None) -> Report:
+    """Run ``config`` (see the module docstring). ``on_result(FrameResult)`` is called for every result, per
+    stream in frame order, besides the config's sinks. Raises ConfigError for a bad option or output path,
+    before anything runs."""
+    cfg = config.validated()
+    check_paths(cfg)
+    streams = cfg.streams()
+    startup: dict = {}
+    ran = {"runner": cfg.runner, "device": cfg.device, "decoder": cfg.decoder}
+    t = time.perf_counter()
+    decode_processes = None
+    if cfg.decoder == "nvdec":
+        from .sources.process import DecodeProcesses
+
+        decode_processes = DecodeProcesses(cfg.streams_per_decode_process)
+    outputs = Outputs(cfg, streams)
+    sinks = outputs if on_result is None else _both(outputs, on_result)
+    failed: dict = {}
+    sources: list = []
+    progress = _Progress(False, None)
+    total = PerformanceMonitor(usage=True)
+    events = StreamFanout(total, lambda: PerformanceMonitor(usage=False))
+    interrupted, run_error = False, None
+    with _sigterm_drains():
+        try:
+            engine = _engine(cfg, ran)
+            startup["engine"] = time.perf_counter() - t
+            t = time.perf_counter()
+            if cfg.runner != "multigpu":
+                sources, failed = open_sources(cfg, streams, cfg.device, decode_processes)
+                outputs.fps = {s.name: s.fps for s in sources}
+            startup["sources"] = time.perf_counter() - t
+            t = time.perf_counter()
+            if cfg.runner in CONCURRENT:
+                warm_up(engine, sources, cfg.batch)
+            startup["warmup"] = time.perf_counter() - t
+            counts = [s.count for s in sources]
+            progress = _Progress(cfg.progress, sum(counts) if sources and all(counts) else None)
+            total.on_count = progress.update
+            try:
+                with run_settings():
+                    failed.update(_dispatch(cfg, engine, sources, streams, events, sinks))
+            except (KeyboardInterrupt, RunInterrupted):
+                interrupted = True
+                for key in total.unfinished():
+                    events.dropped(key, "interrupted")
+            except RunnerError as e:
+                run_error = str(e)
+                failed["<run>"] = run_error
+        finally:
+            for s in sources:
+                s.close()
+            progress.close()
+            outputs.close()
+            if decode_processes is not None:
+                decode_processes.close()
+    per_stream = {}
+    for name, mon in events.streams.items():
+        mon.stop()
+        per_stream[name] = mon.report()
+    total.stop()
+    overall = total.report()
+    if outputs.lost_video_frames:
+        failed["<save_video>"] = f"{outputs.lost_video_frames} frames had no host image to draw on"
+    return Report(cfg.to_dict(), ran, overall, per_stream, failed, outputs.paths, startup, interrupted, run_error)
+
+
+def _both(outputs, on_result):
+    def both(r: FrameResult):
+        outputs(r)
+        on_result(r)
+    return both
+
+
+def _engine(cfg: RunConfig, ran: dict):
+    """The pipelines (or the Ultralytics model) the run uses; None for multigpu (the workers build theirs).
+    Fills ``ran`` with what runs."""
+    if cfg.runner == "ultralytics":
+        from ..fusion.backbone import load_ultralytics
+
+        ran.update(backend="ultralytics", precision=cfg.precision if cfg.device.startswith("cuda") else "fp32")
+        return load_ultralytics(cfg.model)
+    if cfg.runner == "multigpu":
+        gpu = any(d.startswith("cuda") for d in cfg.gpus)
+        ran.update(backend=cfg.backend if cfg.backend != "auto" else ("auto" if gpu else "reference"),
+                   precision=cfg.precision if gpu else "fp32", gpus=cfg.gpus)
+        return None
+    pipes = make_pipelines(cfg, cfg.device)
+    ran.update(backend=pipes[0].backend, precision=pipes[0].precision, cuda_graph=pipes[0].cuda_graph)
+    return pipes
+
+
+def _dispatch(cfg: RunConfig, engine, sources: list, streams: list, events, sinks) -> dict:
+    """Runs the runner; returns {source name: error} for the sources that failed."""
+    if cfg.runner == "multigpu":
+        from .multigpu import run_multigpu
+
+        return run_multigpu(streams, cfg.gpus, cfg, events, sinks)
+    if cfg.runner in CONCURRENT:
+        events.start()
+        return run_concurrent(sources, engine, events, sinks, batch=cfg.batch, realtime=cfg.realtime,
+                              max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None)
+    failed = {}
+    on_gpu = cfg.device.startswith("cuda")
+    predict_kw = dict(conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz, device=cfg.device if on_gpu else "cpu",
+                      quantize=16 if on_gpu and cfg.precision == "fp16" else None)
+    for src in sources:
+        try:
+            run_source(src, cfg.runner, engine if cfg.runner == "ultralytics" else engine[0], events, sinks,
+                       cfg.batch, predict_kw)
+        except SourceError as e:
+            failed[src.name] = str(e)
+        finally:
+            src.close()  # a decode process's stream stops with it
+    return failed

@@ -1,0 +1,98 @@
+"""Sources: the one factory :func:`open_source` turns a spec into a :class:`Source`.
+
+* ``frame``: the frame model (Frame, Source, SourceError);
+* ``opencv``: video files and URLs, image folders (subfolders included) and single images, on the CPU;
+* ``synthetic``: the embedded default clip (no data needed);
+* ``pool``: chunked decoders and their frame pools, the decoder stand-in for tests;
+* ``nvdec``: the NVDEC decoder (PyNvVideoCodec) into GPU memory as NV12;
+* ``process``: decode processes, each serving a number of streams, their frames shared by CUDA IPC.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from .frame import Frame, Source, SourceError
+from .opencv import IMAGE_EXT, image_files, open_images, open_video
+from .synthetic import DEFAULT_NAME, default_source, synthesized_clip
+
+DECODERS = ("cpu", "nvdec")
+
+
+def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str = "cpu", device=None,
+                chunk: int | None = None, decode_processes=None) -> Source:
+    """The Source for ``spec``: a video file or URL, an image folder (read with its subfolders), an image
+    file, or None / 'default' for the embedded clip.
+
+    decoder: 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU ``device`` into NV12 frames, in a
+    decode process; images and the default clip are still read on the CPU). chunk: NVDEC frames per
+    decoder call (default nvdec.CHUNK). decode_processes: the :class:`~.process.DecodeProcesses` that
+    serves NVDEC streams (default: one process for all of this process's streams per device).
+    Raises SourceError naming the source when it cannot be opened."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames: expected >= 1, got {max_frames}")
+    if spec in (None, "", DEFAULT_NAME):
+        return default_source(max_frames)
+    if "://" not in spec:
+        p = Path(spec)
+        if p.is_dir():
+            imgs = image_files(p)
+            if not imgs:
+                raise SourceError(f"source {spec}: folder holds no images ({', '.join(sorted(IMAGE_EXT))})")
+            return open_images(imgs, spec, max_frames)
+        if not p.exists():
+            raise SourceError(f"source {spec}: no such file or folder")
+        if p.suffix.lower() in IMAGE_EXT:
+            return open_images([p], spec, max_frames)
+        if os.path.getsize(p) == 0:
+            raise SourceError(f"source {spec}: the file is empty")
+    if decoder == "nvdec":
+        from .nvdec import open_nvdec
+
+        return open_nvdec(spec, device, max_frames, chunk, decode_processes)
+    return open_video(spec, max_frames)
+
+
+def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: float | None = None) -> Source:
+    """The source ``open_once()`` opens, read again from its start each time it ends (``loop``; frame indices
+    keep counting), for at most ``duration_s`` seconds from its first read; ``fps`` replaces its frame rate."""
+    first = open_once()
+    state = {"src": first}
+    stopped = threading.Event()
+
+    def parcels():
+        deadline = None if duration_s is None else time.perf_counter() + duration_s
+        i, src = 0, first
+        while True:
+            n = 0
+            for parcel in src.parcels:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    for f in parcel:
+                        f.release()
+                    src.close()
+                    return
+                for f in parcel:
+                    f.index = i + f.index
+                    if f.timestamp is not None and src.fps:
+                        f.timestamp = f.index / src.fps
+                n = max(n, parcel[-1].index - i + 1)
+                yield parcel
+            i += n
+            src.close()
+            if not loop or n == 0 or stopped.is_set():
+                return
+            src = state["src"] = open_once()
+
+    def close():
+        stopped.set()
+        state["src"].close()
+
+    return Source(name, parcels(), fps or first.fps, None if loop or duration_s else first.count, first.shape,
+                  first.pixel_format, first.stats, stopped, close)
+
+
+__all__ = ["looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]

@@ -1,0 +1,81 @@
+"""The frame model: a Frame, a Source (an ordered stream of frames, read in parcels) and SourceError."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read; the message names the source and the reason."""
+
+
+@dataclass
+class Frame:
+    """One frame of a source.
+
+    index: position in its source (0, 1, ...); image: BGR uint8 HxWx3 (host NumPy), or with
+    ``pixel_format="nv12"`` an NV12 (H*3/2, W) uint8 CUDA tensor; timestamp: seconds from the source's start
+    (None if unknown); file: the image file it was read from (image sources); error: why the frame could
+    not be read (it becomes a recorded drop with this reason; ``image`` is None then); ready: a CUDA event
+    the consumer stream waits on before reading ``image``; on_release: called once by :meth:`release`."""
+
+    index: int
+    image: object
+    pixel_format: str = "bgr"
+    timestamp: float | None = None
+    file: str | None = None
+    error: str | None = None
+    ready: object = None
+    on_release: Callable[[], None] | None = None
+    checked: tuple | None = None  # (tensor, (h, w)) once the runner has checked the frame
+
+    def release(self):
+        """The consumer is finished with the frame's memory (idempotent): a decoder's buffer goes back."""
+        fn, self.on_release = self.on_release, None
+        if fn is not None:
+            fn()
+
+
+@dataclass
+class Source:
+    """A named, ordered stream of frames, read as ``parcels``: lists of consecutive frames (a decoder's
+    chunk, or one frame), so a runner handles a chunk at once.
+
+    fps: nominal frame rate (None if unknown); count: frames it will yield, when known; shape: (h, w) of its
+    frames when known ahead (for warm-up); stats: seconds the source spent per activity (decoder, pool
+    wait, ...); cancel: set by :meth:`close` so a source blocked on its consumer returns; on_close: called
+    once by :meth:`close` (a decode process's stream stops)."""
+
+    name: str
+    parcels: Iterator[list[Frame]]
+    fps: float | None = None
+    count: int | None = None
+    shape: tuple | None = None
+    pixel_format: str = "bgr"
+    stats: dict = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    on_close: Callable[[], None] | None = None
+
+    @classmethod
+    def from_frames(cls, name: str, frames, fps: float | None = None, count: int | None = None, **kw) -> "Source":
+        """A source of the given Frames (any iterable), one frame per parcel."""
+        return cls(name, ([f] for f in frames), fps, count, **kw)
+
+    def frames(self) -> Iterator[Frame]:
+        """The frames one by one (the parcels flattened)."""
+        for parcel in self.parcels:
+            yield from parcel
+
+    def close(self):
+        """Stop the source (a blocked decoder returns; a generator is closed). Idempotent."""
+        self.cancel.set()
+        fn, self.on_close = self.on_close, None
+        if fn is not None:
+            fn()
+        close = getattr(self.parcels, "close", None)
+        if close is not None:
+            try:
+                close()
+            except ValueError:  # a generator running in another thread: it returns at the cancel flag
+                pass

@@ -1,0 +1,146 @@
+"""NVDEC video source (PyNvVideoCodec ``SimpleDecoder``): frames are decoded into GPU memory as NV12 and
+go to the NV12 letterbox kernel as CUDA tensors. No frame crosses the host. The decoder runs in a decode
+process (``process.DecodeProcesses``), its frames shared with the runner by CUDA IPC.
+
+The decoder hands out the memory of the frames one ``get_batch_frames`` call returned again on its next call
+(results/DECISIONS.md), so each decoded frame is copied, on the decoder's stream, into a row of the source's
+own pool (one device-to-device copy, about 1% of the copy bandwidth at the pipeline's rate), and the
+source waits for those copies before its next decoder call. The decoder runs ahead of the GPU by up to
+``pool`` frames; a row returns to the pool when the runner releases its frame (``Frame.release()``, once
+the GPU work reading it has completed).
+
+PyNvVideoCodec starts a decoder session lazily, in the first decode call; :func:`prime_decoder` starts it
+at open instead, so a runner's streams start together.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import torch
+
+from ...kernels._common import nvtx_range
+from .frame import Source, SourceError
+from .pool import ChunkStream, FramePool
+
+CHUNK = 16  # frames per get_batch_frames call (a runner asks for its batch size)
+
+
+def nvdec_available() -> str | None:
+    """None when NVDEC decoding can run here, else why not."""
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    try:
+        import PyNvVideoCodec  # noqa: F401
+    except Exception as e:  # not installed, or its CUDA libraries do not load
+        return f"PyNvVideoCodec cannot be imported ({type(e).__name__}: {e}); install the 'video' extra"
+    return None
+
+
+def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int | None = None,
+               decode_processes=None, pool: int | None = None) -> Source:
+    """An NVDEC source for a video file or URL, decoded in one of ``decode_processes`` (default: the
+    process-wide one, all streams of a device in one process). ``chunk``: frames per decoder call; ``pool``:
+    frame buffers of the source's own (default 4 x chunk). Raises SourceError naming the file when it
+    cannot be opened (missing, empty, not a video, a codec NVDEC does not decode)."""
+    chunk = CHUNK if chunk is None else chunk
+    if chunk < 1:
+        raise ValueError(f"chunk: expected >= 1, got {chunk}")
+    why = nvdec_available()
+    if why:
+        raise SourceError(f"source {path}: NVDEC is not available: {why}")
+    if "://" not in path:
+        if not os.path.exists(path):
+            raise SourceError(f"source {path}: no such file or folder")
+        if os.path.getsize(path) == 0:
+            raise SourceError(f"source {path}: the file is empty")
+    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    if dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    if decode_processes is None:
+        from .process import default_decode_processes
+
+        decode_processes = default_decode_processes()
+    kw = {"path": path, "device": str(dev), "max_frames": max_frames, "chunk": chunk, "pool": pool}
+    return decode_processes.open(nvdec_stream, kw, path, dev)
+
+
+def prime_decoder(dec, stream) -> float:
+    """Starts ``dec``'s decoder session now: decodes frame 0, then seeks back to it, so the next
+    ``get_batch_frames`` starts at frame 0 of a session already running. Returns the seconds it took."""
+    t0 = time.perf_counter()
+    dec.get_batch_frames(1)
+    dec.seek_to_index(0)
+    stream.synchronize()
+    return time.perf_counter() - t0
+
+
+def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None) -> ChunkStream:
+    """The NVDEC decoder of ``path`` as a ChunkStream (frames copied into its own pool; see the module
+    docstring). open_nvdec checks the arguments."""
+    pool = max(pool or 4 * chunk, chunk)
+    import PyNvVideoCodec as nvc
+
+    dev = torch.device(device)
+    stream = torch.cuda.Stream(dev)
+    try:
+        kw = {"gpu_id": dev.index, "cuda_stream": stream.cuda_stream, "use_device_memory": True,
+              "output_color_type": nvc.OutputColorType.NATIVE}
+        with torch.cuda.device(dev):
+            dec = nvc.SimpleDecoder(path, **kw)
+        meta = dec.get_stream_metadata()
+        declared = len(dec)
+    except Exception as e:  # PyNvVideoCodec raises its own exception types (unsupported codec, demux error...)
+        raise SourceError(f"source {path}: NVDEC could not open it ({type(e).__name__}: {e})") from e
+    want = declared if max_frames is None else min(declared, max_frames)
+    try:
+        with torch.cuda.device(dev):
+            init_s = prime_decoder(dec, stream)
+    except Exception as e:
+        raise SourceError(f"source {path}: NVDEC could not decode its first frame ({type(e).__name__}: {e})") from e
+    cancel = threading.Event()
+    h, w = int(meta.height), int(meta.width)
+    buffers = torch.empty((pool, h * 3 // 2, w), dtype=torch.uint8, device=dev)
+    frame_pool = FramePool(pool, cancel)
+    last = [None]  # the last chunk's copy event
+    stats = {"video_decode.decoder": 0.0, "video_decode.pool_wait": 0.0, "video_decode.copy": 0.0,
+             "video_decode.session_init": init_s}
+
+    def fetch(i):
+        # device and stream are switched only inside this call, never across a yield of the caller
+        with torch.cuda.device(dev), torch.cuda.stream(stream):
+            t0 = time.perf_counter()
+            if last[0] is not None:
+                last[0].synchronize()  # the last chunk's copies are done: its decoder buffers may be reused
+            try:
+                with nvtx_range("video_decode"):
+                    frames = dec.get_batch_frames(min(chunk, want - i))
+            except Exception as e:
+                raise SourceError(f"source {path}: NVDEC failed at frame {i} ({type(e).__name__}: {e})") from e
+            tensors = []
+            for fr in frames:  # DLPack views of the decoder's buffers (valid until its next call)
+                t = torch.from_dlpack(fr)
+                tensors.append(t[..., 0] if t.ndim == 3 and t.shape[-1] == 1 else t)  # some versions add an axis
+            t1 = time.perf_counter()
+            stats["video_decode.decoder"] += t1 - t0
+            if not tensors:
+                return None, None
+            for k, t in enumerate(tensors):
+                if tuple(t.shape) != (h * 3 // 2, w):
+                    raise SourceError(f"source {path}: NVDEC frame {i + k} has shape {tuple(t.shape)}, "
+                                      f"expected {(h * 3 // 2, w)} (a resolution change mid-stream)")
+            rows = frame_pool.take(len(tensors))
+            t2 = time.perf_counter()
+            stats["video_decode.pool_wait"] += t2 - t1
+            if len(rows) < len(tensors):  # cancelled
+                return None, None
+            # one multi-tensor launch for the chunk (not one copy per frame), on the decoder's stream
+            torch._foreach_copy_([buffers[r] for r in rows], tensors, non_blocking=True)
+            copied = last[0] = torch.cuda.Event()
+            copied.record(stream)
+            stats["video_decode.copy"] += time.perf_counter() - t2
+        return rows, copied
+
+    fps = float(getattr(meta, "average_fps", 0) or 0) or None
+    return ChunkStream(path, buffers, fetch, want, frame_pool, cancel, (h, w), "nv12", fps, declared, stats)

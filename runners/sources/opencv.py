@@ -1,0 +1,69 @@
+"""OpenCV sources: video files and URLs (OpenCV's FFmpeg backend), image folders and single images.
+
+Frames are BGR uint8 HxWx3 NumPy arrays in host memory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+
+from ...kernels._common import nvtx_range
+from .frame import Frame, Source, SourceError
+
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def open_video(path: str, max_frames: int | None) -> Source:
+    """A video file or URL. A file that stops short of the frame count its container declares raises
+    SourceError after its last good frame (truncated or corrupt)."""
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(f"source {path}: OpenCV could not open it (missing codec, not a video, or unreachable)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or None
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+
+    def parcels():
+        i = 0
+        try:
+            while max_frames is None or i < max_frames:
+                with nvtx_range("video_decode"):
+                    ok, img = cap.read()
+                if not ok:
+                    break
+                ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+                yield [Frame(i, img, timestamp=ms / 1e3 if ms or not fps else i / fps)]
+                i += 1
+        finally:
+            cap.release()
+        if i == 0:
+            raise SourceError(f"source {path}: no frame could be decoded")
+        # containers' counts can be a frame or two off, hence the slack
+        wanted = declared if max_frames is None else min(declared or 0, max_frames)
+        if declared and "://" not in path and i < wanted - max(2, wanted // 100):
+            raise SourceError(f"source {path}: stopped after {i} of {declared} frames (truncated or corrupt file)")
+
+    count = min(declared, max_frames) if declared and max_frames else declared
+    return Source(path, parcels(), fps, count, shape=shape if all(shape) else None)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images in ``folder`` and its subfolders, in sorted path order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXT)
+
+
+def open_images(paths: list[Path], name: str, max_frames: int | None) -> Source:
+    """Images, one frame each, named by file; an unreadable file is a frame with an error (a recorded drop
+    naming the file), and the rest are read."""
+    paths = paths[:max_frames] if max_frames else paths
+
+    def parcels():
+        for i, p in enumerate(paths):
+            img = cv2.imread(str(p))
+            if img is None:
+                yield [Frame(i, None, file=str(p), error=f"{name}[{i}]: {p} is not a readable image")]
+            else:
+                yield [Frame(i, img, file=str(p))]
+
+    return Source(name, parcels(), None, len(paths))

@@ -1,0 +1,137 @@
+"""Chunked decoders and their frame pools.
+
+A :class:`ChunkStream` is a decoder that answers in chunks: ``fetch(i)`` decodes frames ``i, i+1, ...`` into
+free rows of its ``buffers`` tensor, which it takes from its :class:`FramePool`; a row goes back to the pool
+once every frame of its chunk is released by the runner (:class:`Release`). ``simulated_stream`` is a
+decoder stand-in with the same protocol, for the CPU tests of the decode processes.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .frame import SourceError
+
+POLL = 0.05  # seconds: how often a waiting pool looks at its cancel flag
+
+
+class FramePool:
+    """Rows ``0..size-1`` of a source's frame buffer tensor, handed out to the decoder and back as the
+    consumer releases them. Thread-safe: the decode thread takes, the runner's threads give back."""
+
+    def __init__(self, size: int, cancel: threading.Event):
+        self.size, self.cancel = size, cancel
+        self.free: list[int] = list(range(size))[::-1]
+        self.cv = threading.Condition()
+
+    def take(self, n: int) -> list[int]:
+        """``n`` rows (fewer only when cancelled); waits for released ones while none is free."""
+        got: list[int] = []
+        with self.cv:
+            while len(got) < n:
+                if self.free:
+                    k = min(len(self.free), n - len(got))
+                    got += self.free[-k:]
+                    del self.free[-k:]
+                elif self.cancel.is_set():
+                    break
+                else:
+                    self.cv.wait(POLL)
+        return got
+
+    def give_back(self, rows: list[int]):
+        with self.cv:
+            self.free += rows
+            self.cv.notify_all()
+
+    def all_free(self) -> bool:
+        with self.cv:
+            return len(self.free) == self.size
+
+
+class Release:
+    """Gives ``rows`` back (``give_back(rows)``) once it has been called ``len(rows)`` times: one per frame."""
+
+    __slots__ = ("give_back", "left", "lock", "rows")
+
+    def __init__(self, give_back: Callable[[list[int]], object], rows: list[int]):
+        self.give_back, self.rows, self.left = give_back, rows, len(rows)
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        with self.lock:
+            self.left -= 1
+            last = self.left == 0
+        if last:
+            self.give_back(self.rows)
+
+
+@dataclass
+class ChunkStream:
+    """A chunked decoder: ``fetch(i)`` decodes frames ``i, i+1, ...`` (as many as it gives at once) into rows
+    it takes from ``pool`` and returns (rows, a CUDA event the reader waits on before reading, or None), or
+    (None, None) at the end or when cancelled. ``want`` frames are expected; fewer (not cancelled) is a
+    truncated stream, an error naming ``name``."""
+
+    name: str
+    buffers: torch.Tensor  # (pool size, *frame shape)
+    fetch: Callable
+    want: int
+    pool: FramePool
+    cancel: threading.Event
+    shape: tuple  # (height, width) of the images
+    pixel_format: str = "nv12"
+    fps: float | None = None
+    declared: int | None = None  # the container's frame count
+    stats: dict = field(default_factory=dict)
+    on_close: Callable | None = None
+
+    def chunks(self):
+        """Yields (first frame index, rows, ready event or None) until ``want`` frames or cancel."""
+        i = 0
+        while i < self.want and not self.cancel.is_set():
+            rows, ready = self.fetch(i)
+            if not rows:
+                break
+            yield i, rows, ready
+            i += len(rows)
+        if i < self.want and not self.cancel.is_set():
+            raise SourceError(f"source {self.name}: stopped after {i} of {self.declared or self.want} frames "
+                              "(truncated or corrupt file)")
+
+
+def simulated_stream(name: str, frames: int, fps: float, chunk: int, shape=(432, 768), pool: int | None = None,
+                     truncate_at: int | None = None, mark: bool = False) -> ChunkStream:
+    """A decoder stand-in: ``frames`` NV12 frames of ``shape`` in host memory, ``chunk`` per call at ``fps``
+    frames/s with the interpreter lock released (as NVDEC's calls release it); ``mark``: each frame's first
+    luma pixel holds its index (mod 256). ``truncate_at``: the stream breaks off there (a truncated file)."""
+    h, w = shape
+    size = max(pool or 2 * chunk, chunk)
+    buffers = torch.zeros((size, h * 3 // 2, w), dtype=torch.uint8)
+    cancel = threading.Event()
+    fp = FramePool(size, cancel)
+    stats = {"video_decode.decoder": 0.0, "video_decode.pool_wait": 0.0}
+    end = frames if truncate_at is None else truncate_at
+
+    def fetch(i: int):
+        k = min(chunk, end - i)
+        if k <= 0:
+            return None, None
+        t0 = time.perf_counter()
+        time.sleep(k / fps)
+        t1 = time.perf_counter()
+        rows = fp.take(k)
+        stats["video_decode.decoder"] += t1 - t0
+        stats["video_decode.pool_wait"] += time.perf_counter() - t1
+        if len(rows) < k:  # cancelled
+            return None, None
+        if mark:
+            for j, r in enumerate(rows):
+                buffers[r, 0, 0] = (i + j) % 256
+        return rows, None
+
+    return ChunkStream(name, buffers, fetch, frames, fp, cancel, (h, w), "nv12", None, frames, stats)

@@ -1,0 +1,167 @@
+"""The command line as a new user meets it (CPU): every runner's CLI path, bad options as one line with
+exit 2, output paths checked before the run, image folders, progress, the output formats."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+import helpers
+from posefuse.runners.cli import main
+
+CLIP = helpers.data_path("one-by-one-person-detection.mp4")
+
+
+def cli(*args, timeout=600):
+    """``posefuse`` in a subprocess, as a user runs it: (exit code, stdout, stderr)."""
+    r = subprocess.run([sys.executable, "-m", "posefuse.runners.cli", *args], capture_output=True, text=True,
+                       timeout=timeout)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("runner", ["serial", "batched", "ultralytics", "pipelined", "streams", "dynamic", "multigpu"])
+def test_every_runner_runs_from_the_cli(tmp_path, runner):
+    extra = ["--gpus", "cpu,cpu", "--repeat", "2"] if runner == "multigpu" else []
+    out = tmp_path / "r.json"
+    rc = main(["run", "--device", "cpu", "--runner", runner, "--source", CLIP, "--max-frames", "3", "--batch", "2",
+               "--imgsz", "320", "--no-progress", "--out", str(out), *extra])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    n = 6 if runner == "multigpu" else 3
+    assert rep["overall"]["frames_in"] == rep["overall"]["results"] == n
+    assert rep["precision"] == "fp32" and rep["device"] == "cpu"  # what ran, not what was asked for
+    assert rep["backend"] == ("ultralytics" if runner == "ultralytics" else "reference")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "cuda:3"], "--device: 'cuda:3'"),
+    (["--device", "tpu"], "--device: expected 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    (["--device", "cpu", "--backend", "cupy"], "--backend: 'cupy' cannot run on cpu here"),
+    (["--imgsz", "100"], "--imgsz: expected a multiple of 32"),
+    (["--conf", "2"], "--conf: expected a score in [0, 1], got 2.0"),
+    (["--model", "/nope.pt"], "--model: expected 'yolo11n-pose' or a checkpoint file, got '/nope.pt'"),
+    (["--runner", "multigpu", "--gpus", "banana"], "--gpus: expected 'cpu', 'cuda' or 'cuda:N', got 'banana'"),
+    (["--repeat", "0"], "--repeat: expected a whole number >= 1, got 0"),
+    (["--max-wait-ms", "-5"], "--max-wait-ms: expected >= 0 ms, got -5.0"),
+    (["--max-frames", "0"], "--max-frames: expected a whole number >= 1, got 0"),
+    (["--batch", "0"], "--batch: expected a whole number >= 1, got 0"),
+    (["--out", "/proc/x.json"], "--out: cannot write /proc/x.json"),
+    (["--save-json", "/no/such/folder/p.jsonl"], "--save-json: cannot write /no/such/folder/p.jsonl: the folder"),
+    (["--save-video", "/tmp/a.xyz"], "--save-video: OpenCV cannot write mp4v video to '/tmp/a.xyz'"),
+    (["--decoder", "nvdec", "--save-video", "a.mp4"], "--decoder: 'nvdec'"),
+])
+def test_bad_options_are_one_line_and_exit_2(capsys, args, message):
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"posefuse: {message}") and "\n" not in err, err
+
+
+def test_bad_output_path_is_found_before_the_run(capsys):
+    t0 = time.perf_counter()
+    assert main(["run", "--device", "cpu", "--out", "/proc/report.json"]) == 2
+    assert time.perf_counter() - t0 < 5  # no model was loaded, no frame was read
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_image_folder_bad_file_is_a_named_drop_subfolders_are_read(tmp_path, clip_frames):
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.jpg"), clip_frames[150])
+    (folder / "b.jpg").write_bytes(b"not an image")
+    cv2.imwrite(str(folder / "sub" / "c.png"), clip_frames[151])
+    out, poses = tmp_path / "r.json", tmp_path / "p.jsonl"
+    rc = main(["run", "--device", "cpu", "--source", str(folder), "--imgsz", "320", "--no-progress",
+               "--out", str(out), "--save-json", str(poses)])
+    assert rc == 0
+    rep = json.loads(out.read_text())["overall"]
+    assert rep["frames_in"] == 3 and rep["results"] == 2
+    assert list(rep["drops"]) == [f"{folder}[1]: {folder / 'b.jpg'} is not a readable image"]
+    files = [json.loads(x)["file"] for x in poses.read_text().splitlines()]
+    assert files == [str(folder / "a.jpg"), str(folder / "sub" / "c.png")]
+
+
+def test_json_lines_and_coco_outputs(tmp_path):
+    poses, coco = tmp_path / "p.jsonl", tmp_path / "c.json"
+    assert main(["run", "--device", "cpu", "--max-frames", "3", "--no-progress",  # the default clip: people in each
+                 "--save-json", str(poses), "--save-coco", str(coco)]) == 0
+    lines = [json.loads(x) for x in poses.read_text().splitlines()]
+    assert [x["frame"] for x in lines] == [0, 1, 2] and [x["image_id"] for x in lines] == [0, 1, 2]
+    assert (lines[0]["height"], lines[0]["width"]) == (432, 768) and lines[0]["file"] is None
+    assert lines[0]["timestamp"] == 0.0 and abs(lines[2]["timestamp"] - 2 / 30) < 1e-3  # the clip is 30 fr/s
+    assert len(lines[0]["poses"][0]["keypoints"]) == 17
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+
+    gt = COCO()
+    gt.dataset = {"images": [{"id": i, "height": 432, "width": 768} for i in range(3)],
+                  "categories": [{"id": 1, "name": "person"}], "annotations": []}
+    gt.createIndex()
+    dt = gt.loadRes(str(coco))
+    anns = dt.loadAnns(dt.getAnnIds())
+    assert len(anns) == sum(len(x["poses"]) for x in lines) > 0
+    a, p = anns[0], lines[0]["poses"][0]
+    assert len(a["keypoints"]) == 51 and a["category_id"] == 1
+    np.testing.assert_allclose(a["bbox"], [p["box"][0], p["box"][1], p["box"][2] - p["box"][0],
+                                           p["box"][3] - p["box"][1]], atol=0.02)
+
+
+def test_progress_bar_on_stderr_once_and_off_with_no_progress():
+    rc, out, err = cli("run", "--device", "cpu", "--max-frames", "4", "--imgsz", "320")
+    assert rc == 0 and err.count("100%") == 1 and "4/4" in err  # one bar, finished once
+    rc, out, err = cli("run", "--device", "cpu", "--max-frames", "4", "--imgsz", "320", "--no-progress")
+    assert rc == 0 and "4/4" not in err
+
+
+def test_ultralytics_runner_warns_at_most_once():
+    rc, out, err = cli("run", "--device", "cpu", "--runner", "ultralytics", "--max-frames", "4", "--no-progress")
+    assert rc == 0 and (out + err).count("deprecated") == 0
+
+
+def test_version_and_help_show_defaults(capsys):
+    import posefuse
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"posefuse {posefuse.__version__}"
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: 32)" in text and "(default: batched)" in text and "--save-coco" in text
+
+
+def test_ctrl_c_while_starting_is_one_line_and_exit_130():
+    p = subprocess.Popen([sys.executable, "-m", "posefuse.runners.cli", "run", "--device", "cpu"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.7)  # importing torch, or loading the model
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert "posefuse: interrupted" in err
+
+
+def test_run_owns_and_restores_process_settings():
+    import gc
+
+    from posefuse import RunConfig, run
+
+    switch, frozen = sys.getswitchinterval(), gc.get_freeze_count()
+    report = run(RunConfig(device="cpu", max_frames=2, imgsz=320, progress=False))
+    assert report.exit_code == 0 and report.overall["results"] == 2
+    assert sys.getswitchinterval() == switch and gc.get_freeze_count() == frozen
+    assert set(report.startup_s) == {"engine", "sources", "warmup"}
+
+
+def test_installed_package_is_one_namespace():
+    """posefuse.kernels / .fusion / .runners: nothing named kernels, fusion or runners is importable from
+    outside the checkout."""
+    code = ("import importlib.util, posefuse; print([importlib.util.find_spec(n) is None "
+            "for n in ('kernels', 'fusion', 'runners')], posefuse.PosePipeline.__module__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.expanduser("~"))
+    assert r.stdout.split() == ["[True,", "True,", "True]", "posefuse.fusion.pipeline"], r.stderr
