@@ -93,6 +93,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--old", required=True, help="the old checkout (its imports resolve from its root)")
     ap.add_argument("--new", default=str(harness.ROOT))
+    ap.add_argument("--old-label", default="", help="what the old checkout is (a commit), for the record")
     ap.add_argument("--old-cli", default="runners.cli run --decoder nvdec-shared")
     ap.add_argument("--new-cli", default="posefuse.runners.cli run --decoder nvdec")
     ap.add_argument("--repeats", type=int, default=3)
@@ -118,26 +119,29 @@ def main(argv=None):
                     res[k]["e2e"].setdefault(clip, []).append(r)
                     print(k, clip, r, flush=True)
     run = {"env": harness.environment(), "command": "python experiments/regression.py " + " ".join(argv or sys.argv[1:]),
-           "trees": {k: str(v) for k, v in trees.items()}, "results": res, "rows": compare(res["old"], res["new"])}
+           "trees": {k: str(v) for k, v in trees.items()}, "old_label": a.old_label, "results": res, "rows": compare(res["old"], res["new"])}
     out = Path(a.out_dir)
     runs = harness.append_run(out / "regression.json", run)
-    (out / "regression.md").write_text(markdown(runs[-1]))
+    (out / "regression.md").write_text(markdown(runs))
     for r in run["rows"]:
         print(r, flush=True)
 
 
-def markdown(run: dict) -> str:
-    env = run["env"]
-    lines = [f"# No-regression check, old checkout vs new, one call", "",
-             f"{env.get('date')}: {env.get('card')}, driver {env.get('driver')}, torch {env.get('torch')}, "
-             f"CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}", "",
-             f"Command: `{run['command']}`", "",
-             "| measurement | old | new | new / old | within 3% |", "|---|---:|---:|---:|---|"]
-    for r in run["rows"]:
-        ratio = "-" if r["new_over_old"] is None else f"{r['new_over_old']:.3f}"
-        ok = "-" if r["within_3pct"] is None else ("yes" if r["within_3pct"] else "**no**")
-        lines.append(f"| {r['what']} | {r['old']:,.2f} | {r['new']:,.2f} | {ratio} | {ok} |")
-    lines.append("")
+def markdown(runs: list) -> str:
+    """Every run, newest first: old and new side by side, measured in the same call."""
+    lines = ["# No-regression checks: an old checkout beside the new one, each pair measured in one call", ""]
+    for run in reversed(runs):
+        env = run["env"]
+        lines += [f"## {env.get('date')}: {env.get('card')}, driver {env.get('driver')}, torch {env.get('torch')}, "
+                  f"CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}", "",
+                  f"Command: `{run['command']}`; old: {run.get('old_label') or run['trees']['old']}, new: this "
+                  "checkout", "",
+                  "| measurement | old | new | new / old | within 3% |", "|---|---:|---:|---:|---|"]
+        for r in run["rows"]:
+            ratio = "-" if r["new_over_old"] is None else f"{r['new_over_old']:.3f}"
+            ok = "-" if r["within_3pct"] is None else ("yes" if r["within_3pct"] else "**no**")
+            lines.append(f"| {r['what']} | {r['old']:,.2f} | {r['new']:,.2f} | {ratio} | {ok} |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
