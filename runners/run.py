@@ -186,7 +186,10 @@ def run(config: RunConfig, on_result=None) -> Report:
             total.on_count = progress.update
             try:
                 with run_settings():
-                    failed.update(_dispatch(cfg, engine, sources, streams, events, sinks))
+                    try:
+                        failed.update(_dispatch(cfg, engine, sources, streams, events, sinks))
+                    finally:  # the last result is in: closing sources and decode processes is not run time
+                        events.end_clock()
             except (KeyboardInterrupt, RunInterrupted):
                 interrupted = True
                 for key in total.unfinished():
