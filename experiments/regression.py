@@ -136,6 +136,7 @@ def markdown(runs: list) -> str:
                   f"CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}", "",
                   f"Command: `{run['command']}`; old: {run.get('old_label') or run['trees']['old']}, new: this "
                   "checkout", "",
+                  *([f"Note: {run['note']}", ""] if run.get("note") else []),
                   "| measurement | old | new | new / old | within 3% |", "|---|---:|---:|---:|---|"]
         for r in run["rows"]:
             ratio = "-" if r["new_over_old"] is None else f"{r['new_over_old']:.3f}"
