@@ -87,7 +87,7 @@ def section() -> str:
             out.append(f"| {prec} | {s['frames']} | {s['their_detections']} | {s['matched_fraction']:.4f} | "
                        f"{s['extra_fraction']:.4f} | {s['keypoint_mean_error_px']:.3f} | {s['max_score_diff']:.4f} |")
         out.append("")
-    out += _phases() + _runners() + _soak()
+    out += _regression() + _phases() + _runners() + _soak()
     out.append(END)
     return "\n".join(out)
 
@@ -154,6 +154,23 @@ def _runners() -> list:
                         f"{x['gpus']} GPU{'s' if x['gpus'] > 1 else ''} {x['frames_per_s']:,.0f} fr/s" for x in mg["rows"])
                     + f" ({mg['speedup']:.2f}x)."]
     return out + [""] if out else []
+
+
+def _regression() -> list:
+    """The latest old-vs-new comparison of each kind (benchmarks, end to end), from results/regression.json."""
+    d = _load("regression")
+    if not d:
+        return []
+    out = ["**No regression** ([results/regression.md](results/regression.md), `python experiments/regression.py "
+           "--old OLD_CHECKOUT`): the same measurements on the commit before the architecture change and on this "
+           "code, side by side in one call each.", "", "| measurement | old | new | new / old | card, date |",
+           "| --- | ---: | ---: | ---: | --- |"]
+    for kind in ("bench", "e2e"):
+        run = next((r for r in reversed(d["runs"]) if kind in r["command"] and not r.get("note")), None)
+        for row in run["rows"] if run else []:
+            out.append(f"| {row['what']} | {row['old']:,.2f} | {row['new']:,.2f} | {row['new_over_old']:.3f} | "
+                       f"{run['env'].get('card')}, {run['env'].get('date')} |")
+    return out + [""]
 
 
 def _soak() -> list:

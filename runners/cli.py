@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
            "ultralytics wheel's images")
     a("--repeat", type=int, default=1, help="use each source this many times, as separate streams")
     a("--max-frames", type=int, default=None, help="read at most this many frames per source (default: all)")
-    a("--realtime", action="store_true", help="release each source's frames at its own frame rate")
+    a("--realtime", action="store_true", help="release each source's frames at its frame rate, as a camera would")
+    a("--fps", type=float, default=None, help="the frame rate --realtime releases at (default: each source's own)")
+    a("--loop", action="store_true", help="read each source again from its start when it ends (needs --duration-s)")
+    a("--duration-s", type=float, default=None, help="stop reading the sources after this many seconds")
     a("--decoder", default="cpu", choices=("cpu", "nvdec"),
       help="video decoding: OpenCV (cpu), or NVDEC into GPU memory in decode processes (nvdec)")
     a("--streams-per-decode-process", type=int, default=0,
@@ -64,7 +67,8 @@ def to_config(a: argparse.Namespace):
     from .config import RunConfig
 
     return RunConfig(
-        sources=a.source or [None], repeat=a.repeat, max_frames=a.max_frames, realtime=a.realtime,
+        sources=a.source or [None], repeat=a.repeat, max_frames=a.max_frames, realtime=a.realtime, fps=a.fps,
+        loop=a.loop, duration_s=a.duration_s,
         decoder=a.decoder, streams_per_decode_process=a.streams_per_decode_process, runner=a.runner,
         batch=a.batch, max_wait_ms=a.max_wait_ms, replicas=a.replicas,
         gpus=[g.strip() for g in a.gpus.split(",")] if a.gpus else None, device=a.device, model=a.model,

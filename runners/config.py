@@ -116,8 +116,8 @@ class RunConfig:
             raise ConfigError("fps", f"expected frames/s > 0, got {c.fps}")
         if c.duration_s is not None and not c.duration_s > 0:
             raise ConfigError("duration_s", f"expected seconds > 0, got {c.duration_s}")
-        if c.loop and c.duration_s is None and c.max_frames is None:
-            raise ConfigError("loop", "needs duration_s or max_frames, else the run never ends")
+        if c.loop and c.duration_s is None:
+            raise ConfigError("loop", "needs a duration (duration_s, --duration-s), else the run never ends")
         if not c.max_wait_ms >= 0:
             raise ConfigError("max_wait_ms", f"expected >= 0 ms, got {c.max_wait_ms}")
         if not 0 <= c.conf <= 1:

@@ -56,6 +56,8 @@ def test_every_runner_runs_from_the_cli(tmp_path, runner):
     (["--save-json", "/no/such/folder/p.jsonl"], "--save-json: cannot write /no/such/folder/p.jsonl: the folder"),
     (["--save-video", "/tmp/a.xyz"], "--save-video: OpenCV cannot write mp4v video to '/tmp/a.xyz'"),
     (["--decoder", "nvdec", "--save-video", "a.mp4"], "--decoder: 'nvdec'"),
+    (["--loop"], "--loop: needs a duration"),
+    (["--fps", "0"], "--fps: expected frames/s > 0"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, args, message):
     assert main(["run", *args]) == 2
@@ -144,6 +146,21 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130():
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert "posefuse: interrupted" in err
+
+
+def test_realtime_looping_sources_for_a_duration():
+    """--realtime --fps --loop --duration-s: a file played as a camera; frame indices keep counting over loops."""
+    from posefuse import RunConfig, run
+
+    got = {}
+    t0 = time.perf_counter()
+    rep = run(RunConfig(sources=[None], repeat=2, max_frames=4, runner="dynamic", realtime=True, fps=20.0, loop=True,
+                        duration_s=1.0, imgsz=320, device="cpu", progress=False),
+              on_result=lambda r: got.setdefault(r.stream, []).append(r.index))
+    assert 1.0 <= time.perf_counter() - t0 < 60 and rep.exit_code == 0
+    for idx in got.values():
+        assert idx == list(range(len(idx))) and len(idx) > 4  # more than one pass, in order
+    assert rep.overall["frames_in"] == rep.overall["results"] + sum(rep.overall["drops"].values())
 
 
 def test_run_owns_and_restores_process_settings():
