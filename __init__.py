@@ -25,13 +25,22 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'posefuse' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
+def lazy_exports(package: str, exports: dict, namespace: dict):
+    """A module ``__getattr__`` that imports ``exports[name]`` (a submodule of ``package``) on first use of
+    ``name`` and keeps the value in ``namespace`` (the module's globals)."""
+
+    def __getattr__(name: str):
+        mod = exports.get(name)
+        if mod is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{mod}"), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__
+
+
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 def __dir__():

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from .. import __version__
-
-RUNNERS = ("serial", "batched", "ultralytics", "pipelined", "streams", "dynamic", "multigpu")  # strategies.RUNNERS
+from .config import DECODERS, RUNNERS
 
 
 _FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress"}  # RunConfig field -> flag
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fps", type=float, default=None, help="the frame rate --realtime releases at (default: each source's own)")
     a("--loop", action="store_true", help="read each source again from its start when it ends (needs --duration-s)")
     a("--duration-s", type=float, default=None, help="stop reading the sources after this many seconds")
-    a("--decoder", default="cpu", choices=("cpu", "nvdec"),
+    a("--decoder", default="cpu", choices=DECODERS,
       help="video decoding: OpenCV (cpu), or NVDEC into GPU memory in decode processes (nvdec)")
     a("--streams-per-decode-process", type=int, default=0,
       help="NVDEC streams each decode process serves (0: all streams in one process per GPU)")
@@ -79,6 +79,7 @@ def to_config(a: argparse.Namespace):
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
     try:
         import json
         from pathlib import Path
@@ -88,6 +89,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("posefuse: interrupted", file=sys.stderr)
         return 130
+    imports_s = time.perf_counter() - t0
     try:
         report = run(to_config(a))
     except ConfigError as e:
@@ -105,10 +107,27 @@ def main(argv=None) -> int:
         print(f"posefuse: {err.splitlines()[0]}", file=sys.stderr)
     for name, r in report.streams.items():
         print(f"[{name}] {_summary(r)}")
+    wall = process_wall_s()
+    report.startup_s = {"imports": imports_s, **report.startup_s}
+    job = f"; job {report.overall['results'] / wall:,.1f} frames/s over {wall:.1f} s of process wall" if wall else ""
     print(f"[all] {_summary(report.overall)}; ran {report.ran}")
+    print(f"[start-up] {', '.join(f'{k} {v:.2f} s' for k, v in report.startup_s.items())}; first result "
+          f"{report.overall.get('first_result_s') or 0:.2f} s after the clock{job}")
     if a.out:
-        Path(a.out).write_text(json.dumps(report.to_dict(), indent=1))
+        Path(a.out).write_text(json.dumps({**report.to_dict(), "process_wall_s": wall}, indent=1))
     return report.exit_code
+
+
+def process_wall_s() -> float | None:
+    """Seconds since this process started (Linux: /proc/self/stat), or None where that cannot be read."""
+    try:
+        import os
+
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _summary(r: dict) -> str:

@@ -29,6 +29,7 @@ from .sources import Source, SourceError
 from .strategies import admit, finish, frame_result, submit_frames
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
+JOIN_TIMEOUT_S = 2.0  # how long a stopping run waits for its threads
 _END = object()
 
 
@@ -263,17 +264,17 @@ def warm_up(pipes: list, sources: list[Source], batch: int):
 
 
 def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_result=None, *, batch: int = 32,
-                   max_wait_ms: float | None = None, realtime: bool = False, queue_frames: int | None = None,
-                   join_timeout: float = 2.0, idle_ms: float = 200.0) -> dict:
+                   max_wait_ms: float | None = None, realtime: bool = False, idle_ms: float = 200.0) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
     one GPU worker thread each (several: the ``streams`` runner). ``max_wait_ms=None``: fixed batches (``pipelined``); a
-    number: the ``dynamic`` batcher. ``on_result(FrameResult)``. Returns {source name: error} for the sources
+    number: the ``dynamic`` batcher. ``idle_ms``: fixed batches: a partial batch leaves when no frame came for
+    this long. ``on_result(FrameResult)``. Returns {source name: error} for the sources
     that failed; raises RunnerError when a worker failed."""
     pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
     if not pipes:
         raise ValueError("pipes: expected at least one pipeline, got none")
     state = RunState()
-    frames_q: queue.Queue = queue.Queue(maxsize=queue_frames or 2 * batch * len(pipes))
+    frames_q: queue.Queue = queue.Queue(maxsize=2 * batch * len(pipes))  # frames in flight stay bounded
     results_q: queue.Queue = queue.Queue(maxsize=2 * len(pipes))  # read back while the next batches compute
     max_wait = None if max_wait_ms is None else max_wait_ms / 1e3
     ended = {"n": 0, "of": len(sources)}
@@ -294,10 +295,10 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
                                     args=(results_q, events, on_result, state, len(pipes))))
     if not sources:
         return {}
-    return _run_threads(threads, state, sources, events, join_timeout)
+    return _run_threads(threads, state, sources, events)
 
 
-def _run_threads(threads, state: RunState, sources, events: RunEvents, join_timeout: float) -> dict:
+def _run_threads(threads, state: RunState, sources, events: RunEvents) -> dict:
     for t in threads:
         t.start()
     interrupted = False
@@ -314,7 +315,7 @@ def _run_threads(threads, state: RunState, sources, events: RunEvents, join_time
     for s in sources:  # a source blocked on its consumer (NVDEC) returns
         if state.stop.is_set():
             s.close()
-    deadline = time.perf_counter() + join_timeout
+    deadline = time.perf_counter() + JOIN_TIMEOUT_S
     for t in threads:
         t.join(max(0.0, deadline - time.perf_counter()))
     alive = [t.name for t in threads if t.is_alive()]
@@ -329,7 +330,7 @@ def _run_threads(threads, state: RunState, sources, events: RunEvents, join_time
             raise err
         raise RunnerError(stage, err) from err
     if alive:
-        raise RuntimeError(f"runner: threads still running after {join_timeout} s: {alive}")
+        raise RuntimeError(f"runner: threads still running after {JOIN_TIMEOUT_S} s: {alive}")
     if interrupted:
         raise RunInterrupted("interrupted: in-flight frames finished, no new frames read")
     return dict(state.failed)

@@ -1,12 +1,14 @@
-"""RunConfig: every option of a run, validated once; the command line only parses into it."""
+"""RunConfig: every option of a run, validated once; the command line only parses into it. Imports nothing
+heavy (torch is imported by ``validated``), so the command line starts light."""
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from .strategies import CONCURRENT, RUNNERS
-
+SEQUENTIAL = ("serial", "batched", "ultralytics")  # one source after another (strategies.py)
+CONCURRENT = ("pipelined", "streams", "dynamic")  # all sources at once (concurrent.py)
+RUNNERS = SEQUENTIAL + CONCURRENT + ("multigpu",)
 DECODERS = ("cpu", "nvdec")
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")

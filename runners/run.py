@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from .concurrent import RunInterrupted, RunnerError, run_concurrent, warm_up
-from .config import RunConfig
+from .config import CONCURRENT, RunConfig
 from .events import FrameResult, StreamFanout
 from .monitor import PerformanceMonitor
 from .outputs import Outputs, check_paths
 from .sources import SourceError, looping, open_source
-from .strategies import CONCURRENT, run_source
+from .strategies import run_source
 
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
 # busy thread holds the others, and every frame in flight, for at most that long (results/DECISIONS.md).
@@ -168,6 +168,7 @@ def run(config: RunConfig, on_result=None) -> Report:
     total = PerformanceMonitor(usage=True)
     events = StreamFanout(total, lambda: PerformanceMonitor(usage=False))
     interrupted, run_error = False, None
+    peak = _PeakMemory(cfg.device if cfg.runner != "multigpu" else None)
     with _sigterm_drains():
         try:
             engine = _engine(cfg, ran)
@@ -210,9 +211,30 @@ def run(config: RunConfig, on_result=None) -> Report:
         per_stream[name] = mon.report()
     total.stop()
     overall = total.report()
+    overall.update(peak.report())
     if outputs.lost_video_frames:
         failed["<save_video>"] = f"{outputs.lost_video_frames} frames had no host image to draw on"
     return Report(cfg.to_dict(), ran, overall, per_stream, failed, outputs.paths, startup, interrupted, run_error)
+
+
+class _PeakMemory:
+    """The torch allocator's peak on the run's GPU, read without resetting it: the process-wide peak at the
+    end, and whether the run itself set it (a peak reached before the run is not the run's)."""
+
+    def __init__(self, device: str | None):
+        import torch
+
+        self.dev = torch.device(device) if device and device.startswith("cuda") else None
+        self.before = torch.cuda.max_memory_allocated(self.dev) if self.dev is not None else 0
+
+    def report(self) -> dict:
+        if self.dev is None:
+            return {}
+        import torch
+
+        peak = torch.cuda.max_memory_allocated(self.dev)
+        return {"gpu_memory_mib": {"process_peak": peak / 2**20, "peak_set_in_run": peak > self.before,
+                                   "allocated_at_end": torch.cuda.memory_allocated(self.dev) / 2**20}}
 
 
 def _both(outputs, on_result):

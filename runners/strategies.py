@@ -19,12 +19,10 @@ import torch
 from ..fusion.pipeline import PoseResult
 from ..kernels._common import KernelInputError, as_tensor
 from ..kernels.letterbox import FrameBatch, check_frame
+from .config import CONCURRENT, RUNNERS, SEQUENTIAL  # noqa: F401 - re-exported: the runner names
 from .events import FrameResult, RunEvents
 from .sources import Frame, Source
 
-SEQUENTIAL = ("serial", "batched", "ultralytics")
-CONCURRENT = ("pipelined", "streams", "dynamic")  # all sources at once (concurrent.py)
-RUNNERS = SEQUENTIAL + CONCURRENT + ("multigpu",)
 
 OnResult = Callable[[FrameResult], None]
 

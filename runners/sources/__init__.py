@@ -14,11 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+from ..config import DECODERS
 from .frame import Frame, Source, SourceError
 from .opencv import IMAGE_EXT, image_files, open_images, open_video
 from .synthetic import DEFAULT_NAME, default_source, synthesized_clip
 
-DECODERS = ("cpu", "nvdec")
 
 
 def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str = "cpu", device=None,
