@@ -23,7 +23,6 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
 
 
 CLIPS = {"768x432": "one-by-one-person-detection.mp4", "1080p": "one-by-one-person-1080p.mp4"}

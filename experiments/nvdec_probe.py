@@ -1,5 +1,5 @@
 """Does PyNvVideoCodec's SimpleDecoder reuse the memory of frames it returned once it is asked for more?
-The NVDEC source's lease depth (runners/nvdec.py) rests on the answer.
+The NVDEC source's copy into its own frame pool (runners/sources/nvdec.py) rests on the answer.
 
     python experiments/nvdec_probe.py [--chunk 16] [--calls 4]
 
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
 
 
 def main():

@@ -5,8 +5,6 @@
 Eager (cuda_graph=False) so each kernel launch sits inside its stage's range; see experiments/profile.sh.
 """
 import argparse
-from pathlib import Path
-
 
 
 def main():

@@ -8,7 +8,7 @@ _EXPORTS = {
     "run": "run", "Report": "run", "RunConfig": "config", "ConfigError": "config",
     "PerformanceMonitor": "monitor", "RunEvents": "events", "FrameResult": "events",
     "Frame": "sources", "Source": "sources", "SourceError": "sources", "open_source": "sources",
-    "synthesized_clip": "sources", "RUNNERS": "strategies",
+    "synthesized_clip": "sources", "RUNNERS": "config",
 }
 __all__ = list(_EXPORTS)
 

@@ -19,7 +19,7 @@ import torch
 from ..fusion.pipeline import PoseResult
 from ..kernels._common import KernelInputError, as_tensor
 from ..kernels.letterbox import FrameBatch, check_frame
-from .config import CONCURRENT, RUNNERS, SEQUENTIAL  # noqa: F401 - re-exported: the runner names
+from .config import SEQUENTIAL
 from .events import FrameResult, RunEvents
 from .sources import Frame, Source
 

@@ -306,7 +306,6 @@ def test_out_of_memory_splits_the_batch_and_loses_no_frame(cpu_pipe):
 
 
 def test_sigterm_drains_writes_partial_statistics_and_exits_130(tmp_path):
-    import os
     import signal
     import subprocess
     import sys
