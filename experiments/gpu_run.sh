@@ -10,6 +10,7 @@
 #   gilprobe  experiments/decode_gil_probe.py (decoders' GIL share, ThreadedDecoder)  -> logs/decode_gil_probe.json
 #   regress   experiments/regression.py --old .old [REGRESS_ARGS] (an old checkout, carried as .old/, beside this one)
 #             -> results/regression.{json,md}
+#   startup   experiments/startup.py [STARTUP_ARGS] (user jobs as processes, beside Ultralytics) -> results/startup.{json,md}
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
@@ -71,6 +72,10 @@ fi
 if want regress; then
   step regress
   timeout 560 python3 experiments/regression.py --old .old ${REGRESS_ARGS:-} >"$LOG/regress.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/regress.log" | tail -30
+fi
+if want startup; then
+  step startup
+  timeout 560 python3 experiments/startup.py ${STARTUP_ARGS:-} >"$LOG/startup.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/startup.log" | tail -20
 fi
 if want runners; then
   step runners

@@ -125,3 +125,15 @@ def test_plots_from_the_recorded_results(tmp_path):
     made = plots.main(["--results", str(tmp_path)])
     assert set(made) == {"phase_table.png", "latency_cdf.png", "stage_breakdown.png", "roofline.png"}
     assert all((tmp_path / m).stat().st_size > 10_000 for m in made)
+
+
+def test_startup_job_benchmark_smoke(tmp_path):
+    """experiments/startup.py times user jobs as fresh processes: a posefuse job and its Ultralytics twin,
+    both timed from start to exit, the posefuse report's start-up split beside the wall time."""
+    r = subprocess.run([sys.executable, "experiments/startup.py", "--device", "cpu", "--repeats", "1", "--jobs", "e",
+                        "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    job = json.loads((tmp_path / "startup.json").read_text())["runs"][-1]["jobs"]["e"]
+    assert job["posefuse"][0]["frames"] == 50 and job["ultralytics"][0]["frames"] == 50
+    assert set(job["posefuse"][0]["startup_s"]) == {"imports", "engine", "sources", "warmup"}
+    assert job["ultralytics_over_posefuse"] > 0 and "| e: a folder of 50 images |" in (tmp_path / "startup.md").read_text()

@@ -1,0 +1,156 @@
+"""User jobs by the clock on the wall: each job is a fresh process (``posefuse run`` and the same job through
+Ultralytics ``predict``), timed from start to exit, side by side in one call.
+
+    python experiments/startup.py [--repeats 3] [--jobs a,b,c,d,e] [--posefuse-args "..."] [--out-dir results]
+
+Jobs: (a) one 768x432 clip, (b) one 1080p clip, (c) 8 clips (the 768x432 clip 8 times), (d) 64 frames of
+the 768x432 clip (the fixed cost), (e) a folder of 50 images. ``--posefuse-args`` are the options of the
+posefuse runs (default: none, the command line's defaults). Each posefuse run also writes its report, so the
+start-up split (imports, engine, sources, warm-up), the time to the first result and the run's own steady
+frames/s stand beside the wall time. Writes results/startup.{json,md} (runs appended).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import harness
+
+PREDICT = """
+import sys
+from posefuse.fusion.backbone import load_ultralytics
+yolo = load_ultralytics()
+half = sys.argv[1] == "cuda"
+n = 0
+for src in sys.argv[2:]:
+    for r in yolo.predict(src, stream=True, verbose=False, device=0 if half else "cpu", quantize=16 if half else None):
+        n += 1
+print(n)
+"""
+
+
+def jobs(tmp: Path, max_frames: int | None) -> dict:
+    """{job: (sources, posefuse extra args)}; the folder job's 50 images are written into ``tmp``."""
+    clip, clip1080 = harness.data_path(harness.CLIP), harness.data_path(harness.CLIP_1080)
+    folder = tmp / "images"
+    folder.mkdir()
+    import cv2
+
+    for i, f in enumerate(harness.read_video(clip, 200)[150:200]):
+        cv2.imwrite(str(folder / f"{i:03d}.jpg"), f)
+    cap = [] if max_frames is None else ["--max-frames", str(max_frames)]
+    return {"a": ([clip], cap), "b": ([clip1080], cap), "c": ([clip] * 8, cap), "d": ([clip], ["--max-frames", "64"]),
+            "e": ([str(folder)], [])}
+
+
+def timed(cmd: list, cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    return time.perf_counter() - t0, r
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--jobs", default="a,b,c,d,e")
+    ap.add_argument("--posefuse-args", default="", help="options of the posefuse runs, e.g. '--runner dynamic'")
+    ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    ap.add_argument("--max-frames", type=int, default=None, help="frames per clip (smoke runs; 64 for job d)")
+    ap.add_argument("--no-ultralytics", action="store_true")
+    ap.add_argument("--out-dir", default=str(harness.RESULTS))
+    a = ap.parse_args(argv)
+    import torch
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        table = jobs(tmp, a.max_frames)
+        for job in a.jobs.split(","):
+            sources, extra = table[job]
+            rows = out.setdefault(job, {"sources": len(sources), "posefuse": [], "ultralytics": []})
+            for k in range(a.repeats):
+                rep = tmp / f"r{job}{k}.json"
+                cmd = [sys.executable, "-m", "posefuse.runners.cli", "run", "--source", *sources, "--device", device,
+                       "--no-progress", "--out", str(rep), *extra, *a.posefuse_args.split()]
+                wall, r = timed(cmd, tmp)
+                row = {"process_wall_s": wall, "returncode": r.returncode}
+                if rep.exists():
+                    doc = json.loads(rep.read_text())
+                    row.update(frames=doc["overall"]["results"], startup_s=doc["startup_s"],
+                               first_result_s=doc["overall"].get("first_result_s"),
+                               run_frames_per_s=doc["overall"]["frames_per_s"], ran=doc.get("runner"))
+                else:
+                    row["error"] = r.stderr[-1500:]
+                rows["posefuse"].append(row)
+                print(job, "posefuse", row, flush=True)
+                if not a.no_ultralytics:
+                    srcs = sources if job != "d" else [_first_frames(tmp, sources[0], 64)]
+                    wall, r = timed([sys.executable, "-c", PREDICT, device, *srcs], tmp)
+                    urow = {"process_wall_s": wall, "returncode": r.returncode,
+                            "frames": int(r.stdout.split()[-1]) if r.returncode == 0 and r.stdout.split() else None}
+                    if r.returncode:
+                        urow["error"] = r.stderr[-1500:]
+                    rows["ultralytics"].append(urow)
+                    print(job, "ultralytics", urow, flush=True)
+    for job, rows in out.items():
+        for who in ("posefuse", "ultralytics"):
+            walls = [x["process_wall_s"] for x in rows[who] if not x.get("returncode")]
+            rows[f"{who}_median_s"] = statistics.median(walls) if walls else None
+        p, u = rows["posefuse_median_s"], rows["ultralytics_median_s"]
+        rows["ultralytics_over_posefuse"] = u / p if p and u else None
+    run = {"env": harness.environment(), "device": device,
+           "command": "python experiments/startup.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "jobs": out}
+    res = Path(a.out_dir)
+    res.mkdir(parents=True, exist_ok=True)
+    runs = harness.append_run(res / "startup.json", run)
+    (res / "startup.md").write_text(markdown(runs))
+    return run
+
+
+def _first_frames(tmp: Path, clip: str, n: int) -> str:
+    """The first ``n`` frames of ``clip`` as a video of their own (the same job for predict)."""
+    import cv2
+
+    frames = harness.read_video(clip, n)
+    path = tmp / f"first{n}.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (frames[0].shape[1], frames[0].shape[0]))
+    for f in frames:
+        w.write(f)
+    w.release()
+    return str(path)
+
+
+NAMES = {"a": "one 768x432 clip", "b": "one 1080p clip", "c": "8 clips", "d": "64 frames (fixed cost)",
+         "e": "a folder of 50 images"}
+
+
+def markdown(runs: list) -> str:
+    lines = ["# User jobs by the clock on the wall (process start to exit)", ""]
+    for run in reversed(runs):
+        env = run["env"]
+        lines += [f"## {env.get('date')}: {env.get('card', 'CPU')}, driver {env.get('driver')}, torch {env.get('torch')}",
+                  "", f"Command: `{run['command']}`", "",
+                  "| job | posefuse s (median) | every run | Ultralytics s (median) | Ultralytics / posefuse | "
+                  "start-up split of the last posefuse run (s) |", "|---|---:|---|---:|---:|---|"]
+        for job, r in run["jobs"].items():
+            every = ", ".join(f"{x['process_wall_s']:.1f}" for x in r["posefuse"])
+            last = (r["posefuse"] or [{}])[-1].get("startup_s") or {}
+            split = ", ".join(f"{k} {v:.2f}" for k, v in last.items())
+            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+            lines.append(f"| {job}: {NAMES.get(job, job)} | {fmt(r['posefuse_median_s'], '.1f')} | {every} | "
+                         f"{fmt(r['ultralytics_median_s'], '.1f')} | {fmt(r['ultralytics_over_posefuse'], '.2f')}x | "
+                         f"{split} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
