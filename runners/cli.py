@@ -22,12 +22,21 @@ from .config import DECODERS, RUNNERS
 _FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress"}  # RunConfig field -> flag
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it is None or a flag's False (their help says what happens then)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="posefuse", description="GPU video pose analytics (YOLO-pose, fused kernels)")
     ap.add_argument("--version", action="version", version=f"posefuse {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run pose estimation over video sources and report performance",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Defaults)
     a = r.add_argument
     a("--source", nargs="*", default=None, metavar="SPEC",
       help="video files, URLs, image folders (with subfolders) or images; none: a clip synthesized from the "
