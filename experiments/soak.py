@@ -30,43 +30,21 @@ import numpy as np
 import harness
 
 
-class MemorySampler:
-    """Memory of this process, sampled in its own thread: torch's allocated and reserved bytes on the
-    device, NVML's used memory of the device, and the process's resident memory (psutil)."""
+def memory_sample(usage, device: str, results: int) -> dict:
+    """Memory now: torch's allocated and reserved bytes on the device, NVML's used memory and the process's
+    resident memory (``usage``: a UsageSampler of the package's monitor, its own instance)."""
+    import torch
 
-    def __init__(self, device: str):
-        import torch
-
-        self.cuda = device.startswith("cuda") and torch.cuda.is_available()
-        self.device = torch.device(device)
-        self.nvml = None
-        if self.cuda:
-            try:
-                import pynvml
-
-                pynvml.nvmlInit()
-                self.nvml = (pynvml, pynvml.nvmlDeviceGetHandleByIndex(self.device.index or 0))
-            except Exception:  # NVML is optional
-                self.nvml = None
-        try:
-            import psutil
-
-            self.proc = psutil.Process()
-        except ImportError:
-            self.proc = None
-
-    def sample(self, results: int) -> dict:
-        import torch
-
-        s = {"t": time.perf_counter(), "results": results}
-        if self.cuda:
-            s["torch_allocated_mib"] = torch.cuda.memory_allocated(self.device) / 2**20
-            s["torch_reserved_mib"] = torch.cuda.memory_reserved(self.device) / 2**20
-        if self.nvml is not None:
-            s["nvml_used_mib"] = self.nvml[0].nvmlDeviceGetMemoryInfo(self.nvml[1]).used / 2**20
-        if self.proc is not None:
-            s["rss_mib"] = self.proc.memory_info().rss / 2**20
-        return s
+    s = {"t": time.perf_counter(), "results": results}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        s["torch_allocated_mib"] = torch.cuda.memory_allocated(device) / 2**20
+        s["torch_reserved_mib"] = torch.cuda.memory_reserved(device) / 2**20
+    u = usage.sample()
+    if u.get("gpu_mem_mib"):
+        s["nvml_used_mib"] = sum(u["gpu_mem_mib"])
+    if "rss_mib" in u:
+        s["rss_mib"] = u["rss_mib"]
+    return s
 
 
 def evaluate(samples: list[dict], warmup: float, t0: float, accounting_ok: bool, drops: int, per_second: dict,
@@ -121,11 +99,13 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
     import torch
 
     from posefuse import RunConfig, run as run_pipeline
+    from posefuse.runners.gpuinfo import UsageSampler
 
     cfg = RunConfig(sources=[harness.data_path(harness.CLIP)], repeat=streams, loop=True, duration_s=duration,
                     max_frames=max_frames, decoder=decoder, chunk=chunk, runner="dynamic", batch=batch,
                     max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, progress=False)
-    mem = MemorySampler(device)
+    dev = "cuda:0" if device == "cuda" else device
+    usage = UsageSampler()  # the GPUs this process may use, as the run's monitor samples them
     samples: list[dict] = []
     per_second: dict = {}
     count = [0]
@@ -136,7 +116,7 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
         while not stop.wait(period):
             if t0[0] is None:
                 continue
-            samples.append(mem.sample(count[0]))
+            samples.append(memory_sample(usage, dev, count[0]))
             if partial_out is not None:  # a run cut short still leaves its samples
                 partial_out.write_text(json.dumps({"partial": True, "samples": samples,
                                                    "results_per_second": dict(per_second)}, default=float))
@@ -145,7 +125,7 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
         now = time.perf_counter()
         if t0[0] is None:
             t0[0] = now
-            samples.append(mem.sample(0))
+            samples.append(memory_sample(usage, dev, 0))
         k = int(now - t0[0])
         per_second[k] = per_second.get(k, 0) + 1
         count[0] += 1
@@ -155,7 +135,7 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
     report = run_pipeline(cfg, on_result)
     stop.set()
     th.join()
-    samples.append(mem.sample(count[0]))
+    samples.append(memory_sample(usage, dev, count[0]))
     rep = report.overall
     start = t0[0] or time.perf_counter()
     for s in samples:

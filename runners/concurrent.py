@@ -26,7 +26,7 @@ import torch
 
 from .events import RunEvents
 from .sources import Source, SourceError
-from .strategies import admit, finish, frame_result, submit_frames
+from .strategies import admit, deliver, finish, submit_frames
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
 JOIN_TIMEOUT_S = 2.0  # how long a stopping run waits for its threads
@@ -240,13 +240,7 @@ def _results(results_q, events: RunEvents, on_result, state: RunState, n_workers
                     ready.append((name, g, res))
                     n += 1
                 next_seq[name] = n
-            if ready:  # the batch's accounting at once (one lock each), then the results
-                keys = [(name, g.index) for name, g, _ in ready]
-                events.delivered([(k, len(res)) for k, (_, _, res) in zip(keys, ready)])
-                state.leave(keys)
-                if on_result is not None:
-                    for name, g, res in ready:
-                        on_result(frame_result(name, g, res))
+            deliver(ready, events, on_result, state.leave)  # the batch's accounting at once, then the results
             times["result.gpu_wait_and_deliver"] += time.perf_counter() - t1
     except BaseException as e:  # noqa: BLE001
         state.fail("result", e)
@@ -266,10 +260,10 @@ def warm_up(pipes: list, sources: list[Source], batch: int):
 def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_result=None, *, batch: int = 32,
                    max_wait_ms: float | None = None, realtime: bool = False, idle_ms: float = 200.0) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
-    one GPU worker thread each (several: the ``streams`` runner). ``max_wait_ms=None``: fixed batches (``pipelined``); a
-    number: the ``dynamic`` batcher. ``idle_ms``: fixed batches: a partial batch leaves when no frame came for
-    this long. ``on_result(FrameResult)``. Returns {source name: error} for the sources
-    that failed; raises RunnerError when a worker failed."""
+    one GPU worker thread each (several: the ``streams`` runner). ``max_wait_ms=None``: fixed batches
+    (``pipelined``); a number: the ``dynamic`` batcher. ``idle_ms``: fixed batches: a partial batch leaves
+    when no frame came for this long. ``on_result(FrameResult)``. Returns {source name: error} for the
+    sources that failed; raises RunnerError when a worker failed."""
     pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
     if not pipes:
         raise ValueError("pipes: expected at least one pipeline, got none")

@@ -117,21 +117,31 @@ def frame_result(name: str, f: Frame, poses: PoseResult) -> FrameResult:
     return FrameResult(name, f.index, poses, tuple(hw), f.timestamp, f.file, image)
 
 
-def deliver(name: str, done, events: RunEvents, on_result: OnResult | None):
-    """``done``: (frame, PoseResult) pairs of stream ``name`` in order (finish())."""
-    done = list(done)
-    if not done:
+def deliver(ready, events: RunEvents, on_result: OnResult | None, accounted=None):
+    """Account for and hand out results: ``ready`` is (stream, frame, PoseResult) triples, each stream's in
+    frame order; one ``delivered`` call for all, then ``accounted(keys)`` (a runner's in-flight set), then
+    ``on_result`` per frame, so a failing callback leaves no delivered frame counted as in flight."""
+    ready = list(ready)
+    if not ready:
         return
-    events.delivered([((name, f.index), len(r)) for f, r in done])
+    keys = [(name, f.index) for name, f, _ in ready]
+    events.delivered([(k, len(r)) for k, (_, _, r) in zip(keys, ready)])
+    if accounted is not None:
+        accounted(keys)
     if on_result is not None:
-        for f, r in done:
+        for name, f, r in ready:
             on_result(frame_result(name, f, r))
+
+
+def _finished(name: str, submitted: list, events: RunEvents):
+    """finish()'s pairs as deliver()'s triples for stream ``name``."""
+    return ((name, f, r) for f, r in finish(submitted, events))
 
 
 def run_serial(src: Source, pipe, events: RunEvents, on_result: OnResult | None = None):
     for parcel in src.parcels:
         for f in admit(src.name, parcel, events, pipe.device):
-            deliver(src.name, finish(submit_frames(pipe, [f]), events), events, on_result)
+            deliver(_finished(src.name, submit_frames(pipe, [f]), events), events, on_result)
 
 
 def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None = None, batch: int = 32):
@@ -142,7 +152,7 @@ def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None
         nonlocal pending
         p = submit_frames(pipe, frames)
         if pending is not None:
-            deliver(src.name, finish(pending, events), events, on_result)
+            deliver(_finished(src.name, pending, events), events, on_result)
         pending = p
 
     try:
@@ -156,7 +166,7 @@ def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None
         if buf:
             flush(buf)
         if pending is not None:
-            deliver(src.name, finish(pending, events), events, on_result)
+            deliver(_finished(src.name, pending, events), events, on_result)
 
 
 def run_ultralytics(src: Source, yolo, events: RunEvents, on_result: OnResult | None = None, **predict_kw):
@@ -166,7 +176,7 @@ def run_ultralytics(src: Source, yolo, events: RunEvents, on_result: OnResult | 
             res = PoseResult(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),
                              r.keypoints.data.cpu().numpy().reshape(-1, 17, 3))
             f.release()
-            deliver(src.name, [(f, res)], events, on_result)
+            deliver([(src.name, f, res)], events, on_result)
 
 
 def run_source(src: Source, runner: str, engine, events: RunEvents, on_result: OnResult | None = None,
