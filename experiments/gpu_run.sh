@@ -11,6 +11,7 @@
 #   regress   experiments/regression.py --old .old [REGRESS_ARGS] (an old checkout, carried as .old/, beside this one)
 #             -> results/regression.{json,md}
 #   startup   experiments/startup.py [STARTUP_ARGS] (user jobs as processes, beside Ultralytics) -> results/startup.{json,md}
+#   probe0    experiments/startup_probe.py [PROBE_ARGS] (start-up step by step) -> results/startup_probe.{json,md}
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
@@ -76,6 +77,10 @@ fi
 if want startup; then
   step startup
   timeout 560 python3 experiments/startup.py ${STARTUP_ARGS:-} >"$LOG/startup.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/startup.log" | tail -20
+fi
+if want probe0; then
+  step probe0
+  timeout 560 python3 experiments/startup_probe.py ${PROBE_ARGS:-} >"$LOG/startup_probe.log" 2>&1; r=$?; rc=$((rc | r)); cut -c1-400 "$LOG/startup_probe.log" | tail -12
 fi
 if want runners; then
   step runners

@@ -86,8 +86,53 @@ def to_config(a: argparse.Namespace):
         save_video=a.save_video, progress=not a.no_progress)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C as the command line raises it. A subclass, so a Ctrl-C the command line catches does not also
+    turn the exit status into 'killed by SIGINT' under ``python -m`` (CPython flags a plain KeyboardInterrupt
+    that passed through evaluated code as unhandled)."""
+
+
+class _CtrlC:
+    """Owns SIGINT while the command runs (the previous handler is restored): Ctrl-C raises Interrupted and
+    is remembered, so one that a library swallowed while importing or loading (Python 3.11 re-raises an
+    exception in ``__set_name__`` as a RuntimeError, which broad handlers catch) still ends the command
+    with 130."""
+
+    def __init__(self):
+        self.hit = False
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._prev = None
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._prev = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.hit = True
+        raise Interrupted()
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._prev is not None:
+            signal.signal(signal.SIGINT, self._prev)
+        return False
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
+    with _CtrlC() as ctrl_c:
+        rc = _main(a, ctrl_c)
+    if ctrl_c.hit and rc != 130:  # swallowed before the run could see it
+        print("posefuse: interrupted", file=sys.stderr)
+        return 130
+    return rc
+
+
+def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     t0 = time.perf_counter()
     try:
         import json
@@ -95,7 +140,12 @@ def main(argv=None) -> int:
 
         from .config import ConfigError
         from .run import run
-    except KeyboardInterrupt:
+    except BaseException as e:  # noqa: BLE001 - Ctrl-C inside an import may surface wrapped
+        if not _interrupted(e) and not ctrl_c.hit:
+            raise
+        print("posefuse: interrupted", file=sys.stderr)
+        return 130
+    if ctrl_c.hit:
         print("posefuse: interrupted", file=sys.stderr)
         return 130
     imports_s = time.perf_counter() - t0
@@ -108,6 +158,9 @@ def main(argv=None) -> int:
         print("posefuse: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a failed run is one line, not a traceback
+        if _interrupted(e) or ctrl_c.hit:
+            print("posefuse: interrupted", file=sys.stderr)
+            return 130
         print(f"posefuse: the run failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     if report.interrupted:
@@ -125,6 +178,17 @@ def main(argv=None) -> int:
     if a.out:
         Path(a.out).write_text(json.dumps({**report.to_dict(), "process_wall_s": wall}, indent=1))
     return report.exit_code
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Whether `e` is, or was caused by, a KeyboardInterrupt (an interrupted import is re-raised wrapped)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def process_wall_s() -> float | None:
