@@ -10,7 +10,7 @@
 #   gilprobe  experiments/decode_gil_probe.py (decoders' GIL share, ThreadedDecoder)  -> logs/decode_gil_probe.json
 #   regress   experiments/regression.py --old .old [REGRESS_ARGS] (an old checkout, carried as .old/, beside this one)
 #             -> results/regression.{json,md}
-#   startup   experiments/startup.py [STARTUP_ARGS] (user jobs as processes, beside Ultralytics) -> results/startup.{json,md}
+#   startup   experiments/startup.py [STARTUP_ARGS, shell-quoted] (user jobs as processes, beside Ultralytics) -> results/startup.{json,md}
 #   probe0    experiments/startup_probe.py [PROBE_ARGS] (start-up step by step) -> results/startup_probe.{json,md}
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
@@ -76,7 +76,7 @@ if want regress; then
 fi
 if want startup; then
   step startup
-  timeout 560 python3 experiments/startup.py ${STARTUP_ARGS:-} >"$LOG/startup.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/startup.log" | tail -20
+  eval "timeout 560 python3 experiments/startup.py ${STARTUP_ARGS:-}" >"$LOG/startup.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/startup.log" | tail -20
 fi
 if want probe0; then
   step probe0
