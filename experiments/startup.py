@@ -1,11 +1,12 @@
 """User jobs by the clock on the wall: each job is a fresh process (``posefuse run`` and the same job through
 Ultralytics ``predict``), timed from start to exit, side by side in one call.
 
-    python experiments/startup.py [--repeats 3] [--jobs a,b,c,d,e] [--posefuse-args "..."] [--out-dir results]
+    python experiments/startup.py [--repeats 3] [--jobs a,b,c,d,e] [--posefuse-args "..." ...] [--out-dir results]
 
 Jobs: (a) one 768x432 clip, (b) one 1080p clip, (c) 8 clips (the 768x432 clip 8 times), (d) 64 frames of
 the 768x432 clip (the fixed cost), (e) a folder of 50 images. ``--posefuse-args`` are the options of the
-posefuse runs (default: none, the command line's defaults). Each posefuse run also writes its report, so the
+posefuse runs (default: none, the command line's defaults); given several times, each set of options is a
+configuration of its own, run beside the others. Each posefuse run also writes its report, so the
 start-up split (imports, engine, sources, warm-up), the time to the first result and the run's own steady
 frames/s stand beside the wall time. Writes results/startup.{json,md} (runs appended).
 """
@@ -59,7 +60,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs", default="a,b,c,d,e")
-    ap.add_argument("--posefuse-args", default="", help="options of the posefuse runs, e.g. '--runner dynamic'")
+    ap.add_argument("--posefuse-args", action="append", default=None,
+                    help="options of the posefuse runs, e.g. '--runner dynamic'; repeat for several configurations")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     ap.add_argument("--max-frames", type=int, default=None, help="frames per clip (smoke runs; 64 for job d)")
     ap.add_argument("--no-ultralytics", action="store_true")
@@ -68,28 +70,34 @@ def main(argv=None):
     import torch
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    configs = a.posefuse_args or [""]
     out: dict = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         table = jobs(tmp, a.max_frames)
         for job in a.jobs.split(","):
             sources, extra = table[job]
-            rows = out.setdefault(job, {"sources": len(sources), "posefuse": [], "ultralytics": []})
+            rows = out.setdefault(job, {"sources": len(sources), "posefuse": {c: [] for c in configs},
+                                        "ultralytics": []})
             for k in range(a.repeats):
-                rep = tmp / f"r{job}{k}.json"
-                cmd = [sys.executable, "-m", "posefuse.runners.cli", "run", "--source", *sources, "--device", device,
-                       "--no-progress", "--out", str(rep), *extra, *a.posefuse_args.split()]
-                wall, r = timed(cmd, tmp)
-                row = {"process_wall_s": wall, "returncode": r.returncode}
-                if rep.exists():
-                    doc = json.loads(rep.read_text())
-                    row.update(frames=doc["overall"]["results"], startup_s=doc["startup_s"],
-                               first_result_s=doc["overall"].get("first_result_s"),
-                               run_frames_per_s=doc["overall"]["frames_per_s"], ran=doc.get("runner"))
-                else:
-                    row["error"] = r.stderr[-1500:]
-                rows["posefuse"].append(row)
-                print(job, "posefuse", row, flush=True)
+                for c in configs:
+                    rep = tmp / f"r{job}{k}.json"
+                    rep.unlink(missing_ok=True)
+                    cmd = [sys.executable, "-m", "posefuse.runners.cli", "run", "--source", *sources, "--device",
+                           device, "--no-progress", "--out", str(rep), *extra, *c.split()]
+                    wall, r = timed(cmd, tmp)
+                    row = {"process_wall_s": wall, "returncode": r.returncode}
+                    if rep.exists():
+                        doc = json.loads(rep.read_text())
+                        row.update(frames=doc["overall"]["results"], startup_s=doc["startup_s"],
+                                   first_result_s=doc["overall"].get("first_result_s"),
+                                   run_frames_per_s=doc["overall"]["frames_per_s"],
+                                   ran={k: doc.get(k) for k in ("runner", "decoder", "backend", "batch")},
+                                   chose=doc.get("chose"))
+                    else:
+                        row["error"] = r.stderr[-1500:]
+                    rows["posefuse"][c].append(row)
+                    print(job, "posefuse", repr(c), row, flush=True)
                 if not a.no_ultralytics:
                     srcs = sources if job != "d" else [_first_frames(tmp, sources[0], 64)]
                     wall, r = timed([sys.executable, "-c", PREDICT, device, *srcs], tmp)
@@ -100,11 +108,9 @@ def main(argv=None):
                     rows["ultralytics"].append(urow)
                     print(job, "ultralytics", urow, flush=True)
     for job, rows in out.items():
-        for who in ("posefuse", "ultralytics"):
-            walls = [x["process_wall_s"] for x in rows[who] if not x.get("returncode")]
-            rows[f"{who}_median_s"] = statistics.median(walls) if walls else None
-        p, u = rows["posefuse_median_s"], rows["ultralytics_median_s"]
-        rows["ultralytics_over_posefuse"] = u / p if p and u else None
+        rows["posefuse_median_s"] = {c: _median(r) for c, r in rows["posefuse"].items()}
+        u = rows["ultralytics_median_s"] = _median(rows["ultralytics"])
+        rows["ultralytics_over_posefuse"] = {c: u / p if p and u else None for c, p in rows["posefuse_median_s"].items()}
     run = {"env": harness.environment(), "device": device,
            "command": "python experiments/startup.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "jobs": out}
@@ -113,6 +119,11 @@ def main(argv=None):
     runs = harness.append_run(res / "startup.json", run)
     (res / "startup.md").write_text(markdown(runs))
     return run
+
+
+def _median(rows: list) -> float | None:
+    walls = [x["process_wall_s"] for x in rows if not x.get("returncode")]
+    return statistics.median(walls) if walls else None
 
 
 def _first_frames(tmp: Path, clip: str, n: int) -> str:
@@ -134,20 +145,27 @@ NAMES = {"a": "one 768x432 clip", "b": "one 1080p clip", "c": "8 clips", "d": "6
 
 def markdown(runs: list) -> str:
     lines = ["# User jobs by the clock on the wall (process start to exit)", ""]
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for run in reversed(runs):
         env = run["env"]
         lines += [f"## {env.get('date')}: {env.get('card', 'CPU')}, driver {env.get('driver')}, torch {env.get('torch')}",
                   "", f"Command: `{run['command']}`", "",
-                  "| job | posefuse s (median) | every run | Ultralytics s (median) | Ultralytics / posefuse | "
-                  "start-up split of the last posefuse run (s) |", "|---|---:|---|---:|---:|---|"]
+                  "| job | posefuse options | posefuse s (median) | every run | Ultralytics s (median) | "
+                  "Ultralytics / posefuse | first result s | start-up split of the last run (s) |",
+                  "|---|---|---:|---|---:|---:|---:|---|"]
         for job, r in run["jobs"].items():
-            every = ", ".join(f"{x['process_wall_s']:.1f}" for x in r["posefuse"])
-            last = (r["posefuse"] or [{}])[-1].get("startup_s") or {}
-            split = ", ".join(f"{k} {v:.2f}" for k, v in last.items())
-            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-            lines.append(f"| {job}: {NAMES.get(job, job)} | {fmt(r['posefuse_median_s'], '.1f')} | {every} | "
-                         f"{fmt(r['ultralytics_median_s'], '.1f')} | {fmt(r['ultralytics_over_posefuse'], '.2f')}x | "
-                         f"{split} |")
+            for c, rows in r["posefuse"].items():
+                every = ", ".join(f"{x['process_wall_s']:.1f}" for x in rows)
+                last = (rows or [{}])[-1]
+                split = ", ".join(f"{k} {v:.2f}" for k, v in (last.get("startup_s") or {}).items())
+                chose = last.get("chose") or last.get("ran") or {}
+                opts = f"`{c}`" if c else "(defaults)"
+                if chose:
+                    opts += " -> " + ", ".join(f"{k} {v}" for k, v in chose.items() if v is not None)
+                lines.append(f"| {job}: {NAMES.get(job, job)} | {opts} | {fmt(r['posefuse_median_s'][c], '.1f')} | "
+                             f"{every} | {fmt(r['ultralytics_median_s'], '.1f')} | "
+                             f"{fmt(r['ultralytics_over_posefuse'][c], '.2f')}x | {fmt(last.get('first_result_s'), '.2f')} | "
+                             f"{split} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 

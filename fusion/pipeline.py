@@ -15,7 +15,8 @@ How a batch runs (CUDA device):
 * letterbox, backbone, head decode, NMS and rescale (:meth:`PosePipeline._stages`, the one stage chain of
   both eager runs and graph capture) run on the caller's current stream through static buffers; with
   ``cuda_graph=True`` the chain is captured once per input signature (batch size, frame shape, pixel
-  format) and replayed for later batches of that signature; batch sizes are padded to bucket_size();
+  format) and replayed for later batches of that signature; a batch is padded to the next of the
+  pipeline's ``batch_sizes`` (default: bucket_size());
 * the padded results (one flat buffer) come back in one device-to-host copy into pinned memory on a side
   stream; ``PendingBatch.result()`` waits for that copy only.
 Each signature has a ring of RING slots (buffers, graph, pinned results), so batch k+1 can be queued while
@@ -164,11 +165,15 @@ class PosePipeline:
             letterbox, as Ultralytics predict does for video).
         conf: score threshold; iou: NMS IoU threshold; max_det: most detections per frame.
         cuda_graph: capture the chain as CUDA graphs (CuPy or Numba backend on a GPU).
+        batch_sizes: the sizes graph-mode batches run at: a batch of n frames is padded to the smallest
+            one >= n (beyond the largest: bucket_size(n)). None: bucket_size(n), powers of two up to 64.
+            Each size costs a capture (plans, graph) the first time it runs; a run over files uses its
+            batch size alone, a live run every bucket (small batches keep latency low).
     """
 
     def __init__(self, model=DEFAULT_MODEL, device=None, backend: str = "auto", precision: str = "fp16",
                  imgsz: int = 640, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
-                 cuda_graph: bool = True):
+                 cuda_graph: bool = True, batch_sizes=None):
         try:
             self.device = best_device() if device is None else torch.device(device)
         except RuntimeError:  # torch's own message lists every device type it knows
@@ -194,6 +199,9 @@ class PosePipeline:
             raise KernelInputError(f"max_det: expected >= 1, got {max_det}")
         if imgsz < 32:
             raise KernelInputError(f"imgsz: expected >= 32 pixels, got {imgsz}")
+        if batch_sizes is not None and (not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes)):
+            raise KernelInputError(f"batch_sizes: expected whole numbers >= 1, got {batch_sizes!r}")
+        self.batch_sizes = None if batch_sizes is None else tuple(sorted(set(batch_sizes)))
         on_gpu = self.device.type == "cuda"
         avail = available_backends(self.device)
         self.backend = (avail[0] if on_gpu else "reference") if backend == "auto" else backend
@@ -262,8 +270,8 @@ class PosePipeline:
         same = len(set(fb.shapes)) == 1
         n_real = len(fb)
         graph = self.cuda_graph and same
-        if graph:  # padded with repeats of the last frame: one graph per bucket, not per batch size
-            fb = fb.padded(bucket_size(n_real))
+        if graph:  # padded with repeats of the last frame: one graph per size, not per batch size
+            fb = fb.padded(self.run_size(n_real))
         sig = (len(fb), fb.shapes[0] if same else tuple(fb.shapes), pixel_format, "host" if host else "device")
         slot = self._next_slot(sig)
         stream = torch.cuda.current_stream(self.device)
@@ -289,18 +297,24 @@ class PosePipeline:
         slot.pending = pend
         return pend
 
+    def run_size(self, n: int) -> int:
+        """The size a graph-mode batch of ``n`` frames runs at (see ``batch_sizes``)."""
+        for b in self.batch_sizes or ():
+            if b >= n:
+                return b
+        return bucket_size(n)
+
     def warmup(self, shape, batch: int = 1, pixel_format: str = "bgr", device_frames: bool = False):
-        """Build and capture the buffers for every batch size a batcher can produce up to ``batch`` (each
-        bucket_size()), for frames of ``shape`` (H, W) in host memory or (``device_frames``) on the device,
-        as NVDEC gives them. Each new batch size otherwise costs a capture in the middle of a run."""
-        if self.device.type == "cpu":  # nothing to capture
+        """Build and capture the buffers for every size a batch of up to ``batch`` frames runs at
+        (run_size), for frames of ``shape`` (H, W) in host memory or (``device_frames``) on the device,
+        as NVDEC gives them. Each new size otherwise costs a capture in the middle of a run."""
+        if self.device.type == "cpu" or not self.cuda_graph:  # nothing to capture
             return
         h, w = shape
         frame = np.full((h * 3 // 2, w), 128, np.uint8) if pixel_format == "nv12" else np.full((h, w, 3), 114, np.uint8)
         if device_frames:
             frame = torch.from_numpy(frame).to(self.device)
-        top = bucket_size(batch)
-        for n in sorted({min(1 << k, top) for k in range(top.bit_length())} | {top}):
+        for n in sorted({self.run_size(k) for k in range(1, batch + 1)}):
             for _ in range(RING + 1):  # every slot of the ring captured, then one replay
                 self([frame] * n, pixel_format)
 

@@ -2,7 +2,8 @@
 
     posefuse run                                  # the embedded default clip
     posefuse run --source a.mp4 b.mp4 --batch 64 --out report.json --save-json poses.jsonl
-    posefuse run --source a.mp4 --repeat 8 --runner dynamic --decoder nvdec --batch 64   # 8 streams, NVDEC
+    posefuse run --source a.mp4 --repeat 8        # 8 streams; on a GPU: NVDEC, one dynamic batcher, batch 64
+    posefuse run --source a.mp4 --decoder cpu --runner batched --batch 32   # every choice has its option
 
 Exit status: 0 when every source ran, 1 when a source or the run failed (the other sources still run and
 are reported), 2 for a bad option (one line naming it), 130 when interrupted (Ctrl-C / SIGTERM: frames in
@@ -16,7 +17,7 @@ import sys
 import time
 
 from .. import __version__
-from .config import DECODERS, RUNNERS
+from .config import AUTO, DECODERS, RUNNERS
 
 
 _FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress"}  # RunConfig field -> flag
@@ -47,12 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fps", type=float, default=None, help="the frame rate --realtime releases at (default: each source's own)")
     a("--loop", action="store_true", help="read each source again from its start when it ends (needs --duration-s)")
     a("--duration-s", type=float, default=None, help="stop reading the sources after this many seconds")
-    a("--decoder", default="cpu", choices=DECODERS,
-      help="video decoding: OpenCV (cpu), or NVDEC into GPU memory in decode processes (nvdec)")
+    a("--decoder", default=AUTO, choices=(AUTO,) + DECODERS,
+      help="video decoding: OpenCV (cpu), NVDEC into GPU memory in decode processes (nvdec), or auto: nvdec "
+           "where PyNvVideoCodec and a GPU are, else cpu (a video NVDEC cannot open is read with OpenCV)")
     a("--streams-per-decode-process", type=int, default=0,
       help="NVDEC streams each decode process serves (0: all streams in one process per GPU)")
-    a("--runner", choices=RUNNERS, default="batched", help="execution strategy")
-    a("--batch", type=int, default=32, help="frames per batch (the dynamic runner's largest)")
+    a("--runner", choices=(AUTO,) + RUNNERS, default=AUTO,
+      help="execution strategy; auto: dynamic (one batcher across all streams) on a GPU, batched on the CPU")
+    a("--batch", type=int, default=None, help="frames per batch, the dynamic runner's largest (default: 64 on a GPU, "
+                                                "32 on the CPU)")
     a("--max-wait-ms", type=float, default=10.0, help="dynamic runner: the longest a frame waits for its batch")
     a("--replicas", type=int, default=2, help="streams runner: pipeline replicas (CUDA streams)")
     a("--gpus", default=None, help="multigpu runner: comma-separated devices, e.g. cuda:0,cuda:1 (default: every GPU)")
@@ -150,7 +154,11 @@ def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         return 130
     imports_s = time.perf_counter() - t0
     try:
-        report = run(to_config(a))
+        cfg = to_config(a).validated()
+        if cfg.chosen:
+            print("[chosen] " + "; ".join(f"{k} {getattr(cfg, k)} ({why})" for k, why in cfg.chosen.items()), flush=True)
+        age_at_run = process_wall_s()
+        report = run(cfg)
     except ConfigError as e:
         print(f"posefuse: {_FLAGS.get(e.option, '--' + e.option.replace('_', '-'))}: {e.message}", file=sys.stderr)
         return 2
@@ -167,16 +175,25 @@ def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         print("posefuse: interrupted; the report holds the partial statistics", file=sys.stderr)
     for err in report.failed.values():
         print(f"posefuse: {err.splitlines()[0]}", file=sys.stderr)
+    for name, note in report.notes.items():
+        print(f"posefuse: source {name}: {note.splitlines()[0]}", file=sys.stderr)
     for name, r in report.streams.items():
         print(f"[{name}] {_summary(r)}")
     wall = process_wall_s()
     report.startup_s = {"imports": imports_s, **report.startup_s}
-    job = f"; job {report.overall['results'] / wall:,.1f} frames/s over {wall:.1f} s of process wall" if wall else ""
+    since_run = report.overall.get("first_result_since_run_s")
+    job = {"process_wall_s": wall,
+           "time_to_first_result_s": age_at_run + since_run if age_at_run is not None and since_run is not None else None,
+           "job_frames_per_s": report.overall["results"] / wall if wall else None}
     print(f"[all] {_summary(report.overall)}; ran {report.ran}")
-    print(f"[start-up] {', '.join(f'{k} {v:.2f} s' for k, v in report.startup_s.items())}; first result "
-          f"{report.overall.get('first_result_s') or 0:.2f} s after the clock{job}")
+    line = ", ".join(f"{k} {v:.2f} s" for k, v in report.startup_s.items())
+    if job["time_to_first_result_s"] is not None:
+        line += f"; first result {job['time_to_first_result_s']:.2f} s after the process started"
+    if wall:
+        line += f"; job {job['job_frames_per_s']:,.1f} frames/s over {wall:.1f} s of process wall"
+    print(f"[start-up] {line}")
     if a.out:
-        Path(a.out).write_text(json.dumps({**report.to_dict(), "process_wall_s": wall}, indent=1))
+        Path(a.out).write_text(json.dumps({**report.to_dict(), **job}, indent=1))
     return report.exit_code
 
 

@@ -248,11 +248,16 @@ def _results(results_q, events: RunEvents, on_result, state: RunState, n_workers
         state.add_times(times)
 
 
-def warm_up(pipes: list, sources: list[Source], batch: int):
-    """Capture every batch size the runner can produce, for each frame shape and format the sources
-    announce, before the clock starts (PosePipeline.warmup)."""
+def signatures(sources: list[Source]) -> set:
+    """{(frame shape, pixel format)} the sources announce (those that know their shape ahead)."""
+    return {(s.shape, s.pixel_format) for s in sources if s.shape}
+
+
+def warm_up(pipes: list, signatures: set, batch: int):
+    """Capture every batch size the runner can produce, for each (frame shape, pixel format) of
+    ``signatures``, before the clock starts (PosePipeline.warmup); NV12 frames are on the device."""
     pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
-    for shape, fmt in {(s.shape, s.pixel_format) for s in sources if s.shape}:
+    for shape, fmt in signatures:
         for p in pipes:
             p.warmup(shape, batch, fmt, device_frames=fmt == "nv12")
 

@@ -10,6 +10,8 @@ SEQUENTIAL = ("serial", "batched", "ultralytics")  # one source after another (s
 CONCURRENT = ("pipelined", "streams", "dynamic")  # all sources at once (concurrent.py)
 RUNNERS = SEQUENTIAL + CONCURRENT + ("multigpu",)
 DECODERS = ("cpu", "nvdec")
+AUTO = "auto"  # decoder, runner: the fastest this machine has (RunConfig.validated says which and why)
+GPU_BATCH, CPU_BATCH = 64, 32  # batch when none is given (results/DECISIONS.md)
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
 DEFAULT_MODEL = "yolo11n-pose"
@@ -37,13 +39,16 @@ class RunConfig:
         loop: read each source again from its start when it ends; frame indices keep counting (default False).
         duration_s: sources stop after this many seconds of reading, and the run ends once the frames in
             flight finish (default: when the sources end).
-        decoder: 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU into NV12, in decode processes).
+        decoder: 'auto' (default: 'nvdec' where PyNvVideoCodec and a GPU run it, else 'cpu'; a video NVDEC
+            cannot open is then read with OpenCV), 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU
+            into NV12, in decode processes).
         streams_per_decode_process: NVDEC streams one decode process serves (0: all, one process per GPU;
             1: a process per stream). Default 0 (results/DECISIONS.md).
         chunk: NVDEC frames per decoder call (default: ``batch``).
     Runner:
-        runner: one of RUNNERS (default 'batched').
-        batch: frames per batch; the dynamic runner's largest (default 32).
+        runner: 'auto' (default: 'dynamic', batches across streams, on a GPU; 'batched' on the CPU) or one
+            of RUNNERS.
+        batch: frames per batch; the dynamic runner's largest (default 64 on a GPU, 32 on the CPU).
         max_wait_ms: dynamic runner: the longest a frame waits for its batch, ms (>= 0; default 10).
         replicas: streams runner: pipeline replicas, each on its own CUDA stream (default 2).
         gpus: multigpu runner: devices, e.g. ['cuda:0', 'cuda:1'] or ['cpu', 'cpu'] (default: every GPU).
@@ -54,11 +59,14 @@ class RunConfig:
         precision: 'fp16' or 'fp32' (the CPU runs fp32; the report says what ran).
         imgsz: letterbox size in pixels, a multiple of 32 (default 640).
         conf: score threshold in [0, 1] (default 0.25); iou: NMS IoU threshold in [0, 1] (default 0.7).
-        cuda_graph: capture the pipeline as CUDA graphs (default True).
+        cuda_graph: capture the pipeline as CUDA graphs (default True). A run captures only the batch
+            sizes it makes: its ``batch`` (partial batches are padded to it) for files and folders, and every
+            size up to it (pipeline.bucket_size) with ``realtime``, where small batches keep latency low.
     Outputs (checked before the run starts):
         out: the report (JSON); save_json: poses as JSON lines; save_coco: COCO keypoint results (JSON);
         save_video: annotated video (one file per stream when there are several).
         progress: a progress bar on stderr (default True).
+    ``validated()`` resolves 'auto' and the unset defaults; ``chosen`` then holds {option: why} for each.
     """
 
     sources: list = field(default_factory=lambda: [None])
@@ -68,11 +76,11 @@ class RunConfig:
     fps: float | None = None
     loop: bool = False
     duration_s: float | None = None
-    decoder: str = "cpu"
+    decoder: str = AUTO
     streams_per_decode_process: int = 0
     chunk: int | None = None
-    runner: str = "batched"
-    batch: int = 32
+    runner: str = AUTO
+    batch: int | None = None
     max_wait_ms: float = 10.0
     replicas: int = 2
     gpus: list | None = None
@@ -89,6 +97,7 @@ class RunConfig:
     save_coco: str | None = None
     save_video: str | None = None
     progress: bool = True
+    chosen: dict = field(default_factory=dict)
 
     def streams(self) -> list[tuple]:
         """[(spec, stream name)]: each source ``repeat`` times, named 'spec#k' when repeated."""
@@ -102,13 +111,15 @@ class RunConfig:
         """A copy with defaults resolved (device, gpus, chunk); raises ConfigError for a bad option."""
         import torch
 
-        c = dataclasses.replace(self, sources=list(self.sources) if self.sources else [None])
-        _choice("runner", c.runner, RUNNERS)
-        _choice("decoder", c.decoder, DECODERS)
+        c = dataclasses.replace(self, sources=list(self.sources) if self.sources else [None], chosen=dict(self.chosen))
+        _choice("runner", c.runner, (AUTO,) + RUNNERS)
+        _choice("decoder", c.decoder, (AUTO,) + DECODERS)
         _choice("backend", c.backend, BACKENDS)
         _choice("precision", c.precision, PRECISIONS)
-        for name in ("repeat", "batch", "replicas"):
+        for name in ("repeat", "replicas"):
             _at_least(name, getattr(c, name), 1)
+        if c.batch is not None:
+            _at_least("batch", c.batch, 1)
         _at_least("streams_per_decode_process", c.streams_per_decode_process, 0)
         if c.max_frames is not None:
             _at_least("max_frames", c.max_frames, 1)
@@ -130,13 +141,26 @@ class RunConfig:
             raise ConfigError("imgsz", f"expected a multiple of 32 pixels, >= 32, got {c.imgsz}")
         if c.model not in (DEFAULT_MODEL, DEFAULT_MODEL + ".pt") and not os.path.isfile(c.model):
             raise ConfigError("model", f"expected '{DEFAULT_MODEL}' or a checkpoint file, got {c.model!r} (no such file)")
+        if c.device is None:
+            c.chosen["device"] = "a GPU is available" if torch.cuda.is_available() else "no GPU is available"
         c.device = _device("device", c.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if c.runner == AUTO:
+            on_gpu = c.device.startswith("cuda")
+            c.runner = "dynamic" if on_gpu or c.realtime else "batched"
+            c.chosen["runner"] = ("one dynamic batcher across all streams" if c.runner == "dynamic"
+                                  else "the CPU: one source after another, in batches")
         if c.runner == "multigpu":
             gpus = c.gpus or [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
             c.gpus = [_device("gpus", g) for g in gpus]
         elif c.gpus:
             raise ConfigError("gpus", f"is for the multigpu runner, got runner {c.runner!r}")
         devices = c.gpus if c.runner == "multigpu" else [c.device]
+        gpu_run = all(d.startswith("cuda") for d in devices)
+        if c.batch is None:
+            c.batch = GPU_BATCH if gpu_run else CPU_BATCH
+            c.chosen["batch"] = f"the default on {'a GPU' if gpu_run else 'the CPU'}"
+        if c.decoder == AUTO:
+            c.decoder, c.chosen["decoder"] = _auto_decoder(c, gpu_run)
         if c.runner != "ultralytics":
             from ..kernels._common import available_backends
 
@@ -162,6 +186,20 @@ class RunConfig:
         if c.runner not in CONCURRENT and c.realtime:
             raise ConfigError("realtime", f"needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
         return c
+
+
+def _auto_decoder(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
+    """The decoder 'auto' resolves to, and why."""
+    if not gpu_run:
+        return "cpu", "no GPU in the run"
+    if c.runner == "ultralytics" or c.save_video:
+        return "cpu", f"{'the ultralytics runner' if c.runner == 'ultralytics' else 'save_video'} needs BGR host frames"
+    from .sources.nvdec import nvdec_available
+
+    why = nvdec_available()
+    if why:
+        return "cpu", f"NVDEC is not available ({why})"
+    return "nvdec", "PyNvVideoCodec and a GPU are here (a video NVDEC cannot open is read with OpenCV)"
 
 
 def _choice(option: str, value, allowed: tuple):

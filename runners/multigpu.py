@@ -166,14 +166,14 @@ def _worker(rank: int, device: str, specs: list, cfg, q, drain, go):
 
         import torch
 
-        from .concurrent import run_concurrent, warm_up
+        from .concurrent import run_concurrent, signatures, warm_up
         from .run import make_pipelines, open_sources, run_settings
 
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
         pipes = make_pipelines(cfg, device)
         box = WorkerEvents(q, rank)
-        sources, failed = open_sources(cfg, specs, device)
+        sources, failed, _ = open_sources(cfg, specs, device)  # how a source was read stays in the worker
         in_run = threading.Event()
 
         def watch():  # the parent asks for a drain: interrupt this process's main thread like Ctrl-C
@@ -183,7 +183,7 @@ def _worker(rank: int, device: str, specs: list, cfg, q, drain, go):
                 _thread.interrupt_main()
 
         threading.Thread(target=watch, daemon=True).start()
-        warm_up(pipes, sources, cfg.batch)  # graph captures before the clock starts
+        warm_up(pipes, signatures(sources), cfg.batch)  # graph captures before the clock starts
         q.put(Started(rank))
         while not go.wait(POLL):  # every worker ready: start together
             if drain.is_set():

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass, field
 
 from .. import __version__
-from .concurrent import RunInterrupted, RunnerError, run_concurrent, warm_up
+from .concurrent import RunInterrupted, RunnerError, run_concurrent, signatures, warm_up
 from .config import CONCURRENT, RunConfig
 from .events import FrameResult, StreamFanout
 from .monitor import PerformanceMonitor
 from .outputs import Outputs, check_paths
-from .sources import SourceError, looping, open_source
+from .sources import SourceError, announce, looping, open_source
 from .strategies import run_source
 
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
@@ -35,8 +35,11 @@ SWITCH_INTERVAL_S = 0.001
 class Report:
     """What a run did. ``overall`` and ``streams`` are PerformanceMonitor reports (frames in, results,
     drops by reason, frames/s, latency percentiles, GPU span times, usage); ``failed``: {source or '<run>':
-    error}; ``startup_s``: seconds per start-up step before the clock; ``ran``: what actually ran (device,
-    backend, precision, decoder)."""
+    error}; ``startup_s``: seconds per start-up step before the clock, in sequence (``startup_overlap_s``:
+    steps that ran beside them: the sources opening while the engine loaded); ``ran``: what actually ran
+    (device, backend, precision, decoder); ``chosen``: {option: why} for each option the run chose itself
+    (RunConfig 'auto' and unset defaults); ``notes``: {source: how it was read} where that differs from
+    what was asked (a video NVDEC cannot open, read with OpenCV)."""
 
     config: dict
     ran: dict
@@ -47,6 +50,9 @@ class Report:
     startup_s: dict = field(default_factory=dict)
     interrupted: bool = False
     run_error: str | None = None
+    chosen: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+    startup_overlap_s: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -54,7 +60,8 @@ class Report:
         return 130 if self.interrupted else 1 if self.failed or self.run_error else 0
 
     def to_dict(self) -> dict:
-        return {"posefuse": __version__, **self.ran, "config": self.config, "startup_s": self.startup_s,
+        return {"posefuse": __version__, **self.ran, "config": self.config, "chosen": self.chosen,
+                "notes": self.notes, "startup_s": self.startup_s, "startup_overlap_s": self.startup_overlap_s,
                 "overall": self.overall, "streams": self.streams, "failed_sources": self.failed,
                 "outputs": self.outputs, "interrupted": self.interrupted, "run_error": self.run_error}
 
@@ -93,34 +100,89 @@ def _sigterm_drains():
         signal.signal(signal.SIGTERM, previous)
 
 
+def batch_sizes(cfg: RunConfig) -> tuple | None:
+    """The sizes the run's batches are padded to (PosePipeline.batch_sizes): a realtime run's batches are
+    as large as the frames that arrived in time (every bucket: low latency); over files and folders a
+    partial batch is padded to the run's batch, so one capture serves the run (each capture costs seconds
+    of cuDNN plan building: results/DECISIONS.md)."""
+    if cfg.realtime:
+        return None
+    return (1,) if cfg.runner == "serial" else (cfg.batch,)
+
+
 def make_pipelines(cfg: RunConfig, device: str) -> list:
     """The fused pipeline on ``device`` and, for the streams runner, its replicas (weights shared)."""
     from ..fusion.pipeline import PosePipeline
 
     pipe = PosePipeline(cfg.model, device, cfg.backend, cfg.precision, cfg.imgsz, cfg.conf, cfg.iou,
-                        cuda_graph=cfg.cuda_graph)
+                        cuda_graph=cfg.cuda_graph, batch_sizes=batch_sizes(cfg))
     return [pipe] + [pipe.replica() for _ in range((cfg.replicas if cfg.runner == "streams" else 1) - 1)]
 
 
-def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_processes=None) -> tuple[list, dict]:
-    """The sources of ``streams`` ([(spec, name)]); returns (sources, {name: error} for those that failed)."""
-    sources, failed = [], {}
+def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_processes=None) -> tuple[list, dict, dict]:
+    """The sources of ``streams`` ([(spec, name)]); returns (sources, {name: error} for those that failed,
+    {name: note} for those read otherwise than asked: with the decoder 'auto', a video NVDEC cannot open
+    is read with OpenCV)."""
+    sources, failed, notes = [], {}, {}
+    fallback = cfg.decoder == "nvdec" and "decoder" in cfg.chosen
     for spec, name in streams:
-        def open_once(spec=spec):
-            return open_source(spec, max_frames=cfg.max_frames, decoder=cfg.decoder,
+        def open_once(spec=spec, decoder=cfg.decoder):
+            return open_source(spec, max_frames=cfg.max_frames, decoder=decoder,
                                device=device if device.startswith("cuda") else None, chunk=cfg.chunk,
                                decode_processes=decode_processes)
+
+        def open_any(spec=spec):
+            try:
+                return open_once(spec)
+            except SourceError as e:
+                if not fallback:
+                    raise
+                src = open_once(spec, "cpu")  # its error, if it fails too, is the source's
+                notes[name] = f"read with OpenCV: {e}"
+                return src
         try:
             if cfg.loop or cfg.duration_s or cfg.fps:
-                src = looping(open_once, name, cfg.loop, cfg.duration_s, cfg.fps)
+                src = looping(open_any, name, cfg.loop, cfg.duration_s, cfg.fps)
             else:
-                src = open_once()
+                src = open_any()
         except SourceError as e:
             failed[name] = str(e)
             continue
         src.name = name
         sources.append(src)
-    return sources, failed
+    return sources, failed, notes
+
+
+class _Opener:
+    """Opens the run's sources on a thread of its own, so decode processes start (spawn, imports, CUDA
+    context, decoder open: seconds) while the engine loads and captures."""
+
+    def __init__(self, cfg: RunConfig, streams: list[tuple], decode_processes):
+        self.sources, self.failed, self.notes, self.error, self.wall_s = [], {}, {}, None, 0.0
+        self.announced = {s for s in (announce(spec, cfg.decoder) for spec, _ in streams) if s}
+        self._thread = threading.Thread(target=self._open, args=(cfg, streams, decode_processes),
+                                        name="posefuse-open", daemon=True)
+        self._thread.start()
+
+    def _open(self, cfg, streams, decode_processes):
+        t = time.perf_counter()
+        try:
+            self.sources, self.failed, self.notes = open_sources(cfg, streams, cfg.device, decode_processes)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the run's thread by result()
+            self.error = e
+        self.wall_s = time.perf_counter() - t
+
+    def result(self) -> tuple[list, dict, dict]:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.sources, self.failed, self.notes
+
+    def close(self):
+        """Waits for the opening to end, then closes what it opened (a run that stopped before it ran)."""
+        self._thread.join()
+        for s in self.sources:
+            s.close()
 
 
 class _Progress:
@@ -149,10 +211,13 @@ def run(config: RunConfig, on_result=None) -> Report:
     """Run ``config`` (see the module docstring). ``on_result(FrameResult)`` is called for every result, per
     stream in frame order, besides the config's sinks. Raises ConfigError for a bad option or output path,
     before anything runs."""
+    t_run = time.perf_counter()
     cfg = config.validated()
     check_paths(cfg)
     streams = cfg.streams()
     startup: dict = {}
+    startup_overlap: dict = {}
+    notes: dict = {}
     ran = {"runner": cfg.runner, "device": cfg.device, "decoder": cfg.decoder}
     t = time.perf_counter()
     decode_processes = None
@@ -170,18 +235,30 @@ def run(config: RunConfig, on_result=None) -> Report:
     interrupted, run_error = False, None
     peak = _PeakMemory(cfg.device if cfg.runner != "multigpu" else None)
     with _sigterm_drains():
+        opener = None
         try:
+            if cfg.runner != "multigpu":  # the multigpu workers open their own
+                if decode_processes is not None:
+                    decode_processes.start(cfg.device)
+                opener = _Opener(cfg, streams, decode_processes)
             engine = _engine(cfg, ran)
             startup["engine"] = time.perf_counter() - t
             t = time.perf_counter()
-            if cfg.runner != "multigpu":
-                sources, failed = open_sources(cfg, streams, cfg.device, decode_processes)
+            warmed: set = set()
+            if cfg.runner in CONCURRENT:  # the shapes the files' headers give, while the sources open
+                warm_up(engine, opener.announced, cfg.batch)
+                warmed |= opener.announced
+            startup["warmup"] = time.perf_counter() - t
+            t = time.perf_counter()
+            if opener is not None:
+                sources, failed, notes = opener.result()
                 outputs.fps = {s.name: s.fps for s in sources}
+                startup_overlap["sources_open"] = opener.wall_s
             startup["sources"] = time.perf_counter() - t
             t = time.perf_counter()
             if cfg.runner in CONCURRENT:
-                warm_up(engine, sources, cfg.batch)
-            startup["warmup"] = time.perf_counter() - t
+                warm_up(engine, signatures(sources) - warmed, cfg.batch)
+            startup["warmup"] += time.perf_counter() - t
             counts = [s.count for s in sources]
             progress = _Progress(cfg.progress, sum(counts) if sources and all(counts) else None)
             total.on_count = progress.update
@@ -199,6 +276,8 @@ def run(config: RunConfig, on_result=None) -> Report:
                 run_error = str(e)
                 failed["<run>"] = run_error
         finally:
+            if opener is not None:
+                opener.close()
             for s in sources:
                 s.close()
             progress.close()
@@ -211,10 +290,12 @@ def run(config: RunConfig, on_result=None) -> Report:
         per_stream[name] = mon.report()
     total.stop()
     overall = total.report()
+    overall["first_result_since_run_s"] = None if total.t_first is None else total.t_first - t_run
     overall.update(peak.report())
     if outputs.lost_video_frames:
         failed["<save_video>"] = f"{outputs.lost_video_frames} frames had no host image to draw on"
-    return Report(cfg.to_dict(), ran, overall, per_stream, failed, outputs.paths, startup, interrupted, run_error)
+    return Report(cfg.to_dict(), ran, overall, per_stream, failed, outputs.paths, startup, interrupted, run_error,
+                  chosen=dict(cfg.chosen), notes=notes, startup_overlap_s=startup_overlap)
 
 
 class _PeakMemory:

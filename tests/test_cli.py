@@ -135,7 +135,7 @@ def test_version_and_help_show_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = capsys.readouterr().out
-    assert "(default: 32)" in text and "(default: batched)" in text and "--save-coco" in text
+    assert "(default: 64 on a GPU" in text and "(default: auto)" in text and "--save-coco" in text
 
 
 @pytest.mark.parametrize("after_s", [0.3, 0.8, 1.5, 2.5])
@@ -175,6 +175,49 @@ def test_run_owns_and_restores_process_settings():
     assert report.exit_code == 0 and report.overall["results"] == 2
     assert sys.getswitchinterval() == switch and gc.get_freeze_count() == frozen
     assert set(report.startup_s) == {"engine", "sources", "warmup"}
+
+
+def test_auto_choices_are_resolved_said_and_each_has_its_option():
+    from posefuse import RunConfig
+
+    c = RunConfig(device="cpu").validated()
+    assert (c.runner, c.batch, c.decoder) == ("batched", 32, "cpu")
+    assert set(c.chosen) == {"runner", "batch", "decoder"} and "no GPU" in c.chosen["decoder"]
+    assert c.validated() == c  # resolving twice changes nothing
+    live = RunConfig(device="cpu", realtime=True).validated()
+    assert live.runner == "dynamic"  # realtime needs a concurrent runner
+    given = RunConfig(device="cpu", runner="serial", batch=4, decoder="cpu").validated()
+    assert given.chosen == {} and (given.runner, given.batch) == ("serial", 4)
+
+
+def test_cli_prints_what_it_chose(capsys):
+    assert main(["run", "--device", "cpu", "--max-frames", "2", "--imgsz", "320", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "[chosen] runner batched (" in out and "decoder cpu (no GPU in the run)" in out
+    assert "first result" in out and "after the process started" in out
+
+
+def test_graph_batches_run_at_the_run_batch_size_over_files_every_bucket_live():
+    from posefuse import PosePipeline, RunConfig
+    from posefuse.runners.run import batch_sizes
+
+    assert batch_sizes(RunConfig(device="cpu", batch=64).validated()) == (64,)
+    assert batch_sizes(RunConfig(device="cpu", runner="serial").validated()) == (1,)
+    assert batch_sizes(RunConfig(device="cpu", realtime=True).validated()) is None
+    pipe = PosePipeline(device="cpu", batch_sizes=(64,))
+    assert [pipe.run_size(n) for n in (1, 5, 64, 65, 200)] == [64, 64, 64, 128, 256]
+    assert [PosePipeline(device="cpu").run_size(n) for n in (1, 3, 33, 65)] == [1, 4, 64, 128]
+    with pytest.raises(ValueError, match="batch_sizes: expected whole numbers"):
+        PosePipeline(device="cpu", batch_sizes=(0,))
+
+
+def test_nvdec_sources_announce_their_shape_from_the_header(tmp_path):
+    from posefuse.runners.sources import announce
+
+    clip_path = helpers.data_path("one-by-one-person-detection.mp4")
+    assert announce(clip_path, "nvdec") == ((432, 768), "nv12")
+    assert announce(clip_path, "cpu") is None and announce(None, "nvdec") is None
+    assert announce(str(tmp_path), "nvdec") is None and announce(str(tmp_path / "none.mp4"), "nvdec") is None
 
 
 def test_installed_package_is_one_namespace():

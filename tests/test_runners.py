@@ -462,6 +462,22 @@ def test_streams_per_decode_process_sets_the_number_of_processes():
         DecodeProcesses(-1)
 
 
+def test_decode_process_started_ahead_serves_the_next_stream():
+    """start() spawns the process now (its imports overlap the caller's); the next open uses it."""
+    from posefuse.runners.sources.pool import simulated_stream
+    from posefuse.runners.sources.process import DecodeProcesses
+
+    procs = DecodeProcesses(1)
+    procs.start(None)
+    procs.start(None)  # one is up: no second
+    assert procs.alive() == 1
+    src = procs.open(simulated_stream, {"name": "c", "frames": 3, "fps": 1e4, "chunk": 2, "shape": (2, 2)}, "c")
+    assert procs.alive() == 1
+    assert [f.index for f in src.frames()] == [0, 1, 2]
+    src.close()
+    _close(procs)
+
+
 def _close(procs):
     """The decode processes end once their streams are over (no process is left for later tests)."""
     import multiprocessing as mp

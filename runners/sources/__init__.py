@@ -57,6 +57,25 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
     return open_video(spec, max_frames)
 
 
+def announce(spec: str | None, decoder: str) -> tuple | None:
+    """((H, W), pixel format) of the frames an NVDEC source of ``spec`` will give, read from the file's
+    header (OpenCV, milliseconds) before its decode process has opened it, so a run can capture its graphs
+    meanwhile; None for other sources (they open at once) or when the header does not say."""
+    if decoder != "nvdec" or spec in (None, "", DEFAULT_NAME) or "://" in spec:
+        return None
+    p = Path(spec)
+    if not p.is_file() or p.suffix.lower() in IMAGE_EXT:
+        return None
+    import cv2
+
+    cap = cv2.VideoCapture(str(p))
+    try:
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    return ((h, w), "nv12") if h > 0 and w > 0 else None
+
+
 def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: float | None = None) -> Source:
     """The source ``open_once()`` opens, read again from its start each time it ends (``loop``; frame indices
     keep counting), for at most ``duration_s`` seconds from its first read; ``fps`` replaces its frame rate."""
@@ -95,4 +114,4 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
                   first.pixel_format, first.stats, stopped, close)
 
 
-__all__ = ["looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]
+__all__ = ["announce", "looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]

@@ -113,16 +113,21 @@ class DecodeProcesses:
         self._procs: dict = {}  # device -> [_Process]
         self._lock = threading.Lock()
 
-    def _process(self, device: str | None) -> _Process:
+    def _process(self, device: str | None, new_stream: bool = True) -> _Process:
         with self._lock:
             procs = self._procs.setdefault(device, [])
             procs[:] = [p for p in procs if p.proc.is_alive()]
             for p in procs:
-                if not self.per_process or p.streams < self.per_process:
+                if not self.per_process or p.streams < self.per_process or not new_stream:
                     return p
             p = _Process(device)
             procs.append(p)
             return p
+
+    def start(self, device=None):
+        """Start a decode process for ``device`` now, if none is up (it imports torch and creates its CUDA
+        context, seconds, while the caller goes on); open() then uses it."""
+        self._process(None if device is None else str(device), new_stream=False)
 
     def open(self, factory: Callable[..., ChunkStream], kwargs: dict, name: str, device=None) -> Source:
         """The ChunkStream ``factory(**kwargs)`` (a module-level function, so the decode process can import
