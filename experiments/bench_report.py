@@ -45,6 +45,34 @@ TARGETS["pipeline"] = [
 ]
 
 
+# The anchor each kind of benchmark row is compared with, in the same run: (impl, the keys that must match).
+ANCHORS = {"letterbox": ("torch", ("src", "batch")), "decode_nms_rescale": ("ultralytics", ("batch",)),
+           "pipeline": ("backbone_alone", ("batch",)), "runner": ("pipelined", ())}
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """One line per benchmark as a reader wants it: time per call (one call is one batch), frames/s, the
+    fraction of the memory floor where the row has one, and frames/s over its anchor (ANCHORS)."""
+    head = f"{'benchmark':<58} {'ms/call':>9} {'us/frame':>9} {'frames/s':>11} {'of floor':>9} {'vs anchor':>14}"
+    out = [head, "-" * len(head)]
+    for r in rows:
+        fps, batch = r.get("frames_per_s"), r.get("batch") or 1
+        ms = r.get("ms_per_batch") or (batch / fps * 1e3 if fps else None)
+        floor = r.get("graph_fraction_of_copy_bw") or r.get("fraction_of_copy_bw")
+        vs = ""
+        anchor_impl, keys = ANCHORS.get(r.get("kernel"), (None, ()))
+        if anchor_impl and r.get("impl") != anchor_impl and fps:
+            try:
+                a = _get(rows, r["kernel"], impl=anchor_impl, **{k: r.get(k) for k in keys})
+                vs = f"{fps / a['frames_per_s']:.2f}x {anchor_impl}" if a.get("frames_per_s") else ""
+            except KeyError:
+                vs = ""
+        us = ms * 1e3 / batch if ms else None
+        out.append(f"{r.get('name', r.get('kernel', '?'))[:58]:<58} {fmt(ms, 3):>9} {fmt(us, 2):>9} "
+                   f"{fmt(fps, 0):>11} {fmt(floor, 3):>9} {vs:>14}")
+    return out
+
+
 def _get(rows, kernel, **kw):
     for r in rows:
         if r["kernel"] == kernel and all(r.get(k) == v for k, v in kw.items()):

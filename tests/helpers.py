@@ -29,6 +29,25 @@ data_dir, data_path, read_video, read_gif, asset_images = (harness.data_dir, har
                                                            harness.read_gif, harness.asset_images)
 
 
+def per_call(benchmark, fn, calls: int, rounds: int, warmup_rounds: int = 1, end_round=None) -> float:
+    """Time ``fn`` with pytest-benchmark, ``calls`` calls per round, so that its table reads time per call:
+    ``end_round`` (default: a device synchronize) runs after the last call of each round, inside the timed
+    span. Returns the median seconds per call."""
+    import torch
+
+    end_round = end_round or torch.cuda.synchronize
+    count = [0]
+
+    def target():
+        fn()
+        count[0] += 1
+        if count[0] % calls == 0:
+            end_round()
+
+    benchmark.pedantic(target, rounds=rounds, warmup_rounds=warmup_rounds, iterations=calls)
+    return benchmark.stats.stats.median
+
+
 def on_frame(fn):
     """An on_result callback (FrameResult) calling ``fn(stream, index, image, poses)``."""
     return lambda r: fn(r.stream, r.index, r.image, r.poses)

@@ -53,6 +53,21 @@ def test_reports_reproduce_the_recorded_targets():
     assert sec.startswith(readme_results.BEGIN) and sec.endswith(readme_results.END) and "Fused pipeline" in sec
 
 
+def test_benchmark_summary_reads_per_call_with_the_anchor_ratio():
+    """The session summary of ``--benchmark-only`` on the recorded kernel rows: time per call is one batch
+    (not a round of many calls), and each row's ratio to its anchor is frames/s over the anchor's."""
+    bench_report = helpers.load_experiment("bench_report")
+    rows = json.loads((ROOT / "results" / "kernels.json").read_text())["runs"][-1]["rows"]
+    lines = bench_report.summary_lines(rows)
+    assert len(lines) == len(rows) + 2
+    for r, line in zip(rows, lines[2:]):
+        ms = float(line[58:].split()[0].replace(",", ""))
+        assert abs(ms - r["ms_per_batch"]) <= 0.0005 + 1e-3 * r["ms_per_batch"], (line, r["ms_per_batch"])
+        if r["kernel"] == "letterbox" and r["impl"] == "cupy":
+            torch_row = bench_report._get(rows, "letterbox", impl="torch", src=r["src"], batch=r["batch"])
+            assert line.endswith(f"{r['frames_per_s'] / torch_row['frames_per_s']:.2f}x torch")
+
+
 def test_cpu_soak_60_seconds_nothing_lost_no_growth(tmp_path):
     """The reliability issue's CI soak: 60 s of the dynamic runner over looping real video on the CPU
     (reference kernels). Memory growth <= 1% after warm-up and zero lost frames, asserted.

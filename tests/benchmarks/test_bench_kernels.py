@@ -24,15 +24,8 @@ ROUNDS = {1: 30, 64: 10, 256: 5}
 
 
 def _timed(benchmark, fn, batch, calls, rounds, extra):
-    """Run ``fn`` ``calls`` times per round, synchronize, report per-frame figures."""
-
-    def target():
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-
-    benchmark.pedantic(target, rounds=rounds, warmup_rounds=2, iterations=1)
-    sec = benchmark.stats.stats.median / calls
+    """Run ``fn`` ``calls`` times per round, synchronize, report per-call and per-frame figures."""
+    sec = helpers.per_call(benchmark, fn, calls, rounds, warmup_rounds=2)
     benchmark.extra_info.update(extra, batch=batch, ms_per_batch=sec * 1e3, frames_per_s=batch / sec,
                                 us_per_frame=sec / batch * 1e6)
     return sec

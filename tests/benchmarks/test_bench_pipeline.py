@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+import helpers
+
 pytestmark = pytest.mark.gpu
 
 SRC = (432, 768)  # the sample clip; rect letterbox shape 384x640
@@ -48,16 +50,8 @@ def test_backbone_alone(benchmark, batch, pipe, env_info):
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g), torch.inference_mode():
         bb(x)
-    calls = 5
-
-    def target():
-        for _ in range(calls):
-            g.replay()
-        torch.cuda.synchronize()
-
     benchmark.group = f"pipeline bs{batch}"
-    benchmark.pedantic(target, rounds=5, warmup_rounds=1, iterations=1)
-    sec = benchmark.stats.stats.median / calls
+    sec = helpers.per_call(benchmark, g.replay, calls=5, rounds=5)
     _extra(benchmark, env_info, impl="backbone_alone", batch=batch, frames_per_s=batch / sec, ms_per_batch=sec * 1e3)
 
 
@@ -68,21 +62,22 @@ def test_pipeline_gpu_frames(benchmark, batch, pipe, gpu_frames, env_info):
     for s in sets:  # capture the graph of each slot
         pipe(s)
         pipe(s)
-    n = 8
+    state = {"i": 0, "pending": None}
 
-    def target():
-        pending = None
-        for i in range(n):
-            p = pipe.submit(sets[i % len(sets)])
-            if pending is not None:
-                pending.result()
-            pending = p
-        pending.result()
+    def one_batch():  # queue batch i, then read batch i-1's results: two batches in flight
+        p = pipe.submit(sets[state["i"] % len(sets)])
+        state["i"] += 1
+        if state["pending"] is not None:
+            state["pending"].result()
+        state["pending"] = p
+
+    def end_round():
+        state["pending"].result()
+        state["pending"] = None
 
     torch.cuda.reset_peak_memory_stats()
     benchmark.group = f"pipeline bs{batch}"
-    benchmark.pedantic(target, rounds=5, warmup_rounds=1, iterations=1)
-    sec = benchmark.stats.stats.median / n
+    sec = helpers.per_call(benchmark, one_batch, calls=8, rounds=5, end_round=end_round)
     _extra(benchmark, env_info, impl="posefuse", batch=batch, frames_per_s=batch / sec, ms_per_batch=sec * 1e3,
            backend=pipe.backend, cuda_graph=pipe.cuda_graph)
 
