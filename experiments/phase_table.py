@@ -128,7 +128,7 @@ def main(argv=None):
     add("baseline", "Ultralytics predict, frame by frame, fp32", rep, ex)
     rep, ex = predict_phase(frames, 32, cuda, device)
     add("phase1", "Ultralytics predict, batches of 32, fp16", rep, ex)
-    common = dict(sources=[path], repeat=a.streams, max_frames=a.max_frames, device=device)
+    common = dict(sources=[path], repeat=a.streams, max_frames=a.max_frames, device=device, decoder="cpu")
     rep = runner_phase(runner="streams", replicas=2, batch=32, backend=a.backend or ("torch" if cuda else "reference"),
                        cuda_graph=False, **common)
     add("phase2", f"threaded pipeline + 2 CUDA streams, {rep['backend']} kernels, no graph, {a.streams} OpenCV streams",
@@ -137,7 +137,7 @@ def main(argv=None):
     add("phase3", f"+ fused {rep['backend']} kernels + CUDA graphs (batch 64), {a.streams} OpenCV streams", rep)
     why = nvdec_available()
     if why is None:
-        rep = runner_phase(runner="dynamic", batch=64, max_wait_ms=5.0, decoder="nvdec", chunk=a.chunk, **common)
+        rep = runner_phase(runner="dynamic", batch=64, max_wait_ms=5.0, chunk=a.chunk, **{**common, "decoder": "nvdec"})
         add("phase4", f"+ dynamic batching (64, 5 ms) over {a.streams} NVDEC streams (one decode process)", rep)
         if torch.cuda.device_count() >= 2:
             n = torch.cuda.device_count()

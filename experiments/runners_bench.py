@@ -168,7 +168,7 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int) 
     """``s`` live 30 fr/s streams of the looping clip for ``seconds`` through ``posefuse.run``."""
     from posefuse import RunConfig, run
 
-    r = run(RunConfig(sources=[path], repeat=s, runner="dynamic", batch=batch, max_wait_ms=max_wait_ms,
+    r = run(RunConfig(sources=[path], repeat=s, runner="dynamic", decoder="cpu", batch=batch, max_wait_ms=max_wait_ms,
                       realtime=True, fps=30.0, loop=True, duration_s=seconds, progress=False)).overall
     return {"streams": s, "frames": r["results"], "frames_per_s": r["frames_per_s"], "latency_ms": r["latency_ms"],
             "drops": r["drops"], "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
