@@ -1,6 +1,7 @@
 """The embedded default clip: frames synthesized from the images shipped in the ultralytics wheel."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -39,8 +40,15 @@ def synthesized_clip(n: int = 96, size=(432, 768)) -> list[np.ndarray]:
     return frames[:n]
 
 
+@lru_cache(maxsize=1)
+def _default_frames() -> tuple:
+    """The default clip, made once per process (a looping run opens it again each pass). The arrays are
+    shared by every open: the pipeline reads them and the sinks draw on copies."""
+    return tuple(synthesized_clip())
+
+
 def default_source(max_frames: int | None = None) -> Source:
-    frames = synthesized_clip()
+    frames = list(_default_frames())
     frames = frames[:max_frames] if max_frames else frames
     parcels = ([Frame(i, f, timestamp=i / FPS)] for i, f in enumerate(frames))
     return Source(DEFAULT_NAME, parcels, FPS, len(frames), shape=frames[0].shape[:2])
