@@ -17,7 +17,7 @@ import sys
 import time
 
 from .. import __version__
-from .config import AUTO, DECODERS, RUNNERS
+from .config import AUTO, DECODERS, RECONNECT_S, RUNNERS
 
 
 _FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress"}  # RunConfig field -> flag
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
            "where PyNvVideoCodec and a GPU are, else cpu (a video NVDEC cannot open is read with OpenCV)")
     a("--streams-per-decode-process", type=int, default=0,
       help="NVDEC streams each decode process serves (0: all streams in one process per GPU)")
+    a("--reconnect-s", type=float, default=RECONNECT_S,
+      help="a network source (URL) that disconnects or stalls reconnects with backoff for this many seconds")
     a("--runner", choices=(AUTO,) + RUNNERS, default=AUTO,
       help="execution strategy; auto: dynamic (one batcher across all streams) on a GPU, batched on the CPU")
     a("--batch", type=int, default=None, help="frames per batch, the dynamic runner's largest (default: 64 on a GPU, "
@@ -82,7 +84,8 @@ def to_config(a: argparse.Namespace):
     return RunConfig(
         sources=a.source or [None], repeat=a.repeat, max_frames=a.max_frames, realtime=a.realtime, fps=a.fps,
         loop=a.loop, duration_s=a.duration_s,
-        decoder=a.decoder, streams_per_decode_process=a.streams_per_decode_process, runner=a.runner,
+        decoder=a.decoder, streams_per_decode_process=a.streams_per_decode_process, reconnect_s=a.reconnect_s,
+        runner=a.runner,
         batch=a.batch, max_wait_ms=a.max_wait_ms, replicas=a.replicas,
         gpus=[g.strip() for g in a.gpus.split(",")] if a.gpus else None, device=a.device, model=a.model,
         backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf, iou=a.iou,

@@ -11,6 +11,7 @@ CONCURRENT = ("pipelined", "streams", "dynamic")  # all sources at once (concurr
 RUNNERS = SEQUENTIAL + CONCURRENT + ("multigpu",)
 DECODERS = ("cpu", "nvdec")
 AUTO = "auto"  # decoder, runner: the fastest this machine has (RunConfig.validated says which and why)
+RECONNECT_S = 30.0  # how long a disconnected network source keeps trying before it fails
 GPU_BATCH, CPU_BATCH = 64, 32  # batch when none is given (results/DECISIONS.md)
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
@@ -45,6 +46,8 @@ class RunConfig:
         streams_per_decode_process: NVDEC streams one decode process serves (0: all, one process per GPU;
             1: a process per stream). Default 0 (results/DECISIONS.md).
         chunk: NVDEC frames per decoder call (default: ``batch``).
+        reconnect_s: a network source (a URL read with OpenCV) that disconnects or stalls reconnects with
+            backoff and fails after this many seconds without a frame (default 30).
     Runner:
         runner: 'auto' (default: 'dynamic', batches across streams, on a GPU; 'batched' on the CPU) or one
             of RUNNERS.
@@ -79,6 +82,7 @@ class RunConfig:
     decoder: str = AUTO
     streams_per_decode_process: int = 0
     chunk: int | None = None
+    reconnect_s: float = RECONNECT_S
     runner: str = AUTO
     batch: int | None = None
     max_wait_ms: float = 10.0
@@ -127,6 +131,8 @@ class RunConfig:
             _at_least("chunk", c.chunk, 1)
         if c.fps is not None and not c.fps > 0:
             raise ConfigError("fps", f"expected frames/s > 0, got {c.fps}")
+        if not c.reconnect_s > 0:
+            raise ConfigError("reconnect_s", f"expected seconds > 0, got {c.reconnect_s}")
         if c.duration_s is not None and not c.duration_s > 0:
             raise ConfigError("duration_s", f"expected seconds > 0, got {c.duration_s}")
         if c.loop and c.duration_s is None:

@@ -23,7 +23,7 @@ from .config import CONCURRENT, RunConfig
 from .events import FrameResult, StreamFanout
 from .monitor import PerformanceMonitor
 from .outputs import Outputs, check_paths
-from .sources import SourceError, announce, looping, open_source
+from .sources import SourceError, announce, is_network, looping, open_source
 from .strategies import run_source
 
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
@@ -127,9 +127,11 @@ def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_proce
     fallback = cfg.decoder == "nvdec" and "decoder" in cfg.chosen
     for spec, name in streams:
         def open_once(spec=spec, decoder=cfg.decoder):
+            if fallback and is_network(spec):  # 'auto': a live URL is read by the reconnecting network source
+                decoder = "cpu"
             return open_source(spec, max_frames=cfg.max_frames, decoder=decoder,
                                device=device if device.startswith("cuda") else None, chunk=cfg.chunk,
-                               decode_processes=decode_processes)
+                               decode_processes=decode_processes, reconnect_s=cfg.reconnect_s)
 
         def open_any(spec=spec):
             try:
@@ -288,6 +290,9 @@ def run(config: RunConfig, on_result=None) -> Report:
     for name, mon in events.streams.items():
         mon.stop()
         per_stream[name] = mon.report()
+    for s in sources:  # what the source itself counted (a network source's reconnects and gaps)
+        if s.name in per_stream and any(k.startswith("network.") for k in s.stats):
+            per_stream[s.name]["source"] = {k: v for k, v in s.stats.items() if k.startswith("network.")}
     total.stop()
     overall = total.report()
     overall["first_result_since_run_s"] = None if total.t_first is None else total.t_first - t_run

@@ -3,6 +3,7 @@
 * ``frame``: the frame model (Frame, Source, SourceError);
 * ``opencv``: video files and URLs, image folders (subfolders included) and single images, on the CPU;
 * ``synthetic``: the embedded default clip (no data needed);
+* ``network``: cameras and live streams at a URL, reconnecting;
 * ``pool``: chunked decoders and their frame pools, the decoder stand-in for tests;
 * ``nvdec``: the NVDEC decoder (PyNvVideoCodec) into GPU memory as NV12;
 * ``process``: decode processes, each serving a number of streams, their frames shared by CUDA IPC.
@@ -16,20 +17,22 @@ from pathlib import Path
 
 from ..config import DECODERS
 from .frame import Frame, Source, SourceError
+from .network import RECONNECT_S, is_network, open_network
 from .opencv import IMAGE_EXT, image_files, open_images, open_video
 from .synthetic import DEFAULT_NAME, default_source, synthesized_clip
 
 
 
 def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str = "cpu", device=None,
-                chunk: int | None = None, decode_processes=None) -> Source:
+                chunk: int | None = None, decode_processes=None, reconnect_s: float = RECONNECT_S) -> Source:
     """The Source for ``spec``: a video file or URL, an image folder (read with its subfolders), an image
     file, or None / 'default' for the embedded clip.
 
     decoder: 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU ``device`` into NV12 frames, in a
     decode process; images and the default clip are still read on the CPU). chunk: NVDEC frames per
     decoder call (default nvdec.CHUNK). decode_processes: the :class:`~.process.DecodeProcesses` that
-    serves NVDEC streams (default: one process for all of this process's streams per device).
+    serves NVDEC streams (default: one process for all of this process's streams per device). A URL read
+    with decoder 'cpu' is a live network source (network.py: reconnects for up to ``reconnect_s``).
     Raises SourceError naming the source when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
@@ -54,6 +57,8 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
         from .nvdec import open_nvdec
 
         return open_nvdec(spec, device, max_frames, chunk, decode_processes)
+    if is_network(spec):
+        return open_network(spec, max_frames, reconnect_s=reconnect_s)
     return open_video(spec, max_frames)
 
 
@@ -114,4 +119,4 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
                   first.pixel_format, first.stats, stopped, close)
 
 
-__all__ = ["announce", "looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]
+__all__ = ["announce", "is_network", "looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]

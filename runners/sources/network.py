@@ -1,0 +1,117 @@
+"""Network sources: a camera or live stream at a URL (RTSP, HTTP, UDP, TCP, SRT: whatever OpenCV's FFmpeg
+backend opens), read the way a camera is watched.
+
+Frames arrive at the camera's pace. A read that brings nothing for ``stall_s``, or the end of a stream
+that declares no length, is a disconnect: the source reopens the URL with backoff (BACKOFF_S doubling up
+to BACKOFF_MAX_S) and fails with a SourceError naming the URL once ``reconnect_s`` have passed without a
+frame. Delivered frames keep consecutive indices over reconnects; the gap is counted in the source's
+``stats`` ('network.reconnects', 'network.disconnected_s', 'network.frames_missed' from the stream's frame
+rate). A change of resolution is counted ('network.resolution_changes') and passed on: each frame carries
+its own shape. A stream that declares its length (a video file served over HTTP) ends at its end.
+Timestamps are seconds since the source opened, on the host clock, gaps included.
+"""
+from __future__ import annotations
+
+import time
+
+import cv2
+
+from ...kernels._common import nvtx_range
+from ..config import RECONNECT_S
+from .frame import Frame, Source, SourceError
+
+STALL_S = 3.0  # a read with no frame for this long is a disconnect (OpenCV's read timeout)
+BACKOFF_S, BACKOFF_MAX_S = 0.25, 4.0  # the first wait between attempts to reopen, and the longest
+
+
+def is_network(spec: str | None) -> bool:
+    """Whether ``spec`` is a URL a network source reads (not a local path or a file:// URL)."""
+    return bool(spec) and "://" in spec and not spec.startswith("file://")
+
+
+def _open_capture(url: str, stall_s: float):
+    ms = int(stall_s * 1000)
+    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    if cap.isOpened():
+        return cap
+    cap.release()
+    return None
+
+
+def _connect(url: str, stall_s: float, give_up_at: float, cancel) -> tuple:
+    """(capture, attempts) once the URL opens; (None, attempts) when ``give_up_at`` passed or cancelled."""
+    wait, attempts = BACKOFF_S, 0
+    while not cancel.is_set():
+        attempts += 1
+        cap = _open_capture(url, stall_s)
+        if cap is not None:
+            return cap, attempts
+        left = give_up_at - time.monotonic()
+        if left <= 0:
+            break
+        cancel.wait(min(wait, left))
+        wait = min(2 * wait, BACKOFF_MAX_S)
+    return None, attempts
+
+
+def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float = RECONNECT_S,
+                 stall_s: float = STALL_S) -> Source:
+    """The live source at ``url`` (see the module docstring). Waits up to ``reconnect_s`` for the URL to
+    open; raises SourceError naming it when it does not."""
+    if not reconnect_s > 0:
+        raise ValueError(f"reconnect_s: expected seconds > 0, got {reconnect_s}")
+    if not stall_s > 0:
+        raise ValueError(f"stall_s: expected seconds > 0, got {stall_s}")
+    src = Source(url, iter(()))
+    cap, attempts = _connect(url, stall_s, time.monotonic() + reconnect_s, src.cancel)
+    if cap is None:
+        raise SourceError(f"source {url}: could not open it in {reconnect_s:g} s ({attempts} attempts: "
+                          "unreachable, refused, not found, or not a stream OpenCV's FFmpeg can read)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or None
+    fps = fps if fps and 0 < fps < 1000 else None
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finite = declared > 0
+    shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    stats = src.stats
+    stats.update({"network.reconnects": 0, "network.disconnected_s": 0.0, "network.frames_missed": 0,
+                  "network.resolution_changes": 0})
+    t_open = time.monotonic()
+
+    def parcels():
+        nonlocal cap
+        i, last_shape = 0, shape if all(shape) else None
+        try:
+            while max_frames is None or i < max_frames:
+                if src.cancel.is_set():
+                    return
+                with nvtx_range("video_decode"):
+                    ok, img = cap.read()
+                if ok and img is not None:
+                    if last_shape is not None and img.shape[:2] != last_shape:
+                        stats["network.resolution_changes"] += 1
+                    last_shape = img.shape[:2]
+                    yield [Frame(i, img, timestamp=time.monotonic() - t_open)]
+                    i += 1
+                    continue
+                if finite or src.cancel.is_set():  # the end of a stream of known length, or closed
+                    return
+                cap.release()
+                t_lost = time.monotonic()
+                cap, _ = _connect(url, stall_s, t_lost + reconnect_s, src.cancel)
+                if cap is None:
+                    if src.cancel.is_set():
+                        return
+                    raise SourceError(f"source {url}: disconnected after frame {i - 1} and not back in "
+                                      f"{reconnect_s:g} s ({stats['network.reconnects']} reconnects before)")
+                gap = time.monotonic() - t_lost
+                stats["network.reconnects"] += 1
+                stats["network.disconnected_s"] += gap
+                stats["network.frames_missed"] += round(gap * fps) if fps else 0
+        finally:
+            if cap is not None:
+                cap.release()
+
+    src.parcels = parcels()
+    src.fps, src.shape = fps, shape if all(shape) else None
+    src.count = min(declared, max_frames) if finite and max_frames else (declared if finite else max_frames)
+    return src

@@ -1,0 +1,174 @@
+"""Network sources against real servers on loopback: ffmpeg serving the sample clip as a live MPEG-TS
+stream over HTTP (killed and restarted mid-read), Python HTTP servers returning 404 or garbage, and one that
+stalls. CI installs ffmpeg from Debian's packages (.ci/run)."""
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import helpers
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (.ci/run installs it)")
+
+CLIP = "one-by-one-person-detection.mp4"  # 10 fr/s
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackCamera:
+    """ffmpeg serving a clip in a loop at its own rate (-re) as MPEG-TS over HTTP on loopback."""
+
+    def __init__(self, clip: str):
+        self.clip, self.port = clip, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+                                      "-i", self.clip, "-c", "copy", "-f", "mpegts", "-listen", "1", self.url],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def camera():
+    cam = LoopbackCamera(helpers.data_path(CLIP)).start()
+    yield cam
+    cam.kill()
+
+
+def test_camera_killed_and_restarted_the_source_reconnects_and_counts_the_gap(camera):
+    from posefuse.runners.sources import open_source
+
+    src = open_source(camera.url, reconnect_s=30)
+    assert src.fps == 10 and src.shape == (432, 768)
+    it = src.frames()
+    got = [next(it).index for _ in range(15)]
+    camera.kill()
+    time.sleep(1.0)
+    camera.start()
+    got += [next(it).index for _ in range(15)]
+    src.close()
+    assert got == list(range(30))  # delivered frames keep consecutive indices over the reconnect
+    st = src.stats
+    assert st["network.reconnects"] >= 1 and st["network.disconnected_s"] >= 0.9
+    assert st["network.frames_missed"] >= 9  # 10 fr/s over the outage
+
+
+def test_unreachable_camera_is_a_named_error_after_the_reconnect_time():
+    from posefuse.runners.sources import SourceError, open_source
+
+    url = f"http://127.0.0.1:{free_port()}/cam"
+    t0 = time.perf_counter()
+    with pytest.raises(SourceError, match=f"source {url}: could not open it in 1 s"):
+        open_source(url, reconnect_s=1.0)
+    assert time.perf_counter() - t0 < 10
+
+
+class _Files(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self):  # noqa: N802 - the handler's name in http.server
+        if self.path != "/garbage.ts":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp2t")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.mark.parametrize("path", ["/missing.ts", "/garbage.ts"])
+def test_404_and_garbage_are_named_errors(path):
+    import numpy as np
+
+    from posefuse.runners.sources import SourceError, open_source
+
+    _Files.body = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}{path}"
+    try:
+        with pytest.raises(SourceError, match=f"source {url}: could not open it"):
+            open_source(url, reconnect_s=1.0)
+    finally:
+        server.shutdown()
+
+
+def test_stalled_camera_reconnects_then_fails_naming_the_url(tmp_path):
+    """A server that sends 3 s of stream, then nothing while keeping the connection open, once: the read
+    stalls, the source reconnects (refused: the server is gone) and fails after reconnect_s."""
+    from posefuse.runners.sources import SourceError
+    from posefuse.runners.sources.network import open_network
+
+    ts = tmp_path / "head.ts"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-t", "3", "-i", helpers.data_path(CLIP),
+                    "-c", "copy", "-f", "mpegts", str(ts)], check=True)
+    head = ts.read_bytes()
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    url = f"http://127.0.0.1:{lsock.getsockname()[1]}/cam"
+    held = []
+
+    def serve_once():
+        conn, _ = lsock.accept()
+        lsock.close()  # later attempts are refused
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n" + head)
+        held.append(conn)  # open, silent
+
+    threading.Thread(target=serve_once, daemon=True).start()
+    src = open_network(url, reconnect_s=1.5, stall_s=1.0)
+    n = 0
+    t0 = time.perf_counter()
+    with pytest.raises(SourceError, match=f"source {url}: disconnected after frame .* not back in 1.5 s"):
+        for f in src.frames():
+            assert f.index == n
+            n += 1
+    assert n >= 20 and time.perf_counter() - t0 < 15
+    for c in held:
+        c.close()
+
+
+def test_a_camera_outage_mid_run_stalls_no_other_stream(camera):
+    """run(): a file stream and a loopback camera; the camera is killed and restarted while the run is live.
+    The file's frames all arrive, the camera's stream reconnects and its counts are in its report."""
+    from posefuse import RunConfig, run
+
+    got: dict = {}
+    restarted = threading.Event()
+
+    def on_result(r):
+        got.setdefault(r.stream, []).append(r.index)
+        if r.stream == camera.url and len(got[r.stream]) == 5 and not restarted.is_set():
+            restarted.set()
+            threading.Thread(target=lambda: (camera.kill(), time.sleep(1.0), camera.start()), daemon=True).start()
+
+    clip = helpers.data_path(CLIP)
+    rep = run(RunConfig(sources=[clip, camera.url], max_frames=60, runner="dynamic", batch=4, imgsz=320,
+                        device="cpu", progress=False, reconnect_s=30), on_result=on_result)
+    assert rep.exit_code == 0, rep.failed
+    assert got[clip] == list(range(60)) and got[camera.url] == list(range(60))
+    net = rep.streams[camera.url]["source"]
+    assert net["network.reconnects"] >= 1 and net["network.disconnected_s"] > 0.5
+    assert rep.streams[camera.url]["drops"] == {}
