@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
            "ultralytics wheel's images")
     a("--repeat", type=int, default=1, help="use each source this many times, as separate streams")
     a("--max-frames", type=int, default=None, help="read at most this many frames per source (default: all)")
+    a("--mode", default="archive", choices=("archive", "live"),
+      help="archive: every frame is run; live: a frame that waited more than --late-ms is dropped as 'late'")
+    a("--late-ms", type=float, default=50.0, help="live mode: how long a frame may wait for its batch to leave")
     a("--realtime", action="store_true", help="release each source's frames at its frame rate, as a camera would")
     a("--fps", type=float, default=None, help="the frame rate --realtime releases at (default: each source's own)")
     a("--loop", action="store_true", help="read each source again from its start when it ends (needs --duration-s)")
@@ -82,7 +85,8 @@ def to_config(a: argparse.Namespace):
     from .config import RunConfig
 
     return RunConfig(
-        sources=a.source or [None], repeat=a.repeat, max_frames=a.max_frames, realtime=a.realtime, fps=a.fps,
+        sources=a.source or [None], repeat=a.repeat, max_frames=a.max_frames, mode=a.mode, late_ms=a.late_ms,
+        realtime=a.realtime, fps=a.fps,
         loop=a.loop, duration_s=a.duration_s,
         decoder=a.decoder, streams_per_decode_process=a.streams_per_decode_process, reconnect_s=a.reconnect_s,
         runner=a.runner,

@@ -31,6 +31,7 @@ from .strategies import admit, deliver, finish, submit_frames
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
 JOIN_TIMEOUT_S = 2.0  # how long a stopping run waits for its threads
 _END = object()
+_LATE = object()  # a frame dropped in live mode, in place of its result
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -116,12 +117,13 @@ def _read(src: Source, frames_q: queue.Queue, events: RunEvents, state: RunState
                 for f in parcel + pending:
                     f.release()
                 return
+            t_in = time.perf_counter()
             good = admit(src.name, parcel, events, device)
             if not good:
                 continue
             state.enter([(src.name, f.index) for f in good])
             t0 = time.perf_counter()
-            ok = _put(frames_q, (src.name, seq, good), state)
+            ok = _put(frames_q, (src.name, seq, good, t_in), state)
             t_put += time.perf_counter() - t0
             if not ok:
                 for f in pending:
@@ -135,14 +137,16 @@ def _read(src: Source, frames_q: queue.Queue, events: RunEvents, state: RunState
         state.fail("read", e)
     finally:
         src.close()
-        state.add_times({"read.source": t_src, "read.queue_full_wait": t_put, **src.stats})
+        state.add_times({"read.source": t_src, "read.queue_full_wait": t_put,  # seconds; counts stay the source's
+                         **{k: v for k, v in src.stats.items() if not k.startswith("network.")}})
 
 
 def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: float | None, idle: float,
-             ended: dict):
+             ended: dict, late: float | None = None):
     """One GPU worker: takes frames from ``frames_q`` into batches and submits them to ``pipe`` on a CUDA
     stream of its own. Several may share one queue (the ``streams`` runner). ``ended``: {"n": sources
-    ended, "of": sources} shared by the workers."""
+    ended, "of": sources} shared by the workers. ``late`` (live mode): frames that arrived more than this
+    many seconds before their batch leaves are not run; the result thread records them as 'late' drops."""
     buf = []
     first_t = last_t = None
     times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.ring_wait": 0.0, "gpu.results_full_wait": 0.0}
@@ -153,10 +157,17 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
         items, buf = buf[:batch], buf[batch:]
         first_t = time.perf_counter() if buf else None
         t0 = time.perf_counter()
+        dropped = []
+        if late is not None:  # the oldest frames, those of the streams that fell behind
+            dropped = [it for it in items if t0 - it[3] > late]
+            if dropped:
+                items = [it for it in items if t0 - it[3] <= late]
+                for it in dropped:
+                    it[2].release()
         w0 = pipe.ring_wait_s
-        submitted = submit_frames(pipe, [f for _, _, f in items])
+        submitted = submit_frames(pipe, [f for _, _, f, _ in items]) if items else []
         t1 = time.perf_counter()
-        _put(results_q, (items, submitted), state)
+        _put(results_q, (items, submitted, dropped), state)
         ring_wait = pipe.ring_wait_s - w0  # waiting for the GPU, inside submit
         times["gpu.submit"] += t1 - t0 - ring_wait
         times["gpu.ring_wait"] += ring_wait
@@ -188,8 +199,8 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
                     if all_ended() and frames_q.empty():
                         break
                 elif item is not None:
-                    name, seq, frames = item  # a parcel: consecutive frames of one stream
-                    buf.extend((name, seq + k, f) for k, f in enumerate(frames))
+                    name, seq, frames, t_in = item  # a parcel: consecutive frames of one stream
+                    buf.extend((name, seq + k, f, t_in) for k, f in enumerate(frames))
                     last_t = now
                     if first_t is None:
                         first_t = now
@@ -228,18 +239,26 @@ def _results(results_q, events: RunEvents, on_result, state: RunState, n_workers
             if item is _END:
                 ended += 1
                 continue
-            items, submitted = item
-            seqs = {id(f): (name, seq) for name, seq, f in items}
+            items, submitted, dropped = item
+            seqs = {id(f): (name, seq) for name, seq, f, _ in items}
             ready = []  # (stream, frame, result) deliverable now, in each stream's order
-            for f, r in finish(submitted, events):
-                name, seq = seqs[id(f)]
+            late = []  # (stream, index) dropped as late, in turn
+            done = [(seqs[id(f)], f, r) for f, r in finish(submitted, events)]
+            done += [((name, seq), f, _LATE) for name, seq, f, _ in dropped]
+            for (name, seq), f, r in done:
                 held[(name, seq)] = (f, r)
                 n = next_seq.get(name, 0)
                 while (name, n) in held:
                     g, res = held.pop((name, n))
-                    ready.append((name, g, res))
+                    if res is _LATE:
+                        late.append((name, g.index))
+                    else:
+                        ready.append((name, g, res))
                     n += 1
                 next_seq[name] = n
+            for key in late:
+                events.dropped(key, "late")
+            state.leave(late)
             deliver(ready, events, on_result, state.leave)  # the batch's accounting at once, then the results
             times["result.gpu_wait_and_deliver"] += time.perf_counter() - t1
     except BaseException as e:  # noqa: BLE001
@@ -263,12 +282,15 @@ def warm_up(pipes: list, signatures: set, batch: int):
 
 
 def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_result=None, *, batch: int = 32,
-                   max_wait_ms: float | None = None, realtime: bool = False, idle_ms: float = 200.0) -> dict:
+                   max_wait_ms: float | None = None, realtime: bool = False, idle_ms: float = 200.0,
+                   late_ms: float | None = None) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
     one GPU worker thread each (several: the ``streams`` runner). ``max_wait_ms=None``: fixed batches
     (``pipelined``); a number: the ``dynamic`` batcher. ``idle_ms``: fixed batches: a partial batch leaves
-    when no frame came for this long. ``on_result(FrameResult)``. Returns {source name: error} for the
-    sources that failed; raises RunnerError when a worker failed."""
+    when no frame came for this long. ``late_ms`` (live mode): a frame that waited longer than this by the
+    time its batch leaves is dropped as 'late' instead of run; None (archive mode): nothing is dropped.
+    ``on_result(FrameResult)``. Returns {source name: error} for the sources that failed; raises
+    RunnerError when a worker failed."""
     pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
     if not pipes:
         raise ValueError("pipes: expected at least one pipeline, got none")
@@ -289,7 +311,8 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
                for i, s in enumerate(sources)]
     for i, p in enumerate(pipes):
         threads.append(threading.Thread(target=_batcher, name=f"posefuse-gpu-{i}", daemon=True,
-                                        args=(frames_q, results_q, p, state, batch, max_wait, idle_ms / 1e3, ended)))
+                                        args=(frames_q, results_q, p, state, batch, max_wait, idle_ms / 1e3, ended,
+                                              None if late_ms is None else late_ms / 1e3)))
     threads.append(threading.Thread(target=_results, name="posefuse-result", daemon=True,
                                     args=(results_q, events, on_result, state, len(pipes))))
     if not sources:

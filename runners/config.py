@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 SEQUENTIAL = ("serial", "batched", "ultralytics")  # one source after another (strategies.py)
 CONCURRENT = ("pipelined", "streams", "dynamic")  # all sources at once (concurrent.py)
+MODES = ("archive", "live")
 RUNNERS = SEQUENTIAL + CONCURRENT + ("multigpu",)
 DECODERS = ("cpu", "nvdec")
 AUTO = "auto"  # decoder, runner: the fastest this machine has (RunConfig.validated says which and why)
@@ -35,6 +36,10 @@ class RunConfig:
             embedded clip. Default: [None].
         repeat: use each source this many times, as separate streams (>= 1; default 1).
         max_frames: read at most this many frames per source (>= 1; default: all).
+        mode: 'archive' (default: every frame is run; a slow stage holds the ones before it) or 'live'
+            (latency is kept: a frame that waited more than ``late_ms`` by the time its batch leaves is
+            dropped, reason 'late', and counted per stream). Live mode needs a runner of CONCURRENT.
+        late_ms: live mode's limit, ms (> 0; default 50).
         realtime: release each source's frames at its frame rate, as a camera would (default False).
         fps: the frame rate ``realtime`` releases at (default: each source's own).
         loop: read each source again from its start when it ends; frame indices keep counting (default False).
@@ -75,6 +80,8 @@ class RunConfig:
     sources: list = field(default_factory=lambda: [None])
     repeat: int = 1
     max_frames: int | None = None
+    mode: str = "archive"
+    late_ms: float = 50.0
     realtime: bool = False
     fps: float | None = None
     loop: bool = False
@@ -119,6 +126,9 @@ class RunConfig:
         _choice("runner", c.runner, (AUTO,) + RUNNERS)
         _choice("decoder", c.decoder, (AUTO,) + DECODERS)
         _choice("backend", c.backend, BACKENDS)
+        _choice("mode", c.mode, MODES)
+        if not c.late_ms > 0:
+            raise ConfigError("late_ms", f"expected ms > 0, got {c.late_ms}")
         _choice("precision", c.precision, PRECISIONS)
         for name in ("repeat", "replicas"):
             _at_least(name, getattr(c, name), 1)
@@ -152,7 +162,7 @@ class RunConfig:
         c.device = _device("device", c.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if c.runner == AUTO:
             on_gpu = c.device.startswith("cuda")
-            c.runner = "dynamic" if on_gpu or c.realtime else "batched"
+            c.runner = "dynamic" if on_gpu or c.realtime or c.mode == "live" else "batched"
             c.chosen["runner"] = ("one dynamic batcher across all streams" if c.runner == "dynamic"
                                   else "the CPU: one source after another, in batches")
         if c.runner == "multigpu":
@@ -189,6 +199,8 @@ class RunConfig:
             c.chunk = c.chunk or c.batch  # a decoder call fills a batch
         if c.runner == "multigpu" and c.save_video:
             raise ConfigError("save_video", "is not available with the multigpu runner (images stay in the workers)")
+        if c.runner not in CONCURRENT + ("multigpu",) and c.mode == "live":
+            raise ConfigError("mode", f"'live' needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
         if c.runner not in CONCURRENT and c.realtime:
             raise ConfigError("realtime", f"needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
         return c

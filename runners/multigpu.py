@@ -194,7 +194,8 @@ def _worker(rank: int, device: str, specs: list, cfg, q, drain, go):
         try:
             with run_settings():
                 failed.update(run_concurrent(sources, pipes, box, box.on_result, batch=cfg.batch,
-                                             max_wait_ms=cfg.max_wait_ms, realtime=cfg.realtime))
+                                             max_wait_ms=cfg.max_wait_ms, realtime=cfg.realtime,
+                                             late_ms=cfg.late_ms if cfg.mode == "live" else None))
         except RunInterrupted:
             interrupted = True
         finally:

@@ -101,11 +101,11 @@ def _sigterm_drains():
 
 
 def batch_sizes(cfg: RunConfig) -> tuple | None:
-    """The sizes the run's batches are padded to (PosePipeline.batch_sizes): a realtime run's batches are
+    """The sizes the run's batches are padded to (PosePipeline.batch_sizes): a realtime or live run's batches are
     as large as the frames that arrived in time (every bucket: low latency); over files and folders a
     partial batch is padded to the run's batch, so one capture serves the run (each capture costs seconds
     of cuDNN plan building: results/DECISIONS.md)."""
-    if cfg.realtime:
+    if cfg.realtime or cfg.mode == "live":
         return None
     return (1,) if cfg.runner == "serial" else (cfg.batch,)
 
@@ -357,7 +357,8 @@ def _dispatch(cfg: RunConfig, engine, sources: list, streams: list, events, sink
     if cfg.runner in CONCURRENT:
         events.start()
         return run_concurrent(sources, engine, events, sinks, batch=cfg.batch, realtime=cfg.realtime,
-                              max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None)
+                              max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None,
+                              late_ms=cfg.late_ms if cfg.mode == "live" else None)
     failed = {}
     on_gpu = cfg.device.startswith("cuda")
     predict_kw = dict(conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz, device=cfg.device if on_gpu else "cpu",

@@ -58,6 +58,9 @@ def test_every_runner_runs_from_the_cli(tmp_path, runner):
     (["--decoder", "nvdec", "--save-video", "a.mp4"], "--decoder: 'nvdec'"),
     (["--loop"], "--loop: needs a duration"),
     (["--fps", "0"], "--fps: expected frames/s > 0"),
+    (["--late-ms", "0"], "--late-ms: expected ms > 0, got 0.0"),
+    (["--mode", "live", "--runner", "batched"], "--mode: 'live' needs a runner of"),
+    (["--reconnect-s", "-1"], "--reconnect-s: expected seconds > 0, got -1.0"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, args, message):
     assert main(["run", *args]) == 2
@@ -186,6 +189,7 @@ def test_auto_choices_are_resolved_said_and_each_has_its_option():
     assert c.validated() == c  # resolving twice changes nothing
     live = RunConfig(device="cpu", realtime=True).validated()
     assert live.runner == "dynamic"  # realtime needs a concurrent runner
+    assert RunConfig(device="cpu", mode="live").validated().runner == "dynamic"
     given = RunConfig(device="cpu", runner="serial", batch=4, decoder="cpu").validated()
     assert given.chosen == {} and (given.runner, given.batch) == ("serial", 4)
 
@@ -218,6 +222,29 @@ def test_nvdec_sources_announce_their_shape_from_the_header(tmp_path):
     assert announce(clip_path, "nvdec") == ((432, 768), "nv12")
     assert announce(clip_path, "cpu") is None and announce(None, "nvdec") is None
     assert announce(str(tmp_path), "nvdec") is None and announce(str(tmp_path / "none.mp4"), "nvdec") is None
+
+
+def test_live_mode_drops_late_frames_counted_per_stream_archive_drops_none():
+    """Two streams read faster than the CPU pipeline runs them: live mode drops the frames that waited
+    longer than late_ms (reason 'late', per stream, each stream's results still in order); archive mode
+    runs every frame."""
+    from posefuse import RunConfig, run
+
+    for mode in ("live", "archive"):
+        got: dict = {}
+        rep = run(RunConfig(sources=[None], repeat=2, max_frames=24, mode=mode, late_ms=5.0, batch=4, imgsz=320,
+                            device="cpu", runner="dynamic", progress=False),
+                  on_result=lambda r: got.setdefault(r.stream, []).append(r.index))
+        assert rep.exit_code == 0
+        o = rep.overall
+        assert o["frames_in"] == 48 and o["results"] + sum(o["drops"].values()) == 48
+        for name, st in rep.streams.items():
+            assert got.get(name, []) == sorted(got.get(name, []))
+            assert st["results"] + st["drops"].get("late", 0) == 24
+        if mode == "live":
+            assert set(o["drops"]) == {"late"} and o["drops"]["late"] > 0
+        else:
+            assert o["drops"] == {} and all(v == list(range(24)) for v in got.values())
 
 
 def test_installed_package_is_one_namespace():
