@@ -105,7 +105,7 @@ def batch_sizes(cfg: RunConfig) -> tuple | None:
     as large as the frames that arrived in time (every bucket: low latency); over files and folders a
     partial batch is padded to the run's batch, so one capture serves the run (each capture costs seconds
     of cuDNN plan building: results/DECISIONS.md)."""
-    if cfg.realtime or cfg.mode == "live":
+    if cfg.realtime or cfg.mode == "live" or cfg.batch is None:  # None: a config not validated
         return None
     return (1,) if cfg.runner == "serial" else (cfg.batch,)
 
