@@ -17,7 +17,8 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     "PosePipeline": "fusion.pipeline", "PoseResult": "fusion.pipeline", "PendingBatch": "fusion.pipeline",
-    "run": "runners.run", "RunConfig": "runners.config", "ConfigError": "runners.config", "Report": "runners.run",
+    "run": "runners.run", "RunControl": "runners.control", "RunConfig": "runners.config",
+    "ConfigError": "runners.config", "Report": "runners.run",
     "open_source": "runners.sources", "Source": "runners.sources", "Frame": "runners.sources",
     "SourceError": "runners.sources",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import lazy_exports
 
 _EXPORTS = {
-    "run": "run", "Report": "run", "RunConfig": "config", "ConfigError": "config",
+    "run": "run", "Report": "run", "RunControl": "control", "RunConfig": "config", "ConfigError": "config",
     "PerformanceMonitor": "monitor", "RunEvents": "events", "FrameResult": "events",
     "Frame": "sources", "Source": "sources", "SourceError": "sources", "open_source": "sources",
     "synthesized_clip": "sources", "RUNNERS": "config",

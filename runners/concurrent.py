@@ -175,7 +175,7 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
 
     def all_ended():
         with state.lock:
-            return ended["n"] >= ended["of"]
+            return ended["n"] >= ended["of"] and not ended.get("open")
 
     try:
         stream = torch.cuda.Stream(pipe.device) if pipe.device.type == "cuda" else None
@@ -283,14 +283,15 @@ def warm_up(pipes: list, signatures: set, batch: int):
 
 def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_result=None, *, batch: int = 32,
                    max_wait_ms: float | None = None, realtime: bool = False, idle_ms: float = 200.0,
-                   late_ms: float | None = None) -> dict:
+                   late_ms: float | None = None, control=None, open_stream=None) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
     one GPU worker thread each (several: the ``streams`` runner). ``max_wait_ms=None``: fixed batches
     (``pipelined``); a number: the ``dynamic`` batcher. ``idle_ms``: fixed batches: a partial batch leaves
     when no frame came for this long. ``late_ms`` (live mode): a frame that waited longer than this by the
     time its batch leaves is dropped as 'late' instead of run; None (archive mode): nothing is dropped.
-    ``on_result(FrameResult)``. Returns {source name: error} for the sources that failed; raises
-    RunnerError when a worker failed."""
+    ``on_result(FrameResult)``. ``control``: a RunControl (control.py) steering the run, with
+    ``open_stream(spec, name) -> Source`` opening what it adds; the run then lasts until control.stop().
+    Returns {source name: error} for the sources that failed; raises RunnerError when a worker failed."""
     pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
     if not pipes:
         raise ValueError("pipes: expected at least one pipeline, got none")
@@ -298,7 +299,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     frames_q: queue.Queue = queue.Queue(maxsize=2 * batch * len(pipes))  # frames in flight stay bounded
     results_q: queue.Queue = queue.Queue(maxsize=2 * len(pipes))  # read back while the next batches compute
     max_wait = None if max_wait_ms is None else max_wait_ms / 1e3
-    ended = {"n": 0, "of": len(sources)}
+    ended = {"n": 0, "of": len(sources), "open": control is not None}  # open: sources may still be added
     device = pipes[0].device
 
     def read_then_end(src):
@@ -307,31 +308,73 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
         finally:
             _put(frames_q, _END, state)
 
-    threads = [threading.Thread(target=read_then_end, args=(s,), name=f"posefuse-read-{i}", daemon=True)
-               for i, s in enumerate(sources)]
+    def reader(src, i):
+        return threading.Thread(target=read_then_end, args=(src,), name=f"posefuse-read-{i}", daemon=True)
+
+    threads = [reader(s, i) for i, s in enumerate(sources)]
     for i, p in enumerate(pipes):
         threads.append(threading.Thread(target=_batcher, name=f"posefuse-gpu-{i}", daemon=True,
                                         args=(frames_q, results_q, p, state, batch, max_wait, idle_ms / 1e3, ended,
                                               None if late_ms is None else late_ms / 1e3)))
     threads.append(threading.Thread(target=_results, name="posefuse-result", daemon=True,
                                     args=(results_q, events, on_result, state, len(pipes))))
-    if not sources:
+    if not sources and control is None:
         return {}
-    return _run_threads(threads, state, sources, events)
+    sources = list(sources)
+
+    def steer():
+        """Carry out the control's commands (the run's main thread, every POLL)."""
+        for cmd, spec, name in control.commands():
+            if cmd == "remove":
+                for s in sources:
+                    if s.name == name:
+                        s.close()
+                continue
+            try:
+                src = open_stream(spec, name)
+            except SourceError as e:
+                with state.lock:
+                    state.failed[name] = control.failed[name] = str(e)
+                continue
+            with state.lock:
+                ended["of"] += 1
+            sources.append(src)
+            t = reader(src, len(sources) - 1)
+            threads.append(t)
+            t.start()
+
+    def end_service():
+        with state.lock:
+            ended["open"] = False
+
+    return _run_threads(threads, state, sources, events, control, steer, end_service)
 
 
-def _run_threads(threads, state: RunState, sources, events: RunEvents) -> dict:
+def _run_threads(threads, state: RunState, sources, events: RunEvents, control=None, steer=None,
+                 end_service=None) -> dict:
     for t in threads:
         t.start()
-    interrupted = False
+    if control is not None:
+        control.started.set()
+    interrupted = served = False  # served: control.stop() ended the run (a normal end, not an interrupt)
     while any(t.is_alive() for t in threads) and not state.stop.is_set():
         try:
             time.sleep(POLL)
+            if control is not None and not (interrupted or served):
+                steer()
+                if control.stopped.is_set():
+                    served = True
+                    state.draining.set()
+                    end_service()
+                    for s in sources:
+                        s.close()
         except KeyboardInterrupt as e:
             if interrupted:  # a second Ctrl-C: stop now
                 state.fail("interrupt", e)
             interrupted = True
             state.draining.set()  # first Ctrl-C / SIGTERM: read no more, finish what is in flight
+            if end_service is not None:
+                end_service()
             for s in sources:
                 s.close()
     for s in sources:  # a source blocked on its consumer (NVDEC) returns

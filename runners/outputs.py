@@ -102,12 +102,20 @@ class Outputs:
         self.jsonl = open(cfg.save_json, "w") if cfg.save_json else None
         self.coco_path = cfg.save_coco
         self.coco: list = []
+        self._video_base = cfg.save_video
         self.video_of = dict(zip((n for _, n in streams), video_paths(cfg.save_video, len(streams)))) \
             if cfg.save_video else {}
         self.fps: dict = {}
         self.writers: dict = {}
         self.paths: list[str] = []
         self.lost_video_frames = 0
+
+    def add_stream(self, name: str, fps: float | None):
+        """A stream that joined the run while it was live (RunControl.add_source)."""
+        k = self.position[name] = len(self.position)
+        self.fps[name] = fps
+        if self._video_base:
+            self.video_of[name] = video_paths(self._video_base, max(2, k + 1))[k]
 
     def __call__(self, r: FrameResult):
         image_id = self.position.get(r.stream, 0) * IMAGE_ID_STRIDE + r.index

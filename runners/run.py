@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from .concurrent import RunInterrupted, RunnerError, run_concurrent, signatures, warm_up
-from .config import CONCURRENT, RunConfig
+from .config import CONCURRENT, ConfigError, RunConfig
 from .events import FrameResult, StreamFanout
 from .monitor import PerformanceMonitor
 from .outputs import Outputs, check_paths
@@ -124,35 +124,41 @@ def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_proce
     {name: note} for those read otherwise than asked: with the decoder 'auto', a video NVDEC cannot open
     is read with OpenCV)."""
     sources, failed, notes = [], {}, {}
-    fallback = cfg.decoder == "nvdec" and "decoder" in cfg.chosen
     for spec, name in streams:
-        def open_once(spec=spec, decoder=cfg.decoder):
-            if fallback and is_network(spec):  # 'auto': a live URL is read by the reconnecting network source
-                decoder = "cpu"
-            return open_source(spec, max_frames=cfg.max_frames, decoder=decoder,
-                               device=device if device.startswith("cuda") else None, chunk=cfg.chunk,
-                               decode_processes=decode_processes, reconnect_s=cfg.reconnect_s)
-
-        def open_any(spec=spec):
-            try:
-                return open_once(spec)
-            except SourceError as e:
-                if not fallback:
-                    raise
-                src = open_once(spec, "cpu")  # its error, if it fails too, is the source's
-                notes[name] = f"read with OpenCV: {e}"
-                return src
         try:
-            if cfg.loop or cfg.duration_s or cfg.fps:
-                src = looping(open_any, name, cfg.loop, cfg.duration_s, cfg.fps)
-            else:
-                src = open_any()
+            sources.append(open_stream(cfg, spec, name, device, decode_processes, notes))
         except SourceError as e:
             failed[name] = str(e)
-            continue
-        src.name = name
-        sources.append(src)
     return sources, failed, notes
+
+
+def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=None, notes=None):
+    """One stream of the run: the Source of ``spec`` named ``name`` (looping, paced or limited as ``cfg``
+    says); a note goes to ``notes`` when it is read otherwise than asked. Raises SourceError."""
+    fallback = cfg.decoder == "nvdec" and "decoder" in cfg.chosen
+
+    def open_once(decoder=cfg.decoder):
+        if fallback and is_network(spec):  # 'auto': a live URL is read by the reconnecting network source
+            decoder = "cpu"
+        return open_source(spec, max_frames=cfg.max_frames, decoder=decoder,
+                           device=device if device.startswith("cuda") else None, chunk=cfg.chunk,
+                           decode_processes=decode_processes, reconnect_s=cfg.reconnect_s)
+
+    def open_any():
+        try:
+            return open_once()
+        except SourceError as e:
+            if not fallback:
+                raise
+            src = open_once("cpu")  # its error, if it fails too, is the source's
+            if notes is not None:
+                notes[name] = f"read with OpenCV: {e}"
+            return src
+
+    src = looping(open_any, name, cfg.loop, cfg.duration_s, cfg.fps) if cfg.loop or cfg.duration_s or cfg.fps \
+        else open_any()
+    src.name = name
+    return src
 
 
 class _Opener:
@@ -209,14 +215,19 @@ class _Progress:
             self.bar.close()
 
 
-def run(config: RunConfig, on_result=None) -> Report:
+def run(config: RunConfig, on_result=None, control=None) -> Report:
     """Run ``config`` (see the module docstring). ``on_result(FrameResult)`` is called for every result, per
-    stream in frame order, besides the config's sinks. Raises ConfigError for a bad option or output path,
-    before anything runs."""
+    stream in frame order, besides the config's sinks. ``control``: a RunControl that adds and removes
+    sources while the run is live and stops it (the run lasts until control.stop()). Raises ConfigError for
+    a bad option or output path, before anything runs."""
     t_run = time.perf_counter()
     cfg = config.validated()
     check_paths(cfg)
     streams = cfg.streams()
+    if control is not None:
+        if cfg.runner not in CONCURRENT:
+            raise ConfigError("runner", f"a run steered by a RunControl needs one of {CONCURRENT}, got {cfg.runner!r}")
+        control.bind(name for _, name in streams)
     startup: dict = {}
     startup_overlap: dict = {}
     notes: dict = {}
@@ -236,6 +247,12 @@ def run(config: RunConfig, on_result=None) -> Report:
     events = StreamFanout(total, lambda: PerformanceMonitor(usage=False))
     interrupted, run_error = False, None
     peak = _PeakMemory(cfg.device if cfg.runner != "multigpu" else None)
+
+    def open_added(spec, name):  # a source a RunControl adds while the run is live
+        src = open_stream(cfg, spec, name, cfg.device, decode_processes, notes)
+        sources.append(src)
+        outputs.add_stream(name, src.fps)
+        return src
     with _sigterm_drains():
         opener = None
         try:
@@ -267,7 +284,7 @@ def run(config: RunConfig, on_result=None) -> Report:
             try:
                 with run_settings():
                     try:
-                        failed.update(_dispatch(cfg, engine, sources, streams, events, sinks))
+                        failed.update(_dispatch(cfg, engine, sources, streams, events, sinks, control, open_added))
                     finally:  # the last result is in: closing sources and decode processes is not run time
                         events.end_clock()
             except (KeyboardInterrupt, RunInterrupted):
@@ -348,7 +365,8 @@ def _engine(cfg: RunConfig, ran: dict):
     return pipes
 
 
-def _dispatch(cfg: RunConfig, engine, sources: list, streams: list, events, sinks) -> dict:
+def _dispatch(cfg: RunConfig, engine, sources: list, streams: list, events, sinks, control=None,
+              open_added=None) -> dict:
     """Runs the runner; returns {source name: error} for the sources that failed."""
     if cfg.runner == "multigpu":
         from .multigpu import run_multigpu
@@ -358,7 +376,8 @@ def _dispatch(cfg: RunConfig, engine, sources: list, streams: list, events, sink
         events.start()
         return run_concurrent(sources, engine, events, sinks, batch=cfg.batch, realtime=cfg.realtime,
                               max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None,
-                              late_ms=cfg.late_ms if cfg.mode == "live" else None)
+                              late_ms=cfg.late_ms if cfg.mode == "live" else None, control=control,
+                              open_stream=open_added)
     failed = {}
     on_gpu = cfg.device.startswith("cuda")
     predict_kw = dict(conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz, device=cfg.device if on_gpu else "cpu",

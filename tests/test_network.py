@@ -172,3 +172,62 @@ def test_a_camera_outage_mid_run_stalls_no_other_stream(camera):
     net = rep.streams[camera.url]["source"]
     assert net["network.reconnects"] >= 1 and net["network.disconnected_s"] > 0.5
     assert rep.streams[camera.url]["drops"] == {}
+
+
+def test_sources_added_and_removed_while_the_run_is_live(camera):
+    """A live run steered by a RunControl: a file stream from the start, a loopback camera added once the
+    run is up and removed after 10 of its results, a bad source added (a named failure, the others go on);
+    the run lasts until stop(), and every stream's counts are in the report."""
+    from posefuse import RunConfig, RunControl, run
+
+    clip = helpers.data_path(CLIP)
+    control = RunControl()
+    got: dict = {}
+    removed = threading.Event()
+
+    def on_result(r):
+        got.setdefault(r.stream, []).append(r.index)
+        if r.stream == "cam" and len(got["cam"]) == 10 and not removed.is_set():
+            removed.set()
+            control.remove_source("cam")
+
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(run(
+        RunConfig(sources=[clip], max_frames=40, runner="dynamic", batch=4, imgsz=320, device="cpu", progress=False,
+                  reconnect_s=5), on_result=on_result, control=control)), daemon=True)
+    worker.start()
+    try:
+        _steer(control, camera, clip, got, removed, worker)
+    finally:
+        control.stop()
+        worker.join(60)
+    rep = reports[0]
+    assert not worker.is_alive() and not rep.interrupted
+    assert got["cam"] == list(range(len(got["cam"]))) and rep.streams["cam"]["results"] == len(got["cam"])
+    assert "bad" in rep.failed and "bad" in control.failed and "no such file" in rep.failed["bad"]
+    with pytest.raises(RuntimeError, match="has stopped"):
+        control.add_source(clip, name="late")
+
+
+def _steer(control, camera, clip, got, removed, worker):
+    assert control.wait_started(120)
+    assert control.add_source(camera.url, name="cam") == "cam"
+    control.add_source("/no/such/file.mp4", name="bad")
+    with pytest.raises(ValueError, match="already a stream"):
+        control.add_source(clip, name="cam")
+    assert removed.wait(60)
+    counts = []  # removed: its frames in flight finish (a few batches), then no more come
+    for _ in range(40):
+        time.sleep(0.5)
+        counts.append(len(got["cam"]))
+        if len(counts) >= 5 and len(set(counts[-5:])) == 1:
+            break
+    # at most what was in flight: the frame queue (2 x batch), the batcher's buffer and batch, the result
+    # queue (2 batches) and the frame the reader held
+    assert len(set(counts[-5:])) == 1 and counts[-1] <= 10 + 8 + 4 + 4 + 8 + 1
+    deadline = time.monotonic() + 60
+    while len(got.get(clip, [])) < 40 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert got[clip] == list(range(40))  # its source ended; the run goes on (a service) until stop()
+    time.sleep(0.5)
+    assert worker.is_alive()

@@ -1,0 +1,75 @@
+"""RunControl: steer a live run from another thread: add sources, remove them, stop.
+
+    control = RunControl()
+    worker = threading.Thread(target=lambda: reports.append(posefuse.run(cfg, on_result, control=control)))
+    worker.start()
+    control.wait_started()
+    name = control.add_source("rtsp://cam7/stream")   # joins the batcher; no restart
+    control.remove_source(name)                       # it ends; its counts stay in the report
+    control.stop()                                    # frames in flight finish, then run() returns
+    worker.join()
+
+A run given a control is a service: it goes on when its sources end, until :meth:`stop`. It needs a runner
+of config.CONCURRENT. The run's main thread carries out the commands within runners.concurrent.POLL
+seconds. A source that cannot be opened is reported in the run's ``failed`` and in :attr:`failed`. A new
+frame shape is captured by the GPU worker when its first batch comes (seconds, once per shape).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+
+
+class RunControl:
+    def __init__(self):
+        self.started = threading.Event()  # the run's clock started: sources may be added
+        self.stopped = threading.Event()
+        self.failed: dict = {}  # stream name -> why it could not be opened
+        self._cmds: queue.Queue = queue.Queue()
+        self._names: set = set()
+        self._lock = threading.Lock()
+
+    def add_source(self, spec: str | None, name: str | None = None) -> str:
+        """Open ``spec`` (any source spec, as RunConfig.sources) as a new stream of the running run; returns
+        its stream name (``name``, else the spec). Raises ValueError for a name the run already has and
+        RuntimeError once the run has stopped."""
+        name = name or spec or "default"
+        with self._lock:
+            if self.stopped.is_set():
+                raise RuntimeError("control: the run has stopped; start another")
+            if name in self._names:
+                raise ValueError(f"name: {name!r} is already a stream of this run (give another name)")
+            self._names.add(name)
+        self._cmds.put(("add", spec, name))
+        return name
+
+    def remove_source(self, name: str):
+        """End stream ``name``: it reads no more frames, its frames in flight finish."""
+        with self._lock:
+            if name not in self._names:
+                raise ValueError(f"name: {name!r} is not a stream of this run (streams: {sorted(self._names)})")
+        self._cmds.put(("remove", None, name))
+
+    def stop(self):
+        """End the run as Ctrl-C would: no new frames are read, the frames in flight finish."""
+        with self._lock:
+            self.stopped.set()
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Wait for the run's clock to start (model loaded, graphs captured); False on timeout."""
+        return self.started.wait(timeout)
+
+    # ---------------------------------------------------------------- the run's side
+    def bind(self, names):
+        """The run's own streams (their names are taken)."""
+        with self._lock:
+            self._names.update(names)
+
+    def commands(self) -> list[tuple]:
+        """The commands given since the last call: ('add', spec, name) or ('remove', None, name)."""
+        out = []
+        while True:
+            try:
+                out.append(self._cmds.get_nowait())
+            except queue.Empty:
+                return out
