@@ -78,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     a("--save-json", help="write per-frame poses as JSON lines here (format: README)")
     a("--save-coco", help="write COCO keypoint results (JSON) here")
     a("--save-video", help="write an annotated video here (one per stream when there are several)")
+    b = sub.add_parser("batch", help="an archive of videos on Ray Data: segments decoded in pose actors, poses to "
+                                     "Parquet", formatter_class=_Defaults)
+    a = b.add_argument
+    a("--source", nargs="+", required=True, metavar="PATTERN", help="video files or glob patterns ('**' recurses)")
+    a("--out", required=True, help="output folder: <video>/<segment>.parquet and summary.json")
+    a("--address", default=None, help="Ray cluster: 'auto' (a running one) or HOST:PORT (default: start a local one)")
+    a("--actors", type=int, default=None, help="pose actors (default: one per GPU of the cluster, else 2)")
+    a("--gpus-per-actor", type=float, default=None, help="GPUs per actor (default: 1 where the cluster has GPUs)")
+    a("--segment-frames", type=int, default=1024, help="frames per work item")
+    a("--device", default=None, help="the actors' device (default: cuda where they hold a GPU, else cpu)")
+    a("--imgsz", type=int, default=640, help="letterbox size in pixels (a multiple of 32)")
+    a("--batch", type=int, default=64, help="frames per pipeline call in an actor")
     return ap
 
 
@@ -143,7 +155,34 @@ def main(argv=None) -> int:
     return rc
 
 
+def _batch(a: argparse.Namespace) -> int:
+    """``posefuse batch``: the Ray Data job (runners/batch.py); one line per failed video, the summary."""
+    try:
+        from .batch import BatchConfig, batch
+    except ImportError as e:
+        print(f"posefuse: batch needs Ray Data and pyarrow (pip install 'posefuse[ray]'): {e}", file=sys.stderr)
+        return 2
+    for opt, v in (("--actors", a.actors), ("--segment-frames", a.segment_frames), ("--batch", a.batch)):
+        if v is not None and v < 1:
+            print(f"posefuse: {opt}: expected a whole number >= 1, got {v}", file=sys.stderr)
+            return 2
+    try:
+        s = batch(BatchConfig(sources=a.source, out=a.out, address=a.address, actors=a.actors,
+                              gpus_per_actor=a.gpus_per_actor, segment_frames=a.segment_frames, device=a.device,
+                              imgsz=a.imgsz, batch=a.batch))
+    except ValueError as e:
+        print(f"posefuse: {e}", file=sys.stderr)
+        return 2
+    for v, why in s["failed"].items():
+        print(f"posefuse: {v}: {why}", file=sys.stderr)
+    print(f"[batch] {len(s['videos'])} videos, {s['segments']} segments, {s['frames']} frames in {s['wall_s']:.1f} s "
+          f"({s['frames_per_s'] or 0:,.1f} frames/s) on {s['actors']} actors ({s['device']}); {a.out}/summary.json")
+    return 1 if s["failed"] else 0
+
+
 def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
+    if a.command == "batch":
+        return _batch(a)
     t0 = time.perf_counter()
     try:
         import json

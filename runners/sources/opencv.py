@@ -13,9 +13,10 @@ from .frame import Frame, Source, SourceError
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def open_video(path: str, max_frames: int | None) -> Source:
-    """A video file or URL. A file that stops short of the frame count its container declares raises
-    SourceError after its last good frame (truncated or corrupt)."""
+def open_video(path: str, max_frames: int | None, start: int = 0) -> Source:
+    """A video file or URL, from frame ``start`` (OpenCV seeks to the keyframe before it and decodes up to
+    it; frame indices are the video's own). A file that stops short of the frame count its container
+    declares raises SourceError after its last good frame (truncated or corrupt)."""
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         cap.release()
@@ -23,11 +24,14 @@ def open_video(path: str, max_frames: int | None) -> Source:
     fps = cap.get(cv2.CAP_PROP_FPS) or None
     declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    if start and not cap.set(cv2.CAP_PROP_POS_FRAMES, start):
+        cap.release()
+        raise SourceError(f"source {path}: OpenCV could not seek to frame {start}")
 
     def parcels():
-        i = 0
+        i = start
         try:
-            while max_frames is None or i < max_frames:
+            while max_frames is None or i - start < max_frames:
                 with nvtx_range("video_decode"):
                     ok, img = cap.read()
                 if not ok:
@@ -37,14 +41,15 @@ def open_video(path: str, max_frames: int | None) -> Source:
                 i += 1
         finally:
             cap.release()
-        if i == 0:
-            raise SourceError(f"source {path}: no frame could be decoded")
+        if i == start:
+            raise SourceError(f"source {path}: no frame could be decoded" + (f" from frame {start}" if start else ""))
         # containers' counts can be a frame or two off, hence the slack
-        wanted = declared if max_frames is None else min(declared or 0, max_frames)
+        wanted = declared if max_frames is None else min(declared or 0, start + max_frames)
         if declared and "://" not in path and i < wanted - max(2, wanted // 100):
             raise SourceError(f"source {path}: stopped after {i} of {declared} frames (truncated or corrupt file)")
 
-    count = min(declared, max_frames) if declared and max_frames else declared
+    left = declared - start if declared else None
+    count = min(left, max_frames) if left and max_frames else left
     return Source(path, parcels(), fps, count, shape=shape if all(shape) else None)
 
 

@@ -1,0 +1,274 @@
+"""Video archives on Ray Data: work items are video segments, decoded inside the pose actors; poses go to
+Parquet.
+
+    posefuse batch --source 'archive/**/*.mp4' --out poses/ [--address auto] [--actors 4] [--gpus-per-actor 1]
+    summary = posefuse.runners.batch.batch(BatchConfig(sources=[...], out="poses/"))
+
+Rows of the dataset are (video, segment, start, end) in frames, not frames: an actor decodes its own
+segment (OpenCV, seeking to ``start``) and runs the fused pipeline on it, so no frame crosses the object
+store. Long videos are cut into segments of ``segment_frames`` so that many actors share one video; every
+frame lands in exactly one segment, and within it in order. :class:`PoseActor` is the map_batches UDF
+(a callable class, one pipeline per actor) for a user's own Ray Data pipeline.
+
+Each segment is written as ``<out>/<video key>/<segment>.parquet`` (a temporary file renamed into place),
+one row per detection: video, frame, timestamp, box (x1, y1, x2, y2), score, keypoints (17 x (x, y,
+visibility), flat); a segment's frame count, frames with no detection included, is in the file's metadata
+and the summary. A segment retried after its actor died replaces its file, so the output holds each frame
+once; a rerun skips the segments whose file exists. An unreadable video is reported in the summary and the
+rest go on.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SEGMENT_FRAMES = 1024  # frames per work item: a 30 fr/s hour is 106 items, a 1,394-frame clip 2
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BatchConfig:
+    """One archive job.
+
+    sources: video files or glob patterns ('**' recurses); out: the output folder (created).
+    address: the Ray cluster ('auto': a running one; None: start a local one). actors: pose actors (default:
+    one per GPU of the cluster, else 2). gpus_per_actor: GPUs each actor holds (0 on a CPU-only cluster).
+    segment_frames: frames per work item (>= 1). device, model, backend, precision, imgsz, conf, iou,
+    batch: the pipeline in each actor, as RunConfig's. max_restarts: times Ray restarts a dead actor (its
+    segment is retried on the new one).
+    """
+
+    sources: list = field(default_factory=list)
+    out: str = "poses"
+    address: str | None = None
+    actors: int | None = None
+    gpus_per_actor: float | None = None
+    segment_frames: int = SEGMENT_FRAMES
+    device: str | None = None
+    model: str = "yolo11n-pose"
+    backend: str = "auto"
+    precision: str = "fp16"
+    imgsz: int = 640
+    conf: float = 0.25
+    iou: float = 0.7
+    batch: int = 64
+    max_restarts: int = 3
+
+
+def video_key(path: str) -> str:
+    """The output folder name of a video: its file name and a short hash of its absolute path (two
+    videos of one name in different folders do not collide)."""
+    ab = os.path.abspath(path)
+    return f"{Path(ab).stem}-{hashlib.sha1(ab.encode()).hexdigest()[:8]}"
+
+
+def expand(sources: list) -> list[str]:
+    """The video files of ``sources`` (files and glob patterns), sorted, each once."""
+    out: list = []
+    for s in sources:
+        hits = sorted(glob.glob(s, recursive=True)) if any(c in s for c in "*?[") else [s]
+        out += [h for h in hits if os.path.isfile(h) or not any(c in s for c in "*?[")]
+    return list(dict.fromkeys(out))
+
+
+def segments(videos: list[str], segment_frames: int) -> tuple[list[dict], dict]:
+    """Work items [(video, key, segment, start, end)] and {video: why} for the videos that cannot be read."""
+    import cv2
+
+    if segment_frames < 1:
+        raise ValueError(f"segment_frames: expected >= 1, got {segment_frames}")
+    rows, failed = [], {}
+    for v in videos:
+        cap = cv2.VideoCapture(v)
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        ok = cap.isOpened() and cap.read()[0]
+        cap.release()
+        if not os.path.isfile(v):
+            failed[v] = "no such file"
+        elif not ok or n <= 0:
+            failed[v] = "OpenCV could not read it (not a video, a missing codec, or no frame count)"
+        else:
+            key = video_key(v)
+            rows += [{"video": v, "key": key, "segment": k, "start": s, "end": min(n, s + segment_frames)}
+                     for k, s in enumerate(range(0, n, segment_frames))]
+    return rows, failed
+
+
+def segment_path(out: str, key: str, segment: int) -> Path:
+    return Path(out) / key / f"{segment:06d}.parquet"
+
+
+class PoseActor:
+    """The Ray Data map_batches UDF: ``ds.map_batches(PoseActor, fn_constructor_kwargs={"out": ..., ...},
+    batch_size=1, concurrency=N, num_gpus=1)`` over rows of :func:`segments`. Each call decodes its rows'
+    segments, runs them, writes each segment's Parquet file and returns a summary row per segment (video,
+    segment, frames, detections, skipped, error, seconds, actor). ``crash_once``: a path; the first actor
+    to start the segment named by ``crash_segment`` creates it and dies (os._exit), the fault-injection
+    hook for tests of Ray's retries."""
+
+    def __init__(self, out: str, pipeline: dict, batch: int = 64, crash_once: str | None = None,
+                 crash_segment: tuple | None = None):
+        from ..fusion.pipeline import PosePipeline
+
+        self.out, self.batch = out, batch
+        self.pipe = PosePipeline(**pipeline)
+        self.crash_once, self.crash_segment = crash_once, tuple(crash_segment) if crash_segment else None
+        try:
+            import ray
+
+            self.actor = ray.get_runtime_context().get_actor_id()
+        except Exception:  # noqa: BLE001 - outside Ray (a plain call)
+            self.actor = str(os.getpid())
+
+    def __call__(self, rows: dict) -> dict:
+        keys = ("video", "segment", "frames", "detections", "skipped", "error", "seconds", "actor")
+        out = {k: [] for k in keys}
+        for i in range(len(rows["video"])):
+            r = self.run_segment(str(rows["video"][i]), str(rows["key"][i]), int(rows["segment"][i]),
+                                 int(rows["start"][i]), int(rows["end"][i]))
+            for k in keys:
+                out[k].append(r[k])
+        return out
+
+    def run_segment(self, video: str, key: str, segment: int, start: int, end: int) -> dict:
+        """One segment to its Parquet file (skipped when the file exists: a rerun)."""
+        import pyarrow.parquet as pq
+
+        from .sources import SourceError
+        from .sources.opencv import open_video
+
+        path = segment_path(self.out, key, segment)
+        res = {"video": video, "segment": segment, "frames": 0, "detections": 0, "skipped": False, "error": None,
+               "seconds": 0.0, "actor": self.actor}
+        if path.exists():
+            meta = pq.read_schema(path).metadata or {}
+            res.update(skipped=True, frames=int(meta.get(b"posefuse.frames", b"0")),
+                       detections=pq.ParquetFile(path).metadata.num_rows)
+            return res
+        t0 = time.perf_counter()
+        cols: dict = {"video": [], "frame": [], "timestamp": [], "box": [], "score": [], "keypoints": []}
+        n = 0
+        try:
+            src = open_video(video, end - start, start)
+            buf: list = []
+            for f in src.frames():
+                if self.crash_once and (key, segment) == self.crash_segment and f.index > (start + end) // 2:
+                    self._crash()
+                buf.append(f)
+                if len(buf) == self.batch:
+                    self._run(buf, video, cols)
+                    n, buf = n + len(buf), []
+            if buf:
+                self._run(buf, video, cols)
+                n += len(buf)
+            if n != end - start:
+                raise SourceError(f"source {video}: segment {segment} gave {n} of its {end - start} frames")
+        except SourceError as e:
+            res["error"] = str(e)
+        res.update(frames=n, detections=len(cols["frame"]))
+        if res["error"] is None:
+            self._write(path, cols, n, start, end)
+        res["seconds"] = time.perf_counter() - t0
+        return res
+
+    def _run(self, frames: list, video: str, cols: dict):
+        results = self.pipe([f.image for f in frames])
+        for f, p in zip(frames, results):
+            for b, s, k in zip(p.boxes, p.scores, p.keypoints):
+                cols["video"].append(video)
+                cols["frame"].append(f.index)
+                cols["timestamp"].append(f.timestamp)
+                cols["box"].append([float(v) for v in b])
+                cols["score"].append(float(s))
+                cols["keypoints"].append([float(v) for v in k.reshape(-1)])
+
+    def _write(self, path: Path, cols: dict, frames: int, start: int, end: int):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([("video", pa.string()), ("frame", pa.int64()), ("timestamp", pa.float64()),
+                            ("box", pa.list_(pa.float32(), 4)), ("score", pa.float32()),
+                            ("keypoints", pa.list_(pa.float32(), 51))],
+                           metadata={"posefuse.frames": str(frames), "posefuse.start": str(start),
+                                     "posefuse.end": str(end), "posefuse.schema": str(SCHEMA_VERSION)})
+        table = pa.table(cols, schema=schema)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)  # a retried segment replaces the file; a reader never sees half of one
+
+    def _crash(self):
+        try:
+            fd = os.open(self.crash_once, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return  # crashed once already: this is the retry
+        os.close(fd)
+        os._exit(1)
+
+
+def batch(cfg: BatchConfig, actor_kwargs: dict | None = None) -> dict:
+    """Run the archive job ``cfg`` on Ray Data; returns (and writes as ``<out>/summary.json``) the summary:
+    per video frames, detections and segments, failures, frames/s overall and per actor.
+    ``actor_kwargs``: more PoseActor arguments (its fault-injection hook, for tests)."""
+    import ray
+
+    videos = expand(cfg.sources)
+    if not videos:
+        raise ValueError(f"sources: no video files match {cfg.sources}")
+    rows, failed = segments(videos, cfg.segment_frames)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)
+    try:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1 if gpus else 0)
+        actors = cfg.actors or (max(1, int(gpus / per_actor)) if per_actor else 2)
+        device = cfg.device or ("cuda" if per_actor else "cpu")
+        pipeline = {"model": cfg.model, "device": device, "backend": cfg.backend, "precision": cfg.precision,
+                    "imgsz": cfg.imgsz, "conf": cfg.conf, "iou": cfg.iou}
+        done = []
+        if rows:
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+            ds = ds.map_batches(PoseActor, fn_constructor_kwargs={"out": cfg.out, "pipeline": pipeline,
+                                                                  "batch": cfg.batch, **(actor_kwargs or {})},
+                                batch_size=1, concurrency=actors, num_gpus=per_actor, num_cpus=1,
+                                max_restarts=cfg.max_restarts, max_task_retries=cfg.max_restarts)
+            done = ds.take_all()
+    finally:
+        if started_here:
+            ray.shutdown()
+    wall = time.perf_counter() - t0
+    return _summary(cfg, videos, rows, done, failed, wall, actors, device)
+
+
+def _summary(cfg, videos, rows, done, failed, wall, actors, device) -> dict:
+    per_video: dict = {v: {"frames": 0, "detections": 0, "segments": 0, "skipped": 0} for v in videos if v not in failed}
+    per_actor: dict = {}
+    for d in done:
+        v = per_video.setdefault(d["video"], {"frames": 0, "detections": 0, "segments": 0, "skipped": 0})
+        if d["error"]:
+            failed[d["video"]] = d["error"]
+            continue
+        v["frames"] += int(d["frames"])
+        v["detections"] += int(d["detections"])
+        v["segments"] += 1
+        v["skipped"] += bool(d["skipped"])
+        if not d["skipped"]:
+            a = per_actor.setdefault(d["actor"], {"frames": 0, "seconds": 0.0})
+            a["frames"] += int(d["frames"])
+            a["seconds"] += float(d["seconds"])
+    frames = sum(v["frames"] for v in per_video.values())
+    summary = {"config": asdict(cfg), "videos": per_video, "failed": failed, "segments": len(rows),
+               "frames": frames, "wall_s": wall, "frames_per_s": frames / wall if wall else None,
+               "actors": actors, "device": device,
+               "per_actor": {k: {**a, "frames_per_s": a["frames"] / a["seconds"] if a["seconds"] else None}
+                             for k, a in per_actor.items()}}
+    (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary

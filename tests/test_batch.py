@@ -1,0 +1,132 @@
+"""The Ray Data archive job on a real local Ray runtime (CPU, reference kernels, real clips): segments cover
+every frame once, poses equal the in-process runner's frame for frame, an actor killed mid-segment is
+retried and the output still holds each frame once, a bad video is reported, a rerun skips finished
+segments, and a simulated two-node cluster runs the job."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import helpers
+
+ray = pytest.importorskip("ray", reason="Ray is the 'ray' extra (.ci/run installs it)")
+pq = pytest.importorskip("pyarrow.parquet")
+
+CLIP = "one-by-one-person-detection.mp4"
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory):
+    """60 frames of the sample clip with people in them (frames 150-209), as a video of its own."""
+    import cv2
+
+    frames = helpers.read_video(helpers.data_path(CLIP), 210)[150:210]
+    path = tmp_path_factory.mktemp("clips") / "people.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (frames[0].shape[1], frames[0].shape[0]))
+    for f in frames:
+        w.write(f)
+    w.release()
+    return str(path)
+
+
+def _rows(out) -> dict:
+    """{frame: [(box, score, keypoints)]} over every segment file of ``out``, each frame once."""
+    got: dict = {}
+    for p in sorted(out.glob("*/*.parquet")):
+        t = pq.read_table(p).to_pylist()
+        for r in t:
+            got.setdefault(r["frame"], []).append((r["box"], r["score"], r["keypoints"]))
+    return got
+
+
+def test_segments_cover_every_frame_once_and_a_seek_reads_the_same_frames(short_clip, tmp_path):
+    from posefuse.runners.batch import segments
+    from posefuse.runners.sources.opencv import open_video
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    rows, failed = segments([short_clip, str(bad), str(tmp_path / "none.mp4")], 25)
+    assert [(r["start"], r["end"]) for r in rows] == [(0, 25), (25, 50), (50, 60)]
+    assert set(failed) == {str(bad), str(tmp_path / "none.mp4")}
+    whole = [f.image for f in open_video(short_clip, None).frames()]
+    for r in rows:
+        part = list(open_video(short_clip, r["end"] - r["start"], r["start"]).frames())
+        assert [f.index for f in part] == list(range(r["start"], r["end"]))
+        for f in part:
+            assert np.array_equal(f.image, whole[f.index])
+
+
+def test_ray_job_equals_the_in_process_runner_reports_bad_videos_and_resumes(short_clip, tmp_path):
+    from posefuse import RunConfig, run
+    from posefuse.runners.batch import BatchConfig, batch
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    out = tmp_path / "poses"
+    cfg = BatchConfig(sources=[short_clip, str(bad)], out=str(out), segment_frames=25, imgsz=320, actors=2, batch=8,
+                      device="cpu")
+    s = batch(cfg)
+    assert s["frames"] == 60 and s["segments"] == 3 and str(bad) in s["failed"]
+    ref: dict = {}
+    run(RunConfig(sources=[short_clip], imgsz=320, device="cpu", progress=False),
+        on_result=lambda r: ref.__setitem__(r.index, r.poses))
+    got = _rows(out)
+    assert sum(len(p) for p in ref.values()) > 0  # the clip has people
+    for i in range(60):
+        poses = got.get(i, [])
+        assert len(poses) == len(ref[i]), i
+        if poses:
+            np.testing.assert_allclose(np.array([b for b, _, _ in poses]), ref[i].boxes, atol=1e-2)
+            np.testing.assert_allclose(np.array([k for _, _, k in poses]).reshape(-1, 17, 3), ref[i].keypoints,
+                                       atol=1e-2)
+    again = batch(cfg)  # a rerun: every segment's file is there
+    assert again["frames"] == 60 and all(v["skipped"] == 3 for v in again["videos"].values())
+    assert _rows(out) == got
+
+
+def test_an_actor_killed_mid_segment_is_retried_and_each_frame_is_written_once(short_clip, tmp_path):
+    from posefuse.runners.batch import BatchConfig, batch, video_key
+
+    marker = tmp_path / "crashed"
+    out = tmp_path / "poses"
+    s = batch(BatchConfig(sources=[short_clip], out=str(out), segment_frames=30, imgsz=320, actors=1, batch=8,
+                          device="cpu"),
+              actor_kwargs={"crash_once": str(marker), "crash_segment": (video_key(short_clip), 1)})
+    assert marker.exists()  # the actor died once, mid-segment
+    assert s["frames"] == 60 and not s["failed"]
+    per_file = {p.name: pq.read_schema(p).metadata[b"posefuse.frames"] for p in out.glob("*/*.parquet")}
+    assert per_file == {"000000.parquet": b"30", "000001.parquet": b"30"} and not list(out.glob("*/.*.tmp"))
+    from posefuse import PosePipeline
+    from posefuse.runners.sources.opencv import open_video
+
+    ref = PosePipeline(device="cpu", imgsz=320)([f.image for f in open_video(short_clip, None).frames()])
+    got = _rows(out)  # each frame's detections once: as many rows as the pipeline finds, not twice as many
+    assert {i: len(got.get(i, [])) for i in range(60)} == {i: len(r) for i, r in enumerate(ref)}
+
+
+def test_simulated_two_node_cluster_runs_the_job(short_clip, tmp_path):
+    """Two Ray nodes on this machine (ray.cluster_utils.Cluster), one actor each; driven in a subprocess so
+    the cluster's processes end with it."""
+    code = f"""
+import json, ray
+from ray.cluster_utils import Cluster
+from posefuse.runners.batch import BatchConfig, batch
+c = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+c.add_node(num_cpus=1)
+ray.init(address=c.address, log_to_driver=False)
+s = batch(BatchConfig(sources=[{short_clip!r}], out={str(tmp_path / 'poses')!r}, segment_frames=20, imgsz=320,
+                      actors=2, batch=8, device="cpu"))
+nodes = len([n for n in ray.nodes() if n["Alive"]])
+ray.shutdown(); c.shutdown()
+print("RESULT", json.dumps({{"frames": s["frames"], "actors": len(s["per_actor"]), "nodes": nodes}}))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
+    assert line, r.stderr[-3000:]
+    import json
+
+    res = json.loads(line[-1][7:])
+    assert res == {"frames": 60, "actors": 2, "nodes": 2}
