@@ -12,6 +12,7 @@
 #             -> results/regression.{json,md}
 #   startup   experiments/startup.py [STARTUP_ARGS, shell-quoted] (user jobs as processes, beside Ultralytics) -> results/startup.{json,md}
 #   probe0    experiments/startup_probe.py [PROBE_ARGS] (start-up step by step) -> results/startup_probe.{json,md}
+#   ray       experiments/ray_bench.py --gpu [RAY_ARGS] (needs .offline/ray.tar.xz: RAY=1 offline-bundle.sh) -> results/ray.{json,md}
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
@@ -81,6 +82,11 @@ fi
 if want probe0; then
   step probe0
   timeout 560 python3 experiments/startup_probe.py ${PROBE_ARGS:-} >"$LOG/startup_probe.log" 2>&1; r=$?; rc=$((rc | r)); cut -c1-400 "$LOG/startup_probe.log" | tail -12
+fi
+if want ray; then
+  step ray
+  [[ -f .offline/ray.tar.xz ]] && tar xJf .offline/ray.tar.xz -C /tmp/site
+  timeout 560 python3 experiments/ray_bench.py --gpu ${RAY_ARGS:-} >"$LOG/ray.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO|INFO" "$LOG/ray.log" | tail -12
 fi
 if want runners; then
   step runners
