@@ -65,6 +65,8 @@ def main(argv=None):
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     ap.add_argument("--max-frames", type=int, default=None, help="frames per clip (smoke runs; 64 for job d)")
     ap.add_argument("--no-ultralytics", action="store_true")
+    ap.add_argument("--ultralytics-jobs", default="a,b,d,e",
+                    help="the jobs timed through Ultralytics too (c, 8 clips, takes ~8x job a's 34 s per run)")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
     import torch
@@ -98,7 +100,7 @@ def main(argv=None):
                         row["error"] = r.stderr[-1500:]
                     rows["posefuse"][c].append(row)
                     print(job, "posefuse", repr(c), row, flush=True)
-                if not a.no_ultralytics:
+                if not a.no_ultralytics and job in a.ultralytics_jobs.split(","):
                     srcs = sources if job != "d" else [_first_frames(tmp, sources[0], 64)]
                     wall, r = timed([sys.executable, "-c", PREDICT, device, *srcs], tmp)
                     urow = {"process_wall_s": wall, "returncode": r.returncode,

@@ -218,6 +218,8 @@ def markdown(runs: list) -> str:
                 calls = ", ".join(f"warm-up to bs{n}: {v:.2f}" for n, v in r["warmup_s"].items())
             other = {k: v for k, v in r.items() if k not in ("probe", "steps_s", "first_s", "second_s", "warmup_s",
                                                             "process_wall_s", "env")}
+            if "error" in other:  # its last line: a table cell holds one line
+                other["error"] = other["error"].strip().splitlines()[-1]
             lines.append(f"| {r['probe']} | {r['process_wall_s']:.1f} | {steps} | {calls} | "
                          f"{json.dumps(other)[:600] if other else ''} |")
         lines.append("")
