@@ -29,7 +29,7 @@ from .sources import Source, SourceError
 from .strategies import admit, deliver, finish, submit_frames
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
-JOIN_TIMEOUT_S = 2.0  # how long a stopping run waits for its threads
+JOIN_TIMEOUT_S = 5.0  # how long a stopping run waits for its threads (beyond a network read's STALL_S)
 _END = object()
 _LATE = object()  # a frame dropped in live mode, in place of its result
 

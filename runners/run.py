@@ -167,7 +167,7 @@ class _Opener:
 
     def __init__(self, cfg: RunConfig, streams: list[tuple], decode_processes):
         self.sources, self.failed, self.notes, self.error, self.wall_s = [], {}, {}, None, 0.0
-        self.announced = {s for s in (announce(spec, cfg.decoder) for spec, _ in streams) if s}
+        self.announced = {s for s in (announce(spec, cfg.decoder) for spec in {spec for spec, _ in streams}) if s}
         self._thread = threading.Thread(target=self._open, args=(cfg, streams, decode_processes),
                                         name="posefuse-open", daemon=True)
         self._thread.start()

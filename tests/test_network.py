@@ -114,12 +114,9 @@ def test_404_and_garbage_are_named_errors(path):
         server.shutdown()
 
 
-def test_stalled_camera_reconnects_then_fails_naming_the_url(tmp_path):
-    """A server that sends 3 s of stream, then nothing while keeping the connection open, once: the read
-    stalls, the source reconnects (refused: the server is gone) and fails after reconnect_s."""
-    from posefuse.runners.sources import SourceError
-    from posefuse.runners.sources.network import open_network
-
+def _stalling_server(tmp_path) -> tuple[str, list]:
+    """A server that answers one client with 3 s of the clip as MPEG-TS, then nothing, the connection kept
+    open; later connections are refused. Returns (url, [the held connection])."""
     ts = tmp_path / "head.ts"
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-t", "3", "-i", helpers.data_path(CLIP),
                     "-c", "copy", "-f", "mpegts", str(ts)], check=True)
@@ -128,7 +125,7 @@ def test_stalled_camera_reconnects_then_fails_naming_the_url(tmp_path):
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(1)
     url = f"http://127.0.0.1:{lsock.getsockname()[1]}/cam"
-    held = []
+    held: list = []
 
     def serve_once():
         conn, _ = lsock.accept()
@@ -138,6 +135,16 @@ def test_stalled_camera_reconnects_then_fails_naming_the_url(tmp_path):
         held.append(conn)  # open, silent
 
     threading.Thread(target=serve_once, daemon=True).start()
+    return url, held
+
+
+def test_stalled_camera_reconnects_then_fails_naming_the_url(tmp_path):
+    """A server that sends 3 s of stream, then nothing while keeping the connection open, once: the read
+    stalls, the source reconnects (refused: the server is gone) and fails after reconnect_s."""
+    from posefuse.runners.sources import SourceError
+    from posefuse.runners.sources.network import open_network
+
+    url, held = _stalling_server(tmp_path)
     src = open_network(url, reconnect_s=1.5, stall_s=1.0)
     n = 0
     t0 = time.perf_counter()
@@ -231,3 +238,29 @@ def _steer(control, camera, clip, got, removed, worker):
     assert got[clip] == list(range(40))  # its source ended; the run goes on (a service) until stop()
     time.sleep(0.5)
     assert worker.is_alive()
+
+
+def test_a_live_run_with_a_stalled_camera_stops_cleanly(tmp_path):
+    """stop() while a camera's read is stalled: the reader returns within the read timeout and the run ends
+    without a thread left behind."""
+    from posefuse import RunConfig, RunControl, run
+
+    url, held = _stalling_server(tmp_path)
+    control, got, reports = RunControl(), {}, []
+    worker = threading.Thread(target=lambda: reports.append(run(
+        RunConfig(sources=[helpers.data_path(CLIP), url], max_frames=40, runner="dynamic", batch=4, imgsz=320,
+                  device="cpu", progress=False, reconnect_s=60),
+        on_result=lambda r: got.setdefault(r.stream, []).append(r.index), control=control)), daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 90
+        while len(got.get(url, [])) < 25 and time.monotonic() < deadline:  # its 3 s of stream, then the stall
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        control.stop()
+        worker.join(30)
+    assert not worker.is_alive() and reports and reports[0].run_error is None, reports and reports[0].failed
+    assert len(got[url]) >= 25
+    for c in held:
+        c.close()
