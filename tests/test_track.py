@@ -1,0 +1,115 @@
+"""The tracker reference (kernels/track) against Ultralytics 8.4.190's BYTETracker with bytetrack.yaml, fed
+the same detections: real detections of the sample clips (the CPU pipeline) and random sequences with
+births, deaths, empty frames, crossings, low scores and degenerate boxes. Same IDs, same detection indices,
+same filtered boxes, frame for frame."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import helpers
+
+pytest.importorskip("lap", reason="lap (LAPJV) is part of the 'models' extra")
+
+
+def ultralytics_tracker():
+    from ultralytics.cfg import get_cfg
+    from ultralytics.trackers.byte_tracker import BYTETracker
+    from ultralytics.utils import ROOT
+
+    return BYTETracker(get_cfg(ROOT / "cfg/trackers/bytetrack.yaml"))
+
+
+def run_both(frames: list) -> list:
+    """[(ours, theirs)] per frame for ``frames`` [(boxes (N, 4) xyxy, scores (N,))]; theirs reduced to our
+    columns (x1, y1, x2, y2, id, score, detection index)."""
+    from ultralytics.engine.results import Boxes
+
+    from posefuse.kernels.track import ByteTrackReference
+
+    ours, theirs = ByteTrackReference(), ultralytics_tracker()
+    out = []
+    for boxes, scores in frames:
+        data = np.c_[boxes, scores, np.zeros(len(scores))].astype(np.float32).reshape(-1, 6)
+        t = theirs.update(Boxes(data, (1080, 1920)))
+        t = t[:, [0, 1, 2, 3, 4, 5, 7]] if len(t) else np.zeros((0, 7), np.float32)
+        out.append((ours.update(boxes, scores), t))
+    return out
+
+
+def assert_same(pairs: list):
+    for k, (a, b) in enumerate(pairs):
+        a, b = a[np.argsort(a[:, 4])], b[np.argsort(b[:, 4])]
+        assert a.shape == b.shape, f"frame {k}: {len(a)} vs {len(b)} tracks"
+        np.testing.assert_array_equal(a[:, [4, 6]], b[:, [4, 6]], err_msg=f"frame {k}: ids / detection indices")
+        np.testing.assert_allclose(a[:, :4], b[:, :4], atol=1e-3, err_msg=f"frame {k}: boxes")
+        np.testing.assert_allclose(a[:, 5], b[:, 5], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def clip_detections():
+    """Detections of the first 200 frames of each sample clip (CPU pipeline, imgsz 320), as the tracker
+    sees them."""
+    from posefuse import PosePipeline
+
+    cpu_pipe = PosePipeline(device="cpu", imgsz=320)
+    out = {}
+    for name, n in (("one-by-one-person-detection.mp4", 200), ("face-demographics-walking.gif", None)):
+        path = helpers.data_path(name)
+        frames = helpers.read_gif(path) if name.endswith(".gif") else helpers.read_video(path, n)
+        dets = []
+        for i in range(0, len(frames), 16):
+            for r in cpu_pipe(frames[i:i + 16]):
+                dets.append((np.asarray(r.boxes, np.float32), np.asarray(r.scores, np.float32)))
+        out[name] = dets
+    return out
+
+
+def test_reference_equals_ultralytics_bytetrack_on_the_sample_clips(clip_detections):
+    for name, dets in clip_detections.items():
+        pairs = run_both(dets)
+        assert sum(len(a) for a, _ in pairs) > 0, name
+        assert_same(pairs)
+
+
+def _random_sequence(rng, frames: int, people: int) -> list:
+    """People walking across a 1920x1080 image, entering and leaving, occluded at random, with jittered
+    boxes, some low scores, some degenerate boxes, and empty frames."""
+    pos = rng.uniform([0, 0], [1800, 900], (people, 2))
+    vel = rng.normal(0, 6, (people, 2))
+    size = rng.uniform([40, 90], [160, 360], (people, 2))
+    alive = rng.random(people) < 0.5
+    seq = []
+    for _ in range(frames):
+        alive ^= rng.random(people) < 0.03  # enter / leave
+        pos += vel
+        vel = np.where(((pos < 0) | (pos > [1800, 900])), -vel, vel)
+        vis = alive & (rng.random(people) > 0.1)
+        if rng.random() < 0.05:
+            vis[:] = False  # an empty frame
+        c = pos[vis] + rng.normal(0, 2, (vis.sum(), 2))
+        wh = size[vis] * rng.uniform(0.95, 1.05, (vis.sum(), 2))
+        boxes = np.c_[c - wh / 2, c + wh / 2].astype(np.float32)
+        scores = rng.choice([0.05, 0.15, 0.2, 0.3, 0.6, 0.9], vis.sum()).astype(np.float32)
+        if len(boxes) and rng.random() < 0.05:
+            boxes[0, 2] = boxes[0, 0]  # zero width
+        seq.append((boxes, scores))
+    return seq
+
+
+@pytest.mark.parametrize("seed, people", [(0, 3), (1, 12), (2, 40)])
+def test_reference_equals_ultralytics_bytetrack_on_random_sequences(seed, people):
+    assert_same(run_both(_random_sequence(np.random.default_rng(seed), 300, people)))
+
+
+def test_empty_input_and_reset():
+    from posefuse.kernels.track import ByteTrackReference
+
+    t = ByteTrackReference()
+    box, score = np.array([[10, 10, 50, 100]]), np.array([0.9])
+    assert t.update(np.zeros((0, 4)), np.zeros(0)).shape == (0, 7)
+    assert len(t.update(box, score)) == 0  # born after the first frame: confirmed by its second match
+    rows = t.update(box, score)
+    assert rows[:, 4].tolist() == [1.0] and rows[:, 6].tolist() == [0.0]
+    t.reset()  # a source that ends or restarts: frame 1 again, IDs from 1
+    assert t.update(box, score)[:, 4].tolist() == [1.0]
