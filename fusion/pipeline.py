@@ -61,11 +61,14 @@ def best_device() -> torch.device:
 class PoseResult:
     """One frame's poses, in original-image pixels.
 
-    boxes: (N, 4) float32 xyxy; scores: (N,) float32; keypoints: (N, 17, 3) float32 (x, y, visibility)."""
+    boxes: (N, 4) float32 xyxy; scores: (N,) float32; keypoints: (N, 17, 3) float32 (x, y, visibility);
+    track_ids: (N,) int64 identities across the stream's frames (-1: no confirmed track), when the run
+    tracks (RunConfig.track), else None."""
 
     boxes: np.ndarray
     scores: np.ndarray
     keypoints: np.ndarray
+    track_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)

@@ -217,7 +217,7 @@ NVTX_DOMAIN = "posefuse"
 # The one stage vocabulary: NVTX ranges, the pipeline's GPU timing spans and the reports all use these names.
 # video_decode: a source's decoder call (NVDEC or OpenCV); h2d: host frames to the device; head_decode: the
 # Pose head's DFL boxes and keypoints into candidates; d2h: one batch's results to host memory.
-STAGES = ("video_decode", "h2d", "letterbox", "backbone", "head_decode", "nms", "rescale", "d2h")
+STAGES = ("video_decode", "h2d", "letterbox", "backbone", "head_decode", "nms", "rescale", "d2h", "track")
 try:  # pragma: no cover - depends on the install
     import nvtx as _nvtx
 

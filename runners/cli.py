@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--conf", type=float, default=0.25, help="score threshold")
     a("--iou", type=float, default=0.7, help="NMS IoU threshold")
     a("--no-graph", action="store_true", help="do not capture CUDA graphs")
+    a("--track", action="store_true", help="give each pose a track id across its stream's frames (ByteTrack)")
     a("--no-progress", action="store_true", help="no progress bar on stderr")
     a("--out", help="write the run's report (JSON) here")
     a("--save-json", help="write per-frame poses as JSON lines here (format: README)")
@@ -105,7 +106,7 @@ def to_config(a: argparse.Namespace):
         batch=a.batch, max_wait_ms=a.max_wait_ms, replicas=a.replicas,
         gpus=[g.strip() for g in a.gpus.split(",")] if a.gpus else None, device=a.device, model=a.model,
         backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf, iou=a.iou,
-        cuda_graph=not a.no_graph, out=a.out, save_json=a.save_json, save_coco=a.save_coco,
+        cuda_graph=not a.no_graph, track=a.track, out=a.out, save_json=a.save_json, save_coco=a.save_coco,
         save_video=a.save_video, progress=not a.no_progress)
 
 

@@ -67,6 +67,8 @@ class RunConfig:
         precision: 'fp16' or 'fp32' (the CPU runs fp32; the report says what ran).
         imgsz: letterbox size in pixels, a multiple of 32 (default 640).
         conf: score threshold in [0, 1] (default 0.25); iou: NMS IoU threshold in [0, 1] (default 0.7).
+        track: give each pose a track_id across its stream's frames (ByteTrack, as Ultralytics'
+            bytetrack.yaml; default False).
         cuda_graph: capture the pipeline as CUDA graphs (default True). A run captures only the batch
             sizes it makes: its ``batch`` (partial batches are padded to it) for files and folders, and every
             size up to it (pipeline.bucket_size) with ``realtime``, where small batches keep latency low.
@@ -103,6 +105,7 @@ class RunConfig:
     conf: float = 0.25
     iou: float = 0.7
     cuda_graph: bool = True
+    track: bool = False
     out: str | None = None
     save_json: str | None = None
     save_coco: str | None = None

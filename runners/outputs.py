@@ -10,7 +10,8 @@ JSON lines (``save_json``), one object per frame, per stream in frame order::
 ``stream``: the source's name ('spec#k' when a source is repeated); ``frame``: the frame's index in it;
 ``image_id``: the frame's id in the COCO results (stream position * 1,000,000 + frame index);
 ``timestamp``: seconds from the source's start (null if unknown); ``file``: the image file (image
-sources, else null); box and keypoints in original-image pixels, keypoints in COCO-17 order.
+sources, else null); box and keypoints in original-image pixels, keypoints in COCO-17 order; with
+tracking (``track``), each pose also has ``track_id`` (-1: no confirmed track yet), in COCO too.
 
 COCO (``save_coco``): a JSON list of keypoint results, one per pose: ``image_id``, ``category_id`` 1
 (person), ``bbox`` [x, y, w, h], ``keypoints`` (51 values: x, y, visibility per keypoint), ``score``;
@@ -36,13 +37,20 @@ SKELETON = [(15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), 
             (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)]
 
 
+def _ids(res) -> list:
+    """Each pose's track id (None where the run does not track)."""
+    ids = getattr(res, "track_ids", None)
+    return [None] * len(res.scores) if ids is None else list(ids)
+
+
 def draw(image: np.ndarray, res, kpt_thr: float = 0.5) -> np.ndarray:
-    """``image`` with ``res``'s boxes, scores and skeletons drawn (a copy)."""
+    """``image`` with ``res``'s boxes, scores (and track ids) and skeletons drawn (a copy)."""
     out = image.copy()
-    for box, score, kp in zip(res.boxes, res.scores, res.keypoints):
+    for box, score, kp, tid in zip(res.boxes, res.scores, res.keypoints, _ids(res)):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), (0, 200, 255), 2)
-        cv2.putText(out, f"{score:.2f}", (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1)
+        label = f"{score:.2f}" if tid is None or tid < 0 else f"id {tid} {score:.2f}"
+        cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1)
         for a, b in SKELETON:
             if kp[a, 2] > kpt_thr and kp[b, 2] > kpt_thr:
                 cv2.line(out, (int(kp[a, 0]), int(kp[a, 1])), (int(kp[b, 0]), int(kp[b, 1])), (255, 128, 0), 2)
@@ -126,15 +134,16 @@ class Outputs:
                 "timestamp": None if r.timestamp is None else round(float(r.timestamp), 4), "file": r.file,
                 "height": int(r.size[0]), "width": int(r.size[1]),
                 "poses": [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4),
-                           "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(v), 4)] for x, y, v in k]}
-                          for b, s, k in zip(p.boxes, p.scores, p.keypoints)]}) + "\n")
+                           "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(v), 4)] for x, y, v in k],
+                           **({} if tid is None else {"track_id": int(tid)})}
+                          for b, s, k, tid in zip(p.boxes, p.scores, p.keypoints, _ids(p))]}) + "\n")
         if self.coco_path:
-            for b, s, k in zip(p.boxes, p.scores, p.keypoints):
+            for b, s, k, tid in zip(p.boxes, p.scores, p.keypoints, _ids(p)):
                 x1, y1, x2, y2 = (float(v) for v in b)
                 self.coco.append({"image_id": image_id, "category_id": 1,
                                   "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                                   "keypoints": [round(float(v), 3) for v in np.asarray(k).reshape(-1)],
-                                  "score": round(float(s), 5)})
+                                  "score": round(float(s), 5), **({} if tid is None else {"track_id": int(tid)})})
         if self.video_of:
             if r.image is None:  # validated against: NVDEC and multigpu runs have no host images
                 self.lost_video_frames += 1

@@ -240,6 +240,10 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         decode_processes = DecodeProcesses(cfg.streams_per_decode_process)
     outputs = Outputs(cfg, streams)
     sinks = outputs if on_result is None else _both(outputs, on_result)
+    if cfg.track:
+        from .tracking import StreamTracking
+
+        sinks = StreamTracking(sinks)
     failed: dict = {}
     sources: list = []
     progress = _Progress(False, None)

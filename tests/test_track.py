@@ -113,3 +113,34 @@ def test_empty_input_and_reset():
     assert rows[:, 4].tolist() == [1.0] and rows[:, 6].tolist() == [0.0]
     t.reset()  # a source that ends or restarts: frame 1 again, IDs from 1
     assert t.update(box, score)[:, 4].tolist() == [1.0]
+
+
+def test_a_tracked_run_gives_every_pose_its_stream_id(tmp_path):
+    """run(track=True): each stream has its own tracker (two copies of a clip get the same IDs), the IDs
+    equal the reference fed the stream's results in order, and the JSON lines carry them."""
+    import json
+
+    from posefuse import RunConfig, run
+    from posefuse.kernels.track import ByteTrackReference
+
+    clip = helpers.data_path("one-by-one-person-detection.mp4")
+    got: dict = {}
+    out = tmp_path / "poses.jsonl"
+    rep = run(RunConfig(sources=[clip], repeat=2, max_frames=220, imgsz=320, device="cpu", runner="dynamic",
+                        batch=8, track=True, save_json=str(out), progress=False),
+              on_result=lambda r: got.setdefault(r.stream, []).append(r.poses))
+    assert rep.exit_code == 0
+    a, b = got.values()
+    ref = ByteTrackReference()
+    n_ids = 0
+    for pa, pb in zip(a, b):
+        assert pa.track_ids is not None and len(pa.track_ids) == len(pa)
+        assert pa.track_ids.tolist() == pb.track_ids.tolist()
+        rows = ref.update(pa.boxes, pa.scores)
+        want = np.full(len(pa), -1)
+        want[rows[:, 6].astype(int)] = rows[:, 4]
+        assert pa.track_ids.tolist() == want.tolist()
+        n_ids += int((pa.track_ids > 0).sum())
+    assert n_ids > 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all("track_id" in p for line in lines for p in line["poses"])
