@@ -144,3 +144,68 @@ def test_a_tracked_run_gives_every_pose_its_stream_id(tmp_path):
     assert n_ids > 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert all("track_id" in p for line in lines for p in line["poses"])
+
+
+def _states(seed: int, n: int):
+    """Real filter states: a reference tracker run over a random sequence, its tracks' means and covariances."""
+    from posefuse.kernels.track import ByteTrackReference
+
+    t = ByteTrackReference()
+    for boxes, scores in _random_sequence(np.random.default_rng(seed), 60, n):
+        t.update(boxes, scores)
+    tracks = t.tracked + t.lost
+    mean = np.array([x.mean for x in tracks])
+    cov = np.array([x.cov for x in tracks])
+    tracked = np.array([x.state == 1 for x in tracks], np.uint8)
+    return mean, cov, tracked
+
+
+def _devices():
+    from posefuse.kernels._common import numba_simulator
+
+    return [pytest.param("cpu", marks=pytest.mark.skipif(not numba_simulator(), reason="the simulator runs on the CPU")),
+            pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_numba_kalman_predict_is_bit_equal_and_update_matches_the_reference(device):
+    import torch
+
+    from posefuse.kernels.track import kalman_predict, kalman_update
+    from posefuse.kernels.track.reference import kf_multi_predict, kf_update
+
+    mean, cov, tracked = _states(3, 30)
+    assert len(mean) >= 10 and 0 < tracked.sum() < len(tracked)
+    m_ref = mean.copy()
+    m_ref[tracked == 0, 7] = 0
+    m_ref, c_ref = kf_multi_predict(m_ref, cov)
+    m, c = torch.from_numpy(mean).to(device), torch.from_numpy(cov).to(device)
+    kalman_predict(m, c, torch.from_numpy(tracked).to(device), backend="numba")
+    np.testing.assert_array_equal(m.cpu().numpy(), m_ref)  # its motion matrix is 0/1: the same sums
+    np.testing.assert_array_equal(c.cpu().numpy(), c_ref)
+    rng = np.random.default_rng(4)
+    rows = rng.choice(len(mean), len(mean) // 2, replace=False).astype(np.int32)
+    z = m_ref[rows, :4] + rng.normal(0, 3, (len(rows), 4)) * [1, 1, 0.01, 1]
+    kalman_update(m, c, torch.from_numpy(z).to(device), torch.from_numpy(rows).to(device), backend="numba")
+    for j, i in enumerate(rows):
+        mi, ci = kf_update(m_ref[i], c_ref[i], z[j])
+        np.testing.assert_allclose(m.cpu().numpy()[i], mi, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(c.cpu().numpy()[i], ci, rtol=1e-9, atol=1e-9)
+    untouched = np.setdiff1d(np.arange(len(mean)), rows)
+    np.testing.assert_array_equal(m.cpu().numpy()[untouched], m_ref[untouched])
+
+
+def test_kalman_arguments_are_checked():
+    import torch
+
+    from posefuse.kernels._common import KernelInputError
+    from posefuse.kernels.track import kalman_predict, kalman_update
+
+    m, c = torch.zeros(3, 8, dtype=torch.float64), torch.zeros(3, 8, 8, dtype=torch.float64)
+    with pytest.raises(KernelInputError, match="mean: expected dtype float64, got float32"):
+        kalman_predict(m.float(), c, torch.ones(3, dtype=torch.uint8))
+    with pytest.raises(KernelInputError, match="tracked: expected 3 flags"):
+        kalman_predict(m, c, torch.ones(2, dtype=torch.uint8))
+    with pytest.raises(KernelInputError, match=r"rows: expected indices in \[0, 3\)"):
+        kalman_update(m, c, torch.zeros(1, 4, dtype=torch.float64), torch.tensor([5], dtype=torch.int32))
+    kalman_predict(m[:0], c[:0], torch.ones(0, dtype=torch.uint8))  # no tracks: nothing to do
