@@ -20,7 +20,7 @@ setup(
     python_requires=">=3.10",
     package_dir={"posefuse": "."},
     packages=["posefuse"] + [f"posefuse.{p}" for p in SUBPACKAGES],
-    package_data={f"posefuse.kernels.{k}": ["*.cu"] for k in ("letterbox", "decode", "nms")},
+    package_data={f"posefuse.kernels.{k}": ["*.cu"] for k in ("letterbox", "decode", "nms", "track")},
     # opencv-python, not -headless: ultralytics requires opencv-python, and both install the same cv2
     install_requires=["numpy>=1.24", "torch>=2.1", "opencv-python>=4.8", "tqdm>=4.60"],
     entry_points={"console_scripts": ["posefuse=posefuse.runners.cli:main"]},

@@ -10,9 +10,9 @@
 ``bytetrack.yaml``. The batched steps run on the device for all tracks at once: ``mean`` (T, 8) and
 ``cov`` (T, 8, 8) float64 state of (x, y, a, h) and velocities, ``tracked`` (T,) uint8 (1: currently
 tracked; 0: its aspect velocity is zeroed before predicting), ``z`` (M, 4) float64 (x, y, a, h)
-measurements for ``rows`` (M,) int32 of the state. Backends: 'numba' (one thread per track; the CUDA
-simulator on the CPU) and 'reference' (CPU tensors, the reference's NumPy). The CuPy kernels, the batched
-costs and the assignment on the device are the next steps of this family.
+measurements for ``rows`` (M,) int32 of the state. Backends: 'cupy' (kalman.cu) and 'numba' (one thread
+per track; the CUDA simulator on the CPU), on the caller's current stream, and 'reference' (CPU tensors,
+the reference's NumPy). The batched costs and the assignment on the device are the next steps.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .reference import ByteTrackConfig, ByteTrackReference, kf_multi_predict, kf
 
 __all__ = ["ByteTrackConfig", "ByteTrackReference", "kalman_predict", "kalman_update", "BACKENDS"]
 
-BACKENDS = ("numba", "reference")
+BACKENDS = ("cupy", "numba", "reference")
 
 
 def _check_state(mean: torch.Tensor, cov: torch.Tensor):
@@ -41,10 +41,10 @@ def kalman_predict(mean: torch.Tensor, cov: torch.Tensor, tracked: torch.Tensor,
         raise KernelInputError(f"tracked: expected {mean.shape[0]} flags (one per track), got {tracked.shape[0]}")
     back = resolve_backend(backend, mean.device, BACKENDS)
     with nvtx_range("track"):
-        if back == "numba":
-            from . import numba_impl
+        if back in ("cupy", "numba"):
+            from . import cupy_impl, numba_impl
 
-            numba_impl.predict(mean, cov, tracked)
+            (cupy_impl if back == "cupy" else numba_impl).predict(mean, cov, tracked)
             return
         m = mean.numpy().copy()
         m[tracked.numpy() == 0, 7] = 0
@@ -66,10 +66,10 @@ def kalman_update(mean: torch.Tensor, cov: torch.Tensor, z: torch.Tensor, rows: 
         raise KernelInputError(f"rows: expected indices in [0, {mean.shape[0]}), got {int(rows.min())}..{int(rows.max())}")
     back = resolve_backend(backend, mean.device, BACKENDS)
     with nvtx_range("track"):
-        if back == "numba":
-            from . import numba_impl
+        if back in ("cupy", "numba"):
+            from . import cupy_impl, numba_impl
 
-            numba_impl.update(mean, cov, z, rows)
+            (cupy_impl if back == "cupy" else numba_impl).update(mean, cov, z, rows)
             return
         for j, i in enumerate(rows.tolist()):
             m, v = kf_update(mean[i].numpy(), cov[i].numpy(), z[j].numpy())
