@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One full GPU session on the device machine (repo root, .offline/ carried): installs the offline bundle,
+# One full GPU session on the device machine (repo root, .offline/ carried): installs the offline bundle
+# (built with: EXTRA_PKGS="lap==0.5.12" bash ../shared/tools/offline-bundle.sh; RAY=1 adds Ray for the ray step),
 # then runs the steps asked for (default: all):
 #   tests     pytest -m gpu (kernels, pipeline)           -> results/gpu_tests.md (a line appended)
 #   bench     kernel + pipeline (+ runners) benchmarks    -> results/{kernels,pipeline,runner_benchmarks}.{json,md}
