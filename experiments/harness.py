@@ -83,6 +83,15 @@ def append_run(path: Path, run: dict) -> list:
     return doc["runs"]
 
 
+def record(out_dir: str | Path, name: str, run: dict, markdown) -> list:
+    """Append ``run`` to ``<out_dir>/<name>.json`` and rewrite ``<name>.md`` as ``markdown(runs)``."""
+    res = Path(out_dir)
+    res.mkdir(parents=True, exist_ok=True)
+    runs = append_run(res / f"{name}.json", run)
+    (res / f"{name}.md").write_text(markdown(runs))
+    return runs
+
+
 def cuda_median_ms(fn, iters: int = 20, warmup: int = 3) -> float:
     """Median of per-call device times in ms, measured with CUDA events around each call."""
     import torch

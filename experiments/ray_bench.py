@@ -120,10 +120,7 @@ def main(argv=None):
             ctmp.mkdir()
             run["curve"] = {"cpus_per_node": a.cpus_per_node, "host_cpus": os.cpu_count(),
                             "rows": curve(ctmp, clip_copies(ctmp, a.clips or 6, a.frames or 120), a.cpus_per_node)}
-    res = Path(a.out_dir)
-    res.mkdir(parents=True, exist_ok=True)
-    runs = harness.append_run(res / "ray.json", run)
-    (res / "ray.md").write_text(markdown(runs))
+    harness.record(a.out_dir, "ray", run, markdown)
     return run
 
 

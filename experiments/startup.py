@@ -116,10 +116,7 @@ def main(argv=None):
     run = {"env": harness.environment(), "device": device,
            "command": "python experiments/startup.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "jobs": out}
-    res = Path(a.out_dir)
-    res.mkdir(parents=True, exist_ok=True)
-    runs = harness.append_run(res / "startup.json", run)
-    (res / "startup.md").write_text(markdown(runs))
+    harness.record(a.out_dir, "startup", run, markdown)
     return run
 
 

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 T0 = time.perf_counter()
 
@@ -196,10 +195,7 @@ def main(argv=None):
     run = {"env": harness.environment(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "command": "python experiments/startup_probe.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "probes": rows}
-    res = Path(a.out_dir)
-    res.mkdir(parents=True, exist_ok=True)
-    runs = harness.append_run(res / "startup_probe.json", run)
-    (res / "startup_probe.md").write_text(markdown(runs))
+    harness.record(a.out_dir, "startup_probe", run, markdown)
     return run
 
 
