@@ -55,7 +55,7 @@ class Events:
 class PackedResults:
     """Results of many frames as a few arrays (a few arrays to pickle per message, not three per frame)."""
 
-    meta: list  # [(stream, index, (h, w), timestamp, file)]
+    meta: list  # [(stream, index, (h, w), timestamp, file, restart)]
     counts: np.ndarray
     boxes: np.ndarray
     scores: np.ndarray
@@ -153,7 +153,7 @@ class WorkerEvents:
 
     def on_result(self, r: FrameResult):
         with self.lock:
-            self.meta.append((r.stream, r.index, r.size, r.timestamp, r.file))
+            self.meta.append((r.stream, r.index, r.size, r.timestamp, r.file, r.restart))
             self.res.append(r.poses)
             self._added()
 
@@ -284,10 +284,10 @@ def run_multigpu(streams: list[tuple], devices: list[str], cfg, events: RunEvent
                     events.delivered(list(zip(keys, pr.counts.tolist())))
                     if on_result is not None:
                         ends = np.cumsum(pr.counts)
-                        for (stream, index, size, ts, file), n, end in zip(pr.meta, pr.counts, ends):
+                        for (stream, index, size, ts, file, restart), n, end in zip(pr.meta, pr.counts, ends):
                             a = end - n
                             poses = PoseResult(pr.boxes[a:end], pr.scores[a:end], pr.keypoints[a:end])
-                            on_result(FrameResult(stream, index, poses, size, ts, file))
+                            on_result(FrameResult(stream, index, poses, size, ts, file, restart=restart))
             elif isinstance(msg, Started):
                 started.add(msg.rank)
                 if len(started) == len(procs):  # the clock starts when every worker is warm

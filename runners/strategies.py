@@ -114,7 +114,7 @@ def frame_result(name: str, f: Frame, poses: PoseResult) -> FrameResult:
     """The FrameResult of frame ``f`` (its image only when it is a BGR frame in host memory)."""
     t, hw = f.checked
     image = f.image if f.pixel_format == "bgr" and t.device.type == "cpu" else None
-    return FrameResult(name, f.index, poses, tuple(hw), f.timestamp, f.file, image)
+    return FrameResult(name, f.index, poses, tuple(hw), f.timestamp, f.file, image, f.restart)
 
 
 def deliver(ready, events: RunEvents, on_result: OnResult | None, accounted=None):

@@ -1,7 +1,8 @@
 """Tracking in a run (RunConfig.track): one ByteTrack tracker per stream (kernels.track, the CPU reference
 for now), fed each stream's results in frame order where they are delivered, before the sinks, so every
 pose carries its ``track_id`` into ``on_result``, the JSON lines, COCO and the annotated video. A
-stream's tracker starts with the stream; frames dropped before delivery are frames the tracker never sees.
+stream's tracker starts with the stream and starts again when the source does (FrameResult.restart: a
+looping pass, a reconnected camera); frames dropped before delivery are frames the tracker never sees.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class StreamTracking:
         tracker = self.trackers.get(r.stream)
         if tracker is None:
             tracker = self.trackers[r.stream] = ByteTrackReference()
+        elif r.restart:
+            tracker.reset()
         p = r.poses
         with nvtx_range("track"):
             rows = tracker.update(p.boxes, p.scores)

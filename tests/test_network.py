@@ -59,13 +59,15 @@ def test_camera_killed_and_restarted_the_source_reconnects_and_counts_the_gap(ca
     src = open_source(camera.url, reconnect_s=30)
     assert src.fps == 10 and src.shape == (432, 768)
     it = src.frames()
-    got = [next(it).index for _ in range(15)]
+    frames = [next(it) for _ in range(15)]
     camera.kill()
     time.sleep(1.0)
     camera.start()
-    got += [next(it).index for _ in range(15)]
+    frames += [next(it) for _ in range(15)]
     src.close()
+    got = [f.index for f in frames]
     assert got == list(range(30))  # delivered frames keep consecutive indices over the reconnect
+    assert sum(f.restart for f in frames) == 1  # the first frame after the reconnect
     st = src.stats
     assert st["network.reconnects"] >= 1 and st["network.disconnected_s"] >= 0.9
     assert st["network.frames_missed"] >= 9  # 10 fr/s over the outage

@@ -214,3 +214,26 @@ def test_kalman_arguments_are_checked():
     with pytest.raises(KernelInputError, match=r"rows: expected indices in \[0, 3\)"):
         kalman_update(m, c, torch.zeros(1, 4, dtype=torch.float64), torch.tensor([5], dtype=torch.int32))
     kalman_predict(m[:0], c[:0], torch.ones(0, dtype=torch.uint8))  # no tracks: nothing to do
+
+
+def test_a_looping_source_restarts_its_tracker_each_pass():
+    """A looping source's each pass starts its stream's tracker again (FrameResult.restart): the same
+    frames get the same IDs in every pass."""
+    from posefuse import RunConfig, RunControl, run
+
+    got: list = []
+    control = RunControl()  # ends the run once three passes are in
+
+    def on_result(r):
+        if r.index < 72:
+            got.append((r.index, r.restart, r.poses.track_ids.tolist()))
+        elif len(got) == 72:
+            control.stop()
+
+    rep = run(RunConfig(sources=[None], max_frames=24, loop=True, duration_s=300, imgsz=320, device="cpu",
+                        runner="dynamic", batch=8, track=True, progress=False), on_result=on_result, control=control)
+    assert rep.exit_code == 0 and len(got) == 72
+    got.sort()
+    assert [i for i, restart, _ in got if restart] == [24, 48]
+    passes = [[ids for i, _, ids in got if k * 24 <= i < (k + 1) * 24] for k in range(3)]
+    assert passes[0] == passes[1] == passes[2] and any(x > 0 for ids in passes[0] for x in ids)

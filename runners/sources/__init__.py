@@ -99,6 +99,8 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
                         f.release()
                     src.close()
                     return
+                if i and n == 0:  # the first frame of a pass after the first
+                    parcel[0].restart = True
                 for f in parcel:
                     f.index = i + f.index
                     if f.timestamp is not None and src.fps:

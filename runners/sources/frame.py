@@ -18,7 +18,9 @@ class Frame:
     ``pixel_format="nv12"`` an NV12 (H*3/2, W) uint8 CUDA tensor; timestamp: seconds from the source's start
     (None if unknown); file: the image file it was read from (image sources); error: why the frame could
     not be read (it becomes a recorded drop with this reason; ``image`` is None then); ready: a CUDA event
-    the consumer stream waits on before reading ``image``; on_release: called once by :meth:`release`."""
+    the consumer stream waits on before reading ``image``; on_release: called once by :meth:`release`;
+    restart: the first frame after its source started over (a looping pass, a network reconnect): what
+    came before is not its past (a tracker starts again)."""
 
     index: int
     image: object
@@ -29,6 +31,7 @@ class Frame:
     ready: object = None
     on_release: Callable[[], None] | None = None
     checked: tuple | None = None  # (tensor, (h, w)) once the runner has checked the frame
+    restart: bool = False
 
     def release(self):
         """The consumer is finished with the frame's memory (idempotent): a decoder's buffer goes back."""

@@ -6,8 +6,8 @@ that declares no length, is a disconnect: the source reopens the URL with backof
 to BACKOFF_MAX_S) and fails with a SourceError naming the URL once ``reconnect_s`` have passed without a
 frame. Delivered frames keep consecutive indices over reconnects; the gap is counted in the source's
 ``stats`` ('network.reconnects', 'network.disconnected_s', 'network.frames_missed' from the stream's frame
-rate). A change of resolution is counted ('network.resolution_changes') and passed on: each frame carries
-its own shape. A stream that declares its length (a video file served over HTTP) ends at its end.
+rate); the first frame after a reconnect has ``restart`` set. A change of resolution is counted
+('network.resolution_changes') and passed on: each frame carries its own shape. A stream that declares its length (a video file served over HTTP) ends at its end.
 Timestamps are seconds since the source opened, on the host clock, gaps included.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
 
     def parcels():
         nonlocal cap
-        i, last_shape = 0, shape if all(shape) else None
+        i, last_shape, restart = 0, shape if all(shape) else None, False
         try:
             while max_frames is None or i < max_frames:
                 if src.cancel.is_set():
@@ -90,8 +90,8 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
                     if last_shape is not None and img.shape[:2] != last_shape:
                         stats["network.resolution_changes"] += 1
                     last_shape = img.shape[:2]
-                    yield [Frame(i, img, timestamp=time.monotonic() - t_open)]
-                    i += 1
+                    yield [Frame(i, img, timestamp=time.monotonic() - t_open, restart=restart)]
+                    i, restart = i + 1, False
                     continue
                 if finite or src.cancel.is_set():  # the end of a stream of known length, or closed
                     return
@@ -104,6 +104,7 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
                     raise SourceError(f"source {url}: disconnected after frame {i - 1} and not back in "
                                       f"{reconnect_s:g} s ({stats['network.reconnects']} reconnects before)")
                 gap = time.monotonic() - t_lost
+                restart = True
                 stats["network.reconnects"] += 1
                 stats["network.disconnected_s"] += gap
                 stats["network.frames_missed"] += round(gap * fps) if fps else 0
