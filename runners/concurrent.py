@@ -100,7 +100,12 @@ def _read(src: Source, frames_q: queue.Queue, events: RunEvents, state: RunState
         while True:
             t0 = time.perf_counter()
             if not pending:
-                pending = next(it, None)
+                try:
+                    pending = next(it, None)
+                except ValueError:  # closed from another thread (Source.close) while this one asked for more
+                    if not src.cancel.is_set():
+                        raise
+                    pending = None
                 if pending is None:
                     break
             t_src += time.perf_counter() - t0
