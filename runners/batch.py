@@ -217,6 +217,11 @@ def batch(cfg: BatchConfig, actor_kwargs: dict | None = None) -> dict:
     ``actor_kwargs``: more PoseActor arguments (its fault-injection hook, for tests)."""
     import ray
 
+    for name in ("segment_frames", "batch") + (("actors",) if cfg.actors is not None else ()):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(cfg, name)!r}")
+    if cfg.imgsz < 32 or cfg.imgsz % 32:
+        raise ValueError(f"imgsz: expected a multiple of 32 pixels, >= 32, got {cfg.imgsz}")
     videos = expand(cfg.sources)
     if not videos:
         raise ValueError(f"sources: no video files match {cfg.sources}")

@@ -163,16 +163,14 @@ def _batch(a: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"posefuse: batch needs Ray Data and pyarrow (pip install 'posefuse[ray]'): {e}", file=sys.stderr)
         return 2
-    for opt, v in (("--actors", a.actors), ("--segment-frames", a.segment_frames), ("--batch", a.batch)):
-        if v is not None and v < 1:
-            print(f"posefuse: {opt}: expected a whole number >= 1, got {v}", file=sys.stderr)
-            return 2
     try:
         s = batch(BatchConfig(sources=a.source, out=a.out, address=a.address, actors=a.actors,
                               gpus_per_actor=a.gpus_per_actor, segment_frames=a.segment_frames, device=a.device,
                               imgsz=a.imgsz, batch=a.batch))
-    except ValueError as e:
-        print(f"posefuse: {e}", file=sys.stderr)
+    except ValueError as e:  # a bad option, named by its BatchConfig field: shown as its flag
+        field_name, _, why = str(e).partition(": ")
+        flag = "--source" if field_name == "sources" else "--" + field_name.replace("_", "-")
+        print(f"posefuse: {flag}: {why}", file=sys.stderr)
         return 2
     for v, why in s["failed"].items():
         print(f"posefuse: {v}: {why}", file=sys.stderr)

@@ -146,3 +146,13 @@ print("RESULT", json.dumps({{"frames": s["frames"], "actors": len(s["per_actor"]
 
     res = json.loads(line[-1][7:])
     assert res == {"frames": 60, "actors": 2, "nodes": 2}
+
+
+def test_batch_cli_bad_options_are_one_line_and_exit_2(short_clip, tmp_path):
+    for args, message in ((["--source", str(tmp_path / "none*.mp4")], "--source: no video files match"),
+                          (["--source", short_clip, "--imgsz", "100"], "--imgsz: expected a multiple of 32"),
+                          (["--source", short_clip, "--segment-frames", "0"], "--segment-frames: expected a whole")):
+        r = subprocess.run([sys.executable, "-m", "posefuse.runners.cli", "batch", *args, "--out", str(tmp_path / "o")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("posefuse: ") and message in r.stderr
