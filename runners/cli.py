@@ -117,13 +117,15 @@ class Interrupted(KeyboardInterrupt):
 
 
 class _CtrlC:
-    """Owns SIGINT while the command runs (the previous handler is restored): Ctrl-C raises Interrupted and
-    is remembered, so one that a library swallowed while importing or loading (Python 3.11 re-raises an
-    exception in ``__set_name__`` as a RuntimeError, which broad handlers catch) still ends the command
-    with 130."""
+    """Owns SIGINT while the command runs (the previous handler is restored). While the heavy modules
+    import, a Ctrl-C is only remembered: an exception raised inside an extension module's initialization
+    can abort the process (seen: SIGABRT inside torch's import) or be wrapped and swallowed (Python 3.11
+    re-raises one in ``__set_name__`` as a RuntimeError). Once armed, Ctrl-C raises Interrupted, and is
+    still remembered, so one a library swallowed ends the command with 130 too."""
 
     def __init__(self):
         self.hit = False
+        self.armed = False
 
     def __enter__(self):
         import signal
@@ -136,7 +138,12 @@ class _CtrlC:
 
     def _handler(self, signum, frame):
         self.hit = True
-        raise Interrupted()
+        if self.armed:
+            raise Interrupted()
+
+    def arm(self):
+        """From here on Ctrl-C raises (the imports are done)."""
+        self.armed = True
 
     def __exit__(self, *exc):
         import signal
@@ -181,6 +188,7 @@ def _batch(a: argparse.Namespace) -> int:
 
 def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     if a.command == "batch":
+        ctrl_c.arm()
         return _batch(a)
     t0 = time.perf_counter()
     try:
@@ -197,6 +205,7 @@ def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     if ctrl_c.hit:
         print("posefuse: interrupted", file=sys.stderr)
         return 130
+    ctrl_c.arm()
     imports_s = time.perf_counter() - t0
     try:
         cfg = to_config(a).validated()
