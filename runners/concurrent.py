@@ -142,8 +142,7 @@ def _read(src: Source, frames_q: queue.Queue, events: RunEvents, state: RunState
         state.fail("read", e)
     finally:
         src.close()
-        state.add_times({"read.source": t_src, "read.queue_full_wait": t_put,  # seconds; counts stay the source's
-                         **{k: v for k, v in src.stats.items() if not k.startswith("network.")}})
+        state.add_times({"read.source": t_src, "read.queue_full_wait": t_put, **src.stats})
 
 
 def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: float | None, idle: float,
@@ -361,6 +360,13 @@ def _run_threads(threads, state: RunState, sources, events: RunEvents, control=N
         t.start()
     if control is not None:
         control.started.set()
+    def drain():  # read no more, finish what is in flight
+        state.draining.set()
+        if end_service is not None:
+            end_service()
+        for s in sources:
+            s.close()
+
     interrupted = served = False  # served: control.stop() ended the run (a normal end, not an interrupt)
     while any(t.is_alive() for t in threads) and not state.stop.is_set():
         try:
@@ -369,19 +375,12 @@ def _run_threads(threads, state: RunState, sources, events: RunEvents, control=N
                 steer()
                 if control.stopped.is_set():
                     served = True
-                    state.draining.set()
-                    end_service()
-                    for s in sources:
-                        s.close()
+                    drain()
         except KeyboardInterrupt as e:
             if interrupted:  # a second Ctrl-C: stop now
                 state.fail("interrupt", e)
             interrupted = True
-            state.draining.set()  # first Ctrl-C / SIGTERM: read no more, finish what is in flight
-            if end_service is not None:
-                end_service()
-            for s in sources:
-                s.close()
+            drain()  # first Ctrl-C / SIGTERM
     for s in sources:  # a source blocked on its consumer (NVDEC) returns
         if state.stop.is_set():
             s.close()

@@ -312,8 +312,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         mon.stop()
         per_stream[name] = mon.report()
     for s in sources:  # what the source itself counted (a network source's reconnects and gaps)
-        if s.name in per_stream and any(k.startswith("network.") for k in s.stats):
-            per_stream[s.name]["source"] = {k: v for k, v in s.stats.items() if k.startswith("network.")}
+        if s.name in per_stream and s.counts:
+            per_stream[s.name]["source"] = dict(s.counts)
     total.stop()
     overall = total.report()
     overall["first_result_since_run_s"] = None if total.t_first is None else total.t_first - t_run

@@ -68,7 +68,7 @@ def test_camera_killed_and_restarted_the_source_reconnects_and_counts_the_gap(ca
     got = [f.index for f in frames]
     assert got == list(range(30))  # delivered frames keep consecutive indices over the reconnect
     assert sum(f.restart for f in frames) == 1  # the first frame after the reconnect
-    st = src.stats
+    st = src.counts
     assert st["network.reconnects"] >= 1 and st["network.disconnected_s"] >= 0.9
     assert st["network.frames_missed"] >= 9  # 10 fr/s over the outage
 

@@ -66,7 +66,7 @@ def announce(spec: str | None, decoder: str) -> tuple | None:
     """((H, W), pixel format) of the frames an NVDEC source of ``spec`` will give, read from the file's
     header (OpenCV, milliseconds) before its decode process has opened it, so a run can capture its graphs
     meanwhile; None for other sources (they open at once) or when the header does not say."""
-    if decoder != "nvdec" or spec in (None, "", DEFAULT_NAME) or "://" in spec:
+    if decoder != "nvdec" or spec in (None, "", DEFAULT_NAME) or is_network(spec):
         return None
     p = Path(spec)
     if not p.is_file() or p.suffix.lower() in IMAGE_EXT:
@@ -118,7 +118,7 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
         state["src"].close()
 
     return Source(name, parcels(), fps or first.fps, None if loop or duration_s else first.count, first.shape,
-                  first.pixel_format, first.stats, stopped, close)
+                  first.pixel_format, first.stats, stopped, close, first.counts)
 
 
 __all__ = ["announce", "is_network", "looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]

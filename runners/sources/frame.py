@@ -48,7 +48,8 @@ class Source:
     fps: nominal frame rate (None if unknown); count: frames it will yield, when known; shape: (h, w) of its
     frames when known ahead (for warm-up); stats: seconds the source spent per activity (decoder, pool
     wait, ...); cancel: set by :meth:`close` so a source blocked on its consumer returns; on_close: called
-    once by :meth:`close` (a decode process's stream stops)."""
+    once by :meth:`close` (a decode process's stream stops); counts: what the source counted of itself
+    (a network source's reconnects and gaps), reported per stream."""
 
     name: str
     parcels: Iterator[list[Frame]]
@@ -59,6 +60,7 @@ class Source:
     stats: dict = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
     on_close: Callable[[], None] | None = None
+    counts: dict = field(default_factory=dict)
 
     @classmethod
     def from_frames(cls, name: str, frames, fps: float | None = None, count: int | None = None, **kw) -> "Source":

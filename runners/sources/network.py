@@ -5,10 +5,11 @@ Frames arrive at the camera's pace. A read that brings nothing for ``stall_s``, 
 that declares no length, is a disconnect: the source reopens the URL with backoff (BACKOFF_S doubling up
 to BACKOFF_MAX_S) and fails with a SourceError naming the URL once ``reconnect_s`` have passed without a
 frame. Delivered frames keep consecutive indices over reconnects; the gap is counted in the source's
-``stats`` ('network.reconnects', 'network.disconnected_s', 'network.frames_missed' from the stream's frame
-rate); the first frame after a reconnect has ``restart`` set. A change of resolution is counted
-('network.resolution_changes') and passed on: each frame carries its own shape. A stream that declares its length (a video file served over HTTP) ends at its end.
-Timestamps are seconds since the source opened, on the host clock, gaps included.
+``counts`` ('network.reconnects', 'network.disconnected_s', 'network.frames_missed' from the stream's
+frame rate); the first frame after a reconnect has ``restart`` set. A change of resolution is counted
+('network.resolution_changes') and passed on: each frame carries its own shape. A stream that declares
+its length (a video file served over HTTP) ends at its end. Timestamps are seconds since the source
+opened, on the host clock, gaps included.
 """
 from __future__ import annotations
 
@@ -72,8 +73,8 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
     declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     finite = declared > 0
     shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
-    stats = src.stats
-    stats.update({"network.reconnects": 0, "network.disconnected_s": 0.0, "network.frames_missed": 0,
+    counts = src.counts
+    counts.update({"network.reconnects": 0, "network.disconnected_s": 0.0, "network.frames_missed": 0,
                   "network.resolution_changes": 0})
     t_open = time.monotonic()
 
@@ -88,7 +89,7 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
                     ok, img = cap.read()
                 if ok and img is not None:
                     if last_shape is not None and img.shape[:2] != last_shape:
-                        stats["network.resolution_changes"] += 1
+                        counts["network.resolution_changes"] += 1
                     last_shape = img.shape[:2]
                     yield [Frame(i, img, timestamp=time.monotonic() - t_open, restart=restart)]
                     i, restart = i + 1, False
@@ -102,12 +103,12 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
                     if src.cancel.is_set():
                         return
                     raise SourceError(f"source {url}: disconnected after frame {i - 1} and not back in "
-                                      f"{reconnect_s:g} s ({stats['network.reconnects']} reconnects before)")
+                                      f"{reconnect_s:g} s ({counts['network.reconnects']} reconnects before)")
                 gap = time.monotonic() - t_lost
                 restart = True
-                stats["network.reconnects"] += 1
-                stats["network.disconnected_s"] += gap
-                stats["network.frames_missed"] += round(gap * fps) if fps else 0
+                counts["network.reconnects"] += 1
+                counts["network.disconnected_s"] += gap
+                counts["network.frames_missed"] += round(gap * fps) if fps else 0
         finally:
             if cap is not None:
                 cap.release()
