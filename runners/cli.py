@@ -191,17 +191,12 @@ def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         ctrl_c.arm()
         return _batch(a)
     t0 = time.perf_counter()
-    try:
-        import json
-        from pathlib import Path
+    import json  # a Ctrl-C meanwhile is only remembered (_CtrlC): it is acted on here
+    from pathlib import Path
 
-        from .config import ConfigError
-        from .run import run
-    except BaseException as e:  # noqa: BLE001 - Ctrl-C inside an import may surface wrapped
-        if not _interrupted(e) and not ctrl_c.hit:
-            raise
-        print("posefuse: interrupted", file=sys.stderr)
-        return 130
+    from .config import ConfigError
+    from .run import run
+
     if ctrl_c.hit:
         print("posefuse: interrupted", file=sys.stderr)
         return 130

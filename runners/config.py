@@ -71,7 +71,8 @@ class RunConfig:
             bytetrack.yaml; default False).
         cuda_graph: capture the pipeline as CUDA graphs (default True). A run captures only the batch
             sizes it makes: its ``batch`` (partial batches are padded to it) for files and folders, and every
-            size up to it (pipeline.bucket_size) with ``realtime``, where small batches keep latency low.
+            size up to it (pipeline.bucket_size) with ``realtime`` or live mode, where small batches keep
+            latency low.
     Outputs (checked before the run starts):
         out: the report (JSON); save_json: poses as JSON lines; save_coco: COCO keypoint results (JSON);
         save_video: annotated video (one file per stream when there are several).

@@ -39,8 +39,7 @@ SKELETON = [(15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), 
 
 def _ids(res) -> list:
     """Each pose's track id (None where the run does not track)."""
-    ids = getattr(res, "track_ids", None)
-    return [None] * len(res.scores) if ids is None else list(ids)
+    return [None] * len(res.scores) if res.track_ids is None else list(res.track_ids)
 
 
 def draw(image: np.ndarray, res, kpt_thr: float = 0.5) -> np.ndarray:
