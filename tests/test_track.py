@@ -173,13 +173,11 @@ def test_kalman_predict_and_update_match_the_reference(device, backend):
     import torch
 
     from posefuse.kernels.track import kalman_predict, kalman_update
-    from posefuse.kernels.track.reference import kf_multi_predict, kf_update
+    from posefuse.kernels.track.reference import kf_predict_tracks, kf_update
 
     mean, cov, tracked = _states(3, 30)
     assert len(mean) >= 10 and 0 < tracked.sum() < len(tracked)
-    m_ref = mean.copy()
-    m_ref[tracked == 0, 7] = 0
-    m_ref, c_ref = kf_multi_predict(m_ref, cov)
+    m_ref, c_ref = kf_predict_tracks(mean, cov, tracked)
     m, c = torch.from_numpy(mean).to(device), torch.from_numpy(cov).to(device)
     kalman_predict(m, c, torch.from_numpy(tracked).to(device), backend=backend)
     if backend == "cupy" or device == "cpu":  # the motion matrix is 0/1: the same sums, without FMA contraction

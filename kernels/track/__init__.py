@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from .._common import KernelInputError, check_tensor, nvtx_range, resolve_backend
-from .reference import ByteTrackConfig, ByteTrackReference, kf_multi_predict, kf_update
+from .reference import ByteTrackConfig, ByteTrackReference, kf_predict_tracks, kf_update
 
 __all__ = ["ByteTrackConfig", "ByteTrackReference", "kalman_predict", "kalman_update", "BACKENDS"]
 
@@ -46,10 +46,8 @@ def kalman_predict(mean: torch.Tensor, cov: torch.Tensor, tracked: torch.Tensor,
 
             (cupy_impl if back == "cupy" else numba_impl).predict(mean, cov, tracked)
             return
-        m = mean.numpy().copy()
-        m[tracked.numpy() == 0, 7] = 0
-        if len(m):
-            m, v = kf_multi_predict(m, cov.numpy())
+        if len(mean):
+            m, v = kf_predict_tracks(mean.numpy(), cov.numpy(), tracked.numpy())
             mean.copy_(torch.from_numpy(m))
             cov.copy_(torch.from_numpy(v))
 

@@ -67,6 +67,14 @@ def kf_multi_predict(mean: np.ndarray, cov: np.ndarray):
     return mean, np.dot(left, MOTION.T) + motion_cov
 
 
+def kf_predict_tracks(mean: np.ndarray, cov: np.ndarray, tracked: np.ndarray):
+    """The tracker's predict step: tracks not currently tracked have their aspect velocity zeroed, then
+    all are predicted (a copy of ``mean``; returns the new mean and covariance)."""
+    mean = np.array(mean, dtype=np.float64)
+    mean[np.asarray(tracked) == 0, 7] = 0
+    return kf_multi_predict(mean, cov)
+
+
 def kf_update(mean: np.ndarray, cov: np.ndarray, m: np.ndarray):
     h = mean[3]
     proj_cov = cov[:4, :4] + np.diag(np.square([W_POS * h, W_POS * h, 1e-1, W_POS * h]))
@@ -190,13 +198,9 @@ class ByteTrackReference:
         unconfirmed = [t for t in self.tracked if not t.activated]
         confirmed = [t for t in self.tracked if t.activated]
         pool = _joint(confirmed, self.lost)
-        if pool:  # predict
-            mean = np.asarray([t.mean for t in pool])
-            cov = np.asarray([t.cov for t in pool])
-            for i, t in enumerate(pool):
-                if t.state != TRACKED:
-                    mean[i][7] = 0
-            mean, cov = kf_multi_predict(mean, cov)
+        if pool:
+            mean, cov = kf_predict_tracks([t.mean for t in pool], np.asarray([t.cov for t in pool]),
+                                          [t.state == TRACKED for t in pool])
             for t, m, v in zip(pool, mean, cov):
                 t.mean, t.cov = m, v
         matches, u_track, u_det = assign(self._dists(pool, dets, c.fuse_score), c.match_thresh)
