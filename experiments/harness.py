@@ -83,6 +83,22 @@ def append_run(path: Path, run: dict) -> list:
     return doc["runs"]
 
 
+def new_run(script: str, argv, **fields) -> dict:
+    """A results record: the environment, the command that made it (``script`` and its arguments), and
+    ``fields``."""
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    return {"env": environment(), "command": f"python experiments/{script} " + " ".join(args), **fields}
+
+
+def run_heading(run: dict, extra: str = "") -> list:
+    """The markdown lines that head one run: date, card, driver and torch (``extra`` after), the command."""
+    env = run["env"]
+    return [f"## {env.get('date')}: {env.get('card', 'CPU')}, driver {env.get('driver')}, torch {env.get('torch')}"
+            + extra, "", f"Command: `{run['command']}`", ""]
+
+
 def record(out_dir: str | Path, name: str, run: dict, markdown) -> list:
     """Append ``run`` to ``<out_dir>/<name>.json`` and rewrite ``<name>.md`` as ``markdown(runs)``."""
     res = Path(out_dir)

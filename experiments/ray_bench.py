@@ -108,8 +108,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import ray
 
-    run = {"env": {**harness.environment(), "ray": ray.__version__}, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "command": "python experiments/ray_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    run = harness.new_run("ray_bench.py", argv)
+    run["env"]["ray"] = ray.__version__
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if a.gpu:
@@ -127,9 +127,7 @@ def main(argv=None):
 def markdown(runs: list) -> str:
     lines = ["# Ray Data archive job", ""]
     for run in reversed(runs):
-        env = run["env"]
-        lines += [f"## {run['date']}: {env.get('card', 'CPU')}, driver {env.get('driver')}, torch {env.get('torch')}, "
-                  f"ray {env.get('ray', '-')}", "", f"Command: `{run['command']}`", ""]
+        lines += harness.run_heading(run, f", ray {run['env'].get('ray', '-')}")
         if "gpu" in run:
             lines += ["| job | frames | steady frames/s | job wall s |", "|---|---:|---:|---:|"]
             for k, v in run["gpu"].items():

@@ -113,9 +113,7 @@ def main(argv=None):
         rows["posefuse_median_s"] = {c: _median(r) for c, r in rows["posefuse"].items()}
         u = rows["ultralytics_median_s"] = _median(rows["ultralytics"])
         rows["ultralytics_over_posefuse"] = {c: u / p if p and u else None for c, p in rows["posefuse_median_s"].items()}
-    run = {"env": harness.environment(), "device": device,
-           "command": "python experiments/startup.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "jobs": out}
+    run = harness.new_run("startup.py", argv, device=device, jobs=out)
     harness.record(a.out_dir, "startup", run, markdown)
     return run
 
@@ -146,9 +144,7 @@ def markdown(runs: list) -> str:
     lines = ["# User jobs by the clock on the wall (process start to exit)", ""]
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for run in reversed(runs):
-        env = run["env"]
-        lines += [f"## {env.get('date')}: {env.get('card', 'CPU')}, driver {env.get('driver')}, torch {env.get('torch')}",
-                  "", f"Command: `{run['command']}`", "",
+        lines += harness.run_heading(run) + [
                   "| job | posefuse options | posefuse s (median) | every run | Ultralytics s (median) | "
                   "Ultralytics / posefuse | first result s | start-up split of the last run (s) |",
                   "|---|---|---:|---|---:|---:|---:|---|"]

@@ -192,9 +192,7 @@ def main(argv=None):
         row["process_wall_s"] = wall
         rows.append(row)
         print(json.dumps(row), flush=True)
-    run = {"env": harness.environment(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "command": "python experiments/startup_probe.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "probes": rows}
+    run = harness.new_run("startup_probe.py", argv, probes=rows)
     harness.record(a.out_dir, "startup_probe", run, markdown)
     return run
 
@@ -202,9 +200,7 @@ def main(argv=None):
 def markdown(runs: list) -> str:
     lines = ["# Start-up, step by step (each probe a fresh process)", ""]
     for run in reversed(runs):
-        env = run["env"]
-        lines += [f"## {run['date']}: {env.get('card', 'CPU')}, driver {env.get('driver')}, torch {env.get('torch')}",
-                  "", f"Command: `{run['command']}`", "",
+        lines += harness.run_heading(run) + [
                   "| probe | process wall s | steps (s) | backbone first / second call (s) by batch size | other |",
                   "|---|---:|---|---|---|"]
         for r in run["probes"]:

@@ -70,9 +70,8 @@ def video_key(path: str) -> str:
 def expand(sources: list) -> list[str]:
     """The video files of ``sources`` (files and glob patterns), sorted, each once."""
     out: list = []
-    for s in sources:
-        hits = sorted(glob.glob(s, recursive=True)) if any(c in s for c in "*?[") else [s]
-        out += [h for h in hits if os.path.isfile(h) or not any(c in s for c in "*?[")]
+    for s in sources:  # a pattern gives the files it matches; a plain path stays (segments() reports it)
+        out += [h for h in sorted(glob.glob(s, recursive=True)) if os.path.isfile(h)] if glob.has_magic(s) else [s]
     return list(dict.fromkeys(out))
 
 
@@ -254,10 +253,13 @@ def batch(cfg: BatchConfig, actor_kwargs: dict | None = None) -> dict:
 
 
 def _summary(cfg, videos, rows, done, failed, wall, actors, device) -> dict:
-    per_video: dict = {v: {"frames": 0, "detections": 0, "segments": 0, "skipped": 0} for v in videos if v not in failed}
+    def zero():
+        return {"frames": 0, "detections": 0, "segments": 0, "skipped": 0}
+
+    per_video: dict = {v: zero() for v in videos if v not in failed}
     per_actor: dict = {}
     for d in done:
-        v = per_video.setdefault(d["video"], {"frames": 0, "detections": 0, "segments": 0, "skipped": 0})
+        v = per_video.setdefault(d["video"], zero())
         if d["error"]:
             failed[d["video"]] = d["error"]
             continue
