@@ -118,14 +118,16 @@ class Interrupted(KeyboardInterrupt):
 
 class _CtrlC:
     """Owns SIGINT while the command runs (the previous handler is restored). While the heavy modules
-    import, a Ctrl-C is only remembered: an exception raised inside an extension module's initialization
-    can abort the process (seen: SIGABRT inside torch's import) or be wrapped and swallowed (Python 3.11
+    (torch, Ultralytics, posefuse) import, SIGINT is blocked and a Ctrl-C is only remembered: one delivered
+    there can abort the process (seen: SIGABRT inside torch's import, and "terminate called without an
+    active exception" after a Ctrl-C during Ultralytics' import) or be wrapped and swallowed (Python 3.11
     re-raises one in ``__set_name__`` as a RuntimeError). Once armed, Ctrl-C raises Interrupted, and is
     still remembered, so one a library swallowed ends the command with 130 too."""
 
     def __init__(self):
         self.hit = False
         self.armed = False
+        self._blocked = False
 
     def __enter__(self):
         import signal
@@ -134,7 +136,19 @@ class _CtrlC:
         self._prev = None
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
             self._prev = signal.signal(signal.SIGINT, self._handler)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # pending until arm(); threads
+            self._blocked = True  # started meanwhile inherit the block, so it reaches the main thread
         return self
+
+    def _unblock(self):
+        import signal
+
+        if self._blocked:
+            if signal.SIGINT in signal.sigpending():  # taken here (remembered), not delivered on unblocking
+                signal.sigtimedwait({signal.SIGINT}, 0)
+                self.hit = True
+            self._blocked = False
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def _handler(self, signum, frame):
         self.hit = True
@@ -143,11 +157,13 @@ class _CtrlC:
 
     def arm(self):
         """From here on Ctrl-C raises (the imports are done)."""
+        self._unblock()
         self.armed = True
 
     def __exit__(self, *exc):
         import signal
 
+        self._unblock()
         if self._prev is not None:
             signal.signal(signal.SIGINT, self._prev)
         return False
@@ -194,13 +210,18 @@ def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     import json  # a Ctrl-C meanwhile is only remembered (_CtrlC): it is acted on here
     from pathlib import Path
 
+    try:
+        import ultralytics  # noqa: F401 - the model's modules (the engine loads them), imported here too
+    except ImportError:  # the 'models' extra is missing: the engine names it
+        pass
+
     from .config import ConfigError
     from .run import run
 
+    ctrl_c.arm()
     if ctrl_c.hit:
         print("posefuse: interrupted", file=sys.stderr)
         return 130
-    ctrl_c.arm()
     imports_s = time.perf_counter() - t0
     try:
         cfg = to_config(a).validated()
