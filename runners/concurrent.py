@@ -8,8 +8,9 @@ joined by bounded queues (backpressure: a slow stage stops the ones before it; m
 * ``dynamic``: a dynamic batcher across all streams: a batch leaves when it holds ``batch`` frames or its
   oldest frame has waited ``max_wait_ms``; latency is measured per frame from arrival to result.
 
-Every source has its own reader thread, which hands the runner a decoder's chunk at once (one queue item,
-one accounting call); results are delivered per stream in frame order. A source that fails is reported
+Sources share up to READERS reader threads (a camera has one of its own); each pass of a reader hands the
+runner what it read from all its sources (a decoder's chunk, a frame) as one queue item with one accounting
+call; results are delivered per stream in frame order. A source that fails is reported
 (``failed``) and the others go on. An exception in a worker stops the run: the caller gets
 :class:`RunnerError` naming the stage, with the original exception as its cause, within a few seconds;
 every wait is bounded, so nothing hangs and no thread is left behind. ``realtime=True`` releases each
@@ -17,6 +18,7 @@ source's frames at its own frame rate, as a camera would. Each GPU worker runs o
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -26,9 +28,10 @@ import torch
 
 from .events import RunEvents
 from .sources import Source, SourceError
-from .strategies import admit, deliver, finish, submit_frames
+from .strategies import admit_all, deliver, finish, submit_frames
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
+READERS = max(2, os.cpu_count() or 2)  # reader threads the sources share (a decode each at a time)
 JOIN_TIMEOUT_S = 5.0  # how long a stopping run waits for its threads (beyond a network read's STALL_S)
 _END = object()
 _LATE = object()  # a frame dropped in live mode, in place of its result
@@ -87,62 +90,160 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
     return False
 
 
-def _read(src: Source, frames_q: queue.Queue, events: RunEvents, state: RunState, realtime: bool, device=None):
-    """Reads ``src`` into ``frames_q`` as parcels (name, seq of the first frame, [frames]): a chunked
-    decoder's chunk at once (one queue item, one accounting call), other sources a frame at a time.
-    Realtime: each frame is released at its own time, alone."""
-    t_start = time.perf_counter()
-    seq = 0  # order of this stream's frames in the queue (the result thread delivers in this order)
-    t_src = t_put = 0.0
-    it = iter(src.parcels)
-    pending: list = []  # realtime: frames of the last parcel not yet released
-    try:
-        while True:
-            t0 = time.perf_counter()
-            if not pending:
+class _Slot:
+    """One source as its reader serves it: its parcel not yet handed on and its place in the stream."""
+
+    __slots__ = ("src", "it", "seq", "pending", "t0", "first")
+
+    def __init__(self, src: Source):
+        self.src, self.it, self.seq, self.pending = src, iter(src), 0, []
+        self.t0 = self.first = None  # realtime: when and at which index the source started
+
+
+class _Reader:
+    """A reader thread serving a number of sources in turn. Each pass takes every source's next parcel (a
+    decoder's chunk, or one frame) and hands the runner what the pass got as one queue item with one
+    accounting call, so the cost per frame falls with the streams a reader serves. Realtime: a frame leaves
+    at its source's time (``t0 + (index - first) / fps``); a source's next parcel is read as soon as the
+    last one has left, ahead of its time. A source that ends puts its _END; the reader ends with its last
+    source. ``add`` gives it another source (False once it has ended)."""
+
+    def __init__(self, name: str, frames_q: queue.Queue, events: RunEvents, state: RunState, realtime: bool,
+                 device=None):
+        self.frames_q, self.events, self.state, self.realtime, self.device = frames_q, events, state, realtime, device
+        self.lock = threading.Lock()
+        self.slots: list[_Slot] = []
+        self.new: list[_Slot] = []
+        self.ended = False
+        self.times = {"read.source": 0.0, "read.queue_full_wait": 0.0}
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def add(self, src: Source) -> bool:
+        with self.lock:
+            if self.ended:
+                return False
+            self.new.append(_Slot(src))
+            return True
+
+    def load(self) -> int:
+        with self.lock:
+            return len(self.slots) + len(self.new)
+
+    def _run(self):
+        state = self.state
+        try:
+            while not (state.stop.is_set() or state.draining.is_set()):
+                with self.lock:
+                    self.slots += self.new
+                    self.new = []
+                    if not self.slots:
+                        self.ended = True
+                        return
+                group, wake = self._pass()
+                if group and not self._hand(group):
+                    return
+                if not group and wake is not None:
+                    state.stop.wait(max(0.0, min(wake - time.perf_counter(), POLL)))
+        except BaseException as e:  # noqa: BLE001 - any error but a source's own stops the run, with its stage
+            state.fail("read", e)
+        finally:
+            with self.lock:
+                self.ended = True
+                self.slots += self.new
+                self.new = []
+            for slot in self.slots:
+                self._end(slot)
+            state.add_times(self.times)
+
+    def _pass(self) -> tuple[list, float | None]:
+        """[(slot, frames due now)] over the sources, and the time the next frame is due (realtime)."""
+        group, wake, now = [], None, time.perf_counter()
+        for slot in list(self.slots):
+            if not slot.pending:
+                t0 = time.perf_counter()
                 try:
-                    pending = next(it, None)
-                except ValueError:  # closed from another thread (Source.close) while this one asked for more
-                    if not src.cancel.is_set():
-                        raise
-                    pending = None
-                if pending is None:
-                    break
-            t_src += time.perf_counter() - t0
-            if realtime and src.fps:  # one frame at its time, still answering a stop
-                parcel, pending = pending[:1], pending[1:]
-                while not (state.stop.is_set() or state.draining.is_set()):
-                    wait = t_start + parcel[0].index / src.fps - time.perf_counter()
-                    if wait <= 0:
-                        break
-                    time.sleep(min(wait, POLL))
-            else:
-                parcel, pending = pending, []
-            if state.stop.is_set() or state.draining.is_set():
-                for f in parcel + pending:
-                    f.release()
-                return
-            t_in = time.perf_counter()
-            good = admit(src.name, parcel, events, device)
-            if not good:
+                    parcel = next(slot.it, None)
+                except SourceError as e:  # this source is over; the others go on
+                    with self.state.lock:
+                        self.state.failed[slot.src.name] = str(e)
+                    parcel = None
+                self.times["read.source"] += time.perf_counter() - t0
+                if parcel is None:
+                    self.slots.remove(slot)
+                    self._end(slot)
+                    continue
+                slot.pending = parcel
+                if not parcel:
+                    continue
+            fps = slot.src.fps if self.realtime else None
+            if not fps:
+                group.append((slot, slot.pending))
+                slot.pending = []
                 continue
-            state.enter([(src.name, f.index) for f in good])
-            t0 = time.perf_counter()
-            ok = _put(frames_q, (src.name, seq, good, t_in), state)
-            t_put += time.perf_counter() - t0
-            if not ok:
-                for f in pending:
-                    f.release()
-                return  # the run stopped: accounted as a drop at the end
-            seq += len(good)
-    except SourceError as e:  # this source is over; the others go on
-        with state.lock:
-            state.failed[src.name] = str(e)
-    except BaseException as e:  # noqa: BLE001 - any other error stops the run, with its stage
-        state.fail("read", e)
-    finally:
-        src.close()
-        state.add_times({"read.source": t_src, "read.queue_full_wait": t_put, **src.stats})
+            if slot.t0 is None:
+                slot.t0, slot.first = now, slot.pending[0].index
+            k = 0  # the frames whose time has come
+            while k < len(slot.pending) and slot.t0 + (slot.pending[k].index - slot.first) / fps <= now:
+                k += 1
+            if k:
+                group.append((slot, slot.pending[:k]))
+                slot.pending = slot.pending[k:]
+            if slot.pending:
+                due = slot.t0 + (slot.pending[0].index - slot.first) / fps
+                wake = due if wake is None else min(wake, due)
+        return group, wake
+
+    def _hand(self, group: list) -> bool:
+        """Admit the pass's frames and queue them as one item; False when the run stopped meanwhile."""
+        t_in = time.perf_counter()
+        goods = admit_all([(slot.src.name, frames) for slot, frames in group], self.events, self.device)
+        items = []
+        for (slot, _), good in zip(group, goods):
+            if good:
+                items.append((slot.src.name, slot.seq, good, t_in))
+                slot.seq += len(good)
+        if not items:
+            return True
+        self.state.enter([(name, f.index) for name, _, good, _ in items for f in good])
+        t0 = time.perf_counter()
+        ok = _put(self.frames_q, items, self.state)
+        self.times["read.queue_full_wait"] += time.perf_counter() - t0
+        return ok  # not ok: the run stopped; its frames are accounted as drops at the end
+
+    def _end(self, slot: _Slot):
+        for f in slot.pending:
+            f.release()
+        slot.pending = []
+        slot.src.close()
+        self.state.add_times(slot.src.stats)
+        _put(self.frames_q, _END, self.state)
+
+
+class _Readers:
+    """The run's reader threads: up to READERS shared by the sources (the least loaded takes a new one); a
+    live source (a camera: a read waits for its next frame) has a reader of its own, so a stalled camera
+    holds up no other stream."""
+
+    def __init__(self, make, threads: list):
+        self.make, self.threads = make, threads  # make(name) -> _Reader; threads: the run's threads
+        self.shared: list[_Reader] = []
+        self.n = 0
+
+    def add(self, src: Source, start: bool = True):
+        if not src.live:
+            self.shared = [r for r in self.shared if not r.ended]
+            if len(self.shared) >= READERS:
+                for r in sorted(self.shared, key=_Reader.load):
+                    if r.add(src):
+                        return
+        r = self.make(f"posefuse-read-{self.n}")
+        self.n += 1
+        r.add(src)
+        if not src.live:
+            self.shared.append(r)
+        self.threads.append(r.thread)
+        if start:
+            r.thread.start()
 
 
 def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: float | None, idle: float,
@@ -202,9 +303,9 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
                         ended["n"] += 1
                     if all_ended() and frames_q.empty():
                         break
-                elif item is not None:
-                    name, seq, frames, t_in = item  # a parcel: consecutive frames of one stream
-                    buf.extend((name, seq + k, f, t_in) for k, f in enumerate(frames))
+                elif item is not None:  # a reader's pass: parcels of consecutive frames, one per stream
+                    for name, seq, frames, t_in in item:
+                        buf.extend((name, seq + k, f, t_in) for k, f in enumerate(frames))
                     last_t = now
                     if first_t is None:
                         first_t = now
@@ -306,16 +407,10 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     ended = {"n": 0, "of": len(sources), "open": control is not None}  # open: sources may still be added
     device = pipes[0].device
 
-    def read_then_end(src):
-        try:
-            _read(src, frames_q, events, state, realtime, device)
-        finally:
-            _put(frames_q, _END, state)
-
-    def reader(src, i):
-        return threading.Thread(target=read_then_end, args=(src,), name=f"posefuse-read-{i}", daemon=True)
-
-    threads = [reader(s, i) for i, s in enumerate(sources)]
+    threads: list = []
+    readers = _Readers(lambda name: _Reader(name, frames_q, events, state, realtime, device), threads)
+    for s in sources:
+        readers.add(s, start=False)
     for i, p in enumerate(pipes):
         threads.append(threading.Thread(target=_batcher, name=f"posefuse-gpu-{i}", daemon=True,
                                         args=(frames_q, results_q, p, state, batch, max_wait, idle_ms / 1e3, ended,
@@ -343,9 +438,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
             with state.lock:
                 ended["of"] += 1
             sources.append(src)
-            t = reader(src, len(sources) - 1)
-            threads.append(t)
-            t.start()
+            readers.add(src)
 
     def end_service():
         with state.lock:

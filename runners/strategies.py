@@ -48,17 +48,24 @@ def check(stream: str, f: Frame, device=None) -> str | None:
 def admit(name: str, frames: list, events: RunEvents, device=None) -> list:
     """Count ``frames`` of stream ``name`` in (one arrival for all) and return the good ones, in order; a bad
     frame becomes a recorded drop naming stream, index and reason (the stream goes on)."""
-    keys = [(name, f.index) for f in frames]
-    events.arrived(keys)
-    good = []
-    for f, key in zip(frames, keys):
-        bad = check(name, f, device)
-        if bad:
-            f.release()
-            events.dropped(key, bad)
-        else:
-            good.append(f)
-    return good
+    return admit_all([(name, frames)], events, device)[0]
+
+
+def admit_all(parcels: list, events: RunEvents, device=None) -> list:
+    """:func:`admit` for [(stream, frames)] at once (one arrival call): the good frames of each, in order."""
+    events.arrived([(name, f.index) for name, frames in parcels for f in frames])
+    goods = []
+    for name, frames in parcels:
+        good = []
+        for f in frames:
+            bad = check(name, f, device)
+            if bad:
+                f.release()
+                events.dropped((name, f.index), bad)
+            else:
+                good.append(f)
+        goods.append(good)
+    return goods
 
 
 def submit_frames(pipe, frames: list) -> list:
@@ -139,7 +146,7 @@ def _finished(name: str, submitted: list, events: RunEvents):
 
 
 def run_serial(src: Source, pipe, events: RunEvents, on_result: OnResult | None = None):
-    for parcel in src.parcels:
+    for parcel in src:
         for f in admit(src.name, parcel, events, pipe.device):
             deliver(_finished(src.name, submit_frames(pipe, [f]), events), events, on_result)
 
@@ -156,7 +163,7 @@ def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None
         pending = p
 
     try:
-        for parcel in src.parcels:
+        for parcel in src:
             for f in admit(src.name, parcel, events, pipe.device):
                 buf.append(f)
                 if len(buf) == batch:
@@ -170,7 +177,7 @@ def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None
 
 
 def run_ultralytics(src: Source, yolo, events: RunEvents, on_result: OnResult | None = None, **predict_kw):
-    for parcel in src.parcels:
+    for parcel in src:
         for f in admit(src.name, parcel, events):
             r = yolo.predict(f.image, verbose=False, **predict_kw)[0]
             res = PoseResult(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),

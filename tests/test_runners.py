@@ -72,6 +72,29 @@ def test_video_folder_and_image_sources(tmp_path, clip_frames):
     assert len(list(open_source(str(tmp_path / "000.png")).frames())) == 1
 
 
+
+def test_a_source_closed_from_another_thread_while_it_reads_ends_without_a_crash():
+    """close() from the run's thread while the reader's thread is inside OpenCV's read (a remove, a stop):
+    closing the generator there crashed the process (SIGSEGV in CPython 3.11, one run in ~10 of
+    tests/test_network.py); the source ends at its next parcel and its reader closes it."""
+    import threading
+
+    clip = helpers.data_path("one-by-one-person-detection.mp4")
+    for _ in range(40):
+        src = open_source(clip, max_frames=400)
+        it = iter(src)
+        next(it)
+        got = []
+        reader = threading.Thread(target=lambda: got.extend(it))
+        reader.start()
+        for _ in range(50):
+            src.close()
+            time.sleep(0.0001)
+        reader.join(10)
+        assert not reader.is_alive() and len(got) < 399
+        src.close()  # the reader's own close (as concurrent._read's): the generator and its capture end
+        assert src.parcels.gi_frame is None
+
 def test_serial_batched_and_ultralytics_agree(cpu_pipe, yolo):
     spec = helpers.data_path("one-by-one-person-detection.mp4")
     ser, rep_s = collect(open_source(spec, max_frames=5), "serial", cpu_pipe)
@@ -249,6 +272,34 @@ def test_realtime_releases_frames_at_the_source_rate(cpu_pipe):
     mon.stop()
     assert __import__("time").perf_counter() - t0 >= 4 / 20.0  # frame 4 is released at 0.2 s
     assert mon.report()["results"] == 5
+
+
+def test_many_sources_share_a_few_readers_keep_their_order_and_pace(cpu_pipe):
+    """3 x READERS paced sources: at most READERS reader threads serve them, each stream's frames come in
+    order and none before its time (frame k at k / fps after its stream started)."""
+    import threading
+    import time
+
+    from posefuse.runners.concurrent import READERS, run_concurrent
+    from posefuse.runners.sources import Frame, Source
+
+    img = np.ascontiguousarray(synthesized_clip(1)[0][::8, ::8])
+    fps, n = 25.0, 3 * READERS
+    sources = [Source.from_frames(f"cam{j}", ([Frame(i, img) for i in range(4)]), fps=fps) for j in range(n)]
+    got, readers = {}, []
+
+    def on_result(r):
+        got.setdefault(r.stream, []).append((r.index, time.perf_counter()))
+        readers.append(sum(t.name.startswith("posefuse-read-") for t in threading.enumerate()))
+
+    mon = PerformanceMonitor()
+    t0 = time.perf_counter()
+    assert run_concurrent(sources, cpu_pipe, mon, on_result, batch=2 * n, max_wait_ms=5.0, realtime=True) == {}
+    mon.stop()
+    assert mon.report()["results"] == 4 * n and max(readers) <= READERS
+    for name, res in got.items():
+        assert [i for i, _ in res] == list(range(4))
+        assert res[-1][1] - t0 >= 3 / fps
 
 
 def test_cli_dynamic_runner_many_streams(tmp_path):

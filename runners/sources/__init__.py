@@ -93,7 +93,7 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
         i, src = 0, first
         while True:
             n = 0
-            for parcel in src.parcels:
+            for parcel in src:
                 if deadline is not None and time.perf_counter() >= deadline:
                     for f in parcel:
                         f.release()
@@ -118,7 +118,7 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
         state["src"].close()
 
     return Source(name, parcels(), fps or first.fps, None if loop or duration_s else first.count, first.shape,
-                  first.pixel_format, first.stats, stopped, close, first.counts)
+                  first.pixel_format, first.stats, stopped, close, first.counts, first.live)
 
 
 __all__ = ["announce", "is_network", "looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]

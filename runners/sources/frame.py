@@ -42,14 +42,19 @@ class Frame:
 
 @dataclass
 class Source:
-    """A named, ordered stream of frames, read as ``parcels``: lists of consecutive frames (a decoder's
-    chunk, or one frame), so a runner handles a chunk at once.
+    """A named, ordered stream of frames in parcels: lists of consecutive frames (a decoder's chunk, or one
+    frame), so a runner handles a chunk at once. ``parcels`` is the producer's iterator; a consumer
+    iterates the Source itself (``for parcel in src``) or :meth:`frames`, which another thread may
+    :meth:`close` at any time: the producer's generator is never closed while it runs on the reader's
+    thread (CPython 3.11 can crash closing a generator that runs in another thread), only flagged
+    (``cancel``), and the iteration ends at the next parcel.
 
     fps: nominal frame rate (None if unknown); count: frames it will yield, when known; shape: (h, w) of its
     frames when known ahead (for warm-up); stats: seconds the source spent per activity (decoder, pool
     wait, ...); cancel: set by :meth:`close` so a source blocked on its consumer returns; on_close: called
     once by :meth:`close` (a decode process's stream stops); counts: what the source counted of itself
-    (a network source's reconnects and gaps), reported per stream."""
+    (a network source's reconnects and gaps), reported per stream; live: its frames come at its own pace
+    and a read waits for the next one (a camera), so a runner gives it a reader thread of its own."""
 
     name: str
     parcels: Iterator[list[Frame]]
@@ -61,15 +66,26 @@ class Source:
     cancel: threading.Event = field(default_factory=threading.Event)
     on_close: Callable[[], None] | None = None
     counts: dict = field(default_factory=dict)
+    live: bool = False
+    _busy: threading.Lock = field(default_factory=threading.Lock, repr=False)  # held while ``parcels`` runs
 
     @classmethod
     def from_frames(cls, name: str, frames, fps: float | None = None, count: int | None = None, **kw) -> "Source":
         """A source of the given Frames (any iterable), one frame per parcel."""
         return cls(name, ([f] for f in frames), fps, count, **kw)
 
+    def __iter__(self) -> Iterator[list[Frame]]:
+        """The parcels, until the source ends or is closed."""
+        while not self.cancel.is_set():
+            with self._busy:
+                parcel = next(self.parcels, None)
+            if parcel is None:
+                return
+            yield parcel
+
     def frames(self) -> Iterator[Frame]:
         """The frames one by one (the parcels flattened)."""
-        for parcel in self.parcels:
+        for parcel in self:
             yield from parcel
 
     def close(self):
@@ -79,8 +95,8 @@ class Source:
         if fn is not None:
             fn()
         close = getattr(self.parcels, "close", None)
-        if close is not None:
+        if close is not None and self._busy.acquire(blocking=False):  # else the reader closes it after
             try:
                 close()
-            except ValueError:  # a generator running in another thread: it returns at the cancel flag
-                pass
+            finally:
+                self._busy.release()

@@ -114,6 +114,6 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
                 cap.release()
 
     src.parcels = parcels()
-    src.fps, src.shape = fps, shape if all(shape) else None
+    src.fps, src.shape, src.live = fps, shape if all(shape) else None, True
     src.count = min(declared, max_frames) if finite and max_frames else (declared if finite else max_frames)
     return src
