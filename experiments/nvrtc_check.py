@@ -18,6 +18,8 @@ SPECS = [
     ("kernels/decode/decode.cu", {"KNAME": "pose_decode_f16", "IN_F16": "1"}, []),
     ("kernels/decode/decode.cu", {"KNAME": "pose_decode_f32", "IN_F16": "0"}, []),
     ("kernels/nms/nms.cu", {"KNAME": "nms_f32", "RNAME": "rescale_f32"}, ["--fmad=false"]),
+    ("kernels/track/kalman.cu", {"PREDICT_NAME": "kf_predict_f64", "UPDATE_NAME": "kf_update_f64"}, ["--fmad=false"]),
+    ("kernels/track/match.cu", {"COST_NAME": "iou_cost_f32", "ASSIGN_NAME": "lap_f64"}, ["--fmad=false"]),
 ]
 
 
@@ -48,7 +50,7 @@ def main():
         lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
         log = ctypes.create_string_buffer(size.value)
         lib.nvrtcGetProgramLog(prog, log)
-        print(f"{'ok  ' if res == 0 else 'FAIL'} {defines['KNAME']}\n{log.value.decode().strip()}".rstrip())
+        print(f"{'ok  ' if res == 0 else 'FAIL'} {', '.join(defines.values())}\n{log.value.decode().strip()}".rstrip())
         bad += res != 0
     sys.exit(1 if bad else 0)
 

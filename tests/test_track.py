@@ -235,3 +235,148 @@ def test_a_looping_source_restarts_its_tracker_each_pass():
     assert [i for i, restart, _ in got if restart] == [24, 48]
     passes = [[ids for i, _, ids in got if k * 24 <= i < (k + 1) * 24] for k in range(3)]
     assert passes[0] == passes[1] == passes[2] and any(x > 0 for ids in passes[0] for x in ids)
+
+
+def _pairs_batch(seqs: list, k: int):
+    """Frame k's boxes as the tracks and frame k + 1's as the detections, one stream per sequence, padded."""
+    import torch
+
+    tracks = [s[k][0] for s in seqs]
+    dets = [s[k + 1] for s in seqs]
+    S, T, D = len(seqs), max(1, max(len(t) for t in tracks)), max(1, max(len(b) for b, _ in dets))
+    tr, de, sc = np.zeros((S, T, 4), np.float32), np.zeros((S, D, 4), np.float32), np.zeros((S, D), np.float32)
+    for s in range(S):
+        tr[s, :len(tracks[s])] = tracks[s]
+        de[s, :len(dets[s][0])], sc[s, :len(dets[s][1])] = dets[s]
+    counts = [np.array(x, np.int32) for x in ([len(t) for t in tracks], [len(b) for b, _ in dets])]
+    return [torch.from_numpy(x) for x in (tr, counts[0], de, sc, counts[1])]
+
+
+def _association_cases(clip_detections):
+    """Padded batches: consecutive frames of random crowds (crossings, empty frames, degenerate boxes) and
+    of the sample clips' real detections, one stream each, and streams with no tracks or no detections."""
+    rng = np.random.default_rng(7)
+    crowds = [_random_sequence(rng, 12, people) for people in (0, 2, 8, 15, 25)]
+    real = list(clip_detections.values())
+    for k in (0, 5, 10):
+        yield _pairs_batch(crowds + [r[k * 3: k * 3 + 2] for r in real], 0)
+
+
+@pytest.mark.parametrize("device, backend", _devices())
+def test_batched_costs_and_assignment_match_the_reference(device, backend, clip_detections):
+    import torch
+
+    from posefuse.kernels.track import assign, iou_costs
+
+    for tr, nt, de, sc, nd in _association_cases(clip_detections):
+        ref = iou_costs(tr, nt, de, sc, nd, fuse=True, backend="reference")
+        plain = iou_costs(tr, nt, de, sc, nd, fuse=False, backend="reference")
+        args = [x.to(device) for x in (tr, nt, de, sc, nd)]
+        got = iou_costs(*args, fuse=True, backend=backend).cpu()
+        for s, (n, m) in enumerate(zip(nt.tolist(), nd.tolist())):
+            if backend == "cupy" or device == "cpu":  # no FMA contraction: NumPy's float32 operations, bit for bit
+                assert torch.equal(got[s, :n, :m], ref[s, :n, :m])
+            else:
+                torch.testing.assert_close(got[s, :n, :m], ref[s, :n, :m], rtol=0, atol=2e-7)
+        assert not torch.equal(plain, ref) or not (sc < 1).any()
+        for limit in (0.8, 0.5, 0.7):  # ByteTrack's three associations
+            want = assign(ref, nt, nd, limit, backend="reference")
+            assert (want >= 0).any()
+            assert torch.equal(assign(ref.to(device), nt.to(device), nd.to(device), limit, backend=backend).cpu(), want)
+    rng = np.random.default_rng(8)  # dense random costs: many competing pairs under the limit
+    cost = torch.from_numpy(rng.uniform(0, 1, (16, 10, 12)).astype(np.float32))
+    nt = torch.from_numpy(rng.integers(0, 11, 16).astype(np.int32))
+    nd = torch.from_numpy(rng.integers(0, 13, 16).astype(np.int32))
+    for limit in (0.9, 0.3):
+        want = assign(cost, nt, nd, limit, backend="reference")
+        got = assign(cost.to(device), nt.to(device), nd.to(device), limit, backend=backend).cpu()
+        assert torch.equal(got, want) and int((want >= 0).sum()) > 20
+
+
+def test_association_arguments_are_checked():
+    import torch
+
+    from posefuse.kernels._common import KernelInputError
+    from posefuse.kernels.track import assign, iou_costs
+
+    tr, de, sc = torch.zeros(2, 3, 4), torch.zeros(2, 5, 4), torch.zeros(2, 5)
+    nt, nd = torch.tensor([3, 1], dtype=torch.int32), torch.tensor([5, 0], dtype=torch.int32)
+    with pytest.raises(KernelInputError, match="n_tracks: expected counts in"):
+        iou_costs(tr, torch.tensor([4, 0], dtype=torch.int32), de, sc, nd)
+    with pytest.raises(KernelInputError, match="scores: expected"):
+        iou_costs(tr, nt, de, torch.zeros(2, 4), nd)
+    with pytest.raises(KernelInputError, match="tracks, dets"):
+        iou_costs(tr, nt, torch.zeros(3, 5, 4), sc, nd)
+    with pytest.raises(KernelInputError, match="n_dets: expected 2 counts"):
+        assign(torch.zeros(2, 3, 5), nt, torch.zeros(3, dtype=torch.int32), 0.8)
+    with pytest.raises(KernelInputError, match="limit"):
+        assign(torch.zeros(2, 3, 5), nt, nd, 0.0)
+    empty = assign(iou_costs(tr, torch.zeros(2, dtype=torch.int32), de, sc, nd), torch.zeros(2, dtype=torch.int32),
+                   nd, 0.8)
+    assert empty.shape == (2, 3) and (empty == -1).all()
+
+
+def _interleaved(seqs: list, max_det: int, frames_per_batch: int):
+    """The sequences as batches of rows (stream, frame), streams interleaved as a dynamic batcher mixes
+    them, a stream's frames in order; yields (boxes, scores, counts, stream index per row)."""
+    import torch
+
+    F = max(len(s) for s in seqs)
+    for f0 in range(0, F, frames_per_batch):
+        rows = [(s, f) for f in range(f0, f0 + frames_per_batch) for s in range(len(seqs)) if f < len(seqs[s])]
+        boxes, scores = torch.zeros(len(rows), max_det, 4), torch.zeros(len(rows), max_det)
+        counts = torch.zeros(len(rows), dtype=torch.int32)
+        for b, (s, f) in enumerate(rows):
+            bx, sc = seqs[s][f]
+            n = min(len(bx), max_det)
+            boxes[b, :n], scores[b, :n], counts[b] = torch.from_numpy(bx[:n]), torch.from_numpy(sc[:n]), n
+        yield boxes, scores, counts, [s for s, _ in rows]
+
+
+@pytest.mark.parametrize("device, backend", _devices())
+def test_batched_tracker_gives_the_reference_ids_on_every_frame(device, backend, clip_detections):
+    """Streams of random crowds (0 to 30 people: births, deaths, crossings, empty frames, degenerate boxes,
+    all-lost spells) and the sample clips' real detections, interleaved in batches of uneven length, one
+    stream restarting midway: the same track id on every detection of every frame as a ByteTrackReference
+    per stream."""
+    import torch
+
+    from posefuse.kernels.track import ByteTrackBatch
+
+    rng = np.random.default_rng(11)
+    seqs = [_random_sequence(rng, 90, people) for people in (0, 4, 12, 30)] + [d[:90] for d in clip_detections.values()]
+    seqs[2][30:40] = [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))] * 10  # everyone lost for 10 frames
+    ref = ByteTrackBatch(len(seqs), 64, "cpu", backend="reference")
+    got = ByteTrackBatch(len(seqs), 64, device, backend=backend, capacity=96)
+    frames = ids = 0
+    for k, (boxes, scores, counts, stream) in enumerate(_interleaved(seqs, 64, 7)):
+        restart = [k == 6 and s == 1 for s in stream]
+        want = ref.update(boxes, scores, counts, stream, restart)
+        have = got.update(boxes.to(device), scores.to(device), counts.to(device), stream, restart).cpu()
+        assert torch.equal(have, want), f"batch {k}"
+        frames, ids = frames + len(stream), ids + int((want > 0).sum())
+    assert frames == sum(len(s) for s in seqs) and ids > 1000
+
+
+def test_batched_tracker_arguments_and_capacity_are_checked():
+    import torch
+
+    from posefuse.kernels._common import KernelInputError, numba_simulator
+    from posefuse.kernels.track import ByteTrackBatch
+
+    t = ByteTrackBatch(2, 8, "cpu", backend="reference")
+    boxes, scores, counts = torch.zeros(3, 8, 4), torch.zeros(3, 8), torch.zeros(3, dtype=torch.int32)
+    with pytest.raises(KernelInputError, match="stream: expected 3 stream indices in"):
+        t.update(boxes, scores, counts, [0, 1, 2])
+    with pytest.raises(KernelInputError, match="boxes: expected"):
+        t.update(torch.zeros(3, 9, 4), scores, counts, [0, 1, 1])
+    with pytest.raises(KernelInputError, match="counts: expected counts in"):
+        t.update(boxes, scores, torch.tensor([0, 9, 0], dtype=torch.int32), [0, 1, 1])
+    with pytest.raises(KernelInputError, match="streams: expected"):
+        ByteTrackBatch(0, 8, "cpu")
+    if numba_simulator():
+        small = ByteTrackBatch(1, 8, "cpu", backend="numba", capacity=4)
+        boxes[0, :6] = torch.tensor([[10.0 * i, 0, 10.0 * i + 8, 20] for i in range(6)])
+        scores[0, :6] = 0.9
+        with pytest.raises(KernelInputError, match="capacity: streams \\[0\\] need more than 4"):
+            small.update(boxes[:1], scores[:1], torch.tensor([6], dtype=torch.int32), [0])

@@ -6,22 +6,34 @@
     kalman_predict(mean, cov, tracked, backend="auto")     # every track of every stream, in place
     kalman_update(mean, cov, z, rows, backend="auto")      # the matched tracks' rows take measurements z
 
+    cost = iou_costs(tracks, n_tracks, dets, scores, n_dets, fuse=True)   # (S, T, D) every stream at once
+    match = assign(cost, n_tracks, n_dets, limit=0.8)                     # (S, T) detection per track, or -1
+
 ``ByteTrackReference`` is the CPU reference, equal to Ultralytics 8.4.190's ``BYTETracker`` with
-``bytetrack.yaml``. The batched steps run on the device for all tracks at once: ``mean`` (T, 8) and
-``cov`` (T, 8, 8) float64 state of (x, y, a, h) and velocities, ``tracked`` (T,) uint8 (1: currently
-tracked; 0: its aspect velocity is zeroed before predicting), ``z`` (M, 4) float64 (x, y, a, h)
-measurements for ``rows`` (M,) int32 of the state. Backends: 'cupy' (kalman.cu) and 'numba' (one thread
-per track; the CUDA simulator on the CPU), on the caller's current stream, and 'reference' (CPU tensors,
-the reference's NumPy). The batched costs and the assignment on the device are the next steps.
+``bytetrack.yaml``. The batched steps run on the device for all tracks of all streams at once: ``mean``
+(T, 8) and ``cov`` (T, 8, 8) float64 state of (x, y, a, h) and velocities, ``tracked`` (T,) uint8 (1:
+currently tracked; 0: its aspect velocity is zeroed before predicting), ``z`` (M, 4) float64 (x, y, a, h)
+measurements for ``rows`` (M,) int32 of the state. The association works on each stream's padded rows:
+``tracks`` (S, T, 4) and ``dets`` (S, D, 4) float32 xyxy, ``n_tracks`` / ``n_dets`` (S,) int32 rows in use,
+``scores`` (S, D) float32; entries past a stream's counts are ignored (and left unwritten in ``cost``).
+``assign`` is lap.lapjv with ``extend_cost=True, cost_limit=limit`` (as Ultralytics' linear_assignment),
+solved exactly per stream (match.cu says how). Backends: 'cupy' (kalman.cu, match.cu) and 'numba' (the
+CUDA simulator on the CPU), on the caller's current stream, and 'reference' (CPU tensors, the reference's
+NumPy and lap).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .._common import KernelInputError, check_tensor, nvtx_range, resolve_backend
+from . import reference
 from .reference import ByteTrackConfig, ByteTrackReference, kf_predict_tracks, kf_update
 
-__all__ = ["ByteTrackConfig", "ByteTrackReference", "kalman_predict", "kalman_update", "BACKENDS"]
+__all__ = ["ByteTrackBatch", "ByteTrackConfig", "ByteTrackReference", "kalman_predict", "kalman_update",
+           "iou_costs", "assign", "BACKENDS"]
+
+CAPACITY = 256  # track slots per stream (tracked, lost and born this frame); a stream that needs more fails
 
 BACKENDS = ("cupy", "numba", "reference")
 
@@ -73,3 +85,170 @@ def kalman_update(mean: torch.Tensor, cov: torch.Tensor, z: torch.Tensor, rows: 
             m, v = kf_update(mean[i].numpy(), cov[i].numpy(), z[j].numpy())
             mean[i].copy_(torch.from_numpy(m))
             cov[i].copy_(torch.from_numpy(v))
+
+
+def _check_counts(counts: torch.Tensor, name: str, S: int, most: int, device):
+    check_tensor(counts, name, dtypes=(torch.int32,), ndim=1, device=device)
+    if counts.shape[0] != S:
+        raise KernelInputError(f"{name}: expected {S} counts (one per stream), got {counts.shape[0]}")
+    if S and (int(counts.min()) < 0 or int(counts.max()) > most):
+        raise KernelInputError(f"{name}: expected counts in [0, {most}], got {int(counts.min())}..{int(counts.max())}")
+
+
+def iou_costs(tracks: torch.Tensor, n_tracks: torch.Tensor, dets: torch.Tensor, scores: torch.Tensor,
+              n_dets: torch.Tensor, fuse: bool = True, backend: str = "auto") -> torch.Tensor:
+    """(S, T, D) float32: 1 - IoU of each stream's tracks and detections, fused with the detection scores
+    (1 - IoU * score) where ``fuse`` (see the module docstring)."""
+    check_tensor(tracks, "tracks", dtypes=(torch.float32,), ndim=3)
+    check_tensor(dets, "dets", dtypes=(torch.float32,), ndim=3, device=tracks.device)
+    S, T, D = tracks.shape[0], tracks.shape[1], dets.shape[1]
+    if tracks.shape[2] != 4 or dets.shape[0] != S or dets.shape[2] != 4:
+        raise KernelInputError(f"tracks, dets: expected (S, T, 4) and (S, D, 4), got {tuple(tracks.shape)} and "
+                               f"{tuple(dets.shape)}")
+    check_tensor(scores, "scores", dtypes=(torch.float32,), ndim=2, device=tracks.device)
+    if tuple(scores.shape) != (S, D):
+        raise KernelInputError(f"scores: expected ({S}, {D}), got {tuple(scores.shape)}")
+    _check_counts(n_tracks, "n_tracks", S, T, tracks.device)
+    _check_counts(n_dets, "n_dets", S, D, tracks.device)
+    back = resolve_backend(backend, tracks.device, BACKENDS)
+    cost = torch.zeros((S, T, D), dtype=torch.float32, device=tracks.device)
+    with nvtx_range("track"):
+        if back in ("cupy", "numba"):
+            from . import cupy_impl, numba_impl
+
+            impl = cupy_impl if back == "cupy" else numba_impl
+            impl.iou_cost(tracks.contiguous(), n_tracks, dets.contiguous(), scores.contiguous(), n_dets, cost, fuse)
+            return cost
+        for s, (n, m) in enumerate(zip(n_tracks.tolist(), n_dets.tolist())):
+            c = reference.iou_cost(tracks[s, :n].numpy(), dets[s, :m].numpy())
+            if fuse and c.size:
+                c = 1 - (1 - c) * scores[s, :m].numpy()[None]
+            cost[s, :n, :m] = torch.from_numpy(np.asarray(c, dtype=np.float32))
+    return cost
+
+
+def assign(cost: torch.Tensor, n_tracks: torch.Tensor, n_dets: torch.Tensor, limit: float,
+           backend: str = "auto") -> torch.Tensor:
+    """(S, T) int32: the detection each track of each stream is matched to, or -1 (see the module docstring)."""
+    check_tensor(cost, "cost", dtypes=(torch.float32,), ndim=3)
+    S, T, D = cost.shape
+    _check_counts(n_tracks, "n_tracks", S, T, cost.device)
+    _check_counts(n_dets, "n_dets", S, D, cost.device)
+    if not limit > 0:
+        raise KernelInputError(f"limit: expected a cost limit > 0, got {limit}")
+    back = resolve_backend(backend, cost.device, BACKENDS)
+    match = torch.full((S, T), -1, dtype=torch.int32, device=cost.device)
+    with nvtx_range("track"):
+        if back in ("cupy", "numba"):
+            from . import cupy_impl, numba_impl
+
+            w = T + D + 1
+            work = {k: torch.empty((S, w), dtype=torch.float64, device=cost.device) for k in ("u", "v", "minv")}
+            work.update({k: torch.empty((S, w), dtype=torch.int32, device=cost.device) for k in ("p", "way")})
+            work["used"] = torch.empty((S, w), dtype=torch.uint8, device=cost.device)
+            (cupy_impl if back == "cupy" else numba_impl).assign(cost.contiguous(), n_tracks, n_dets, match, work,
+                                                                 float(limit))
+            return match
+        for s, (n, m) in enumerate(zip(n_tracks.tolist(), n_dets.tolist())):
+            pairs, _, _ = reference.assign(cost[s, :n, :m].numpy(), limit)
+            for i, j in pairs:
+                match[s, i] = j
+    return match
+
+
+class ByteTrackBatch:
+    """ByteTrack for ``streams`` streams at once, its state in device arrays: one launch per batch runs the
+    whole update (reference ByteTrackReference, rule for rule) for every stream, one thread per stream over
+    that stream's frames of the batch in order.
+
+        tracker = ByteTrackBatch(streams=8, device="cuda")
+        ids = tracker.update(dets.boxes, dets.scores, dets.counts, stream)   # (B, max_det) int32, 0: none
+
+    ``stream`` (B,): the stream index of each batch row (host ints); a stream's rows are its frames in
+    order. ``restart`` (B,) bool: the stream starts over at that row (a looping pass, a reconnect). A track
+    id belongs to a detection row where the reference outputs that track for the frame. Backends: 'numba'
+    (the simulator on the CPU) and 'reference' (a ByteTrackReference per stream, CPU tensors)."""
+
+    BACKENDS = ("numba", "reference")
+
+    def __init__(self, streams: int, max_det: int = 300, device="cuda", cfg: ByteTrackConfig = ByteTrackConfig(),
+                 capacity: int = CAPACITY, backend: str = "auto"):
+        if streams < 1:
+            raise KernelInputError(f"streams: expected >= 1, got {streams}")
+        if max_det < 1 or capacity < 1:
+            raise KernelInputError(f"max_det, capacity: expected >= 1, got {max_det} and {capacity}")
+        self.device = torch.device(device)
+        self.streams, self.max_det, self.capacity, self.cfg = streams, max_det, capacity, cfg
+        self.backend = resolve_backend(backend, self.device, self.BACKENDS)
+        if self.backend == "reference":
+            self.refs = [ByteTrackReference(cfg) for _ in range(streams)]
+            return
+        from . import numba_impl
+
+        S, K, M, dev = streams, capacity, max_det, self.device
+        i32, f32, f64 = torch.int32, torch.float32, torch.float64
+        shapes = {"mean": ((S, K, 8), f64), "cov": ((S, K, 8, 8), f64), "score": ((S, K), f32)}
+        for k in ("n_tracked", "n_lost", "frame_id", "next_id", "overflow"):
+            shapes[k] = ((S,), i32)
+        zeros = lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=dev)  # noqa: E731
+        self.state = {k: zeros(*shapes.get(k, ((S, K), i32))) for k in numba_impl.STATE}
+        w = K + M + 1
+        sizes = {"hi": ((S, M), i32), "lo": ((S, M), i32), "dxyxy": ((S, M, 4), f32), "dxyah": ((S, M, 4), f32),
+                 "dscore": ((S, M), f32), "dleft": ((S, M), i32), "mark": ((S, max(K, M)), i32),
+                 "rowsol": ((S, K), i32), "cost": ((S, K, M), f32), "u": ((S, w), f64), "v": ((S, w), f64),
+                 "minv": ((S, w), f64), "p": ((S, w), i32), "way": ((S, w), i32), "used": ((S, w), torch.uint8)}
+        self.scratch = {k: zeros(*sizes.get(k, ((S, K), i32))) for k in numba_impl.SCRATCH}
+
+    def reset(self):
+        """Every stream starts over (no tracks, ids from 1)."""
+        if self.backend == "reference":
+            for r in self.refs:
+                r.reset()
+            return
+        for t in self.state.values():
+            t.zero_()
+
+    def update(self, boxes: torch.Tensor, scores: torch.Tensor, counts: torch.Tensor, stream, restart=None
+               ) -> torch.Tensor:
+        """(B, max_det) int32 track ids of the batch's detections (0: no track); see the class docstring."""
+        check_tensor(boxes, "boxes", dtypes=(torch.float32,), ndim=3, device=self.device)
+        B = boxes.shape[0]
+        if tuple(boxes.shape[1:]) != (self.max_det, 4):
+            raise KernelInputError(f"boxes: expected (B, {self.max_det}, 4), got {tuple(boxes.shape)}")
+        check_tensor(scores, "scores", dtypes=(torch.float32,), ndim=2, device=self.device)
+        if tuple(scores.shape) != (B, self.max_det):
+            raise KernelInputError(f"scores: expected ({B}, {self.max_det}), got {tuple(scores.shape)}")
+        _check_counts(counts, "counts", B, self.max_det, self.device)
+        stream = np.asarray(stream, dtype=np.int64).reshape(-1)
+        if len(stream) != B or (B and (stream.min() < 0 or stream.max() >= self.streams)):
+            raise KernelInputError(f"stream: expected {B} stream indices in [0, {self.streams}), got "
+                                   f"{stream.tolist()[:8]}{'...' if len(stream) > 8 else ''}")
+        restart = np.zeros(B, np.uint8) if restart is None else np.asarray(restart, dtype=np.uint8).reshape(-1)
+        if len(restart) != B:
+            raise KernelInputError(f"restart: expected {B} flags, got {len(restart)}")
+        ids = torch.zeros((B, self.max_det), dtype=torch.int32, device=self.device)
+        with nvtx_range("track"):
+            if self.backend == "reference":
+                n = counts.tolist()
+                for b, s in enumerate(stream.tolist()):
+                    if restart[b]:
+                        self.refs[s].reset()
+                    rows = self.refs[s].update(boxes[b, :n[b]].numpy(), scores[b, :n[b]].numpy())
+                    ids[b, torch.from_numpy(rows[:, 6].astype(np.int64))] = torch.from_numpy(rows[:, 4].astype(np.int32))
+                return ids
+            from . import numba_impl
+
+            F = int(np.bincount(stream, minlength=self.streams).max()) if B else 0
+            order = np.full((self.streams, max(F, 1)), -1, np.int32)
+            n_frames = np.zeros(self.streams, np.int32)
+            for b, s in enumerate(stream.tolist()):
+                order[s, n_frames[s]] = b
+                n_frames[s] += 1
+            to = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
+            numba_impl.track(boxes, scores, counts, to(order), to(n_frames), to(restart), ids, self.state, self.scratch,
+                             self.cfg)
+            if int(self.state["overflow"].max()):
+                full = torch.nonzero(self.state["overflow"]).flatten().tolist()
+                raise KernelInputError(f"capacity: streams {full} need more than {self.capacity} track slots "
+                                       "(tracked, lost and born in one frame); give ByteTrackBatch a larger capacity")
+        return ids
