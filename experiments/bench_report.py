@@ -45,9 +45,17 @@ TARGETS["pipeline"] = [
 ]
 
 
+TARGETS["track"] = [
+    ("track 8 streams x 64 frames: Ultralytics BYTETracker us/frame over ByteTrackBatch CuPy (target >= 50x)",
+     lambda r: _get(r, "track", impl="ultralytics")["us_per_frame"] / _get(r, "track", impl="cupy")["us_per_frame"],
+     50.0),
+]
+
+
 # The anchor each kind of benchmark row is compared with, in the same run: (impl, the keys that must match).
 ANCHORS = {"letterbox": ("torch", ("src", "batch")), "decode_nms_rescale": ("ultralytics", ("batch",)),
-           "pipeline": ("backbone_alone", ("batch",)), "runner": ("pipelined", ())}
+           "pipeline": ("backbone_alone", ("batch",)), "runner": ("pipelined", ()),
+           "track": ("ultralytics", ("streams", "frames"))}
 
 
 def summary_lines(rows: list[dict]) -> list[str]:
@@ -170,6 +178,15 @@ def markdown(name: str, runs: list[dict]) -> str:
         for r in sorted(rn, key=lambda r: -r["frames_per_s"]):
             lines.append(f"| {r['impl']} | {r.get('decoder')} | {fmt(r['frames_per_s'], 0)} | {fmt(r.get('latency_ms_p50'), 1)} "
                          f"| {fmt(r.get('latency_ms_p99'), 1)} | {fmt(r.get('median_s'), 3)} |")
+        lines.append("")
+    tr = [r for r in rows if r["kernel"] == "track"]
+    if tr:
+        lines += [f"## Tracking: ByteTrack over {tr[0].get('streams')} streams x {tr[0].get('frames')} frames per call "
+                  "(real detections of the sample clips)", "",
+                  "| impl | ms/call | us/frame | frames/s |", "| --- | ---: | ---: | ---: |"]
+        for r in sorted(tr, key=lambda r: r["us_per_frame"]):
+            lines.append(f"| {r['impl']} | {fmt(r.get('ms_per_batch'), 3)} | {fmt(r['us_per_frame'], 2)} "
+                         f"| {fmt(r['frames_per_s'], 0)} |")
         lines.append("")
     if run.get("targets"):
         lines += ["## Targets", "", "| target | measured | met |", "| --- | ---: | --- |"]

@@ -3,7 +3,7 @@
 # (built with: EXTRA_PKGS="lap==0.5.12" bash ../shared/tools/offline-bundle.sh; RAY=1 adds Ray for the ray step),
 # then runs the steps asked for (default: all):
 #   tests     pytest -m gpu (kernels, pipeline)           -> results/gpu_tests.md (a line appended)
-#   bench     kernel + pipeline (+ runners) benchmarks    -> results/{kernels,pipeline,runner_benchmarks}.{json,md}
+#   bench     kernel + pipeline (+ runners, track) benchmarks -> results/{kernels,pipeline,runner_benchmarks,track}.{json,md}
 #   accuracy  experiments/accuracy.py                     -> results/accuracy.json
 #   ncu       experiments/profile.sh (ncu by NVTX range)  -> results/ncu_nvtx.txt
 #   notebook  experiments/run_notebook.py                 -> experiments/compare_kernels.ipynb (executed)
@@ -16,9 +16,10 @@
 #   ray       experiments/ray_bench.py --gpu [RAY_ARGS] (needs .offline/ray.tar.xz: RAY=1 offline-bundle.sh) -> results/ray.{json,md}
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
+#   trackids  experiments/track_ids.py [TRACKIDS_ARGS] (track ids vs Ultralytics on every sample frame) -> results/track_ids.{json,md}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
 # Everything it writes comes back as $OUT/run.tgz (results/, the executed notebook, logs).
-#   [TESTS="tests/test_x.py ..."] [BENCH="kernels pipeline runners"] bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
+#   [TESTS="tests/test_x.py ..."] [BENCH="kernels pipeline runners track"] bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
 set -uo pipefail
 OUT=${OUT:-/tmp/posefuse_out}; mkdir -p "$OUT/logs"
 LOG=$OUT/logs
@@ -96,6 +97,10 @@ fi
 if want phase; then
   step phase
   python3 experiments/phase_table.py ${PHASE_ARGS:-} >"$LOG/phase.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/phase.log" | tail -12
+fi
+if want trackids; then
+  step trackids
+  timeout 560 python3 experiments/track_ids.py ${TRACKIDS_ARGS:-} >"$LOG/track_ids.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/track_ids.log" | tail -6
 fi
 if want soak; then
   step soak

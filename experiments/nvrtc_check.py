@@ -18,8 +18,9 @@ SPECS = [
     ("kernels/decode/decode.cu", {"KNAME": "pose_decode_f16", "IN_F16": "1"}, []),
     ("kernels/decode/decode.cu", {"KNAME": "pose_decode_f32", "IN_F16": "0"}, []),
     ("kernels/nms/nms.cu", {"KNAME": "nms_f32", "RNAME": "rescale_f32"}, ["--fmad=false"]),
-    ("kernels/track/kalman.cu", {"PREDICT_NAME": "kf_predict_f64", "UPDATE_NAME": "kf_update_f64"}, ["--fmad=false"]),
-    ("kernels/track/match.cu", {"COST_NAME": "iou_cost_f32", "ASSIGN_NAME": "lap_f64"}, ["--fmad=false"]),
+    ("kernels/track/track.cu", {"PREDICT_NAME": "kf_predict_f64", "UPDATE_NAME": "kf_update_f64",
+                                "COST_NAME": "iou_cost_f32", "ASSIGN_NAME": "lap_f64", "TRACK_NAME": "bytetrack_f64"},
+     ["--fmad=false"]),
 ]
 
 

@@ -79,3 +79,38 @@ def assert_letterbox_exact(got: np.ndarray, ref: np.ndarray):
     ref = ref.astype(got.dtype)
     bad = got != ref
     assert not bad.any(), f"{int(bad.sum())} of {bad.size} values differ, max {np.abs(got.astype(np.float64) - ref).max() * 255:.3f} levels"
+
+
+HOST_PRELUDE = """#include <math.h>
+#include <stddef.h>
+struct Dim3 { unsigned x, y, z; };
+static Dim3 blockIdx, threadIdx, blockDim;
+extern "C" void set_thread(unsigned block, unsigned block_dim, unsigned thread) {
+    blockIdx.x = block; blockDim.x = block_dim; threadIdx.x = thread;
+}
+#define __global__
+#define __device__
+#define __restrict__ __restrict
+"""
+
+
+def host_build(cu: str, defines: dict, out_dir):
+    """A .cu file's kernels built for the host with g++ (no FMA contraction, IEEE float and double), so the
+    CUDA C logic runs on a CPU: call ``set_thread(block, block_dim, thread)``, then a kernel, per thread."""
+    import ctypes
+    import subprocess
+
+    src = Path(out_dir) / (Path(cu).stem + "_host.cpp")
+    src.write_text(HOST_PRELUDE + "".join(f"#define {k} {v}\n" for k, v in defines.items()) + Path(cu).read_text())
+    lib = Path(out_dir) / (Path(cu).stem + "_host.so")
+    subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-ffp-contract=off", "-o", str(lib), str(src)], check=True)
+    return ctypes.CDLL(str(lib))
+
+
+def ultralytics_tracker():
+    """Ultralytics' BYTETracker with its bytetrack.yaml (the tracking reference)."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.trackers.byte_tracker import BYTETracker
+    from ultralytics.utils import ROOT
+
+    return BYTETracker(get_cfg(ROOT / "cfg/trackers/bytetrack.yaml"))

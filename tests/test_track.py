@@ -12,14 +12,6 @@ import helpers
 pytest.importorskip("lap", reason="lap (LAPJV) is part of the 'models' extra")
 
 
-def ultralytics_tracker():
-    from ultralytics.cfg import get_cfg
-    from ultralytics.trackers.byte_tracker import BYTETracker
-    from ultralytics.utils import ROOT
-
-    return BYTETracker(get_cfg(ROOT / "cfg/trackers/bytetrack.yaml"))
-
-
 def run_both(frames: list) -> list:
     """[(ours, theirs)] per frame for ``frames`` [(boxes (N, 4) xyxy, scores (N,))]; theirs reduced to our
     columns (x1, y1, x2, y2, id, score, detection index)."""
@@ -27,7 +19,7 @@ def run_both(frames: list) -> list:
 
     from posefuse.kernels.track import ByteTrackReference
 
-    ours, theirs = ByteTrackReference(), ultralytics_tracker()
+    ours, theirs = ByteTrackReference(), helpers.ultralytics_tracker()
     out = []
     for boxes, scores in frames:
         data = np.c_[boxes, scores, np.zeros(len(scores))].astype(np.float32).reshape(-1, 6)
@@ -380,3 +372,77 @@ def test_batched_tracker_arguments_and_capacity_are_checked():
         scores[0, :6] = 0.9
         with pytest.raises(KernelInputError, match="capacity: streams \\[0\\] need more than 4"):
             small.update(boxes[:1], scores[:1], torch.tensor([6], dtype=torch.int32), [0])
+
+
+@pytest.fixture(scope="module")
+def host_track(tmp_path_factory):
+    """track.cu built for the host (helpers.host_build): the CUDA C source's logic, checked on the CPU."""
+    import shutil
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    from posefuse.kernels.track.cupy_impl import CU, DEFINES
+
+    return helpers.host_build(CU, dict(DEFINES), tmp_path_factory.mktemp("host_track"))
+
+
+def _c(*arrays):
+    import ctypes
+
+    return [ctypes.c_void_p(a.data_ptr()) for a in arrays]
+
+
+def _each_thread(lib, n: int, kernel: str, *args):
+    for i in range(n):
+        lib.set_thread(i, 1, 0)
+        getattr(lib, kernel)(*args)
+
+
+def test_track_cu_built_for_the_host_matches_the_reference(host_track, clip_detections):
+    """The CUDA C of track.cu (the CuPy backend's source), run on the CPU: bit-equal costs, lap's matches,
+    and ByteTrackBatch's kernel giving the reference's ids on every frame."""
+    import ctypes
+
+    import torch
+
+    from posefuse.kernels.track import ByteTrackBatch, assign, iou_costs
+    from posefuse.kernels.track.numba_impl import SCRATCH, STATE
+
+    I, F32, F64 = ctypes.c_int, ctypes.c_float, ctypes.c_double
+    for tr, nt, de, sc, nd in _association_cases(clip_detections):
+        S, T, D = tr.shape[0], tr.shape[1], de.shape[1]
+        ref = iou_costs(tr, nt, de, sc, nd, fuse=True, backend="reference")
+        got = torch.zeros_like(ref)
+        lib = host_track
+        for k in range(S * T * D):
+            lib.set_thread(k, 1, 0)
+            lib.iou_cost_f32(*_c(tr, nt, de, sc, nd, got), I(S), I(T), I(D), I(1))
+        for s, (n, m) in enumerate(zip(nt.tolist(), nd.tolist())):
+            assert torch.equal(got[s, :n, :m], ref[s, :n, :m])
+        for limit in (0.8, 0.5, 0.7):
+            want = assign(ref, nt, nd, limit, backend="reference")
+            match = torch.zeros((S, T), dtype=torch.int32)
+            w = T + D + 1
+            work = [torch.zeros((S, w), dtype=dt) for dt in (torch.float64,) * 3 + (torch.int32,) * 2 + (torch.uint8,)]
+            _each_thread(lib, S, "lap_f64", *_c(ref, nt, nd, match, *work), I(S), I(T), I(D), F64(limit))
+            assert torch.equal(match, want)
+    rng = np.random.default_rng(11)
+    seqs = [_random_sequence(rng, 90, people) for people in (0, 4, 12, 30)] + [d[:90] for d in clip_detections.values()]
+    ref = ByteTrackBatch(len(seqs), 64, "cpu", backend="reference")
+    host = ByteTrackBatch(len(seqs), 64, "cpu", backend="reference")
+    K, M = 96, 64
+    shapes = ByteTrackBatch.shapes(len(seqs), K, M)
+    state = {k: torch.zeros(shapes[k][0], dtype=shapes[k][1]) for k in STATE}
+    scratch = {k: torch.zeros(shapes[k][0], dtype=shapes[k][1]) for k in SCRATCH}
+    c = host.cfg
+    for k, (boxes, scores, counts, stream) in enumerate(_interleaved(seqs, M, 7)):
+        restart = np.array([k == 6 and s == 1 for s in stream], np.uint8)
+        want = ref.update(boxes, scores, counts, stream, restart)
+        order, n_frames = ByteTrackBatch.order(np.asarray(stream), len(seqs))
+        ids = torch.zeros_like(want)
+        args = _c(boxes, scores, counts, torch.from_numpy(order), torch.from_numpy(n_frames),
+                  torch.from_numpy(restart), ids) + _c(*(state[x] for x in STATE)) + _c(*(scratch[x] for x in SCRATCH))
+        _each_thread(host_track, len(seqs), "bytetrack_f64", *args, I(len(seqs)), I(K), I(M), I(order.shape[1]),
+                     F32(c.track_high_thresh), F32(c.track_low_thresh), F32(c.new_track_thresh), I(c.track_buffer),
+                     F64(c.match_thresh), I(int(c.fuse_score)))
+        assert torch.equal(ids, want), f"batch {k}"

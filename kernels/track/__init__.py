@@ -1,7 +1,12 @@
 """Multi-object tracking across frames (ByteTrack).
 
-    tracker = ByteTrackReference()
+    tracker = ByteTrackBatch(streams=8, device="cuda")      # every stream's state in device arrays
+    ids = tracker.update(dets.boxes, dets.scores, dets.counts, stream)   # one launch per batch
+
+    tracker = ByteTrackReference()              # one stream on the CPU: the reference
     rows = tracker.update(boxes_xyxy, scores)   # (M, 7): x1, y1, x2, y2, track id, score, detection index
+
+Its steps, batched, for other trackers to build on:
 
     kalman_predict(mean, cov, tracked, backend="auto")     # every track of every stream, in place
     kalman_update(mean, cov, z, rows, backend="auto")      # the matched tracks' rows take measurements z
@@ -10,14 +15,14 @@
     match = assign(cost, n_tracks, n_dets, limit=0.8)                     # (S, T) detection per track, or -1
 
 ``ByteTrackReference`` is the CPU reference, equal to Ultralytics 8.4.190's ``BYTETracker`` with
-``bytetrack.yaml``. The batched steps run on the device for all tracks of all streams at once: ``mean``
+``bytetrack.yaml``; ``ByteTrackBatch`` runs its update rule for rule on the device. The batched steps run on the device for all tracks of all streams at once: ``mean``
 (T, 8) and ``cov`` (T, 8, 8) float64 state of (x, y, a, h) and velocities, ``tracked`` (T,) uint8 (1:
 currently tracked; 0: its aspect velocity is zeroed before predicting), ``z`` (M, 4) float64 (x, y, a, h)
 measurements for ``rows`` (M,) int32 of the state. The association works on each stream's padded rows:
 ``tracks`` (S, T, 4) and ``dets`` (S, D, 4) float32 xyxy, ``n_tracks`` / ``n_dets`` (S,) int32 rows in use,
 ``scores`` (S, D) float32; entries past a stream's counts are ignored (and left unwritten in ``cost``).
 ``assign`` is lap.lapjv with ``extend_cost=True, cost_limit=limit`` (as Ultralytics' linear_assignment),
-solved exactly per stream (match.cu says how). Backends: 'cupy' (kalman.cu, match.cu) and 'numba' (the
+solved exactly per stream (track.cu says how). Backends: 'cupy' (track.cu) and 'numba' (the
 CUDA simulator on the CPU), on the caller's current stream, and 'reference' (CPU tensors, the reference's
 NumPy and lap).
 """
@@ -166,10 +171,11 @@ class ByteTrackBatch:
 
     ``stream`` (B,): the stream index of each batch row (host ints); a stream's rows are its frames in
     order. ``restart`` (B,) bool: the stream starts over at that row (a looping pass, a reconnect). A track
-    id belongs to a detection row where the reference outputs that track for the frame. Backends: 'numba'
-    (the simulator on the CPU) and 'reference' (a ByteTrackReference per stream, CPU tensors)."""
+    id belongs to a detection row where the reference outputs that track for the frame. Backends: 'cupy'
+    (track.cu), 'numba' (the simulator on the CPU) and 'reference' (a ByteTrackReference per stream, CPU
+    tensors)."""
 
-    BACKENDS = ("numba", "reference")
+    BACKENDS = BACKENDS
 
     def __init__(self, streams: int, max_det: int = 300, device="cuda", cfg: ByteTrackConfig = ByteTrackConfig(),
                  capacity: int = CAPACITY, backend: str = "auto"):
@@ -177,27 +183,48 @@ class ByteTrackBatch:
             raise KernelInputError(f"streams: expected >= 1, got {streams}")
         if max_det < 1 or capacity < 1:
             raise KernelInputError(f"max_det, capacity: expected >= 1, got {max_det} and {capacity}")
-        self.device = torch.device(device)
+        dev = torch.device(device)
+        self.device = torch.device("cuda", torch.cuda.current_device()) if dev.type == "cuda" and dev.index is None \
+            else dev
         self.streams, self.max_det, self.capacity, self.cfg = streams, max_det, capacity, cfg
         self.backend = resolve_backend(backend, self.device, self.BACKENDS)
         if self.backend == "reference":
             self.refs = [ByteTrackReference(cfg) for _ in range(streams)]
             return
-        from . import numba_impl
+        from .numba_impl import SCRATCH, STATE
 
-        S, K, M, dev = streams, capacity, max_det, self.device
+        shapes = self.shapes(streams, capacity, max_det)
+        zeros = lambda k: torch.zeros(shapes[k][0], dtype=shapes[k][1], device=self.device)  # noqa: E731
+        self.state = {k: zeros(k) for k in STATE}
+        self.scratch = {k: zeros(k) for k in SCRATCH}
+
+    @staticmethod
+    def shapes(S: int, K: int, M: int) -> dict:
+        """{name: (shape, dtype)} of the tracker kernel's state and scratch arrays (numba_impl.STATE,
+        SCRATCH) for S streams of K track slots and M detections per frame."""
+        from .numba_impl import SCRATCH, STATE
+
         i32, f32, f64 = torch.int32, torch.float32, torch.float64
-        shapes = {"mean": ((S, K, 8), f64), "cov": ((S, K, 8, 8), f64), "score": ((S, K), f32)}
-        for k in ("n_tracked", "n_lost", "frame_id", "next_id", "overflow"):
-            shapes[k] = ((S,), i32)
-        zeros = lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=dev)  # noqa: E731
-        self.state = {k: zeros(*shapes.get(k, ((S, K), i32))) for k in numba_impl.STATE}
         w = K + M + 1
-        sizes = {"hi": ((S, M), i32), "lo": ((S, M), i32), "dxyxy": ((S, M, 4), f32), "dxyah": ((S, M, 4), f32),
-                 "dscore": ((S, M), f32), "dleft": ((S, M), i32), "mark": ((S, max(K, M)), i32),
-                 "rowsol": ((S, K), i32), "cost": ((S, K, M), f32), "u": ((S, w), f64), "v": ((S, w), f64),
-                 "minv": ((S, w), f64), "p": ((S, w), i32), "way": ((S, w), i32), "used": ((S, w), torch.uint8)}
-        self.scratch = {k: zeros(*sizes.get(k, ((S, K), i32))) for k in numba_impl.SCRATCH}
+        out = {k: ((S, K), i32) for k in STATE + SCRATCH}
+        out.update({k: ((S,), i32) for k in ("n_tracked", "n_lost", "frame_id", "next_id", "overflow")})
+        out.update({"mean": ((S, K, 8), f64), "cov": ((S, K, 8, 8), f64), "score": ((S, K), f32),
+                    "hi": ((S, M), i32), "lo": ((S, M), i32), "dxyxy": ((S, M, 4), f32), "dxyah": ((S, M, 4), f32),
+                    "dscore": ((S, M), f32), "dleft": ((S, M), i32), "mark": ((S, max(K, M)), i32),
+                    "cost": ((S, K, M), f32), "u": ((S, w), f64), "v": ((S, w), f64), "minv": ((S, w), f64),
+                    "p": ((S, w), i32), "way": ((S, w), i32), "used": ((S, w), torch.uint8)})
+        return out
+
+    @staticmethod
+    def order(stream: np.ndarray, S: int) -> tuple[np.ndarray, np.ndarray]:
+        """(S, F) int32 batch rows of each stream in order (-1 past its frames) and (S,) its frame counts."""
+        n_frames = np.bincount(stream, minlength=S).astype(np.int32)
+        order = np.full((S, max(1, int(n_frames.max()) if len(stream) else 1)), -1, np.int32)
+        seen = np.zeros(S, np.int64)
+        for b, s in enumerate(stream.tolist()):
+            order[s, seen[s]] = b
+            seen[s] += 1
+        return order, n_frames
 
     def reset(self):
         """Every stream starts over (no tracks, ids from 1)."""
@@ -236,17 +263,13 @@ class ByteTrackBatch:
                     rows = self.refs[s].update(boxes[b, :n[b]].numpy(), scores[b, :n[b]].numpy())
                     ids[b, torch.from_numpy(rows[:, 6].astype(np.int64))] = torch.from_numpy(rows[:, 4].astype(np.int32))
                 return ids
-            from . import numba_impl
+            from . import cupy_impl, numba_impl
 
-            F = int(np.bincount(stream, minlength=self.streams).max()) if B else 0
-            order = np.full((self.streams, max(F, 1)), -1, np.int32)
-            n_frames = np.zeros(self.streams, np.int32)
-            for b, s in enumerate(stream.tolist()):
-                order[s, n_frames[s]] = b
-                n_frames[s] += 1
+            order, n_frames = self.order(stream, self.streams)
             to = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
-            numba_impl.track(boxes, scores, counts, to(order), to(n_frames), to(restart), ids, self.state, self.scratch,
-                             self.cfg)
+            impl = cupy_impl if self.backend == "cupy" else numba_impl
+            impl.track(boxes.contiguous(), scores.contiguous(), counts, to(order), to(n_frames), to(restart), ids,
+                       self.state, self.scratch, self.cfg)
             if int(self.state["overflow"].max()):
                 full = torch.nonzero(self.state["overflow"]).flatten().tolist()
                 raise KernelInputError(f"capacity: streams {full} need more than {self.capacity} track slots "

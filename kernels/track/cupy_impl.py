@@ -1,6 +1,5 @@
-"""CuPy RawKernels of the tracker (CUDA C in kalman.cu and match.cu), the same arguments as numba_impl.
-Compiled without FMA contraction (``--fmad=false``), so predict and the IoU costs stay bit-equal to the
-reference."""
+"""CuPy RawKernels of the tracker (CUDA C in track.cu), the same arguments as numba_impl. Compiled without
+FMA contraction (``--fmad=false``), so predict and the IoU costs stay bit-equal to the reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,21 +7,17 @@ import torch
 
 from .._common import KERNEL_DIR, cupy_launch, cupy_module, ptr
 
-CU = str(KERNEL_DIR / "track" / "kalman.cu")
-MATCH_CU = str(KERNEL_DIR / "track" / "match.cu")
+CU = str(KERNEL_DIR / "track" / "track.cu")
 BLOCK = 128
 ASSIGN_BLOCK = 32  # streams per block of the assignment (one thread each)
 
 
+DEFINES = (("PREDICT_NAME", "kf_predict_f64"), ("UPDATE_NAME", "kf_update_f64"), ("COST_NAME", "iou_cost_f32"),
+           ("ASSIGN_NAME", "lap_f64"), ("TRACK_NAME", "bytetrack_f64"))
+
+
 def _module(device: torch.device):
-    defines = (("PREDICT_NAME", "kf_predict_f64"), ("UPDATE_NAME", "kf_update_f64"))
-    return cupy_module(CU, defines, ("--fmad=false",),
-                       device.index if device.index is not None else torch.cuda.current_device())
-
-
-def _match_module(device: torch.device):
-    defines = (("COST_NAME", "iou_cost_f32"), ("ASSIGN_NAME", "lap_f64"))
-    return cupy_module(MATCH_CU, defines, ("--fmad=false",),
+    return cupy_module(CU, DEFINES, ("--fmad=false",),
                        device.index if device.index is not None else torch.cuda.current_device())
 
 
@@ -46,7 +41,7 @@ def iou_cost(tracks, n_tracks, dets, scores, n_dets, cost, fuse: bool) -> None:
     S, T, D = cost.shape
     total = S * T * D
     if total:
-        k = _match_module(cost.device).get_function("iou_cost_f32")
+        k = _module(cost.device).get_function("iou_cost_f32")
         cupy_launch(k, ((total + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1),
                     (ptr(tracks), ptr(n_tracks), ptr(dets), ptr(scores), ptr(n_dets), ptr(cost), np.int32(S),
                      np.int32(T), np.int32(D), np.int32(fuse)), cost.device)
@@ -55,8 +50,23 @@ def iou_cost(tracks, n_tracks, dets, scores, n_dets, cost, fuse: bool) -> None:
 def assign(cost, n_tracks, n_dets, match, work: dict, limit: float) -> None:
     S, T, D = cost.shape
     if S:
-        k = _match_module(cost.device).get_function("lap_f64")
+        k = _module(cost.device).get_function("lap_f64")
         cupy_launch(k, ((S + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK, 1, 1), (ASSIGN_BLOCK, 1, 1),
                     (ptr(cost), ptr(n_tracks), ptr(n_dets), ptr(match),
                      *(ptr(work[k]) for k in ("u", "v", "minv", "p", "way", "used")),
                      np.int32(S), np.int32(T), np.int32(D), np.float64(limit)), cost.device)
+
+
+def track(boxes, scores, counts, order, n_frames, restart, ids, state: dict, scratch: dict, cfg) -> None:
+    from .numba_impl import SCRATCH, STATE
+
+    S, F = order.shape
+    K, M = state["id"].shape[1], boxes.shape[1]
+    if S:
+        k = _module(boxes.device).get_function("bytetrack_f64")
+        cupy_launch(k, ((S + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK, 1, 1), (ASSIGN_BLOCK, 1, 1),
+                    (ptr(boxes), ptr(scores), ptr(counts), ptr(order), ptr(n_frames), ptr(restart), ptr(ids),
+                     *(ptr(state[k]) for k in STATE), *(ptr(scratch[k]) for k in SCRATCH),
+                     np.int32(S), np.int32(K), np.int32(M), np.int32(F), np.float32(cfg.track_high_thresh),
+                     np.float32(cfg.track_low_thresh), np.float32(cfg.new_track_thresh), np.int32(cfg.track_buffer),
+                     np.float64(cfg.match_thresh), np.int32(cfg.fuse_score)), boxes.device)

@@ -1,5 +1,5 @@
-"""Numba CUDA kernels of the tracker, for every stream of a batch at once (the algorithms of kalman.cu and
-match.cu, which say why): the Kalman filter, one thread per track, float64, the arithmetic of
+"""Numba CUDA kernels of the tracker, for every stream of a batch at once (the algorithms of track.cu, which
+says why): the Kalman filter, one thread per track, float64, the arithmetic of
 reference.kf_multi_predict / kf_update (predict is bit-equal: its motion matrix is 0/1; the update solves
 the 4x4 innovation system by LU with partial pivoting, as LAPACK's gesv does); the fused IoU costs, one
 thread per (stream, track, detection); the assignment with a cost limit, one thread per stream."""
@@ -132,7 +132,7 @@ def _kernels():
 
     @cuda.jit(device=True)
     def lap_one(c, n, m, limit, u, v, minv, p, way, used, rowsol):
-        """lap.lapjv(c[:n, :m], extend_cost=True, cost_limit=limit) (match.cu says how): rowsol[r] is the
+        """lap.lapjv(c[:n, :m], extend_cost=True, cost_limit=limit) (track.cu says how): rowsol[r] is the
         column of row r, or -1."""
         for r in range(n):
             rowsol[r] = -1
@@ -229,7 +229,7 @@ FREE, TRACKED, LOST, REMOVED = 0, 1, 2, 3
 
 
 def _tracker():
-    """The whole ByteTrack update, one thread per stream over its frames of the batch (tracker.cu says why)."""
+    """The whole ByteTrack update, one thread per stream over its frames of the batch (track.cu says why)."""
     if "tracker" in _KERNELS:
         return _KERNELS["tracker"]
     k = _kernels()

@@ -1,0 +1,439 @@
+// ByteTrack on the device for every stream of a batch: the arithmetic and the rules of
+// kernels/track/reference.py (Ultralytics 8.4.190's BYTETracker with bytetrack.yaml).
+//
+// Specialized by the generated #define block: PREDICT_NAME, UPDATE_NAME, COST_NAME, ASSIGN_NAME, TRACK_NAME
+// (e.g. kf_predict_f64, bytetrack_f64). Built with --fmad=false, so the float32 IoU costs and the Kalman
+// predict are bit-equal to NumPy's.
+//
+// Kalman filter on (x, y, a, h) and velocities, float64, one thread per track. mean (T, 8), cov (T, 8, 8)
+// row-major, in place. predict: tracked (T,) uint8; a track not tracked has its aspect velocity zeroed
+// first; the motion matrix is 0/1, so F P F^T is sums of two terms, as the reference's dot products.
+// update: z (M, 4) for the state rows rows (M,) int32; the 4x4 innovation system is solved by LU with
+// partial pivoting, as LAPACK's gesv (numpy.linalg.solve) does.
+//
+// Association on padded rows: tracks (S, T, 4), dets (S, D, 4) float32 xyxy, n_tracks / n_dets (S,) int32,
+// scores (S, D) float32, cost (S, T, D) float32 (entries past a stream's counts are not read or written).
+// cost: one thread per (stream, track, detection): 1 - IoU, times the score where fused.
+// assign: one thread per stream solves the square problem lap.lapjv builds for a cost limit L (n + m rows
+// and columns: the costs, L/2 for a row or column left unmatched, 0 between two of those) by shortest
+// augmenting paths with dual potentials (the Hungarian method, O((n + m)^3)), in float64 as lap does: the
+// optimum is lap's wherever it is unique. Per stream, small problems (tens of rows): one thread each is
+// simpler than a parallel auction, which is approximate. match (S, T) int32: each track's detection or -1.
+// Scratch per stream, W = T + D + 1 entries each: u, v, minv float64; p, way int32; used uint8.
+//
+// track: the whole update of ByteTrackBatch, one thread per stream looping over that stream's frames of
+// the batch (a frame needs the previous one; streams are independent), so a batch is one launch. Track
+// slots per stream: K; lists of slots keep the reference's order (tracked, lost), which only ties of
+// the assignment could see.
+
+#define W_POS (1.0 / 20)
+#define W_VEL (1.0 / 160)
+#define BIG 1e300
+#define FREE 0
+#define TRACKED 1
+#define LOST 2
+#define REMOVED 3
+
+__device__ void kf_predict_row(double* m, double* P, int tracked) {
+    if (!tracked) m[7] = 0.0;
+    const double sp = W_POS * m[3], sv = W_VEL * m[3];
+    const double q[8] = {sp * sp, sp * sp, 1e-2 * 1e-2, sp * sp, sv * sv, sv * sv, 1e-5 * 1e-5, sv * sv};
+    for (int k = 0; k < 4; ++k) m[k] = m[k] + m[k + 4];
+    double left[64];  // F P: rows r < 4 add row r + 4
+    for (int r = 0; r < 8; ++r)
+        for (int c = 0; c < 8; ++c) left[r * 8 + c] = r < 4 ? P[r * 8 + c] + P[(r + 4) * 8 + c] : P[r * 8 + c];
+    for (int r = 0; r < 8; ++r)
+        for (int c = 0; c < 8; ++c) {
+            const double v = c < 4 ? left[r * 8 + c] + left[r * 8 + c + 4] : left[r * 8 + c];  // (F P) F^T
+            P[r * 8 + c] = r == c ? v + q[r] : v;
+        }
+}
+
+__device__ void kf_update_row(double* m, double* P, const double z[4]) {
+    const double sp = W_POS * m[3];
+    double s[16], a[16], x[32];  // S = H P H^T + R (4 x 4); X = S^-1 (P H^T)^T (4 x 8): the gain's transpose
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) s[r * 4 + c] = P[r * 8 + c];
+    s[0] += sp * sp;
+    s[5] += sp * sp;
+    s[10] += 1e-1 * 1e-1;
+    s[15] += sp * sp;
+    for (int r = 0; r < 4; ++r) {
+        for (int c = 0; c < 4; ++c) a[r * 4 + c] = s[r * 4 + c];
+        for (int c = 0; c < 8; ++c) x[r * 8 + c] = P[c * 8 + r];
+    }
+    for (int k = 0; k < 4; ++k) {
+        int p = k;
+        for (int r = k + 1; r < 4; ++r)
+            if (fabs(a[r * 4 + k]) > fabs(a[p * 4 + k])) p = r;
+        if (p != k) {
+            for (int c = 0; c < 4; ++c) { const double t = a[k * 4 + c]; a[k * 4 + c] = a[p * 4 + c]; a[p * 4 + c] = t; }
+            for (int c = 0; c < 8; ++c) { const double t = x[k * 8 + c]; x[k * 8 + c] = x[p * 8 + c]; x[p * 8 + c] = t; }
+        }
+        for (int r = k + 1; r < 4; ++r) {
+            const double f = a[r * 4 + k] / a[k * 4 + k];
+            for (int c = k; c < 4; ++c) a[r * 4 + c] -= f * a[k * 4 + c];
+            for (int c = 0; c < 8; ++c) x[r * 8 + c] -= f * x[k * 8 + c];
+        }
+    }
+    for (int k = 3; k >= 0; --k)
+        for (int c = 0; c < 8; ++c) {
+            double v = x[k * 8 + c];
+            for (int r = k + 1; r < 4; ++r) v -= a[k * 4 + r] * x[r * 8 + c];
+            x[k * 8 + c] = v / a[k * 4 + k];
+        }
+    double innov[4];
+    for (int k = 0; k < 4; ++k) innov[k] = z[k] - m[k];
+    for (int r = 0; r < 8; ++r) {
+        double v = 0.0;
+        for (int k = 0; k < 4; ++k) v += innov[k] * x[k * 8 + r];
+        m[r] = m[r] + v;
+    }
+    double ks[32];  // K S (8 x 4)
+    for (int r = 0; r < 8; ++r)
+        for (int c = 0; c < 4; ++c) {
+            double v = 0.0;
+            for (int k = 0; k < 4; ++k) v += x[k * 8 + r] * s[k * 4 + c];
+            ks[r * 4 + c] = v;
+        }
+    for (int r = 0; r < 8; ++r)
+        for (int c = 0; c < 8; ++c) {
+            double v = 0.0;
+            for (int k = 0; k < 4; ++k) v += ks[r * 4 + k] * x[k * 8 + c];
+            P[r * 8 + c] = P[r * 8 + c] - v;
+        }
+}
+
+// 1 - IoU of two float32 xyxy boxes in reference.iou_cost's order of operations
+__device__ float iou_cost_one(const float* a, const float* b) {
+    const float iw = fmaxf(fminf(a[2], b[2]) - fmaxf(a[0], b[0]), 0.0f);
+    const float ih = fmaxf(fminf(a[3], b[3]) - fmaxf(a[1], b[1]), 0.0f);
+    const float inter = iw * ih;
+    const float area = (b[2] - b[0]) * (b[3] - b[1]) + (a[2] - a[0]) * (a[3] - a[1]) - inter;
+    return 1.0f - inter / (area + 1e-7f);
+}
+
+// lap.lapjv(c[:n, :m], extend_cost=True, cost_limit=limit), c row-major with row stride ld:
+// rowsol[r] = the column of row r, or -1
+__device__ void lap_one(const float* c, int ld, int n, int m, double limit, double* u, double* v, double* minv,
+                        int* p, int* way, unsigned char* used, int* rowsol) {
+    for (int r = 0; r < n; ++r) rowsol[r] = -1;
+    if (n == 0 || m == 0) return;
+    const int N = n + m;
+    const double half = 0.5 * limit;
+    for (int j = 0; j <= N; ++j) u[j] = v[j] = 0.0, p[j] = way[j] = 0;
+    for (int i = 1; i <= N; ++i) {  // rows and columns 1..N; p[j]: the row holding column j (0: none)
+        p[0] = i;
+        int j0 = 0;
+        for (int j = 0; j <= N; ++j) minv[j] = BIG, used[j] = 0;
+        do {
+            used[j0] = 1;
+            const int i0 = p[j0];
+            double delta = BIG;
+            int j1 = 0;
+            for (int j = 1; j <= N; ++j) {
+                if (used[j]) continue;
+                const int r = i0 - 1, q = j - 1;
+                const double cij = r < n ? (q < m ? (double)c[(size_t)r * ld + q] : half) : (q < m ? half : 0.0);
+                const double cur = cij - u[i0] - v[j];
+                if (cur < minv[j]) minv[j] = cur, way[j] = j0;
+                if (minv[j] < delta) delta = minv[j], j1 = j;
+            }
+            for (int j = 0; j <= N; ++j) {
+                if (used[j]) u[p[j]] += delta, v[j] -= delta;
+                else minv[j] -= delta;
+            }
+            j0 = j1;
+        } while (p[j0] != 0);
+        do {
+            const int j1 = way[j0];
+            p[j0] = p[j1];
+            j0 = j1;
+        } while (j0);
+    }
+    for (int j = 1; j <= m; ++j)
+        if (p[j] >= 1 && p[j] <= n) rowsol[p[j] - 1] = j - 1;
+}
+
+extern "C" __global__ void PREDICT_NAME(double* __restrict__ mean, double* __restrict__ cov,
+                                        const unsigned char* __restrict__ tracked, int T) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < T) kf_predict_row(mean + (size_t)i * 8, cov + (size_t)i * 64, tracked[i]);
+}
+
+extern "C" __global__ void UPDATE_NAME(double* __restrict__ mean, double* __restrict__ cov,
+                                       const double* __restrict__ z, const int* __restrict__ rows, int M) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < M) kf_update_row(mean + (size_t)rows[j] * 8, cov + (size_t)rows[j] * 64, z + (size_t)j * 4);
+}
+
+extern "C" __global__ void COST_NAME(const float* __restrict__ tracks, const int* __restrict__ n_tracks,
+                                     const float* __restrict__ dets, const float* __restrict__ scores,
+                                     const int* __restrict__ n_dets, float* __restrict__ cost,
+                                     int S, int T, int D, int fuse) {
+    const long k = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= (long)S * T * D) return;
+    const int s = (int)(k / ((long)T * D)), i = (int)(k / D % T), j = (int)(k % D);
+    if (i >= n_tracks[s] || j >= n_dets[s]) return;
+    float c = iou_cost_one(tracks + ((size_t)s * T + i) * 4, dets + ((size_t)s * D + j) * 4);
+    if (fuse) c = 1.0f - (1.0f - c) * scores[(size_t)s * D + j];
+    cost[((size_t)s * T + i) * D + j] = c;
+}
+
+extern "C" __global__ void ASSIGN_NAME(const float* __restrict__ cost, const int* __restrict__ n_tracks,
+                                       const int* __restrict__ n_dets, int* __restrict__ match,
+                                       double* __restrict__ u, double* __restrict__ v, double* __restrict__ minv,
+                                       int* __restrict__ p, int* __restrict__ way, unsigned char* __restrict__ used,
+                                       int S, int T, int D, double limit) {
+    const int s = blockIdx.x * blockDim.x + threadIdx.x;
+    if (s >= S) return;
+    const size_t W = (size_t)T + D + 1, o = (size_t)s * W;
+    for (int i = 0; i < T; ++i) match[(size_t)s * T + i] = -1;
+    lap_one(cost + (size_t)s * T * D, D, n_tracks[s], n_dets[s], limit, u + o, v + o, minv + o, p + o, way + o,
+            used + o, match + (size_t)s * T);
+}
+
+// ------------------------------------------------------------------ the tracker: one thread per stream
+struct Stream {  // one stream's rows of the state and scratch arrays
+    int *id, *st, *act, *idx, *frame, *start;
+    float* score;
+    double *mean, *cov;
+    int *trk, *lst;
+    float *dxyxy, *dxyah, *dscore;
+    int *hi, *lo, *pool, *rest, *unconf, *dleft, *acts, *refs, *lost_new, *new_trk, *new_lst, *mark, *rowsol;
+    float* cost;
+    double *u, *v, *minv;
+    int *p, *way;
+    unsigned char* used;
+    int K, M;
+};
+
+__device__ void track_xyxy(const double* m, float out[4]) {  // reference _Track.xyxy (float64), as float32
+    const double w = m[2] * m[3], x1 = m[0] - w / 2, y1 = m[1] - m[3] / 2;
+    out[0] = (float)x1;
+    out[1] = (float)y1;
+    out[2] = (float)(x1 + w);
+    out[3] = (float)(y1 + m[3]);
+}
+
+// cost[:n, :m]: track slots rows[] x detections cols[] (indices of the frame's detections)
+__device__ void costs(const Stream& z, const int* rows, int n, const int* cols, int m, int fuse) {
+    float a[4];
+    for (int r = 0; r < n; ++r) {
+        track_xyxy(z.mean + (size_t)rows[r] * 8, a);
+        for (int q = 0; q < m; ++q) {
+            const int j = cols[q];
+            float c = iou_cost_one(a, z.dxyxy + (size_t)j * 4);
+            if (fuse) c = 1.0f - (1.0f - c) * z.dscore[j];
+            z.cost[(size_t)r * z.M + q] = c;
+        }
+    }
+}
+
+__device__ void lap_stream(const Stream& z, int n, int m, double limit) {
+    lap_one(z.cost, z.M, n, m, limit, z.u, z.v, z.minv, z.p, z.way, z.used, z.rowsol);
+}
+
+// reference _Track.take: the filter takes detection j; the track is tracked and confirmed
+__device__ void take(const Stream& z, int t, int j, int fid) {
+    double m[4];
+    for (int c = 0; c < 4; ++c) m[c] = (double)z.dxyah[(size_t)j * 4 + c];
+    kf_update_row(z.mean + (size_t)t * 8, z.cov + (size_t)t * 64, m);
+    z.st[t] = TRACKED;
+    z.act[t] = 1;
+    z.frame[t] = fid;
+    z.score[t] = z.dscore[j];
+    z.idx[t] = j;
+}
+
+extern "C" __global__ void TRACK_NAME(
+    const float* __restrict__ boxes, const float* __restrict__ scores, const int* __restrict__ counts,
+    const int* __restrict__ order, const int* __restrict__ n_frames, const unsigned char* __restrict__ restart,
+    int* __restrict__ ids,
+    int* id, int* st, int* act, float* score, int* idx, int* frame, int* start, double* mean, double* cov,
+    int* trk, int* ntrk, int* lst, int* nlst, int* fids, int* next_id, int* overflow,
+    int* hi, int* lo, float* dxyxy, float* dxyah, float* dscore, int* pool, int* rest, int* unconf, int* dleft,
+    int* acts, int* refs, int* lost_new, int* new_trk, int* new_lst, int* mark, int* rowsol, float* cost,
+    double* u, double* v, double* minv, int* p, int* way, unsigned char* used,
+    int S, int K, int M, int F, float high, float low, float new_thresh, int buffer, double match_thresh,
+    int fuse) {
+    const int s = blockIdx.x * blockDim.x + threadIdx.x;
+    if (s >= S) return;
+    const size_t sK = (size_t)s * K, sM = (size_t)s * M, W = (size_t)K + M + 1, KM = K > M ? K : M;
+    Stream z = {id + sK, st + sK, act + sK, idx + sK, frame + sK, start + sK, score + sK, mean + sK * 8,
+                cov + sK * 64, trk + sK, lst + sK, dxyxy + sM * 4, dxyah + sM * 4, dscore + sM, hi + sM, lo + sM,
+                pool + sK, rest + sK, unconf + sK, dleft + sM, acts + sK, refs + sK, lost_new + sK, new_trk + sK,
+                new_lst + sK, mark + (size_t)s * KM, rowsol + sK, cost + sK * M, u + s * W, v + s * W,
+                minv + s * W, p + s * W, way + s * W, used + s * W, K, M};
+    for (int f = 0; f < n_frames[s]; ++f) {
+        const int b = order[(size_t)s * F + f];
+        if (restart[b]) {
+            for (int t = 0; t < K; ++t) z.st[t] = FREE;
+            ntrk[s] = nlst[s] = fids[s] = next_id[s] = 0;
+        }
+        const int fid = ++fids[s];
+        int* out = ids + (size_t)b * M;
+        for (int j = 0; j < M; ++j) out[j] = 0;
+        // detections: tlwh through the original's dtypes (float32 xywh, float64 ltwh, float32), split by score
+        int nhi = 0, nlo = 0;
+        for (int j = 0; j < counts[b]; ++j) {
+            const float* bx = boxes + ((size_t)b * M + j) * 4;
+            const float cx = (bx[0] + bx[2]) / 2.0f, cy = (bx[1] + bx[3]) / 2.0f;
+            const float w = bx[2] - bx[0], h = bx[3] - bx[1];
+            const float x1 = (float)((double)cx - (double)w / 2), y1 = (float)((double)cy - (double)h / 2);
+            float* dx = z.dxyxy + (size_t)j * 4;
+            float* da = z.dxyah + (size_t)j * 4;
+            dx[0] = x1, dx[1] = y1, dx[2] = x1 + w, dx[3] = y1 + h;
+            da[0] = x1 + w / 2.0f, da[1] = y1 + h / 2.0f, da[2] = h != 0.0f ? w / h : 0.0f, da[3] = h;
+            const float sc = scores[(size_t)b * M + j];
+            z.dscore[j] = sc;
+            if (w > 0.0f && h > 0.0f) {
+                if (sc >= high) z.hi[nhi++] = j;
+                else if (sc > low) z.lo[nlo++] = j;
+            }
+        }
+        // the pool: confirmed tracked tracks, then the lost ones; predicted
+        int npool = 0, nunc = 0;
+        for (int q = 0; q < ntrk[s]; ++q) {
+            const int t = z.trk[q];
+            if (z.act[t]) z.pool[npool++] = t;
+            else z.unconf[nunc++] = t;
+        }
+        for (int q = 0; q < nlst[s]; ++q) z.pool[npool++] = z.lst[q];
+        for (int q = 0; q < npool; ++q) {
+            const int t = z.pool[q];
+            kf_predict_row(z.mean + (size_t)t * 8, z.cov + (size_t)t * 64, z.st[t] == TRACKED);
+        }
+        int nact = 0, nref = 0, nlost = 0;
+        // first association: the pool vs the high detections (fused), limit match_thresh
+        costs(z, z.pool, npool, z.hi, nhi, fuse);
+        lap_stream(z, npool, nhi, match_thresh);
+        for (int j = 0; j < nhi; ++j) z.mark[j] = 0;
+        int nrest = 0;
+        for (int q = 0; q < npool; ++q) {
+            const int t = z.pool[q], j = z.rowsol[q];
+            if (j >= 0) {
+                z.mark[j] = 1;
+                if (z.st[t] == TRACKED) z.acts[nact++] = t;
+                else z.refs[nref++] = t;
+                take(z, t, z.hi[j], fid);
+            } else if (z.st[t] == TRACKED) {
+                z.rest[nrest++] = t;
+            }
+        }
+        int nleft = 0;
+        for (int j = 0; j < nhi; ++j)
+            if (!z.mark[j]) z.dleft[nleft++] = z.hi[j];
+        // second association: the tracked tracks left vs the low detections (IoU), limit 0.5
+        if (nrest && nlo) {
+            costs(z, z.rest, nrest, z.lo, nlo, 0);
+            lap_stream(z, nrest, nlo, 0.5);
+        } else {
+            for (int q = 0; q < nrest; ++q) z.rowsol[q] = -1;
+        }
+        for (int q = 0; q < nrest; ++q) {
+            const int t = z.rest[q];
+            if (z.rowsol[q] >= 0) {
+                z.acts[nact++] = t;
+                take(z, t, z.lo[z.rowsol[q]], fid);
+            } else {
+                z.st[t] = LOST;
+                z.lost_new[nlost++] = t;
+            }
+        }
+        // unconfirmed tracks vs the high detections left (fused), limit 0.7; the rest are removed
+        int nbirth = nleft;
+        if (nunc) {
+            costs(z, z.unconf, nunc, z.dleft, nleft, fuse);
+            lap_stream(z, nunc, nleft, 0.7);
+            for (int q = 0; q < nleft; ++q) z.mark[q] = 0;
+            for (int q = 0; q < nunc; ++q) {
+                const int t = z.unconf[q], j = z.rowsol[q];
+                if (j >= 0) {
+                    z.mark[j] = 1;
+                    take(z, t, z.dleft[j], fid);
+                    z.acts[nact++] = t;
+                } else {
+                    z.st[t] = REMOVED;
+                }
+            }
+            nbirth = 0;
+            for (int q = 0; q < nleft; ++q)
+                if (!z.mark[q]) z.dleft[nbirth++] = z.dleft[q];
+        }
+        // births: the high detections left with score >= new_thresh (confirmed at once on frame 1 only)
+        for (int q = 0; q < nbirth; ++q) {
+            const int j = z.dleft[q];
+            if (z.dscore[j] < new_thresh) continue;
+            int t = 0;
+            while (t < K && z.st[t] != FREE) ++t;
+            if (t == K) {
+                overflow[s] = 1;
+                continue;
+            }
+            z.id[t] = ++next_id[s];
+            double* m = z.mean + (size_t)t * 8;
+            double* P = z.cov + (size_t)t * 64;
+            const double hh = (double)z.dxyah[(size_t)j * 4 + 3];
+            for (int c = 0; c < 4; ++c) m[c] = (double)z.dxyah[(size_t)j * 4 + c], m[c + 4] = 0.0;
+            for (int c = 0; c < 64; ++c) P[c] = 0.0;
+            const double sp = 2 * W_POS * hh, sv = 10 * W_VEL * hh;
+            P[0] = P[9] = P[27] = sp * sp;
+            P[18] = 1e-2 * 1e-2;
+            P[36] = P[45] = P[63] = sv * sv;
+            P[54] = 1e-5 * 1e-5;
+            z.st[t] = TRACKED;
+            z.act[t] = fid == 1;
+            z.frame[t] = z.start[t] = fid;
+            z.score[t] = z.dscore[j];
+            z.idx[t] = j;
+            z.acts[nact++] = t;
+        }
+        // lost tracks past the buffer are removed
+        for (int q = 0; q < nlst[s]; ++q)
+            if (fid - z.frame[z.lst[q]] > buffer) z.st[z.lst[q]] = REMOVED;
+        // merge (reference _merge): tracked = old tracked still tracked + activated + refound, in order
+        for (int t = 0; t < K; ++t) z.mark[t] = 0;
+        int n1 = 0, n2 = 0;
+        for (int q = 0; q < ntrk[s]; ++q)
+            if (z.st[z.trk[q]] == TRACKED) z.new_trk[n1++] = z.trk[q], z.mark[z.trk[q]] = 1;
+        for (int q = 0; q < nact; ++q)
+            if (!z.mark[z.acts[q]]) z.new_trk[n1++] = z.acts[q], z.mark[z.acts[q]] = 1;
+        for (int q = 0; q < nref; ++q)
+            if (!z.mark[z.refs[q]]) z.new_trk[n1++] = z.refs[q], z.mark[z.refs[q]] = 1;
+        for (int q = 0; q < nlst[s]; ++q)
+            if (!z.mark[z.lst[q]] && z.st[z.lst[q]] != REMOVED) z.new_lst[n2++] = z.lst[q];
+        for (int q = 0; q < nlost; ++q) z.new_lst[n2++] = z.lost_new[q];
+        // duplicates: a tracked and a lost track with 1 - IoU < 0.15: the younger goes (mark 2)
+        float a[4], c[4];
+        for (int q = 0; q < n1; ++q) {
+            const int tp = z.new_trk[q];
+            track_xyxy(z.mean + (size_t)tp * 8, a);
+            for (int r = 0; r < n2; ++r) {
+                const int tq = z.new_lst[r];
+                track_xyxy(z.mean + (size_t)tq * 8, c);
+                if (iou_cost_one(a, c) < 0.15f) {
+                    if (z.frame[tp] - z.start[tp] > z.frame[tq] - z.start[tq]) z.mark[tq] = 2;
+                    else z.mark[tp] = 2;
+                }
+            }
+        }
+        int n = 0;
+        for (int q = 0; q < n1; ++q)
+            if (z.mark[z.new_trk[q]] != 2) z.trk[n++] = z.new_trk[q];
+        ntrk[s] = n;
+        n = 0;
+        for (int q = 0; q < n2; ++q)
+            if (z.mark[z.new_lst[q]] != 2) z.lst[n++] = z.new_lst[q];
+        nlst[s] = n;
+        for (int t = 0; t < K; ++t) z.mark[t] = 0;
+        for (int q = 0; q < ntrk[s]; ++q) {
+            const int t = z.trk[q];
+            z.mark[t] = 1;
+            if (z.act[t]) out[z.idx[t]] = z.id[t];
+        }
+        for (int q = 0; q < nlst[s]; ++q) z.mark[z.lst[q]] = 1;
+        for (int t = 0; t < K; ++t)
+            if (!z.mark[t]) z.st[t] = FREE;
+    }
+}
