@@ -38,6 +38,17 @@ class RunEvents(Protocol):
         """The run's last result is in: the clock stops now."""
 
 
+class BatchSink:
+    """A result sink that takes each delivered batch at once (its FrameResults, each stream's in frame
+    order): :func:`~.strategies.deliver` calls ``batch(results)``; any other sink is called per result."""
+
+    def batch(self, results: list) -> None:
+        raise NotImplementedError
+
+    def __call__(self, r) -> None:
+        self.batch([r])
+
+
 class StreamFanout:
     """RunEvents to the run's total monitor and to one monitor per stream (made on first sight)."""
 

@@ -243,7 +243,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
     if cfg.track:
         from .tracking import StreamTracking
 
-        sinks = StreamTracking(sinks)
+        sinks = StreamTracking(sinks, cfg.device if cfg.runner != "multigpu" else "cpu")
     failed: dict = {}
     sources: list = []
     progress = _Progress(False, None)

@@ -20,7 +20,7 @@ from ..fusion.pipeline import PoseResult
 from ..kernels._common import KernelInputError, as_tensor
 from ..kernels.letterbox import FrameBatch, check_frame
 from .config import SEQUENTIAL
-from .events import FrameResult, RunEvents
+from .events import BatchSink, FrameResult, RunEvents
 from .sources import Frame, Source
 
 
@@ -127,7 +127,8 @@ def frame_result(name: str, f: Frame, poses: PoseResult) -> FrameResult:
 def deliver(ready, events: RunEvents, on_result: OnResult | None, accounted=None):
     """Account for and hand out results: ``ready`` is (stream, frame, PoseResult) triples, each stream's in
     frame order; one ``delivered`` call for all, then ``accounted(keys)`` (a runner's in-flight set), then
-    ``on_result`` per frame, so a failing callback leaves no delivered frame counted as in flight."""
+    ``on_result`` per frame (a BatchSink: once, with all of them), so a failing callback leaves no
+    delivered frame counted as in flight."""
     ready = list(ready)
     if not ready:
         return
@@ -135,7 +136,9 @@ def deliver(ready, events: RunEvents, on_result: OnResult | None, accounted=None
     events.delivered([(k, len(r)) for k, (_, _, r) in zip(keys, ready)])
     if accounted is not None:
         accounted(keys)
-    if on_result is not None:
+    if isinstance(on_result, BatchSink):
+        on_result.batch([frame_result(name, f, r) for name, f, r in ready])
+    elif on_result is not None:
         for name, f, r in ready:
             on_result(frame_result(name, f, r))
 

@@ -107,9 +107,11 @@ def test_empty_input_and_reset():
     assert t.update(box, score)[:, 4].tolist() == [1.0]
 
 
-def test_a_tracked_run_gives_every_pose_its_stream_id(tmp_path):
-    """run(track=True): each stream has its own tracker (two copies of a clip get the same IDs), the IDs
-    equal the reference fed the stream's results in order, and the JSON lines carry them."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_a_tracked_run_gives_every_pose_its_stream_id(tmp_path, device):
+    """run(track=True): each stream has its own tracks (two copies of a clip get the same IDs), the IDs
+    equal the reference fed the stream's results in order (on a GPU run: the device tracker, all streams
+    of a batch at once), and the JSON lines carry them."""
     import json
 
     from posefuse import RunConfig, run
@@ -118,7 +120,7 @@ def test_a_tracked_run_gives_every_pose_its_stream_id(tmp_path):
     clip = helpers.data_path("one-by-one-person-detection.mp4")
     got: dict = {}
     out = tmp_path / "poses.jsonl"
-    rep = run(RunConfig(sources=[clip], repeat=2, max_frames=220, imgsz=320, device="cpu", runner="dynamic",
+    rep = run(RunConfig(sources=[clip], repeat=2, max_frames=220, imgsz=320, device=device, runner="dynamic",
                         batch=8, track=True, save_json=str(out), progress=False),
               on_result=lambda r: got.setdefault(r.stream, []).append(r.poses))
     assert rep.exit_code == 0
