@@ -117,12 +117,12 @@ class Interrupted(KeyboardInterrupt):
 
 
 class _CtrlC:
-    """Owns SIGINT while the command runs (the previous handler is restored). While the heavy modules
-    (torch, Ultralytics, posefuse) import, SIGINT is blocked and a Ctrl-C is only remembered: one delivered
-    there can abort the process (seen: SIGABRT inside torch's import, and "terminate called without an
-    active exception" after a Ctrl-C during Ultralytics' import) or be wrapped and swallowed (Python 3.11
-    re-raises one in ``__set_name__`` as a RuntimeError). Once armed, Ctrl-C raises Interrupted, and is
-    still remembered, so one a library swallowed ends the command with 130 too."""
+    """Owns SIGINT while the command runs (the previous handler is restored). While torch and posefuse
+    import, SIGINT is blocked and a Ctrl-C is only remembered: one delivered there can abort the process
+    (seen: SIGABRT inside torch's import) or be wrapped and swallowed (Python 3.11 re-raises one in
+    ``__set_name__`` as a RuntimeError); ``run()`` then holds signals through its own start-up. Once armed,
+    Ctrl-C raises Interrupted, and is still remembered, so one a library swallowed ends the command with
+    130 too."""
 
     def __init__(self):
         self.hit = False
@@ -209,11 +209,6 @@ def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     t0 = time.perf_counter()
     import json  # a Ctrl-C meanwhile is only remembered (_CtrlC): it is acted on here
     from pathlib import Path
-
-    try:
-        import ultralytics  # noqa: F401 - the model's modules (the engine loads them), imported here too
-    except ImportError:  # the 'models' extra is missing: the engine names it
-        pass
 
     from .config import ConfigError
     from .run import run

@@ -83,21 +83,36 @@ def run_settings():
         sys.setswitchinterval(switch)
 
 
-@contextlib.contextmanager
-def _sigterm_drains():
-    """SIGTERM ends the run like Ctrl-C (main thread only; the previous handler is restored)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Signals:
+    """SIGTERM ends the run like Ctrl-C; both wait while the run starts up (blocked until :meth:`release`,
+    just before the runner runs), so neither lands inside a library's initialization (the engine imports
+    and loads the model, the decode process starts): one there has aborted the process at exit
+    ("terminate called without an active exception"; results/DECISIONS.md). A signal that came meanwhile
+    is raised at the release and the run drains at once. Main thread only; the previous handler and
+    signal mask are restored."""
 
-    def handler(signum, frame):
+    def __init__(self):
+        self.main = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self):
+        if self.main:
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+            self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        return self
+
+    @staticmethod
+    def _handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def release(self):
+        if self.main:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+
+    def __exit__(self, *exc):
+        if self.main:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
 
 
 def batch_sizes(cfg: RunConfig) -> tuple | None:
@@ -257,7 +272,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         sources.append(src)
         outputs.add_stream(name, src.fps)
         return src
-    with _sigterm_drains():
+    with _Signals() as signals:
         opener = None
         try:
             if cfg.runner != "multigpu":  # the multigpu workers open their own
@@ -288,6 +303,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
             try:
                 with run_settings():
                     try:
+                        signals.release()  # a Ctrl-C or SIGTERM of the start-up is raised here: the run drains
                         failed.update(_dispatch(cfg, engine, sources, streams, events, sinks, control, open_added))
                     finally:  # the last result is in: closing sources and decode processes is not run time
                         events.end_clock()

@@ -260,6 +260,17 @@ def _tracker():
                 cost[r, q] = c
 
     @cuda.jit(device=True)
+    def joint(dst, n, src, count, mark):
+        """reference _joint: dst[:n], then the slots of src[:count] not in it yet (mark 1); the new n."""
+        for q in range(count):
+            t = src[q]
+            if not mark[t]:
+                dst[n] = t
+                n += 1
+                mark[t] = 1
+        return n
+
+    @cuda.jit(device=True)
     def take(t, j, fid, mean, cov, st, act, score, idx, frame, dxyah, dscore):
         """reference _Track.take: the filter takes detection j; the track is tracked and confirmed."""
         kf_update_row(mean[t], cov[t], np.float64(dxyah[j, 0]), np.float64(dxyah[j, 1]), np.float64(dxyah[j, 2]),
@@ -461,18 +472,8 @@ def _tracker():
                     new_trk[s, n1] = t
                     n1 += 1
                     mark[s, t] = 1
-            for q in range(nact):
-                t = acts[s, q]
-                if not mark[s, t]:
-                    new_trk[s, n1] = t
-                    n1 += 1
-                    mark[s, t] = 1
-            for q in range(nref):
-                t = refs[s, q]
-                if not mark[s, t]:
-                    new_trk[s, n1] = t
-                    n1 += 1
-                    mark[s, t] = 1
+            n1 = joint(new_trk[s], n1, acts[s], nact, mark[s])
+            n1 = joint(new_trk[s], n1, refs[s], nref, mark[s])
             n2 = 0
             for q in range(nlst[s]):
                 t = lst[s, q]
