@@ -90,6 +90,7 @@ extern "C" void set_thread(unsigned block, unsigned block_dim, unsigned thread) 
 }
 #define __global__
 #define __device__
+#define __constant__ static const
 #define __restrict__ __restrict
 """
 

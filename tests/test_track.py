@@ -21,7 +21,7 @@ def run_both(frames: list) -> list:
 
     ours, theirs = ByteTrackReference(), helpers.ultralytics_tracker()
     out = []
-    for boxes, scores in frames:
+    for boxes, scores, *_ in frames:
         data = np.c_[boxes, scores, np.zeros(len(scores))].astype(np.float32).reshape(-1, 6)
         t = theirs.update(Boxes(data, (1080, 1920)))
         t = t[:, [0, 1, 2, 3, 4, 5, 7]] if len(t) else np.zeros((0, 7), np.float32)
@@ -41,7 +41,7 @@ def assert_same(pairs: list):
 @pytest.fixture(scope="module")
 def clip_detections():
     """Detections of the first 200 frames of each sample clip (CPU pipeline, imgsz 320), as the tracker
-    sees them."""
+    sees them: (boxes, scores, keypoints) per frame."""
     from posefuse import PosePipeline
 
     cpu_pipe = PosePipeline(device="cpu", imgsz=320)
@@ -52,7 +52,8 @@ def clip_detections():
         dets = []
         for i in range(0, len(frames), 16):
             for r in cpu_pipe(frames[i:i + 16]):
-                dets.append((np.asarray(r.boxes, np.float32), np.asarray(r.scores, np.float32)))
+                dets.append((np.asarray(r.boxes, np.float32), np.asarray(r.scores, np.float32),
+                             np.asarray(r.keypoints, np.float32).reshape(-1, 17, 3)))
         out[name] = dets
     return out
 
@@ -87,6 +88,22 @@ def _random_sequence(rng, frames: int, people: int) -> list:
             boxes[0, 2] = boxes[0, 0]  # zero width
         seq.append((boxes, scores))
     return seq
+
+
+SKELETON = np.array([[.5, .08], [.45, .06], [.55, .06], [.4, .08], [.6, .08], [.3, .25], [.7, .25], [.22, .42],
+                     [.78, .42], [.18, .56], [.82, .56], [.38, .58], [.62, .58], [.38, .78], [.62, .78], [.38, .97],
+                     [.62, .97]])  # a standing person's keypoints, as fractions of the box
+
+
+def _with_keypoints(seq: list, rng) -> list:
+    """A sequence's frames with keypoints: the skeleton in each box, jittered, confidences at random."""
+    out = []
+    for boxes, scores in seq:
+        wh = boxes[:, None, 2:] - boxes[:, None, :2]
+        xy = boxes[:, None, :2] + SKELETON[None] * wh + rng.normal(0, 2, (len(boxes), 17, 2))
+        conf = rng.uniform(0, 1, (len(boxes), 17, 1))
+        out.append((boxes, scores, np.concatenate([xy, conf], -1).astype(np.float32)))
+    return out
 
 
 @pytest.mark.parametrize("seed, people", [(0, 3), (1, 12), (2, 40)])
@@ -236,7 +253,7 @@ def _pairs_batch(seqs: list, k: int):
     import torch
 
     tracks = [s[k][0] for s in seqs]
-    dets = [s[k + 1] for s in seqs]
+    dets = [s[k + 1][:2] for s in seqs]
     S, T, D = len(seqs), max(1, max(len(t) for t in tracks)), max(1, max(len(b) for b, _ in dets))
     tr, de, sc = np.zeros((S, T, 4), np.float32), np.zeros((S, D, 4), np.float32), np.zeros((S, D), np.float32)
     for s in range(S):
@@ -312,44 +329,53 @@ def test_association_arguments_are_checked():
 
 def _interleaved(seqs: list, max_det: int, frames_per_batch: int):
     """The sequences as batches of rows (stream, frame), streams interleaved as a dynamic batcher mixes
-    them, a stream's frames in order; yields (boxes, scores, counts, stream index per row)."""
+    them, a stream's frames in order; yields (boxes, scores, counts, stream index per row, keypoints)."""
     import torch
 
     F = max(len(s) for s in seqs)
     for f0 in range(0, F, frames_per_batch):
         rows = [(s, f) for f in range(f0, f0 + frames_per_batch) for s in range(len(seqs)) if f < len(seqs[s])]
         boxes, scores = torch.zeros(len(rows), max_det, 4), torch.zeros(len(rows), max_det)
-        counts = torch.zeros(len(rows), dtype=torch.int32)
+        kpts, counts = torch.zeros(len(rows), max_det, 17, 3), torch.zeros(len(rows), dtype=torch.int32)
         for b, (s, f) in enumerate(rows):
-            bx, sc = seqs[s][f]
+            bx, sc, kp = seqs[s][f]
             n = min(len(bx), max_det)
             boxes[b, :n], scores[b, :n], counts[b] = torch.from_numpy(bx[:n]), torch.from_numpy(sc[:n]), n
-        yield boxes, scores, counts, [s for s, _ in rows]
+            kpts[b, :n] = torch.from_numpy(kp[:n])
+        yield boxes, scores, counts, [s for s, _ in rows], kpts
 
 
+def _tracker_streams(clip_detections) -> list:
+    """Random crowds (0 to 30 people: births, deaths, crossings, empty frames, degenerate boxes, an
+    all-lost spell) with keypoints, and the sample clips' real detections: one sequence per stream."""
+    rng = np.random.default_rng(11)
+    seqs = [_with_keypoints(_random_sequence(rng, 90, people), rng) for people in (0, 4, 12, 30)]
+    seqs[2][30:40] = [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 17, 3), np.float32))] * 10
+    return seqs + [d[:90] for d in clip_detections.values()]
+
+
+@pytest.mark.parametrize("match", ["iou", "oks"])
 @pytest.mark.parametrize("device, backend", _devices())
-def test_batched_tracker_gives_the_reference_ids_on_every_frame(device, backend, clip_detections):
-    """Streams of random crowds (0 to 30 people: births, deaths, crossings, empty frames, degenerate boxes,
-    all-lost spells) and the sample clips' real detections, interleaved in batches of uneven length, one
-    stream restarting midway: the same track id on every detection of every frame as a ByteTrackReference
-    per stream."""
+def test_batched_tracker_gives_the_reference_ids_on_every_frame(device, backend, match, clip_detections):
+    """The streams of _tracker_streams interleaved in batches of uneven length, one stream restarting
+    midway: the same track id on every detection of every frame as a ByteTrackReference per stream, with
+    IoU and with the OKS match."""
     import torch
 
-    from posefuse.kernels.track import ByteTrackBatch
+    from posefuse.kernels.track import ByteTrackBatch, ByteTrackConfig
 
-    rng = np.random.default_rng(11)
-    seqs = [_random_sequence(rng, 90, people) for people in (0, 4, 12, 30)] + [d[:90] for d in clip_detections.values()]
-    seqs[2][30:40] = [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))] * 10  # everyone lost for 10 frames
-    ref = ByteTrackBatch(len(seqs), 64, "cpu", backend="reference")
-    got = ByteTrackBatch(len(seqs), 64, device, backend=backend, capacity=96)
+    seqs, cfg = _tracker_streams(clip_detections), ByteTrackConfig(match=match)
+    ref = ByteTrackBatch(len(seqs), 64, "cpu", cfg, backend="reference")
+    got = ByteTrackBatch(len(seqs), 64, device, cfg, backend=backend, capacity=96)
     frames = ids = 0
-    for k, (boxes, scores, counts, stream) in enumerate(_interleaved(seqs, 64, 7)):
+    for k, (boxes, scores, counts, stream, kpts) in enumerate(_interleaved(seqs, 64, 7)):
         restart = [k == 6 and s == 1 for s in stream]
-        want = ref.update(boxes, scores, counts, stream, restart)
-        have = got.update(boxes.to(device), scores.to(device), counts.to(device), stream, restart).cpu()
+        want = ref.update(boxes, scores, counts, stream, restart, kpts)
+        have = got.update(boxes.to(device), scores.to(device), counts.to(device), stream, restart,
+                          kpts.to(device)).cpu()
         assert torch.equal(have, want), f"batch {k}"
         frames, ids = frames + len(stream), ids + int((want > 0).sum())
-    assert frames == sum(len(s) for s in seqs) and ids > 1000
+    assert frames == sum(len(s) for s in seqs) and ids > 500
 
 
 def test_batched_tracker_arguments_and_capacity_are_checked():
@@ -400,14 +426,15 @@ def _each_thread(lib, n: int, kernel: str, *args):
         getattr(lib, kernel)(*args)
 
 
-def test_track_cu_built_for_the_host_matches_the_reference(host_track, clip_detections):
+@pytest.mark.parametrize("match", ["iou", "oks"])
+def test_track_cu_built_for_the_host_matches_the_reference(host_track, clip_detections, match):
     """The CUDA C of track.cu (the CuPy backend's source), run on the CPU: bit-equal costs, lap's matches,
     and ByteTrackBatch's kernel giving the reference's ids on every frame."""
     import ctypes
 
     import torch
 
-    from posefuse.kernels.track import ByteTrackBatch, assign, iou_costs
+    from posefuse.kernels.track import ByteTrackBatch, ByteTrackConfig, assign, iou_costs
     from posefuse.kernels.track.numba_impl import SCRATCH, STATE
 
     I, F32, F64 = ctypes.c_int, ctypes.c_float, ctypes.c_double
@@ -423,28 +450,26 @@ def test_track_cu_built_for_the_host_matches_the_reference(host_track, clip_dete
             assert torch.equal(got[s, :n, :m], ref[s, :n, :m])
         for limit in (0.8, 0.5, 0.7):
             want = assign(ref, nt, nd, limit, backend="reference")
-            match = torch.zeros((S, T), dtype=torch.int32)
+            matched = torch.zeros((S, T), dtype=torch.int32)
             w = T + D + 1
             work = [torch.zeros((S, w), dtype=dt) for dt in (torch.float64,) * 3 + (torch.int32,) * 2 + (torch.uint8,)]
-            _each_thread(lib, S, "lap_f64", *_c(ref, nt, nd, match, *work), I(S), I(T), I(D), F64(limit))
-            assert torch.equal(match, want)
-    rng = np.random.default_rng(11)
-    seqs = [_random_sequence(rng, 90, people) for people in (0, 4, 12, 30)] + [d[:90] for d in clip_detections.values()]
-    ref = ByteTrackBatch(len(seqs), 64, "cpu", backend="reference")
-    host = ByteTrackBatch(len(seqs), 64, "cpu", backend="reference")
+            _each_thread(lib, S, "lap_f64", *_c(ref, nt, nd, matched, *work), I(S), I(T), I(D), F64(limit))
+            assert torch.equal(matched, want)
+    seqs, c = _tracker_streams(clip_detections), ByteTrackConfig(match=match)
+    ref = ByteTrackBatch(len(seqs), 64, "cpu", c, backend="reference")
     K, M = 96, 64
     shapes = ByteTrackBatch.shapes(len(seqs), K, M)
     state = {k: torch.zeros(shapes[k][0], dtype=shapes[k][1]) for k in STATE}
     scratch = {k: torch.zeros(shapes[k][0], dtype=shapes[k][1]) for k in SCRATCH}
-    c = host.cfg
-    for k, (boxes, scores, counts, stream) in enumerate(_interleaved(seqs, M, 7)):
+    for k, (boxes, scores, counts, stream, kpts) in enumerate(_interleaved(seqs, M, 7)):
         restart = np.array([k == 6 and s == 1 for s in stream], np.uint8)
-        want = ref.update(boxes, scores, counts, stream, restart)
+        want = ref.update(boxes, scores, counts, stream, restart, kpts)
         order, n_frames = ByteTrackBatch.order(np.asarray(stream), len(seqs))
         ids = torch.zeros_like(want)
         args = _c(boxes, scores, counts, torch.from_numpy(order), torch.from_numpy(n_frames),
-                  torch.from_numpy(restart), ids) + _c(*(state[x] for x in STATE)) + _c(*(scratch[x] for x in SCRATCH))
+                  torch.from_numpy(restart), ids, kpts) + _c(*(state[x] for x in STATE)) + \
+            _c(*(scratch[x] for x in SCRATCH))
         _each_thread(host_track, len(seqs), "bytetrack_f64", *args, I(len(seqs)), I(K), I(M), I(order.shape[1]),
                      F32(c.track_high_thresh), F32(c.track_low_thresh), F32(c.new_track_thresh), I(c.track_buffer),
-                     F64(c.match_thresh), I(int(c.fuse_score)))
+                     F64(c.match_thresh), I(int(c.fuse_score)), I(int(match == "oks")))
         assert torch.equal(ids, want), f"batch {k}"

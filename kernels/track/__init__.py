@@ -171,7 +171,8 @@ class ByteTrackBatch:
 
     ``stream`` (B,): the stream index of each batch row (host ints); a stream's rows are its frames in
     order. ``restart`` (B,) bool: the stream starts over at that row (a looping pass, a reconnect). A track
-    id belongs to a detection row where the reference outputs that track for the frame. Backends: 'cupy'
+    id belongs to a detection row where the reference outputs that track for the frame. ``cfg.match``
+    'oks' associates on keypoint similarity (reference.oks_cost) instead of IoU. Backends: 'cupy'
     (track.cu), 'numba' (the simulator on the CPU) and 'reference' (a ByteTrackReference per stream, CPU
     tensors)."""
 
@@ -181,6 +182,8 @@ class ByteTrackBatch:
                  capacity: int = CAPACITY, backend: str = "auto"):
         if streams < 1:
             raise KernelInputError(f"streams: expected >= 1, got {streams}")
+        if cfg.match not in ("iou", "oks"):
+            raise KernelInputError(f"cfg.match: expected 'iou' or 'oks', got {cfg.match!r}")
         if max_det < 1 or capacity < 1:
             raise KernelInputError(f"max_det, capacity: expected >= 1, got {max_det} and {capacity}")
         dev = torch.device(device)
@@ -209,6 +212,7 @@ class ByteTrackBatch:
         out = {k: ((S, K), i32) for k in STATE + SCRATCH}
         out.update({k: ((S,), i32) for k in ("n_tracked", "n_lost", "frame_id", "next_id", "overflow")})
         out.update({"mean": ((S, K, 8), f64), "cov": ((S, K, 8, 8), f64), "score": ((S, K), f32),
+                    "kpts": ((S, K, 17, 3), f32), "kpts_center": ((S, K, 2), f64),
                     "hi": ((S, M), i32), "lo": ((S, M), i32), "dxyxy": ((S, M, 4), f32), "dxyah": ((S, M, 4), f32),
                     "dscore": ((S, M), f32), "dleft": ((S, M), i32), "mark": ((S, max(K, M)), i32),
                     "cost": ((S, K, M), f32), "u": ((S, w), f64), "v": ((S, w), f64), "minv": ((S, w), f64),
@@ -235,9 +239,10 @@ class ByteTrackBatch:
         for t in self.state.values():
             t.zero_()
 
-    def update(self, boxes: torch.Tensor, scores: torch.Tensor, counts: torch.Tensor, stream, restart=None
-               ) -> torch.Tensor:
-        """(B, max_det) int32 track ids of the batch's detections (0: no track); see the class docstring."""
+    def update(self, boxes: torch.Tensor, scores: torch.Tensor, counts: torch.Tensor, stream, restart=None,
+               keypoints: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, max_det) int32 track ids of the batch's detections (0: no track); see the class docstring.
+        ``keypoints`` (B, max_det, 17, 3) float32: for ``cfg.match == 'oks'``."""
         check_tensor(boxes, "boxes", dtypes=(torch.float32,), ndim=3, device=self.device)
         B = boxes.shape[0]
         if tuple(boxes.shape[1:]) != (self.max_det, 4):
@@ -253,6 +258,15 @@ class ByteTrackBatch:
         restart = np.zeros(B, np.uint8) if restart is None else np.asarray(restart, dtype=np.uint8).reshape(-1)
         if len(restart) != B:
             raise KernelInputError(f"restart: expected {B} flags, got {len(restart)}")
+        oks = self.cfg.match == "oks"
+        if oks:
+            if keypoints is None:
+                raise KernelInputError("keypoints: the 'oks' match needs (B, max_det, 17, 3) keypoints, got None")
+            check_tensor(keypoints, "keypoints", dtypes=(torch.float32,), ndim=4, device=self.device)
+            if tuple(keypoints.shape) != (B, self.max_det, 17, 3):
+                raise KernelInputError(f"keypoints: expected ({B}, {self.max_det}, 17, 3), got {tuple(keypoints.shape)}")
+        else:
+            keypoints = torch.zeros((1, 1, 17, 3), dtype=torch.float32, device=self.device)
         ids = torch.zeros((B, self.max_det), dtype=torch.int32, device=self.device)
         with nvtx_range("track"):
             if self.backend == "reference":
@@ -260,7 +274,8 @@ class ByteTrackBatch:
                 for b, s in enumerate(stream.tolist()):
                     if restart[b]:
                         self.refs[s].reset()
-                    rows = self.refs[s].update(boxes[b, :n[b]].numpy(), scores[b, :n[b]].numpy())
+                    rows = self.refs[s].update(boxes[b, :n[b]].numpy(), scores[b, :n[b]].numpy(),
+                                               keypoints[b, :n[b]].numpy() if oks else None)
                     ids[b, torch.from_numpy(rows[:, 6].astype(np.int64))] = torch.from_numpy(rows[:, 4].astype(np.int32))
                 return ids
             from . import cupy_impl, numba_impl
@@ -268,8 +283,8 @@ class ByteTrackBatch:
             order, n_frames = self.order(stream, self.streams)
             to = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
             impl = cupy_impl if self.backend == "cupy" else numba_impl
-            impl.track(boxes.contiguous(), scores.contiguous(), counts, to(order), to(n_frames), to(restart), ids,
-                       self.state, self.scratch, self.cfg)
+            impl.track(boxes, scores, counts, to(order), to(n_frames), to(restart), ids, keypoints, self.state,
+                       self.scratch, self.cfg)
             if int(self.state["overflow"].max()):
                 full = torch.nonzero(self.state["overflow"]).flatten().tolist()
                 raise KernelInputError(f"capacity: streams {full} need more than {self.capacity} track slots "

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .._common import KERNEL_DIR, cupy_launch, cupy_module, ptr
+from .reference import AREA_FRACTION, KPT_CONF, OKS_DEN
 
 CU = str(KERNEL_DIR / "track" / "track.cu")
 BLOCK = 128
@@ -13,7 +14,9 @@ ASSIGN_BLOCK = 32  # streams per block of the assignment (one thread each)
 
 
 DEFINES = (("PREDICT_NAME", "kf_predict_f64"), ("UPDATE_NAME", "kf_update_f64"), ("COST_NAME", "iou_cost_f32"),
-           ("ASSIGN_NAME", "lap_f64"), ("TRACK_NAME", "bytetrack_f64"))
+           ("ASSIGN_NAME", "lap_f64"), ("TRACK_NAME", "bytetrack_f64"),
+           ("OKS_DEN_INIT", "{" + ", ".join(repr(float(x)) for x in OKS_DEN) + "}"),
+           ("AREA_FRACTION", repr(AREA_FRACTION)), ("KPT_CONF", f"{KPT_CONF!r}f"))
 
 
 def _module(device: torch.device):
@@ -57,7 +60,7 @@ def assign(cost, n_tracks, n_dets, match, work: dict, limit: float) -> None:
                      np.int32(S), np.int32(T), np.int32(D), np.float64(limit)), cost.device)
 
 
-def track(boxes, scores, counts, order, n_frames, restart, ids, state: dict, scratch: dict, cfg) -> None:
+def track(boxes, scores, counts, order, n_frames, restart, ids, keypoints, state: dict, scratch: dict, cfg) -> None:
     from .numba_impl import SCRATCH, STATE
 
     S, F = order.shape
@@ -66,7 +69,9 @@ def track(boxes, scores, counts, order, n_frames, restart, ids, state: dict, scr
         k = _module(boxes.device).get_function("bytetrack_f64")
         cupy_launch(k, ((S + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK, 1, 1), (ASSIGN_BLOCK, 1, 1),
                     (ptr(boxes), ptr(scores), ptr(counts), ptr(order), ptr(n_frames), ptr(restart), ptr(ids),
+                     ptr(keypoints),
                      *(ptr(state[k]) for k in STATE), *(ptr(scratch[k]) for k in SCRATCH),
                      np.int32(S), np.int32(K), np.int32(M), np.int32(F), np.float32(cfg.track_high_thresh),
                      np.float32(cfg.track_low_thresh), np.float32(cfg.new_track_thresh), np.int32(cfg.track_buffer),
-                     np.float64(cfg.match_thresh), np.int32(cfg.fuse_score)), boxes.device)
+                     np.float64(cfg.match_thresh), np.int32(cfg.fuse_score), np.int32(cfg.match == "oks")),
+                    boxes.device)

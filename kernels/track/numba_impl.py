@@ -5,9 +5,12 @@ the 4x4 innovation system by LU with partial pivoting, as LAPACK's gesv does); t
 thread per (stream, track, detection); the assignment with a cost limit, one thread per stream."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._common import numba_array, numba_cuda, numba_stream
+from .reference import AREA_FRACTION, KPT_CONF, OKS_DEN
 
 cuda = numba_cuda()  # module global: the simulator swaps it for its own (NUMBA_ENABLE_CUDASIM=1)
 
@@ -247,14 +250,38 @@ def _tracker():
         out[3] = np.float32(y1 + m[3])
 
     @cuda.jit(device=True)
-    def costs(rows, n, cols, m, fuse, mean, dxyxy, dscore, cost):
-        """cost[:n, :m]: tracks ``rows`` (slots) x detections ``cols`` (indices of dxyxy)."""
+    def oks_one(m, tk, tc, dk):
+        """reference.oks_cost for one pair: 1 - OKS (float32), or -1 where no keypoint is seen by both."""
+        area = m[2] * m[3] * m[3] * AREA_FRACTION
+        sx = m[0] - tc[0]
+        sy = m[1] - tc[1]
+        acc = 0.0
+        n = 0
+        for k in range(17):
+            if tk[k, 2] > KPT_CONF and dk[k, 2] > KPT_CONF:
+                dx = (np.float64(tk[k, 0]) + sx) - np.float64(dk[k, 0])
+                dy = (np.float64(tk[k, 1]) + sy) - np.float64(dk[k, 1])
+                acc += math.exp(-((dx * dx + dy * dy) / (OKS_DEN[k] * (area + 1e-7))))
+                n += 1
+        if n == 0:
+            return np.float32(-1)
+        return np.float32(1.0 - acc / n)
+
+    @cuda.jit(device=True)
+    def costs(rows, n, cols, m, fuse, mean, dxyxy, dscore, cost, oks, tkp, tkc, dkp):
+        """cost[:n, :m]: tracks ``rows`` (slots) x detections ``cols`` (indices of dxyxy); 'oks': keypoint
+        similarity (tkp, tkc: the tracks' keypoints and their center; dkp: the frame's detections')."""
         a = cuda.local.array(4, np.float32)
         for r in range(n):
-            track_xyxy(mean[rows[r]], a)
+            t = rows[r]
+            track_xyxy(mean[t], a)
             for q in range(m):
                 j = cols[q]
-                c = iou_one(a[0], a[1], a[2], a[3], dxyxy[j, 0], dxyxy[j, 1], dxyxy[j, 2], dxyxy[j, 3])
+                c = np.float32(-1)
+                if oks:
+                    c = oks_one(mean[t], tkp[t], tkc[t], dkp[j])
+                if c < 0:
+                    c = iou_one(a[0], a[1], a[2], a[3], dxyxy[j, 0], dxyxy[j, 1], dxyxy[j, 2], dxyxy[j, 3])
                 if fuse:
                     c = np.float32(1) - (np.float32(1) - c) * dscore[j]
                 cost[r, q] = c
@@ -271,8 +298,19 @@ def _tracker():
         return n
 
     @cuda.jit(device=True)
-    def take(t, j, fid, mean, cov, st, act, score, idx, frame, dxyah, dscore):
+    def keep_kpts(t, j, tkp, tkc, dkp, dxyah):
+        """'oks': track t keeps detection j's keypoints and center."""
+        for k in range(17):
+            for c in range(3):
+                tkp[t, k, c] = dkp[j, k, c]
+        tkc[t, 0] = np.float64(dxyah[j, 0])
+        tkc[t, 1] = np.float64(dxyah[j, 1])
+
+    @cuda.jit(device=True)
+    def take(t, j, fid, mean, cov, st, act, score, idx, frame, dxyah, dscore, oks, tkp, tkc, dkp):
         """reference _Track.take: the filter takes detection j; the track is tracked and confirmed."""
+        if oks:
+            keep_kpts(t, j, tkp, tkc, dkp, dxyah)
         kf_update_row(mean[t], cov[t], np.float64(dxyah[j, 0]), np.float64(dxyah[j, 1]), np.float64(dxyah[j, 2]),
                       np.float64(dxyah[j, 3]))
         st[t] = TRACKED
@@ -282,11 +320,11 @@ def _tracker():
         idx[t] = j
 
     @cuda.jit
-    def bytetrack_f64(boxes, scores, counts, order, n_frames, restart, ids,
+    def bytetrack_f64(boxes, scores, counts, order, n_frames, restart, ids, kpts_in,
                       tid, st, act, score, idx, frame, start, mean, cov, trk, ntrk, lst, nlst, fids, next_id,
-                      overflow, hi, lo, dxyxy, dxyah, dscore, pool, rest, unconf, dleft, acts, refs, lost_new,
+                      overflow, tkp, tkc, rm_at, hi, lo, dxyxy, dxyah, dscore, pool, rest, unconf, dleft, acts, refs, lost_new,
                       new_trk, new_lst, mark, rowsol, cost, u, v, minv, p, way, used,
-                      high, low, new_thresh, buffer, match_thresh, fuse):
+                      high, low, new_thresh, buffer, match_thresh, fuse, oks):
         s = cuda.grid(1)
         if s >= order.shape[0]:
             return
@@ -352,7 +390,8 @@ def _tracker():
             nref = 0
             nlost = 0
             # first association: the pool vs the high detections (fused), limit match_thresh
-            costs(pool[s], npool, hi[s], nhi, fuse, mean[s], dxyxy[s], dscore[s], cost[s])
+            dkp = kpts_in[b] if oks else kpts_in[0]
+            costs(pool[s], npool, hi[s], nhi, fuse, mean[s], dxyxy[s], dscore[s], cost[s], oks, tkp[s], tkc[s], dkp)
             lap_one(cost[s], npool, nhi, match_thresh, u[s], v[s], minv[s], p[s], way[s], used[s], rowsol[s])
             for j in range(nhi):
                 mark[s, j] = 0
@@ -369,7 +408,7 @@ def _tracker():
                         refs[s, nref] = t
                         nref += 1
                     take(t, hi[s, j], fid, mean[s], cov[s], st[s], act[s], score[s], idx[s], frame[s], dxyah[s],
-                         dscore[s])
+                         dscore[s], oks, tkp[s], tkc[s], dkp)
                 elif st[s, t] == TRACKED:
                     rest[s, nrest] = t
                     nrest += 1
@@ -380,7 +419,7 @@ def _tracker():
                     nleft += 1
             # second association: the tracked tracks left vs the low detections (IoU), limit 0.5
             if nrest and nlo:
-                costs(rest[s], nrest, lo[s], nlo, False, mean[s], dxyxy[s], dscore[s], cost[s])
+                costs(rest[s], nrest, lo[s], nlo, 0, mean[s], dxyxy[s], dscore[s], cost[s], oks, tkp[s], tkc[s], dkp)
                 lap_one(cost[s], nrest, nlo, 0.5, u[s], v[s], minv[s], p[s], way[s], used[s], rowsol[s])
             else:
                 for q in range(nrest):
@@ -391,7 +430,7 @@ def _tracker():
                     acts[s, nact] = t
                     nact += 1
                     take(t, lo[s, rowsol[s, q]], fid, mean[s], cov[s], st[s], act[s], score[s], idx[s], frame[s],
-                         dxyah[s], dscore[s])
+                         dxyah[s], dscore[s], oks, tkp[s], tkc[s], dkp)
                 else:
                     st[s, t] = LOST
                     lost_new[s, nlost] = t
@@ -399,7 +438,8 @@ def _tracker():
             # unconfirmed tracks vs the high detections left (fused), limit 0.7; the rest are removed
             nbirth = nleft
             if nunc:
-                costs(unconf[s], nunc, dleft[s], nleft, fuse, mean[s], dxyxy[s], dscore[s], cost[s])
+                costs(unconf[s], nunc, dleft[s], nleft, fuse, mean[s], dxyxy[s], dscore[s], cost[s], oks, tkp[s], tkc[s],
+                      dkp)
                 lap_one(cost[s], nunc, nleft, 0.7, u[s], v[s], minv[s], p[s], way[s], used[s], rowsol[s])
                 for q in range(nleft):
                     mark[s, q] = 0
@@ -409,11 +449,12 @@ def _tracker():
                     if j >= 0:
                         mark[s, j] = 1
                         take(t, dleft[s, j], fid, mean[s], cov[s], st[s], act[s], score[s], idx[s], frame[s],
-                             dxyah[s], dscore[s])
+                             dxyah[s], dscore[s], oks, tkp[s], tkc[s], dkp)
                         acts[s, nact] = t
                         nact += 1
                     else:
                         st[s, t] = REMOVED
+                        rm_at[s, t] = fid
                 nbirth = 0
                 for q in range(nleft):
                     if not mark[s, q]:
@@ -455,13 +496,19 @@ def _tracker():
                 start[s, t] = fid
                 score[s, t] = dscore[s, j]
                 idx[s, t] = j
+                rm_at[s, t] = 0
+                if oks:
+                    keep_kpts(t, j, tkp[s], tkc[s], dkp, dxyah[s])
                 acts[s, nact] = t
                 nact += 1
-            # lost tracks past the buffer are removed
+            # lost tracks past the buffer are removed; as in Ultralytics, one removed now stays among the lost
+            # (it can be re-found) until the next frame's merge, which drops every track removed before
             for q in range(nlst[s]):
                 t = lst[s, q]
                 if fid - frame[s, t] > buffer:
                     st[s, t] = REMOVED
+                    if rm_at[s, t] == 0:
+                        rm_at[s, t] = fid
             # merge (reference _merge): tracked = old tracked still tracked + activated + refound, in order
             for t in range(K):
                 mark[s, t] = 0
@@ -477,12 +524,13 @@ def _tracker():
             n2 = 0
             for q in range(nlst[s]):
                 t = lst[s, q]
-                if not mark[s, t] and st[s, t] != REMOVED:
+                if not mark[s, t] and not 0 < rm_at[s, t] < fid:
                     new_lst[s, n2] = t
                     n2 += 1
             for q in range(nlost):
-                new_lst[s, n2] = lost_new[s, q]
-                n2 += 1
+                if not 0 < rm_at[s, lost_new[s, q]] < fid:
+                    new_lst[s, n2] = lost_new[s, q]
+                    n2 += 1
             # duplicates: a tracked and a lost track with 1 - IoU < 0.15: the younger goes (2: dropped)
             a = cuda.local.array(4, np.float32)
             bb = cuda.local.array(4, np.float32)
@@ -564,7 +612,7 @@ def assign(cost, n_tracks, n_dets, match, work: dict, limit: float) -> None:
         numba_array(cost), numba_array(n_tracks), numba_array(n_dets), numba_array(match), *args, np.float64(limit))
 
 
-def track(boxes, scores, counts, order, n_frames, restart, ids, state: dict, scratch: dict, cfg) -> None:
+def track(boxes, scores, counts, order, n_frames, restart, ids, keypoints, state: dict, scratch: dict, cfg) -> None:
     S = order.shape[0]
     if S == 0:
         return
@@ -572,14 +620,14 @@ def track(boxes, scores, counts, order, n_frames, restart, ids, state: dict, scr
     st = [a(state[k]) for k in STATE]
     sc = [a(scratch[k]) for k in SCRATCH]
     _tracker()[(S + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK, ASSIGN_BLOCK, numba_stream(boxes.device)](
-        a(boxes), a(scores), a(counts), a(order), a(n_frames), a(restart), a(ids), *st, *sc,
+        a(boxes), a(scores), a(counts), a(order), a(n_frames), a(restart), a(ids), a(keypoints), *st, *sc,
         np.float32(cfg.track_high_thresh), np.float32(cfg.track_low_thresh), np.float32(cfg.new_track_thresh),
-        np.int32(cfg.track_buffer), np.float64(cfg.match_thresh), np.int32(cfg.fuse_score))
+        np.int32(cfg.track_buffer), np.float64(cfg.match_thresh), np.int32(cfg.fuse_score), np.int32(cfg.match == "oks"))
 
 
 # the tracker kernel's state and scratch arrays, in its argument order (names as in ByteTrackBatch)
 STATE = ("id", "state", "activated", "score", "idx", "frame", "start", "mean", "cov", "tracked", "n_tracked",
-         "lost", "n_lost", "frame_id", "next_id", "overflow")
+         "lost", "n_lost", "frame_id", "next_id", "overflow", "kpts", "kpts_center", "removed_at")
 SCRATCH = ("hi", "lo", "dxyxy", "dxyah", "dscore", "pool", "rest", "unconf", "dleft", "acts", "refs", "lost_new",
            "new_tracked", "new_lost", "mark", "rowsol", "cost", "u", "v", "minv", "p", "way", "used")
 

@@ -38,6 +38,7 @@ class ByteTrackConfig:
     track_buffer: int = 30
     match_thresh: float = 0.8
     fuse_score: bool = True
+    match: str = "iou"  # posefuse's option: 'oks' matches on keypoint similarity (oks_cost) instead of IoU
 
 
 # ------------------------------------------------------------------ Kalman filter on (x, y, a, h)
@@ -127,11 +128,44 @@ def assign(cost: np.ndarray, thresh: float):
     return [(i, int(j)) for i, j in enumerate(x) if j >= 0], list(np.where(x < 0)[0]), list(np.where(y < 0)[0])
 
 
-class _Track:
-    __slots__ = ("tlwh0", "mean", "cov", "state", "activated", "score", "id", "frame_id", "start_frame", "idx")
+# OKS as Ultralytics' pose validation computes it (metrics.kpt_iou, box area x 0.53), for the 'oks' match
+OKS_SIGMA = np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89,
+                      0.89]) / 10.0
+OKS_DEN = 2 * (2 * OKS_SIGMA) ** 2  # e = d^2 / (OKS_DEN * (area + 1e-7))
+AREA_FRACTION = 0.53
+KPT_CONF = 0.5  # a keypoint counts where both the track's and the detection's confidence exceed this
 
-    def __init__(self, tlwh, score, idx):
-        self.tlwh0, self.score, self.idx = tlwh, score, idx
+
+def oks_cost(tracks: list, dets: list) -> np.ndarray:
+    """(T, D) float32: 1 - OKS of each track's keypoints, moved with its predicted center, and each
+    detection's, over the keypoints both see (confidence > KPT_CONF), the scale the track's predicted box
+    area x AREA_FRACTION; where they see no keypoint in common, 1 - IoU. Float64, summed over the
+    keypoints in order (the device kernels' order)."""
+    out = np.zeros((len(tracks), len(dets)), np.float32)
+    for i, t in enumerate(tracks):
+        m = t.mean
+        area = m[2] * m[3] * m[3] * AREA_FRACTION
+        kx = t.kpts[:, 0].astype(np.float64) + (m[0] - t.kc[0])
+        ky = t.kpts[:, 1].astype(np.float64) + (m[1] - t.kc[1])
+        for j, d in enumerate(dets):
+            acc, n = 0.0, 0
+            for k in range(17):
+                if t.kpts[k, 2] > KPT_CONF and d.kpts[k, 2] > KPT_CONF:
+                    dx = kx[k] - np.float64(d.kpts[k, 0])
+                    dy = ky[k] - np.float64(d.kpts[k, 1])
+                    acc += np.exp(-((dx * dx + dy * dy) / (OKS_DEN[k] * (area + 1e-7))))
+                    n += 1
+            out[i, j] = np.float32(1.0 - acc / n) if n else iou_cost(t.xyxy[None], d.xyxy[None])[0, 0]
+    return out
+
+
+class _Track:
+    __slots__ = ("tlwh0", "mean", "cov", "state", "activated", "score", "id", "frame_id", "start_frame", "idx",
+                 "kpts", "kc")
+
+    def __init__(self, tlwh, score, idx, kpts=None):
+        self.tlwh0, self.score, self.idx, self.kpts = tlwh, score, idx, kpts
+        self.kc = None  # 'oks': the center of the detection its keypoints came from
         self.mean = self.cov = None
         self.state, self.activated, self.id, self.frame_id, self.start_frame = 0, False, 0, 0, 0
 
@@ -152,14 +186,17 @@ class _Track:
 
     def take(self, det: "_Track", frame_id: int):
         """update / re_activate: the filter takes the detection; the track is tracked and confirmed."""
-        self.mean, self.cov = kf_update(self.mean, self.cov, tlwh_to_xyah(det.tlwh))
+        z = tlwh_to_xyah(det.tlwh)
+        self.mean, self.cov = kf_update(self.mean, self.cov, z)
         self.state, self.activated, self.frame_id = TRACKED, True, frame_id
         self.score, self.idx = det.score, det.idx
+        self.kpts, self.kc = det.kpts, z[:2].astype(np.float64)
 
 
 class ByteTrackReference:
-    """One stream's tracker: ``update(boxes_xyxy (N, 4), scores (N,))`` per frame returns (M, 7) float32
-    rows (x1, y1, x2, y2, track id, score, detection index) for the confirmed tracked tracks."""
+    """One stream's tracker: ``update(boxes_xyxy (N, 4), scores (N,), keypoints (N, 17, 3) for the 'oks'
+    match)`` per frame returns (M, 7) float32 rows (x1, y1, x2, y2, track id, score, detection index) for
+    the confirmed tracked tracks."""
 
     def __init__(self, cfg: ByteTrackConfig = ByteTrackConfig()):
         self.cfg = cfg
@@ -177,23 +214,34 @@ class ByteTrackReference:
         return self._next_id
 
     def _dists(self, tracks, dets, fuse: bool) -> np.ndarray:
-        cost = iou_cost(np.array([t.xyxy for t in tracks]).reshape(-1, 4), np.array([d.xyxy for d in dets]).reshape(-1, 4))
+        if self.cfg.match == "oks":
+            cost = oks_cost(tracks, dets)
+        else:
+            cost = iou_cost(np.array([t.xyxy for t in tracks]).reshape(-1, 4),
+                            np.array([d.xyxy for d in dets]).reshape(-1, 4))
         if fuse and cost.size:
             cost = 1 - (1 - cost) * np.array([d.score for d in dets])[None]
         return cost
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    def update(self, boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray | None = None) -> np.ndarray:
         c = self.cfg
+        if c.match not in ("iou", "oks"):
+            raise ValueError(f"match: expected 'iou' or 'oks', got {c.match!r}")
         self.frame_id += 1
         fid = self.frame_id
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        kp = [None] * len(boxes)
+        if c.match == "oks":
+            if keypoints is None:
+                raise ValueError("keypoints: the 'oks' match needs each detection's (17, 3) keypoints, got None")
+            kp = np.asarray(keypoints, dtype=np.float32).reshape(len(boxes), 17, 3)
         tlwh, xywh = xyxy_to_tlwh(boxes)
         valid = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
         high = np.flatnonzero(valid & (scores >= c.track_high_thresh))
         low = np.flatnonzero(valid & (scores > c.track_low_thresh) & (scores < c.track_high_thresh))
-        dets = [_Track(tlwh[i], scores[i], int(i)) for i in high]
-        dets_low = [_Track(tlwh[i], scores[i], int(i)) for i in low]
+        dets = [_Track(tlwh[i], scores[i], int(i), kp[i]) for i in high]
+        dets_low = [_Track(tlwh[i], scores[i], int(i), kp[i]) for i in low]
         activated, refind, lost, removed = [], [], [], []
         unconfirmed = [t for t in self.tracked if not t.activated]
         confirmed = [t for t in self.tracked if t.activated]
@@ -235,7 +283,9 @@ class ByteTrackReference:
             if d.score < c.new_track_thresh:
                 continue
             d.id = self._new_id()
-            d.mean, d.cov = kf_initiate(tlwh_to_xyah(d.tlwh0))
+            z = tlwh_to_xyah(d.tlwh0)
+            d.mean, d.cov = kf_initiate(z)
+            d.kc = z[:2].astype(np.float64)
             d.state, d.activated, d.frame_id, d.start_frame = TRACKED, fid == 1, fid, fid
             activated.append(d)
         for t in self.lost:

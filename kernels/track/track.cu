@@ -2,7 +2,8 @@
 // kernels/track/reference.py (Ultralytics 8.4.190's BYTETracker with bytetrack.yaml).
 //
 // Specialized by the generated #define block: PREDICT_NAME, UPDATE_NAME, COST_NAME, ASSIGN_NAME, TRACK_NAME
-// (e.g. kf_predict_f64, bytetrack_f64). Built with --fmad=false, so the float32 IoU costs and the Kalman
+// (e.g. kf_predict_f64, bytetrack_f64), and the 'oks' match's constants from reference.py: OKS_DEN_INIT
+// (17 doubles), AREA_FRACTION, KPT_CONF. Built with --fmad=false, so the float32 IoU costs and the Kalman
 // predict are bit-equal to NumPy's.
 //
 // Kalman filter on (x, y, a, h) and velocities, float64, one thread per track. mean (T, 8), cov (T, 8, 8)
@@ -20,6 +21,10 @@
 // optimum is lap's wherever it is unique. Per stream, small problems (tens of rows): one thread each is
 // simpler than a parallel auction, which is approximate. match (S, T) int32: each track's detection or -1.
 // Scratch per stream, W = T + D + 1 entries each: u, v, minv float64; p, way int32; used uint8.
+//
+// oks (ByteTrackConfig.match 'oks'): 1 - OKS of the track's keypoints (those of its last detection, moved
+// with its predicted center) and the detection's, over the keypoints both see, scale the predicted box area
+// x AREA_FRACTION (reference.oks_cost); 1 - IoU where they see none in common.
 //
 // track: the whole update of ByteTrackBatch, one thread per stream looping over that stream's frames of
 // the batch (a frame needs the previous one; streams are independent), so a batch is one launch. Track
@@ -194,6 +199,24 @@ extern "C" __global__ void ASSIGN_NAME(const float* __restrict__ cost, const int
 }
 
 // ------------------------------------------------------------------ the tracker: one thread per stream
+__constant__ double OKS_DEN[17] = OKS_DEN_INIT;
+
+// reference.oks_cost for one pair: m the track's mean, tk / tc its keypoints (17 x 3) and their center,
+// dk the detection's keypoints; -1 where no keypoint is seen by both
+__device__ float oks_one(const double* m, const float* tk, const double* tc, const float* dk) {
+    const double area = m[2] * m[3] * m[3] * AREA_FRACTION, sx = m[0] - tc[0], sy = m[1] - tc[1];
+    double acc = 0.0;
+    int n = 0;
+    for (int k = 0; k < 17; ++k)
+        if (tk[k * 3 + 2] > KPT_CONF && dk[k * 3 + 2] > KPT_CONF) {
+            const double dx = ((double)tk[k * 3] + sx) - (double)dk[k * 3];
+            const double dy = ((double)tk[k * 3 + 1] + sy) - (double)dk[k * 3 + 1];
+            acc += exp(-((dx * dx + dy * dy) / (OKS_DEN[k] * (area + 1e-7))));
+            ++n;
+        }
+    return n ? (float)(1.0 - acc / n) : -1.0f;
+}
+
 struct Stream {  // one stream's rows of the state and scratch arrays
     int *id, *st, *act, *idx, *frame, *start;
     float* score;
@@ -205,7 +228,11 @@ struct Stream {  // one stream's rows of the state and scratch arrays
     double *u, *v, *minv;
     int *p, *way;
     unsigned char* used;
-    int K, M;
+    float* tkp;        // track keypoints (K, 17, 3), 'oks'
+    double* tkc;       // their center (K, 2)
+    int* rm_at;        // the frame a track was first removed at (0: never)
+    const float* dkp;  // the frame's detection keypoints (M, 17, 3)
+    int K, M, oks;
 };
 
 __device__ void track_xyxy(const double* m, float out[4]) {  // reference _Track.xyxy (float64), as float32
@@ -222,8 +249,10 @@ __device__ void costs(const Stream& z, const int* rows, int n, const int* cols, 
     for (int r = 0; r < n; ++r) {
         track_xyxy(z.mean + (size_t)rows[r] * 8, a);
         for (int q = 0; q < m; ++q) {
-            const int j = cols[q];
-            float c = iou_cost_one(a, z.dxyxy + (size_t)j * 4);
+            const int j = cols[q], t = rows[r];
+            float c = z.oks ? oks_one(z.mean + (size_t)t * 8, z.tkp + (size_t)t * 51, z.tkc + (size_t)t * 2,
+                                      z.dkp + (size_t)j * 51) : -1.0f;
+            if (c < 0.0f) c = iou_cost_one(a, z.dxyxy + (size_t)j * 4);
             if (fuse) c = 1.0f - (1.0f - c) * z.dscore[j];
             z.cost[(size_t)r * z.M + q] = c;
         }
@@ -234,8 +263,16 @@ __device__ void lap_stream(const Stream& z, int n, int m, double limit) {
     lap_one(z.cost, z.M, n, m, limit, z.u, z.v, z.minv, z.p, z.way, z.used, z.rowsol);
 }
 
+// 'oks': track t keeps detection j's keypoints and center
+__device__ void keep_kpts(const Stream& z, int t, int j) {
+    for (int c = 0; c < 51; ++c) z.tkp[(size_t)t * 51 + c] = z.dkp[(size_t)j * 51 + c];
+    z.tkc[(size_t)t * 2] = (double)z.dxyah[(size_t)j * 4];
+    z.tkc[(size_t)t * 2 + 1] = (double)z.dxyah[(size_t)j * 4 + 1];
+}
+
 // reference _Track.take: the filter takes detection j; the track is tracked and confirmed
 __device__ void take(const Stream& z, int t, int j, int fid) {
+    if (z.oks) keep_kpts(z, t, j);
     double m[4];
     for (int c = 0; c < 4; ++c) m[c] = (double)z.dxyah[(size_t)j * 4 + c];
     kf_update_row(z.mean + (size_t)t * 8, z.cov + (size_t)t * 64, m);
@@ -249,14 +286,15 @@ __device__ void take(const Stream& z, int t, int j, int fid) {
 extern "C" __global__ void TRACK_NAME(
     const float* __restrict__ boxes, const float* __restrict__ scores, const int* __restrict__ counts,
     const int* __restrict__ order, const int* __restrict__ n_frames, const unsigned char* __restrict__ restart,
-    int* __restrict__ ids,
+    int* __restrict__ ids, const float* __restrict__ kpts_in,
     int* id, int* st, int* act, float* score, int* idx, int* frame, int* start, double* mean, double* cov,
-    int* trk, int* ntrk, int* lst, int* nlst, int* fids, int* next_id, int* overflow,
+    int* trk, int* ntrk, int* lst, int* nlst, int* fids, int* next_id, int* overflow, float* tkp, double* tkc,
+    int* rm_at,
     int* hi, int* lo, float* dxyxy, float* dxyah, float* dscore, int* pool, int* rest, int* unconf, int* dleft,
     int* acts, int* refs, int* lost_new, int* new_trk, int* new_lst, int* mark, int* rowsol, float* cost,
     double* u, double* v, double* minv, int* p, int* way, unsigned char* used,
     int S, int K, int M, int F, float high, float low, float new_thresh, int buffer, double match_thresh,
-    int fuse) {
+    int fuse, int oks) {
     const int s = blockIdx.x * blockDim.x + threadIdx.x;
     if (s >= S) return;
     const size_t sK = (size_t)s * K, sM = (size_t)s * M, W = (size_t)K + M + 1, KM = K > M ? K : M;
@@ -264,7 +302,7 @@ extern "C" __global__ void TRACK_NAME(
                 cov + sK * 64, trk + sK, lst + sK, dxyxy + sM * 4, dxyah + sM * 4, dscore + sM, hi + sM, lo + sM,
                 pool + sK, rest + sK, unconf + sK, dleft + sM, acts + sK, refs + sK, lost_new + sK, new_trk + sK,
                 new_lst + sK, mark + (size_t)s * KM, rowsol + sK, cost + sK * M, u + s * W, v + s * W,
-                minv + s * W, p + s * W, way + s * W, used + s * W, K, M};
+                minv + s * W, p + s * W, way + s * W, used + s * W, tkp + sK * 51, tkc + sK * 2, rm_at + sK, kpts_in, K, M, oks};
     for (int f = 0; f < n_frames[s]; ++f) {
         const int b = order[(size_t)s * F + f];
         if (restart[b]) {
@@ -272,6 +310,7 @@ extern "C" __global__ void TRACK_NAME(
             ntrk[s] = nlst[s] = fids[s] = next_id[s] = 0;
         }
         const int fid = ++fids[s];
+        if (oks) z.dkp = kpts_in + (size_t)b * M * 51;
         int* out = ids + (size_t)b * M;
         for (int j = 0; j < M; ++j) out[j] = 0;
         // detections: tlwh through the original's dtypes (float32 xywh, float64 ltwh, float32), split by score
@@ -355,6 +394,7 @@ extern "C" __global__ void TRACK_NAME(
                     z.acts[nact++] = t;
                 } else {
                     z.st[t] = REMOVED;
+                    z.rm_at[t] = fid;
                 }
             }
             nbirth = 0;
@@ -387,11 +427,19 @@ extern "C" __global__ void TRACK_NAME(
             z.frame[t] = z.start[t] = fid;
             z.score[t] = z.dscore[j];
             z.idx[t] = j;
+            z.rm_at[t] = 0;
+            if (oks) keep_kpts(z, t, j);
             z.acts[nact++] = t;
         }
-        // lost tracks past the buffer are removed
-        for (int q = 0; q < nlst[s]; ++q)
-            if (fid - z.frame[z.lst[q]] > buffer) z.st[z.lst[q]] = REMOVED;
+        // lost tracks past the buffer are removed; as in Ultralytics, one removed now stays among the lost (it
+        // can be re-found) until the next frame's merge, which drops every track removed before
+        for (int q = 0; q < nlst[s]; ++q) {
+            const int t = z.lst[q];
+            if (fid - z.frame[t] > buffer) {
+                z.st[t] = REMOVED;
+                if (!z.rm_at[t]) z.rm_at[t] = fid;
+            }
+        }
         // merge (reference _merge): tracked = old tracked still tracked + activated + refound, in order
         for (int t = 0; t < K; ++t) z.mark[t] = 0;
         int n1 = 0, n2 = 0;
@@ -401,9 +449,14 @@ extern "C" __global__ void TRACK_NAME(
             if (!z.mark[z.acts[q]]) z.new_trk[n1++] = z.acts[q], z.mark[z.acts[q]] = 1;
         for (int q = 0; q < nref; ++q)
             if (!z.mark[z.refs[q]]) z.new_trk[n1++] = z.refs[q], z.mark[z.refs[q]] = 1;
-        for (int q = 0; q < nlst[s]; ++q)
-            if (!z.mark[z.lst[q]] && z.st[z.lst[q]] != REMOVED) z.new_lst[n2++] = z.lst[q];
-        for (int q = 0; q < nlost; ++q) z.new_lst[n2++] = z.lost_new[q];
+        for (int q = 0; q < nlst[s]; ++q) {
+            const int t = z.lst[q];
+            if (!z.mark[t] && !(z.rm_at[t] > 0 && z.rm_at[t] < fid)) z.new_lst[n2++] = t;
+        }
+        for (int q = 0; q < nlost; ++q) {
+            const int t = z.lost_new[q];
+            if (!(z.rm_at[t] > 0 && z.rm_at[t] < fid)) z.new_lst[n2++] = t;
+        }
         // duplicates: a tracked and a lost track with 1 - IoU < 0.15: the younger goes (mark 2)
         float a[4], c[4];
         for (int q = 0; q < n1; ++q) {
