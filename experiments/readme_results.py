@@ -87,7 +87,7 @@ def section() -> str:
             out.append(f"| {prec} | {s['frames']} | {s['their_detections']} | {s['matched_fraction']:.4f} | "
                        f"{s['extra_fraction']:.4f} | {s['keypoint_mean_error_px']:.3f} | {s['max_score_diff']:.4f} |")
         out.append("")
-    out += _regression() + _phases() + _runners() + _soak()
+    out += _regression() + _phases() + _runners() + _soak() + _track_ids()
     out.append(END)
     return "\n".join(out)
 
@@ -185,6 +185,17 @@ def _soak() -> list:
             f"{s['report']['results']:,} frames at {s['report']['frames_per_s']:,.0f} fr/s, drops {s['report']['drops'] or 0}; "
             f"memory growth after warm-up: {mem}; throughput last/first 2 min {ev['throughput']['ratio']:.3f}; "
             f"all checks {'passed' if ev.get('passed') else 'NOT passed'}; {s['env'].get('card')}, {s['date']}.", ""]
+
+
+def _track_ids() -> list:
+    t = _latest("track_ids")
+    if not t:
+        return []
+    env = t["env"]
+    clips = "; ".join(f"{name} {r['agree_fraction']:.2%} of {r['frames']}" for name, r in t["clips"].items())
+    return [f"**Track ids against Ultralytics' BYTETracker** ([results/track_ids.md](results/track_ids.md), "
+            f"`{t['command']}`), the same detections, frames whose ids agree: {clips}; backend {t['backend']} on "
+            f"{env.get('card') or 'the CPU (Numba: its CUDA simulator)'}, {env.get('date')}.", ""]
 
 
 def main():

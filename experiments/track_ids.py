@@ -1,7 +1,10 @@
 """Track ids of posefuse's ByteTrack against Ultralytics' BYTETracker (bytetrack.yaml), fed the same
 detections, on every frame of every sample clip: the fraction of frames whose (detection -> track id) is
 the same. The detections are the posefuse pipeline's (the device's). All clips run as streams of one
-ByteTrackBatch, in batches of ``--frames`` frames per stream.
+ByteTrackBatch, in batches of ``--frames`` frames per stream. Then the same with the OKS match
+(ByteTrackConfig.match='oks') beside IoU: the ids each creates, the frames where they differ, and the
+id changes of a person who barely moved (a detection with IoU > 0.7 to one of the frame before, both
+tracked, other ids: a switch or a fragment; the clips have no ground-truth identities).
 
     python experiments/track_ids.py [--backend auto|cupy|numba|reference] [--device cuda] [--imgsz 640]
         [--max-frames N] [--out-dir results]      -> results/track_ids.{json,md}
@@ -30,7 +33,8 @@ def detections(name: str, device: str, imgsz: int, max_frames: int | None) -> li
     pipe = PosePipeline(device=device, imgsz=imgsz)
     out = []
     for i in range(0, len(frames), 32):
-        out += [(np.asarray(r.boxes, np.float32), np.asarray(r.scores, np.float32)) for r in pipe(frames[i:i + 32])]
+        out += [(np.asarray(r.boxes, np.float32), np.asarray(r.scores, np.float32),
+                 np.asarray(r.keypoints, np.float32).reshape(-1, 17, 3)) for r in pipe(frames[i:i + 32])]
     return out
 
 
@@ -43,34 +47,52 @@ def ultralytics_ids(dets: list, shape) -> list:
 
     t = BYTETracker(get_cfg(ROOT / "cfg/trackers/bytetrack.yaml"))
     out = []
-    for b, s in dets:
+    for b, s, _ in dets:
         rows = t.update(Boxes(np.c_[b, s, np.zeros(len(s))].astype(np.float32).reshape(-1, 6), shape))
         out.append({int(r[7]): int(r[4]) for r in rows})
     return out
 
 
-def posefuse_ids(seqs: list, backend: str, device: str, frames: int) -> tuple[list, str]:
+def posefuse_ids(seqs: list, backend: str, device: str, frames: int, match: str = "iou") -> tuple[list, str]:
     """Per stream, per frame: {detection index: track id} from ByteTrackBatch, the streams batched together;
     and the backend that ran."""
     import torch
 
-    from posefuse.kernels.track import ByteTrackBatch
+    from posefuse.kernels.track import ByteTrackBatch, ByteTrackConfig
 
-    m = max(1, max(len(b) for s in seqs for b, _ in s))
+    m = max(1, max(len(b) for s in seqs for b, _, _ in s))
     dev = "cpu" if backend == "reference" else device
-    tracker = ByteTrackBatch(len(seqs), m, dev, backend=backend)
+    tracker = ByteTrackBatch(len(seqs), m, dev, ByteTrackConfig(match=match), backend=backend)
     out = [[] for _ in seqs]
     for f0 in range(0, max(len(s) for s in seqs), frames):
         rows = [(s, f) for f in range(f0, f0 + frames) for s in range(len(seqs)) if f < len(seqs[s])]
         boxes, scores = torch.zeros(len(rows), m, 4), torch.zeros(len(rows), m)
-        counts = torch.zeros(len(rows), dtype=torch.int32)
+        kpts, counts = torch.zeros(len(rows), m, 17, 3), torch.zeros(len(rows), dtype=torch.int32)
         for k, (s, f) in enumerate(rows):
-            b, sc = seqs[s][f]
+            b, sc, kp = seqs[s][f]
             boxes[k, :len(b)], scores[k, :len(b)], counts[k] = torch.from_numpy(b), torch.from_numpy(sc), len(b)
-        ids = tracker.update(boxes.to(dev), scores.to(dev), counts.to(dev), [s for s, _ in rows]).cpu().numpy()
+            kpts[k, :len(b)] = torch.from_numpy(kp)
+        ids = tracker.update(boxes.to(dev), scores.to(dev), counts.to(dev), [s for s, _ in rows],
+                             keypoints=kpts.to(dev)).cpu().numpy()
         for k, (s, _) in enumerate(rows):
             out[s].append({int(j): int(ids[k, j]) for j in np.flatnonzero(ids[k] > 0)})
     return out, tracker.backend
+
+
+def id_changes(dets: list, ids: list) -> int:
+    """Detections with IoU > 0.7 to one of the frame before, both tracked, under other ids."""
+    n = 0
+    for f in range(1, len(dets)):
+        a, b = dets[f - 1][0], dets[f][0]
+        for j in range(len(b)):
+            for i in range(len(a)):
+                x1, y1 = max(a[i, 0], b[j, 0]), max(a[i, 1], b[j, 1])
+                x2, y2 = min(a[i, 2], b[j, 2]), min(a[i, 3], b[j, 3])
+                inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+                union = (a[i, 2] - a[i, 0]) * (a[i, 3] - a[i, 1]) + (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1]) - inter
+                if inter / union > 0.7 and i in ids[f - 1] and j in ids[f] and ids[f - 1][i] != ids[f][j]:
+                    n += 1
+    return n
 
 
 def markdown(runs: list) -> str:
@@ -85,6 +107,17 @@ def markdown(runs: list) -> str:
             lines.append(f"| {name} | {r['frames']} | {r['frames_with_tracks']} | {r['agree_fraction']:.4f} "
                          f"| {'met' if r['agree_fraction'] >= TARGET else 'NOT met'} (>= {TARGET}) |")
         lines.append("")
+        if any("oks" in r for r in run["clips"].values()):
+            lines += ["IoU vs the OKS match (ours both, bytetrack.yaml's limits): detections given an id, ids "
+                      "created, id changes of a person who barely moved, frames whose ids differ.", "",
+                      "| clip | tracked detections IoU / OKS | ids IoU / OKS | id changes IoU / OKS | frames differing |",
+                      "| --- | ---: | ---: | ---: | ---: |"]
+            for name, r in run["clips"].items():
+                o = r["oks"]
+                lines.append(f"| {name} | {r.get('tracked_detections', '-')} / {o.get('tracked_detections', '-')} "
+                             f"| {r['ids_created']} / {o['ids_created']} | {r['id_changes']} / {o['id_changes']} "
+                             f"| {o['frames_differing_from_iou']} |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -107,12 +140,19 @@ def main(argv=None):
         theirs.append(ultralytics_ids(d, (1080, 1920)))
         print(name, len(d), "frames", flush=True)
     ours, backend = posefuse_ids(seqs, a.backend, device, a.frames)
+    oks, _ = posefuse_ids(seqs, a.backend, device, a.frames, match="oks")
     clips = {}
-    for name, o, t in zip(CLIPS, ours, theirs):
+    for name, d, o, t, k in zip(CLIPS, seqs, ours, theirs, oks):
         agree = sum(x == y for x, y in zip(o, t))
+        created = lambda ids: len({v for frame in ids for v in frame.values()})  # noqa: E731
         clips[name] = {"frames": len(t), "frames_with_tracks": sum(bool(y) for y in t),
                        "agree_fraction": agree / len(t), "first_disagreement": next(
-                           (k for k, (x, y) in enumerate(zip(o, t)) if x != y), None)}
+                           (i for i, (x, y) in enumerate(zip(o, t)) if x != y), None),
+                       "ids_created": created(o), "id_changes": id_changes(d, o),
+                       "tracked_detections": sum(len(x) for x in o),
+                       "oks": {"ids_created": created(k), "id_changes": id_changes(d, k),
+                               "tracked_detections": sum(len(x) for x in k),
+                               "frames_differing_from_iou": sum(x != y for x, y in zip(o, k))}}
         print(name, clips[name], flush=True)
     run = harness.new_run("track_ids.py", argv if argv is not None else sys.argv[1:], backend=backend, device=device,
                           imgsz=a.imgsz, clips=clips)

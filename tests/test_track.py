@@ -435,7 +435,7 @@ def test_track_cu_built_for_the_host_matches_the_reference(host_track, clip_dete
     import torch
 
     from posefuse.kernels.track import ByteTrackBatch, ByteTrackConfig, assign, iou_costs
-    from posefuse.kernels.track.numba_impl import SCRATCH, STATE
+    from posefuse.kernels.track import SCRATCH, STATE
 
     I, F32, F64 = ctypes.c_int, ctypes.c_float, ctypes.c_double
     for tr, nt, de, sc, nd in _association_cases(clip_detections):

@@ -39,6 +39,11 @@ __all__ = ["ByteTrackBatch", "ByteTrackConfig", "ByteTrackReference", "kalman_pr
            "iou_costs", "assign", "BACKENDS"]
 
 CAPACITY = 256  # track slots per stream (tracked, lost and born this frame); a stream that needs more fails
+# ByteTrackBatch's state and scratch arrays, in the tracker kernels' argument order
+STATE = ("id", "state", "activated", "score", "idx", "frame", "start", "mean", "cov", "tracked", "n_tracked",
+         "lost", "n_lost", "frame_id", "next_id", "overflow", "kpts", "kpts_center", "removed_at")
+SCRATCH = ("hi", "lo", "dxyxy", "dxyah", "dscore", "pool", "rest", "unconf", "dleft", "acts", "refs", "lost_new",
+           "new_tracked", "new_lost", "mark", "rowsol", "cost", "u", "v", "minv", "p", "way", "used")
 
 BACKENDS = ("cupy", "numba", "reference")
 
@@ -194,8 +199,6 @@ class ByteTrackBatch:
         if self.backend == "reference":
             self.refs = [ByteTrackReference(cfg) for _ in range(streams)]
             return
-        from .numba_impl import SCRATCH, STATE
-
         shapes = self.shapes(streams, capacity, max_det)
         zeros = lambda k: torch.zeros(shapes[k][0], dtype=shapes[k][1], device=self.device)  # noqa: E731
         self.state = {k: zeros(k) for k in STATE}
@@ -203,10 +206,8 @@ class ByteTrackBatch:
 
     @staticmethod
     def shapes(S: int, K: int, M: int) -> dict:
-        """{name: (shape, dtype)} of the tracker kernel's state and scratch arrays (numba_impl.STATE,
+        """{name: (shape, dtype)} of the tracker kernel's state and scratch arrays (STATE,
         SCRATCH) for S streams of K track slots and M detections per frame."""
-        from .numba_impl import SCRATCH, STATE
-
         i32, f32, f64 = torch.int32, torch.float32, torch.float64
         w = K + M + 1
         out = {k: ((S, K), i32) for k in STATE + SCRATCH}

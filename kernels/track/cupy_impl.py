@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .._common import KERNEL_DIR, cupy_launch, cupy_module, ptr
+from . import SCRATCH, STATE
 from .reference import AREA_FRACTION, KPT_CONF, OKS_DEN
 
 CU = str(KERNEL_DIR / "track" / "track.cu")
@@ -61,8 +62,6 @@ def assign(cost, n_tracks, n_dets, match, work: dict, limit: float) -> None:
 
 
 def track(boxes, scores, counts, order, n_frames, restart, ids, keypoints, state: dict, scratch: dict, cfg) -> None:
-    from .numba_impl import SCRATCH, STATE
-
     S, F = order.shape
     K, M = state["id"].shape[1], boxes.shape[1]
     if S:

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .._common import numba_array, numba_cuda, numba_stream
+from . import SCRATCH, STATE
 from .reference import AREA_FRACTION, KPT_CONF, OKS_DEN
 
 cuda = numba_cuda()  # module global: the simulator swaps it for its own (NUMBA_ENABLE_CUDASIM=1)
@@ -625,11 +626,5 @@ def track(boxes, scores, counts, order, n_frames, restart, ids, keypoints, state
         np.int32(cfg.track_buffer), np.float64(cfg.match_thresh), np.int32(cfg.fuse_score), np.int32(cfg.match == "oks"))
 
 
-# the tracker kernel's state and scratch arrays, in its argument order (names as in ByteTrackBatch)
-STATE = ("id", "state", "activated", "score", "idx", "frame", "start", "mean", "cov", "tracked", "n_tracked",
-         "lost", "n_lost", "frame_id", "next_id", "overflow", "kpts", "kpts_center", "removed_at")
-SCRATCH = ("hi", "lo", "dxyxy", "dxyah", "dscore", "pool", "rest", "unconf", "dleft", "acts", "refs", "lost_new",
-           "new_tracked", "new_lost", "mark", "rowsol", "cost", "u", "v", "minv", "p", "way", "used")
 
-
-__all__ = ["predict", "update", "iou_cost", "assign", "track", "STATE", "SCRATCH"]
+__all__ = ["predict", "update", "iou_cost", "assign", "track"]
