@@ -299,6 +299,16 @@ def _tracker():
         return n
 
     @cuda.jit(device=True)
+    def kept(dst, src, count, mark):
+        """dst = the slots of src[:count] not dropped (mark 2), in order; their number."""
+        n = 0
+        for q in range(count):
+            if mark[src[q]] != 2:
+                dst[n] = src[q]
+                n += 1
+        return n
+
+    @cuda.jit(device=True)
     def keep_kpts(t, j, tkp, tkc, dkp, dxyah):
         """'oks': track t keeps detection j's keypoints and center."""
         for k in range(17):
@@ -545,20 +555,8 @@ def _tracker():
                             mark[s, tq] = 2
                         else:
                             mark[s, tp] = 2
-            n = 0
-            for q in range(n1):
-                t = new_trk[s, q]
-                if mark[s, t] != 2:
-                    trk[s, n] = t
-                    n += 1
-            ntrk[s] = n
-            n = 0
-            for q in range(n2):
-                t = new_lst[s, q]
-                if mark[s, t] != 2:
-                    lst[s, n] = t
-                    n += 1
-            nlst[s] = n
+            ntrk[s] = kept(trk[s], new_trk[s], n1, mark[s])
+            nlst[s] = kept(lst[s], new_lst[s], n2, mark[s])
             for t in range(K):
                 mark[s, t] = 0
             for q in range(ntrk[s]):
