@@ -42,6 +42,9 @@ CAPACITY = 256  # track slots per stream (tracked, lost and born this frame); a 
 # ByteTrackBatch's state and scratch arrays, in the tracker kernels' argument order
 STATE = ("id", "state", "activated", "score", "idx", "frame", "start", "mean", "cov", "tracked", "n_tracked",
          "lost", "n_lost", "frame_id", "next_id", "overflow", "kpts", "kpts_center", "removed_at")
+# the assignment's scratch per stream, T + D + 1 entries each (track.cu: u, v, minv, p, way, used)
+LAP_WORK = {"u": torch.float64, "v": torch.float64, "minv": torch.float64, "p": torch.int32, "way": torch.int32,
+            "used": torch.uint8}
 SCRATCH = ("hi", "lo", "dxyxy", "dxyah", "dscore", "pool", "rest", "unconf", "dleft", "acts", "refs", "lost_new",
            "new_tracked", "new_lost", "mark", "rowsol", "cost", "u", "v", "minv", "p", "way", "used")
 
@@ -127,7 +130,7 @@ def iou_costs(tracks: torch.Tensor, n_tracks: torch.Tensor, dets: torch.Tensor, 
             from . import cupy_impl, numba_impl
 
             impl = cupy_impl if back == "cupy" else numba_impl
-            impl.iou_cost(tracks.contiguous(), n_tracks, dets.contiguous(), scores.contiguous(), n_dets, cost, fuse)
+            impl.iou_cost(tracks, n_tracks, dets, scores, n_dets, cost, fuse)
             return cost
         for s, (n, m) in enumerate(zip(n_tracks.tolist(), n_dets.tolist())):
             c = reference.iou_cost(tracks[s, :n].numpy(), dets[s, :m].numpy())
@@ -152,12 +155,8 @@ def assign(cost: torch.Tensor, n_tracks: torch.Tensor, n_dets: torch.Tensor, lim
         if back in ("cupy", "numba"):
             from . import cupy_impl, numba_impl
 
-            w = T + D + 1
-            work = {k: torch.empty((S, w), dtype=torch.float64, device=cost.device) for k in ("u", "v", "minv")}
-            work.update({k: torch.empty((S, w), dtype=torch.int32, device=cost.device) for k in ("p", "way")})
-            work["used"] = torch.empty((S, w), dtype=torch.uint8, device=cost.device)
-            (cupy_impl if back == "cupy" else numba_impl).assign(cost.contiguous(), n_tracks, n_dets, match, work,
-                                                                 float(limit))
+            work = {k: torch.empty((S, T + D + 1), dtype=dt, device=cost.device) for k, dt in LAP_WORK.items()}
+            (cupy_impl if back == "cupy" else numba_impl).assign(cost, n_tracks, n_dets, match, work, float(limit))
             return match
         for s, (n, m) in enumerate(zip(n_tracks.tolist(), n_dets.tolist())):
             pairs, _, _ = reference.assign(cost[s, :n, :m].numpy(), limit)
@@ -209,15 +208,14 @@ class ByteTrackBatch:
         """{name: (shape, dtype)} of the tracker kernel's state and scratch arrays (STATE,
         SCRATCH) for S streams of K track slots and M detections per frame."""
         i32, f32, f64 = torch.int32, torch.float32, torch.float64
-        w = K + M + 1
         out = {k: ((S, K), i32) for k in STATE + SCRATCH}
         out.update({k: ((S,), i32) for k in ("n_tracked", "n_lost", "frame_id", "next_id", "overflow")})
         out.update({"mean": ((S, K, 8), f64), "cov": ((S, K, 8, 8), f64), "score": ((S, K), f32),
                     "kpts": ((S, K, 17, 3), f32), "kpts_center": ((S, K, 2), f64),
                     "hi": ((S, M), i32), "lo": ((S, M), i32), "dxyxy": ((S, M, 4), f32), "dxyah": ((S, M, 4), f32),
                     "dscore": ((S, M), f32), "dleft": ((S, M), i32), "mark": ((S, max(K, M)), i32),
-                    "cost": ((S, K, M), f32), "u": ((S, w), f64), "v": ((S, w), f64), "minv": ((S, w), f64),
-                    "p": ((S, w), i32), "way": ((S, w), i32), "used": ((S, w), torch.uint8)})
+                    "cost": ((S, K, M), f32)})
+        out.update({k: ((S, K + M + 1), dt) for k, dt in LAP_WORK.items()})
         return out
 
     @staticmethod

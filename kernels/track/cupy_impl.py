@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .._common import KERNEL_DIR, cupy_launch, cupy_module, ptr
-from . import SCRATCH, STATE
+from . import LAP_WORK, SCRATCH, STATE
 from .reference import AREA_FRACTION, KPT_CONF, OKS_DEN
 
 CU = str(KERNEL_DIR / "track" / "track.cu")
@@ -57,7 +57,7 @@ def assign(cost, n_tracks, n_dets, match, work: dict, limit: float) -> None:
         k = _module(cost.device).get_function("lap_f64")
         cupy_launch(k, ((S + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK, 1, 1), (ASSIGN_BLOCK, 1, 1),
                     (ptr(cost), ptr(n_tracks), ptr(n_dets), ptr(match),
-                     *(ptr(work[k]) for k in ("u", "v", "minv", "p", "way", "used")),
+                     *(ptr(work[k]) for k in LAP_WORK),
                      np.int32(S), np.int32(T), np.int32(D), np.float64(limit)), cost.device)
 
 

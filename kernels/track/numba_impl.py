@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .._common import numba_array, numba_cuda, numba_stream
-from . import SCRATCH, STATE
+from . import LAP_WORK, SCRATCH, STATE
 from .reference import AREA_FRACTION, KPT_CONF, OKS_DEN
 
 cuda = numba_cuda()  # module global: the simulator swaps it for its own (NUMBA_ENABLE_CUDASIM=1)
@@ -606,7 +606,7 @@ def assign(cost, n_tracks, n_dets, match, work: dict, limit: float) -> None:
     S = cost.shape[0]
     if S == 0:
         return
-    args = [numba_array(work[k]) for k in ("u", "v", "minv", "p", "way", "used")]
+    args = [numba_array(work[k]) for k in LAP_WORK]
     _kernels()["assign"][(S + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK, ASSIGN_BLOCK, numba_stream(cost.device)](
         numba_array(cost), numba_array(n_tracks), numba_array(n_dets), numba_array(match), *args, np.float64(limit))
 
