@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One full GPU session on the device machine (repo root, .offline/ carried): installs the offline bundle
 # (built with: EXTRA_PKGS="lap==0.5.12" bash ../shared/tools/offline-bundle.sh; RAY=1 adds Ray for the ray step),
-# then runs the steps asked for (default: all):
+# then runs the steps asked for, in the order given (default: all, in this order):
 #   tests     pytest -m gpu (kernels, pipeline)           -> results/gpu_tests.md (a line appended)
 #   bench     kernel + pipeline (+ runners, track) benchmarks -> results/{kernels,pipeline,runner_benchmarks,track}.{json,md}
 #   accuracy  experiments/accuracy.py                     -> results/accuracy.json
@@ -28,21 +28,19 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 # posefuse itself: the checkout is the package (setup.py's package_dir), linked in as /tmp/pkg/posefuse
 mkdir -p /tmp/pkg && ln -sfn "$PWD" /tmp/pkg/posefuse
 export PYTHONPATH=/tmp/site:/tmp/pkg POSEFUSE_DATA=$PWD/.offline/data PYTHONUNBUFFERED=1 YOLO_OFFLINE=1 MPLBACKEND=Agg
-steps=" ${*:-all} "
-want() { [[ $steps == *" $1 "* || $steps == " all " ]]; }
 rc=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   python3 -c "import torch,cupy,numba,cv2;print('torch',torch.__version__,'cupy',cupy.__version__,'numba',numba.__version__,'cv2',cv2.__version__)"; } >"$LOG/env.txt" 2>&1
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1); driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
 pack() { tar czf "$OUT/run.tgz" results experiments/*.ipynb -C "$OUT" logs; }
 step() { pack; echo "== $1 $(date -u +%H:%M:%S)"; }  # pack before each step: a run cut short still returns the rest
-if want tests; then
+do_tests() {
   step tests
   python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=300 ${TESTS:-tests} --ignore=tests/benchmarks >"$LOG/gpu_tests.log" 2>&1
   r=$?; rc=$((rc | r)); tail -3 "$LOG/gpu_tests.log"; grep -E "^(FAILED|ERROR)" "$LOG/gpu_tests.log" | head -20
   [[ -f results/gpu_tests.md ]] && echo "| $(date -u +%Y-%m-%dT%H:%M) | $card | $driver | \`bash experiments/gpu_run.sh tests\` (python3 -m pytest -m gpu ${TESTS:-tests} --ignore=tests/benchmarks) | $(grep -E '(passed|failed)' "$LOG/gpu_tests.log" | tail -1) |" >> results/gpu_tests.md
-fi
-if want bench; then
+}
+do_bench() {
   for b in ${BENCH:-kernels pipeline}; do
     step "bench $b"
     cmd="python3 -m pytest tests/benchmarks/test_bench_$b.py --benchmark-only --benchmark-json=bench_$b.json"
@@ -52,59 +50,63 @@ if want bench; then
     name=$b; [[ $b == runners ]] && name=runner_benchmarks  # results/runners.json is runners_bench.py's
     python3 experiments/bench_report.py "$LOG/bench_$b.json" --name $name --command "$cmd" --out-dir results
   done
-fi
-if want accuracy; then
+}
+do_accuracy() {
   step accuracy
   python3 experiments/accuracy.py >"$LOG/accuracy.log" 2>&1; r=$?; rc=$((rc | r)); grep -E "^fp" "$LOG/accuracy.log"; tail -3 "$LOG/accuracy.log"
-fi
-if want ncu; then
+}
+do_ncu() {
   step ncu
   bash experiments/profile.sh results/ncu_nvtx.txt >"$LOG/ncu.log" 2>&1; tail -25 "$LOG/ncu.log"
-fi
-if want notebook; then
+}
+do_notebook() {
   step notebook
   python3 experiments/run_notebook.py experiments/compare_kernels.ipynb >"$LOG/notebook.log" 2>&1; r=$?; rc=$((rc | r)); tail -12 "$LOG/notebook.log"
-fi
-if want probe; then
+}
+do_probe() {
   step probe
   python3 experiments/nvdec_probe.py >"$LOG/nvdec_probe.json" 2>"$LOG/nvdec_probe.err"; r=$?; rc=$((rc | r)); tail -5 "$LOG/nvdec_probe.json"; tail -3 "$LOG/nvdec_probe.err"
-fi
-if want gilprobe; then
+}
+do_gilprobe() {
   step gilprobe
   timeout 240 python3 experiments/decode_gil_probe.py >"$LOG/decode_gil_probe.json" 2>"$LOG/decode_gil_probe.err"; r=$?; rc=$((rc | r)); cat "$LOG/decode_gil_probe.err" | tail -8
-fi
-if want regress; then
+}
+do_regress() {
   step regress
   timeout 560 python3 experiments/regression.py --old .old ${REGRESS_ARGS:-} >"$LOG/regress.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/regress.log" | tail -30
-fi
-if want startup; then
+}
+do_startup() {
   step startup
   eval "timeout 560 python3 experiments/startup.py ${STARTUP_ARGS:-}" >"$LOG/startup.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/startup.log" | tail -20
-fi
-if want probe0; then
+}
+do_probe0() {
   step probe0
   timeout 560 python3 experiments/startup_probe.py ${PROBE_ARGS:-} >"$LOG/startup_probe.log" 2>&1; r=$?; rc=$((rc | r)); cut -c1-400 "$LOG/startup_probe.log" | tail -12
-fi
-if want ray; then
+}
+do_ray() {
   step ray
   [[ -f .offline/ray.tar.xz ]] && tar xJf .offline/ray.tar.xz -C /tmp/site
   timeout 560 python3 experiments/ray_bench.py --gpu ${RAY_ARGS:-} >"$LOG/ray.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO|INFO" "$LOG/ray.log" | tail -12
-fi
-if want runners; then
+}
+do_runners() {
   step runners
   python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} >"$LOG/runners.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/runners.log" | tail -25
-fi
-if want phase; then
+}
+do_phase() {
   step phase
   python3 experiments/phase_table.py ${PHASE_ARGS:-} >"$LOG/phase.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/phase.log" | tail -12
-fi
-if want trackids; then
+}
+do_trackids() {
   step trackids
   timeout 560 python3 experiments/track_ids.py ${TRACKIDS_ARGS:-} >"$LOG/track_ids.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/track_ids.log" | tail -6
-fi
-if want soak; then
+}
+do_soak() {
   step soak
   MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536 python3 experiments/soak.py ${SOAK_ARGS:---duration 480 --streams 16 --decoder nvdec --plot} >"$LOG/soak.log" 2>&1; r=$?; rc=$((rc | r)); tail -20 "$LOG/soak.log"
-fi
+}
+for s in ${*:-tests bench accuracy ncu notebook probe gilprobe regress startup probe0 ray runners phase trackids soak}; do
+  declare -F "do_$s" >/dev/null || { echo "gpu_run.sh: no step $s"; rc=2; continue; }
+  "do_$s"
+done
 step done
 exit $rc

@@ -109,12 +109,15 @@ def test_runners_bench_markdown_from_a_recorded_shape():
                                "runners": {"dynamic": rep}, "best_runner": "dynamic", "e2e_frames_per_s": 100.0,
                                "e2e_over_bound": 100 / 150, "limited_by": "pipeline",
                                "predict_serial": {"frames_per_s": 10.0}, "e2e_over_predict_serial": 10.0}},
-           "realtime": {"rows": [{"streams": 50, "frames_per_s": 1500.0, "latency_ms": {"p50": 5.0, "p99": 9.0},
-                                  "drops": {}, "gpu_util_mean": None, "cpu_percent_mean": 50.0}],
-                        "max_wait_ms": 10, "batch": 64, "seconds": 6, "max_streams_p99_le_50ms": 50}}
+           "realtime": {"clips": {"1080p": {"rows": [{"streams": 50, "held": True, "runs": [
+                            {"streams": 50, "frames_per_s": 1500.0, "latency_ms": {"p50": 5.0, "p99": 9.0},
+                             "drops": {}, "gpu_util_mean": None, "cpu_percent_mean": 50.0}] * 3}],
+                                             "max_streams_p99_le_50ms": 50}},
+                        "max_wait_ms": 10, "batch": 64, "seconds": 6, "repeats": 3}}
     md = runners_bench.markdown([run])
     assert "| 768x432 | 8 | 200 | 150 | 100 (dynamic) | 0.67 | pipeline | 10.0 | 10.0x |" in md
-    assert "largest S with p99 <= 50 ms: **50**" in md
+    assert "Real time, 1080p" in md and "no drops in every run: **50**" in md
+    assert "| 50 | 3 | 1500 | 5.0 | 9.0 | 0 | None | 50 | 1.00 |" in md
 
 
 def test_phase_table_smoke_on_the_cpu(tmp_path):
