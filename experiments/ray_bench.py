@@ -66,8 +66,10 @@ def gpu(tmp: Path, clips: list[str]) -> dict:
     from posefuse import RunConfig, run
     from posefuse.runners.batch import BatchConfig, batch
 
-    res = {}
-    for decoder in ("cpu", "nvdec"):
+    import importlib.util
+
+    res = {"nvdec_installed": importlib.util.find_spec("PyNvVideoCodec") is not None}
+    for decoder in ("cpu", "nvdec") if res["nvdec_installed"] else ("cpu",):
         t = time.perf_counter()
         rep = run(RunConfig(sources=clips, decoder=decoder, progress=False))
         res[f"in_process_{decoder}"] = {"frames": rep.overall["results"], "frames_per_s": rep.overall["frames_per_s"],

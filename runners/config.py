@@ -115,9 +115,15 @@ class RunConfig:
     chosen: dict = field(default_factory=dict)
 
     def streams(self) -> list[tuple]:
-        """[(spec, stream name)]: each source ``repeat`` times, named 'spec#k' when repeated."""
-        return [(spec, f"{spec or 'default'}#{k}" if self.repeat > 1 else (spec or "default"))
-                for spec in self.sources for k in range(self.repeat)]
+        """[(spec, stream name)]: each source ``repeat`` times. A stream is named by its spec, 'spec#k' (k
+        counting from 0 per spec) when the spec runs more than once, by ``repeat`` or by being given twice:
+        every stream of a run has a name of its own."""
+        specs = [spec or "default" for spec in self.sources for _ in range(self.repeat)]
+        times, seen, out = {s: specs.count(s) for s in specs}, {}, []
+        for spec, name in zip((spec for spec in self.sources for _ in range(self.repeat)), specs):
+            k = seen[name] = seen.get(name, -1) + 1
+            out.append((spec, f"{name}#{k}" if times[name] > 1 else name))
+        return out
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -286,6 +286,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
             if cfg.runner in CONCURRENT:  # the shapes the files' headers give, while the sources open
                 warm_up(engine, opener.announced, cfg.batch)
                 warmed |= opener.announced
+            if cfg.track and cfg.runner != "multigpu":
+                sinks.warm_up()
             startup["warmup"] = time.perf_counter() - t
             t = time.perf_counter()
             if opener is not None:

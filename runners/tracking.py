@@ -28,6 +28,17 @@ class StreamTracking(BatchSink):
         self.index: dict = {}  # stream name -> its row among the trackers' streams
         self.trackers: list[ByteTrackBatch] = []
 
+    def warm_up(self):
+        """One update of a throwaway one-stream tracker on an empty frame: the kernels build (NVRTC, or
+        CuPy's on-disk cache) before the run's clock, not in its first batch (a first run with tracking
+        held 2,000 fr/s and p99 4.1 s where the next held 6,700: results/regression.md, 2026-12-02)."""
+        tracker = ByteTrackBatch(1, self.max_det, self.device, backend=self.backend)
+        z = torch.zeros
+        tracker.update(z(1, self.max_det, 4, device=self.device), z(1, self.max_det, device=self.device),
+                       z(1, dtype=torch.int32, device=self.device), [0], [False])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def batch(self, results: list):
         rows = [self._row(r.stream) for r in results]
         ids = np.zeros((len(results), self.max_det), np.int64)

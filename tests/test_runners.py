@@ -311,6 +311,18 @@ def test_cli_dynamic_runner_many_streams(tmp_path):
     assert all(s["results"] == 2 for s in rep["streams"].values())
 
 
+def test_cli_the_same_clip_given_twice_runs_as_two_streams(tmp_path):
+    """A source named twice is two streams with names of their own (they collapsed into one before: 2 x 3
+    frames in, 3 results, the run failed its accounting)."""
+    clip = helpers.data_path("one-by-one-person-detection.mp4")
+    rc = main(["run", "--device", "cpu", "--source", clip, clip, "--max-frames", "3", "--batch", "4", "--imgsz", "320",
+               "--no-progress", "--out", str(tmp_path / "r.json")])
+    assert rc == 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert sorted(rep["streams"]) == [f"{clip}#0", f"{clip}#1"]
+    assert rep["overall"]["results"] == 6 and all(s["results"] == 3 for s in rep["streams"].values())
+
+
 def test_batched_mixed_good_and_bad_frames(cpu_pipe):
     """Good frames of a batch get results; each bad one is a recorded drop naming stream, index and reason."""
     from posefuse.runners.sources import Frame, Source
