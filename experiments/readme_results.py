@@ -87,7 +87,7 @@ def section() -> str:
             out.append(f"| {prec} | {s['frames']} | {s['their_detections']} | {s['matched_fraction']:.4f} | "
                        f"{s['extra_fraction']:.4f} | {s['keypoint_mean_error_px']:.3f} | {s['max_score_diff']:.4f} |")
         out.append("")
-    out += _regression() + _phases() + _runners() + _soak() + _track_ids()
+    out += _startup() + _regression() + _phases() + _runners() + _soak() + _track_ids() + _ray()
     out.append(END)
     return "\n".join(out)
 
@@ -138,17 +138,21 @@ def _runners() -> list:
             out.append(f"| {label} | {decoders_alone(r)} | {r['pipeline_alone']['frames_per_s']:,.0f} | "
                        f"{r['e2e_frames_per_s']:,.0f} ({r['best_runner']}) | {r['e2e_over_bound']:.2f} | "
                        f"{r['e2e_over_predict_serial']:.1f}x |")
-    run = last(lambda r: "realtime" in r)
-    if run:
-        rt = run["realtime"]
-        clips = rt.get("clips") or {"768x432": {"rows": [{"streams": x["streams"], "runs": [x]} for x in rt["rows"]],
-                                               "max_streams_p99_le_50ms": rt.get("max_streams_p99_le_50ms")}}
+    per_clip = {}  # each clip's rows from its latest day of real-time runs on one card
+    for run in (r for r in runs if "realtime" in r):
+        rt, day = run["realtime"], (run["env"].get("card"), str(run["env"].get("date"))[:10])
+        clips = rt.get("clips") or {"768x432": {"rows": [{"streams": x["streams"], "runs": [x]} for x in rt["rows"]]}}
         for label, c in clips.items():
-            rows = ", ".join(f"S={x['streams']}: p99 " + "/".join(f"{r['latency_ms']['p99']:.0f}" for r in x["runs"]) + " ms"
-                             for x in c["rows"])
-            out += ["", f"Real time, {label} (dynamic runner, live 30 fr/s streams, {rt.get('repeats', 1)} run(s) per S; "
-                    f"{run['env'].get('card')}, {run['env'].get('date')}): {rows}; largest S with p99 <= 50 ms and no "
-                    f"drops in every run: {c.get('max_streams_p99_le_50ms')}."]
+            if per_clip.get(label, (None,))[0] != day:
+                per_clip[label] = (day, run, {})
+            per_clip[label][2].update({x["streams"]: x for x in c["rows"]})
+    for label, (day, run, rows) in per_clip.items():
+        held = [S for S, x in rows.items() if all(r["latency_ms"]["p99"] <= 50 and not r["drops"] for r in x["runs"])]
+        text = ", ".join(f"S={S}: p99 " + "/".join(f"{r['latency_ms']['p99']:.0f}" for r in rows[S]["runs"]) + " ms"
+                         for S in sorted(rows))
+        out += ["", f"Real time, {label} (dynamic runner, live 30 fr/s streams, {run['realtime'].get('repeats', 1)} "
+                f"run(s) per S; {day[0]}, {day[1]}): {text}; largest S with p99 <= 50 ms and no drops in every run: "
+                f"{max(held) if held else 'none measured'}."]
     for pred, what in ((lambda r: "multigpu" in r and r["streams"] == 8, "the same 8 NVDEC streams"),
                        (lambda r: "multigpu" in r and r["streams"] != 8, None)):
         run = last(pred)
@@ -190,6 +194,48 @@ def _soak() -> list:
             f"{s['report']['results']:,} frames at {s['report']['frames_per_s']:,.0f} fr/s, drops {s['report']['drops'] or 0}; "
             f"memory growth after warm-up: {mem}; throughput last/first 2 min {ev['throughput']['ratio']:.3f}; "
             f"all checks {'passed' if ev.get('passed') else 'NOT passed'}; {s['env'].get('card')}, {s['date']}.", ""]
+
+
+JOBS = {"a": "one 768x432 clip", "b": "one 1080p clip", "c": "8 clips", "d": "64 frames", "e": "50 images"}
+
+
+def _startup() -> list:
+    """Each job's latest recorded medians (results/startup.json): posefuse with its defaults, and Ultralytics
+    where the same run timed it."""
+    d = _load("startup")
+    if not d:
+        return []
+    out = ["**User jobs by the clock on the wall** ([results/startup.md](results/startup.md), "
+           "`python experiments/startup.py`): process start to exit, median of 3 runs, posefuse's defaults; "
+           "Ultralytics from the latest run that timed it, the ratio within that run.", "",
+           "| job | posefuse s | Ultralytics s | Ultralytics / posefuse | run |", "| --- | ---: | ---: | ---: | --- |"]
+    latest, theirs = {}, {}
+    for run in d["runs"]:
+        for job, r in run["jobs"].items():
+            if r["posefuse_median_s"].get(""):
+                latest[job] = (run, r)
+            if r.get("ultralytics_median_s"):
+                theirs[job] = (r["ultralytics_median_s"], r["posefuse_median_s"].get(""), run["env"].get("date"))
+    for job in sorted(latest):
+        run, r = latest[job]
+        p = r["posefuse_median_s"][""]
+        u, up, udate = theirs.get(job, (None, None, None))
+        ratio = "-" if not u else f"{u / up:.2f}x" + ("" if udate == run["env"].get("date") else f" (posefuse {up:.1f} s then)")
+        out.append(f"| {job}: {JOBS.get(job, job)} | {p:.1f} | {'-' if not u else f'{u:.1f} ({udate})'} | {ratio} | "
+                   f"{run['env'].get('card')}, {run['env'].get('date')} |")
+    return out + [""]
+
+
+def _ray() -> list:
+    r = _latest("ray")
+    if not r or "gpu" not in r:
+        return []
+    g, env = r["gpu"], r["env"]
+    a = g["ray_one_gpu_actor"]
+    return [f"**Ray Data, one GPU actor** ([results/ray.md](results/ray.md), `{r['command']}`), 8 copies of the "
+            f"768x432 clip: the actor {a['frames_per_s']:,.0f} fr/s against the in-process run (OpenCV decode) "
+            f"{g['in_process_cpu']['frames_per_s']:,.0f} fr/s ({g['ray_over_in_process_cpu']:.2f}); job "
+            f"{a['wall_s']:.1f} s with `ray.init` {a['ray_init_s']:.1f} s; {env.get('card')}, {env.get('date')}.", ""]
 
 
 def _track_ids() -> list:
