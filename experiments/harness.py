@@ -133,3 +133,15 @@ def decoders_alone(r: dict) -> str:
     if "nvdec_processes_alone" in r:
         cell += f" / {r['nvdec_processes_alone']['frames_per_s']:,.0f} (threads / processes)"
     return cell
+
+
+def realtime_clips(rt: dict) -> dict:
+    """{clip: {"rows": [{"streams", "runs": [...]}], ...}} of a runners_bench real-time record; records made
+    before runs were repeated per S and per clip held one list of rows of the 768x432 clip."""
+    return rt.get("clips") or {"768x432": {"rows": [{"streams": x["streams"], "runs": [x]} for x in rt["rows"]],
+                                           "max_streams_p99_le_50ms": rt.get("max_streams_p99_le_50ms")}}
+
+
+def realtime_held(runs: list) -> bool:
+    """S live streams hold when every run of them has p99 <= 50 ms from release to result and no drop."""
+    return all(r["latency_ms"]["p99"] <= 50 and not r["drops"] for r in runs)

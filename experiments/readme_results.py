@@ -121,7 +121,7 @@ def _runners() -> list:
     d = _load("runners")
     if not d:
         return []
-    from harness import decoders_alone
+    from harness import decoders_alone, realtime_clips, realtime_held
 
     runs = d["runs"]
     last = lambda pred: next((r for r in reversed(runs) if pred(r)), None)  # noqa: E731
@@ -141,13 +141,12 @@ def _runners() -> list:
     per_clip = {}  # each clip's rows from its latest day of real-time runs on one card
     for run in (r for r in runs if "realtime" in r):
         rt, day = run["realtime"], (run["env"].get("card"), str(run["env"].get("date"))[:10])
-        clips = rt.get("clips") or {"768x432": {"rows": [{"streams": x["streams"], "runs": [x]} for x in rt["rows"]]}}
-        for label, c in clips.items():
+        for label, c in realtime_clips(rt).items():
             if per_clip.get(label, (None,))[0] != day:
                 per_clip[label] = (day, run, {})
             per_clip[label][2].update({x["streams"]: x for x in c["rows"]})
     for label, (day, run, rows) in per_clip.items():
-        held = [S for S, x in rows.items() if all(r["latency_ms"]["p99"] <= 50 and not r["drops"] for r in x["runs"])]
+        held = [S for S, x in rows.items() if realtime_held(x["runs"])]
         text = ", ".join(f"S={S}: p99 " + "/".join(f"{r['latency_ms']['p99']:.0f}" for r in rows[S]["runs"]) + " ms"
                          for S in sorted(rows))
         out += ["", f"Real time, {label} (dynamic runner, live 30 fr/s streams, {run['realtime'].get('repeats', 1)} "

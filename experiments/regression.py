@@ -63,19 +63,21 @@ def bench(tree: Path, env: dict) -> dict:
             for b in doc["benchmarks"]}
 
 
+def _median(res: dict, clip: str, key: str) -> float | None:
+    """The median of ``key`` over a checkout's e2e runs of ``clip`` (runs that failed have no figures)."""
+    xs = [r[key] for r in res["e2e"].get(clip, []) if key in r]
+    return statistics.median(xs) if xs else None
+
+
 def compare(old: dict, new: dict) -> list:
     """Rows (what, old, new, new/old, within 3%) for the figures both have; lower is better for latency."""
     rows = []
     for clip in CLIPS:
-        o = [r["frames_per_s"] for r in old["e2e"].get(clip, []) if "frames_per_s" in r]
-        n = [r["frames_per_s"] for r in new["e2e"].get(clip, []) if "frames_per_s" in r]
-        if o and n:
-            rows.append(_row(f"e2e 8 NVDEC streams {clip}, fr/s (median)", statistics.median(o), statistics.median(n)))
-        o = [r["process_wall_s"] for r in old["e2e"].get(clip, []) if "process_wall_s" in r]
-        n = [r["process_wall_s"] for r in new["e2e"].get(clip, []) if "process_wall_s" in r]
-        if o and n:
-            rows.append(_row(f"e2e 8 NVDEC streams {clip}, job process wall s (median)", statistics.median(o),
-                             statistics.median(n), lower=True, gate=False))
+        for key, what, lower, gate in (("frames_per_s", "fr/s", False, True),
+                                       ("process_wall_s", "job process wall s", True, False)):
+            o, n = _median(old, clip, key), _median(new, clip, key)
+            if o and n:
+                rows.append(_row(f"e2e 8 NVDEC streams {clip}, {what} (median)", o, n, lower=lower, gate=gate))
     for name in BENCH:
         test = name.split("::")[1]
         o, n = old["bench"].get(test, {}), new["bench"].get(test, {})
@@ -89,18 +91,17 @@ def tracking(new: dict, track: dict) -> list:
     """Rows (what, without tracking, with, with / without, >= 0.95) for the new checkout's e2e runs."""
     rows = []
     for clip in CLIPS:
-        o = [r["frames_per_s"] for r in new["e2e"].get(clip, []) if "frames_per_s" in r]
-        n = [r["frames_per_s"] for r in track["e2e"].get(clip, []) if "frames_per_s" in r]
+        o, n = _median(new, clip, "frames_per_s"), _median(track, clip, "frames_per_s")
         if o and n:
-            o, n = statistics.median(o), statistics.median(n)
-            rows.append({"what": f"e2e 8 NVDEC streams {clip}, fr/s (median): with --track (new) against without (new)",
-                         "old": o, "new": n, "new_over_old": n / o, "within_3pct": n / o >= 0.95, "gate": 0.95})
+            rows.append({**_row(f"e2e 8 NVDEC streams {clip}, fr/s (median): with --track (new) against without (new)",
+                                o, n, floor=0.95), "gate": 0.95})
     return rows
 
 
-def _row(what, old, new, lower=False, gate=True):
+def _row(what, old, new, lower=False, gate=True, floor=0.97):
+    """``within_3pct``: new / old >= ``floor`` (<= 1.03 where lower is better); None where not gated."""
     ratio = new / old if old else None
-    ok = None if ratio is None or not gate else (ratio <= 1.03 if lower else ratio >= 0.97)
+    ok = None if ratio is None or not gate else (ratio <= 1.03 if lower else ratio >= floor)
     return {"what": what, "old": old, "new": new, "new_over_old": ratio, "within_3pct": ok}
 
 

@@ -250,7 +250,7 @@ def main():
             path, rows = harness.data_path(CLIPS[label]), []
             for s in (int(x) for x in a.realtime_s.split(",")):
                 reps = [realtime(path, s, a.seconds, max_wait_ms=10.0, batch=64) for _ in range(a.realtime_repeats)]
-                held = all(r["latency_ms"]["p99"] <= 50 and not r["drops"] for r in reps)
+                held = harness.realtime_held(reps)
                 rows.append({"streams": s, "held": held, "runs": reps})
                 print("realtime", label, s, "streams: p99", [f"{r['latency_ms']['p99']:.1f} ms" for r in reps],
                       [f"{r['frames_per_s']:.0f} fr/s" for r in reps], flush=True)
@@ -330,9 +330,7 @@ def markdown(runs: list) -> str:
             lines.append("")
         if "realtime" in run:
             rt = run["realtime"]
-            clips = rt.get("clips") or {"768x432": {"rows": [{"streams": r["streams"], "runs": [r]} for r in rt["rows"]],
-                                                   "max_streams_p99_le_50ms": rt.get("max_streams_p99_le_50ms")}}
-            for label, c in clips.items():
+            for label, c in harness.realtime_clips(rt).items():
                 lines += [f"Real time, {label} (dynamic runner, batch {rt['batch']}, max wait {rt['max_wait_ms']} ms, "
                           f"{rt['seconds']} s per run, {rt.get('repeats', 1)} run(s) per S): largest S with p99 <= 50 ms "
                           f"and no drops in every run: **{c.get('max_streams_p99_le_50ms', '-')}**", "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 SEQUENTIAL = ("serial", "batched", "ultralytics")  # one source after another (strategies.py)
@@ -118,11 +119,12 @@ class RunConfig:
         """[(spec, stream name)]: each source ``repeat`` times. A stream is named by its spec, 'spec#k' (k
         counting from 0 per spec) when the spec runs more than once, by ``repeat`` or by being given twice:
         every stream of a run has a name of its own."""
-        specs = [spec or "default" for spec in self.sources for _ in range(self.repeat)]
-        times, seen, out = {s: specs.count(s) for s in specs}, {}, []
-        for spec, name in zip((spec for spec in self.sources for _ in range(self.repeat)), specs):
-            k = seen[name] = seen.get(name, -1) + 1
-            out.append((spec, f"{name}#{k}" if times[name] > 1 else name))
+        specs = [spec for spec in self.sources for _ in range(self.repeat)]
+        times, seen, out = Counter(spec or "default" for spec in specs), Counter(), []
+        for spec in specs:
+            name = spec or "default"
+            out.append((spec, f"{name}#{seen[name]}" if times[name] > 1 else name))
+            seen[name] += 1
         return out
 
     def to_dict(self) -> dict:

@@ -286,7 +286,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
             if cfg.runner in CONCURRENT:  # the shapes the files' headers give, while the sources open
                 warm_up(engine, opener.announced, cfg.batch)
                 warmed |= opener.announced
-            if cfg.track and cfg.runner != "multigpu":
+            if cfg.track:
                 sinks.warm_up()
             startup["warmup"] = time.perf_counter() - t
             t = time.perf_counter()

@@ -29,9 +29,9 @@ class StreamTracking(BatchSink):
         self.trackers: list[ByteTrackBatch] = []
 
     def warm_up(self):
-        """One update of a throwaway one-stream tracker on an empty frame: the kernels build (NVRTC, or
-        CuPy's on-disk cache) before the run's clock, not in its first batch (a first run with tracking
-        held 2,000 fr/s and p99 4.1 s where the next held 6,700: results/regression.md, 2026-12-02)."""
+        """One update of a throwaway one-stream tracker on an empty frame, so the kernels are built (NVRTC,
+        or loaded from CuPy's on-disk cache) before the run's clock starts rather than in its first batch.
+        Why: results/DECISIONS.md, the tracker's warm-up."""
         tracker = ByteTrackBatch(1, self.max_det, self.device, backend=self.backend)
         z = torch.zeros
         tracker.update(z(1, self.max_det, 4, device=self.device), z(1, self.max_det, device=self.device),
