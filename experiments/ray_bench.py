@@ -5,8 +5,9 @@ wall time of a simulated CPU cluster of 1, 2 and 3 nodes.
     python experiments/ray_bench.py --curve [--clips 6 --frames 120 --cpus-per-node 2]
 
 GPU: 8 copies of the 768x432 clip (links) as one archive: ``posefuse.runners.batch.batch`` with one actor
-holding the GPU (OpenCV decode in the actor), and ``posefuse.run`` over the same files with OpenCV decode,
-and with NVDEC; steady frames/s (the actor's own segment seconds; the run's clock) and job wall for each.
+holding the GPU, and ``posefuse.run`` over the same files, each with OpenCV decode and (where PyNvVideoCodec
+is installed) NVDEC; steady frames/s (the actor's clock over its calls, warm-up excluded; the run's clock)
+and job wall for each, and the actor over the in-process runner with the same decoder.
 Curve: ``ray.cluster_utils.Cluster`` with N nodes of ``--cpus-per-node`` CPUs on this machine, one CPU actor
 per CPU, the reference kernels at imgsz 320; the wall time of the same clips for N = 1, 2, 3 (one process
 per N). Writes results/ray.{json,md} (runs appended).
@@ -76,15 +77,17 @@ def gpu(tmp: Path, clips: list[str]) -> dict:
                                         "wall_s": time.perf_counter() - t, "failed": rep.failed, "ran": rep.ran}
     t = time.perf_counter()
     ray.init(num_gpus=1, include_dashboard=False, log_to_driver=False)
-    init_s = time.perf_counter() - t
-    s = batch(BatchConfig(sources=clips, out=str(tmp / "poses"), actors=1, gpus_per_actor=1))
+    res["ray_init_s"] = time.perf_counter() - t
+    for decoder in ("cpu", "nvdec") if res["nvdec_installed"] else ("cpu",):
+        s = batch(BatchConfig(sources=clips, out=str(tmp / f"poses_{decoder}"), actors=1, gpus_per_actor=1,
+                              decoder=decoder))
+        actor = next(iter(s["per_actor"].values()), {})
+        base = res[f"in_process_{decoder}"]["frames_per_s"]
+        res[f"ray_one_gpu_actor_{decoder}"] = {
+            "frames": s["frames"], "frames_per_s": actor.get("frames_per_s"), "job_frames_per_s": s["frames_per_s"],
+            "wall_s": s["wall_s"], "actor": actor, "failed": s["failed"], "streams": s["config"]["streams"],
+            "over_in_process": actor["frames_per_s"] / base if base and actor.get("frames_per_s") else None}
     ray.shutdown()
-    actor = next(iter(s["per_actor"].values()), {})
-    res["ray_one_gpu_actor"] = {"frames": s["frames"], "frames_per_s": actor.get("frames_per_s"),
-                                "job_frames_per_s": s["frames_per_s"], "wall_s": s["wall_s"], "ray_init_s": init_s,
-                                "failed": s["failed"]}
-    base = res["in_process_cpu"]["frames_per_s"]
-    res["ray_over_in_process_cpu"] = actor.get("frames_per_s") / base if base and actor.get("frames_per_s") else None
     return res
 
 
@@ -135,8 +138,16 @@ def markdown(runs: list) -> str:
             for k, v in run["gpu"].items():
                 if isinstance(v, dict):
                     lines.append(f"| {k} | {v.get('frames')} | {v.get('frames_per_s') or 0:,.0f} | {v.get('wall_s', 0):.1f} |")
-            lines += ["", f"Ray (one actor) over the in-process runner, both OpenCV decode: "
-                          f"{run['gpu'].get('ray_over_in_process_cpu') or 0:.2f}", ""]
+            lines.append("")
+            if "ray_over_in_process_cpu" in run["gpu"]:  # runs before the actor ran its segments as streams
+                lines += [f"Ray (one actor) over the in-process runner, both OpenCV decode: "
+                          f"{run['gpu']['ray_over_in_process_cpu'] or 0:.2f}", ""]
+            for d in ("cpu", "nvdec"):
+                r = run["gpu"].get(f"ray_one_gpu_actor_{d}")
+                if r:
+                    lines.append(f"- Ray, one actor ({r['streams']} segments at once), {d} decode: "
+                                 f"{r['over_in_process'] or 0:.2f} of the in-process runner with the same decoder")
+            lines.append("")
         if "curve" in run:
             c = run["curve"]
             lines += [f"Simulated cluster: {c['cpus_per_node']} CPUs per node on a host of {c['host_cpus']} CPUs", "",

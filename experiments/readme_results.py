@@ -230,11 +230,17 @@ def _ray() -> list:
     if not r or "gpu" not in r:
         return []
     g, env = r["gpu"], r["env"]
-    a = g["ray_one_gpu_actor"]
+    runs = [(d, g[f"ray_one_gpu_actor_{d}"]) for d in ("cpu", "nvdec") if f"ray_one_gpu_actor_{d}" in g]
+    if not runs:  # the layout of runs before the actor ran its segments as streams
+        a = g["ray_one_gpu_actor"]
+        runs = [("cpu", {**a, "over_in_process": g["ray_over_in_process_cpu"]})]
+    parts = [f"{d} decode {a['frames_per_s']:,.0f} fr/s against the in-process run's "
+             f"{g[f'in_process_{d}']['frames_per_s']:,.0f} ({a['over_in_process']:.2f}; job {a['wall_s']:.1f} s)"
+             for d, a in runs]
+    init = g.get("ray_init_s", runs[0][1].get("ray_init_s"))
     return [f"**Ray Data, one GPU actor** ([results/ray.md](results/ray.md), `{r['command']}`), 8 copies of the "
-            f"768x432 clip: the actor {a['frames_per_s']:,.0f} fr/s against the in-process run (OpenCV decode) "
-            f"{g['in_process_cpu']['frames_per_s']:,.0f} fr/s ({g['ray_over_in_process_cpu']:.2f}); job "
-            f"{a['wall_s']:.1f} s with `ray.init` {a['ray_init_s']:.1f} s; {env.get('card')}, {env.get('date')}.", ""]
+            f"768x432 clip: the actor with {'; with '.join(parts)}; `ray.init` {init:.1f} s; {env.get('card')}, "
+            f"{env.get('date')}.", ""]
 
 
 def _track_ids() -> list:

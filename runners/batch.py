@@ -5,8 +5,8 @@ Parquet.
     summary = posefuse.runners.batch.batch(BatchConfig(sources=[...], out="poses/"))
 
 Rows of the dataset are (video, segment, start, end) in frames, not frames: an actor decodes its own
-segment (OpenCV, seeking to ``start``) and runs the fused pipeline on it, so no frame crosses the object
-store. Long videos are cut into segments of ``segment_frames`` so that many actors share one video; every
+segment (NVDEC where PyNvVideoCodec and a GPU are, else OpenCV; either seeks to ``start``) and runs the
+fused pipeline on it, so no frame crosses the object store. Long videos are cut into segments of ``segment_frames`` so that many actors share one video; every
 frame lands in exactly one segment, and within it in order. :class:`PoseActor` is the map_batches UDF
 (a callable class, one pipeline per actor) for a user's own Ray Data pipeline.
 
@@ -19,6 +19,7 @@ rest go on.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -27,8 +28,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SEGMENT_FRAMES = 1024  # frames per work item: a 30 fr/s hour is 106 items, a 1,394-frame clip 2
+from .config import DECODERS, MAX_WAIT_MS
+
+SEGMENT_FRAMES = 1024  # the longest work item: a 30 fr/s hour is 106 items, a 1,394-frame clip 2 of 697
+STREAMS = 8  # segments an actor runs at once (the map_batches batch size; results/DECISIONS.md)
 SCHEMA_VERSION = 1
+COLUMNS = ("video", "frame", "timestamp", "box", "score", "keypoints")
 
 
 @dataclass
@@ -38,8 +43,10 @@ class BatchConfig:
     sources: video files or glob patterns ('**' recurses); out: the output folder (created).
     address: the Ray cluster ('auto': a running one; None: start a local one). actors: pose actors (default:
     one per GPU of the cluster, else 2). gpus_per_actor: GPUs each actor holds (0 on a CPU-only cluster).
-    segment_frames: frames per work item (>= 1). device, model, backend, precision, imgsz, conf, iou,
-    batch: the pipeline in each actor, as RunConfig's. max_restarts: times Ray restarts a dead actor (its
+    segment_frames: the longest work item, frames (>= 1). streams: segments an actor runs at once, as streams
+    of one batcher (>= 1; the map_batches batch size). decoder, device, model, backend, precision, imgsz,
+    conf, iou, batch: the decoding and pipeline in each actor, as RunConfig's ('auto' decoder: NVDEC where
+    the actor has it, a video NVDEC cannot open read with OpenCV). max_restarts: times Ray restarts a dead actor (its
     segment is retried on the new one).
     """
 
@@ -49,6 +56,8 @@ class BatchConfig:
     actors: int | None = None
     gpus_per_actor: float | None = None
     segment_frames: int = SEGMENT_FRAMES
+    streams: int = STREAMS
+    decoder: str = "auto"
     device: str | None = None
     model: str = "yolo11n-pose"
     backend: str = "auto"
@@ -76,7 +85,9 @@ def expand(sources: list) -> list[str]:
 
 
 def segments(videos: list[str], segment_frames: int) -> tuple[list[dict], dict]:
-    """Work items [(video, key, segment, start, end)] and {video: why} for the videos that cannot be read."""
+    """Work items [(video, key, segment, start, end)] and {video: why} for the videos that cannot be read. A
+    video of n frames is cut into ceil(n / segment_frames) segments of equal length (within a frame), so the
+    segments an actor runs at once end together."""
     import cv2
 
     if segment_frames < 1:
@@ -92,9 +103,9 @@ def segments(videos: list[str], segment_frames: int) -> tuple[list[dict], dict]:
         elif not ok or n <= 0:
             failed[v] = "OpenCV could not read it (not a video, a missing codec, or no frame count)"
         else:
-            key = video_key(v)
-            rows += [{"video": v, "key": key, "segment": k, "start": s, "end": min(n, s + segment_frames)}
-                     for k, s in enumerate(range(0, n, segment_frames))]
+            key, parts = video_key(v), -(-n // segment_frames)  # as few segments as fit, of equal length
+            cuts = [n * k // parts for k in range(parts + 1)]
+            rows += [{"video": v, "key": key, "segment": k, "start": cuts[k], "end": cuts[k + 1]} for k in range(parts)]
     return rows, failed
 
 
@@ -104,18 +115,25 @@ def segment_path(out: str, key: str, segment: int) -> Path:
 
 class PoseActor:
     """The Ray Data map_batches UDF: ``ds.map_batches(PoseActor, fn_constructor_kwargs={"out": ..., ...},
-    batch_size=1, concurrency=N, num_gpus=1)`` over rows of :func:`segments`. Each call decodes its rows'
-    segments, runs them, writes each segment's Parquet file and returns a summary row per segment (video,
-    segment, frames, detections, skipped, error, seconds, actor). ``crash_once``: a path; the first actor
-    to start the segment named by ``crash_segment`` creates it and dies (os._exit), the fault-injection
-    hook for tests of Ray's retries."""
+    batch_size=STREAMS, concurrency=N, num_gpus=1)`` over rows of :func:`segments`. A call runs its rows'
+    segments at once, as streams of one dynamic batcher (the package's concurrent runner, as ``posefuse
+    run`` runs several files), so one segment's decode overlaps the others' and the GPU's work; then it
+    writes each segment's Parquet file and returns a summary row per segment (video, segment, frames,
+    detections, skipped, error, actor, and the call's id, clock and warm-up seconds). ``crash_once``: a path;
+    the first actor to reach the middle of the segment named by ``crash_segment`` creates it and dies
+    (os._exit), the fault-injection hook for tests of Ray's retries."""
 
-    def __init__(self, out: str, pipeline: dict, batch: int = 64, crash_once: str | None = None,
-                 crash_segment: tuple | None = None):
-        from ..fusion.pipeline import PosePipeline
+    def __init__(self, out: str, pipeline: dict, batch: int = 64, decoder: str = "auto",
+                 crash_once: str | None = None, crash_segment: tuple | None = None):
+        from .config import RunConfig
+        from .run import make_pipelines
 
         self.out, self.batch = out, batch
-        self.pipe = PosePipeline(**pipeline)
+        # the run's own config and pipeline: partial batches padded to ``batch``, one graph capture per shape
+        self.cfg = RunConfig(runner="dynamic", decoder=decoder, batch=batch, progress=False, **pipeline).validated()
+        self.pipe = make_pipelines(self.cfg, self.cfg.device)[0]
+        self.warmed: set = set()
+        self.calls = 0
         self.crash_once, self.crash_segment = crash_once, tuple(crash_segment) if crash_segment else None
         try:
             import ray
@@ -125,66 +143,93 @@ class PoseActor:
             self.actor = str(os.getpid())
 
     def __call__(self, rows: dict) -> dict:
-        keys = ("video", "segment", "frames", "detections", "skipped", "error", "seconds", "actor")
-        out = {k: [] for k in keys}
-        for i in range(len(rows["video"])):
-            r = self.run_segment(str(rows["video"][i]), str(rows["key"][i]), int(rows["segment"][i]),
-                                 int(rows["start"][i]), int(rows["end"][i]))
-            for k in keys:
-                out[k].append(r[k])
-        return out
+        items = [(str(rows["video"][i]), str(rows["key"][i]), int(rows["segment"][i]), int(rows["start"][i]),
+                  int(rows["end"][i])) for i in range(len(rows["video"]))]
+        done = self.run_segments(items)
+        keys = ("video", "segment", "frames", "detections", "skipped", "error", "actor", "decoder", "call", "call_s",
+                "warmup_s")
+        return {k: [r[k] for r in done] for k in keys}
 
-    def run_segment(self, video: str, key: str, segment: int, start: int, end: int) -> dict:
-        """One segment to its Parquet file (skipped when the file exists: a rerun)."""
+    def run_segments(self, items: list[tuple]) -> list[dict]:
+        """Segments [(video, key, segment, start, end)] to their Parquet files, all at once; a segment whose
+        file exists is skipped (a rerun). Returns a summary row per segment, in the order given."""
         import pyarrow.parquet as pq
 
+        from .concurrent import run_concurrent, signatures, warm_up
+        from .events import StreamFanout
+        from .monitor import PerformanceMonitor
+        from .run import open_stream, run_settings
         from .sources import SourceError
-        from .sources.opencv import open_video
 
-        path = segment_path(self.out, key, segment)
-        res = {"video": video, "segment": segment, "frames": 0, "detections": 0, "skipped": False, "error": None,
-               "seconds": 0.0, "actor": self.actor}
-        if path.exists():
-            meta = pq.read_schema(path).metadata or {}
-            res.update(skipped=True, frames=int(meta.get(b"posefuse.frames", b"0")),
-                       detections=pq.ParquetFile(path).metadata.num_rows)
-            return res
-        t0 = time.perf_counter()
-        cols: dict = {"video": [], "frame": [], "timestamp": [], "box": [], "score": [], "keypoints": []}
-        n = 0
-        try:
-            src = open_video(video, end - start, start)
-            buf: list = []
-            for f in src.frames():
-                if self.crash_once and (key, segment) == self.crash_segment and f.index > (start + end) // 2:
-                    self._crash()
-                buf.append(f)
-                if len(buf) == self.batch:
-                    self._run(buf, video, cols)
-                    n, buf = n + len(buf), []
-            if buf:
-                self._run(buf, video, cols)
-                n += len(buf)
-            if n != end - start:
-                raise SourceError(f"source {video}: segment {segment} gave {n} of its {end - start} frames")
-        except SourceError as e:
-            res["error"] = str(e)
-        res.update(frames=n, detections=len(cols["frame"]))
-        if res["error"] is None:
-            self._write(path, cols, n, start, end)
-        res["seconds"] = time.perf_counter() - t0
-        return res
+        self.calls += 1
+        call = f"{self.actor}:{self.calls}"
+        res, todo, sources = {}, {}, []
+        for video, key, segment, start, end in items:
+            name = f"{key}/{segment:06d}"
+            r = res[name] = {"video": video, "segment": segment, "frames": 0, "detections": 0, "skipped": False,
+                             "error": None, "actor": self.actor, "decoder": self.cfg.decoder, "call": call,
+                             "call_s": 0.0, "warmup_s": 0.0}
+            path = segment_path(self.out, key, segment)
+            if path.exists():
+                meta = pq.read_schema(path).metadata or {}
+                r.update(skipped=True, frames=int(meta.get(b"posefuse.frames", b"0")),
+                         detections=pq.ParquetFile(path).metadata.num_rows)
+                continue
+            notes: dict = {}
+            try:
+                src = open_stream(dataclasses.replace(self.cfg, max_frames=end - start), video, name, self.cfg.device,
+                                  notes=notes, start=start)
+            except SourceError as e:
+                r["error"] = str(e)
+                continue
+            if name in notes:  # NVDEC could not open it: read with OpenCV
+                r["decoder"] = "cpu"
+            sources.append(src)
+            todo[name] = (path, key, segment, start, end, {c: [] for c in COLUMNS})
+        if not sources:
+            return [res[f"{k}/{s:06d}"] for _, k, s, _, _ in items]
+        t = time.perf_counter()
+        new = signatures(sources) - self.warmed
+        warm_up([self.pipe], new, self.batch)
+        self.warmed |= new
+        warmup_s = time.perf_counter() - t
+        events = StreamFanout(PerformanceMonitor(usage=False), lambda: PerformanceMonitor(usage=False))
 
-    def _run(self, frames: list, video: str, cols: dict):
-        results = self.pipe([f.image for f in frames])
-        for f, p in zip(frames, results):
-            for b, s, k in zip(p.boxes, p.scores, p.keypoints):
-                cols["video"].append(video)
-                cols["frame"].append(f.index)
-                cols["timestamp"].append(f.timestamp)
+        def collect(fr):
+            path, key, segment, start, end, cols = todo[fr.stream]
+            if self.crash_once and (key, segment) == self.crash_segment and fr.index > (start + end) // 2:
+                self._crash()
+            for b, s, k in zip(fr.poses.boxes, fr.poses.scores, fr.poses.keypoints):
+                cols["video"].append(res[fr.stream]["video"])
+                cols["frame"].append(fr.index)
+                cols["timestamp"].append(fr.timestamp)
                 cols["box"].append([float(v) for v in b])
                 cols["score"].append(float(s))
                 cols["keypoints"].append([float(v) for v in k.reshape(-1)])
+
+        with run_settings():
+            events.start()
+            try:
+                failed = run_concurrent(sources, [self.pipe], events, collect, batch=self.batch,
+                                        max_wait_ms=MAX_WAIT_MS)
+            finally:
+                events.end_clock()
+                for s in sources:
+                    s.close()
+        call_s = events.total.report()["wall_s"]
+        for name, (path, key, segment, start, end, cols) in todo.items():
+            r, mon = res[name], events.streams.get(name)
+            got = mon.results if mon is not None else 0
+            r.update(frames=got, detections=len(cols["frame"]), call_s=call_s, warmup_s=warmup_s)
+            if name in failed:
+                r["error"] = failed[name]
+            elif mon is not None and mon.drops:
+                r["error"] = f"source {r['video']}: segment {segment} dropped frames: {dict(mon.drops)}"
+            elif got != end - start:
+                r["error"] = f"source {r['video']}: segment {segment} gave {got} of its {end - start} frames"
+            else:
+                self._write(path, cols, got, start, end)
+        return [res[f"{k}/{s:06d}"] for _, k, s, _, _ in items]
 
     def _write(self, path: Path, cols: dict, frames: int, start: int, end: int):
         import pyarrow as pa
@@ -216,11 +261,13 @@ def batch(cfg: BatchConfig, actor_kwargs: dict | None = None) -> dict:
     ``actor_kwargs``: more PoseActor arguments (its fault-injection hook, for tests)."""
     import ray
 
-    for name in ("segment_frames", "batch") + (("actors",) if cfg.actors is not None else ()):
+    for name in ("segment_frames", "streams", "batch") + (("actors",) if cfg.actors is not None else ()):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(cfg, name)!r}")
     if cfg.imgsz < 32 or cfg.imgsz % 32:
         raise ValueError(f"imgsz: expected a multiple of 32 pixels, >= 32, got {cfg.imgsz}")
+    if cfg.decoder not in ("auto",) + DECODERS:
+        raise ValueError(f"decoder: expected one of auto, {', '.join(DECODERS)}; got {cfg.decoder!r}")
     videos = expand(cfg.sources)
     if not videos:
         raise ValueError(f"sources: no video files match {cfg.sources}")
@@ -235,14 +282,16 @@ def batch(cfg: BatchConfig, actor_kwargs: dict | None = None) -> dict:
         per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1 if gpus else 0)
         actors = cfg.actors or (max(1, int(gpus / per_actor)) if per_actor else 2)
         device = cfg.device or ("cuda" if per_actor else "cpu")
+        if cfg.decoder == "nvdec" and not device.startswith("cuda"):
+            raise ValueError(f"decoder: 'nvdec' decodes into GPU memory: the actors need a GPU, got device {device!r}")
         pipeline = {"model": cfg.model, "device": device, "backend": cfg.backend, "precision": cfg.precision,
                     "imgsz": cfg.imgsz, "conf": cfg.conf, "iou": cfg.iou}
+        actor = {"out": cfg.out, "pipeline": pipeline, "batch": cfg.batch, "decoder": cfg.decoder}
         done = []
         if rows:
             ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-            ds = ds.map_batches(PoseActor, fn_constructor_kwargs={"out": cfg.out, "pipeline": pipeline,
-                                                                  "batch": cfg.batch, **(actor_kwargs or {})},
-                                batch_size=1, concurrency=actors, num_gpus=per_actor, num_cpus=1,
+            ds = ds.map_batches(PoseActor, fn_constructor_kwargs={**actor, **(actor_kwargs or {})},
+                                batch_size=cfg.streams, concurrency=actors, num_gpus=per_actor, num_cpus=1,
                                 max_restarts=cfg.max_restarts, max_task_retries=cfg.max_restarts)
             done = ds.take_all()
     finally:
@@ -268,9 +317,14 @@ def _summary(cfg, videos, rows, done, failed, wall, actors, device) -> dict:
         v["segments"] += 1
         v["skipped"] += bool(d["skipped"])
         if not d["skipped"]:
-            a = per_actor.setdefault(d["actor"], {"frames": 0, "seconds": 0.0})
+            a = per_actor.setdefault(d["actor"], {"frames": 0, "seconds": 0.0, "warmup_s": 0.0, "calls": {},
+                                                  "decoders": {}})
+            a["decoders"][d["decoder"]] = a["decoders"].get(d["decoder"], 0) + 1  # segments per decoder
             a["frames"] += int(d["frames"])
-            a["seconds"] += float(d["seconds"])
+            a["calls"][d["call"]] = (float(d["call_s"]), float(d["warmup_s"]))  # one clock per call, not per segment
+    for a in per_actor.values():
+        calls = a.pop("calls").values()
+        a["seconds"], a["warmup_s"], a["calls"] = sum(c for c, _ in calls), sum(w for _, w in calls), len(calls)
     frames = sum(v["frames"] for v in per_video.values())
     summary = {"config": asdict(cfg), "videos": per_video, "failed": failed, "segments": len(rows),
                "frames": frames, "wall_s": wall, "frames_per_s": frames / wall if wall else None,

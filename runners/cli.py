@@ -33,6 +33,8 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .batch import SEGMENT_FRAMES, STREAMS
+
     ap = argparse.ArgumentParser(prog="posefuse", description="GPU video pose analytics (YOLO-pose, fused kernels)")
     ap.add_argument("--version", action="version", version=f"posefuse {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -87,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--address", default=None, help="Ray cluster: 'auto' (a running one) or HOST:PORT (default: start a local one)")
     a("--actors", type=int, default=None, help="pose actors (default: one per GPU of the cluster, else 2)")
     a("--gpus-per-actor", type=float, default=None, help="GPUs per actor (default: 1 where the cluster has GPUs)")
-    a("--segment-frames", type=int, default=1024, help="frames per work item")
+    a("--segment-frames", type=int, default=SEGMENT_FRAMES, help="the longest work item, frames (videos cut into "
+      "equal parts)")
+    a("--streams", type=int, default=STREAMS, help="segments each actor runs at once, as streams of one batcher")
+    a("--decoder", default="auto", help="the actors' decoder: auto (NVDEC where the actor has it), cpu or nvdec")
     a("--device", default=None, help="the actors' device (default: cuda where they hold a GPU, else cpu)")
     a("--imgsz", type=int, default=640, help="letterbox size in pixels (a multiple of 32)")
     a("--batch", type=int, default=64, help="frames per pipeline call in an actor")
@@ -188,8 +193,8 @@ def _batch(a: argparse.Namespace) -> int:
         return 2
     try:
         s = batch(BatchConfig(sources=a.source, out=a.out, address=a.address, actors=a.actors,
-                              gpus_per_actor=a.gpus_per_actor, segment_frames=a.segment_frames, device=a.device,
-                              imgsz=a.imgsz, batch=a.batch))
+                              gpus_per_actor=a.gpus_per_actor, segment_frames=a.segment_frames, streams=a.streams,
+                              decoder=a.decoder, device=a.device, imgsz=a.imgsz, batch=a.batch))
     except ValueError as e:  # a bad option, named by its BatchConfig field: shown as its flag
         field_name, _, why = str(e).partition(": ")
         flag = "--source" if field_name == "sources" else "--" + field_name.replace("_", "-")

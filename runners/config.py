@@ -15,6 +15,7 @@ DECODERS = ("cpu", "nvdec")
 AUTO = "auto"  # decoder, runner: the fastest this machine has (RunConfig.validated says which and why)
 RECONNECT_S = 30.0  # how long a disconnected network source keeps trying before it fails
 GPU_BATCH, CPU_BATCH = 64, 32  # batch when none is given (results/DECISIONS.md)
+MAX_WAIT_MS = 10.0  # the dynamic runner's longest wait of a frame for its batch
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
 DEFAULT_MODEL = "yolo11n-pose"
@@ -96,7 +97,7 @@ class RunConfig:
     reconnect_s: float = RECONNECT_S
     runner: str = AUTO
     batch: int | None = None
-    max_wait_ms: float = 10.0
+    max_wait_ms: float = MAX_WAIT_MS
     replicas: int = 2
     gpus: list | None = None
     device: str | None = None

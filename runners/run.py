@@ -147,9 +147,10 @@ def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_proce
     return sources, failed, notes
 
 
-def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=None, notes=None):
+def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=None, notes=None, start: int = 0):
     """One stream of the run: the Source of ``spec`` named ``name`` (looping, paced or limited as ``cfg``
-    says); a note goes to ``notes`` when it is read otherwise than asked. Raises SourceError."""
+    says; from frame ``start`` of a video file); a note goes to ``notes`` when it is read otherwise than
+    asked. Raises SourceError."""
     fallback = cfg.decoder == "nvdec" and "decoder" in cfg.chosen
 
     def open_once(decoder=cfg.decoder):
@@ -157,7 +158,7 @@ def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=N
             decoder = "cpu"
         return open_source(spec, max_frames=cfg.max_frames, decoder=decoder,
                            device=device if device.startswith("cuda") else None, chunk=cfg.chunk,
-                           decode_processes=decode_processes, reconnect_s=cfg.reconnect_s)
+                           decode_processes=decode_processes, reconnect_s=cfg.reconnect_s, start=start)
 
     def open_any():
         try:

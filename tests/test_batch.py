@@ -67,7 +67,7 @@ def test_segments_cover_every_frame_once_and_a_seek_reads_the_same_frames(short_
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
     rows, failed = segments([short_clip, str(bad), str(tmp_path / "none.mp4")], 25)
-    assert [(r["start"], r["end"]) for r in rows] == [(0, 25), (25, 50), (50, 60)]
+    assert [(r["start"], r["end"]) for r in rows] == [(0, 20), (20, 40), (40, 60)]  # three equal parts
     assert set(failed) == {str(bad), str(tmp_path / "none.mp4")}
     whole = [f.image for f in open_video(short_clip, None).frames()]
     for r in rows:
@@ -134,7 +134,7 @@ c = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
 c.add_node(num_cpus=1)
 ray.init(address=c.address, log_to_driver=False)
 s = batch(BatchConfig(sources=[{short_clip!r}], out={str(tmp_path / 'poses')!r}, segment_frames=20, imgsz=320,
-                      actors=2, batch=8, device="cpu"))
+                      actors=2, streams=1, batch=8, device="cpu"))
 nodes = len([n for n in ray.nodes() if n["Alive"]])
 ray.shutdown(); c.shutdown()
 print("RESULT", json.dumps({{"frames": s["frames"], "actors": len(s["per_actor"]), "nodes": nodes}}))

@@ -70,6 +70,10 @@ def test_video_folder_and_image_sources(tmp_path, clip_frames):
     got = list(open_source(str(tmp_path)).frames())
     assert len(got) == 3 and np.array_equal(got[1].image, clip_frames[151])
     assert len(list(open_source(str(tmp_path / "000.png")).frames())) == 1
+    part = list(open_source(helpers.data_path("one-by-one-person-detection.mp4"), max_frames=3, start=151).frames())
+    assert [f.index for f in part] == [151, 152, 153] and np.array_equal(part[0].image, clip_frames[151])
+    with pytest.raises(SourceError, match="a start frame is for video files"):
+        open_source(str(tmp_path), start=2)
 
 
 

@@ -322,6 +322,35 @@ def test_nvdec_source_opened_primed_starts_at_frame_zero():
     src.close()
 
 
+@pytest.mark.gpu
+def test_nvdec_source_from_a_start_frame_gives_the_videos_frames_from_there():
+    """open_nvdec(start=k) (an archive job's segment) gives frames k, k+1, ... with the video's indices,
+    equal to those a decoder reading from frame 0 gives; a start past the end is a named error."""
+    _need_nvdec()
+    from posefuse.runners.sources import SourceError
+    from posefuse.runners.sources.nvdec import open_nvdec
+
+    path = helpers.data_path(CLIP)
+
+    def read(start, n):
+        src = open_nvdec(path, max_frames=n, chunk=8, pool=16, start=start)
+        got = {}
+        for f in src.frames():
+            got[f.index] = f.image.clone()
+            f.release()
+        src.close()
+        return got
+
+    whole = read(0, 220)
+    for start in (1, 150, 190):  # inside the first GOP, and further on
+        part = read(start, 30)
+        assert sorted(part) == list(range(start, start + 30))
+        for i, img in part.items():
+            assert torch.equal(img, whole[i]), f"frame {i} from start {start} differs from the whole decode's"
+    with pytest.raises(SourceError, match="past its last frame"):
+        open_nvdec(path, start=10**7)
+
+
 def nvdec_dynamic_run(chunk: int, per_process: int = 0) -> dict:
     """8 NVDEC streams (200 frames of the clip each) through the dynamic runner; per stream: frame order and
     detections on frames 150..199; plus the same frames decoded by OpenCV through the same pipeline."""

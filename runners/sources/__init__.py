@@ -24,7 +24,8 @@ from .synthetic import DEFAULT_NAME, default_source, synthesized_clip
 
 
 def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str = "cpu", device=None,
-                chunk: int | None = None, decode_processes=None, reconnect_s: float = RECONNECT_S) -> Source:
+                chunk: int | None = None, decode_processes=None, reconnect_s: float = RECONNECT_S,
+                start: int = 0) -> Source:
     """The Source for ``spec``: a video file or URL, an image folder (read with its subfolders), an image
     file, or None / 'default' for the embedded clip.
 
@@ -33,11 +34,17 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
     decoder call (default nvdec.CHUNK). decode_processes: the :class:`~.process.DecodeProcesses` that
     serves NVDEC streams (default: one process for all of this process's streams per device). A URL read
     with decoder 'cpu' is a live network source (network.py: reconnects for up to ``reconnect_s``).
+    start: a video file's first frame (frame indices stay the video's own; a segment of an archive job).
     Raises SourceError naming the source when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames: expected >= 1, got {max_frames}")
+    if start < 0:
+        raise ValueError(f"start: expected a frame index >= 0, got {start}")
+    if start and (spec in (None, "", DEFAULT_NAME) or is_network(spec) or Path(spec).is_dir()
+                  or Path(spec).suffix.lower() in IMAGE_EXT):
+        raise SourceError(f"source {spec}: a start frame is for video files (got start {start})")
     if spec in (None, "", DEFAULT_NAME):
         return default_source(max_frames)
     if "://" not in spec:
@@ -56,10 +63,10 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
     if decoder == "nvdec":
         from .nvdec import open_nvdec
 
-        return open_nvdec(spec, device, max_frames, chunk, decode_processes)
+        return open_nvdec(spec, device, max_frames, chunk, decode_processes, start=start)
     if is_network(spec):
         return open_network(spec, max_frames, reconnect_s=reconnect_s)
-    return open_video(spec, max_frames)
+    return open_video(spec, max_frames, start)
 
 
 def announce(spec: str | None, decoder: str) -> tuple | None:

@@ -39,14 +39,17 @@ def nvdec_available() -> str | None:
 
 
 def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int | None = None,
-               decode_processes=None, pool: int | None = None) -> Source:
+               decode_processes=None, pool: int | None = None, start: int = 0) -> Source:
     """An NVDEC source for a video file or URL, decoded in one of ``decode_processes`` (default: the
     process-wide one, all streams of a device in one process). ``chunk``: frames per decoder call; ``pool``:
-    frame buffers of the source's own (default 4 x chunk). Raises SourceError naming the file when it
-    cannot be opened (missing, empty, not a video, a codec NVDEC does not decode)."""
+    frame buffers of the source's own (default 4 x chunk); ``start``: the first frame (the decoder seeks to
+    it; frame indices are the video's own). Raises SourceError naming the file when it cannot be opened
+    (missing, empty, not a video, a codec NVDEC does not decode, ``start`` past its end)."""
     chunk = CHUNK if chunk is None else chunk
     if chunk < 1:
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
+    if start < 0:
+        raise ValueError(f"start: expected a frame index >= 0, got {start}")
     why = nvdec_available()
     if why:
         raise SourceError(f"source {path}: NVDEC is not available: {why}")
@@ -62,7 +65,7 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
         from .process import default_decode_processes
 
         decode_processes = default_decode_processes()
-    kw = {"path": path, "device": str(dev), "max_frames": max_frames, "chunk": chunk, "pool": pool}
+    kw = {"path": path, "device": str(dev), "max_frames": max_frames, "chunk": chunk, "pool": pool, "start": start}
     return decode_processes.open(nvdec_stream, kw, path, dev)
 
 
@@ -76,9 +79,10 @@ def prime_decoder(dec, stream) -> float:
     return time.perf_counter() - t0
 
 
-def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None) -> ChunkStream:
-    """The NVDEC decoder of ``path`` as a ChunkStream (frames copied into its own pool; see the module
-    docstring). open_nvdec checks the arguments."""
+def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None,
+                 start: int = 0) -> ChunkStream:
+    """The NVDEC decoder of ``path`` from frame ``start`` as a ChunkStream (frames copied into its own pool;
+    see the module docstring). open_nvdec checks the arguments."""
     pool = max(pool or 4 * chunk, chunk)
     import PyNvVideoCodec as nvc
 
@@ -93,10 +97,14 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
         declared = len(dec)
     except Exception as e:  # PyNvVideoCodec raises its own exception types (unsupported codec, demux error...)
         raise SourceError(f"source {path}: NVDEC could not open it ({type(e).__name__}: {e})") from e
-    want = declared if max_frames is None else min(declared, max_frames)
+    if start >= declared:
+        raise SourceError(f"source {path}: start frame {start} is past its last frame ({declared} frames)")
+    want = declared - start if max_frames is None else min(declared - start, max_frames)
     try:
         with torch.cuda.device(dev):
             init_s = prime_decoder(dec, stream)
+            if start:
+                dec.seek_to_index(start)  # SimpleDecoder seeks frame-accurately (from the keyframe before it)
     except Exception as e:
         raise SourceError(f"source {path}: NVDEC could not decode its first frame ({type(e).__name__}: {e})") from e
     cancel = threading.Event()
@@ -143,4 +151,5 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
         return rows, copied
 
     fps = float(getattr(meta, "average_fps", 0) or 0) or None
-    return ChunkStream(path, buffers, fetch, want, frame_pool, cancel, (h, w), "nv12", fps, declared, stats)
+    return ChunkStream(path, buffers, fetch, want, frame_pool, cancel, (h, w), "nv12", fps, declared, stats,
+                       start=start)

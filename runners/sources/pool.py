@@ -72,10 +72,11 @@ class Release:
 
 @dataclass
 class ChunkStream:
-    """A chunked decoder: ``fetch(i)`` decodes frames ``i, i+1, ...`` (as many as it gives at once) into rows
-    it takes from ``pool`` and returns (rows, a CUDA event the reader waits on before reading, or None), or
-    (None, None) at the end or when cancelled. ``want`` frames are expected; fewer (not cancelled) is a
-    truncated stream, an error naming ``name``."""
+    """A chunked decoder: ``fetch(i)`` decodes the stream's frames ``i, i+1, ...`` (as many as it gives at once)
+    into rows it takes from ``pool`` and returns (rows, a CUDA event the reader waits on before reading, or
+    None), or (None, None) at the end or when cancelled. ``want`` frames are expected; fewer (not cancelled)
+    is a truncated stream, an error naming ``name``. ``start``: the video's index of the stream's frame 0
+    (a segment of a video keeps the video's frame indices)."""
 
     name: str
     buffers: torch.Tensor  # (pool size, *frame shape)
@@ -89,15 +90,16 @@ class ChunkStream:
     declared: int | None = None  # the container's frame count
     stats: dict = field(default_factory=dict)
     on_close: Callable | None = None
+    start: int = 0
 
     def chunks(self):
-        """Yields (first frame index, rows, ready event or None) until ``want`` frames or cancel."""
+        """Yields (first frame's video index, rows, ready event or None) until ``want`` frames or cancel."""
         i = 0
         while i < self.want and not self.cancel.is_set():
             rows, ready = self.fetch(i)
             if not rows:
                 break
-            yield i, rows, ready
+            yield self.start + i, rows, ready
             i += len(rows)
         if i < self.want and not self.cancel.is_set():
             raise SourceError(f"source {self.name}: stopped after {i} of {self.declared or self.want} frames "
