@@ -23,7 +23,7 @@ setup(
     package_data={f"posefuse.kernels.{k}": ["*.cu"] for k in ("letterbox", "decode", "nms", "track")},
     # opencv-python, not -headless: ultralytics requires opencv-python, and both install the same cv2
     install_requires=["numpy>=1.24", "torch>=2.1", "opencv-python>=4.8", "tqdm>=4.60"],
-    entry_points={"console_scripts": ["posefuse=posefuse.runners.cli:main"]},
+    entry_points={"console_scripts": ["posefuse=posefuse.runners.cli:console"]},
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],

@@ -1,14 +1,19 @@
 """User jobs by the clock on the wall: each job is a fresh process (``posefuse run`` and the same job through
 Ultralytics ``predict``), timed from start to exit, side by side in one call.
 
-    python experiments/startup.py [--repeats 3] [--jobs a,b,c,d,e] [--posefuse-args "..." ...] [--out-dir results]
+    python experiments/startup.py [--repeats 3] [--jobs a,b,c,d,e] [--posefuse-args "..." ...] [--normal-exit]
+                                  [--out-dir results]
 
 Jobs: (a) one 768x432 clip, (b) one 1080p clip, (c) 8 clips (the 768x432 clip 8 times), (d) 64 frames of
 the 768x432 clip (the fixed cost), (e) a folder of 50 images. ``--posefuse-args`` are the options of the
 posefuse runs (default: none, the command line's defaults); given several times, each set of options is a
 configuration of its own, run beside the others. Each posefuse run also writes its report, so the
-start-up split (imports, engine, sources, warm-up), the time to the first result and the run's own steady
-frames/s stand beside the wall time. Writes results/startup.{json,md} (runs appended).
+start-up split (interpreter, imports, engine, sources, warm-up), the shutdown split, the time to the first
+result and the run's own steady frames/s stand beside the wall time; ``exit_s`` is the process wall after
+the report was written (the interpreter's exit). ``--normal-exit`` runs each configuration a second time
+through ``main()`` and ``sys.exit`` (the interpreter's full teardown) instead of the ``posefuse`` command's
+``console()`` (os._exit once flushed), labelled '<options> [normal exit]'. Writes results/startup.{json,md}
+(runs appended).
 """
 from __future__ import annotations
 
@@ -34,6 +39,10 @@ for src in sys.argv[2:]:
         n += 1
 print(n)
 """
+
+
+NORMAL_EXIT = "[normal exit]"
+MAIN = "import sys; from posefuse.runners.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def jobs(tmp: Path, max_frames: int | None) -> dict:
@@ -65,6 +74,7 @@ def main(argv=None):
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     ap.add_argument("--max-frames", type=int, default=None, help="frames per clip (smoke runs; 64 for job d)")
     ap.add_argument("--no-ultralytics", action="store_true")
+    ap.add_argument("--normal-exit", action="store_true", help="each configuration also through main() and sys.exit")
     ap.add_argument("--ultralytics-jobs", default="a,b,d,e",
                     help="the jobs timed through Ultralytics too (c, 8 clips, takes ~8x job a's 34 s per run)")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
@@ -73,6 +83,8 @@ def main(argv=None):
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     configs = a.posefuse_args or [""]
+    if a.normal_exit:
+        configs += [f"{c} {NORMAL_EXIT}".strip() for c in configs]
     out: dict = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -85,13 +97,18 @@ def main(argv=None):
                 for c in configs:
                     rep = tmp / f"r{job}{k}.json"
                     rep.unlink(missing_ok=True)
-                    cmd = [sys.executable, "-m", "posefuse.runners.cli", "run", "--source", *sources, "--device",
-                           device, "--no-progress", "--out", str(rep), *extra, *c.split()]
+                    opts = c.replace(NORMAL_EXIT, "").split()
+                    entry = ["-c", MAIN] if NORMAL_EXIT in c else ["-m", "posefuse.runners.cli"]
+                    cmd = [sys.executable, *entry, "run", "--source", *sources, "--device", device, "--no-progress",
+                           "--out", str(rep), *extra, *opts]
                     wall, r = timed(cmd, tmp)
                     row = {"process_wall_s": wall, "returncode": r.returncode}
                     if rep.exists():
                         doc = json.loads(rep.read_text())
+                        written = doc.get("process_wall_s")
                         row.update(frames=doc["overall"]["results"], startup_s=doc["startup_s"],
+                                   shutdown_s=doc.get("shutdown_s"), run_wall_s=doc["overall"].get("wall_s"),
+                                   report_written_s=written, exit_s=wall - written if written else None,
                                    first_result_s=doc["overall"].get("first_result_s"),
                                    run_frames_per_s=doc["overall"]["frames_per_s"],
                                    ran={k: doc.get(k) for k in ("runner", "decoder", "backend", "batch")},
@@ -146,13 +163,19 @@ def markdown(runs: list) -> str:
     for run in reversed(runs):
         lines += harness.run_heading(run) + [
                   "| job | posefuse options | posefuse s (median) | every run | Ultralytics s (median) | "
-                  "Ultralytics / posefuse | first result s | start-up split of the last run (s) |",
+                  "Ultralytics / posefuse | first result s | split of the last run (s): start-up; run; shutdown; exit |",
                   "|---|---|---:|---|---:|---:|---:|---|"]
         for job, r in run["jobs"].items():
             for c, rows in r["posefuse"].items():
                 every = ", ".join(f"{x['process_wall_s']:.1f}" for x in rows)
                 last = (rows or [{}])[-1]
                 split = ", ".join(f"{k} {v:.2f}" for k, v in (last.get("startup_s") or {}).items())
+                if last.get("run_wall_s") is not None:
+                    split += f"; run {last['run_wall_s']:.2f}"
+                if last.get("shutdown_s"):
+                    split += "; shutdown " + ", ".join(f"{k} {v:.2f}" for k, v in last["shutdown_s"].items())
+                if last.get("exit_s") is not None:
+                    split += f"; exit {last['exit_s']:.2f}"
                 chose = last.get("chose") or last.get("ran") or {}
                 opts = f"`{c}`" if c else "(defaults)"
                 if chose:

@@ -39,7 +39,8 @@ class Report:
     steps that ran beside them: the sources opening while the engine loaded); ``ran``: what actually ran
     (device, backend, precision, decoder); ``chosen``: {option: why} for each option the run chose itself
     (RunConfig 'auto' and unset defaults); ``notes``: {source: how it was read} where that differs from
-    what was asked (a video NVDEC cannot open, read with OpenCV)."""
+    what was asked (a video NVDEC cannot open, read with OpenCV); ``shutdown_s``: seconds per step after
+    the last result (closing the sources, the outputs, the decode processes)."""
 
     config: dict
     ran: dict
@@ -53,6 +54,7 @@ class Report:
     chosen: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
     startup_overlap_s: dict = field(default_factory=dict)
+    shutdown_s: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -62,7 +64,7 @@ class Report:
     def to_dict(self) -> dict:
         return {"posefuse": __version__, **self.ran, "config": self.config, "chosen": self.chosen,
                 "notes": self.notes, "startup_s": self.startup_s, "startup_overlap_s": self.startup_overlap_s,
-                "overall": self.overall, "streams": self.streams, "failed_sources": self.failed,
+                "shutdown_s": self.shutdown_s, "overall": self.overall, "streams": self.streams, "failed_sources": self.failed,
                 "outputs": self.outputs, "interrupted": self.interrupted, "run_error": self.run_error}
 
 
@@ -246,6 +248,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         control.bind(name for _, name in streams)
     startup: dict = {}
     startup_overlap: dict = {}
+    shutdown: dict = {}
     notes: dict = {}
     ran = {"runner": cfg.runner, "device": cfg.device, "decoder": cfg.decoder}
     t = time.perf_counter()
@@ -318,14 +321,20 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                 run_error = str(e)
                 failed["<run>"] = run_error
         finally:
+            t = time.perf_counter()
             if opener is not None:
                 opener.close()
             for s in sources:
                 s.close()
             progress.close()
+            shutdown["sources"] = time.perf_counter() - t
+            t = time.perf_counter()
             outputs.close()
+            shutdown["outputs"] = time.perf_counter() - t
             if decode_processes is not None:
+                t = time.perf_counter()
                 decode_processes.close()
+                shutdown["decode_processes"] = time.perf_counter() - t
     per_stream = {}
     for name, mon in events.streams.items():
         mon.stop()
@@ -340,7 +349,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
     if outputs.lost_video_frames:
         failed["<save_video>"] = f"{outputs.lost_video_frames} frames had no host image to draw on"
     return Report(cfg.to_dict(), ran, overall, per_stream, failed, outputs.paths, startup, interrupted, run_error,
-                  chosen=dict(cfg.chosen), notes=notes, startup_overlap_s=startup_overlap)
+                  chosen=dict(cfg.chosen), notes=notes, startup_overlap_s=startup_overlap, shutdown_s=shutdown)
 
 
 class _PeakMemory:
