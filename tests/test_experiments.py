@@ -154,5 +154,5 @@ def test_startup_job_benchmark_smoke(tmp_path):
     job = json.loads((tmp_path / "startup.json").read_text())["runs"][-1]["jobs"]["e"]
     runs = job["posefuse"][""]
     assert runs[0]["frames"] == 50 and job["ultralytics"][0]["frames"] == 50
-    assert set(runs[0]["startup_s"]) == {"imports", "engine", "sources", "warmup"}
+    assert set(runs[0]["startup_s"]) == {"interpreter", "imports", "engine", "sources", "warmup"}
     assert job["ultralytics_over_posefuse"][""] > 0 and "| e: a folder of 50 images |" in (tmp_path / "startup.md").read_text()
