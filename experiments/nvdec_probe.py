@@ -1,11 +1,15 @@
-"""Does PyNvVideoCodec's SimpleDecoder reuse the memory of frames it returned once it is asked for more?
-The NVDEC source's copy into its own frame pool (runners/sources/nvdec.py) rests on the answer.
+"""Two questions about PyNvVideoCodec's SimpleDecoder that the NVDEC source (runners/sources/nvdec.py) rests on.
 
     python experiments/nvdec_probe.py [--chunk 16] [--calls 4]
 
-Decodes ``calls`` chunks, holding every frame; after each call, checks whether frames of earlier chunks
-changed (content against a clone taken when they were returned) and whether their device pointers were
-handed out again. Prints a JSON verdict.
+Buffer reuse: does it reuse the memory of frames it returned once it is asked for more? Decodes ``calls``
+chunks, holding every frame; after each call, checks whether frames of earlier chunks changed (content
+against a clone taken when they were returned) and whether their device pointers were handed out again.
+
+Seeking: after ``seek_to_index(k)``, are the next frames k, k+1, ...? Each way of starting at k (its own
+seek then chunks of 8 or of 1; a seek to the keyframe before k and decoding up to k; ``get_batch_frames_by_index``)
+is compared with a fresh decoder's frames read one by one from frame 0, for starts on and between keyframes.
+Prints a JSON verdict for each.
 """
 from __future__ import annotations
 
@@ -45,7 +49,66 @@ def main():
     out["verdict"] = ("held frames stay valid across calls" if all(
         not any(v["changed_after_each_call"]) and not any(v["pointers_reused_each_call"])
         for k, v in out.items() if isinstance(v, dict)) else "the decoder reuses returned frames' memory")
+    out["seek"] = seek_probe(nvc, torch, helpers)
     print(json.dumps(out, indent=1))
+
+
+def seek_probe(nvc, torch, helpers, n: int = 24) -> dict:
+    """{clip: {start: {way: [video frame equal to each returned frame (-1: none)]}}} and a verdict per way."""
+    from posefuse.runners.sources.keyframes import keyframe_at_or_before, keyframes
+
+    def decoder():
+        s = torch.cuda.Stream()
+        return nvc.SimpleDecoder(path, gpu_id=0, cuda_stream=s.cuda_stream, use_device_memory=True,
+                                 output_color_type=nvc.OutputColorType.NATIVE), s
+
+    def take(frames, s):
+        s.synchronize()
+        ts = [torch.from_dlpack(f) for f in frames]
+        return [(t[..., 0] if t.ndim == 3 else t).clone() for t in ts]
+
+    def chunks(dec, s, size):
+        got = []
+        while len(got) < n:
+            got += take(dec.get_batch_frames(min(size, n - len(got))), s)
+        return got
+
+    def own_seek(size):
+        def way(start):
+            dec, s = decoder()
+            dec.seek_to_index(start)
+            return chunks(dec, s, size)
+        return way
+
+    def keyframe_seek(start):
+        dec, s = decoder()
+        k = keyframe_at_or_before(keyframes(path), start)
+        dec.seek_to_index(k)
+        if start > k:
+            take(dec.get_batch_frames(start - k), s)
+        return chunks(dec, s, 8)
+
+    def by_index(start):
+        dec, s = decoder()
+        return take(dec.get_batch_frames_by_index(list(range(start, start + n))), s)
+
+    ways = {"seek_to_index, chunks of 8": own_seek(8), "seek_to_index, chunks of 1": own_seek(1),
+            "seek to the keyframe before, decode up to it": keyframe_seek, "get_batch_frames_by_index": by_index}
+    out, right = {}, {w: True for w in ways}
+    for clip, starts in ((helpers.CLIP, (1, 5, 150, 155, 190)), (helpers.CLIP_1080, (80, 100))):
+        path = helpers.data_path(clip)
+        dec, s = decoder()
+        truth = [take(dec.get_batch_frames(1), s)[0] for _ in range(max(starts) + n)]
+        out[clip] = {"keyframes": (keyframes(path) or [])[:12]}
+        for start in starts:
+            row = {}
+            for w, fn in ways.items():
+                got = fn(start)
+                row[w] = [next((j for j, t in enumerate(truth) if torch.equal(t, g)), -1) for g in got]
+                right[w] &= row[w] == list(range(start, start + n))
+            out[clip][str(start)] = row
+    out["verdict"] = {w: "frames k, k+1, ... exactly" if ok else "wrong frames" for w, ok in right.items()}
+    return out
 
 
 if __name__ == "__main__":

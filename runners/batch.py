@@ -6,7 +6,8 @@ Parquet.
 
 Rows of the dataset are (video, segment, start, end) in frames, not frames: an actor decodes its own
 segment (NVDEC where PyNvVideoCodec and a GPU are, else OpenCV; either seeks to ``start``) and runs the
-fused pipeline on it, so no frame crosses the object store. Long videos are cut into segments of ``segment_frames`` so that many actors share one video; every
+fused pipeline on it, so no frame crosses the object store. Long videos are cut at keyframes into segments of
+about ``segment_frames`` so that many actors share one video; every
 frame lands in exactly one segment, and within it in order. :class:`PoseActor` is the map_batches UDF
 (a callable class, one pipeline per actor) for a user's own Ray Data pipeline.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from .config import DECODERS, MAX_WAIT_MS
 
-SEGMENT_FRAMES = 1024  # the longest work item: a 30 fr/s hour is 106 items, a 1,394-frame clip 2 of 697
+SEGMENT_FRAMES = 1024  # a work item's length: a 30 fr/s hour is 106 items, a 1,394-frame clip 2 (700 + 694)
 STREAMS = 8  # segments an actor runs at once (the map_batches batch size; results/DECISIONS.md)
 SCHEMA_VERSION = 1
 COLUMNS = ("video", "frame", "timestamp", "box", "score", "keypoints")
@@ -43,7 +44,7 @@ class BatchConfig:
     sources: video files or glob patterns ('**' recurses); out: the output folder (created).
     address: the Ray cluster ('auto': a running one; None: start a local one). actors: pose actors (default:
     one per GPU of the cluster, else 2). gpus_per_actor: GPUs each actor holds (0 on a CPU-only cluster).
-    segment_frames: the longest work item, frames (>= 1). streams: segments an actor runs at once, as streams
+    segment_frames: a work item's length, frames (>= 1; cuts fall on keyframes). streams: segments an actor runs at once, as streams
     of one batcher (>= 1; the map_batches batch size). decoder, device, model, backend, precision, imgsz,
     conf, iou, batch: the decoding and pipeline in each actor, as RunConfig's ('auto' decoder: NVDEC where
     the actor has it, a video NVDEC cannot open read with OpenCV). max_restarts: times Ray restarts a dead actor (its
@@ -86,9 +87,12 @@ def expand(sources: list) -> list[str]:
 
 def segments(videos: list[str], segment_frames: int) -> tuple[list[dict], dict]:
     """Work items [(video, key, segment, start, end)] and {video: why} for the videos that cannot be read. A
-    video of n frames is cut into ceil(n / segment_frames) segments of equal length (within a frame), so the
-    segments an actor runs at once end together."""
+    video of n frames is cut into ceil(n / segment_frames) segments of about equal length (so the segments an
+    actor runs at once end together), each cut moved to the keyframe nearest it, where a decoder seeking to
+    the segment's start begins afresh; a video whose keyframes the container does not list is one segment."""
     import cv2
+
+    from .sources.keyframes import keyframes
 
     if segment_frames < 1:
         raise ValueError(f"segment_frames: expected >= 1, got {segment_frames}")
@@ -103,10 +107,28 @@ def segments(videos: list[str], segment_frames: int) -> tuple[list[dict], dict]:
         elif not ok or n <= 0:
             failed[v] = "OpenCV could not read it (not a video, a missing codec, or no frame count)"
         else:
-            key, parts = video_key(v), -(-n // segment_frames)  # as few segments as fit, of equal length
-            cuts = [n * k // parts for k in range(parts + 1)]
-            rows += [{"video": v, "key": key, "segment": k, "start": cuts[k], "end": cuts[k + 1]} for k in range(parts)]
+            key, cuts = video_key(v), cut_at_keyframes(n, segment_frames, keyframes(v))
+            rows += [{"video": v, "key": key, "segment": k, "start": a, "end": b}
+                     for k, (a, b) in enumerate(zip(cuts, cuts[1:]))]
     return rows, failed
+
+
+def cut_at_keyframes(n: int, segment_frames: int, keys: list[int] | None) -> list[int]:
+    """The segment bounds [0, ..., n] of a video of ``n`` frames: as few segments as fit ``segment_frames``,
+    of equal length, each inner cut moved to the nearest keyframe of ``keys`` (None: no inner cut)."""
+    if not keys:
+        return [0, n]
+    import bisect
+
+    keys = [k for k in keys if 0 < k < n]
+    parts = -(-n // segment_frames)
+    cuts = [0]
+    for target in (n * k // parts for k in range(1, parts)):
+        i = bisect.bisect_left(keys, target)
+        near = min(keys[max(i - 1, 0):i + 1], key=lambda k: (abs(k - target), k), default=None)
+        if near is not None and near > cuts[-1]:
+            cuts.append(near)
+    return cuts + [n]
 
 
 def segment_path(out: str, key: str, segment: int) -> Path:

@@ -62,12 +62,16 @@ def _rows(out) -> dict:
 
 def test_segments_cover_every_frame_once_and_a_seek_reads_the_same_frames(short_clip, tmp_path):
     from posefuse.runners.batch import segments
+    from posefuse.runners.sources.keyframes import keyframes
     from posefuse.runners.sources.opencv import open_video
 
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
     rows, failed = segments([short_clip, str(bad), str(tmp_path / "none.mp4")], 25)
-    assert [(r["start"], r["end"]) for r in rows] == [(0, 20), (20, 40), (40, 60)]  # three equal parts
+    keys = keyframes(short_clip)
+    assert len(keys) > 3 and len(rows) == 3  # three parts of ~20 frames, each starting at a keyframe
+    assert rows[0]["start"] == 0 and rows[-1]["end"] == 60 and all(r["start"] in keys for r in rows)
+    assert all(a["end"] == b["start"] for a, b in zip(rows, rows[1:]))
     assert set(failed) == {str(bad), str(tmp_path / "none.mp4")}
     whole = [f.image for f in open_video(short_clip, None).frames()]
     for r in rows:
@@ -75,6 +79,22 @@ def test_segments_cover_every_frame_once_and_a_seek_reads_the_same_frames(short_
         assert [f.index for f in part] == list(range(r["start"], r["end"]))
         for f in part:
             assert np.array_equal(f.image, whole[f.index])
+
+
+def test_keyframes_are_read_from_the_container_in_display_order():
+    """keyframes() reads MP4's sync-sample table and puts it in display order (as ffprobe -show_frames
+    lists key frames); cut_at_keyframes moves each cut of equal parts to the nearest keyframe."""
+    from posefuse.runners.batch import cut_at_keyframes
+    from posefuse.runners.sources.keyframes import keyframe_at_or_before, keyframes
+
+    assert keyframes(helpers.data_path(CLIP)) == list(range(0, 1394, 10))  # ffprobe: closed GOPs of 10
+    assert keyframes(helpers.data_path("one-by-one-person-1080p.mp4")) == [0, 80, 190, 440, 520]  # open GOPs
+    assert keyframes(helpers.data_path("face-demographics-walking.gif")) is None
+    assert keyframe_at_or_before([0, 80, 190], 189) == 80 and keyframe_at_or_before(None, 50) == 0
+    assert cut_at_keyframes(1394, 1024, list(range(0, 1394, 10))) == [0, 700, 1394]
+    assert cut_at_keyframes(600, 100, [0, 80, 190, 440, 520]) == [0, 80, 190, 440, 520, 600]
+    assert cut_at_keyframes(600, 300, [0, 80, 190, 440, 520]) == [0, 190, 600]
+    assert cut_at_keyframes(600, 100, None) == [0, 600]  # keyframes unknown: one segment
 
 
 def test_ray_job_equals_the_in_process_runner_reports_bad_videos_and_resumes(short_clip, tmp_path):
@@ -105,7 +125,7 @@ def test_ray_job_equals_the_in_process_runner_reports_bad_videos_and_resumes(sho
 
 
 def test_an_actor_killed_mid_segment_is_retried_and_each_frame_is_written_once(short_clip, tmp_path):
-    from posefuse.runners.batch import video_key
+    from posefuse.runners.batch import segments, video_key
 
     marker = tmp_path / "crashed"
     out = tmp_path / "poses"
@@ -114,7 +134,8 @@ def test_an_actor_killed_mid_segment_is_retried_and_each_frame_is_written_once(s
     assert marker.exists()  # the actor died once, mid-segment
     assert s["frames"] == 60 and not s["failed"]
     per_file = {p.name: pq.read_schema(p).metadata[b"posefuse.frames"] for p in out.glob("*/*.parquet")}
-    assert per_file == {"000000.parquet": b"30", "000001.parquet": b"30"} and not list(out.glob("*/.*.tmp"))
+    want = {f"{r['segment']:06d}.parquet": str(r["end"] - r["start"]).encode() for r in segments([short_clip], 30)[0]}
+    assert len(want) == 2 and per_file == want and not list(out.glob("*/.*.tmp"))
     from posefuse import PosePipeline
     from posefuse.runners.sources.opencv import open_video
 

@@ -22,6 +22,7 @@ import torch
 
 from ...kernels._common import nvtx_range
 from .frame import Source, SourceError
+from .keyframes import keyframe_at_or_before, keyframes
 from .pool import ChunkStream, FramePool
 
 CHUNK = 16  # frames per get_batch_frames call (a runner asks for its batch size)
@@ -79,6 +80,20 @@ def prime_decoder(dec, stream) -> float:
     return time.perf_counter() - t0
 
 
+def seek_to(dec, stream, path: str, start: int):
+    """Leaves ``dec`` so that its next ``get_batch_frames`` begins at frame ``start``: it seeks to the
+    keyframe at or before it (where decoding begins afresh) and decodes up to it. SimpleDecoder's own seek
+    to a frame between keyframes gives wrong frames (results/DECISIONS.md)."""
+    key = keyframe_at_or_before(keyframes(path), start)
+    dec.seek_to_index(key)
+    while key < start:
+        got = len(dec.get_batch_frames(min(start - key, 64)))
+        if not got:
+            raise SourceError(f"source {path}: NVDEC ended at frame {key}, before the start frame {start}")
+        key += got
+    stream.synchronize()
+
+
 def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None,
                  start: int = 0) -> ChunkStream:
     """The NVDEC decoder of ``path`` from frame ``start`` as a ChunkStream (frames copied into its own pool;
@@ -104,7 +119,7 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
         with torch.cuda.device(dev):
             init_s = prime_decoder(dec, stream)
             if start:
-                dec.seek_to_index(start)  # SimpleDecoder seeks frame-accurately (from the keyframe before it)
+                seek_to(dec, stream, path, start)
     except Exception as e:
         raise SourceError(f"source {path}: NVDEC could not decode its first frame ({type(e).__name__}: {e})") from e
     cancel = threading.Event()
