@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing as mp
+import os
+import sys
 import threading
 import time
 import traceback
@@ -238,6 +240,11 @@ def _serve_process(ctl, device):
         pass
     for t in threads:
         t.join(LINGER_S + 5)
+    # Its streams are answered and it writes nothing: the interpreter's and CUDA's teardown (most of a
+    # second, which the parent's close waits for) has nothing to do here.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _serve_stream(conn, factory, kwargs: dict):
