@@ -18,21 +18,16 @@
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   trackids  experiments/track_ids.py [TRACKIDS_ARGS] (track ids vs Ultralytics on every sample frame) -> results/track_ids.{json,md}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
-# KEEP_SITE=1 installs nothing: a call right after another (the machine still warm) uses its /tmp/site, so a Ray
-# call carries only .offline/ray.tar.xz and the data while the NVDEC wheel installed before stays.
-# WHEELS=DIR installs DIR/*.whl instead of .offline/whl (a Ray call carries the wheels without PyNvVideoCodec, whose
-# 27 MB with Ray's 30 MB and the data is over the 64 MiB a call carries; its actors then decode with OpenCV).
+# WHEELS=DIR installs DIR/*.whl instead of .offline/whl: a Ray call carries .offline/whl-ray, the same wheels with
+# PyNvVideoCodec's slimmed (experiments/slim_wheel.py: 27 -> 9 MB), so that they, Ray's 30 MB and the data fit in
+# the 64 MiB a call carries.
 # Everything it writes comes back as $OUT/run.tgz (results/, the executed notebook, logs).
 #   [TESTS="tests/test_x.py ..."] [BENCH="kernels pipeline runners track"] bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
 set -uo pipefail
 OUT=${OUT:-/tmp/posefuse_out}; mkdir -p "$OUT/logs"
 LOG=$OUT/logs
-if [[ -n ${KEEP_SITE:-} ]]; then  # a second call on the warm machine: the first one's /tmp/site stands
-  [[ -d /tmp/site/ultralytics ]] || { echo "KEEP_SITE: /tmp/site is not there (the machine went cold)"; exit 3; }
-else
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ${WHEELS:-.offline/whl}/*.whl \
-    >"$LOG/install.log" 2>&1 || { cat "$LOG/install.log"; exit 1; }
-fi
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ${WHEELS:-.offline/whl}/*.whl \
+  >"$LOG/install.log" 2>&1 || { cat "$LOG/install.log"; exit 1; }
 # posefuse itself: the checkout is the package (setup.py's package_dir), linked in as /tmp/pkg/posefuse
 mkdir -p /tmp/pkg && ln -sfn "$PWD" /tmp/pkg/posefuse
 export PYTHONPATH=/tmp/site:/tmp/pkg POSEFUSE_DATA=$PWD/.offline/data PYTHONUNBUFFERED=1 YOLO_OFFLINE=1 MPLBACKEND=Agg
