@@ -6,10 +6,10 @@ Buffer reuse: does it reuse the memory of frames it returned once it is asked fo
 chunks, holding every frame; after each call, checks whether frames of earlier chunks changed (content
 against a clone taken when they were returned) and whether their device pointers were handed out again.
 
-Seeking: after ``seek_to_index(k)``, are the next frames k, k+1, ...? Each way of starting at k (its own
-seek then chunks of 8 or of 1; a seek to the keyframe before k and decoding up to k; ``get_batch_frames_by_index``)
-is compared with a fresh decoder's frames read one by one from frame 0, for starts on and between keyframes.
-Prints a JSON verdict for each.
+Frames: are the frames of ``get_batch_frames(n)`` frames k, k+1, ..., from frame 0 and after
+``seek_to_index(k)``? Calls of 8 and of 1 and ``get_batch_frames_by_index`` are compared with a fresh
+decoder's frames read one per call from frame 0, for starts on and between keyframes. Prints a JSON verdict
+for each.
 """
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ def main():
 
 
 def seek_probe(nvc, torch, helpers, n: int = 24) -> dict:
-    """{clip: {start: {way: [video frame equal to each returned frame (-1: none)]}}} and a verdict per way."""
-    from posefuse.runners.sources.keyframes import keyframe_at_or_before, keyframes
+    """{clip: {start: {way: [frames wrong as (index, the video's frames it equals)]}}} and a verdict per way:
+    from frame 0 or after ``seek_to_index(k)``, in ``get_batch_frames`` calls of 8 or of 1, or by
+    ``get_batch_frames_by_index``, each against a fresh decoder's frames read one per call."""
 
     def decoder():
         s = torch.cuda.Stream()
@@ -65,51 +66,43 @@ def seek_probe(nvc, torch, helpers, n: int = 24) -> dict:
     def take(frames, s):
         s.synchronize()
         ts = [torch.from_dlpack(f) for f in frames]
-        return [(t[..., 0] if t.ndim == 3 else t).clone() for t in ts]
+        out = [(t[..., 0] if t.ndim == 3 else t).clone() for t in ts]
+        torch.cuda.synchronize()  # cloned before the decoder's next call
+        return out
 
-    def chunks(dec, s, size):
-        got = []
-        while len(got) < n:
-            got += take(dec.get_batch_frames(min(size, n - len(got))), s)
-        return got
-
-    def own_seek(size):
+    def calls_of(size):
         def way(start):
             dec, s = decoder()
-            dec.seek_to_index(start)
-            return chunks(dec, s, size)
+            if start:
+                dec.seek_to_index(start)
+            got = []
+            while len(got) < n:
+                got += take(dec.get_batch_frames(min(size, n - len(got))), s)
+            return got
         return way
-
-    def keyframe_seek(start):
-        dec, s = decoder()
-        k = keyframe_at_or_before(keyframes(path), start)
-        dec.seek_to_index(k)
-        if start > k:
-            take(dec.get_batch_frames(start - k), s)
-        return chunks(dec, s, 8)
 
     def by_index(start):
         dec, s = decoder()
         return take(dec.get_batch_frames_by_index(list(range(start, start + n))), s)
 
-    ways = {"seek_to_index, chunks of 8": own_seek(8), "seek_to_index, chunks of 1": own_seek(1),
-            "seek to the keyframe before, decode up to it": keyframe_seek, "get_batch_frames_by_index": by_index}
+    ways = {"get_batch_frames(8)": calls_of(8), "get_batch_frames(1)": calls_of(1),
+            "get_batch_frames_by_index": by_index}
     out, right = {}, {w: True for w in ways}
-    for clip, starts in ((helpers.CLIP, (1, 5, 150, 155, 190)), (helpers.CLIP_1080, (80, 100))):
+    for clip, starts in ((helpers.CLIP, (0, 1, 5, 150, 155, 190)), (helpers.CLIP_1080, (0, 80, 100))):
         path = helpers.data_path(clip)
         dec, s = decoder()
         truth = [take(dec.get_batch_frames(1), s)[0] for _ in range(max(starts) + n)]
-        out[clip] = {"keyframes": (keyframes(path) or [])[:12]}
+        out[clip] = {}
         for start in starts:
             row = {}
             for w, fn in ways.items():
                 got = fn(start)
-                row[w] = [next((j for j, t in enumerate(truth) if torch.equal(t, g)), -1) for g in got]
-                right[w] &= row[w] == list(range(start, start + n))
+                row[w] = [(start + i, [j for j, t in enumerate(truth) if torch.equal(t, g)])
+                          for i, g in enumerate(got) if not torch.equal(g, truth[start + i])]
+                right[w] &= not row[w]
             out[clip][str(start)] = row
     out["verdict"] = {w: "frames k, k+1, ... exactly" if ok else "wrong frames" for w, ok in right.items()}
     return out
-
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,9 @@ own code (its command line and its pytest benchmarks), alternating runs so drift
 
     python experiments/regression.py --old .old --new . [--repeats 3] [--out-dir results]
 
+``--old`` holds the old checkout as ``posefuse/`` (e.g. ``git archive REV __init__.py kernels fusion runners``
+unpacked into .old/posefuse), which its runs import first.
+
 Measured per checkout: the 8-stream NVDEC end-to-end run (dynamic runner, batch 64, 768x432 and 1080p
 clips; the report's steady frames/s and the process wall of the job), and from its benchmarks the pipeline
 on GPU frames bs64, the backbone alone bs64, the CuPy letterbox and decode+NMS at bs64, and the bs1 latency.
@@ -110,7 +113,7 @@ def main(argv=None):
     ap.add_argument("--old", required=True, help="the old checkout (its imports resolve from its root)")
     ap.add_argument("--new", default=str(harness.ROOT))
     ap.add_argument("--old-label", default="", help="what the old checkout is (a commit), for the record")
-    ap.add_argument("--old-cli", default="runners.cli run --decoder nvdec-shared")
+    ap.add_argument("--old-cli", default="posefuse.runners.cli run --decoder nvdec")
     ap.add_argument("--new-cli", default="posefuse.runners.cli run --decoder nvdec")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", default="e2e,bench")

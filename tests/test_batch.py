@@ -85,12 +85,11 @@ def test_keyframes_are_read_from_the_container_in_display_order():
     """keyframes() reads MP4's sync-sample table and puts it in display order (as ffprobe -show_frames
     lists key frames); cut_at_keyframes moves each cut of equal parts to the nearest keyframe."""
     from posefuse.runners.batch import cut_at_keyframes
-    from posefuse.runners.sources.keyframes import keyframe_at_or_before, keyframes
+    from posefuse.runners.sources.keyframes import keyframes
 
     assert keyframes(helpers.data_path(CLIP)) == list(range(0, 1394, 10))  # ffprobe: closed GOPs of 10
     assert keyframes(helpers.data_path("one-by-one-person-1080p.mp4")) == [0, 80, 190, 440, 520]  # open GOPs
     assert keyframes(helpers.data_path("face-demographics-walking.gif")) is None
-    assert keyframe_at_or_before([0, 80, 190], 189) == 80 and keyframe_at_or_before(None, 50) == 0
     assert cut_at_keyframes(1394, 1024, list(range(0, 1394, 10))) == [0, 700, 1394]
     assert cut_at_keyframes(600, 100, [0, 80, 190, 440, 520]) == [0, 80, 190, 440, 520, 600]
     assert cut_at_keyframes(600, 300, [0, 80, 190, 440, 520]) == [0, 190, 600]

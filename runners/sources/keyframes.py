@@ -1,8 +1,7 @@
 """Keyframes of a video, read from its container (MP4 and MOV), without decoding.
 
-An archive job cuts a long video into segments that start at keyframes, and a decoder that starts a
-segment seeks to a keyframe, where decoding starts afresh (results/DECISIONS.md: SimpleDecoder's seek to a
-frame between keyframes gives wrong frames). The sync-sample table (``stss``) lists the keyframes in decode
+An archive job cuts a long video into segments that start at keyframes, so that a decoder starting a
+segment begins at a keyframe rather than decoding the frames before it only to drop them. The sync-sample table (``stss``) lists the keyframes in decode
 order; with B-frames, decode order is not display order, so each sample's composition time (``stts`` plus
 ``ctts``) gives its place in display order, the order frames are numbered in.
 """
@@ -119,12 +118,3 @@ def keyframes(path: str) -> list[int] | None:
     sync = sync[(sync >= 0) & (sync < n)]
     return sorted(int(k) for k in rank[sync])
 
-
-def keyframe_at_or_before(frames: list[int] | None, index: int) -> int:
-    """The last keyframe at or before ``index`` (0 where the keyframes are unknown)."""
-    if not frames:
-        return 0
-    import bisect
-
-    k = bisect.bisect_right(frames, index) - 1
-    return frames[k] if k >= 0 else 0

@@ -2,12 +2,13 @@
 go to the NV12 letterbox kernel as CUDA tensors. No frame crosses the host. The decoder runs in a decode
 process (``process.DecodeProcesses``), its frames shared with the runner by CUDA IPC.
 
-The decoder hands out the memory of the frames one ``get_batch_frames`` call returned again on its next call
-(results/DECISIONS.md), so each decoded frame is copied, on the decoder's stream, into a row of the source's
-own pool (one device-to-device copy, about 1% of the copy bandwidth at the pipeline's rate), and the
-source waits for those copies before its next decoder call. The decoder runs ahead of the GPU by up to
-``pool`` frames; a row returns to the pool when the runner releases its frame (``Frame.release()``, once
-the GPU work reading it has completed).
+The decoder writes new frames where frames it returned lie: on its next call, and within one
+``get_batch_frames(n)`` call over frames that call returns earlier (results/DECISIONS.md). So it is asked
+for one frame per call, and each frame is copied, on the decoder's stream, into a row of the source's own
+pool before the next call (one device-to-device copy, about 1% of the copy bandwidth at the pipeline's
+rate). A chunk of frames goes to the runner at once; the decoder runs ahead of the GPU by up to ``pool``
+frames; a row returns to the pool when the runner releases its frame (``Frame.release()``, once the GPU work
+reading it has completed).
 
 PyNvVideoCodec starts a decoder session lazily, in the first decode call; :func:`prime_decoder` starts it
 at open instead, so a runner's streams start together.
@@ -22,7 +23,6 @@ import torch
 
 from ...kernels._common import nvtx_range
 from .frame import Source, SourceError
-from .keyframes import keyframe_at_or_before, keyframes
 from .pool import ChunkStream, FramePool
 
 CHUNK = 16  # frames per get_batch_frames call (a runner asks for its batch size)
@@ -80,20 +80,6 @@ def prime_decoder(dec, stream) -> float:
     return time.perf_counter() - t0
 
 
-def seek_to(dec, stream, path: str, start: int):
-    """Leaves ``dec`` so that its next ``get_batch_frames`` begins at frame ``start``: it seeks to the
-    keyframe at or before it (where decoding begins afresh) and decodes up to it. SimpleDecoder's own seek
-    to a frame between keyframes gives wrong frames (results/DECISIONS.md)."""
-    key = keyframe_at_or_before(keyframes(path), start)
-    dec.seek_to_index(key)
-    while key < start:
-        got = len(dec.get_batch_frames(min(start - key, 64)))
-        if not got:
-            raise SourceError(f"source {path}: NVDEC ended at frame {key}, before the start frame {start}")
-        key += got
-    stream.synchronize()
-
-
 def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None,
                  start: int = 0) -> ChunkStream:
     """The NVDEC decoder of ``path`` from frame ``start`` as a ChunkStream (frames copied into its own pool;
@@ -119,51 +105,51 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
         with torch.cuda.device(dev):
             init_s = prime_decoder(dec, stream)
             if start:
-                seek_to(dec, stream, path, start)
+                dec.seek_to_index(start)  # frame-accurate: results/DECISIONS.md
     except Exception as e:
         raise SourceError(f"source {path}: NVDEC could not decode its first frame ({type(e).__name__}: {e})") from e
     cancel = threading.Event()
     h, w = int(meta.height), int(meta.width)
     buffers = torch.empty((pool, h * 3 // 2, w), dtype=torch.uint8, device=dev)
     frame_pool = FramePool(pool, cancel)
-    last = [None]  # the last chunk's copy event
-    stats = {"video_decode.decoder": 0.0, "video_decode.pool_wait": 0.0, "video_decode.copy": 0.0,
-             "video_decode.session_init": init_s}
+    stats = {"video_decode.decoder": 0.0, "video_decode.pool_wait": 0.0, "video_decode.session_init": init_s}
 
     def fetch(i):
         # device and stream are switched only inside this call, never across a yield of the caller
+        n = min(chunk, want - i)
         with torch.cuda.device(dev), torch.cuda.stream(stream):
             t0 = time.perf_counter()
-            if last[0] is not None:
-                last[0].synchronize()  # the last chunk's copies are done: its decoder buffers may be reused
-            try:
-                with nvtx_range("video_decode"):
-                    frames = dec.get_batch_frames(min(chunk, want - i))
-            except Exception as e:
-                raise SourceError(f"source {path}: NVDEC failed at frame {i} ({type(e).__name__}: {e})") from e
-            tensors = []
-            for fr in frames:  # DLPack views of the decoder's buffers (valid until its next call)
-                t = torch.from_dlpack(fr)
-                tensors.append(t[..., 0] if t.ndim == 3 and t.shape[-1] == 1 else t)  # some versions add an axis
+            rows = frame_pool.take(n)
             t1 = time.perf_counter()
-            stats["video_decode.decoder"] += t1 - t0
-            if not tensors:
+            stats["video_decode.pool_wait"] += t1 - t0
+            if len(rows) < n:  # cancelled
+                frame_pool.give_back(rows)
                 return None, None
-            for k, t in enumerate(tensors):
-                if tuple(t.shape) != (h * 3 // 2, w):
-                    raise SourceError(f"source {path}: NVDEC frame {i + k} has shape {tuple(t.shape)}, "
-                                      f"expected {(h * 3 // 2, w)} (a resolution change mid-stream)")
-            rows = frame_pool.take(len(tensors))
-            t2 = time.perf_counter()
-            stats["video_decode.pool_wait"] += t2 - t1
-            if len(rows) < len(tensors):  # cancelled
+            got = 0
+            with nvtx_range("video_decode"):
+                while got < n:
+                    try:
+                        frames = dec.get_batch_frames(1)
+                    except Exception as e:
+                        raise SourceError(f"source {path}: NVDEC failed at frame {start + i + got} "
+                                          f"({type(e).__name__}: {e})") from e
+                    if not frames:
+                        break
+                    t = torch.from_dlpack(frames[0])
+                    t = t[..., 0] if t.ndim == 3 and t.shape[-1] == 1 else t  # some versions add an axis
+                    if tuple(t.shape) != (h * 3 // 2, w):
+                        raise SourceError(f"source {path}: NVDEC frame {start + i + got} has shape {tuple(t.shape)}, "
+                                          f"expected {(h * 3 // 2, w)} (a resolution change mid-stream)")
+                    buffers[rows[got]].copy_(t, non_blocking=True)
+                    stream.synchronize()  # copied before the decoder's next call may write where it lies
+                    got += 1
+            stats["video_decode.decoder"] += time.perf_counter() - t1
+            if got < n:
+                frame_pool.give_back(rows[got:])
+                rows = rows[:got]
+            if not rows:
                 return None, None
-            # one multi-tensor launch for the chunk (not one copy per frame), on the decoder's stream
-            torch._foreach_copy_([buffers[r] for r in rows], tensors, non_blocking=True)
-            copied = last[0] = torch.cuda.Event()
-            copied.record(stream)
-            stats["video_decode.copy"] += time.perf_counter() - t2
-        return rows, copied
+        return rows, None
 
     fps = float(getattr(meta, "average_fps", 0) or 0) or None
     return ChunkStream(path, buffers, fetch, want, frame_pool, cancel, (h, w), "nv12", fps, declared, stats,
