@@ -93,10 +93,11 @@ def new_run(script: str, argv, **fields) -> dict:
 
 
 def run_heading(run: dict, extra: str = "") -> list:
-    """The markdown lines that head one run: date, card, driver and torch (``extra`` after), the command."""
+    """The markdown lines that head one run: date, card, driver and torch (``extra`` after), the command, and
+    the run's ``note`` (what was learnt after it was recorded) where it has one."""
     env = run["env"]
     return [f"## {env.get('date')}: {env.get('card', 'CPU')}, driver {env.get('driver')}, torch {env.get('torch')}"
-            + extra, "", f"Command: `{run['command']}`", ""]
+            + extra, "", f"Command: `{run['command']}`", "", *([f"Note: {run['note']}", ""] if run.get("note") else [])]
 
 
 def record(out_dir: str | Path, name: str, run: dict, markdown) -> list:

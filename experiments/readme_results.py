@@ -165,20 +165,24 @@ def _runners() -> list:
 
 
 def _regression() -> list:
-    """The latest old-vs-new comparison of each kind (benchmarks, end to end), from results/regression.json."""
+    """The latest old-vs-new comparison of each kind (benchmarks, end to end), from results/regression.json,
+    with the note a run carries."""
     d = _load("regression")
     if not d:
         return []
     out = ["**No regression** ([results/regression.md](results/regression.md), `python experiments/regression.py "
-           "--old OLD_CHECKOUT`): the same measurements on the commit before the architecture change and on this "
-           "code, side by side in one call each.", "", "| measurement | old | new | new / old | card, date |",
+           "--old OLD_CHECKOUT`): the same measurements on an older commit and on this code, side by side in one "
+           "call each.", "", "| measurement | old | new | new / old | old commit; card, date |",
            "| --- | ---: | ---: | ---: | --- |"]
+    notes = []
     for kind in ("bench", "e2e"):
-        run = next((r for r in reversed(d["runs"]) if kind in r["command"] and not r.get("note")), None)
+        run = next((r for r in reversed(d["runs"]) if kind in r["command"]), None)
         for row in run["rows"] if run else []:
             out.append(f"| {row['what']} | {row['old']:,.2f} | {row['new']:,.2f} | {row['new_over_old']:.3f} | "
-                       f"{run['env'].get('card')}, {run['env'].get('date')} |")
-    return out + [""]
+                       f"{run.get('old_label') or '-'}; {run['env'].get('card')}, {run['env'].get('date')} |")
+        if run and run.get("note"):
+            notes.append(f"- {kind}, {run['env'].get('date')}: {run['note']}")
+    return out + [""] + (notes + [""] if notes else [])
 
 
 def _soak() -> list:
