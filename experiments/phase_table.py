@@ -97,7 +97,7 @@ def main(argv=None):
     ap.add_argument("--predict-frames", type=int, default=300)
     ap.add_argument("--max-frames", type=int, default=None, help="frames per stream (default: the whole clip)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--chunk", type=int, default=32, help="phase 4: NVDEC frames per decoder call")
+    ap.add_argument("--chunk", type=int, default=32, help="phase 4: NVDEC frames handed to the runner at once")
     ap.add_argument("--backend", default=None, help="override the fused phases' backend (smoke tests)")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)

@@ -52,7 +52,7 @@ class RunConfig:
             into NV12, in decode processes).
         streams_per_decode_process: NVDEC streams one decode process serves (0: all, one process per GPU;
             1: a process per stream). Default 0 (results/DECISIONS.md).
-        chunk: NVDEC frames per decoder call (default: ``batch``).
+        chunk: NVDEC frames handed to the runner at once (default: ``batch``).
         reconnect_s: a network source (a URL read with OpenCV) that disconnects or stalls reconnects with
             backoff and fails after this many seconds without a frame (default 30).
     Runner:
@@ -209,7 +209,7 @@ class RunConfig:
                 raise ConfigError("save_video", "needs BGR frames in host memory: use decoder 'cpu' (got 'nvdec')")
             if c.runner == "ultralytics":
                 raise ConfigError("runner", "'ultralytics' needs BGR frames in host memory: use decoder 'cpu'")
-            c.chunk = c.chunk or c.batch  # a decoder call fills a batch
+            c.chunk = c.chunk or c.batch  # a chunk fills a batch
         if c.runner == "multigpu" and c.save_video:
             raise ConfigError("save_video", "is not available with the multigpu runner (images stay in the workers)")
         if c.runner not in CONCURRENT + ("multigpu",) and c.mode == "live":

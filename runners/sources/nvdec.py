@@ -25,7 +25,7 @@ from ...kernels._common import nvtx_range
 from .frame import Source, SourceError
 from .pool import ChunkStream, FramePool
 
-CHUNK = 16  # frames per get_batch_frames call (a runner asks for its batch size)
+CHUNK = 16  # frames handed to the runner at once (a runner asks for its batch size)
 
 
 def nvdec_available() -> str | None:
@@ -42,7 +42,7 @@ def nvdec_available() -> str | None:
 def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int | None = None,
                decode_processes=None, pool: int | None = None, start: int = 0) -> Source:
     """An NVDEC source for a video file or URL, decoded in one of ``decode_processes`` (default: the
-    process-wide one, all streams of a device in one process). ``chunk``: frames per decoder call; ``pool``:
+    process-wide one, all streams of a device in one process). ``chunk``: frames handed on at once; ``pool``:
     frame buffers of the source's own (default 4 x chunk); ``start``: the first frame (the decoder seeks to
     it; frame indices are the video's own). Raises SourceError naming the file when it cannot be opened
     (missing, empty, not a video, a codec NVDEC does not decode, ``start`` past its end)."""
