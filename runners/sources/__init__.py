@@ -30,8 +30,8 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
     file, or None / 'default' for the embedded clip.
 
     decoder: 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU ``device`` into NV12 frames, in a
-    decode process; images and the default clip are still read on the CPU). chunk: NVDEC frames per
-    decoder call (default nvdec.CHUNK). decode_processes: the :class:`~.process.DecodeProcesses` that
+    decode process; images and the default clip are still read on the CPU). chunk: NVDEC frames handed
+    on at once (default nvdec.CHUNK). decode_processes: the :class:`~.process.DecodeProcesses` that
     serves NVDEC streams (default: one process for all of this process's streams per device). A URL read
     with decoder 'cpu' is a live network source (network.py: reconnects for up to ``reconnect_s``).
     start: a video file's first frame (frame indices stay the video's own; a segment of an archive job).
