@@ -34,7 +34,8 @@ c = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus})
 for _ in range(n - 1):
     c.add_node(num_cpus=cpus)
 ray.init(address=c.address, log_to_driver=False)
-s = batch(BatchConfig(sources=clips, out=out, segment_frames=60, imgsz=320, actors=n * cpus, batch=8, device="cpu"))
+s = batch(BatchConfig(sources=clips, out=out, segment_frames=60, imgsz=320, actors=n * cpus, streams=1, batch=8,
+                      device="cpu"))  # one segment per call: the 12 segments spread over every actor
 ray.shutdown(); c.shutdown()
 print("RESULT", json.dumps({"nodes": n, "frames": s["frames"], "wall_s": s["wall_s"], "frames_per_s": s["frames_per_s"]}))
 """

@@ -230,9 +230,19 @@ def _startup() -> list:
 
 
 def _ray() -> list:
-    r = _latest("ray")
-    if not r or "gpu" not in r:
-        return []
+    """The latest GPU run (one actor against the in-process runner) and the latest simulated-cluster curve."""
+    d = _load("ray")
+    runs_ = d["runs"] if d else []
+    out = []
+    c = next((x for x in reversed(runs_) if "curve" in x), None)
+    if c:
+        rows = ", ".join(f"{row['nodes']} node{'s' if row['nodes'] > 1 else ''} {row['wall_s']:.1f} s"
+                         for row in c["curve"]["rows"] if "wall_s" in row)
+        out = [f"**Ray Data, simulated cluster** (`{c['command']}`, {c['curve']['cpus_per_node']} CPU per node on a "
+               f"host of {c['curve']['host_cpus']} CPUs, {c['env'].get('date')}): the same clips' wall time with {rows}.", ""]
+    r = next((x for x in reversed(runs_) if "gpu" in x), None)
+    if not r:
+        return out
     g, env = r["gpu"], r["env"]
     runs = [(d, g[f"ray_one_gpu_actor_{d}"]) for d in ("cpu", "nvdec") if f"ray_one_gpu_actor_{d}" in g]
     if not runs:  # the layout of runs before the actor ran its segments as streams
@@ -244,7 +254,7 @@ def _ray() -> list:
     init = g.get("ray_init_s", runs[0][1].get("ray_init_s"))
     return [f"**Ray Data, one GPU actor** ([results/ray.md](results/ray.md), `{r['command']}`), 8 copies of the "
             f"768x432 clip: the actor with {'; with '.join(parts)}; `ray.init` {init:.1f} s; {env.get('card')}, "
-            f"{env.get('date')}.", ""]
+            f"{env.get('date')}.", ""] + out
 
 
 def _track_ids() -> list:
