@@ -15,21 +15,29 @@ _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
 MAX_MOOV = 1 << 28  # a moov box past 256 MiB is not read (an hour at 30 fr/s holds ~2 MB of tables)
 
 
+def _header(head: bytes, at: int, room: int):
+    """(size, type, header length) of the box whose header starts at head[at:], ``room`` bytes from there to
+    the end of its parent; None where it is cut short or malformed (a 64-bit size follows a size of 1; size 0
+    runs to the parent's end)."""
+    if len(head) < at + 8:
+        return None
+    size, kind = struct.unpack_from(">I4s", head, at)
+    hl = 8
+    if size == 1:
+        if len(head) < at + 16:
+            return None
+        size, hl = struct.unpack_from(">Q", head, at + 8)[0], 16
+    elif size == 0:
+        size = room
+    return None if size < hl or size > room else (size, kind, hl)
+
+
 def _boxes(buf: bytes, start: int, end: int):
     """(type, payload start, box end) of the boxes in buf[start:end]."""
     i = start
-    while i + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", buf, i)
-        head = 8
-        if size == 1:
-            if i + 16 > end:
-                return
-            size, head = struct.unpack_from(">Q", buf, i + 8)[0], 16
-        elif size == 0:
-            size = end - i
-        if size < head or i + size > end:
-            return
-        yield kind, i + head, i + size
+    while (h := _header(buf, i, end - i)) is not None:
+        size, kind, hl = h
+        yield kind, i + hl, i + size
         i += size
 
 
@@ -39,21 +47,12 @@ def _moov(path: str) -> bytes | None:
         f.seek(0, 2)
         total = f.tell()
         pos = 0
-        while pos + 8 <= total:
+        while pos < total:
             f.seek(pos)
-            head = f.read(16)
-            if len(head) < 8:
+            h = _header(f.read(16), 0, total - pos)
+            if h is None:
                 return None
-            size, kind = struct.unpack_from(">I4s", head)
-            hl = 8
-            if size == 1:
-                if len(head) < 16:
-                    return None
-                size, hl = struct.unpack_from(">Q", head, 8)[0], 16
-            elif size == 0:
-                size = total - pos
-            if size < hl:
-                return None
+            size, kind, _ = h
             if kind == b"moov":
                 if size > MAX_MOOV:
                     return None
@@ -69,8 +68,8 @@ def _tables(buf: bytes, start: int, end: int, out: dict):
         if kind == b"trak":
             track: dict = {}
             _tables(buf, p, e, track)
-            if track.get("hdlr") == b"vide" and "stts" in track and "tracks" not in out:
-                out["tracks"] = track
+            if track.get("hdlr") == b"vide" and "stts" in track and "video" not in out:
+                out["video"] = track
         elif kind in _CONTAINERS:
             _tables(buf, p, e, out)
         elif kind == b"hdlr":
@@ -80,11 +79,10 @@ def _tables(buf: bytes, start: int, end: int, out: dict):
             width = 1 if kind == b"stss" else 2
             if p + 8 + 4 * width * n > e:
                 continue
-            signed = ">i4" if kind == b"ctts" else ">u4"
-            a = np.frombuffer(buf, dtype=">u4", count=width * n, offset=p + 8).reshape(n, width)
-            if kind == b"ctts":
-                a = np.stack([a[:, 0], a[:, 1].view(signed)], axis=1)
-            out[kind.decode()] = a.astype(np.int64)
+            a = np.frombuffer(buf, dtype=">u4", count=width * n, offset=p + 8).reshape(n, width).astype(np.int64)
+            if kind == b"ctts":  # composition offsets are signed (version 1; version 0 files write them so too)
+                a[:, 1] = a[:, 1].astype(np.uint32).view(np.int32)
+            out[kind.decode()] = a
 
 
 def keyframes(path: str) -> list[int] | None:
@@ -98,7 +96,7 @@ def keyframes(path: str) -> list[int] | None:
         return None
     found: dict = {}
     _tables(buf, 8, len(buf), found)
-    track = found.get("tracks")
+    track = found.get("video")
     if track is None:
         return None
     stts = track["stts"]
