@@ -57,6 +57,7 @@ def seek_probe(nvc, torch, helpers, n: int = 24) -> dict:
     """{clip: {start: {way: [frames wrong as (index, the video's frames it equals)]}}} and a verdict per way:
     from frame 0 or after ``seek_to_index(k)``, in ``get_batch_frames`` calls of 8 or of 1, or by
     ``get_batch_frames_by_index``, each against a fresh decoder's frames read one per call."""
+    from posefuse.runners.sources.nvdec import nv12_view
 
     def decoder():
         s = torch.cuda.Stream()
@@ -65,8 +66,7 @@ def seek_probe(nvc, torch, helpers, n: int = 24) -> dict:
 
     def take(frames, s):
         s.synchronize()
-        ts = [torch.from_dlpack(f) for f in frames]
-        out = [(t[..., 0] if t.ndim == 3 else t).clone() for t in ts]
+        out = [nv12_view(f).clone() for f in frames]
         torch.cuda.synchronize()  # cloned before the decoder's next call
         return out
 

@@ -292,24 +292,33 @@ def test_nvdec_source_frames_match_opencv_and_are_released(per_process):
     procs.close()
 
 
+def _raw_nvdec_frames(path, n):
+    """Frames 0..n-1 of ``path`` from a fresh SimpleDecoder, one per call (the plainest use of it)."""
+    import PyNvVideoCodec as nvc
+
+    from posefuse.runners.sources.nvdec import nv12_view
+
+    s = torch.cuda.Stream()
+    raw = nvc.SimpleDecoder(path, gpu_id=torch.cuda.current_device(), cuda_stream=s.cuda_stream,
+                            use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
+    out = []
+    for _ in range(n):
+        fr = raw.get_batch_frames(1)[0]
+        s.synchronize()
+        out.append(nv12_view(fr).clone())
+        torch.cuda.synchronize()  # cloned before the decoder's next call
+    return out
+
+
 @pytest.mark.gpu
 def test_nvdec_source_opened_primed_starts_at_frame_zero():
     """open_nvdec starts the decoder session at open (decodes frame 0, seeks back): its frames are still
     frames 0, 1, ... exactly as a decoder that was never primed gives them."""
     _need_nvdec()
-    import PyNvVideoCodec as nvc
-
     from posefuse.runners.sources.nvdec import open_nvdec
 
     path = helpers.data_path(CLIP)
-    s = torch.cuda.Stream()
-    raw = nvc.SimpleDecoder(path, gpu_id=torch.cuda.current_device(), cuda_stream=s.cuda_stream,
-                            use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
-    want = []
-    for fr in raw.get_batch_frames(6):
-        t = torch.from_dlpack(fr)
-        want.append((t[..., 0] if t.ndim == 3 else t).clone())
-    s.synchronize()
+    want = _raw_nvdec_frames(path, 6)
     assert not torch.equal(want[0], want[5]), "the clip's first frames must differ for this check"
     src = open_nvdec(path, max_frames=6, chunk=4, pool=8)
     got = []
@@ -320,21 +329,6 @@ def test_nvdec_source_opened_primed_starts_at_frame_zero():
     for i, (g, w) in enumerate(zip(got, want)):
         assert torch.equal(g, w), f"frame {i} differs from an unprimed decoder's frame {i}"
     src.close()
-
-
-def _raw_nvdec_frames(path, n):
-    """Frames 0..n-1 of ``path`` from a fresh SimpleDecoder, one per call (the plainest use of it)."""
-    import PyNvVideoCodec as nvc
-
-    s = torch.cuda.Stream()
-    raw = nvc.SimpleDecoder(path, gpu_id=torch.cuda.current_device(), cuda_stream=s.cuda_stream,
-                            use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
-    out = []
-    for _ in range(n):
-        t = torch.from_dlpack(raw.get_batch_frames(1)[0])
-        out.append((t[..., 0] if t.ndim == 3 else t).clone())
-        s.synchronize()
-    return out
 
 
 @pytest.mark.gpu

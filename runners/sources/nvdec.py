@@ -28,6 +28,13 @@ from .pool import ChunkStream, FramePool
 CHUNK = 16  # frames handed to the runner at once (a runner asks for its batch size)
 
 
+def nv12_view(decoded) -> torch.Tensor:
+    """A frame ``SimpleDecoder`` returned as a (h * 3 / 2, w) uint8 CUDA tensor: a DLPack view of the
+    decoder's memory, valid until its next call (some versions add a trailing axis of 1)."""
+    t = torch.from_dlpack(decoded)
+    return t[..., 0] if t.ndim == 3 and t.shape[-1] == 1 else t
+
+
 def nvdec_available() -> str | None:
     """None when NVDEC decoding can run here, else why not."""
     if not torch.cuda.is_available():
@@ -135,8 +142,7 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
                                           f"({type(e).__name__}: {e})") from e
                     if not frames:
                         break
-                    t = torch.from_dlpack(frames[0])
-                    t = t[..., 0] if t.ndim == 3 and t.shape[-1] == 1 else t  # some versions add an axis
+                    t = nv12_view(frames[0])
                     if tuple(t.shape) != (h * 3 // 2, w):
                         raise SourceError(f"source {path}: NVDEC frame {start + i + got} has shape {tuple(t.shape)}, "
                                           f"expected {(h * 3 // 2, w)} (a resolution change mid-stream)")
