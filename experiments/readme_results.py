@@ -231,16 +231,16 @@ def _startup() -> list:
 
 def _ray() -> list:
     """The latest GPU run (one actor against the in-process runner) and the latest simulated-cluster curve."""
-    d = _load("ray")
-    runs_ = d["runs"] if d else []
+    doc = _load("ray")
+    recorded = doc["runs"] if doc else []
     out = []
-    c = next((x for x in reversed(runs_) if "curve" in x), None)
+    c = next((x for x in reversed(recorded) if "curve" in x), None)
     if c:
         rows = ", ".join(f"{row['nodes']} node{'s' if row['nodes'] > 1 else ''} {row['wall_s']:.1f} s"
                          for row in c["curve"]["rows"] if "wall_s" in row)
         out = [f"**Ray Data, simulated cluster** (`{c['command']}`, {c['curve']['cpus_per_node']} CPU per node on a "
                f"host of {c['curve']['host_cpus']} CPUs, {c['env'].get('date')}): the same clips' wall time with {rows}.", ""]
-    r = next((x for x in reversed(runs_) if "gpu" in x), None)
+    r = next((x for x in reversed(recorded) if "gpu" in x), None)
     if not r:
         return out
     g, env = r["gpu"], r["env"]

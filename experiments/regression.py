@@ -110,7 +110,7 @@ def _row(what, old, new, lower=False, gate=True, floor=0.97):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--old", required=True, help="the old checkout (its imports resolve from its root)")
+    ap.add_argument("--old", required=True, help="a folder holding the old checkout as posefuse/ (imported first)")
     ap.add_argument("--new", default=str(harness.ROOT))
     ap.add_argument("--old-label", default="", help="what the old checkout is (a commit), for the record")
     ap.add_argument("--old-cli", default="posefuse.runners.cli run --decoder nvdec")

@@ -1,6 +1,6 @@
 """Repacks a wheel without the parts a device call does not need, so that it fits beside Ray in the 64 MiB a
 call carries: PyNvVideoCodec's wheel holds its FFmpeg source tarball, samples, benchmarks and a build for
-CUDA 12 beside the CUDA 13 one (27 MB; slim, 8 MB).
+CUDA 12 beside the CUDA 13 one (27 MB; slim, 9 MB).
 
     python experiments/slim_wheel.py .offline/whl/pynvvideocodec-*.whl .offline/whl-ray/ \
         --drop '*.data/*' 'samples/*' 'benchmarks/*' 'PyNvVideoCodec/PyNvVideoCodec_121*'
