@@ -15,6 +15,7 @@
 #   probe0    experiments/startup_probe.py [PROBE_ARGS] (start-up step by step) -> results/startup_probe.{json,md}
 #   ray       experiments/ray_bench.py --gpu [RAY_ARGS] (needs .offline/ray.tar.xz: RAY=1 offline-bundle.sh) -> results/ray.{json,md}
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
+#   oldrunners  the same on the old checkout carried as .old/ (regress) -> logs/old/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   trackids  experiments/track_ids.py [TRACKIDS_ARGS] (track ids vs Ultralytics on every sample frame) -> results/track_ids.{json,md}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
@@ -26,8 +27,9 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/posefuse_out}; mkdir -p "$OUT/logs"
 LOG=$OUT/logs
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ${WHEELS:-.offline/whl}/*.whl \
-  >"$LOG/install.log" 2>&1 || { cat "$LOG/install.log"; exit 1; }
+[[ -f /tmp/site/.installed ]] ||  # once per machine: a second gpu_run.sh in the same call reuses it
+  { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ${WHEELS:-.offline/whl}/*.whl \
+    >"$LOG/install.log" 2>&1 && touch /tmp/site/.installed; } || { cat "$LOG/install.log"; exit 1; }
 # posefuse itself: the checkout is the package (setup.py's package_dir), linked in as /tmp/pkg/posefuse
 mkdir -p /tmp/pkg && ln -sfn "$PWD" /tmp/pkg/posefuse
 export PYTHONPATH=/tmp/site:/tmp/pkg POSEFUSE_DATA=$PWD/.offline/data PYTHONUNBUFFERED=1 YOLO_OFFLINE=1 MPLBACKEND=Agg
@@ -94,6 +96,11 @@ do_ray() {
 do_runners() {
   step runners
   python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} >"$LOG/runners.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/runners.log" | tail -25
+}
+do_oldrunners() {  # the same benchmark on the old checkout (.old/posefuse, imported first), to logs/old/
+  step oldrunners
+  PYTHONPATH=$PWD/.old:$PYTHONPATH python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} --out-dir "$LOG/old" >"$LOG/oldrunners.log" 2>&1
+  r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/oldrunners.log" | tail -25
 }
 do_phase() {
   step phase

@@ -115,6 +115,8 @@ def main(argv=None):
     ap.add_argument("--old-label", default="", help="what the old checkout is (a commit), for the record")
     ap.add_argument("--old-cli", default="posefuse.runners.cli run --decoder nvdec")
     ap.add_argument("--new-cli", default="posefuse.runners.cli run --decoder nvdec")
+    ap.add_argument("--new-args", default="", help="more options for the new checkout's command line, comma-separated "
+                    "(e.g. --new-args=--streams-per-decode-process,2: the same code beside one option changed)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", default="e2e,bench")
     ap.add_argument("--clips", default=",".join(CLIPS), help="e2e clips: comma list of " + ", ".join(CLIPS))
@@ -126,7 +128,7 @@ def main(argv=None):
     base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     site = os.environ.get("PYTHONPATH", "")
     envs = {"old": {**base, "PYTHONPATH": f"{trees['old']}:{site}"}, "new": {**base, "PYTHONPATH": site}}
-    clis = {"old": a.old_cli.split(), "new": a.new_cli.split()}
+    clis = {"old": a.old_cli.split(), "new": a.new_cli.split() + [x for x in a.new_args.split(",") if x]}
     if a.track:
         trees["track"], envs["track"], clis["track"] = trees["new"], envs["new"], clis["new"] + ["--track"]
     res = {k: {"e2e": {}, "bench": {}} for k in trees}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 import harness
 
 CLIPS = {"768x432": "one-by-one-person-detection.mp4", "1080p": "one-by-one-person-1080p.mp4"}
+DECODED = {"cpu": "OpenCV (host frames)", "nvdec": "NVDEC (GPU frames)"}
 
 
 def _open_primed(path: str):
@@ -164,15 +166,44 @@ def predict_serial(path: str, n: int = 300) -> dict:
     return {"frames": len(frames), "wall_s": wall, "frames_per_s": len(frames) / wall, "half": True}
 
 
-def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int) -> dict:
-    """``s`` live 30 fr/s streams of the looping clip for ``seconds`` through ``posefuse.run``."""
+def opencv_alone(path: str, threads: int, seconds: float = 3.0) -> dict:
+    """OpenCV decoding alone, BGR frames as the CPU sources read them: ``threads`` threads, each with a
+    capture of one FFmpeg thread, looping the clip for ``seconds``: the host's ceiling for host frames."""
+    import cv2
+
+    counts = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def loop(k):
+        while time.perf_counter() < stop:
+            cap = cv2.VideoCapture(path, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
+            while time.perf_counter() < stop and cap.read()[0]:
+                counts[k] += 1
+            cap.release()
+
+    ts = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"threads": threads, "frames": sum(counts), "frames_per_s": sum(counts) / wall}
+
+
+def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, decoder: str = "cpu") -> dict:
+    """``s`` live 30 fr/s streams of the looping clip for ``seconds`` through ``posefuse.run``, decoded by
+    ``decoder`` ('cpu': OpenCV, host frames, as network cameras are read; 'nvdec'); with the run's thread
+    split (seconds per activity, summed over the threads of each kind)."""
     from posefuse import RunConfig, run
 
-    r = run(RunConfig(sources=[path], repeat=s, runner="dynamic", decoder="cpu", batch=batch, max_wait_ms=max_wait_ms,
+    r = run(RunConfig(sources=[path], repeat=s, runner="dynamic", decoder=decoder, batch=batch, max_wait_ms=max_wait_ms,
                       realtime=True, fps=30.0, loop=True, duration_s=seconds, progress=False)).overall
-    return {"streams": s, "frames": r["results"], "frames_per_s": r["frames_per_s"], "latency_ms": r["latency_ms"],
-            "drops": r["drops"], "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
-            "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean")}
+    return {"streams": s, "decoder": decoder, "frames": r["results"], "frames_per_s": r["frames_per_s"],
+            "latency_ms": r["latency_ms"], "drops": r["drops"],
+            "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
+            "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean"),
+            "thread_s": r.get("runner_thread_s"), "wall_s": r.get("wall_s")}
 
 
 def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> dict:
@@ -197,6 +228,8 @@ def main():
     ap.add_argument("--realtime-s", default="50,100,150,200,300,400")
     ap.add_argument("--realtime-repeats", type=int, default=3, help="realtime: runs per S (S holds when every run does)")
     ap.add_argument("--realtime-clips", default="768x432", help="realtime: comma list of: " + ", ".join(CLIPS))
+    ap.add_argument("--realtime-decoder", default="cpu", choices=("cpu", "nvdec"),
+                    help="realtime: 'cpu' (OpenCV, host frames, as cameras are read) or 'nvdec'")
     ap.add_argument("--clips", default=",".join(CLIPS), help="comma list of: " + ", ".join(CLIPS))
     ap.add_argument("--runners", default="dynamic", help="e2e runners to measure: pipelined, dynamic, streams")
     ap.add_argument("--per-process", default="0,1", help="e2e: comma list of NVDEC streams per decode process (0: all)")
@@ -245,11 +278,16 @@ def main():
             _write(run, a.out_dir)
     if "realtime" in only:
         run["realtime"] = {"max_wait_ms": 10.0, "batch": 64, "seconds": a.seconds, "repeats": a.realtime_repeats,
-                           "clips": {}}
+                           "decoder": a.realtime_decoder, "clips": {}}
         for label in a.realtime_clips.split(","):
             path, rows = harness.data_path(CLIPS[label]), []
+            if a.realtime_decoder == "cpu":
+                n = os.cpu_count() or 1
+                alone = run["realtime"].setdefault("opencv_alone", {})[label] = opencv_alone(path, n)
+                print("opencv alone", label, alone, flush=True)
             for s in (int(x) for x in a.realtime_s.split(",")):
-                reps = [realtime(path, s, a.seconds, max_wait_ms=10.0, batch=64) for _ in range(a.realtime_repeats)]
+                reps = [realtime(path, s, a.seconds, max_wait_ms=10.0, batch=64, decoder=a.realtime_decoder)
+                        for _ in range(a.realtime_repeats)]
                 held = harness.realtime_held(reps)
                 rows.append({"streams": s, "held": held, "runs": reps})
                 print("realtime", label, s, "streams: p99", [f"{r['latency_ms']['p99']:.1f} ms" for r in reps],
@@ -331,9 +369,13 @@ def markdown(runs: list) -> str:
         if "realtime" in run:
             rt = run["realtime"]
             for label, c in harness.realtime_clips(rt).items():
-                lines += [f"Real time, {label} (dynamic runner, batch {rt['batch']}, max wait {rt['max_wait_ms']} ms, "
+                lines += [f"Real time, {label}, decoded by {DECODED[rt.get('decoder', 'cpu')]} (dynamic runner, batch "
+                          f"{rt['batch']}, max wait {rt['max_wait_ms']} ms, "
                           f"{rt['seconds']} s per run, {rt.get('repeats', 1)} run(s) per S): largest S with p99 <= 50 ms "
                           f"and no drops in every run: **{c.get('max_streams_p99_le_50ms', '-')}**", "",
+                          *([f"OpenCV decoding alone on this host ({alone['threads']} threads, one FFmpeg thread "
+                             f"each): {alone['frames_per_s']:,.0f} fr/s, the ceiling for host-frame streams.", ""]
+                            if (alone := rt.get("opencv_alone", {}).get(label)) else []),
                           "| live 30 fr/s streams | run | fr/s | p50 ms | p99 ms | drops | GPU util % | CPU % | CPU % per stream |",
                           "|---|---|---|---|---|---|---|---|---|"]
                 for row in c["rows"]:
