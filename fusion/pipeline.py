@@ -10,6 +10,7 @@ or a kernels.letterbox.FrameBatch (frames checked already: no second check).
 
 How a batch runs (CUDA device):
 * host frames are copied into a pinned staging buffer, then to the device with a non-blocking copy;
+  frames already in pinned memory (a decoder's pinned rows) go to the device in one call, with no CPU copy;
   device frames are read in place: the CuPy letterbox takes a table of frame pointers, which the pipeline
   rewrites per batch, so even a CUDA-graph replay reads the caller's memory (no copy);
 * letterbox, backbone, head decode, NMS and rescale (:meth:`PosePipeline._stages`, the one stage chain of
@@ -138,6 +139,7 @@ class _Slot:
     src_pinned: torch.Tensor | None = None  # host mirror of layout.src (device-frame pointer table)
     in_host: torch.Tensor | list | None = None  # pinned staging for host frames
     in_dev: torch.Tensor | None = None  # device input buffer (host frames, or copies for non-CuPy graphs)
+    in_dev_rows: list | None = None  # in_dev's frames, the targets of one copy from pinned frames
     in_dev_list: list | None = None  # per-frame device buffers (host frames of mixed shapes)
     lb_out: torch.Tensor | None = None
     raw: torch.Tensor | None = None
@@ -342,10 +344,17 @@ class PosePipeline:
         the batch as the device copies."""
         frames = fb.items
         if same:
-            if slot.in_host is None:
-                shape = tuple(fb.batch.shape) if fb.batch is not None else (len(fb),) + tuple(frames[0].shape)
-                slot.in_host = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            shape = tuple(fb.batch.shape) if fb.batch is not None else (len(fb),) + tuple(frames[0].shape)
+            if slot.in_dev is None:
                 slot.in_dev = torch.empty(shape, dtype=torch.uint8, device=self.device)
+                slot.in_dev_rows = list(slot.in_dev.unbind(0))
+            if frames is not None and all(f.is_pinned() for f in frames):
+                # one call for the batch: each release and re-take of the interpreter lock (a copy_ per
+                # frame) waits behind the reader threads (results/DECISIONS.md)
+                torch._foreach_copy_(slot.in_dev_rows, frames, non_blocking=True)
+                return FrameBatch(None, slot.in_dev, self.device, fb.shapes, fb.pixel_format)
+            if slot.in_host is None:
+                slot.in_host = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
             if fb.batch is not None:
                 slot.in_host.copy_(fb.batch)
             else:

@@ -181,7 +181,7 @@ class PoseActor:
         from .events import StreamFanout
         from .monitor import PerformanceMonitor
         from .run import open_stream, run_settings
-        from .sources import SourceError
+        from .sources import SourceError, decode_threads
 
         self.calls += 1
         call = f"{self.actor}:{self.calls}"
@@ -200,7 +200,7 @@ class PoseActor:
             notes: dict = {}
             try:
                 src = open_stream(dataclasses.replace(self.cfg, max_frames=end - start), video, name, self.cfg.device,
-                                  notes=notes, start=start)
+                                  notes=notes, start=start, threads=decode_threads(len(items)))
             except SourceError as e:
                 r["error"] = str(e)
                 continue

@@ -369,6 +369,8 @@ def _results(results_q, events: RunEvents, on_result, state: RunState, n_workers
     except BaseException as e:  # noqa: BLE001
         state.fail("result", e)
     finally:
+        for f, _ in held.values():  # a stopped run's frames that waited for an earlier one of their stream
+            f.release()
         state.add_times(times)
 
 

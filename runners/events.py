@@ -112,9 +112,9 @@ class FrameResult:
 
     stream: the source's name; index: the frame's position in it; poses: its PoseResult; size: the image's
     (h, w); timestamp: seconds from the source's start (None if unknown); file: the image file (image
-    sources); image: the BGR frame (host sources; None for NV12 GPU frames, whose buffers are back in their
-    decoder's pool by then, and in the multi-GPU parent); restart: the first frame after its source started
-    over (Frame.restart)."""
+    sources); image: the BGR frame (host sources; None for NV12 GPU frames and in the multi-GPU parent),
+    valid until ``on_result`` returns: a video's frames live in rows its decoder reuses, so copy it to keep
+    it; restart: the first frame after its source started over (Frame.restart)."""
 
     stream: str
     index: int

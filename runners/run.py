@@ -23,7 +23,7 @@ from .config import CONCURRENT, ConfigError, RunConfig
 from .events import FrameResult, StreamFanout
 from .monitor import PerformanceMonitor
 from .outputs import Outputs, check_paths
-from .sources import SourceError, announce, is_network, looping, open_source
+from .sources import SourceError, announce, decode_threads, is_network, looping, open_source
 from .strategies import run_source
 
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
@@ -141,18 +141,20 @@ def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_proce
     {name: note} for those read otherwise than asked: with the decoder 'auto', a video NVDEC cannot open
     is read with OpenCV)."""
     sources, failed, notes = [], {}, {}
+    threads = decode_threads(len(streams))
     for spec, name in streams:
         try:
-            sources.append(open_stream(cfg, spec, name, device, decode_processes, notes))
+            sources.append(open_stream(cfg, spec, name, device, decode_processes, notes, threads=threads))
         except SourceError as e:
             failed[name] = str(e)
     return sources, failed, notes
 
 
-def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=None, notes=None, start: int = 0):
+def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=None, notes=None, start: int = 0,
+                threads: int = 0):
     """One stream of the run: the Source of ``spec`` named ``name`` (looping, paced or limited as ``cfg``
-    says; from frame ``start`` of a video file); a note goes to ``notes`` when it is read otherwise than
-    asked. Raises SourceError."""
+    says; from frame ``start`` of a video file; ``threads``: its FFmpeg threads when OpenCV decodes it,
+    0 for one per core); a note goes to ``notes`` when it is read otherwise than asked. Raises SourceError."""
     fallback = cfg.decoder == "nvdec" and "decoder" in cfg.chosen
 
     def open_once(decoder=cfg.decoder):
@@ -160,7 +162,8 @@ def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=N
             decoder = "cpu"
         return open_source(spec, max_frames=cfg.max_frames, decoder=decoder,
                            device=device if device.startswith("cuda") else None, chunk=cfg.chunk,
-                           decode_processes=decode_processes, reconnect_s=cfg.reconnect_s, start=start)
+                           decode_processes=decode_processes, reconnect_s=cfg.reconnect_s, start=start,
+                           threads=threads, pinned=device.startswith("cuda"))
 
     def open_any():
         try:
@@ -272,7 +275,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
     peak = _PeakMemory(cfg.device if cfg.runner != "multigpu" else None)
 
     def open_added(spec, name):  # a source a RunControl adds while the run is live
-        src = open_stream(cfg, spec, name, cfg.device, decode_processes, notes)
+        src = open_stream(cfg, spec, name, cfg.device, decode_processes, notes,
+                          threads=decode_threads(len(sources) + 1))
         sources.append(src)
         outputs.add_stream(name, src.fps)
         return src

@@ -104,17 +104,15 @@ def submit_split(pipe, frames: list, pixel_format: str) -> list:
 
 
 def finish(submitted: list, events: RunEvents | None = None):
-    """Wait for submit_frames()'s batches; yields (frame, PoseResult) in order, each frame released (each
-    batch's GPU span times go to ``events``)."""
+    """Wait for submit_frames()'s batches; yields (frame, PoseResult) in order (each batch's GPU span times go
+    to ``events``); the frames are released by :func:`deliver`, after their results are handed out."""
     for frames, parts in submitted:
         results = []
         for p in parts:
             results.extend(p.result())
             if events is not None and p.gpu_ms:
                 events.gpu_spans(p.gpu_ms)
-        for f, r in zip(frames, results):
-            f.release()
-            yield f, r
+        yield from zip(frames, results)
 
 
 def frame_result(name: str, f: Frame, poses: PoseResult) -> FrameResult:
@@ -128,7 +126,8 @@ def deliver(ready, events: RunEvents, on_result: OnResult | None, accounted=None
     """Account for and hand out results: ``ready`` is (stream, frame, PoseResult) triples, each stream's in
     frame order; one ``delivered`` call for all, then ``accounted(keys)`` (a runner's in-flight set), then
     ``on_result`` per frame (a BatchSink: once, with all of them), so a failing callback leaves no
-    delivered frame counted as in flight."""
+    delivered frame counted as in flight. Each frame is released once ``on_result`` has returned (its
+    FrameResult.image may be a decoder's reused row)."""
     ready = list(ready)
     if not ready:
         return
@@ -136,11 +135,15 @@ def deliver(ready, events: RunEvents, on_result: OnResult | None, accounted=None
     events.delivered([(k, len(r)) for k, (_, _, r) in zip(keys, ready)])
     if accounted is not None:
         accounted(keys)
-    if isinstance(on_result, BatchSink):
-        on_result.batch([frame_result(name, f, r) for name, f, r in ready])
-    elif on_result is not None:
-        for name, f, r in ready:
-            on_result(frame_result(name, f, r))
+    try:
+        if isinstance(on_result, BatchSink):
+            on_result.batch([frame_result(name, f, r) for name, f, r in ready])
+        elif on_result is not None:
+            for name, f, r in ready:
+                on_result(frame_result(name, f, r))
+    finally:
+        for _, f, _ in ready:
+            f.release()
 
 
 def _finished(name: str, submitted: list, events: RunEvents):
@@ -185,7 +188,6 @@ def run_ultralytics(src: Source, yolo, events: RunEvents, on_result: OnResult | 
             r = yolo.predict(f.image, verbose=False, **predict_kw)[0]
             res = PoseResult(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),
                              r.keypoints.data.cpu().numpy().reshape(-1, 17, 3))
-            f.release()
             deliver([(src.name, f, res)], events, on_result)
 
 

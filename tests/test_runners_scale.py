@@ -401,6 +401,41 @@ def test_nvdec_dynamic_runner_poses_match_cpu_decode(per_process):
 
 
 @pytest.mark.gpu
+def test_a_gpu_run_decodes_into_pinned_rows_and_equals_plain_frames(clip_frames):
+    """On a CUDA run OpenCV decodes into pinned rows that go to the device in one call: the same poses
+    as the frames given as plain arrays, and each result's image is its frame while on_result runs."""
+    from posefuse import RunConfig, run
+
+    n = 40
+    pipe = PosePipeline(device="cuda")
+    want = pipe([clip_frames[i] for i in range(n)])
+    got, images_ok = {}, []
+
+    def on(r):
+        got[r.index] = r.poses
+        images_ok.append(np.array_equal(r.image, clip_frames[r.index]))
+
+    rep = run(RunConfig(sources=[helpers.data_path(CLIP)], decoder="cpu", runner="dynamic", batch=16,
+                        max_frames=n, realtime=True, fps=60.0, progress=False), on_result=on)  # paced: rows free
+    assert rep.overall["results"] == n and all(images_ok) and len(images_ok) == n
+    for i in range(n):
+        np.testing.assert_allclose(got[i].boxes, want[i].boxes, atol=0.5)
+        np.testing.assert_allclose(got[i].keypoints, want[i].keypoints, atol=0.5)
+
+
+@pytest.mark.gpu
+def test_pinned_frames_go_to_the_device_in_one_copy_and_match_pageable_ones(clip_frames):
+    pipe = PosePipeline(device="cuda")
+    frames = [clip_frames[i] for i in range(0, 64, 4)]
+    pinned = [torch.from_numpy(f).pin_memory() for f in frames]
+    assert all(t.is_pinned() for t in pinned)
+    a, b = pipe(frames), pipe(pinned)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.boxes, y.boxes)
+        np.testing.assert_array_equal(x.keypoints, y.keypoints)
+
+
+@pytest.mark.gpu
 def test_nvdec_errors_name_the_source(tmp_path):
     _need_nvdec()
     bad = tmp_path / "junk.mp4"

@@ -25,7 +25,7 @@ from .synthetic import DEFAULT_NAME, default_source, synthesized_clip
 
 def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str = "cpu", device=None,
                 chunk: int | None = None, decode_processes=None, reconnect_s: float = RECONNECT_S,
-                start: int = 0) -> Source:
+                start: int = 0, threads: int = 0, pinned: bool = False) -> Source:
     """The Source for ``spec``: a video file or URL, an image folder (read with its subfolders), an image
     file, or None / 'default' for the embedded clip.
 
@@ -35,7 +35,9 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
     serves NVDEC streams (default: one process for all of this process's streams per device). A URL read
     with decoder 'cpu' is a live network source (network.py: reconnects for up to ``reconnect_s``).
     start: a video file's first frame (frame indices stay the video's own; a segment of an archive job).
-    Raises SourceError naming the source when it cannot be opened."""
+    threads: FFmpeg decode threads of a video file read with OpenCV (0: one per core; see
+    :func:`decode_threads`). pinned: a video or URL read with OpenCV decodes into reused pinned rows (a
+    CUDA run: the pipeline copies them to the device without a CPU copy). Raises SourceError naming the source when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
     if max_frames is not None and max_frames < 1:
@@ -65,8 +67,15 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
 
         return open_nvdec(spec, device, max_frames, chunk, decode_processes, start=start)
     if is_network(spec):
-        return open_network(spec, max_frames, reconnect_s=reconnect_s)
-    return open_video(spec, max_frames, start)
+        return open_network(spec, max_frames, reconnect_s=reconnect_s, pinned=pinned)
+    return open_video(spec, max_frames, start, threads, pinned)
+
+
+def decode_threads(cpu_streams: int) -> int:
+    """FFmpeg threads for each of ``cpu_streams`` videos decoded with OpenCV at once: the cores shared out,
+    at least one each (OpenCV's default, a thread per core for every video, puts cores x streams threads
+    on the cores; results/DECISIONS.md)."""
+    return max(1, (os.cpu_count() or 1) // max(1, cpu_streams))
 
 
 def announce(spec: str | None, decoder: str) -> tuple | None:
@@ -128,4 +137,4 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
                   first.pixel_format, first.stats, stopped, close, first.counts, first.live)
 
 
-__all__ = ["announce", "is_network", "looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]
+__all__ = ["announce", "decode_threads", "is_network", "looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]

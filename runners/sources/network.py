@@ -9,7 +9,9 @@ frame. Delivered frames keep consecutive indices over reconnects; the gap is cou
 frame rate); the first frame after a reconnect has ``restart`` set. A change of resolution is counted
 ('network.resolution_changes') and passed on: each frame carries its own shape. A stream that declares
 its length (a video file served over HTTP) ends at its end. Timestamps are seconds since the source
-opened, on the host clock, gaps included.
+opened, on the host clock, gaps included. A camera decodes on one FFmpeg thread: frame threads would hold
+each frame back by one frame time per thread (OpenCV's default is a thread per core), latency a live
+stream cannot spare, and many cameras share the cores anyway.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import cv2
 from ...kernels._common import nvtx_range
 from ..config import RECONNECT_S
 from .frame import Frame, Source, SourceError
+from .opencv import host_rows, read_frame
 
 STALL_S = 3.0  # a read with no frame for this long is a disconnect (OpenCV's read timeout)
 BACKOFF_S, BACKOFF_MAX_S = 0.25, 4.0  # the first wait between attempts to reopen, and the longest
@@ -32,7 +35,8 @@ def is_network(spec: str | None) -> bool:
 
 def _open_capture(url: str, stall_s: float):
     ms = int(stall_s * 1000)
-    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms,
+                                                 cv2.CAP_PROP_N_THREADS, 1])
     if cap.isOpened():
         return cap
     cap.release()
@@ -56,9 +60,10 @@ def _connect(url: str, stall_s: float, give_up_at: float, cancel) -> tuple:
 
 
 def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float = RECONNECT_S,
-                 stall_s: float = STALL_S) -> Source:
+                 stall_s: float = STALL_S, pinned: bool = False) -> Source:
     """The live source at ``url`` (see the module docstring). Waits up to ``reconnect_s`` for the URL to
-    open; raises SourceError naming it when it does not."""
+    open; raises SourceError naming it when it does not. ``pinned``: frames are decoded into reused pinned
+    rows (a CUDA run; frames of another resolution into new arrays)."""
     if not reconnect_s > 0:
         raise ValueError(f"reconnect_s: expected seconds > 0, got {reconnect_s}")
     if not stall_s > 0:
@@ -77,6 +82,7 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
     counts.update({"network.reconnects": 0, "network.disconnected_s": 0.0, "network.frames_missed": 0,
                   "network.resolution_changes": 0})
     t_open = time.monotonic()
+    rows = host_rows(shape, pinned)
 
     def parcels():
         nonlocal cap
@@ -86,12 +92,12 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
                 if src.cancel.is_set():
                     return
                 with nvtx_range("video_decode"):
-                    ok, img = cap.read()
+                    ok, img, release = read_frame(cap, rows)
                 if ok and img is not None:
                     if last_shape is not None and img.shape[:2] != last_shape:
                         counts["network.resolution_changes"] += 1
                     last_shape = img.shape[:2]
-                    yield [Frame(i, img, timestamp=time.monotonic() - t_open, restart=restart)]
+                    yield [Frame(i, img, timestamp=time.monotonic() - t_open, restart=restart, on_release=release)]
                     i, restart = i + 1, False
                     continue
                 if finite or src.cancel.is_set():  # the end of a stream of known length, or closed

@@ -9,15 +9,39 @@ import cv2
 
 from ...kernels._common import nvtx_range
 from .frame import Frame, Source, SourceError
+from .pool import HostRows
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def open_video(path: str, max_frames: int | None, start: int = 0) -> Source:
+def read_frame(cap, rows: HostRows | None) -> tuple:
+    """``cap.read()`` into a free row of ``rows`` where there is one: (ok, image, release), ``release`` the
+    row's (None for a new array: no row free, or a frame of another shape, which OpenCV allocates anew)."""
+    buf, release = rows.take() if rows is not None else (None, None)
+    if buf is None:
+        ok, img = cap.read()
+        return ok, img, None
+    ok, img = cap.read(buf)
+    if not ok or img is not buf:
+        release()
+        return ok, img, None
+    return ok, img, release
+
+
+def host_rows(shape: tuple, pinned: bool) -> HostRows | None:
+    """The row pool of a source of BGR frames of ``shape`` (h, w) when ``pinned`` (a CUDA run), else None."""
+    return HostRows((*shape, 3), pinned=True) if pinned and all(shape) else None
+
+
+def open_video(path: str, max_frames: int | None, start: int = 0, threads: int = 0, pinned: bool = False) -> Source:
     """A video file or URL, from frame ``start`` (OpenCV seeks to the keyframe before it and decodes up to
-    it; frame indices are the video's own). A file that stops short of the frame count its container
-    declares raises SourceError after its last good frame (truncated or corrupt)."""
-    cap = cv2.VideoCapture(path)
+    it; frame indices are the video's own). ``threads``: FFmpeg decode threads (0: OpenCV's default, one
+    per core). ``pinned``: frames are decoded into reused pinned rows (:class:`~.pool.HostRows`; a CUDA
+    run). A file that stops short of the frame count its container declares raises SourceError after
+    its last good frame (truncated or corrupt)."""
+    if threads < 0:
+        raise ValueError(f"threads: expected decode threads >= 0, got {threads}")
+    cap = cv2.VideoCapture(path, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads] if threads else [])
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"source {path}: OpenCV could not open it (missing codec, not a video, or unreachable)")
@@ -28,16 +52,18 @@ def open_video(path: str, max_frames: int | None, start: int = 0) -> Source:
         cap.release()
         raise SourceError(f"source {path}: OpenCV could not seek to frame {start}")
 
+    rows = host_rows(shape, pinned)
+
     def parcels():
         i = start
         try:
             while max_frames is None or i - start < max_frames:
                 with nvtx_range("video_decode"):
-                    ok, img = cap.read()
+                    ok, img, release = read_frame(cap, rows)
                 if not ok:
                     break
                 ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-                yield [Frame(i, img, timestamp=ms / 1e3 if ms or not fps else i / fps)]
+                yield [Frame(i, img, timestamp=ms / 1e3 if ms or not fps else i / fps, on_release=release)]
                 i += 1
         finally:
             cap.release()

@@ -3,7 +3,8 @@
 A :class:`ChunkStream` is a decoder that answers in chunks: ``fetch(i)`` decodes frames ``i, i+1, ...`` into
 free rows of its ``buffers`` tensor, which it takes from its :class:`FramePool`; a row goes back to the pool
 once every frame of its chunk is released by the runner (:class:`Release`). ``simulated_stream`` is a
-decoder stand-in with the same protocol, for the CPU tests of the decode processes.
+decoder stand-in with the same protocol, for the CPU tests of the decode processes. :class:`HostRows` is
+the pool of an OpenCV decoder's host frames.
 """
 from __future__ import annotations
 
@@ -51,6 +52,34 @@ class FramePool:
     def all_free(self) -> bool:
         with self.cv:
             return len(self.free) == self.size
+
+
+class HostRows:
+    """Reused host buffers for one source's frames of one shape (``shape``, uint8), in pinned memory on a CUDA
+    run: the decoder writes each frame where the pipeline's copy engine reads it, so a host frame is never
+    copied on the CPU again (results/DECISIONS.md). :meth:`take` never waits: with every row in use (a
+    consumer behind) or a frame of another shape (a stream that changed resolution) the caller reads into a
+    new array instead, so a reader that serves other sources is never held up by this one."""
+
+    def __init__(self, shape: tuple, size: int = 4, pinned: bool = False):
+        if size < 1:
+            raise ValueError(f"size: expected rows >= 1, got {size}")
+        self.shape = tuple(shape)
+        self.rows = list(torch.empty((size, *self.shape), dtype=torch.uint8, pin_memory=pinned).numpy())
+        self.free = list(range(size))
+        self.lock = threading.Lock()
+
+    def take(self) -> tuple:
+        """(a free row, its release: call once when the frame's memory is no longer read), or (None, None)."""
+        with self.lock:
+            if not self.free:
+                return None, None
+            r = self.free.pop()
+        return self.rows[r], lambda: self._give_back(r)
+
+    def _give_back(self, r: int):
+        with self.lock:
+            self.free.append(r)
 
 
 class Release:

@@ -292,6 +292,8 @@ def _serve_stream(conn, factory, kwargs: dict):
             conn.send(Chunk(i, rows))
         cs.stats["video_decode.copy_sync"] = t_sync
         conn.send(End(cs.stats))
+    except (BrokenPipeError, ConnectionResetError):  # the parent closed the stream (its run ended): nobody to tell
+        stopped.set()
     except SourceError as e:
         conn.send(Failed(str(e), cs.stats))
     except BaseException as e:  # noqa: BLE001
