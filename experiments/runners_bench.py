@@ -197,9 +197,12 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
     split (seconds per activity, summed over the threads of each kind)."""
     from posefuse import RunConfig, run
 
-    r = run(RunConfig(sources=[path], repeat=s, runner="dynamic", decoder=decoder, batch=batch, max_wait_ms=max_wait_ms,
-                      realtime=True, fps=30.0, loop=True, duration_s=seconds, progress=False)).overall
+    rep = run(RunConfig(sources=[path], repeat=s, runner="dynamic", decoder=decoder, batch=batch,
+                        max_wait_ms=max_wait_ms, realtime=True, fps=30.0, loop=True, duration_s=seconds, progress=False))
+    r = rep.overall
+    outside = sum((st.get("source") or {}).get("host_rows.new_arrays", 0) for st in rep.streams.values())
     return {"streams": s, "decoder": decoder, "frames": r["results"], "frames_per_s": r["frames_per_s"],
+            "frames_outside_pinned_rows": outside,
             "latency_ms": r["latency_ms"], "drops": r["drops"],
             "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
             "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean"),

@@ -348,9 +348,9 @@ class PosePipeline:
             if slot.in_dev is None:
                 slot.in_dev = torch.empty(shape, dtype=torch.uint8, device=self.device)
                 slot.in_dev_rows = list(slot.in_dev.unbind(0))
-            if frames is not None and all(f.is_pinned() for f in frames):
-                # one call for the batch: each release and re-take of the interpreter lock (a copy_ per
-                # frame) waits behind the reader threads (results/DECISIONS.md)
+            # One call per batch, never one per frame: each call releases and re-takes the interpreter
+            # lock, and each re-take waits behind the reader threads (results/DECISIONS.md).
+            if fb.pinned and frames is not None:  # a decoder's pinned rows: straight to the device
                 torch._foreach_copy_(slot.in_dev_rows, frames, non_blocking=True)
                 return FrameBatch(None, slot.in_dev, self.device, fb.shapes, fb.pixel_format)
             if slot.in_host is None:
@@ -358,8 +358,7 @@ class PosePipeline:
             if fb.batch is not None:
                 slot.in_host.copy_(fb.batch)
             else:
-                for i, f in enumerate(frames):
-                    slot.in_host[i].copy_(f)
+                torch.stack(frames, out=slot.in_host)
             slot.in_dev.copy_(slot.in_host, non_blocking=True)
             return FrameBatch(None, slot.in_dev, self.device, fb.shapes, fb.pixel_format)
         if slot.in_host is None:

@@ -91,7 +91,8 @@ def submit_split(pipe, frames: list, pixel_format: str) -> list:
     """``pipe.submit`` of the checked ``frames``; on CUDA out-of-memory the batch is split in halves and
     retried (with a warning), down to single frames. Returns the PendingBatches covering them, in order."""
     try:
-        fb = FrameBatch.checked([f.checked[0] for f in frames], [f.checked[1] for f in frames], pixel_format)
+        fb = FrameBatch.checked([f.checked[0] for f in frames], [f.checked[1] for f in frames], pixel_format,
+                                pinned=all(f.pinned for f in frames))
         return [pipe.submit(fb, pixel_format)]
     except torch.cuda.OutOfMemoryError:
         if len(frames) == 1:

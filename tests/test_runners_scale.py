@@ -425,11 +425,13 @@ def test_a_gpu_run_decodes_into_pinned_rows_and_equals_plain_frames(clip_frames)
 
 @pytest.mark.gpu
 def test_pinned_frames_go_to_the_device_in_one_copy_and_match_pageable_ones(clip_frames):
+    from posefuse.kernels.letterbox import FrameBatch
+
     pipe = PosePipeline(device="cuda")
     frames = [clip_frames[i] for i in range(0, 64, 4)]
     pinned = [torch.from_numpy(f).pin_memory() for f in frames]
     assert all(t.is_pinned() for t in pinned)
-    a, b = pipe(frames), pipe(pinned)
+    a, b = pipe(frames), pipe(FrameBatch.checked(pinned, [f.shape[:2] for f in frames], "bgr", pinned=True))
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x.boxes, y.boxes)
         np.testing.assert_array_equal(x.keypoints, y.keypoints)

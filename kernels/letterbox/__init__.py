@@ -84,11 +84,12 @@ class FrameBatch:
     device: torch.device
     shapes: list
     pixel_format: str
+    pinned: bool = False  # host frames, every one in pinned memory (the caller knows: no query per frame)
 
     @classmethod
-    def checked(cls, items: list, shapes: list, pixel_format: str) -> "FrameBatch":
+    def checked(cls, items: list, shapes: list, pixel_format: str, pinned: bool = False) -> "FrameBatch":
         """Frames already checked one by one (``check_frame``) and on one device: no check here."""
-        return cls(items, None, items[0].device, list(shapes), pixel_format)
+        return cls(items, None, items[0].device, list(shapes), pixel_format, pinned)
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -103,7 +104,7 @@ class FrameBatch:
             return self
         items = self.frames()
         return FrameBatch(items + [items[-1]] * k, None, self.device, self.shapes + [self.shapes[-1]] * k,
-                          self.pixel_format)
+                          self.pixel_format, self.pinned)
 
 
 def normalize_frames(frames, pixel_format: str = "bgr") -> FrameBatch:

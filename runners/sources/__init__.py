@@ -104,6 +104,11 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
     state = {"src": first}
     stopped = threading.Event()
 
+    def merge(src):  # a later pass's counts add to the stream's (the first pass's dict)
+        if src is not first:
+            for k, v in src.counts.items():
+                first.counts[k] = first.counts.get(k, 0) + v
+
     def parcels():
         deadline = None if duration_s is None else time.perf_counter() + duration_s
         i, src = 0, first
@@ -114,6 +119,7 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
                     for f in parcel:
                         f.release()
                     src.close()
+                    merge(src)
                     return
                 if i and n == 0:  # the first frame of a pass after the first
                     parcel[0].restart = True
@@ -125,6 +131,7 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
                 yield parcel
             i += n
             src.close()
+            merge(src)
             if not loop or n == 0 or stopped.is_set():
                 return
             src = state["src"] = open_once()

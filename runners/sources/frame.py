@@ -32,6 +32,7 @@ class Frame:
     on_release: Callable[[], None] | None = None
     checked: tuple | None = None  # (tensor, (h, w)) once the runner has checked the frame
     restart: bool = False
+    pinned: bool = False  # ``image`` is a pinned host row (a decoder's HostRows): one copy call per batch
 
     def release(self):
         """The consumer is finished with the frame's memory (idempotent): a decoder's buffer goes back."""

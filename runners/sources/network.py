@@ -22,7 +22,7 @@ import cv2
 from ...kernels._common import nvtx_range
 from ..config import RECONNECT_S
 from .frame import Frame, Source, SourceError
-from .opencv import host_rows, read_frame
+from .opencv import NEW_ARRAYS, host_rows, read_frame
 
 STALL_S = 3.0  # a read with no frame for this long is a disconnect (OpenCV's read timeout)
 BACKOFF_S, BACKOFF_MAX_S = 0.25, 4.0  # the first wait between attempts to reopen, and the longest
@@ -83,6 +83,8 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
                   "network.resolution_changes": 0})
     t_open = time.monotonic()
     rows = host_rows(shape, pinned)
+    if rows is not None:
+        counts[NEW_ARRAYS] = 0
 
     def parcels():
         nonlocal cap
@@ -97,7 +99,10 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
                     if last_shape is not None and img.shape[:2] != last_shape:
                         counts["network.resolution_changes"] += 1
                     last_shape = img.shape[:2]
-                    yield [Frame(i, img, timestamp=time.monotonic() - t_open, restart=restart, on_release=release)]
+                    if rows is not None and release is None:
+                        counts[NEW_ARRAYS] += 1
+                    yield [Frame(i, img, timestamp=time.monotonic() - t_open, restart=restart, on_release=release,
+                                 pinned=release is not None and rows.pinned)]
                     i, restart = i + 1, False
                     continue
                 if finite or src.cancel.is_set():  # the end of a stream of known length, or closed

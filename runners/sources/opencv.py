@@ -28,6 +28,9 @@ def read_frame(cap, rows: HostRows | None) -> tuple:
     return ok, img, release
 
 
+NEW_ARRAYS = "host_rows.new_arrays"  # a source's count of frames decoded outside its rows (none was free)
+
+
 def host_rows(shape: tuple, pinned: bool) -> HostRows | None:
     """The row pool of a source of BGR frames of ``shape`` (h, w) when ``pinned`` (a CUDA run), else None."""
     return HostRows((*shape, 3), pinned=True) if pinned and all(shape) else None
@@ -53,6 +56,7 @@ def open_video(path: str, max_frames: int | None, start: int = 0, threads: int =
         raise SourceError(f"source {path}: OpenCV could not seek to frame {start}")
 
     rows = host_rows(shape, pinned)
+    counts = {NEW_ARRAYS: 0} if rows is not None else {}
 
     def parcels():
         i = start
@@ -63,7 +67,10 @@ def open_video(path: str, max_frames: int | None, start: int = 0, threads: int =
                 if not ok:
                     break
                 ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-                yield [Frame(i, img, timestamp=ms / 1e3 if ms or not fps else i / fps, on_release=release)]
+                if rows is not None and release is None:
+                    counts[NEW_ARRAYS] += 1
+                yield [Frame(i, img, timestamp=ms / 1e3 if ms or not fps else i / fps, on_release=release,
+                             pinned=release is not None and rows.pinned)]
                 i += 1
         finally:
             cap.release()
@@ -76,7 +83,7 @@ def open_video(path: str, max_frames: int | None, start: int = 0, threads: int =
 
     left = declared - start if declared else None
     count = min(left, max_frames) if left and max_frames else left
-    return Source(path, parcels(), fps, count, shape=shape if all(shape) else None)
+    return Source(path, parcels(), fps, count, shape=shape if all(shape) else None, counts=counts)
 
 
 def image_files(folder: Path) -> list[Path]:

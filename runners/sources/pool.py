@@ -64,7 +64,7 @@ class HostRows:
     def __init__(self, shape: tuple, size: int = 4, pinned: bool = False):
         if size < 1:
             raise ValueError(f"size: expected rows >= 1, got {size}")
-        self.shape = tuple(shape)
+        self.shape, self.pinned = tuple(shape), pinned
         self.rows = list(torch.empty((size, *self.shape), dtype=torch.uint8, pin_memory=pinned).numpy())
         self.free = list(range(size))
         self.lock = threading.Lock()
