@@ -143,6 +143,9 @@ def realtime_clips(rt: dict) -> dict:
                                            "max_streams_p99_le_50ms": rt.get("max_streams_p99_le_50ms")}}
 
 
-def realtime_held(runs: list) -> bool:
-    """S live streams hold when every run of them has p99 <= 50 ms from release to result and no drop."""
-    return all(r["latency_ms"]["p99"] <= 50 and not r["drops"] for r in runs)
+def realtime_held(runs: list, fps: float = 30.0) -> bool:
+    """S live streams hold when every run of them has p99 <= 50 ms from release to result, no drop, no
+    failed source, and keeps up with what the streams offer (>= 95% of S x ``fps``: latency counts from a
+    frame's release, so a reader that falls behind would not show in it)."""
+    return all(r["latency_ms"]["p99"] <= 50 and not r["drops"] and not r.get("failed")
+               and r["frames_per_s"] >= 0.95 * fps * r["streams"] for r in runs)

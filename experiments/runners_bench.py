@@ -191,14 +191,28 @@ def opencv_alone(path: str, threads: int, seconds: float = 3.0) -> dict:
     return {"threads": threads, "frames": sum(counts), "frames_per_s": sum(counts) / wall}
 
 
-def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, decoder: str = "cpu") -> dict:
+def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, decoder: str = "cpu",
+             network: bool = False) -> dict:
     """``s`` live 30 fr/s streams of the looping clip for ``seconds`` through ``posefuse.run``, decoded by
-    ``decoder`` ('cpu': OpenCV, host frames, as network cameras are read; 'nvdec'); with the run's thread
-    split (seconds per activity, summed over the threads of each kind)."""
+    ``decoder`` ('cpu': OpenCV, host frames, as network cameras are read; 'nvdec'); ``network``: each
+    stream a camera on loopback (ffmpeg serving the clip at 30 fr/s over HTTP, cameras.py) instead of the
+    file released at 30 fr/s. With the run's thread split (seconds per activity, summed over the threads of
+    each kind) and the frames decoded outside the sources' pinned rows."""
     from posefuse import RunConfig, run
 
-    rep = run(RunConfig(sources=[path], repeat=s, runner="dynamic", decoder=decoder, batch=batch,
-                        max_wait_ms=max_wait_ms, realtime=True, fps=30.0, loop=True, duration_s=seconds, progress=False))
+    if network:
+        import cameras
+
+        cams = cameras.Cameras(path, s, fps=30.0).start()
+        try:
+            rep = run(RunConfig(sources=cams.urls, runner="dynamic", decoder="cpu", batch=batch,
+                                max_wait_ms=max_wait_ms, duration_s=seconds, progress=False))
+        finally:
+            cams.stop()
+    else:
+        rep = run(RunConfig(sources=[path], repeat=s, runner="dynamic", decoder=decoder, batch=batch,
+                            max_wait_ms=max_wait_ms, realtime=True, fps=30.0, loop=True, duration_s=seconds,
+                            progress=False))
     r = rep.overall
     outside = sum((st.get("source") or {}).get("host_rows.new_arrays", 0) for st in rep.streams.values())
     return {"streams": s, "decoder": decoder, "frames": r["results"], "frames_per_s": r["frames_per_s"],
@@ -206,7 +220,8 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
             "latency_ms": r["latency_ms"], "drops": r["drops"],
             "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
             "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean"),
-            "thread_s": r.get("runner_thread_s"), "wall_s": r.get("wall_s")}
+            "thread_s": r.get("runner_thread_s"), "wall_s": r.get("wall_s"), "failed": rep.failed,
+            "reconnects": sum((st.get("source") or {}).get("network.reconnects", 0) for st in rep.streams.values())}
 
 
 def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> dict:
@@ -233,6 +248,8 @@ def main():
     ap.add_argument("--realtime-clips", default="768x432", help="realtime: comma list of: " + ", ".join(CLIPS))
     ap.add_argument("--realtime-decoder", default="cpu", choices=("cpu", "nvdec"),
                     help="realtime: 'cpu' (OpenCV, host frames, as cameras are read) or 'nvdec'")
+    ap.add_argument("--realtime-network", action="store_true",
+                    help="realtime: the streams are cameras on loopback (ffmpeg over HTTP), read with OpenCV")
     ap.add_argument("--clips", default=",".join(CLIPS), help="comma list of: " + ", ".join(CLIPS))
     ap.add_argument("--runners", default="dynamic", help="e2e runners to measure: pipelined, dynamic, streams")
     ap.add_argument("--per-process", default="0,1", help="e2e: comma list of NVDEC streams per decode process (0: all)")
@@ -281,7 +298,7 @@ def main():
             _write(run, a.out_dir)
     if "realtime" in only:
         run["realtime"] = {"max_wait_ms": 10.0, "batch": 64, "seconds": a.seconds, "repeats": a.realtime_repeats,
-                           "decoder": a.realtime_decoder, "clips": {}}
+                           "decoder": a.realtime_decoder, "network": a.realtime_network, "clips": {}}
         for label in a.realtime_clips.split(","):
             path, rows = harness.data_path(CLIPS[label]), []
             if a.realtime_decoder == "cpu":
@@ -289,8 +306,8 @@ def main():
                 alone = run["realtime"].setdefault("opencv_alone", {})[label] = opencv_alone(path, n)
                 print("opencv alone", label, alone, flush=True)
             for s in (int(x) for x in a.realtime_s.split(",")):
-                reps = [realtime(path, s, a.seconds, max_wait_ms=10.0, batch=64, decoder=a.realtime_decoder)
-                        for _ in range(a.realtime_repeats)]
+                reps = [realtime(path, s, a.seconds, max_wait_ms=10.0, batch=64, decoder=a.realtime_decoder,
+                                 network=a.realtime_network) for _ in range(a.realtime_repeats)]
                 held = harness.realtime_held(reps)
                 rows.append({"streams": s, "held": held, "runs": reps})
                 print("realtime", label, s, "streams: p99", [f"{r['latency_ms']['p99']:.1f} ms" for r in reps],
@@ -372,7 +389,8 @@ def markdown(runs: list) -> str:
         if "realtime" in run:
             rt = run["realtime"]
             for label, c in harness.realtime_clips(rt).items():
-                lines += [f"Real time, {label}, decoded by {DECODED[rt.get('decoder', 'cpu')]} (dynamic runner, batch "
+                what = "cameras on loopback (ffmpeg, HTTP), " if rt.get("network") else ""
+                lines += [f"Real time, {label}, {what}decoded by {DECODED[rt.get('decoder', 'cpu')]} (dynamic runner, batch "
                           f"{rt['batch']}, max wait {rt['max_wait_ms']} ms, "
                           f"{rt['seconds']} s per run, {rt.get('repeats', 1)} run(s) per S): largest S with p99 <= 50 ms "
                           f"and no drops in every run: **{c.get('max_streams_p99_le_50ms', '-')}**", "",

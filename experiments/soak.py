@@ -3,6 +3,7 @@ host memory and throughput every ``--period`` seconds; then the reliability issu
 
     python experiments/soak.py --duration 480 --streams 16 --decoder nvdec       # the recorded H100 run
     python experiments/soak.py --duration 60 --device cpu --streams 2 --period 5 # the CPU soak (CI)
+    python experiments/soak.py --duration 480 --streams 100 --cameras --plot      # live cameras with outages
     python experiments/soak.py --duration 86400 ...                               # the plan's 24 hours
 
 Run it with ``MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536`` (glibc): otherwise the heap's adaptive
@@ -18,6 +19,7 @@ of the first (``--throughput-tolerance``); zero lost frames (frames in = results
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+import cameras
 import harness
 
 
@@ -94,16 +97,22 @@ def evaluate(samples: list[dict], warmup: float, t0: float, accounting_ok: bool,
 
 def run(duration: float, streams: int, decoder: str, device: str, period: float, warmup: float, batch: int,
         max_wait_ms: float, backend: str, imgsz: int, chunk: int, max_frames=None, tolerance: float = 0.05,
-        partial_out: Path | None = None) -> dict:
-    """``streams`` looping copies of the clip through ``posefuse.run`` (dynamic runner) for ``duration`` s."""
+        partial_out: Path | None = None, cams=None, outage_every: float = 0.0) -> dict:
+    """``streams`` looping copies of the clip through ``posefuse.run`` (dynamic runner) for ``duration`` s;
+    with ``cams`` (cameras.Cameras) the streams are those live cameras instead, put through an outage every
+    ``outage_every`` s (cameras.Outages: one killed and restarted, one stalled)."""
     import torch
 
     from posefuse import RunConfig, run as run_pipeline
     from posefuse.runners.gpuinfo import UsageSampler
 
-    cfg = RunConfig(sources=[harness.data_path(harness.CLIP)], repeat=streams, loop=True, duration_s=duration,
-                    max_frames=max_frames, decoder=decoder, chunk=chunk, runner="dynamic", batch=batch,
-                    max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, progress=False)
+    if cams is not None:  # live cameras: their own pace, read with OpenCV
+        cfg = RunConfig(sources=cams.urls, duration_s=duration, decoder="cpu", runner="dynamic", batch=batch,
+                        max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, progress=False)
+    else:
+        cfg = RunConfig(sources=[harness.data_path(harness.CLIP)], repeat=streams, loop=True, duration_s=duration,
+                        max_frames=max_frames, decoder=decoder, chunk=chunk, runner="dynamic", batch=batch,
+                        max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, progress=False)
     dev = "cuda:0" if device == "cuda" else device
     usage = UsageSampler()  # the GPUs this process may use, as the run's monitor samples them
     samples: list[dict] = []
@@ -132,7 +141,9 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
 
     th = threading.Thread(target=sampler, daemon=True)
     th.start()
-    report = run_pipeline(cfg, on_result)
+    outages = cameras.Outages(cams, every_s=outage_every) if cams is not None and outage_every else None
+    with outages or contextlib.nullcontext():
+        report = run_pipeline(cfg, on_result)
     stop.set()
     th.join()
     samples.append(memory_sample(usage, dev, count[0]))
@@ -149,7 +160,11 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
             "max_wait_ms": max_wait_ms, "period_s": period, "warmup_s": warmup, "failed_sources": report.failed,
             "report": rep, "samples": samples, "evaluation": ev,
             "results_per_second": [per_second.get(k, 0) for k in range(max(per_second, default=0) + 1)],
-            "torch_cuda": torch.cuda.is_available()}
+            "torch_cuda": torch.cuda.is_available(),
+            **({"cameras": {"fps": cams.fps, "outage_every_s": outage_every,
+                            "outages": outages.log if outages else [],
+                            "per_stream": {name: {"results": st["results"], "drops": st["drops"], **(st.get("source") or {})}
+                                           for name, st in report.streams.items()}}} if cams is not None else {})}
 
 
 def plot(result: dict, path: Path):
@@ -196,13 +211,25 @@ def main(argv=None) -> int:
                     help="last window's throughput within this fraction of the first's (the issue: 0.05)")
     ap.add_argument("--out", default=str(harness.RESULTS / "soak.json"))
     ap.add_argument("--plot", action="store_true")
+    ap.add_argument("--cameras", action="store_true",
+                    help="the streams are live cameras on loopback (ffmpeg serving the clip over HTTP at --fps)")
+    ap.add_argument("--fps", type=float, default=30.0, help="--cameras: each camera's frame rate")
+    ap.add_argument("--outage-every", type=float, default=60.0,
+                    help="--cameras: every this many seconds one camera is killed (back 5 s later) and one stalls "
+                         "10 s (0: none)")
     a = ap.parse_args(argv)
     import torch
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     warmup = a.warmup if a.warmup is not None else a.duration / 8
-    res = run(a.duration, a.streams, a.decoder, device, a.period, warmup, a.batch, a.max_wait_ms, a.backend, a.imgsz,
-              a.chunk, a.max_frames, a.throughput_tolerance, Path(a.out).with_suffix(".partial.json"))
+    cams = cameras.Cameras(harness.data_path(harness.CLIP), a.streams, a.fps).start() if a.cameras else None
+    try:
+        res = run(a.duration, a.streams, a.decoder, device, a.period, warmup, a.batch, a.max_wait_ms, a.backend,
+                  a.imgsz, a.chunk, a.max_frames, a.throughput_tolerance, Path(a.out).with_suffix(".partial.json"),
+                  cams, a.outage_every)
+    finally:
+        if cams is not None:
+            cams.stop()
     res["command"] = "python experiments/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
     res["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     out = Path(a.out)

@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from concurrent.futures import ThreadPoolExecutor
+
 from .. import __version__
 from .concurrent import RunInterrupted, RunnerError, run_concurrent, signatures, warm_up
 from .config import CONCURRENT, ConfigError, RunConfig
@@ -29,6 +31,7 @@ from .strategies import run_source
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
 # busy thread holds the others, and every frame in flight, for at most that long (results/DECISIONS.md).
 SWITCH_INTERVAL_S = 0.001
+OPENERS = 32  # threads opening a run's OpenCV sources at once (a camera's open waits on the network)
 
 
 @dataclass
@@ -140,14 +143,22 @@ def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_proce
     """The sources of ``streams`` ([(spec, name)]); returns (sources, {name: error} for those that failed,
     {name: note} for those read otherwise than asked: with the decoder 'auto', a video NVDEC cannot open
     is read with OpenCV)."""
-    sources, failed, notes = [], {}, {}
+    failed, notes = {}, {}
     threads = decode_threads(len(streams))
-    for spec, name in streams:
+
+    def open_one(stream):
+        spec, name = stream
         try:
-            sources.append(open_stream(cfg, spec, name, device, decode_processes, notes, threads=threads))
+            return open_stream(cfg, spec, name, device, decode_processes, notes, threads=threads)
         except SourceError as e:
             failed[name] = str(e)
-    return sources, failed, notes
+
+    # a camera takes most of a second to open (FFmpeg probes the stream): OpenCV sources open side by side;
+    # NVDEC streams open one after another (one control pipe per decode process)
+    workers = 1 if cfg.decoder == "nvdec" else min(OPENERS, len(streams))
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="posefuse-open") as pool:
+        opened = list(pool.map(open_one, streams))
+    return [s for s in opened if s is not None], failed, notes
 
 
 def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=None, notes=None, start: int = 0,
