@@ -101,12 +101,14 @@ class Cameras:
 
 
 class Outages:
-    """While open: every ``every_s`` seconds one camera is killed (restarted ``down_s`` later) and another is
-    stalled for ``stall_s`` (SIGSTOP, then SIGCONT), in turn over the cameras; a camera whose process ended
-    (its client left) is restarted. ``log``: (time from start, camera index, event) of every outage."""
+    """While open: every ``every_s`` seconds one camera is killed (restarted ``down_s`` later) and the next one
+    is stalled for ``stall_s`` (SIGSTOP, then SIGCONT), moving on by one camera each time; a camera whose
+    process ended (its client left, as a stalled one's does once its client gave up) is restarted. ``log``: (time from start, camera index, event) of every outage."""
 
     def __init__(self, cams: Cameras, every_s: float = 60.0, down_s: float = 5.0, stall_s: float = 10.0,
                  first_s: float | None = None):
+        if not (0 < down_s < every_s and 0 < stall_s < every_s):
+            raise ValueError(f"down_s {down_s:g} and stall_s {stall_s:g}: expected each > 0 and < every_s {every_s:g}")
         self.cams, self.every_s, self.down_s, self.stall_s = cams, every_s, down_s, stall_s
         self.first_s = every_s if first_s is None else first_s
         self.log: list = []
@@ -139,7 +141,7 @@ class Outages:
                 cams[stall].pause(True)
                 self._note(stall, "stalled")
                 events.append((now + self.stall_s, "resume", stall))
-                turn, next_at = turn + 2, next_at + self.every_s
+                turn, next_at = turn + 1, next_at + self.every_s
             for ev in [e for e in events if e[0] <= now]:
                 events.remove(ev)
                 _, action, k = ev

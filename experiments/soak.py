@@ -141,7 +141,10 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
 
     th = threading.Thread(target=sampler, daemon=True)
     th.start()
-    outages = cameras.Outages(cams, every_s=outage_every) if cams is not None and outage_every else None
+    outages = None
+    if cams is not None and outage_every:
+        outages = cameras.Outages(cams, every_s=outage_every, down_s=min(5.0, outage_every / 4),
+                                  stall_s=min(10.0, outage_every / 2))
     with outages or contextlib.nullcontext():
         report = run_pipeline(cfg, on_result)
     stop.set()
@@ -215,8 +218,8 @@ def main(argv=None) -> int:
                     help="the streams are live cameras on loopback (ffmpeg serving the clip over HTTP at --fps)")
     ap.add_argument("--fps", type=float, default=30.0, help="--cameras: each camera's frame rate")
     ap.add_argument("--outage-every", type=float, default=60.0,
-                    help="--cameras: every this many seconds one camera is killed (back 5 s later) and one stalls "
-                         "10 s (0: none)")
+                    help="--cameras: every this many seconds one camera is killed (back 5 s later) and the next "
+                         "stalls 10 s (at most a quarter and a half of the period; 0: none)")
     a = ap.parse_args(argv)
     import torch
 

@@ -100,6 +100,29 @@ def test_cpu_soak_60_seconds_nothing_lost_no_growth(tmp_path):
     assert ev["samples_after_warmup"] >= 40 and sum(res["results_per_second"]) == res["report"]["results"]
 
 
+def test_soak_over_loopback_cameras_counts_each_outage_and_loses_nothing(tmp_path):
+    """The live soak's harness on the CPU: two ffmpeg cameras at 5 fr/s, one killed and restarted and one
+    stalled every 8 s; the sources reconnect (counted per stream), no source fails, no frame is lost."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed (.ci/run installs it)")
+    out = tmp_path / "soak.json"
+    r = subprocess.run([sys.executable, "experiments/soak.py", "--duration", "30", "--device", "cpu", "--streams", "2",
+                        "--cameras", "--fps", "5", "--outage-every", "8", "--period", "2", "--imgsz", "320",
+                        "--batch", "4", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.exists(), r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    events = [e for _, _, e in res["cameras"]["outages"]]
+    assert events.count("killed") >= 2 and events.count("restarted") >= 2 and events.count("stalled") >= 2
+    per = res["cameras"]["per_stream"]
+    assert sum(st["network.reconnects"] for st in per.values()) >= 2, per
+    assert res["failed_sources"] == {} and res["report"]["drops"] == {}
+    assert res["evaluation"]["checks"]["zero_lost_frames"]
+
+
 def test_runners_bench_markdown_from_a_recorded_shape():
     runners_bench = helpers.load_experiment("runners_bench")
 
