@@ -8,9 +8,10 @@ joined by bounded queues (backpressure: a slow stage stops the ones before it; m
 * ``dynamic``: a dynamic batcher across all streams: a batch leaves when it holds ``batch`` frames or its
   oldest frame has waited ``max_wait_ms``; latency is measured per frame from arrival to result.
 
-Sources share up to READERS reader threads (a camera has one of its own); each pass of a reader hands the
-runner what it read from all its sources (a decoder's chunk, a frame) as one queue item with one accounting
-call; results are delivered per stream in frame order. A source that fails is reported
+Sources share up to READERS reader threads (files and cameras apart; a camera's reads happen on a pump
+thread of its own that only reads); each pass of a reader hands the runner what it read from all its
+sources (a decoder's chunk, a frame) as one queue item with one accounting call; results are delivered per
+stream in frame order. A source that fails is reported
 (``failed``) and the others go on. An exception in a worker stops the run: the caller gets
 :class:`RunnerError` naming the stage, with the original exception as its cause, within a few seconds;
 every wait is bounded, so nothing hangs and no thread is left behind. ``realtime=True`` releases each
@@ -18,6 +19,7 @@ source's frames at its own frame rate, as a camera would. Each GPU worker runs o
 """
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import threading
@@ -91,13 +93,15 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
 
 
 class _Slot:
-    """One source as its reader serves it: its parcel not yet handed on and its place in the stream."""
+    """One source as its reader serves it: its parcel not yet handed on and its place in the stream. A live
+    source (a camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why)."""
 
-    __slots__ = ("src", "it", "seq", "pending", "t0", "first")
+    __slots__ = ("src", "it", "seq", "pending", "t0", "first", "inbox", "error")
 
     def __init__(self, src: Source):
         self.src, self.it, self.seq, self.pending = src, iter(src), 0, []
         self.t0 = self.first = None  # realtime: when and at which index the source started
+        self.inbox, self.error = (collections.deque(), None) if src.live else (None, None)
 
 
 class _Reader:
@@ -109,12 +113,14 @@ class _Reader:
     source. ``add`` gives it another source (False once it has ended)."""
 
     def __init__(self, name: str, frames_q: queue.Queue, events: RunEvents, state: RunState, realtime: bool,
-                 device=None):
+                 device=None, spawn=None):
         self.frames_q, self.events, self.state, self.realtime, self.device = frames_q, events, state, realtime, device
+        self.spawn = spawn  # spawn(thread): start a pump thread as one of the run's threads
         self.lock = threading.Lock()
         self.slots: list[_Slot] = []
         self.new: list[_Slot] = []
         self.ended = False
+        self.wake = threading.Event()  # a pump put a parcel in its inbox
         self.times = {"read.source": 0.0, "read.queue_full_wait": 0.0}
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -134,16 +140,24 @@ class _Reader:
         try:
             while not (state.stop.is_set() or state.draining.is_set()):
                 with self.lock:
+                    for slot in self.new:
+                        if slot.inbox is not None:
+                            self.spawn(threading.Thread(target=self._pump, args=(slot,), daemon=True,
+                                                        name=f"{self.thread.name}-pump"))
                     self.slots += self.new
                     self.new = []
                     if not self.slots:
                         self.ended = True
                         return
+                self.wake.clear()  # before the inboxes are looked at: a parcel put after it wakes the wait
                 group, wake = self._pass()
                 if group and not self._hand(group):
                     return
-                if not group and wake is not None:
-                    state.stop.wait(max(0.0, min(wake - time.perf_counter(), POLL)))
+                if not group:
+                    if wake is not None:
+                        state.stop.wait(max(0.0, min(wake - time.perf_counter(), POLL)))
+                    elif any(slot.inbox is not None for slot in self.slots):
+                        self.wake.wait(POLL)
         except BaseException as e:  # noqa: BLE001 - any error but a source's own stops the run, with its stage
             state.fail("read", e)
         finally:
@@ -159,6 +173,25 @@ class _Reader:
         """[(slot, frames due now)] over the sources, and the time the next frame is due (realtime)."""
         group, wake, now = [], None, time.perf_counter()
         for slot in list(self.slots):
+            if slot.inbox is not None:  # a camera: what its pump has read, at once
+                frames, end = [], False
+                while slot.inbox:
+                    parcel = slot.inbox.popleft()
+                    if parcel is None:
+                        end = True
+                        break
+                    frames += parcel
+                if frames:
+                    group.append((slot, frames))
+                if end:
+                    if isinstance(slot.error, BaseException):  # not the source's own error: the run stops
+                        raise slot.error
+                    if slot.error:
+                        with self.state.lock:
+                            self.state.failed[slot.src.name] = slot.error
+                    self.slots.remove(slot)
+                    self._end(slot)
+                continue
             if not slot.pending:
                 t0 = time.perf_counter()
                 try:
@@ -193,6 +226,30 @@ class _Reader:
                 wake = due if wake is None else min(wake, due)
         return group, wake
 
+    def _pump(self, slot: _Slot):
+        """A camera's thread: reads its parcels into the slot's inbox, wakes the reader, and puts None at the
+        end (the source's error in ``slot.error``). It does nothing else, so a read that waits for the
+        camera's next frame holds up no other stream, and the reader hands many cameras' frames on at once."""
+        t_read = 0.0
+        try:
+            it = slot.it
+            while True:
+                t0 = time.perf_counter()
+                parcel = next(it, None)
+                t_read += time.perf_counter() - t0
+                if parcel is None:
+                    break
+                slot.inbox.append(parcel)
+                self.wake.set()
+        except SourceError as e:
+            slot.error = str(e)
+        except BaseException as e:  # noqa: BLE001 - handed to the reader, which stops the run with it
+            slot.error = e
+        finally:
+            slot.inbox.append(None)
+            self.wake.set()
+            self.state.add_times({"read.source": t_read})
+
     def _hand(self, group: list) -> bool:
         """Admit the pass's frames and queue them as one item; False when the run stopped meanwhile."""
         t_in = time.perf_counter()
@@ -214,33 +271,40 @@ class _Reader:
         for f in slot.pending:
             f.release()
         slot.pending = []
+        while slot.inbox:  # a camera's frames read but not handed on (a pump still reading puts more: unread)
+            for f in slot.inbox.popleft() or ():
+                f.release()
         slot.src.close()
         self.state.add_times(slot.src.stats)
         _put(self.frames_q, _END, self.state)
 
 
 class _Readers:
-    """The run's reader threads: up to READERS shared by the sources (the least loaded takes a new one); a
-    live source (a camera: a read waits for its next frame) has a reader of its own, so a stalled camera
-    holds up no other stream."""
+    """The run's reader threads: up to READERS shared by the files and up to READERS by the cameras (the
+    least loaded takes a new source). A camera (a live source: a read waits for its next frame) is read by
+    a pump thread of its own into its reader's inbox, so a stalled camera holds up no other stream, while
+    the reader hands its cameras' frames on together; files and cameras never share a reader, so a file's
+    decode never delays a camera's frames."""
 
     def __init__(self, make, threads: list):
-        self.make, self.threads = make, threads  # make(name) -> _Reader; threads: the run's threads
-        self.shared: list[_Reader] = []
+        self.make, self.threads = make, threads  # make(name, spawn) -> _Reader; threads: the run's threads
+        self.shared: dict[bool, list[_Reader]] = {False: [], True: []}  # by live
         self.n = 0
 
+    def spawn(self, t: threading.Thread):
+        self.threads.append(t)
+        t.start()
+
     def add(self, src: Source, start: bool = True):
-        if not src.live:
-            self.shared = [r for r in self.shared if not r.ended]
-            if len(self.shared) >= READERS:
-                for r in sorted(self.shared, key=_Reader.load):
-                    if r.add(src):
-                        return
-        r = self.make(f"posefuse-read-{self.n}")
+        shared = self.shared[src.live] = [r for r in self.shared[src.live] if not r.ended]
+        if len(shared) >= READERS:
+            for r in sorted(shared, key=_Reader.load):
+                if r.add(src):
+                    return
+        r = self.make(f"posefuse-read-{self.n}", self.spawn)
         self.n += 1
         r.add(src)
-        if not src.live:
-            self.shared.append(r)
+        shared.append(r)
         self.threads.append(r.thread)
         if start:
             r.thread.start()
@@ -410,7 +474,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     device = pipes[0].device
 
     threads: list = []
-    readers = _Readers(lambda name: _Reader(name, frames_q, events, state, realtime, device), threads)
+    readers = _Readers(lambda name, spawn: _Reader(name, frames_q, events, state, realtime, device, spawn), threads)
     for s in sources:
         readers.add(s, start=False)
     for i, p in enumerate(pipes):
@@ -451,7 +515,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
 
 def _run_threads(threads, state: RunState, sources, events: RunEvents, control=None, steer=None,
                  end_service=None) -> dict:
-    for t in threads:
+    for t in list(threads):  # the readers add their pump threads to ``threads`` as they start them
         t.start()
     if control is not None:
         control.started.set()
