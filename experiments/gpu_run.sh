@@ -99,7 +99,8 @@ do_runners() {
 }
 do_oldrunners() {  # the same benchmark on the old checkout (.old/posefuse, imported first), to logs/old/
   step oldrunners
-  PYTHONPATH=$PWD/.old:$PYTHONPATH python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} --out-dir "$LOG/old" >"$LOG/oldrunners.log" 2>&1
+  PYTHONPATH=$PWD/.old:$PYTHONPATH python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} --checkout "${OLD_LABEL:-old}" \
+    --out-dir "$LOG/old" >"$LOG/oldrunners.log" 2>&1
   r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/oldrunners.log" | tail -25
 }
 do_phase() {

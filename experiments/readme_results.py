@@ -138,10 +138,12 @@ def _runners() -> list:
             out.append(f"| {label} | {decoders_alone(r)} | {r['pipeline_alone']['frames_per_s']:,.0f} | "
                        f"{r['e2e_frames_per_s']:,.0f} ({r['best_runner']}) | {r['e2e_over_bound']:.2f} | "
                        f"{r['e2e_over_predict_serial']:.1f}x |")
-    per_clip = {}  # each clip's rows from its latest day of real-time runs on one card
-    for run in (r for r in runs if "realtime" in r):
+    per_clip = {}  # each kind's rows (clip, decoder, files or cameras) from its latest day of runs on one card
+    for run in (r for r in runs if "realtime" in r and not r.get("checkout")):  # not an old checkout's runs
         rt, day = run["realtime"], (run["env"].get("card"), str(run["env"].get("date"))[:10])
-        for label, c in realtime_clips(rt).items():
+        for clip, c in realtime_clips(rt).items():
+            label = (clip + (", NVDEC" if rt.get("decoder") == "nvdec" else ", OpenCV")
+                     + (", cameras on loopback" if rt.get("network") else ""))
             if per_clip.get(label, (None,))[0] != day:
                 per_clip[label] = (day, run, {})
             per_clip[label][2].update({x["streams"]: x for x in c["rows"]})
@@ -186,17 +188,27 @@ def _regression() -> list:
 
 
 def _soak() -> list:
-    s = _load("soak")
-    if not s:
-        return []
-    ev = s["evaluation"]
-    mem = ", ".join(f"{k.replace('_mib', '')} {ev[k]['growth']:+.2%}" for k in ("torch_allocated_mib", "nvml_used_mib",
-                                                                                "rss_mib") if k in ev)
-    return [f"**Soak** ([results/soak.json](results/soak.json), [plot](results/soak.png), `{s['command']}`): "
-            f"{s['duration_s']:.0f} s, {s['streams']} looping {s['decoder']} streams, dynamic batching, "
-            f"{s['report']['results']:,} frames at {s['report']['frames_per_s']:,.0f} fr/s, drops {s['report']['drops'] or 0}; "
-            f"memory growth after warm-up: {mem}; throughput last/first 2 min {ev['throughput']['ratio']:.3f}; "
-            f"all checks {'passed' if ev.get('passed') else 'NOT passed'}; {s['env'].get('card')}, {s['date']}.", ""]
+    """The soak over looping files (soak.json) and over live cameras with outages (soak_cameras.json)."""
+    out = []
+    for name in ("soak", "soak_cameras"):
+        s = _load(name)
+        if not s:
+            continue
+        ev = s["evaluation"]
+        mem = ", ".join(f"{k.replace('_mib', '')} {ev[k]['growth']:+.2%}" for k in ("torch_allocated_mib",
+                                                                                    "nvml_used_mib", "rss_mib") if k in ev)
+        cams = s.get("cameras")
+        what = (f"{s['streams']} live cameras on loopback at {cams['fps']:g} fr/s, one killed and one stalled every "
+                f"{cams['outage_every_s']:g} s ({sum(st.get('network.reconnects', 0) for st in cams['per_stream'].values())} "
+                "reconnects)" if cams else f"{s['streams']} looping {s['decoder']} streams")
+        thr = ev.get("throughput", {}).get("ratio")
+        out += [f"**Soak** ([results/{name}.json](results/{name}.json), [plot](results/{name}.png), `{s['command']}`): "
+                f"{s['duration_s']:.0f} s, {what}, dynamic batching, "
+                f"{s['report']['results']:,} frames at {s['report']['frames_per_s']:,.0f} fr/s, drops "
+                f"{s['report']['drops'] or 0}, failed sources {len(s.get('failed_sources') or {})}; memory growth after "
+                f"warm-up: {mem}; throughput last/first window {'-' if thr is None else f'{thr:.3f}'}; all checks "
+                f"{'passed' if ev.get('passed') else 'NOT passed'}; {s['env'].get('card')}, {s['date']}.", ""]
+    return out
 
 
 JOBS = {"a": "one 768x432 clip", "b": "one 1080p clip", "c": "8 clips", "d": "64 frames", "e": "50 images"}

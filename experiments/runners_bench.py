@@ -248,6 +248,8 @@ def main():
     ap.add_argument("--realtime-clips", default="768x432", help="realtime: comma list of: " + ", ".join(CLIPS))
     ap.add_argument("--realtime-decoder", default="cpu", choices=("cpu", "nvdec"),
                     help="realtime: 'cpu' (OpenCV, host frames, as cameras are read) or 'nvdec'")
+    ap.add_argument("--checkout", default="", help="the commit of the code measured when it is not this checkout "
+                    "(an old one imported first: gpu_run.sh oldrunners); the README leaves such runs out")
     ap.add_argument("--realtime-network", action="store_true",
                     help="realtime: the streams are cameras on loopback (ffmpeg over HTTP), read with OpenCV")
     ap.add_argument("--clips", default=",".join(CLIPS), help="comma list of: " + ", ".join(CLIPS))
@@ -260,6 +262,7 @@ def main():
 
     only = set(a.only.split(","))
     run = {"env": harness.environment(), "command": "python experiments/runners_bench.py " + " ".join(sys.argv[1:]),
+           **({"checkout": a.checkout} if a.checkout else {}),
            "streams": a.streams, "batch": a.batch, "chunk": a.chunk}
     if "e2e" in only:
         run["e2e"] = {}
