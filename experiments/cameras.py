@@ -35,19 +35,25 @@ def ffmpeg_exe() -> str:
         raise RuntimeError(f"ffmpeg: not on PATH and imageio-ffmpeg has none ({type(e).__name__}: {e})") from e
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports on loopback (all held open while they are chosen, so none is chosen twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class Camera:
     """One ffmpeg process serving ``clip`` looping at ``fps`` frames/s (``-readrate``: the clip's own rate
     scaled) as MPEG-TS over HTTP on a port of its own."""
 
-    def __init__(self, exe: str, clip: str, rate: float):
+    def __init__(self, exe: str, clip: str, rate: float, port: int):
         self.exe, self.clip, self.rate = exe, clip, rate
-        self.port = _free_port()
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -80,7 +86,7 @@ class Cameras:
         own = cap.get(cv2.CAP_PROP_FPS) or fps
         cap.release()
         exe = ffmpeg_exe()
-        self.cams = [Camera(exe, clip, fps / own) for _ in range(n)]
+        self.cams = [Camera(exe, clip, fps / own, port) for port in _free_ports(n)]
         self.fps = fps
 
     @property

@@ -34,6 +34,7 @@ from .strategies import admit_all, deliver, finish, submit_frames
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
 READERS = max(2, os.cpu_count() or 2)  # reader threads the sources share (a decode each at a time)
+PUMP_AHEAD = 2  # parcels a camera's pump reads ahead of its reader
 JOIN_TIMEOUT_S = 5.0  # how long a stopping run waits for its threads (beyond a network read's STALL_S)
 _END = object()
 _LATE = object()  # a frame dropped in live mode, in place of its result
@@ -96,12 +97,13 @@ class _Slot:
     """One source as its reader serves it: its parcel not yet handed on and its place in the stream. A live
     source (a camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why)."""
 
-    __slots__ = ("src", "it", "seq", "pending", "t0", "first", "inbox", "error")
+    __slots__ = ("src", "it", "seq", "pending", "t0", "first", "inbox", "error", "room")
 
     def __init__(self, src: Source):
         self.src, self.it, self.seq, self.pending = src, iter(src), 0, []
         self.t0 = self.first = None  # realtime: when and at which index the source started
         self.inbox, self.error = (collections.deque(), None) if src.live else (None, None)
+        self.room = threading.Event()  # the reader took the inbox's parcels: the pump may read on
 
 
 class _Reader:
@@ -143,7 +145,7 @@ class _Reader:
                     for slot in self.new:
                         if slot.inbox is not None:
                             self.spawn(threading.Thread(target=self._pump, args=(slot,), daemon=True,
-                                                        name=f"{self.thread.name}-pump"))
+                                                        name="posefuse-pump"))
                     self.slots += self.new
                     self.new = []
                     if not self.slots:
@@ -181,6 +183,7 @@ class _Reader:
                         end = True
                         break
                     frames += parcel
+                slot.room.set()
                 if frames:
                     group.append((slot, frames))
                 if end:
@@ -230,7 +233,7 @@ class _Reader:
         """A camera's thread: reads its parcels into the slot's inbox, wakes the reader, and puts None at the
         end (the source's error in ``slot.error``). It does nothing else, so a read that waits for the
         camera's next frame holds up no other stream, and the reader hands many cameras' frames on at once."""
-        t_read = 0.0
+        t_read, cancel = 0.0, slot.src.cancel
         try:
             it = slot.it
             while True:
@@ -239,8 +242,13 @@ class _Reader:
                 t_read += time.perf_counter() - t0
                 if parcel is None:
                     break
+                slot.room.clear()
                 slot.inbox.append(parcel)
                 self.wake.set()
+                # at most PUMP_AHEAD parcels wait: a reader held up by a full queue holds the camera up too (its
+                # frames wait in the socket, as with one reader per camera), so frames in flight stay bounded
+                while len(slot.inbox) >= PUMP_AHEAD and not (cancel.is_set() or self.state.stop.is_set()):
+                    slot.room.wait(POLL)
         except SourceError as e:
             slot.error = str(e)
         except BaseException as e:  # noqa: BLE001 - handed to the reader, which stops the run with it

@@ -266,3 +266,21 @@ def test_a_live_run_with_a_stalled_camera_stops_cleanly(tmp_path):
     assert len(got[url]) >= 25
     for c in held:
         c.close()
+
+
+def test_a_timed_camera_ends_on_time_while_it_reconnects(camera):
+    """A run's duration ends a camera's stream even while the camera is down and the source waits to
+    reconnect (it would otherwise hold the run for reconnect_s)."""
+    from posefuse.runners.sources import looping
+    from posefuse.runners.sources.network import open_network
+
+    src = looping(lambda: open_network(camera.url, reconnect_s=30.0), camera.url, False, 3.0)
+    t0 = time.monotonic()
+    n = 0
+    for parcel in src:
+        n += len(parcel)
+        for f in parcel:
+            f.release()
+        if n == 5:
+            camera.kill()  # down for good: the source reconnects with backoff until the duration ends it
+    assert n >= 5 and time.monotonic() - t0 < 8.0

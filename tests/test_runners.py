@@ -306,6 +306,48 @@ def test_many_sources_share_a_few_readers_keep_their_order_and_pace(cpu_pipe):
         assert res[-1][1] - t0 >= 3 / fps
 
 
+def test_cameras_share_a_few_readers_and_their_frames_in_flight_stay_bounded(cpu_pipe):
+    """3 x READERS live sources that have every frame ready at once: a pump thread each only reads, at most
+    READERS readers hand their frames on, every frame arrives in order, and the frames read but not yet
+    released stay bounded by the queue and the pumps' read-ahead (not the whole stream)."""
+    import threading
+
+    from posefuse.runners.concurrent import PUMP_AHEAD, READERS, run_concurrent
+    from posefuse.runners.sources import Frame, Source
+
+    img = np.ascontiguousarray(synthesized_clip(1)[0][::8, ::8])
+    n, per, batch = 3 * READERS, 40, 4
+    out, lock = {"now": 0, "max": 0}, threading.Lock()
+
+    def released():
+        with lock:
+            out["now"] -= 1
+
+    def frames():
+        for i in range(per):
+            with lock:
+                out["now"] += 1
+                out["max"] = max(out["max"], out["now"])
+            yield Frame(i, img, on_release=released)
+
+    sources = [Source.from_frames(f"cam{j}", frames(), live=True) for j in range(n)]
+    got, readers = {}, []
+
+    def on_result(r):
+        got.setdefault(r.stream, []).append(r.index)
+        readers.append(sum(t.name.startswith("posefuse-read-") for t in threading.enumerate()))
+
+    mon = PerformanceMonitor()
+    assert run_concurrent(sources, cpu_pipe, mon, on_result, batch=batch, max_wait_ms=5.0) == {}
+    mon.stop()
+    assert mon.report()["results"] == n * per and max(readers) <= READERS
+    assert all(got[f"cam{j}"] == list(range(per)) for j in range(n))
+    per_reader = -(-n // READERS)
+    group = per_reader * PUMP_AHEAD  # the most a reader hands on at once
+    bound = (2 * batch + READERS) * group + n * (PUMP_AHEAD + 1) + 3 * batch  # queue, groups held, inboxes, batches
+    assert out["now"] == 0 and out["max"] <= bound < n * per, (out, bound)
+
+
 def test_cli_dynamic_runner_many_streams(tmp_path):
     rc = main(["run", "--device", "cpu", "--runner", "dynamic", "--repeat", "3", "--max-frames", "2", "--batch", "4",
                "--max-wait-ms", "20", "--out", str(tmp_path / "r.json")])

@@ -99,7 +99,8 @@ def announce(spec: str | None, decoder: str) -> tuple | None:
 
 def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: float | None = None) -> Source:
     """The source ``open_once()`` opens, read again from its start each time it ends (``loop``; frame indices
-    keep counting), for at most ``duration_s`` seconds from its first read; ``fps`` replaces its frame rate."""
+    keep counting), for at most ``duration_s`` seconds from its first read (closed then, even while it waits
+    for a frame); ``fps`` replaces its frame rate."""
     first = open_once()
     state = {"src": first}
     stopped = threading.Event()
@@ -111,6 +112,18 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
 
     def parcels():
         deadline = None if duration_s is None else time.perf_counter() + duration_s
+        timer = None
+        if deadline is not None:  # a source that brings no frame (a camera reconnecting) still ends on time
+            timer = threading.Timer(duration_s, lambda: state["src"].close())
+            timer.daemon = True
+            timer.start()
+        try:
+            yield from passes(deadline)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def passes(deadline):
         i, src = 0, first
         while True:
             n = 0
@@ -132,7 +145,7 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
             i += n
             src.close()
             merge(src)
-            if not loop or n == 0 or stopped.is_set():
+            if not loop or n == 0 or stopped.is_set() or (deadline is not None and time.perf_counter() >= deadline):
                 return
             src = state["src"] = open_once()
 
