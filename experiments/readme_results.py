@@ -145,15 +145,18 @@ def _runners() -> list:
             label = (clip + (", NVDEC" if rt.get("decoder") == "nvdec" else ", OpenCV")
                      + (", cameras on loopback" if rt.get("network") else ""))
             if per_clip.get(label, (None,))[0] != day:
-                per_clip[label] = (day, run, {})
+                per_clip[label] = (day, run, {}, [])
             per_clip[label][2].update({x["streams"]: x for x in c["rows"]})
-    for label, (day, run, rows) in per_clip.items():
+            if run.get("note"):
+                per_clip[label][3].append(run["note"])
+    for label, (day, run, rows, notes) in per_clip.items():
         held = [S for S, x in rows.items() if realtime_held(x["runs"])]
         text = ", ".join(f"S={S}: p99 " + "/".join(f"{r['latency_ms']['p99']:.0f}" for r in rows[S]["runs"]) + " ms"
                          for S in sorted(rows))
         out += ["", f"Real time, {label} (dynamic runner, live 30 fr/s streams, {run['realtime'].get('repeats', 1)} "
                 f"run(s) per S; {day[0]}, {day[1]}): {text}; largest S with p99 <= 50 ms and no drops in every run: "
-                f"{max(held) if held else 'none measured'}."]
+                f"{max(held) if held else 'none measured'}."
+                + (" The runs carry notes: " + " ".join(notes) if notes else "")]
     for pred, what in ((lambda r: "multigpu" in r and r["streams"] == 8, "the same 8 NVDEC streams"),
                        (lambda r: "multigpu" in r and r["streams"] != 8, None)):
         run = last(pred)
