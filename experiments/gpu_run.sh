@@ -21,7 +21,8 @@
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
 # WHEELS=DIR installs DIR/*.whl instead of .offline/whl: a Ray call carries .offline/whl-ray, the same wheels with
 # PyNvVideoCodec's slimmed (experiments/slim_wheel.py: 27 -> 9 MB), so that they, Ray's 30 MB and the data fit in
-# the 64 MiB a call carries.
+# the 64 MiB a call carries; with imageio-ffmpeg's wheel (29.5 MB, ffmpeg for the loopback cameras) in place of
+# Ray's archive, a call can serve cameras (runners_bench --realtime-network, soak --cameras).
 # Everything it writes comes back as $OUT/run.tgz (results/, the executed notebook, logs).
 #   [TESTS="tests/test_x.py ..."] [BENCH="kernels pipeline runners track"] bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
 set -uo pipefail
