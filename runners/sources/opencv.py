@@ -28,7 +28,7 @@ def read_frame(cap, rows: HostRows | None) -> tuple:
     return ok, img, release
 
 
-NEW_ARRAYS = "host_rows.new_arrays"  # a source's count of frames decoded outside its rows (none was free)
+NEW_ARRAYS = "host_rows.new_arrays"  # a source's count of frames decoded outside its rows (none free, or another shape)
 
 
 def host_rows(shape: tuple, pinned: bool) -> HostRows | None:
