@@ -186,6 +186,7 @@ class PoseActor:
         self.calls += 1
         call = f"{self.actor}:{self.calls}"
         res, todo, sources = {}, {}, []
+        threads = decode_threads(len(items))  # the segments of one call decode side by side
         for video, key, segment, start, end in items:
             name = f"{key}/{segment:06d}"
             r = res[name] = {"video": video, "segment": segment, "frames": 0, "detections": 0, "skipped": False,
@@ -200,7 +201,7 @@ class PoseActor:
             notes: dict = {}
             try:
                 src = open_stream(dataclasses.replace(self.cfg, max_frames=end - start), video, name, self.cfg.device,
-                                  notes=notes, start=start, threads=decode_threads(len(items)))
+                                  notes=notes, start=start, threads=threads)
             except SourceError as e:
                 r["error"] = str(e)
                 continue

@@ -477,24 +477,27 @@ def test_frame_pool_lends_rows_waits_for_released_ones_and_cancels():
 def test_host_rows_take_free_rows_never_wait_and_give_way_to_a_new_shape(clip_frames):
     """OpenCV decodes into a free row (reused once released); with none free, or a frame of another shape,
     into a new array, the row untouched: a reader never waits on its consumer."""
-    from posefuse.runners.sources.opencv import read_frame
+    from posefuse.runners.sources.opencv import NEW_ARRAYS, read_frame
     from posefuse.runners.sources.pool import HostRows
 
     cap = cv2.VideoCapture(helpers.data_path("one-by-one-person-detection.mp4"))
     rows = HostRows((432, 768, 3), size=2)
-    got = [read_frame(cap, rows) for _ in range(3)]
+    counts = {NEW_ARRAYS: 0}
+    got = [read_frame(cap, rows, counts) for _ in range(3)]
     assert all(ok for ok, _, _ in got)
     for k, (_, img, _) in enumerate(got):
         np.testing.assert_array_equal(img, clip_frames[k])  # the video's frames, in rows or not
     assert [r is not None for _, _, r in got] == [True, True, False]  # the third: both rows in use
+    assert counts[NEW_ARRAYS] == 1
     assert {id(img.base) for _, img, _ in got[:2]} <= {id(r.base) for r in rows.rows}
     got[0][2]()  # released: its row is the next one decoded into
-    ok, img, release = read_frame(cap, rows)
+    ok, img, release = read_frame(cap, rows, counts)
     assert release is not None and img is got[0][1]
     np.testing.assert_array_equal(img, clip_frames[3])
     other = HostRows((216, 384, 3), size=1)  # the stream "changed resolution": a new array, the row free
-    ok, img, release = read_frame(cap, other)
+    ok, img, release = read_frame(cap, other, counts)
     assert ok and release is None and img.shape == (432, 768, 3) and other.free == [0]
+    assert counts[NEW_ARRAYS] == 2
     cap.release()
 
 

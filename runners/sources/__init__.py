@@ -37,7 +37,8 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
     start: a video file's first frame (frame indices stay the video's own; a segment of an archive job).
     threads: FFmpeg decode threads of a video file read with OpenCV (0: one per core; see
     :func:`decode_threads`). pinned: a video or URL read with OpenCV decodes into reused pinned rows (a
-    CUDA run: the pipeline copies them to the device without a CPU copy). Raises SourceError naming the source when it cannot be opened."""
+    CUDA run: the pipeline copies them to the device without a CPU copy). Raises SourceError naming the
+    source when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
     if max_frames is not None and max_frames < 1:

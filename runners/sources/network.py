@@ -94,13 +94,11 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
                 if src.cancel.is_set():
                     return
                 with nvtx_range("video_decode"):
-                    ok, img, release = read_frame(cap, rows)
+                    ok, img, release = read_frame(cap, rows, counts)
                 if ok and img is not None:
                     if last_shape is not None and img.shape[:2] != last_shape:
                         counts["network.resolution_changes"] += 1
                     last_shape = img.shape[:2]
-                    if rows is not None and release is None:
-                        counts[NEW_ARRAYS] += 1
                     yield [Frame(i, img, timestamp=time.monotonic() - t_open, restart=restart, on_release=release,
                                  pinned=release is not None and rows.pinned)]
                     i, restart = i + 1, False

@@ -14,21 +14,21 @@ from .pool import HostRows
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def read_frame(cap, rows: HostRows | None) -> tuple:
-    """``cap.read()`` into a free row of ``rows`` where there is one: (ok, image, release), ``release`` the
-    row's (None for a new array: no row free, or a frame of another shape, which OpenCV allocates anew)."""
-    buf, release = rows.take() if rows is not None else (None, None)
-    if buf is None:
-        ok, img = cap.read()
-        return ok, img, None
-    ok, img = cap.read(buf)
-    if not ok or img is not buf:
-        release()
-        return ok, img, None
-    return ok, img, release
-
-
 NEW_ARRAYS = "host_rows.new_arrays"  # a source's count of frames decoded outside its rows (none free, or another shape)
+
+
+def read_frame(cap, rows: HostRows | None, counts: dict) -> tuple:
+    """``cap.read()`` into a free row of ``rows`` where there is one: (ok, image, release), ``release`` the
+    row's (None for a new array: no row free, or a frame of another shape, which OpenCV allocates anew; a
+    frame read so with ``rows`` is counted in ``counts[NEW_ARRAYS]``)."""
+    buf, release = rows.take() if rows is not None else (None, None)
+    ok, img = cap.read() if buf is None else cap.read(buf)
+    if release is not None and (not ok or img is not buf):
+        release()
+        release = None
+    if ok and rows is not None and release is None:
+        counts[NEW_ARRAYS] += 1
+    return ok, img, release
 
 
 def host_rows(shape: tuple, pinned: bool) -> HostRows | None:
@@ -63,12 +63,10 @@ def open_video(path: str, max_frames: int | None, start: int = 0, threads: int =
         try:
             while max_frames is None or i - start < max_frames:
                 with nvtx_range("video_decode"):
-                    ok, img, release = read_frame(cap, rows)
+                    ok, img, release = read_frame(cap, rows, counts)
                 if not ok:
                     break
                 ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-                if rows is not None and release is None:
-                    counts[NEW_ARRAYS] += 1
                 yield [Frame(i, img, timestamp=ms / 1e3 if ms or not fps else i / fps, on_release=release,
                              pinned=release is not None and rows.pinned)]
                 i += 1
