@@ -96,7 +96,8 @@ do_ray() {
 }
 do_runners() {
   step runners
-  python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} >"$LOG/runners.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/runners.log" | tail -25
+  log=$LOG/runners${RUNNERS_TAG:-}.log  # RUNNERS_TAG: a second runners step in one call keeps its own log
+  python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} >"$log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$log" | grep -v "WARN:\|tcp @" | tail -25
 }
 do_oldrunners() {  # the same benchmark on the old checkout (.old/posefuse, imported first), to logs/old/
   step oldrunners

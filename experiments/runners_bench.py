@@ -221,7 +221,9 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
             "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
             "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean"),
             "thread_s": r.get("runner_thread_s"), "wall_s": r.get("wall_s"), "failed": rep.failed,
-            "reconnects": sum((st.get("source") or {}).get("network.reconnects", 0) for st in rep.streams.values())}
+            "reconnects": sum((st.get("source") or {}).get("network.reconnects", 0) for st in rep.streams.values()),
+            "frames_before_start": sum((st.get("source") or {}).get("network.frames_before_start", 0)
+                                       for st in rep.streams.values())}
 
 
 def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> dict:

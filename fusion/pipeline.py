@@ -139,6 +139,7 @@ class _Slot:
     src_pinned: torch.Tensor | None = None  # host mirror of layout.src (device-frame pointer table)
     in_host: torch.Tensor | list | None = None  # pinned staging for host frames
     in_dev: torch.Tensor | None = None  # device input buffer (host frames, or copies for non-CuPy graphs)
+    in_host_rows: list | None = None  # in_host's frames (staging for the host frames not in pinned rows)
     in_dev_rows: list | None = None  # in_dev's frames, the targets of one copy from pinned frames
     in_dev_list: list | None = None  # per-frame device buffers (host frames of mixed shapes)
     lb_out: torch.Tensor | None = None
@@ -340,21 +341,29 @@ class PosePipeline:
         return slot
 
     def _stage_host(self, slot: _Slot, fb: FrameBatch, same: bool) -> FrameBatch:
-        """Host frames -> pinned staging -> device (non-blocking), buffers allocated once per slot; returns
-        the batch as the device copies."""
+        """Host frames -> device (non-blocking): frames in a decoder's pinned rows (``fb.pinned``) directly,
+        the others through the slot's pinned staging; buffers allocated once per slot. Returns the batch as
+        the device copies."""
         frames = fb.items
         if same:
             shape = tuple(fb.batch.shape) if fb.batch is not None else (len(fb),) + tuple(frames[0].shape)
             if slot.in_dev is None:
                 slot.in_dev = torch.empty(shape, dtype=torch.uint8, device=self.device)
                 slot.in_dev_rows = list(slot.in_dev.unbind(0))
-            # One call per batch, never one per frame: each call releases and re-takes the interpreter
-            # lock, and each re-take waits behind the reader threads (results/DECISIONS.md).
-            if fb.pinned and frames is not None:  # a decoder's pinned rows: straight to the device
-                torch._foreach_copy_(slot.in_dev_rows, frames, non_blocking=True)
-                return FrameBatch(None, slot.in_dev, self.device, fb.shapes, fb.pixel_format)
             if slot.in_host is None:
                 slot.in_host = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+                slot.in_host_rows = list(slot.in_host.unbind(0))
+            # One call per batch, never one per frame: each call releases and re-takes the interpreter
+            # lock, and each re-take waits behind the reader threads (results/DECISIONS.md).
+            if any(fb.pinned):  # a decoder's pinned rows go straight to the device; only the others are staged
+                miss = [i for i, p in enumerate(fb.pinned) if not p]
+                srcs = list(frames)
+                if miss:
+                    torch._foreach_copy_([slot.in_host_rows[i] for i in miss], [frames[i] for i in miss])
+                    for i in miss:
+                        srcs[i] = slot.in_host_rows[i]
+                torch._foreach_copy_(slot.in_dev_rows, srcs, non_blocking=True)
+                return FrameBatch(None, slot.in_dev, self.device, fb.shapes, fb.pixel_format)
             if fb.batch is not None:
                 slot.in_host.copy_(fb.batch)
             else:

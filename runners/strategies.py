@@ -92,7 +92,7 @@ def submit_split(pipe, frames: list, pixel_format: str) -> list:
     retried (with a warning), down to single frames. Returns the PendingBatches covering them, in order."""
     try:
         fb = FrameBatch.checked([f.checked[0] for f in frames], [f.checked[1] for f in frames], pixel_format,
-                                pinned=all(f.pinned for f in frames))
+                                pinned=tuple(f.pinned for f in frames))
         return [pipe.submit(fb, pixel_format)]
     except torch.cuda.OutOfMemoryError:
         if len(frames) == 1:

@@ -183,6 +183,17 @@ def test_bad_arguments_raise_named_errors():
         letterbox(f, 64, out=torch.empty(1, 3, 32, 32, dtype=torch.float16))
 
 
+def test_frame_batch_pinned_flags_are_per_frame_and_padded_with_the_last():
+    from posefuse.kernels.letterbox import FrameBatch
+
+    items = [torch.zeros((8, 8, 3), dtype=torch.uint8) for _ in range(3)]
+    fb = FrameBatch.checked(items, [(8, 8)] * 3, "bgr", pinned=[True, False, True])
+    assert fb.pinned == (True, False, True) and fb.padded(5).pinned == (True, False, True, True, True)
+    assert FrameBatch.checked(items, [(8, 8)] * 3, "bgr").padded(4).pinned == ()
+    with pytest.raises(KernelInputError, match=r"pinned: expected a flag per frame \(3\), got 2"):
+        FrameBatch.checked(items, [(8, 8)] * 3, "bgr", pinned=(True, True))
+
+
 # ------------------------------------------------------------------------------------------------
 # GPU: CuPy, Numba and torch ops against the reference
 # ------------------------------------------------------------------------------------------------

@@ -256,14 +256,16 @@ def test_a_live_run_with_a_stalled_camera_stops_cleanly(tmp_path):
     worker.start()
     try:
         deadline = time.monotonic() + 90
-        while len(got.get(url, [])) < 25 and time.monotonic() < deadline:  # its 3 s of stream, then the stall
+        while time.monotonic() < deadline and len(got.get(helpers.data_path(CLIP), [])) < 40:
             time.sleep(0.2)
-        time.sleep(1.0)
+        time.sleep(4.0)  # the camera's 3 s of stream are over: its read stalls
     finally:
         control.stop()
         worker.join(30)
     assert not worker.is_alive() and reports and reports[0].run_error is None, reports and reports[0].failed
-    assert len(got[url]) >= 25
+    # its 3 s (30 frames): results, or read before the run started (the start-up outlasted them)
+    counts = reports[0].streams[url]["source"]
+    assert len(got.get(url, [])) + counts["network.frames_before_start"] >= 25
     for c in held:
         c.close()
 
@@ -284,3 +286,32 @@ def test_a_timed_camera_ends_on_time_while_it_reconnects(camera):
         if n == 5:
             camera.kill()  # down for good: the source reconnects with backoff until the duration ends it
     assert n >= 5 and time.monotonic() - t0 < 8.0
+
+
+def test_a_camera_read_late_starts_live_its_earlier_frames_counted_not_queued(camera):
+    """Frames a camera sends between the source's open and its first read (a run's start-up) are read and
+    discarded, counted: the first frames the run gets come at the camera's pace, not as a backlog burst."""
+    import threading
+
+    from posefuse.runners.sources import open_source
+    from posefuse.runners.sources.network import BEFORE_START
+
+    src = open_source(camera.url, reconnect_s=30)
+    time.sleep(2.0)  # the run's start-up: 20 frames at 10 fr/s
+    it = src.frames()
+    next(it)
+    t0 = time.perf_counter()
+    for _ in range(8):
+        next(it)
+    took = time.perf_counter() - t0  # 8 frame times at 10 fr/s when live; a backlog would come at once
+    src.close()
+    assert src.counts[BEFORE_START] >= 10 and took >= 0.5
+
+    camera.kill()  # ffmpeg's -listen 1 serves one client: a new camera for the next one
+    camera.start()
+    closed = open_source(camera.url, reconnect_s=30)  # closed before its first read: its grabbing ends
+    closed.close()
+    deadline = time.monotonic() + 5.0
+    while any(t.name == "posefuse-preroll" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "posefuse-preroll" for t in threading.enumerate())

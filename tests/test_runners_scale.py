@@ -424,17 +424,23 @@ def test_a_gpu_run_decodes_into_pinned_rows_and_equals_plain_frames(clip_frames)
 
 
 @pytest.mark.gpu
-def test_pinned_frames_go_to_the_device_in_one_copy_and_match_pageable_ones(clip_frames):
+@pytest.mark.parametrize("mix", ["all-pinned", "mixed"])
+def test_pinned_frames_go_to_the_device_and_match_pageable_ones(clip_frames, mix):
+    """Frames in pinned rows go to the device in one copy; in a mixed batch only the others are staged
+    (13 frames: the graph's batch of 16 is padded with the last frame): the same poses as pageable frames."""
     from posefuse.kernels.letterbox import FrameBatch
 
     pipe = PosePipeline(device="cuda")
-    frames = [clip_frames[i] for i in range(0, 64, 4)]
-    pinned = [torch.from_numpy(f).pin_memory() for f in frames]
-    assert all(t.is_pinned() for t in pinned)
-    a, b = pipe(frames), pipe(FrameBatch.checked(pinned, [f.shape[:2] for f in frames], "bgr", pinned=True))
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x.boxes, y.boxes)
-        np.testing.assert_array_equal(x.keypoints, y.keypoints)
+    frames = [clip_frames[i] for i in range(0, 52, 4)]
+    flags = tuple(mix == "all-pinned" or k % 3 != 1 for k in range(len(frames)))
+    items = [torch.from_numpy(f).pin_memory() if p else torch.from_numpy(f.copy()) for f, p in zip(frames, flags)]
+    assert [t.is_pinned() for t in items] == list(flags)
+    a = pipe(frames)
+    for _ in range(3):  # the third reuses the first's ring slot: its staging rows as that batch left them
+        b = pipe(FrameBatch.checked(items, [f.shape[:2] for f in frames], "bgr", pinned=flags))
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x.boxes, y.boxes)
+            np.testing.assert_array_equal(x.keypoints, y.keypoints)
 
 
 @pytest.mark.gpu

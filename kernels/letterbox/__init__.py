@@ -84,12 +84,15 @@ class FrameBatch:
     device: torch.device
     shapes: list
     pixel_format: str
-    pinned: bool = False  # host frames, every one in pinned memory (the caller knows: no query per frame)
+    pinned: tuple = ()  # host frames: per frame, True where it is in pinned memory (the caller knows: no query)
 
     @classmethod
-    def checked(cls, items: list, shapes: list, pixel_format: str, pinned: bool = False) -> "FrameBatch":
-        """Frames already checked one by one (``check_frame``) and on one device: no check here."""
-        return cls(items, None, items[0].device, list(shapes), pixel_format, pinned)
+    def checked(cls, items: list, shapes: list, pixel_format: str, pinned: tuple = ()) -> "FrameBatch":
+        """Frames already checked one by one (``check_frame``) and on one device: no check here. ``pinned``:
+        a flag per frame, or () when none is known to be pinned."""
+        if pinned and len(pinned) != len(items):
+            raise KernelInputError(f"pinned: expected a flag per frame ({len(items)}), got {len(pinned)}")
+        return cls(items, None, items[0].device, list(shapes), pixel_format, tuple(pinned))
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -103,8 +106,9 @@ class FrameBatch:
         if k <= 0:
             return self
         items = self.frames()
+        pinned = self.pinned + self.pinned[-1:] * k
         return FrameBatch(items + [items[-1]] * k, None, self.device, self.shapes + [self.shapes[-1]] * k,
-                          self.pixel_format, self.pinned)
+                          self.pixel_format, pinned)
 
 
 def normalize_frames(frames, pixel_format: str = "bgr") -> FrameBatch:

@@ -11,10 +11,14 @@ frame rate); the first frame after a reconnect has ``restart`` set. A change of 
 its length (a video file served over HTTP) ends at its end. Timestamps are seconds since the source
 opened, on the host clock, gaps included. A camera decodes on one FFmpeg thread: frame threads would hold
 each frame back by one frame time per thread (OpenCV's default is a thread per core), latency a live
-stream cannot spare, and many cameras share the cores anyway.
+stream cannot spare, and many cameras share the cores anyway. From its open to its first read (the run's
+start: engine, warm-up, the other sources' opens) a camera's frames are read and discarded on a thread of
+its own, counted as 'network.frames_before_start': a camera's past is not the run's, and a backlog of
+seconds per camera, handed to the run in one burst, would hold every stream's latency up.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import cv2
@@ -26,6 +30,7 @@ from .opencv import NEW_ARRAYS, host_rows, read_frame
 
 STALL_S = 3.0  # a read with no frame for this long is a disconnect (OpenCV's read timeout)
 BACKOFF_S, BACKOFF_MAX_S = 0.25, 4.0  # the first wait between attempts to reopen, and the longest
+BEFORE_START = "network.frames_before_start"  # a camera's frames read and discarded before its first read
 
 
 def is_network(spec: str | None) -> bool:
@@ -80,15 +85,18 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
     shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
     counts = src.counts
     counts.update({"network.reconnects": 0, "network.disconnected_s": 0.0, "network.frames_missed": 0,
-                  "network.resolution_changes": 0})
+                  "network.resolution_changes": 0, BEFORE_START: 0})
     t_open = time.monotonic()
     rows = host_rows(shape, pinned)
     if rows is not None:
         counts[NEW_ARRAYS] = 0
 
+    preroll = _Preroll(cap, src.cancel, counts)
+
     def parcels():
         nonlocal cap
         i, last_shape, restart = 0, shape if all(shape) else None, False
+        preroll.hand_over()
         try:
             while max_frames is None or i < max_frames:
                 if src.cancel.is_set():
@@ -126,3 +134,29 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
     src.fps, src.shape, src.live = fps, shape if all(shape) else None, True
     src.count = min(declared, max_frames) if finite and max_frames else (declared if finite else max_frames)
     return src
+
+
+class _Preroll:
+    """Reads and discards a camera's frames (``cap.grab``: no colour conversion) from its open until
+    :meth:`hand_over`, counting them in ``counts[BEFORE_START]``; a grab that fails ends it (the first read
+    then reconnects). A source closed before its first read has its capture released here."""
+
+    def __init__(self, cap, cancel: threading.Event, counts: dict):
+        self.cap, self.cancel, self.counts = cap, cancel, counts
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="posefuse-preroll", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            while not (self.stop.is_set() or self.cancel.is_set()) and self.cap.grab():
+                self.counts[BEFORE_START] += 1
+        finally:
+            if self.cancel.is_set() and not self.stop.is_set():  # closed before its first read
+                self.cap.release()  # (a second release, by the reader, is harmless)
+
+    def hand_over(self):
+        """The source's first read: the grabbing stops (at most one read's wait) and the capture is the
+        reader's."""
+        self.stop.set()
+        self.thread.join()
