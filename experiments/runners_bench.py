@@ -214,16 +214,17 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
                             max_wait_ms=max_wait_ms, realtime=True, fps=30.0, loop=True, duration_s=seconds,
                             progress=False))
     r = rep.overall
-    outside = sum((st.get("source") or {}).get("host_rows.new_arrays", 0) for st in rep.streams.values())
+
+    def summed(count: str):  # a source count (Source.counts) summed over the streams
+        return sum((st.get("source") or {}).get(count, 0) for st in rep.streams.values())
+
     return {"streams": s, "decoder": decoder, "frames": r["results"], "frames_per_s": r["frames_per_s"],
-            "frames_outside_pinned_rows": outside,
+            "frames_outside_pinned_rows": summed("host_rows.new_arrays"),
             "latency_ms": r["latency_ms"], "drops": r["drops"],
             "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
             "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean"),
             "thread_s": r.get("runner_thread_s"), "wall_s": r.get("wall_s"), "failed": rep.failed,
-            "reconnects": sum((st.get("source") or {}).get("network.reconnects", 0) for st in rep.streams.values()),
-            "frames_before_start": sum((st.get("source") or {}).get("network.frames_before_start", 0)
-                                       for st in rep.streams.values())}
+            "reconnects": summed("network.reconnects"), "frames_before_start": summed("network.frames_before_start")}
 
 
 def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> dict:
