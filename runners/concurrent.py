@@ -9,9 +9,10 @@ joined by bounded queues (backpressure: a slow stage stops the ones before it; m
   oldest frame has waited ``max_wait_ms``; latency is measured per frame from arrival to result.
 
 Sources share up to READERS reader threads (files and cameras apart; a camera's reads happen on a pump
-thread of its own that only reads); each pass of a reader hands the runner what it read from all its
-sources (a decoder's chunk, a frame) as one queue item with one accounting call; results are delivered per
-stream in frame order. A source that fails is reported
+thread of its own that only reads; the streams of a host decode process push their frames to a reader of
+their own); each pass of a reader hands the runner what it read from all its sources (a decoder's chunk,
+a frame) as one queue item with one accounting call; results are delivered per stream in frame order.
+A frame's latency runs from its arrival: a camera's read, a paced frame's due time, else its admission. A source that fails is reported
 (``failed``) and the others go on. An exception in a worker stops the run: the caller gets
 :class:`RunnerError` naming the stage, with the original exception as its cause, within a few seconds;
 every wait is bounded, so nothing hangs and no thread is left behind. ``realtime=True`` releases each
@@ -95,14 +96,15 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
 
 class _Slot:
     """One source as its reader serves it: its parcel not yet handed on and its place in the stream. A live
-    source (a camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why)."""
+    source (a camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why);
+    a source that pushes its parcels puts them there itself."""
 
     __slots__ = ("src", "it", "seq", "pending", "t0", "first", "inbox", "error", "room")
 
     def __init__(self, src: Source):
         self.src, self.it, self.seq, self.pending = src, iter(src), 0, []
         self.t0 = self.first = None  # realtime: when and at which index the source started
-        self.inbox, self.error = (collections.deque(), None) if src.live else (None, None)
+        self.inbox, self.error = (collections.deque(), None) if src.live or src.push else (None, None)
         self.room = threading.Event()  # the reader took the inbox's parcels: the pump may read on
 
 
@@ -143,7 +145,9 @@ class _Reader:
             while not (state.stop.is_set() or state.draining.is_set()):
                 with self.lock:
                     for slot in self.new:
-                        if slot.inbox is not None:
+                        if slot.src.push is not None:
+                            slot.src.push(lambda parcel, error=None, slot=slot: self._put(slot, parcel, error))
+                        elif slot.inbox is not None:
                             self.spawn(threading.Thread(target=self._pump, args=(slot,), daemon=True,
                                                         name="posefuse-pump"))
                     self.slots += self.new
@@ -218,8 +222,12 @@ class _Reader:
                 continue
             if slot.t0 is None:
                 slot.t0, slot.first = now, slot.pending[0].index
-            k = 0  # the frames whose time has come
-            while k < len(slot.pending) and slot.t0 + (slot.pending[k].index - slot.first) / fps <= now:
+            k = 0  # the frames whose time has come: each arrives at its due time
+            while k < len(slot.pending):
+                due = slot.t0 + (slot.pending[k].index - slot.first) / fps
+                if due > now:
+                    break
+                slot.pending[k].arrived = due
                 k += 1
             if k:
                 group.append((slot, slot.pending[:k]))
@@ -239,9 +247,12 @@ class _Reader:
             while True:
                 t0 = time.perf_counter()
                 parcel = next(it, None)
-                t_read += time.perf_counter() - t0
+                t1 = time.perf_counter()
+                t_read += t1 - t0
                 if parcel is None:
                     break
+                for f in parcel:  # a camera's frame arrives when its read ends
+                    f.arrived = t1
                 slot.room.clear()
                 slot.inbox.append(parcel)
                 self.wake.set()
@@ -258,18 +269,24 @@ class _Reader:
             self.wake.set()
             self.state.add_times({"read.source": t_read})
 
+    def _put(self, slot: _Slot, parcel, error=None):
+        """A pushing source's parcel (None at its end, ``error`` its message), on the pushing thread."""
+        if parcel is None:
+            slot.error = error
+        slot.inbox.append(parcel)
+        self.wake.set()
+
     def _hand(self, group: list) -> bool:
         """Admit the pass's frames and queue them as one item; False when the run stopped meanwhile."""
-        t_in = time.perf_counter()
         goods = admit_all([(slot.src.name, frames) for slot, frames in group], self.events, self.device)
         items = []
         for (slot, _), good in zip(group, goods):
             if good:
-                items.append((slot.src.name, slot.seq, good, t_in))
+                items.append((slot.src.name, slot.seq, good))
                 slot.seq += len(good)
         if not items:
             return True
-        self.state.enter([(name, f.index) for name, _, good, _ in items for f in good])
+        self.state.enter([(name, f.index) for name, _, good in items for f in good])
         t0 = time.perf_counter()
         ok = _put(self.frames_q, items, self.state)
         self.times["read.queue_full_wait"] += time.perf_counter() - t0
@@ -292,11 +309,13 @@ class _Readers:
     least loaded takes a new source). A camera (a live source: a read waits for its next frame) is read by
     a pump thread of its own into its reader's inbox, so a stalled camera holds up no other stream, while
     the reader hands its cameras' frames on together; files and cameras never share a reader, so a file's
-    decode never delays a camera's frames."""
+    decode never delays a camera's frames. Sources of one group (a host decode process's streams, which
+    push their frames) share a reader of their own."""
 
     def __init__(self, make, threads: list):
         self.make, self.threads = make, threads  # make(name, spawn) -> _Reader; threads: the run's threads
         self.shared: dict[bool, list[_Reader]] = {False: [], True: []}  # by live
+        self.grouped: dict = {}  # Source.group -> its reader
         self.n = 0
 
     def spawn(self, t: threading.Thread):
@@ -304,18 +323,27 @@ class _Readers:
         t.start()
 
     def add(self, src: Source, start: bool = True):
+        if src.group is not None:  # one reader per group: a decode process's frames are handed on together
+            r = self.grouped.get(src.group)
+            if r is None or not r.add(src):
+                r = self.grouped[src.group] = self._new(src, start)
+            return
         shared = self.shared[src.live] = [r for r in self.shared[src.live] if not r.ended]
         if len(shared) >= READERS:
             for r in sorted(shared, key=_Reader.load):
                 if r.add(src):
                     return
+        shared.append(self._new(src, start))
+
+    def _new(self, src: Source, start: bool) -> _Reader:
+        """A new reader serving ``src`` (started now, or with the run's threads)."""
         r = self.make(f"posefuse-read-{self.n}", self.spawn)
         self.n += 1
         r.add(src)
-        shared.append(r)
         self.threads.append(r.thread)
         if start:
             r.thread.start()
+        return r
 
 
 def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: float | None, idle: float,
@@ -376,8 +404,8 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
                     if all_ended() and frames_q.empty():
                         break
                 elif item is not None:  # a reader's pass: parcels of consecutive frames, one per stream
-                    for name, seq, frames, t_in in item:
-                        buf.extend((name, seq + k, f, t_in) for k, f in enumerate(frames))
+                    for name, seq, frames in item:
+                        buf.extend((name, seq + k, f, f.arrived) for k, f in enumerate(frames))
                     last_t = now
                     if first_t is None:
                         first_t = now

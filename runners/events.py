@@ -19,8 +19,9 @@ class RunEvents(Protocol):
     def start(self) -> None:
         """The run's clock starts (warm-up is over)."""
 
-    def arrived(self, keys: list, t: float | None = None) -> None:
-        """Frames entered the run together (``t``: their arrival time, perf_counter seconds; default now)."""
+    def arrived(self, keys: list, t: float | list | None = None) -> None:
+        """Frames entered the run (``t``: their arrival time in perf_counter seconds, one for all or a list
+        with one per key; default now)."""
 
     def delivered(self, results: list) -> None:
         """Results of frames: [(key, number of detections)]."""
@@ -73,8 +74,12 @@ class StreamFanout:
             m.start()
 
     def arrived(self, keys, t=None):
-        for name, group in _by_stream(keys, lambda k: k).items():
-            self._mon(name).arrived(group, t)
+        if isinstance(t, list):
+            for name, group in _by_stream(list(zip(keys, t)), lambda kt: kt[0]).items():
+                self._mon(name).arrived([k for k, _ in group], [x for _, x in group])
+        else:
+            for name, group in _by_stream(keys, lambda k: k).items():
+                self._mon(name).arrived(group, t)
         self.total.arrived(keys, t)
 
     def delivered(self, results):

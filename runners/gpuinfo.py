@@ -38,8 +38,9 @@ def gpu_indices_in_use() -> list[int] | None:
 
 
 class UsageSampler:
-    """Samples GPU utilization (%), GPU memory used (MiB, whole device, NVML), process CPU (% of one core)
-    and process resident memory (MiB) every ``period`` seconds in a daemon thread."""
+    """Samples GPU utilization (%), GPU memory used (MiB, whole device, NVML), CPU (% of one core) and
+    resident memory (MiB) of this process and its child processes (the host decode processes; shared rows
+    count in each process that maps them) every ``period`` seconds in a daemon thread."""
 
     def __init__(self, period: float = 0.25, gpus: list[int] | None = None):
         self.period = period
@@ -54,6 +55,7 @@ class UsageSampler:
             self._proc.cpu_percent(None)
         except Exception:  # psutil is optional
             self._proc = None
+        self._children: dict = {}  # pid -> (psutil.Process, ours), kept so cpu_percent measures since the last sample
 
     def sample(self) -> dict:
         s = {"t": time.perf_counter()}
@@ -69,11 +71,34 @@ class UsageSampler:
             s["gpu_mem_mib"] = mem
         if self._proc is not None:
             try:
-                s["cpu_percent"] = self._proc.cpu_percent(None)
-                s["rss_mib"] = self._proc.memory_info().rss / 2**20
+                cpu, rss = self._proc.cpu_percent(None), self._proc.memory_info().rss
+                cpu_c, rss_c = self._sample_children()
+                s["cpu_percent"], s["rss_mib"] = cpu + cpu_c, (rss + rss_c) / 2**20
             except Exception:
                 pass
         return s
+
+    def _sample_children(self) -> tuple[float, int]:
+        """(CPU %, resident bytes) of the child processes this package spawned (multiprocessing's: decode
+        processes; not, say, a benchmark's ffmpeg cameras); a child's first sample starts its CPU clock."""
+        cpu, rss, alive = 0.0, 0, {}
+        for c in self._proc.children(recursive=True):
+            try:
+                known = self._children.get(c.pid)
+                if known is None:
+                    ours = "multiprocessing" in " ".join(c.cmdline())
+                    if ours:
+                        c.cpu_percent(None)
+                    known = (c, ours)
+                elif known[1]:
+                    cpu += known[0].cpu_percent(None)
+                if known[1]:
+                    rss += known[0].memory_info().rss
+                alive[c.pid] = known
+            except Exception:  # it ended meanwhile
+                continue
+        self._children = alive
+        return cpu, rss
 
     def _loop(self):
         while not self._stop.wait(self.period):

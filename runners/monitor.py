@@ -95,13 +95,14 @@ class PerformanceMonitor:
                 self.span_ms[k] += v
                 self.span_batches[k] += 1
 
-    def arrived(self, keys: list, t: float | None = None):
+    def arrived(self, keys: list, t: float | list | None = None):
+        """``t``: one arrival time for all keys, one per key (a list), or None (now)."""
         t = time.perf_counter() if t is None else t
         with self._lock:
             if self.t0 is None:
                 self.start()
             self.frames_in += len(keys)
-            self.arrivals.update(dict.fromkeys(keys, t))
+            self.arrivals.update(zip(keys, t) if isinstance(t, list) else dict.fromkeys(keys, t))
 
     def delivered(self, results: list):
         now = time.perf_counter()

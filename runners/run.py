@@ -25,7 +25,7 @@ from .config import CONCURRENT, ConfigError, RunConfig
 from .events import FrameResult, StreamFanout
 from .monitor import PerformanceMonitor
 from .outputs import Outputs, check_paths
-from .sources import SourceError, announce, decode_threads, is_network, looping, open_source
+from .sources import SourceError, announce, decode_threads, host_decodable, is_network, looping, open_source
 from .strategies import run_source
 
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
@@ -139,7 +139,8 @@ def make_pipelines(cfg: RunConfig, device: str) -> list:
     return [pipe] + [pipe.replica() for _ in range((cfg.replicas if cfg.runner == "streams" else 1) - 1)]
 
 
-def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_processes=None) -> tuple[list, dict, dict]:
+def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_processes=None,
+                 host_processes=None) -> tuple[list, dict, dict]:
     """The sources of ``streams`` ([(spec, name)]); returns (sources, {name: error} for those that failed,
     {name: note} for those read otherwise than asked: with the decoder 'auto', a video NVDEC cannot open
     is read with OpenCV)."""
@@ -149,7 +150,8 @@ def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_proce
     def open_one(stream):
         spec, name = stream
         try:
-            return open_stream(cfg, spec, name, device, decode_processes, notes, threads=threads)
+            return open_stream(cfg, spec, name, device, decode_processes, notes, threads=threads,
+                               host_processes=host_processes)
         except SourceError as e:
             failed[name] = str(e)
 
@@ -161,12 +163,26 @@ def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_proce
     return [s for s in opened if s is not None], failed, notes
 
 
+def paced(cfg: RunConfig, spec) -> bool:
+    """Whether the stream of ``spec`` comes at its own pace in this run (a camera at a URL, or any video of a
+    realtime or live run): read in a host decode process when OpenCV decodes it."""
+    return is_network(spec) or cfg.realtime or cfg.mode == "live"
+
+
 def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=None, notes=None, start: int = 0,
-                threads: int = 0):
+                threads: int = 0, host_processes=None):
     """One stream of the run: the Source of ``spec`` named ``name`` (looping, paced or limited as ``cfg``
     says; from frame ``start`` of a video file; ``threads``: its FFmpeg threads when OpenCV decodes it,
-    0 for one per core); a note goes to ``notes`` when it is read otherwise than asked. Raises SourceError."""
+    0 for one per core); a note goes to ``notes`` when it is read otherwise than asked. ``host_processes``:
+    the run's HostDecodeProcesses, which read a paced video or camera that OpenCV decodes (:func:`paced`).
+    Raises SourceError."""
     fallback = cfg.decoder == "nvdec" and "decoder" in cfg.chosen
+    in_process = host_processes is not None and paced(cfg, spec) and host_decodable(spec) and \
+        (cfg.decoder == "cpu" or (fallback and is_network(spec)))
+    if in_process:  # looped, timed and paced there
+        return host_processes.open(name, spec=spec, max_frames=cfg.max_frames, reconnect_s=cfg.reconnect_s,
+                                   start=start, threads=threads, loop=cfg.loop, duration_s=cfg.duration_s,
+                                   fps=cfg.fps)
 
     def open_once(decoder=cfg.decoder):
         if fallback and is_network(spec):  # 'auto': a live URL is read by the reconnecting network source
@@ -197,17 +213,18 @@ class _Opener:
     """Opens the run's sources on a thread of its own, so decode processes start (spawn, imports, CUDA
     context, decoder open: seconds) while the engine loads and captures."""
 
-    def __init__(self, cfg: RunConfig, streams: list[tuple], decode_processes):
+    def __init__(self, cfg: RunConfig, streams: list[tuple], decode_processes, host_processes=None):
         self.sources, self.failed, self.notes, self.error, self.wall_s = [], {}, {}, None, 0.0
         self.announced = {s for s in (announce(spec, cfg.decoder) for spec in {spec for spec, _ in streams}) if s}
-        self._thread = threading.Thread(target=self._open, args=(cfg, streams, decode_processes),
+        self._thread = threading.Thread(target=self._open, args=(cfg, streams, decode_processes, host_processes),
                                         name="posefuse-open", daemon=True)
         self._thread.start()
 
-    def _open(self, cfg, streams, decode_processes):
+    def _open(self, cfg, streams, decode_processes, host_processes):
         t = time.perf_counter()
         try:
-            self.sources, self.failed, self.notes = open_sources(cfg, streams, cfg.device, decode_processes)
+            self.sources, self.failed, self.notes = open_sources(cfg, streams, cfg.device, decode_processes,
+                                                                 host_processes)
         except BaseException as e:  # noqa: BLE001 - re-raised in the run's thread by result()
             self.error = e
         self.wall_s = time.perf_counter() - t
@@ -271,6 +288,11 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         from .sources.process import DecodeProcesses
 
         decode_processes = DecodeProcesses(cfg.streams_per_decode_process)
+    host_processes = None
+    if cfg.runner in CONCURRENT:
+        from .sources.hostproc import HostDecodeProcesses
+
+        host_processes = HostDecodeProcesses(realtime=cfg.realtime, pin=cfg.device.startswith("cuda"))
     outputs = Outputs(cfg, streams)
     sinks = outputs if on_result is None else _both(outputs, on_result)
     if cfg.track:
@@ -287,7 +309,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
 
     def open_added(spec, name):  # a source a RunControl adds while the run is live
         src = open_stream(cfg, spec, name, cfg.device, decode_processes, notes,
-                          threads=decode_threads(len(sources) + 1))
+                          threads=decode_threads(len(sources) + 1), host_processes=host_processes)
         sources.append(src)
         outputs.add_stream(name, src.fps)
         return src
@@ -297,7 +319,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
             if cfg.runner != "multigpu":  # the multigpu workers open their own
                 if decode_processes is not None:
                     decode_processes.start(cfg.device)
-                opener = _Opener(cfg, streams, decode_processes)
+                opener = _Opener(cfg, streams, decode_processes, host_processes)
             engine = _engine(cfg, ran)
             startup["engine"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -350,6 +372,10 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                 t = time.perf_counter()
                 decode_processes.close()
                 shutdown["decode_processes"] = time.perf_counter() - t
+            if host_processes is not None:
+                t = time.perf_counter()
+                host_processes.close()  # the streams' counts are in once it returns
+                shutdown["host_decode_processes"] = time.perf_counter() - t
     per_stream = {}
     for name, mon in events.streams.items():
         mon.stop()

@@ -11,6 +11,7 @@ Every frame that enters a runner ends as a result (``on_result``) or as a record
 """
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Callable
 
@@ -52,8 +53,17 @@ def admit(name: str, frames: list, events: RunEvents, device=None) -> list:
 
 
 def admit_all(parcels: list, events: RunEvents, device=None) -> list:
-    """:func:`admit` for [(stream, frames)] at once (one arrival call): the good frames of each, in order."""
-    events.arrived([(name, f.index) for name, frames in parcels for f in frames])
+    """:func:`admit` for [(stream, frames)] at once (one arrival call): the good frames of each, in order.
+    A frame arrives at its ``arrived`` stamp (a camera's read, a paced frame's due time), else now (stamped)."""
+    now = time.perf_counter()
+    keys, times = [], []
+    for name, frames in parcels:
+        for f in frames:
+            if f.arrived is None:  # a frame its source did not stamp arrives now
+                f.arrived = now
+            keys.append((name, f.index))
+            times.append(f.arrived)
+    events.arrived(keys, times)
     goods = []
     for name, frames in parcels:
         good = []

@@ -418,9 +418,29 @@ def test_a_gpu_run_decodes_into_pinned_rows_and_equals_plain_frames(clip_frames)
     rep = run(RunConfig(sources=[helpers.data_path(CLIP)], decoder="cpu", runner="dynamic", batch=16,
                         max_frames=n, realtime=True, fps=60.0, progress=False), on_result=on)  # paced: rows free
     assert rep.overall["results"] == n and all(images_ok) and len(images_ok) == n
+    assert [st["source"] for st in rep.streams.values()] == [{"host_rows.new_arrays": 0}]  # a host decode process's
     for i in range(n):
         np.testing.assert_allclose(got[i].boxes, want[i].boxes, atol=0.5)
         np.testing.assert_allclose(got[i].keypoints, want[i].keypoints, atol=0.5)
+
+
+@pytest.mark.gpu
+def test_a_host_decode_process_rows_are_pinned_here():
+    """A CUDA run's host decode process writes frames into shared rows that this process registers as
+    pinned: the copy engine reads them where the decoder wrote them."""
+    from posefuse.runners.sources.hostproc import HostDecodeProcesses
+
+    torch.zeros(1, device="cuda")
+    hp = HostDecodeProcesses(pin=True, processes=1)
+    try:
+        src = hp.open("cam", spec=helpers.data_path(CLIP), max_frames=4)
+        frames = list(src.frames())
+        assert [f.pinned for f in frames] == [True] * 4
+        assert all(torch.from_numpy(f.image).is_pinned() for f in frames)
+        for f in frames:
+            f.release()
+    finally:
+        hp.close()
 
 
 @pytest.mark.gpu

@@ -6,7 +6,8 @@
 * ``network``: cameras and live streams at a URL, reconnecting;
 * ``pool``: chunked decoders and their frame pools, the decoder stand-in for tests;
 * ``nvdec``: the NVDEC decoder (PyNvVideoCodec) into GPU memory as NV12;
-* ``process``: decode processes, each serving a number of streams, their frames shared by CUDA IPC.
+* ``process``: decode processes, each serving a number of streams, their frames shared by CUDA IPC;
+* ``hostproc``: host decode processes, each reading many OpenCV streams into shared, pinned rows.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .synthetic import DEFAULT_NAME, default_source, synthesized_clip
 
 def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str = "cpu", device=None,
                 chunk: int | None = None, decode_processes=None, reconnect_s: float = RECONNECT_S,
-                start: int = 0, threads: int = 0, pinned: bool = False) -> Source:
+                start: int = 0, threads: int = 0, pinned: bool = False, row_pool=None) -> Source:
     """The Source for ``spec``: a video file or URL, an image folder (read with its subfolders), an image
     file, or None / 'default' for the embedded clip.
 
@@ -37,7 +38,8 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
     start: a video file's first frame (frame indices stay the video's own; a segment of an archive job).
     threads: FFmpeg decode threads of a video file read with OpenCV (0: one per core; see
     :func:`decode_threads`). pinned: a video or URL read with OpenCV decodes into reused pinned rows (a
-    CUDA run: the pipeline copies them to the device without a CPU copy). Raises SourceError naming the
+    CUDA run: the pipeline copies them to the device without a CPU copy); row_pool(shape): the HostRows a
+    video or URL read with OpenCV decodes into instead (a host decode process). Raises SourceError naming the
     source when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
@@ -68,8 +70,18 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
 
         return open_nvdec(spec, device, max_frames, chunk, decode_processes, start=start)
     if is_network(spec):
-        return open_network(spec, max_frames, reconnect_s=reconnect_s, pinned=pinned)
-    return open_video(spec, max_frames, start, threads, pinned)
+        return open_network(spec, max_frames, reconnect_s=reconnect_s, pinned=pinned, row_pool=row_pool)
+    return open_video(spec, max_frames, start, threads, pinned, row_pool)
+
+
+def host_decodable(spec: str | None) -> bool:
+    """Whether ``spec`` is a video file or URL that OpenCV decodes (not the default clip, a folder or an image)."""
+    if spec in (None, "", DEFAULT_NAME):
+        return False
+    if "://" in spec:
+        return True
+    p = Path(spec)
+    return not p.is_dir() and p.suffix.lower() not in IMAGE_EXT
 
 
 def decode_threads(cpu_streams: int) -> int:
@@ -158,4 +170,4 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
                   first.pixel_format, first.stats, stopped, close, first.counts, first.live)
 
 
-__all__ = ["announce", "decode_threads", "is_network", "looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]
+__all__ = ["announce", "decode_threads", "host_decodable", "is_network", "looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]

@@ -20,7 +20,9 @@ class Frame:
     not be read (it becomes a recorded drop with this reason; ``image`` is None then); ready: a CUDA event
     the consumer stream waits on before reading ``image``; on_release: called once by :meth:`release`;
     restart: the first frame after its source started over (a looping pass, a network reconnect): what
-    came before is not its past (a tracker starts again)."""
+    came before is not its past (a tracker starts again); arrived: when the frame entered the run
+    (``time.perf_counter()`` seconds: a camera's read, a paced frame's due time; None: when the runner
+    takes it), the start of its latency."""
 
     index: int
     image: object
@@ -33,6 +35,7 @@ class Frame:
     checked: tuple | None = None  # (tensor, (h, w)) once the runner has checked the frame
     restart: bool = False
     pinned: bool = False  # ``image`` is a pinned host row (a decoder's HostRows): one copy call per batch
+    arrived: float | None = None
 
     def release(self):
         """The consumer is finished with the frame's memory (idempotent): a decoder's buffer goes back."""
@@ -55,7 +58,11 @@ class Source:
     wait, ...); cancel: set by :meth:`close` so a source blocked on its consumer returns; on_close: called
     once by :meth:`close` (a decode process's stream stops); counts: what the source counted of itself
     (a network source's reconnects and gaps), reported per stream; live: its frames come at its own pace
-    and a read waits for the next one (a camera), so a runner gives it a reader thread of its own."""
+    and a read waits for the next one (a camera), so a runner gives it a reader thread of its own; push:
+    the source hands its parcels on from a thread of its own (a host decode process's receiver):
+    ``push(put)`` starts it, and it calls ``put(parcel)`` for each parcel, then ``put(None, error)`` at its
+    end (``error``: the source's message, or None); a runner then reads no parcels. group: sources of one
+    group (one decode process) are served by one reader, so what arrives together is handed on together."""
 
     name: str
     parcels: Iterator[list[Frame]]
@@ -68,6 +75,8 @@ class Source:
     on_close: Callable[[], None] | None = None
     counts: dict = field(default_factory=dict)
     live: bool = False
+    push: Callable | None = None
+    group: object = None
     _busy: threading.Lock = field(default_factory=threading.Lock, repr=False)  # held while ``parcels`` runs
 
     @classmethod

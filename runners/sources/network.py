@@ -65,10 +65,11 @@ def _connect(url: str, stall_s: float, give_up_at: float, cancel) -> tuple:
 
 
 def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float = RECONNECT_S,
-                 stall_s: float = STALL_S, pinned: bool = False) -> Source:
+                 stall_s: float = STALL_S, pinned: bool = False, row_pool=None) -> Source:
     """The live source at ``url`` (see the module docstring). Waits up to ``reconnect_s`` for the URL to
     open; raises SourceError naming it when it does not. ``pinned``: frames are decoded into reused pinned
-    rows (a CUDA run; frames of another resolution into new arrays)."""
+    rows (a CUDA run; frames of another resolution into new arrays); ``row_pool(shape)``: the HostRows to
+    decode into instead (a host decode process)."""
     if not reconnect_s > 0:
         raise ValueError(f"reconnect_s: expected seconds > 0, got {reconnect_s}")
     if not stall_s > 0:
@@ -87,7 +88,7 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
     counts.update({"network.reconnects": 0, "network.disconnected_s": 0.0, "network.frames_missed": 0,
                   "network.resolution_changes": 0, BEFORE_START: 0})
     t_open = time.monotonic()
-    rows = host_rows(shape, pinned)
+    rows = host_rows(shape, pinned, row_pool)
     if rows is not None:
         counts[NEW_ARRAYS] = 0
 

@@ -31,17 +31,24 @@ def read_frame(cap, rows: HostRows | None, counts: dict) -> tuple:
     return ok, img, release
 
 
-def host_rows(shape: tuple, pinned: bool) -> HostRows | None:
-    """The row pool of a source of BGR frames of ``shape`` (h, w) when ``pinned`` (a CUDA run), else None."""
-    return HostRows((*shape, 3), pinned=True) if pinned and all(shape) else None
+def host_rows(shape: tuple, pinned: bool, row_pool=None) -> HostRows | None:
+    """The row pool of a source of BGR frames of ``shape`` (h, w): ``row_pool(shape)``'s when given (a host
+    decode process's shared rows), else pinned rows when ``pinned`` (a CUDA run), else None."""
+    if not all(shape):
+        return None
+    if row_pool is not None:
+        return row_pool((*shape, 3))
+    return HostRows((*shape, 3), pinned=True) if pinned else None
 
 
-def open_video(path: str, max_frames: int | None, start: int = 0, threads: int = 0, pinned: bool = False) -> Source:
+def open_video(path: str, max_frames: int | None, start: int = 0, threads: int = 0, pinned: bool = False,
+               row_pool=None) -> Source:
     """A video file or URL, from frame ``start`` (OpenCV seeks to the keyframe before it and decodes up to
     it; frame indices are the video's own). ``threads``: FFmpeg decode threads (0: OpenCV's default, one
     per core). ``pinned``: frames are decoded into reused pinned rows (:class:`~.pool.HostRows`; a CUDA
-    run). A file that stops short of the frame count its container declares raises SourceError after
-    its last good frame (truncated or corrupt)."""
+    run); ``row_pool(shape)``: the HostRows to decode into instead (a host decode process). A file that
+    stops short of the frame count its container declares raises SourceError after its last good frame
+    (truncated or corrupt)."""
     if threads < 0:
         raise ValueError(f"threads: expected decode threads >= 0, got {threads}")
     cap = cv2.VideoCapture(path, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads] if threads else [])
@@ -55,7 +62,7 @@ def open_video(path: str, max_frames: int | None, start: int = 0, threads: int =
         cap.release()
         raise SourceError(f"source {path}: OpenCV could not seek to frame {start}")
 
-    rows = host_rows(shape, pinned)
+    rows = host_rows(shape, pinned, row_pool)
     counts = {NEW_ARRAYS: 0} if rows is not None else {}
 
     def parcels():

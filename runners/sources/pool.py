@@ -57,29 +57,55 @@ class FramePool:
 class HostRows:
     """Reused host buffers for one source's frames of one shape (``shape``, uint8), in pinned memory on a CUDA
     run: the decoder writes each frame where the pipeline's copy engine reads it, so a host frame is never
-    copied on the CPU again (results/DECISIONS.md). :meth:`take` never waits: with every row in use (a
-    consumer behind) or a frame of another shape (a stream that changed resolution) the caller reads into a
-    new array instead, so a reader that serves other sources is never held up by this one."""
+    copied on the CPU again (results/DECISIONS.md). ``memory``: a (size, *shape) uint8 tensor to hold the
+    rows (a host decode process's shared memory) instead of new ones. :meth:`take` never waits: with every
+    row in use (a consumer behind) or a frame of another shape (a stream that changed resolution) the
+    caller reads into a new array instead, so a reader that serves other sources is never held up by this
+    one; a reader that should wait instead calls :meth:`wait_free` first."""
 
-    def __init__(self, shape: tuple, size: int = 4, pinned: bool = False):
+    def __init__(self, shape: tuple, size: int = 4, pinned: bool = False, memory: torch.Tensor | None = None):
         if size < 1:
             raise ValueError(f"size: expected rows >= 1, got {size}")
         self.shape, self.pinned = tuple(shape), pinned
-        self.rows = list(torch.empty((size, *self.shape), dtype=torch.uint8, pin_memory=pinned).numpy())
+        if memory is None:
+            memory = torch.empty((size, *self.shape), dtype=torch.uint8, pin_memory=pinned)
+        elif tuple(memory.shape) != (size, *self.shape) or memory.dtype != torch.uint8:
+            raise ValueError(f"memory: expected a uint8 tensor of shape {(size, *self.shape)}, "
+                             f"got {memory.dtype} {tuple(memory.shape)}")
+        self.memory = memory
+        self.rows = list(memory.numpy())
         self.free = list(range(size))
-        self.lock = threading.Lock()
+        self.cv = threading.Condition()
 
     def take(self) -> tuple:
         """(a free row, its release: call once when the frame's memory is no longer read), or (None, None)."""
-        with self.lock:
+        with self.cv:
             if not self.free:
                 return None, None
             r = self.free.pop()
         return self.rows[r], lambda: self._give_back(r)
 
+    def wait_free(self, cancel: threading.Event) -> bool:
+        """Waits until a row is free (True) or ``cancel`` is set (False)."""
+        with self.cv:
+            while not self.free:
+                if cancel.is_set():
+                    return False
+                self.cv.wait(POLL)
+            return True
+
+    def index(self, image) -> int | None:
+        """The row ``image`` (a NumPy array) is, or None when it is not one of these rows."""
+        off = image.ctypes.data - self.memory.data_ptr()
+        size = self.rows[0].nbytes
+        if 0 <= off < size * len(self.rows) and off % size == 0 and image.shape == self.shape:
+            return off // size
+        return None
+
     def _give_back(self, r: int):
-        with self.lock:
+        with self.cv:
             self.free.append(r)
+            self.cv.notify()
 
 
 class Release:

@@ -1,0 +1,488 @@
+"""Host decode processes: OpenCV sources (video files and cameras) read in spawned processes, each serving
+many streams, their frames decoded into rows of shared memory that this process registers as pinned.
+
+A run's threads then do no decoding: in the runner's interpreter, a frame costs its share of one message
+per decode-process pass, not a reader thread's release and re-take of the interpreter lock around each
+``cv2.VideoCapture.read`` (16 readers of 150 cameras held the batcher up: results/DECISIONS.md). Each
+stream's frames are written into ROWS rows of a shared tensor, which this process maps once and
+registers as pinned (``cudaHostRegister``), so the pipeline copies them to the device straight from where
+the decoder wrote them. A stream waits for a free row before it reads (memory stays bounded; a camera's
+frames wait in its socket, as with a thread reading it); a frame of another shape (a camera that changed
+resolution) travels in its message instead.
+
+One duplex pipe per process. Parent -> process: ``("open", sid, kwargs)``, ``("go", sid)`` (the runner's
+first read: a stream reads nothing before it, so a run's clock gets no head start), ``("free", [(sid, key,
+row)])``, ``("stop", sid)``, ``("close", None)``. Process -> parent: lists of ``("opened", sid, fps, count, shape, live)``,
+``("rows", sid, key, memfd, shape)``, ``("frame", sid, (index, key, row or array, timestamp, restart, arrived))``,
+``("end", sid, counts, stats, error)``; a message carries what a process's streams read since the last
+one. A realtime run's files are released at their frame rate in the process (``arrived``: the frame's
+due time), cameras as they are read (``arrived``: the read's end).
+"""
+from __future__ import annotations
+
+import collections
+import mmap
+import multiprocessing as mp
+import os
+import sys
+import threading
+import time
+
+from multiprocessing.reduction import DupFd
+
+from .frame import Frame, Source, SourceError
+from .pool import POLL, HostRows
+
+ROWS = 8  # rows per stream and shape: a 30 fr/s stream at 50 ms holds 2-3 in flight, one read ahead
+START_TIMEOUT_S = 120.0  # a process imports torch and OpenCV before it answers; a camera's open comes on top
+END_WAIT_S = 5.0  # how long close() waits for closed streams to end (a camera's read ends within its STALL_S)
+TICK_S = 0.002  # a frame waits at most this long for its message (counted in its latency: 50 ms budget)
+PER_PROCESS = 4  # cores per host decode process: HOST_PROCESSES = cores // PER_PROCESS
+HOST_PROCESSES = max(1, (os.cpu_count() or 1) // PER_PROCESS)
+
+
+def _shared_rows(shape: tuple, fd: int | None = None) -> tuple:
+    """(fd, a (ROWS, *shape) uint8 tensor over shared memory): a new memfd (``fd`` None; the caller closes
+    it), or the one ``fd`` names, mapped here. A memfd, not /dev/shm: a container's /dev/shm is often
+    64 MB, and rows take ROWS frames per stream."""
+    import numpy as np
+    import torch
+
+    nbytes = ROWS * int(np.prod(shape))
+    if fd is None:
+        fd = os.memfd_create("posefuse-rows")
+        os.ftruncate(fd, nbytes)
+    mem = mmap.mmap(fd, nbytes)  # the mapping outlives the fd; the tensor keeps it
+    return fd, torch.frombuffer(mem, dtype=torch.uint8).view(ROWS, *shape)
+
+
+def _register(t) -> bool:
+    """Pin ``t``'s memory for the device's copy engine (cudaHostRegister); False where no CUDA is up."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    # cudaHostRegisterPortable: pinned for every context; cudart() brings CUDA up if the run has not yet
+    err = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 1)
+    if int(err) != 0:
+        raise SourceError(f"host decode process: cudaHostRegister of {t.numel() >> 20} MiB failed (error {int(err)})")
+    return True
+
+
+def _unregister(t):
+    import torch
+
+    torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
+
+
+class _ParentStream:
+    """This process's side of one stream: its rows as mapped here, and where its parcels go."""
+
+    def __init__(self, proc: "_HostProcess", sid: int, name: str):
+        self.proc, self.sid, self.name = proc, sid, name
+        self.opened = threading.Event()
+        self.meta: tuple | None = None
+        self.error: str | None = None
+        self.rows: dict = {}  # key -> (tensor, [row arrays], pinned)
+        self.lent = 0  # frames handed on and not released
+        self.ended = False
+        self.lock = threading.Lock()
+        self.counts: dict = {}
+        self.stats: dict = {}
+        self.queue: collections.deque = collections.deque()  # parcels while nobody pushes (a Source iterated)
+        self.cv = threading.Condition()
+        self.put = None  # the runner's put, once it pushes
+
+    def deliver(self, parcel, error=None):
+        if self.put is not None:
+            self.put(parcel, error)
+            return
+        with self.cv:
+            self.queue.append((parcel, error))
+            self.cv.notify()
+
+    def push(self, put):
+        with self.cv:
+            self.put = put
+            pending, self.queue = list(self.queue), collections.deque()
+        self.proc.send(("go", self.sid))
+        for parcel, error in pending:
+            put(parcel, error)
+
+    def parcels(self, cancel: threading.Event):
+        """The parcels for a consumer that iterates (no push)."""
+        self.proc.send(("go", self.sid))
+        while True:
+            with self.cv:
+                while not self.queue:
+                    if cancel.is_set():
+                        return
+                    self.cv.wait(POLL)
+                parcel, error = self.queue.popleft()
+            if parcel is None:
+                if error:
+                    raise SourceError(error)
+                return
+            yield parcel
+
+    def frame(self, entry) -> Frame:
+        index, key, row, timestamp, restart, arrived = entry
+        if key is None:  # a frame of another shape, in the message itself
+            return Frame(index, row, timestamp=timestamp, restart=restart, arrived=arrived)
+        _, arrays, pinned = self.rows[key]
+        with self.lock:
+            self.lent += 1
+        return Frame(index, arrays[row], timestamp=timestamp, restart=restart, arrived=arrived, pinned=pinned,
+                     on_release=lambda: self.release(key, row))
+
+    def release(self, key, row):
+        self.proc.free(self.sid, key, row)
+        with self.lock:
+            self.lent -= 1
+            done = self.ended and self.lent == 0
+        if done:
+            self.unmap()
+
+    def end(self):
+        with self.lock:
+            self.ended = True
+            done = self.lent == 0
+        if done:
+            self.unmap()
+
+    def unmap(self):
+        rows, self.rows = self.rows, {}
+        for t, _, pinned in rows.values():
+            if pinned:
+                _unregister(t)
+
+
+class _HostProcess:
+    """One host decode process: its pipe, the thread that receives its messages and the one that sends
+    the rows released here back in groups."""
+
+    def __init__(self, realtime: bool, pin: bool):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, realtime), name="posefuse-host-decode", daemon=True)
+        self.proc.start()
+        child.close()
+        self.pin = pin
+        self.streams: dict[int, _ParentStream] = {}
+        self.send_lock = threading.Lock()
+        self.frees: list = []
+        self.free_lock = threading.Lock()
+        self.free_wake = threading.Event()
+        self.closed = threading.Event()
+        self.receiver = threading.Thread(target=self._receive, name="posefuse-host-recv", daemon=True)
+        self.freer = threading.Thread(target=self._send_frees, name="posefuse-host-free", daemon=True)
+        self.receiver.start()
+        self.freer.start()
+
+    def send(self, m) -> bool:
+        with self.send_lock:
+            try:
+                self.conn.send(m)
+                return True
+            except (OSError, ValueError):  # the process is gone: its streams end through the receiver
+                return False
+
+    def free(self, sid, key, row):
+        with self.free_lock:
+            self.frees.append((sid, key, row))
+        self.free_wake.set()
+
+    def _send_frees(self):
+        while not self.closed.is_set():
+            self.free_wake.wait(POLL)
+            self.free_wake.clear()
+            with self.free_lock:
+                frees, self.frees = self.frees, []
+            if frees:
+                self.send(("free", frees))
+
+    def _receive(self):
+        import torch.multiprocessing  # noqa: F401 - the shared tensors' reductions
+
+        try:
+            while True:
+                msg = self.conn.recv()
+                parcels: dict = {}
+                for m in msg:
+                    kind, sid = m[0], m[1]
+                    st = self.streams.get(sid)
+                    if st is None:
+                        continue
+                    if kind == "frame":
+                        parcels.setdefault(sid, []).append(st.frame(m[2]))
+                    elif kind == "rows":
+                        _, _, key, dup, shape = m
+                        fd = dup.detach()
+                        try:
+                            _, t = _shared_rows(shape, fd)
+                        finally:
+                            os.close(fd)
+                        pinned = self.pin and _register(t)
+                        st.rows[key] = (t, list(t.numpy()), pinned)
+                    elif kind == "opened":
+                        st.meta = m[2:]
+                        st.opened.set()
+                    elif kind == "end":
+                        _, _, counts, stats, error = m
+                        if sid in parcels:
+                            st.deliver(parcels.pop(sid))
+                        st.counts.update(counts)
+                        st.stats.update(stats)
+                        st.error = error
+                        st.opened.set()
+                        st.end()
+                        st.deliver(None, error)
+                        del self.streams[sid]
+                for sid, frames in parcels.items():
+                    self.streams[sid].deliver(frames)
+        except (EOFError, OSError):  # the process ended or died
+            pass
+        finally:
+            self.conn.close()
+            code = self.proc.exitcode
+            for st in list(self.streams.values()):
+                st.error = f"source {st.name}: the host decode process ended (exit code {code})"
+                st.opened.set()
+                st.end()
+                st.deliver(None, st.error)
+            self.streams.clear()
+
+    def close(self):
+        """The process ends (its pipe is closed once the receiver has seen the process's end)."""
+        self.closed.set()
+        self.send(("close", None))  # a close() here would not wake the receiver's blocked read
+
+
+class HostDecodeProcesses:
+    """Up to ``processes`` host decode processes (HOST_PROCESSES: a process per PER_PROCESS cores), started
+    as streams open (a new one for each stream until all are up, then the least loaded serves it).
+    ``realtime``: files are released at their frame rate; ``pin``: rows are registered as pinned (a CUDA
+    run)."""
+
+    def __init__(self, realtime: bool = False, pin: bool = False, processes: int = HOST_PROCESSES):
+        if processes < 1:
+            raise ValueError(f"processes: expected >= 1 host decode processes, got {processes}")
+        self.realtime, self.pin, self.processes = realtime, pin, processes
+        self._procs: list[_HostProcess] = []
+        self._lock = threading.Lock()
+        self._sid = 0
+
+    def _pick(self) -> _HostProcess:
+        with self._lock:
+            self._procs = [p for p in self._procs if p.proc.is_alive()]
+            if len(self._procs) < self.processes and all(p.streams for p in self._procs):
+                self._procs.append(_HostProcess(self.realtime, self.pin))
+            return min(self._procs, key=lambda p: len(p.streams))
+
+    def open(self, name: str, **kwargs) -> Source:
+        """The stream ``open_in_process(name=name, **kwargs)`` opens, read in one of the processes, as a Source named
+        ``name``. Raises SourceError (the process's message) when it cannot be opened."""
+        proc = self._pick()
+        with self._lock:
+            self._sid += 1
+            sid = self._sid
+        st = _ParentStream(proc, sid, name)
+        proc.streams[sid] = st
+        proc.send(("open", sid, {**kwargs, "name": name}))
+        deadline = time.perf_counter() + START_TIMEOUT_S + (kwargs.get("reconnect_s") or 0)
+        while not st.opened.wait(POLL):
+            if not proc.proc.is_alive() or time.perf_counter() > deadline:
+                proc.streams.pop(sid, None)
+                raise SourceError(f"source {name}: the host decode process did not open it "
+                                  f"(exit code {proc.proc.exitcode})")
+        if st.meta is None:
+            raise SourceError(st.error or f"source {name}: the host decode process could not open it")
+        fps, count, shape, live = st.meta
+        cancel = threading.Event()
+        src = Source(name, st.parcels(cancel), fps, count, shape, "bgr", st.stats, cancel,
+                     lambda: proc.send(("stop", sid)), st.counts, live, push=st.push, group=proc)
+        return src
+
+    def close(self):
+        """Ends the processes once their streams have ended (their counts are in; at most END_WAIT_S)."""
+        with self._lock:
+            procs, self._procs = self._procs, []
+        deadline = time.perf_counter() + END_WAIT_S
+        for p in procs:
+            while p.streams and p.proc.is_alive() and time.perf_counter() < deadline:
+                time.sleep(POLL / 5)
+            p.close()
+        for p in procs:
+            p.proc.join(5.0)
+            if p.proc.is_alive():
+                p.proc.kill()
+            p.receiver.join(1.0)
+
+
+def open_in_process(spec: str, name: str, max_frames=None, reconnect_s=None, start: int = 0, threads: int = 0,
+                    loop: bool = False, duration_s=None, fps=None, row_pool=None) -> Source:
+    """The stream a host decode process reads (a video file or URL with OpenCV; looping, timed or with its
+    frame rate replaced as a run asks), its frames in ``row_pool``'s rows."""
+    from . import looping, open_source
+    from .network import RECONNECT_S
+
+    def once():
+        return open_source(spec, max_frames, decoder="cpu", reconnect_s=reconnect_s or RECONNECT_S, start=start,
+                           threads=threads, row_pool=row_pool)
+
+    src = looping(once, name, loop, duration_s, fps) if loop or duration_s or fps else once()
+    src.name = name
+    return src
+
+
+# ---------------------------------------------------------------------------------------- the process
+class _Outbox:
+    """What the process's streams read, sent as one message per turn of its sender thread: a turn waits
+    TICK_S after its first item, so a message carries many streams' frames."""
+
+    def __init__(self, conn):
+        self.conn, self.items, self.cv = conn, [], threading.Condition()
+        self.gone = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def put(self, item):
+        with self.cv:
+            self.items.append(item)
+            self.cv.notify()
+
+    def _run(self):
+        while True:
+            with self.cv:
+                while not self.items:
+                    self.cv.wait()
+            time.sleep(TICK_S)  # what the other streams read meanwhile goes in the same message
+            with self.cv:
+                items, self.items = self.items, []
+            try:
+                self.conn.send(items)
+            except (OSError, ValueError):
+                self.gone.set()
+                return
+
+
+class _ChildStream:
+    """One stream in a host decode process: its source, its rows and the frames lent to the parent."""
+
+    def __init__(self, sid: int, kwargs: dict, out: _Outbox, realtime: bool):
+        self.sid, self.kwargs, self.out, self.realtime = sid, kwargs, out, realtime
+        self.go, self.stop = threading.Event(), threading.Event()
+        self.pools: dict = {}  # shape -> (key, HostRows)
+        self.lent: dict = {}  # (key, row) -> Frame
+        self.src: Source | None = None
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def pool(self, shape: tuple) -> HostRows:
+        """The stream's rows for frames of ``shape``, made once per shape and announced to the parent."""
+        got = self.pools.get(shape)
+        if got is None:
+            fd, t = _shared_rows(shape)
+            got = self.pools[shape] = (len(self.pools), HostRows(shape, ROWS, memory=t))
+            self.out.put(("rows", self.sid, got[0], DupFd(fd), shape))
+            os.close(fd)  # DupFd holds a duplicate until the parent has taken it
+        return got[1]
+
+    def free(self, key, row):
+        with self.lock:
+            f = self.lent.pop((key, row), None)
+        if f is not None:
+            f.release()
+
+    def close(self):
+        self.stop.set()
+        self.go.set()
+        if self.src is not None:
+            self.src.close()
+
+    def _run(self):
+        sid, out = self.sid, self.out
+        try:
+            src = open_in_process(row_pool=self.pool, **self.kwargs)
+        except SourceError as e:
+            out.put(("end", sid, {}, {}, str(e)))
+            return
+        except BaseException as e:  # noqa: BLE001 - the source's error, reported to the parent
+            out.put(("end", sid, {}, {}, f"source {self.kwargs.get('spec')}: the host decode process failed to "
+                                         f"open it ({type(e).__name__}: {e})"))
+            return
+        self.src = src
+        out.put(("opened", sid, src.fps, src.count, src.shape, src.live))
+        self.go.wait()
+        error = None
+        pace = src.fps if self.realtime and not src.live else None
+        t0 = first = None
+        try:
+            if self.stop.is_set():
+                src.close()
+            it = iter(src)
+            while not self.stop.is_set():
+                for _, rows in list(self.pools.values())[:1]:  # a free row before the next read
+                    rows.wait_free(self.stop)
+                parcel = next(it, None)
+                if parcel is None:
+                    break
+                now = time.perf_counter()
+                for f in parcel:
+                    arrived = now
+                    if pace:
+                        if t0 is None:
+                            t0, first = now, f.index
+                        arrived = t0 + (f.index - first) / pace
+                        wait = arrived - time.perf_counter()
+                        if wait > 0 and self.stop.wait(wait):
+                            f.release()
+                            continue
+                    key = row = None
+                    for k, rows in self.pools.values():
+                        row = rows.index(f.image)
+                        if row is not None:
+                            key = k
+                            break
+                    if key is not None:
+                        with self.lock:
+                            self.lent[(key, row)] = f
+                        out.put(("frame", sid, (f.index, key, row, f.timestamp, f.restart, arrived)))
+                    else:
+                        out.put(("frame", sid, (f.index, None, f.image, f.timestamp, f.restart, arrived)))
+        except SourceError as e:
+            error = str(e)
+        except BaseException as e:  # noqa: BLE001
+            error = f"source {self.kwargs.get('spec')}: the host decode process failed ({type(e).__name__}: {e})"
+        finally:
+            src.close()
+        out.put(("end", sid, dict(src.counts), dict(src.stats), error))
+
+
+def _serve(conn, realtime: bool):
+    """A host decode process: opens each stream it is sent on a thread of its own, until the pipe closes."""
+    import torch.multiprocessing  # noqa: F401 - the shared tensors' reductions
+
+    out = _Outbox(conn)
+    streams: dict[int, _ChildStream] = {}
+    try:
+        while True:
+            m = conn.recv()
+            kind = m[0]
+            if kind == "open":
+                streams[m[1]] = _ChildStream(m[1], m[2], out, realtime)
+            elif kind == "free":
+                for sid, key, row in m[1]:
+                    streams[sid].free(key, row)
+            elif kind == "go":
+                streams[m[1]].go.set()
+            elif kind == "stop":
+                streams[m[1]].close()
+            else:  # close
+                break
+    except (EOFError, OSError):  # the parent is gone
+        pass
+    for st in streams.values():
+        st.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

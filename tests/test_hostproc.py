@@ -1,0 +1,131 @@
+"""Host decode processes (runners/sources/hostproc.py): OpenCV streams read in spawned processes into shared
+rows, on the real sample clip. The frames equal OpenCV's in this process; a realtime stream is released at
+its frame rate with each frame stamped at its due time; rows lent out bound what a stream reads ahead; a
+stream that cannot open fails naming its source; a closed stream ends with its counts."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import helpers
+
+CLIP = "one-by-one-person-detection.mp4"  # 768x432 at 10 fr/s
+
+
+@pytest.fixture
+def processes():
+    from posefuse.runners.sources.hostproc import HostDecodeProcesses
+
+    made = []
+
+    def make(**kw):
+        hp = HostDecodeProcesses(**kw)
+        made.append(hp)
+        return hp
+
+    yield make
+    for hp in made:
+        hp.close()
+
+
+def test_frames_read_in_a_process_equal_opencv_here(processes):
+    from posefuse.runners.sources import open_source
+
+    clip = helpers.data_path(CLIP)
+    src = processes(processes=2).open("cam", spec=clip, max_frames=40)
+    assert (src.fps, src.count, src.shape, src.live) == (10.0, 40, (432, 768), False)
+    want = [f.image.copy() for f in open_source(clip, 40).frames()]
+    got = []
+    for f in src.frames():
+        got.append((f.index, f.image.copy(), f.pinned))
+        f.release()
+    assert [i for i, _, _ in got] == list(range(40))
+    assert all(np.array_equal(g, w) for (_, g, _), w in zip(got, want))
+    assert not any(p for _, _, p in got)  # no CUDA run: rows are shared, not pinned
+    assert src.counts == {"host_rows.new_arrays": 0}
+
+
+def test_a_realtime_stream_is_released_at_its_rate_each_frame_stamped_at_its_due_time(processes):
+    src = processes(realtime=True, processes=1).open("cam", spec=helpers.data_path(CLIP), max_frames=12, fps=20.0)
+    got = []
+    for f in src.frames():
+        got.append((f.arrived, time.perf_counter()))
+        f.release()
+    due = np.array([a for a, _ in got])
+    np.testing.assert_allclose(np.diff(due), 1 / 20, atol=1e-6)  # the stamps: the stream's own clock
+    seen = np.array([t for _, t in got])
+    assert (seen >= due - 1e-3).all() and seen[-1] - seen[0] > 0.5  # none before its time; 11 frame times
+
+
+def test_rows_lent_out_bound_what_a_stream_reads_ahead(processes):
+    from posefuse.runners.sources.hostproc import ROWS
+
+    src = processes(processes=1).open("cam", spec=helpers.data_path(CLIP), max_frames=ROWS + 4)
+    it = src.frames()
+    held = [next(it) for _ in range(ROWS)]
+    got = []
+
+    def read_one():
+        got.append(next(it))
+
+    import threading
+
+    t = threading.Thread(target=read_one, daemon=True)
+    t.start()
+    t.join(1.0)
+    assert not got  # every row is out: the stream waits
+    held[0].release()
+    t.join(10.0)
+    assert [f.index for f in got] == [ROWS]
+    assert got[0].image is held[0].image or np.shares_memory(got[0].image, held[0].image)  # the row came back
+    for f in held[1:] + got:
+        f.release()
+    src.close()
+
+
+def test_a_stream_that_cannot_open_fails_naming_its_source(processes, tmp_path):
+    from posefuse.runners.sources import SourceError
+
+    hp = processes(processes=1)
+    with pytest.raises(SourceError, match="no such file"):
+        hp.open("gone", spec=str(tmp_path / "missing.mp4"))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(SourceError, match="junk.mp4"):
+        hp.open("junk", spec=str(junk))
+    src = hp.open("cam", spec=helpers.data_path(CLIP), max_frames=3)  # the process serves the next one
+    assert [f.index for f in src.frames()] == [0, 1, 2]
+
+
+def test_a_stream_closed_while_it_is_read_ends_and_the_processes_close(processes):
+    hp = processes(realtime=True, processes=2)
+    a = hp.open("a", spec=helpers.data_path(CLIP), loop=True, fps=30.0)
+    b = hp.open("b", spec=helpers.data_path(CLIP), loop=True, fps=30.0)
+    ia, ib = a.frames(), b.frames()
+    for _ in range(5):
+        next(ia).release()
+        next(ib).release()
+    a.close()
+    b.close()
+    assert list(ia) == [] and list(ib) == []
+    t = time.perf_counter()
+    hp.close()
+    assert time.perf_counter() - t < 3.0
+    assert a.counts["host_rows.new_arrays"] == 0
+
+
+def test_a_realtime_run_reads_its_videos_in_host_decode_processes():
+    """Through run(): every frame of three paced streams is a result, in order, stamped at its due time
+    (latency counted from it), and the run closed its host decode processes."""
+    from posefuse import RunConfig, run
+
+    got: dict = {}
+    rep = run(RunConfig(sources=[helpers.data_path(CLIP)], repeat=3, runner="dynamic", device="cpu", decoder="cpu",
+                        batch=8, max_wait_ms=10, realtime=True, fps=10.0, max_frames=12, progress=False),
+              on_result=lambda r: got.setdefault(r.stream, []).append(r.index))
+    assert rep.failed == {} and rep.overall["results"] == 36
+    assert all(v == list(range(12)) for v in got.values()) and len(got) == 3
+    assert "host_decode_processes" in rep.shutdown_s
+    assert all(st["source"] == {"host_rows.new_arrays": 0} for st in rep.streams.values())
