@@ -224,7 +224,8 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
             "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
             "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean"),
             "thread_s": r.get("runner_thread_s"), "wall_s": r.get("wall_s"), "failed": rep.failed,
-            "reconnects": summed("network.reconnects"), "frames_before_start": summed("network.frames_before_start")}
+            "reconnects": summed("network.reconnects"), "frames_before_start": summed("network.frames_before_start"),
+            "latency_per_second": r.get("latency_per_second"), "gpu_ms_per_batch": r.get("gpu_ms_per_batch")}
 
 
 def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> dict:
@@ -248,6 +249,7 @@ def main():
     ap.add_argument("--only", default="e2e,realtime", help="comma list of: e2e, realtime, multigpu")
     ap.add_argument("--realtime-s", default="50,100,150,200,300,400")
     ap.add_argument("--realtime-repeats", type=int, default=3, help="realtime: runs per S (S holds when every run does)")
+    ap.add_argument("--realtime-all", action="store_true", help="realtime: measure every S, also after one did not hold")
     ap.add_argument("--realtime-clips", default="768x432", help="realtime: comma list of: " + ", ".join(CLIPS))
     ap.add_argument("--realtime-decoder", default="cpu", choices=("cpu", "nvdec"),
                     help="realtime: 'cpu' (OpenCV, host frames, as cameras are read) or 'nvdec'")
@@ -321,7 +323,7 @@ def main():
                 ok = [r["streams"] for r in rows if r["held"]]
                 run["realtime"]["clips"][label] = {"rows": rows, "max_streams_p99_le_50ms": max(ok) if ok else 0}
                 _write(run, a.out_dir)
-                if not held:
+                if not held and not a.realtime_all:
                     break
     if "multigpu" in only:
         n = torch.cuda.device_count()

@@ -216,7 +216,7 @@ class PoseActor:
         warm_up([self.pipe], new, self.batch)
         self.warmed |= new
         warmup_s = time.perf_counter() - t
-        events = StreamFanout(PerformanceMonitor(usage=False), lambda: PerformanceMonitor(usage=False))
+        events = StreamFanout(PerformanceMonitor(usage=False), lambda: PerformanceMonitor(usage=False, timeline=False))
 
         def collect(fr):
             path, key, segment, start, end, cols = todo[fr.stream]

@@ -1,6 +1,6 @@
-"""PerformanceMonitor: frames/s, per-frame latency (arrival -> result) percentiles, frame accounting,
-GPU time per timed span (CUDA events), GPU utilization and memory (NVML), CPU usage and host memory (psutil);
-a JSON report and a console summary."""
+"""PerformanceMonitor: frames/s, per-frame latency (arrival -> result) percentiles, over the run and per
+second, frame accounting, GPU time per timed span (CUDA events), GPU utilization and memory (NVML), CPU
+usage and host memory (psutil); a JSON report and a console summary."""
 from __future__ import annotations
 
 import threading
@@ -53,18 +53,47 @@ class LatencyHistogram:
         return self.BINS[keep] * 1e3, c[keep] / max(1, self.n)
 
 
+class LatencyTimeline:
+    """Latency per second of the run (by when results came): each second's results, p50, p99 and max in
+    ms, so a tail can be placed in time (a start-up transient, a stall, a drift). Four numbers a second."""
+
+    def __init__(self):
+        self.seconds: list[list] = []  # [second, results, p50 ms, p99 ms, max ms]
+        self._second, self._lat = None, []
+
+    def add_many(self, second: int, seconds: list):
+        if second != self._second:
+            self._close()
+            self._second = second
+        self._lat.extend(seconds)
+
+    def _close(self):
+        if self._lat:
+            a = np.asarray(self._lat) * 1e3
+            p50, p99 = np.percentile(a, [50, 99])
+            self.seconds.append([self._second, len(a), round(float(p50), 2), round(float(p99), 2),
+                                 round(float(a.max()), 2)])
+        self._lat = []
+
+    def report(self) -> dict:
+        self._close()
+        return {"columns": ["second", "results", "p50_ms", "p99_ms", "max_ms"], "rows": list(self.seconds)}
+
+
 class PerformanceMonitor:
     """The figures of a run (implements events.RunEvents). Thread-safe: decode threads report arrivals,
     the result thread results and drops. ``usage``: sample NVML and psutil while the clock runs;
-    ``on_count(n)``: called with the number of frames each result or drop call finishes (a progress bar)."""
+    ``on_count(n)``: called with the number of frames each result or drop call finishes (a progress bar);
+    ``timeline``: keep the latency per second (a run's total; a stream's monitor leaves it out)."""
 
-    def __init__(self, usage: bool = True, on_count=None):
+    def __init__(self, usage: bool = True, on_count=None, timeline: bool = True):
         self._lock = threading.Lock()
         self.t0 = None
         self.t_end = None
         self.t_first = None  # the first result
         self.arrivals: dict[tuple, float] = {}
         self.latency = LatencyHistogram()
+        self.timeline = LatencyTimeline() if timeline else None
         self.frames_in = 0
         self.results = 0
         self.drops: Counter = Counter()
@@ -113,6 +142,8 @@ class PerformanceMonitor:
             self.results += len(results)
             self.detections += sum(n for _, n in results)
             self.latency.add_many(lat)
+            if self.timeline is not None and self.t0 is not None:
+                self.timeline.add_many(int(now - self.t0), lat)
         if self.on_count is not None:
             self.on_count(len(results))
 
@@ -157,6 +188,8 @@ class PerformanceMonitor:
             "gpu_ms_total": dict(self.span_ms),
             "runner_thread_s": dict(self.thread_s),
         }
+        if self.timeline is not None:
+            rep["latency_per_second"] = self.timeline.report()
         if self.sampler is not None:
             rep["usage"] = self.sampler.summary()
         return rep

@@ -303,7 +303,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
     sources: list = []
     progress = _Progress(False, None)
     total = PerformanceMonitor(usage=True)
-    events = StreamFanout(total, lambda: PerformanceMonitor(usage=False))
+    events = StreamFanout(total, lambda: PerformanceMonitor(usage=False, timeline=False))
     interrupted, run_error = False, None
     peak = _PeakMemory(cfg.device if cfg.runner != "multigpu" else None)
 

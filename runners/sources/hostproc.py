@@ -202,8 +202,6 @@ class _HostProcess:
                 self.send(("free", frees))
 
     def _receive(self):
-        import torch.multiprocessing  # noqa: F401 - the shared tensors' reductions
-
         try:
             while True:
                 msg = self.conn.recv()
@@ -459,8 +457,12 @@ class _ChildStream:
 
 
 def _serve(conn, realtime: bool):
-    """A host decode process: opens each stream it is sent on a thread of its own, until the pipe closes."""
-    import torch.multiprocessing  # noqa: F401 - the shared tensors' reductions
+    """A host decode process: opens each stream it is sent on a thread of its own, until the pipe closes.
+    Its interpreter lock changes hands as often as the run's (run.SWITCH_INTERVAL_S): a paced frame due
+    now waits for it behind its process's other streams."""
+    from ..run import SWITCH_INTERVAL_S
+
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     out = _Outbox(conn)
     streams: dict[int, _ChildStream] = {}
