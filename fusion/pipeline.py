@@ -11,6 +11,8 @@ or a kernels.letterbox.FrameBatch (frames checked already: no second check).
 How a batch runs (CUDA device):
 * host frames are copied into a pinned staging buffer, then to the device with a non-blocking copy;
   frames already in pinned memory (a decoder's pinned rows) go to the device in one call, with no CPU copy;
+  these copies run on a stream of their own, so a batch's copy overlaps the previous batch's compute
+  (the caller's stream waits for it);
   device frames are read in place: the CuPy letterbox takes a table of frame pointers, which the pipeline
   rewrites per batch, so even a CUDA-graph replay reads the caller's memory (no copy);
 * letterbox, backbone, head decode, NMS and rescale (:meth:`PosePipeline._stages`, the one stage chain of
@@ -51,6 +53,7 @@ PRECISIONS = ("fp16", "fp32")
 _CAPTURE_LOCK = threading.Lock()
 RING = 2  # slots per signature: one computing or being read back while the next is queued (results/DECISIONS.md)
 START = "start"  # the timing mark recorded before a batch's first stage
+QUEUED = "queued"  # host frames: the span from their copy's end to the stream taking the batch up
 
 
 def best_device() -> torch.device:
@@ -150,6 +153,7 @@ class _Slot:
     orig_hw: torch.Tensor | None = None
     graph: torch.cuda.CUDAGraph | None = None
     event: torch.cuda.Event | None = None  # recorded after the device-to-host copy
+    copied: torch.cuda.Event | None = None  # recorded after the host-to-device copy (host frames)
     marks: dict | None = None  # this batch's timing events, {span: event recorded at its end}, START first
     timers: dict = field(default_factory=dict)  # the slot's timing events, by span
     pending: PendingBatch | None = None
@@ -228,7 +232,8 @@ class PosePipeline:
         self.ring_wait_s = 0.0  # host seconds submit() waited for a ring slot (the GPU is behind)
         self._slots: dict[tuple, list[_Slot]] = {}
         self._turn: dict[tuple, int] = {}
-        self._copy_stream = torch.cuda.Stream(self.device) if on_gpu else None
+        self._copy_stream = torch.cuda.Stream(self.device) if on_gpu else None  # device -> host
+        self._h2d_stream = torch.cuda.Stream(self.device) if on_gpu else None  # host -> device
         self._graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
 
     # ------------------------------------------------------------------ model
@@ -256,6 +261,7 @@ class PosePipeline:
         twin = copy.copy(self)
         twin._slots, twin._turn, twin.graph_errors, twin.ring_wait_s = {}, {}, [], 0.0
         twin._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        twin._h2d_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         twin._graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
         return twin
 
@@ -282,11 +288,17 @@ class PosePipeline:
         slot = self._next_slot(sig)
         stream = torch.cuda.current_stream(self.device)
         slot.marks = {}
-        self._mark(slot, START, stream)
-        if host:
-            with nvtx_range("h2d"):
+        if host:  # the copy overlaps the previous batch's compute; the slot's last batch is over (_next_slot)
+            h2d = self._h2d_stream
+            self._mark(slot, START, h2d)
+            with nvtx_range("h2d"), torch.cuda.stream(h2d):
                 fb = self._stage_host(slot, fb, same)
-            self._mark(slot, "h2d", stream)
+            self._mark(slot, "h2d", h2d)
+            slot.copied.record(h2d)
+            stream.wait_event(slot.copied)
+            self._mark(slot, QUEUED, stream)  # the previous batch's compute, when the copy finished first
+        else:
+            self._mark(slot, START, stream)
         if graph:
             self._run_graph(slot, fb, host)
             self._mark(slot, span("letterbox", "rescale"), stream)
@@ -328,7 +340,7 @@ class PosePipeline:
     def _next_slot(self, sig) -> _Slot:
         ring = self._slots.get(sig)
         if ring is None:
-            ring = self._slots[sig] = [_Slot(event=torch.cuda.Event()) for _ in range(RING)]
+            ring = self._slots[sig] = [_Slot(event=torch.cuda.Event(), copied=torch.cuda.Event()) for _ in range(RING)]
             self._turn[sig] = 0
         i = self._turn[sig]
         self._turn[sig] = (i + 1) % RING

@@ -16,10 +16,13 @@ class LatencyHistogram:
 
     BINS = np.geomspace(1e-6, 1e3, int(np.log(1e9) / np.log(1.01)) + 1)
 
+    FOLD = 4096  # latencies kept in a list until then: a stream's few frames per batch cost no NumPy call
+
     def __init__(self):
         self.counts = np.zeros(len(self.BINS) + 1, np.int64)
         self.n = 0
         self.max = 0.0
+        self._pending: list = []
 
     def add(self, seconds: float):
         self.add_many([seconds])
@@ -27,12 +30,20 @@ class LatencyHistogram:
     def add_many(self, seconds: list):
         if not seconds:
             return
-        np.add.at(self.counts, np.searchsorted(self.BINS, seconds), 1)
+        self._pending.extend(seconds)
         self.n += len(seconds)
         self.max = max(self.max, max(seconds))
+        if len(self._pending) >= self.FOLD:
+            self._fold()
+
+    def _fold(self):
+        if self._pending:
+            np.add.at(self.counts, np.searchsorted(self.BINS, self._pending), 1)
+            self._pending = []
 
     def percentile(self, q: float) -> float:
         """The q-th percentile in seconds (upper edge of its bin, capped at the largest value seen)."""
+        self._fold()
         if self.n == 0:
             return 0.0
         i = int(np.searchsorted(np.cumsum(self.counts), q / 100 * self.n))
@@ -48,6 +59,7 @@ class LatencyHistogram:
 
     def cdf(self) -> tuple[np.ndarray, np.ndarray]:
         """(latency_ms at bin upper edges, fraction <= it), only bins that hold values."""
+        self._fold()
         c = np.cumsum(self.counts[:-1])
         keep = self.counts[:-1] > 0
         return self.BINS[keep] * 1e3, c[keep] / max(1, self.n)

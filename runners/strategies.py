@@ -30,10 +30,12 @@ OnResult = Callable[[FrameResult], None]
 
 def check(stream: str, f: Frame, device=None) -> str | None:
     """Check frame ``f`` of ``stream`` once: None when it can go into a batch (``f.checked`` then holds its
-    tensor and image size), else why not (its stream and index named). ``device``: the pipeline's device;
-    a frame must be in host memory or on that device."""
+    tensor and image size; a frame whose source set it passes as it is), else why not (its stream and
+    index named). ``device``: the pipeline's device; a frame must be in host memory or on that device."""
     if f.error:
         return f.error
+    if f.checked is not None:  # its source's rows, checked once when they were made
+        return None
     name = f"{stream}[{f.index}]"
     try:
         t = as_tensor(f.image, name)

@@ -32,7 +32,7 @@ class Frame:
     error: str | None = None
     ready: object = None
     on_release: Callable[[], None] | None = None
-    checked: tuple | None = None  # (tensor, (h, w)) once the runner has checked the frame
+    checked: tuple | None = None  # (tensor, (h, w)) once checked: by the runner, or by a source for its rows
     restart: bool = False
     pinned: bool = False  # ``image`` is a pinned host row (a decoder's HostRows): one copy call per batch
     arrived: float | None = None

@@ -83,7 +83,7 @@ class _ParentStream:
         self.opened = threading.Event()
         self.meta: tuple | None = None
         self.error: str | None = None
-        self.rows: dict = {}  # key -> (tensor, [row arrays], pinned)
+        self.rows: dict = {}  # key -> (tensor, [row arrays], pinned, [(row tensor, (h, w))]: each row checked once)
         self.lent = 0  # frames handed on and not released
         self.ended = False
         self.lock = threading.Lock()
@@ -129,11 +129,11 @@ class _ParentStream:
         index, key, row, timestamp, restart, arrived = entry
         if key is None:  # a frame of another shape, in the message itself
             return Frame(index, row, timestamp=timestamp, restart=restart, arrived=arrived)
-        _, arrays, pinned = self.rows[key]
+        _, arrays, pinned, checked = self.rows[key]
         with self.lock:
             self.lent += 1
         return Frame(index, arrays[row], timestamp=timestamp, restart=restart, arrived=arrived, pinned=pinned,
-                     on_release=lambda: self.release(key, row))
+                     on_release=lambda: self.release(key, row), checked=checked[row])
 
     def release(self, key, row):
         self.proc.free(self.sid, key, row)
@@ -152,7 +152,7 @@ class _ParentStream:
 
     def unmap(self):
         rows, self.rows = self.rows, {}
-        for t, _, pinned in rows.values():
+        for t, _, pinned, _ in rows.values():
             if pinned:
                 _unregister(t)
 
@@ -221,7 +221,7 @@ class _HostProcess:
                         finally:
                             os.close(fd)
                         pinned = self.pin and _register(t)
-                        st.rows[key] = (t, list(t.numpy()), pinned)
+                        st.rows[key] = (t, list(t.numpy()), pinned, [(r, shape[:2]) for r in t.unbind(0)])
                     elif kind == "opened":
                         st.meta = m[2:]
                         st.opened.set()
