@@ -54,6 +54,9 @@ _CAPTURE_LOCK = threading.Lock()
 RING = 2  # slots per signature: one computing or being read back while the next is queued (results/DECISIONS.md)
 START = "start"  # the timing mark recorded before a batch's first stage
 QUEUED = "queued"  # host frames: the span from their copy's end to the stream taking the batch up
+# One batch in TIMED_EVERY records its spans' timing events: each record releases and re-takes the
+# interpreter lock, and at 6,000 fr/s each re-take waits behind a run's other threads (results/DECISIONS.md)
+TIMED_EVERY = 8
 
 
 def best_device() -> torch.device:
@@ -93,7 +96,7 @@ class PendingBatch:
     def __init__(self, slot=None, n: int = 0, keepalive=None, results=None):
         self._slot, self._n, self._keepalive, self._results = slot, n, keepalive, results
         self._lock = threading.Lock()
-        self.gpu_ms: dict[str, float] = {}  # GPU ms per timed span (fusion.stages), filled when read
+        self.gpu_ms: dict[str, float] = {}  # GPU ms per timed span (fusion.stages), filled when read (timed batches)
 
     def done(self) -> bool:
         with self._lock:
@@ -230,6 +233,7 @@ class PosePipeline:
         if on_gpu:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self.ring_wait_s = 0.0  # host seconds submit() waited for a ring slot (the GPU is behind)
+        self._batches = 0  # batches submitted (every TIMED_EVERY-th is timed, the first included)
         self._slots: dict[tuple, list[_Slot]] = {}
         self._turn: dict[tuple, int] = {}
         self._copy_stream = torch.cuda.Stream(self.device) if on_gpu else None  # device -> host
@@ -259,7 +263,7 @@ class PosePipeline:
         """A pipeline sharing this one's backbone (weights in memory once) with buffers, graphs and streams
         of its own: one per thread or CUDA stream (the ``streams`` runner)."""
         twin = copy.copy(self)
-        twin._slots, twin._turn, twin.graph_errors, twin.ring_wait_s = {}, {}, [], 0.0
+        twin._slots, twin._turn, twin.graph_errors, twin.ring_wait_s, twin._batches = {}, {}, [], 0.0, 0
         twin._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         twin._h2d_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         twin._graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
@@ -287,7 +291,8 @@ class PosePipeline:
         sig = (len(fb), fb.shapes[0] if same else tuple(fb.shapes), pixel_format, "host" if host else "device")
         slot = self._next_slot(sig)
         stream = torch.cuda.current_stream(self.device)
-        slot.marks = {}
+        slot.marks = {} if self._batches % TIMED_EVERY == 0 else None  # None: no timing events this batch
+        self._batches += 1
         if host:  # the copy overlaps the previous batch's compute; the slot's last batch is over (_next_slot)
             h2d = self._h2d_stream
             self._mark(slot, START, h2d)

@@ -124,7 +124,8 @@ class _Reader:
         self.slots: list[_Slot] = []
         self.new: list[_Slot] = []
         self.ended = False
-        self.wake = threading.Event()  # a pump put a parcel in its inbox
+        self.wake = threading.Event()  # a parcel was put in an inbox
+        self.ready: collections.deque = collections.deque()  # the slots whose inbox got a parcel since the last pass
         self.times = {"read.source": 0.0, "read.queue_full_wait": 0.0}
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -175,29 +176,43 @@ class _Reader:
                 self._end(slot)
             state.add_times(self.times)
 
+    def _signal(self, slot: _Slot):
+        """``slot``'s inbox got a parcel (on the pump's or pushing thread): the next pass takes it."""
+        self.ready.append(slot)
+        if not self.wake.is_set():  # set() on a set Event still takes its lock and notifies
+            self.wake.set()
+
     def _pass(self) -> tuple[list, float | None]:
-        """[(slot, frames due now)] over the sources, and the time the next frame is due (realtime)."""
+        """[(slot, frames due now)] over the sources, and the time the next frame is due (realtime). Of the
+        sources with an inbox, only those that got a parcel since the last pass are looked at."""
         group, wake, now = [], None, time.perf_counter()
+        seen = set()
+        while self.ready:  # a camera or a pushing source: what came, at once
+            slot = self.ready.popleft()
+            if id(slot) in seen:
+                continue
+            seen.add(id(slot))
+            frames, end = [], False
+            while slot.inbox:
+                parcel = slot.inbox.popleft()
+                if parcel is None:
+                    end = True
+                    break
+                frames += parcel
+            if slot.src.push is None:
+                slot.room.set()  # its pump may read on
+            if frames:
+                group.append((slot, frames))
+            if end:
+                if isinstance(slot.error, BaseException):  # not the source's own error: the run stops
+                    raise slot.error
+                if slot.error:
+                    with self.state.lock:
+                        self.state.failed[slot.src.name] = slot.error
+                self.slots.remove(slot)
+                self._end(slot)
         for slot in list(self.slots):
-            if slot.inbox is not None:  # a camera: what its pump has read, at once
-                frames, end = [], False
-                while slot.inbox:
-                    parcel = slot.inbox.popleft()
-                    if parcel is None:
-                        end = True
-                        break
-                    frames += parcel
-                slot.room.set()
-                if frames:
-                    group.append((slot, frames))
-                if end:
-                    if isinstance(slot.error, BaseException):  # not the source's own error: the run stops
-                        raise slot.error
-                    if slot.error:
-                        with self.state.lock:
-                            self.state.failed[slot.src.name] = slot.error
-                    self.slots.remove(slot)
-                    self._end(slot)
+            if slot.inbox is not None:
                 continue
             if not slot.pending:
                 t0 = time.perf_counter()
@@ -255,7 +270,7 @@ class _Reader:
                     f.arrived = t1
                 slot.room.clear()
                 slot.inbox.append(parcel)
-                self.wake.set()
+                self._signal(slot)
                 # at most PUMP_AHEAD parcels wait: a reader held up by a full queue holds the camera up too (its
                 # frames wait in the socket, as with one reader per camera), so frames in flight stay bounded
                 while len(slot.inbox) >= PUMP_AHEAD and not (cancel.is_set() or self.state.stop.is_set()):
@@ -266,7 +281,7 @@ class _Reader:
             slot.error = e
         finally:
             slot.inbox.append(None)
-            self.wake.set()
+            self._signal(slot)
             self.state.add_times({"read.source": t_read})
 
     def _put(self, slot: _Slot, parcel, error=None):
@@ -274,7 +289,7 @@ class _Reader:
         if parcel is None:
             slot.error = error
         slot.inbox.append(parcel)
-        self.wake.set()
+        self._signal(slot)
 
     def _hand(self, group: list) -> bool:
         """Admit the pass's frames and queue them as one item; False when the run stopped meanwhile."""

@@ -190,7 +190,8 @@ class _HostProcess:
     def free(self, sid, key, row):
         with self.free_lock:
             self.frees.append((sid, key, row))
-        self.free_wake.set()
+        if not self.free_wake.is_set():  # set() on a set Event still takes its lock and notifies
+            self.free_wake.set()
 
     def _send_frees(self):
         while not self.closed.is_set():
