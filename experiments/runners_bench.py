@@ -352,18 +352,21 @@ def _write(run: dict, out_dir: str):
 
 
 def latest_runs(runs: list) -> list:
-    """The runs the page shows, newest first: the latest with e2e figures, the latest with real-time rows and
-    the latest two with multi-GPU rows (a run holding several counts once)."""
+    """The runs the page shows, newest first: of the code measured as it stands (no ``checkout``), the latest
+    with e2e figures, the latest with real-time rows and the latest two with multi-GPU rows (a run holding
+    several counts once); and the latest old checkout's real-time run, the comparison made beside it."""
     picked = []
     for kind, n in (("e2e", 1), ("realtime", 1), ("multigpu", 2)):
-        picked += [r for r in runs if kind in r][-n:]
+        picked += [r for r in runs if kind in r and not r.get("checkout")][-n:]
+    picked += [r for r in runs if "realtime" in r and r.get("checkout")][-1:]
     unique = {id(r): r for r in picked}.values()
     return sorted(unique, key=lambda r: r["env"].get("date", ""), reverse=True)
 
 
 def markdown(runs: list) -> str:
     lines = ["# Runners (issue #4 figures)", "",
-             "The latest run of each kind (end to end, real time, multi-GPU); every run is in runners.json.", ""]
+             "The latest run of each kind (end to end, real time, multi-GPU) of the code as it stands, and the latest "
+             "old checkout's real-time run beside it; every run is in runners.json.", ""]
     for run in latest_runs(runs):
         env = run["env"]
         driver = str(env.get("driver")).splitlines()[0]  # runs recorded before environment() kept one line per GPU
