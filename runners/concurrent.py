@@ -186,12 +186,13 @@ class _Reader:
         """[(slot, frames due now)] over the sources, and the time the next frame is due (realtime). Of the
         sources with an inbox, only those that got a parcel since the last pass are looked at."""
         group, wake, now = [], None, time.perf_counter()
-        seen = set()
-        while self.ready:  # a camera or a pushing source: what came, at once
+        # the slots signalled before this pass, each once: a signal that comes during the pass stays in
+        # ``ready`` for the next one (skipping it as seen would leave its parcel, and its pump, waiting)
+        signalled = {}
+        for _ in range(len(self.ready)):
             slot = self.ready.popleft()
-            if id(slot) in seen:
-                continue
-            seen.add(id(slot))
+            signalled[id(slot)] = slot
+        for slot in signalled.values():  # a camera or a pushing source: what came, at once (an ended one: none)
             frames, end = [], False
             while slot.inbox:
                 parcel = slot.inbox.popleft()

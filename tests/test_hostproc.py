@@ -129,3 +129,21 @@ def test_a_realtime_run_reads_its_videos_in_host_decode_processes():
     assert all(v == list(range(12)) for v in got.values()) and len(got) == 3
     assert "host_decode_processes" in rep.shutdown_s
     assert all(st["source"] == {"host_rows.new_arrays": 0} for st in rep.streams.values())
+
+
+def test_a_stream_closed_after_its_end_leaves_its_process_serving_the_next(processes):
+    """An ended stream whose rows are all back is dropped in its process; a stop that comes after (a run
+    closes every source at its end) is ignored there, and the process opens and serves the next stream."""
+    hp = processes(processes=1)
+    a = hp.open("a", spec=helpers.data_path(CLIP), max_frames=5)
+    for f in a.frames():
+        f.release()
+    time.sleep(0.3)  # the frees reach the process; its next message drops the stream
+    b = hp.open("b", spec=helpers.data_path(CLIP), max_frames=3)  # a free of b's rows also drops a
+    a.close()
+    got = []
+    for f in b.frames():
+        got.append(f.index)
+        f.release()
+    c = hp.open("c", spec=helpers.data_path(CLIP), max_frames=2)
+    assert got == [0, 1, 2] and [f.index for f in c.frames()] == [0, 1]

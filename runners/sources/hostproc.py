@@ -12,10 +12,11 @@ resolution) travels in its message instead.
 
 One duplex pipe per process. Parent -> process: ``("open", sid, kwargs)``, ``("go", sid)`` (the runner's
 first read: a stream reads nothing before it, so a run's clock gets no head start), ``("free", [(sid, key,
-row)])``, ``("stop", sid)``, ``("close", None)``. Process -> parent: lists of ``("opened", sid, fps, count, shape, live)``,
-``("rows", sid, key, memfd, shape)``, ``("frame", sid, (index, key, row or array, timestamp, restart, arrived))``,
-``("end", sid, counts, stats, error)``; a message carries what a process's streams read since the last
-one. A realtime run's files are released at their frame rate in the process (``arrived``: the frame's
+row)])``, ``("stop", sid)``, ``("close", None)``. Process -> parent: lists of ``("opened", sid, fps,
+count, shape, live)``, ``("rows", sid, key, memfd, shape)``, ``("frame", sid, (index, key, row or array,
+timestamp, restart, arrived))``, ``("end", sid, counts, stats, error)``; a message carries what a
+process's streams read since the last one. A stream's rows are unmapped on both sides once it has ended
+and every row it lent is back. A realtime run's files are released at their frame rate in the process (``arrived``: the frame's
 due time), cameras as they are read (``arrived``: the read's end).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import collections
 import mmap
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 import time
@@ -94,20 +96,22 @@ class _ParentStream:
         self.put = None  # the runner's put, once it pushes
 
     def deliver(self, parcel, error=None):
-        if self.put is not None:
-            self.put(parcel, error)
-            return
+        """A parcel (None at the end) to the runner's put, or to the queue until it pushes; under the lock,
+        so a parcel queued before push() never comes after one handed on since."""
         with self.cv:
+            if self.put is not None:
+                self.put(parcel, error)
+                return
             self.queue.append((parcel, error))
             self.cv.notify()
 
     def push(self, put):
         with self.cv:
             self.put = put
-            pending, self.queue = list(self.queue), collections.deque()
+            for parcel, error in self.queue:
+                put(parcel, error)
+            self.queue.clear()
         self.proc.send(("go", self.sid))
-        for parcel, error in pending:
-            put(parcel, error)
 
     def parcels(self, cancel: threading.Event):
         """The parcels for a consumer that iterates (no push)."""
@@ -203,6 +207,7 @@ class _HostProcess:
                 self.send(("free", frees))
 
     def _receive(self):
+        why = None
         try:
             while True:
                 msg = self.conn.recv()
@@ -240,12 +245,15 @@ class _HostProcess:
                 for sid, frames in parcels.items():
                     self.streams[sid].deliver(frames)
         except (EOFError, OSError):  # the process ended or died
-            pass
+            why = None
+        except BaseException as e:  # noqa: BLE001 - a message this side could not take: its streams fail with it
+            why = f"{type(e).__name__}: {e}"
         finally:
             self.conn.close()
             code = self.proc.exitcode
             for st in list(self.streams.values()):
-                st.error = f"source {st.name}: the host decode process ended (exit code {code})"
+                st.error = (f"source {st.name}: the host decode process ended (exit code {code})" if why is None
+                            else f"source {st.name}: its host decode process's message failed here ({why})")
                 st.opened.set()
                 st.end()
                 st.deliver(None, st.error)
@@ -374,7 +382,12 @@ class _ChildStream:
         self.lent: dict = {}  # (key, row) -> Frame
         self.src: Source | None = None
         self.lock = threading.Lock()
+        self.ended = threading.Event()  # its end is sent; it is dropped once every lent row is back
         threading.Thread(target=self._run, daemon=True).start()
+
+    def done(self) -> bool:
+        with self.lock:
+            return self.ended.is_set() and not self.lent
 
     def pool(self, shape: tuple) -> HostRows:
         """The stream's rows for frames of ``shape``, made once per shape and announced to the parent."""
@@ -404,10 +417,12 @@ class _ChildStream:
             src = open_in_process(row_pool=self.pool, **self.kwargs)
         except SourceError as e:
             out.put(("end", sid, {}, {}, str(e)))
+            self.ended.set()
             return
         except BaseException as e:  # noqa: BLE001 - the source's error, reported to the parent
             out.put(("end", sid, {}, {}, f"source {self.kwargs.get('spec')}: the host decode process failed to "
                                          f"open it ({type(e).__name__}: {e})"))
+            self.ended.set()
             return
         self.src = src
         out.put(("opened", sid, src.fps, src.count, src.shape, src.live))
@@ -455,14 +470,17 @@ class _ChildStream:
         finally:
             src.close()
         out.put(("end", sid, dict(src.counts), dict(src.stats), error))
+        self.ended.set()
 
 
 def _serve(conn, realtime: bool):
     """A host decode process: opens each stream it is sent on a thread of its own, until the pipe closes.
     Its interpreter lock changes hands as often as the run's (run.SWITCH_INTERVAL_S): a paced frame due
-    now waits for it behind its process's other streams."""
+    now waits for it behind its process's other streams. A Ctrl-C at the terminal is the run's to handle
+    (it drains, then closes its sources and this process), so it is ignored here."""
     from ..run import SWITCH_INTERVAL_S
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     out = _Outbox(conn)
@@ -475,13 +493,15 @@ def _serve(conn, realtime: bool):
                 streams[m[1]] = _ChildStream(m[1], m[2], out, realtime)
             elif kind == "free":
                 for sid, key, row in m[1]:
-                    streams[sid].free(key, row)
-            elif kind == "go":
-                streams[m[1]].go.set()
-            elif kind == "stop":
-                streams[m[1]].close()
-            else:  # close
+                    streams[sid].free(key, row)  # a stream stays while it has rows lent
+                for sid in [sid for sid, st in streams.items() if st.done()]:  # its rows unmapped with it
+                    del streams[sid]
+            elif kind == "close":
                 break
+            elif kind == "go" and m[1] in streams:  # a stream already dropped has ended
+                streams[m[1]].go.set()
+            elif kind == "stop" and m[1] in streams:
+                streams[m[1]].close()
     except (EOFError, OSError):  # the parent is gone
         pass
     for st in streams.values():
