@@ -16,7 +16,9 @@ class LatencyHistogram:
 
     BINS = np.geomspace(1e-6, 1e3, int(np.log(1e9) / np.log(1.01)) + 1)
 
-    FOLD = 4096  # latencies kept in a list until then: a stream's few frames per batch cost no NumPy call
+    # latencies kept in a list until then: a stream's few frames per batch cost no NumPy call, and 100
+    # streams hold at most 100 x 256 floats (~0.8 MB) between folds
+    FOLD = 256
 
     def __init__(self):
         self.counts = np.zeros(len(self.BINS) + 1, np.int64)

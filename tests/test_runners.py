@@ -641,3 +641,34 @@ def test_nvdec_arguments_are_checked_before_anything_opens():
         open_source("clip.mp4", decoder="nvdec-threaded")
     with pytest.raises(ValueError, match="max_frames: expected >= 1, got 0"):
         open_source("clip.mp4", max_frames=0)
+
+
+def test_latency_histogram_folds_in_groups_and_the_timeline_places_each_second():
+    """Latencies added a few at a time (as a stream's monitor gets them) give the same percentiles as all of
+    them added at once, before and after a fold, near NumPy's (upper bin edges, no interpolation); the
+    per-second timeline counts each second's results."""
+    from posefuse.runners.monitor import LatencyHistogram, LatencyTimeline
+
+    rng = np.random.default_rng(0)
+    lat = rng.lognormal(np.log(0.02), 0.5, 3 * LatencyHistogram.FOLD + 17)
+
+    def at_once(values):
+        h = LatencyHistogram()
+        h.add_many(list(values))
+        return h
+
+    h = LatencyHistogram()
+    for k in range(0, len(lat), 3):
+        h.add_many(list(lat[k:k + 3]))
+        if k == 99:  # before the first fold
+            assert h.percentile(99) == at_once(lat[:102]).percentile(99)
+    assert h.n == len(lat) and h.max == lat.max()
+    for q in (50, 95, 99):
+        assert h.percentile(q) == at_once(lat).percentile(q)
+        np.testing.assert_allclose(h.percentile(q), np.percentile(lat, q), rtol=0.05)
+    t = LatencyTimeline()
+    t.add_many(0, [0.010, 0.020])
+    t.add_many(1, [0.030])
+    t.add_many(1, [0.040])
+    rows = t.report()["rows"]
+    assert [r[:2] for r in rows] == [[0, 2], [1, 2]] and rows[1][4] == 40.0
