@@ -145,7 +145,7 @@ def realtime_clips(rt: dict) -> dict:
 
 def realtime_held(runs: list, fps: float = 30.0) -> bool:
     """S live streams hold when every run of them has p99 <= 50 ms from release to result, no drop, no
-    failed source, and keeps up with what the streams offer (>= 95% of S x ``fps``: latency counts from a
-    frame's release, so a reader that falls behind would not show in it)."""
+    failed source, and keeps up with what the streams offer (>= 95% of S x ``fps``: a stream that falls
+    behind shows in its latency, counted from each frame's due time, and in its rate too)."""
     return all(r["latency_ms"]["p99"] <= 50 and not r["drops"] and not r.get("failed")
                and r["frames_per_s"] >= 0.95 * fps * r["streams"] for r in runs)

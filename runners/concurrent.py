@@ -12,11 +12,12 @@ Sources share up to READERS reader threads (files and cameras apart; a camera's 
 thread of its own that only reads; the streams of a host decode process push their frames to a reader of
 their own); each pass of a reader hands the runner what it read from all its sources (a decoder's chunk,
 a frame) as one queue item with one accounting call; results are delivered per stream in frame order.
-A frame's latency runs from its arrival: a camera's read, a paced frame's due time, else its admission. A source that fails is reported
-(``failed``) and the others go on. An exception in a worker stops the run: the caller gets
-:class:`RunnerError` naming the stage, with the original exception as its cause, within a few seconds;
-every wait is bounded, so nothing hangs and no thread is left behind. ``realtime=True`` releases each
-source's frames at its own frame rate, as a camera would. Each GPU worker runs on a CUDA stream of its own.
+A frame's latency runs from its arrival: a camera's read, a paced frame's due time, else its admission.
+A source that fails is reported (``failed``) and the others go on. An exception in a worker stops the
+run: the caller gets :class:`RunnerError` naming the stage, with the original exception as its cause,
+within a few seconds; every wait is bounded, so nothing hangs and no thread is left behind.
+``realtime=True`` releases each source's frames at its own frame rate, as a camera would. Each GPU worker
+runs on a CUDA stream of its own.
 """
 from __future__ import annotations
 

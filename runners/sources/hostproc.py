@@ -3,7 +3,7 @@ many streams, their frames decoded into rows of shared memory that this process 
 
 A run's threads then do no decoding: in the runner's interpreter, a frame costs its share of one message
 per decode-process pass, not a reader thread's release and re-take of the interpreter lock around each
-``cv2.VideoCapture.read`` (16 readers of 150 cameras held the batcher up: results/DECISIONS.md). Each
+``cv2.VideoCapture.read`` (16 readers serving 150 streams held the batcher up: results/DECISIONS.md). Each
 stream's frames are written into ROWS rows of a shared tensor, which this process maps once and
 registers as pinned (``cudaHostRegister``), so the pipeline copies them to the device straight from where
 the decoder wrote them. A stream waits for a free row before it reads (memory stays bounded; a camera's
@@ -16,8 +16,8 @@ row)])``, ``("stop", sid)``, ``("close", None)``. Process -> parent: lists of ``
 count, shape, live)``, ``("rows", sid, key, memfd, shape)``, ``("frame", sid, (index, key, row or array,
 timestamp, restart, arrived))``, ``("end", sid, counts, stats, error)``; a message carries what a
 process's streams read since the last one. A stream's rows are unmapped on both sides once it has ended
-and every row it lent is back. A realtime run's files are released at their frame rate in the process (``arrived``: the frame's
-due time), cameras as they are read (``arrived``: the read's end).
+and every row it lent is back. A realtime run's files are released at their frame rate in the process
+(``arrived``: the frame's due time), cameras as they are read (``arrived``: the read's end).
 """
 from __future__ import annotations
 
