@@ -278,6 +278,28 @@ def test_realtime_releases_frames_at_the_source_rate(cpu_pipe):
     assert mon.report()["results"] == 5
 
 
+def test_a_paced_frame_arrives_at_its_due_time_and_its_latency_counts_from_it(cpu_pipe):
+    """A realtime stream's frames are stamped at their due times (1/fps apart, whatever the reader's
+    lateness) and each result's latency runs from that stamp, not from when the reader handed it on."""
+    import time
+
+    from posefuse.runners.concurrent import run_concurrent
+    from posefuse.runners.sources import Frame, Source
+
+    img = np.ascontiguousarray(synthesized_clip(1)[0][::4, ::4])
+    frames = [Frame(i, img) for i in range(6)]
+    src = Source.from_frames("cam", frames, fps=20.0)
+    seen = {}
+    mon = PerformanceMonitor(usage=False)
+    run_concurrent([src], cpu_pipe, mon, lambda r: seen.setdefault(r.index, time.perf_counter()), batch=8,
+                   max_wait_ms=1.0, realtime=True)
+    mon.stop()
+    due = np.array([f.arrived for f in frames])
+    np.testing.assert_allclose(np.diff(due), 1 / 20.0, atol=1e-9)
+    lat = np.array([seen[i] for i in range(6)]) - due
+    assert (lat > 0).all() and mon.report()["latency_ms"]["max"] >= lat.max() * 1e3 * 0.99
+
+
 def test_many_sources_share_a_few_readers_keep_their_order_and_pace(cpu_pipe):
     """3 x READERS paced sources: at most READERS reader threads serve them, each stream's frames come in
     order and none before its time (frame k at k / fps after its stream started)."""
