@@ -147,3 +147,16 @@ def test_a_stream_closed_after_its_end_leaves_its_process_serving_the_next(proce
         f.release()
     c = hp.open("c", spec=helpers.data_path(CLIP), max_frames=2)
     assert got == [0, 1, 2] and [f.index for f in c.frames()] == [0, 1]
+
+
+def test_streams_opened_side_by_side_spread_over_the_processes(processes):
+    """A run opens its sources on many threads at once: each stream is counted on its process as soon as
+    it is placed, so eight streams opened together land two on each of four processes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hp = processes(processes=4)
+    with ThreadPoolExecutor(8) as pool:
+        srcs = list(pool.map(lambda k: hp.open(f"s{k}", spec=helpers.data_path(CLIP), max_frames=2), range(8)))
+    assert sorted(len(p.streams) for p in hp._procs) == [2, 2, 2, 2]
+    for s in srcs:
+        assert [f.index for f in s.frames()] == [0, 1]

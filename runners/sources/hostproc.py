@@ -279,22 +279,23 @@ class HostDecodeProcesses:
         self._lock = threading.Lock()
         self._sid = 0
 
-    def _pick(self) -> _HostProcess:
+    def _add(self, name: str) -> _ParentStream:
+        """A new stream on the least loaded process (a new process while fewer than ``processes`` are up and
+        each has a stream), counted there at once: streams opened side by side spread over the processes."""
         with self._lock:
             self._procs = [p for p in self._procs if p.proc.is_alive()]
             if len(self._procs) < self.processes and all(p.streams for p in self._procs):
                 self._procs.append(_HostProcess(self.realtime, self.pin))
-            return min(self._procs, key=lambda p: len(p.streams))
+            proc = min(self._procs, key=lambda p: len(p.streams))
+            self._sid += 1
+            st = proc.streams[self._sid] = _ParentStream(proc, self._sid, name)
+            return st
 
     def open(self, name: str, **kwargs) -> Source:
-        """The stream ``open_in_process(name=name, **kwargs)`` opens, read in one of the processes, as a Source named
-        ``name``. Raises SourceError (the process's message) when it cannot be opened."""
-        proc = self._pick()
-        with self._lock:
-            self._sid += 1
-            sid = self._sid
-        st = _ParentStream(proc, sid, name)
-        proc.streams[sid] = st
+        """The stream ``open_in_process(name=name, **kwargs)`` opens, read in one of the processes, as a
+        Source named ``name``. Raises SourceError (the process's message) when it cannot be opened."""
+        st = self._add(name)
+        proc, sid = st.proc, st.sid
         proc.send(("open", sid, {**kwargs, "name": name}))
         deadline = time.perf_counter() + START_TIMEOUT_S + (kwargs.get("reconnect_s") or 0)
         while not st.opened.wait(POLL):
