@@ -8,6 +8,7 @@ span and where its threads spent their time. Implemented by the PerformanceMonit
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -74,12 +75,11 @@ class StreamFanout:
             m.start()
 
     def arrived(self, keys, t=None):
-        if isinstance(t, list):
-            for name, group in _by_stream(list(zip(keys, t)), lambda kt: kt[0]).items():
-                self._mon(name).arrived([k for k, _ in group], [x for _, x in group])
-        else:
-            for name, group in _by_stream(keys, lambda k: k).items():
-                self._mon(name).arrived(group, t)
+        if t is None:
+            t = time.perf_counter()
+        times = t if isinstance(t, list) else [t] * len(keys)
+        for name, group in _by_stream(list(zip(keys, times)), lambda kt: kt[0]).items():
+            self._mon(name).arrived([k for k, _ in group], [x for _, x in group])
         self.total.arrived(keys, t)
 
     def delivered(self, results):

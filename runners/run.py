@@ -203,10 +203,7 @@ def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=N
                 notes[name] = f"read with OpenCV: {e}"
             return src
 
-    src = looping(open_any, name, cfg.loop, cfg.duration_s, cfg.fps) if cfg.loop or cfg.duration_s or cfg.fps \
-        else open_any()
-    src.name = name
-    return src
+    return looping(open_any, name, cfg.loop, cfg.duration_s, cfg.fps)
 
 
 class _Opener:

@@ -111,10 +111,14 @@ def announce(spec: str | None, decoder: str) -> tuple | None:
 
 
 def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: float | None = None) -> Source:
-    """The source ``open_once()`` opens, read again from its start each time it ends (``loop``; frame indices
-    keep counting), for at most ``duration_s`` seconds from its first read (closed then, even while it waits
-    for a frame); ``fps`` replaces its frame rate."""
+    """The source ``open_once()`` opens, named ``name``: read again from its start each time it ends
+    (``loop``; frame indices keep counting), for at most ``duration_s`` seconds from its first read (closed
+    then, even while it waits for a frame); ``fps`` replaces its frame rate. With none of the three asked,
+    the source as it opens."""
     first = open_once()
+    if not (loop or duration_s or fps):
+        first.name = name
+        return first
     state = {"src": first}
     stopped = threading.Event()
 

@@ -338,9 +338,7 @@ def open_in_process(spec: str, name: str, max_frames=None, reconnect_s=None, sta
         return open_source(spec, max_frames, decoder="cpu", reconnect_s=reconnect_s or RECONNECT_S, start=start,
                            threads=threads, row_pool=row_pool)
 
-    src = looping(once, name, loop, duration_s, fps) if loop or duration_s or fps else once()
-    src.name = name
-    return src
+    return looping(once, name, loop, duration_s, fps)
 
 
 # ---------------------------------------------------------------------------------------- the process
@@ -435,9 +433,10 @@ class _ChildStream:
             if self.stop.is_set():
                 src.close()
             it = iter(src)
+            own = next(iter(self.pools.values()))[1] if self.pools else None  # the rows of its first shape
             while not self.stop.is_set():
-                for _, rows in list(self.pools.values())[:1]:  # a free row before the next read
-                    rows.wait_free(self.stop)
+                if own is not None:  # a free row before the next read
+                    own.wait_free(self.stop)
                 parcel = next(it, None)
                 if parcel is None:
                     break
