@@ -39,12 +39,18 @@ def gpu_indices_in_use() -> list[int] | None:
 
 class UsageSampler:
     """Samples GPU utilization (%), GPU memory used (MiB, whole device, NVML), CPU (% of one core) and
-    resident memory (MiB) of this process and its child processes (the host decode processes; shared rows
-    count in each process that maps them) every ``period`` seconds in a daemon thread."""
+    resident memory (MiB; ``rss_children_mib`` the children's part) of this process and its child processes (the host decode processes; shared rows
+    count in each process that maps them) every ``period`` seconds in a daemon thread, folded into a
+    count, sum and maximum per quantity as they come: constant memory however long the run (a day's
+    samples kept as dicts would be ~170 MB)."""
+
+    QUANTITIES = {"gpu_util": lambda v: sum(v) / len(v), "gpu_mem_mib": sum, "cpu_percent": float, "rss_mib": float}
 
     def __init__(self, period: float = 0.25, gpus: list[int] | None = None):
         self.period = period
-        self.samples: list[dict] = []
+        self.folded: dict[str, list] = {}  # quantity -> [samples, sum, max]
+        self.count = 0
+        self._fold_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
         self._nvml, self._handles = _nvml_handles(gpus if gpus is not None else gpu_indices_in_use())
@@ -74,6 +80,7 @@ class UsageSampler:
                 cpu, rss = self._proc.cpu_percent(None), self._proc.memory_info().rss
                 cpu_c, rss_c = self._sample_children()
                 s["cpu_percent"], s["rss_mib"] = cpu + cpu_c, (rss + rss_c) / 2**20
+                s["rss_children_mib"] = rss_c / 2**20
             except Exception:
                 pass
         return s
@@ -100,9 +107,21 @@ class UsageSampler:
         self._children = alive
         return cpu, rss
 
+    def fold(self, s: dict):
+        """Adds one sample to the aggregates (each GPU quantity reduced over the GPUs first)."""
+        with self._fold_lock:
+            self.count += 1
+            for key, reduce in self.QUANTITIES.items():
+                if s.get(key) is not None and s[key] != []:  # a 0% sample counts; no GPU sampled does not
+                    v = reduce(s[key])
+                    agg = self.folded.setdefault(key, [0, 0.0, v])
+                    agg[0] += 1
+                    agg[1] += v
+                    agg[2] = max(agg[2], v)
+
     def _loop(self):
         while not self._stop.wait(self.period):
-            self.samples.append(self.sample())
+            self.fold(self.sample())
 
     def start(self):
         if self._thread is None and (self._handles or self._proc is not None):
@@ -117,24 +136,17 @@ class UsageSampler:
 
     def summary(self) -> dict:
         """Means and maxima over the samples so far (None where nothing was sampled)."""
-        ss = list(self.samples)
+        with self._fold_lock:
+            folded = {k: list(v) for k, v in self.folded.items()}
+            count = self.count
 
-        def agg(key, reduce_gpus):
-            vals = [reduce_gpus(s[key]) for s in ss if s.get(key)]
-            return (sum(vals) / len(vals), max(vals)) if vals else (None, None)
+        def agg(key):
+            n, total, top = folded.get(key, (0, 0.0, None))
+            return {"mean": total / n if n else None, "max": top}
 
-        gu_mean, gu_max = agg("gpu_util", lambda v: sum(v) / len(v))
-        gm_mean, gm_max = agg("gpu_mem_mib", sum)
-        cpu = [s["cpu_percent"] for s in ss if "cpu_percent" in s]
-        rss = [s["rss_mib"] for s in ss if "rss_mib" in s]
-        return {
-            "samples": len(ss),
-            "gpu_util_percent": {"mean": gu_mean, "max": gu_max},
-            "gpu_mem_used_mib": {"mean": gm_mean, "max": gm_max},
-            "gpus_sampled": [i for i, _ in self._handles],
-            "cpu_percent": {"mean": sum(cpu) / len(cpu) if cpu else None, "max": max(cpu) if cpu else None},
-            "rss_mib": {"mean": sum(rss) / len(rss) if rss else None, "max": max(rss) if rss else None},
-        }
+        return {"samples": count, "gpu_util_percent": agg("gpu_util"), "gpu_mem_used_mib": agg("gpu_mem_mib"),
+                "gpus_sampled": [i for i, _ in self._handles], "cpu_percent": agg("cpu_percent"),
+                "rss_mib": agg("rss_mib")}
 
 
 def environment() -> dict:
