@@ -160,3 +160,34 @@ def test_streams_opened_side_by_side_spread_over_the_processes(processes):
     assert sorted(len(p.streams) for p in hp._procs) == [2, 2, 2, 2]
     for s in srcs:
         assert [f.index for f in s.frames()] == [0, 1]
+
+
+def _memfd_rss_kib(pid: int) -> int:
+    """Resident KiB of the posefuse-rows memfd mappings of process ``pid`` (/proc/<pid>/smaps)."""
+    rss, ours = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header line
+                ours = "posefuse-rows" in line
+            elif ours and first == "Rss:":
+                rss += int(line.split()[1])
+    return rss
+
+
+def test_a_streams_rows_are_resident_from_its_first_frame_in_both_processes(processes):
+    """A stream reuses its last freed row, so the rows a later burst first reaches would otherwise become
+    resident then: a staircase in RSS that a soak reads as growth."""
+    import multiprocessing
+    import os
+
+    from posefuse.runners.sources.hostproc import ROWS
+
+    src = processes(processes=1).open("cam", spec=helpers.data_path(CLIP), max_frames=20)
+    it = src.frames()
+    next(it).release()  # one row used: a stream that is never behind
+    want = ROWS * 432 * 768 * 3 // 1024
+    (child,) = multiprocessing.active_children()
+    assert _memfd_rss_kib(child.pid) >= want
+    assert _memfd_rss_kib(os.getpid()) >= want
+    src.close()

@@ -46,16 +46,25 @@ HOST_PROCESSES = max(1, (os.cpu_count() or 1) // PER_PROCESS)
 def _shared_rows(shape: tuple, fd: int | None = None) -> tuple:
     """(fd, a (ROWS, *shape) uint8 tensor over shared memory): a new memfd (``fd`` None; the caller closes
     it), or the one ``fd`` names, mapped here. A memfd, not /dev/shm: a container's /dev/shm is often
-    64 MB, and rows take ROWS frames per stream."""
+    64 MB, and rows take ROWS frames per stream. Every page is touched here (written in a new memfd, read
+    in a mapped one), so the rows are resident in each process from the start: a stream uses its last
+    freed row first, and the rows a burst first reaches later would add to the process's RSS then, a
+    staircase a soak reads as growth (results/DECISIONS.md)."""
     import numpy as np
     import torch
 
     nbytes = ROWS * int(np.prod(shape))
-    if fd is None:
+    new = fd is None
+    if new:
         fd = os.memfd_create("posefuse-rows")
         os.ftruncate(fd, nbytes)
     mem = mmap.mmap(fd, nbytes)  # the mapping outlives the fd; the tensor keeps it
-    return fd, torch.frombuffer(mem, dtype=torch.uint8).view(ROWS, *shape)
+    t = torch.frombuffer(mem, dtype=torch.uint8)
+    if new:
+        t.zero_()
+    else:
+        int(t[::mmap.PAGESIZE].sum())  # one byte a page: each page mapped here
+    return fd, t.view(ROWS, *shape)
 
 
 def _register(t) -> bool:
