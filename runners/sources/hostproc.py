@@ -171,26 +171,19 @@ class _ParentStream:
 
 
 class _HostProcess:
-    """One host decode process: its pipe, the thread that receives its messages and the one that sends
-    the rows released here back in groups."""
+    """One host decode process: its pipe and its streams. Its messages are taken by the receiving thread
+    of its HostDecodeProcesses, which serves every process."""
 
-    def __init__(self, realtime: bool, pin: bool):
+    def __init__(self, realtime: bool, pin: bool, hub: "HostDecodeProcesses"):
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child, realtime), name="posefuse-host-decode", daemon=True)
         self.proc.start()
         child.close()
-        self.pin = pin
+        self.pin, self.hub = pin, hub
         self.streams: dict[int, _ParentStream] = {}
         self.send_lock = threading.Lock()
-        self.frees: list = []
-        self.free_lock = threading.Lock()
-        self.free_wake = threading.Event()
-        self.closed = threading.Event()
-        self.receiver = threading.Thread(target=self._receive, name="posefuse-host-recv", daemon=True)
-        self.freer = threading.Thread(target=self._send_frees, name="posefuse-host-free", daemon=True)
-        self.receiver.start()
-        self.freer.start()
+        self.gone = threading.Event()  # its pipe ended: its streams have ended with it
 
     def send(self, m) -> bool:
         with self.send_lock:
@@ -201,76 +194,60 @@ class _HostProcess:
                 return False
 
     def free(self, sid, key, row):
-        with self.free_lock:
-            self.frees.append((sid, key, row))
-        if not self.free_wake.is_set():  # set() on a set Event still takes its lock and notifies
-            self.free_wake.set()
+        self.hub.free(self, sid, key, row)
 
-    def _send_frees(self):
-        while not self.closed.is_set():
-            self.free_wake.wait(POLL)
-            self.free_wake.clear()
-            with self.free_lock:
-                frees, self.frees = self.frees, []
-            if frees:
-                self.send(("free", frees))
-
-    def _receive(self):
-        why = None
-        try:
-            while True:
-                msg = self.conn.recv()
-                parcels: dict = {}
-                for m in msg:
-                    kind, sid = m[0], m[1]
-                    st = self.streams.get(sid)
-                    if st is None:
-                        continue
-                    if kind == "frame":
-                        parcels.setdefault(sid, []).append(st.frame(m[2]))
-                    elif kind == "rows":
-                        _, _, key, dup, shape = m
-                        fd = dup.detach()
-                        try:
-                            _, t = _shared_rows(shape, fd)
-                        finally:
-                            os.close(fd)
-                        pinned = self.pin and _register(t)
-                        st.rows[key] = (t, list(t.numpy()), pinned, [(r, shape[:2]) for r in t.unbind(0)])
-                    elif kind == "opened":
-                        st.meta = m[2:]
-                        st.opened.set()
-                    elif kind == "end":
-                        _, _, counts, stats, error = m
-                        if sid in parcels:
-                            st.deliver(parcels.pop(sid))
-                        st.counts.update(counts)
-                        st.stats.update(stats)
-                        st.error = error
-                        st.opened.set()
-                        st.end()
-                        st.deliver(None, error)
-                        del self.streams[sid]
-                for sid, frames in parcels.items():
-                    self.streams[sid].deliver(frames)
-        except (EOFError, OSError):  # the process ended or died
-            why = None
-        except BaseException as e:  # noqa: BLE001 - a message this side could not take: its streams fail with it
-            why = f"{type(e).__name__}: {e}"
-        finally:
-            self.conn.close()
-            code = self.proc.exitcode
-            for st in list(self.streams.values()):
-                st.error = (f"source {st.name}: the host decode process ended (exit code {code})" if why is None
-                            else f"source {st.name}: its host decode process's message failed here ({why})")
+    def take(self, msg):
+        """One message of the process: a list of what its streams read since the last one."""
+        parcels: dict = {}
+        for m in msg:
+            kind, sid = m[0], m[1]
+            st = self.streams.get(sid)
+            if st is None:
+                continue
+            if kind == "frame":
+                parcels.setdefault(sid, []).append(st.frame(m[2]))
+            elif kind == "rows":
+                _, _, key, dup, shape = m
+                fd = dup.detach()
+                try:
+                    _, t = _shared_rows(shape, fd)
+                finally:
+                    os.close(fd)
+                pinned = self.pin and _register(t)
+                st.rows[key] = (t, list(t.numpy()), pinned, [(r, shape[:2]) for r in t.unbind(0)])
+            elif kind == "opened":
+                st.meta = m[2:]
+                st.opened.set()
+            elif kind == "end":
+                _, _, counts, stats, error = m
+                if sid in parcels:
+                    st.deliver(parcels.pop(sid))
+                st.counts.update(counts)
+                st.stats.update(stats)
+                st.error = error
                 st.opened.set()
                 st.end()
-                st.deliver(None, st.error)
-            self.streams.clear()
+                st.deliver(None, error)
+                del self.streams[sid]
+        for sid, frames in parcels.items():
+            self.streams[sid].deliver(frames)
+
+    def end(self, why: str | None):
+        """The pipe ended (the process ended or died; ``why``: a message this side could not take): the
+        streams still open fail with it."""
+        self.conn.close()
+        code = self.proc.exitcode
+        for st in list(self.streams.values()):
+            st.error = (f"source {st.name}: the host decode process ended (exit code {code})" if why is None
+                        else f"source {st.name}: its host decode process's message failed here ({why})")
+            st.opened.set()
+            st.end()
+            st.deliver(None, st.error)
+        self.streams.clear()
+        self.gone.set()
 
     def close(self):
         """The process ends (its pipe is closed once the receiver has seen the process's end)."""
-        self.closed.set()
         self.send(("close", None))  # a close() here would not wake the receiver's blocked read
 
 
@@ -278,27 +255,86 @@ class HostDecodeProcesses:
     """Up to ``processes`` host decode processes (HOST_PROCESSES: a process per PER_PROCESS cores), started
     as streams open (a new one for each stream until all are up, then the least loaded serves it).
     ``realtime``: files are released at their frame rate; ``pin``: rows are registered as pinned (a CUDA
-    run)."""
+    run). One thread here receives every process's messages and one sends the rows released here back,
+    in groups: the run's other threads contend with two threads for its interpreter lock, however many
+    processes decode; the streams of all the processes are one group (Source.group), read by one reader."""
 
     def __init__(self, realtime: bool = False, pin: bool = False, processes: int = HOST_PROCESSES):
         if processes < 1:
             raise ValueError(f"processes: expected >= 1 host decode processes, got {processes}")
         self.realtime, self.pin, self.processes = realtime, pin, processes
         self._procs: list[_HostProcess] = []
+        self._receiving: list[_HostProcess] = []  # the processes whose pipes are open (the receiver's)
         self._lock = threading.Lock()
         self._sid = 0
+        self._frees: dict = {}  # process -> [(sid, key, row)] released here, not yet sent
+        self._free_lock = threading.Lock()
+        self._free_wake = threading.Event()
+        self._closed = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     def _add(self, name: str) -> _ParentStream:
         """A new stream on the least loaded process (a new process while fewer than ``processes`` are up and
         each has a stream), counted there at once: streams opened side by side spread over the processes."""
         with self._lock:
+            if self._closed.is_set():
+                raise SourceError(f"source {name}: the run's host decode processes are closed")
             self._procs = [p for p in self._procs if p.proc.is_alive()]
             if len(self._procs) < self.processes and all(p.streams for p in self._procs):
-                self._procs.append(_HostProcess(self.realtime, self.pin))
+                p = _HostProcess(self.realtime, self.pin, self)
+                self._procs.append(p)
+                self._receiving.append(p)
+                if not self._threads:
+                    self._threads = [threading.Thread(target=self._receive, name="posefuse-host-recv", daemon=True),
+                                     threading.Thread(target=self._send_frees, name="posefuse-host-free", daemon=True)]
+                    for t in self._threads:
+                        t.start()
             proc = min(self._procs, key=lambda p: len(p.streams))
             self._sid += 1
             st = proc.streams[self._sid] = _ParentStream(proc, self._sid, name)
             return st
+
+    def free(self, proc: _HostProcess, sid, key, row):
+        with self._free_lock:
+            self._frees.setdefault(proc, []).append((sid, key, row))
+        if not self._free_wake.is_set():  # set() on a set Event still takes its lock and notifies
+            self._free_wake.set()
+
+    def _send_frees(self):
+        while not self._closed.is_set():
+            self._free_wake.wait(POLL)
+            self._free_wake.clear()
+            with self._free_lock:
+                frees, self._frees = self._frees, {}
+            for proc, rows in frees.items():
+                proc.send(("free", rows))
+
+    def _receive(self):
+        """Every process's messages, as they come; a process whose pipe ends leaves the wait (a new one
+        joins it within POLL)."""
+        from multiprocessing.connection import wait
+
+        while True:
+            with self._lock:
+                procs = {p.conn: p for p in self._receiving}
+            if not procs:
+                if self._closed.is_set():
+                    return
+                time.sleep(POLL)
+                continue
+            for conn in wait(list(procs), POLL):
+                p = procs[conn]
+                why = None
+                try:
+                    p.take(conn.recv())
+                    continue
+                except (EOFError, OSError):  # the process ended or died
+                    pass
+                except BaseException as e:  # noqa: BLE001 - a message this side could not take: its streams fail
+                    why = f"{type(e).__name__}: {e}"
+                with self._lock:
+                    self._receiving.remove(p)
+                p.end(why)
 
     def open(self, name: str, **kwargs) -> Source:
         """The stream ``open_in_process(name=name, **kwargs)`` opens, read in one of the processes, as a
@@ -317,7 +353,7 @@ class HostDecodeProcesses:
         fps, count, shape, live = st.meta
         cancel = threading.Event()
         src = Source(name, st.parcels(cancel), fps, count, shape, "bgr", st.stats, cancel,
-                     lambda: proc.send(("stop", sid)), st.counts, live, push=st.push, group=proc)
+                     lambda: proc.send(("stop", sid)), st.counts, live, push=st.push, group=self)
         return src
 
     def close(self):
@@ -333,7 +369,10 @@ class HostDecodeProcesses:
             p.proc.join(5.0)
             if p.proc.is_alive():
                 p.proc.kill()
-            p.receiver.join(1.0)
+            p.gone.wait(1.0)
+        self._closed.set()
+        for t in self._threads:
+            t.join(1.0)
 
 
 def open_in_process(spec: str, name: str, max_frames=None, reconnect_s=None, start: int = 0, threads: int = 0,
