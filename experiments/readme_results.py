@@ -153,9 +153,9 @@ def _runners() -> list:
         held = [S for S, x in rows.items() if realtime_held(x["runs"])]
         text = ", ".join(f"S={S}: p99 " + "/".join(f"{r['latency_ms']['p99']:.0f}" for r in rows[S]["runs"]) + " ms"
                          for S in sorted(rows))
-        out += ["", f"Real time, {label} (dynamic runner, live 30 fr/s streams, {run['realtime'].get('repeats', 1)} "
-                f"run(s) per S; {day[0]}, {day[1]}): {text}; largest S with p99 <= 50 ms and no drops in every run: "
-                f"{max(held) if held else 'none measured'}."
+        out += ["", f"Real time, {label} (dynamic runner, live 30 fr/s streams, the p99 of each run; {day[0]}, "
+                f"{day[1]}): {text}; largest S held (every run: p99 <= 50 ms, no drop, >= 95% of the offered "
+                f"frames/s): {max(held) if held else 'none measured'}."
                 + (" The runs carry notes: " + " ".join(notes) if notes else "")]
     for pred, what in ((lambda r: "multigpu" in r and r["streams"] == 8, "the same 8 NVDEC streams"),
                        (lambda r: "multigpu" in r and r["streams"] != 8, None)):
