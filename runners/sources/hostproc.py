@@ -257,7 +257,9 @@ class HostDecodeProcesses:
     ``realtime``: files are released at their frame rate; ``pin``: rows are registered as pinned (a CUDA
     run). One thread here receives every process's messages and one sends the rows released here back,
     in groups: the run's other threads contend with two threads for its interpreter lock, however many
-    processes decode; the streams of all the processes are one group (Source.group), read by one reader."""
+    processes decode; the streams of all the processes are one group (Source.group), read by one reader.
+    A stream's rows are mapped and registered on the receiving thread as they come (at the stream's open),
+    so a stream added to a live run holds the others' frames up while its 8 rows' pages are pinned."""
 
     def __init__(self, realtime: bool = False, pin: bool = False, processes: int = HOST_PROCESSES):
         if processes < 1:
