@@ -441,7 +441,8 @@ def test_a_gpu_run_decodes_into_pinned_rows_and_equals_plain_frames(clip_frames)
 @pytest.mark.gpu
 def test_a_host_decode_process_rows_are_pinned_here():
     """A CUDA run's host decode process writes frames into shared rows that this process registers as
-    pinned: the copy engine reads them where the decoder wrote them."""
+    pinned: the copy engine reads them where the decoder wrote them; once the stream has ended and its
+    rows are back, they are unregistered."""
     from posefuse.runners.sources.hostproc import HostDecodeProcesses
 
     torch.zeros(1, device="cuda")
@@ -455,6 +456,8 @@ def test_a_host_decode_process_rows_are_pinned_here():
             f.release()
     finally:
         hp.close()
+    # the stream ended with every row back: its rows were unregistered (on the hub's sending thread)
+    assert not any(torch.from_numpy(f.image).is_pinned() for f in frames)
 
 
 @pytest.mark.gpu

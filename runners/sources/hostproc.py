@@ -164,10 +164,13 @@ class _ParentStream:
             self.unmap()
 
     def unmap(self):
+        """The stream's rows go: pinned ones to be unregistered on the hub's sending thread, not here (the
+        result or receiving thread, whose every stream waits meanwhile: when a run's streams end together,
+        each one's cudaHostUnregister would hold up the last frames of all)."""
         rows, self.rows = self.rows, {}
-        for t, _, pinned, _ in rows.values():
-            if pinned:
-                _unregister(t)
+        pinned = [t for t, _, is_pinned, _ in rows.values() if is_pinned]
+        if pinned:
+            self.proc.hub.retire(pinned)
 
 
 class _HostProcess:
@@ -256,8 +259,9 @@ class HostDecodeProcesses:
     as streams open (a new one for each stream until all are up, then the least loaded serves it).
     ``realtime``: files are released at their frame rate; ``pin``: rows are registered as pinned (a CUDA
     run). One thread here receives every process's messages and one sends the rows released here back,
-    in groups: the run's other threads contend with two threads for its interpreter lock, however many
-    processes decode; the streams of all the processes are one group (Source.group), read by one reader.
+    in groups (and unregisters the pinned rows of ended streams): the run's other threads contend with two
+    threads for its interpreter lock, however many processes decode; the streams of all the processes are
+    one group (Source.group), read by one reader.
     A stream's rows are mapped and registered on the receiving thread as they come (at the stream's open),
     so a stream added to a live run holds the others' frames up while its 8 rows' pages are pinned."""
 
@@ -270,6 +274,7 @@ class HostDecodeProcesses:
         self._lock = threading.Lock()
         self._sid = 0
         self._frees: dict = {}  # process -> [(sid, key, row)] released here, not yet sent
+        self._retired: list = []  # pinned rows of ended streams, not yet unregistered
         self._free_lock = threading.Lock()
         self._free_wake = threading.Event()
         self._closed = threading.Event()
@@ -302,14 +307,29 @@ class HostDecodeProcesses:
         if not self._free_wake.is_set():  # set() on a set Event still takes its lock and notifies
             self._free_wake.set()
 
+    def retire(self, tensors: list):
+        """Pinned rows of an ended stream, to be unregistered (then unmapped) on the sending thread."""
+        with self._free_lock:
+            self._retired += tensors
+        if not self._free_wake.is_set():
+            self._free_wake.set()
+
     def _send_frees(self):
-        while not self._closed.is_set():
-            self._free_wake.wait(POLL)
+        """Sends the released rows back to their processes, then unregisters the retired rows; at close,
+        once more after the last wake, so none is left registered."""
+        while True:
+            closed = self._closed.is_set()
+            self._free_wake.wait(0 if closed else POLL)
             self._free_wake.clear()
             with self._free_lock:
                 frees, self._frees = self._frees, {}
+                retired, self._retired = self._retired, []
             for proc, rows in frees.items():
                 proc.send(("free", rows))
+            for t in retired:
+                _unregister(t)
+            if closed:
+                return
 
     def _receive(self):
         """Every process's messages, as they come; a process whose pipe ends leaves the wait (a new one
