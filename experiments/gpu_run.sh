@@ -16,6 +16,8 @@
 #   ray       experiments/ray_bench.py --gpu [RAY_ARGS] (needs .offline/ray.tar.xz: RAY=1 offline-bundle.sh) -> results/ray.{json,md}
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   oldrunners  the same on the old checkout carried as .old/ (regress) -> logs/old/runners.{json,md}
+#   abab      runners_bench [RUNNERS_ARGS] on this checkout and on .old in turn, one run each, ABAB_ROUNDS (2)
+#             rounds (hosts drift within a call) -> logs/abab/{new,old}N/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   trackids  experiments/track_ids.py [TRACKIDS_ARGS] (track ids vs Ultralytics on every sample frame) -> results/track_ids.{json,md}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
@@ -104,6 +106,16 @@ do_oldrunners() {  # the same benchmark on the old checkout (.old/posefuse, impo
   PYTHONPATH=$PWD/.old:$PYTHONPATH python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} --checkout "${OLD_LABEL:-old}" \
     --out-dir "$LOG/old" >"$LOG/oldrunners.log" 2>&1
   r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/oldrunners.log" | tail -25
+}
+do_abab() {  # this checkout and the old one (.old) in turn, one run each per round: hosts drift within a call
+  for i in $(seq "${ABAB_ROUNDS:-2}"); do
+    step "abab round $i"
+    python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} --realtime-repeats 1 --out-dir "$LOG/abab/new$i" \
+      >"$LOG/abab_new$i.log" 2>&1; r=$?; rc=$((rc | r)); grep -E "^(realtime|opencv alone)" "$LOG/abab_new$i.log"
+    PYTHONPATH=$PWD/.old:$PYTHONPATH python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} --realtime-repeats 1 \
+      --checkout "${OLD_LABEL:-old}" --out-dir "$LOG/abab/old$i" >"$LOG/abab_old$i.log" 2>&1
+    r=$?; rc=$((rc | r)); grep -E "^(realtime|opencv alone)" "$LOG/abab_old$i.log"
+  done
 }
 do_phase() {
   step phase
