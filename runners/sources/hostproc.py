@@ -315,19 +315,26 @@ class HostDecodeProcesses:
             self._free_wake.set()
 
     def _send_frees(self):
-        """Sends the released rows back to their processes, then unregisters the retired rows; at close,
+        """Sends the released rows back to their processes, then unregisters the retired rows, one at a time
+        with the rows released meanwhile sent first (a stream still running waits for its rows); at close,
         once more after the last wake, so none is left registered."""
+
+        def send():
+            with self._free_lock:
+                frees, self._frees = self._frees, {}
+            for proc, rows in frees.items():
+                proc.send(("free", rows))
+
         while True:
             closed = self._closed.is_set()
             self._free_wake.wait(0 if closed else POLL)
             self._free_wake.clear()
+            send()
             with self._free_lock:
-                frees, self._frees = self._frees, {}
                 retired, self._retired = self._retired, []
-            for proc, rows in frees.items():
-                proc.send(("free", rows))
             for t in retired:
                 _unregister(t)
+                send()
             if closed:
                 return
 
