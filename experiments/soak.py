@@ -53,6 +53,7 @@ def memory_sample(usage, device: str, results: int) -> dict:
 
 
 CHECKED = ("torch_allocated_mib", "nvml_used_mib", "rss_mib")
+MEMORY = CHECKED + ("rss_parent_mib", "rss_decode_processes_mib")  # the parts of the RSS: reported, to place a growth
 
 
 def evaluate(samples: list[dict], warmup: float, t0: float, accounting_ok: bool, drops: int, per_second: dict,
@@ -68,7 +69,7 @@ def evaluate(samples: list[dict], warmup: float, t0: float, accounting_ok: bool,
     win = min(120.0, span / 3)
     first = [s for s in post if s["t"] - post[0]["t"] <= win]
     last = [s for s in post if post[-1]["t"] - s["t"] <= win]
-    for key in ("torch_allocated_mib", "nvml_used_mib", "rss_mib", "rss_parent_mib", "rss_decode_processes_mib"):
+    for key in MEMORY:
         vals = [s[key] for s in post if key in s]
         if len(vals) < 3:
             continue
@@ -81,7 +82,7 @@ def evaluate(samples: list[dict], warmup: float, t0: float, accounting_ok: bool,
         day = slope * 86400 / (np.mean(vals) or 1)
         out[key] = {"first_window_median": base, "last_window_median": end, "max": max(vals), "growth": growth,
                     "slope_mib_per_h": slope * 3600, "extrapolated_24h": day}
-        if key in CHECKED:  # the parts of the RSS are reported, to place a growth
+        if key in CHECKED:
             out["checks"][f"{key}_growth_le_1pct"] = bool(growth <= 0.01)
             out["checks"][f"{key}_24h_extrapolation_lt_5pct"] = bool(day < 0.05)
 
@@ -184,7 +185,7 @@ def plot(result: dict, path: Path):
 
     s = result["samples"]
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("torch_allocated_mib", "nvml_used_mib", "rss_mib", "rss_parent_mib", "rss_decode_processes_mib"):
+    for key in MEMORY:
         if any(key in x for x in s):
             ax[0].plot([x["t_s"] for x in s if key in x], [x[key] for x in s if key in x], label=key)
     ax[0].axvline(result["warmup_s"], color="gray", ls=":", label="warm-up end")
