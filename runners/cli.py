@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--source", nargs="*", default=None, metavar="SPEC",
       help="video files, URLs, image folders (with subfolders) or images; none: a clip synthesized from the "
            "ultralytics wheel's images")
-    a("--repeat", type=int, default=1, help="use each source this many times, as separate streams")
+    a("--repeat", type=int, default=1,
+      help="use each source this many times, as separate streams (with --loop, a video's copies start spread over it)")
     a("--max-frames", type=int, default=None, help="read at most this many frames per source (default: all)")
     a("--mode", default="archive", choices=("archive", "live"),
       help="archive: every frame is run; live: a frame that waited more than --late-ms is dropped as 'late'")

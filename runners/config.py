@@ -36,7 +36,8 @@ class RunConfig:
     Sources and streams:
         sources: video files, URLs, image folders (subfolders included) or images; None or 'default' is the
             embedded clip. Default: [None].
-        repeat: use each source this many times, as separate streams (>= 1; default 1).
+        repeat: use each source this many times, as separate streams (>= 1; default 1). With ``loop`` (and no
+            ``max_frames``), a video's copies start spread over it (run.copy_starts).
         max_frames: read at most this many frames per source (>= 1; default: all).
         mode: 'archive' (default: every frame is run; a slow stage holds the ones before it) or 'live'
             (latency is kept: a frame that waited more than ``late_ms`` by the time its batch leaves is

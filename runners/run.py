@@ -25,7 +25,7 @@ from .config import CONCURRENT, ConfigError, RunConfig
 from .events import FrameResult, StreamFanout
 from .monitor import PerformanceMonitor
 from .outputs import Outputs, check_paths
-from .sources import SourceError, announce, decode_threads, host_decodable, is_network, looping, open_source
+from .sources import SourceError, announce, decode_threads, host_decodable, is_network, looping, open_source, video_frames
 from .strategies import run_source
 
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
@@ -146,12 +146,13 @@ def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_proce
     is read with OpenCV)."""
     failed, notes = {}, {}
     threads = decode_threads(len(streams))
+    starts = copy_starts(cfg, streams)
 
     def open_one(stream):
         spec, name = stream
         try:
-            return open_stream(cfg, spec, name, device, decode_processes, notes, threads=threads,
-                               host_processes=host_processes)
+            return open_stream(cfg, spec, name, device, decode_processes, notes, start=starts[name],
+                               threads=threads, host_processes=host_processes)
         except SourceError as e:
             failed[name] = str(e)
 
@@ -161,6 +162,26 @@ def open_sources(cfg: RunConfig, streams: list[tuple], device: str, decode_proce
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="posefuse-open") as pool:
         opened = list(pool.map(open_one, streams))
     return [s for s in opened if s is not None], failed, notes
+
+
+def copy_starts(cfg: RunConfig, streams: list[tuple]) -> dict:
+    """{stream name: its first frame}: the r copies of a looping video (``repeat``, or a spec given more
+    than once) start spread over it, copy k at frame k * n // r of its n frames, and wrap round to its
+    start (looping), so they are r streams of one recording, not one stream r times in step. In step,
+    every copy decodes the same frame at the same moment, and the video's costlier stretches load the host
+    all at once (results/DECISIONS.md). Every other stream starts at frame 0, as do all of a run limited
+    by ``max_frames``."""
+    starts = {name: 0 for _, name in streams}
+    if not cfg.loop or cfg.max_frames is not None:
+        return starts
+    copies: dict = {}
+    for spec, name in streams:
+        copies.setdefault(spec, []).append(name)
+    for spec, names in copies.items():
+        n = video_frames(spec) if len(names) > 1 else None
+        for k, name in enumerate(names):
+            starts[name] = k * n // len(names) if n else 0
+    return starts
 
 
 def paced(cfg: RunConfig, spec) -> bool:
@@ -184,26 +205,26 @@ def open_stream(cfg: RunConfig, spec, name: str, device: str, decode_processes=N
                                    start=start, threads=threads, loop=cfg.loop, duration_s=cfg.duration_s,
                                    fps=cfg.fps)
 
-    def open_once(decoder=cfg.decoder):
+    def open_once(first, decoder=cfg.decoder):
         if fallback and is_network(spec):  # 'auto': a live URL is read by the reconnecting network source
             decoder = "cpu"
         return open_source(spec, max_frames=cfg.max_frames, decoder=decoder,
                            device=device if device.startswith("cuda") else None, chunk=cfg.chunk,
-                           decode_processes=decode_processes, reconnect_s=cfg.reconnect_s, start=start,
+                           decode_processes=decode_processes, reconnect_s=cfg.reconnect_s, start=first,
                            threads=threads, pinned=device.startswith("cuda"))
 
-    def open_any():
+    def open_any(first):
         try:
-            return open_once()
+            return open_once(first)
         except SourceError as e:
             if not fallback:
                 raise
-            src = open_once("cpu")  # its error, if it fails too, is the source's
+            src = open_once(first, "cpu")  # its error, if it fails too, is the source's
             if notes is not None:
                 notes[name] = f"read with OpenCV: {e}"
             return src
 
-    return looping(open_any, name, cfg.loop, cfg.duration_s, cfg.fps)
+    return looping(open_any, name, cfg.loop, cfg.duration_s, cfg.fps, start)
 
 
 class _Opener:

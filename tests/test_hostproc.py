@@ -131,6 +131,21 @@ def test_a_realtime_run_reads_its_videos_in_host_decode_processes():
     assert all(st["source"] == {"host_rows.new_arrays": 0} for st in rep.streams.values())
 
 
+def test_a_realtime_runs_looping_copies_start_spread_over_their_video():
+    """Through run(): two looping copies of one video start at frames 0 and n // 2, and each stream's
+    frames come in order without a gap."""
+    from posefuse import RunConfig, run
+
+    got: dict = {}
+    rep = run(RunConfig(sources=[helpers.data_path(CLIP)], repeat=2, runner="dynamic", device="cpu", decoder="cpu",
+                        batch=8, max_wait_ms=10, realtime=True, fps=10.0, loop=True, duration_s=0.6, imgsz=320,
+                        progress=False),
+              on_result=lambda r: got.setdefault(r.stream, []).append(r.index))
+    assert rep.failed == {} and sorted(got) == [f"{helpers.data_path(CLIP)}#{k}" for k in range(2)]
+    for (name, idx), first in zip(sorted(got.items()), (0, 697)):
+        assert idx[0] == first and idx == list(range(first, first + len(idx))) and len(idx) >= 3, (name, idx)
+
+
 def test_a_stream_closed_after_its_end_leaves_its_process_serving_the_next(processes):
     """An ended stream whose rows are all back is dropped in its process; a stop that comes after (a run
     closes every source at its end) is ignored there, and the process opens and serves the next stream."""

@@ -276,7 +276,7 @@ def test_a_timed_camera_ends_on_time_while_it_reconnects(camera):
     from posefuse.runners.sources import looping
     from posefuse.runners.sources.network import open_network
 
-    src = looping(lambda: open_network(camera.url, reconnect_s=30.0), camera.url, False, 3.0)
+    src = looping(lambda start: open_network(camera.url, reconnect_s=30.0), camera.url, False, 3.0)
     t0 = time.monotonic()
     n = 0
     for parcel in src:

@@ -77,6 +77,40 @@ def test_video_folder_and_image_sources(tmp_path, clip_frames):
 
 
 
+def test_a_looping_video_begun_mid_way_wraps_round_to_its_start_without_a_gap(clip_frames):
+    """looping(start=s): the first pass runs from frame s to the video's end, the next from its first
+    frame, the indices counting on (no gap for a paced stream to wait out), the new pass marked restart."""
+    from posefuse.runners.sources import looping, video_frames
+
+    clip = helpers.data_path("one-by-one-person-detection.mp4")
+    n = video_frames(clip)
+    src = looping(lambda first: open_source(clip, start=first), "c", loop=True, duration_s=None, start=n - 2)
+    it = src.frames()
+    got = [next(it) for _ in range(5)]
+    src.close()
+    assert n == 1394 and [f.index for f in got] == [n - 2, n - 1, n, n + 1, n + 2]
+    assert [f.restart for f in got] == [False, False, True, False, False]
+    assert all(np.array_equal(f.image, clip_frames[k]) for f, k in zip(got[2:], range(3)))
+
+
+def test_the_copies_of_a_looping_video_start_spread_over_it():
+    """A run's r copies of a looping video start at frames k * n // r; other streams, and every stream of a
+    run that does not loop or is cut by max_frames, at frame 0."""
+    import dataclasses
+
+    from posefuse import RunConfig
+    from posefuse.runners.run import copy_starts
+
+    clip = helpers.data_path("one-by-one-person-detection.mp4")
+    cfg = RunConfig(sources=[clip, None], repeat=4, loop=True, duration_s=5.0)
+    starts = copy_starts(cfg, cfg.streams())
+    assert [starts[f"{clip}#{k}"] for k in range(4)] == [0, 348, 697, 1045]
+    assert [starts[f"default#{k}"] for k in range(4)] == [0] * 4
+    for other in (dataclasses.replace(cfg, loop=False), dataclasses.replace(cfg, max_frames=100),
+                  dataclasses.replace(cfg, repeat=1)):
+        assert set(copy_starts(other, other.streams()).values()) == {0}
+
+
 def test_a_source_closed_from_another_thread_while_it_reads_ends_without_a_crash():
     """close() from the run's thread while the reader's thread is inside OpenCV's read (a remove, a stop):
     closing the generator there crashed the process (SIGSEGV in CPython 3.11, one run in ~10 of

@@ -91,6 +91,20 @@ def decode_threads(cpu_streams: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, cpu_streams))
 
 
+def video_frames(spec: str | None) -> int | None:
+    """The frame count a video file's container declares (OpenCV, from the header: milliseconds); None for
+    other sources or when it does not say."""
+    if not host_decodable(spec) or "://" in spec or not Path(spec).is_file():
+        return None
+    import cv2
+
+    cap = cv2.VideoCapture(spec)
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    finally:
+        cap.release()
+
+
 def announce(spec: str | None, decoder: str) -> tuple | None:
     """((H, W), pixel format) of the frames an NVDEC source of ``spec`` will give, read from the file's
     header (OpenCV, milliseconds) before its decode process has opened it, so a run can capture its graphs
@@ -110,12 +124,14 @@ def announce(spec: str | None, decoder: str) -> tuple | None:
     return ((h, w), "nv12") if h > 0 and w > 0 else None
 
 
-def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: float | None = None) -> Source:
-    """The source ``open_once()`` opens, named ``name``: read again from its start each time it ends
-    (``loop``; frame indices keep counting), for at most ``duration_s`` seconds from its first read (closed
-    then, even while it waits for a frame); ``fps`` replaces its frame rate. With none of the three asked,
-    the source as it opens."""
-    first = open_once()
+def looping(open_from, name: str, loop: bool, duration_s: float | None, fps: float | None = None,
+            start: int = 0) -> Source:
+    """The source ``open_from(start)`` opens, named ``name``: read again from its first frame each time it
+    ends (``loop``: ``open_from(0)``; frame indices keep counting, so a pass begun at ``start`` continues
+    into the next without a gap), for at most ``duration_s`` seconds from its first read (closed then, even
+    while it waits for a frame); ``fps`` replaces its frame rate. With none of the three asked, the source
+    as it opens."""
+    first = open_from(start)
     if not (loop or duration_s or fps):
         first.name = name
         return first
@@ -164,7 +180,7 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
             merge(src)
             if not loop or n == 0 or stopped.is_set() or (deadline is not None and time.perf_counter() >= deadline):
                 return
-            src = state["src"] = open_once()
+            src = state["src"] = open_from(0)
 
     def close():
         stopped.set()
@@ -174,4 +190,4 @@ def looping(open_once, name: str, loop: bool, duration_s: float | None, fps: flo
                   first.pixel_format, first.stats, stopped, close, first.counts, first.live)
 
 
-__all__ = ["announce", "decode_threads", "host_decodable", "is_network", "looping", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]
+__all__ = ["announce", "decode_threads", "host_decodable", "is_network", "looping", "video_frames", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]

@@ -406,16 +406,16 @@ class HostDecodeProcesses:
 
 def open_in_process(spec: str, name: str, max_frames=None, reconnect_s=None, start: int = 0, threads: int = 0,
                     loop: bool = False, duration_s=None, fps=None, row_pool=None) -> Source:
-    """The stream a host decode process reads (a video file or URL with OpenCV; looping, timed or with its
-    frame rate replaced as a run asks), its frames in ``row_pool``'s rows."""
+    """The stream a host decode process reads (a video file or URL with OpenCV, from frame ``start``;
+    looping, timed or with its frame rate replaced as a run asks), its frames in ``row_pool``'s rows."""
     from . import looping, open_source
     from .network import RECONNECT_S
 
-    def once():
-        return open_source(spec, max_frames, decoder="cpu", reconnect_s=reconnect_s or RECONNECT_S, start=start,
+    def open_from(first):
+        return open_source(spec, max_frames, decoder="cpu", reconnect_s=reconnect_s or RECONNECT_S, start=first,
                            threads=threads, row_pool=row_pool)
 
-    return looping(once, name, loop, duration_s, fps)
+    return looping(open_from, name, loop, duration_s, fps, start)
 
 
 # ---------------------------------------------------------------------------------------- the process
