@@ -461,6 +461,32 @@ def test_a_host_decode_process_rows_are_pinned_here():
 
 
 @pytest.mark.gpu
+def test_an_ended_streams_rows_are_unregistered_while_the_others_run():
+    """The rows of a stream that ended are unregistered while the run goes on (one per RETIRE_GAP_S on the
+    sending thread), not only at its close: a stream still open keeps its own."""
+    from posefuse.runners.sources.hostproc import RETIRE_GAP_S, HostDecodeProcesses
+
+    torch.zeros(1, device="cuda")
+    hp = HostDecodeProcesses(pin=True, processes=1)
+    try:
+        ended = hp.open("ended", spec=helpers.data_path(CLIP), max_frames=2)
+        running = hp.open("running", spec=helpers.data_path(CLIP), max_frames=4)
+        frames = list(ended.frames())
+        for f in frames:
+            f.release()
+        deadline = time.perf_counter() + 20 * RETIRE_GAP_S + 2.0
+        while any(torch.from_numpy(f.image).is_pinned() for f in frames) and time.perf_counter() < deadline:
+            time.sleep(RETIRE_GAP_S / 4)
+        assert not any(torch.from_numpy(f.image).is_pinned() for f in frames)
+        later = list(running.frames())
+        assert len(later) == 4 and all(torch.from_numpy(f.image).is_pinned() for f in later)
+        for f in later:
+            f.release()
+    finally:
+        hp.close()
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("mix", ["all-pinned", "mixed"])
 def test_pinned_frames_go_to_the_device_and_match_pageable_ones(clip_frames, mix):
     """Frames in pinned rows go to the device in one copy; in a mixed batch only the others are staged

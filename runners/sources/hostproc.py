@@ -39,6 +39,7 @@ ROWS = 8  # rows per stream and shape: a 30 fr/s stream at 50 ms holds 2-3 in fl
 START_TIMEOUT_S = 120.0  # a process imports torch and OpenCV before it answers; a camera's open comes on top
 END_WAIT_S = 5.0  # how long close() waits for closed streams to end (a camera's read ends within its STALL_S)
 TICK_S = 0.002  # a frame waits at most this long for its message (counted in its latency: 50 ms budget)
+RETIRE_GAP_S = 0.1  # one retired pinned row unregistered per this gap while a run goes on (results/DECISIONS.md)
 PER_PROCESS = 4  # cores per host decode process: HOST_PROCESSES = cores // PER_PROCESS
 HOST_PROCESSES = max(1, (os.cpu_count() or 1) // PER_PROCESS)
 
@@ -315,9 +316,11 @@ class HostDecodeProcesses:
             self._free_wake.set()
 
     def _send_frees(self):
-        """Sends the released rows back to their processes, then unregisters the retired rows, one at a time
-        with the rows released meanwhile sent first (a stream still running waits for its rows); at close,
-        once more after the last wake, so none is left registered."""
+        """Sends the released rows back to their processes. While the run goes on, it unregisters a retired
+        row at most once per RETIRE_GAP_S, after sending the rows released meanwhile: cudaHostUnregister
+        holds the run's other CUDA calls, so the rows of many streams ending together, unregistered back to
+        back, would hold the frames of the streams still running. At close (every stream ended), the rest,
+        so none is left registered."""
 
         def send():
             with self._free_lock:
@@ -325,18 +328,24 @@ class HostDecodeProcesses:
             for proc, rows in frees.items():
                 proc.send(("free", rows))
 
+        next_retire = 0.0
         while True:
             closed = self._closed.is_set()
             self._free_wake.wait(0 if closed else POLL)
             self._free_wake.clear()
             send()
-            with self._free_lock:
-                retired, self._retired = self._retired, []
-            for t in retired:
-                _unregister(t)
-                send()
             if closed:
+                with self._free_lock:
+                    retired, self._retired = self._retired, []
+                for t in retired:
+                    _unregister(t)
                 return
+            if self._retired and time.perf_counter() >= next_retire:
+                with self._free_lock:
+                    t = self._retired.pop(0)
+                _unregister(t)
+                next_retire = time.perf_counter() + RETIRE_GAP_S
+                send()
 
     def _receive(self):
         """Every process's messages, as they come; a process whose pipe ends leaves the wait (a new one
@@ -401,7 +410,7 @@ class HostDecodeProcesses:
             p.gone.wait(1.0)
         self._closed.set()
         for t in self._threads:
-            t.join(1.0)
+            t.join(END_WAIT_S)  # the sending thread unregisters the rows still registered
 
 
 def open_in_process(spec: str, name: str, max_frames=None, reconnect_s=None, start: int = 0, threads: int = 0,
