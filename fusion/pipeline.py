@@ -43,7 +43,8 @@ from torch import nn
 from ..kernels._common import KernelInputError, available_backends, nvtx_range
 from ..kernels.decode import Candidates, decode, levels_for
 from ..kernels.decode.reference import MAX_NMS
-from ..kernels.letterbox import FrameBatch, Layout, batch_geometry, letterbox, make_layout, normalize_frames, source_rows
+from ..kernels.letterbox import (FrameBatch, Layout, batch_geometry, frame_canvas, letterbox, make_layout,
+                                 normalize_frames, source_rows)
 from ..kernels.nms import Detections, nms_rescale
 from .backbone import DEFAULT_MODEL, PoseBackbone, load_ultralytics
 from .stages import span
@@ -118,6 +119,27 @@ class PendingBatch:
             if slot.pending is self:
                 slot.pending = None
             self._slot = None
+
+
+class PendingBatches:
+    """Several PendingBatches standing for one submitted batch (one per canvas): ``result()`` gives the
+    PoseResults in the order the frames were submitted; ``gpu_ms`` sums the parts' spans."""
+
+    def __init__(self, parts: list, positions: list):
+        self.parts, self.positions = parts, positions  # positions[k]: the submitted indices of part k's frames
+        self.gpu_ms: dict[str, float] = {}
+
+    def done(self) -> bool:
+        return all(p.done() for p in self.parts)
+
+    def result(self) -> list[PoseResult]:
+        out: list = [None] * sum(len(idx) for idx in self.positions)
+        for p, idx in zip(self.parts, self.positions):
+            for i, r in zip(idx, p.result()):
+                out[i] = r
+            for k, v in p.gpu_ms.items():
+                self.gpu_ms[k] = self.gpu_ms.get(k, 0.0) + v
+        return out
 
 
 def bucket_size(n: int) -> int:
@@ -275,9 +297,29 @@ class PosePipeline:
         Waits for the GPU; :meth:`submit` returns at once instead."""
         return self.submit(frames, pixel_format).result()
 
+    def canvas(self, shape: tuple) -> tuple[int, int]:
+        """The letterbox canvas (h, w) of a frame of ``shape`` (h, w): the one ``predict`` gives it alone.
+        Frames of one canvas share a batch with the result each has alone (a batcher groups by it)."""
+        return frame_canvas(tuple(shape[:2]), self.imgsz)
+
     def submit(self, frames, pixel_format: str = "bgr") -> PendingBatch:
-        """Queue one batch; returns at once (GPU) with a handle whose ``result()`` waits for it."""
+        """Queue one batch; returns at once (GPU) with a handle whose ``result()`` waits for it. Each frame is
+        letterboxed to its own canvas (:meth:`canvas`), as ``predict`` letterboxes a frame alone, so its
+        poses do not depend on the other frames of the batch; frames of several canvases run as one batch
+        per canvas."""
         fb = normalize_frames(frames, pixel_format)
+        canvases = [self.canvas(s) for s in fb.shapes]
+        if any(c != canvases[0] for c in canvases):
+            groups: dict = {}
+            for i, c in enumerate(canvases):
+                groups.setdefault(c, []).append(i)
+            parts = [self._submit(fb.subset(idx), frames) for idx in groups.values()]
+            return PendingBatches(parts, list(groups.values()))
+        return self._submit(fb, frames)
+
+    def _submit(self, fb: FrameBatch, frames) -> PendingBatch:
+        """:meth:`submit` of frames of one canvas (``frames``: the caller's, kept alive with the batch)."""
+        pixel_format = fb.pixel_format
         if self.device.type == "cpu":
             return PendingBatch(results=self._run_cpu(fb))
         host = fb.device.type == "cpu"
@@ -416,10 +458,13 @@ class PosePipeline:
         into the slot's buffers. Eager runs and graph capture both call it. ``layout``: the slot's own
         descriptors (graph mode) or None (the letterbox's cache)."""
         lb, ratio_pad = letterbox(fb, self.imgsz, dtype=self.dtype, pixel_format=fb.pixel_format,
-                                  backend=self.backend, out=lb_out, layout=layout)
+                                  backend=self.backend, out=lb_out, layout=layout, per_frame=True)
         self._mark(slot, "letterbox")
         with nvtx_range("backbone"), torch.inference_mode():
-            raw = self.backbone(lb)
+            if self.device.type == "cpu":  # frame by frame: a frame's floats then do not depend on the batch's
+                raw = torch.cat([self.backbone(lb[i:i + 1]) for i in range(len(lb))])  # size, and it is faster
+            else:  # on 2 cores (results/DECISIONS.md, CPU backbone)
+                raw = self.backbone(lb)
         self._mark(slot, "backbone")
         levels = levels_for(lb.shape[2], lb.shape[3], self.strides)
         if slot.cands is None:
@@ -457,7 +502,7 @@ class PosePipeline:
     def _capture(self, slot: _Slot, fb: FrameBatch, host: bool):
         """Warm up and capture the stage chain for this slot's signature (one capture at a time)."""
         b = len(fb)
-        geo = batch_geometry(fb.shapes, self.imgsz)
+        geo = batch_geometry(fb.shapes, self.imgsz, per_frame=True)
         slot.lb_out = torch.empty((b, 3, geo.out_h, geo.out_w), dtype=self.dtype, device=self.device)
         if self.backend == "cupy":  # the graph reads the frames through the slot's pointer table
             rows = source_rows(fb.items, fb.batch, fb.shapes, fb.pixel_format == "nv12")

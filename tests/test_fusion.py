@@ -45,16 +45,30 @@ def assert_results_close(a, b, atol=1e-3, score_atol=1e-4):
 def test_cpu_pipeline_equals_predict(cpu_pipe, yolo, clip_frames, clip1080_frames, gif_frames):
     tally = AccuracyTally()
     batches = [clip_frames[150:154], clip_frames[280:282], clip1080_frames[100:102], gif_frames[5:8],
-               helpers.asset_images()]  # the last: a mixed-size batch (square letterbox)
+               helpers.asset_images()]  # the last: a mixed-size batch, each frame as predict runs it alone
     for frames in batches:
         ours = cpu_pipe(list(frames))
-        theirs = ultralytics_results(yolo.predict(list(frames), verbose=False, conf=0.25, iou=0.7))
+        theirs = [r for f in frames for r in ultralytics_results(yolo.predict(f, verbose=False, conf=0.25, iou=0.7))]
         for o, t in zip(ours, theirs):
             tally.add(o, t)
     s = tally.summary()
     assert s["their_detections"] >= 10
     assert s["matched_fraction"] == 1.0 and s["extra_fraction"] == 0.0
     assert s["keypoint_mean_error_px"] <= 1e-3 and s["max_score_diff"] <= 1e-4
+
+
+def test_cpu_poses_do_not_depend_on_the_batch(cpu_pipe, clip_frames, clip1080_frames, gif_frames):
+    """A frame's poses are the same alone and in any batch: with frames of another resolution and the same
+    canvas (768x432 beside 1920x1080: both 384x640), of another canvas (the GIF, images), of any size."""
+    frame = clip_frames[280]
+    alone = cpu_pipe([frame])[0]
+    assert len(alone) >= 1
+    company = [[clip1080_frames[100], frame, clip1080_frames[101]], [gif_frames[0], frame] + helpers.asset_images(),
+               list(clip_frames[276:284])]
+    for batch in company:
+        got = cpu_pipe(batch)[[id(f) for f in batch].index(id(frame))]
+        for name in ("boxes", "scores", "keypoints"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(alone, name), err_msg=name)
 
 
 def test_cpu_submit_and_nv12(cpu_pipe, clip_frames):

@@ -86,6 +86,21 @@ def test_mixed_sizes_use_square_canvas_and_same_shapes_use_rect():
     assert (g.out_h, g.out_w) == (640, 640)
 
 
+def test_per_frame_geometry_is_each_frame_alone():
+    """per_frame: each frame's geometry is the one it has alone; frames of one canvas share a batch, frames of
+    two canvases are refused, naming the first that differs."""
+    from posefuse.kernels.letterbox import frame_canvas
+
+    assert frame_canvas((432, 768)) == frame_canvas((1080, 1920)) == (384, 640)
+    assert frame_canvas((432, 768), rect=False) == (640, 640)
+    g = batch_geometry([(432, 768), (1080, 1920)], per_frame=True)
+    assert (g.out_h, g.out_w) == (384, 640)
+    for shape, frame in zip([(432, 768), (1080, 1920)], g.frames):
+        assert frame == batch_geometry([shape]).frames[0]
+    with pytest.raises(ValueError, match=r"frames\[1\]: its own canvas 480x640 differs from frames\[0\]'s 384x640"):
+        batch_geometry([(432, 768), (480, 640)], per_frame=True)
+
+
 # ------------------------------------------------------------------------------------------------
 # CPU backends: torch ops, Numba under the CUDA simulator (small inputs: the simulator is slow)
 # ------------------------------------------------------------------------------------------------

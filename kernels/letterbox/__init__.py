@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from .._common import KernelInputError, as_tensor, nvtx_range, resolve_backend, same_device
-from .geometry import BatchGeometry, batch_geometry, check_imgsz
+from .geometry import BatchGeometry, batch_geometry, check_imgsz, frame_canvas
 from .reference import letterbox_reference
 
-__all__ = ["letterbox", "letterbox_reference", "batch_geometry", "make_layout", "Layout", "FrameBatch",
+__all__ = ["letterbox", "letterbox_reference", "batch_geometry", "frame_canvas", "make_layout", "Layout", "FrameBatch",
            "normalize_frames", "check_frame", "source_rows", "BACKENDS"]
 
 BACKENDS = ("cupy", "numba", "torch", "reference")
@@ -100,6 +100,12 @@ class FrameBatch:
     def frames(self) -> list:
         return list(self.items) if self.items is not None else list(self.batch.unbind(0))
 
+    def subset(self, idx: list) -> "FrameBatch":
+        """The frames at positions ``idx``, in that order."""
+        items = self.frames()
+        return FrameBatch([items[i] for i in idx], None, self.device, [self.shapes[i] for i in idx],
+                          self.pixel_format, tuple(self.pinned[i] for i in idx) if self.pinned else ())
+
     def padded(self, n: int) -> "FrameBatch":
         """This batch with its last frame repeated up to ``n`` frames."""
         k = n - len(self)
@@ -166,18 +172,18 @@ def source_rows(items, batch, shapes, nv12: bool) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 4)
 
 
-def _layout(fb: FrameBatch, imgsz, rect, stride, nv12: bool) -> Layout:
+def _layout(fb: FrameBatch, imgsz, rect, stride, nv12: bool, per_frame: bool) -> Layout:
     items, batch, shapes, device = fb.items, fb.batch, fb.shapes, fb.device
     if batch is not None:  # O(1) key: the batch's memory and geometry
         src_key = ("batch", batch.data_ptr(), tuple(batch.shape), batch.stride())
     else:
         src_key = tuple((f.data_ptr(),) + tuple(f.shape) + f.stride() for f in items)
-    key = (str(device), nv12, src_key, check_imgsz(imgsz, stride), rect, stride)
+    key = (str(device), nv12, src_key, check_imgsz(imgsz, stride), rect, stride, per_frame)
     hit = _LAYOUTS.get(key)
     if hit is not None:
         _LAYOUTS.move_to_end(key)
         return hit
-    lay = make_layout(batch_geometry(shapes, imgsz, rect, stride), source_rows(items, batch, shapes, nv12), device)
+    lay = make_layout(batch_geometry(shapes, imgsz, rect, stride, per_frame), source_rows(items, batch, shapes, nv12), device)
     _LAYOUTS[key] = lay
     if len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
         _LAYOUTS.popitem(last=False)
@@ -186,18 +192,21 @@ def _layout(fb: FrameBatch, imgsz, rect, stride, nv12: bool) -> Layout:
 
 def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: torch.dtype = torch.float16,
               pixel_format: str = "bgr", backend: str = "auto", out: torch.Tensor | None = None,
-              layout: Layout | None = None):
+              layout: Layout | None = None, per_frame: bool = False):
     """Letterbox a batch (see the module docstring). ``frames``: as the module docstring says, or a
     :class:`FrameBatch` (already checked). ``out``: optional preallocated output to fill. ``layout``: the
     descriptors of these frames built ahead (:func:`make_layout`; a CUDA graph keeps its own and rewrites
-    its pointer table per batch); by default they come from a cache keyed by the frames' memory."""
+    its pointer table per batch); by default they come from a cache keyed by the frames' memory.
+    ``per_frame``: each frame letterboxed as ``predict`` letterboxes it alone, every frame on one canvas
+    (geometry.batch_geometry); default: ``predict``'s batch semantics (mixed shapes: the square canvas)."""
     fb = normalize_frames(frames, pixel_format)
     if dtype not in OUT_DTYPES:
         raise KernelInputError(f"dtype: expected torch.float16 or torch.float32, got {dtype}")
     backend = resolve_backend(backend, fb.device, BACKENDS)
     nv12 = pixel_format == "nv12"
     if backend == "reference":
-        arr, rp = letterbox_reference([f.numpy() for f in fb.frames()], imgsz, rect, stride, pixel_format)
+        arr, rp = letterbox_reference([f.numpy() for f in fb.frames()], imgsz, rect, stride, pixel_format,
+                                      per_frame)
         res = torch.from_numpy(arr).to(dtype)
         if out is not None:
             _check_out(out, res.shape, dtype, fb.device)
@@ -205,7 +214,7 @@ def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: 
             res = out
         return res, torch.from_numpy(rp)
 
-    lay = layout if layout is not None else _layout(fb, imgsz, rect, stride, nv12)
+    lay = layout if layout is not None else _layout(fb, imgsz, rect, stride, nv12, per_frame)
     g = lay.geometry
     shape = (len(fb), 3, g.out_h, g.out_w)
     if out is None:

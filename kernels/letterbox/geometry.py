@@ -6,6 +6,7 @@ every implementation (reference, CuPy, Numba, torch ops) uses it, so they can di
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -126,23 +127,41 @@ def frame_geometry(src_h: int, src_w: int, new_shape: tuple[int, int], auto: boo
     return FrameGeometry(src_h, src_w, new_h, new_w, top, left), new_h + top + bottom, new_w + left + right
 
 
-def batch_geometry(shapes, imgsz=640, rect: bool = True, stride: int = 32) -> BatchGeometry:
-    """Geometry of a batch as ``predict`` letterboxes it.
+@lru_cache(maxsize=1024)
+def frame_canvas(shape: tuple, imgsz=640, rect: bool = True, stride: int = 32) -> tuple[int, int]:
+    """The canvas (h, w) a frame of ``shape`` (h, w, ...) is letterboxed to when ``predict`` runs it alone:
+    with ``rect`` the smallest stride multiple that holds the resized frame (``LetterBox(auto=True)``), else
+    the fixed ``imgsz`` canvas. Frames of different shapes can share a canvas (768x432 and 1920x1080 both
+    give 384x640 at 640): such frames batch together with the same result as alone."""
+    h, w = int(shape[0]), int(shape[1])
+    _, ch, cw = frame_geometry(h, w, check_imgsz(imgsz, stride), rect, stride)
+    return ch, cw
 
-    ``rect``: like ``predict(rect=True)``: when every frame has the same shape the canvas is the smallest
-    stride multiple that holds the resized frame (``LetterBox(auto=True)``); mixed shapes, or
-    ``rect=False``, use the fixed ``imgsz`` canvas.
+
+def batch_geometry(shapes, imgsz=640, rect: bool = True, stride: int = 32, per_frame: bool = False) -> BatchGeometry:
+    """Geometry of a batch.
+
+    ``per_frame=False``: as ``predict`` letterboxes a batch: with ``rect`` (``predict(rect=True)``) and every
+    frame of one shape the canvas is the smallest stride multiple that holds the resized frame
+    (``LetterBox(auto=True)``); mixed shapes, or ``rect=False``, use the fixed ``imgsz`` canvas, so a
+    frame's letterbox depends on the other frames of its batch.
+    ``per_frame=True``: each frame as ``predict`` letterboxes it alone (:func:`frame_canvas`), so its
+    result depends on the frame only; every frame must then have the same canvas (ValueError naming the
+    first that differs: split the batch by canvas).
     """
     new_shape = check_imgsz(imgsz, stride)
     shapes = [tuple(int(v) for v in s[:2]) for s in shapes]
     if not shapes:
         raise ValueError("frames: expected at least one frame, got an empty batch")
-    auto = rect and len(set(shapes)) == 1
-    frames, canvases = [], set()
+    auto = rect and (per_frame or len(set(shapes)) == 1)
+    frames, canvases = [], []
     for h, w in shapes:
         g, ch, cw = frame_geometry(h, w, new_shape, auto, stride)
         frames.append(g)
-        canvases.add((ch, cw))
-    assert len(canvases) == 1, canvases  # one canvas per batch, by construction
-    (out_h, out_w), = canvases
+        canvases.append((ch, cw))
+    for i, c in enumerate(canvases):
+        if c != canvases[0]:
+            raise ValueError(f"frames[{i}]: its own canvas {c[0]}x{c[1]} differs from frames[0]'s "
+                             f"{canvases[0][0]}x{canvases[0][1]}: a batch letterboxed per frame holds one canvas")
+    out_h, out_w = canvases[0]
     return BatchGeometry(out_h, out_w, tuple(frames))

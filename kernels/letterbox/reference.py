@@ -26,7 +26,8 @@ def letterbox_uint8(frame: np.ndarray, geo) -> np.ndarray:
     return img
 
 
-def letterbox_reference(frames, imgsz=640, rect: bool = True, stride: int = 32, pixel_format: str = "bgr"):
+def letterbox_reference(frames, imgsz=640, rect: bool = True, stride: int = 32, pixel_format: str = "bgr",
+                        per_frame: bool = False):
     """Letterbox a batch on the CPU.
 
     Args:
@@ -41,7 +42,7 @@ def letterbox_reference(frames, imgsz=640, rect: bool = True, stride: int = 32, 
         frames = [nv12_to_bgr(f) for f in frames]
     elif pixel_format != "bgr":
         raise ValueError(f"pixel_format: expected 'bgr' or 'nv12', got {pixel_format!r}")
-    geo: BatchGeometry = batch_geometry([f.shape for f in frames], imgsz, rect, stride)
+    geo: BatchGeometry = batch_geometry([f.shape for f in frames], imgsz, rect, stride, per_frame)
     out = np.empty((len(frames), geo.out_h, geo.out_w, 3), np.uint8)
     for i, (f, g) in enumerate(zip(frames, geo.frames)):
         img = letterbox_uint8(f, g)
