@@ -32,6 +32,7 @@ import torch
 
 from .events import RunEvents
 from .sources import Source, SourceError
+from .batching import BatchPolicy, Waiting
 from .strategies import admit_all, deliver, finish, submit_frames
 
 POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
@@ -363,33 +364,32 @@ class _Readers:
         return r
 
 
-def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: float | None, idle: float,
-             ended: dict, late: float | None = None):
-    """One GPU worker: takes frames from ``frames_q`` into batches and submits them to ``pipe`` on a CUDA
-    stream of its own. Several may share one queue (the ``streams`` runner). ``ended``: {"n": sources
-    ended, "of": sources} shared by the workers. ``late`` (live mode): frames that arrived more than this
-    many seconds before their batch leaves are not run; the result thread records them as 'late' drops."""
-    buf = []
-    first_t = last_t = None
-    times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.ring_wait": 0.0, "gpu.results_full_wait": 0.0}
+@dataclass
+class Submitted:
+    """A batch from a GPU worker to the result thread: the frames run (:class:`Waiting`, in the order given
+    to the pipeline), their pending results (submit_frames), and the frames dropped as late instead."""
 
-    def flush():
-        """Submit up to ``batch`` frames of ``buf`` (the oldest); the rest wait for the next batch."""
-        nonlocal buf, first_t
-        items, buf = buf[:batch], buf[batch:]
-        first_t = time.perf_counter() if buf else None
+    run: list
+    pending: list
+    late: list
+
+
+def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, ended: dict):
+    """One GPU worker: offers the readers' frames to ``policy`` and submits each batch it lets leave to
+    ``pipe`` on a CUDA stream of its own. Several may share one queue (the ``streams`` runner). ``ended``:
+    {"n": sources ended, "of": sources} shared by the workers. Late frames are released here and recorded
+    as drops by the result thread."""
+    times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.ring_wait": 0.0, "gpu.results_full_wait": 0.0}
+    canvas = pipe.canvas
+
+    def flush(batch):
         t0 = time.perf_counter()
-        dropped = []
-        if late is not None:  # the oldest frames, those of the streams that fell behind
-            dropped = [it for it in items if t0 - it[3] > late]
-            if dropped:
-                items = [it for it in items if t0 - it[3] <= late]
-                for it in dropped:
-                    it[2].release()
+        for w in batch.late:
+            w.frame.release()
         w0 = pipe.ring_wait_s
-        submitted = submit_frames(pipe, [f for _, _, f, _ in items]) if items else []
+        pending = submit_frames(pipe, [w.frame for w in batch.run]) if batch.run else []
         t1 = time.perf_counter()
-        _put(results_q, (items, submitted, dropped), state)
+        _put(results_q, Submitted(batch.run, pending, batch.late), state)
         ring_wait = pipe.ring_wait_s - w0  # waiting for the GPU, inside submit
         times["gpu.submit"] += t1 - t0 - ring_wait
         times["gpu.ring_wait"] += ring_wait
@@ -403,37 +403,29 @@ def _batcher(frames_q, results_q, pipe, state: RunState, batch: int, max_wait: f
         stream = torch.cuda.Stream(pipe.device) if pipe.device.type == "cuda" else None
         with torch.cuda.stream(stream):
             while not state.stop.is_set():
-                timeout = POLL
-                if buf and max_wait is not None:
-                    timeout = max(0.0, min(POLL, first_t + max_wait - time.perf_counter()))
+                wake = policy.deadline()
                 t0 = time.perf_counter()
+                timeout = POLL if wake is None else max(0.0, min(POLL, wake - t0))
                 try:
                     item = frames_q.get(timeout=timeout)
                 except queue.Empty:
                     item = None
-                    if all_ended():
-                        break
                 now = time.perf_counter()
                 times["gpu.frames_wait"] += now - t0
                 if item is _END:
                     with state.lock:
                         ended["n"] += 1
-                    if all_ended() and frames_q.empty():
-                        break
                 elif item is not None:  # a reader's pass: parcels of consecutive frames, one per stream
-                    for name, seq, frames in item:
-                        buf.extend((name, seq + k, f, f.arrived) for k, f in enumerate(frames))
-                    last_t = now
-                    if first_t is None:
-                        first_t = now
-                due = buf and max_wait is not None and now - first_t >= max_wait
-                # pipelined: a partial batch also leaves when no frame came for ``idle`` s (a slow or
-                # blocked source: NVDEC sources wait for their frames to be released)
-                stalled = buf and max_wait is None and item is None and now - last_t >= idle
-                while len(buf) >= batch or (buf and (due or stalled)):
-                    flush()
-            while buf and not state.stop.is_set():
-                flush()
+                    policy.offer([Waiting(name, seq + k, f, f.arrived, (canvas(f.checked[1]), f.pixel_format,
+                                                                        f.checked[0].device.type))
+                                  for name, seq, frames in item for k, f in enumerate(frames)], now)
+                done = (item is None or (item is _END and frames_q.empty())) and all_ended()
+                while (batch := policy.take(now, ended=done)) is not None:
+                    flush(batch)
+                if done and not len(policy):
+                    break
+            while len(policy) and not state.stop.is_set():
+                flush(policy.take(time.perf_counter(), ended=True))
     except BaseException as e:  # noqa: BLE001
         state.fail("gpu", e)
     finally:
@@ -461,14 +453,13 @@ def _results(results_q, events: RunEvents, on_result, state: RunState, n_workers
             if item is _END:
                 ended += 1
                 continue
-            items, submitted, dropped = item
-            seqs = {id(f): (name, seq) for name, seq, f, _ in items}
             ready = []  # (stream, frame, result) deliverable now, in each stream's order
             late = []  # (stream, index) dropped as late, in turn
-            done = [(seqs[id(f)], f, r) for f, r in finish(submitted, events)]
-            done += [((name, seq), f, _LATE) for name, seq, f, _ in dropped]
-            for (name, seq), f, r in done:
-                held[(name, seq)] = (f, r)
+            done = [(w, r) for w, (_, r) in zip(item.run, finish(item.pending, events))]
+            done += [(w, _LATE) for w in item.late]
+            for w, r in done:
+                name = w.stream
+                held[(name, w.seq)] = (w.frame, r)
                 n = next_seq.get(name, 0)
                 while (name, n) in held:
                     g, res = held.pop((name, n))
@@ -531,9 +522,9 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     for s in sources:
         readers.add(s, start=False)
     for i, p in enumerate(pipes):
+        policy = BatchPolicy(batch, max_wait, idle_ms / 1e3, None if late_ms is None else late_ms / 1e3)
         threads.append(threading.Thread(target=_batcher, name=f"posefuse-gpu-{i}", daemon=True,
-                                        args=(frames_q, results_q, p, state, batch, max_wait, idle_ms / 1e3, ended,
-                                              None if late_ms is None else late_ms / 1e3)))
+                                        args=(frames_q, results_q, p, state, policy, ended)))
     threads.append(threading.Thread(target=_results, name="posefuse-result", daemon=True,
                                     args=(results_q, events, on_result, state, len(pipes))))
     if not sources and control is None:
