@@ -20,7 +20,6 @@ rest go on.
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import hashlib
 import json
@@ -147,8 +146,8 @@ class PoseActor:
 
     def __init__(self, out: str, pipeline: dict, batch: int = 64, decoder: str = "auto",
                  crash_once: str | None = None, crash_segment: tuple | None = None):
+        from .assembly import make_pipelines
         from .config import RunConfig
-        from .run import make_pipelines
 
         self.out, self.batch = out, batch
         # the run's own config and pipeline: partial batches padded to ``batch``, one graph capture per shape
@@ -173,20 +172,18 @@ class PoseActor:
         return {k: [r[k] for r in done] for k in keys}
 
     def run_segments(self, items: list[tuple]) -> list[dict]:
-        """Segments [(video, key, segment, start, end)] to their Parquet files, all at once; a segment whose
-        file exists is skipped (a rerun). Returns a summary row per segment, in the order given."""
+        """Segments [(video, key, segment, start, end)] to their Parquet files, all at once, through the run's
+        one Assembly (assembly.py) with this actor's pipeline; a segment whose file exists is skipped (a
+        rerun). Returns a summary row per segment, in the order given."""
         import pyarrow.parquet as pq
 
-        from .concurrent import run_concurrent, signatures, warm_up
+        from .assembly import Assembly, StreamSpec
         from .events import StreamFanout
         from .monitor import PerformanceMonitor
-        from .run import open_stream, run_settings
-        from .sources import SourceError, decode_threads
 
         self.calls += 1
         call = f"{self.actor}:{self.calls}"
-        res, todo, sources = {}, {}, []
-        threads = decode_threads(len(items))  # the segments of one call decode side by side
+        res, todo, streams = {}, {}, []
         for video, key, segment, start, end in items:
             name = f"{key}/{segment:06d}"
             r = res[name] = {"video": video, "segment": segment, "frames": 0, "detections": 0, "skipped": False,
@@ -198,24 +195,10 @@ class PoseActor:
                 r.update(skipped=True, frames=int(meta.get(b"posefuse.frames", b"0")),
                          detections=pq.ParquetFile(path).metadata.num_rows)
                 continue
-            notes: dict = {}
-            try:
-                src = open_stream(dataclasses.replace(self.cfg, max_frames=end - start), video, name, self.cfg.device,
-                                  notes=notes, start=start, threads=threads)
-            except SourceError as e:
-                r["error"] = str(e)
-                continue
-            if name in notes:  # NVDEC could not open it: read with OpenCV
-                r["decoder"] = "cpu"
-            sources.append(src)
+            streams.append(StreamSpec(video, name, start, end - start))
             todo[name] = (path, key, segment, start, end, {c: [] for c in COLUMNS})
-        if not sources:
+        if not streams:
             return [res[f"{k}/{s:06d}"] for _, k, s, _, _ in items]
-        t = time.perf_counter()
-        new = signatures(sources) - self.warmed
-        warm_up([self.pipe], new, self.batch)
-        self.warmed |= new
-        warmup_s = time.perf_counter() - t
         events = StreamFanout(PerformanceMonitor(usage=False), lambda: PerformanceMonitor(usage=False, timeline=False))
 
         def collect(fr):
@@ -230,20 +213,22 @@ class PoseActor:
                 cols["score"].append(float(s))
                 cols["keypoints"].append([float(v) for v in k.reshape(-1)])
 
-        with run_settings():
-            events.start()
-            try:
-                failed = run_concurrent(sources, [self.pipe], events, collect, batch=self.batch,
-                                        max_wait_ms=MAX_WAIT_MS)
-            finally:
-                events.end_clock()
-                for s in sources:
-                    s.close()
+        asm = Assembly(self.cfg, self.cfg.device, streams, events, collect, pipes=[self.pipe], warmed=self.warmed,
+                       decode_processes=self._decode_processes())
+        try:
+            asm.open()
+            failed = asm.run()
+        finally:
+            events.end_clock()
+            asm.close()
+        warmup_s = asm.startup_s.get("warmup", 0.0)
         call_s = events.total.report()["wall_s"]
         for name, (path, key, segment, start, end, cols) in todo.items():
             r, mon = res[name], events.streams.get(name)
             got = mon.results if mon is not None else 0
             r.update(frames=got, detections=len(cols["frame"]), call_s=call_s, warmup_s=warmup_s)
+            if name in asm.notes:  # NVDEC could not open it: read with OpenCV
+                r["decoder"] = "cpu"
             if name in failed:
                 r["error"] = failed[name]
             elif mon is not None and mon.drops:
@@ -253,6 +238,14 @@ class PoseActor:
             else:
                 self._write(path, cols, got, start, end)
         return [res[f"{k}/{s:06d}"] for _, k, s, _, _ in items]
+
+    def _decode_processes(self):
+        """The NVDEC decode processes this actor keeps across its calls (none without NVDEC)."""
+        if self.cfg.decoder != "nvdec":
+            return None
+        from .sources.process import default_decode_processes
+
+        return default_decode_processes()
 
     def _write(self, path: Path, cols: dict, frames: int, start: int, end: int):
         import pyarrow as pa

@@ -214,10 +214,7 @@ def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         return _batch(a)
     born = process_wall_s()  # the interpreter's own start and this module's (argparse) import
     t0 = time.perf_counter()
-    import json  # a Ctrl-C meanwhile is only remembered (_CtrlC): it is acted on here
-    from pathlib import Path
-
-    from .config import ConfigError
+    from .config import ConfigError  # a Ctrl-C meanwhile is only remembered (_CtrlC): it is acted on here
     from .run import run
 
     ctrl_c.arm()
@@ -266,8 +263,10 @@ def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     print(f"[start-up] {line}")
     if report.shutdown_s:
         print("[shutdown] " + ", ".join(f"{k} {v:.2f} s" for k, v in report.shutdown_s.items()))
-    if a.out:
-        Path(a.out).write_text(json.dumps({**report.to_dict(), **job}, indent=1))
+    if a.out:  # run() wrote it; the process figures are the command line's to add
+        report.write(a.out, job)
+        if "<out>" in report.failed:
+            print(f"posefuse: {report.failed['<out>']}", file=sys.stderr)
     return report.exit_code
 
 

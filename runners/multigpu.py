@@ -60,6 +60,7 @@ class PackedResults:
     boxes: np.ndarray
     scores: np.ndarray
     keypoints: np.ndarray
+    track_ids: np.ndarray | None = None  # a tracking run's ids (tracked in the worker)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ class WorkerEvents:
                 self.msg.results = PackedResults(
                     self.meta, np.array([len(p.scores) for p in self.res], np.int64),
                     np.concatenate([p.boxes for p in self.res]), np.concatenate([p.scores for p in self.res]),
-                    np.concatenate([p.keypoints for p in self.res]))
+                    np.concatenate([p.keypoints for p in self.res]),
+                    None if self.res[0].track_ids is None else np.concatenate([p.track_ids for p in self.res]))
             self.q.put(self.msg)
         self._new()
 
@@ -158,22 +160,24 @@ class WorkerEvents:
             self._added()
 
 
-def _worker(rank: int, device: str, specs: list, cfg, q, drain, go):
-    """Entry point of one worker process: ``cfg`` is the run's RunConfig."""
-    box = None
+def _worker(rank: int, device: str, streams: list, cfg, q, drain, go):
+    """Entry point of one worker process: the run's Assembly (assembly.py) of ``streams`` (StreamSpecs) on
+    ``device`` with the dynamic batcher, the options of the run's RunConfig ``cfg``: host decode processes,
+    NVDEC, tracking on this device, as a one-device run."""
+    box = asm = None
     try:
         import _thread
+        import dataclasses
 
         import torch
 
-        from .concurrent import run_concurrent, signatures, warm_up
-        from .run import make_pipelines, open_sources, run_settings
+        from .assembly import Assembly
 
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
-        pipes = make_pipelines(cfg, device)
         box = WorkerEvents(q, rank)
-        sources, failed, _ = open_sources(cfg, specs, device)  # how a source was read stays in the worker
+        asm = Assembly(dataclasses.replace(cfg, runner="dynamic", device=device, gpus=None), device, streams, box,
+                       box.on_result)
         in_run = threading.Event()
 
         def watch():  # the parent asks for a drain: interrupt this process's main thread like Ctrl-C
@@ -183,26 +187,22 @@ def _worker(rank: int, device: str, specs: list, cfg, q, drain, go):
                 _thread.interrupt_main()
 
         threading.Thread(target=watch, daemon=True).start()
-        warm_up(pipes, signatures(sources), cfg.batch)  # graph captures before the clock starts
+        asm.open()  # engine, sources, graph captures before the clock starts
         q.put(Started(rank))
         while not go.wait(POLL):  # every worker ready: start together
             if drain.is_set():
                 break
-        box.start()
         interrupted = False
         in_run.set()
         try:
-            with run_settings():
-                failed.update(run_concurrent(sources, pipes, box, box.on_result, batch=cfg.batch,
-                                             max_wait_ms=cfg.max_wait_ms, realtime=cfg.realtime,
-                                             late_ms=cfg.late_ms if cfg.mode == "live" else None))
+            asm.run()  # its events' clock starts here
         except RunInterrupted:
             interrupted = True
         finally:
             in_run.clear()
         box.local.stop()  # asserts this worker's accounting
         box.flush()
-        q.put(Ended(rank, failed, interrupted))
+        q.put(Ended(rank, dict(asm.failed), interrupted))
     except RunnerError as e:
         if box is not None:
             box.flush()
@@ -211,11 +211,14 @@ def _worker(rank: int, device: str, specs: list, cfg, q, drain, go):
         if box is not None:
             box.flush()
         q.put(Failed(rank, "worker", f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exception(e))))
+    finally:
+        if asm is not None:
+            asm.close()
 
 
-def run_multigpu(streams: list[tuple], devices: list[str], cfg, events: RunEvents, on_result=None, *,
+def run_multigpu(streams: list, devices: list[str], cfg, events: RunEvents, on_result=None, *,
                  start_timeout: float = 600.0, join_timeout: float = 10.0) -> dict:
-    """Run ``streams`` ([(spec, name)]) sharded over ``devices`` (['cuda:0', ...]) with the options of the
+    """Run ``streams`` (assembly.StreamSpec) sharded over ``devices`` (['cuda:0', ...]) with the options of the
     RunConfig ``cfg``. The clock starts when every worker is warm and ends at the last worker's end
     message (the workers' exit is not run time). ``on_result`` receives FrameResults without images
     (images stay in the workers). Returns {source name: error}."""
@@ -286,7 +289,8 @@ def run_multigpu(streams: list[tuple], devices: list[str], cfg, events: RunEvent
                         ends = np.cumsum(pr.counts)
                         for (stream, index, size, ts, file, restart), n, end in zip(pr.meta, pr.counts, ends):
                             a = end - n
-                            poses = PoseResult(pr.boxes[a:end], pr.scores[a:end], pr.keypoints[a:end])
+                            poses = PoseResult(pr.boxes[a:end], pr.scores[a:end], pr.keypoints[a:end],
+                                               None if pr.track_ids is None else pr.track_ids[a:end])
                             on_result(FrameResult(stream, index, poses, size, ts, file, restart=restart))
             elif isinstance(msg, Started):
                 started.add(msg.rank)

@@ -217,7 +217,7 @@ def test_cli_prints_what_it_chose(capsys):
 
 def test_graph_batches_run_at_the_run_batch_size_over_files_every_bucket_live():
     from posefuse import PosePipeline, RunConfig
-    from posefuse.runners.run import batch_sizes
+    from posefuse.runners.assembly import batch_sizes
 
     assert batch_sizes(RunConfig(device="cpu", batch=64).validated()) == (64,)
     assert batch_sizes(RunConfig(device="cpu", runner="serial").validated()) == (1,)

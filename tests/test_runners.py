@@ -99,16 +99,19 @@ def test_the_copies_of_a_looping_video_start_spread_over_it():
     import dataclasses
 
     from posefuse import RunConfig
-    from posefuse.runners.run import copy_starts
+    from posefuse.runners.assembly import stream_specs
+
+    def copy_starts(c):
+        return {s.name: s.start for s in stream_specs(c)}
 
     clip = helpers.data_path("one-by-one-person-detection.mp4")
     cfg = RunConfig(sources=[clip, None], repeat=4, loop=True, duration_s=5.0)
-    starts = copy_starts(cfg, cfg.streams())
+    starts = copy_starts(cfg)
     assert [starts[f"{clip}#{k}"] for k in range(4)] == [0, 348, 697, 1045]
     assert [starts[f"default#{k}"] for k in range(4)] == [0] * 4
     for other in (dataclasses.replace(cfg, loop=False), dataclasses.replace(cfg, max_frames=100),
                   dataclasses.replace(cfg, repeat=1)):
-        assert set(copy_starts(other, other.streams()).values()) == {0}
+        assert set(copy_starts(other).values()) == {0}
 
 
 def test_a_source_closed_from_another_thread_while_it_reads_ends_without_a_crash():

@@ -40,6 +40,10 @@ START_TIMEOUT_S = 120.0  # a process imports torch and OpenCV before it answers;
 END_WAIT_S = 5.0  # how long close() waits for closed streams to end (a camera's read ends within its STALL_S)
 TICK_S = 0.002  # a frame waits at most this long for its message (counted in its latency: 50 ms budget)
 RETIRE_GAP_S = 0.1  # one retired pinned row unregistered per this gap while a run goes on (results/DECISIONS.md)
+# While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
+# busy thread holds the others, and every frame in flight, for at most that long (results/DECISIONS.md);
+# the run (assembly.run_settings) and its host decode processes both use it
+SWITCH_INTERVAL_S = 0.001
 PER_PROCESS = 4  # cores per host decode process: HOST_PROCESSES = cores // PER_PROCESS
 HOST_PROCESSES = max(1, (os.cpu_count() or 1) // PER_PROCESS)
 
@@ -561,11 +565,9 @@ class _ChildStream:
 
 def _serve(conn, realtime: bool):
     """A host decode process: opens each stream it is sent on a thread of its own, until the pipe closes.
-    Its interpreter lock changes hands as often as the run's (run.SWITCH_INTERVAL_S): a paced frame due
+    Its interpreter lock changes hands as often as the run's (SWITCH_INTERVAL_S): a paced frame due
     now waits for it behind its process's other streams. A Ctrl-C at the terminal is the run's to handle
     (it drains, then closes its sources and this process), so it is ignored here."""
-    from ..run import SWITCH_INTERVAL_S
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 

@@ -1,0 +1,370 @@
+"""The one assembly of a run on one device: engine, sources (each read where :func:`place` puts it), warm-up,
+tracking, process settings and the runner, from a validated RunConfig.
+
+    asm = Assembly(cfg, cfg.device, stream_specs(cfg), events, sinks)
+    try:
+        asm.open()            # decode processes start and sources open while the engine loads and captures
+        failed = asm.run()    # the runner, under run_settings(); every frame a result or a recorded drop
+    finally:
+        asm.close()           # sources, decode processes; asm.shutdown_s says how long each took
+
+``run()`` builds one for a one-device run, each multi-GPU worker one for its shard of the streams (so a
+multi-GPU run reads cameras in host decode processes and tracks on its GPUs, as a one-GPU run does), and
+each Ray actor one per call for its segments (keeping its pipeline across calls).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .concurrent import run_concurrent, signatures, warm_up
+from .config import CONCURRENT, RunConfig
+from .sources import (SourceError, announce, decode_threads, host_decodable, is_network, looping, open_source,
+                      video_frames)
+from .sources.hostproc import SWITCH_INTERVAL_S
+from .strategies import run_source
+
+OPENERS = 32  # threads opening a run's OpenCV sources at once (a camera's open waits on the network)
+
+# Where a stream is read (Placement.reader)
+READER_THREAD = "reader thread"  # a file, folder or the default clip, read by one of the run's reader threads
+RUNNER_THREAD = "runner thread"  # a sequential runner's one thread reads its source, then runs it
+NVDEC_PROCESS = "NVDEC decode process"  # a video file decoded on the GPU in a decode process (CUDA IPC)
+HOST_PROCESS = "host decode process"  # a paced video or camera decoded by OpenCV in a host decode process
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One stream of a run: its source spec, its name, its first frame (a looping copy's offset, an archive
+    segment's start) and the most frames it reads (None: all)."""
+
+    spec: str | None
+    name: str
+    start: int = 0
+    max_frames: int | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a stream is read (one of READER_THREAD, RUNNER_THREAD, NVDEC_PROCESS, HOST_PROCESS), with which
+    decoder ('cpu': OpenCV, 'nvdec') and why; the report lists it per stream."""
+
+    reader: str
+    decoder: str
+    reason: str
+
+
+def place(cfg: RunConfig, spec: str | None) -> Placement:
+    """The one decision of where the stream of ``spec`` is read in a run of ``cfg`` (validated).
+
+    * with decoder 'nvdec', a video file goes to an NVDEC decode process (images and the default clip have
+      no video to decode);
+    * a sequential runner reads everything else on its one thread;
+    * a URL is a camera: OpenCV, with its reconnect and stall handling (network.py), which the NVDEC path
+      lacks, in a host decode process;
+    * a paced video (``realtime``, or live mode) decoded by OpenCV goes to a host decode process, so the
+      run's own threads decode nothing while frames are due at their time (results/DECISIONS.md);
+    * everything else is read by the run's reader threads."""
+    concurrent = cfg.runner in CONCURRENT or cfg.runner == "multigpu"
+    video = host_decodable(spec)
+    if cfg.decoder == "nvdec" and video and not is_network(spec):
+        return Placement(NVDEC_PROCESS, "nvdec", "decoder nvdec: decoded on the GPU in a decode process")
+    if not concurrent:
+        return Placement(RUNNER_THREAD, "cpu", f"the {cfg.runner} runner reads its sources one after another")
+    if is_network(spec):
+        return Placement(HOST_PROCESS, "cpu", "a camera: OpenCV reconnects it; read apart from the run's threads"
+                         + ("" if cfg.decoder == "cpu" else " (NVDEC has no camera reconnect handling)"))
+    if video and (cfg.realtime or cfg.mode == "live"):
+        return Placement(HOST_PROCESS, "cpu", "paced: decoded at its frame rate apart from the run's threads")
+    return Placement(READER_THREAD, "cpu", "a video decoded by OpenCV" if video
+                     else "images or the embedded clip: no video to decode")
+
+
+def stream_specs(cfg: RunConfig) -> list[StreamSpec]:
+    """The run's streams (RunConfig.streams), each with its first frame: the r copies of a looping video
+    (``repeat``, or a spec given more than once) start spread over it, copy k at frame k * n // r of its n
+    frames, and wrap round to its start (looping), so they are r streams of one recording, not one stream
+    r times in step: in step, every copy decodes the same frame at the same moment and the video's costlier
+    stretches load the host all at once (results/DECISIONS.md). Every other stream starts at frame 0, as
+    do all of a run limited by ``max_frames``."""
+    streams = cfg.streams()
+    starts = {name: 0 for _, name in streams}
+    if cfg.loop and cfg.max_frames is None:
+        copies: dict = {}
+        for spec, name in streams:
+            copies.setdefault(spec, []).append(name)
+        for spec, names in copies.items():
+            n = video_frames(spec) if len(names) > 1 else None
+            for k, name in enumerate(names):
+                starts[name] = k * n // len(names) if n else 0
+    return [StreamSpec(spec, name, starts[name], cfg.max_frames) for spec, name in streams]
+
+
+@contextlib.contextmanager
+def run_settings():
+    """The process settings a run owns, restored after it: the GC's existing objects are frozen out of the
+    collector (a full collection with torch and ultralytics loaded walks over 200,000 objects, stalling every
+    thread ~130 ms: results/DECISIONS.md), only the young generations collected first, and the GIL switch
+    interval is SWITCH_INTERVAL_S."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))
+    gc.collect(1)
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        sys.setswitchinterval(switch)
+
+
+def batch_sizes(cfg: RunConfig) -> tuple | None:
+    """The sizes the run's batches are padded to (PosePipeline.batch_sizes): a realtime or live run's batches are
+    as large as the frames that arrived in time (every bucket: low latency); over files and folders a
+    partial batch is padded to the run's batch, so one capture serves the run (each capture costs seconds
+    of cuDNN plan building: results/DECISIONS.md)."""
+    if cfg.realtime or cfg.mode == "live" or cfg.batch is None:  # None: a config not validated
+        return None
+    return (1,) if cfg.runner == "serial" else (cfg.batch,)
+
+
+def make_pipelines(cfg: RunConfig, device: str) -> list:
+    """The fused pipeline on ``device`` and, for the streams runner, its replicas (weights shared)."""
+    from ..fusion.pipeline import PosePipeline
+
+    pipe = PosePipeline(cfg.model, device, cfg.backend, cfg.precision, cfg.imgsz, cfg.conf, cfg.iou,
+                        cuda_graph=cfg.cuda_graph, batch_sizes=batch_sizes(cfg))
+    return [pipe] + [pipe.replica() for _ in range((cfg.replicas if cfg.runner == "streams" else 1) - 1)]
+
+
+class Assembly:
+    """One run on ``device`` of ``streams`` (StreamSpecs) with the options of ``cfg`` (validated; its runner
+    one of SEQUENTIAL or CONCURRENT), reporting to ``events`` (RunEvents) and handing results to ``sinks``
+    (a callable or BatchSink; tracked first when ``cfg.track``). ``control``: a RunControl steering the run;
+    ``pipes``: pipelines built already (a Ray actor's, kept across calls), else built by :meth:`open`;
+    ``warmed``: the signatures those pipelines have captured (updated); ``on_added(name, fps)``: called
+    for each stream the control adds, once it has opened; ``decode_processes``: NVDEC decode processes
+    the caller keeps across runs (a Ray actor's), else the assembly starts its own and closes them.
+
+    After :meth:`open`: ``sources``, ``failed`` ({stream: error}), ``notes`` ({stream: how it was read where
+    that differs from its placement}), ``placements`` ({stream: Placement}), ``ran`` (what runs),
+    ``startup_s`` and ``startup_overlap_s``; after :meth:`close`: ``shutdown_s``."""
+
+    def __init__(self, cfg: RunConfig, device: str, streams: list, events, sinks, *, control=None, pipes=None,
+                 warmed: set | None = None, on_added=None, decode_processes=None):
+        self.cfg, self.device, self.streams, self.events, self.control = cfg, device, list(streams), events, control
+        self.on_added = on_added  # on_added(name, fps): a stream a RunControl added has opened
+        self.engine = pipes
+        self.warmed = warmed if warmed is not None else set()
+        self.sources: list = []
+        self.failed: dict = {}
+        self.notes: dict = {}
+        self.placements = {s.name: place(cfg, s.spec) for s in self.streams}
+        self.ran = {"runner": cfg.runner, "device": device, "decoder": cfg.decoder}
+        self.startup_s: dict = {}
+        self.startup_overlap_s: dict = {}
+        self.shutdown_s: dict = {}
+        self.decode_processes, self.host_processes = decode_processes, None
+        self._own_decode_processes = decode_processes is None
+        self._opener = None
+        self.sinks = sinks
+        if cfg.track:
+            from .tracking import StreamTracking
+
+            self.sinks = StreamTracking(sinks, device)
+        self._threads = 0
+
+    # ---------------------------------------------------------------- sources
+    def _decode_processes(self):
+        if self.decode_processes is None:
+            from .sources.process import DecodeProcesses
+
+            self.decode_processes = DecodeProcesses(self.cfg.streams_per_decode_process)
+        return self.decode_processes
+
+    def _host_processes(self):
+        if self.host_processes is None:
+            from .sources.hostproc import HostDecodeProcesses
+
+            self.host_processes = HostDecodeProcesses(realtime=self.cfg.realtime, pin=self.device.startswith("cuda"))
+        return self.host_processes
+
+    def open_stream(self, s: StreamSpec):
+        """The Source of stream ``s``, read where its placement says (looping, paced or limited as the config
+        says). With decoder 'auto', a video NVDEC cannot open is read with OpenCV and a note says why.
+        Raises SourceError."""
+        cfg, where = self.cfg, self.placements.setdefault(s.name, place(self.cfg, s.spec))
+        if where.reader == HOST_PROCESS:  # looped, timed and paced there
+            return self._host_processes().open(s.name, spec=s.spec, max_frames=s.max_frames, reconnect_s=cfg.reconnect_s,
+                                               start=s.start, threads=self._threads, loop=cfg.loop,
+                                               duration_s=cfg.duration_s, fps=cfg.fps)
+        cuda = self.device.startswith("cuda")
+
+        def open_from(first, decoder=where.decoder):
+            return open_source(s.spec, max_frames=s.max_frames, decoder=decoder, device=self.device if cuda else None,
+                               chunk=cfg.chunk, decode_processes=self.decode_processes if decoder == "nvdec" else None,
+                               reconnect_s=cfg.reconnect_s, start=first, threads=self._threads, pinned=cuda)
+
+        def open_any(first):
+            try:
+                return open_from(first)
+            except SourceError as e:
+                if where.decoder != "nvdec" or "decoder" not in cfg.chosen:  # asked for: its error is the stream's
+                    raise
+                src = open_from(first, "cpu")  # its error, if it fails too, is the source's
+                self.notes[s.name] = f"read with OpenCV: {e}"
+                return src
+
+        return looping(open_any, s.name, cfg.loop, cfg.duration_s, cfg.fps, s.start)
+
+    def add_stream(self, spec, name: str):
+        """A stream a RunControl adds while the run is live: opened and counted among the sources."""
+        self._threads = decode_threads(len(self.sources) + 1)
+        src = self.open_stream(StreamSpec(spec, name))
+        self.sources.append(src)
+        if self.on_added is not None:
+            self.on_added(name, src.fps)
+        return src
+
+    def _open_all(self):
+        """Opens every stream (on the opener thread): OpenCV sources side by side (a camera's open probes the
+        stream for most of a second), NVDEC streams one after another (one control pipe per decode process)."""
+        self._threads = decode_threads(len(self.streams))
+
+        def open_one(s):
+            try:
+                return self.open_stream(s)
+            except SourceError as e:
+                self.failed[s.name] = str(e)
+
+        workers = 1 if self.cfg.decoder == "nvdec" else min(OPENERS, len(self.streams))
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="posefuse-open") as pool:
+            opened = list(pool.map(open_one, self.streams))
+        self.sources = [src for src in opened if src is not None]
+
+    # ---------------------------------------------------------------- the run
+    def open(self):
+        """Start the decode processes and open the sources on a thread of their own while the engine loads
+        and captures every batch size the runner makes (before the clock starts)."""
+        cfg = self.cfg
+        t = time.perf_counter()
+        if any(p.reader == NVDEC_PROCESS for p in self.placements.values()):
+            self._decode_processes().start(self.device)
+        self._opener = _Opener(self._open_all)
+        announced = {a for a in (announce(s.spec, cfg.decoder) for s in self.streams) if a}
+        self._engine()
+        self.startup_s["engine"] = time.perf_counter() - t
+        t = time.perf_counter()
+        concurrent = cfg.runner in CONCURRENT
+        if concurrent:  # the shapes the files' headers give, while the sources open
+            self._warm(announced)
+        if cfg.track:
+            self.sinks.warm_up()
+        self.startup_s["warmup"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self._opener.join()
+        self.startup_overlap_s["sources_open"] = self._opener.wall_s
+        self.startup_s["sources"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if concurrent:
+            self._warm(signatures(self.sources))
+        self.startup_s["warmup"] += time.perf_counter() - t
+
+    def _warm(self, sigs: set):
+        new = sigs - self.warmed
+        warm_up(self.engine, new, self.cfg.batch)
+        self.warmed |= new
+
+    def _engine(self):
+        cfg = self.cfg
+        if self.engine is None and cfg.runner == "ultralytics":
+            from ..fusion.backbone import load_ultralytics
+
+            self.engine = load_ultralytics(cfg.model)
+        elif self.engine is None:
+            self.engine = make_pipelines(cfg, self.device)
+        if cfg.runner == "ultralytics":
+            self.ran.update(backend="ultralytics", precision=cfg.precision if self.device.startswith("cuda") else "fp32")
+        else:
+            p = self.engine[0]
+            self.ran.update(backend=p.backend, precision=p.precision, cuda_graph=p.cuda_graph)
+
+    def run(self) -> dict:
+        """Run the runner under :func:`run_settings`; returns {stream: error} for the streams that failed
+        (those that could not be opened included). The events' clock starts when the runner does."""
+        cfg, events = self.cfg, self.events
+        with run_settings():
+            if cfg.runner in CONCURRENT:
+                events.start()
+                self.failed.update(run_concurrent(
+                    self.sources, self.engine, events, self.sinks, batch=cfg.batch, realtime=cfg.realtime,
+                    max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None,
+                    late_ms=cfg.late_ms if cfg.mode == "live" else None, control=self.control,
+                    open_stream=self.add_stream))
+                return self.failed
+            on_gpu = self.device.startswith("cuda")
+            predict_kw = dict(conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz, device=self.device if on_gpu else "cpu",
+                              quantize=16 if on_gpu and cfg.precision == "fp16" else None)
+            for src in self.sources:
+                try:
+                    run_source(src, cfg.runner, self.engine if cfg.runner == "ultralytics" else self.engine[0],
+                               events, self.sinks, cfg.batch, predict_kw)
+                except SourceError as e:
+                    self.failed[src.name] = str(e)
+                finally:
+                    src.close()  # a decode process's stream stops with it
+        return self.failed
+
+    def close(self):
+        """Close the sources (waiting for the opener first), then the decode processes (the streams' counts
+        are in once they return); seconds per step in ``shutdown_s``."""
+        t = time.perf_counter()
+        if self._opener is not None:
+            self._opener.join(raise_error=False)
+        for s in self.sources:
+            s.close()
+        self.shutdown_s["sources"] = time.perf_counter() - t
+        for key, procs in (("decode_processes", self.decode_processes if self._own_decode_processes else None),
+                           ("host_decode_processes", self.host_processes)):
+            if procs is not None:
+                t = time.perf_counter()
+                procs.close()
+                self.shutdown_s[key] = time.perf_counter() - t
+
+    def stream_reports(self, per_stream: dict):
+        """Adds to each stream's report where it was read and what its source counted of itself (a network
+        source's reconnects and gaps)."""
+        for name, where in self.placements.items():
+            if name in per_stream:
+                per_stream[name]["placement"] = dataclasses.asdict(where)
+        for s in self.sources:
+            if s.name in per_stream and s.counts:
+                per_stream[s.name]["source"] = dict(s.counts)
+
+
+class _Opener:
+    """Runs ``open_all`` on a thread of its own, so decode processes start (spawn, imports, CUDA context,
+    decoder open: seconds) while the engine loads and captures."""
+
+    def __init__(self, open_all):
+        self.error, self.wall_s = None, 0.0
+        self._thread = threading.Thread(target=self._open, args=(open_all,), name="posefuse-open", daemon=True)
+        self._thread.start()
+
+    def _open(self, open_all):
+        t = time.perf_counter()
+        try:
+            open_all()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the run's thread by join()
+            self.error = e
+        self.wall_s = time.perf_counter() - t
+
+    def join(self, raise_error: bool = True):
+        self._thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
