@@ -215,7 +215,7 @@ class RunConfig:
             raise ConfigError("save_video", "is not available with the multigpu runner (images stay in the workers)")
         if c.runner not in CONCURRENT + ("multigpu",) and c.mode == "live":
             raise ConfigError("mode", f"'live' needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
-        if c.runner not in CONCURRENT and c.realtime:
+        if c.runner not in CONCURRENT + ("multigpu",) and c.realtime:
             raise ConfigError("realtime", f"needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
         return c
 

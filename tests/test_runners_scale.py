@@ -113,11 +113,12 @@ def test_frames_are_released_after_their_results_and_when_dropped(cpu_pipe):
 def test_multigpu_runner_shards_streams_over_worker_processes():
     """Two worker processes ('cpu' devices stand in for GPUs here): every stream complete, in order, with
     the same poses as one pipeline; the parent's accounting holds."""
+    from posefuse.runners.assembly import StreamSpec
     from posefuse.runners.multigpu import run_multigpu, shard
 
     assert shard(list(range(5)), 2) == [[0, 2, 4], [1, 3]]
     spec = helpers.data_path(CLIP)
-    streams = [(spec, f"cam{k}") for k in range(3)]
+    streams = [StreamSpec(spec, f"cam{k}", max_frames=3) for k in range(3)]
     mon, got = PerformanceMonitor(usage=False), {}
     cfg = RunConfig(runner="multigpu", gpus=["cpu", "cpu"], batch=4, max_wait_ms=5.0, max_frames=3, imgsz=320)
     failed = run_multigpu(streams, ["cpu", "cpu"], cfg.validated(), mon,
@@ -135,6 +136,7 @@ def test_multigpu_runner_shards_streams_over_worker_processes():
 def test_multigpu_worker_failure_is_raised_with_its_stage_and_no_process_left():
     import multiprocessing as mp
 
+    from posefuse.runners.assembly import StreamSpec
     from posefuse.runners.concurrent import RunnerError
     from posefuse.runners.multigpu import run_multigpu
 
@@ -142,7 +144,7 @@ def test_multigpu_worker_failure_is_raised_with_its_stage_and_no_process_left():
     t0 = time.perf_counter()
     with pytest.raises(RunnerError, match="worker stage failed") as e:
         cfg = RunConfig(runner="multigpu", gpus=["cpu"], max_frames=2, model="/nope.pt")  # not validated
-        run_multigpu([(helpers.data_path(CLIP), "cam0")], ["cpu"], cfg, mon)
+        run_multigpu([StreamSpec(helpers.data_path(CLIP), "cam0", max_frames=2)], ["cpu"], cfg, mon)
     assert "nope.pt" in str(e.value.__cause__) and time.perf_counter() - t0 < 120
     assert not mp.active_children()
     mon.stop()
