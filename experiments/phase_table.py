@@ -103,7 +103,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import torch
 
-    from posefuse.runners.sources.nvdec import nvdec_available
+    from posefuse.runners.gpuinfo import nvdec_available
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.startswith("cuda")

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import DECODERS, MAX_WAIT_MS
+from .config import DECODERS
 
 SEGMENT_FRAMES = 1024  # a work item's length: a 30 fr/s hour is 106 items, a 1,394-frame clip 2 (700 + 694)
 STREAMS = 8  # segments an actor runs at once (the map_batches batch size; results/DECISIONS.md)

@@ -32,10 +32,11 @@ import torch
 
 from .events import RunEvents
 from .sources import Source, SourceError
+from .sources.pool import POLL  # how often a blocked worker looks at the stop flag
 from .batching import BatchPolicy, Waiting
+from .control import RemoveSource
 from .strategies import admit_all, deliver, finish, submit_frames
 
-POLL = 0.05  # seconds: how often a blocked worker looks at the stop flag
 READERS = max(2, os.cpu_count() or 2)  # reader threads the sources share (a decode each at a time)
 PUMP_AHEAD = 2  # parcels a camera's pump reads ahead of its reader
 JOIN_TIMEOUT_S = 5.0  # how long a stopping run waits for its threads (beyond a network read's STALL_S)
@@ -96,7 +97,7 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
     return False
 
 
-class _Slot:
+class _ReaderEntry:
     """One source as its reader serves it: its parcel not yet handed on and its place in the stream. A live
     source (a camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why);
     a source that pushes its parcels puts them there itself."""
@@ -123,8 +124,8 @@ class _Reader:
         self.frames_q, self.events, self.state, self.realtime, self.device = frames_q, events, state, realtime, device
         self.spawn = spawn  # spawn(thread): start a pump thread as one of the run's threads
         self.lock = threading.Lock()
-        self.slots: list[_Slot] = []
-        self.new: list[_Slot] = []
+        self.slots: list[_ReaderEntry] = []
+        self.new: list[_ReaderEntry] = []
         self.ended = False
         self.wake = threading.Event()  # a parcel was put in an inbox
         self.ready: collections.deque = collections.deque()  # the slots whose inbox got a parcel since the last pass
@@ -135,7 +136,7 @@ class _Reader:
         with self.lock:
             if self.ended:
                 return False
-            self.new.append(_Slot(src))
+            self.new.append(_ReaderEntry(src))
             return True
 
     def load(self) -> int:
@@ -178,7 +179,7 @@ class _Reader:
                 self._end(slot)
             state.add_times(self.times)
 
-    def _signal(self, slot: _Slot):
+    def _signal(self, slot: _ReaderEntry):
         """``slot``'s inbox got a parcel (on the pump's or pushing thread): the next pass takes it."""
         self.ready.append(slot)
         if not self.wake.is_set():  # set() on a set Event still takes its lock and notifies
@@ -255,7 +256,7 @@ class _Reader:
                 wake = due if wake is None else min(wake, due)
         return group, wake
 
-    def _pump(self, slot: _Slot):
+    def _pump(self, slot: _ReaderEntry):
         """A camera's thread: reads its parcels into the slot's inbox, wakes the reader, and puts None at the
         end (the source's error in ``slot.error``). It does nothing else, so a read that waits for the
         camera's next frame holds up no other stream, and the reader hands many cameras' frames on at once."""
@@ -287,7 +288,7 @@ class _Reader:
             self._signal(slot)
             self.state.add_times({"read.source": t_read})
 
-    def _put(self, slot: _Slot, parcel, error=None):
+    def _put(self, slot: _ReaderEntry, parcel, error=None):
         """A pushing source's parcel (None at its end, ``error`` its message), on the pushing thread."""
         if parcel is None:
             slot.error = error
@@ -310,7 +311,7 @@ class _Reader:
         self.times["read.queue_full_wait"] += time.perf_counter() - t0
         return ok  # not ok: the run stopped; its frames are accounted as drops at the end
 
-    def _end(self, slot: _Slot):
+    def _end(self, slot: _ReaderEntry):
         for f in slot.pending:
             f.release()
         slot.pending = []
@@ -533,17 +534,17 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
 
     def steer():
         """Carry out the control's commands (the run's main thread, every POLL)."""
-        for cmd, spec, name in control.commands():
-            if cmd == "remove":
+        for cmd in control.commands():
+            if isinstance(cmd, RemoveSource):
                 for s in sources:
-                    if s.name == name:
+                    if s.name == cmd.name:
                         s.close()
                 continue
             try:
-                src = open_stream(spec, name)
+                src = open_stream(cmd.spec, cmd.name)
             except SourceError as e:
                 with state.lock:
-                    state.failed[name] = control.failed[name] = str(e)
+                    state.failed[cmd.name] = control.failed[cmd.name] = str(e)
                 continue
             with state.lock:
                 ended["of"] += 1

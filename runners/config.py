@@ -199,7 +199,7 @@ class RunConfig:
                 if c.backend not in avail:
                     raise ConfigError("backend", f"{c.backend!r} cannot run on {d} here (available: {avail})")
         if c.decoder == "nvdec":
-            from .sources.nvdec import nvdec_available
+            from .gpuinfo import nvdec_available
 
             if any(d == "cpu" for d in devices):
                 raise ConfigError("decoder", "'nvdec' decodes into GPU memory: it needs a CUDA device, got cpu")
@@ -226,7 +226,7 @@ def _auto_decoder(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
         return "cpu", "no GPU in the run"
     if c.runner == "ultralytics" or c.save_video:
         return "cpu", f"{'the ultralytics runner' if c.runner == 'ultralytics' else 'save_video'} needs BGR host frames"
-    from .sources.nvdec import nvdec_available
+    from .gpuinfo import nvdec_available
 
     why = nvdec_available()
     if why:

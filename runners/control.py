@@ -18,6 +18,22 @@ from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AddSource:
+    """Open ``spec`` as stream ``name`` of the running run."""
+
+    spec: str | None
+    name: str
+
+
+@dataclass(frozen=True)
+class RemoveSource:
+    """End stream ``name``: it reads no more frames, its frames in flight finish."""
+
+    name: str
 
 
 class RunControl:
@@ -40,7 +56,7 @@ class RunControl:
             if name in self._names:
                 raise ValueError(f"name: {name!r} is already a stream of this run (give another name)")
             self._names.add(name)
-        self._cmds.put(("add", spec, name))
+        self._cmds.put(AddSource(spec, name))
         return name
 
     def remove_source(self, name: str):
@@ -48,7 +64,7 @@ class RunControl:
         with self._lock:
             if name not in self._names:
                 raise ValueError(f"name: {name!r} is not a stream of this run (streams: {sorted(self._names)})")
-        self._cmds.put(("remove", None, name))
+        self._cmds.put(RemoveSource(name))
 
     def stop(self):
         """End the run as Ctrl-C would: no new frames are read, the frames in flight finish."""
@@ -65,8 +81,8 @@ class RunControl:
         with self._lock:
             self._names.update(names)
 
-    def commands(self) -> list[tuple]:
-        """The commands given since the last call: ('add', spec, name) or ('remove', None, name)."""
+    def commands(self) -> list:
+        """The commands given since the last call: AddSource or RemoveSource, in order."""
         out = []
         while True:
             try:

@@ -171,3 +171,16 @@ def environment() -> dict:
         except Exception:
             env["driver"] = None
     return env
+
+
+def nvdec_available() -> str | None:
+    """None when NVDEC decoding can run here, else why not."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    try:
+        import PyNvVideoCodec  # noqa: F401
+    except Exception as e:  # not installed, or its CUDA libraries do not load
+        return f"PyNvVideoCodec cannot be imported ({type(e).__name__}: {e}); install the 'video' extra"
+    return None

@@ -71,7 +71,7 @@ class Ended:
 
 
 @dataclass(frozen=True)
-class Failed:
+class WorkerFailed:
     rank: int
     stage: str
     traceback: str
@@ -206,11 +206,11 @@ def _worker(rank: int, device: str, streams: list, cfg, q, drain, go):
     except RunnerError as e:
         if box is not None:
             box.flush()
-        q.put(Failed(rank, e.stage, "".join(traceback.format_exception(e.__cause__ or e))))
+        q.put(WorkerFailed(rank, e.stage, "".join(traceback.format_exception(e.__cause__ or e))))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         if box is not None:
             box.flush()
-        q.put(Failed(rank, "worker", f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exception(e))))
+        q.put(WorkerFailed(rank, "worker", f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exception(e))))
     finally:
         if asm is not None:
             asm.close()
@@ -303,7 +303,7 @@ def run_multigpu(streams: list, devices: list[str], cfg, events: RunEvents, on_r
                 interrupted |= msg.interrupted
                 if len(ended) == len(procs):
                     events.end_clock()
-            elif isinstance(msg, Failed):
+            elif isinstance(msg, WorkerFailed):
                 error = (msg.stage, RemoteError(f"worker {msg.rank}: {msg.traceback}"))
     finally:
         if error is not None or interrupted:

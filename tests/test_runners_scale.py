@@ -275,7 +275,7 @@ def test_streams_runner_on_gpu_equals_one_pipeline():
 
 
 def _need_nvdec():
-    from posefuse.runners.sources.nvdec import nvdec_available
+    from posefuse.runners.gpuinfo import nvdec_available
 
     why = nvdec_available()
     if why:

@@ -10,11 +10,11 @@ the decoder wrote them. A stream waits for a free row before it reads (memory st
 frames wait in its socket, as with a thread reading it); a frame of another shape (a camera that changed
 resolution) travels in its message instead.
 
-One duplex pipe per process. Parent -> process: ``("open", sid, kwargs)``, ``("go", sid)`` (the runner's
-first read: a stream reads nothing before it, so a run's clock gets no head start), ``("free", [(sid, key,
-row)])``, ``("stop", sid)``, ``("close", None)``. Process -> parent: lists of ``("opened", sid, fps,
-count, shape, live)``, ``("rows", sid, key, memfd, shape)``, ``("frame", sid, (index, key, row or array,
-timestamp, restart, arrived))``, ``("end", sid, counts, stats, error)``; a message carries what a
+One duplex pipe per process; the messages are the NamedTuples below: declared, and cheaper to pickle than
+dataclasses where a frame's message goes 6,000 times a second (dumps + loads 1.0 us a frame against 1.6 for
+a slots dataclass and 0.2 for a bare tuple: results/DECISIONS.md). Parent -> process: OpenStream, Go (the runner's first read: a
+stream reads nothing before it, so a run's clock gets no head start), Release (rows back), StopStream,
+CloseProcess. Process -> parent: lists of Opened, NewRows, HostFrame and Ended; a list carries what a
 process's streams read since the last one. A stream's rows are unmapped on both sides once it has ended
 and every row it lent is back. A realtime run's files are released at their frame rate in the process
 (``arrived``: the frame's due time), cameras as they are read (``arrived``: the read's end).
@@ -29,14 +29,15 @@ import signal
 import sys
 import threading
 import time
+from typing import NamedTuple
 
 from multiprocessing.reduction import DupFd
 
 from .frame import Frame, Source, SourceError
 from .pool import POLL, HostRows
+from .process import START_TIMEOUT_S  # a camera's open (reconnect_s) comes on top
 
 ROWS = 8  # rows per stream and shape: a 30 fr/s stream at 50 ms holds 2-3 in flight, one read ahead
-START_TIMEOUT_S = 120.0  # a process imports torch and OpenCV before it answers; a camera's open comes on top
 END_WAIT_S = 5.0  # how long close() waits for closed streams to end (a camera's read ends within its STALL_S)
 TICK_S = 0.002  # a frame waits at most this long for its message (counted in its latency: 50 ms budget)
 RETIRE_GAP_S = 0.1  # one retired pinned row unregistered per this gap while a run goes on (results/DECISIONS.md)
@@ -46,6 +47,67 @@ RETIRE_GAP_S = 0.1  # one retired pinned row unregistered per this gap while a r
 SWITCH_INTERVAL_S = 0.001
 PER_PROCESS = 4  # cores per host decode process: HOST_PROCESSES = cores // PER_PROCESS
 HOST_PROCESSES = max(1, (os.cpu_count() or 1) // PER_PROCESS)
+
+
+class OpenStream(NamedTuple):
+    """Open a stream: ``kwargs`` for open_in_process (the spec, its pacing, looping, limits, its name)."""
+    sid: int
+    kwargs: dict
+
+
+class Go(NamedTuple):
+    """The runner reads the stream for the first time: it starts reading."""
+    sid: int
+
+
+class Release(NamedTuple):
+    """Rows the run has finished with: [(sid, key, row)]."""
+    rows: list
+
+
+class StopStream(NamedTuple):
+    sid: int
+
+
+class CloseProcess(NamedTuple):
+    """The process ends (once its streams have)."""
+
+
+class Opened(NamedTuple):
+    """A stream opened: what its Source says of itself."""
+    sid: int
+    fps: float | None
+    count: int | None
+    shape: tuple | None
+    live: bool
+
+
+class NewRows(NamedTuple):
+    """A stream's rows for frames of ``shape``: a memfd the parent maps (and registers as pinned) as ``key``."""
+    sid: int
+    key: int
+    fd: object  # multiprocessing.reduction.DupFd
+    shape: tuple
+
+
+class HostFrame(NamedTuple):
+    """A frame: in row ``image`` of the stream's rows ``key``, or (key None: a frame of another shape) the
+    image itself; ``arrived``: its read's end, or its due time when paced."""
+    sid: int
+    index: int
+    key: int | None
+    image: object
+    timestamp: float | None
+    restart: bool
+    arrived: float
+
+
+class Ended(NamedTuple):
+    """A stream's end: what its source counted, its stats, and its error (None: it ended well)."""
+    sid: int
+    counts: dict
+    stats: dict
+    error: str | None
 
 
 def _shared_rows(shape: tuple, fd: int | None = None) -> tuple:
@@ -97,7 +159,7 @@ class _ParentStream:
     def __init__(self, proc: "_HostProcess", sid: int, name: str):
         self.proc, self.sid, self.name = proc, sid, name
         self.opened = threading.Event()
-        self.meta: tuple | None = None
+        self.meta: Opened | None = None
         self.error: str | None = None
         self.rows: dict = {}  # key -> (tensor, [row arrays], pinned, [(row tensor, (h, w))]: each row checked once)
         self.lent = 0  # frames handed on and not released
@@ -125,11 +187,11 @@ class _ParentStream:
             for parcel, error in self.queue:
                 put(parcel, error)
             self.queue.clear()
-        self.proc.send(("go", self.sid))
+        self.proc.send(Go(self.sid))
 
     def parcels(self, cancel: threading.Event):
         """The parcels for a consumer that iterates (no push)."""
-        self.proc.send(("go", self.sid))
+        self.proc.send(Go(self.sid))
         while True:
             with self.cv:
                 while not self.queue:
@@ -143,8 +205,8 @@ class _ParentStream:
                 return
             yield parcel
 
-    def frame(self, entry) -> Frame:
-        index, key, row, timestamp, restart, arrived = entry
+    def frame(self, m: "HostFrame") -> Frame:
+        index, key, row, timestamp, restart, arrived = m.index, m.key, m.image, m.timestamp, m.restart, m.arrived
         if key is None:  # a frame of another shape, in the message itself
             return Frame(index, row, timestamp=timestamp, restart=restart, arrived=arrived)
         _, arrays, pinned, checked = self.rows[key]
@@ -208,34 +270,32 @@ class _HostProcess:
         """One message of the process: a list of what its streams read since the last one."""
         parcels: dict = {}
         for m in msg:
-            kind, sid = m[0], m[1]
+            sid = m.sid
             st = self.streams.get(sid)
             if st is None:
                 continue
-            if kind == "frame":
-                parcels.setdefault(sid, []).append(st.frame(m[2]))
-            elif kind == "rows":
-                _, _, key, dup, shape = m
-                fd = dup.detach()
+            if isinstance(m, HostFrame):
+                parcels.setdefault(sid, []).append(st.frame(m))
+            elif isinstance(m, NewRows):
+                fd = m.fd.detach()
                 try:
-                    _, t = _shared_rows(shape, fd)
+                    _, t = _shared_rows(m.shape, fd)
                 finally:
                     os.close(fd)
                 pinned = self.pin and _register(t)
-                st.rows[key] = (t, list(t.numpy()), pinned, [(r, shape[:2]) for r in t.unbind(0)])
-            elif kind == "opened":
-                st.meta = m[2:]
+                st.rows[m.key] = (t, list(t.numpy()), pinned, [(r, m.shape[:2]) for r in t.unbind(0)])
+            elif isinstance(m, Opened):
+                st.meta = m
                 st.opened.set()
-            elif kind == "end":
-                _, _, counts, stats, error = m
+            elif isinstance(m, Ended):
                 if sid in parcels:
                     st.deliver(parcels.pop(sid))
-                st.counts.update(counts)
-                st.stats.update(stats)
-                st.error = error
+                st.counts.update(m.counts)
+                st.stats.update(m.stats)
+                st.error = m.error
                 st.opened.set()
                 st.end()
-                st.deliver(None, error)
+                st.deliver(None, m.error)
                 del self.streams[sid]
         for sid, frames in parcels.items():
             self.streams[sid].deliver(frames)
@@ -256,7 +316,7 @@ class _HostProcess:
 
     def close(self):
         """The process ends (its pipe is closed once the receiver has seen the process's end)."""
-        self.send(("close", None))  # a close() here would not wake the receiver's blocked read
+        self.send(CloseProcess())  # a close() here would not wake the receiver's blocked read
 
 
 class HostDecodeProcesses:
@@ -330,7 +390,7 @@ class HostDecodeProcesses:
             with self._free_lock:
                 frees, self._frees = self._frees, {}
             for proc, rows in frees.items():
-                proc.send(("free", rows))
+                proc.send(Release(rows))
 
         next_retire = 0.0
         while True:
@@ -383,7 +443,7 @@ class HostDecodeProcesses:
         Source named ``name``. Raises SourceError (the process's message) when it cannot be opened."""
         st = self._add(name)
         proc, sid = st.proc, st.sid
-        proc.send(("open", sid, {**kwargs, "name": name}))
+        proc.send(OpenStream(sid, {**kwargs, "name": name}))
         deadline = time.perf_counter() + START_TIMEOUT_S + (kwargs.get("reconnect_s") or 0)
         while not st.opened.wait(POLL):
             if not proc.proc.is_alive() or time.perf_counter() > deadline:
@@ -392,10 +452,10 @@ class HostDecodeProcesses:
                                   f"(exit code {proc.proc.exitcode})")
         if st.meta is None:
             raise SourceError(st.error or f"source {name}: the host decode process could not open it")
-        fps, count, shape, live = st.meta
+        fps, count, shape, live = st.meta.fps, st.meta.count, st.meta.shape, st.meta.live
         cancel = threading.Event()
         src = Source(name, st.parcels(cancel), fps, count, shape, "bgr", st.stats, cancel,
-                     lambda: proc.send(("stop", sid)), st.counts, live, push=st.push, group=self)
+                     lambda: proc.send(StopStream(sid)), st.counts, live, push=st.push, group=self)
         return src
 
     def close(self):
@@ -484,7 +544,7 @@ class _ChildStream:
         if got is None:
             fd, t = _shared_rows(shape)
             got = self.pools[shape] = (len(self.pools), HostRows(shape, ROWS, memory=t))
-            self.out.put(("rows", self.sid, got[0], DupFd(fd), shape))
+            self.out.put(NewRows(self.sid, got[0], DupFd(fd), shape))
             os.close(fd)  # DupFd holds a duplicate until the parent has taken it
         return got[1]
 
@@ -505,16 +565,16 @@ class _ChildStream:
         try:
             src = open_in_process(row_pool=self.pool, **self.kwargs)
         except SourceError as e:
-            out.put(("end", sid, {}, {}, str(e)))
+            out.put(Ended(sid, {}, {}, str(e)))
             self.ended.set()
             return
         except BaseException as e:  # noqa: BLE001 - the source's error, reported to the parent
-            out.put(("end", sid, {}, {}, f"source {self.kwargs.get('spec')}: the host decode process failed to "
-                                         f"open it ({type(e).__name__}: {e})"))
+            out.put(Ended(sid, {}, {}, f"source {self.kwargs.get('spec')}: the host decode process failed to "
+                                       f"open it ({type(e).__name__}: {e})"))
             self.ended.set()
             return
         self.src = src
-        out.put(("opened", sid, src.fps, src.count, src.shape, src.live))
+        out.put(Opened(sid, src.fps, src.count, src.shape, src.live))
         self.go.wait()
         error = None
         pace = src.fps if self.realtime and not src.live else None
@@ -550,16 +610,16 @@ class _ChildStream:
                     if key is not None:
                         with self.lock:
                             self.lent[(key, row)] = f
-                        out.put(("frame", sid, (f.index, key, row, f.timestamp, f.restart, arrived)))
+                        out.put(HostFrame(sid, f.index, key, row, f.timestamp, f.restart, arrived))
                     else:
-                        out.put(("frame", sid, (f.index, None, f.image, f.timestamp, f.restart, arrived)))
+                        out.put(HostFrame(sid, f.index, None, f.image, f.timestamp, f.restart, arrived))
         except SourceError as e:
             error = str(e)
         except BaseException as e:  # noqa: BLE001
             error = f"source {self.kwargs.get('spec')}: the host decode process failed ({type(e).__name__}: {e})"
         finally:
             src.close()
-        out.put(("end", sid, dict(src.counts), dict(src.stats), error))
+        out.put(Ended(sid, dict(src.counts), dict(src.stats), error))
         self.ended.set()
 
 
@@ -576,20 +636,19 @@ def _serve(conn, realtime: bool):
     try:
         while True:
             m = conn.recv()
-            kind = m[0]
-            if kind == "open":
-                streams[m[1]] = _ChildStream(m[1], m[2], out, realtime)
-            elif kind == "free":
-                for sid, key, row in m[1]:
+            if isinstance(m, OpenStream):
+                streams[m.sid] = _ChildStream(m.sid, m.kwargs, out, realtime)
+            elif isinstance(m, Release):
+                for sid, key, row in m.rows:
                     streams[sid].free(key, row)  # a stream stays while it has rows lent
                 for sid in [sid for sid, st in streams.items() if st.done()]:  # its rows unmapped with it
                     del streams[sid]
-            elif kind == "close":
+            elif isinstance(m, CloseProcess):
                 break
-            elif kind == "go" and m[1] in streams:  # a stream already dropped has ended
-                streams[m[1]].go.set()
-            elif kind == "stop" and m[1] in streams:
-                streams[m[1]].close()
+            elif isinstance(m, Go) and m.sid in streams:  # a stream already dropped has ended
+                streams[m.sid].go.set()
+            elif isinstance(m, StopStream) and m.sid in streams:
+                streams[m.sid].close()
     except (EOFError, OSError):  # the parent is gone
         pass
     for st in streams.values():

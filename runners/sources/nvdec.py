@@ -22,6 +22,7 @@ import time
 import torch
 
 from ...kernels._common import nvtx_range
+from ..gpuinfo import nvdec_available
 from .frame import Source, SourceError
 from .pool import ChunkStream, FramePool
 
@@ -33,17 +34,6 @@ def nv12_view(decoded) -> torch.Tensor:
     decoder's memory, valid until its next call (some versions add a trailing axis of 1)."""
     t = torch.from_dlpack(decoded)
     return t[..., 0] if t.ndim == 3 and t.shape[-1] == 1 else t
-
-
-def nvdec_available() -> str | None:
-    """None when NVDEC decoding can run here, else why not."""
-    if not torch.cuda.is_available():
-        return "no CUDA device"
-    try:
-        import PyNvVideoCodec  # noqa: F401
-    except Exception as e:  # not installed, or its CUDA libraries do not load
-        return f"PyNvVideoCodec cannot be imported ({type(e).__name__}: {e}); install the 'video' extra"
-    return None
 
 
 def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int | None = None,

@@ -26,12 +26,12 @@ from typing import Callable
 from .frame import Frame, Source, SourceError
 from .pool import POLL, ChunkStream, Release
 
-START_TIMEOUT_S = 300.0  # a decode process imports torch and opens its decoder before it answers
+START_TIMEOUT_S = 300.0  # a decode process (NVDEC or host) imports torch and opens its first stream before it answers
 LINGER_S = 60.0  # how long a stopped stream waits for the rows it lent to come back
 
 
 # Messages. Parent -> decode process (control pipe): OpenStream. Parent -> stream: Go, Free, Stop.
-# Stream -> parent: Opened, then Chunk..., then End or Failed.
+# Stream -> parent: Opened, then Chunk..., then End or StreamFailed.
 @dataclass(frozen=True)
 class OpenStream:
     conn: object  # the stream's end of its pipe
@@ -60,7 +60,7 @@ class End:
 
 
 @dataclass(frozen=True)
-class Failed:
+class StreamFailed:
     message: str
     stats: dict
 
@@ -151,7 +151,7 @@ class DecodeProcesses:
                 raise SourceError(f"source {name}: the decode process exited before it opened the stream "
                                   f"(exit code {proc.exitcode})")
         msg = conn.recv()
-        if isinstance(msg, Failed):
+        if isinstance(msg, StreamFailed):
             raise SourceError(msg.message)
         return _parent_source(name, conn, proc, msg)
 
@@ -211,7 +211,7 @@ def _parent_source(name: str, conn, proc, meta: Opened) -> Source:
             elif isinstance(m, End):
                 stats.update(m.stats)
                 return
-            else:  # Failed
+            else:  # StreamFailed
                 stats.update(m.stats)
                 raise SourceError(m.message)
 
@@ -254,10 +254,10 @@ def _serve_stream(conn, factory, kwargs: dict):
     try:
         cs = factory(**kwargs)
     except SourceError as e:
-        conn.send(Failed(str(e), {}))
+        conn.send(StreamFailed(str(e), {}))
         return
     except BaseException as e:  # noqa: BLE001 - reported to the parent as this source's error
-        conn.send(Failed(f"source {kwargs.get('path', kwargs.get('name'))}: the decode process failed to open it "
+        conn.send(StreamFailed(f"source {kwargs.get('path', kwargs.get('name'))}: the decode process failed to open it "
                          f"({type(e).__name__}: {e})", {}))
         return
     conn.send(Opened(cs.buffers, cs.fps, cs.want, cs.shape, cs.pixel_format))
@@ -295,9 +295,9 @@ def _serve_stream(conn, factory, kwargs: dict):
     except (BrokenPipeError, ConnectionResetError):  # the parent closed the stream (its run ended): nobody to tell
         stopped.set()
     except SourceError as e:
-        conn.send(Failed(str(e), cs.stats))
+        conn.send(StreamFailed(str(e), cs.stats))
     except BaseException as e:  # noqa: BLE001
-        conn.send(Failed(f"source {cs.name}: the decode process failed ({type(e).__name__}: {e})\n"
+        conn.send(StreamFailed(f"source {cs.name}: the decode process failed ({type(e).__name__}: {e})\n"
                          + "".join(traceback.format_exception(e)), cs.stats))
     finally:
         deadline = time.perf_counter() + LINGER_S

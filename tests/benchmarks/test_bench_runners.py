@@ -20,7 +20,7 @@ FRAMES = 400  # per stream
                                              ("dynamic", "nvdec")])
 def test_runner_end_to_end(benchmark, runner, decoder, env_info):
     from posefuse import RunConfig, run
-    from posefuse.runners.sources.nvdec import nvdec_available
+    from posefuse.runners.gpuinfo import nvdec_available
 
     if decoder == "nvdec" and nvdec_available():
         pytest.skip(nvdec_available())
