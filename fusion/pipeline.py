@@ -104,13 +104,10 @@ class PendingBatch:
             return self._results is not None or self._slot.event.query()
 
     def result(self) -> list[PoseResult]:
-        self._materialize()
-        return self._results
-
-    def _materialize(self):
+        """The batch's PoseResults, once its device-to-host copy is done (copied out of the slot's buffers)."""
         with self._lock:
             if self._results is not None:
-                return
+                return self._results
             slot = self._slot
             slot.event.synchronize()
             self._results = pose_results(slot.host, self._n)
@@ -119,6 +116,7 @@ class PendingBatch:
             if slot.pending is self:
                 slot.pending = None
             self._slot = None
+            return self._results
 
 
 class PendingBatches:
@@ -308,18 +306,13 @@ class PosePipeline:
         poses do not depend on the other frames of the batch; frames of several canvases run as one batch
         per canvas."""
         fb = normalize_frames(frames, pixel_format)
-        canvases = [self.canvas(s) for s in fb.shapes]
-        if any(c != canvases[0] for c in canvases):
+        canvas = self.canvas(fb.shapes[0])
+        if any(self.canvas(s) != canvas for s in fb.shapes[1:]):
             groups: dict = {}
-            for i, c in enumerate(canvases):
-                groups.setdefault(c, []).append(i)
-            parts = [self._submit(fb.subset(idx), frames) for idx in groups.values()]
+            for i, s in enumerate(fb.shapes):
+                groups.setdefault(self.canvas(s), []).append(i)
+            parts = [self.submit(fb.subset(idx), pixel_format) for idx in groups.values()]
             return PendingBatches(parts, list(groups.values()))
-        return self._submit(fb, frames)
-
-    def _submit(self, fb: FrameBatch, frames) -> PendingBatch:
-        """:meth:`submit` of frames of one canvas (``frames``: the caller's, kept alive with the batch)."""
-        pixel_format = fb.pixel_format
         if self.device.type == "cpu":
             return PendingBatch(results=self._run_cpu(fb))
         host = fb.device.type == "cpu"
@@ -394,7 +387,7 @@ class PosePipeline:
         slot = ring[i]
         t0 = time.perf_counter()
         if slot.pending is not None:  # its results were not read yet: keep them before reusing the buffers
-            slot.pending._materialize()
+            slot.pending.result()
         slot.event.synchronize()
         self.ring_wait_s += time.perf_counter() - t0
         return slot

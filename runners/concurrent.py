@@ -35,7 +35,7 @@ from .sources import Source, SourceError
 from .sources.pool import POLL  # how often a blocked worker looks at the stop flag
 from .batching import BatchPolicy, Waiting
 from .control import RemoveSource
-from .strategies import admit_all, deliver, finish, submit_frames
+from .strategies import admit_all, deliver, submit_frames
 
 READERS = max(2, os.cpu_count() or 2)  # reader threads the sources share (a decode each at a time)
 PUMP_AHEAD = 2  # parcels a camera's pump reads ahead of its reader
@@ -95,6 +95,16 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
         except queue.Full:
             continue
     return False
+
+
+@dataclass
+class Parcel:
+    """Consecutive frames of one stream from a reader's pass to the GPU workers: ``seq`` is the place of the
+    first in the stream's queue order (the result thread delivers each stream's frames in that order)."""
+
+    stream: str
+    seq: int
+    frames: list
 
 
 class _ReaderEntry:
@@ -161,9 +171,20 @@ class _Reader:
                         return
                 self.wake.clear()  # before the inboxes are looked at: a parcel put after it wakes the wait
                 group, wake = self._pass()
-                if group and not self._hand(group):
-                    return
-                if not group:
+                if group:  # admitted (arrivals counted, bad frames dropped) and queued as one item
+                    goods = admit_all([(slot.src.name, frames) for slot, frames in group], self.events, self.device)
+                    item = []
+                    for (slot, _), good in zip(group, goods):
+                        if good:
+                            item.append(Parcel(slot.src.name, slot.seq, good))
+                            slot.seq += len(good)
+                    if item:
+                        state.enter([(p.stream, f.index) for p in item for f in p.frames])
+                        t0 = time.perf_counter()
+                        if not _put(self.frames_q, item, state):  # the run stopped: its frames become drops
+                            return
+                        self.times["read.queue_full_wait"] += time.perf_counter() - t0
+                else:
                     if wake is not None:
                         state.stop.wait(max(0.0, min(wake - time.perf_counter(), POLL)))
                     elif any(slot.inbox is not None for slot in self.slots):
@@ -295,22 +316,6 @@ class _Reader:
         slot.inbox.append(parcel)
         self._signal(slot)
 
-    def _hand(self, group: list) -> bool:
-        """Admit the pass's frames and queue them as one item; False when the run stopped meanwhile."""
-        goods = admit_all([(slot.src.name, frames) for slot, frames in group], self.events, self.device)
-        items = []
-        for (slot, _), good in zip(group, goods):
-            if good:
-                items.append((slot.src.name, slot.seq, good))
-                slot.seq += len(good)
-        if not items:
-            return True
-        self.state.enter([(name, f.index) for name, _, good in items for f in good])
-        t0 = time.perf_counter()
-        ok = _put(self.frames_q, items, self.state)
-        self.times["read.queue_full_wait"] += time.perf_counter() - t0
-        return ok  # not ok: the run stopped; its frames are accounted as drops at the end
-
     def _end(self, slot: _ReaderEntry):
         for f in slot.pending:
             f.release()
@@ -383,19 +388,6 @@ def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, en
     times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.ring_wait": 0.0, "gpu.results_full_wait": 0.0}
     canvas = pipe.canvas
 
-    def flush(batch):
-        t0 = time.perf_counter()
-        for w in batch.late:
-            w.frame.release()
-        w0 = pipe.ring_wait_s
-        pending = submit_frames(pipe, [w.frame for w in batch.run]) if batch.run else []
-        t1 = time.perf_counter()
-        _put(results_q, Submitted(batch.run, pending, batch.late), state)
-        ring_wait = pipe.ring_wait_s - w0  # waiting for the GPU, inside submit
-        times["gpu.submit"] += t1 - t0 - ring_wait
-        times["gpu.ring_wait"] += ring_wait
-        times["gpu.results_full_wait"] += time.perf_counter() - t1
-
     def all_ended():
         with state.lock:
             return ended["n"] >= ended["of"] and not ended.get("open")
@@ -416,17 +408,25 @@ def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, en
                 if item is _END:
                     with state.lock:
                         ended["n"] += 1
-                elif item is not None:  # a reader's pass: parcels of consecutive frames, one per stream
-                    policy.offer([Waiting(name, seq + k, f, f.arrived, (canvas(f.checked[1]), f.pixel_format,
-                                                                        f.checked[0].device.type))
-                                  for name, seq, frames in item for k, f in enumerate(frames)], now)
+                elif item is not None:  # a reader's pass: a Parcel per stream
+                    policy.offer([Waiting(p.stream, p.seq + k, f, f.arrived, (canvas(f.checked[1]), f.pixel_format,
+                                                                              f.checked[0].device.type))
+                                  for p in item for k, f in enumerate(p.frames)], now)
                 done = (item is None or (item is _END and frames_q.empty())) and all_ended()
-                while (batch := policy.take(now, ended=done)) is not None:
-                    flush(batch)
+                while not state.stop.is_set() and (batch := policy.take(now, ended=done)) is not None:
+                    for w in batch.late:
+                        w.frame.release()
+                    w0 = pipe.ring_wait_s
+                    pending = submit_frames(pipe, [w.frame for w in batch.run]) if batch.run else []
+                    t1 = time.perf_counter()
+                    _put(results_q, Submitted(batch.run, pending, batch.late), state)
+                    ring_wait = pipe.ring_wait_s - w0  # waiting for the GPU, inside submit
+                    times["gpu.submit"] += t1 - now - ring_wait
+                    times["gpu.ring_wait"] += ring_wait
+                    now = time.perf_counter()
+                    times["gpu.results_full_wait"] += now - t1
                 if done and not len(policy):
                     break
-            while len(policy) and not state.stop.is_set():
-                flush(policy.take(time.perf_counter(), ended=True))
     except BaseException as e:  # noqa: BLE001
         state.fail("gpu", e)
     finally:
@@ -456,8 +456,12 @@ def _results(results_q, events: RunEvents, on_result, state: RunState, n_workers
                 continue
             ready = []  # (stream, frame, result) deliverable now, in each stream's order
             late = []  # (stream, index) dropped as late, in turn
-            done = [(w, r) for w, (_, r) in zip(item.run, finish(item.pending, events))]
-            done += [(w, _LATE) for w in item.late]
+            results = []
+            for _, pending in item.pending:  # waits for each batch's copy to the host
+                results += pending.result()
+                if pending.gpu_ms:
+                    events.gpu_spans(pending.gpu_ms)
+            done = list(zip(item.run, results)) + [(w, _LATE) for w in item.late]
             for w, r in done:
                 name = w.stream
                 held[(name, w.seq)] = (w.frame, r)
@@ -551,25 +555,17 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
             sources.append(src)
             readers.add(src)
 
-    def end_service():
+    def drain():  # read no more, finish what is in flight (a service's sources too)
+        state.draining.set()
         with state.lock:
             ended["open"] = False
+        for s in sources:
+            s.close()
 
-    return _run_threads(threads, state, sources, events, control, steer, end_service)
-
-
-def _run_threads(threads, state: RunState, sources, events: RunEvents, control=None, steer=None,
-                 end_service=None) -> dict:
     for t in list(threads):  # the readers add their pump threads to ``threads`` as they start them
         t.start()
     if control is not None:
         control.started.set()
-    def drain():  # read no more, finish what is in flight
-        state.draining.set()
-        if end_service is not None:
-            end_service()
-        for s in sources:
-            s.close()
 
     interrupted = served = False  # served: control.stop() ended the run (a normal end, not an interrupt)
     while any(t.is_alive() for t in threads) and not state.stop.is_set():

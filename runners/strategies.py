@@ -29,13 +29,9 @@ OnResult = Callable[[FrameResult], None]
 
 
 def check(stream: str, f: Frame, device=None) -> str | None:
-    """Check frame ``f`` of ``stream`` once: None when it can go into a batch (``f.checked`` then holds its
-    tensor and image size; a frame whose source set it passes as it is), else why not (its stream and
-    index named). ``device``: the pipeline's device; a frame must be in host memory or on that device."""
-    if f.error:
-        return f.error
-    if f.checked is not None:  # its source's rows, checked once when they were made
-        return None
+    """Check frame ``f`` of ``stream``, one its source did not check (``f.checked`` None): None when it can go
+    into a batch (``f.checked`` then holds its tensor and image size), else why not (its stream and index
+    named). ``device``: the pipeline's device; a frame must be in host memory or on that device."""
     name = f"{stream}[{f.index}]"
     try:
         t = as_tensor(f.image, name)
@@ -69,8 +65,8 @@ def admit_all(parcels: list, events: RunEvents, device=None) -> list:
     goods = []
     for name, frames in parcels:
         good = []
-        for f in frames:
-            bad = check(name, f, device)
+        for f in frames:  # a decoder's rows were checked when they were made (f.checked): no call per frame
+            bad = f.error or (None if f.checked is not None else check(name, f, device))
             if bad:
                 f.release()
                 events.dropped((name, f.index), bad)
@@ -82,57 +78,46 @@ def admit_all(parcels: list, events: RunEvents, device=None) -> list:
 
 def submit_frames(pipe, frames: list) -> list:
     """Submit checked ``frames`` as few batches as their pixel formats and devices allow (in order); the
-    current stream first waits on each frame's ``ready`` event (NVDEC). Returns [(frames, parts)] where
-    ``parts`` are submit_split()'s PendingBatches."""
-    groups: list = []
+    current stream first waits on each frame's ``ready`` event (NVDEC). Returns [(frames, PendingBatch)].
+    On CUDA out-of-memory a batch is split in halves and retried (with a warning), down to single frames."""
+    todo: list = []
     for f in frames:
         kind = (f.pixel_format, f.checked[0].device.type)
-        if groups and groups[-1][0] == kind:
-            groups[-1][1].append(f)
+        if todo and todo[-1][0] == kind:
+            todo[-1][1].append(f)
         else:
-            groups.append((kind, [f]))
+            todo.append((kind, [f]))
     waited = set()
     for f in frames:
         if f.ready is not None and id(f.ready) not in waited:
             waited.add(id(f.ready))
             torch.cuda.current_stream().wait_event(f.ready)
-    return [(g, submit_split(pipe, g, kind[0])) for kind, g in groups]
-
-
-def submit_split(pipe, frames: list, pixel_format: str) -> list:
-    """``pipe.submit`` of the checked ``frames``; on CUDA out-of-memory the batch is split in halves and
-    retried (with a warning), down to single frames. Returns the PendingBatches covering them, in order."""
-    try:
-        fb = FrameBatch.checked([f.checked[0] for f in frames], [f.checked[1] for f in frames], pixel_format,
-                                pinned=tuple(f.pinned for f in frames))
-        return [pipe.submit(fb, pixel_format)]
-    except torch.cuda.OutOfMemoryError:
-        if len(frames) == 1:
-            raise
-        torch.cuda.empty_cache()
-        half = len(frames) // 2
-        warnings.warn(f"CUDA out of memory for a batch of {len(frames)}: splitting into {half} + {len(frames) - half}",
-                      RuntimeWarning, stacklevel=2)
-        return submit_split(pipe, frames[:half], pixel_format) + submit_split(pipe, frames[half:], pixel_format)
+    out = []
+    while todo:
+        kind, group = todo.pop(0)
+        try:
+            fb = FrameBatch.checked([f.checked[0] for f in group], [f.checked[1] for f in group], kind[0],
+                                    pinned=tuple(f.pinned for f in group))
+            out.append((group, pipe.submit(fb, kind[0])))
+        except torch.cuda.OutOfMemoryError:
+            if len(group) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(group) // 2
+            warnings.warn(f"CUDA out of memory for a batch of {len(group)}: splitting into {half} + "
+                          f"{len(group) - half}", RuntimeWarning, stacklevel=2)
+            todo[:0] = [(kind, group[:half]), (kind, group[half:])]
+    return out
 
 
 def finish(submitted: list, events: RunEvents | None = None):
     """Wait for submit_frames()'s batches; yields (frame, PoseResult) in order (each batch's GPU span times go
     to ``events``); the frames are released by :func:`deliver`, after their results are handed out."""
-    for frames, parts in submitted:
-        results = []
-        for p in parts:
-            results.extend(p.result())
-            if events is not None and p.gpu_ms:
-                events.gpu_spans(p.gpu_ms)
+    for frames, pending in submitted:
+        results = pending.result()
+        if events is not None and pending.gpu_ms:
+            events.gpu_spans(pending.gpu_ms)
         yield from zip(frames, results)
-
-
-def frame_result(name: str, f: Frame, poses: PoseResult) -> FrameResult:
-    """The FrameResult of frame ``f`` (its image only when it is a BGR frame in host memory)."""
-    t, hw = f.checked
-    image = f.image if f.pixel_format == "bgr" and t.device.type == "cpu" else None
-    return FrameResult(name, f.index, poses, tuple(hw), f.timestamp, f.file, image, f.restart)
 
 
 def deliver(ready, events: RunEvents, on_result: OnResult | None, accounted=None):
@@ -149,11 +134,15 @@ def deliver(ready, events: RunEvents, on_result: OnResult | None, accounted=None
     if accounted is not None:
         accounted(keys)
     try:
-        if isinstance(on_result, BatchSink):
-            on_result.batch([frame_result(name, f, r) for name, f, r in ready])
-        elif on_result is not None:
-            for name, f, r in ready:
-                on_result(frame_result(name, f, r))
+        if on_result is not None:  # a FrameResult's image only for a BGR frame in host memory
+            results = [FrameResult(name, f.index, r, tuple(f.checked[1]), f.timestamp, f.file,
+                                   f.image if f.pixel_format == "bgr" and f.checked[0].device.type == "cpu" else None,
+                                   f.restart) for name, f, r in ready]
+            if isinstance(on_result, BatchSink):
+                on_result.batch(results)
+            else:
+                for fr in results:
+                    on_result(fr)
     finally:
         for _, f, _ in ready:
             f.release()
