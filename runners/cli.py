@@ -176,17 +176,19 @@ class _CtrlC:
 
 
 def main(argv=None) -> int:
+    """``posefuse`` with ``argv``: its exit code (0; 1 a source or the run failed; 2 a bad option; 130 Ctrl-C)."""
     a = build_parser().parse_args(argv)
     with _CtrlC() as ctrl_c:
-        rc = _main(a, ctrl_c)
+        rc = _batch(a, ctrl_c) if a.command == "batch" else _run(a, ctrl_c)
     if ctrl_c.hit and rc != 130:  # swallowed before the run could see it
         print("posefuse: interrupted", file=sys.stderr)
         return 130
     return rc
 
 
-def _batch(a: argparse.Namespace) -> int:
+def _batch(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     """``posefuse batch``: the Ray Data job (runners/batch.py); one line per failed video, the summary."""
+    ctrl_c.arm()
     try:
         from .batch import BatchConfig, batch
     except ImportError as e:
@@ -208,10 +210,8 @@ def _batch(a: argparse.Namespace) -> int:
     return 1 if s["failed"] else 0
 
 
-def _main(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
-    if a.command == "batch":
-        ctrl_c.arm()
-        return _batch(a)
+def _run(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
+    """``posefuse run``: the config, ``run()``, a line per stream and the report."""
     born = process_wall_s()  # the interpreter's own start and this module's (argparse) import
     t0 = time.perf_counter()
     from .config import ConfigError  # a Ctrl-C meanwhile is only remembered (_CtrlC): it is acted on here
