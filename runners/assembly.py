@@ -68,7 +68,7 @@ def place(cfg: RunConfig, spec: str | None) -> Placement:
     * a sequential runner reads everything else on its one thread;
     * a URL is a camera: OpenCV, with its reconnect and stall handling (network.py), which the NVDEC path
       lacks, in a host decode process;
-    * a paced video (``realtime``, or live mode) decoded by OpenCV goes to a host decode process, so the
+    * a paced video (``paced``, or live mode) decoded by OpenCV goes to a host decode process, so the
       run's own threads decode nothing while frames are due at their time (results/DECISIONS.md);
     * everything else is read by the run's reader threads."""
     concurrent = cfg.runner in CONCURRENT or cfg.runner == "multigpu"
@@ -80,7 +80,7 @@ def place(cfg: RunConfig, spec: str | None) -> Placement:
     if is_network(spec):
         return Placement(HOST_PROCESS, "cpu", "a camera: OpenCV reconnects it; read apart from the run's threads"
                          + ("" if cfg.decoder == "cpu" else " (NVDEC has no camera reconnect handling)"))
-    if video and (cfg.realtime or cfg.mode == "live"):
+    if video and (cfg.paced or cfg.mode == "live"):
         return Placement(HOST_PROCESS, "cpu", "paced: decoded at its frame rate apart from the run's threads")
     return Placement(READER_THREAD, "cpu", "a video decoded by OpenCV" if video
                      else "images or the embedded clip: no video to decode")
@@ -124,11 +124,11 @@ def run_settings():
 
 
 def batch_sizes(cfg: RunConfig) -> tuple | None:
-    """The sizes the run's batches are padded to (PosePipeline.batch_sizes): a realtime or live run's batches are
+    """The sizes the run's batches are padded to (PosePipeline.batch_sizes): a paced or live run's batches are
     as large as the frames that arrived in time (every bucket: low latency); over files and folders a
     partial batch is padded to the run's batch, so one capture serves the run (each capture costs seconds
     of cuDNN plan building: results/DECISIONS.md)."""
-    if cfg.realtime or cfg.mode == "live" or cfg.batch is None:  # None: a config not validated
+    if cfg.paced or cfg.mode == "live" or cfg.batch is None:  # None: a config not validated
         return None
     return (1,) if cfg.runner == "serial" else (cfg.batch,)
 
@@ -191,7 +191,7 @@ class Assembly:
         if self.host_processes is None:
             from .sources.hostproc import HostDecodeProcesses
 
-            self.host_processes = HostDecodeProcesses(realtime=self.cfg.realtime, pin=self.device.startswith("cuda"))
+            self.host_processes = HostDecodeProcesses(paced=self.cfg.paced, pin=self.device.startswith("cuda"))
         return self.host_processes
 
     def open_stream(self, s: StreamSpec):
@@ -302,7 +302,7 @@ class Assembly:
             if cfg.runner in CONCURRENT:
                 events.start()
                 self.failed.update(run_concurrent(
-                    self.sources, self.engine, events, self.sinks, batch=cfg.batch, realtime=cfg.realtime,
+                    self.sources, self.engine, events, self.sinks, batch=cfg.batch, paced=cfg.paced,
                     max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None,
                     late_ms=cfg.late_ms if cfg.mode == "live" else None, control=self.control,
                     open_stream=self.add_stream))

@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mode", default="archive", choices=("archive", "live"),
       help="archive: every frame is run; live: a frame that waited more than --late-ms is dropped as 'late'")
     a("--late-ms", type=float, default=50.0, help="live mode: how long a frame may wait for its batch to leave")
-    a("--realtime", action="store_true", help="release each source's frames at its frame rate, as a camera would")
-    a("--fps", type=float, default=None, help="the frame rate --realtime releases at (default: each source's own)")
+    a("--paced", action="store_true", help="release each source's frames at its frame rate, as a camera would")
+    a("--fps", type=float, default=None, help="the frame rate --paced releases at (default: each source's own)")
     a("--loop", action="store_true", help="read each source again from its start when it ends (needs --duration-s)")
     a("--duration-s", type=float, default=None, help="stop reading the sources after this many seconds")
     a("--decoder", default=AUTO, choices=(AUTO,) + DECODERS,
@@ -105,7 +105,7 @@ def to_config(a: argparse.Namespace):
 
     return RunConfig(
         sources=a.source or [None], repeat=a.repeat, max_frames=a.max_frames, mode=a.mode, late_ms=a.late_ms,
-        realtime=a.realtime, fps=a.fps,
+        paced=a.paced, fps=a.fps,
         loop=a.loop, duration_s=a.duration_s,
         decoder=a.decoder, streams_per_decode_process=a.streams_per_decode_process, reconnect_s=a.reconnect_s,
         runner=a.runner,

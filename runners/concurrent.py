@@ -16,7 +16,7 @@ A frame's latency runs from its arrival: a camera's read, a paced frame's due ti
 A source that fails is reported (``failed``) and the others go on. An exception in a worker stops the
 run: the caller gets :class:`RunnerError` naming the stage, with the original exception as its cause,
 within a few seconds; every wait is bounded, so nothing hangs and no thread is left behind.
-``realtime=True`` releases each source's frames at its own frame rate, as a camera would. Each GPU worker
+``paced=True`` releases each source's frames at its own frame rate, as a camera would. Each GPU worker
 runs on a CUDA stream of its own.
 """
 from __future__ import annotations
@@ -116,7 +116,7 @@ class _ReaderEntry:
 
     def __init__(self, src: Source):
         self.src, self.it, self.seq, self.pending = src, iter(src), 0, []
-        self.t0 = self.first = None  # realtime: when and at which index the source started
+        self.t0 = self.first = None  # paced: when and at which index the source started
         self.inbox, self.error = (collections.deque(), None) if src.live or src.push else (None, None)
         self.room = threading.Event()  # the reader took the inbox's parcels: the pump may read on
 
@@ -124,14 +124,14 @@ class _ReaderEntry:
 class _Reader:
     """A reader thread serving a number of sources in turn. Each pass takes every source's next parcel (a
     decoder's chunk, or one frame) and hands the runner what the pass got as one queue item with one
-    accounting call, so the cost per frame falls with the streams a reader serves. Realtime: a frame leaves
+    accounting call, so the cost per frame falls with the streams a reader serves. Paced: a frame leaves
     at its source's time (``t0 + (index - first) / fps``); a source's next parcel is read as soon as the
     last one has left, ahead of its time. A source that ends puts its _END; the reader ends with its last
     source. ``add`` gives it another source (False once it has ended)."""
 
-    def __init__(self, name: str, frames_q: queue.Queue, events: RunEvents, state: RunState, realtime: bool,
+    def __init__(self, name: str, frames_q: queue.Queue, events: RunEvents, state: RunState, paced: bool,
                  device=None, spawn=None):
-        self.frames_q, self.events, self.state, self.realtime, self.device = frames_q, events, state, realtime, device
+        self.frames_q, self.events, self.state, self.paced, self.device = frames_q, events, state, paced, device
         self.spawn = spawn  # spawn(thread): start a pump thread as one of the run's threads
         self.lock = threading.Lock()
         self.slots: list[_ReaderEntry] = []
@@ -207,7 +207,7 @@ class _Reader:
             self.wake.set()
 
     def _pass(self) -> tuple[list, float | None]:
-        """[(slot, frames due now)] over the sources, and the time the next frame is due (realtime). Of the
+        """[(slot, frames due now)] over the sources, and the time the next frame is due (paced). Of the
         sources with an inbox, only those that got a parcel since the last pass are looked at."""
         group, wake, now = [], None, time.perf_counter()
         # the slots signalled before this pass, each once: a signal that comes during the pass stays in
@@ -255,7 +255,7 @@ class _Reader:
                 slot.pending = parcel
                 if not parcel:
                     continue
-            fps = slot.src.fps if self.realtime else None
+            fps = slot.src.fps if self.paced else None
             if not fps:
                 group.append((slot, slot.pending))
                 slot.pending = []
@@ -502,7 +502,7 @@ def warm_up(pipes: list, signatures: set, batch: int):
 
 
 def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_result=None, *, batch: int = 32,
-                   max_wait_ms: float | None = None, realtime: bool = False, idle_ms: float = 200.0,
+                   max_wait_ms: float | None = None, paced: bool = False, idle_ms: float = 200.0,
                    late_ms: float | None = None, control=None, open_stream=None) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
     one GPU worker thread each (several: the ``streams`` runner). ``max_wait_ms=None``: fixed batches
@@ -523,7 +523,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     device = pipes[0].device
 
     threads: list = []
-    readers = _Readers(lambda name, spawn: _Reader(name, frames_q, events, state, realtime, device, spawn), threads)
+    readers = _Readers(lambda name, spawn: _Reader(name, frames_q, events, state, paced, device, spawn), threads)
     for s in sources:
         readers.add(s, start=False)
     for i, p in enumerate(pipes):

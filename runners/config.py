@@ -43,8 +43,8 @@ class RunConfig:
             (latency is kept: a frame that waited more than ``late_ms`` by the time its batch leaves is
             dropped, reason 'late', and counted per stream). Live mode needs a runner of CONCURRENT.
         late_ms: live mode's limit, ms (> 0; default 50).
-        realtime: release each source's frames at its frame rate, as a camera would (default False).
-        fps: the frame rate ``realtime`` releases at (default: each source's own).
+        paced: release each source's frames at its frame rate, as a camera would (default False).
+        fps: the frame rate ``paced`` releases at (default: each source's own).
         loop: read each source again from its start when it ends; frame indices keep counting (default False).
         duration_s: sources stop after this many seconds of reading, and the run ends once the frames in
             flight finish (default: when the sources end).
@@ -74,7 +74,7 @@ class RunConfig:
             bytetrack.yaml; default False).
         cuda_graph: capture the pipeline as CUDA graphs (default True). A run captures only the batch
             sizes it makes: its ``batch`` (partial batches are padded to it) for files and folders, and every
-            size up to it (pipeline.bucket_size) with ``realtime`` or live mode, where small batches keep
+            size up to it (pipeline.bucket_size) with ``paced`` or live mode, where small batches keep
             latency low.
     Outputs (checked before the run starts):
         out: the report (JSON); save_json: poses as JSON lines; save_coco: COCO keypoint results (JSON);
@@ -88,7 +88,7 @@ class RunConfig:
     max_frames: int | None = None
     mode: str = "archive"
     late_ms: float = 50.0
-    realtime: bool = False
+    paced: bool = False
     fps: float | None = None
     loop: bool = False
     duration_s: float | None = None
@@ -176,7 +176,7 @@ class RunConfig:
         c.device = _device("device", c.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if c.runner == AUTO:
             on_gpu = c.device.startswith("cuda")
-            c.runner = "dynamic" if on_gpu or c.realtime or c.mode == "live" else "batched"
+            c.runner = "dynamic" if on_gpu or c.paced or c.mode == "live" else "batched"
             c.chosen["runner"] = ("one dynamic batcher across all streams" if c.runner == "dynamic"
                                   else "the CPU: one source after another, in batches")
         if c.runner == "multigpu":
@@ -215,8 +215,8 @@ class RunConfig:
             raise ConfigError("save_video", "is not available with the multigpu runner (images stay in the workers)")
         if c.runner not in CONCURRENT + ("multigpu",) and c.mode == "live":
             raise ConfigError("mode", f"'live' needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
-        if c.runner not in CONCURRENT + ("multigpu",) and c.realtime:
-            raise ConfigError("realtime", f"needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
+        if c.runner not in CONCURRENT + ("multigpu",) and c.paced:
+            raise ConfigError("paced", f"needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
         return c
 
 

@@ -26,16 +26,16 @@ def _placed(spec, **cfg) -> tuple:
 def test_place_is_the_one_decision_of_where_a_stream_is_read():
     assert _placed(CLIP) == (READER_THREAD, "cpu")
     assert _placed(None) == (READER_THREAD, "cpu")  # the embedded clip
-    assert _placed(CLIP, realtime=True) == (HOST_PROCESS, "cpu")
+    assert _placed(CLIP, paced=True) == (HOST_PROCESS, "cpu")
     assert _placed(CLIP, mode="live") == (HOST_PROCESS, "cpu")
     assert _placed("rtsp://127.0.0.1:9/cam") == (HOST_PROCESS, "cpu")
     assert _placed(CLIP, runner="batched") == (RUNNER_THREAD, "cpu")
     assert _placed("rtsp://127.0.0.1:9/cam", runner="serial") == (RUNNER_THREAD, "cpu")
-    assert _placed(CLIP, runner="multigpu", realtime=True) == (HOST_PROCESS, "cpu")
+    assert _placed(CLIP, runner="multigpu", paced=True) == (HOST_PROCESS, "cpu")
     # decoder nvdec (a config as validated() leaves it on a GPU machine): video files only; a camera keeps
     # OpenCV's reconnect and stall handling, and the reason says so
     assert _placed(CLIP, decoder="nvdec") == (NVDEC_PROCESS, "nvdec")
-    assert _placed(CLIP, decoder="nvdec", realtime=True) == (NVDEC_PROCESS, "nvdec")
+    assert _placed(CLIP, decoder="nvdec", paced=True) == (NVDEC_PROCESS, "nvdec")
     assert _placed(None, decoder="nvdec") == (READER_THREAD, "cpu")
     cam = place(RunConfig(device="cpu", runner="dynamic", decoder="nvdec"), "rtsp://127.0.0.1:9/cam")
     assert (cam.reader, cam.decoder) == (HOST_PROCESS, "cpu") and "reconnect" in cam.reason
@@ -125,7 +125,7 @@ def test_multigpu_tracks_paced_streams_through_the_same_assembly(tmp_path):
     for f in helpers.read_video(CLIP, 190)[150:]:
         w.write(f)
     w.release()
-    common = ["--device", "cpu", "--source", str(clip), "--repeat", "2", "--realtime", "--fps", "30", "--max-frames",
+    common = ["--device", "cpu", "--source", str(clip), "--repeat", "2", "--paced", "--fps", "30", "--max-frames",
               "24", "--batch", "4", "--track", "--no-progress"]
     outs = {}
     for label, extra in (("multigpu", ["--runner", "multigpu", "--gpus", "cpu,cpu"]), ("one", ["--runner", "dynamic"])):

@@ -154,10 +154,10 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(after_s):
 
 
 def test_ctrl_c_at_the_terminal_during_a_live_run_drains_it_decode_processes_included():
-    """A Ctrl-C reaches the terminal's whole process group, the host decode processes of a realtime run too:
+    """A Ctrl-C reaches the terminal's whole process group, the host decode processes of a paced run too:
     they leave it to the run, which drains and ends with one line and exit 130, no traceback."""
     p = subprocess.Popen([sys.executable, "-m", "posefuse.runners.cli", "run", "--device", "cpu", "--imgsz", "320",
-                          "--source", CLIP, "--realtime", "--loop",
+                          "--source", CLIP, "--paced", "--loop",
                           "--duration-s", "60", "--no-progress"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(12)  # imports, the model, the decode process: the run is under way
@@ -167,13 +167,13 @@ def test_ctrl_c_at_the_terminal_during_a_live_run_drains_it_decode_processes_inc
     assert "posefuse: interrupted" in err
 
 
-def test_realtime_looping_sources_for_a_duration():
-    """--realtime --fps --loop --duration-s: a file played as a camera; frame indices keep counting over loops."""
+def test_paced_looping_sources_for_a_duration():
+    """--paced --fps --loop --duration-s: a file played as a camera; frame indices keep counting over loops."""
     from posefuse import RunConfig, run
 
     got = {}
     t0 = time.perf_counter()
-    rep = run(RunConfig(sources=[None], repeat=2, max_frames=4, runner="dynamic", realtime=True, fps=20.0, loop=True,
+    rep = run(RunConfig(sources=[None], repeat=2, max_frames=4, runner="dynamic", paced=True, fps=20.0, loop=True,
                         duration_s=1.0, imgsz=320, device="cpu", progress=False),
               on_result=lambda r: got.setdefault(r.stream, []).append(r.index))
     assert 1.0 <= time.perf_counter() - t0 < 60 and rep.exit_code == 0
@@ -201,8 +201,8 @@ def test_auto_choices_are_resolved_said_and_each_has_its_option():
     assert (c.runner, c.batch, c.decoder) == ("batched", 32, "cpu")
     assert set(c.chosen) == {"runner", "batch", "decoder"} and "no GPU" in c.chosen["decoder"]
     assert c.validated() == c  # resolving twice changes nothing
-    live = RunConfig(device="cpu", realtime=True).validated()
-    assert live.runner == "dynamic"  # realtime needs a concurrent runner
+    live = RunConfig(device="cpu", paced=True).validated()
+    assert live.runner == "dynamic"  # paced needs a concurrent runner
     assert RunConfig(device="cpu", mode="live").validated().runner == "dynamic"
     given = RunConfig(device="cpu", runner="serial", batch=4, decoder="cpu").validated()
     assert given.chosen == {} and (given.runner, given.batch) == ("serial", 4)
@@ -221,7 +221,7 @@ def test_graph_batches_run_at_the_run_batch_size_over_files_every_bucket_live():
 
     assert batch_sizes(RunConfig(device="cpu", batch=64).validated()) == (64,)
     assert batch_sizes(RunConfig(device="cpu", runner="serial").validated()) == (1,)
-    assert batch_sizes(RunConfig(device="cpu", realtime=True).validated()) is None
+    assert batch_sizes(RunConfig(device="cpu", paced=True).validated()) is None
     pipe = PosePipeline(device="cpu", batch_sizes=(64,))
     assert [pipe.run_size(n) for n in (1, 5, 64, 65, 200)] == [64, 64, 64, 128, 256]
     assert [PosePipeline(device="cpu").run_size(n) for n in (1, 3, 33, 65)] == [1, 4, 64, 128]

@@ -1,5 +1,5 @@
 """Host decode processes (runners/sources/hostproc.py): OpenCV streams read in spawned processes into shared
-rows, on the real sample clip. The frames equal OpenCV's in this process; a realtime stream is released at
+rows, on the real sample clip. The frames equal OpenCV's in this process; a paced stream is released at
 its frame rate with each frame stamped at its due time; rows lent out bound what a stream reads ahead; a
 stream that cannot open fails naming its source; a closed stream ends with its counts."""
 from __future__ import annotations
@@ -47,8 +47,8 @@ def test_frames_read_in_a_process_equal_opencv_here(processes):
     assert src.counts == {"host_rows.new_arrays": 0}
 
 
-def test_a_realtime_stream_is_released_at_its_rate_each_frame_stamped_at_its_due_time(processes):
-    src = processes(realtime=True, processes=1).open("cam", spec=helpers.data_path(CLIP), max_frames=12, fps=20.0)
+def test_a_paced_stream_is_released_at_its_rate_each_frame_stamped_at_its_due_time(processes):
+    src = processes(paced=True, processes=1).open("cam", spec=helpers.data_path(CLIP), max_frames=12, fps=20.0)
     got = []
     for f in src.frames():
         got.append((f.arrived, time.perf_counter()))
@@ -100,7 +100,7 @@ def test_a_stream_that_cannot_open_fails_naming_its_source(processes, tmp_path):
 
 
 def test_a_stream_closed_while_it_is_read_ends_and_the_processes_close(processes):
-    hp = processes(realtime=True, processes=2)
+    hp = processes(paced=True, processes=2)
     a = hp.open("a", spec=helpers.data_path(CLIP), loop=True, fps=30.0)
     b = hp.open("b", spec=helpers.data_path(CLIP), loop=True, fps=30.0)
     ia, ib = a.frames(), b.frames()
@@ -116,14 +116,14 @@ def test_a_stream_closed_while_it_is_read_ends_and_the_processes_close(processes
     assert a.counts["host_rows.new_arrays"] == 0
 
 
-def test_a_realtime_run_reads_its_videos_in_host_decode_processes():
+def test_a_paced_run_reads_its_videos_in_host_decode_processes():
     """Through run(): every frame of three paced streams is a result, in order, stamped at its due time
     (latency counted from it), and the run closed its host decode processes."""
     from posefuse import RunConfig, run
 
     got: dict = {}
     rep = run(RunConfig(sources=[helpers.data_path(CLIP)], repeat=3, runner="dynamic", device="cpu", decoder="cpu",
-                        batch=8, max_wait_ms=10, realtime=True, fps=10.0, max_frames=12, progress=False),
+                        batch=8, max_wait_ms=10, paced=True, fps=10.0, max_frames=12, progress=False),
               on_result=lambda r: got.setdefault(r.stream, []).append(r.index))
     assert rep.failed == {} and rep.overall["results"] == 36
     assert all(v == list(range(12)) for v in got.values()) and len(got) == 3
@@ -131,14 +131,14 @@ def test_a_realtime_run_reads_its_videos_in_host_decode_processes():
     assert all(st["source"] == {"host_rows.new_arrays": 0} for st in rep.streams.values())
 
 
-def test_a_realtime_runs_looping_copies_start_spread_over_their_video():
+def test_a_paced_runs_looping_copies_start_spread_over_their_video():
     """Through run(): two looping copies of one video start at frames 0 and n // 2, and each stream's
     frames come in order without a gap."""
     from posefuse import RunConfig, run
 
     got: dict = {}
     rep = run(RunConfig(sources=[helpers.data_path(CLIP)], repeat=2, runner="dynamic", device="cpu", decoder="cpu",
-                        batch=8, max_wait_ms=10, realtime=True, fps=10.0, loop=True, duration_s=0.6, imgsz=320,
+                        batch=8, max_wait_ms=10, paced=True, fps=10.0, loop=True, duration_s=0.6, imgsz=320,
                         progress=False),
               on_result=lambda r: got.setdefault(r.stream, []).append(r.index))
     assert rep.failed == {} and sorted(got) == [f"{helpers.data_path(CLIP)}#{k}" for k in range(2)]

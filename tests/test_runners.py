@@ -301,7 +301,7 @@ def test_worker_exception_stops_the_run_with_its_stage_and_no_thread_left(cpu_pi
     assert not [t for t in threading.enumerate() if t.name.startswith("posefuse-")]
 
 
-def test_realtime_releases_frames_at_the_source_rate(cpu_pipe):
+def test_paced_releases_frames_at_the_source_rate(cpu_pipe):
     from posefuse.runners.concurrent import run_concurrent
     from posefuse.runners.sources import Frame, Source
 
@@ -309,14 +309,14 @@ def test_realtime_releases_frames_at_the_source_rate(cpu_pipe):
     src = Source.from_frames("cam", ([Frame(i, img) for i in range(5)]), fps=20.0)
     mon = PerformanceMonitor()
     t0 = __import__("time").perf_counter()
-    run_concurrent([src], cpu_pipe, mon, batch=8, max_wait_ms=1.0, realtime=True)
+    run_concurrent([src], cpu_pipe, mon, batch=8, max_wait_ms=1.0, paced=True)
     mon.stop()
     assert __import__("time").perf_counter() - t0 >= 4 / 20.0  # frame 4 is released at 0.2 s
     assert mon.report()["results"] == 5
 
 
 def test_a_paced_frame_arrives_at_its_due_time_and_its_latency_counts_from_it(cpu_pipe):
-    """A realtime stream's frames are stamped at their due times (1/fps apart, whatever the reader's
+    """A paced stream's frames are stamped at their due times (1/fps apart, whatever the reader's
     lateness) and each result's latency runs from that stamp, not from when the reader handed it on."""
     import time
 
@@ -329,7 +329,7 @@ def test_a_paced_frame_arrives_at_its_due_time_and_its_latency_counts_from_it(cp
     seen = {}
     mon = PerformanceMonitor(usage=False)
     run_concurrent([src], cpu_pipe, mon, lambda r: seen.setdefault(r.index, time.perf_counter()), batch=8,
-                   max_wait_ms=1.0, realtime=True)
+                   max_wait_ms=1.0, paced=True)
     mon.stop()
     due = np.array([f.arrived for f in frames])
     np.testing.assert_allclose(np.diff(due), 1 / 20.0, atol=1e-9)
@@ -357,7 +357,7 @@ def test_many_sources_share_a_few_readers_keep_their_order_and_pace(cpu_pipe):
 
     mon = PerformanceMonitor()
     t0 = time.perf_counter()
-    assert run_concurrent(sources, cpu_pipe, mon, on_result, batch=2 * n, max_wait_ms=5.0, realtime=True) == {}
+    assert run_concurrent(sources, cpu_pipe, mon, on_result, batch=2 * n, max_wait_ms=5.0, paced=True) == {}
     mon.stop()
     assert mon.report()["results"] == 4 * n and max(readers) <= READERS
     for name, res in got.items():
@@ -480,7 +480,7 @@ def test_sigterm_drains_writes_partial_statistics_and_exits_130(tmp_path):
     import time
 
     report = tmp_path / "r.json"
-    cmd = [sys.executable, "-m", "posefuse.runners.cli", "run", "--device", "cpu", "--runner", "dynamic", "--realtime",
+    cmd = [sys.executable, "-m", "posefuse.runners.cli", "run", "--device", "cpu", "--runner", "dynamic", "--paced",
            "--source", helpers.data_path("one-by-one-person-detection.mp4"), "--max-frames", "300",
            "--batch", "4", "--max-wait-ms", "50", "--out", str(report)]
     p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

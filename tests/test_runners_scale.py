@@ -432,7 +432,7 @@ def test_a_gpu_run_decodes_into_pinned_rows_and_equals_plain_frames(clip_frames)
         images_ok.append(np.array_equal(r.image, clip_frames[r.index]))
 
     rep = run(RunConfig(sources=[helpers.data_path(CLIP)], decoder="cpu", runner="dynamic", batch=16,
-                        max_frames=n, realtime=True, fps=60.0, progress=False), on_result=on)  # paced: rows free
+                        max_frames=n, paced=True, fps=60.0, progress=False), on_result=on)  # paced: rows free
     assert rep.overall["results"] == n and all(images_ok) and len(images_ok) == n
     assert [st["source"] for st in rep.streams.values()] == [{"host_rows.new_arrays": 0}]  # a host decode process's
     for i in range(n):

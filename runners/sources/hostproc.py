@@ -16,7 +16,7 @@ a slots dataclass and 0.2 for a bare tuple: results/DECISIONS.md). Parent -> pro
 stream reads nothing before it, so a run's clock gets no head start), Release (rows back), StopStream,
 CloseProcess. Process -> parent: lists of Opened, NewRows, HostFrame and Ended; a list carries what a
 process's streams read since the last one. A stream's rows are unmapped on both sides once it has ended
-and every row it lent is back. A realtime run's files are released at their frame rate in the process
+and every row it lent is back. A paced run's files are released at their frame rate in the process
 (``arrived``: the frame's due time), cameras as they are read (``arrived``: the read's end).
 """
 from __future__ import annotations
@@ -244,10 +244,10 @@ class _HostProcess:
     """One host decode process: its pipe and its streams. Its messages are taken by the receiving thread
     of its HostDecodeProcesses, which serves every process."""
 
-    def __init__(self, realtime: bool, pin: bool, hub: "HostDecodeProcesses"):
+    def __init__(self, paced: bool, pin: bool, hub: "HostDecodeProcesses"):
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, realtime), name="posefuse-host-decode", daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, paced), name="posefuse-host-decode", daemon=True)
         self.proc.start()
         child.close()
         self.pin, self.hub = pin, hub
@@ -322,7 +322,7 @@ class _HostProcess:
 class HostDecodeProcesses:
     """Up to ``processes`` host decode processes (HOST_PROCESSES: a process per PER_PROCESS cores), started
     as streams open (a new one for each stream until all are up, then the least loaded serves it).
-    ``realtime``: files are released at their frame rate; ``pin``: rows are registered as pinned (a CUDA
+    ``paced``: files are released at their frame rate; ``pin``: rows are registered as pinned (a CUDA
     run). One thread here receives every process's messages and one sends the rows released here back,
     in groups (and unregisters the pinned rows of ended streams): the run's other threads contend with two
     threads for its interpreter lock, however many processes decode; the streams of all the processes are
@@ -330,10 +330,10 @@ class HostDecodeProcesses:
     A stream's rows are mapped and registered on the receiving thread as they come (at the stream's open),
     so a stream added to a live run holds the others' frames up while its 8 rows' pages are pinned."""
 
-    def __init__(self, realtime: bool = False, pin: bool = False, processes: int = HOST_PROCESSES):
+    def __init__(self, paced: bool = False, pin: bool = False, processes: int = HOST_PROCESSES):
         if processes < 1:
             raise ValueError(f"processes: expected >= 1 host decode processes, got {processes}")
-        self.realtime, self.pin, self.processes = realtime, pin, processes
+        self.paced, self.pin, self.processes = paced, pin, processes
         self._procs: list[_HostProcess] = []
         self._receiving: list[_HostProcess] = []  # the processes whose pipes are open (the receiver's)
         self._lock = threading.Lock()
@@ -353,7 +353,7 @@ class HostDecodeProcesses:
                 raise SourceError(f"source {name}: the run's host decode processes are closed")
             self._procs = [p for p in self._procs if p.proc.is_alive()]
             if len(self._procs) < self.processes and all(p.streams for p in self._procs):
-                p = _HostProcess(self.realtime, self.pin, self)
+                p = _HostProcess(self.paced, self.pin, self)
                 self._procs.append(p)
                 self._receiving.append(p)
                 if not self._threads:
@@ -524,8 +524,8 @@ class _Outbox:
 class _ChildStream:
     """One stream in a host decode process: its source, its rows and the frames lent to the parent."""
 
-    def __init__(self, sid: int, kwargs: dict, out: _Outbox, realtime: bool):
-        self.sid, self.kwargs, self.out, self.realtime = sid, kwargs, out, realtime
+    def __init__(self, sid: int, kwargs: dict, out: _Outbox, paced: bool):
+        self.sid, self.kwargs, self.out, self.paced = sid, kwargs, out, paced
         self.go, self.stop = threading.Event(), threading.Event()
         self.pools: dict = {}  # shape -> (key, HostRows)
         self.lent: dict = {}  # (key, row) -> Frame
@@ -577,7 +577,7 @@ class _ChildStream:
         out.put(Opened(sid, src.fps, src.count, src.shape, src.live))
         self.go.wait()
         error = None
-        pace = src.fps if self.realtime and not src.live else None
+        pace = src.fps if self.paced and not src.live else None
         t0 = first = None
         try:
             if self.stop.is_set():
@@ -623,7 +623,7 @@ class _ChildStream:
         self.ended.set()
 
 
-def _serve(conn, realtime: bool):
+def _serve(conn, paced: bool):
     """A host decode process: opens each stream it is sent on a thread of its own, until the pipe closes.
     Its interpreter lock changes hands as often as the run's (SWITCH_INTERVAL_S): a paced frame due
     now waits for it behind its process's other streams. A Ctrl-C at the terminal is the run's to handle
@@ -637,7 +637,7 @@ def _serve(conn, realtime: bool):
         while True:
             m = conn.recv()
             if isinstance(m, OpenStream):
-                streams[m.sid] = _ChildStream(m.sid, m.kwargs, out, realtime)
+                streams[m.sid] = _ChildStream(m.sid, m.kwargs, out, paced)
             elif isinstance(m, Release):
                 for sid, key, row in m.rows:
                     streams[sid].free(key, row)  # a stream stays while it has rows lent
