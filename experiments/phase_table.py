@@ -129,11 +129,11 @@ def main(argv=None):
     rep, ex = predict_phase(frames, 32, cuda, device)
     add("phase1", "Ultralytics predict, batches of 32, fp16", rep, ex)
     common = dict(sources=[path], repeat=a.streams, max_frames=a.max_frames, device=device, decoder="cpu")
-    rep = runner_phase(runner="streams", replicas=2, batch=32, backend=a.backend or ("torch" if cuda else "reference"),
+    rep = runner_phase(runner="replicas", replicas=2, batch=32, backend=a.backend or ("torch" if cuda else "reference"),
                        cuda_graph=False, **common)
     add("phase2", f"threaded pipeline + 2 CUDA streams, {rep['backend']} kernels, no graph, {a.streams} OpenCV streams",
         rep)
-    rep = runner_phase(runner="streams", replicas=2, batch=64, backend=a.backend or "auto", **common)
+    rep = runner_phase(runner="replicas", replicas=2, batch=64, backend=a.backend or "auto", **common)
     add("phase3", f"+ fused {rep['backend']} kernels + CUDA graphs (batch 64), {a.streams} OpenCV streams", rep)
     why = nvdec_available()
     if why is None:

@@ -134,12 +134,12 @@ def batch_sizes(cfg: RunConfig) -> tuple | None:
 
 
 def make_pipelines(cfg: RunConfig, device: str) -> list:
-    """The fused pipeline on ``device`` and, for the streams runner, its replicas (weights shared)."""
+    """The fused pipeline on ``device`` and, for the replicas runner, its replicas (weights shared)."""
     from ..fusion.pipeline import PosePipeline
 
     pipe = PosePipeline(cfg.model, device, cfg.backend, cfg.precision, cfg.imgsz, cfg.conf, cfg.iou,
                         cuda_graph=cfg.cuda_graph, batch_sizes=batch_sizes(cfg))
-    return [pipe] + [pipe.replica() for _ in range((cfg.replicas if cfg.runner == "streams" else 1) - 1)]
+    return [pipe] + [pipe.replica() for _ in range((cfg.replicas if cfg.runner == "replicas" else 1) - 1)]
 
 
 class Assembly:
@@ -223,7 +223,7 @@ class Assembly:
         return looping(open_any, s.name, cfg.loop, cfg.duration_s, cfg.fps, s.start)
 
     def add_stream(self, spec, name: str):
-        """A stream a RunControl adds while the run is live: opened and counted among the sources."""
+        """A stream a RunControl adds while the run goes on: opened and counted among the sources."""
         self._threads = decode_threads(len(self.sources) + 1)
         src = self.open_stream(StreamSpec(spec, name))
         self.sources.append(src)

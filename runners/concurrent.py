@@ -3,7 +3,7 @@ joined by bounded queues (backpressure: a slow stage stops the ones before it; m
 
 * ``pipelined``: fixed batches (a batch leaves when full, when the sources end, or when no frame came for
   ``idle_ms``: a source may be waiting for its frames to be released);
-* ``streams``: the same with several pipeline replicas (``pipe`` a list), each in its own GPU thread on its
+* ``replicas``: the same with several pipeline replicas (``pipe`` a list), each in its own GPU thread on its
   own CUDA stream, sharing the frame queue; results are put back in per-stream order;
 * ``dynamic``: a dynamic batcher across all streams: a batch leaves when it holds ``batch`` frames or its
   oldest frame has waited ``max_wait_ms``; latency is measured per frame from arrival to result.
@@ -108,8 +108,8 @@ class Parcel:
 
 
 class _ReaderEntry:
-    """One source as its reader serves it: its parcel not yet handed on and its place in the stream. A live
-    source (a camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why);
+    """One source as its reader serves it: its parcel not yet handed on and its place in the stream. A camera
+    (Source.camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why);
     a source that pushes its parcels puts them there itself."""
 
     __slots__ = ("src", "it", "seq", "pending", "t0", "first", "inbox", "error", "room")
@@ -117,7 +117,7 @@ class _ReaderEntry:
     def __init__(self, src: Source):
         self.src, self.it, self.seq, self.pending = src, iter(src), 0, []
         self.t0 = self.first = None  # paced: when and at which index the source started
-        self.inbox, self.error = (collections.deque(), None) if src.live or src.push else (None, None)
+        self.inbox, self.error = (collections.deque(), None) if src.camera or src.push else (None, None)
         self.room = threading.Event()  # the reader took the inbox's parcels: the pump may read on
 
 
@@ -330,7 +330,7 @@ class _Reader:
 
 class _Readers:
     """The run's reader threads: up to READERS shared by the files and up to READERS by the cameras (the
-    least loaded takes a new source). A camera (a live source: a read waits for its next frame) is read by
+    least loaded takes a new source). A camera (Source.camera: a read waits for its next frame) is read by
     a pump thread of its own into its reader's inbox, so a stalled camera holds up no other stream, while
     the reader hands its cameras' frames on together; files and cameras never share a reader, so a file's
     decode never delays a camera's frames. Sources of one group (a host decode process's streams, which
@@ -338,7 +338,7 @@ class _Readers:
 
     def __init__(self, make, threads: list):
         self.make, self.threads = make, threads  # make(name, spawn) -> _Reader; threads: the run's threads
-        self.shared: dict[bool, list[_Reader]] = {False: [], True: []}  # by live
+        self.shared: dict[bool, list[_Reader]] = {False: [], True: []}  # by Source.camera
         self.grouped: dict = {}  # Source.group -> its reader
         self.n = 0
 
@@ -352,7 +352,7 @@ class _Readers:
             if r is None or not r.add(src):
                 r = self.grouped[src.group] = self._new(src, start)
             return
-        shared = self.shared[src.live] = [r for r in self.shared[src.live] if not r.ended]
+        shared = self.shared[src.camera] = [r for r in self.shared[src.camera] if not r.ended]
         if len(shared) >= READERS:
             for r in sorted(shared, key=_Reader.load):
                 if r.add(src):
@@ -382,7 +382,7 @@ class Submitted:
 
 def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, ended: dict):
     """One GPU worker: offers the readers' frames to ``policy`` and submits each batch it lets leave to
-    ``pipe`` on a CUDA stream of its own. Several may share one queue (the ``streams`` runner). ``ended``:
+    ``pipe`` on a CUDA stream of its own. Several may share one queue (the ``replicas`` runner). ``ended``:
     {"n": sources ended, "of": sources} shared by the workers. Late frames are released here and recorded
     as drops by the result thread."""
     times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.ring_wait": 0.0, "gpu.results_full_wait": 0.0}
@@ -505,7 +505,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
                    max_wait_ms: float | None = None, paced: bool = False, idle_ms: float = 200.0,
                    late_ms: float | None = None, control=None, open_stream=None) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
-    one GPU worker thread each (several: the ``streams`` runner). ``max_wait_ms=None``: fixed batches
+    one GPU worker thread each (several: the ``replicas`` runner). ``max_wait_ms=None``: fixed batches
     (``pipelined``); a number: the ``dynamic`` batcher. ``idle_ms``: fixed batches: a partial batch leaves
     when no frame came for this long. ``late_ms`` (live mode): a frame that waited longer than this by the
     time its batch leaves is dropped as 'late' instead of run; None (archive mode): nothing is dropped.

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 SEQUENTIAL = ("serial", "batched", "ultralytics")  # one source after another (strategies.py)
-CONCURRENT = ("pipelined", "streams", "dynamic")  # all sources at once (concurrent.py)
+CONCURRENT = ("pipelined", "replicas", "dynamic")  # all sources at once (concurrent.py)
 MODES = ("archive", "live")
 RUNNERS = SEQUENTIAL + CONCURRENT + ("multigpu",)
 DECODERS = ("cpu", "nvdec")
@@ -61,7 +61,7 @@ class RunConfig:
             of RUNNERS.
         batch: frames per batch; the dynamic runner's largest (default 64 on a GPU, 32 on the CPU).
         max_wait_ms: dynamic runner: the longest a frame waits for its batch, ms (>= 0; default 10).
-        replicas: streams runner: pipeline replicas, each on its own CUDA stream (default 2).
+        replicas: the replicas runner's pipeline replicas, each on its own CUDA stream (default 2).
         gpus: multigpu runner: devices, e.g. ['cuda:0', 'cuda:1'] or ['cpu', 'cpu'] (default: every GPU).
     Model and pipeline:
         device: 'cuda', 'cuda:N' or 'cpu' (default: the first GPU, else the CPU).

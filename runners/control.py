@@ -1,4 +1,4 @@
-"""RunControl: steer a live run from another thread: add sources, remove them, stop.
+"""RunControl: steer a running run from another thread: add sources, remove them, stop.
 
     control = RunControl()
     worker = threading.Thread(target=lambda: reports.append(posefuse.run(cfg, on_result, control=control)))

@@ -118,7 +118,7 @@ class Outputs:
         self.lost_video_frames = 0
 
     def add_stream(self, name: str, fps: float | None):
-        """A stream that joined the run while it was live (RunControl.add_source)."""
+        """A stream that joined the run while it ran (RunControl.add_source)."""
         k = self.position[name] = len(self.position)
         self.fps[name] = fps
         if self._video_base:

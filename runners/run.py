@@ -72,11 +72,11 @@ class Report:
 
 
 class _Signals:
-    """SIGTERM ends the run like Ctrl-C; both wait while the run starts up (blocked until :meth:`release`,
+    """SIGTERM ends the run like Ctrl-C; both wait while the run starts up (blocked until :meth:`unblock`,
     just before the runner runs), so neither lands inside a library's initialization (the engine imports
     and loads the model, the decode process starts): one there has aborted the process at exit
     ("terminate called without an active exception"; results/DECISIONS.md). A signal that came meanwhile
-    is raised at the release and the run drains at once. Main thread only; the previous handler and
+    is raised when they are unblocked and the run drains at once. Main thread only; the previous handler and
     signal mask are restored."""
 
     def __init__(self):
@@ -92,7 +92,7 @@ class _Signals:
     def _handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    def release(self):
+    def unblock(self):
         if self.main:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
 
@@ -128,7 +128,7 @@ class _Progress:
 def run(config: RunConfig, on_result=None, control=None) -> Report:
     """Run ``config`` (see the module docstring). ``on_result(FrameResult)`` is called for every result, per
     stream in frame order, besides the config's sinks. ``control``: a RunControl that adds and removes
-    sources while the run is live and stops it (the run lasts until control.stop()). Writes the report to
+    sources while the run goes on and stops it (the run lasts until control.stop()). Writes the report to
     ``config.out`` when set. Raises ConfigError for a bad option or output path, before anything runs."""
     t_run = time.perf_counter()
     cfg = config.validated()
@@ -163,7 +163,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                 progress = _Progress(cfg.progress, sum(counts) if asm.sources and all(counts) else None)
             total.on_count = progress.update
             try:
-                signals.release()  # a Ctrl-C or SIGTERM of the start-up is raised here: the run drains
+                signals.unblock()  # a Ctrl-C or SIGTERM of the start-up is raised here: the run drains
                 try:
                     if asm is not None:
                         failed.update(asm.run())

@@ -3,7 +3,7 @@
 * ``serial``: one frame at a time through the fused pipeline;
 * ``batched``: fixed batches through the fused pipeline, the next batch queued while the last is read back;
 * ``ultralytics``: Ultralytics ``predict`` frame by frame, the baseline.
-The concurrent runners (``pipelined``, ``streams``, ``dynamic``) are in concurrent.py, ``multigpu`` in
+The concurrent runners (``pipelined``, ``replicas``, ``dynamic``) are in concurrent.py, ``multigpu`` in
 multigpu.py; all use :func:`admit`, :func:`submit_frames` and :func:`finish` below.
 
 Every frame that enters a runner ends as a result (``on_result``) or as a recorded drop with its reason

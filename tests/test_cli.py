@@ -26,7 +26,7 @@ def cli(*args, timeout=600):
     return r.returncode, r.stdout, r.stderr
 
 
-@pytest.mark.parametrize("runner", ["serial", "batched", "ultralytics", "pipelined", "streams", "dynamic", "multigpu"])
+@pytest.mark.parametrize("runner", ["serial", "batched", "ultralytics", "pipelined", "replicas", "dynamic", "multigpu"])
 def test_every_runner_runs_from_the_cli(tmp_path, runner):
     extra = ["--gpus", "cpu,cpu", "--repeat", "2"] if runner == "multigpu" else []
     out = tmp_path / "r.json"

@@ -35,7 +35,7 @@ def test_frames_read_in_a_process_equal_opencv_here(processes):
 
     clip = helpers.data_path(CLIP)
     src = processes(processes=2).open("cam", spec=clip, max_frames=40)
-    assert (src.fps, src.count, src.shape, src.live) == (10.0, 40, (432, 768), False)
+    assert (src.fps, src.count, src.shape, src.camera) == (10.0, 40, (432, 768), False)
     want = [f.image.copy() for f in open_source(clip, 40).frames()]
     got = []
     for f in src.frames():

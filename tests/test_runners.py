@@ -366,7 +366,7 @@ def test_many_sources_share_a_few_readers_keep_their_order_and_pace(cpu_pipe):
 
 
 def test_cameras_share_a_few_readers_and_their_frames_in_flight_stay_bounded(cpu_pipe):
-    """3 x READERS live sources that have every frame ready at once: a pump thread each only reads, at most
+    """3 x READERS cameras that have every frame ready at once: a pump thread each only reads, at most
     READERS readers hand their frames on, every frame arrives in order, and the frames read but not yet
     released stay bounded by the queue and the pumps' read-ahead (not the whole stream)."""
     import threading
@@ -389,7 +389,7 @@ def test_cameras_share_a_few_readers_and_their_frames_in_flight_stay_bounded(cpu
                 out["max"] = max(out["max"], out["now"])
             yield Frame(i, img, on_release=released)
 
-    sources = [Source.from_frames(f"cam{j}", frames(), live=True) for j in range(n)]
+    sources = [Source.from_frames(f"cam{j}", frames(), camera=True) for j in range(n)]
     got, readers = {}, []
 
     def on_result(r):
@@ -523,13 +523,13 @@ def test_frame_pool_lends_rows_waits_for_released_ones_and_cancels():
     t.start()
     t.join(0.2)
     assert t.is_alive()  # no row free: it waits for released ones
-    pool.give_back([a[0]])
-    pool.give_back([b[0]])
+    pool.release([a[0]])
+    pool.release([b[0]])
     t.join(2)
     assert not t.is_alive() and sorted(got[0]) == sorted([a[0], b[0]])
     cancel.set()
     assert pool.take(1) == []  # cancelled with nothing free: returns short instead of waiting
-    pool.give_back(a[1:] + got[0])
+    pool.release(a[1:] + got[0])
     assert pool.all_free()
 
 

@@ -1,4 +1,4 @@
-"""Runners that scale out: pipeline replicas on CUDA streams (``streams``), a worker process per device
+"""Runners that scale out: pipeline replicas on CUDA streams (``replicas``), a worker process per device
 (``multigpu``), NVDEC sources; and the monitor's usage sampling and progress line. CPU tests run the same
 machinery with CPU pipelines (and 'cpu' devices for the workers); GPU tests run it on the card."""
 from __future__ import annotations

@@ -34,7 +34,7 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
     decode process; images and the default clip are still read on the CPU). chunk: NVDEC frames handed
     on at once (default nvdec.CHUNK). decode_processes: the :class:`~.process.DecodeProcesses` that
     serves NVDEC streams (default: one process for all of this process's streams per device). A URL read
-    with decoder 'cpu' is a live network source (network.py: reconnects for up to ``reconnect_s``).
+    with decoder 'cpu' is a camera (a network source (network.py: reconnects for up to ``reconnect_s``).
     start: a video file's first frame (frame indices stay the video's own; a segment of an archive job).
     threads: FFmpeg decode threads of a video file read with OpenCV (0: one per core; see
     :func:`decode_threads`). pinned: a video or URL read with OpenCV decodes into reused pinned rows (a
@@ -187,7 +187,7 @@ def looping(open_from, name: str, loop: bool, duration_s: float | None, fps: flo
         state["src"].close()
 
     return Source(name, parcels(), fps or first.fps, None if loop or duration_s else first.count, first.shape,
-                  first.pixel_format, first.stats, stopped, close, first.counts, first.live)
+                  first.pixel_format, first.stats, stopped, close, first.counts, first.camera)
 
 
 __all__ = ["announce", "decode_threads", "host_decodable", "is_network", "looping", "video_frames", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]

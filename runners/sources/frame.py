@@ -57,7 +57,7 @@ class Source:
     frames when known ahead (for warm-up); stats: seconds the source spent per activity (decoder, pool
     wait, ...); cancel: set by :meth:`close` so a source blocked on its consumer returns; on_close: called
     once by :meth:`close` (a decode process's stream stops); counts: what the source counted of itself
-    (a network source's reconnects and gaps), reported per stream; live: its frames come at its own pace
+    (a network source's reconnects and gaps), reported per stream; camera: its frames come at its own pace
     and a read waits for the next one (a camera), so a runner gives it a reader thread of its own; push:
     the source hands its parcels on from a thread of its own (a host decode process's receiver):
     ``push(put)`` starts it, and it calls ``put(parcel)`` for each parcel, then ``put(None, error)`` at its
@@ -74,7 +74,7 @@ class Source:
     cancel: threading.Event = field(default_factory=threading.Event)
     on_close: Callable[[], None] | None = None
     counts: dict = field(default_factory=dict)
-    live: bool = False
+    camera: bool = False
     push: Callable | None = None
     group: object = None
     _busy: threading.Lock = field(default_factory=threading.Lock, repr=False)  # held while ``parcels`` runs

@@ -79,7 +79,7 @@ class Opened(NamedTuple):
     fps: float | None
     count: int | None
     shape: tuple | None
-    live: bool
+    camera: bool
 
 
 class NewRows(NamedTuple):
@@ -216,7 +216,7 @@ class _ParentStream:
                      on_release=lambda: self.release(key, row), checked=checked[row])
 
     def release(self, key, row):
-        self.proc.free(self.sid, key, row)
+        self.proc.release(self.sid, key, row)
         with self.lock:
             self.lent -= 1
             done = self.ended and self.lent == 0
@@ -263,8 +263,8 @@ class _HostProcess:
             except (OSError, ValueError):  # the process is gone: its streams end through the receiver
                 return False
 
-    def free(self, sid, key, row):
-        self.hub.free(self, sid, key, row)
+    def release(self, sid, key, row):
+        self.hub.release(self, sid, key, row)
 
     def take(self, msg):
         """One message of the process: a list of what its streams read since the last one."""
@@ -328,7 +328,7 @@ class HostDecodeProcesses:
     threads for its interpreter lock, however many processes decode; the streams of all the processes are
     one group (Source.group), read by one reader.
     A stream's rows are mapped and registered on the receiving thread as they come (at the stream's open),
-    so a stream added to a live run holds the others' frames up while its 8 rows' pages are pinned."""
+    so a stream added to a running run holds the others' frames up while its 8 rows' pages are pinned."""
 
     def __init__(self, paced: bool = False, pin: bool = False, processes: int = HOST_PROCESSES):
         if processes < 1:
@@ -358,7 +358,7 @@ class HostDecodeProcesses:
                 self._receiving.append(p)
                 if not self._threads:
                     self._threads = [threading.Thread(target=self._receive, name="posefuse-host-recv", daemon=True),
-                                     threading.Thread(target=self._send_frees, name="posefuse-host-free", daemon=True)]
+                                     threading.Thread(target=self._send_releases, name="posefuse-host-release", daemon=True)]
                     for t in self._threads:
                         t.start()
             proc = min(self._procs, key=lambda p: len(p.streams))
@@ -366,7 +366,7 @@ class HostDecodeProcesses:
             st = proc.streams[self._sid] = _ParentStream(proc, self._sid, name)
             return st
 
-    def free(self, proc: _HostProcess, sid, key, row):
+    def release(self, proc: _HostProcess, sid, key, row):
         with self._free_lock:
             self._frees.setdefault(proc, []).append((sid, key, row))
         if not self._free_wake.is_set():  # set() on a set Event still takes its lock and notifies
@@ -379,7 +379,7 @@ class HostDecodeProcesses:
         if not self._free_wake.is_set():
             self._free_wake.set()
 
-    def _send_frees(self):
+    def _send_releases(self):
         """Sends the released rows back to their processes. While the run goes on, it unregisters a retired
         row at most once per RETIRE_GAP_S, after sending the rows released meanwhile: cudaHostUnregister
         holds the run's other CUDA calls, so the rows of many streams ending together, unregistered back to
@@ -452,10 +452,10 @@ class HostDecodeProcesses:
                                   f"(exit code {proc.proc.exitcode})")
         if st.meta is None:
             raise SourceError(st.error or f"source {name}: the host decode process could not open it")
-        fps, count, shape, live = st.meta.fps, st.meta.count, st.meta.shape, st.meta.live
+        fps, count, shape, camera = st.meta.fps, st.meta.count, st.meta.shape, st.meta.camera
         cancel = threading.Event()
         src = Source(name, st.parcels(cancel), fps, count, shape, "bgr", st.stats, cancel,
-                     lambda: proc.send(StopStream(sid)), st.counts, live, push=st.push, group=self)
+                     lambda: proc.send(StopStream(sid)), st.counts, camera, push=st.push, group=self)
         return src
 
     def close(self):
@@ -548,7 +548,7 @@ class _ChildStream:
             os.close(fd)  # DupFd holds a duplicate until the parent has taken it
         return got[1]
 
-    def free(self, key, row):
+    def release(self, key, row):
         with self.lock:
             f = self.lent.pop((key, row), None)
         if f is not None:
@@ -574,10 +574,10 @@ class _ChildStream:
             self.ended.set()
             return
         self.src = src
-        out.put(Opened(sid, src.fps, src.count, src.shape, src.live))
+        out.put(Opened(sid, src.fps, src.count, src.shape, src.camera))
         self.go.wait()
         error = None
-        pace = src.fps if self.paced and not src.live else None
+        pace = src.fps if self.paced and not src.camera else None
         t0 = first = None
         try:
             if self.stop.is_set():
@@ -640,7 +640,7 @@ def _serve(conn, paced: bool):
                 streams[m.sid] = _ChildStream(m.sid, m.kwargs, out, paced)
             elif isinstance(m, Release):
                 for sid, key, row in m.rows:
-                    streams[sid].free(key, row)  # a stream stays while it has rows lent
+                    streams[sid].release(key, row)  # a stream stays while it has rows lent
                 for sid in [sid for sid, st in streams.items() if st.done()]:  # its rows unmapped with it
                     del streams[sid]
             elif isinstance(m, CloseProcess):

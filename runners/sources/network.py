@@ -66,7 +66,7 @@ def _connect(url: str, stall_s: float, give_up_at: float, cancel) -> tuple:
 
 def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float = RECONNECT_S,
                  stall_s: float = STALL_S, pinned: bool = False, row_pool=None) -> Source:
-    """The live source at ``url`` (see the module docstring). Waits up to ``reconnect_s`` for the URL to
+    """The camera at ``url`` (see the module docstring). Waits up to ``reconnect_s`` for the URL to
     open; raises SourceError naming it when it does not. ``pinned``: frames are decoded into reused pinned
     rows (a CUDA run; frames of another resolution into new arrays); ``row_pool(shape)``: the HostRows to
     decode into instead (a host decode process)."""
@@ -132,7 +132,7 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
                 cap.release()
 
     src.parcels = parcels()
-    src.fps, src.shape, src.live = fps, shape if all(shape) else None, True
+    src.fps, src.shape, src.camera = fps, shape if all(shape) else None, True
     src.count = min(declared, max_frames) if finite and max_frames else (declared if finite else max_frames)
     return src
 

@@ -120,7 +120,7 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
             t1 = time.perf_counter()
             stats["video_decode.pool_wait"] += t1 - t0
             if len(rows) < n:  # cancelled
-                frame_pool.give_back(rows)
+                frame_pool.release(rows)
                 return None, None
             got = 0
             with nvtx_range("video_decode"):
@@ -141,7 +141,7 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
                     got += 1
             stats["video_decode.decoder"] += time.perf_counter() - t1
             if got < n:
-                frame_pool.give_back(rows[got:])
+                frame_pool.release(rows[got:])
                 rows = rows[:got]
             if not rows:
                 return None, None

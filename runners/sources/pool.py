@@ -44,7 +44,7 @@ class FramePool:
                     self.cv.wait(POLL)
         return got
 
-    def give_back(self, rows: list[int]):
+    def release(self, rows: list[int]):
         with self.cv:
             self.free += rows
             self.cv.notify_all()
@@ -83,7 +83,7 @@ class HostRows:
             if not self.free:
                 return None, None
             r = self.free.pop()
-        return self.rows[r], lambda: self._give_back(r)
+        return self.rows[r], lambda: self._release(r)
 
     def wait_free(self, cancel: threading.Event) -> bool:
         """Waits until a row is free (True) or ``cancel`` is set (False)."""
@@ -102,19 +102,19 @@ class HostRows:
             return off // size
         return None
 
-    def _give_back(self, r: int):
+    def _release(self, r: int):
         with self.cv:
             self.free.append(r)
             self.cv.notify()
 
 
 class Release:
-    """Gives ``rows`` back (``give_back(rows)``) once it has been called ``len(rows)`` times: one per frame."""
+    """Gives ``rows`` back (``release(rows)``) once it has been called ``len(rows)`` times: one per frame."""
 
-    __slots__ = ("give_back", "left", "lock", "rows")
+    __slots__ = ("release", "left", "lock", "rows")
 
-    def __init__(self, give_back: Callable[[list[int]], object], rows: list[int]):
-        self.give_back, self.rows, self.left = give_back, rows, len(rows)
+    def __init__(self, release: Callable[[list[int]], object], rows: list[int]):
+        self.release, self.rows, self.left = release, rows, len(rows)
         self.lock = threading.Lock()
 
     def __call__(self):
@@ -122,7 +122,7 @@ class Release:
             self.left -= 1
             last = self.left == 0
         if last:
-            self.give_back(self.rows)
+            self.release(self.rows)
 
 
 @dataclass

@@ -268,7 +268,7 @@ def _serve_stream(conn, factory, kwargs: dict):
             while True:
                 m = conn.recv()
                 if isinstance(m, Free):
-                    cs.pool.give_back(m.rows)
+                    cs.pool.release(m.rows)
                 elif isinstance(m, Go):
                     go.set()
                 elif isinstance(m, Stop):

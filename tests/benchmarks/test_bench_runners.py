@@ -16,7 +16,7 @@ STREAMS = 8
 FRAMES = 400  # per stream
 
 
-@pytest.mark.parametrize("runner, decoder", [("pipelined", "cpu"), ("streams", "cpu"), ("dynamic", "cpu"),
+@pytest.mark.parametrize("runner, decoder", [("pipelined", "cpu"), ("replicas", "cpu"), ("dynamic", "cpu"),
                                              ("dynamic", "nvdec")])
 def test_runner_end_to_end(benchmark, runner, decoder, env_info):
     from posefuse import RunConfig, run
