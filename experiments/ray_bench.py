@@ -4,7 +4,7 @@ wall time of a simulated CPU cluster of 1, 2 and 3 nodes.
     python experiments/ray_bench.py --gpu [--clips 8]            # one GPU: Ray (1 actor) vs posefuse.run, same call
     python experiments/ray_bench.py --curve [--clips 6 --frames 120 --cpus-per-node 2]
 
-GPU: 8 copies of the 768x432 clip (links) as one archive: ``posefuse.runners.batch.batch`` with one actor
+GPU: 8 copies of the 768x432 clip (links) as one archive: ``posefuse.runners.archive.archive`` with one actor
 holding the GPU, and ``posefuse.run`` over the same files, each with OpenCV decode and (where PyNvVideoCodec
 is installed) NVDEC; steady frames/s (the actor's clock over its calls, warm-up excluded; the run's clock)
 and job wall for each, and the actor over the in-process runner with the same decoder.
@@ -28,14 +28,15 @@ import harness
 CURVE = """
 import json, sys, time, ray
 from ray.cluster_utils import Cluster
-from posefuse.runners.batch import BatchConfig, batch
+from posefuse import RunConfig
+from posefuse.runners.archive import ArchiveConfig, archive
 n, cpus, out, clips = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 c = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus})
 for _ in range(n - 1):
     c.add_node(num_cpus=cpus)
 ray.init(address=c.address, log_to_driver=False)
-s = batch(BatchConfig(sources=clips, out=out, segment_frames=60, imgsz=320, actors=n * cpus, streams=1, batch=8,
-                      device="cpu"))  # one segment per call: the 12 segments spread over every actor
+s = archive(ArchiveConfig(RunConfig(sources=clips, imgsz=320, batch=8, device="cpu"), out_dir=out, segment_frames=60,
+                          actors=n * cpus, segments_per_call=1))  # one segment per call: 12 segments over every actor
 ray.shutdown(); c.shutdown()
 print("RESULT", json.dumps({"nodes": n, "frames": s["frames"], "wall_s": s["wall_s"], "frames_per_s": s["frames_per_s"]}))
 """
@@ -66,7 +67,7 @@ def gpu(tmp: Path, clips: list[str]) -> dict:
     import ray
 
     from posefuse import RunConfig, run
-    from posefuse.runners.batch import BatchConfig, batch
+    from posefuse.runners.archive import ArchiveConfig, archive
 
     import importlib.util
 
@@ -80,13 +81,13 @@ def gpu(tmp: Path, clips: list[str]) -> dict:
     ray.init(num_gpus=1, include_dashboard=False, log_to_driver=False)
     res["ray_init_s"] = time.perf_counter() - t
     for decoder in ("cpu", "nvdec") if res["nvdec_installed"] else ("cpu",):
-        s = batch(BatchConfig(sources=clips, out=str(tmp / f"poses_{decoder}"), actors=1, gpus_per_actor=1,
-                              decoder=decoder))
+        s = archive(ArchiveConfig(RunConfig(sources=clips, decoder=decoder), out_dir=str(tmp / f"poses_{decoder}"),
+                                  actors=1, gpus_per_actor=1))
         actor = next(iter(s["per_actor"].values()), {})
         base = res[f"in_process_{decoder}"]["frames_per_s"]
         res[f"ray_one_gpu_actor_{decoder}"] = {
             "frames": s["frames"], "frames_per_s": actor.get("frames_per_s"), "job_frames_per_s": s["frames_per_s"],
-            "wall_s": s["wall_s"], "actor": actor, "failed": s["failed"], "streams": s["config"]["streams"],
+            "wall_s": s["wall_s"], "actor": actor, "failed": s["failed"], "segments_per_call": s["config"]["segments_per_call"],
             "over_in_process": actor["frames_per_s"] / base if base and actor.get("frames_per_s") else None}
     ray.shutdown()
     return res

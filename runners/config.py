@@ -132,11 +132,10 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def validated(self) -> "RunConfig":
-        """A copy with defaults resolved (device, gpus, chunk); raises ConfigError for a bad option."""
-        import torch
-
-        c = dataclasses.replace(self, sources=list(self.sources) if self.sources else [None], chosen=dict(self.chosen))
+    def check(self):
+        """The option rules that hold on any machine (names, ranges, combinations); raises ConfigError naming
+        the option. :meth:`validated` runs them, then what depends on this machine (devices, decoders)."""
+        c = self
         _choice("runner", c.runner, (AUTO,) + RUNNERS)
         _choice("decoder", c.decoder, (AUTO,) + DECODERS)
         _choice("backend", c.backend, BACKENDS)
@@ -171,6 +170,13 @@ class RunConfig:
             raise ConfigError("imgsz", f"expected a multiple of 32 pixels, >= 32, got {c.imgsz}")
         if c.model not in (DEFAULT_MODEL, DEFAULT_MODEL + ".pt") and not os.path.isfile(c.model):
             raise ConfigError("model", f"expected '{DEFAULT_MODEL}' or a checkpoint file, got {c.model!r} (no such file)")
+
+    def validated(self) -> "RunConfig":
+        """A copy with defaults resolved (device, gpus, chunk); raises ConfigError for a bad option."""
+        import torch
+
+        self.check()
+        c = dataclasses.replace(self, sources=list(self.sources) if self.sources else [None], chosen=dict(self.chosen))
         if c.device is None:
             c.chosen["device"] = "a GPU is available" if torch.cuda.is_available() else "no GPU is available"
         c.device = _device("device", c.device or ("cuda" if torch.cuda.is_available() else "cpu"))

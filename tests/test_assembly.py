@@ -54,12 +54,12 @@ def _run_collect(device: str, **cfg) -> tuple:
 
 
 def _actor_poses(device: str, tmp_path, frames: int, batch: int) -> dict:
-    """The archive job's actor (posefuse batch's map_batches UDF) on the clip's first ``frames`` frames, in
+    """The archive job's actor (posefuse archive's map_batches UDF) on the clip's first ``frames`` frames, in
     this process: {frame: (boxes, scores, keypoints)} read back from its Parquet file."""
     pq = pytest.importorskip("pyarrow.parquet")
-    from posefuse.runners.batch import PoseActor, video_key
+    from posefuse.runners.archive import PoseActor, video_key
 
-    actor = PoseActor(str(tmp_path / "poses"), {"device": device}, batch=batch, decoder="cpu")
+    actor = PoseActor(str(tmp_path / "poses"), RunConfig(device=device, batch=batch, decoder="cpu"))
     row, = actor.run_segments([(CLIP, video_key(CLIP), 0, 0, frames)])
     assert row["error"] is None and row["frames"] == frames
     got: dict = {}

@@ -17,7 +17,7 @@ LAYERS = [
     {"monitor", "outputs", "strategies", "tracking"},  # figures, sinks, admission and submission
     {"concurrent"},  # the threads of a run
     {"assembly"},  # the one assembly of a run on a device
-    {"multigpu", "batch"},  # many assemblies: worker processes, Ray actors
+    {"multigpu", "archive"},  # many assemblies: worker processes, Ray actors
     {"run"},  # run(config) -> Report
     {"cli"},
 ]

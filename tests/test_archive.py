@@ -35,13 +35,16 @@ def short_clip(tmp_path_factory):
     return str(path)
 
 
-def _batch(actor_kwargs=None, **cfg) -> dict:
-    """posefuse.runners.batch.batch(BatchConfig(**cfg)) in a fresh process (Ray's runtime starts and ends
+def _archive(actor_kwargs=None, **cfg) -> dict:
+    """posefuse.runners.archive.archive(ArchiveConfig(RunConfig(run fields of cfg), job fields of cfg)) in a
+    fresh process (Ray's runtime starts and ends
     with it, never inside the test process); returns its summary."""
     import json
 
-    code = ("import json, sys; from posefuse.runners.batch import BatchConfig, batch; "
-            "a = json.loads(sys.argv[1]); s = batch(BatchConfig(**a['cfg']), actor_kwargs=a['actor']); "
+    code = ("import dataclasses, json, sys; from posefuse import RunConfig; "
+            "from posefuse.runners.archive import ArchiveConfig, archive; a = json.loads(sys.argv[1]); "
+            "job = {f.name: a['cfg'].pop(f.name) for f in dataclasses.fields(ArchiveConfig) if f.name in a['cfg']}; "
+            "s = archive(ArchiveConfig(RunConfig(**a['cfg']), **job), actor_kwargs=a['actor']); "
             "print('RESULT ' + json.dumps(s, default=str))")
     r = subprocess.run([sys.executable, "-c", code, json.dumps({"cfg": cfg, "actor": actor_kwargs})],
                        capture_output=True, text=True, timeout=600)
@@ -61,7 +64,7 @@ def _rows(out) -> dict:
 
 
 def test_segments_cover_every_frame_once_and_a_seek_reads_the_same_frames(short_clip, tmp_path):
-    from posefuse.runners.batch import segments
+    from posefuse.runners.archive import segments
     from posefuse.runners.sources.keyframes import keyframes
     from posefuse.runners.sources.opencv import open_video
 
@@ -84,7 +87,7 @@ def test_segments_cover_every_frame_once_and_a_seek_reads_the_same_frames(short_
 def test_keyframes_are_read_from_the_container_in_display_order():
     """keyframes() reads MP4's sync-sample table and puts it in display order (as ffprobe -show_frames
     lists key frames); cut_at_keyframes moves each cut of equal parts to the nearest keyframe."""
-    from posefuse.runners.batch import cut_at_keyframes
+    from posefuse.runners.archive import cut_at_keyframes
     from posefuse.runners.sources.keyframes import keyframes
 
     assert keyframes(helpers.data_path(CLIP)) == list(range(0, 1394, 10))  # ffprobe: closed GOPs of 10
@@ -102,9 +105,9 @@ def test_ray_job_equals_the_in_process_runner_reports_bad_videos_and_resumes(sho
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
     out = tmp_path / "poses"
-    cfg = dict(sources=[short_clip, str(bad)], out=str(out), segment_frames=25, imgsz=320, actors=2, batch=8,
+    cfg = dict(sources=[short_clip, str(bad)], out_dir=str(out), segment_frames=25, imgsz=320, actors=2, batch=8,
                device="cpu")
-    s = _batch(**cfg)
+    s = _archive(**cfg)
     assert s["frames"] == 60 and s["segments"] == 3 and str(bad) in s["failed"]
     ref: dict = {}
     run(RunConfig(sources=[short_clip], imgsz=320, device="cpu", progress=False),
@@ -118,18 +121,18 @@ def test_ray_job_equals_the_in_process_runner_reports_bad_videos_and_resumes(sho
             np.testing.assert_allclose(np.array([b for b, _, _ in poses]), ref[i].boxes, atol=1e-2)
             np.testing.assert_allclose(np.array([k for _, _, k in poses]).reshape(-1, 17, 3), ref[i].keypoints,
                                        atol=1e-2)
-    again = _batch(**cfg)  # a rerun: every segment's file is there
+    again = _archive(**cfg)  # a rerun: every segment's file is there
     assert again["frames"] == 60 and all(v["skipped"] == 3 for v in again["videos"].values())
     assert _rows(out) == got
 
 
 def test_an_actor_killed_mid_segment_is_retried_and_each_frame_is_written_once(short_clip, tmp_path):
-    from posefuse.runners.batch import segments, video_key
+    from posefuse.runners.archive import segments, video_key
 
     marker = tmp_path / "crashed"
     out = tmp_path / "poses"
-    s = _batch({"crash_once": str(marker), "crash_segment": [video_key(short_clip), 1]}, sources=[short_clip],
-               out=str(out), segment_frames=30, imgsz=320, actors=1, batch=8, device="cpu")
+    s = _archive({"crash_once": str(marker), "crash_segment": [video_key(short_clip), 1]}, sources=[short_clip],
+               out_dir=str(out), segment_frames=30, imgsz=320, actors=1, batch=8, device="cpu")
     assert marker.exists()  # the actor died once, mid-segment
     assert s["frames"] == 60 and not s["failed"]
     per_file = {p.name: pq.read_schema(p).metadata[b"posefuse.frames"] for p in out.glob("*/*.parquet")}
@@ -149,12 +152,13 @@ def test_simulated_two_node_cluster_runs_the_job(short_clip, tmp_path):
     code = f"""
 import json, ray
 from ray.cluster_utils import Cluster
-from posefuse.runners.batch import BatchConfig, batch
+from posefuse import RunConfig
+from posefuse.runners.archive import ArchiveConfig, archive
 c = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
 c.add_node(num_cpus=1)
 ray.init(address=c.address, log_to_driver=False)
-s = batch(BatchConfig(sources=[{short_clip!r}], out={str(tmp_path / 'poses')!r}, segment_frames=20, imgsz=320,
-                      actors=2, streams=1, batch=8, device="cpu"))
+s = archive(ArchiveConfig(RunConfig(sources=[{short_clip!r}], imgsz=320, batch=8, device="cpu"),
+                          out_dir={str(tmp_path / 'poses')!r}, segment_frames=20, actors=2, segments_per_call=1))
 nodes = len([n for n in ray.nodes() if n["Alive"]])
 ray.shutdown(); c.shutdown()
 print("RESULT", json.dumps({{"frames": s["frames"], "actors": len(s["per_actor"]), "nodes": nodes}}))
@@ -168,11 +172,29 @@ print("RESULT", json.dumps({{"frames": s["frames"], "actors": len(s["per_actor"]
     assert res == {"frames": 60, "actors": 2, "nodes": 2}
 
 
-def test_batch_cli_bad_options_are_one_line_and_exit_2(short_clip, tmp_path):
+def test_archive_cli_bad_options_are_one_line_and_exit_2(short_clip, tmp_path):
     for args, message in ((["--source", str(tmp_path / "none*.mp4")], "--source: no video files match"),
                           (["--source", short_clip, "--imgsz", "100"], "--imgsz: expected a multiple of 32"),
                           (["--source", short_clip, "--segment-frames", "0"], "--segment-frames: expected a whole")):
-        r = subprocess.run([sys.executable, "-m", "posefuse.runners.cli", "batch", *args, "--out", str(tmp_path / "o")],
+        r = subprocess.run([sys.executable, "-m", "posefuse.runners.cli", "archive", *args, "--out", str(tmp_path / "o")],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert r.stderr.startswith("posefuse: ") and message in r.stderr
+
+
+def test_archive_config_is_a_run_config_plus_the_jobs_fields():
+    """The run's options are checked by RunConfig's own rules; options an archive job does not take, and the
+    job's own fields, are refused naming the option."""
+    from posefuse import ConfigError, RunConfig
+    from posefuse.runners.archive import ArchiveConfig
+
+    ArchiveConfig(RunConfig(sources=["a.mp4"], imgsz=320, batch=8)).check()
+    cases = [(ArchiveConfig(RunConfig(imgsz=100)), "imgsz"), (ArchiveConfig(RunConfig(paced=True)), "paced"),
+             (ArchiveConfig(RunConfig(track=True)), "track"), (ArchiveConfig(RunConfig(runner="serial")), "runner"),
+             (ArchiveConfig(RunConfig(), segment_frames=0), "segment_frames"),
+             (ArchiveConfig(RunConfig(), segments_per_call=0), "segments_per_call"),
+             (ArchiveConfig(RunConfig(), actors=0), "actors")]
+    for cfg, option in cases:
+        with pytest.raises(ConfigError) as e:
+            cfg.check()
+        assert e.value.option == option

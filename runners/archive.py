@@ -1,8 +1,11 @@
 """Video archives on Ray Data: work items are video segments, decoded inside the pose actors; poses go to
 Parquet.
 
-    posefuse batch --source 'archive/**/*.mp4' --out poses/ [--address auto] [--actors 4] [--gpus-per-actor 1]
-    summary = posefuse.runners.batch.batch(BatchConfig(sources=[...], out="poses/"))
+    posefuse archive --source 'archive/**/*.mp4' --out poses/ [--address auto] [--actors 4] [--gpus-per-actor 1]
+    summary = posefuse.runners.archive.archive(ArchiveConfig(RunConfig(sources=[...]), out_dir="poses/"))
+
+The job's configuration is a RunConfig (the sources, and the decoding and pipeline of every actor, validated
+by its rules) plus the job's own fields (ArchiveConfig).
 
 Rows of the dataset are (video, segment, start, end) in frames, not frames: an actor decodes its own
 segment (NVDEC where PyNvVideoCodec and a GPU are, else OpenCV; either seeks to ``start``) and runs the
@@ -11,7 +14,7 @@ about ``segment_frames`` so that many actors share one video; every
 frame lands in exactly one segment, and within it in order. :class:`PoseActor` is the map_batches UDF
 (a callable class, one pipeline per actor) for a user's own Ray Data pipeline.
 
-Each segment is written as ``<out>/<video key>/<segment>.parquet`` (a temporary file renamed into place),
+Each segment is written as ``<out_dir>/<video key>/<segment>.parquet`` (a temporary file renamed into place),
 one row per detection: video, frame, timestamp, box (x1, y1, x2, y2), score, keypoints (17 x (x, y,
 visibility), flat); a segment's frame count, frames with no detection included, is in the file's metadata
 and the summary. A segment retried after its actor died replaces its file, so the output holds each frame
@@ -28,45 +31,59 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import DECODERS
+from .config import ConfigError, RunConfig
 
 SEGMENT_FRAMES = 1024  # a work item's length: a 30 fr/s hour is 106 items, a 1,394-frame clip 2 (700 + 694)
-STREAMS = 8  # segments an actor runs at once (the map_batches batch size; results/DECISIONS.md)
+SEGMENTS_PER_CALL = 8  # segments an actor runs at once (the map_batches batch size; results/DECISIONS.md)
+# RunConfig options an archive job does not take (name: why): its segments are files read as fast as they go
+NOT_ARCHIVE = {"repeat": 1, "max_frames": None, "mode": "archive", "paced": False, "fps": None, "loop": False,
+               "duration_s": None, "gpus": None, "track": False, "out": None, "save_json": None, "save_coco": None,
+               "save_video": None}
 SCHEMA_VERSION = 1
 COLUMNS = ("video", "frame", "timestamp", "box", "score", "keypoints")
 
 
 @dataclass
-class BatchConfig:
-    """One archive job.
+class ArchiveConfig:
+    """One archive job: ``run``, the RunConfig of the job (its ``sources``: video files or glob patterns,
+    '**' recursing; its decoder, device, model, backend, precision, imgsz, conf, iou, batch and cuda_graph:
+    each actor's; 'auto' decoder: NVDEC where the actor has it, a video NVDEC cannot open read with OpenCV;
+    each actor runs the dynamic runner), plus the job's own fields:
 
-    sources: video files or glob patterns ('**' recurses); out: the output folder (created).
-    address: the Ray cluster ('auto': a running one; None: start a local one). actors: pose actors (default:
-    one per GPU of the cluster, else 2). gpus_per_actor: GPUs each actor holds (0 on a CPU-only cluster).
-    segment_frames: a work item's length, frames (>= 1; cuts fall on keyframes). streams: segments an actor runs at once, as streams
-    of one batcher (>= 1; the map_batches batch size). decoder, device, model, backend, precision, imgsz,
-    conf, iou, batch: the decoding and pipeline in each actor, as RunConfig's ('auto' decoder: NVDEC where
-    the actor has it, a video NVDEC cannot open read with OpenCV). max_restarts: times Ray restarts a dead actor (its
-    segment is retried on the new one).
+    out_dir: the output folder (created). address: the Ray cluster ('auto': a running one; None: start a
+    local one). actors: pose actors (default: one per GPU of the cluster, else 2). gpus_per_actor: GPUs each
+    actor holds (default: 1 where the cluster has GPUs, else 0). segment_frames: a work item's length, frames
+    (>= 1; cuts fall on keyframes). segments_per_call: segments an actor runs at once, as streams of one
+    batcher (>= 1; the map_batches batch size). max_restarts: times Ray restarts a dead actor (its segment is
+    retried on the new one).
     """
 
-    sources: list = field(default_factory=list)
-    out: str = "poses"
+    run: RunConfig = field(default_factory=RunConfig)
+    out_dir: str = "poses"
     address: str | None = None
     actors: int | None = None
     gpus_per_actor: float | None = None
     segment_frames: int = SEGMENT_FRAMES
-    streams: int = STREAMS
-    decoder: str = "auto"
-    device: str | None = None
-    model: str = "yolo11n-pose"
-    backend: str = "auto"
-    precision: str = "fp16"
-    imgsz: int = 640
-    conf: float = 0.25
-    iou: float = 0.7
-    batch: int = 64
+    segments_per_call: int = SEGMENTS_PER_CALL
     max_restarts: int = 3
+
+    def check(self):
+        """Raises ConfigError naming the option: the run's own rules (RunConfig.check), the options an archive
+        job does not take, and the job's fields."""
+        self.run.check()
+        for name, default in NOT_ARCHIVE.items():
+            if getattr(self.run, name) != default:
+                raise ConfigError(name, "is not an option of an archive job (its segments run as fast as they go)")
+        if self.run.runner not in ("auto", "dynamic"):
+            raise ConfigError("runner", f"an archive job's actors run the dynamic runner, got {self.run.runner!r}")
+        for name in ("segment_frames", "segments_per_call", "max_restarts"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < (0 if name == "max_restarts" else 1):
+                raise ConfigError(name, f"expected a whole number >= {0 if name == 'max_restarts' else 1}, got {v!r}")
+        if self.actors is not None and (not isinstance(self.actors, int) or self.actors < 1):
+            raise ConfigError("actors", f"expected a whole number >= 1, got {self.actors!r}")
+        if self.gpus_per_actor is not None and not self.gpus_per_actor >= 0:
+            raise ConfigError("gpus_per_actor", f"expected GPUs >= 0, got {self.gpus_per_actor!r}")
 
 
 def video_key(path: str) -> str:
@@ -135,8 +152,8 @@ def segment_path(out: str, key: str, segment: int) -> Path:
 
 
 class PoseActor:
-    """The Ray Data map_batches UDF: ``ds.map_batches(PoseActor, fn_constructor_kwargs={"out": ..., ...},
-    batch_size=STREAMS, concurrency=N, num_gpus=1)`` over rows of :func:`segments`. A call runs its rows'
+    """The Ray Data map_batches UDF: ``ds.map_batches(PoseActor, fn_constructor_kwargs={"out_dir": ..., "run":
+    RunConfig(...)}, batch_size=SEGMENTS_PER_CALL, concurrency=N, num_gpus=1)`` over rows of :func:`segments`. A call runs its rows'
     segments at once, as streams of one dynamic batcher (the package's concurrent runner, as ``posefuse
     run`` runs several files), so one segment's decode overlaps the others' and the GPU's work; then it
     writes each segment's Parquet file and returns a summary row per segment (video, segment, frames,
@@ -144,14 +161,14 @@ class PoseActor:
     the first actor to reach the middle of the segment named by ``crash_segment`` creates it and dies
     (os._exit), the fault-injection hook for tests of Ray's retries."""
 
-    def __init__(self, out: str, pipeline: dict, batch: int = 64, decoder: str = "auto",
-                 crash_once: str | None = None, crash_segment: tuple | None = None):
-        from .assembly import make_pipelines
-        from .config import RunConfig
+    def __init__(self, out_dir: str, run: RunConfig, crash_once: str | None = None, crash_segment: tuple | None = None):
+        import dataclasses
 
-        self.out, self.batch = out, batch
-        # the run's own config and pipeline: partial batches padded to ``batch``, one graph capture per shape
-        self.cfg = RunConfig(runner="dynamic", decoder=decoder, batch=batch, progress=False, **pipeline).validated()
+        from .assembly import make_pipelines
+
+        self.out = out_dir
+        # the job's run config and pipeline: partial batches padded to its batch, one graph capture per shape
+        self.cfg = dataclasses.replace(run, runner="dynamic", progress=False).validated()
         self.pipe = make_pipelines(self.cfg, self.cfg.device)[0]
         self.warmed: set = set()
         self.calls = 0
@@ -271,24 +288,20 @@ class PoseActor:
         os._exit(1)
 
 
-def batch(cfg: BatchConfig, actor_kwargs: dict | None = None) -> dict:
-    """Run the archive job ``cfg`` on Ray Data; returns (and writes as ``<out>/summary.json``) the summary:
-    per video frames, detections and segments, failures, frames/s overall and per actor.
-    ``actor_kwargs``: more PoseActor arguments (its fault-injection hook, for tests)."""
+def archive(cfg: ArchiveConfig, actor_kwargs: dict | None = None) -> dict:
+    """Run the archive job ``cfg`` on Ray Data; returns (and writes as ``<out_dir>/summary.json``) the summary:
+    per video frames, detections and segments, failures, frames/s overall and per actor. Raises ConfigError
+    for a bad option. ``actor_kwargs``: more PoseActor arguments (its fault-injection hook, for tests)."""
+    import dataclasses
+
     import ray
 
-    for name in ("segment_frames", "streams", "batch") + (("actors",) if cfg.actors is not None else ()):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-            raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(cfg, name)!r}")
-    if cfg.imgsz < 32 or cfg.imgsz % 32:
-        raise ValueError(f"imgsz: expected a multiple of 32 pixels, >= 32, got {cfg.imgsz}")
-    if cfg.decoder not in ("auto",) + DECODERS:
-        raise ValueError(f"decoder: expected one of auto, {', '.join(DECODERS)}; got {cfg.decoder!r}")
-    videos = expand(cfg.sources)
+    cfg.check()
+    videos = expand(cfg.run.sources)
     if not videos:
-        raise ValueError(f"sources: no video files match {cfg.sources}")
+        raise ConfigError("sources", f"no video files match {cfg.run.sources}")
     rows, failed = segments(videos, cfg.segment_frames)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     started_here = not ray.is_initialized()
     if started_here:
@@ -297,17 +310,16 @@ def batch(cfg: BatchConfig, actor_kwargs: dict | None = None) -> dict:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1 if gpus else 0)
         actors = cfg.actors or (max(1, int(gpus / per_actor)) if per_actor else 2)
-        device = cfg.device or ("cuda" if per_actor else "cpu")
-        if cfg.decoder == "nvdec" and not device.startswith("cuda"):
-            raise ValueError(f"decoder: 'nvdec' decodes into GPU memory: the actors need a GPU, got device {device!r}")
-        pipeline = {"model": cfg.model, "device": device, "backend": cfg.backend, "precision": cfg.precision,
-                    "imgsz": cfg.imgsz, "conf": cfg.conf, "iou": cfg.iou}
-        actor = {"out": cfg.out, "pipeline": pipeline, "batch": cfg.batch, "decoder": cfg.decoder}
+        device = cfg.run.device or ("cuda" if per_actor else "cpu")
+        if cfg.run.decoder == "nvdec" and not device.startswith("cuda"):
+            raise ConfigError("decoder", f"'nvdec' decodes into GPU memory: the actors need a GPU, got device {device!r}")
+        run = dataclasses.replace(cfg.run, device=device, sources=[None])  # each call names its own segments
         done = []
         if rows:
             ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-            ds = ds.map_batches(PoseActor, fn_constructor_kwargs={**actor, **(actor_kwargs or {})},
-                                batch_size=cfg.streams, concurrency=actors, num_gpus=per_actor, num_cpus=1,
+            ds = ds.map_batches(PoseActor, fn_constructor_kwargs={"out_dir": cfg.out_dir, "run": run,
+                                                                  **(actor_kwargs or {})},
+                                batch_size=cfg.segments_per_call, concurrency=actors, num_gpus=per_actor, num_cpus=1,
                                 max_restarts=cfg.max_restarts, max_task_retries=cfg.max_restarts)
             done = ds.take_all()
     finally:
@@ -347,5 +359,5 @@ def _summary(cfg, videos, rows, done, failed, wall, actors, device) -> dict:
                "actors": actors, "device": device,
                "per_actor": {k: {**a, "frames_per_s": a["frames"] / a["seconds"] if a["seconds"] else None}
                              for k, a in per_actor.items()}}
-    (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    (Path(cfg.out_dir) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
