@@ -145,18 +145,15 @@ def _runners() -> list:
             label = (clip + (", NVDEC" if rt.get("decoder") == "nvdec" else ", OpenCV")
                      + (", cameras on loopback" if rt.get("network") else ""))
             if per_clip.get(label, (None,))[0] != day:
-                per_clip[label] = (day, run, {}, [])
+                per_clip[label] = (day, run, {})
             per_clip[label][2].update({x["streams"]: x for x in c["rows"]})
-            if run.get("note"):
-                per_clip[label][3].append(run["note"])
-    for label, (day, run, rows, notes) in per_clip.items():
+    for label, (day, run, rows) in per_clip.items():  # a run's notes stay in results/runners.json
         held = [S for S, x in rows.items() if realtime_held(x["runs"])]
         text = ", ".join(f"S={S}: p99 " + "/".join(f"{r['latency_ms']['p99']:.0f}" for r in rows[S]["runs"]) + " ms"
                          for S in sorted(rows))
-        out += ["", f"Real time, {label} (dynamic runner, live 30 fr/s streams, the p99 of each run; {day[0]}, "
+        out += ["", f"Paced streams, {label} (dynamic runner, 30 fr/s streams, the p99 of each run; {day[0]}, "
                 f"{day[1]}): {text}; largest S held (every run: p99 <= 50 ms, no drop, >= 95% of the offered "
-                f"frames/s): {max(held) if held else 'none measured'}."
-                + (" The runs carry notes: " + " ".join(notes) if notes else "")]
+                f"frames/s): {max(held) if held else 'none measured'}."]
     for pred, what in ((lambda r: "multigpu" in r and r["streams"] == 8, "the same 8 NVDEC streams"),
                        (lambda r: "multigpu" in r and r["streams"] != 8, None)):
         run = last(pred)
@@ -170,8 +167,8 @@ def _runners() -> list:
 
 
 def _regression() -> list:
-    """The latest old-vs-new comparison of each kind (benchmarks, end to end), from results/regression.json,
-    with the note a run carries."""
+    """The latest old-vs-new comparison of each kind (benchmarks, end to end), from results/regression.json
+    (a run's note stays there)."""
     d = _load("regression")
     if not d:
         return []
@@ -179,15 +176,12 @@ def _regression() -> list:
            "--old OLD_CHECKOUT`): the same measurements on an older commit and on this code, side by side in one "
            "call each.", "", "| measurement | old | new | new / old | old commit; card, date |",
            "| --- | ---: | ---: | ---: | --- |"]
-    notes = []
     for kind in ("bench", "e2e"):
         run = next((r for r in reversed(d["runs"]) if kind in r["command"]), None)
         for row in run["rows"] if run else []:
             out.append(f"| {row['what']} | {row['old']:,.2f} | {row['new']:,.2f} | {row['new_over_old']:.3f} | "
                        f"{run.get('old_label') or '-'}; {run['env'].get('card')}, {run['env'].get('date')} |")
-        if run and run.get("note"):
-            notes.append(f"- {kind}, {run['env'].get('date')}: {run['note']}")
-    return out + [""] + (notes + [""] if notes else [])
+    return out + [""]
 
 
 def _soak() -> list:
