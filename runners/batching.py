@@ -7,8 +7,9 @@ its own (the caller passes ``now``), so every rule is tested by offering frames 
     wake = policy.deadline()                               # when take() may give one without new frames
 
 Rules (DeepStream's nvstreammux has the same two knobs: batch size and the batched-push timeout):
-* one batch holds frames of one ``canvas`` (any hashable: the pipeline's letterbox canvas, pixel format
-  and memory), so each frame is letterboxed as it is alone and its poses depend on the frame only;
+* one batch holds frames of one ``canvas`` key (any hashable; the run passes the frame's image size, pixel
+  format and memory: one letterbox canvas, one CUDA graph), so each frame is letterboxed as it is alone
+  and its poses depend on the frame only;
 * dynamic (``max_wait`` seconds): a canvas's frames leave when ``size`` of them wait, or when the oldest has
   waited ``max_wait`` since it was offered;
 * fixed (``max_wait`` None): they leave when ``size`` wait; a partial batch leaves when no frame was offered

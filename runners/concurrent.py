@@ -382,11 +382,12 @@ class Submitted:
 
 def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, ended: dict):
     """One GPU worker: offers the readers' frames to ``policy`` and submits each batch it lets leave to
-    ``pipe`` on a CUDA stream of its own. Several may share one queue (the ``replicas`` runner). ``ended``:
+    ``pipe`` on a CUDA stream of its own. A batch's key is its frames' signature (image size, pixel format,
+    memory): one letterbox canvas and one CUDA graph, padded to the run's batch size, so a frame runs
+    through the same graph whatever streams share its batch (results/DECISIONS.md). Several may share one queue (the ``replicas`` runner). ``ended``:
     {"n": sources ended, "of": sources} shared by the workers. Late frames are released here and recorded
     as drops by the result thread."""
     times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.ring_wait": 0.0, "gpu.results_full_wait": 0.0}
-    canvas = pipe.canvas
 
     def all_ended():
         with state.lock:
@@ -409,7 +410,7 @@ def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, en
                     with state.lock:
                         ended["n"] += 1
                 elif item is not None:  # a reader's pass: a Parcel per stream
-                    policy.offer([Waiting(p.stream, p.seq + k, f, f.arrived, (canvas(f.checked[1]), f.pixel_format,
+                    policy.offer([Waiting(p.stream, p.seq + k, f, f.arrived, (f.checked[1], f.pixel_format,
                                                                               f.checked[0].device.type))
                                   for p in item for k, f in enumerate(p.frames)], now)
                 done = (item is None or (item is _END and frames_q.empty())) and all_ended()
