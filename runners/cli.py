@@ -273,7 +273,7 @@ def _run(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     print(f"[start-up] {line}")
     if report.shutdown_s:
         print("[shutdown] " + ", ".join(f"{k} {v:.2f} s" for k, v in report.shutdown_s.items()))
-    if a.out:  # run() wrote it; the process figures are the command line's to add
+    if a.out and "<out>" not in report.failed:  # run() wrote it; the process figures are the command line's
         report.write(a.out, job)
         if "<out>" in report.failed:
             print(f"posefuse: {report.failed['<out>']}", file=sys.stderr)

@@ -30,30 +30,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .events import RunEvents
+from .events import RunEvents, RunInterrupted, RunnerError
 from .sources import Source, SourceError
 from .sources.pool import POLL  # how often a blocked worker looks at the stop flag
 from .batching import BatchPolicy, Waiting
 from .control import RemoveSource
-from .strategies import admit_all, deliver, submit_frames
+from .strategies import SinkError, admit_all, deliver, submit_frames
 
 READERS = max(2, os.cpu_count() or 2)  # reader threads the sources share (a decode each at a time)
 PUMP_AHEAD = 2  # parcels a camera's pump reads ahead of its reader
 JOIN_TIMEOUT_S = 5.0  # how long a stopping run waits for its threads (beyond a network read's STALL_S)
 _END = object()
 _LATE = object()  # a frame dropped in live mode, in place of its result
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C / SIGTERM: the run drained (no new frames read, frames already in finished) and stopped."""
-
-
-class RunnerError(RuntimeError):
-    """A worker failed; ``stage`` is 'read', 'gpu' or 'result'; ``__cause__`` is the original error."""
-
-    def __init__(self, stage: str, err: BaseException):
-        super().__init__(f"{stage} stage failed: {type(err).__name__}: {err}")
-        self.stage = stage
 
 
 @dataclass
@@ -480,6 +468,8 @@ def _results(results_q, events: RunEvents, on_result, state: RunState, n_workers
             state.leave(late)
             deliver(ready, events, on_result, state.leave)  # the batch's accounting at once, then the results
             times["result.gpu_wait_and_deliver"] += time.perf_counter() - t1
+    except SinkError as e:  # an output or on_result failed: the run stops with its error
+        state.fail("result", e.__cause__)
     except BaseException as e:  # noqa: BLE001
         state.fail("result", e)
     finally:

@@ -15,6 +15,18 @@ from typing import Protocol, runtime_checkable
 Key = tuple  # (stream name, frame index)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM: the run drained (no new frames read, frames already in finished) and stopped."""
+
+
+class RunnerError(RuntimeError):
+    """A worker failed; ``stage`` is 'read', 'gpu' or 'result'; ``__cause__`` is the original error."""
+
+    def __init__(self, stage: str, err: BaseException):
+        super().__init__(f"{stage} stage failed: {type(err).__name__}: {err}")
+        self.stage = stage
+
+
 @runtime_checkable
 class RunEvents(Protocol):
     def start(self) -> None:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .concurrent import POLL, RunInterrupted, RunnerError
-from .events import FrameResult, RunEvents
+from .concurrent import POLL
+from .events import FrameResult, RunEvents, RunInterrupted, RunnerError
 from .monitor import PerformanceMonitor
 
 FLUSH_EVENTS = 256  # a worker sends its events in messages of up to this many...

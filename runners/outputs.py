@@ -19,6 +19,7 @@ what ``pycocotools.COCO.loadRes`` reads.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -100,6 +101,15 @@ def check_paths(cfg):
                                             "(use .mp4, .avi or .mov)")
 
 
+@contextlib.contextmanager
+def _naming(option: str, path: str):
+    """An OSError inside is raised again as one naming the output: '<option> <path>: <why>'."""
+    try:
+        yield
+    except OSError as e:
+        raise OSError(f"{option} {path}: {e.strerror or e}") from e
+
+
 class Outputs:
     """The sinks of one run, fed FrameResults (``__call__``). ``streams``: [(spec, name)] in order;
     ``fps``: {stream name: frame rate} for the videos (30 where unknown)."""
@@ -125,17 +135,12 @@ class Outputs:
             self.video_of[name] = video_paths(self._video_base, max(2, k + 1))[k]
 
     def __call__(self, r: FrameResult):
+        """Writes ``r`` to each output; an output that fails raises OSError naming its option and path."""
         image_id = self.position.get(r.stream, 0) * IMAGE_ID_STRIDE + r.index
         p = r.poses
         if self.jsonl is not None:
-            self.jsonl.write(json.dumps({
-                "stream": r.stream, "frame": r.index, "image_id": image_id,
-                "timestamp": None if r.timestamp is None else round(float(r.timestamp), 4), "file": r.file,
-                "height": int(r.size[0]), "width": int(r.size[1]),
-                "poses": [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4),
-                           "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(v), 4)] for x, y, v in k],
-                           **({} if tid is None else {"track_id": int(tid)})}
-                          for b, s, k, tid in zip(p.boxes, p.scores, p.keypoints, _ids(p))]}) + "\n")
+            with _naming("save_json", self.jsonl.name):
+                self._write_json(r, image_id, p)
         if self.coco_path:
             for b, s, k, tid in zip(p.boxes, p.scores, p.keypoints, _ids(p)):
                 x1, y1, x2, y2 = (float(v) for v in b)
@@ -147,7 +152,18 @@ class Outputs:
             if r.image is None:  # validated against: NVDEC and multigpu runs have no host images
                 self.lost_video_frames += 1
                 return
-            self._writer(r.stream, r.image.shape).write(draw(r.image, p))
+            with _naming("save_video", self.video_of[r.stream]):
+                self._writer(r.stream, r.image.shape).write(draw(r.image, p))
+
+    def _write_json(self, r: FrameResult, image_id: int, p):
+        self.jsonl.write(json.dumps({
+            "stream": r.stream, "frame": r.index, "image_id": image_id,
+            "timestamp": None if r.timestamp is None else round(float(r.timestamp), 4), "file": r.file,
+            "height": int(r.size[0]), "width": int(r.size[1]),
+            "poses": [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4),
+                       "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(v), 4)] for x, y, v in k],
+                       **({} if tid is None else {"track_id": int(tid)})}
+                      for b, s, k, tid in zip(p.boxes, p.scores, p.keypoints, _ids(p))]}) + "\n")
 
     def _writer(self, stream: str, shape):
         w = self.writers.get(stream)
@@ -156,15 +172,24 @@ class Outputs:
             w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*FOURCC), self.fps.get(stream) or 30.0,
                                 (shape[1], shape[0]))
             if not w.isOpened():
-                raise OSError(f"save_video: OpenCV could not open {path} for writing")
+                raise OSError("OpenCV could not open it for writing")
             self.writers[stream] = w
             self.paths.append(path)
         return w
 
-    def close(self):
-        if self.jsonl is not None:
-            self.jsonl.close()
-        if self.coco_path:
-            Path(self.coco_path).write_text(json.dumps(self.coco))
+    def close(self) -> dict:
+        """Closes every output; returns {'<option>': error} for those that could not be written (each is still
+        closed), so a failing output leaves the others and the report."""
+        failed = {}
+        for option, path, fn in (("save_json", self.jsonl and self.jsonl.name, self.jsonl and self.jsonl.close),
+                                 ("save_coco", self.coco_path,
+                                  self.coco_path and (lambda: Path(self.coco_path).write_text(json.dumps(self.coco))))):
+            if fn:
+                try:
+                    with _naming(option, path):
+                        fn()
+                except OSError as e:
+                    failed[f"<{option}>"] = str(e)
         for w in self.writers.values():
             w.release()
+        return failed

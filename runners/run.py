@@ -19,9 +19,8 @@ from pathlib import Path
 
 from .. import __version__
 from .assembly import Assembly, stream_specs
-from .concurrent import RunInterrupted, RunnerError
 from .config import CONCURRENT, ConfigError, RunConfig
-from .events import FrameResult, StreamFanout
+from .events import FrameResult, RunInterrupted, RunnerError, StreamFanout
 from .monitor import PerformanceMonitor
 from .outputs import Outputs, check_paths
 
@@ -186,7 +185,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                 failed = {**asm.failed, **failed}
             progress.close()
             t = time.perf_counter()
-            outputs.close()
+            failed.update(outputs.close())  # an output that cannot be written is named; the report still is
             shutdown_outputs = time.perf_counter() - t
     per_stream = {}
     for name, mon in events.streams.items():

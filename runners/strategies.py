@@ -21,11 +21,16 @@ from ..fusion.pipeline import PoseResult
 from ..kernels._common import KernelInputError, as_tensor
 from ..kernels.letterbox import FrameBatch, check_frame
 from .config import SEQUENTIAL
-from .events import BatchSink, FrameResult, RunEvents
+from .events import BatchSink, FrameResult, RunEvents, RunnerError
 from .sources import Frame, Source
 
 
 OnResult = Callable[[FrameResult], None]
+
+
+class SinkError(RuntimeError):
+    """A result sink (an output, ``on_result``) raised while results were handed out; ``__cause__`` is its
+    error. The frames it was given are accounted as delivered; those after them are not."""
 
 
 def check(stream: str, f: Frame, device=None) -> str | None:
@@ -138,11 +143,14 @@ def deliver(ready, events: RunEvents, on_result: OnResult | None, accounted=None
             results = [FrameResult(name, f.index, r, tuple(f.checked[1]), f.timestamp, f.file,
                                    f.image if f.pixel_format == "bgr" and f.checked[0].device.type == "cpu" else None,
                                    f.restart) for name, f, r in ready]
-            if isinstance(on_result, BatchSink):
-                on_result.batch(results)
-            else:
-                for fr in results:
-                    on_result(fr)
+            try:
+                if isinstance(on_result, BatchSink):
+                    on_result.batch(results)
+                else:
+                    for fr in results:
+                        on_result(fr)
+            except Exception as e:  # noqa: BLE001 - the sink's error, with the sink named by its message
+                raise SinkError(str(e)) from e
     finally:
         for _, f, _ in ready:
             f.release()
@@ -153,44 +161,68 @@ def _finished(name: str, submitted: list, events: RunEvents):
     return ((name, f, r) for f, r in finish(submitted, events))
 
 
+def _stop(name: str, frames: list, events: RunEvents, err: BaseException):
+    """A sequential runner's sink failed: ``frames`` of stream ``name`` not yet delivered become drops naming
+    the failure, and the run stops with it (RunnerError, stage 'result'), as the threaded runners stop."""
+    reason = f"run stopped: result stage failed: {type(err).__name__}: {err}"
+    for f in frames:
+        f.release()
+        events.dropped((name, f.index), reason)
+    raise RunnerError("result", err) from err
+
+
 def run_serial(src: Source, pipe, events: RunEvents, on_result: OnResult | None = None):
     for parcel in src:
-        for f in admit(src.name, parcel, events, pipe.device):
-            deliver(_finished(src.name, submit_frames(pipe, [f]), events), events, on_result)
+        good = admit(src.name, parcel, events, pipe.device)
+        for k, f in enumerate(good):
+            try:
+                deliver(_finished(src.name, submit_frames(pipe, [f]), events), events, on_result)
+            except SinkError as e:
+                _stop(src.name, good[k + 1:], events, e.__cause__)
 
 
 def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None = None, batch: int = 32):
+    """Fixed batches of ``src``; the next batch is queued while the last is read back. A source that fails
+    mid-stream: the frames already in are finished, then its error goes on; a sink that fails: the frames
+    not delivered become drops and the run stops (RunnerError)."""
     pending = None  # the last batch's submitted parts: read back while the next batch is staged and queued
     buf: list = []
 
     def flush(frames):
         nonlocal pending
-        p = submit_frames(pipe, frames)
-        if pending is not None:
-            deliver(_finished(src.name, pending, events), events, on_result)
-        pending = p
+        done, pending = pending, (submit_frames(pipe, frames) if frames else None)
+        if done is not None:
+            deliver(_finished(src.name, done, events), events, on_result)
 
     try:
-        for parcel in src:
-            for f in admit(src.name, parcel, events, pipe.device):
-                buf.append(f)
-                if len(buf) == batch:
-                    flush(buf)
-                    buf = []
-    finally:  # also when the source fails mid-stream: frames already in are finished, then the error goes on
-        if buf:
-            flush(buf)
-        if pending is not None:
-            deliver(_finished(src.name, pending, events), events, on_result)
+        try:
+            for parcel in src:
+                for f in admit(src.name, parcel, events, pipe.device):
+                    buf.append(f)
+                    if len(buf) == batch:
+                        frames, buf = buf, []
+                        flush(frames)
+        finally:  # the source ended or failed: what is in is finished, then its error (if any) goes on
+            frames, buf = buf, []
+            flush(frames)
+            flush([])
+    except SinkError as e:
+        left = buf + [f for frames, _ in (pending or ()) for f in frames]
+        pending = None
+        _stop(src.name, left, events, e.__cause__)
 
 
 def run_ultralytics(src: Source, yolo, events: RunEvents, on_result: OnResult | None = None, **predict_kw):
     for parcel in src:
-        for f in admit(src.name, parcel, events):
+        good = admit(src.name, parcel, events)
+        for k, f in enumerate(good):
             r = yolo.predict(f.image, verbose=False, **predict_kw)[0]
             res = PoseResult(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),
                              r.keypoints.data.cpu().numpy().reshape(-1, 17, 3))
-            deliver([(src.name, f, res)], events, on_result)
+            try:
+                deliver([(src.name, f, res)], events, on_result)
+            except SinkError as e:
+                _stop(src.name, good[k + 1:], events, e.__cause__)
 
 
 def run_source(src: Source, runner: str, engine, events: RunEvents, on_result: OnResult | None = None,
