@@ -152,9 +152,9 @@ def segment_path(out: str, key: str, segment: int) -> Path:
 
 
 class PoseActor:
-    """The Ray Data map_batches UDF: ``ds.map_batches(PoseActor, fn_constructor_kwargs={"out_dir": ..., "run":
-    RunConfig(...)}, batch_size=SEGMENTS_PER_CALL, concurrency=N, num_gpus=1)`` over rows of :func:`segments`. A call runs its rows'
-    segments at once, as streams of one dynamic batcher (the package's concurrent runner, as ``posefuse
+    """The Ray Data map_batches UDF: ``ds.map_batches(PoseActor, fn_constructor_kwargs={"out_dir": ...,
+    "run": RunConfig(...)}, batch_size=SEGMENTS_PER_CALL, concurrency=N, num_gpus=1)`` over rows of
+    :func:`segments`. A call runs its rows' segments at once, as streams of one dynamic batcher (the package's concurrent runner, as ``posefuse
     run`` runs several files), so one segment's decode overlaps the others' and the GPU's work; then it
     writes each segment's Parquet file and returns a summary row per segment (video, segment, frames,
     detections, skipped, error, actor, and the call's id, clock and warm-up seconds). ``crash_once``: a path;
@@ -312,7 +312,8 @@ def archive(cfg: ArchiveConfig, actor_kwargs: dict | None = None) -> dict:
         actors = cfg.actors or (max(1, int(gpus / per_actor)) if per_actor else 2)
         device = cfg.run.device or ("cuda" if per_actor else "cpu")
         if cfg.run.decoder == "nvdec" and not device.startswith("cuda"):
-            raise ConfigError("decoder", f"'nvdec' decodes into GPU memory: the actors need a GPU, got device {device!r}")
+            raise ConfigError("decoder", f"'nvdec' decodes into GPU memory: the actors need a GPU, got device "
+                                         f"{device!r}")
         run = dataclasses.replace(cfg.run, device=device, sources=[None])  # each call names its own segments
         done = []
         if rows:

@@ -200,9 +200,9 @@ class Assembly:
         Raises SourceError."""
         cfg, where = self.cfg, self.placements.setdefault(s.name, place(self.cfg, s.spec))
         if where.reader == HOST_PROCESS:  # looped, timed and paced there
-            return self._host_processes().open(s.name, spec=s.spec, max_frames=s.max_frames, reconnect_s=cfg.reconnect_s,
-                                               start=s.start, threads=self._threads, loop=cfg.loop,
-                                               duration_s=cfg.duration_s, fps=cfg.fps)
+            return self._host_processes().open(s.name, spec=s.spec, max_frames=s.max_frames,
+                                               reconnect_s=cfg.reconnect_s, start=s.start, threads=self._threads,
+                                               loop=cfg.loop, duration_s=cfg.duration_s, fps=cfg.fps)
         cuda = self.device.startswith("cuda")
 
         def open_from(first, decoder=where.decoder):
@@ -289,7 +289,8 @@ class Assembly:
         elif self.engine is None:
             self.engine = make_pipelines(cfg, self.device)
         if cfg.runner == "ultralytics":
-            self.ran.update(backend="ultralytics", precision=cfg.precision if self.device.startswith("cuda") else "fp32")
+            gpu = self.device.startswith("cuda")
+            self.ran.update(backend="ultralytics", precision=cfg.precision if gpu else "fp32")
         else:
             p = self.engine[0]
             self.ran.update(backend=p.backend, precision=p.precision, cuda_graph=p.cuda_graph)

@@ -20,7 +20,8 @@ from .. import __version__
 from .config import AUTO, DECODERS, RECONNECT_S, RUNNERS
 
 
-_FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress", "out_dir": "--out"}  # field -> flag
+# a RunConfig or ArchiveConfig field -> its flag, where the flag is not the field's name
+_FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress", "out_dir": "--out"}
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):

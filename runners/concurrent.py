@@ -372,9 +372,9 @@ def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, en
     """One GPU worker: offers the readers' frames to ``policy`` and submits each batch it lets leave to
     ``pipe`` on a CUDA stream of its own. A batch's key is its frames' signature (image size, pixel format,
     memory): one letterbox canvas and one CUDA graph, padded to the run's batch size, so a frame runs
-    through the same graph whatever streams share its batch (results/DECISIONS.md). Several may share one queue (the ``replicas`` runner). ``ended``:
-    {"n": sources ended, "of": sources} shared by the workers. Late frames are released here and recorded
-    as drops by the result thread."""
+    through the same graph whatever streams share its batch (results/DECISIONS.md). Several may share one
+    queue (the ``replicas`` runner). ``ended``: {"n": sources ended, "of": sources} shared by the workers.
+    Late frames are released here and recorded as drops by the result thread."""
     times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.ring_wait": 0.0, "gpu.results_full_wait": 0.0}
 
     def all_ended():
@@ -556,7 +556,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     for t in list(threads):  # the readers add their pump threads to ``threads`` as they start them
         t.start()
     if control is not None:
-        control.started.set()
+        control.mark_started()
 
     interrupted = served = False  # served: control.stop() ended the run (a normal end, not an interrupt)
     while any(t.is_alive() for t in threads) and not state.stop.is_set():

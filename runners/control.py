@@ -40,6 +40,9 @@ class RunControl:
     def __init__(self):
         self.started = threading.Event()  # the run's clock started: sources may be added
         self.stopped = threading.Event()
+        self.ended = threading.Event()  # run() returned or raised
+        self.error: BaseException | None = None  # what run() raised, if it did
+        self._woken = threading.Event()  # started or ended
         self.failed: dict = {}  # stream name -> why it could not be opened
         self._cmds: queue.Queue = queue.Queue()
         self._names: set = set()
@@ -72,10 +75,29 @@ class RunControl:
             self.stopped.set()
 
     def wait_started(self, timeout: float | None = None) -> bool:
-        """Wait for the run's clock to start (model loaded, graphs captured); False on timeout."""
-        return self.started.wait(timeout)
+        """Wait for the run's clock to start (model loaded, graphs captured); False on timeout or when the run
+        ended before it started. Raises RuntimeError, with run()'s error as its cause, when the run failed
+        before its clock started (a bad option, a model that does not load)."""
+        self._woken.wait(timeout)
+        if not self.started.is_set() and self.error is not None:
+            raise RuntimeError(f"control: the run failed before it started: {type(self.error).__name__}: "
+                               f"{self.error}") from self.error
+        return self.started.is_set()
 
     # ---------------------------------------------------------------- the run's side
+    def mark_started(self):
+        """The run's clock started."""
+        self.started.set()
+        self._woken.set()
+
+    def mark_ended(self, error: BaseException | None = None):
+        """run() returned (``error`` None) or raised ``error``; no command is taken after it."""
+        with self._lock:
+            self.error = error
+            self.stopped.set()
+            self.ended.set()
+        self._woken.set()
+
     def bind(self, names):
         """The run's own streams (their names are taken)."""
         with self._lock:

@@ -127,84 +127,92 @@ class _Progress:
 def run(config: RunConfig, on_result=None, control=None) -> Report:
     """Run ``config`` (see the module docstring). ``on_result(FrameResult)`` is called for every result, per
     stream in frame order, besides the config's sinks. ``control``: a RunControl that adds and removes
-    sources while the run goes on and stops it (the run lasts until control.stop()). Writes the report to
-    ``config.out`` when set. Raises ConfigError for a bad option or output path, before anything runs."""
-    t_run = time.perf_counter()
-    cfg = config.validated()
-    check_paths(cfg)
-    streams = stream_specs(cfg)
-    if control is not None:
-        if cfg.runner not in CONCURRENT:
-            raise ConfigError("runner", f"a run steered by a RunControl needs one of {CONCURRENT}, got {cfg.runner!r}")
-        control.bind(s.name for s in streams)
-    outputs = Outputs(cfg, [(s.spec, s.name) for s in streams])
-    sinks = outputs if on_result is None else _both(outputs, on_result)
-    total = PerformanceMonitor(usage=True)
-    events = StreamFanout(total, lambda: PerformanceMonitor(usage=False, timeline=False))
-    progress = _Progress(False, None)
-    interrupted, run_error, failed = False, None, {}
-    peak = _PeakMemory(cfg.device if cfg.runner != "multigpu" else None)
-    asm = None
-    if cfg.runner != "multigpu":  # the multigpu workers each build the assembly of their shard
-        asm = Assembly(cfg, cfg.device, streams, events, sinks, control=control, on_added=outputs.add_stream)
-        ran = asm.ran
-    else:
-        gpu = any(d.startswith("cuda") for d in cfg.gpus)
-        ran = {"runner": cfg.runner, "device": cfg.device, "decoder": cfg.decoder, "gpus": cfg.gpus,
-               "backend": cfg.backend if cfg.backend != "auto" else ("auto" if gpu else "reference"),
-               "precision": cfg.precision if gpu else "fp32"}
-    with _Signals() as signals:
-        try:
-            if asm is not None:
-                asm.open()
-                outputs.fps = {s.name: s.fps for s in asm.sources}
-                counts = [s.count for s in asm.sources]
-                progress = _Progress(cfg.progress, sum(counts) if asm.sources and all(counts) else None)
-            total.on_count = progress.update
+    sources while the run goes on and stops it (the run lasts until control.stop()); it learns when the run
+    ends, and what it raised (RunControl.wait_started raises then). Writes the report to ``config.out``
+    when set. Raises ConfigError for a bad option or output path, before anything runs."""
+    try:
+        t_run = time.perf_counter()
+        cfg = config.validated()
+        check_paths(cfg)
+        streams = stream_specs(cfg)
+        if control is not None:
+            if cfg.runner not in CONCURRENT:
+                raise ConfigError("runner", f"a run steered by a RunControl needs one of {CONCURRENT}, got {cfg.runner!r}")
+            control.bind(s.name for s in streams)
+        outputs = Outputs(cfg, [(s.spec, s.name) for s in streams])
+        sinks = outputs if on_result is None else _both(outputs, on_result)
+        total = PerformanceMonitor(usage=True)
+        events = StreamFanout(total, lambda: PerformanceMonitor(usage=False, timeline=False))
+        progress = _Progress(False, None)
+        interrupted, run_error, failed = False, None, {}
+        peak = _PeakMemory(cfg.device if cfg.runner != "multigpu" else None)
+        asm = None
+        if cfg.runner != "multigpu":  # the multigpu workers each build the assembly of their shard
+            asm = Assembly(cfg, cfg.device, streams, events, sinks, control=control, on_added=outputs.add_stream)
+            ran = asm.ran
+        else:
+            gpu = any(d.startswith("cuda") for d in cfg.gpus)
+            ran = {"runner": cfg.runner, "device": cfg.device, "decoder": cfg.decoder, "gpus": cfg.gpus,
+                   "backend": cfg.backend if cfg.backend != "auto" else ("auto" if gpu else "reference"),
+                   "precision": cfg.precision if gpu else "fp32"}
+        with _Signals() as signals:
             try:
-                signals.unblock()  # a Ctrl-C or SIGTERM of the start-up is raised here: the run drains
+                if asm is not None:
+                    asm.open()
+                    outputs.fps = {s.name: s.fps for s in asm.sources}
+                    counts = [s.count for s in asm.sources]
+                    progress = _Progress(cfg.progress, sum(counts) if asm.sources and all(counts) else None)
+                total.on_count = progress.update
                 try:
-                    if asm is not None:
-                        failed.update(asm.run())
-                    else:
-                        from .multigpu import run_multigpu
+                    signals.unblock()  # a Ctrl-C or SIGTERM of the start-up is raised here: the run drains
+                    try:
+                        if asm is not None:
+                            failed.update(asm.run())
+                        else:
+                            from .multigpu import run_multigpu
 
-                        failed.update(run_multigpu(streams, cfg.gpus, cfg, events, sinks))
-                finally:  # the last result is in: closing sources and decode processes is not run time
-                    events.end_clock()
-            except (KeyboardInterrupt, RunInterrupted):
-                interrupted = True
-                for key in total.unfinished():
-                    events.dropped(key, "interrupted")
-            except RunnerError as e:
-                run_error = str(e)
-                failed["<run>"] = run_error
-        finally:
-            if asm is not None:
-                asm.close()
-                failed = {**asm.failed, **failed}
-            progress.close()
-            t = time.perf_counter()
-            failed.update(outputs.close())  # an output that cannot be written is named; the report still is
-            shutdown_outputs = time.perf_counter() - t
-    per_stream = {}
-    for name, mon in events.streams.items():
-        mon.stop()
-        per_stream[name] = mon.report()
-    if asm is not None:
-        asm.stream_reports(per_stream)
-    total.stop()
-    overall = total.report()
-    overall["first_result_since_run_s"] = None if total.t_first is None else total.t_first - t_run
-    overall.update(peak.report())
-    if outputs.lost_video_frames:
-        failed["<save_video>"] = f"{outputs.lost_video_frames} frames had no host image to draw on"
-    report = Report(cfg.to_dict(), ran, overall, per_stream, failed, outputs.paths,
-                    asm.startup_s if asm else {}, interrupted, run_error, chosen=dict(cfg.chosen),
-                    notes=asm.notes if asm else {}, startup_overlap_s=asm.startup_overlap_s if asm else {},
-                    shutdown_s={**(asm.shutdown_s if asm else {}), "outputs": shutdown_outputs})
-    if cfg.out:
-        report.write(cfg.out)
+                            failed.update(run_multigpu(streams, cfg.gpus, cfg, events, sinks))
+                    finally:  # the last result is in: closing sources and decode processes is not run time
+                        events.end_clock()
+                except (KeyboardInterrupt, RunInterrupted):
+                    interrupted = True
+                    for key in total.unfinished():
+                        events.dropped(key, "interrupted")
+                except RunnerError as e:
+                    run_error = str(e)
+                    failed["<run>"] = run_error
+            finally:
+                if asm is not None:
+                    asm.close()
+                    failed = {**asm.failed, **failed}
+                progress.close()
+                t = time.perf_counter()
+                failed.update(outputs.close())  # an output that cannot be written is named; the report still is
+                shutdown_outputs = time.perf_counter() - t
+        per_stream = {}
+        for name, mon in events.streams.items():
+            mon.stop()
+            per_stream[name] = mon.report()
+        if asm is not None:
+            asm.stream_reports(per_stream)
+        total.stop()
+        overall = total.report()
+        overall["first_result_since_run_s"] = None if total.t_first is None else total.t_first - t_run
+        overall.update(peak.report())
+        if outputs.lost_video_frames:
+            failed["<save_video>"] = f"{outputs.lost_video_frames} frames had no host image to draw on"
+        report = Report(cfg.to_dict(), ran, overall, per_stream, failed, outputs.paths,
+                        asm.startup_s if asm else {}, interrupted, run_error, chosen=dict(cfg.chosen),
+                        notes=asm.notes if asm else {}, startup_overlap_s=asm.startup_overlap_s if asm else {},
+                        shutdown_s={**(asm.shutdown_s if asm else {}), "outputs": shutdown_outputs})
+        if cfg.out:
+            report.write(cfg.out)
+    except BaseException as e:  # the control learns that the run failed (wait_started raises it)
+        if control is not None:
+            control.mark_ended(e)
+        raise
+    if control is not None:
+        control.mark_ended()
     return report
 
 

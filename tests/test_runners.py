@@ -731,3 +731,29 @@ def test_latency_histogram_folds_in_groups_and_the_timeline_places_each_second()
     t.add_many(1, [0.040])
     rows = t.report()["rows"]
     assert [r[:2] for r in rows] == [[0, 2], [1, 2]] and rows[1][4] == 40.0
+
+
+def test_a_control_learns_that_its_run_failed():
+    """run() raising in its thread (a model that cannot load) ends the control's wait with that error, not a
+    wait for ever; a run that ends well marks the control ended."""
+    import threading
+
+    from posefuse import RunConfig, RunControl, run
+
+    control = RunControl()
+    errors = []
+
+    def target():
+        try:
+            run(RunConfig(device="cpu", runner="dynamic", model="/no/such/model.pt", progress=False), control=control)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=target)
+    t.start()
+    with pytest.raises(RuntimeError, match="the run failed before it started: ConfigError: model"):
+        control.wait_started(timeout=60)
+    t.join(60)
+    assert control.ended.is_set() and errors and control.error is errors[0]
+    with pytest.raises(RuntimeError, match="stopped"):
+        control.add_source(None)
