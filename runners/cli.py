@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--reconnect-s", type=float, default=RECONNECT_S,
       help="a network source (URL) that disconnects or stalls reconnects with backoff for this many seconds")
     a("--runner", choices=(AUTO,) + RUNNERS, default=AUTO,
-      help="execution strategy; auto: dynamic (one batcher across all streams) on a GPU, batched on the CPU")
+      help="execution strategy; auto: dynamic (one batcher across all streams) on a GPU, serial on the CPU")
     a("--max-wait-ms", type=float, default=10.0, help="dynamic runner: the longest a frame waits for its batch")
     a("--replicas", type=int, default=2, help="replicas runner: pipeline replicas, each on its own CUDA stream")
     a("--gpus", default=None, help="multigpu runner: comma-separated devices, e.g. cuda:0,cuda:1 (default: every GPU)")

@@ -14,7 +14,7 @@ RUNNERS = SEQUENTIAL + CONCURRENT + ("multigpu",)
 DECODERS = ("cpu", "nvdec")
 AUTO = "auto"  # decoder, runner: the fastest this machine has (RunConfig.validated says which and why)
 RECONNECT_S = 30.0  # how long a disconnected network source keeps trying before it fails
-GPU_BATCH, CPU_BATCH = 64, 32  # batch when none is given (results/DECISIONS.md)
+GPU_BATCH, CPU_BATCH = 64, 32  # batch when none is given (results/DECISIONS.md); the CPU's default runner is serial
 MAX_WAIT_MS = 10.0  # the dynamic runner's longest wait of a frame for its batch
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
@@ -57,7 +57,7 @@ class RunConfig:
         reconnect_s: a network source (a URL read with OpenCV) that disconnects or stalls reconnects with
             backoff and fails after this many seconds without a frame (default 30).
     Runner:
-        runner: 'auto' (default: 'dynamic', batches across streams, on a GPU; 'batched' on the CPU) or one
+        runner: 'auto' (default: 'dynamic', batches across streams, on a GPU; 'serial' on the CPU) or one
             of RUNNERS.
         batch: frames per batch; the dynamic runner's largest (default 64 on a GPU, 32 on the CPU).
         max_wait_ms: dynamic runner: the longest a frame waits for its batch, ms (>= 0; default 10).
@@ -182,9 +182,10 @@ class RunConfig:
         c.device = _device("device", c.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if c.runner == AUTO:
             on_gpu = c.device.startswith("cuda")
-            c.runner = "dynamic" if on_gpu or c.paced or c.mode == "live" else "batched"
-            c.chosen["runner"] = ("one dynamic batcher across all streams" if c.runner == "dynamic"
-                                  else "the CPU: one source after another, in batches")
+            c.runner = "dynamic" if on_gpu or c.paced or c.mode == "live" else "serial"
+            c.chosen["runner"] = ("one dynamic batcher across all streams" if c.runner == "dynamic" else
+                                  "the CPU: a frame at a time, as fast as batches there and far sooner "
+                                  "(results/cpu_runners.md)")
         if c.runner == "multigpu":
             gpus = c.gpus or [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
             c.gpus = [_device("gpus", g) for g in gpus]

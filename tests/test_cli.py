@@ -198,7 +198,7 @@ def test_auto_choices_are_resolved_said_and_each_has_its_option():
     from posefuse import RunConfig
 
     c = RunConfig(device="cpu").validated()
-    assert (c.runner, c.batch, c.decoder) == ("batched", 32, "cpu")
+    assert (c.runner, c.decoder) == ("serial", "cpu")  # results/cpu_runners.md
     assert set(c.chosen) == {"runner", "batch", "decoder"} and "no GPU" in c.chosen["decoder"]
     assert c.validated() == c  # resolving twice changes nothing
     live = RunConfig(device="cpu", paced=True).validated()
@@ -211,7 +211,7 @@ def test_auto_choices_are_resolved_said_and_each_has_its_option():
 def test_cli_prints_what_it_chose(capsys):
     assert main(["run", "--device", "cpu", "--max-frames", "2", "--imgsz", "320", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "[chosen] runner batched (" in out and "decoder cpu (no GPU in the run)" in out
+    assert "[chosen] runner serial (" in out and "decoder cpu (no GPU in the run)" in out
     assert "first result" in out and "after the process started" in out
 
 
@@ -219,7 +219,7 @@ def test_graph_batches_run_at_the_run_batch_size_over_files_every_bucket_live():
     from posefuse import PosePipeline, RunConfig
     from posefuse.runners.assembly import batch_sizes
 
-    assert batch_sizes(RunConfig(device="cpu", batch=64).validated()) == (64,)
+    assert batch_sizes(RunConfig(device="cpu", runner="batched", batch=64).validated()) == (64,)
     assert batch_sizes(RunConfig(device="cpu", runner="serial").validated()) == (1,)
     assert batch_sizes(RunConfig(device="cpu", paced=True).validated()) is None
     pipe = PosePipeline(device="cpu", batch_sizes=(64,))
