@@ -15,6 +15,7 @@ DECODERS = ("cpu", "nvdec")
 AUTO = "auto"  # decoder, runner: the fastest this machine has (RunConfig.validated says which and why)
 RECONNECT_S = 30.0  # how long a disconnected network source keeps trying before it fails
 GPU_BATCH, CPU_BATCH = 64, 32  # batch when none is given (results/DECISIONS.md); the CPU's default runner is serial
+FRAME_MIB = 20.0  # GPU memory a frame of a batch holds on the 640x640 canvas, MiB (fp16; see max_batch)
 MAX_WAIT_MS = 10.0  # the dynamic runner's longest wait of a frame for its batch
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
@@ -196,6 +197,10 @@ class RunConfig:
         if c.batch is None:
             c.batch = GPU_BATCH if gpu_run else CPU_BATCH
             c.chosen["batch"] = f"the default on {'a GPU' if gpu_run else 'the CPU'}"
+        for d in dict.fromkeys(devices):
+            most, why = max_batch(d, c.imgsz)
+            if c.batch > most:
+                raise ConfigError("batch", f"at most {most} frames fit on {d} ({why}), got {c.batch}")
         if c.decoder == AUTO:
             c.decoder, c.chosen["decoder"] = _auto_decoder(c, gpu_run)
         if c.runner != "ultralytics":
@@ -225,6 +230,35 @@ class RunConfig:
         if c.runner not in CONCURRENT + ("multigpu",) and c.paced:
             raise ConfigError("paced", f"needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
         return c
+
+
+def max_batch(device: str, imgsz: int) -> tuple[int, str]:
+    """The largest batch whose buffers fit in half of ``device``'s free memory, and how that was reckoned. A
+    frame of a batch holds FRAME_MIB on the 640x640 canvas (the pipeline's peak GPU memory grows 11.9 MiB a
+    frame on the 384x640 canvas from bs64 to bs256, fp16: results/pipeline.md), scaled by the canvas's area;
+    on the CPU twice that (fp32)."""
+    import torch
+
+    if device.startswith("cuda"):
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
+        per = FRAME_MIB * (imgsz / 640) ** 2
+    else:
+        free = _host_available()
+        per = 2 * FRAME_MIB * (imgsz / 640) ** 2
+    most = max(1, int(free / 2 / (per * 2**20)))
+    return most, f"half of its {free / 2**30:.1f} GiB free at ~{per:.0f} MiB a frame"
+
+
+def _host_available() -> int:
+    """Bytes of host memory available (Linux MemAvailable; elsewhere the free pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _auto_decoder(c: RunConfig, gpu_run: bool) -> tuple[str, str]:

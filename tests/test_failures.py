@@ -45,3 +45,17 @@ def test_a_report_that_cannot_be_written_is_one_line():
     assert rc == 1 and "Traceback" not in err, err[-2000:]
     lines = [x for x in err.splitlines() if x.startswith("posefuse:")]
     assert lines == ["posefuse: out /dev/full: the report could not be written: [Errno 28] No space left on device"]
+
+
+def test_a_batch_that_cannot_fit_is_refused_naming_the_limit():
+    """--batch is bounded by the device's memory (issue 33: --batch 100000 took 8.3 GB for 400 frames)."""
+    from posefuse import ConfigError, RunConfig
+    from posefuse.runners.config import max_batch
+
+    most, why = max_batch("cpu", 640)
+    assert most >= 32 and "GiB free" in why
+    with pytest.raises(ConfigError) as e:
+        RunConfig(device="cpu", runner="batched", batch=100000).validated()
+    assert e.value.option == "batch" and f"at most {most} frames fit on cpu" in str(e.value)
+    rc, err = cli("--runner", "batched", "--batch", "100000", "--max-frames", "4")
+    assert rc == 2 and err.strip().splitlines()[-1].startswith("posefuse: --batch: at most"), err[-1000:]
