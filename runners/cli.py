@@ -255,6 +255,8 @@ def _run(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         print("posefuse: interrupted; the report holds the partial statistics", file=sys.stderr)
     for err in report.failed.values():
         print(f"posefuse: {err.splitlines()[0]}", file=sys.stderr)
+    for w in report.warnings:
+        print(f"posefuse: warning: {w}", file=sys.stderr)
     for name, note in report.notes.items():
         print(f"posefuse: source {name}: {note.splitlines()[0]}", file=sys.stderr)
     for name, r in report.streams.items():

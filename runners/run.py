@@ -25,6 +25,9 @@ from .monitor import PerformanceMonitor
 from .outputs import Outputs, check_paths
 
 
+DROP_WARN_SHARE = 0.1  # a run that dropped more than this share of its frames warns (Report.warnings)
+
+
 @dataclass
 class Report:
     """What a run did. ``overall`` and ``streams`` are PerformanceMonitor reports (frames in, results,
@@ -34,7 +37,8 @@ class Report:
     (device, backend, precision, decoder); ``chosen``: {option: why} for each option the run chose itself
     (RunConfig 'auto' and unset defaults); ``notes``: {source: how it was read} where that differs from
     what was asked (a video NVDEC cannot open, read with OpenCV); ``shutdown_s``: seconds per step after
-    the last result (closing the sources, the outputs, the decode processes)."""
+    the last result (closing the sources, the outputs, the decode processes); ``warnings``: one line each
+    for what the run did that its user should change (most frames dropped: :func:`drop_warning`)."""
 
     config: dict
     ran: dict
@@ -49,6 +53,7 @@ class Report:
     notes: dict = field(default_factory=dict)
     startup_overlap_s: dict = field(default_factory=dict)
     shutdown_s: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -66,8 +71,10 @@ class Report:
     def to_dict(self) -> dict:
         return {"posefuse": __version__, **self.ran, "config": self.config, "chosen": self.chosen,
                 "notes": self.notes, "startup_s": self.startup_s, "startup_overlap_s": self.startup_overlap_s,
-                "shutdown_s": self.shutdown_s, "overall": self.overall, "streams": self.streams, "failed_sources": self.failed,
-                "outputs": self.outputs, "interrupted": self.interrupted, "run_error": self.run_error}
+                "shutdown_s": self.shutdown_s, "overall": self.overall, "streams": self.streams,
+                "failed_sources": self.failed,
+                "outputs": self.outputs, "interrupted": self.interrupted, "run_error": self.run_error,
+                "warnings": self.warnings}
 
 
 class _Signals:
@@ -205,6 +212,9 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                         asm.startup_s if asm else {}, interrupted, run_error, chosen=dict(cfg.chosen),
                         notes=asm.notes if asm else {}, startup_overlap_s=asm.startup_overlap_s if asm else {},
                         shutdown_s={**(asm.shutdown_s if asm else {}), "outputs": shutdown_outputs})
+        warning = drop_warning(overall, cfg)
+        if warning:
+            report.warnings.append(warning)
         if cfg.out:
             report.write(cfg.out)
     except BaseException as e:  # the control learns that the run failed (wait_started raises it)
@@ -214,6 +224,23 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
     if control is not None:
         control.mark_ended()
     return report
+
+
+def drop_warning(overall: dict, cfg: RunConfig) -> str | None:
+    """One line when more than DROP_WARN_SHARE of the frames that came in were dropped: how many, the main
+    reason, and what to change (late frames: the device runs fewer frames a second than the sources offer)."""
+    n, drops = overall["frames_in"], overall["drops"]
+    dropped = sum(drops.values())
+    if not n or dropped <= DROP_WARN_SHARE * n:
+        return None
+    reason = max(drops, key=drops.get)
+    line = f"{dropped:,} of {n:,} frames were dropped ({dropped / n:.0%}), most as '{reason}'"
+    if reason == "late":
+        rate = overall.get("frames_per_s") or 0
+        line += (f": the run delivered {rate:,.1f} frames/s, fewer than the sources offered; run fewer streams, "
+                 f"a lower --fps or a smaller --imgsz, allow more --late-ms, use --mode archive, or a GPU"
+                 + ("" if cfg.device.startswith("cuda") else f" (this run was on {cfg.device})"))
+    return line
 
 
 class _PeakMemory:

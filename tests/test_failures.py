@@ -59,3 +59,16 @@ def test_a_batch_that_cannot_fit_is_refused_naming_the_limit():
     assert e.value.option == "batch" and f"at most {most} frames fit on cpu" in str(e.value)
     rc, err = cli("--runner", "batched", "--batch", "100000", "--max-frames", "4")
     assert rc == 2 and err.strip().splitlines()[-1].startswith("posefuse: --batch: at most"), err[-1000:]
+
+
+def test_a_live_run_that_drops_most_frames_says_so_and_why(tmp_path):
+    """8 paced 30 fr/s streams in live mode on the CPU: most frames come too late; the run warns in one line
+    with the reason and what to change, and the report flags it (issue 33: 12 of 15,838 frames, exit 0, no word)."""
+    out = tmp_path / "r.json"
+    rc, err = cli("--runner", "dynamic", "--repeat", "8", "--paced", "--fps", "30", "--mode", "live", "--late-ms", "20",
+                  "--loop", "--duration-s", "3", "--out", str(out))
+    warnings = [x for x in err.splitlines() if x.startswith("posefuse: warning:")]
+    assert rc == 0 and len(warnings) == 1, err[-2000:]
+    assert "most as 'late'" in warnings[0] and "fewer streams" in warnings[0] and "or a GPU" in warnings[0]
+    rep = json.loads(out.read_text())
+    assert rep["warnings"] and rep["warnings"][0] in warnings[0]
