@@ -27,6 +27,7 @@ import glob
 import hashlib
 import json
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ SEGMENTS_PER_CALL = 8  # segments an actor runs at once (the map_batches batch s
 NOT_ARCHIVE = {"repeat": 1, "max_frames": None, "mode": "archive", "paced": False, "fps": None, "loop": False,
                "duration_s": None, "gpus": None, "track": False, "out": None, "save_json": None, "save_coco": None,
                "save_video": None}
+CONNECT_TIMEOUT_S = 5.0  # a cluster's address must take a connection within this long (not measured: a bound)
 SCHEMA_VERSION = 1
 COLUMNS = ("video", "frame", "timestamp", "box", "score", "keypoints")
 
@@ -301,11 +303,11 @@ def archive(cfg: ArchiveConfig, actor_kwargs: dict | None = None) -> dict:
     if not videos:
         raise ConfigError("sources", f"no video files match {cfg.run.sources}")
     rows, failed = segments(videos, cfg.segment_frames)
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)
+        _connect(ray, cfg.address)
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)  # once a cluster answers: no empty folder left behind
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1 if gpus else 0)
@@ -328,6 +330,21 @@ def archive(cfg: ArchiveConfig, actor_kwargs: dict | None = None) -> dict:
             ray.shutdown()
     wall = time.perf_counter() - t0
     return _summary(cfg, videos, rows, done, failed, wall, actors, device)
+
+
+def _connect(ray, address: str | None):
+    """``ray.init`` of ``address`` ('auto', HOST:PORT, or None: a local cluster); a cluster that does not answer
+    is a ConfigError naming the address within CONNECT_TIMEOUT_S (Ray itself waits minutes on a dead port)."""
+    if address and address != "auto":
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        except (OSError, ValueError) as e:
+            raise ConfigError("address", f"no Ray cluster answers at {address} ({e})") from None
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except ConnectionError as e:
+        raise ConfigError("address", f"no Ray cluster at {address!r}: {str(e).splitlines()[0]}") from None
 
 
 def _summary(cfg, videos, rows, done, failed, wall, actors, device) -> dict:

@@ -198,3 +198,14 @@ def test_archive_config_is_a_run_config_plus_the_jobs_fields():
         with pytest.raises(ConfigError) as e:
             cfg.check()
         assert e.value.option == option
+
+
+@pytest.mark.parametrize("address, message", [("auto", "--address: no Ray cluster at 'auto'"),
+                                              ("127.0.0.1:9", "--address: no Ray cluster answers at 127.0.0.1:9")])
+def test_archive_with_no_cluster_is_one_line_exit_2_and_no_folder(short_clip, tmp_path, address, message):
+    out = tmp_path / "poses"
+    r = subprocess.run([sys.executable, "-m", "posefuse.runners.cli", "archive", "--source", short_clip, "--out", str(out),
+                        "--address", address, "--device", "cpu"], capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"})
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip().splitlines()[-1]], r.stderr
+    assert r.stderr.startswith("posefuse: " + message) and not out.exists()
