@@ -317,19 +317,40 @@ def archive(cfg: ArchiveConfig, actor_kwargs: dict | None = None) -> dict:
             raise ConfigError("decoder", f"'nvdec' decodes into GPU memory: the actors need a GPU, got device "
                                          f"{device!r}")
         run = dataclasses.replace(cfg.run, device=device, sources=[None])  # each call names its own segments
-        done = []
+        # a call takes at most its share of the segments, so every actor gets some (8 to a call left one of
+        # two actors idle with 3 segments: issue 33)
+        per_call = max(1, min(cfg.segments_per_call, -(-len(rows) // actors)))
+        done, interrupted = [], False
         if rows:
             ds = ray.data.from_items(rows, override_num_blocks=len(rows))
             ds = ds.map_batches(PoseActor, fn_constructor_kwargs={"out_dir": cfg.out_dir, "run": run,
                                                                   **(actor_kwargs or {})},
-                                batch_size=cfg.segments_per_call, concurrency=actors, num_gpus=per_actor, num_cpus=1,
+                                batch_size=per_call, concurrency=actors, num_gpus=per_actor, num_cpus=1,
                                 max_restarts=cfg.max_restarts, max_task_retries=cfg.max_restarts)
-            done = ds.take_all()
+            try:
+                done = ds.take_all()
+            except KeyboardInterrupt:  # Ctrl-C: the summary holds the segments whose files were written
+                interrupted, done = True, _written(cfg.out_dir, rows)
     finally:
         if started_here:
             ray.shutdown()
     wall = time.perf_counter() - t0
-    return _summary(cfg, videos, rows, done, failed, wall, actors, device)
+    return _summary(cfg, videos, rows, done, failed, wall, actors, device, interrupted)
+
+
+def _written(out_dir: str, rows: list) -> list:
+    """Summary rows of the segments of ``rows`` whose Parquet file is in ``out_dir`` (an interrupted job)."""
+    import pyarrow.parquet as pq
+
+    done = []
+    for r in rows:
+        path = segment_path(out_dir, r["key"], r["segment"])
+        if path.exists():
+            meta = pq.read_schema(path).metadata or {}
+            done.append({"video": r["video"], "segment": r["segment"], "skipped": True, "error": None,
+                         "frames": int(meta.get(b"posefuse.frames", b"0")),
+                         "detections": pq.ParquetFile(path).metadata.num_rows})
+    return done
 
 
 def _connect(ray, address: str | None):
@@ -347,7 +368,7 @@ def _connect(ray, address: str | None):
         raise ConfigError("address", f"no Ray cluster at {address!r}: {str(e).splitlines()[0]}") from None
 
 
-def _summary(cfg, videos, rows, done, failed, wall, actors, device) -> dict:
+def _summary(cfg, videos, rows, done, failed, wall, actors, device, interrupted: bool = False) -> dict:
     def zero():
         return {"frames": 0, "detections": 0, "segments": 0, "skipped": 0}
 
@@ -374,7 +395,7 @@ def _summary(cfg, videos, rows, done, failed, wall, actors, device) -> dict:
     frames = sum(v["frames"] for v in per_video.values())
     summary = {"config": asdict(cfg), "videos": per_video, "failed": failed, "segments": len(rows),
                "frames": frames, "wall_s": wall, "frames_per_s": frames / wall if wall else None,
-               "actors": actors, "device": device,
+               "actors": actors, "device": device, "interrupted": interrupted,
                "per_actor": {k: {**a, "frames_per_s": a["frames"] / a["seconds"] if a["seconds"] else None}
                              for k, a in per_actor.items()}}
     (Path(cfg.out_dir) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

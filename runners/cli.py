@@ -209,8 +209,15 @@ def _archive(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     except ConfigError as e:
         print(f"posefuse: {_flag(e.option)}: {e.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the actors ran (Ray starting, the videos cut into segments)
+        print("posefuse: interrupted", file=sys.stderr)
+        return 130
     for v, why in s["failed"].items():
         print(f"posefuse: {v}: {why}", file=sys.stderr)
+    if s["interrupted"]:
+        print(f"posefuse: interrupted; {a.out}/summary.json holds the segments whose files were written",
+              file=sys.stderr)
+        return 130
     print(f"[archive] {len(s['videos'])} videos, {s['segments']} segments, {s['frames']} frames in {s['wall_s']:.1f} s "
           f"({s['frames_per_s'] or 0:,.1f} frames/s) on {s['actors']} actors ({s['device']}); {a.out}/summary.json")
     return 1 if s["failed"] else 0

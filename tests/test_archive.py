@@ -209,3 +209,23 @@ def test_archive_with_no_cluster_is_one_line_exit_2_and_no_folder(short_clip, tm
                        env={k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"})
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip().splitlines()[-1]], r.stderr
     assert r.stderr.startswith("posefuse: " + message) and not out.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_an_archive_job_exits_130_with_a_summary(tmp_path):
+    """Ctrl-C while the actors run: no traceback, exit 130, summary.json of what was written (interrupted)."""
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "poses"
+    p = subprocess.Popen([sys.executable, "-m", "posefuse.runners.cli", "archive", "--source", helpers.data_path(CLIP),
+                          "--out", str(out), "--device", "cpu", "--segment-frames", "100", "--actors", "2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(15)  # Ray up, the actors loading (the whole clip takes over a minute on 2 cores)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert "posefuse: interrupted" in err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["interrupted"] is True and s["segments"] == 14
