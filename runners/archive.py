@@ -322,6 +322,8 @@ def archive(cfg: ArchiveConfig, actor_kwargs: dict | None = None) -> dict:
         per_call = max(1, min(cfg.segments_per_call, -(-len(rows) // actors)))
         done, interrupted = [], False
         if rows:
+            ctx = ray.data.DataContext.get_current()  # the command line prints its own summary: no progress log
+            ctx.enable_progress_bars = ctx.print_on_execution_start = False
             ds = ray.data.from_items(rows, override_num_blocks=len(rows))
             ds = ds.map_batches(PoseActor, fn_constructor_kwargs={"out_dir": cfg.out_dir, "run": run,
                                                                   **(actor_kwargs or {})},
