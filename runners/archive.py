@@ -154,14 +154,14 @@ def segment_path(out: str, key: str, segment: int) -> Path:
 
 
 class PoseActor:
-    """The Ray Data map_batches UDF: ``ds.map_batches(PoseActor, fn_constructor_kwargs={"out_dir": ...,
-    "run": RunConfig(...)}, batch_size=SEGMENTS_PER_CALL, concurrency=N, num_gpus=1)`` over rows of
-    :func:`segments`. A call runs its rows' segments at once, as streams of one dynamic batcher (the package's concurrent runner, as ``posefuse
-    run`` runs several files), so one segment's decode overlaps the others' and the GPU's work; then it
-    writes each segment's Parquet file and returns a summary row per segment (video, segment, frames,
-    detections, skipped, error, actor, and the call's id, clock and warm-up seconds). ``crash_once``: a path;
-    the first actor to reach the middle of the segment named by ``crash_segment`` creates it and dies
-    (os._exit), the fault-injection hook for tests of Ray's retries."""
+    """The Ray Data map_batches UDF: ``ds.map_batches(PoseActor, fn_constructor_kwargs={"out_dir": ..., "run":
+    RunConfig(...)}, batch_size=SEGMENTS_PER_CALL, concurrency=N, num_gpus=1)`` over rows of :func:`segments`. A
+    call runs its rows' segments at once, as streams of one dynamic batcher (the package's concurrent runner, as
+    ``posefuse run`` runs several files), so one segment's decode overlaps the others' and the GPU's work; then it
+    writes each segment's Parquet file and returns a summary row per segment (video, segment, frames, detections,
+    skipped, error, actor, and the call's id, clock and warm-up seconds). ``crash_once``: a path; the first actor
+    to reach the middle of the segment named by ``crash_segment`` creates it and dies (os._exit), the
+    fault-injection hook for tests of Ray's retries."""
 
     def __init__(self, out_dir: str, run: RunConfig, crash_once: str | None = None, crash_segment: tuple | None = None):
         import dataclasses

@@ -206,9 +206,10 @@ class Assembly:
         cuda = self.device.startswith("cuda")
 
         def open_from(first, decoder=where.decoder):
+            procs = self._decode_processes() if decoder == "nvdec" else None
             return open_source(s.spec, max_frames=s.max_frames, decoder=decoder, device=self.device if cuda else None,
-                               chunk=cfg.chunk, decode_processes=self.decode_processes if decoder == "nvdec" else None,
-                               reconnect_s=cfg.reconnect_s, start=first, threads=self._threads, pinned=cuda)
+                               chunk=cfg.chunk, decode_processes=procs, reconnect_s=cfg.reconnect_s, start=first,
+                               threads=self._threads, pinned=cuda)
 
         def open_any(first):
             try:

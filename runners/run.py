@@ -144,7 +144,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         streams = stream_specs(cfg)
         if control is not None:
             if cfg.runner not in CONCURRENT:
-                raise ConfigError("runner", f"a run steered by a RunControl needs one of {CONCURRENT}, got {cfg.runner!r}")
+                raise ConfigError("runner", f"a run steered by a RunControl needs one of {CONCURRENT}, "
+                                            f"got {cfg.runner!r}")
             control.bind(s.name for s in streams)
         outputs = Outputs(cfg, [(s.spec, s.name) for s in streams])
         sinks = outputs if on_result is None else _both(outputs, on_result)

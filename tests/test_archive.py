@@ -176,7 +176,8 @@ def test_archive_cli_bad_options_are_one_line_and_exit_2(short_clip, tmp_path):
     for args, message in ((["--source", str(tmp_path / "none*.mp4")], "--source: no video files match"),
                           (["--source", short_clip, "--imgsz", "100"], "--imgsz: expected a multiple of 32"),
                           (["--source", short_clip, "--segment-frames", "0"], "--segment-frames: expected a whole")):
-        r = subprocess.run([sys.executable, "-m", "posefuse.runners.cli", "archive", *args, "--out", str(tmp_path / "o")],
+        r = subprocess.run([sys.executable, "-m", "posefuse.runners.cli", "archive", *args, "--out",
+                            str(tmp_path / "o")],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert r.stderr.startswith("posefuse: ") and message in r.stderr
@@ -204,8 +205,8 @@ def test_archive_config_is_a_run_config_plus_the_jobs_fields():
                                               ("127.0.0.1:9", "--address: no Ray cluster answers at 127.0.0.1:9")])
 def test_archive_with_no_cluster_is_one_line_exit_2_and_no_folder(short_clip, tmp_path, address, message):
     out = tmp_path / "poses"
-    r = subprocess.run([sys.executable, "-m", "posefuse.runners.cli", "archive", "--source", short_clip, "--out", str(out),
-                        "--address", address, "--device", "cpu"], capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, "-m", "posefuse.runners.cli", "archive", "--source", short_clip, "--out",
+                        str(out), "--address", address, "--device", "cpu"], capture_output=True, text=True, timeout=120,
                        env={k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"})
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip().splitlines()[-1]], r.stderr
     assert r.stderr.startswith("posefuse: " + message) and not out.exists()

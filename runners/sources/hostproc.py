@@ -11,13 +11,13 @@ frames wait in its socket, as with a thread reading it); a frame of another shap
 resolution) travels in its message instead.
 
 One duplex pipe per process; the messages are the NamedTuples below: declared, and cheaper to pickle than
-dataclasses where a frame's message goes 6,000 times a second (dumps + loads 1.0 us a frame against 1.6 for
-a slots dataclass and 0.2 for a bare tuple: results/DECISIONS.md). Parent -> process: OpenStream, Go (the runner's first read: a
-stream reads nothing before it, so a run's clock gets no head start), Release (rows back), StopStream,
-CloseProcess. Process -> parent: lists of Opened, NewRows, HostFrame and Ended; a list carries what a
-process's streams read since the last one. A stream's rows are unmapped on both sides once it has ended
-and every row it lent is back. A paced run's files are released at their frame rate in the process
-(``arrived``: the frame's due time), cameras as they are read (``arrived``: the read's end).
+dataclasses where a frame's message goes 6,000 times a second (dumps + loads 1.0 us a frame against 1.6 for a slots
+dataclass and 0.2 for a bare tuple: results/DECISIONS.md). Parent -> process: OpenStream, Go (the runner's first
+read: a stream reads nothing before it, so a run's clock gets no head start), Release (rows back), StopStream,
+CloseProcess. Process -> parent: lists of Opened, NewRows, HostFrame and Ended; a list carries what a process's
+streams read since the last one. A stream's rows are unmapped on both sides once it has ended and every row it lent
+is back. A paced run's files are released at their frame rate in the process (``arrived``: the frame's due time),
+cameras as they are read (``arrived``: the read's end).
 """
 from __future__ import annotations
 
@@ -358,7 +358,8 @@ class HostDecodeProcesses:
                 self._receiving.append(p)
                 if not self._threads:
                     self._threads = [threading.Thread(target=self._receive, name="posefuse-host-recv", daemon=True),
-                                     threading.Thread(target=self._send_releases, name="posefuse-host-release", daemon=True)]
+                                     threading.Thread(target=self._send_releases, name="posefuse-host-release",
+                                                      daemon=True)]
                     for t in self._threads:
                         t.start()
             proc = min(self._procs, key=lambda p: len(p.streams))
