@@ -315,3 +315,33 @@ def test_a_camera_read_late_starts_live_its_earlier_frames_counted_not_queued(ca
     while any(t.name == "posefuse-preroll" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(t.name == "posefuse-preroll" for t in threading.enumerate())
+
+
+def test_a_camera_the_run_holds_back_is_blocked_not_stalled(camera):
+    """Backpressure (the run holds every row for longer than a stall) never reconnects: the camera's frames
+    wait in its socket and the time is counted apart ('network.blocked_s'); a stall (the camera silent:
+    test_camera_killed_and_restarted_...) reconnects and counts its gap."""
+    from posefuse.runners.sources.hostproc import BLOCKED, ROWS, HostDecodeProcesses
+    from posefuse.runners.sources.network import STALL_S
+
+    hp = HostDecodeProcesses(processes=1)
+    try:
+        src = hp.open("cam", spec=camera.url, reconnect_s=30)
+        it = src.frames()
+        held = [next(it) for _ in range(ROWS)]  # every row out: the stream waits for the run
+        time.sleep(STALL_S + 1.5)
+        for f in held:
+            f.release()
+        more = []
+        for _ in range(10):  # each released as it comes: holding ROWS of them would block the stream again
+            more.append(next(it))
+            more[-1].release()
+        assert [f.index for f in held + more] == list(range(ROWS + 10))  # nothing lost, no restart
+        assert not any(f.restart for f in more)
+        src.close()
+        list(it)
+        hp.close()  # the stream's counts are in once the processes are closed
+        assert src.counts.get("network.reconnects", 0) == 0
+        assert src.counts[BLOCKED] >= STALL_S
+    finally:
+        hp.close()

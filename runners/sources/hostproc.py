@@ -45,6 +45,7 @@ RETIRE_GAP_S = 0.1  # one retired pinned row unregistered per this gap while a r
 # busy thread holds the others, and every frame in flight, for at most that long (results/DECISIONS.md);
 # the run (assembly.run_settings) and its host decode processes both use it
 SWITCH_INTERVAL_S = 0.001
+BLOCKED = "network.blocked_s"  # seconds a camera waited for the run to release a row (backpressure, not a stall)
 PER_PROCESS = 4  # cores per host decode process: HOST_PROCESSES = cores // PER_PROCESS
 HOST_PROCESSES = max(1, (os.cpu_count() or 1) // PER_PROCESS)
 
@@ -577,7 +578,7 @@ class _ChildStream:
         self.src = src
         out.put(Opened(sid, src.fps, src.count, src.shape, src.camera))
         self.go.wait()
-        error = None
+        error, blocked = None, 0.0
         pace = src.fps if self.paced and not src.camera else None
         t0 = first = None
         try:
@@ -586,8 +587,10 @@ class _ChildStream:
             it = iter(src)
             own = next(iter(self.pools.values()))[1] if self.pools else None  # the rows of its first shape
             while not self.stop.is_set():
-                if own is not None:  # a free row before the next read
+                if own is not None:  # a free row before the next read: the run behind holds the stream back
+                    t = time.perf_counter()
                     own.wait_free(self.stop)
+                    blocked += time.perf_counter() - t
                 parcel = next(it, None)
                 if parcel is None:
                     break
@@ -620,7 +623,10 @@ class _ChildStream:
             error = f"source {self.kwargs.get('spec')}: the host decode process failed ({type(e).__name__}: {e})"
         finally:
             src.close()
-        out.put(Ended(sid, dict(src.counts), dict(src.stats), error))
+        counts = dict(src.counts)
+        if src.camera:  # a camera the run held back waits in its socket, never a stall: no reconnect
+            counts[BLOCKED] = round(blocked, 3)
+        out.put(Ended(sid, counts, dict(src.stats), error))
         self.ended.set()
 
 

@@ -6,7 +6,9 @@ that declares no length, is a disconnect: the source reopens the URL with backof
 to BACKOFF_MAX_S) and fails with a SourceError naming the URL once ``reconnect_s`` have passed without a
 frame. Delivered frames keep consecutive indices over reconnects; the gap is counted in the source's
 ``counts`` ('network.reconnects', 'network.disconnected_s', 'network.frames_missed' from the stream's
-frame rate); the first frame after a reconnect has ``restart`` set. A change of resolution is counted
+frame rate); the first frame after a reconnect has ``restart`` set. A camera the run holds back (no row free
+in its host decode process) is not read meanwhile: its frames wait in its socket, which is never a stall, and
+the time is counted apart ('network.blocked_s', hostproc.BLOCKED). A change of resolution is counted
 ('network.resolution_changes') and passed on: each frame carries its own shape. A stream that declares
 its length (a video file served over HTTP) ends at its end. Timestamps are seconds since the source
 opened, on the host clock, gaps included. A camera decodes on one FFmpeg thread: frame threads would hold
