@@ -123,6 +123,7 @@ class _Reader:
         self.spawn = spawn  # spawn(thread): start a pump thread as one of the run's threads
         self.lock = threading.Lock()
         self.slots: list[_ReaderEntry] = []
+        self.ending: list[_ReaderEntry] = []  # sources that ended in a pass, ended once its frames are queued
         self.new: list[_ReaderEntry] = []
         self.ended = False
         self.wake = threading.Event()  # a parcel was put in an inbox
@@ -158,7 +159,7 @@ class _Reader:
                         self.ended = True
                         return
                 self.wake.clear()  # before the inboxes are looked at: a parcel put after it wakes the wait
-                group, wake = self._pass()
+                group, wake = self._pass()  # sources that ended in it wait in self.ending for the hand-off
                 if group:  # admitted (arrivals counted, bad frames dropped) and queued as one item
                     goods = admit_all([(slot.src.name, frames) for slot, frames in group], self.events, self.device)
                     item = []
@@ -172,7 +173,12 @@ class _Reader:
                         if not _put(self.frames_q, item, state):  # the run stopped: its frames become drops
                             return
                         self.times["read.queue_full_wait"] += time.perf_counter() - t0
-                else:
+                # a source's end goes after its last frames: were its _END queued first, the GPU worker could
+                # see every source ended and the queue empty, and stop before the pass's frames came
+                for slot in self.ending:
+                    self._end(slot)
+                self.ending = []
+                if not group:
                     if wake is not None:
                         state.stop.wait(max(0.0, min(wake - time.perf_counter(), POLL)))
                     elif any(slot.inbox is not None for slot in self.slots):
@@ -184,7 +190,7 @@ class _Reader:
                 self.ended = True
                 self.slots += self.new
                 self.new = []
-            for slot in self.slots:
+            for slot in self.ending + self.slots:
                 self._end(slot)
             state.add_times(self.times)
 
@@ -223,7 +229,7 @@ class _Reader:
                     with self.state.lock:
                         self.state.failed[slot.src.name] = slot.error
                 self.slots.remove(slot)
-                self._end(slot)
+                self.ending.append(slot)
         for slot in list(self.slots):
             if slot.inbox is not None:
                 continue
@@ -238,7 +244,7 @@ class _Reader:
                 self.times["read.source"] += time.perf_counter() - t0
                 if parcel is None:
                     self.slots.remove(slot)
-                    self._end(slot)
+                    self.ending.append(slot)
                     continue
                 slot.pending = parcel
                 if not parcel:
