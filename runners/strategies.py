@@ -194,6 +194,12 @@ def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None
         if done is not None:
             deliver(_finished(src.name, done, events), events, on_result)
 
+    def finish():  # what is in: the frames not yet batched, then the batch in flight
+        nonlocal buf
+        frames, buf = buf, []
+        flush(frames)
+        flush([])
+
     try:
         try:
             for parcel in src:
@@ -202,13 +208,14 @@ def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None
                     if len(buf) == batch:
                         frames, buf = buf, []
                         flush(frames)
-        finally:  # the source ended or failed: what is in is finished, then its error (if any) goes on
-            frames, buf = buf, []
-            flush(frames)
-            flush([])
+        except SinkError:
+            raise  # the sink failed: nothing more goes to it
+        except BaseException:  # the source failed: what is in is finished, then its error goes on
+            finish()
+            raise
+        finish()
     except SinkError as e:
         left = buf + [f for frames, _ in (pending or ()) for f in frames]
-        pending = None
         _stop(src.name, left, events, e.__cause__)
 
 
