@@ -135,6 +135,8 @@ class PendingBatches:
         for p, idx in zip(self.parts, self.positions):
             for i, r in zip(idx, p.result()):
                 out[i] = r
+        self.gpu_ms = {}
+        for p in self.parts:
             for k, v in p.gpu_ms.items():
                 self.gpu_ms[k] = self.gpu_ms.get(k, 0.0) + v
         return out

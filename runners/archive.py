@@ -32,11 +32,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, at_least
 
 SEGMENT_FRAMES = 1024  # a work item's length: a 30 fr/s hour is 106 items, a 1,394-frame clip 2 (700 + 694)
 SEGMENTS_PER_CALL = 8  # segments an actor runs at once (the map_batches batch size; results/DECISIONS.md)
-# RunConfig options an archive job does not take (name: why): its segments are files read as fast as they go
+# RunConfig options an archive job does not take ({name: the value it must keep}): its segments are files
+# read as fast as they go
 NOT_ARCHIVE = {"repeat": 1, "max_frames": None, "mode": "archive", "paced": False, "fps": None, "loop": False,
                "duration_s": None, "gpus": None, "track": False, "out": None, "save_json": None, "save_coco": None,
                "save_video": None}
@@ -78,12 +79,11 @@ class ArchiveConfig:
                 raise ConfigError(name, "is not an option of an archive job (its segments run as fast as they go)")
         if self.run.runner not in ("auto", "dynamic"):
             raise ConfigError("runner", f"an archive job's actors run the dynamic runner, got {self.run.runner!r}")
-        for name in ("segment_frames", "segments_per_call", "max_restarts"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < (0 if name == "max_restarts" else 1):
-                raise ConfigError(name, f"expected a whole number >= {0 if name == 'max_restarts' else 1}, got {v!r}")
-        if self.actors is not None and (not isinstance(self.actors, int) or self.actors < 1):
-            raise ConfigError("actors", f"expected a whole number >= 1, got {self.actors!r}")
+        at_least("segment_frames", self.segment_frames, 1)
+        at_least("segments_per_call", self.segments_per_call, 1)
+        at_least("max_restarts", self.max_restarts, 0)
+        if self.actors is not None:
+            at_least("actors", self.actors, 1)
         if self.gpus_per_actor is not None and not self.gpus_per_actor >= 0:
             raise ConfigError("gpus_per_actor", f"expected GPUs >= 0, got {self.gpus_per_actor!r}")
 

@@ -198,7 +198,10 @@ class Assembly:
         """The Source of stream ``s``, read where its placement says (looping, paced or limited as the config
         says). With decoder 'auto', a video NVDEC cannot open is read with OpenCV and a note says why.
         Raises SourceError."""
-        cfg, where = self.cfg, self.placements.setdefault(s.name, place(self.cfg, s.spec))
+        cfg = self.cfg
+        where = self.placements.get(s.name)
+        if where is None:  # a stream a RunControl adds
+            where = self.placements[s.name] = place(cfg, s.spec)
         if where.reader == HOST_PROCESS:  # looped, timed and paced there
             return self._host_processes().open(s.name, spec=s.spec, max_frames=s.max_frames,
                                                reconnect_s=cfg.reconnect_s, start=s.start, threads=self._threads,
@@ -257,7 +260,7 @@ class Assembly:
         if any(p.reader == NVDEC_PROCESS for p in self.placements.values()):
             self._decode_processes().start(self.device)
         self._opener = _Opener(self._open_all)
-        announced = {a for a in (announce(s.spec, cfg.decoder) for s in self.streams) if a}
+        announced = {a for a in (announce(spec, cfg.decoder) for spec in {s.spec for s in self.streams}) if a}
         self._engine()
         self.startup_s["engine"] = time.perf_counter() - t
         t = time.perf_counter()

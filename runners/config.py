@@ -145,14 +145,14 @@ class RunConfig:
             raise ConfigError("late_ms", f"expected ms > 0, got {c.late_ms}")
         _choice("precision", c.precision, PRECISIONS)
         for name in ("repeat", "replicas"):
-            _at_least(name, getattr(c, name), 1)
+            at_least(name, getattr(c, name), 1)
         if c.batch is not None:
-            _at_least("batch", c.batch, 1)
-        _at_least("streams_per_decode_process", c.streams_per_decode_process, 0)
+            at_least("batch", c.batch, 1)
+        at_least("streams_per_decode_process", c.streams_per_decode_process, 0)
         if c.max_frames is not None:
-            _at_least("max_frames", c.max_frames, 1)
+            at_least("max_frames", c.max_frames, 1)
         if c.chunk is not None:
-            _at_least("chunk", c.chunk, 1)
+            at_least("chunk", c.chunk, 1)
         if c.fps is not None and not c.fps > 0:
             raise ConfigError("fps", f"expected frames/s > 0, got {c.fps}")
         if not c.reconnect_s > 0:
@@ -233,20 +233,21 @@ class RunConfig:
 
 
 def max_batch(device: str, imgsz: int) -> tuple[int, str]:
-    """The largest batch whose buffers fit in half of ``device``'s free memory, and how that was reckoned. A
+    """The largest batch whose buffers fit in half of ``device``'s memory, and how that was reckoned: a GPU's
+    total memory (read without making a CUDA context), the host's available memory. A
     frame of a batch holds FRAME_MIB on the 640x640 canvas (the pipeline's peak GPU memory grows 11.9 MiB a
     frame on the 384x640 canvas from bs64 to bs256, fp16: results/pipeline.md), scaled by the canvas's area;
     on the CPU twice that (fp32)."""
     import torch
 
     if device.startswith("cuda"):
-        free = torch.cuda.mem_get_info(torch.device(device))[0]
+        memory, what = torch.cuda.get_device_properties(torch.device(device)).total_memory, "in all"
         per = FRAME_MIB * (imgsz / 640) ** 2
     else:
-        free = _host_available()
+        memory, what = _host_available(), "free"
         per = 2 * FRAME_MIB * (imgsz / 640) ** 2
-    most = max(1, int(free / 2 / (per * 2**20)))
-    return most, f"half of its {free / 2**30:.1f} GiB free at ~{per:.0f} MiB a frame"
+    most = max(1, int(memory / 2 / (per * 2**20)))
+    return most, f"half of its {memory / 2**30:.1f} GiB {what} at ~{per:.0f} MiB a frame"
 
 
 def _host_available() -> int:
@@ -280,7 +281,8 @@ def _choice(option: str, value, allowed: tuple):
         raise ConfigError(option, f"expected one of {', '.join(allowed)}; got {value!r}")
 
 
-def _at_least(option: str, value, low: int):
+def at_least(option: str, value, low: int):
+    """ConfigError naming ``option`` unless ``value`` is a whole number >= ``low``."""
     if not isinstance(value, int) or value < low:
         raise ConfigError(option, f"expected a whole number >= {low}, got {value!r}")
 
