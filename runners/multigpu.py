@@ -28,6 +28,33 @@ FLUSH_EVENTS = 256  # a worker sends its events in messages of up to this many..
 FLUSH_S = 0.02  # ...or after this long
 
 
+class Flag:
+    """A flag the parent sets and its workers poll (drain, go): one shared byte. Not multiprocessing.Event:
+    a worker that exits while a thread of it waits on an Event leaves the Event's condition counting a
+    sleeper that never wakes, and the parent's next set() blocks for ever (seen in CI: a worker that failed
+    at start-up with its drain watcher waiting)."""
+
+    def __init__(self, ctx):
+        self._v = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._v.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._v.value)
+
+    def wait(self, timeout: float, step: float | None = None) -> bool:
+        """True once set (looked at every ``step`` seconds, default ``timeout``); False after ``timeout``
+        seconds unset."""
+        end = time.perf_counter() + timeout
+        while not self._v.value:
+            left = end - time.perf_counter()
+            if left <= 0:
+                return False
+            time.sleep(min(left, step or timeout))
+        return True
+
+
 class RemoteError(RuntimeError):
     """An exception raised in a worker process (its traceback is the message)."""
 
@@ -189,7 +216,7 @@ def _worker(rank: int, device: str, streams: list, cfg, q, drain, go):
         threading.Thread(target=watch, daemon=True).start()
         asm.open()  # engine, sources, graph captures before the clock starts
         q.put(Started(rank))
-        while not go.wait(POLL):  # every worker ready: start together
+        while not go.wait(POLL, step=0.001):  # every worker ready: start together (within 1 ms of the clock)
             if drain.is_set():
                 break
         interrupted = False
@@ -231,7 +258,7 @@ def run_multigpu(streams: list, devices: list[str], cfg, events: RunEvents, on_r
     work = [(r, d, s) for r, (d, s) in enumerate(zip(devices, shard(list(streams), len(devices)))) if s]
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     q = ctx.Queue()
-    drain, go = ctx.Event(), ctx.Event()
+    drain, go = Flag(ctx), Flag(ctx)
     procs = {r: ctx.Process(target=_worker, args=(r, d, s, cfg, q, drain, go), name=f"posefuse-gpu{r}")
              for r, d, s in work}
     for p in procs.values():
