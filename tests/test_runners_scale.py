@@ -521,13 +521,14 @@ def test_nvdec_errors_name_the_source(tmp_path):
 
 @pytest.mark.gpu
 def test_multigpu_runner_on_the_gpus():
+    from posefuse.runners.assembly import StreamSpec
     from posefuse.runners.multigpu import run_multigpu
 
     n = torch.cuda.device_count()
     spec = helpers.data_path(CLIP)
     mon, got = PerformanceMonitor(), {}
     cfg = RunConfig(runner="multigpu", batch=32, max_frames=64).validated()
-    failed = run_multigpu([(spec, f"cam{k}") for k in range(2 * n)], cfg.gpus, cfg, mon,
+    failed = run_multigpu([StreamSpec(spec, f"cam{k}", max_frames=64) for k in range(2 * n)], cfg.gpus, cfg, mon,
                           helpers.on_frame(lambda s, i, img, r: got.setdefault(s, []).append(i)))
     mon.stop()
     assert failed == {} and mon.results == 2 * n * 64
