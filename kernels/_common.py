@@ -216,8 +216,9 @@ def numba_stream(device: torch.device):
 NVTX_DOMAIN = "posefuse"
 # The one stage vocabulary: NVTX ranges, the pipeline's GPU timing spans and the reports all use these names.
 # video_decode: a source's decoder call (NVDEC or OpenCV); h2d: host frames to the device; head_decode: the
-# Pose head's DFL boxes and keypoints into candidates; d2h: one batch's results to host memory.
-STAGES = ("video_decode", "h2d", "letterbox", "backbone", "head_decode", "nms", "rescale", "d2h", "track")
+# pose head's boxes and keypoints into candidates; nms, or topk for an end-to-end head (its best scores, no
+# NMS); d2h: one batch's results to host memory.
+STAGES = ("video_decode", "h2d", "letterbox", "backbone", "head_decode", "nms", "topk", "rescale", "d2h", "track")
 try:  # pragma: no cover - depends on the install
     import nvtx as _nvtx
 

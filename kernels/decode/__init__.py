@@ -1,11 +1,12 @@
-"""Pose head decode on the GPU: DFL boxes, scores, keypoints, threshold and compaction in one launch.
+"""Pose head decode on the GPU: boxes, scores, keypoints, threshold and compaction in one launch.
 
-    cands = decode(raw, levels, conf=0.25, max_nms=30000, backend="auto")
+    cands = decode(raw, levels, conf=0.25, max_nms=30000, head=POSE, backend="auto")
 
-``raw``: (B, 116, A) float16/float32 head outputs (layout in kernels/decode/reference.py); ``levels``:
-per-level (h, w, stride), e.g. ``levels_for(384, 640)``. Returns :class:`Candidates` with capacity
-``cap = min(A, max_nms)`` per image; ``counts[b]`` valid rows of image b (never more than cap), in no
-particular order (compaction order); NMS sorts them.
+``raw``: (B, head.channels, A) float16/float32 head outputs (layout and heads in kernels/decode/reference.py:
+116 channels for YOLOv8/YOLO11's ``Pose``, 56 for YOLO26's ``Pose26``); ``levels``: per-level
+(h, w, stride), e.g. ``levels_for(384, 640)``. Returns :class:`Candidates` with capacity
+``cap = min(A, max_nms)`` per image (an end-to-end head: its top-k); ``counts[b]`` valid rows of image b
+(never more than cap), in no particular order (compaction order); NMS or top-k sorts them.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import numpy as np
 import torch
 
 from .._common import KernelInputError, as_tensor, check_tensor, nvtx_range, resolve_backend
-from .reference import CHANNELS, MAX_NMS, NKPT, KDIM, decode_reference, levels_for
+from .reference import MAX_NMS, NKPT, KDIM, POSE, Head, decode_reference, levels_for
 
-__all__ = ["decode", "decode_reference", "levels_for", "Candidates", "BACKENDS"]
+__all__ = ["decode", "decode_reference", "levels_for", "Candidates", "Head", "POSE", "BACKENDS"]
 
 BACKENDS = ("cupy", "numba", "torch", "reference")
 
@@ -88,22 +89,25 @@ def check_levels(levels, a: int):
     return levels
 
 
-def kth_floor(raw: torch.Tensor, cap: int) -> torch.Tensor | None:
+def kth_floor(raw: torch.Tensor, cap: int, head: Head = POSE) -> torch.Tensor | None:
     """When A > cap: each image's cap-th largest class *logit*, computed on the device without a sync.
     Kernels keep a candidate only if its logit reaches it; comparing logits (not sigmoids) makes the cut
     independent of how each implementation rounds the sigmoid."""
     if raw.shape[2] <= cap:
         return None
-    logits = raw[:, 4 * 16].float().nan_to_num(nan=float("-inf"))
+    logits = raw[:, head.cls].float().nan_to_num(nan=float("-inf"))
     return torch.topk(logits, cap, dim=1, sorted=False).values.amin(1).contiguous()
 
 
-def decode(raw, levels, conf: float = 0.25, max_nms: int = MAX_NMS, *, backend: str = "auto",
+def decode(raw, levels, conf: float = 0.25, max_nms: int = MAX_NMS, *, head: Head = POSE, backend: str = "auto",
            out: Candidates | None = None) -> Candidates:
     raw = as_tensor(raw, "raw")
     check_tensor(raw, "raw", dtypes=(torch.float16, torch.float32), ndim=3)
-    if raw.shape[1] != CHANNELS:
-        raise KernelInputError(f"raw: expected {CHANNELS} channels (64 DFL + 1 class + 51 keypoint), got shape {tuple(raw.shape)}")
+    if not isinstance(head, Head):
+        raise KernelInputError(f"head: expected a kernels.decode.Head, got {type(head).__name__}")
+    if raw.shape[1] != head.channels:
+        raise KernelInputError(f"raw: expected {head.channels} channels ({4 * head.reg_max} box + 1 class + 51 "
+                               f"keypoint) for {head}, got shape {tuple(raw.shape)}")
     if not (0.0 <= float(conf) <= 1.0):
         raise KernelInputError(f"conf: expected a value in [0, 1], got {conf}")
     if int(max_nms) < 1:
@@ -120,19 +124,20 @@ def decode(raw, levels, conf: float = 0.25, max_nms: int = MAX_NMS, *, backend: 
         return out
     with nvtx_range("head_decode"):
         if backend in ("reference", "torch"):
-            _fill_from_reference(out, decode_reference(raw.cpu() if backend == "reference" else raw, levels, conf, cap))
+            _fill_from_reference(out, decode_reference(raw.cpu() if backend == "reference" else raw, levels, conf, cap,
+                                                       head))
             return out
         lvl = _level_table(levels, raw.device)
-        kth = kth_floor(raw, cap)
+        kth = kth_floor(raw, cap, head)
         out.counts.zero_()
         if backend == "cupy":
             from . import cupy_impl
 
-            cupy_impl.run(raw, lvl, float(conf), kth, out)
+            cupy_impl.run(raw, lvl, float(conf), kth, out, head)
         else:
             from . import numba_impl
 
-            numba_impl.run(raw, lvl, float(conf), kth, out)
+            numba_impl.run(raw, lvl, float(conf), kth, out, head)
         out.counts.clamp_(max=cap)
     return out
 

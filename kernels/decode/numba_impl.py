@@ -1,4 +1,5 @@
-"""Numba CUDA decode: same arithmetic and compaction as decode.cu, same Python signature."""
+"""Numba CUDA decode: same arithmetic and compaction as decode.cu, same Python signature; one kernel per
+Head (its constants are compile-time values of the kernel, as decode.cu's #defines)."""
 from __future__ import annotations
 
 import math
@@ -7,16 +8,14 @@ import numpy as np
 import torch
 
 from .._common import numba_array, numba_cuda, numba_stream
+from .reference import Head
 
 cuda = numba_cuda()  # module global: the simulator swaps it for its own (NUMBA_ENABLE_CUDASIM=1)
 
 BLOCK = 128
-REG_MAX = 16
-C_CLS = 64
-C_KPT = 65
 NKV = 51
 
-_KERNEL = []
+_KERNELS: dict = {}  # Head -> kernel
 
 
 @cuda.jit(device=True, inline=True)
@@ -29,9 +28,12 @@ def _finite(x):
     return not (math.isnan(x) or math.isinf(x))
 
 
-def _kernel():
-    if _KERNEL:
-        return _KERNEL[0]
+def _kernel(head: Head):
+    kernel = _KERNELS.get(head)
+    if kernel is not None:
+        return kernel
+    reg_max, kpt26, e2e = head.reg_max, head.kind == "pose26", head.end2end
+    c_cls, c_kpt = 4 * reg_max, 4 * reg_max + 1
 
     @cuda.jit
     def pose_decode(raw, lvl, conf, kth, use_kth, boxes, scores, kpts, anchors, counts):
@@ -39,7 +41,7 @@ def _kernel():
         a = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         if a >= raw.shape[2]:
             return
-        logit = np.float32(raw[b, C_CLS, a])
+        logit = np.float32(raw[b, c_cls, a])
         if not _finite(logit):
             return
         score = _sigmoid(logit)
@@ -58,20 +60,24 @@ def _kernel():
         ok = True
         d = cuda.local.array(4, np.float32)
         for s in range(4):
-            m = -math.inf
-            for j in range(REG_MAX):
-                v = np.float32(raw[b, s * REG_MAX + j, a])
-                ok = ok and _finite(v)
-                m = max(m, v)
-            se = np.float32(0.0)
-            sj = np.float32(0.0)
-            for j in range(REG_MAX):
-                e = math.exp(np.float32(raw[b, s * REG_MAX + j, a]) - m)
-                se += e
-                sj += e * j
-            d[s] = sj / se
+            if reg_max > 1:  # DFL: softmax over the bins, expectation of the bin index
+                m = -math.inf
+                for j in range(reg_max):
+                    v = np.float32(raw[b, s * reg_max + j, a])
+                    ok = ok and _finite(v)
+                    m = max(m, v)
+                se = np.float32(0.0)
+                sj = np.float32(0.0)
+                for j in range(reg_max):
+                    e = math.exp(np.float32(raw[b, s * reg_max + j, a]) - m)
+                    se += e
+                    sj += e * j
+                d[s] = sj / se
+            else:  # the distances themselves
+                d[s] = np.float32(raw[b, s, a])
+                ok = ok and _finite(d[s])
         for k in range(NKV):
-            ok = ok and _finite(np.float32(raw[b, C_KPT + k, a]))
+            ok = ok and _finite(np.float32(raw[b, c_kpt + k, a]))
         if not ok:
             return
         slot = cuda.atomic.add(counts, b, 1)
@@ -81,29 +87,41 @@ def _kernel():
         y1 = ay - d[1]
         x2 = ax + d[2]
         y2 = ay + d[3]
-        cx = (x1 + x2) / 2 * stride
-        cy = (y1 + y2) / 2 * stride
-        w = (x2 - x1) * stride
-        h = (y2 - y1) * stride
-        boxes[b, slot, 0] = cx - w / 2
-        boxes[b, slot, 1] = cy - h / 2
-        boxes[b, slot, 2] = cx + w / 2
-        boxes[b, slot, 3] = cy + h / 2
+        if e2e:  # xyxy in grid units times stride
+            boxes[b, slot, 0] = x1 * stride
+            boxes[b, slot, 1] = y1 * stride
+            boxes[b, slot, 2] = x2 * stride
+            boxes[b, slot, 3] = y2 * stride
+        else:  # centre/size times stride, then xyxy
+            cx = (x1 + x2) / 2 * stride
+            cy = (y1 + y2) / 2 * stride
+            w = (x2 - x1) * stride
+            h = (y2 - y1) * stride
+            boxes[b, slot, 0] = cx - w / 2
+            boxes[b, slot, 1] = cy - h / 2
+            boxes[b, slot, 2] = cx + w / 2
+            boxes[b, slot, 3] = cy + h / 2
         scores[b, slot] = score
         anchors[b, slot] = a
         for k in range(17):
-            kpts[b, slot, k, 0] = (np.float32(raw[b, C_KPT + 3 * k, a]) * 2 + (ax - 0.5)) * stride
-            kpts[b, slot, k, 1] = (np.float32(raw[b, C_KPT + 3 * k + 1, a]) * 2 + (ay - 0.5)) * stride
-            kpts[b, slot, k, 2] = _sigmoid(np.float32(raw[b, C_KPT + 3 * k + 2, a]))
+            vx = np.float32(raw[b, c_kpt + 3 * k, a])
+            vy = np.float32(raw[b, c_kpt + 3 * k + 1, a])
+            if kpt26:
+                kpts[b, slot, k, 0] = (vx + ax) * stride
+                kpts[b, slot, k, 1] = (vy + ay) * stride
+            else:
+                kpts[b, slot, k, 0] = (vx * 2 + (ax - 0.5)) * stride
+                kpts[b, slot, k, 1] = (vy * 2 + (ay - 0.5)) * stride
+            kpts[b, slot, k, 2] = _sigmoid(np.float32(raw[b, c_kpt + 3 * k + 2, a]))
 
-    _KERNEL.append(pose_decode)
+    _KERNELS[head] = pose_decode
     return pose_decode
 
 
-def run(raw: torch.Tensor, lvl: torch.Tensor, conf: float, kth, out) -> None:
+def run(raw: torch.Tensor, lvl: torch.Tensor, conf: float, kth, out, head: Head) -> None:
     b, _, a = raw.shape
     dummy = out.scores.view(-1)[:1] if kth is None else kth  # never read when kth is None
-    _kernel()[((a + BLOCK - 1) // BLOCK, b), BLOCK, numba_stream(raw.device)](
+    _kernel(head)[((a + BLOCK - 1) // BLOCK, b), BLOCK, numba_stream(raw.device)](
         numba_array(raw), numba_array(lvl), np.float32(conf), numba_array(dummy), kth is not None,
         numba_array(out.boxes), numba_array(out.scores), numba_array(out.keypoints), numba_array(out.anchors),
         numba_array(out.counts))

@@ -1,6 +1,8 @@
-"""Per-image greedy NMS + rescale to original-image pixels on the GPU (no host synchronization).
+"""Per-image greedy NMS + rescale to original-image pixels on the GPU (no host synchronization), and the
+end-to-end heads' selection without NMS (top-k: best scores first) + the same rescale.
 
     dets = nms_rescale(cands, ratio_pad, orig_hw, iou=0.7, max_det=300, backend="auto")
+    dets = topk_rescale(cands, ratio_pad, orig_hw, max_det=300, backend="auto")
 
 ``cands``: kernels.decode.Candidates; ``ratio_pad``: (B, 4) float32 (gain_x, gain_y, pad_x, pad_y) from
 letterbox; ``orig_hw``: (B, 2) int32 original (h, w) (a tensor, or a list of (h, w) pairs).
@@ -17,7 +19,7 @@ from .._common import (KernelInputError, as_tensor, check_tensor, nvtx_range, re
                        shared_memory_per_block)
 from .reference import nms_reference, postprocess_reference, rescale_reference
 
-__all__ = ["nms_rescale", "Detections", "nms_reference", "rescale_reference", "postprocess_reference", "BACKENDS"]
+__all__ = ["nms_rescale", "topk_rescale", "Detections", "nms_reference", "rescale_reference", "postprocess_reference", "BACKENDS"]
 
 BACKENDS = ("cupy", "numba", "torch", "reference")
 
@@ -83,10 +85,23 @@ def _meta(x, name, shape_tail, dtype, device, b):
 
 def nms_rescale(cands, ratio_pad, orig_hw, iou: float = 0.7, max_det: int = 300, *, backend: str = "auto",
                 out: Detections | None = None) -> Detections:
-    device = cands.scores.device
-    b, cap = cands.scores.shape
     if not (0.0 <= float(iou) <= 1.0):
         raise KernelInputError(f"iou: expected a value in [0, 1], got {iou}")
+    return _select_rescale(cands, ratio_pad, orig_hw, float(iou), max_det, backend, out)
+
+
+def topk_rescale(cands, ratio_pad, orig_hw, max_det: int = 300, *, backend: str = "auto",
+                 out: Detections | None = None) -> Detections:
+    """An end-to-end head's selection: each image's candidates best score first (ties: lower anchor), the
+    first ``max_det``, rescaled; nothing suppressed."""
+    return _select_rescale(cands, ratio_pad, orig_hw, None, max_det, backend, out)
+
+
+def _select_rescale(cands, ratio_pad, orig_hw, iou: float | None, max_det: int, backend: str,
+                    out: Detections | None) -> Detections:
+    """NMS (``iou``) or top-k (``iou`` None), then rescale."""
+    device = cands.scores.device
+    b, cap = cands.scores.shape
     if int(max_det) < 1:
         raise KernelInputError(f"max_det: expected >= 1, got {max_det}")
     ratio_pad = _meta(ratio_pad, "ratio_pad", (4,), torch.float32, device, b)
@@ -98,10 +113,12 @@ def nms_rescale(cands, ratio_pad, orig_hw, iou: float = 0.7, max_det: int = 300,
         raise KernelInputError(f"out: expected Detections for batch {b} with max_det {max_det}, got {tuple(out.scores.shape)}")
     if b == 0:
         return out
+    stage = "nms" if iou is not None else "topk"
     if backend in ("reference", "torch"):
-        _torch_path(cands, ratio_pad, orig_hw, float(iou), int(max_det), out, backend)
+        with nvtx_range(stage):
+            _torch_path(cands, ratio_pad, orig_hw, iou, int(max_det), out, backend)
         return out
-    if backend == "cupy" and cap > shared_memory_per_block(device):  # one removed flag (byte) per candidate
+    if backend == "cupy" and iou is not None and cap > shared_memory_per_block(device):  # a flag per candidate
         raise KernelInputError(f"max_nms: the CuPy NMS keeps one flag per candidate in shared memory; cap {cap} > "
                                f"{shared_memory_per_block(device)} bytes per block on {device}")
     order = out.scratch("order", (b, cap), torch.int32)
@@ -109,23 +126,28 @@ def nms_rescale(cands, ratio_pad, orig_hw, iou: float = 0.7, max_det: int = 300,
     if backend == "cupy":
         from . import cupy_impl as impl
 
-        with nvtx_range("nms"):
-            impl.run_nms(cands, float(iou), int(max_det), order, keep, out.counts)
+        with nvtx_range(stage):
+            if iou is None:
+                impl.run_topk(cands, int(max_det), order, keep, out.counts)
+            else:
+                impl.run_nms(cands, iou, int(max_det), order, keep, out.counts)
     else:
         from . import numba_impl as impl
 
-        removed = out.scratch("removed", (b, cap), torch.int8)
-        with nvtx_range("nms"):
-            impl.run_nms(cands, float(iou), int(max_det), order, keep, out.counts, removed)
+        with nvtx_range(stage):
+            if iou is None:
+                impl.run_topk(cands, int(max_det), order, keep, out.counts)
+            else:
+                removed = out.scratch("removed", (b, cap), torch.int8)
+                impl.run_nms(cands, iou, int(max_det), order, keep, out.counts, removed)
     with nvtx_range("rescale"):
         impl.run_rescale(cands, keep, ratio_pad, orig_hw, out)
     return out
 
 
 def _torch_path(cands, ratio_pad, orig_hw, iou, max_det, out, backend):
-    """'reference': the NumPy greedy loop; 'torch': torchvision.ops.batched_nms on the device (anchor)."""
-    with nvtx_range("nms"):
-        _torch_path_body(cands, ratio_pad, orig_hw, iou, max_det, out, backend)
+    """'reference': the NumPy loop; 'torch': torchvision.ops.batched_nms (or, top-k, a sort) on the device."""
+    _torch_path_body(cands, ratio_pad, orig_hw, iou, max_det, out, backend)
 
 
 def _torch_path_body(cands, ratio_pad, orig_hw, iou, max_det, out, backend):
@@ -148,7 +170,12 @@ def _torch_path_body(cands, ratio_pad, orig_hw, iou, max_det, out, backend):
     valid = torch.arange(cands.cap, device=cands.scores.device)[None] < cands.counts[:, None]
     img, row = valid.nonzero(as_tuple=True)
     boxes, scores = cands.boxes[img, row], cands.scores[img, row]
-    keep = torchvision.ops.batched_nms(boxes, scores, img, iou)  # sorted by score, descending
+    if iou is None:  # top-k: by image, then score descending, then anchor (the candidates' tie order)
+        anchors = cands.anchors[img, row].long()
+        keep = torch.from_numpy(np.lexsort((anchors.cpu().numpy(), -scores.cpu().numpy(), img.cpu().numpy())))
+        keep = keep.to(scores.device)
+    else:
+        keep = torchvision.ops.batched_nms(boxes, scores, img, iou)  # sorted by score, descending
     kimg = img[keep]
     rank = torch.zeros_like(kimg)
     for i in range(len(counts)):  # position of each kept box within its image

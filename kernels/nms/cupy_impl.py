@@ -1,4 +1,5 @@
-"""CuPy RawKernels NMS (one block per image) and rescale (one thread per output row), CUDA C in nms.cu."""
+"""CuPy RawKernels NMS or top-k (one block per image) and rescale (one thread per output row), CUDA C in
+nms.cu: one module per selection (SUPPRESS), each with its rescale."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,10 @@ NMS_BLOCK = 256
 RESCALE_BLOCK = 128
 
 
-def _module(device: torch.device):
-    return cupy_module(CU, (("KNAME", "nms_f32"), ("RNAME", "rescale_f32")), ("--fmad=false",),
-                       device.index if device.index is not None else torch.cuda.current_device())
+def _module(device: torch.device, suppress: bool = True):
+    name = "nms_f32" if suppress else "topk_f32"
+    return cupy_module(CU, (("KNAME", name), ("RNAME", "rescale_f32"), ("SUPPRESS", str(int(suppress)))),
+                       ("--fmad=false",), device.index if device.index is not None else torch.cuda.current_device())
 
 
 def run_nms(cands, iou: float, max_det: int, order, keep, counts) -> None:
@@ -22,6 +24,14 @@ def run_nms(cands, iou: float, max_det: int, order, keep, counts) -> None:
     args = (ptr(cands.boxes), ptr(cands.scores), ptr(cands.anchors), ptr(cands.counts), np.int32(cap),
             np.float64(iou), np.int32(max_det), ptr(order), ptr(keep), ptr(counts))
     cupy_launch(_module(dev).get_function("nms_f32"), (b, 1, 1), (NMS_BLOCK, 1, 1), args, dev, shared_mem=cap)
+
+
+def run_topk(cands, max_det: int, order, keep, counts) -> None:
+    b, cap = cands.scores.shape
+    dev = cands.scores.device
+    args = (ptr(cands.boxes), ptr(cands.scores), ptr(cands.anchors), ptr(cands.counts), np.int32(cap),
+            np.float64(1.0), np.int32(max_det), ptr(order), ptr(keep), ptr(counts))
+    cupy_launch(_module(dev, suppress=False).get_function("topk_f32"), (b, 1, 1), (NMS_BLOCK, 1, 1), args, dev)
 
 
 def run_rescale(cands, keep, ratio_pad, orig_hw, out) -> None:

@@ -1,7 +1,9 @@
 // Per-image greedy NMS, then rescale to original-image pixels: two kernels, no host synchronization.
 //
-// Specialized by the generated #define block: KNAME (nms_f32), RNAME (rescale_f32). Compiled with
-// --fmad=false so the IoU arithmetic is torchvision's CPU float32 arithmetic, operation for operation.
+// Specialized by the generated #define block: KNAME (nms_f32, or topk_f32), RNAME (rescale_f32), SUPPRESS
+// (1: NMS; 0: top-k, an end-to-end head's selection: the sorted candidates' first max_det, nothing
+// suppressed, no shared memory). Compiled with --fmad=false so the IoU arithmetic is torchvision's CPU
+// float32 arithmetic, operation for operation.
 //
 // KNAME, one block per image:
 // 1. rank sort: each candidate's position = number of candidates with a higher score (ties: lower anchor
@@ -37,9 +39,16 @@ extern "C" __global__ void KNAME(const float* __restrict__ boxes, const float* _
             r += (sj > si) || (sj == si && an[j] < ai);
         }
         ord[r] = i;
+#if SUPPRESS
         removed[i] = 0;
+#endif
     }
     __syncthreads();
+#if !SUPPRESS
+    const int top = min(n, max_det);
+    for (int i = tid; i < top; i += nt) kp[i] = ord[i];
+    if (tid == 0) ocounts[b] = top;
+#else
 
     int kept = 0;  // uniform across the block
     for (int i = 0; i < n && kept < max_det; ++i) {
@@ -63,6 +72,7 @@ extern "C" __global__ void KNAME(const float* __restrict__ boxes, const float* _
         __syncthreads();
     }
     if (tid == 0) ocounts[b] = kept;
+#endif
 }
 
 extern "C" __global__ void RNAME(const float* __restrict__ boxes, const float* __restrict__ scores,

@@ -1,4 +1,5 @@
-"""Numba CUDA NMS (one block per image) and rescale (one thread per output row): the algorithms of nms.cu.
+"""Numba CUDA NMS or top-k (one block per image) and rescale (one thread per output row): the algorithms of
+nms.cu.
 The removed flags live in global scratch (Numba's dynamic shared memory is one untyped region per kernel;
 global scratch keeps the kernel simple and also runs under the simulator)."""
 from __future__ import annotations
@@ -71,6 +72,28 @@ def _kernels():
             ocounts[b] = kept
 
     @cuda.jit
+    def topk(scores, anchors, counts, max_det, order, keep, ocounts):
+        b = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        n = min(counts[b], scores.shape[1])
+        for i in range(tid, n, nt):
+            si = scores[b, i]
+            ai = anchors[b, i]
+            r = 0
+            for j in range(n):
+                sj = scores[b, j]
+                if sj > si or (sj == si and anchors[b, j] < ai):
+                    r += 1
+            order[b, r] = i
+        cuda.syncthreads()
+        top = min(n, max_det)
+        for i in range(tid, top, nt):
+            keep[b, i] = order[b, i]
+        if tid == 0:
+            ocounts[b] = top
+
+    @cuda.jit
     def rescale(boxes, scores, kpts, keep, counts, ratio_pad, orig_hw, oboxes, oscores, okpts):
         row = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         max_det = oscores.shape[1]
@@ -105,6 +128,7 @@ def _kernels():
             okpts[b, k, q, 2] = kpts[b, ci, q, 2]
 
     _KERNELS["nms"] = nms
+    _KERNELS["topk"] = topk
     _KERNELS["rescale"] = rescale
     return _KERNELS
 
@@ -115,6 +139,13 @@ def run_nms(cands, iou: float, max_det: int, order, keep, counts, removed) -> No
         numba_array(cands.boxes), numba_array(cands.scores), numba_array(cands.anchors), numba_array(cands.counts),
         np.float64(iou), np.int32(max_det), numba_array(order), numba_array(removed), numba_array(keep),
         numba_array(counts))
+
+
+def run_topk(cands, max_det: int, order, keep, counts) -> None:
+    b = cands.scores.shape[0]
+    _kernels()["topk"][b, NMS_BLOCK, numba_stream(cands.scores.device)](
+        numba_array(cands.scores), numba_array(cands.anchors), numba_array(cands.counts), np.int32(max_det),
+        numba_array(order), numba_array(keep), numba_array(counts))
 
 
 def run_rescale(cands, keep, ratio_pad, orig_hw, out) -> None:

@@ -5,6 +5,10 @@
 * greedy: a candidate is dropped when its IoU with an already kept one is > iou (IoU <= iou keeps), with
   torchvision's float32 arithmetic (zero-area pairs give 0/0 = NaN, which suppresses nothing);
 * at most max_det kept; then boxes and keypoints x, y: (v - pad) / gain per axis, clipped to the image.
+
+An end-to-end head (YOLO26 with ``nms=False``) has no NMS: its selection is the same sort and the first
+max_det (``iou=None``; Ultralytics 8.4.190 ``Detect.postprocess`` top-k, then ``non_max_suppression``'s
+end-to-end branch keeps those above conf, best first).
 """
 from __future__ import annotations
 
@@ -25,13 +29,15 @@ def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         return inter / (area_i + areas - inter)
 
 
-def nms_reference(boxes, scores, iou: float = 0.7, max_det: int = 300, anchors=None) -> np.ndarray:
-    """Indices into ``boxes`` of the kept candidates, best score first."""
+def nms_reference(boxes, scores, iou: float | None = 0.7, max_det: int = 300, anchors=None) -> np.ndarray:
+    """Indices into ``boxes`` of the kept candidates, best score first (``iou`` None: none suppressed)."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     scores = np.asarray(scores, np.float32).reshape(-1)
     n = scores.shape[0]
     tie = np.arange(n) if anchors is None else np.asarray(anchors).reshape(-1)
     order = np.lexsort((tie, -scores))
+    if iou is None:
+        return order[:max_det].astype(np.int64)
     removed = np.zeros(n, bool)
     keep = []
     for pos, i in enumerate(order):
@@ -60,9 +66,10 @@ def rescale_reference(boxes, keypoints, ratio_pad, orig_hw):
     return b, k
 
 
-def postprocess_reference(candidates, ratio_pad, orig_hw, iou: float = 0.7, max_det: int = 300):
-    """NMS + rescale of per-image candidate dicts (``decode_reference`` output); a list of result dicts with
-    ``boxes`` (n, 4) xyxy original pixels, ``scores`` (n,), ``keypoints`` (n, 17, 3), best score first."""
+def postprocess_reference(candidates, ratio_pad, orig_hw, iou: float | None = 0.7, max_det: int = 300):
+    """NMS (``iou`` None: top-k) + rescale of per-image candidate dicts (``decode_reference`` output); a list
+    of result dicts with ``boxes`` (n, 4) xyxy original pixels, ``scores`` (n,), ``keypoints`` (n, 17, 3),
+    best score first."""
     out = []
     for d, rp, hw in zip(candidates, np.asarray(ratio_pad, np.float32), np.asarray(orig_hw)):
         boxes = torch.as_tensor(d["boxes"]).cpu().numpy()
