@@ -95,14 +95,16 @@ extern "C" void set_thread(unsigned block, unsigned block_dim, unsigned thread) 
 """
 
 
-def host_build(cu: str, defines: dict, out_dir):
+def host_build(cu: str, defines: dict, out_dir, prelude: str = ""):
     """A .cu file's kernels built for the host with g++ (no FMA contraction, IEEE float and double), so the
-    CUDA C logic runs on a CPU: call ``set_thread(block, block_dim, thread)``, then a kernel, per thread."""
+    CUDA C logic runs on a CPU: call ``set_thread(block, block_dim, thread)``, then a kernel, per thread.
+    ``prelude``: host stand-ins for the CUDA built-ins a file uses beyond HOST_PRELUDE's."""
     import ctypes
     import subprocess
 
     src = Path(out_dir) / (Path(cu).stem + "_host.cpp")
-    src.write_text(HOST_PRELUDE + "".join(f"#define {k} {v}\n" for k, v in defines.items()) + Path(cu).read_text())
+    src.write_text(HOST_PRELUDE + prelude + "".join(f"#define {k} {v}\n" for k, v in defines.items())
+                   + Path(cu).read_text())
     lib = Path(out_dir) / (Path(cu).stem + "_host.so")
     subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-ffp-contract=off", "-o", str(lib), str(src)], check=True)
     return ctypes.CDLL(str(lib))

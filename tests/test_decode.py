@@ -1,23 +1,29 @@
-"""Head decode: reference == the Pose head's own decode; kernels == reference; thresholds, caps, NaN/inf."""
+"""Head decode: reference == the Pose head's own decode; kernels == reference for every head (YOLOv8/YOLO11
+Pose, YOLO26 Pose26 in both branches); thresholds, caps, NaN/inf. The reference against Pose26's own decode
+is in test_heads.py (random YOLO26 models)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from posefuse.kernels._common import KernelInputError, numba_simulator
-from posefuse.kernels.decode import decode, decode_reference, levels_for
-from posefuse.kernels.decode.reference import CHANNELS, decode_dense_reference
+import helpers
+from posefuse.kernels.decode import POSE, Head, decode, decode_reference, levels_for
+from posefuse.kernels.decode.reference import decode_dense_reference
 from posefuse.kernels.letterbox import letterbox_reference
 
 sim = pytest.mark.skipif(not numba_simulator(), reason="Numba CUDA simulator only (the GPU runs the gpu tests)")
+HEADS = [POSE, Head("pose", 16, True), Head("pose26", 1, False), Head("pose26", 1, True)]
 
 
-def _raw(b, in_h, in_w, seed, shift=1.5, dtype=torch.float32):
+def _raw(b, in_h, in_w, seed, shift=1.5, dtype=torch.float32, head=POSE):
     g = torch.Generator().manual_seed(seed)
     lv = levels_for(in_h, in_w)
     a = sum(h * w for h, w, _ in lv)
-    raw = torch.randn(b, CHANNELS, a, generator=g) * 2
-    raw[:, 64] += shift  # class logits: a good share above conf
+    raw = torch.randn(b, head.channels, a, generator=g) * 2
+    raw[:, head.cls] += shift  # class logits: a good share above conf
+    if head.reg_max == 1:  # distances: mostly positive, as a trained head's
+        raw[:, :4] = raw[:, :4].abs() + 0.5
     return raw.to(dtype), lv
 
 
@@ -73,14 +79,67 @@ def test_reference_max_nms_keeps_best_scores():
 # Numba under the simulator (small maps)
 # ------------------------------------------------------------------------------------------------
 @sim
+@pytest.mark.parametrize("head", HEADS, ids=lambda h: h.variant)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_numba_sim_matches_reference(dtype):
-    raw, lv = _raw(2, 64, 96, 3, dtype=dtype)
-    raw[1, 5, 3] = float("nan")
-    raw[1, 64, 3] = 5.0
-    raw[0, 64, 4] = float("inf")
-    got = decode(raw, lv, 0.25, backend="numba")
-    assert_candidates_equal(decode_reference(raw, lv, 0.25), got.per_image())
+def test_numba_sim_matches_reference(dtype, head):
+    raw, lv = _raw(2, 64, 96, 3, dtype=dtype, head=head)
+    raw[1, 2, 3] = float("nan")
+    raw[1, head.cls, 3] = 5.0
+    raw[0, head.cls, 4] = float("inf")
+    got = decode(raw, lv, 0.25, head=head, backend="numba")
+    assert_candidates_equal(decode_reference(raw, lv, 0.25, head=head), got.per_image())
+
+
+HOST_SHIMS = """#include <string.h>
+#define __forceinline__ inline
+struct float4 { float x, y, z, w; };
+static float4 make_float4(float a, float b, float c, float d) { float4 v = {a, b, c, d}; return v; }
+static int atomicAdd(int* p, int v) { int old = *p; *p += v; return old; }
+static float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+extern "C" void set_image(unsigned b) { blockIdx.y = b; }
+"""
+
+
+@pytest.mark.parametrize("head", HEADS, ids=lambda h: h.variant)
+def test_decode_cu_built_for_the_host_matches_reference(head, tmp_path):
+    """decode.cu's CUDA C (fp32 input) built for the host with each head's #defines: every variant's
+    arithmetic, threshold and compaction against the reference, NaN and a capped image included."""
+    import ctypes
+
+    import numpy as np
+
+    from posefuse.kernels.decode import Candidates, check_levels
+    from posefuse.kernels.decode import cupy_impl
+
+    d = dict(cupy_impl.defines(head, torch.float32))
+    lib = helpers.host_build(cupy_impl.CU, d, tmp_path, prelude=HOST_SHIMS)
+    kern = getattr(lib, d["KNAME"])
+    raw, lv = _raw(2, 64, 96, 8, head=head)
+    raw[1, 2, 3] = float("nan")
+    b, _, a = raw.shape
+    rows, off = [], 0
+    for h, w, st in check_levels(lv, a):
+        rows.append((h, w, st, off))
+        off += h * w
+    lvl = np.ascontiguousarray(np.array(rows, np.int32))
+    for cap in (a, 9):  # every candidate; the best 9 (the kth floor cuts)
+        out = Candidates.empty(b, cap, "cpu")
+        kth = None
+        if cap < a:
+            kth = np.ascontiguousarray(torch.topk(raw[:, head.cls], cap, dim=1).values.amin(1).numpy())
+        x = np.ascontiguousarray(raw.numpy())
+        f, i = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int)
+        args = [x.ctypes.data_as(f), ctypes.c_int(a), lvl.ctypes.data_as(i), ctypes.c_int(len(rows)),
+                ctypes.c_float(0.25), kth.ctypes.data_as(f) if kth is not None else None, ctypes.c_int(cap),
+                *(t.numpy().ctypes.data_as(f) for t in (out.boxes, out.scores, out.keypoints)),
+                out.anchors.numpy().ctypes.data_as(i), out.counts.numpy().ctypes.data_as(i)]
+        for bi in range(b):
+            lib.set_image(bi)
+            for t in range(a):
+                lib.set_thread(t // 128, 128, t % 128)
+                kern(*args)
+        out.counts.clamp_(max=cap)
+        assert_candidates_equal(decode_reference(raw, lv, 0.25, max_nms=cap, head=head), out.per_image(), atol=1e-4)
 
 
 @sim
@@ -101,6 +160,10 @@ def test_bad_input_named():
         decode(raw.int(), lv)
     with pytest.raises(KernelInputError, match=r"raw: expected 116 channels"):
         decode(raw[:, :100], lv)
+    with pytest.raises(KernelInputError, match=r"raw: expected 56 channels \(4 box \+ 1 class"):
+        decode(raw, lv, head=Head("pose26", 1, True))
+    with pytest.raises(KernelInputError, match="head: expected a kernels.decode.Head"):
+        decode(raw, lv, head="pose26")
     with pytest.raises(KernelInputError, match="raw: expected 3 dimensions"):
         decode(raw[0], lv)
     with pytest.raises(KernelInputError, match="raw: expected a contiguous tensor"):
@@ -121,16 +184,19 @@ def test_bad_input_named():
 # GPU
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.gpu
+@pytest.mark.parametrize("head", HEADS, ids=lambda h: h.variant)
 @pytest.mark.parametrize("backend", ["cupy", "numba", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_gpu_random_matches_reference(backend, dtype):
-    raw, lv = _raw(4, 384, 640, 5, dtype=dtype)
-    raw[1, 5, 3] = float("nan")
-    raw[1, 64, 3] = 5.0
-    raw[2, 64, 100] = float("inf")
-    raw[3, 64] = -30.0  # no candidate
-    got = decode(raw.cuda(), lv, 0.25, backend=backend)
-    assert_candidates_equal(decode_reference(raw, lv, 0.25), got.per_image())
+def test_gpu_random_matches_reference(backend, dtype, head):
+    raw, lv = _raw(4, 384, 640, 5, dtype=dtype, head=head)
+    raw[1, 2, 3] = float("nan")
+    raw[1, head.cls, 3] = 5.0
+    raw[2, head.cls, 100] = float("inf")
+    raw[3, head.cls] = -30.0  # no candidate
+    got = decode(raw.cuda(), lv, 0.25, head=head, backend=backend)
+    assert_candidates_equal(decode_reference(raw, lv, 0.25, head=head), got.per_image())
+    got = decode(raw.cuda(), lv, 0.25, 300, head=head, backend=backend)  # an end-to-end head's top-k cap
+    assert_candidates_equal(decode_reference(raw, lv, 0.25, 300, head=head), got.per_image())
 
 
 @pytest.mark.gpu

@@ -1,4 +1,6 @@
-"""NMS + rescale: reference == torchvision / Ultralytics predict; kernels == reference; edge cases."""
+"""NMS + rescale: reference == torchvision / Ultralytics predict; kernels == reference; edge cases. The
+end-to-end heads' top-k + rescale: reference == Ultralytics' top-k and end-to-end branch; kernels ==
+reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +10,8 @@ import torch
 from posefuse.kernels._common import KernelInputError, numba_simulator
 from posefuse.kernels.decode import Candidates, decode, decode_reference
 from posefuse.kernels.letterbox import letterbox_reference
-from posefuse.kernels.nms import nms_reference, nms_rescale, postprocess_reference, rescale_reference
+from posefuse.kernels.nms import (nms_reference, nms_rescale, postprocess_reference, rescale_reference,
+                                  topk_rescale)
 from posefuse.kernels.nms.reference import iou_one_to_many
 import helpers
 
@@ -164,6 +167,65 @@ def test_rescale_and_clip(backend):
 
 
 
+# ------------------------------------------------------------------------------------------------
+# Top-k (an end-to-end head's selection, no NMS)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("max_det, conf", [(300, 0.25), (300, 0.0), (10, 0.25), (400, 0.5)])
+def test_topk_reference_equals_ultralytics_end_to_end_selection(seed, max_det, conf):
+    """Ultralytics 8.4.190: ``Detect.postprocess`` keeps the top k = max(max_det, 300) scores over all
+    anchors (predict sets the head's max_det so), then ``non_max_suppression``'s end-to-end branch those
+    above conf, the first max_det; ours: the candidates above conf, best first, the first max_det."""
+    pytest.importorskip("ultralytics")
+    from ultralytics.nn.modules.head import Detect
+    from ultralytics.utils.nms import non_max_suppression
+
+    g = np.random.default_rng(seed)
+    a = 1200
+    boxes = g.uniform(0, 600, (a, 4)).astype(np.float32)
+    scores = g.permutation(a).astype(np.float32) / a  # distinct
+    head = Detect(nc=1, ch=(16,))
+    head.max_det = max(max_det, 300)
+    preds = torch.cat([torch.from_numpy(boxes), torch.from_numpy(scores)[:, None]], 1)[None]
+    top = head.postprocess(preds)  # (1, k, 6): box, score, class
+    theirs = non_max_suppression(top, conf, 0.7, max_det=max_det, end2end=True)[0].numpy()
+    cand = scores > conf
+    idx = np.nonzero(cand)[0]
+    keep = nms_reference(boxes[idx], scores[idx], None, max_det, anchors=idx)
+    np.testing.assert_array_equal(boxes[idx][keep], theirs[:, :4])
+    np.testing.assert_array_equal(scores[idx][keep], theirs[:, 4])
+
+
+def _backend_device(backend):
+    return "cuda" if backend in ("cupy", "torch") or (backend == "numba" and not numba_simulator()) else "cpu"
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("case", ["random", "ties", "none", "more_than_max_det"])
+def test_topk_kernels_match_reference(backend, case):
+    boxes, scores = random_boxes(50, 7)
+    max_det = 300
+    if case == "ties":  # ties: lower anchor first, as the NMS kernels
+        scores = np.repeat(np.float32([0.9, 0.8, 0.5, 0.3, 0.26]), 10)
+    elif case == "none":
+        boxes, scores = boxes[:0], scores[:0]
+    elif case == "more_than_max_det":
+        max_det = 12
+    c = make_candidates(boxes, scores, _backend_device(backend), cap=64)
+    kp = torch.rand(c.keypoints.shape, generator=torch.Generator().manual_seed(1)) * 100
+    c.keypoints.copy_(kp.to(c.keypoints.device))
+    rp, hw = [[0.5, 0.25, 8.0, 12.0]], [[400, 1000]]
+    d = topk_rescale(c, rp, hw, max_det=max_det, backend=backend)
+    keep = nms_reference(boxes, scores, None, max_det)
+    eb, ek = rescale_reference(boxes[keep], kp[0, : len(scores)].numpy()[keep], rp[0], hw[0])
+    n = int(d.counts[0])
+    assert n == min(len(scores), max_det)
+    np.testing.assert_allclose(d.boxes[0, :n].cpu().numpy(), eb, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(d.scores[0, :n].cpu().numpy(), np.asarray(scores, np.float32)[keep])
+    np.testing.assert_allclose(d.keypoints[0, :n].cpu().numpy(), ek, rtol=0, atol=1e-4)
+    assert (d.boxes[0, n:] == 0).all() and (d.scores[0, n:] == 0).all()
+
+
 def test_bad_input_named():
     c = make_candidates(*random_boxes(5, 0))
     with pytest.raises(KernelInputError, match=r"ratio_pad: expected shape \(1, 4\)"):
@@ -174,6 +236,8 @@ def test_bad_input_named():
         nms_rescale(c, *IDENTITY, iou=-0.1)
     with pytest.raises(KernelInputError, match="max_det: expected >= 1"):
         nms_rescale(c, *IDENTITY, max_det=0)
+    with pytest.raises(KernelInputError, match="max_det: expected >= 1"):
+        topk_rescale(c, *IDENTITY, max_det=0)
 
 
 # ------------------------------------------------------------------------------------------------
