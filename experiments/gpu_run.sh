@@ -20,6 +20,8 @@
 #             rounds (hosts drift within a call) -> logs/abab/{new,old}N/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   trackids  experiments/track_ids.py [TRACKIDS_ARGS] (track ids vs Ultralytics on every sample frame) -> results/track_ids.{json,md}
+#   heads     experiments/heads.py [HEADS_ARGS] (YOLOv8/YOLO11/YOLO26 against predict; post-processing, pipeline and e2e
+#             figures beside each other) -> results/heads.{json,md}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
 # WHEELS=DIR installs DIR/*.whl instead of .offline/whl: a Ray call carries .offline/whl-ray, the same wheels with
 # PyNvVideoCodec's slimmed (experiments/slim_wheel.py: 27 -> 9 MB), so that they, Ray's 30 MB and the data fit in
@@ -129,7 +131,11 @@ do_soak() {
   step soak
   MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536 python3 experiments/soak.py ${SOAK_ARGS:---duration 480 --streams 16 --decoder nvdec --plot} >"$LOG/soak.log" 2>&1; r=$?; rc=$((rc | r)); tail -20 "$LOG/soak.log"
 }
-for s in ${*:-tests bench accuracy ncu notebook probe gilprobe regress startup probe0 ray runners phase trackids soak}; do
+do_heads() {
+  step heads
+  timeout 560 python3 experiments/heads.py ${HEADS_ARGS:-} >"$LOG/heads.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^Overriding" "$LOG/heads.log" | tail -16
+}
+for s in ${*:-tests bench accuracy ncu notebook probe gilprobe regress startup probe0 ray runners phase trackids heads soak}; do
   declare -F "do_$s" >/dev/null || { echo "gpu_run.sh: no step $s"; rc=2; continue; }
   "do_$s"
 done

@@ -6,10 +6,12 @@ distinct scores, not ties.
     python experiments/pose_models.py --out /tmp/models            # yolov8n-pose.pt, yolo11n-pose.pt, yolo26n-pose.pt
 
 A random model scores every anchor near its class-bias prior, so its top-k and NMS would order ties. Here
-each model is conditioned on a calibration frame (one of the sample clip's): every BatchNorm takes that
-frame's statistics, every weight is jittered, and the final convolutions of both branches are rescaled so
-that the class logits spread (a few percent of the anchors pass conf 0.25, each with its own score) and
-the box distances are positive (about 2.5 grid cells).
+each model is conditioned on a calibration frame (one of the sample clip's): its weights are jittered,
+every BatchNorm takes that frame's mean per channel and one variance per layer (VAR_SCALE), the final
+class convolution of each branch is fitted (ridge regression on its input features) to the image
+texture under each anchor, so that anchors on people and edges score high and flat regions low, and the
+logits are rescaled so that SHARE of the calibration frame's anchors pass conf 0.25, with SPREAD; YOLO26's
+box distances are rescaled to be positive (about 2.5 grid cells).
 """
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ ARCHS = ("yolov8n-pose", "yolo11n-pose", "yolo26n-pose")
 SHARE = 0.005  # of the calibration frame's anchors, the share whose score passes CONF
 CONF = 0.25
 SPREAD = 1.5  # standard deviation of the class logits after the rescale
+# BatchNorm variance over the calibration frame's: 1.0 leaves a random net chaotic (an fp16 rounding of the
+# input moves logits by 0.3), 1.5 makes it blind to content (the same anchors pass on every frame, their
+# scores tied to 1e-7); 1.05 keeps it content-driven with logits moving by <= 0.08 under fp16 rounding
+VAR_SCALE = 1.05
 
 
 def _input(frame: np.ndarray, size=(384, 640)) -> torch.Tensor:
@@ -44,9 +50,33 @@ def _rescale_outputs(convs, outs: list[torch.Tensor], anchor: float, at: float, 
         c.bias.copy_((c.bias - q) * (std / sd) + at)
 
 
-def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_scale: float = 1.5):
+def _texture(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Per anchor of the level of ``stride``: the log standard deviation of the grey image over the anchor's
+    2-cell window (what a person detector responds to more than to a flat wall)."""
+    g = x.mean(1, keepdim=True)
+    k, pad = 2 * stride, stride // 2
+    mu = torch.nn.functional.avg_pool2d(g, k, stride, pad, count_include_pad=False)
+    sq = torch.nn.functional.avg_pool2d(g * g, k, stride, pad, count_include_pad=False)
+    return (sq - mu * mu).clamp_min(0).add(1e-6).sqrt().log()
+
+
+def _fit(conv, feats: torch.Tensor, target: torch.Tensor, ridge: float = 0.1):
+    """Set the 1x1 convolution ``conv`` (one output) to the ridge regression of ``target`` (1, 1, h, w) on its
+    input ``feats`` (1, C, h, w)."""
+    f = feats[0].flatten(1).double()
+    t = target[0, 0, : feats.shape[2], : feats.shape[3]].flatten().double()
+    fm, tm = f.mean(1, keepdim=True), t.mean()
+    fc, tc = f - fm, t - tm
+    gram = fc @ fc.T
+    w = torch.linalg.solve(gram + ridge * gram.trace() / len(gram) * torch.eye(len(gram), dtype=gram.dtype),
+                           fc @ tc)
+    conv.weight.copy_(w.view(conv.weight.shape).to(conv.weight.dtype))
+    conv.bias.copy_((tm - w @ fm[:, 0]).view(1).to(conv.bias.dtype))
+
+
+def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_scale: float = VAR_SCALE):
     """A PoseModel of ``arch`` (one of ARCHS) conditioned on ``frame`` (BGR), in eval mode, both branches
-    of a YOLO26 head made to score."""
+    of a YOLO26 head made to score (see the module docstring)."""
     from ultralytics.nn.tasks import PoseModel
 
     torch.manual_seed(seed)
@@ -72,15 +102,21 @@ def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_
             cls = [s[-1] for s in br["cls_head"]]
             box = [s[-1] for s in br["box_head"]]
             seen: dict = {}
-            hooks = [c.register_forward_hook(lambda mod, i, o: seen.setdefault(id(mod), o)) for c in cls + box]
+            def keep(mod, i, o):  # what went in and came out of each final convolution
+                seen.setdefault(id(mod), (i[0], o))
+
+            hooks = [c.register_forward_hook(keep) for c in cls + box]
             m.model[-1].end2end = br is not branches[0]  # the forward that runs this branch
             m(x)
             for k in hooks:
                 k.remove()
+            for c, st in zip(cls, h.stride.tolist()):  # the class logit: the texture under the anchor
+                _fit(c, seen[id(c)][0], _texture(x, int(st)))
+                seen[id(c)] = (seen[id(c)][0], c(seen[id(c)][0]))
             logit_conf = math.log(CONF / (1 - CONF))  # SHARE of the anchors above it
-            _rescale_outputs(cls, [seen[id(c)] for c in cls], 1 - SHARE, logit_conf, SPREAD)
+            _rescale_outputs(cls, [seen[id(c)][1] for c in cls], 1 - SHARE, logit_conf, SPREAD)
             if h.reg_max == 1:  # distances regressed directly: positive, median 2.5 cells
-                _rescale_outputs(box, [seen[id(c)] for c in box], 0.5, 2.5, 0.6)
+                _rescale_outputs(box, [seen[id(c)][1] for c in box], 0.5, 2.5, 0.6)
         m.model[-1].end2end = False
     return m
 

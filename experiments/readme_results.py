@@ -87,7 +87,7 @@ def section() -> str:
             out.append(f"| {prec} | {s['frames']} | {s['their_detections']} | {s['matched_fraction']:.4f} | "
                        f"{s['extra_fraction']:.4f} | {s['keypoint_mean_error_px']:.3f} | {s['max_score_diff']:.4f} |")
         out.append("")
-    out += _startup() + _regression() + _phases() + _runners() + _soak() + _track_ids() + _ray()
+    out += _startup() + _regression() + _phases() + _runners() + _soak() + _track_ids() + _heads() + _ray()
     out.append(END)
     return "\n".join(out)
 
@@ -275,6 +275,26 @@ def _track_ids() -> list:
     return [f"**Track ids against Ultralytics' BYTETracker** ([results/track_ids.md](results/track_ids.md), "
             f"`{t['command']}`), the same detections, frames whose ids agree: {clips}; backend {t['backend']} on "
             f"{env.get('card') or 'the CPU (Numba: its CUDA simulator)'}, {env.get('date')}.", ""]
+
+
+def _heads() -> list:
+    """The latest equality figures of each pose family (results/heads.json), and its speed rows where the
+    run had a GPU."""
+    h = _latest("heads")
+    if not h:
+        return []
+    env = h["env"]
+    eq = "; ".join(f"{r['model']} ({r['precision']}) {r['matched']}/{r['their_detections']} matched, "
+                   f"{r['our_detections'] - r['matched']} extra, keypoints within {r['keypoint_max_error_px']:.3f} px"
+                   for r in h.get("equality", []))
+    out = [f"**Every pose family against predict** ([results/heads.md](results/heads.md), `{h['command']}`), "
+           f"checkpoints built from the wheel's yaml files, {h['equality'][0]['frames'] if h.get('equality') else 0} "
+           f"frames: {eq}; {env.get('card') or 'CPU'}, {env.get('date')}.", ""]
+    if h.get("post"):
+        out += ["| model | post-processing us/frame bs64 | Ultralytics us/frame | speedup |", "| --- | ---: | ---: | ---: |"]
+        out += [f"| {r['model']} | {r['posefuse_us_per_frame']:.2f} | {r['ultralytics_us_per_frame']:.1f} | "
+                f"{r['speedup']:.0f}x |" for r in h["post"]] + [""]
+    return out
 
 
 def main():

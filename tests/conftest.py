@@ -73,3 +73,12 @@ def _no_decode_process_left():
     from posefuse.runners.sources.process import default_decode_processes
 
     default_decode_processes().close()
+
+
+@pytest.fixture
+def no_tf32():
+    """fp32 on the GPU compared with the CPU: cuDNN's default TF32 convolutions would blur the comparison."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old

@@ -16,15 +16,6 @@ gpu = pytest.mark.gpu
 FP16 = dict(atol=0.05, score_atol=1e-3)  # two fp16 pipelines may autotune different cuDNN algorithms
 
 
-@pytest.fixture
-def no_tf32():
-    """fp32 on the GPU compared with the CPU: cuDNN's default TF32 convolutions would blur the comparison."""
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
-
-
 @pytest.fixture(scope="module")
 def cpu_pipe():
     return PosePipeline(device="cpu")
