@@ -11,15 +11,20 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
+from posefuse.kernels.decode import HEADS
+from posefuse.kernels.decode import cupy_impl as decode_cu
+from posefuse.kernels.nms import cupy_impl as nms_cu
 from posefuse.kernels.track.cupy_impl import DEFINES as TRACK_DEFINES  # with the reference's OKS constants
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = [
     ("kernels/letterbox/letterbox.cu", {"KNAME": "letterbox_bgr_f16", "NV12": "0", "OUT_F16": "1"}, []),
     ("kernels/letterbox/letterbox.cu", {"KNAME": "letterbox_nv12_f32", "NV12": "1", "OUT_F16": "0"}, []),
-    ("kernels/decode/decode.cu", {"KNAME": "pose_decode_f16", "IN_F16": "1"}, []),
-    ("kernels/decode/decode.cu", {"KNAME": "pose_decode_f32", "IN_F16": "0"}, []),
-    ("kernels/nms/nms.cu", {"KNAME": "nms_f32", "RNAME": "rescale_f32"}, ["--fmad=false"]),
+    *(("kernels/decode/decode.cu", dict(decode_cu.defines(head, dtype)), []) for head in HEADS
+      for dtype in (torch.float16, torch.float32)),
+    *(("kernels/nms/nms.cu", dict(nms_cu.defines(suppress)), list(nms_cu.OPTIONS)) for suppress in (True, False)),
     ("kernels/track/track.cu", dict(TRACK_DEFINES), ["--fmad=false"]),
 ]
 

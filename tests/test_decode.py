@@ -8,12 +8,11 @@ import torch
 
 from posefuse.kernels._common import KernelInputError, numba_simulator
 import helpers
-from posefuse.kernels.decode import POSE, Head, decode, decode_reference, levels_for
+from posefuse.kernels.decode import HEADS, POSE, Head, decode, decode_reference, levels_for
 from posefuse.kernels.decode.reference import decode_dense_reference
 from posefuse.kernels.letterbox import letterbox_reference
 
 sim = pytest.mark.skipif(not numba_simulator(), reason="Numba CUDA simulator only (the GPU runs the gpu tests)")
-HEADS = [POSE, Head("pose", 16, True), Head("pose26", 1, False), Head("pose26", 1, True)]
 
 
 def _raw(b, in_h, in_w, seed, shift=1.5, dtype=torch.float32, head=POSE):

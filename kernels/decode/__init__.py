@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from .._common import KernelInputError, as_tensor, check_tensor, nvtx_range, resolve_backend
-from .reference import MAX_NMS, NKPT, KDIM, POSE, Head, decode_reference, levels_for
+from .reference import HEADS, MAX_NMS, NKPT, KDIM, POSE, Head, decode_reference, levels_for
 
-__all__ = ["decode", "decode_reference", "levels_for", "Candidates", "Head", "POSE", "BACKENDS"]
+__all__ = ["decode", "decode_reference", "levels_for", "Candidates", "Head", "HEADS", "POSE", "BACKENDS"]
 
 BACKENDS = ("cupy", "numba", "torch", "reference")
 

@@ -58,6 +58,7 @@ class Head:
 
 
 POSE = Head()  # YOLOv8, YOLO11
+HEADS = (POSE, Head("pose", 16, True), Head("pose26", 1, False), Head("pose26", 1, True))  # every specialization
 REG_MAX = POSE.reg_max
 CHANNELS = POSE.channels  # 116
 

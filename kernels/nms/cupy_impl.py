@@ -12,10 +12,18 @@ NMS_BLOCK = 256
 RESCALE_BLOCK = 128
 
 
+OPTIONS = ("--fmad=false",)
+
+
+def defines(suppress: bool = True) -> tuple[tuple[str, str], ...]:
+    """The #define prelude of the NMS (``suppress``) or top-k module, each with its rescale."""
+    return (("KNAME", "nms_f32" if suppress else "topk_f32"), ("RNAME", "rescale_f32"),
+            ("SUPPRESS", str(int(suppress))))
+
+
 def _module(device: torch.device, suppress: bool = True):
-    name = "nms_f32" if suppress else "topk_f32"
-    return cupy_module(CU, (("KNAME", name), ("RNAME", "rescale_f32"), ("SUPPRESS", str(int(suppress)))),
-                       ("--fmad=false",), device.index if device.index is not None else torch.cuda.current_device())
+    return cupy_module(CU, defines(suppress), OPTIONS,
+                       device.index if device.index is not None else torch.cuda.current_device())
 
 
 def run_nms(cands, iou: float, max_det: int, order, keep, counts) -> None:

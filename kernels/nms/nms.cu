@@ -24,7 +24,6 @@ extern "C" __global__ void KNAME(const float* __restrict__ boxes, const float* _
 
     const int b = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
     const int n = min(counts[b], cap);
-    const float* bx = boxes + (long long)b * cap * 4;
     const float* sc = scores + (long long)b * cap;
     const int* an = anchors + (long long)b * cap;
     int* ord = order + (long long)b * cap;
@@ -49,6 +48,7 @@ extern "C" __global__ void KNAME(const float* __restrict__ boxes, const float* _
     for (int i = tid; i < top; i += nt) kp[i] = ord[i];
     if (tid == 0) ocounts[b] = top;
 #else
+    const float* bx = boxes + (long long)b * cap * 4;
 
     int kept = 0;  // uniform across the block
     for (int i = 0; i < n && kept < max_det; ++i) {
