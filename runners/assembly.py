@@ -232,10 +232,10 @@ class Assembly:
 
         return looping(open_any, s.name, cfg.loop, cfg.duration_s, cfg.fps, s.start)
 
-    def add_stream(self, spec, name: str):
+    def add_stream(self, spec, name: str, max_frames: int | None = None):
         """A stream a RunControl adds while the run goes on: opened and counted among the sources."""
         self._threads = decode_threads(len(self.sources) + 1)
-        src = self.open_stream(StreamSpec(spec, name))
+        src = self.open_stream(StreamSpec(spec, name, max_frames=max_frames))
         self.sources.append(src)
         if self.on_added is not None:
             self.on_added(name, src.fps)

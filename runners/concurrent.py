@@ -26,6 +26,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -53,6 +54,7 @@ class RunState:
     inflight: set = field(default_factory=set)  # (stream, index) arrived and not yet delivered or dropped
     lock: threading.Lock = field(default_factory=threading.Lock)
     thread_s: dict = field(default_factory=dict)  # seconds each kind of thread spent per activity (summed)
+    source_ended: Callable | None = None  # source_ended(name, error or None): a source's last frame is queued
 
     def add_times(self, times: dict):
         with self.lock:
@@ -320,6 +322,10 @@ class _Reader:
         slot.src.close()
         self.state.add_times(slot.src.stats)
         _put(self.frames_q, _END, self.state)
+        if self.state.source_ended is not None:
+            with self.state.lock:
+                error = self.state.failed.get(slot.src.name)
+            self.state.source_ended(slot.src.name, error)
 
 
 class _Readers:
@@ -507,12 +513,12 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     when no frame came for this long. ``late_ms`` (live mode): a frame that waited longer than this by the
     time its batch leaves is dropped as 'late' instead of run; None (archive mode): nothing is dropped.
     ``on_result(FrameResult)``. ``control``: a RunControl (control.py) steering the run, with
-    ``open_stream(spec, name) -> Source`` opening what it adds; the run then lasts until control.stop().
+    ``open_stream(spec, name, max_frames) -> Source`` opening what it adds; the run then lasts until control.stop().
     Returns {source name: error} for the sources that failed; raises RunnerError when a worker failed."""
     pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
     if not pipes:
         raise ValueError("pipes: expected at least one pipeline, got none")
-    state = RunState()
+    state = RunState(source_ended=control.stream_ended if control is not None else None)
     frames_q: queue.Queue = queue.Queue(maxsize=2 * batch * len(pipes))  # frames in flight stay bounded
     results_q: queue.Queue = queue.Queue(maxsize=2 * len(pipes))  # read back while the next batches compute
     max_wait = None if max_wait_ms is None else max_wait_ms / 1e3
@@ -542,10 +548,11 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
                         s.close()
                 continue
             try:
-                src = open_stream(cmd.spec, cmd.name)
+                src = open_stream(cmd.spec, cmd.name, cmd.max_frames)
             except SourceError as e:
                 with state.lock:
                     state.failed[cmd.name] = control.failed[cmd.name] = str(e)
+                control.stream_ended(cmd.name, str(e))
                 continue
             with state.lock:
                 ended["of"] += 1

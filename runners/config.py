@@ -36,7 +36,7 @@ class RunConfig:
 
     Sources and streams:
         sources: video files, URLs, image folders (subfolders included) or images; None or 'default' is the
-            embedded clip. Default: [None].
+            embedded clip. Default: [None]. [] (none) only for a run a RunControl steers: it adds them.
         repeat: use each source this many times, as separate streams (>= 1; default 1). With ``loop`` (and no
             ``max_frames``), a video's copies start spread over it (run.copy_starts).
         max_frames: read at most this many frames per source (>= 1; default: all).
@@ -181,7 +181,7 @@ class RunConfig:
         import torch
 
         self.check()
-        c = dataclasses.replace(self, sources=list(self.sources) if self.sources else [None], chosen=dict(self.chosen))
+        c = dataclasses.replace(self, sources=list(self.sources), chosen=dict(self.chosen))
         if c.device is None:
             c.chosen["device"] = "a GPU is available" if torch.cuda.is_available() else "no GPU is available"
         c.device = _device("device", c.device or ("cuda" if torch.cuda.is_available() else "cpu"))

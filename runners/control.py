@@ -13,6 +13,10 @@ A run given a control is a service: it goes on when its sources end, until :meth
 of config.CONCURRENT. The run's main thread carries out the commands within runners.concurrent.POLL
 seconds. A source that cannot be opened is reported in the run's ``failed`` and in :attr:`failed`. A new
 frame shape is captured by the GPU worker when its first batch comes (seconds, once per shape).
+
+While it runs, the control also tells what a service shows: :meth:`figures` (each stream's counts,
+drops by reason, latency so far) and :attr:`ended_streams` (each stream whose source ended, with its
+error); a stream is finished once it has ended and its ``in_flight`` is 0.
 """
 from __future__ import annotations
 
@@ -23,10 +27,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class AddSource:
-    """Open ``spec`` as stream ``name`` of the running run."""
+    """Open ``spec`` as stream ``name`` of the running run, reading at most ``max_frames`` (None: all)."""
 
     spec: str | None
     name: str
+    max_frames: int | None = None
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,13 @@ class RunControl:
         self._cmds: queue.Queue = queue.Queue()
         self._names: set = set()
         self._lock = threading.Lock()
+        self.ended_streams: dict = {}  # stream name -> None (its source ended) or why it failed
+        self._figures = None  # the run's figures per stream (bind_figures)
 
-    def add_source(self, spec: str | None, name: str | None = None) -> str:
-        """Open ``spec`` (any source spec, as RunConfig.sources) as a new stream of the running run; returns
-        its stream name (``name``, else the spec). Raises ValueError for a name the run already has and
-        RuntimeError once the run has stopped."""
+    def add_source(self, spec: str | None, name: str | None = None, max_frames: int | None = None) -> str:
+        """Open ``spec`` (any source spec, as RunConfig.sources) as a new stream of the running run, reading
+        at most ``max_frames``; returns its stream name (``name``, else the spec). Raises ValueError for a
+        name the run already has and RuntimeError once the run has stopped."""
         name = name or spec or "default"
         with self._lock:
             if self.stopped.is_set():
@@ -59,7 +66,7 @@ class RunControl:
             if name in self._names:
                 raise ValueError(f"name: {name!r} is already a stream of this run (give another name)")
             self._names.add(name)
-        self._cmds.put(AddSource(spec, name))
+        self._cmds.put(AddSource(spec, name, max_frames))
         return name
 
     def remove_source(self, name: str):
@@ -84,7 +91,22 @@ class RunControl:
                                f"{self.error}") from self.error
         return self.started.is_set()
 
+    def figures(self) -> dict:
+        """{stream: its figures so far} (PerformanceMonitor.snapshot: frames_in, results, drops by reason,
+        in_flight, frames_per_s, latency_ms p50/p99); empty before the run binds them."""
+        fn = self._figures
+        return fn() if fn is not None else {}
+
     # ---------------------------------------------------------------- the run's side
+    def bind_figures(self, fn):
+        """``fn()`` gives the run's figures per stream (see :meth:`figures`)."""
+        self._figures = fn
+
+    def stream_ended(self, name: str, error: str | None = None):
+        """Stream ``name``'s source ended (``error``: why, when it failed or could not be opened)."""
+        with self._lock:
+            self.ended_streams[name] = error
+
     def mark_started(self):
         """The run's clock started."""
         self.started.set()

@@ -187,6 +187,17 @@ class PerformanceMonitor:
             raise AssertionError(f"accounting: {self.frames_in} frames in, {self.results} results, "
                                  f"{sum(self.drops.values())} recorded drops: {lost} frames unaccounted for")
 
+    def snapshot(self) -> dict:
+        """The figures so far, while the run goes on (a service's live view): counts, drops by reason,
+        frames in flight, results per second since the first arrival, latency p50 and p99 in ms."""
+        with self._lock:
+            wall = time.perf_counter() - self.t0 if self.t0 is not None else 0.0
+            return {"frames_in": self.frames_in, "results": self.results, "drops": dict(self.drops),
+                    "detections": self.detections, "in_flight": len(self.arrivals),
+                    "frames_per_s": self.results / wall if wall > 0 else 0.0,
+                    "latency_ms": {"p50": self.latency.percentile(50) * 1e3,
+                                   "p99": self.latency.percentile(99) * 1e3}}
+
     def report(self) -> dict:
         wall = (self.t_end or time.perf_counter()) - (self.t0 or time.perf_counter())
         lat = self.latency

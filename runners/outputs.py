@@ -43,6 +43,19 @@ def _ids(res) -> list:
     return [None] * len(res.scores) if res.track_ids is None else list(res.track_ids)
 
 
+def json_record(r: FrameResult, image_id: int, stream: str | None = None) -> dict:
+    """A frame's JSON line (the module docstring's format) as a dict; ``stream``: the name it is written
+    under (default ``r.stream``)."""
+    p = r.poses
+    return {"stream": r.stream if stream is None else stream, "frame": r.index, "image_id": image_id,
+            "timestamp": None if r.timestamp is None else round(float(r.timestamp), 4), "file": r.file,
+            "height": int(r.size[0]), "width": int(r.size[1]),
+            "poses": [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4),
+                       "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(v), 4)] for x, y, v in k],
+                       **({} if tid is None else {"track_id": int(tid)})}
+                      for b, s, k, tid in zip(p.boxes, p.scores, p.keypoints, _ids(p))]}
+
+
 def draw(image: np.ndarray, res, kpt_thr: float = 0.5) -> np.ndarray:
     """``image`` with ``res``'s boxes, scores (and track ids) and skeletons drawn (a copy)."""
     out = image.copy()
@@ -156,14 +169,7 @@ class Outputs:
                 self._writer(r.stream, r.image.shape).write(draw(r.image, p))
 
     def _write_json(self, r: FrameResult, image_id: int, p):
-        self.jsonl.write(json.dumps({
-            "stream": r.stream, "frame": r.index, "image_id": image_id,
-            "timestamp": None if r.timestamp is None else round(float(r.timestamp), 4), "file": r.file,
-            "height": int(r.size[0]), "width": int(r.size[1]),
-            "poses": [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4),
-                       "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(v), 4)] for x, y, v in k],
-                       **({} if tid is None else {"track_id": int(tid)})}
-                      for b, s, k, tid in zip(p.boxes, p.scores, p.keypoints, _ids(p))]}) + "\n")
+        self.jsonl.write(json.dumps(json_record(r, image_id)) + "\n")
 
     def _writer(self, stream: str, shape):
         w = self.writers.get(stream)

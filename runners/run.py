@@ -142,6 +142,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         cfg = config.validated()
         check_paths(cfg)
         streams = stream_specs(cfg)
+        if not streams and control is None:
+            raise ConfigError("sources", "expected at least one source, got none")
         if control is not None:
             if cfg.runner not in CONCURRENT:
                 raise ConfigError("runner", f"a run steered by a RunControl needs one of {CONCURRENT}, "
@@ -151,6 +153,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         sinks = outputs if on_result is None else _both(outputs, on_result)
         total = PerformanceMonitor(usage=True)
         events = StreamFanout(total, lambda: PerformanceMonitor(usage=False, timeline=False))
+        if control is not None:  # a service's live view of each stream
+            control.bind_figures(lambda: {name: mon.snapshot() for name, mon in list(events.streams.items())})
         progress = _Progress(False, None)
         interrupted, run_error, failed = False, None, {}
         peak = _PeakMemory(cfg.device if cfg.runner != "multigpu" else None)
