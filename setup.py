@@ -32,6 +32,7 @@ setup(
         "video": ["pynvvideocodec==2.2.4"],  # NVDEC (runners/sources/nvdec.py); measured with 2.2.4
         "monitor": ["psutil>=5.9", "nvidia-ml-py>=12"],  # CPU/host memory and NVML GPU utilization/memory
         "ray": ["ray[data]==2.60.0"],  # posefuse archive (runners/archive.py); tested with 2.60.0
+        "serve": ["aiohttp==3.13.2", "prometheus-client==0.23.1"],  # posefuse serve (runners/serve.py); tested with these
         "dev": [
             "pytest>=8", "pytest-benchmark>=4", "pytest-timeout>=2", "matplotlib>=3.7", "psutil>=5.9", "nvidia-ml-py>=12",
             "nvtx>=0.2.10", "numba>=0.60", "torchvision>=0.16", "pycocotools>=2.0.7",

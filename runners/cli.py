@@ -21,7 +21,8 @@ from .config import AUTO, DECODERS, RECONNECT_S, RUNNERS
 
 
 # a RunConfig or ArchiveConfig field -> its flag, where the flag is not the field's name
-_FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress", "out_dir": "--out"}
+_FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress", "out_dir": "--out",
+          "allow_roots": "--allow-root", "no_graph": "--no-graph", "no_progress": "--no-progress"}
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -71,6 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     a("--save-json", help="write per-frame poses as JSON lines here (format: README)")
     a("--save-coco", help="write COCO keypoint results (JSON) here")
     a("--save-video", help="write an annotated video here (one per stream when there are several)")
+    a("--server", default=None, metavar="URL", help="send the job to a running `posefuse serve` (only --source, "
+                                                    "--max-frames, --save-json and --out apply)")
+    a("--token", default=None, help="--server: the server's token (default: $POSEFUSE_TOKEN)")
+    s = sub.add_parser("serve", help="a warm service: jobs and cameras over HTTP, Prometheus metrics, a status page",
+                       formatter_class=_Defaults)
+    a = s.add_argument
+    a("--host", default="127.0.0.1", help="address to listen on")
+    a("--port", type=int, default=8000, help="port to listen on (0: any free port)")
+    a("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every request (default: "
+                                    "$POSEFUSE_TOKEN, else none)")
+    a("--allow-root", nargs="+", default=None, metavar="DIR",
+      help="folders whose files jobs and streams may read and write (default: the working folder)")
+    a("--max-jobs", type=int, default=4, help="jobs running at once; more are refused (429)")
+    a("--max-request-kb", type=int, default=64, help="largest request body, KiB (413 beyond)")
+    a("--mode", default="archive", choices=("archive", "live"), help="the live run's drop policy (as posefuse run)")
+    a("--late-ms", type=float, default=50.0, help="live mode: how long a frame may wait for its batch to leave")
+    a("--reconnect-s", type=float, default=RECONNECT_S, help="a camera reconnects with backoff for this long")
+    a("--max-wait-ms", type=float, default=10.0, help="the longest a frame waits for its batch")
+    a("--track", action="store_true", help="give each pose a track id across its stream's frames (ByteTrack)")
+    _pipeline_options(a)
     b = sub.add_parser("archive", help="an archive of videos on Ray Data: segments decoded in pose actors, poses "
                                        "to Parquet", formatter_class=_Defaults)
     a = b.add_argument
@@ -185,6 +206,10 @@ class _CtrlC:
 def main(argv=None) -> int:
     """``posefuse`` with ``argv``: its exit code (0; 1 a source or the run failed; 2 a bad option; 130 Ctrl-C)."""
     a = build_parser().parse_args(argv)
+    if a.command == "serve":
+        return _serve(a)
+    if a.command == "run" and a.server:
+        return _client(a)
     with _CtrlC() as ctrl_c:
         rc = _archive(a, ctrl_c) if a.command == "archive" else _run(a, ctrl_c)
     if ctrl_c.hit and rc != 130:  # swallowed before the run could see it
@@ -224,6 +249,54 @@ def _archive(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     print(f"[archive] {len(s['videos'])} videos, {s['segments']} segments, {s['frames']} frames in {s['wall_s']:.1f} s "
           f"({s['frames_per_s'] or 0:,.1f} frames/s) on {s['actors']} actors ({s['device']}); {a.out}/summary.json")
     return 1 if s["failed"] else 0
+
+
+def _serve(a: argparse.Namespace) -> int:
+    """``posefuse serve``: the warm service (runners/serve.py) until SIGTERM or Ctrl-C."""
+    import os
+
+    try:
+        from .serve import ServeConfig, serve
+    except ImportError as e:
+        print(f"posefuse: serve needs aiohttp and prometheus-client (pip install 'posefuse[serve]'): {e}",
+              file=sys.stderr)
+        return 2
+    from .config import ConfigError, RunConfig
+
+    run = RunConfig(sources=[], mode=a.mode, late_ms=a.late_ms, reconnect_s=a.reconnect_s, max_wait_ms=a.max_wait_ms,
+                    runner="dynamic", decoder=a.decoder, batch=a.batch, device=a.device, model=a.model,
+                    end2end=a.end2end, backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf,
+                    iou=a.iou, cuda_graph=not a.no_graph, track=a.track, progress=False)
+    cfg = ServeConfig(run, host=a.host, port=a.port, token=a.token or os.environ.get("POSEFUSE_TOKEN") or None,
+                      allow_roots=a.allow_root or [], max_jobs=a.max_jobs, max_request_kb=a.max_request_kb)
+    try:
+        return serve(cfg)
+    except ConfigError as e:
+        print(f"posefuse: {_flag(e.option)}: {e.message}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the port is taken, the address is not this host's
+        print(f"posefuse: --port: cannot listen on {a.host}:{a.port} ({e.strerror or e})", file=sys.stderr)
+        return 2
+
+
+def _client(a: argparse.Namespace) -> int:
+    """``posefuse run --server URL``: the job goes to the server; nothing heavy is imported here."""
+    import os
+
+    from .client import JOB_OPTIONS, run_job
+
+    defaults = vars(build_parser().parse_args(["run"]))
+    other = sorted(k for k, v in vars(a).items()
+                   if k not in JOB_OPTIONS + ("command", "server", "token") and v != defaults.get(k))
+    if other:
+        print(f"posefuse: {_flag(other[0])}: not available with --server (only --source, --max-frames, "
+              f"--save-json and --out are)", file=sys.stderr)
+        return 2
+    if a.max_frames is not None and a.max_frames < 1:
+        print(f"posefuse: --max-frames: expected >= 1, got {a.max_frames}", file=sys.stderr)
+        return 2
+    return run_job(a.server, a.source or [None], a.max_frames, a.save_json, a.out,
+                   a.token or os.environ.get("POSEFUSE_TOKEN") or None)
 
 
 def _flag(option: str) -> str:

@@ -19,6 +19,7 @@ LAYERS = [
     {"assembly"},  # the one assembly of a run on a device
     {"multigpu", "archive"},  # many assemblies: worker processes, Ray actors
     {"run"},  # run(config) -> Report
+    {"serve", "client"},  # the service around one run; its thin client (standard library only)
     {"cli"},
 ]
 

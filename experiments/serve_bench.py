@@ -1,0 +1,231 @@
+"""``posefuse serve`` measured as a user meets it: a real server process, real clients.
+
+    python experiments/serve_bench.py [--device cpu|cuda] [--only wall jobs churn] [--repeats 3]
+        [--jobs 100] [--frames 64] [--churn-s 1800] [--out-dir results]      -> results/serve.{json,md}
+
+* wall: the process wall of the thin client's one-clip job (``posefuse run --server URL --source CLIP``)
+  beside a local ``posefuse run`` of the same job (fresh processes, the sample clip; medians of --repeats).
+* jobs: --jobs jobs of --frames frames back to back over HTTP: job latency p50 and p99; the server's
+  resident memory (its decode processes included) and GPU memory (its /metrics) after the first tenth of
+  the jobs (warm-up) and at the end.
+* churn: for --churn-s seconds, jobs back to back while a loopback ffmpeg camera joins and leaves every
+  20 s: the server's resident memory every 10 s, its slope after the first tenth (MiB/h) and its growth.
+
+Targets (the service issue): the client's wall <= 1.5 s (GPU); memory growth <= 1% after warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+import harness
+
+SECTIONS = ("wall", "jobs", "churn")
+
+
+class Server:
+    """``posefuse serve`` in a process of its own, listening on a free loopback port; ``url`` once it listens,
+    ready (``/ready`` 200) when the constructor returns."""
+
+    def __init__(self, roots: list, *args, token: str | None = None, timeout: float = 300.0):
+        cmd = [sys.executable, "-m", "posefuse.runners.cli", "serve", "--port", "0", "--allow-root",
+               *map(str, roots), *args] + (["--token", token] if token else [])
+        self.token = token
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "YOLO_OFFLINE": "1"})
+        self.url = None
+        t0 = time.monotonic()
+        for line in self.proc.stdout:  # its first line names the port
+            if line.startswith("[serve] http://"):
+                self.url = line.split()[1]
+                break
+            if time.monotonic() - t0 > timeout:
+                break
+        if not self.url:
+            self.proc.kill()
+            raise RuntimeError(f"the server did not start: {line}")
+        while time.monotonic() - t0 < timeout and request(self.url, "/ready", token=token)[0] != 200:
+            time.sleep(0.2)
+
+    def metrics(self) -> dict:
+        """{metric name (without labels): value} of the gauges without labels, and GPU memory summed."""
+        out: dict = {}
+        for line in request(self.url, "/metrics", token=self.token)[1].splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name, value = line.rsplit(" ", 1)
+            key = name.split("{")[0]
+            if key == "posefuse_gpu_memory_used_mib" or "{" not in name:
+                out[key] = out.get(key, 0.0) + float(value)
+        return out
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(10)
+
+
+def request(url: str, path: str, body=None, method=None, token: str | None = None, raw: bytes | None = None):
+    """(status, decoded JSON or text) of one HTTP request."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=600) as r:
+            text, status = r.read().decode(), r.status
+    except urllib.error.HTTPError as e:
+        text, status = e.read().decode(), e.code
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def job(url: str, source: str, frames: int | None) -> dict:
+    """One job over HTTP; its report."""
+    status, text = request(url, "/jobs", {"sources": [source], **({"max_frames": frames} if frames else {})})
+    if status != 200:
+        raise RuntimeError(f"job refused ({status}): {text}")
+    return json.loads(text.splitlines()[-1])["report"]
+
+
+def wall(url: str, device: str, repeats: int) -> dict:
+    clip = harness.data_path(harness.CLIP)
+    out = {}
+    for label, cmd in (("server", ["posefuse", "run", "--server", url, "--source", clip]),
+                       ("local", ["posefuse", "run", "--source", clip, "--device", device, "--no-progress"])):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"})
+            times.append(time.perf_counter() - t)
+            if r.returncode:
+                raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr[-500:]}")
+        out[label] = {"process_wall_s": times, "median_s": statistics.median(times)}
+        print(label, out[label], flush=True)
+    return out
+
+
+def jobs(server: Server, n: int, frames: int) -> dict:
+    clip = harness.data_path(harness.CLIP)
+    lat, mem = [], []
+    for k in range(n):
+        t = time.perf_counter()
+        rep = job(server.url, clip, frames)
+        lat.append(time.perf_counter() - t)
+        assert rep["overall"]["results"] == frames, rep["overall"]
+        if k == max(1, n // 10) - 1 or k == n - 1:
+            mem.append(server.metrics())
+    grow = {k: (mem[-1][k] - mem[0][k]) / mem[0][k] for k in ("posefuse_resident_memory_mib",
+                                                               "posefuse_gpu_memory_used_mib") if k in mem[0]}
+    r = {"jobs": n, "frames": frames, "latency_s": {"p50": float(np.percentile(lat, 50)),
+                                                      "p99": float(np.percentile(lat, 99))},
+         "memory_after_warmup": mem[0], "memory_at_end": mem[-1], "growth": grow}
+    print(r, flush=True)
+    return r
+
+
+def churn(server: Server, seconds: float, frames: int) -> dict:
+    cameras = __import__("cameras")
+    cams = cameras.Cameras(harness.data_path(harness.CLIP), n=1, fps=10.0).start()
+    clip = harness.data_path(harness.CLIP)
+    t0 = time.perf_counter()
+    samples, n_jobs, joins, next_sample, next_flip, current = [], 0, 0, t0, t0, None
+    try:
+        while time.perf_counter() - t0 < seconds:
+            now = time.perf_counter()
+            if now >= next_flip:  # the camera joins (under a new name: a run's names are never reused), or leaves
+                if current is not None:
+                    request(server.url, f"/streams/{current}", method="DELETE", token=server.token)
+                    current = None
+                else:
+                    current = f"cam{joins}"
+                    request(server.url, "/streams", {"source": cams.urls[0], "name": current}, method="POST",
+                            token=server.token)
+                    joins += 1
+                next_flip = now + 20.0
+            if now >= next_sample:
+                m = server.metrics()
+                samples.append([now - t0, m.get("posefuse_resident_memory_mib", 0.0)])
+                next_sample = now + 10.0
+            job(server.url, clip, frames)
+            n_jobs += 1
+    finally:
+        cams.stop()
+    t = np.array([s[0] for s in samples])
+    rss = np.array([s[1] for s in samples])
+    keep = t >= seconds / 10
+    slope = float(np.polyfit(t[keep], rss[keep], 1)[0] * 3600) if keep.sum() >= 2 else None
+    r = {"seconds": seconds, "jobs": n_jobs, "camera_joins": joins, "rss_mib": samples, "slope_mib_per_h": slope,
+         "growth_after_warmup": float((rss[keep][-1] - rss[keep][0]) / rss[keep][0]) if keep.sum() >= 2 else None}
+    print({k: v for k, v in r.items() if k != "rss_mib"}, flush=True)
+    return r
+
+
+def markdown(runs: list) -> str:
+    out = ["# posefuse serve", "", "Each run below is one command; its card and versions are in its heading.", ""]
+    for r in reversed(runs):
+        out += harness.run_heading(r)
+        if r.get("wall"):
+            w = r["wall"]
+            out += [f"One-clip job, process wall, median of {len(w['server']['process_wall_s'])}: thin client "
+                    f"{w['server']['median_s']:.2f} s, local `posefuse run` {w['local']['median_s']:.2f} s.", ""]
+        if r.get("jobs"):
+            j = r["jobs"]
+            out += [f"{j['jobs']} jobs of {j['frames']} frames back to back: latency p50 {j['latency_s']['p50']:.2f} s, "
+                    f"p99 {j['latency_s']['p99']:.2f} s; growth after warm-up: "
+                    + ", ".join(f"{k} {v:+.2%}" for k, v in j["growth"].items()), ""]
+        if r.get("churn"):
+            c = r["churn"]
+            out += [f"Churn, {c['seconds']:.0f} s: {c['jobs']} jobs, a camera joined {c['camera_joins']} times; "
+                    f"resident memory slope after warm-up {c['slope_mib_per_h']:+.1f} MiB/h, growth "
+                    f"{c['growth_after_warmup']:+.2%}.", ""]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=100)
+    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--churn-s", type=float, default=1800.0)
+    ap.add_argument("--out-dir", default=str(harness.RESULTS))
+    a = ap.parse_args(argv)
+    import torch
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    run = harness.new_run("serve_bench.py", argv, device=device)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server([harness.data_dir(), tmp], "--device", device)
+        try:
+            if "wall" in a.only:
+                run["wall"] = wall(server.url, device, a.repeats)
+            if "jobs" in a.only:
+                run["jobs"] = jobs(server, a.jobs, a.frames)
+            if "churn" in a.only:
+                run["churn"] = churn(server, a.churn_s, a.frames)
+        finally:
+            run["server_exit"] = server.stop()
+    harness.record(a.out_dir, "serve", run, markdown)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
