@@ -1,10 +1,12 @@
 """``posefuse serve`` measured as a user meets it: a real server process, real clients.
 
     python experiments/serve_bench.py [--device cpu|cuda] [--only wall jobs churn] [--repeats 3]
-        [--jobs 100] [--frames 64] [--churn-s 1800] [--out-dir results]      -> results/serve.{json,md}
+        [--wall-frames N] [--jobs 100] [--frames 64] [--churn-s 1800] [--out-dir results]
+                                                                            -> results/serve.{json,md}
 
 * wall: the process wall of the thin client's one-clip job (``posefuse run --server URL --source CLIP``)
-  beside a local ``posefuse run`` of the same job (fresh processes, the sample clip; medians of --repeats).
+  beside a local ``posefuse run`` of the same job (fresh processes, the sample clip, or its first
+  --wall-frames frames; medians of --repeats).
 * jobs: --jobs jobs of --frames frames back to back over HTTP: job latency p50 and p99; the server's
   resident memory (its decode processes included) and GPU memory (its /metrics) after the first tenth of
   the jobs (warm-up) and at the end.
@@ -105,11 +107,12 @@ def job(url: str, source: str, frames: int | None) -> dict:
     return json.loads(text.splitlines()[-1])["report"]
 
 
-def wall(url: str, device: str, repeats: int) -> dict:
+def wall(url: str, device: str, repeats: int, frames: int | None) -> dict:
     clip = harness.data_path(harness.CLIP)
-    out = {}
-    for label, cmd in (("server", ["posefuse", "run", "--server", url, "--source", clip]),
-                       ("local", ["posefuse", "run", "--source", clip, "--device", device, "--no-progress"])):
+    cut = ["--max-frames", str(frames)] if frames else []
+    out = {"frames": frames}
+    for label, cmd in (("server", ["posefuse", "run", "--server", url, "--source", clip, *cut]),
+                       ("local", ["posefuse", "run", "--source", clip, *cut, "--device", device, "--no-progress"])):
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
@@ -184,7 +187,8 @@ def markdown(runs: list) -> str:
         out += harness.run_heading(r)
         if r.get("wall"):
             w = r["wall"]
-            out += [f"One-clip job, process wall, median of {len(w['server']['process_wall_s'])}: thin client "
+            what = f"its first {w['frames']} frames" if w.get("frames") else "the whole clip"
+            out += [f"One-clip job ({what}), process wall, median of {len(w['server']['process_wall_s'])}: thin client "
                     f"{w['server']['median_s']:.2f} s, local `posefuse run` {w['local']['median_s']:.2f} s.", ""]
         if r.get("jobs"):
             j = r["jobs"]
@@ -204,6 +208,7 @@ def main(argv=None):
     ap.add_argument("--device", default=None)
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--wall-frames", type=int, default=None, help="wall: the clip's first N frames (default: all)")
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--churn-s", type=float, default=1800.0)
@@ -217,7 +222,7 @@ def main(argv=None):
         server = Server([harness.data_dir(), tmp], "--device", device)
         try:
             if "wall" in a.only:
-                run["wall"] = wall(server.url, device, a.repeats)
+                run["wall"] = wall(server.url, device, a.repeats, a.wall_frames)
             if "jobs" in a.only:
                 run["jobs"] = jobs(server, a.jobs, a.frames)
             if "churn" in a.only:

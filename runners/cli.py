@@ -277,6 +277,9 @@ def _serve(a: argparse.Namespace) -> int:
     except OSError as e:  # the port is taken, the address is not this host's
         print(f"posefuse: --port: cannot listen on {a.host}:{a.port} ({e.strerror or e})", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - the engine did not start: one line, not a traceback
+        print(f"posefuse: the service could not start: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 def _client(a: argparse.Namespace) -> int:

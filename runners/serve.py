@@ -487,7 +487,8 @@ def make_app(service: Service):
 def serve(cfg: ServeConfig, on_listening=None) -> int:
     """Start the service and answer requests until SIGTERM or Ctrl-C, then drain: new jobs and streams are
     refused, the run reads no new frames and finishes those in flight, each job's response ends with its
-    report; then the server closes. ``on_listening(port)`` is called once it listens. Returns 0."""
+    report; then the server closes. ``on_listening(port)`` is called once it listens. Returns 0; raises
+    what the run raised when its engine could not start (a ConfigError for a model it cannot run)."""
     import signal
 
     from aiohttp import web
@@ -511,6 +512,11 @@ def serve(cfg: ServeConfig, on_listening=None) -> int:
               f"sources under {', '.join(cfg.allow_roots)}", flush=True)
         if on_listening is not None:
             on_listening(port)
+        warm = loop.run_in_executor(None, service.control.wait_started)
+        await asyncio.wait([warm, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if warm.done() and warm.exception() is not None:  # the engine did not start: no service to give
+            await runner.cleanup()
+            raise service.control.error
         await stop.wait()
         await loop.run_in_executor(None, service.stop, DRAIN_S)  # the run drains and ends
         deadline = time.perf_counter() + DRAIN_S

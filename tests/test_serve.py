@@ -201,3 +201,18 @@ def test_the_thin_client_imports_no_torch_and_names_a_server_that_is_down():
     assert r.stdout.split() == ["1", "False", "False"], r.stdout + r.stderr
     assert r.stderr.strip().splitlines() == ["posefuse: --server: cannot reach http://127.0.0.1:9 ([Errno 111] "
                                              "Connection refused)"]
+
+
+def test_a_model_the_service_cannot_run_or_a_bad_port_is_one_line_exit_2(tmp_path):
+    import torch
+    import ultralytics
+    from ultralytics.nn.tasks import DetectionModel
+
+    det = tmp_path / "detect.pt"
+    torch.save({"model": DetectionModel("yolo11n.yaml", nc=1, verbose=False), "train_args": {"task": "detect"},
+                "version": ultralytics.__version__}, det)
+    for args, flag in ((["--model", str(det)], "--model"), (["--port", "70000"], "--port")):
+        r = subprocess.run([sys.executable, "-m", "posefuse.runners.cli", "serve", "--device", "cpu", "--port", "0",
+                            "--allow-root", str(tmp_path), *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip().startswith(f"posefuse: {flag}: "), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
