@@ -87,7 +87,7 @@ def section() -> str:
             out.append(f"| {prec} | {s['frames']} | {s['their_detections']} | {s['matched_fraction']:.4f} | "
                        f"{s['extra_fraction']:.4f} | {s['keypoint_mean_error_px']:.3f} | {s['max_score_diff']:.4f} |")
         out.append("")
-    out += _startup() + _regression() + _phases() + _runners() + _soak() + _track_ids() + _heads() + _ray()
+    out += _startup() + _regression() + _phases() + _runners() + _soak() + _track_ids() + _heads() + _serve() + _ray()
     out.append(END)
     return "\n".join(out)
 
@@ -295,6 +295,31 @@ def _heads() -> list:
         out += [f"| {r['model']} | {r['posefuse_us_per_frame']:.2f} | {r['ultralytics_us_per_frame']:.1f} | "
                 f"{r['speedup']:.0f}x |" for r in h["post"]] + [""]
     return out
+
+
+def _serve() -> list:
+    """The latest run of experiments/serve_bench.py (results/serve.json)."""
+    r = _latest("serve")
+    if not r:
+        return []
+    env, parts = r["env"], []
+    if r.get("wall"):
+        w = r["wall"]
+        what = f"the clip's first {w['frames']} frames" if w.get("frames") else "the sample clip"
+        parts.append(f"a one-clip job ({what}) takes {w['server']['median_s']:.2f} s of process wall through the "
+                     f"thin client against {w['local']['median_s']:.2f} s as a local `posefuse run`")
+    if r.get("jobs"):
+        j = r["jobs"]
+        parts.append(f"{j['jobs']} jobs of {j['frames']} frames back to back: p50 {j['latency_s']['p50']:.2f} s, "
+                     f"p99 {j['latency_s']['p99']:.2f} s, resident memory "
+                     f"{j['growth'].get('posefuse_resident_memory_mib', 0):+.2%} after warm-up")
+    if r.get("churn"):
+        c = r["churn"]
+        parts.append(f"{c['seconds'] / 60:.0f} minutes of jobs and camera churn ({c['jobs']} jobs, "
+                     f"{c['camera_joins']} camera joins): resident memory {c['growth_after_warmup']:+.2%} after "
+                     f"warm-up ({c['slope_mib_per_h']:+.1f} MiB/h)")
+    return [f"**posefuse serve** ([results/serve.md](results/serve.md), `{r['command']}`): " + "; ".join(parts)
+            + f"; {env.get('card') or 'CPU'}, {env.get('date')}.", ""]
 
 
 def main():

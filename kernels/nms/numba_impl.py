@@ -19,12 +19,9 @@ def _kernels():
     if _KERNELS:
         return _KERNELS
 
-    @cuda.jit
-    def nms(boxes, scores, anchors, counts, iou_thr, max_det, order, removed, keep, ocounts):
-        b = cuda.blockIdx.x
-        tid = cuda.threadIdx.x
-        nt = cuda.blockDim.x
-        n = min(counts[b], scores.shape[1])
+    @cuda.jit(device=True)
+    def rank_sort(scores, anchors, b, n, tid, nt, order):
+        """order[b, r] = the candidate of rank r: score descending, ties lower anchor first."""
         for i in range(tid, n, nt):
             si = scores[b, i]
             ai = anchors[b, i]
@@ -34,6 +31,15 @@ def _kernels():
                 if sj > si or (sj == si and anchors[b, j] < ai):
                     r += 1
             order[b, r] = i
+
+    @cuda.jit
+    def nms(boxes, scores, anchors, counts, iou_thr, max_det, order, removed, keep, ocounts):
+        b = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        n = min(counts[b], scores.shape[1])
+        rank_sort(scores, anchors, b, n, tid, nt, order)
+        for i in range(tid, n, nt):
             removed[b, i] = 0
         cuda.syncthreads()
 
@@ -77,15 +83,7 @@ def _kernels():
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
         n = min(counts[b], scores.shape[1])
-        for i in range(tid, n, nt):
-            si = scores[b, i]
-            ai = anchors[b, i]
-            r = 0
-            for j in range(n):
-                sj = scores[b, j]
-                if sj > si or (sj == si and anchors[b, j] < ai):
-                    r += 1
-            order[b, r] = i
+        rank_sort(scores, anchors, b, n, tid, nt, order)
         cuda.syncthreads()
         top = min(n, max_det)
         for i in range(tid, top, nt):
