@@ -93,7 +93,8 @@ class RunControl:
 
     def figures(self) -> dict:
         """{stream: its figures so far} (PerformanceMonitor.snapshot: frames_in, results, drops by reason,
-        in_flight, frames_per_s, latency_ms p50/p99); empty before the run binds them."""
+        in_flight, frames_per_s, latency_ms p50/p99; ``source``: what the source counted of itself, a
+        network source's reconnects); empty before the run binds them."""
         fn = self._figures
         return fn() if fn is not None else {}
 

@@ -153,8 +153,6 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         sinks = outputs if on_result is None else _both(outputs, on_result)
         total = PerformanceMonitor(usage=True)
         events = StreamFanout(total, lambda: PerformanceMonitor(usage=False, timeline=False))
-        if control is not None:  # a service's live view of each stream
-            control.bind_figures(lambda: {name: mon.snapshot() for name, mon in list(events.streams.items())})
         progress = _Progress(False, None)
         interrupted, run_error, failed = False, None, {}
         peak = _PeakMemory(cfg.device if cfg.runner != "multigpu" else None)
@@ -162,6 +160,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         if cfg.runner != "multigpu":  # the multigpu workers each build the assembly of their shard
             asm = Assembly(cfg, cfg.device, streams, events, sinks, control=control, on_added=outputs.add_stream)
             ran = asm.ran
+        if control is not None:  # a service's live view of each stream
+            control.bind_figures(lambda: _figures(events, asm))
         else:
             gpu = any(d.startswith("cuda") for d in cfg.gpus)
             ran = {"runner": cfg.runner, "device": cfg.device, "decoder": cfg.decoder, "gpus": cfg.gpus,
@@ -229,6 +229,16 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
     if control is not None:
         control.mark_ended()
     return report
+
+
+def _figures(events: StreamFanout, asm) -> dict:
+    """Each stream's figures so far, with what its source counted of itself (a network source's reconnects
+    and gaps: as they happen where the run's threads read it, at its end where a host decode process does)."""
+    out = {name: mon.snapshot() for name, mon in list(events.streams.items())}
+    for s in list(asm.sources) if asm is not None else ():
+        if s.name in out and s.counts:
+            out[s.name]["source"] = dict(s.counts)
+    return out
 
 
 def drop_warning(overall: dict, cfg: RunConfig) -> str | None:

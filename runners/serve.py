@@ -14,7 +14,8 @@ carries ``Authorization: Bearer TOKEN``, or ``?token=TOKEN`` for the status page
   then one line {"report": {...}}. ``save_json`` and ``out`` are written on the server.
 * ``POST /streams`` {"source": spec, "name": name, "max_frames": N}, ``DELETE /streams/{name}``,
   ``GET /streams``: cameras and files joining and leaving the live run, each with its counts, frame rate,
-  latency and drops by reason; ``GET /jobs``: the jobs and their state.
+  latency, drops by reason and what its source counted (a camera's reconnects); ``GET /jobs``: the jobs
+  and their state.
 * ``GET /health`` (the process answers), ``GET /ready`` (engine warm, run accepting sources; 503 until
   then), ``GET /metrics`` (Prometheus text format), ``GET /`` (the status page, refreshed every second).
 
@@ -210,7 +211,8 @@ class Service:
             out.append({"name": name, "source": spec, "state": state, "error": ended.get(name),
                         **{k: f.get(k, 0) for k in ("frames_in", "results", "detections", "in_flight",
                                                     "frames_per_s")},
-                        "drops": f.get("drops", {}), "latency_ms": f.get("latency_ms", {"p50": 0.0, "p99": 0.0})})
+                        "drops": f.get("drops", {}), "latency_ms": f.get("latency_ms", {"p50": 0.0, "p99": 0.0}),
+                        "source_counts": f.get("source", {})})
         return out
 
     def new_job(self, body: dict) -> Job:
