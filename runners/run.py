@@ -160,13 +160,13 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         if cfg.runner != "multigpu":  # the multigpu workers each build the assembly of their shard
             asm = Assembly(cfg, cfg.device, streams, events, sinks, control=control, on_added=outputs.add_stream)
             ran = asm.ran
-        if control is not None:  # a service's live view of each stream
-            control.bind_figures(lambda: _figures(events, asm))
         else:
             gpu = any(d.startswith("cuda") for d in cfg.gpus)
             ran = {"runner": cfg.runner, "device": cfg.device, "decoder": cfg.decoder, "gpus": cfg.gpus,
                    "backend": cfg.backend if cfg.backend != "auto" else ("auto" if gpu else "reference"),
                    "precision": cfg.precision if gpu else "fp32"}
+        if control is not None:  # a service's live view of each stream
+            control.bind_figures(lambda: _figures(events, asm))
         with _Signals() as signals:
             try:
                 if asm is not None:
