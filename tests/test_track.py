@@ -4,6 +4,8 @@ births, deaths, empty frames, crossings, low scores and degenerate boxes. Same I
 same filtered boxes, frame for frame."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -39,22 +41,29 @@ def assert_same(pairs: list):
 
 
 @pytest.fixture(scope="module")
-def clip_detections():
-    """Detections of the first 200 frames of each sample clip (CPU pipeline, imgsz 320), as the tracker
-    sees them: (boxes, scores, keypoints) per frame."""
+def clip_detections(tmp_path_factory):
+    """Detections of the first 200 frames of each sample clip (CPU pipeline, imgsz 320) and of the first 80
+    of the crowded clip (experiments/crowd_clip.py: a 4x4 mosaic of the sample clip, ~12 people a frame;
+    imgsz 640; made where ffmpeg is), as the tracker sees them: (boxes, scores, keypoints) per frame."""
+    import shutil
+
     from posefuse import PosePipeline
 
-    cpu_pipe = PosePipeline(device="cpu", imgsz=320)
+    clips = [("one-by-one-person-detection.mp4", 200, 320), ("face-demographics-walking.gif", None, 320)]
+    if shutil.which("ffmpeg"):
+        crowd = helpers.load_experiment("crowd_clip").make(tmp_path_factory.mktemp("crowd") / "crowd.mp4", 80)
+        clips.append((str(crowd), 80, 640))
     out = {}
-    for name, n in (("one-by-one-person-detection.mp4", 200), ("face-demographics-walking.gif", None)):
-        path = helpers.data_path(name)
+    for name, n, imgsz in clips:
+        pipe = PosePipeline(device="cpu", imgsz=imgsz)
+        path = name if name.startswith("/") else helpers.data_path(name)
         frames = helpers.read_gif(path) if name.endswith(".gif") else helpers.read_video(path, n)
         dets = []
         for i in range(0, len(frames), 16):
-            for r in cpu_pipe(frames[i:i + 16]):
+            for r in pipe(frames[i:i + 16]):
                 dets.append((np.asarray(r.boxes, np.float32), np.asarray(r.scores, np.float32),
                              np.asarray(r.keypoints, np.float32).reshape(-1, 17, 3)))
-        out[name] = dets
+        out[Path(name).name] = dets
     return out
 
 
