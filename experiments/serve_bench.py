@@ -100,11 +100,12 @@ def request(url: str, path: str, body=None, method=None, token: str | None = Non
 
 
 def job(url: str, source: str, frames: int | None) -> dict:
-    """One job over HTTP; its report."""
+    """One job over HTTP; its report (a response of the report alone is decoded whole by request())."""
     status, text = request(url, "/jobs", {"sources": [source], **({"max_frames": frames} if frames else {})})
     if status != 200:
         raise RuntimeError(f"job refused ({status}): {text}")
-    return json.loads(text.splitlines()[-1])["report"]
+    last = text if isinstance(text, dict) else json.loads(text.splitlines()[-1])
+    return last["report"]
 
 
 def wall(url: str, device: str, repeats: int, frames: int | None) -> dict:
@@ -149,7 +150,7 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
     cams = cameras.Cameras(harness.data_path(harness.CLIP), n=1, fps=10.0).start()
     clip = harness.data_path(harness.CLIP)
     t0 = time.perf_counter()
-    samples, n_jobs, joins, next_sample, next_flip, current = [], 0, 0, t0, t0, None
+    samples, n_jobs, joins, next_sample, next_flip, current, short = [], 0, 0, t0, t0, None, []
     try:
         while time.perf_counter() - t0 < seconds:
             now = time.perf_counter()
@@ -167,15 +168,19 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
                 m = server.metrics()
                 samples.append([now - t0, m.get("posefuse_resident_memory_mib", 0.0)])
                 next_sample = now + 10.0
-            job(server.url, clip, frames)
+            rep = job(server.url, clip, frames)
             n_jobs += 1
+            if rep["overall"]["results"] != frames:  # recorded, not hidden: every job should have them all
+                short.append({"t": now - t0, "overall": rep["overall"], "failed": rep["failed"]})
+                print("short job", short[-1], flush=True)
     finally:
         cams.stop()
     t = np.array([s[0] for s in samples])
     rss = np.array([s[1] for s in samples])
     keep = t >= seconds / 10
     slope = float(np.polyfit(t[keep], rss[keep], 1)[0] * 3600) if keep.sum() >= 2 else None
-    r = {"seconds": seconds, "jobs": n_jobs, "camera_joins": joins, "rss_mib": samples, "slope_mib_per_h": slope,
+    r = {"seconds": seconds, "jobs": n_jobs, "short_jobs": short, "camera_joins": joins, "rss_mib": samples,
+         "slope_mib_per_h": slope,
          "growth_after_warmup": float((rss[keep][-1] - rss[keep][0]) / rss[keep][0]) if keep.sum() >= 2 else None}
     print({k: v for k, v in r.items() if k != "rss_mib"}, flush=True)
     return r
@@ -197,7 +202,8 @@ def markdown(runs: list) -> str:
                     + ", ".join(f"{k} {v:+.2%}" for k, v in j["growth"].items()), ""]
         if r.get("churn"):
             c = r["churn"]
-            out += [f"Churn, {c['seconds']:.0f} s: {c['jobs']} jobs, a camera joined {c['camera_joins']} times; "
+            out += [f"Churn, {c['seconds']:.0f} s: {c['jobs']} jobs ({len(c.get('short_jobs', []))} with fewer results than "
+                    f"frames), a camera joined {c['camera_joins']} times; "
                     f"resident memory slope after warm-up {c['slope_mib_per_h']:+.1f} MiB/h, growth "
                     f"{c['growth_after_warmup']:+.2%}.", ""]
     return "\n".join(out)
