@@ -459,6 +459,9 @@ def make_app(service: Service):
                     save.write(line)
                 await resp.write(line.encode())
             job.state = "done"
+            if save is not None:  # complete on disk before the client reads the end of the job
+                save.close()
+                save = None
             report = service.job_report(job)
             if job.options.get("out"):
                 Path(job.options["out"]).write_text(json.dumps(report, indent=1))

@@ -92,6 +92,19 @@ def test_bad_job_requests_are_4xx_naming_the_field(server, body, status, field):
     assert got == status and answer["error"].startswith(f"{field}:"), answer
 
 
+def test_a_job_whose_source_cannot_be_read_reports_it_and_the_client_exits_1(server, tmp_path, capsys):
+    from posefuse.runners.cli import main
+
+    missing = str(server.out / "missing.mp4")  # inside an allowed folder, but not there
+    capsys.readouterr()
+    assert main(["run", "--server", server.url, "--token", TOKEN, "--source", missing, helpers.data_path(CLIP),
+                 "--max-frames", "2", "--out", str(tmp_path / "r.json")]) == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert list(report["failed"]) == [missing] and "no such file" in report["failed"][missing]
+    assert report["overall"]["results"] == 2 and report["exit_code"] == 1
+    assert f"posefuse: {missing}: " in capsys.readouterr().err
+
+
 def test_token_size_limit_and_unknown_stream(server):
     for token in (None, "wrong"):
         status, answer = request(server.url, "/health", token=token)
