@@ -150,15 +150,20 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
     cams = cameras.Cameras(harness.data_path(harness.CLIP), n=1, fps=10.0).start()
     clip = harness.data_path(harness.CLIP)
     t0 = time.perf_counter()
-    samples, n_jobs, joins, next_sample, next_flip, current, short = [], 0, 0, t0, t0, None, []
+    samples, n_jobs, joins, next_sample, next_flip, current, short, cam_results = [], 0, 0, t0, t0, None, [], []
     try:
         while time.perf_counter() - t0 < seconds:
             now = time.perf_counter()
             if now >= next_flip:  # the camera joins (under a new name: a run's names are never reused), or leaves
                 if current is not None:
+                    streams = request(server.url, "/streams", token=server.token)[1]["streams"]
+                    cam_results.append(next(x["results"] for x in streams if x["name"] == current))
                     request(server.url, f"/streams/{current}", method="DELETE", token=server.token)
                     current = None
                 else:
+                    if not cams.cams[0].alive():  # a camera serves one client and exits when it leaves
+                        cams.cams[0].start()
+                        time.sleep(0.5)
                     current = f"cam{joins}"
                     request(server.url, "/streams", {"source": cams.urls[0], "name": current}, method="POST",
                             token=server.token)
@@ -179,7 +184,8 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
     rss = np.array([s[1] for s in samples])
     keep = t >= seconds / 10
     slope = float(np.polyfit(t[keep], rss[keep], 1)[0] * 3600) if keep.sum() >= 2 else None
-    r = {"seconds": seconds, "jobs": n_jobs, "short_jobs": short, "camera_joins": joins, "rss_mib": samples,
+    r = {"seconds": seconds, "jobs": n_jobs, "short_jobs": short, "camera_joins": joins,
+         "camera_results_per_join": cam_results, "rss_mib": samples,
          "slope_mib_per_h": slope,
          "growth_after_warmup": float((rss[keep][-1] - rss[keep][0]) / rss[keep][0]) if keep.sum() >= 2 else None}
     print({k: v for k, v in r.items() if k != "rss_mib"}, flush=True)
@@ -203,7 +209,8 @@ def markdown(runs: list) -> str:
         if r.get("churn"):
             c = r["churn"]
             out += [f"Churn, {c['seconds']:.0f} s: {c['jobs']} jobs ({len(c.get('short_jobs', []))} with fewer results than "
-                    f"frames), a camera joined {c['camera_joins']} times; "
+                    f"frames), a camera joined {c['camera_joins']} times (results per join: "
+                    f"{min(c.get('camera_results_per_join') or [0])}-{max(c.get('camera_results_per_join') or [0])}); "
                     f"resident memory slope after warm-up {c['slope_mib_per_h']:+.1f} MiB/h, growth "
                     f"{c['growth_after_warmup']:+.2%}.", ""]
     return "\n".join(out)

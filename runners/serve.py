@@ -198,7 +198,8 @@ class Service:
             self.control.remove_source(name)
 
     def streams(self) -> list:
-        figs, ended = self.control.figures(), dict(self.control.ended_streams)
+        ended = dict(self.control.ended_streams)  # before the figures, as in job_finished
+        figs = self.control.figures()
         out = []
         for name, spec in list(self._specs.items()):
             f = figs.get(name, {})
@@ -251,8 +252,11 @@ class Service:
 
     def job_finished(self, job: Job) -> bool:
         """Every stream of ``job`` ended, nothing of it in flight, every result sent on."""
-        figs, ended = self.control.figures(), self.control.ended_streams
+        # ends first: a stream's frames arrive before its source ends, so figures taken after the ends hold
+        # every frame of each ended stream (taken before, a stream could end, with frames, in between)
+        ended = dict(self.control.ended_streams)
         run_over = self.thread.ident is not None and not self.thread.is_alive()  # a stream never opened is over
+        figs = self.control.figures()
         for _, _, live in job.streams:
             if live not in ended and not run_over:
                 return False
@@ -274,7 +278,8 @@ class Service:
     def job_report(self, job: Job) -> dict:
         """The job's report: per stream (under the names a local run gives) its counts, drops and latency, the
         overall counts and job frames per second, the sources that failed, and the exit code."""
-        figs, ended = self.control.figures(), self.control.ended_streams
+        ended = dict(self.control.ended_streams)
+        figs = self.control.figures()
         streams, failed = {}, {}
         for spec, name, live in job.streams:
             streams[name] = figs.get(live, {"frames_in": 0, "results": 0, "drops": {}, "detections": 0})
