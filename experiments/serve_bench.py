@@ -11,7 +11,8 @@
   resident memory (its decode processes included) and GPU memory (its /metrics) after the first tenth of
   the jobs (warm-up) and at the end.
 * churn: for --churn-s seconds, jobs back to back while a loopback ffmpeg camera joins and leaves every
-  20 s: the server's resident memory every 10 s, its slope after the first tenth (MiB/h) and its growth.
+  20 s: the server's resident memory every 10 s (and its decode processes' part), its slope after the
+  first tenth (MiB/h) and its growth.
 
 Targets (the service issue): the client's wall <= 1.5 s (GPU); memory growth <= 1% after warm-up.
 """
@@ -170,8 +171,9 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
                     joins += 1
                 next_flip = now + 20.0
             if now >= next_sample:
-                m = server.metrics()
-                samples.append([now - t0, m.get("posefuse_resident_memory_mib", 0.0)])
+                m = server.metrics()  # the whole and the decode processes' part, to place a growth
+                samples.append([now - t0, m.get("posefuse_resident_memory_mib", 0.0),
+                                m.get("posefuse_decode_processes_memory_mib", 0.0)])
                 next_sample = now + 10.0
             rep = job(server.url, clip, frames)
             n_jobs += 1
