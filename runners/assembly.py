@@ -241,6 +241,13 @@ class Assembly:
             self.on_added(name, src.fps)
         return src
 
+    def forget(self, names):
+        """Finished streams of a steered run: their sources (closed) and placements are dropped."""
+        gone = set(names)
+        self.sources = [s for s in self.sources if s.name not in gone]
+        for n in gone:
+            self.placements.pop(n, None)
+
     def _open_all(self):
         """Opens every stream (on the opener thread): OpenCV sources side by side (a camera's open probes the
         stream for most of a second), NVDEC streams one after another (one control pipe per decode process)."""

@@ -540,7 +540,11 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     sources = list(sources)
 
     def steer():
-        """Carry out the control's commands (the run's main thread, every POLL)."""
+        """Carry out the control's commands (the run's main thread, every POLL); let go of the sources and
+        threads that ended (a service adds sources all day)."""
+        sources[:] = [s for s in sources if not s.cancel.is_set()]  # an ended source is closed
+        for t in [t for t in threads if t.ident is not None and not t.is_alive()]:
+            threads.remove(t)  # one at a time: a reader may append a pump thread meanwhile
         for cmd in control.commands():
             if isinstance(cmd, RemoveSource):
                 for s in sources:

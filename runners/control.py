@@ -53,7 +53,7 @@ class RunControl:
         self._names: set = set()
         self._lock = threading.Lock()
         self.ended_streams: dict = {}  # stream name -> None (its source ended) or why it failed
-        self._figures = None  # the run's figures per stream (bind_figures)
+        self._figures = self._forget = None  # the run's figures per stream and its forgetting (bind_figures)
 
     def add_source(self, spec: str | None, name: str | None = None, max_frames: int | None = None) -> str:
         """Open ``spec`` (any source spec, as RunConfig.sources) as a new stream of the running run, reading
@@ -98,10 +98,23 @@ class RunControl:
         fn = self._figures
         return fn() if fn is not None else {}
 
+    def forget(self, names):
+        """Drop what the run keeps of the finished streams ``names`` (their figures, their end, their
+        source): a service's jobs come and go all day, and each stream's figures would stay otherwise (a
+        latency histogram of 16 KiB each). Their names are not given out again."""
+        names = list(names)
+        with self._lock:
+            for n in names:
+                self.ended_streams.pop(n, None)
+        fn = self._forget
+        if fn is not None:
+            fn(names)
+
     # ---------------------------------------------------------------- the run's side
-    def bind_figures(self, fn):
-        """``fn()`` gives the run's figures per stream (see :meth:`figures`)."""
-        self._figures = fn
+    def bind_figures(self, fn, forget=None):
+        """``fn()`` gives the run's figures per stream (see :meth:`figures`); ``forget(names)`` drops what
+        the run keeps of finished streams (see :meth:`forget`)."""
+        self._figures, self._forget = fn, forget
 
     def stream_ended(self, name: str, error: str | None = None):
         """Stream ``name``'s source ended (``error``: why, when it failed or could not be opened)."""

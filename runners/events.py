@@ -72,6 +72,12 @@ class StreamFanout:
         self._make = make_monitor
         self._lock = threading.Lock()
 
+    def forget(self, names):
+        """Drop the monitors of finished streams (their frames are in the total)."""
+        with self._lock:
+            for n in names:
+                self.streams.pop(n, None)
+
     def _mon(self, name: str):
         with self._lock:
             m = self.streams.get(name)

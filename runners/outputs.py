@@ -129,6 +129,7 @@ class Outputs:
 
     def __init__(self, cfg, streams: list[tuple]):
         self.position = {name: k for k, (_, name) in enumerate(streams)}
+        self._next = len(streams)  # the position of the next stream that joins
         self.jsonl = open(cfg.save_json, "w") if cfg.save_json else None
         self.coco_path = cfg.save_coco
         self.coco: list = []
@@ -141,11 +142,20 @@ class Outputs:
         self.lost_video_frames = 0
 
     def add_stream(self, name: str, fps: float | None):
-        """A stream that joined the run while it ran (RunControl.add_source)."""
-        k = self.position[name] = len(self.position)
+        """A stream that joined the run while it ran (RunControl.add_source): the next position (a
+        forgotten stream's is not given out again)."""
+        k = self.position[name] = self._next
+        self._next += 1
         self.fps[name] = fps
         if self._video_base:
             self.video_of[name] = video_paths(self._video_base, max(2, k + 1))[k]
+
+    def forget(self, names):
+        """Finished streams that wrote no video: their positions and rates are dropped."""
+        for n in names:
+            if n not in self.video_of:
+                self.position.pop(n, None)
+                self.fps.pop(n, None)
 
     def __call__(self, r: FrameResult):
         """Writes ``r`` to each output; an output that fails raises OSError naming its option and path."""

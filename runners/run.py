@@ -166,7 +166,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                    "backend": cfg.backend if cfg.backend != "auto" else ("auto" if gpu else "reference"),
                    "precision": cfg.precision if gpu else "fp32"}
         if control is not None:  # a service's live view of each stream
-            control.bind_figures(lambda: _figures(events, asm))
+            control.bind_figures(lambda: _figures(events, asm), lambda names: _forget(names, events, asm, outputs))
         with _Signals() as signals:
             try:
                 if asm is not None:
@@ -239,6 +239,15 @@ def _figures(events: StreamFanout, asm) -> dict:
         if s.name in out and s.counts:
             out[s.name]["source"] = dict(s.counts)
     return out
+
+
+def _forget(names: list, events: StreamFanout, asm, outputs):
+    """Drop the finished streams ``names`` from the run's per-stream state (RunControl.forget); the run's
+    total keeps their counts."""
+    events.forget(names)
+    outputs.forget(names)
+    if asm is not None:
+        asm.forget(names)
 
 
 def drop_warning(overall: dict, cfg: RunConfig) -> str | None:

@@ -40,6 +40,7 @@ from .outputs import IMAGE_ID_STRIDE, json_record
 
 NETWORK = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://", "rtmp://", "srt://")
 POLL_S = 0.05  # how often a job's handler looks whether its streams are finished
+JOBS_KEPT = 100  # finished jobs GET /jobs lists
 DRAIN_S = 60.0  # the longest a stopping service waits for the run's frames in flight and the jobs' reports
 
 
@@ -93,6 +94,7 @@ class Job:
     records: object = None  # an asyncio.Queue of (live stream name, record), fed from the run's result thread
     sent: dict = field(default_factory=dict)  # live stream name -> records sent to the client
     state: str = "running"  # running, done, cancelled
+    report: dict | None = None  # once done
 
 
 class Service:
@@ -233,6 +235,7 @@ class Service:
                 if not os.path.isdir(os.path.dirname(os.path.realpath(body[opt]))):
                     raise RequestError(400, f"{opt}: the folder of {body[opt]} does not exist")
         max_frames = _positive(body, "max_frames")
+        self._sweep()
         with self._lock:
             running = sum(j.state == "running" for j in self.jobs.values())
             if running >= self.cfg.max_jobs:
@@ -264,6 +267,22 @@ class Service:
             if f is not None and (f["in_flight"] or job.sent.get(live, 0) < f["results"]):
                 return False
         return True
+
+    def forget_job(self, job: Job):
+        """A finished job: its report is taken from the figures first, then the run lets go of its streams
+        (figures, sources) and the service keeps the last JOBS_KEPT jobs for GET /jobs."""
+        job.report = self.job_report(job)
+        self.control.forget([live for _, _, live in job.streams])
+        with self._lock:
+            done = [j for j in self.jobs.values() if j.state != "running"]
+            for j in done[:max(0, len(done) - JOBS_KEPT)]:
+                del self.jobs[j.id]
+
+    def _sweep(self):
+        """Cancelled jobs whose streams have finished are let go of, as finished ones are."""
+        for job in [j for j in self.jobs.values() if j.state == "cancelled" and j.report is None]:
+            if self.job_finished(job):
+                self.forget_job(job)
 
     def cancel_job(self, job: Job):
         """The client went away: its streams end, the service goes on."""
@@ -464,10 +483,11 @@ def make_app(service: Service):
                     save.write(line)
                 await resp.write(line.encode())
             job.state = "done"
+            service.forget_job(job)
             if save is not None:  # complete on disk before the client reads the end of the job
                 save.close()
                 save = None
-            report = service.job_report(job)
+            report = job.report
             if job.options.get("out"):
                 Path(job.options["out"]).write_text(json.dumps(report, indent=1))
             await resp.write((json.dumps({"report": report}) + "\n").encode())
