@@ -298,11 +298,14 @@ def _heads() -> list:
 
 
 def _serve() -> list:
-    """The latest run of experiments/serve_bench.py (results/serve.json)."""
-    r = _latest("serve")
-    if not r:
+    """The latest figure of each section of experiments/serve_bench.py (results/serve.json)."""
+    d = _load("serve")
+    if not d:
         return []
-    env, parts = r["env"], []
+    latest = {sec: next((r for r in reversed(d["runs"]) if r.get(sec)), None) for sec in ("wall", "jobs", "churn")}
+    r = {sec: run[sec] for sec, run in latest.items() if run}
+    runs = {id(run): run for run in latest.values() if run}.values()
+    parts = []
     if r.get("wall"):
         w = r["wall"]
         what = f"the clip's first {w['frames']} frames" if w.get("frames") else "the sample clip"
@@ -318,8 +321,9 @@ def _serve() -> list:
         parts.append(f"{c['seconds'] / 60:.0f} minutes of jobs and camera churn ({c['jobs']} jobs, "
                      f"{c['camera_joins']} camera joins): resident memory {c['growth_after_warmup']:+.2%} after "
                      f"warm-up ({c['slope_mib_per_h']:+.1f} MiB/h)")
-    return [f"**posefuse serve** ([results/serve.md](results/serve.md), `{r['command']}`): " + "; ".join(parts)
-            + f"; {env.get('card') or 'CPU'}, {env.get('date')}.", ""]
+    cmds = "; ".join(f"`{run['command']}` ({run['env'].get('card') or 'CPU'}, {run['env'].get('date')})" for run in runs)
+    return ["**posefuse serve** ([results/serve.md](results/serve.md)): " + "; ".join(parts) + f". Measured by {cmds}.",
+            ""]
 
 
 def main():
