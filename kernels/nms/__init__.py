@@ -126,20 +126,16 @@ def _select_rescale(cands, ratio_pad, orig_hw, iou: float | None, max_det: int, 
     if backend == "cupy":
         from . import cupy_impl as impl
 
-        with nvtx_range(stage):
-            if iou is None:
-                impl.run_topk(cands, int(max_det), order, keep, out.counts)
-            else:
-                impl.run_nms(cands, iou, int(max_det), order, keep, out.counts)
+        flags = ()  # the CuPy NMS keeps its removed flags in shared memory
     else:
         from . import numba_impl as impl
 
-        with nvtx_range(stage):
-            if iou is None:
-                impl.run_topk(cands, int(max_det), order, keep, out.counts)
-            else:
-                removed = out.scratch("removed", (b, cap), torch.int8)
-                impl.run_nms(cands, iou, int(max_det), order, keep, out.counts, removed)
+        flags = () if iou is None else (out.scratch("removed", (b, cap), torch.int8),)
+    with nvtx_range(stage):
+        if iou is None:
+            impl.run_topk(cands, int(max_det), order, keep, out.counts)
+        else:
+            impl.run_nms(cands, iou, int(max_det), order, keep, out.counts, *flags)
     with nvtx_range("rescale"):
         impl.run_rescale(cands, keep, ratio_pad, orig_hw, out)
     return out
@@ -147,10 +143,6 @@ def _select_rescale(cands, ratio_pad, orig_hw, iou: float | None, max_det: int, 
 
 def _torch_path(cands, ratio_pad, orig_hw, iou, max_det, out, backend):
     """'reference': the NumPy loop; 'torch': torchvision.ops.batched_nms (or, top-k, a sort) on the device."""
-    _torch_path_body(cands, ratio_pad, orig_hw, iou, max_det, out, backend)
-
-
-def _torch_path_body(cands, ratio_pad, orig_hw, iou, max_det, out, backend):
     out.boxes.zero_(), out.scores.zero_(), out.keypoints.zero_(), out.counts.zero_()
     counts = cands.counts.cpu().tolist()
     if backend == "reference":
