@@ -107,7 +107,7 @@ class Service:
         self.control = RunControl()
         self.report = None  # the live run's Report, once it ended
         self.jobs: dict[int, Job] = {}
-        self._job_of: dict[str, Job] = {}  # live stream name -> its job
+        self._job_of: dict[str, tuple] = {}  # live stream name -> (its job, its place in the job)
         self._specs: dict[str, str] = {}  # live stream name -> spec (streams added with POST /streams)
         self._lock = threading.Lock()
         self._ids = 0
@@ -131,10 +131,9 @@ class Service:
 
     def _on_result(self, r):
         """The run's result thread: a job's result goes to its queue (in the event loop's thread)."""
-        job = self._job_of.get(r.stream)
+        job, k = self._job_of.get(r.stream, (None, 0))
         if job is None or job.state != "running":
             return
-        k = next(i for i, s in enumerate(job.streams) if s[2] == r.stream)
         rec = json_record(r, k * IMAGE_ID_STRIDE + r.index, stream=job.streams[k][1])
         self.loop.call_soon_threadsafe(job.records.put_nowait, (r.stream, rec))
 
@@ -247,8 +246,8 @@ class Service:
                       {k: body[k] for k in ("max_frames", "save_json", "out") if k in body})
             job.records = asyncio.Queue()
             self.jobs[jid] = job
-            for s in job.streams:
-                self._job_of[s[2]] = job
+            for k, (_, _, live) in enumerate(job.streams):
+                self._job_of[live] = (job, k)
         for spec, _, live in job.streams:
             self.control.add_source(spec, live, max_frames)
         return job
