@@ -37,8 +37,8 @@ from pathlib import Path
 
 from .config import ConfigError, RunConfig
 from .outputs import IMAGE_ID_STRIDE, json_record
+from .sources.network import is_network
 
-NETWORK = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://", "rtmp://", "srt://")
 POLL_S = 0.05  # how often a job's handler looks whether its streams are finished
 JOBS_KEPT = 100  # finished jobs GET /jobs lists
 DRAIN_S = 60.0  # the longest a stopping service waits for the run's frames in flight and the jobs' reports
@@ -159,7 +159,7 @@ class Service:
             return None
         if not isinstance(spec, str) or not spec:
             raise RequestError(400, f"{name}: expected a file, folder or URL, got {spec!r}")
-        if spec.startswith(NETWORK):
+        if is_network(spec):
             return spec
         self.check_path(spec, name)
         return spec
