@@ -22,7 +22,7 @@ from .config import AUTO, DECODERS, RECONNECT_S, RUNNERS
 
 # a RunConfig or ArchiveConfig field -> its flag, where the flag is not the field's name
 _FLAGS = {"sources": "--source", "cuda_graph": "--no-graph", "progress": "--no-progress", "out_dir": "--out",
-          "allow_roots": "--allow-root", "no_graph": "--no-graph", "no_progress": "--no-progress"}
+          "allow_roots": "--allow-root"}
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -253,8 +253,6 @@ def _archive(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
 
 def _serve(a: argparse.Namespace) -> int:
     """``posefuse serve``: the warm service (runners/serve.py) until SIGTERM or Ctrl-C."""
-    import os
-
     try:
         from .serve import ServeConfig, serve
     except ImportError as e:
@@ -267,7 +265,7 @@ def _serve(a: argparse.Namespace) -> int:
                     runner="dynamic", decoder=a.decoder, batch=a.batch, device=a.device, model=a.model,
                     end2end=a.end2end, backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf,
                     iou=a.iou, cuda_graph=not a.no_graph, track=a.track, progress=False)
-    cfg = ServeConfig(run, host=a.host, port=a.port, token=a.token or os.environ.get("POSEFUSE_TOKEN") or None,
+    cfg = ServeConfig(run, host=a.host, port=a.port, token=_token(a),
                       allow_roots=a.allow_root or [], max_jobs=a.max_jobs, max_request_kb=a.max_request_kb)
     try:
         return serve(cfg)
@@ -284,8 +282,6 @@ def _serve(a: argparse.Namespace) -> int:
 
 def _client(a: argparse.Namespace) -> int:
     """``posefuse run --server URL``: the job goes to the server; nothing heavy is imported here."""
-    import os
-
     from .client import JOB_OPTIONS, run_job
 
     defaults = vars(build_parser().parse_args(["run"]))
@@ -298,8 +294,14 @@ def _client(a: argparse.Namespace) -> int:
     if a.max_frames is not None and a.max_frames < 1:
         print(f"posefuse: --max-frames: expected >= 1, got {a.max_frames}", file=sys.stderr)
         return 2
-    return run_job(a.server, a.source or [None], a.max_frames, a.save_json, a.out,
-                   a.token or os.environ.get("POSEFUSE_TOKEN") or None)
+    return run_job(a.server, a.source or [None], a.max_frames, a.save_json, a.out, _token(a))
+
+
+def _token(a: argparse.Namespace) -> str | None:
+    """The service's token: --token, else $POSEFUSE_TOKEN, else none."""
+    import os
+
+    return a.token or os.environ.get("POSEFUSE_TOKEN") or None
 
 
 def _flag(option: str) -> str:
