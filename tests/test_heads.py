@@ -1,7 +1,8 @@
 """Every Ultralytics pose family: YOLOv8 and YOLO11 (the ``Pose`` head), YOLO26 (``Pose26``) with its
 one-to-many branch and NMS (``predict``'s default) and its one-to-one branch without NMS (``nms=False``).
-The checkpoints are built from the ultralytics wheel's yaml files with a seeded random initialisation made
-to score like a trained model (experiments/pose_models.py); posefuse equals ``predict`` on them frame for
+The checkpoints are built from the ultralytics wheel's yaml files, trained yolo11n-pose tensors where they
+fit and a seeded random initialisation made to score like a trained model elsewhere
+(experiments/pose_models.py); posefuse equals ``predict`` on them frame for
 frame. The head's kind is read from the model; a head of no known kind, or a branch the head lacks, is a
 one-line error naming the option."""
 from __future__ import annotations
@@ -36,10 +37,16 @@ def models(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def frames() -> list:
-    """Frames of the 768x432 clip (people walking in), the 1080p clip, and a flat grey frame."""
-    clip = helpers.read_video(helpers.data_path(CLIP), 200)
-    return [clip[i] for i in (0, 60, 150, 199)] + [helpers.read_video(helpers.data_path("one-by-one-person-1080p.mp4"), 1)[0],
-                                                   np.full((432, 768, 3), 114, np.uint8)]
+    """Frames of the 768x432 clip (none and one person), 2x2 and 3x3 mosaics of it (4 and 9 people), the 1080p
+    clip, and a flat grey frame."""
+    clip = helpers.read_video(helpers.data_path(CLIP), 751)
+    people = [clip[i] for i in (100, 250, 300, 350, 400, 550, 600, 650, 750)]  # one person each
+
+    def mosaic(k):
+        return np.concatenate([np.concatenate(people[r * k:(r + 1) * k], 1) for r in range(k)], 0)
+
+    return [clip[0], clip[150], mosaic(2), mosaic(3), helpers.read_video(helpers.data_path(
+        "one-by-one-person-1080p.mp4"), 101)[100], np.full((432, 768, 3), 114, np.uint8)]
 
 
 def _assert_equal_to_predict(ours, theirs) -> int:
@@ -74,7 +81,7 @@ def test_every_pose_family_equals_predict(models, frames, arch, end2end, head):
             assert len(np.unique(theirs["scores"])) == len(theirs["scores"])  # distinct scores: no tie decides
             counts[conf, max_det, k] = _assert_equal_to_predict(pipe([f])[0], theirs)
     full = [counts[0.25, 300, k] for k in range(len(frames))]
-    assert min(full[:-1]) >= 1 and sum(full) >= 20 and full[-1] == 0  # people and edges score; a flat frame not
+    assert sum(full) >= 10 and full[-1] == 0  # people (and a random head's edges) score; a flat frame not
     assert [counts[0.25, 5, k] for k in range(len(frames))] == [min(n, 5) for n in full]
     assert max(full) > 5 and all(counts[0.999, 300, k] == 0 for k in range(len(frames)))
 
@@ -125,9 +132,9 @@ def test_a_head_of_no_known_kind_and_a_missing_branch_are_refused(models, tmp_pa
 @pytest.mark.parametrize("arch, end2end, head", FAMILIES, ids=IDS)
 def test_gpu_every_pose_family_equals_predict(no_tf32, models, frames, arch, end2end, head, precision, backend,
                                              cuda_graph):
-    """On the GPU, in batches (CUDA graphs where the backend captures): every predict detection matched at
-    IoU >= 0.98 and no extra one; fp32 keypoints within 0.5 px (predict runs fp32 here; fp16 is compared
-    by box only, as the issue asks)."""
+    """On the GPU, in batches (CUDA graphs where the backend captures), against ``predict`` on the same GPU in
+    the same precision (fp16: its half=True): every predict detection matched at IoU >= 0.98 and no extra
+    one; fp32 keypoints within 0.5 px (fp16 is compared by box only, as the issue asks)."""
     from ultralytics import YOLO
 
     yolo = YOLO(str(models[arch]))
@@ -138,8 +145,8 @@ def test_gpu_every_pose_family_equals_predict(no_tf32, models, frames, arch, end
     for batch in (clip, clip[:1] * 3):
         got = pipe(batch)
         for f, ours in zip(batch, got):
-            theirs = ultralytics_results(yolo.predict(f, verbose=False, conf=0.25, iou=0.7, device="cpu",
-                                                      nms=False if end2end else None))[0]
+            theirs = ultralytics_results(yolo.predict(f, verbose=False, conf=0.25, iou=0.7, device="cuda",
+                                                      half=precision == "fp16", nms=False if end2end else None))[0]
             if precision == "fp32":
                 _assert_equal_to_predict(ours, theirs)
             else:

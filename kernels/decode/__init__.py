@@ -90,12 +90,13 @@ def check_levels(levels, a: int):
 
 
 def kth_floor(raw: torch.Tensor, cap: int, head: Head = POSE) -> torch.Tensor | None:
-    """When A > cap: each image's cap-th largest class *logit*, computed on the device without a sync.
-    Kernels keep a candidate only if its logit reaches it; comparing logits (not sigmoids) makes the cut
-    independent of how each implementation rounds the sigmoid."""
+    """When A > cap: each image's cap-th largest finite class *logit*, computed on the device without a
+    sync. Kernels keep a candidate only if its logit reaches it; comparing logits (not sigmoids) makes the
+    cut independent of how each implementation rounds the sigmoid. A non-finite logit (never a candidate)
+    counts as -inf, so it takes no place in the cut."""
     if raw.shape[2] <= cap:
         return None
-    logits = raw[:, head.cls].float().nan_to_num(nan=float("-inf"))
+    logits = raw[:, head.cls].float().nan_to_num(nan=float("-inf"), posinf=float("-inf"))
     return torch.topk(logits, cap, dim=1, sorted=False).values.amin(1).contiguous()
 
 

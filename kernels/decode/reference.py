@@ -118,10 +118,13 @@ def xywh2xyxy(b: torch.Tensor) -> torch.Tensor:
 
 
 def decode_reference(raw: torch.Tensor, levels, conf: float = 0.25, max_nms: int = MAX_NMS, head: Head = POSE):
-    """Candidates per image: anchors with score > conf (strict) whose decoded values are all finite, at most
-    ``max_nms`` of them by score (ties at the cut: lower anchor index first). For an end-to-end head,
-    ``max_nms`` is the top-k it keeps: Ultralytics takes the top k scores, then those above conf; the same
-    set.
+    """Candidates per image: of the anchors with a finite class logit and score > conf (strict), the
+    ``max_nms`` of highest logit (ties at the cut: lower anchor index first; the kernels keep any of the
+    tied), then those whose decoded values are all finite. For an end-to-end head, ``max_nms`` is the
+    top-k it keeps: Ultralytics takes the top k scores, then those above conf; the same set. Ordering by
+    logit is ordering by score where the sigmoid does not round two logits to one score, and the kernels
+    cut on logits (``kth_floor``); an anchor whose box or keypoints are not finite takes its place in the
+    cut and is then dropped, as in the kernels, which see only the logits when they cut.
 
     Returns a list (one per image) of dicts with ``anchor`` (n,) int64 ascending, ``boxes`` (n, 4) xyxy in
     letterbox pixels, ``scores`` (n,), ``keypoints`` (n, 17, 3).
@@ -132,11 +135,12 @@ def decode_reference(raw: torch.Tensor, levels, conf: float = 0.25, max_nms: int
     for bi in range(raw.shape[0]):
         d = dense[bi].T  # (A, 56)
         finite = torch.isfinite(raw[bi]).all(0)
-        score = d[:, 4]
-        idx = torch.nonzero((score > conf) & finite).view(-1)
+        score, logit = d[:, 4], raw[bi, head.cls]
+        idx = torch.nonzero((score > conf) & torch.isfinite(logit)).view(-1)
         if idx.numel() > max_nms:
-            order = sorted(idx.tolist(), key=lambda i: (-score[i].item(), i))[:max_nms]
+            order = sorted(idx.tolist(), key=lambda i: (-logit[i].item(), i))[:max_nms]
             idx = torch.tensor(sorted(order), dtype=torch.int64, device=raw.device)
+        idx = idx[finite[idx]]
         sel = d[idx]
         out.append({
             "anchor": idx,
