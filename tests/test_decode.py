@@ -8,7 +8,7 @@ import torch
 
 from posefuse.kernels._common import KernelInputError, numba_simulator
 import helpers
-from posefuse.kernels.decode import HEADS, POSE, Head, decode, decode_reference, kth_floor, levels_for
+from posefuse.kernels.decode import HEADS, POSE, Head, decode, decode_reference, levels_for, top_cut
 from posefuse.kernels.decode.reference import decode_dense_reference
 from posefuse.kernels.letterbox import letterbox_reference
 
@@ -31,7 +31,7 @@ def assert_candidates_equal(ref, got, atol=1e-3, raw=None, cap=None, head=POSE):
     the cut's logit may differ (the kernels keep any of the tied; the reference the lowest indices), in
     equal numbers."""
     assert len(ref) == len(got)
-    kth = kth_floor(raw.float(), cap, head) if raw is not None else None
+    kth = top_cut(raw.float(), cap, head).kth if raw is not None else None
     for b, (r, g) in enumerate(zip(ref, got)):
         if kth is not None:
             tied = set(torch.nonzero(raw[b, head.cls].float() == kth[b]).view(-1).tolist())
@@ -132,6 +132,7 @@ def test_decode_cu_built_for_the_host_matches_reference(head, tmp_path):
     raw[1, 2, 3] = float("nan")
     raw[1, head.cls, 3] = 8.0  # in the cut of 9, then dropped (its box is not finite)
     raw[0, head.cls, 4] = float("inf")  # never a candidate, no place in the cut
+    raw[1, head.cls] = (raw[1, head.cls] * 2).round() / 2  # logits tied at the cut: none pushes out a better one
     b, _, a = raw.shape
     rows, off = [], 0
     for h, w, st in check_levels(lv, a):
@@ -140,13 +141,15 @@ def test_decode_cu_built_for_the_host_matches_reference(head, tmp_path):
     lvl = np.ascontiguousarray(np.array(rows, np.int32))
     for cap in (a, 9):  # every candidate; the best 9 (the kth floor cuts)
         out = Candidates.empty(b, cap, "cpu")
-        kth = None
+        kth = ties = None
         if cap < a:
-            kth = np.ascontiguousarray(kth_floor(raw, cap, head).numpy())
+            cut = top_cut(raw, cap, head)
+            kth, ties = np.ascontiguousarray(cut.kth.numpy()), np.ascontiguousarray(cut.ties.numpy())
         x = np.ascontiguousarray(raw.numpy())
         f, i = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int)
         args = [x.ctypes.data_as(f), ctypes.c_int(a), lvl.ctypes.data_as(i), ctypes.c_int(len(rows)),
-                ctypes.c_float(0.25), kth.ctypes.data_as(f) if kth is not None else None, ctypes.c_int(cap),
+                ctypes.c_float(0.25), kth.ctypes.data_as(f) if kth is not None else None,
+                ties.ctypes.data_as(i) if ties is not None else None, ctypes.c_int(cap),
                 *(t.numpy().ctypes.data_as(f) for t in (out.boxes, out.scores, out.keypoints)),
                 out.anchors.numpy().ctypes.data_as(i), out.counts.numpy().ctypes.data_as(i)]
         for bi in range(b):
@@ -155,7 +158,10 @@ def test_decode_cu_built_for_the_host_matches_reference(head, tmp_path):
                 lib.set_thread(t // 128, 128, t % 128)
                 kern(*args)
         out.counts.clamp_(max=cap)
-        assert_candidates_equal(decode_reference(raw, lv, 0.25, max_nms=cap, head=head), out.per_image(), atol=1e-4)
+        assert_candidates_equal(decode_reference(raw, lv, 0.25, max_nms=cap, head=head), out.per_image(), atol=1e-4,
+                                raw=raw if cap < a else None, cap=cap, head=head)
+        if cap < a:
+            assert (raw[1, head.cls] == float(cut.kth[1])).sum() > 1 and out.counts.tolist() == [9, 8]
 
 
 @sim

@@ -19,7 +19,8 @@ import torch
 from .._common import KernelInputError, as_tensor, check_tensor, nvtx_range, resolve_backend
 from .reference import HEADS, MAX_NMS, NKPT, KDIM, POSE, Head, decode_reference, levels_for
 
-__all__ = ["decode", "decode_reference", "levels_for", "Candidates", "Head", "HEADS", "POSE", "BACKENDS"]
+__all__ = ["decode", "decode_reference", "levels_for", "top_cut", "Candidates", "Cut", "Head", "HEADS", "POSE",
+           "BACKENDS"]
 
 BACKENDS = ("cupy", "numba", "torch", "reference")
 
@@ -89,15 +90,27 @@ def check_levels(levels, a: int):
     return levels
 
 
-def kth_floor(raw: torch.Tensor, cap: int, head: Head = POSE) -> torch.Tensor | None:
-    """When A > cap: each image's cap-th largest finite class *logit*, computed on the device without a
-    sync. Kernels keep a candidate only if its logit reaches it; comparing logits (not sigmoids) makes the
-    cut independent of how each implementation rounds the sigmoid. A non-finite logit (never a candidate)
-    counts as -inf, so it takes no place in the cut."""
+@dataclass(frozen=True)
+class Cut:
+    """The top-``cap`` cut of each image, for kernels that see one anchor at a time: ``kth`` (B,) float32, the
+    cap-th largest finite class logit; ``ties`` (B, 2) int32, the places left for anchors whose logit equals
+    it (cap minus those above it) and a counter of the places taken (zero before the launch)."""
+    kth: torch.Tensor
+    ties: torch.Tensor
+
+
+def top_cut(raw: torch.Tensor, cap: int, head: Head = POSE) -> Cut | None:
+    """When A > cap: each image's :class:`Cut`, computed on the device without a sync. Kernels keep an
+    anchor above the cut, and one at it only while a place is left, so that a tie at the cut never pushes
+    out a better anchor; comparing logits (not sigmoids) makes the cut independent of how each
+    implementation rounds the sigmoid. A non-finite logit (never a candidate) counts as -inf: it takes no
+    place."""
     if raw.shape[2] <= cap:
         return None
     logits = raw[:, head.cls].float().nan_to_num(nan=float("-inf"), posinf=float("-inf"))
-    return torch.topk(logits, cap, dim=1, sorted=False).values.amin(1).contiguous()
+    kth = torch.topk(logits, cap, dim=1, sorted=False).values.amin(1)
+    room = cap - (logits > kth[:, None]).sum(1, dtype=torch.int32)
+    return Cut(kth.contiguous(), torch.stack([room, torch.zeros_like(room)], 1).contiguous())
 
 
 def decode(raw, levels, conf: float = 0.25, max_nms: int = MAX_NMS, *, head: Head = POSE, backend: str = "auto",
@@ -129,16 +142,16 @@ def decode(raw, levels, conf: float = 0.25, max_nms: int = MAX_NMS, *, head: Hea
                                                        head))
             return out
         lvl = _level_table(levels, raw.device)
-        kth = kth_floor(raw, cap, head)
+        cut = top_cut(raw, cap, head)
         out.counts.zero_()
         if backend == "cupy":
             from . import cupy_impl
 
-            cupy_impl.run(raw, lvl, float(conf), kth, out, head)
+            cupy_impl.run(raw, lvl, float(conf), cut, out, head)
         else:
             from . import numba_impl
 
-            numba_impl.run(raw, lvl, float(conf), kth, out, head)
+            numba_impl.run(raw, lvl, float(conf), cut, out, head)
         out.counts.clamp_(max=cap)
     return out
 

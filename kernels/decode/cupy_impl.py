@@ -23,9 +23,11 @@ def _kernel(device: torch.device, dtype: torch.dtype, head: Head):
     return cupy_module(CU, d, (), device.index if device.index is not None else torch.cuda.current_device()).get_function(d[0][1])
 
 
-def run(raw: torch.Tensor, lvl: torch.Tensor, conf: float, kth, out, head: Head) -> None:
+def run(raw: torch.Tensor, lvl: torch.Tensor, conf: float, cut, out, head: Head) -> None:
     b, _, a = raw.shape
     k = _kernel(raw.device, raw.dtype, head)
-    args = (ptr(raw), np.int32(a), ptr(lvl), np.int32(lvl.shape[0]), np.float32(conf), ptr(kth), np.int32(out.cap),
+    kth, ties = (cut.kth, cut.ties) if cut is not None else (None, None)
+    args = (ptr(raw), np.int32(a), ptr(lvl), np.int32(lvl.shape[0]), np.float32(conf), ptr(kth), ptr(ties),
+            np.int32(out.cap),
             ptr(out.boxes), ptr(out.scores), ptr(out.keypoints), ptr(out.anchors), ptr(out.counts))
     cupy_launch(k, ((a + BLOCK - 1) // BLOCK, b, 1), (BLOCK, 1, 1), args, raw.device)

@@ -29,7 +29,8 @@ __device__ __forceinline__ float ld(const in_t* p) { return *p; }
 #endif
 
 extern "C" __global__ void KNAME(
-    const in_t* __restrict__ raw, int A, const int* __restrict__ lvl, int nl, float conf, const float* __restrict__ kth, int cap,
+    const in_t* __restrict__ raw, int A, const int* __restrict__ lvl, int nl, float conf, const float* __restrict__ kth,
+    int* __restrict__ ties, int cap,
     float* __restrict__ boxes, float* __restrict__ scores, float* __restrict__ kpts,
     int* __restrict__ anchors, int* __restrict__ counts) {
     const int b = blockIdx.y;
@@ -40,7 +41,10 @@ extern "C" __global__ void KNAME(
     const float logit = ld(raw + base + (size_t)C_CLS * A);
     const float score = 1.0f / (1.0f + expf(-logit));
     if (!(score > conf) || !isfinite(logit)) return;  // strict >, as Ultralytics; NaN never passes
-    if (kth != nullptr && !(logit >= kth[b])) return;
+    if (kth != nullptr) {  // the top-cap cut (kernels.decode.top_cut): an anchor tied at it only while a place is left
+        if (!(logit >= kth[b])) return;
+        if (logit == kth[b] && atomicAdd(ties + 2 * b + 1, 1) >= ties[2 * b]) return;
+    }
 
     int l = 0;
     while (l + 1 < nl && a >= lvl[4 * (l + 1) + 3]) ++l;

@@ -36,7 +36,7 @@ def _kernel(head: Head):
     c_cls, c_kpt = 4 * reg_max, 4 * reg_max + 1
 
     @cuda.jit
-    def pose_decode(raw, lvl, conf, kth, use_kth, boxes, scores, kpts, anchors, counts):
+    def pose_decode(raw, lvl, conf, kth, ties, use_kth, boxes, scores, kpts, anchors, counts):
         b = cuda.blockIdx.y
         a = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         if a >= raw.shape[2]:
@@ -47,8 +47,11 @@ def _kernel(head: Head):
         score = _sigmoid(logit)
         if not (score > conf):
             return
-        if use_kth and not (logit >= kth[b]):
-            return
+        if use_kth:  # the top-cap cut (kernels.decode.top_cut): an anchor tied at it only while a place is left
+            if not (logit >= kth[b]):
+                return
+            if logit == kth[b] and cuda.atomic.add(ties, (b, 1), 1) >= ties[b, 0]:
+                return
         lv = 0
         while lv + 1 < lvl.shape[0] and a >= lvl[lv + 1, 3]:
             lv += 1
@@ -118,10 +121,13 @@ def _kernel(head: Head):
     return pose_decode
 
 
-def run(raw: torch.Tensor, lvl: torch.Tensor, conf: float, kth, out, head: Head) -> None:
+def run(raw: torch.Tensor, lvl: torch.Tensor, conf: float, cut, out, head: Head) -> None:
     b, _, a = raw.shape
-    dummy = out.scores.view(-1)[:1] if kth is None else kth  # never read when kth is None
+    if cut is None:  # never read
+        kth, ties = out.scores.view(-1)[:1], out.anchors[:1, :2]
+    else:
+        kth, ties = cut.kth, cut.ties
     _kernel(head)[((a + BLOCK - 1) // BLOCK, b), BLOCK, numba_stream(raw.device)](
-        numba_array(raw), numba_array(lvl), np.float32(conf), numba_array(dummy), kth is not None,
+        numba_array(raw), numba_array(lvl), np.float32(conf), numba_array(kth), numba_array(ties), cut is not None,
         numba_array(out.boxes), numba_array(out.scores), numba_array(out.keypoints), numba_array(out.anchors),
         numba_array(out.counts))

@@ -123,7 +123,7 @@ def decode_reference(raw: torch.Tensor, levels, conf: float = 0.25, max_nms: int
     tied), then those whose decoded values are all finite. For an end-to-end head, ``max_nms`` is the
     top-k it keeps: Ultralytics takes the top k scores, then those above conf; the same set. Ordering by
     logit is ordering by score where the sigmoid does not round two logits to one score, and the kernels
-    cut on logits (``kth_floor``); an anchor whose box or keypoints are not finite takes its place in the
+    cut on logits (``top_cut``); an anchor whose box or keypoints are not finite takes its place in the
     cut and is then dropped, as in the kernels, which see only the logits when they cut.
 
     Returns a list (one per image) of dicts with ``anchor`` (n,) int64 ascending, ``boxes`` (n, 4) xyxy in

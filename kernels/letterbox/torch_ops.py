@@ -1,14 +1,16 @@
-"""Letterbox with plain torch ops (permute, flip, interpolate, pad): the GPU anchor the kernels beat.
+"""Letterbox with plain torch ops (gather, integer arithmetic, pad): the GPU anchor the kernels beat.
 
-Same geometry and the same rounding to uint8 levels as the kernels; several kernel launches and
-intermediate tensors per frame group instead of one pass.
+Same geometry and the same arithmetic as the kernels: OpenCV's fixed-point INTER_LINEAR
+(geometry.resize_coefficients), so every backend gives cv2.resize's levels bit for bit (a float bilinear
+resize differs by a level here and there, enough to flip a detection of a sensitive model); several
+kernel launches and intermediate tensors per frame group instead of one pass.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .geometry import BatchGeometry
+from .geometry import BatchGeometry, resize_coefficients
 
 PAD = 114.0 / 255.0
 
@@ -27,6 +29,18 @@ def _nv12_to_bgr(nv12: torch.Tensor, h: int) -> torch.Tensor:
     return torch.stack((b, g, r), -1).clamp_(0, 255).to(torch.uint8)
 
 
+def _resize(x: torch.Tensor, g) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, new_h, new_w, C) uint8 with the kernels' fixed-point coefficients
+    (geometry.apply_coefficients in torch)."""
+    cols, rows = (torch.from_numpy(t).to(x.device, torch.int64) for t in resize_coefficients(g.src_h, g.src_w,
+                                                                                           g.new_h, g.new_w))
+    s = x.long()
+    d = s[:, :, cols[:, 0]] * cols[None, None, :, 2, None] + s[:, :, cols[:, 1]] * cols[None, None, :, 3, None]
+    b0, b1 = rows[None, :, 2, None, None], rows[None, :, 3, None, None]
+    v = (((d[:, rows[:, 0]] >> 4) * b0 >> 16) + ((d[:, rows[:, 1]] >> 4) * b1 >> 16) + 2) >> 2
+    return v.clamp_(0, 255).to(torch.uint8)
+
+
 def run(frames, batch: torch.Tensor | None, geo: BatchGeometry, out: torch.Tensor, nv12: bool) -> None:
     if frames is None:
         frames = list(batch.unbind(0))
@@ -37,8 +51,8 @@ def run(frames, batch: torch.Tensor | None, geo: BatchGeometry, out: torch.Tenso
         g = geo.frames[idx[0]]
         if nv12:
             x = _nv12_to_bgr(x[0], g.src_h).unsqueeze(0)
-        x = x.permute(0, 3, 1, 2).flip(1).float()  # BHWC BGR -> BCHW RGB
         if (g.new_h, g.new_w) != (g.src_h, g.src_w):
-            x = F.interpolate(x, size=(g.new_h, g.new_w), mode="bilinear", align_corners=False).round_()
+            x = _resize(x, g)
+        x = x.permute(0, 3, 1, 2).flip(1).float()  # BHWC BGR -> BCHW RGB
         x = F.pad(x.div_(255.0), (g.left, geo.out_w - g.new_w - g.left, g.top, geo.out_h - g.new_h - g.top), value=PAD)
         out[idx[0] : idx[0] + len(idx)] = x
