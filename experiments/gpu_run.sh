@@ -22,6 +22,7 @@
 #   trackids  experiments/track_ids.py [TRACKIDS_ARGS] (track ids vs Ultralytics on every sample frame) -> results/track_ids.{json,md}
 #   heads     experiments/heads.py [HEADS_ARGS] (YOLOv8/YOLO11/YOLO26 against predict; post-processing, pipeline and e2e
 #             figures beside each other) -> results/heads.{json,md}
+#   compile   experiments/compile_bench.py [COMPILE_ARGS] (the Inductor-compiled backbone beside today's) -> results/compile.{json,md}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
 # WHEELS=DIR installs DIR/*.whl instead of .offline/whl: a Ray call carries .offline/whl-ray, the same wheels with
 # PyNvVideoCodec's slimmed (experiments/slim_wheel.py: 27 -> 9 MB), so that they, Ray's 30 MB and the data fit in
@@ -126,6 +127,10 @@ do_phase() {
 do_trackids() {
   step trackids
   timeout 560 python3 experiments/track_ids.py ${TRACKIDS_ARGS:-} >"$LOG/track_ids.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/track_ids.log" | tail -6
+}
+do_compile() {
+  step compile
+  timeout ${COMPILE_TIMEOUT:-560} python3 experiments/compile_bench.py ${COMPILE_ARGS:-} >"$LOG/compile.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/compile.log" | cut -c1-300 | tail -16
 }
 do_soak() {
   step soak

@@ -48,7 +48,8 @@ from ..kernels.decode.reference import MAX_NMS
 from ..kernels.letterbox import (FrameBatch, Layout, batch_geometry, frame_canvas, letterbox, make_layout,
                                  normalize_frames, source_rows)
 from ..kernels.nms import Detections, nms_rescale, topk_rescale
-from .backbone import DEFAULT_MODEL, PoseBackbone, fused, load_ultralytics
+from .backbone import DEFAULT_MODEL, PoseBackbone, default_weights, fused, load_ultralytics
+from .compiled import COMPILE_MODES, compile_backbone, mark_seen, model_key
 from .stages import span
 
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
@@ -205,6 +206,9 @@ class PosePipeline:
         end2end: a head with a one-to-one branch (YOLO26): True runs that branch, top-k without NMS, as
             Ultralytics ``predict(nms=False)``; None or False the one-to-many branch with NMS, as ``predict``.
         cuda_graph: capture the chain as CUDA graphs (CuPy or Numba backend on a GPU).
+        compile: the backbone compiled by Inductor (fusion.compiled): 'off', 'default' or 'max-autotune'; on a
+            GPU only (the CPU runs it eagerly; ``self.compile`` says what runs). Each batch shape compiles
+            when first captured, from Inductor's cache when this machine compiled it before.
         batch_sizes: the sizes graph-mode batches run at: a batch of n frames is padded to the smallest
             one >= n (beyond the largest: bucket_size(n)). None: bucket_size(n), powers of two up to 64.
             Each size costs a capture (plans, graph) the first time it runs; a run over files uses its
@@ -213,7 +217,7 @@ class PosePipeline:
 
     def __init__(self, model=DEFAULT_MODEL, device=None, backend: str = "auto", precision: str = "fp16",
                  imgsz: int = 640, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
-                 cuda_graph: bool = True, batch_sizes=None, end2end: bool | None = None):
+                 cuda_graph: bool = True, batch_sizes=None, end2end: bool | None = None, compile: str = "off"):
         try:
             self.device = best_device() if device is None else torch.device(device)
         except RuntimeError:  # torch's own message lists every device type it knows
@@ -237,6 +241,8 @@ class PosePipeline:
             raise KernelInputError(f"iou: expected an IoU in [0, 1], got {iou}")
         if max_det < 1:
             raise KernelInputError(f"max_det: expected >= 1, got {max_det}")
+        if compile not in COMPILE_MODES:
+            raise KernelInputError(f"compile: expected one of {COMPILE_MODES}, got {compile!r}")
         if imgsz < 32:
             raise KernelInputError(f"imgsz: expected >= 32 pixels, got {imgsz}")
         if batch_sizes is not None and (not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes)):
@@ -259,6 +265,12 @@ class PosePipeline:
             self.backbone = self.backbone.half()
         if on_gpu:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        self.compile = compile if on_gpu else "off"
+        self._forward = self.backbone if self.compile == "off" else compile_backbone(self.backbone, self.compile)
+        self._compile_key = None  # marks this model's compile cache warm once a compiled chain is captured
+        if self.compile != "off" and isinstance(model, str):
+            self._compile_key = model_key(default_weights() if model in (DEFAULT_MODEL, DEFAULT_MODEL + ".pt")
+                                          else model, self.precision, self.compile)
         self.ring_wait_s = 0.0  # host seconds submit() waited for a ring slot (the GPU is behind)
         self._batches = 0  # batches submitted (every TIMED_EVERY-th is timed, the first included)
         self._slots: dict[tuple, list[_Slot]] = {}
@@ -466,7 +478,7 @@ class PosePipeline:
             if self.device.type == "cpu":  # frame by frame: a frame's floats then do not depend on the batch's
                 raw = torch.cat([self.backbone(lb[i:i + 1]) for i in range(len(lb))])  # size, and it is faster
             else:  # on 2 cores (results/DECISIONS.md, CPU backbone)
-                raw = self.backbone(lb)
+                raw = self._forward(lb)
         self._mark(slot, "backbone")
         levels = levels_for(lb.shape[2], lb.shape[3], self.strides)
         e2e = self.head.end2end
@@ -546,6 +558,8 @@ class PosePipeline:
                 with torch.cuda.graph(g, pool=self._graph_pool, stream=side, capture_error_mode="thread_local"):
                     slot.raw = run()
                 slot.graph = g
+                if self._compile_key is not None:
+                    mark_seen(self._compile_key)
             except Exception as e:  # pragma: no cover - depends on the backbone
                 torch.cuda.synchronize(self.device)
                 self.graph_errors.append(f"{type(e).__name__}: {e}")

@@ -142,7 +142,8 @@ def make_pipelines(cfg: RunConfig, device: str) -> list:
 
     try:
         pipe = PosePipeline(cfg.model, device, cfg.backend, cfg.precision, cfg.imgsz, cfg.conf, cfg.iou,
-                            cuda_graph=cfg.cuda_graph, batch_sizes=batch_sizes(cfg), end2end=cfg.end2end or None)
+                            cuda_graph=cfg.cuda_graph, batch_sizes=batch_sizes(cfg), end2end=cfg.end2end or None,
+                            compile=cfg.compile)
     except ModelError as e:  # read from the checkpoint: a bad option all the same
         raise ConfigError(e.option, e.message) from None
     return [pipe] + [pipe.replica() for _ in range((cfg.replicas if cfg.runner == "replicas" else 1) - 1)]
@@ -310,7 +311,7 @@ class Assembly:
             self.ran.update(backend="ultralytics", precision=cfg.precision if gpu else "fp32")
         else:
             p = self.engine[0]
-            self.ran.update(backend=p.backend, precision=p.precision, cuda_graph=p.cuda_graph)
+            self.ran.update(backend=p.backend, precision=p.precision, cuda_graph=p.cuda_graph, compile=p.compile)
 
     def run(self) -> dict:
         """Run the runner under :func:`run_settings`; returns {stream: error} for the streams that failed

@@ -125,6 +125,9 @@ def _pipeline_options(a):
     a("--imgsz", type=int, default=640, help="letterbox size in pixels (a multiple of 32)")
     a("--conf", type=float, default=0.25, help="score threshold")
     a("--iou", type=float, default=0.7, help="NMS IoU threshold")
+    a("--compile", default="auto", choices=("auto", "off", "default", "max-autotune"),
+      help="the backbone compiled by Inductor (auto: where this machine compiled the model before, or the run "
+           "is long-lived; the report says which and why)")
     a("--no-graph", action="store_true", help="do not capture CUDA graphs")
 
 
@@ -140,7 +143,8 @@ def to_config(a: argparse.Namespace):
         batch=a.batch, max_wait_ms=a.max_wait_ms, replicas=a.replicas,
         gpus=[g.strip() for g in a.gpus.split(",")] if a.gpus else None, device=a.device, model=a.model,
         end2end=a.end2end, backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf, iou=a.iou,
-        cuda_graph=not a.no_graph, track=a.track, out=a.out, save_json=a.save_json, save_coco=a.save_coco,
+        compile=a.compile, cuda_graph=not a.no_graph, track=a.track, out=a.out, save_json=a.save_json,
+        save_coco=a.save_coco,
         save_video=a.save_video, progress=not a.no_progress)
 
 
@@ -229,7 +233,7 @@ def _archive(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         return 2
     run = RunConfig(sources=a.source, decoder=a.decoder, batch=a.batch, device=a.device, model=a.model,
                     end2end=a.end2end, backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf, iou=a.iou,
-                    cuda_graph=not a.no_graph, progress=False)
+                    compile=a.compile, cuda_graph=not a.no_graph, progress=False)
     try:
         s = archive(ArchiveConfig(run, out_dir=a.out, address=a.address, actors=a.actors,
                                   gpus_per_actor=a.gpus_per_actor, segment_frames=a.segment_frames,
@@ -264,7 +268,7 @@ def _serve(a: argparse.Namespace) -> int:
     run = RunConfig(sources=[], mode=a.mode, late_ms=a.late_ms, reconnect_s=a.reconnect_s, max_wait_ms=a.max_wait_ms,
                     runner="dynamic", decoder=a.decoder, batch=a.batch, device=a.device, model=a.model,
                     end2end=a.end2end, backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf,
-                    iou=a.iou, cuda_graph=not a.no_graph, track=a.track, progress=False)
+                    iou=a.iou, compile=a.compile, cuda_graph=not a.no_graph, track=a.track, progress=False)
     cfg = ServeConfig(run, host=a.host, port=a.port, token=_token(a),
                       allow_roots=a.allow_root or [], max_jobs=a.max_jobs, max_request_kb=a.max_request_kb)
     try:

@@ -19,6 +19,7 @@ FRAME_MIB = 20.0  # GPU memory a frame of a batch holds on the 640x640 canvas, M
 MAX_WAIT_MS = 10.0  # the dynamic runner's longest wait of a frame for its batch
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
+COMPILE_MODES = ("off", "default", "max-autotune")  # fusion.compiled's (imported lazily: this module stays light)
 DEFAULT_MODEL = "yolo11n-pose"
 
 
@@ -76,6 +77,10 @@ class RunConfig:
         conf: score threshold in [0, 1] (default 0.25); iou: NMS IoU threshold in [0, 1] (default 0.7).
         track: give each pose a track_id across its stream's frames (ByteTrack, as Ultralytics'
             bytetrack.yaml; default False).
+        compile: the backbone compiled by Inductor inside the pipeline's CUDA graph (fusion.compiled): 'off',
+            'default', 'max-autotune' or 'auto' (default): 'default' where it pays, when this machine
+            compiled the model before (Inductor's cache is warm) or the run is long-lived (live without an
+            end, the service), else 'off': a cold compile takes longer than a short job's gain.
         cuda_graph: capture the pipeline as CUDA graphs (default True). A run captures only the batch
             sizes it makes: its ``batch`` (partial batches are padded to it) for files and folders, and every
             size up to it (pipeline.bucket_size) with ``paced`` or live mode, where small batches keep
@@ -113,6 +118,7 @@ class RunConfig:
     imgsz: int = 640
     conf: float = 0.25
     iou: float = 0.7
+    compile: str = AUTO
     cuda_graph: bool = True
     track: bool = False
     out: str | None = None
@@ -148,6 +154,7 @@ class RunConfig:
         if not c.late_ms > 0:
             raise ConfigError("late_ms", f"expected ms > 0, got {c.late_ms}")
         _choice("precision", c.precision, PRECISIONS)
+        _choice("compile", c.compile, (AUTO,) + COMPILE_MODES)
         for name in ("repeat", "replicas"):
             at_least(name, getattr(c, name), 1)
         if c.batch is not None:
@@ -227,6 +234,8 @@ class RunConfig:
             if c.runner == "ultralytics":
                 raise ConfigError("runner", "'ultralytics' needs BGR frames in host memory: use decoder 'cpu'")
             c.chunk = c.chunk or c.batch  # a chunk fills a batch
+        if c.compile == AUTO:
+            c.compile, c.chosen["compile"] = _auto_compile(c, gpu_run)
         if c.runner == "multigpu" and c.save_video:
             raise ConfigError("save_video", "is not available with the multigpu runner (images stay in the workers)")
         if c.runner not in CONCURRENT + ("multigpu",) and c.mode == "live":
@@ -234,6 +243,24 @@ class RunConfig:
         if c.runner not in CONCURRENT + ("multigpu",) and c.paced:
             raise ConfigError("paced", f"needs a runner of {CONCURRENT + ('multigpu',)}, got {c.runner!r}")
         return c
+
+
+def _auto_compile(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
+    """'default' where compiling pays, else 'off'; and why."""
+    if not gpu_run or c.runner == "ultralytics" or not c.cuda_graph:
+        return "off", "the backbone is compiled inside the pipeline's CUDA graph, on a GPU"
+    from ..fusion.backbone import default_weights
+    from ..fusion.compiled import model_key, seen
+
+    path = default_weights() if c.model in (DEFAULT_MODEL, DEFAULT_MODEL + ".pt") else c.model
+    if seen(model_key(path, c.precision, "default")):
+        return "default", "this machine compiled the model before: Inductor's cache is warm"
+    if not c.sources:
+        return "default", "a run a RunControl steers (the service): long-lived, a cold compile pays back"
+    if c.mode == "live" and c.duration_s is None:
+        return "default", "a live run without an end: a cold compile pays back"
+    return "off", ("a cold compile (tens of seconds per batch shape, results/compile.md) outlasts what a job of "
+                   "unknown length gains; 'default' compiles, then later runs start warm")
 
 
 def max_batch(device: str, imgsz: int) -> tuple[int, str]:

@@ -199,12 +199,12 @@ def test_auto_choices_are_resolved_said_and_each_has_its_option():
 
     c = RunConfig(device="cpu").validated()
     assert (c.runner, c.decoder) == ("serial", "cpu")  # results/cpu_runners.md
-    assert set(c.chosen) == {"runner", "batch", "decoder"} and "no GPU" in c.chosen["decoder"]
+    assert set(c.chosen) == {"runner", "batch", "decoder", "compile"} and "no GPU" in c.chosen["decoder"]
     assert c.validated() == c  # resolving twice changes nothing
     live = RunConfig(device="cpu", paced=True).validated()
     assert live.runner == "dynamic"  # paced needs a concurrent runner
     assert RunConfig(device="cpu", mode="live").validated().runner == "dynamic"
-    given = RunConfig(device="cpu", runner="serial", batch=4, decoder="cpu").validated()
+    given = RunConfig(device="cpu", runner="serial", batch=4, decoder="cpu", compile="off").validated()
     assert given.chosen == {} and (given.runner, given.batch) == ("serial", 4)
 
 

@@ -1,0 +1,169 @@
+"""The Inductor-compiled backbone inside the pipeline's CUDA graph against today's (issue 36), in one call.
+
+    python experiments/compile_bench.py [--batches 64 256 1] [--modes off default] [--out-dir results]
+        -> results/compile.{json,md}
+
+* pipeline: the pipeline alone (frames on the GPU -> poses in host memory, two batches in flight) per mode
+  and batch size: frames/s, and for batch 1 the latency of one frame (median of 50). The first capture of
+  each (mode, batch) is timed: the compile, cold unless the cache holds it.
+* start: a fresh process builds the pipeline and captures batch 64 for each mode, cold (an empty Inductor
+  cache) then warm (the cache the cold one filled): what a job's start-up pays.
+* equal: the compiled pipeline's poses against the uncompiled one's on 64 real frames (fp16): detections
+  matched at IoU >= 0.98, the largest keypoint and score differences.
+The yolo11n-pose trained weights, fp16, the CuPy backend, 384x640 canvas (the 768x432 clip).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import harness
+
+
+def _pipe(mode: str, batch: int):
+    from posefuse import PosePipeline
+
+    return PosePipeline(device="cuda", backend="cupy", precision="fp16", batch_sizes=(batch,), compile=mode)
+
+
+def pipeline(frames, modes, batches, calls: int = 30) -> list:
+    import torch
+
+    rows = []
+    for batch in batches:
+        for mode in modes:
+            pipe = _pipe(mode, batch)
+            t = time.perf_counter()
+            pipe.warmup((432, 768), batch, device_frames=True)
+            torch.cuda.synchronize()
+            first_s = time.perf_counter() - t
+            sets = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)][:4]
+            for s in sets:
+                pipe(s)
+            torch.cuda.synchronize()
+            row = {"mode": mode, "batch": batch, "first_capture_s": first_s}
+            if batch == 1:
+                lat = []
+                for k in range(50):
+                    t = time.perf_counter()
+                    pipe(sets[k % len(sets)])
+                    lat.append(time.perf_counter() - t)
+                row["latency_ms_p50"] = 1e3 * float(np.median(lat))
+            t = time.perf_counter()
+            pending = None
+            for k in range(calls):
+                nxt = pipe.submit(sets[k % len(sets)])
+                if pending is not None:
+                    pending.result()
+                pending = nxt
+            pending.result()
+            row["frames_per_s"] = calls * batch / (time.perf_counter() - t)
+            row["graph_errors"] = list(pipe.graph_errors)
+            rows.append(row)
+            print(row, flush=True)
+            del pipe
+            torch.cuda.empty_cache()
+    return rows
+
+
+_START = """
+import json, time, torch
+t0 = time.perf_counter()
+from posefuse import PosePipeline
+p = PosePipeline(device="cuda", backend="cupy", precision="fp16", batch_sizes=(64,), compile={mode!r})
+t1 = time.perf_counter()
+p.warmup((432, 768), 64, device_frames=True)
+torch.cuda.synchronize()
+print(json.dumps({{"build_s": t1 - t0, "capture_s": time.perf_counter() - t1, "compile": p.compile}}))
+"""
+
+
+def start(modes) -> list:
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "POSEFUSE_CACHE": cache}
+        env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        for mode in modes:
+            for state in (("cold", "warm") if mode != "off" else ("-",)):
+                t = time.perf_counter()
+                r = subprocess.run([sys.executable, "-c", _START.format(mode=mode)], capture_output=True, text=True,
+                                   env=env)
+                wall = time.perf_counter() - t
+                if r.returncode:
+                    raise SystemExit(r.stderr[-2000:])
+                row = {"mode": mode, "cache": state, "process_wall_s": wall,
+                       **json.loads(r.stdout.strip().splitlines()[-1])}
+                rows.append(row)
+                print(row, flush=True)
+    return rows
+
+
+def equal(frames) -> dict:
+    from posefuse.fusion.accuracy import AccuracyTally, match
+
+    a, b = _pipe("off", 64), _pipe("default", 64)
+    tally, kmax = AccuracyTally(), 0.0
+    for ours, theirs in zip(b(frames[:64]), a(frames[:64])):
+        t = {"boxes": theirs.boxes, "scores": theirs.scores, "keypoints": theirs.keypoints}
+        tally.add(ours, t)
+        for i, j in match(ours.boxes, theirs.boxes):
+            kmax = max(kmax, float(np.abs(ours.keypoints[i, :, :2] - theirs.keypoints[j, :, :2]).max()))
+    row = {**tally.summary(), "keypoint_max_error_px": kmax}
+    print(row, flush=True)
+    return row
+
+
+def markdown(runs: list) -> str:
+    out = ["# The backbone compiled by Inductor inside the pipeline's CUDA graph", "",
+           "yolo11n-pose (trained), fp16, CuPy backend, 384x640 canvas. Each run below is one command; its card "
+           "and versions are in its heading.", ""]
+    for r in reversed(runs):
+        out += harness.run_heading(r)
+        if r.get("pipeline"):
+            out += ["| mode | batch | frames/s | first capture s | latency p50 ms |", "|---|---:|---:|---:|---:|"]
+            out += [f"| {x['mode']} | {x['batch']} | {x['frames_per_s']:,.0f} | {x['first_capture_s']:.1f} | "
+                    f"{x.get('latency_ms_p50', float('nan')):.2f} |" for x in r["pipeline"]]
+            out.append("")
+        if r.get("start"):
+            out += ["| mode | cache | process wall s | build s | capture s (bs64) |", "|---|---|---:|---:|---:|"]
+            out += [f"| {x['mode']} | {x['cache']} | {x['process_wall_s']:.1f} | {x['build_s']:.1f} | "
+                    f"{x['capture_s']:.1f} |" for x in r["start"]]
+            out.append("")
+        if r.get("equal"):
+            e = r["equal"]
+            out += [f"Compiled against uncompiled, 64 frames: {e['matched']}/{e['their_detections']} matched at "
+                    f"IoU >= 0.98, {e['our_detections'] - e['matched']} extra, keypoints within "
+                    f"{e['keypoint_max_error_px']:.3f} px, scores within {e['max_score_diff']:.4f}.", ""]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", nargs="+", type=int, default=[64, 256, 1])
+    ap.add_argument("--modes", nargs="+", default=["off", "default"])
+    ap.add_argument("--only", nargs="+", choices=("pipeline", "start", "equal"), default=None)
+    ap.add_argument("--out-dir", default=str(harness.RESULTS))
+    a = ap.parse_args(argv)
+    import torch
+
+    sections = a.only or ("equal", "pipeline", "start")
+    run = harness.new_run("compile_bench.py", argv, device="cuda")
+    frames = torch.from_numpy(np.stack(harness.read_video(harness.data_path(harness.CLIP), 512))).cuda()
+    if "equal" in sections:
+        run["equal"] = equal(frames[100:164])  # people walking in
+    if "pipeline" in sections:
+        run["pipeline"] = pipeline(frames, a.modes, a.batches)
+    if "start" in sections:
+        run["start"] = start(a.modes)
+    harness.record(a.out_dir, "compile", run, markdown)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The backbone compiled by Inductor inside the pipeline's CUDA graph (fusion.compiled): the option's rules
+on any machine, the cache folder, and on the GPU the compiled pipeline's poses against the uncompiled
+one's on real frames, and ``compile='auto'`` following the cache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from posefuse.fusion import compiled
+from posefuse.fusion.accuracy import match
+from posefuse.fusion.backbone import default_weights
+from posefuse.fusion.pipeline import PosePipeline
+from posefuse.kernels._common import KernelInputError
+from posefuse.runners.cli import main
+from posefuse.runners.config import ConfigError, RunConfig
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty posefuse cache folder of the test's own (Inductor's entries included)."""
+    monkeypatch.setenv("POSEFUSE_CACHE", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    return tmp_path
+
+
+def test_option_rules_and_the_cpu(capsys):
+    with pytest.raises(ConfigError, match=r"^compile: expected one of"):
+        RunConfig(compile="fast").check()
+    c = RunConfig(device="cpu").validated()
+    assert c.compile == "off" and "on a GPU" in c.chosen["compile"]
+    assert RunConfig(device="cpu", compile="default").validated().compile == "default"  # asked: the pipeline says
+    pipe = PosePipeline(device="cpu", compile="default")
+    assert pipe.compile == "off"  # what runs: the CPU runs the backbone eagerly
+    with pytest.raises(KernelInputError, match=r"^compile: expected one of"):
+        PosePipeline(device="cpu", compile="fast")
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--compile", "fast"])
+    assert e.value.code == 2 and "--compile" in capsys.readouterr().err
+
+
+def test_cache_folder_and_marks(cache):
+    assert compiled.use_cache_dir() == cache / "inductor" and (cache / "inductor").is_dir()
+    key = compiled.model_key(default_weights(), "fp16", "default")
+    assert key == compiled.model_key(default_weights(), "fp16", "default")
+    assert key != compiled.model_key(default_weights(), "fp32", "default")
+    assert not compiled.seen(key)
+    compiled.mark_seen(key)
+    assert compiled.seen(key)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cupy", "numba"])
+def test_gpu_compiled_equals_uncompiled_and_auto_follows_the_cache(cache, backend, clip_frames):
+    """fp16, batch 16 of real frames, the chain captured: every detection matched at IoU >= 0.98, no extra,
+    keypoints within 1 px, scores within 0.01 (Inductor's fused kernels round fp16 otherwise). A
+    capture marks the model compiled; ``compile='auto'`` then compiles, and not before."""
+    assert RunConfig(device="cuda").validated().compile == "off"  # a cold cache, a job of unknown length
+    frames = [torch.from_numpy(f).cuda() for f in clip_frames[140:156]]
+    eager = PosePipeline(device="cuda", backend=backend, batch_sizes=(16,))
+    comp = PosePipeline(device="cuda", backend=backend, batch_sizes=(16,), compile="default")
+    assert comp.compile == "default" and comp.cuda_graph
+    n = 0
+    for _ in range(2):  # the capture, then a replay
+        for ours, theirs in zip(comp(frames), eager(frames)):
+            assert len(ours) == len(theirs)
+            pairs = match(ours.boxes, theirs.boxes, 0.98)
+            assert len(pairs) == len(ours)
+            for i, j in pairs:
+                assert np.abs(ours.keypoints[i, :, :2] - theirs.keypoints[j, :, :2]).max() <= 1.0
+                assert abs(float(ours.scores[i]) - float(theirs.scores[j])) <= 0.01
+            n += len(ours)
+    assert n >= 10 and comp.graph_errors == []
+    c = RunConfig(device="cuda").validated()
+    assert c.compile == "default" and "compiled the model before" in c.chosen["compile"]
+    assert any((cache / "inductor").iterdir())  # Inductor wrote its entries into the posefuse cache
+
+
+def test_clip_frames_fixture_has_people(clip_frames):
+    """The frames the GPU test compares hold a person (the trained model detects them on the CPU too)."""
+    got = PosePipeline(device="cpu")(clip_frames[140:142])
+    assert sum(len(r) for r in got) >= 1
