@@ -129,7 +129,7 @@ def markdown(runs: list) -> str:
         if r.get("pipeline"):
             out += ["| mode | batch | frames/s | first capture s | latency p50 ms |", "|---|---:|---:|---:|---:|"]
             out += [f"| {x['mode']} | {x['batch']} | {x['frames_per_s']:,.0f} | {x['first_capture_s']:.1f} | "
-                    f"{x.get('latency_ms_p50', float('nan')):.2f} |" for x in r["pipeline"]]
+                    f"{'%.2f' % x['latency_ms_p50'] if 'latency_ms_p50' in x else '-'} |" for x in r["pipeline"]]
             out.append("")
         if r.get("start"):
             out += ["| mode | cache | process wall s | build s | capture s (bs64) |", "|---|---|---:|---:|---:|"]

@@ -3,9 +3,10 @@ the pipeline's CUDA graph.
 
 Inductor fuses the backbone's convolutions' epilogues (bias, SiLU, concatenations) into Triton kernels, and
 the pipeline's graph then replays them without launch cost: the backbone alone runs about twice as fast
-(results/compile.md). Compiling costs tens of seconds the first time a model, precision and batch shape
-are seen on a machine, seconds afterwards: Inductor's caches (FX graphs, Triton kernels) live in
-:func:`cache_dir`, kept across runs.
+(results/compile.md). It costs start-up: about 20 s per batch shape the first time a model, precision and
+batch shape are seen on a machine, and still about 20 s more than an uncompiled start when Inductor's
+caches (FX graphs, Triton kernels, kept across runs in :func:`cache_dir`) hold it all (results/compile.md):
+worth it for long runs.
 
 Modes (``COMPILE_MODES``): 'off'; 'default' (Inductor's default: no autotuning); 'max-autotune' (Inductor
 benchmarks Triton and cuBLAS choices per layer: minutes to compile, for long runs and the service). Inductor's
@@ -13,7 +14,6 @@ own CUDA graphs stay off ('...-no-cudagraphs'): the pipeline captures the whole 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -43,24 +43,3 @@ def compile_backbone(backbone, mode: str):
 
     use_cache_dir()
     return torch.compile(backbone, mode=_INDUCTOR_MODE[mode], dynamic=False)
-
-
-def model_key(model: str, precision: str, mode: str) -> str:
-    """What a compiled backbone's cache entries depend on, as a file name: the checkpoint (path, size, mtime),
-    the precision, the mode and torch's version."""
-    import torch
-
-    st = os.stat(model)
-    text = f"{os.path.abspath(model)}|{st.st_size}|{st.st_mtime_ns}|{precision}|{mode}|{torch.__version__}"
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def seen(key: str) -> bool:
-    """True when a pipeline compiled this model key on this machine before (its cache entries are warm)."""
-    return (use_cache_dir() / "posefuse" / key).exists()
-
-
-def mark_seen(key: str) -> None:
-    d = use_cache_dir() / "posefuse"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / key).touch()

@@ -48,8 +48,8 @@ from ..kernels.decode.reference import MAX_NMS
 from ..kernels.letterbox import (FrameBatch, Layout, batch_geometry, frame_canvas, letterbox, make_layout,
                                  normalize_frames, source_rows)
 from ..kernels.nms import Detections, nms_rescale, topk_rescale
-from .backbone import DEFAULT_MODEL, PoseBackbone, default_weights, fused, load_ultralytics
-from .compiled import COMPILE_MODES, compile_backbone, mark_seen, model_key
+from .backbone import DEFAULT_MODEL, PoseBackbone, fused, load_ultralytics
+from .compiled import COMPILE_MODES, compile_backbone
 from .stages import span
 
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
@@ -208,7 +208,7 @@ class PosePipeline:
         cuda_graph: capture the chain as CUDA graphs (CuPy or Numba backend on a GPU).
         compile: the backbone compiled by Inductor (fusion.compiled): 'off', 'default' or 'max-autotune'; on a
             GPU only (the CPU runs it eagerly; ``self.compile`` says what runs). Each batch shape compiles
-            when first captured, from Inductor's cache when this machine compiled it before.
+            when first captured (from Inductor's cache when this machine compiled it before).
         batch_sizes: the sizes graph-mode batches run at: a batch of n frames is padded to the smallest
             one >= n (beyond the largest: bucket_size(n)). None: bucket_size(n), powers of two up to 64.
             Each size costs a capture (plans, graph) the first time it runs; a run over files uses its
@@ -267,10 +267,6 @@ class PosePipeline:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self.compile = compile if on_gpu else "off"
         self._forward = self.backbone if self.compile == "off" else compile_backbone(self.backbone, self.compile)
-        self._compile_key = None  # marks this model's compile cache warm once a compiled chain is captured
-        if self.compile != "off" and isinstance(model, str):
-            self._compile_key = model_key(default_weights() if model in (DEFAULT_MODEL, DEFAULT_MODEL + ".pt")
-                                          else model, self.precision, self.compile)
         self.ring_wait_s = 0.0  # host seconds submit() waited for a ring slot (the GPU is behind)
         self._batches = 0  # batches submitted (every TIMED_EVERY-th is timed, the first included)
         self._slots: dict[tuple, list[_Slot]] = {}
@@ -558,8 +554,6 @@ class PosePipeline:
                 with torch.cuda.graph(g, pool=self._graph_pool, stream=side, capture_error_mode="thread_local"):
                     slot.raw = run()
                 slot.graph = g
-                if self._compile_key is not None:
-                    mark_seen(self._compile_key)
             except Exception as e:  # pragma: no cover - depends on the backbone
                 torch.cuda.synchronize(self.device)
                 self.graph_errors.append(f"{type(e).__name__}: {e}")

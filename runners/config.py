@@ -78,9 +78,9 @@ class RunConfig:
         track: give each pose a track_id across its stream's frames (ByteTrack, as Ultralytics'
             bytetrack.yaml; default False).
         compile: the backbone compiled by Inductor inside the pipeline's CUDA graph (fusion.compiled): 'off',
-            'default', 'max-autotune' or 'auto' (default): 'default' where it pays, when this machine
-            compiled the model before (Inductor's cache is warm) or the run is long-lived (live without an
-            end, the service), else 'off': a cold compile takes longer than a short job's gain.
+            'default', 'max-autotune' or 'auto' (default): 'default' for a live run without an end on a GPU,
+            else 'off': compiling adds seconds to tens of seconds per batch size to a start, warm cache or
+            not (results/compile.md).
         cuda_graph: capture the pipeline as CUDA graphs (default True). A run captures only the batch
             sizes it makes: its ``batch`` (partial batches are padded to it) for files and folders, and every
             size up to it (pipeline.bucket_size) with ``paced`` or live mode, where small batches keep
@@ -246,21 +246,14 @@ class RunConfig:
 
 
 def _auto_compile(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
-    """'default' where compiling pays, else 'off'; and why."""
+    """'default' for a live run without an end on a GPU, else 'off'; and why."""
     if not gpu_run or c.runner == "ultralytics" or not c.cuda_graph:
         return "off", "the backbone is compiled inside the pipeline's CUDA graph, on a GPU"
-    from ..fusion.backbone import default_weights
-    from ..fusion.compiled import model_key, seen
-
-    path = default_weights() if c.model in (DEFAULT_MODEL, DEFAULT_MODEL + ".pt") else c.model
-    if seen(model_key(path, c.precision, "default")):
-        return "default", "this machine compiled the model before: Inductor's cache is warm"
-    if not c.sources:
-        return "default", "a run a RunControl steers (the service): long-lived, a cold compile pays back"
-    if c.mode == "live" and c.duration_s is None:
-        return "default", "a live run without an end: a cold compile pays back"
-    return "off", ("a cold compile (tens of seconds per batch shape, results/compile.md) outlasts what a job of "
-                   "unknown length gains; 'default' compiles, then later runs start warm")
+    if c.sources and c.mode == "live" and c.duration_s is None:
+        return "default", ("a live run without an end, its frame shapes captured before it starts: the compile "
+                           "pays back")
+    return "off", ("compiling adds seconds to tens of seconds per batch size to the start (or, in the service, to "
+                   "the first job of a new frame shape), warm cache or not (results/compile.md); 'default' compiles")
 
 
 def max_batch(device: str, imgsz: int) -> tuple[int, str]:
