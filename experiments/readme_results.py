@@ -87,7 +87,7 @@ def section() -> str:
             out.append(f"| {prec} | {s['frames']} | {s['their_detections']} | {s['matched_fraction']:.4f} | "
                        f"{s['extra_fraction']:.4f} | {s['keypoint_mean_error_px']:.3f} | {s['max_score_diff']:.4f} |")
         out.append("")
-    out += _startup() + _regression() + _phases() + _runners() + _soak() + _track_ids() + _heads() + _serve() + _ray()
+    out += _startup() + _regression() + _phases() + _runners() + _soak() + _track_ids() + _heads() + _compile() + _serve() + _ray()
     out.append(END)
     return "\n".join(out)
 
@@ -277,24 +277,65 @@ def _track_ids() -> list:
             f"{env.get('card') or 'the CPU (Numba: its CUDA simulator)'}, {env.get('date')}.", ""]
 
 
+def _latest_with(name, key):
+    """The latest run of results/<name>.json that holds ``key``."""
+    d = _load(name)
+    return next((r for r in reversed(d["runs"]) if r.get(key)), None) if d else None
+
+
 def _heads() -> list:
-    """The latest equality figures of each pose family (results/heads.json), and its speed rows where the
-    run had a GPU."""
-    h = _latest("heads")
+    """The latest equality figures of each pose family (results/heads.json), and the latest speed rows (a GPU
+    run's), each with its command."""
+    h = _latest_with("heads", "equality")
     if not h:
         return []
     env = h["env"]
     eq = "; ".join(f"{r['model']} ({r['precision']}) {r['matched']}/{r['their_detections']} matched, "
                    f"{r['our_detections'] - r['matched']} extra, keypoints within {r['keypoint_max_error_px']:.3f} px"
-                   for r in h.get("equality", []))
+                   for r in h["equality"])
     out = [f"**Every pose family against predict** ([results/heads.md](results/heads.md), `{h['command']}`), "
-           f"checkpoints built from the wheel's yaml files, {h['equality'][0]['frames'] if h.get('equality') else 0} "
-           f"frames: {eq}; {env.get('card') or 'CPU'}, {env.get('date')}.", ""]
-    if h.get("post"):
-        out += ["| model | post-processing us/frame bs64 | Ultralytics us/frame | speedup |", "| --- | ---: | ---: | ---: |"]
+           f"checkpoints built from the wheel's yaml files, predict on the same device in the same precision, "
+           f"{h['equality'][0]['frames']} frames: {eq}; {env.get('card') or 'CPU'}, {env.get('date')}.", ""]
+    s = _latest_with("heads", "post")
+    if s:
+        fps = {r["model"]: r["frames_per_s"] for r in s.get("pipeline", [])}
+        e2e = {r["model"]: r["frames_per_s"] for r in s.get("e2e", [])}
+        out += [f"Speed (`{s['command']}`, {s['env'].get('card')}, {s['env'].get('date')}):", "",
+                "| model | post-processing us/frame bs64 | Ultralytics us/frame | speedup | pipeline bs64 fr/s | "
+                "8 NVDEC streams fr/s |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
         out += [f"| {r['model']} | {r['posefuse_us_per_frame']:.2f} | {r['ultralytics_us_per_frame']:.1f} | "
-                f"{r['speedup']:.0f}x |" for r in h["post"]] + [""]
+                f"{r['speedup']:.0f}x | {fps.get(r['model'], 0):,.0f} | {e2e.get(r['model'], 0):,.0f} |"
+                for r in s["post"]] + [""]
     return out
+
+
+def _compile() -> list:
+    """The latest run of experiments/compile_bench.py (results/compile.json)."""
+    c = _latest("compile")
+    if not c:
+        return []
+    env = c["env"]
+    out = [f"**Compiled backbone** ([results/compile.md](results/compile.md), `{c['command']}`, {env.get('card')}, "
+           f"{env.get('date')}), yolo11n-pose fp16, pipeline alone:", "",
+           "| batch | off fr/s | compiled fr/s | speedup | latency p50 ms (off / compiled) |",
+           "| ---: | ---: | ---: | ---: | --- |"]
+    rows = c.get("pipeline", [])
+    for b in sorted({r["batch"] for r in rows}, key=lambda b: (b == 1, b)):
+        off, on = _row(rows, mode="off", batch=b), _row(rows, mode="default", batch=b)
+        lat = (f"{off['latency_ms_p50']:.2f} / {on['latency_ms_p50']:.2f}" if "latency_ms_p50" in off and
+               "latency_ms_p50" in on else "-")
+        out.append(f"| {b} | {off.get('frames_per_s', 0):,.0f} | {on.get('frames_per_s', 0):,.0f} | "
+                   f"{on.get('frames_per_s', 0) / (off.get('frames_per_s') or 1):.2f}x | {lat} |")
+    st = {(r["mode"], r["cache"]): r["process_wall_s"] for r in c.get("start", [])}
+    if st:
+        out += ["", f"A fresh process to its first batch of 64: {st.get(('off', '-'), 0):.1f} s uncompiled, "
+                f"{st.get(('default', 'cold'), 0):.1f} s compiling cold, {st.get(('default', 'warm'), 0):.1f} s "
+                f"from a warm cache."]
+    e = c.get("equal")
+    if e:
+        out += ["", f"Compiled against uncompiled poses: {e['matched']}/{e['their_detections']} matched, keypoints "
+                f"within {e['keypoint_max_error_px']:.2f} px."]
+    return out + [""]
 
 
 def _serve() -> list:
