@@ -56,15 +56,7 @@ def pipeline(frames, modes, batches, calls: int = 30) -> list:
                     pipe(sets[k % len(sets)])
                     lat.append(time.perf_counter() - t)
                 row["latency_ms_p50"] = 1e3 * float(np.median(lat))
-            t = time.perf_counter()
-            pending = None
-            for k in range(calls):
-                nxt = pipe.submit(sets[k % len(sets)])
-                if pending is not None:
-                    pending.result()
-                pending = nxt
-            pending.result()
-            row["frames_per_s"] = calls * batch / (time.perf_counter() - t)
+            row["frames_per_s"] = harness.pipeline_frames_per_s(pipe, sets, calls)
             row["graph_errors"] = list(pipe.graph_errors)
             rows.append(row)
             print(row, flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -107,6 +108,20 @@ def record(out_dir: str | Path, name: str, run: dict, markdown) -> list:
     runs = append_run(res / f"{name}.json", run)
     (res / f"{name}.md").write_text(markdown(runs))
     return runs
+
+
+def pipeline_frames_per_s(pipe, sets: list, calls: int) -> float:
+    """Frames/s of ``pipe`` (a PosePipeline) over ``calls`` batches taken from ``sets`` in turn, two in flight
+    (the next batch submitted before the last one's poses are read back), as a run keeps it busy."""
+    t = time.perf_counter()
+    pending = None
+    for k in range(calls):
+        nxt = pipe.submit(sets[k % len(sets)])
+        if pending is not None:
+            pending.result()
+        pending = nxt
+    pending.result()
+    return calls * len(sets[0]) / (time.perf_counter() - t)
 
 
 def cuda_median_ms(fn, iters: int = 20, warmup: int = 3) -> float:

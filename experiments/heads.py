@@ -152,16 +152,8 @@ def pipeline(models: dict, batch: int = 64, calls: int = 20) -> list:
         for s in sets:
             pipe(s)
         torch.cuda.synchronize()
-        t = time.perf_counter()
-        pending = None
-        for k in range(calls):
-            nxt = pipe.submit(sets[k % len(sets)])
-            if pending is not None:
-                pending.result()
-            pending = nxt
-        pending.result()
-        sec = time.perf_counter() - t
-        rows.append({"model": label(arch, e2e), "batch": batch, "frames_per_s": calls * batch / sec})
+        rows.append({"model": label(arch, e2e), "batch": batch,
+                     "frames_per_s": harness.pipeline_frames_per_s(pipe, sets, calls)})
         print(rows[-1], flush=True)
     return rows
 
