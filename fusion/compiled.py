@@ -2,15 +2,16 @@
 the pipeline's CUDA graph.
 
 Inductor fuses the backbone's convolutions' epilogues (bias, SiLU, concatenations) into Triton kernels, and
-the pipeline's graph then replays them without launch cost: the backbone alone runs about twice as fast
-(results/compile.md). It costs start-up: about 20 s per batch shape the first time a model, precision and
-batch shape are seen on a machine, and still about 20 s more than an uncompiled start when Inductor's
-caches (FX graphs, Triton kernels, kept across runs in :func:`cache_dir`) hold it all (results/compile.md):
-worth it for long runs.
+the pipeline's graph then replays them without launch cost: the pipeline alone runs 1.6x as fast at batch
+64, and a frame's latency at batch 1 halves (results/compile.md). It costs start-up: about 20 s per batch
+shape the first time a model, precision and batch shape are seen on a machine, and still about 20 s more
+than an uncompiled start when Inductor's caches (FX graphs, Triton kernels, kept across runs in
+:func:`cache_dir`) hold it all: worth it for long runs.
 
 Modes (``COMPILE_MODES``): 'off'; 'default' (Inductor's default: no autotuning); 'max-autotune' (Inductor
-benchmarks Triton and cuBLAS choices per layer: minutes to compile, for long runs and the service). Inductor's
-own CUDA graphs stay off ('...-no-cudagraphs'): the pipeline captures the whole chain itself.
+benchmarks Triton and cuBLAS choices per layer: far longer to compile; its cost and gain inside the
+pipeline are not yet recorded in results/). Inductor's own CUDA graphs stay off ('...-no-cudagraphs'):
+the pipeline captures the whole chain itself.
 """
 from __future__ import annotations
 

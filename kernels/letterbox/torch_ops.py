@@ -31,13 +31,14 @@ def _nv12_to_bgr(nv12: torch.Tensor, h: int) -> torch.Tensor:
 
 def _resize(x: torch.Tensor, g) -> torch.Tensor:
     """(B, H, W, C) uint8 -> (B, new_h, new_w, C) uint8 with the kernels' fixed-point coefficients
-    (geometry.apply_coefficients in torch)."""
-    cols, rows = (torch.from_numpy(t).to(x.device, torch.int64) for t in resize_coefficients(g.src_h, g.src_w,
-                                                                                           g.new_h, g.new_w))
-    s = x.long()
-    d = s[:, :, cols[:, 0]] * cols[None, None, :, 2, None] + s[:, :, cols[:, 1]] * cols[None, None, :, 3, None]
+    (geometry.apply_coefficients in torch). int32 holds every step: a horizontal sum is at most
+    255 * 2048 * 2, its (>> 4) * weight at most 2**27."""
+    cols, rows = (torch.from_numpy(t).to(x.device) for t in resize_coefficients(g.src_h, g.src_w, g.new_h, g.new_w))
+    s = x.int()
+    xi0, xi1 = cols[:, 0].long(), cols[:, 1].long()
+    d = s[:, :, xi0] * cols[None, None, :, 2, None] + s[:, :, xi1] * cols[None, None, :, 3, None]
     b0, b1 = rows[None, :, 2, None, None], rows[None, :, 3, None, None]
-    v = (((d[:, rows[:, 0]] >> 4) * b0 >> 16) + ((d[:, rows[:, 1]] >> 4) * b1 >> 16) + 2) >> 2
+    v = (((d[:, rows[:, 0].long()] >> 4) * b0 >> 16) + ((d[:, rows[:, 1].long()] >> 4) * b1 >> 16) + 2) >> 2
     return v.clamp_(0, 255).to(torch.uint8)
 
 
