@@ -158,21 +158,54 @@ def make(arch: str, out_dir, frame: np.ndarray, seed: int = 0) -> Path:
     return save(build(arch, frame, seed), Path(out_dir) / f"{arch}.pt")
 
 
+def fp16_sensitivity(model, frames) -> float:
+    """The share of ``model``'s detections (fp32, CPU, NMS at conf 0.25) that its fp16 copy given the
+    fp16-rounded input reproduces at IoU >= 0.98, both ways: how far the model amplifies fp16 rounding."""
+    import copy
+
+    import torchvision
+    from ultralytics.data.augment import LetterBox
+    from ultralytics.utils.nms import non_max_suppression
+
+    m = model.fuse().eval()
+    mh = copy.deepcopy(m).half()
+    total = matched = 0
+    for f in frames:
+        x = LetterBox((640, 640), auto=True)(image=f)[..., ::-1].astype(np.float32) / 255
+        x = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            a = non_max_suppression(m(x)[0], 0.25, 0.7, nc=1)[0]
+            b = non_max_suppression(mh(x.half())[0].float(), 0.25, 0.7, nc=1)[0]
+        total += len(a) + len(b)
+        if len(a) and len(b):
+            matched += 2 * int((torchvision.ops.box_iou(a[:, :4], b[:, :4]).max(1).values >= 0.98).sum())
+    return matched / max(total, 1)
+
+
 def main(argv=None):
     import cv2
 
-    from harness import data_path
+    from harness import CLIP, CLIP_1080, data_path, read_video
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="folder for the checkpoints")
+    ap.add_argument("--out", help="folder for the checkpoints")
     ap.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="print each model's fp16_sensitivity on 20 frames of the sample clips instead")
     a = ap.parse_args(argv)
+    if not a.out and not a.sensitivity:
+        ap.error("--out: a folder for the checkpoints (or --sensitivity)")
     cap = cv2.VideoCapture(str(data_path("one-by-one-person-detection.mp4")))
     cap.set(cv2.CAP_PROP_POS_FRAMES, 160)  # people in the frame
     ok, frame = cap.read()
     if not ok:
         raise SystemExit("the sample clip could not be read")
+    if a.sensitivity:
+        frames = read_video(data_path(CLIP), 240)[100::8] + read_video(data_path(CLIP_1080), 4)
+        for arch in a.archs:
+            print(arch, f"{fp16_sensitivity(build(arch, frame, a.seed), frames):.3f}", flush=True)
+        return
     Path(a.out).mkdir(parents=True, exist_ok=True)
     for arch in a.archs:
         print(make(arch, a.out, frame, a.seed))
