@@ -23,6 +23,8 @@
 #   heads     experiments/heads.py [HEADS_ARGS] (YOLOv8/YOLO11/YOLO26 against predict; post-processing, pipeline and e2e
 #             figures beside each other) -> results/heads.{json,md}
 #   compile   experiments/compile_bench.py [COMPILE_ARGS] (the Inductor-compiled backbone beside today's) -> results/compile.{json,md}
+#   serve     experiments/serve_bench.py [SERVE_ARGS] (default --only wall jobs; "--only live" needs ffmpeg: the
+#             imageio-ffmpeg wheel in WHEELS) -> results/serve.{json,md}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
 # WHEELS=DIR installs DIR/*.whl instead of .offline/whl: a Ray call carries .offline/whl-ray, the same wheels with
 # PyNvVideoCodec's slimmed (experiments/slim_wheel.py: 27 -> 9 MB), so that they, Ray's 30 MB and the data fit in
@@ -131,6 +133,12 @@ do_trackids() {
 do_compile() {
   step compile
   timeout ${COMPILE_TIMEOUT:-560} python3 experiments/compile_bench.py ${COMPILE_ARGS:-} >"$LOG/compile.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/compile.log" | cut -c1-300 | tail -16
+}
+do_serve() {  # the service; its thin client runs `posefuse`, which the checkout-as-package has no script for
+  step serve
+  mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m posefuse.runners.cli "$@"\n' >/tmp/bin/posefuse && chmod +x /tmp/bin/posefuse
+  PATH=/tmp/bin:$PATH timeout ${SERVE_TIMEOUT:-560} python3 experiments/serve_bench.py ${SERVE_ARGS:---only wall jobs} \
+    >"$LOG/serve.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/serve.log" | cut -c1-400 | tail -8
 }
 do_soak() {
   step soak

@@ -1,7 +1,8 @@
 """``posefuse serve`` measured as a user meets it: a real server process, real clients.
 
-    python experiments/serve_bench.py [--device cpu|cuda] [--only wall jobs churn] [--repeats 3]
-        [--wall-frames N] [--jobs 100] [--frames 64] [--churn-s 1800] [--out-dir results]
+    python experiments/serve_bench.py [--device cpu|cuda] [--only wall jobs churn live] [--repeats 3]
+        [--wall-frames N] [--jobs 100] [--frames 64] [--churn-s 1800] [--live-base 200] [--live-added 4]
+        [--live-s 30] [--out-dir results]
                                                                             -> results/serve.{json,md}
 
 * wall: the process wall of the thin client's one-clip job (``posefuse run --server URL --source CLIP``)
@@ -10,11 +11,15 @@
 * jobs: --jobs jobs of --frames frames back to back over HTTP: job latency p50 and p99; the server's
   resident memory (its decode processes included) and GPU memory (its /metrics) after the first tenth of
   the jobs (warm-up) and at the end.
+* live: a server in live mode; --live-base loopback ffmpeg cameras (30 fr/s) join over HTTP, then
+  --live-added more; after --live-s seconds their figures (GET /streams): the added streams' p99 latency,
+  the base streams' p99, frames/s, drops by reason.
 * churn: for --churn-s seconds, jobs back to back while a loopback ffmpeg camera joins and leaves every
   20 s: the server's resident memory every 10 s (and its decode processes' part), its slope after the
   first tenth (MiB/h) and its growth.
 
-Targets (the service issue): the client's wall <= 1.5 s (GPU); memory growth <= 1% after warm-up.
+Targets (the service issue): the client's wall <= 1.5 s (GPU); memory growth <= 1% after warm-up; the
+added live streams' p99 <= 50 ms beside 200 running ones (GPU).
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ import numpy as np
 
 import harness
 
-SECTIONS = ("wall", "jobs", "churn")
+SECTIONS = ("wall", "jobs", "churn", "live")
 
 
 class Server:
@@ -194,6 +199,47 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
     return r
 
 
+def live(url: str, token: str | None, base: int, added: int, seconds: float, fps: float = 30.0) -> dict:
+    """``base`` loopback cameras of the sample clip at ``fps`` join a live server over HTTP; once they all
+    deliver, ``added`` more join; ``seconds`` later the streams' figures (GET /streams): the added streams'
+    p99 latency, the base streams' p99 (median and worst), frames/s and drops by reason."""
+    cameras = __import__("cameras")
+    cams = cameras.Cameras(harness.data_path(harness.CLIP), n=base + added, fps=fps).start()
+    names = [f"base{k}" for k in range(base)] + [f"added{k}" for k in range(added)]
+    try:
+        for name, u in zip(names[:base], cams.urls[:base]):
+            request(url, "/streams", {"source": u, "name": name}, method="POST", token=token)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:  # every base camera delivers
+            got = {x["name"]: x for x in request(url, "/streams", token=token)[1]["streams"]}
+            if all(got.get(n, {}).get("results", 0) > 0 for n in names[:base]):
+                break
+            time.sleep(0.5)
+        settle_s = time.monotonic() - t0
+        for name, u in zip(names[base:], cams.urls[base:]):
+            request(url, "/streams", {"source": u, "name": name}, method="POST", token=token)
+        time.sleep(seconds)
+        got = {x["name"]: x for x in request(url, "/streams", token=token)[1]["streams"]}
+        for name in names:
+            request(url, f"/streams/{name}", method="DELETE", token=token)
+    finally:
+        cams.stop()
+    rows = [got.get(n, {}) for n in names]
+    p99 = [r.get("latency_ms", {}).get("p99", 0.0) for r in rows]
+    drops: dict = {}
+    for r in rows:
+        for why, n in r.get("drops", {}).items():
+            drops[why] = drops.get(why, 0) + n
+    r = {"base": base, "added": added, "fps": fps, "seconds": seconds, "settle_s": settle_s,
+         "added_p99_ms": p99[base:], "base_p99_ms_median": float(np.median(p99[:base])) if base else None,
+         "base_p99_ms_max": max(p99[:base]) if base else None,
+         "frames_per_s": sum(x.get("frames_per_s", 0.0) for x in rows),
+         "results": sum(x.get("results", 0) for x in rows), "drops": drops,
+         "states": {n: x.get("state") for n, x in zip(names, rows) if x.get("state") != "running"}}
+    print(r, flush=True)
+    return r
+
+
 def markdown(runs: list) -> str:
     out = ["# posefuse serve", "", "Each run below is one command; its card and versions are in its heading.", ""]
     for r in reversed(runs):
@@ -215,6 +261,13 @@ def markdown(runs: list) -> str:
                     f"{min(c.get('camera_results_per_join') or [0])}-{max(c.get('camera_results_per_join') or [0])}); "
                     f"resident memory slope after warm-up {c['slope_mib_per_h']:+.1f} MiB/h, growth "
                     f"{c['growth_after_warmup']:+.2%}.", ""]
+        if r.get("live"):
+            v = r["live"]
+            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s, then {v['added']} added over HTTP, "
+                    f"{v['seconds']:.0f} s: the added streams' p99 "
+                    + ", ".join(f"{x:.1f}" for x in v["added_p99_ms"]) + " ms; the base streams' p99 median "
+                    f"{v['base_p99_ms_median'] or 0:.1f} ms, worst {v['base_p99_ms_max'] or 0:.1f} ms; "
+                    f"{v['frames_per_s']:,.0f} fr/s in all; drops {v['drops'] or 'none'}.", ""]
     return "\n".join(out)
 
 
@@ -227,6 +280,9 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--churn-s", type=float, default=1800.0)
+    ap.add_argument("--live-base", type=int, default=200, help="live: cameras running before the added ones")
+    ap.add_argument("--live-added", type=int, default=4, help="live: cameras added over HTTP while they run")
+    ap.add_argument("--live-s", type=float, default=30.0, help="live: seconds measured after the added join")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
     import torch
@@ -244,6 +300,12 @@ def main(argv=None):
                 run["churn"] = churn(server, a.churn_s, a.frames)
         finally:
             run["server_exit"] = server.stop()
+        if "live" in a.only:  # a server of its own, in live mode: a frame later than --late-ms is dropped
+            server = Server([harness.data_dir(), tmp], "--device", device, "--mode", "live")
+            try:
+                run["live"] = live(server.url, server.token, a.live_base, a.live_added, a.live_s)
+            finally:
+                run["live_server_exit"] = server.stop()
     harness.record(a.out_dir, "serve", run, markdown)
 
 
