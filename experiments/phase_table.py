@@ -8,9 +8,11 @@ Rows (each builds on the one before):
   phase1    batching + fp16: ``predict`` on batches of 32, quantize=16
   phase2    threaded pipeline + CUDA streams: decode threads -> 2 pipeline replicas on their own CUDA
             streams -> result thread; torch-ops kernels (not fused), no CUDA graph; 8 OpenCV-decoded streams
-  phase3    fused kernels + CUDA graph: the same runner with the CuPy kernels and graphs (``torch.compile``
-            is not used: measured slower than channels_last eager at bs64, see README)
-  phase4    dynamic batching over 8 NVDEC streams (batch 64, max wait 5 ms)
+  phase3    fused kernels + CUDA graph: the same runner with the CuPy kernels and graphs
+  phase3-compiled  + the backbone compiled by Inductor inside the graphs (``compile='default'``): the plan's
+            "fused model" row (TensorRT cannot be installed here: results/DECISIONS.md)
+  phase4    dynamic batching over 8 NVDEC streams (batch 64, max wait 5 ms); phase4-compiled the same with
+            the compiled backbone
   phase4-2gpu  the phase4 workload on every GPU (one worker process per GPU), when there are >= 2
 For each: frames/s, speed-up over the baseline, latency p50/p99 (arrival -> result), GPU utilization and
 memory (NVML), CPU usage (psutil, this process), and model FLOP utilization: backbone FLOPs per frame x
@@ -135,10 +137,17 @@ def main(argv=None):
         rep)
     rep = runner_phase(runner="replicas", replicas=2, batch=64, backend=a.backend or "auto", **common)
     add("phase3", f"+ fused {rep['backend']} kernels + CUDA graphs (batch 64), {a.streams} OpenCV streams", rep)
+    if cuda:
+        rep = runner_phase(runner="replicas", replicas=2, batch=64, backend=a.backend or "auto", compile="default",
+                           **common)
+        add("phase3-compiled", "+ the backbone compiled by Inductor inside the graphs", rep)
     why = nvdec_available()
     if why is None:
         rep = runner_phase(runner="dynamic", batch=64, max_wait_ms=5.0, chunk=a.chunk, **{**common, "decoder": "nvdec"})
         add("phase4", f"+ dynamic batching (64, 5 ms) over {a.streams} NVDEC streams (one decode process)", rep)
+        rep = runner_phase(runner="dynamic", batch=64, max_wait_ms=5.0, chunk=a.chunk, compile="default",
+                           **{**common, "decoder": "nvdec"})
+        add("phase4-compiled", "the phase4 workload with the compiled backbone", rep)
         if torch.cuda.device_count() >= 2:
             n = torch.cuda.device_count()
             rep = runner_phase(runner="multigpu", gpus=[f"cuda:{i}" for i in range(n)], batch=64, max_wait_ms=5.0,
