@@ -27,6 +27,7 @@ from pathlib import Path
 
 import harness
 
+PIPELINE: dict = {}  # RunConfig options every run of this process gets (--compile)
 CLIPS = {"768x432": "one-by-one-person-detection.mp4", "1080p": "one-by-one-person-1080p.mp4"}
 DECODED = {"cpu": "OpenCV (host frames)", "nvdec": "NVDEC (GPU frames)"}
 
@@ -147,7 +148,8 @@ def e2e(path: str, streams: int, batch: int, runner: str, per_process: int, chun
     from posefuse import RunConfig, run
 
     rep = run(RunConfig(sources=[path], repeat=streams, runner=runner, decoder="nvdec", batch=batch,
-                        max_wait_ms=5.0, chunk=chunk, streams_per_decode_process=per_process, progress=False))
+                        max_wait_ms=5.0, chunk=chunk, streams_per_decode_process=per_process, progress=False,
+                        **PIPELINE))
     r = rep.overall
     r.update(failed=rep.failed, startup_s=rep.startup_s, streams_per_decode_process=per_process)
     return r
@@ -207,7 +209,7 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
         cams = cameras.Cameras(path, s, fps=30.0).start()
         try:
             rep = run(RunConfig(sources=cams.urls, runner="dynamic", decoder="cpu", batch=batch,
-                                max_wait_ms=max_wait_ms, duration_s=seconds, progress=False))
+                                max_wait_ms=max_wait_ms, duration_s=seconds, progress=False, **PIPELINE))
         finally:
             cams.stop()
     else:
@@ -216,7 +218,7 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
         pace = {"paced": True} if "paced" in fields else {"realtime": True}
         rep = run(RunConfig(sources=[path], repeat=s, runner="dynamic", decoder=decoder, batch=batch,
                             max_wait_ms=max_wait_ms, fps=30.0, loop=True, duration_s=seconds, progress=False,
-                            **pace))
+                            **pace, **PIPELINE))
     r = rep.overall
 
     def summed(count: str):  # a source count (Source.counts) summed over the streams
@@ -238,7 +240,7 @@ def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> di
     from posefuse import RunConfig, run
 
     rep = run(RunConfig(sources=[path], repeat=streams, runner="multigpu", gpus=[f"cuda:{i}" for i in range(n_gpus)],
-                        decoder="nvdec", batch=batch, max_wait_ms=5.0, chunk=chunk, progress=False))
+                        decoder="nvdec", batch=batch, max_wait_ms=5.0, chunk=chunk, progress=False, **PIPELINE))
     r = rep.overall
     return {"gpus": n_gpus, "frames": r["results"], "wall_s": r["wall_s"], "frames_per_s": r["frames_per_s"],
             "failed": rep.failed, "usage": r.get("usage")}
@@ -265,13 +267,19 @@ def main():
     ap.add_argument("--runners", default="dynamic", help="e2e runners to measure: pipelined, dynamic, streams")
     ap.add_argument("--per-process", default="0,1", help="e2e: comma list of NVDEC streams per decode process (0: all)")
     ap.add_argument("--repeats", type=int, default=3, help="e2e: runs per configuration (its median is reported)")
+    ap.add_argument("--compile", default=None, choices=("off", "default", "max-autotune"),
+                    help="the backbone compiled by Inductor in every run, each run compiling its batch sizes (the "
+                         "first cold; default: the run's own choice; checkouts before the option have none)")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args()
     import torch
 
+    if a.compile:
+        PIPELINE["compile"] = a.compile
+
     only = set(a.only.split(","))
     run = {"env": harness.environment(), "command": "python experiments/runners_bench.py " + " ".join(sys.argv[1:]),
-           **({"checkout": a.checkout} if a.checkout else {}),
+           **({"checkout": a.checkout} if a.checkout else {}), **PIPELINE,
            "streams": a.streams, "batch": a.batch, "chunk": a.chunk}
     if "e2e" in only:
         run["e2e"] = {}
