@@ -73,3 +73,17 @@ def test_clip_frames_fixture_has_people(clip_frames):
     """The frames the GPU test compares hold a person (the trained model detects them on the CPU too)."""
     got = PosePipeline(device="cpu")(clip_frames[140:142])
     assert sum(len(r) for r in got) >= 1
+
+
+def test_the_report_says_what_ran_and_why(tmp_path):
+    """``--compile`` asked on the CPU: the report says the backbone ran uncompiled; left to auto, its
+    ``chosen`` says why it was not compiled."""
+    import json
+
+    for args, chosen in ((["--compile", "default"], False), ([], True)):
+        out = tmp_path / "report.json"
+        assert main(["run", "--device", "cpu", "--max-frames", "2", "--imgsz", "320", "--no-progress",
+                     "--out", str(out), *args]) == 0
+        rep = json.loads(out.read_text())
+        assert rep["compile"] == "off"
+        assert ("compile" in rep["chosen"]) == chosen, rep["chosen"]
