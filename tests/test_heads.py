@@ -2,9 +2,9 @@
 one-to-many branch and NMS (``predict``'s default) and its one-to-one branch without NMS (``nms=False``).
 The checkpoints are built from the ultralytics wheel's yaml files, trained yolo11n-pose tensors where they
 fit and a seeded random initialisation made to score like a trained model elsewhere
-(experiments/pose_models.py); posefuse equals ``predict`` on them frame for
-frame (in fp16 on the GPU, models with random layers within a bounded share: see the GPU test). The head's kind is read from the model; a head of no known kind, or a branch the head lacks, is a
-one-line error naming the option."""
+(experiments/pose_models.py); posefuse equals ``predict`` on them frame for frame (in fp16 on the GPU,
+models with random layers within a bounded share: see the GPU test). The head's kind is read from the
+model; a head of no known kind, or a branch the head lacks, is a one-line error naming the option."""
 from __future__ import annotations
 
 import numpy as np
