@@ -43,6 +43,7 @@ class AccuracyTally:
         self.frames = self.theirs = self.ours = self.matched = 0
         self.kpt_err_sum = 0.0
         self.kpt_n = 0
+        self.kpt_max = 0.0  # largest |x| or |y| difference of a matched keypoint, px
         self.max_score_diff = 0.0
 
     @staticmethod
@@ -58,9 +59,11 @@ class AccuracyTally:
         self.theirs += len(tb)
         for i, j in match(ob, tb, self.iou_match):
             self.matched += 1
-            d = np.linalg.norm(ok[i, :, :2] - tk[j, :, :2], axis=1)
+            diff = ok[i, :, :2] - tk[j, :, :2]
+            d = np.linalg.norm(diff, axis=1)
             self.kpt_err_sum += float(d.sum())
             self.kpt_n += len(d)
+            self.kpt_max = max(self.kpt_max, float(np.abs(diff).max()))
             self.max_score_diff = max(self.max_score_diff, float(abs(os_[i] - ts[j])))
 
     def summary(self) -> dict:
@@ -72,6 +75,7 @@ class AccuracyTally:
             "matched_fraction": self.matched / self.theirs if self.theirs else 1.0,
             "extra_fraction": (self.ours - self.matched) / self.theirs if self.theirs else float(self.ours > 0),
             "keypoint_mean_error_px": self.kpt_err_sum / self.kpt_n if self.kpt_n else 0.0,
+            "keypoint_max_error_px": self.kpt_max,
             "max_score_diff": self.max_score_diff,
         }
 
