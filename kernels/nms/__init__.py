@@ -163,9 +163,9 @@ def _torch_path(cands, ratio_pad, orig_hw, iou, max_det, out, backend):
     img, row = valid.nonzero(as_tuple=True)
     boxes, scores = cands.boxes[img, row], cands.scores[img, row]
     if iou is None:  # top-k: by image, then score descending, then anchor (the candidates' tie order)
-        anchors = cands.anchors[img, row].long()
-        keep = torch.from_numpy(np.lexsort((anchors.cpu().numpy(), -scores.cpu().numpy(), img.cpu().numpy())))
-        keep = keep.to(scores.device)
+        keep = torch.argsort(cands.anchors[img, row], stable=True)  # stable sorts, last key first, on the device
+        keep = keep[torch.argsort(-scores[keep], stable=True)]
+        keep = keep[torch.argsort(img[keep], stable=True)]
     else:
         keep = torchvision.ops.batched_nms(boxes, scores, img, iou)  # sorted by score, descending
     kimg = img[keep]
