@@ -59,8 +59,6 @@ class Head:
 
 POSE = Head()  # YOLOv8, YOLO11
 HEADS = (POSE, Head("pose", 16, True), Head("pose26", 1, False), Head("pose26", 1, True))  # every specialization
-REG_MAX = POSE.reg_max
-CHANNELS = POSE.channels  # 116
 
 
 def levels_for(in_h: int, in_w: int, strides=(8, 16, 32)) -> tuple[tuple[int, int, int], ...]:
