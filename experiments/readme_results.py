@@ -277,16 +277,16 @@ def _track_ids() -> list:
             f"{env.get('card') or 'the CPU (Numba: its CUDA simulator)'}, {env.get('date')}.", ""]
 
 
-def _latest_with(name, key):
-    """The latest run of results/<name>.json that holds ``key``."""
-    d = _load(name)
-    return next((r for r in reversed(d["runs"]) if r.get(key)), None) if d else None
+def _latest_with(runs: list, key: str):
+    """The latest of ``runs`` (a results/<name>.json's) that holds ``key``, or None."""
+    return next((r for r in reversed(runs) if r.get(key)), None)
 
 
 def _heads() -> list:
     """The latest equality figures of each pose family (results/heads.json), and the latest speed rows (a GPU
     run's), each with its command."""
-    h = _latest_with("heads", "equality")
+    runs = (_load("heads") or {"runs": []})["runs"]
+    h = _latest_with(runs, "equality")
     if not h:
         return []
     env = h["env"]
@@ -296,7 +296,7 @@ def _heads() -> list:
     out = [f"**Every pose family against predict** ([results/heads.md](results/heads.md), `{h['command']}`), "
            f"checkpoints built from the wheel's yaml files, predict on the same device in the same precision, "
            f"{h['equality'][0]['frames']} frames: {eq}; {env.get('card') or 'CPU'}, {env.get('date')}.", ""]
-    s = _latest_with("heads", "post")
+    s = _latest_with(runs, "post")
     if s:
         fps = {r["model"]: r["frames_per_s"] for r in s.get("pipeline", [])}
         e2e = {r["model"]: r["frames_per_s"] for r in s.get("e2e", [])}
@@ -343,7 +343,7 @@ def _serve() -> list:
     d = _load("serve")
     if not d:
         return []
-    latest = {sec: next((r for r in reversed(d["runs"]) if r.get(sec)), None) for sec in ("wall", "jobs", "churn")}
+    latest = {sec: _latest_with(d["runs"], sec) for sec in ("wall", "jobs", "churn")}
     r = {sec: run[sec] for sec, run in latest.items() if run}
     runs = {id(run): run for run in latest.values() if run}.values()
     parts = []
