@@ -164,7 +164,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
             gpu = any(d.startswith("cuda") for d in cfg.gpus)
             ran = {"runner": cfg.runner, "device": cfg.device, "decoder": cfg.decoder, "gpus": cfg.gpus,
                    "backend": cfg.backend if cfg.backend != "auto" else ("auto" if gpu else "reference"),
-                   "precision": cfg.precision if gpu else "fp32"}
+                   "precision": cfg.precision if gpu else "fp32", "compile": cfg.compile if gpu else "off"}
         if control is not None:  # a service's live view of each stream
             control.bind_figures(lambda: _figures(events, asm), lambda names: _forget(names, events, asm, outputs))
         with _Signals() as signals:
