@@ -134,11 +134,10 @@ do_compile() {
   step compile
   timeout ${COMPILE_TIMEOUT:-560} python3 experiments/compile_bench.py ${COMPILE_ARGS:-} >"$LOG/compile.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/compile.log" | cut -c1-300 | tail -16
 }
-do_serve() {  # the service; its thin client runs `posefuse`, which the checkout-as-package has no script for
+do_serve() {
   step serve
-  mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m posefuse.runners.cli "$@"\n' >/tmp/bin/posefuse && chmod +x /tmp/bin/posefuse
-  PATH=/tmp/bin:$PATH timeout ${SERVE_TIMEOUT:-560} python3 experiments/serve_bench.py ${SERVE_ARGS:---only wall jobs} \
-    >"$LOG/serve.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/serve.log" | cut -c1-400 | tail -8
+  timeout ${SERVE_TIMEOUT:-560} python3 experiments/serve_bench.py ${SERVE_ARGS:---only wall jobs} >"$LOG/serve.log" 2>&1
+  r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/serve.log" | cut -c1-400 | tail -8
 }
 do_soak() {
   step soak

@@ -118,8 +118,9 @@ def wall(url: str, device: str, repeats: int, frames: int | None) -> dict:
     clip = harness.data_path(harness.CLIP)
     cut = ["--max-frames", str(frames)] if frames else []
     out = {"frames": frames}
-    for label, cmd in (("server", ["posefuse", "run", "--server", url, "--source", clip, *cut]),
-                       ("local", ["posefuse", "run", "--source", clip, *cut, "--device", device, "--no-progress"])):
+    cli = [sys.executable, "-m", "posefuse.runners.cli"]  # the `posefuse` script's module, wherever it is installed
+    for label, cmd in (("server", [*cli, "run", "--server", url, "--source", clip, *cut]),
+                       ("local", [*cli, "run", "--source", clip, *cut, "--device", device, "--no-progress"])):
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
