@@ -20,6 +20,9 @@
 #             rounds (hosts drift within a call) -> logs/abab/{new,old}N/runners.{json,md}
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   trackids  experiments/track_ids.py [TRACKIDS_ARGS] (track ids vs Ultralytics on every sample frame) -> results/track_ids.{json,md}
+#   track     experiments/track_bench.py [TRACK_ARGS] (e2e with and without tracking, sample and crowded clips; the
+#             tracker on crowds vs Ultralytics; cold and warm start) -> results/track_e2e.{json,md}
+#   oldtrack  the same on the old checkout carried as .old/ (--checkout OLD_LABEL) -> results/track_e2e.{json,md}
 #   heads     experiments/heads.py [HEADS_ARGS] (YOLOv8/YOLO11/YOLO26 against predict; post-processing, pipeline and e2e
 #             figures beside each other) -> results/heads.{json,md}
 #   compile   experiments/compile_bench.py [COMPILE_ARGS] (the Inductor-compiled backbone beside today's) -> results/compile.{json,md}
@@ -142,6 +145,15 @@ do_serve() {
 do_soak() {
   step soak
   MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536 python3 experiments/soak.py ${SOAK_ARGS:---duration 480 --streams 16 --decoder nvdec --plot} >"$LOG/soak.log" 2>&1; r=$?; rc=$((rc | r)); tail -20 "$LOG/soak.log"
+}
+do_track() {
+  step track
+  timeout ${TRACK_TIMEOUT:-560} python3 experiments/track_bench.py ${TRACK_ARGS:-} >"$LOG/track.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/track.log" | cut -c1-300 | tail -24
+}
+do_oldtrack() {
+  step oldtrack
+  PYTHONPATH=$PWD/.old:$PYTHONPATH timeout ${TRACK_TIMEOUT:-560} python3 experiments/track_bench.py ${TRACK_ARGS:-} \
+    --checkout "${OLD_LABEL:-old}" >"$LOG/oldtrack.log" 2>&1; r=$?; rc=$((rc | r)); grep -vE "WARNING|^YOLO" "$LOG/oldtrack.log" | cut -c1-300 | tail -24
 }
 do_heads() {
   step heads

@@ -44,14 +44,17 @@ def assert_same(pairs: list):
 def clip_detections(tmp_path_factory):
     """Detections of the first 200 frames of each sample clip (CPU pipeline, imgsz 320) and of the first 80
     of the crowded clip (experiments/crowd_clip.py: a 4x4 mosaic of the sample clip, ~12 people a frame;
-    imgsz 640; made where ffmpeg is), as the tracker sees them: (boxes, scores, keypoints) per frame."""
+    imgsz 640; the data folder's copy (a GPU machine has no ffmpeg), else made where ffmpeg is), as the tracker
+    sees them: (boxes, scores, keypoints) per frame."""
     import shutil
 
     from posefuse import PosePipeline
 
     clips = [("one-by-one-person-detection.mp4", 200, 320), ("face-demographics-walking.gif", None, 320)]
-    if shutil.which("ffmpeg"):
+    crowd = Path(helpers.data_path(helpers.load_experiment("track_bench").CROWD))
+    if not crowd.exists() and shutil.which("ffmpeg"):
         crowd = helpers.load_experiment("crowd_clip").make(tmp_path_factory.mktemp("crowd") / "crowd.mp4", 80)
+    if crowd.exists():
         clips.append((str(crowd), 80, 640))
     out = {}
     for name, n, imgsz in clips:
@@ -420,7 +423,17 @@ def host_track(tmp_path_factory):
         pytest.skip("g++ is not installed")
     from posefuse.kernels.track.cupy_impl import CU, DEFINES
 
-    return helpers.host_build(CU, dict(DEFINES), tmp_path_factory.mktemp("host_track"))
+    return helpers.host_build(CU, dict(DEFINES), tmp_path_factory.mktemp("host_track"), prelude=ONE_LANE)
+
+
+# the warp built-ins track.cu uses, for a block of one lane (set_thread(block, 1, 0)): each loop is then the
+# serial algorithm, which the GPU tests compare with the warp of 32
+ONE_LANE = """#define __syncwarp() ((void)0)
+static inline unsigned __ballot_sync(unsigned, bool p) { return p ? 1u : 0u; }
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+template <class T> static inline T __shfl_sync(unsigned, T v, int) { return v; }
+template <class T> static inline T __shfl_xor_sync(unsigned, T v, int) { return v; }
+"""
 
 
 def _c(*arrays):

@@ -51,6 +51,17 @@ SCRATCH = ("hi", "lo", "dxyxy", "dxyah", "dscore", "pool", "rest", "unconf", "dl
 BACKENDS = ("cupy", "numba", "reference")
 
 
+def _impl(backend: str):
+    """The module of a device backend, imported alone: importing numba takes seconds a CuPy run need not pay."""
+    if backend == "cupy":
+        from . import cupy_impl
+
+        return cupy_impl
+    from . import numba_impl
+
+    return numba_impl
+
+
 def _check_state(mean: torch.Tensor, cov: torch.Tensor):
     check_tensor(mean, "mean", dtypes=(torch.float64,), ndim=2)
     check_tensor(cov, "cov", dtypes=(torch.float64,), ndim=3, device=mean.device)
@@ -67,9 +78,7 @@ def kalman_predict(mean: torch.Tensor, cov: torch.Tensor, tracked: torch.Tensor,
     back = resolve_backend(backend, mean.device, BACKENDS)
     with nvtx_range("track"):
         if back in ("cupy", "numba"):
-            from . import cupy_impl, numba_impl
-
-            (cupy_impl if back == "cupy" else numba_impl).predict(mean, cov, tracked)
+            _impl(back).predict(mean, cov, tracked)
             return
         if len(mean):
             m, v = kf_predict_tracks(mean.numpy(), cov.numpy(), tracked.numpy())
@@ -90,9 +99,7 @@ def kalman_update(mean: torch.Tensor, cov: torch.Tensor, z: torch.Tensor, rows: 
     back = resolve_backend(backend, mean.device, BACKENDS)
     with nvtx_range("track"):
         if back in ("cupy", "numba"):
-            from . import cupy_impl, numba_impl
-
-            (cupy_impl if back == "cupy" else numba_impl).update(mean, cov, z, rows)
+            _impl(back).update(mean, cov, z, rows)
             return
         for j, i in enumerate(rows.tolist()):
             m, v = kf_update(mean[i].numpy(), cov[i].numpy(), z[j].numpy())
@@ -127,10 +134,7 @@ def iou_costs(tracks: torch.Tensor, n_tracks: torch.Tensor, dets: torch.Tensor, 
     cost = torch.zeros((S, T, D), dtype=torch.float32, device=tracks.device)
     with nvtx_range("track"):
         if back in ("cupy", "numba"):
-            from . import cupy_impl, numba_impl
-
-            impl = cupy_impl if back == "cupy" else numba_impl
-            impl.iou_cost(tracks, n_tracks, dets, scores, n_dets, cost, fuse)
+            _impl(back).iou_cost(tracks, n_tracks, dets, scores, n_dets, cost, fuse)
             return cost
         for s, (n, m) in enumerate(zip(n_tracks.tolist(), n_dets.tolist())):
             c = reference.iou_cost(tracks[s, :n].numpy(), dets[s, :m].numpy())
@@ -153,10 +157,8 @@ def assign(cost: torch.Tensor, n_tracks: torch.Tensor, n_dets: torch.Tensor, lim
     match = torch.full((S, T), -1, dtype=torch.int32, device=cost.device)
     with nvtx_range("track"):
         if back in ("cupy", "numba"):
-            from . import cupy_impl, numba_impl
-
             work = {k: torch.empty((S, T + D + 1), dtype=dt, device=cost.device) for k, dt in LAP_WORK.items()}
-            (cupy_impl if back == "cupy" else numba_impl).assign(cost, n_tracks, n_dets, match, work, float(limit))
+            _impl(back).assign(cost, n_tracks, n_dets, match, work, float(limit))
             return match
         for s, (n, m) in enumerate(zip(n_tracks.tolist(), n_dets.tolist())):
             pairs, _, _ = reference.assign(cost[s, :n, :m].numpy(), limit)
@@ -277,12 +279,9 @@ class ByteTrackBatch:
                                                keypoints[b, :n[b]].numpy() if oks else None)
                     ids[b, torch.from_numpy(rows[:, 6].astype(np.int64))] = torch.from_numpy(rows[:, 4].astype(np.int32))
                 return ids
-            from . import cupy_impl, numba_impl
-
             order, n_frames = self.order(stream, self.streams)
             to = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
-            impl = cupy_impl if self.backend == "cupy" else numba_impl
-            impl.track(boxes, scores, counts, to(order), to(n_frames), to(restart), ids, keypoints, self.state,
+            _impl(self.backend).track(boxes, scores, counts, to(order), to(n_frames), to(restart), ids, keypoints, self.state,
                        self.scratch, self.cfg)
             if int(self.state["overflow"].max()):
                 full = torch.nonzero(self.state["overflow"]).flatten().tolist()

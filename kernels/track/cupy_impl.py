@@ -11,7 +11,7 @@ from .reference import AREA_FRACTION, KPT_CONF, OKS_DEN
 
 CU = str(KERNEL_DIR / "track" / "track.cu")
 BLOCK = 128
-ASSIGN_BLOCK = 32  # streams per block of the assignment (one thread each)
+LANES = 32  # the assignment and the tracker: one warp per stream (a block each), track.cu says how
 
 
 DEFINES = (("PREDICT_NAME", "kf_predict_f64"), ("UPDATE_NAME", "kf_update_f64"), ("COST_NAME", "iou_cost_f32"),
@@ -55,7 +55,7 @@ def assign(cost, n_tracks, n_dets, match, work: dict, limit: float) -> None:
     S, T, D = cost.shape
     if S:
         k = _module(cost.device).get_function("lap_f64")
-        cupy_launch(k, ((S + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK, 1, 1), (ASSIGN_BLOCK, 1, 1),
+        cupy_launch(k, (S, 1, 1), (LANES, 1, 1),
                     (ptr(cost), ptr(n_tracks), ptr(n_dets), ptr(match),
                      *(ptr(work[k]) for k in LAP_WORK),
                      np.int32(S), np.int32(T), np.int32(D), np.float64(limit)), cost.device)
@@ -66,7 +66,7 @@ def track(boxes, scores, counts, order, n_frames, restart, ids, keypoints, state
     K, M = state["id"].shape[1], boxes.shape[1]
     if S:
         k = _module(boxes.device).get_function("bytetrack_f64")
-        cupy_launch(k, ((S + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK, 1, 1), (ASSIGN_BLOCK, 1, 1),
+        cupy_launch(k, (S, 1, 1), (LANES, 1, 1),
                     (ptr(boxes), ptr(scores), ptr(counts), ptr(order), ptr(n_frames), ptr(restart), ptr(ids),
                      ptr(keypoints),
                      *(ptr(state[k]) for k in STATE), *(ptr(scratch[k]) for k in SCRATCH),

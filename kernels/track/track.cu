@@ -15,21 +15,24 @@
 // Association on padded rows: tracks (S, T, 4), dets (S, D, 4) float32 xyxy, n_tracks / n_dets (S,) int32,
 // scores (S, D) float32, cost (S, T, D) float32 (entries past a stream's counts are not read or written).
 // cost: one thread per (stream, track, detection): 1 - IoU, times the score where fused.
-// assign: one thread per stream solves the square problem lap.lapjv builds for a cost limit L (n + m rows
-// and columns: the costs, L/2 for a row or column left unmatched, 0 between two of those) by shortest
-// augmenting paths with dual potentials (the Hungarian method, O((n + m)^3)), in float64 as lap does: the
-// optimum is lap's wherever it is unique. Per stream, small problems (tens of rows): one thread each is
-// simpler than a parallel auction, which is approximate. match (S, T) int32: each track's detection or -1.
+// assign: one warp per stream (a block of 32 lanes) solves the square problem lap.lapjv builds for a cost limit
+// L (n + m rows and columns: the costs, L/2 for a row or column left unmatched, 0 between two of those) by
+// shortest augmenting paths with dual potentials (the Hungarian method, O((n + m)^3)), in float64 as lap does:
+// the optimum is lap's wherever it is unique. The lanes share each step's scan over the columns; the step's
+// minimum is a warp reduction that keeps the serial scan's first minimum, so the result is the serial one's
+// (an exact method, not an auction, which is approximate). match (S, T) int32: each track's detection or -1.
 // Scratch per stream, W = T + D + 1 entries each: u, v, minv float64; p, way int32; used uint8.
 //
 // oks (ByteTrackConfig.match 'oks'): 1 - OKS of the track's keypoints (those of its last detection, moved
 // with its predicted center) and the detection's, over the keypoints both see, scale the predicted box area
 // x AREA_FRACTION (reference.oks_cost); 1 - IoU where they see none in common.
 //
-// track: the whole update of ByteTrackBatch, one thread per stream looping over that stream's frames of
-// the batch (a frame needs the previous one; streams are independent), so a batch is one launch. Track
-// slots per stream: K; lists of slots keep the reference's order (tracked, lost), which only ties of
-// the assignment could see.
+// track: the whole update of ByteTrackBatch, one warp per stream looping over that stream's frames of the
+// batch (a frame needs the previous one; streams are independent), so a batch is one launch. Inside a frame
+// the lanes share the predicts, the cost matrices, the assignments' scans, the Kalman updates of the matched
+// tracks, the duplicate check and the slot sweeps; births (ids in order) are lane 0's. Track slots per
+// stream: K; lists of slots keep the reference's order (tracked, lost), which only ties of the assignment
+// could see.
 
 #define W_POS (1.0 / 20)
 #define W_VEL (1.0 / 160)
@@ -118,25 +121,64 @@ __device__ float iou_cost_one(const float* a, const float* b) {
     return 1.0f - inter / (area + 1e-7f);
 }
 
+// ------------------------------------------------------------------ one warp per stream
+// The assignment and the tracker run one stream on blockDim.x lanes (32 on the GPU: a warp per stream; 1 in the
+// tests' host build, where every loop below is the serial algorithm). Counts and list lengths are alike in every
+// lane; lists are built in order by a warp ballot (append_if), so they keep the reference's order; a lane writes
+// only its own entries between two __syncwarp()s.
+#define ALL_LANES 0xffffffffu
+
+// dst[at..]: value(q) for each q < n (in order) with keep(q); returns the list's new length (in every lane)
+template <class Keep, class Value>
+__device__ int append_if(int* dst, int at, int n, Keep keep, Value value) {
+    const int lanes = blockDim.x, l = threadIdx.x;
+    for (int base = 0; base < n; base += lanes) {
+        const int q = base + l;
+        const bool k = q < n && keep(q);
+        const int x = k ? value(q) : 0;  // read before any lane writes (dst may be the source, compacted)
+        const unsigned mask = __ballot_sync(ALL_LANES, k);
+        if (k) dst[at + __popc(mask & ((1u << l) - 1u))] = x;
+        at += __popc(mask);
+    }
+    __syncwarp();
+    return at;
+}
+
+// the smallest (d, j) of the lanes, ties to the smaller j (the serial loop's first minimum), in every lane
+__device__ void lanes_argmin(double& d, int& j) {
+    for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+        const double od = __shfl_xor_sync(ALL_LANES, d, o);
+        const int oj = __shfl_xor_sync(ALL_LANES, j, o);
+        if (od < d || (od == d && oj < j)) d = od, j = oj;
+    }
+}
+
 // lap.lapjv(c[:n, :m], extend_cost=True, cost_limit=limit), c row-major with row stride ld:
-// rowsol[r] = the column of row r, or -1
+// rowsol[r] = the column of row r, or -1. The lanes share each step's scan over the columns (a column's
+// minv, way and v belong to one lane) and take the step's minimum by lanes_argmin, so every value is the
+// serial loop's, bit for bit; lane 0 walks the augmenting path.
 __device__ void lap_one(const float* c, int ld, int n, int m, double limit, double* u, double* v, double* minv,
                         int* p, int* way, unsigned char* used, int* rowsol) {
-    for (int r = 0; r < n; ++r) rowsol[r] = -1;
+    const int lanes = blockDim.x, l = threadIdx.x;
+    for (int r = l; r < n; r += lanes) rowsol[r] = -1;
+    __syncwarp();
     if (n == 0 || m == 0) return;
     const int N = n + m;
     const double half = 0.5 * limit;
-    for (int j = 0; j <= N; ++j) u[j] = v[j] = 0.0, p[j] = way[j] = 0;
+    for (int j = l; j <= N; j += lanes) u[j] = v[j] = 0.0, p[j] = way[j] = 0;
     for (int i = 1; i <= N; ++i) {  // rows and columns 1..N; p[j]: the row holding column j (0: none)
-        p[0] = i;
+        __syncwarp();
+        if (l == 0) p[0] = i;
         int j0 = 0;
-        for (int j = 0; j <= N; ++j) minv[j] = BIG, used[j] = 0;
+        for (int j = l; j <= N; j += lanes) minv[j] = BIG, used[j] = 0;
+        __syncwarp();
         do {
-            used[j0] = 1;
+            if (l == 0) used[j0] = 1;
+            __syncwarp();
             const int i0 = p[j0];
             double delta = BIG;
             int j1 = 0;
-            for (int j = 1; j <= N; ++j) {
+            for (int j = 1 + l; j <= N; j += lanes) {
                 if (used[j]) continue;
                 const int r = i0 - 1, q = j - 1;
                 const double cij = r < n ? (q < m ? (double)c[(size_t)r * ld + q] : half) : (q < m ? half : 0.0);
@@ -144,20 +186,25 @@ __device__ void lap_one(const float* c, int ld, int n, int m, double limit, doub
                 if (cur < minv[j]) minv[j] = cur, way[j] = j0;
                 if (minv[j] < delta) delta = minv[j], j1 = j;
             }
-            for (int j = 0; j <= N; ++j) {
+            lanes_argmin(delta, j1);
+            __syncwarp();  // u[i0] read by every lane before a lane adds to it
+            for (int j = l; j <= N; j += lanes) {
                 if (used[j]) u[p[j]] += delta, v[j] -= delta;
                 else minv[j] -= delta;
             }
+            __syncwarp();
             j0 = j1;
         } while (p[j0] != 0);
-        do {
+        if (l == 0) do {
             const int j1 = way[j0];
             p[j0] = p[j1];
             j0 = j1;
         } while (j0);
     }
-    for (int j = 1; j <= m; ++j)
+    __syncwarp();
+    for (int j = 1 + l; j <= m; j += lanes)
         if (p[j] >= 1 && p[j] <= n) rowsol[p[j] - 1] = j - 1;
+    __syncwarp();
 }
 
 extern "C" __global__ void PREDICT_NAME(double* __restrict__ mean, double* __restrict__ cov,
@@ -190,15 +237,16 @@ extern "C" __global__ void ASSIGN_NAME(const float* __restrict__ cost, const int
                                        double* __restrict__ u, double* __restrict__ v, double* __restrict__ minv,
                                        int* __restrict__ p, int* __restrict__ way, unsigned char* __restrict__ used,
                                        int S, int T, int D, double limit) {
-    const int s = blockIdx.x * blockDim.x + threadIdx.x;
+    const int s = blockIdx.x;  // one stream per block of blockDim.x lanes
     if (s >= S) return;
     const size_t W = (size_t)T + D + 1, o = (size_t)s * W;
-    for (int i = 0; i < T; ++i) match[(size_t)s * T + i] = -1;
+    for (int i = threadIdx.x; i < T; i += blockDim.x) match[(size_t)s * T + i] = -1;
+    __syncwarp();
     lap_one(cost + (size_t)s * T * D, D, n_tracks[s], n_dets[s], limit, u + o, v + o, minv + o, p + o, way + o,
             used + o, match + (size_t)s * T);
 }
 
-// ------------------------------------------------------------------ the tracker: one thread per stream
+// ------------------------------------------------------------------ the tracker: one warp per stream
 __constant__ double OKS_DEN[17] = OKS_DEN_INIT;
 
 // reference.oks_cost for one pair: m the track's mean, tk / tc its keypoints (17 x 3) and their center,
@@ -243,20 +291,19 @@ __device__ void track_xyxy(const double* m, float out[4]) {  // reference _Track
     out[3] = (float)(y1 + m[3]);
 }
 
-// cost[:n, :m]: track slots rows[] x detections cols[] (indices of the frame's detections)
+// cost[:n, :m]: track slots rows[] x detections cols[] (indices of the frame's detections), a pair per lane
 __device__ void costs(const Stream& z, const int* rows, int n, const int* cols, int m, int fuse) {
     float a[4];
-    for (int r = 0; r < n; ++r) {
-        track_xyxy(z.mean + (size_t)rows[r] * 8, a);
-        for (int q = 0; q < m; ++q) {
-            const int j = cols[q], t = rows[r];
-            float c = z.oks ? oks_one(z.mean + (size_t)t * 8, z.tkp + (size_t)t * 51, z.tkc + (size_t)t * 2,
-                                      z.dkp + (size_t)j * 51) : -1.0f;
-            if (c < 0.0f) c = iou_cost_one(a, z.dxyxy + (size_t)j * 4);
-            if (fuse) c = 1.0f - (1.0f - c) * z.dscore[j];
-            z.cost[(size_t)r * z.M + q] = c;
-        }
+    for (int k = threadIdx.x; k < n * m; k += blockDim.x) {
+        const int r = k / m, q = k % m, j = cols[q], t = rows[r];
+        track_xyxy(z.mean + (size_t)t * 8, a);
+        float c = z.oks ? oks_one(z.mean + (size_t)t * 8, z.tkp + (size_t)t * 51, z.tkc + (size_t)t * 2,
+                                  z.dkp + (size_t)j * 51) : -1.0f;
+        if (c < 0.0f) c = iou_cost_one(a, z.dxyxy + (size_t)j * 4);
+        if (fuse) c = 1.0f - (1.0f - c) * z.dscore[j];
+        z.cost[(size_t)r * z.M + q] = c;
     }
+    __syncwarp();
 }
 
 __device__ void lap_stream(const Stream& z, int n, int m, double limit) {
@@ -295,7 +342,7 @@ extern "C" __global__ void TRACK_NAME(
     double* u, double* v, double* minv, int* p, int* way, unsigned char* used,
     int S, int K, int M, int F, float high, float low, float new_thresh, int buffer, double match_thresh,
     int fuse, int oks) {
-    const int s = blockIdx.x * blockDim.x + threadIdx.x;
+    const int s = blockIdx.x, lanes = blockDim.x, l = threadIdx.x;  // one stream per block
     if (s >= S) return;
     const size_t sK = (size_t)s * K, sM = (size_t)s * M, W = (size_t)K + M + 1, KM = K > M ? K : M;
     Stream z = {id + sK, st + sK, act + sK, idx + sK, frame + sK, start + sK, score + sK, mean + sK * 8,
@@ -303,20 +350,25 @@ extern "C" __global__ void TRACK_NAME(
                 pool + sK, rest + sK, unconf + sK, dleft + sM, acts + sK, refs + sK, lost_new + sK, new_trk + sK,
                 new_lst + sK, mark + (size_t)s * KM, rowsol + sK, cost + sK * M, u + s * W, v + s * W,
                 minv + s * W, p + s * W, way + s * W, used + s * W, tkp + sK * 51, tkc + sK * 2, rm_at + sK, kpts_in, K, M, oks};
+    // the stream's counters, alike in every lane; lane 0 stores them at the end
+    int n_trk = ntrk[s], n_lst = nlst[s], fid = fids[s], next = next_id[s];
+    const int* sorder = order + (size_t)s * F;
+    auto gone_before = [&](int t) { return z.rm_at[t] > 0 && z.rm_at[t] < fid; };  // removed on an earlier frame
     for (int f = 0; f < n_frames[s]; ++f) {
-        const int b = order[(size_t)s * F + f];
+        const int b = sorder[f];
         if (restart[b]) {
-            for (int t = 0; t < K; ++t) z.st[t] = FREE;
-            ntrk[s] = nlst[s] = fids[s] = next_id[s] = 0;
+            for (int t = l; t < K; t += lanes) z.st[t] = FREE;
+            n_trk = n_lst = fid = next = 0;
         }
-        const int fid = ++fids[s];
+        ++fid;
         if (oks) z.dkp = kpts_in + (size_t)b * M * 51;
         int* out = ids + (size_t)b * M;
-        for (int j = 0; j < M; ++j) out[j] = 0;
+        for (int j = l; j < M; j += lanes) out[j] = 0;
         // detections: tlwh through the original's dtypes (float32 xywh, float64 ltwh, float32), split by score
-        int nhi = 0, nlo = 0;
-        for (int j = 0; j < counts[b]; ++j) {
-            const float* bx = boxes + ((size_t)b * M + j) * 4;
+        const int nd = counts[b];
+        const float* bxs = boxes + (size_t)b * M * 4;
+        for (int j = l; j < nd; j += lanes) {
+            const float* bx = bxs + (size_t)j * 4;
             const float cx = (bx[0] + bx[2]) / 2.0f, cy = (bx[1] + bx[3]) / 2.0f;
             const float w = bx[2] - bx[0], h = bx[3] - bx[1];
             const float x1 = (float)((double)cx - (double)w / 2), y1 = (float)((double)cy - (double)h / 2);
@@ -324,169 +376,169 @@ extern "C" __global__ void TRACK_NAME(
             float* da = z.dxyah + (size_t)j * 4;
             dx[0] = x1, dx[1] = y1, dx[2] = x1 + w, dx[3] = y1 + h;
             da[0] = x1 + w / 2.0f, da[1] = y1 + h / 2.0f, da[2] = h != 0.0f ? w / h : 0.0f, da[3] = h;
-            const float sc = scores[(size_t)b * M + j];
-            z.dscore[j] = sc;
-            if (w > 0.0f && h > 0.0f) {
-                if (sc >= high) z.hi[nhi++] = j;
-                else if (sc > low) z.lo[nlo++] = j;
-            }
+            z.dscore[j] = scores[(size_t)b * M + j];
         }
+        __syncwarp();
+        auto sized = [&](int j) { const float* bx = bxs + (size_t)j * 4; return bx[2] - bx[0] > 0.0f && bx[3] - bx[1] > 0.0f; };
+        auto same = [](int q) { return q; };
+        const int nhi = append_if(z.hi, 0, nd, [&](int j) { return sized(j) && z.dscore[j] >= high; }, same);
+        const int nlo = append_if(z.lo, 0, nd, [&](int j) { return sized(j) && z.dscore[j] < high && z.dscore[j] > low; },
+                                  same);
         // the pool: confirmed tracked tracks, then the lost ones; predicted
-        int npool = 0, nunc = 0;
-        for (int q = 0; q < ntrk[s]; ++q) {
-            const int t = z.trk[q];
-            if (z.act[t]) z.pool[npool++] = t;
-            else z.unconf[nunc++] = t;
-        }
-        for (int q = 0; q < nlst[s]; ++q) z.pool[npool++] = z.lst[q];
-        for (int q = 0; q < npool; ++q) {
+        auto trk_at = [&](int q) { return z.trk[q]; };
+        int npool = append_if(z.pool, 0, n_trk, [&](int q) { return z.act[z.trk[q]] != 0; }, trk_at);
+        const int nunc = append_if(z.unconf, 0, n_trk, [&](int q) { return z.act[z.trk[q]] == 0; }, trk_at);
+        npool = append_if(z.pool, npool, n_lst, [](int) { return true; }, [&](int q) { return z.lst[q]; });
+        for (int q = l; q < npool; q += lanes) {
             const int t = z.pool[q];
             kf_predict_row(z.mean + (size_t)t * 8, z.cov + (size_t)t * 64, z.st[t] == TRACKED);
         }
-        int nact = 0, nref = 0, nlost = 0;
+        __syncwarp();
         // first association: the pool vs the high detections (fused), limit match_thresh
         costs(z, z.pool, npool, z.hi, nhi, fuse);
         lap_stream(z, npool, nhi, match_thresh);
-        for (int j = 0; j < nhi; ++j) z.mark[j] = 0;
-        int nrest = 0;
-        for (int q = 0; q < npool; ++q) {
-            const int t = z.pool[q], j = z.rowsol[q];
+        for (int j = l; j < nhi; j += lanes) z.mark[j] = 0;
+        __syncwarp();
+        auto pool_at = [&](int q) { return z.pool[q]; };
+        int nact = append_if(z.acts, 0, npool, [&](int q) { return z.rowsol[q] >= 0 && z.st[z.pool[q]] == TRACKED; },
+                             pool_at);
+        const int nref = append_if(z.refs, 0, npool,
+                                   [&](int q) { return z.rowsol[q] >= 0 && z.st[z.pool[q]] != TRACKED; }, pool_at);
+        const int nrest = append_if(z.rest, 0, npool,
+                                    [&](int q) { return z.rowsol[q] < 0 && z.st[z.pool[q]] == TRACKED; }, pool_at);
+        for (int q = l; q < npool; q += lanes) {
+            const int j = z.rowsol[q];
             if (j >= 0) {
                 z.mark[j] = 1;
-                if (z.st[t] == TRACKED) z.acts[nact++] = t;
-                else z.refs[nref++] = t;
-                take(z, t, z.hi[j], fid);
-            } else if (z.st[t] == TRACKED) {
-                z.rest[nrest++] = t;
+                take(z, z.pool[q], z.hi[j], fid);
             }
         }
-        int nleft = 0;
-        for (int j = 0; j < nhi; ++j)
-            if (!z.mark[j]) z.dleft[nleft++] = z.hi[j];
+        __syncwarp();
+        const int nleft = append_if(z.dleft, 0, nhi, [&](int j) { return !z.mark[j]; }, [&](int j) { return z.hi[j]; });
         // second association: the tracked tracks left vs the low detections (IoU), limit 0.5
         if (nrest && nlo) {
             costs(z, z.rest, nrest, z.lo, nlo, 0);
             lap_stream(z, nrest, nlo, 0.5);
         } else {
-            for (int q = 0; q < nrest; ++q) z.rowsol[q] = -1;
+            for (int q = l; q < nrest; q += lanes) z.rowsol[q] = -1;
+            __syncwarp();
         }
-        for (int q = 0; q < nrest; ++q) {
+        auto rest_at = [&](int q) { return z.rest[q]; };
+        nact = append_if(z.acts, nact, nrest, [&](int q) { return z.rowsol[q] >= 0; }, rest_at);
+        const int nlost = append_if(z.lost_new, 0, nrest, [&](int q) { return z.rowsol[q] < 0; }, rest_at);
+        for (int q = l; q < nrest; q += lanes) {
             const int t = z.rest[q];
-            if (z.rowsol[q] >= 0) {
-                z.acts[nact++] = t;
-                take(z, t, z.lo[z.rowsol[q]], fid);
-            } else {
-                z.st[t] = LOST;
-                z.lost_new[nlost++] = t;
-            }
+            if (z.rowsol[q] >= 0) take(z, t, z.lo[z.rowsol[q]], fid);
+            else z.st[t] = LOST;
         }
+        __syncwarp();
         // unconfirmed tracks vs the high detections left (fused), limit 0.7; the rest are removed
         int nbirth = nleft;
         if (nunc) {
             costs(z, z.unconf, nunc, z.dleft, nleft, fuse);
             lap_stream(z, nunc, nleft, 0.7);
-            for (int q = 0; q < nleft; ++q) z.mark[q] = 0;
-            for (int q = 0; q < nunc; ++q) {
+            for (int q = l; q < nleft; q += lanes) z.mark[q] = 0;
+            __syncwarp();
+            nact = append_if(z.acts, nact, nunc, [&](int q) { return z.rowsol[q] >= 0; }, [&](int q) { return z.unconf[q]; });
+            for (int q = l; q < nunc; q += lanes) {
                 const int t = z.unconf[q], j = z.rowsol[q];
                 if (j >= 0) {
                     z.mark[j] = 1;
                     take(z, t, z.dleft[j], fid);
-                    z.acts[nact++] = t;
                 } else {
                     z.st[t] = REMOVED;
                     z.rm_at[t] = fid;
                 }
             }
-            nbirth = 0;
-            for (int q = 0; q < nleft; ++q)
-                if (!z.mark[q]) z.dleft[nbirth++] = z.dleft[q];
+            __syncwarp();
+            nbirth = append_if(z.dleft, 0, nleft, [&](int q) { return !z.mark[q]; }, [&](int q) { return z.dleft[q]; });
         }
-        // births: the high detections left with score >= new_thresh (confirmed at once on frame 1 only)
-        for (int q = 0; q < nbirth; ++q) {
-            const int j = z.dleft[q];
-            if (z.dscore[j] < new_thresh) continue;
-            int t = 0;
-            while (t < K && z.st[t] != FREE) ++t;
-            if (t == K) {
-                overflow[s] = 1;
-                continue;
+        // births (lane 0, in order: ids are handed out one by one): the high detections left with score >=
+        // new_thresh (confirmed at once on frame 1 only)
+        if (l == 0)
+            for (int q = 0; q < nbirth; ++q) {
+                const int j = z.dleft[q];
+                if (z.dscore[j] < new_thresh) continue;
+                int t = 0;
+                while (t < K && z.st[t] != FREE) ++t;
+                if (t == K) {
+                    overflow[s] = 1;
+                    continue;
+                }
+                z.id[t] = ++next;
+                double* m = z.mean + (size_t)t * 8;
+                double* P = z.cov + (size_t)t * 64;
+                const double hh = (double)z.dxyah[(size_t)j * 4 + 3];
+                for (int c = 0; c < 4; ++c) m[c] = (double)z.dxyah[(size_t)j * 4 + c], m[c + 4] = 0.0;
+                for (int c = 0; c < 64; ++c) P[c] = 0.0;
+                const double sp = 2 * W_POS * hh, sv = 10 * W_VEL * hh;
+                P[0] = P[9] = P[27] = sp * sp;
+                P[18] = 1e-2 * 1e-2;
+                P[36] = P[45] = P[63] = sv * sv;
+                P[54] = 1e-5 * 1e-5;
+                z.st[t] = TRACKED;
+                z.act[t] = fid == 1;
+                z.frame[t] = z.start[t] = fid;
+                z.score[t] = z.dscore[j];
+                z.idx[t] = j;
+                z.rm_at[t] = 0;
+                if (oks) keep_kpts(z, t, j);
+                z.acts[nact++] = t;
             }
-            z.id[t] = ++next_id[s];
-            double* m = z.mean + (size_t)t * 8;
-            double* P = z.cov + (size_t)t * 64;
-            const double hh = (double)z.dxyah[(size_t)j * 4 + 3];
-            for (int c = 0; c < 4; ++c) m[c] = (double)z.dxyah[(size_t)j * 4 + c], m[c + 4] = 0.0;
-            for (int c = 0; c < 64; ++c) P[c] = 0.0;
-            const double sp = 2 * W_POS * hh, sv = 10 * W_VEL * hh;
-            P[0] = P[9] = P[27] = sp * sp;
-            P[18] = 1e-2 * 1e-2;
-            P[36] = P[45] = P[63] = sv * sv;
-            P[54] = 1e-5 * 1e-5;
-            z.st[t] = TRACKED;
-            z.act[t] = fid == 1;
-            z.frame[t] = z.start[t] = fid;
-            z.score[t] = z.dscore[j];
-            z.idx[t] = j;
-            z.rm_at[t] = 0;
-            if (oks) keep_kpts(z, t, j);
-            z.acts[nact++] = t;
-        }
+        nact = __shfl_sync(ALL_LANES, nact, 0);
+        next = __shfl_sync(ALL_LANES, next, 0);
+        __syncwarp();
         // lost tracks past the buffer are removed; as in Ultralytics, one removed now stays among the lost (it
         // can be re-found) until the next frame's merge, which drops every track removed before
-        for (int q = 0; q < nlst[s]; ++q) {
+        for (int q = l; q < n_lst; q += lanes) {
             const int t = z.lst[q];
             if (fid - z.frame[t] > buffer) {
                 z.st[t] = REMOVED;
                 if (!z.rm_at[t]) z.rm_at[t] = fid;
             }
         }
-        // merge (reference _merge): tracked = old tracked still tracked + activated + refound, in order
-        for (int t = 0; t < K; ++t) z.mark[t] = 0;
-        int n1 = 0, n2 = 0;
-        for (int q = 0; q < ntrk[s]; ++q)
-            if (z.st[z.trk[q]] == TRACKED) z.new_trk[n1++] = z.trk[q], z.mark[z.trk[q]] = 1;
-        for (int q = 0; q < nact; ++q)
-            if (!z.mark[z.acts[q]]) z.new_trk[n1++] = z.acts[q], z.mark[z.acts[q]] = 1;
-        for (int q = 0; q < nref; ++q)
-            if (!z.mark[z.refs[q]]) z.new_trk[n1++] = z.refs[q], z.mark[z.refs[q]] = 1;
-        for (int q = 0; q < nlst[s]; ++q) {
-            const int t = z.lst[q];
-            if (!z.mark[t] && !(z.rm_at[t] > 0 && z.rm_at[t] < fid)) z.new_lst[n2++] = t;
-        }
-        for (int q = 0; q < nlost; ++q) {
-            const int t = z.lost_new[q];
-            if (!(z.rm_at[t] > 0 && z.rm_at[t] < fid)) z.new_lst[n2++] = t;
-        }
-        // duplicates: a tracked and a lost track with 1 - IoU < 0.15: the younger goes (mark 2)
-        float a[4], c[4];
-        for (int q = 0; q < n1; ++q) {
-            const int tp = z.new_trk[q];
+        for (int t = l; t < K; t += lanes) z.mark[t] = 0;
+        __syncwarp();
+        // merge (reference _merge): tracked = old tracked still tracked + activated + refound, in order (the
+        // three are disjoint: a track is matched once a frame)
+        int n1 = append_if(z.new_trk, 0, n_trk, [&](int q) { return z.st[z.trk[q]] == TRACKED; }, trk_at);
+        for (int q = l; q < n1; q += lanes) z.mark[z.new_trk[q]] = 1;
+        __syncwarp();
+        const int kept = n1;
+        n1 = append_if(z.new_trk, n1, nact, [&](int q) { return !z.mark[z.acts[q]]; }, [&](int q) { return z.acts[q]; });
+        n1 = append_if(z.new_trk, n1, nref, [&](int q) { return !z.mark[z.refs[q]]; }, [&](int q) { return z.refs[q]; });
+        for (int q = kept + l; q < n1; q += lanes) z.mark[z.new_trk[q]] = 1;
+        __syncwarp();
+        int n2 = append_if(z.new_lst, 0, n_lst, [&](int q) { return !z.mark[z.lst[q]] && !gone_before(z.lst[q]); },
+                           [&](int q) { return z.lst[q]; });
+        n2 = append_if(z.new_lst, n2, nlost, [&](int q) { return !gone_before(z.lost_new[q]); },
+                       [&](int q) { return z.lost_new[q]; });
+        // duplicates: a tracked and a lost track with 1 - IoU < 0.15: the younger goes (mark 2), a pair per lane
+        for (int k2 = l; k2 < n1 * n2; k2 += lanes) {
+            float a[4], c[4];
+            const int tp = z.new_trk[k2 / n2], tq = z.new_lst[k2 % n2];
             track_xyxy(z.mean + (size_t)tp * 8, a);
-            for (int r = 0; r < n2; ++r) {
-                const int tq = z.new_lst[r];
-                track_xyxy(z.mean + (size_t)tq * 8, c);
-                if (iou_cost_one(a, c) < 0.15f) {
-                    if (z.frame[tp] - z.start[tp] > z.frame[tq] - z.start[tq]) z.mark[tq] = 2;
-                    else z.mark[tp] = 2;
-                }
+            track_xyxy(z.mean + (size_t)tq * 8, c);
+            if (iou_cost_one(a, c) < 0.15f) {
+                if (z.frame[tp] - z.start[tp] > z.frame[tq] - z.start[tq]) z.mark[tq] = 2;
+                else z.mark[tp] = 2;
             }
         }
-        int n = 0;
-        for (int q = 0; q < n1; ++q)
-            if (z.mark[z.new_trk[q]] != 2) z.trk[n++] = z.new_trk[q];
-        ntrk[s] = n;
-        n = 0;
-        for (int q = 0; q < n2; ++q)
-            if (z.mark[z.new_lst[q]] != 2) z.lst[n++] = z.new_lst[q];
-        nlst[s] = n;
-        for (int t = 0; t < K; ++t) z.mark[t] = 0;
-        for (int q = 0; q < ntrk[s]; ++q) {
+        __syncwarp();
+        n_trk = append_if(z.trk, 0, n1, [&](int q) { return z.mark[z.new_trk[q]] != 2; }, [&](int q) { return z.new_trk[q]; });
+        n_lst = append_if(z.lst, 0, n2, [&](int q) { return z.mark[z.new_lst[q]] != 2; }, [&](int q) { return z.new_lst[q]; });
+        for (int t = l; t < K; t += lanes) z.mark[t] = 0;
+        __syncwarp();
+        for (int q = l; q < n_trk; q += lanes) {
             const int t = z.trk[q];
             z.mark[t] = 1;
             if (z.act[t]) out[z.idx[t]] = z.id[t];
         }
-        for (int q = 0; q < nlst[s]; ++q) z.mark[z.lst[q]] = 1;
-        for (int t = 0; t < K; ++t)
+        for (int q = l; q < n_lst; q += lanes) z.mark[z.lst[q]] = 1;
+        __syncwarp();
+        for (int t = l; t < K; t += lanes)
             if (!z.mark[t]) z.st[t] = FREE;
+        __syncwarp();
     }
+    if (l == 0) ntrk[s] = n_trk, nlst[s] = n_lst, fids[s] = fid, next_id[s] = next;
 }
