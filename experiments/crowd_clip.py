@@ -28,8 +28,8 @@ def offsets(clip_frames: int, frames: int) -> list[int]:
     return [k * span // TILES for k in range(TILES)]
 
 
-def make(out: str | Path, frames: int = 600) -> Path:
-    """Write the mosaic (H.264, yuv420p, crf 23) of ``frames`` frames to ``out``; returns its path."""
+def make(out: str | Path, frames: int = 600, crf: int = 23) -> Path:
+    """Write the mosaic (H.264, yuv420p, quality ``crf``) of ``frames`` frames to ``out``; returns its path."""
     clip = harness.data_path(harness.CLIP)
     starts = offsets(1394, frames)
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"]
@@ -38,7 +38,7 @@ def make(out: str | Path, frames: int = 600) -> Path:
     scaled = "".join(f"[{k}:v]scale={TILE[0]}:{TILE[1]},setpts=PTS-STARTPTS[v{k}];" for k in range(TILES))
     inputs = "".join(f"[v{k}]" for k in range(TILES))
     cmd += ["-filter_complex", f"{scaled}{inputs}xstack=inputs={TILES}:grid=4x4[out]", "-map", "[out]",
-            "-frames:v", str(frames), "-r", str(FPS), "-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p", str(out)]
+            "-frames:v", str(frames), "-r", str(FPS), "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p", str(out)]
     subprocess.run(cmd, check=True)
     return Path(out)
 

@@ -22,6 +22,9 @@ How a batch runs (CUDA device):
   ``cuda_graph=True`` the chain is captured once per input signature (batch size, frame shape, pixel
   format) and replayed for later batches of that signature; a batch is padded to the next of the
   pipeline's ``batch_sizes`` (default: bucket_size());
+* with ``track`` (a fusion.tracking.TrackStep) the batch's poses are tracked where they are: one tracker
+  launch on a stream of its own writes each pose's id into the batch's results (the next batch's stages run
+  meanwhile);
 * the padded results (one flat buffer) come back in one device-to-host copy into pinned memory on a side
   stream; ``PendingBatch.result()`` waits for that copy only.
 Each signature has a ring of RING slots (buffers, graph, pinned results), so batch k+1 can be queued while
@@ -51,6 +54,7 @@ from ..kernels.nms import Detections, nms_rescale, topk_rescale
 from .backbone import DEFAULT_MODEL, PoseBackbone, fused, load_ultralytics
 from .compiled import COMPILE_MODES, compile_backbone
 from .stages import span
+from .tracking import TrackStep, track_ids
 
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
@@ -85,11 +89,14 @@ class PoseResult:
         return len(self.scores)
 
 
-def pose_results(dets: Detections, n: int) -> list[PoseResult]:
-    """The first ``n`` images of host-memory Detections as PoseResults (copies, so the buffer may be reused)."""
+def pose_results(dets: Detections, n: int, tracked: bool = False) -> list[PoseResult]:
+    """The first ``n`` images of host-memory Detections as PoseResults (copies, so the buffer may be reused);
+    ``tracked``: with their track ids."""
     counts = dets.counts[:n].tolist()
     b, s, k = dets.boxes.numpy(), dets.scores.numpy(), dets.keypoints.numpy()
-    return [PoseResult(b[i, :c].copy(), s[i, :c].copy(), k[i, :c].copy()) for i, c in enumerate(counts)]
+    ids = dets.track_ids.numpy() if tracked else None
+    return [PoseResult(b[i, :c].copy(), s[i, :c].copy(), k[i, :c].copy(),
+                       track_ids(ids[i, :c]) if tracked else None) for i, c in enumerate(counts)]
 
 
 class PendingBatch:
@@ -97,8 +104,9 @@ class PendingBatch:
     Safe to read from another thread than the one that submits (the pipeline may copy the results out
     itself before it reuses the batch's buffers)."""
 
-    def __init__(self, slot=None, n: int = 0, keepalive=None, results=None):
+    def __init__(self, slot=None, n: int = 0, keepalive=None, results=None, tracker=None):
         self._slot, self._n, self._keepalive, self._results = slot, n, keepalive, results
+        self._tracker = tracker  # the StreamTracker that wrote the batch's track ids (checked when read)
         self._lock = threading.Lock()
         self.gpu_ms: dict[str, float] = {}  # GPU ms per timed span (fusion.stages), filled when read (timed batches)
 
@@ -113,7 +121,9 @@ class PendingBatch:
                 return self._results
             slot = self._slot
             slot.event.synchronize()
-            self._results = pose_results(slot.host, self._n)
+            if self._tracker is not None:
+                self._tracker.check()
+            self._results = pose_results(slot.host, self._n, tracked=self._tracker is not None)
             self.gpu_ms = _span_ms(slot.marks)
             self._keepalive = None
             if slot.pending is self:
@@ -273,6 +283,7 @@ class PosePipeline:
         self._turn: dict[tuple, int] = {}
         self._copy_stream = torch.cuda.Stream(self.device) if on_gpu else None  # device -> host
         self._h2d_stream = torch.cuda.Stream(self.device) if on_gpu else None  # host -> device
+        self._track_stream = torch.cuda.Stream(self.device) if on_gpu else None  # submit(track=...)
         self._graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
 
     # ------------------------------------------------------------------ model
@@ -298,11 +309,12 @@ class PosePipeline:
 
     def replica(self) -> "PosePipeline":
         """A pipeline sharing this one's backbone (weights in memory once) with buffers, graphs and streams
-        of its own: one per thread or CUDA stream (the ``streams`` runner)."""
+        of its own: one per thread or CUDA stream (the ``replicas`` runner)."""
         twin = copy.copy(self)
         twin._slots, twin._turn, twin.graph_errors, twin.ring_wait_s, twin._batches = {}, {}, [], 0.0, 0
-        twin._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        twin._h2d_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        on_gpu = self.device.type == "cuda"
+        twin._copy_stream, twin._h2d_stream, twin._track_stream = (
+            (torch.cuda.Stream(self.device) if on_gpu else None) for _ in range(3))
         twin._graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
         return twin
 
@@ -317,21 +329,27 @@ class PosePipeline:
         Frames of one canvas share a batch with the result each has alone (a batcher groups by it)."""
         return frame_canvas(tuple(shape[:2]), self.imgsz)
 
-    def submit(self, frames, pixel_format: str = "bgr") -> PendingBatch:
+    def submit(self, frames, pixel_format: str = "bgr", track: TrackStep | None = None) -> PendingBatch:
         """Queue one batch; returns at once (GPU) with a handle whose ``result()`` waits for it. Each frame is
         letterboxed to its own canvas (:meth:`canvas`), as ``predict`` letterboxes a frame alone, so its
         poses do not depend on the other frames of the batch; frames of several canvases run as one batch
-        per canvas."""
+        per canvas. ``track``: the stream of each frame; the poses get their track ids (fusion.tracking)."""
         fb = normalize_frames(frames, pixel_format)
+        if track is not None and len(track.streams) != len(fb):
+            raise KernelInputError(f"track: expected the streams of {len(fb)} frames, got {len(track.streams)}")
         canvas = self.canvas(fb.shapes[0])
         if any(self.canvas(s) != canvas for s in fb.shapes[1:]):
             groups: dict = {}
             for i, s in enumerate(fb.shapes):
                 groups.setdefault(self.canvas(s), []).append(i)
-            parts = [self.submit(fb.subset(idx), pixel_format) for idx in groups.values()]
+            parts = [self.submit(fb.subset(idx), pixel_format, None if track is None else track.subset(idx))
+                     for idx in groups.values()]
             return PendingBatches(parts, list(groups.values()))
         if self.device.type == "cpu":
-            return PendingBatch(results=self._run_cpu(fb))
+            results = self._run_cpu(fb)
+            if track is not None:
+                track.tracker.track_results(results, track.streams, track.restart)
+            return PendingBatch(results=results)
         host = fb.device.type == "cpu"
         if not host and fb.device != self.device:
             raise KernelInputError(f"frames: expected frames on {self.device} or in host memory, got {fb.device}")
@@ -362,13 +380,25 @@ class PosePipeline:
         else:
             self._ensure_outputs(slot, fb.shapes)
             slot.lb_out, slot.raw = self._stages(slot, fb, slot.layout, slot.lb_out)
+        last = stream
+        if track is not None:  # on a stream of its own: the next batch's stages need not wait for it
+            d, last = slot.dets, self._track_stream
+            last.wait_stream(stream)
+            with torch.cuda.stream(last):
+                track.tracker.step(d.boxes[:n_real], d.scores[:n_real], d.counts[:n_real], d.track_ids[:n_real],
+                                   track.streams, track.restart)
+                self._mark(slot, "track", last)
         with nvtx_range("d2h"):
-            self._copy_stream.wait_stream(stream)
+            self._copy_stream.wait_stream(last)
             with torch.cuda.stream(self._copy_stream):
-                slot.host.flat.copy_(slot.dets.flat, non_blocking=True)
+                if track is None:
+                    slot.host.untracked.copy_(slot.dets.untracked, non_blocking=True)
+                else:
+                    slot.host.flat.copy_(slot.dets.flat, non_blocking=True)
                 self._mark(slot, "d2h", self._copy_stream)  # before slot.event: complete when it is
                 slot.event.record(self._copy_stream)
-        pend = PendingBatch(slot, n_real, keepalive=None if host else (frames, fb))
+        pend = PendingBatch(slot, n_real, keepalive=None if host else (frames, fb),
+                            tracker=None if track is None else track.tracker)
         slot.pending = pend
         return pend
 

@@ -218,7 +218,7 @@ NVTX_DOMAIN = "posefuse"
 # video_decode: a source's decoder call (NVDEC or OpenCV); h2d: host frames to the device; head_decode: the
 # pose head's boxes and keypoints into candidates; nms, or topk for an end-to-end head (its best scores, no
 # NMS); d2h: one batch's results to host memory.
-STAGES = ("video_decode", "h2d", "letterbox", "backbone", "head_decode", "nms", "topk", "rescale", "d2h", "track")
+STAGES = ("video_decode", "h2d", "letterbox", "backbone", "head_decode", "nms", "topk", "rescale", "track", "d2h")
 try:  # pragma: no cover - depends on the install
     import nvtx as _nvtx
 

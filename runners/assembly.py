@@ -152,7 +152,7 @@ def make_pipelines(cfg: RunConfig, device: str) -> list:
 class Assembly:
     """One run on ``device`` of ``streams`` (StreamSpecs) with the options of ``cfg`` (validated; its runner
     one of SEQUENTIAL or CONCURRENT), reporting to ``events`` (RunEvents) and handing results to ``sinks``
-    (a callable or BatchSink; tracked first when ``cfg.track``). ``control``: a RunControl steering the run;
+    (a callable or BatchSink; with ``cfg.track`` the poses carry their track ids). ``control``: a RunControl steering the run;
     ``pipes``: pipelines built already (a Ray actor's, kept across calls), else built by :meth:`open`;
     ``warmed``: the signatures those pipelines have captured (updated); ``on_added(name, fps)``: called
     for each stream the control adds, once it has opened; ``decode_processes``: NVDEC decode processes
@@ -180,10 +180,7 @@ class Assembly:
         self._own_decode_processes = decode_processes is None
         self._opener = None
         self.sinks = sinks
-        if cfg.track:
-            from .tracking import StreamTracking
-
-            self.sinks = StreamTracking(sinks, device)
+        self.tracker = None  # cfg.track: a StreamTracker the pipeline steps with each batch (made by open())
         self._threads = 0
 
     # ---------------------------------------------------------------- sources
@@ -283,8 +280,11 @@ class Assembly:
             self._warm(announced)
         self.startup_s["warmup"] = time.perf_counter() - t
         if cfg.track:  # its own entry: the tracker's kernels build (or load from the cache) here
+            from ..fusion.tracking import StreamTracker
+
             t = time.perf_counter()
-            self.sinks.warm_up()
+            self.tracker = StreamTracker(self.device, self.engine[0].max_det)
+            self.tracker.warm_up()
             self.startup_s["tracker"] = time.perf_counter() - t
         t = time.perf_counter()
         self._opener.join()
@@ -326,7 +326,7 @@ class Assembly:
                     self.sources, self.engine, events, self.sinks, batch=cfg.batch, paced=cfg.paced,
                     max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None,
                     late_ms=cfg.late_ms if cfg.mode == "live" else None, control=self.control,
-                    open_stream=self.add_stream))
+                    open_stream=self.add_stream, tracker=self.tracker))
                 return self.failed
             on_gpu = self.device.startswith("cuda")
             predict_kw = dict(conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz, device=self.device if on_gpu else "cpu",
@@ -335,7 +335,7 @@ class Assembly:
             for src in self.sources:
                 try:
                     run_source(src, cfg.runner, self.engine if cfg.runner == "ultralytics" else self.engine[0],
-                               events, self.sinks, cfg.batch, predict_kw)
+                               events, self.sinks, cfg.batch, predict_kw, self.tracker)
                 except SourceError as e:
                     self.failed[src.name] = str(e)
                 finally:

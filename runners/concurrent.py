@@ -380,12 +380,13 @@ class Submitted:
     late: list
 
 
-def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, ended: dict):
+def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, ended: dict, tracker=None):
     """One GPU worker: offers the readers' frames to ``policy`` and submits each batch it lets leave to
     ``pipe`` on a CUDA stream of its own. A batch's key is its frames' signature (image size, pixel format,
     memory): one letterbox canvas and one CUDA graph, padded to the run's batch size, so a frame runs
     through the same graph whatever streams share its batch (results/DECISIONS.md). Several may share one
     queue (the ``replicas`` runner). ``ended``: {"n": sources ended, "of": sources} shared by the workers.
+    ``tracker``: a StreamTracker the pipeline steps with each batch (one worker: a stream's frames in order).
     Late frames are released here and recorded as drops by the result thread."""
     times = {"gpu.frames_wait": 0.0, "gpu.submit": 0.0, "gpu.ring_wait": 0.0, "gpu.results_full_wait": 0.0}
 
@@ -418,7 +419,8 @@ def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, en
                     for w in batch.late:
                         w.frame.release()
                     w0 = pipe.ring_wait_s
-                    pending = submit_frames(pipe, [w.frame for w in batch.run]) if batch.run else []
+                    pending = submit_frames(pipe, [w.frame for w in batch.run], [w.stream for w in batch.run],
+                                            tracker) if batch.run else []
                     t1 = time.perf_counter()
                     _put(results_q, Submitted(batch.run, pending, batch.late), state)
                     ring_wait = pipe.ring_wait_s - w0  # waiting for the GPU, inside submit
@@ -506,7 +508,7 @@ def warm_up(pipes: list, signatures: set, batch: int):
 
 def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_result=None, *, batch: int = 32,
                    max_wait_ms: float | None = None, paced: bool = False, idle_ms: float = 200.0,
-                   late_ms: float | None = None, control=None, open_stream=None) -> dict:
+                   late_ms: float | None = None, control=None, open_stream=None, tracker=None) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
     one GPU worker thread each (several: the ``replicas`` runner). ``max_wait_ms=None``: fixed batches
     (``pipelined``); a number: the ``dynamic`` batcher. ``idle_ms``: fixed batches: a partial batch leaves
@@ -514,10 +516,13 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     time its batch leaves is dropped as 'late' instead of run; None (archive mode): nothing is dropped.
     ``on_result(FrameResult)``. ``control``: a RunControl (control.py) steering the run, with
     ``open_stream(spec, name, max_frames) -> Source`` opening what it adds; the run then lasts until control.stop().
+    ``tracker``: a StreamTracker for the poses (one pipeline only: a stream's frames are tracked in order).
     Returns {source name: error} for the sources that failed; raises RunnerError when a worker failed."""
     pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
     if not pipes:
         raise ValueError("pipes: expected at least one pipeline, got none")
+    if tracker is not None and len(pipes) > 1:
+        raise ValueError("tracker: a stream's frames are tracked in order, by one pipeline; got several")
     state = RunState(source_ended=control.stream_ended if control is not None else None)
     frames_q: queue.Queue = queue.Queue(maxsize=2 * batch * len(pipes))  # frames in flight stay bounded
     results_q: queue.Queue = queue.Queue(maxsize=2 * len(pipes))  # read back while the next batches compute
@@ -532,7 +537,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     for i, p in enumerate(pipes):
         policy = BatchPolicy(batch, max_wait, idle_ms / 1e3, None if late_ms is None else late_ms / 1e3)
         threads.append(threading.Thread(target=_batcher, name=f"posefuse-gpu-{i}", daemon=True,
-                                        args=(frames_q, results_q, p, state, policy, ended)))
+                                        args=(frames_q, results_q, p, state, policy, ended, tracker)))
     threads.append(threading.Thread(target=_results, name="posefuse-result", daemon=True,
                                     args=(results_q, events, on_result, state, len(pipes))))
     if not sources and control is None:

@@ -76,7 +76,8 @@ class RunConfig:
         imgsz: letterbox size in pixels, a multiple of 32 (default 640).
         conf: score threshold in [0, 1] (default 0.25); iou: NMS IoU threshold in [0, 1] (default 0.7).
         track: give each pose a track_id across its stream's frames (ByteTrack, as Ultralytics'
-            bytetrack.yaml; default False).
+            bytetrack.yaml; default False), on the device beside the poses (fusion/tracking.py); not with the
+            replicas or ultralytics runners.
         compile: the backbone compiled by Inductor inside the pipeline's CUDA graph (fusion.compiled): 'off',
             'default', 'max-autotune' or 'auto' (default): 'default' for a live run without an end on a GPU,
             else 'off': compiling adds seconds to tens of seconds per batch size to a start, warm cache or
@@ -236,6 +237,10 @@ class RunConfig:
             c.chunk = c.chunk or c.batch  # a chunk fills a batch
         if c.compile == AUTO:
             c.compile, c.chosen["compile"] = _auto_compile(c, gpu_run)
+        if c.track and c.runner in ("replicas", "ultralytics"):  # fusion/tracking.py says why
+            raise ConfigError("track", "the pipeline tracks each stream's frames in order, from one thread: "
+                              f"the {c.runner!r} runner " + ("submits them from several" if c.runner == "replicas"
+                                                             else "has no pipeline") + "; use 'dynamic'")
         if c.runner == "multigpu" and c.save_video:
             raise ConfigError("save_video", "is not available with the multigpu runner (images stay in the workers)")
         if c.runner not in CONCURRENT + ("multigpu",) and c.mode == "live":

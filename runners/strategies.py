@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from ..fusion.pipeline import PoseResult
+from ..fusion.tracking import TrackStep
 from ..kernels._common import KernelInputError, as_tensor
 from ..kernels.letterbox import FrameBatch, check_frame
 from .config import SEQUENTIAL
@@ -81,17 +82,18 @@ def admit_all(parcels: list, events: RunEvents, device=None) -> list:
     return goods
 
 
-def submit_frames(pipe, frames: list) -> list:
+def submit_frames(pipe, frames: list, streams: list | None = None, tracker=None) -> list:
     """Submit checked ``frames`` as few batches as their pixel formats and devices allow (in order); the
-    current stream first waits on each frame's ``ready`` event (NVDEC). Returns [(frames, PendingBatch)].
+    current stream first waits on each frame's ``ready`` event (NVDEC). ``tracker``: a StreamTracker stepping
+    the batches' poses (``streams``: each frame's stream). Returns [(frames, PendingBatch)].
     On CUDA out-of-memory a batch is split in halves and retried (with a warning), down to single frames."""
     todo: list = []
-    for f in frames:
+    for i, f in enumerate(frames):
         kind = (f.pixel_format, f.checked[0].device.type)
         if todo and todo[-1][0] == kind:
-            todo[-1][1].append(f)
+            todo[-1][1].append(i)
         else:
-            todo.append((kind, [f]))
+            todo.append((kind, [i]))
     waited = set()
     for f in frames:
         if f.ready is not None and id(f.ready) not in waited:
@@ -99,19 +101,21 @@ def submit_frames(pipe, frames: list) -> list:
             torch.cuda.current_stream().wait_event(f.ready)
     out = []
     while todo:
-        kind, group = todo.pop(0)
+        kind, idx = todo.pop(0)
+        group = [frames[i] for i in idx]
+        track = None if tracker is None else TrackStep(tracker, [streams[i] for i in idx], [f.restart for f in group])
         try:
             fb = FrameBatch.checked([f.checked[0] for f in group], [f.checked[1] for f in group], kind[0],
                                     pinned=tuple(f.pinned for f in group))
-            out.append((group, pipe.submit(fb, kind[0])))
+            out.append((group, pipe.submit(fb, kind[0], track)))
         except torch.cuda.OutOfMemoryError:
             if len(group) == 1:
                 raise
             torch.cuda.empty_cache()
-            half = len(group) // 2
-            warnings.warn(f"CUDA out of memory for a batch of {len(group)}: splitting into {half} + "
-                          f"{len(group) - half}", RuntimeWarning, stacklevel=2)
-            todo[:0] = [(kind, group[:half]), (kind, group[half:])]
+            half = len(idx) // 2
+            warnings.warn(f"CUDA out of memory for a batch of {len(idx)}: splitting into {half} + "
+                          f"{len(idx) - half}", RuntimeWarning, stacklevel=2)
+            todo[:0] = [(kind, idx[:half]), (kind, idx[half:])]
     return out
 
 
@@ -171,17 +175,18 @@ def _stop(name: str, frames: list, events: RunEvents, err: BaseException):
     raise RunnerError("result", err) from err
 
 
-def run_serial(src: Source, pipe, events: RunEvents, on_result: OnResult | None = None):
+def run_serial(src: Source, pipe, events: RunEvents, on_result: OnResult | None = None, tracker=None):
     for parcel in src:
         good = admit(src.name, parcel, events, pipe.device)
         for k, f in enumerate(good):
             try:
-                deliver(_finished(src.name, submit_frames(pipe, [f]), events), events, on_result)
+                deliver(_finished(src.name, submit_frames(pipe, [f], [src.name], tracker), events), events, on_result)
             except SinkError as e:
                 _stop(src.name, good[k + 1:], events, e.__cause__)
 
 
-def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None = None, batch: int = 32):
+def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None = None, batch: int = 32,
+                tracker=None):
     """Fixed batches of ``src``; the next batch is queued while the last is read back. A source that fails
     mid-stream: the frames already in are finished, then its error goes on; a sink that fails: the frames
     not delivered become drops and the run stops (RunnerError)."""
@@ -190,7 +195,7 @@ def run_batched(src: Source, pipe, events: RunEvents, on_result: OnResult | None
 
     def flush(frames):
         nonlocal pending
-        done, pending = pending, (submit_frames(pipe, frames) if frames else None)
+        done, pending = pending, (submit_frames(pipe, frames, [src.name] * len(frames), tracker) if frames else None)
         if done is not None:
             deliver(_finished(src.name, done, events), events, on_result)
 
@@ -233,14 +238,14 @@ def run_ultralytics(src: Source, yolo, events: RunEvents, on_result: OnResult | 
 
 
 def run_source(src: Source, runner: str, engine, events: RunEvents, on_result: OnResult | None = None,
-               batch: int = 32, predict_kw: dict | None = None):
+               batch: int = 32, predict_kw: dict | None = None, tracker=None):
     """Run one source with a sequential runner (``engine``: a PosePipeline, or an ultralytics YOLO for
-    'ultralytics'). A source that fails mid-stream raises SourceError (the frames it delivered before are
-    accounted for)."""
+    'ultralytics'; ``tracker``: a StreamTracker for the pipeline's poses). A source that fails mid-stream
+    raises SourceError (the frames it delivered before are accounted for)."""
     if runner == "serial":
-        run_serial(src, engine, events, on_result)
+        run_serial(src, engine, events, on_result, tracker)
     elif runner == "batched":
-        run_batched(src, engine, events, on_result, batch)
+        run_batched(src, engine, events, on_result, batch, tracker)
     elif runner == "ultralytics":
         run_ultralytics(src, engine, events, on_result, **(predict_kw or {}))
     else:

@@ -276,11 +276,11 @@ class FailingPipeline:
     def __getattr__(self, name):  # device, ring_wait_s, ...: the real pipeline's
         return getattr(self.pipe, name)
 
-    def submit(self, frames, pixel_format="bgr"):
+    def submit(self, frames, pixel_format="bgr", track=None):
         self.calls += 1
         if self.calls == self.n:
             raise RuntimeError("injected GPU fault")
-        return self.pipe.submit(frames, pixel_format)
+        return self.pipe.submit(frames, pixel_format, track)
 
 
 def test_worker_exception_stops_the_run_with_its_stage_and_no_thread_left(cpu_pipe):
@@ -453,11 +453,11 @@ class OomPipeline:
     def __getattr__(self, name):
         return getattr(self.pipe, name)
 
-    def submit(self, frames, pixel_format="bgr"):
+    def submit(self, frames, pixel_format="bgr", track=None):
         self.sizes.append(len(frames))
         if len(frames) > self.limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return self.pipe.submit(frames, pixel_format)
+        return self.pipe.submit(frames, pixel_format, track)
 
 
 def test_out_of_memory_splits_the_batch_and_loses_no_frame(cpu_pipe):

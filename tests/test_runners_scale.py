@@ -44,11 +44,11 @@ class SlowFirst:
     def __getattr__(self, name):  # device, ring_wait_s, ...: the real pipeline's
         return getattr(self.pipe, name)
 
-    def submit(self, frames, pixel_format="bgr"):
+    def submit(self, frames, pixel_format="bgr", track=None):
         if self.n > 0:
             self.n -= 1
             time.sleep(self.delay)
-        return self.pipe.submit(frames, pixel_format)
+        return self.pipe.submit(frames, pixel_format, track)
 
 
 def test_streams_replicas_deliver_each_stream_in_order(cpu_pipe):

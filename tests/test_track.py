@@ -495,3 +495,14 @@ def test_track_cu_built_for_the_host_matches_the_reference(host_track, clip_dete
                      F32(c.track_high_thresh), F32(c.track_low_thresh), F32(c.new_track_thresh), I(c.track_buffer),
                      F64(c.match_thresh), I(int(c.fuse_score)), I(int(match == "oks")))
         assert torch.equal(ids, want), f"batch {k}"
+
+
+@pytest.mark.parametrize("runner", ["replicas", "ultralytics"])
+def test_track_is_refused_where_a_stream_is_not_submitted_in_order(runner):
+    """The pipeline tracks a stream's frames in the order one thread submits them: the replicas runner
+    (several submitting threads) and the ultralytics runner (no pipeline) refuse ``track``, naming it."""
+    from posefuse import RunConfig
+    from posefuse.runners.config import ConfigError
+
+    with pytest.raises(ConfigError, match="track: the pipeline tracks each stream's frames in order"):
+        RunConfig(sources=[None], runner=runner, device="cpu", track=True).validated()

@@ -31,14 +31,18 @@ ROW = 4 + 1 + 17 * 3  # floats per detection row in the flat buffer
 class Detections:
     """boxes (B, max_det, 4) float32 xyxy original-image pixels; scores (B, max_det) float32;
     keypoints (B, max_det, 17, 3) float32 (x, y original pixels, visibility); counts (B,) int32.
-    Rows past counts[b] are zero. All four are views of one flat buffer (``flat``), so one copy moves a
-    batch's results between devices: ``host.flat.copy_(dev.flat, non_blocking=True)``."""
+    Rows past counts[b] are zero. track_ids (B, max_det) int32: the tracker's id of each pose (0: none),
+    written by a tracked pipeline (fusion.tracking), else unset. All five are views of one flat buffer
+    (``flat``), so one copy moves a batch's results between devices: ``host.flat.copy_(dev.flat,
+    non_blocking=True)``; ``untracked`` is the part before track_ids (an untracked batch's copy)."""
 
     boxes: torch.Tensor
     scores: torch.Tensor
     keypoints: torch.Tensor
     counts: torch.Tensor
     flat: torch.Tensor | None = None
+    track_ids: torch.Tensor | None = None
+    untracked: torch.Tensor | None = None
     workspace: dict = field(default_factory=dict, repr=False)  # kernel scratch, reused across calls
 
     @property
@@ -47,15 +51,17 @@ class Detections:
 
     @staticmethod
     def empty(b: int, max_det: int, device, pin_memory: bool = False) -> "Detections":
-        """Layout of ``flat`` (float32): boxes b*m*4 | scores b*m | keypoints b*m*51 | counts b (int32 bits)."""
+        """Layout of ``flat`` (float32): boxes b*m*4 | scores b*m | keypoints b*m*51 | counts b | track_ids
+        b*m (both int32 bits)."""
         m = b * max_det
-        flat = torch.empty(m * ROW + b, dtype=torch.float32, device=device, pin_memory=pin_memory)
+        flat = torch.empty(m * ROW + b + m, dtype=torch.float32, device=device, pin_memory=pin_memory)
         boxes = flat[: 4 * m].view(b, max_det, 4)
         scores = flat[4 * m : 5 * m].view(b, max_det)
         kpts = flat[5 * m : ROW * m].view(b, max_det, 17, 3)
-        counts = flat[ROW * m :].view(torch.int32)
+        counts = flat[ROW * m : ROW * m + b].view(torch.int32)
+        track_ids = flat[ROW * m + b :].view(torch.int32).view(b, max_det)
         counts.zero_()
-        return Detections(boxes, scores, kpts, counts, flat)
+        return Detections(boxes, scores, kpts, counts, flat, track_ids, flat[: ROW * m + b])
 
     def scratch(self, name: str, shape, dtype) -> torch.Tensor:
         t = self.workspace.get(name)

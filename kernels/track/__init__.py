@@ -197,6 +197,7 @@ class ByteTrackBatch:
             else dev
         self.streams, self.max_det, self.capacity, self.cfg = streams, max_det, capacity, cfg
         self.backend = resolve_backend(backend, self.device, self.BACKENDS)
+        self._overflow = None  # the device's overflow flags as last copied (pinned), for check()
         if self.backend == "reference":
             self.refs = [ByteTrackReference(cfg) for _ in range(streams)]
             return
@@ -241,9 +242,12 @@ class ByteTrackBatch:
             t.zero_()
 
     def update(self, boxes: torch.Tensor, scores: torch.Tensor, counts: torch.Tensor, stream, restart=None,
-               keypoints: torch.Tensor | None = None) -> torch.Tensor:
+               keypoints: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
         """(B, max_det) int32 track ids of the batch's detections (0: no track); see the class docstring.
-        ``keypoints`` (B, max_det, 17, 3) float32: for ``cfg.match == 'oks'``."""
+        ``keypoints`` (B, max_det, 17, 3) float32: for ``cfg.match == 'oks'``. ``out`` (B, max_det) int32:
+        the ids are written there, and the update does not wait for the device: the counts' values are
+        not checked (a pipeline's own) and a stream out of track slots is reported by :meth:`check` once
+        the caller has synchronized."""
         check_tensor(boxes, "boxes", dtypes=(torch.float32,), ndim=3, device=self.device)
         B = boxes.shape[0]
         if tuple(boxes.shape[1:]) != (self.max_det, 4):
@@ -251,7 +255,14 @@ class ByteTrackBatch:
         check_tensor(scores, "scores", dtypes=(torch.float32,), ndim=2, device=self.device)
         if tuple(scores.shape) != (B, self.max_det):
             raise KernelInputError(f"scores: expected ({B}, {self.max_det}), got {tuple(scores.shape)}")
-        _check_counts(counts, "counts", B, self.max_det, self.device)
+        if out is None:
+            _check_counts(counts, "counts", B, self.max_det, self.device)
+        else:
+            check_tensor(counts, "counts", dtypes=(torch.int32,), ndim=1, device=self.device)
+            check_tensor(out, "out", dtypes=(torch.int32,), ndim=2, device=self.device)
+            if counts.shape[0] != B or tuple(out.shape) != (B, self.max_det):
+                raise KernelInputError(f"counts, out: expected ({B},) and ({B}, {self.max_det}), got "
+                                       f"{tuple(counts.shape)} and {tuple(out.shape)}")
         stream = np.asarray(stream, dtype=np.int64).reshape(-1)
         if len(stream) != B or (B and (stream.min() < 0 or stream.max() >= self.streams)):
             raise KernelInputError(f"stream: expected {B} stream indices in [0, {self.streams}), got "
@@ -268,9 +279,10 @@ class ByteTrackBatch:
                 raise KernelInputError(f"keypoints: expected ({B}, {self.max_det}, 17, 3), got {tuple(keypoints.shape)}")
         else:
             keypoints = torch.zeros((1, 1, 17, 3), dtype=torch.float32, device=self.device)
-        ids = torch.zeros((B, self.max_det), dtype=torch.int32, device=self.device)
+        ids = torch.zeros((B, self.max_det), dtype=torch.int32, device=self.device) if out is None else out
         with nvtx_range("track"):
             if self.backend == "reference":
+                ids.zero_()
                 n = counts.tolist()
                 for b, s in enumerate(stream.tolist()):
                     if restart[b]:
@@ -280,11 +292,30 @@ class ByteTrackBatch:
                     ids[b, torch.from_numpy(rows[:, 6].astype(np.int64))] = torch.from_numpy(rows[:, 4].astype(np.int32))
                 return ids
             order, n_frames = self.order(stream, self.streams)
-            to = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
-            _impl(self.backend).track(boxes, scores, counts, to(order), to(n_frames), to(restart), ids, keypoints, self.state,
-                       self.scratch, self.cfg)
-            if int(self.state["overflow"].max()):
-                full = torch.nonzero(self.state["overflow"]).flatten().tolist()
-                raise KernelInputError(f"capacity: streams {full} need more than {self.capacity} track slots "
-                                       "(tracked, lost and born in one frame); give ByteTrackBatch a larger capacity")
+            S, F = order.shape
+            # the launch's index arrays in one pinned buffer and one copy that does not wait for the device
+            host = np.concatenate([order.ravel(), n_frames, restart.astype(np.int32)])
+            dev = torch.from_numpy(host).pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" \
+                else torch.from_numpy(host)
+            _impl(self.backend).track(boxes, scores, counts, dev[:S * F].view(S, F), dev[S * F:S * F + S],
+                                      dev[S * F + S:].to(torch.uint8), ids, keypoints, self.state, self.scratch,
+                                      self.cfg)
+            if self.device.type == "cuda":
+                if self._overflow is None:
+                    self._overflow = torch.zeros(self.streams, dtype=torch.int32, pin_memory=True)
+                self._overflow.copy_(self.state["overflow"], non_blocking=True)
+            else:
+                self._overflow = self.state["overflow"]
+            if out is None:
+                if self.device.type == "cuda":
+                    torch.cuda.current_stream(self.device).synchronize()
+                self.check()
         return ids
+
+    def check(self):
+        """Raises KernelInputError when a stream ran out of track slots (in an update the device has finished:
+        the caller synchronizes first after an update with ``out``)."""
+        if self._overflow is not None and int(self._overflow.max()):
+            full = torch.nonzero(self._overflow).flatten().tolist()
+            raise KernelInputError(f"capacity: streams {full} need more than {self.capacity} track slots "
+                                   "(tracked, lost and born in one frame); give ByteTrackBatch a larger capacity")

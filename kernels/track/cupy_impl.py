@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._common import KERNEL_DIR, cupy_launch, cupy_module, ptr
+from .._common import KERNEL_DIR, KernelInputError, cupy_launch, cupy_module, ptr, shared_memory_per_block
 from . import LAP_WORK, SCRATCH, STATE
 from .reference import AREA_FRACTION, KPT_CONF, OKS_DEN
 
@@ -18,6 +18,16 @@ DEFINES = (("PREDICT_NAME", "kf_predict_f64"), ("UPDATE_NAME", "kf_update_f64"),
            ("ASSIGN_NAME", "lap_f64"), ("TRACK_NAME", "bytetrack_f64"),
            ("OKS_DEN_INIT", "{" + ", ".join(repr(float(x)) for x in OKS_DEN) + "}"),
            ("AREA_FRACTION", repr(AREA_FRACTION)), ("KPT_CONF", f"{KPT_CONF!r}f"))
+
+
+def _lap_shared(W: int, device: torch.device, names: str) -> int:
+    """Bytes of shared memory for the assignment's scratch of W entries (track.cu: lap_work), checked."""
+    need = W * (3 * 8 + 2 * 4 + 1)
+    have = shared_memory_per_block(device)
+    if need > have:
+        raise KernelInputError(f"{names}: the assignment's scratch of {W} entries needs {need} bytes of shared memory "
+                               f"per block, the device gives {have}; use fewer")
+    return need
 
 
 def _module(device: torch.device):
@@ -58,7 +68,8 @@ def assign(cost, n_tracks, n_dets, match, work: dict, limit: float) -> None:
         cupy_launch(k, (S, 1, 1), (LANES, 1, 1),
                     (ptr(cost), ptr(n_tracks), ptr(n_dets), ptr(match),
                      *(ptr(work[k]) for k in LAP_WORK),
-                     np.int32(S), np.int32(T), np.int32(D), np.float64(limit)), cost.device)
+                     np.int32(S), np.int32(T), np.int32(D), np.float64(limit)), cost.device,
+                    shared_mem=_lap_shared(T + D + 1, cost.device, "cost: tracks + detections"))
 
 
 def track(boxes, scores, counts, order, n_frames, restart, ids, keypoints, state: dict, scratch: dict, cfg) -> None:
@@ -73,4 +84,4 @@ def track(boxes, scores, counts, order, n_frames, restart, ids, keypoints, state
                      np.int32(S), np.int32(K), np.int32(M), np.int32(F), np.float32(cfg.track_high_thresh),
                      np.float32(cfg.track_low_thresh), np.float32(cfg.new_track_thresh), np.int32(cfg.track_buffer),
                      np.float64(cfg.match_thresh), np.int32(cfg.fuse_score), np.int32(cfg.match == "oks")),
-                    boxes.device)
+                    boxes.device, shared_mem=_lap_shared(K + M + 1, boxes.device, "capacity + max_det"))

@@ -207,6 +207,27 @@ __device__ void lap_one(const float* c, int ld, int n, int m, double limit, doub
     __syncwarp();
 }
 
+// The assignment's scratch of one stream, W entries each (u, v, minv float64; p, way int32; used uint8): in
+// the block's dynamic shared memory on the GPU, W * 33 bytes (every step of the scan reads what other lanes
+// wrote in the step before: shared memory keeps that inside the SM instead of a round trip through L2); in
+// the arguments' global rows in the tests' host build.
+struct LapWork {
+    double *u, *v, *minv;
+    int *p, *way;
+    unsigned char* used;
+};
+
+__device__ LapWork lap_work(double* u, double* v, double* minv, int* p, int* way, unsigned char* used, size_t W) {
+#ifdef __CUDACC__
+    extern __shared__ double lap_shared[];
+    double* d = lap_shared;
+    int* i = (int*)(d + 3 * W);
+    return {d, d + W, d + 2 * W, i, i + W, (unsigned char*)(i + 2 * W)};
+#else
+    return {u, v, minv, p, way, used};
+#endif
+}
+
 extern "C" __global__ void PREDICT_NAME(double* __restrict__ mean, double* __restrict__ cov,
                                         const unsigned char* __restrict__ tracked, int T) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -240,10 +261,11 @@ extern "C" __global__ void ASSIGN_NAME(const float* __restrict__ cost, const int
     const int s = blockIdx.x;  // one stream per block of blockDim.x lanes
     if (s >= S) return;
     const size_t W = (size_t)T + D + 1, o = (size_t)s * W;
+    const LapWork w = lap_work(u + o, v + o, minv + o, p + o, way + o, used + o, W);
     for (int i = threadIdx.x; i < T; i += blockDim.x) match[(size_t)s * T + i] = -1;
     __syncwarp();
-    lap_one(cost + (size_t)s * T * D, D, n_tracks[s], n_dets[s], limit, u + o, v + o, minv + o, p + o, way + o,
-            used + o, match + (size_t)s * T);
+    lap_one(cost + (size_t)s * T * D, D, n_tracks[s], n_dets[s], limit, w.u, w.v, w.minv, w.p, w.way, w.used,
+            match + (size_t)s * T);
 }
 
 // ------------------------------------------------------------------ the tracker: one warp per stream
@@ -348,8 +370,10 @@ extern "C" __global__ void TRACK_NAME(
     Stream z = {id + sK, st + sK, act + sK, idx + sK, frame + sK, start + sK, score + sK, mean + sK * 8,
                 cov + sK * 64, trk + sK, lst + sK, dxyxy + sM * 4, dxyah + sM * 4, dscore + sM, hi + sM, lo + sM,
                 pool + sK, rest + sK, unconf + sK, dleft + sM, acts + sK, refs + sK, lost_new + sK, new_trk + sK,
-                new_lst + sK, mark + (size_t)s * KM, rowsol + sK, cost + sK * M, u + s * W, v + s * W,
-                minv + s * W, p + s * W, way + s * W, used + s * W, tkp + sK * 51, tkc + sK * 2, rm_at + sK, kpts_in, K, M, oks};
+                new_lst + sK, mark + (size_t)s * KM, rowsol + sK, cost + sK * M, nullptr, nullptr, nullptr,
+                nullptr, nullptr, nullptr, tkp + sK * 51, tkc + sK * 2, rm_at + sK, kpts_in, K, M, oks};
+    const LapWork w = lap_work(u + s * W, v + s * W, minv + s * W, p + s * W, way + s * W, used + s * W, W);
+    z.u = w.u, z.v = w.v, z.minv = w.minv, z.p = w.p, z.way = w.way, z.used = w.used;
     // the stream's counters, alike in every lane; lane 0 stores them at the end
     int n_trk = ntrk[s], n_lst = nlst[s], fid = fids[s], next = next_id[s];
     const int* sorder = order + (size_t)s * F;
