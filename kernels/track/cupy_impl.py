@@ -22,7 +22,7 @@ DEFINES = (("PREDICT_NAME", "kf_predict_f64"), ("UPDATE_NAME", "kf_update_f64"),
 
 def _lap_shared(W: int, device: torch.device, names: str) -> int:
     """Bytes of shared memory for the assignment's scratch of W entries (track.cu: lap_work), checked."""
-    need = W * (3 * 8 + 2 * 4 + 1)
+    need = W * (3 * 8 + 4 * 4 + 1)
     have = shared_memory_per_block(device)
     if need > have:
         raise KernelInputError(f"{names}: the assignment's scratch of {W} entries needs {need} bytes of shared memory "

@@ -153,15 +153,56 @@ __device__ void lanes_argmin(double& d, int& j) {
     }
 }
 
+// The assignment's scratch of one stream, W entries each (u, v, minv float64; p, way, rk, ck int32; used
+// uint8): in the block's dynamic shared memory on the GPU, W * 41 bytes (every step of the scan reads what
+// other lanes wrote in the step before: shared memory keeps that inside the SM instead of a round trip
+// through L2); in the arguments' global rows in the tests' host build (rk and ck: arrays of its own).
+struct LapWork {
+    double *u, *v, *minv;
+    int *p, *way, *rk, *ck;
+    unsigned char* used;
+};
+
+__device__ LapWork lap_work(double* u, double* v, double* minv, int* p, int* way, unsigned char* used, size_t W) {
+#ifdef __CUDACC__
+    extern __shared__ double lap_shared[];
+    double* d = lap_shared;
+    int* i = (int*)(d + 3 * W);
+    return {d, d + W, d + 2 * W, i, i + W, i + 2 * W, i + 3 * W, (unsigned char*)(i + 4 * W)};
+#else
+    static int rk[1 << 16], ck[1 << 16];
+    return {u, v, minv, p, way, rk, ck, used};
+#endif
+}
+
 // lap.lapjv(c[:n, :m], extend_cost=True, cost_limit=limit), c row-major with row stride ld:
-// rowsol[r] = the column of row r, or -1. The lanes share each step's scan over the columns (a column's
-// minv, way and v belong to one lane) and take the step's minimum by lanes_argmin, so every value is the
-// serial loop's, bit for bit; lane 0 walks the augmenting path.
+// rowsol[r] = the column of row r, or -1.
+// First the problem shrinks, exactly: a solution pays c for each pair it matches and limit / 2 for each row
+// and column it leaves unmatched, so a pair with c > limit is never in an optimum (leaving both unmatched
+// costs less), and a row or column with no entry <= limit is unmatched in every optimum. Only the rows and
+// columns with such an entry (rk, ck) go to the solver: in a crowd most tracks are lost ones far from
+// every detection, and the square problem of n + m shrinks to a few tens.
+// Then the lanes share each step's scan over the columns (a column's minv, way and v belong to one lane)
+// and take the step's minimum by lanes_argmin, so every value is the serial loop's, bit for bit; lane 0
+// walks the augmenting path.
 __device__ void lap_one(const float* c, int ld, int n, int m, double limit, double* u, double* v, double* minv,
-                        int* p, int* way, unsigned char* used, int* rowsol) {
+                        int* p, int* way, unsigned char* used, int* rk, int* ck, int* rowsol) {
     const int lanes = blockDim.x, l = threadIdx.x;
     for (int r = l; r < n; r += lanes) rowsol[r] = -1;
     __syncwarp();
+    if (n == 0 || m == 0) return;
+    auto same = [](int q) { return q; };
+    const int n0 = n;
+    n = append_if(rk, 0, n0, [&](int r) {
+        for (int q = 0; q < m; ++q)
+            if ((double)c[(size_t)r * ld + q] <= limit) return true;
+        return false;
+    }, same);
+    m = append_if(ck, 0, m, [&](int q) {
+        for (int r = 0; r < n; ++r)
+            if ((double)c[(size_t)rk[r] * ld + q] <= limit) return true;
+        return false;
+    }, same);
     if (n == 0 || m == 0) return;
     const int N = n + m;
     const double half = 0.5 * limit;
@@ -175,13 +216,14 @@ __device__ void lap_one(const float* c, int ld, int n, int m, double limit, doub
         do {
             if (l == 0) used[j0] = 1;
             __syncwarp();
-            const int i0 = p[j0];
+            const int i0 = p[j0], r = i0 - 1;
+            const size_t row = r < n ? (size_t)rk[r] * ld : 0;
             double delta = BIG;
             int j1 = 0;
             for (int j = 1 + l; j <= N; j += lanes) {
                 if (used[j]) continue;
-                const int r = i0 - 1, q = j - 1;
-                const double cij = r < n ? (q < m ? (double)c[(size_t)r * ld + q] : half) : (q < m ? half : 0.0);
+                const int q = j - 1;
+                const double cij = r < n ? (q < m ? (double)c[row + ck[q]] : half) : (q < m ? half : 0.0);
                 const double cur = cij - u[i0] - v[j];
                 if (cur < minv[j]) minv[j] = cur, way[j] = j0;
                 if (minv[j] < delta) delta = minv[j], j1 = j;
@@ -203,29 +245,8 @@ __device__ void lap_one(const float* c, int ld, int n, int m, double limit, doub
     }
     __syncwarp();
     for (int j = 1 + l; j <= m; j += lanes)
-        if (p[j] >= 1 && p[j] <= n) rowsol[p[j] - 1] = j - 1;
+        if (p[j] >= 1 && p[j] <= n) rowsol[rk[p[j] - 1]] = ck[j - 1];
     __syncwarp();
-}
-
-// The assignment's scratch of one stream, W entries each (u, v, minv float64; p, way int32; used uint8): in
-// the block's dynamic shared memory on the GPU, W * 33 bytes (every step of the scan reads what other lanes
-// wrote in the step before: shared memory keeps that inside the SM instead of a round trip through L2); in
-// the arguments' global rows in the tests' host build.
-struct LapWork {
-    double *u, *v, *minv;
-    int *p, *way;
-    unsigned char* used;
-};
-
-__device__ LapWork lap_work(double* u, double* v, double* minv, int* p, int* way, unsigned char* used, size_t W) {
-#ifdef __CUDACC__
-    extern __shared__ double lap_shared[];
-    double* d = lap_shared;
-    int* i = (int*)(d + 3 * W);
-    return {d, d + W, d + 2 * W, i, i + W, (unsigned char*)(i + 2 * W)};
-#else
-    return {u, v, minv, p, way, used};
-#endif
 }
 
 extern "C" __global__ void PREDICT_NAME(double* __restrict__ mean, double* __restrict__ cov,
@@ -264,8 +285,8 @@ extern "C" __global__ void ASSIGN_NAME(const float* __restrict__ cost, const int
     const LapWork w = lap_work(u + o, v + o, minv + o, p + o, way + o, used + o, W);
     for (int i = threadIdx.x; i < T; i += blockDim.x) match[(size_t)s * T + i] = -1;
     __syncwarp();
-    lap_one(cost + (size_t)s * T * D, D, n_tracks[s], n_dets[s], limit, w.u, w.v, w.minv, w.p, w.way, w.used,
-            match + (size_t)s * T);
+    lap_one(cost + (size_t)s * T * D, D, n_tracks[s], n_dets[s], limit, w.u, w.v, w.minv, w.p, w.way, w.used, w.rk,
+            w.ck, match + (size_t)s * T);
 }
 
 // ------------------------------------------------------------------ the tracker: one warp per stream
@@ -298,6 +319,7 @@ struct Stream {  // one stream's rows of the state and scratch arrays
     double *u, *v, *minv;
     int *p, *way;
     unsigned char* used;
+    int *rk, *ck;      // the assignment's kept rows and columns
     float* tkp;        // track keypoints (K, 17, 3), 'oks'
     double* tkc;       // their center (K, 2)
     int* rm_at;        // the frame a track was first removed at (0: never)
@@ -329,7 +351,7 @@ __device__ void costs(const Stream& z, const int* rows, int n, const int* cols, 
 }
 
 __device__ void lap_stream(const Stream& z, int n, int m, double limit) {
-    lap_one(z.cost, z.M, n, m, limit, z.u, z.v, z.minv, z.p, z.way, z.used, z.rowsol);
+    lap_one(z.cost, z.M, n, m, limit, z.u, z.v, z.minv, z.p, z.way, z.used, z.rk, z.ck, z.rowsol);
 }
 
 // 'oks': track t keeps detection j's keypoints and center
@@ -371,9 +393,9 @@ extern "C" __global__ void TRACK_NAME(
                 cov + sK * 64, trk + sK, lst + sK, dxyxy + sM * 4, dxyah + sM * 4, dscore + sM, hi + sM, lo + sM,
                 pool + sK, rest + sK, unconf + sK, dleft + sM, acts + sK, refs + sK, lost_new + sK, new_trk + sK,
                 new_lst + sK, mark + (size_t)s * KM, rowsol + sK, cost + sK * M, nullptr, nullptr, nullptr,
-                nullptr, nullptr, nullptr, tkp + sK * 51, tkc + sK * 2, rm_at + sK, kpts_in, K, M, oks};
+                nullptr, nullptr, nullptr, nullptr, nullptr, tkp + sK * 51, tkc + sK * 2, rm_at + sK, kpts_in, K, M, oks};
     const LapWork w = lap_work(u + s * W, v + s * W, minv + s * W, p + s * W, way + s * W, used + s * W, W);
-    z.u = w.u, z.v = w.v, z.minv = w.minv, z.p = w.p, z.way = w.way, z.used = w.used;
+    z.u = w.u, z.v = w.v, z.minv = w.minv, z.p = w.p, z.way = w.way, z.used = w.used, z.rk = w.rk, z.ck = w.ck;
     // the stream's counters, alike in every lane; lane 0 stores them at the end
     int n_trk = ntrk[s], n_lst = nlst[s], fid = fids[s], next = next_id[s];
     const int* sorder = order + (size_t)s * F;
