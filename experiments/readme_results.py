@@ -87,7 +87,7 @@ def section() -> str:
             out.append(f"| {prec} | {s['frames']} | {s['their_detections']} | {s['matched_fraction']:.4f} | "
                        f"{s['extra_fraction']:.4f} | {s['keypoint_mean_error_px']:.3f} | {s['max_score_diff']:.4f} |")
         out.append("")
-    out += _startup() + _regression() + _phases() + _runners() + _soak() + _track_ids() + _heads() + _compile() + _serve() + _ray()
+    out += _startup() + _regression() + _phases() + _runners() + _soak() + _track_ids() + _tracking() + _heads() + _compile() + _serve() + _ray()
     out.append(END)
     return "\n".join(out)
 
@@ -275,6 +275,37 @@ def _track_ids() -> list:
     return [f"**Track ids against Ultralytics' BYTETracker** ([results/track_ids.md](results/track_ids.md), "
             f"`{t['command']}`), the same detections, frames whose ids agree: {clips}; backend {t['backend']} on "
             f"{env.get('card') or 'the CPU (Numba: its CUDA simulator)'}, {env.get('date')}.", ""]
+
+
+def _tracking() -> list:
+    """The latest run of experiments/track_bench.py on this code (results/track_e2e.json), with the old
+    checkout's run of the same call beside it where there is one."""
+    runs = (_load("track_e2e") or {"runs": []})["runs"]
+    new = next((r for r in reversed(runs) if not r.get("checkout") and r.get("e2e")), None)
+    if not new:
+        return []
+    old = next((r for r in runs[runs.index(new) + 1:] if r.get("checkout")), None)
+    env = new["env"]
+    out = [f"**Tracking** ([results/track_e2e.md](results/track_e2e.md), `{new['command']}`, {env.get('card')}, "
+           f"{env.get('date')}{'; beside ' + old['checkout'] + ' in the same call' if old else ''}): "
+           f"{new['streams']} NVDEC streams end to end with `--track` over without.", "",
+           "| clip | without fr/s | with fr/s | ratio |" + (f" {old['checkout']} ratio |" if old else ""),
+           "| --- | ---: | ---: | ---: |" + (" ---: |" if old else "")]
+    for clip, e in new["e2e"].items():
+        out.append(f"| {clip} | {e['without']['frames_per_s']:,.0f} | {e['with']['frames_per_s']:,.0f} | "
+                   f"{e['ratio']:.3f} |" + (f" {old['e2e'][clip]['ratio']:.3f} |" if old else ""))
+    t, st = new.get("tracker"), new.get("start") or {}
+    if t:
+        out += ["", f"The tracker on the crowded clip ({t['people_per_frame']:.1f} detections a frame, {t['streams']} "
+                f"streams x {t['frames']} frames a call): {t['ours_us_per_frame']:.1f} us a frame, "
+                f"{t['over_ultralytics']:.0f}x Ultralytics' BYTETracker fed the same detections"
+                + (f" ({old['checkout']}: {old['tracker']['over_ultralytics']:.1f}x)" if old and old.get("tracker") else "")
+                + "."]
+    warm, cold = (st.get(k, {}).get("startup_s") or {} for k in ("track_warm", "track_cold"))
+    if "tracker" in warm:
+        out += ["", f"Start-up: the tracker's kernels add {warm['tracker']:.2f} s to a job once built (CuPy's kernel "
+                f"cache), {cold.get('tracker', 0):.1f} s on a machine's first tracked job."]
+    return out + [""]
 
 
 def _latest_with(runs: list, key: str):

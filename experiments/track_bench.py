@@ -151,7 +151,7 @@ def markdown(runs: list) -> str:
            "median of each); ByteTrackBatch per frame against Ultralytics' BYTETracker on the crowded clip's "
            "detections; one-clip jobs as fresh processes with an empty and a warm CuPy kernel cache.", ""]
     for r in reversed(runs):
-        out += harness.run_heading(r, f"; checkout {r.get('checkout') or 'this one'}")
+        out += harness.run_heading(r, f"; checkout {r.get('checkout') or r.get('commit') or 'this one'}")
         if r.get("e2e"):
             out += ["| clip | streams | without track | with track | ratio (target >= 0.95) |",
                     "| --- | ---: | ---: | ---: | ---: |"]

@@ -66,7 +66,12 @@ def test_gpu_compiled_equals_uncompiled_and_auto_compiles_long_runs(cache, backe
                 assert abs(float(ours.scores[i]) - float(theirs.scores[j])) <= 0.01
             n += len(ours)
     assert n >= 10 and comp.graph_errors == []
-    assert any((cache / "inductor").iterdir())  # Inductor wrote its entries into the posefuse cache
+    if not _COMPILED:  # Inductor writes its entries into the posefuse cache (a later compile of the same graph
+        assert any((cache / "inductor").iterdir())  # in this process comes from its memory and writes none)
+    _COMPILED.append(backend)
+
+
+_COMPILED: list = []  # the GPU tests that compiled in this process
 
 
 def test_clip_frames_fixture_has_people(clip_frames):

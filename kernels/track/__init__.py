@@ -169,8 +169,8 @@ def assign(cost: torch.Tensor, n_tracks: torch.Tensor, n_dets: torch.Tensor, lim
 
 class ByteTrackBatch:
     """ByteTrack for ``streams`` streams at once, its state in device arrays: one launch per batch runs the
-    whole update (reference ByteTrackReference, rule for rule) for every stream, one thread per stream over
-    that stream's frames of the batch in order.
+    whole update (reference ByteTrackReference, rule for rule) for every stream, over each stream's frames of
+    the batch in order: a warp per stream on CuPy (track.cu), a thread per stream on Numba.
 
         tracker = ByteTrackBatch(streams=8, device="cuda")
         ids = tracker.update(dets.boxes, dets.scores, dets.counts, stream)   # (B, max_det) int32, 0: none
