@@ -54,6 +54,7 @@ class RunControl:
         self._lock = threading.Lock()
         self.ended_streams: dict = {}  # stream name -> None (its source ended) or why it failed
         self._figures = self._forget = None  # the run's figures per stream and its forgetting (bind_figures)
+        self.ran: dict = {}  # what the run runs (Report.ran: device, runner, backend, precision, ...), once bound
 
     def add_source(self, spec: str | None, name: str | None = None, max_frames: int | None = None) -> str:
         """Open ``spec`` (any source spec, as RunConfig.sources) as a new stream of the running run, reading
@@ -111,10 +112,12 @@ class RunControl:
             fn(names)
 
     # ---------------------------------------------------------------- the run's side
-    def bind_figures(self, fn, forget=None):
+    def bind_figures(self, fn, forget=None, ran: dict | None = None):
         """``fn()`` gives the run's figures per stream (see :meth:`figures`); ``forget(names)`` drops what
-        the run keeps of finished streams (see :meth:`forget`)."""
+        the run keeps of finished streams (see :meth:`forget`); ``ran``: the run's Report.ran (filled in as
+        the engine loads)."""
         self._figures, self._forget = fn, forget
+        self.ran = ran if ran is not None else {}
 
     def stream_ended(self, name: str, error: str | None = None):
         """Stream ``name``'s source ended (``error``: why, when it failed or could not be opened)."""

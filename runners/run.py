@@ -166,7 +166,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                    "backend": cfg.backend if cfg.backend != "auto" else ("auto" if gpu else "reference"),
                    "precision": cfg.precision if gpu else "fp32", "compile": cfg.compile if gpu else "off"}
         if control is not None:  # a service's live view of each stream
-            control.bind_figures(lambda: _figures(events, asm), lambda names: _forget(names, events, asm, outputs))
+            control.bind_figures(lambda: _figures(events, asm), lambda names: _forget(names, events, asm, outputs),
+                                 ran)
         with _Signals() as signals:
             try:
                 if asm is not None:

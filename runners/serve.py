@@ -317,8 +317,10 @@ class Service:
                 "exit_code": 1 if failed else 0}
 
     def _ran(self) -> dict:
+        """What the live run runs (its Report.ran: device, runner, decoder, backend, precision, CUDA graphs,
+        compile) and the model options it was given."""
         c = self.cfg.run
-        return {"device": c.device, "runner": c.runner, "decoder": c.decoder, "model": c.model,
+        return {"device": c.device, "runner": c.runner, "decoder": c.decoder, **self.control.ran, "model": c.model,
                 "end2end": c.end2end, "track": c.track}
 
     def metrics(self) -> bytes:

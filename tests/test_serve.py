@@ -63,6 +63,9 @@ def test_a_job_through_the_thin_client_equals_a_local_run(server, tmp_path, monk
     report = json.loads(rep.read_text())
     assert report["overall"]["results"] == 12 and report["exit_code"] == 0 and not report["interrupted"]
     assert report["streams"][CLIP]["frames_in"] == 12
+    ran = report["ran"]  # what ran, as a local run's report says it
+    assert ran["server"] and ran["device"] == "cpu" and ran["backend"] == "reference" and ran["precision"] == "fp32"
+    assert ran["compile"] == "off" and ran["cuda_graph"] is False
     assert 'stream="job' not in request(server.url, "/metrics")[1]  # a finished job's streams are let go of
 
 
