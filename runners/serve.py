@@ -34,6 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from .config import ConfigError, RunConfig
 from .outputs import IMAGE_ID_STRIDE, json_record
@@ -161,7 +162,8 @@ class Service:
             raise RequestError(400, f"{name}: expected a file, folder or URL, got {spec!r}")
         if is_network(spec):
             return spec
-        self.check_path(spec, name)
+        # a file:// URL is a local path (as a local run reads it): the path is what the roots limit
+        self.check_path(unquote(urlparse(spec).path) if spec.startswith("file://") else spec, name)
         return spec
 
     def check_path(self, path: str, name: str):

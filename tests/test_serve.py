@@ -83,6 +83,7 @@ def test_a_job_writes_on_the_server_where_it_may(server):
 @pytest.mark.parametrize("body, status, field", [
     ({"sources": ["/etc/hostname"]}, 403, "sources[0]"),
     ({"sources": [CLIP], "save_json": "/etc/poses.jsonl"}, 403, "save_json"),
+    ({"sources": ["file:///etc/hostname"]}, 403, "sources[0]"),
     ({"sources": []}, 400, "sources"),
     ({"sauces": [CLIP]}, 400, "sauces"),
     ({"sources": "clip.mp4"}, 400, "sources"),
@@ -94,6 +95,16 @@ def test_bad_job_requests_are_4xx_naming_the_field(server, body, status, field):
     body = json.loads(json.dumps(body).replace(f'"{CLIP}"', json.dumps(helpers.data_path(CLIP))))
     got, answer = request(server.url, "/jobs", body)
     assert got == status and answer["error"].startswith(f"{field}:"), answer
+
+
+def test_a_file_url_inside_an_allowed_root_is_read_as_a_local_run_reads_it(server, tmp_path):
+    """A source given as a file:// URL is the file it names: the roots limit its path, and the job reads it."""
+    from posefuse.runners.cli import main
+
+    url = "file://" + helpers.data_path(CLIP)
+    assert main(["run", "--server", server.url, "--token", TOKEN, "--source", url, "--max-frames", "2",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["overall"]["results"] == 2
 
 
 def test_a_job_whose_source_cannot_be_read_reports_it_and_the_client_exits_1(server, tmp_path, capsys):
