@@ -19,6 +19,7 @@ the tracker never sees.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,9 @@ class StreamTracker:
         self.backend = "reference" if self.device.type == "cpu" else "auto"
         self.index: dict = {}  # stream name -> its row among the trackers' streams
         self.trackers: list[ByteTrackBatch] = []
+        self.free: list = []  # rows of forgotten streams, taken again before a new row is made
+        self.fresh: set = set()  # rows taken again: their next frame starts them over
+        self._lock = threading.Lock()  # forget() comes from a service's thread, step() from the run's
 
     def warm_up(self):
         """One update of a throwaway one-stream tracker on an empty frame, so its kernels are built (NVRTC, or
@@ -70,7 +74,14 @@ class StreamTracker:
         """Track one batch: ``boxes`` (n, max_det, 4), ``scores`` (n, max_det), ``counts`` (n,) of the frames of
         ``streams`` (n names, each stream's frames in order); writes ``ids`` (n, max_det) int32 (0: no
         track), on the current stream, without waiting for the device."""
-        rows = np.array([self._row(s) for s in streams], np.int64)
+        with self._lock:
+            rows = np.array([self._row(s) for s in streams], np.int64)
+            if self.fresh:  # a row a forgotten stream held: its new stream's first frame starts it over
+                restart = list(restart)
+                for i, r in enumerate(rows.tolist()):
+                    if r in self.fresh:
+                        restart[i] = True
+                        self.fresh.discard(r)
         for k, tracker in enumerate(self.trackers):
             mine = np.flatnonzero(rows // STREAMS_PER_TRACKER == k)
             if not len(mine):
@@ -105,10 +116,22 @@ class StreamTracker:
         for r, row in zip(results, got):
             r.track_ids = track_ids(row[:len(r)])
 
+    def forget(self, streams):
+        """Finished streams (a service's churn): their rows go to the next new streams, which start them over,
+        so the trackers' memory stays that of the streams running at once."""
+        with self._lock:
+            for s in streams:
+                row = self.index.pop(s, None)
+                if row is not None:
+                    self.free.append(row)
+                    self.fresh.add(row)
+
     def _row(self, stream: str) -> int:
         row = self.index.get(stream)
-        if row is None:
-            row = self.index[stream] = len(self.index)
+        if row is None and self.free:
+            row = self.index[stream] = self.free.pop()
+        elif row is None:
+            row = self.index[stream] = len(self.index) + len(self.free)
             if row // STREAMS_PER_TRACKER == len(self.trackers):
                 self.trackers.append(ByteTrackBatch(STREAMS_PER_TRACKER, self.max_det, self.device,
                                                     backend=self.backend))

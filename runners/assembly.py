@@ -245,6 +245,8 @@ class Assembly:
         self.sources = [s for s in self.sources if s.name not in gone]
         for n in gone:
             self.placements.pop(n, None)
+        if self.tracker is not None:
+            self.tracker.forget(gone)
 
     def _open_all(self):
         """Opens every stream (on the opener thread): OpenCV sources side by side (a camera's open probes the

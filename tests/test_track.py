@@ -506,3 +506,33 @@ def test_track_is_refused_where_a_stream_is_not_submitted_in_order(runner):
 
     with pytest.raises(ConfigError, match="track: the pipeline tracks each stream's frames in order"):
         RunConfig(sources=[None], runner=runner, device="cpu", track=True).validated()
+
+
+def test_a_forgotten_streams_row_goes_to_the_next_stream_which_starts_it_over(clip_detections):
+    """StreamTracker.forget (a service's finished streams): the next new stream takes the row, no tracker is
+    added, and its tracks start over (ids from 1, as a stream's first frame gives them)."""
+    import torch
+
+    from posefuse.fusion.tracking import StreamTracker
+
+    seq = clip_detections["one-by-one-person-detection.mp4"][100:130]
+    t = StreamTracker("cpu", max_det=64)
+
+    def frame(k):
+        b, s, _ = seq[k]
+        boxes, scores = torch.zeros(1, 64, 4), torch.zeros(1, 64)
+        boxes[0, :len(b)], scores[0, :len(s)] = torch.from_numpy(b), torch.from_numpy(s)
+        return boxes, scores, torch.tensor([len(b)], dtype=torch.int32)
+
+    def step(name, k):
+        ids = torch.zeros(1, 64, dtype=torch.int32)
+        t.step(*frame(k), ids, [name], [False])
+        return ids[0].tolist()
+
+    first = [step("a", k) for k in range(10)]
+    assert any(x > 0 for ids in first for x in ids)
+    t.forget(["a"])
+    again = [step("b", k) for k in range(10)]  # the same frames on the row "a" held
+    assert again == first and t.index == {"b": 0} and len(t.trackers) == 1
+    step("c", 0)
+    assert t.index == {"b": 0, "c": 1}
