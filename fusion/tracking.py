@@ -87,11 +87,16 @@ class StreamTracker:
             if not len(mine):
                 continue
             whole = len(mine) == len(rows)
-            sel = (lambda t: t) if whole else (lambda t: t[torch.from_numpy(mine).to(t.device)])  # noqa: E731
-            got = tracker.update(sel(boxes), sel(scores), sel(counts), rows[mine] % STREAMS_PER_TRACKER,
-                                 [restart[i] for i in mine], out=ids if whole else None)
-            if not whole:
-                ids[torch.from_numpy(mine).to(ids.device)] = got
+            if whole:
+                tracker.update(boxes, scores, counts, rows % STREAMS_PER_TRACKER, restart, out=ids)
+                continue
+            # this tracker's frames of the batch: gathered, tracked, scattered back (a copy that does not wait)
+            idx = torch.from_numpy(mine)
+            idx = idx.pin_memory().to(ids.device, non_blocking=True) if ids.device.type == "cuda" else idx
+            got = torch.empty((len(mine), ids.shape[1]), dtype=ids.dtype, device=ids.device)
+            tracker.update(boxes[idx], scores[idx], counts[idx], rows[mine] % STREAMS_PER_TRACKER,
+                           [restart[i] for i in mine], out=got)
+            ids[idx] = got
 
     def check(self):
         """Raises KernelInputError when a stream ran out of track slots in a step the device has finished."""

@@ -536,3 +536,25 @@ def test_a_forgotten_streams_row_goes_to_the_next_stream_which_starts_it_over(cl
     assert again == first and t.index == {"b": 0} and len(t.trackers) == 1
     step("c", 0)
     assert t.index == {"b": 0, "c": 1}
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_more_streams_than_a_tracker_holds_share_a_batch(device, clip_detections):
+    """70 streams of the same frames in each batch (two ByteTrackBatches of 64 rows): every stream gets the
+    ids the first one gets, the second tracker's rows gathered and scattered back in place."""
+    import torch
+
+    from posefuse.fusion.tracking import STREAMS_PER_TRACKER, StreamTracker
+
+    seq, S, M = clip_detections["one-by-one-person-detection.mp4"][100:108], 70, 32
+    t = StreamTracker(device, max_det=M)
+    for b, s, _ in seq:
+        boxes, scores = torch.zeros(S, M, 4), torch.zeros(S, M)
+        boxes[:, :len(b)], scores[:, :len(s)] = torch.from_numpy(b), torch.from_numpy(s)
+        counts = torch.full((S,), len(b), dtype=torch.int32)
+        ids = torch.zeros(S, M, dtype=torch.int32, device=device)
+        t.step(boxes.to(device), scores.to(device), counts.to(device), ids, [f"s{k}" for k in range(S)], [False] * S)
+        t.check()
+        got = ids.cpu()
+        assert (got == got[:1]).all()
+    assert len(t.trackers) == 2 and S > STREAMS_PER_TRACKER and (got[0] > 0).any()
