@@ -289,11 +289,12 @@ def _tracking() -> list:
     out = [f"**Tracking** ([results/track_e2e.md](results/track_e2e.md), `{new['command']}`, {env.get('card')}, "
            f"{env.get('date')}{'; beside ' + old['checkout'] + ' in the same call' if old else ''}): "
            f"{new['streams']} NVDEC streams end to end with `--track` over without.", "",
-           "| clip | without fr/s | with fr/s | ratio |" + (f" {old['checkout']} ratio |" if old else ""),
-           "| --- | ---: | ---: | ---: |" + (" ---: |" if old else "")]
+           "| clip | without fr/s | with fr/s | ratio of medians | each round's ratio |"
+           + (f" {old['checkout']} ratio |" if old else ""), "| --- | ---: | ---: | ---: | --- |" + (" ---: |" if old else "")]
     for clip, e in new["e2e"].items():
+        rounds = ", ".join(f"{w / o:.2f}" for o, w in zip(e["runs_frames_per_s"]["without"], e["runs_frames_per_s"]["with"]))
         out.append(f"| {clip} | {e['without']['frames_per_s']:,.0f} | {e['with']['frames_per_s']:,.0f} | "
-                   f"{e['ratio']:.3f} |" + (f" {old['e2e'][clip]['ratio']:.3f} |" if old else ""))
+                   f"{e['ratio']:.3f} | {rounds} |" + (f" {old['e2e'][clip]['ratio']:.3f} |" if old else ""))
     t, st = new.get("tracker"), new.get("start") or {}
     if t:
         out += ["", f"The tracker on the crowded clip ({t['people_per_frame']:.1f} detections a frame, {t['streams']} "

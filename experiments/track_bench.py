@@ -153,11 +153,13 @@ def markdown(runs: list) -> str:
     for r in reversed(runs):
         out += harness.run_heading(r, f"; checkout {r.get('checkout') or r.get('commit') or 'this one'}")
         if r.get("e2e"):
-            out += ["| clip | streams | without track | with track | ratio (target >= 0.95) |",
-                    "| --- | ---: | ---: | ---: | ---: |"]
+            out += ["| clip | streams | without track | with track | ratio of medians (target >= 0.95) | "
+                    "each round's ratio (a host that drifts shows here) |", "| --- | ---: | ---: | ---: | ---: | --- |"]
             for clip, e in r["e2e"].items():
+                rounds = ", ".join(f"{w / o:.2f}" for o, w in zip(e["runs_frames_per_s"]["without"],
+                                                                   e["runs_frames_per_s"]["with"]))
                 out.append(f"| {clip} | {r['streams']} | {e['without']['frames_per_s']:,.0f} fr/s | "
-                           f"{e['with']['frames_per_s']:,.0f} fr/s | {e['ratio']:.3f} |")
+                           f"{e['with']['frames_per_s']:,.0f} fr/s | {e['ratio']:.3f} | {rounds} |")
             out.append("")
         if r.get("tracker"):
             t = r["tracker"]
