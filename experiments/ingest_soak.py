@@ -39,7 +39,8 @@ def decode_processes() -> list:
     return out
 
 
-def soak(duration: float, n: int, fps: float, period: float, outage_every: float, reconnect_s: float) -> dict:
+def soak(duration: float, n: int, fps: float, period: float, outage_every: float, reconnect_s: float | None) -> dict:
+    from posefuse.runners.config import RECONNECT_S
     from posefuse.runners.sources.hostproc import HostDecodeProcesses
 
     cams = cameras.Cameras(harness.data_path(harness.CLIP), n, fps=fps).start()
@@ -59,7 +60,7 @@ def soak(duration: float, n: int, fps: float, period: float, outage_every: float
 
     sources = []
     for k, url in enumerate(cams.urls):
-        src = hosts.open(f"cam{k}", spec=url, reconnect_s=reconnect_s)
+        src = hosts.open(f"cam{k}", spec=url, reconnect_s=reconnect_s or RECONNECT_S)
         src.push(consumer(src.name))
         sources.append(src)
     samples = []
@@ -107,9 +108,11 @@ def markdown(runs: list) -> str:
     for r in reversed(runs):
         out += harness.run_heading(r)
         last = r["samples"][-1]
+        gone = {k: v for k, v in r["ended"].items()}
         out += [f"{r['cameras']} cameras at {r['fps']} fr/s for {r['duration_s'] / 60:.0f} min, an outage every "
                 f"{r['outage_every_s']:.0f} s ({len(r['outages'])} outages); {last['frames']:,} frames; warm-up "
-                f"{r['warmup_s']:.0f} s.", "",
+                f"{r['warmup_s']:.0f} s; streams that ended before the run did: {len(gone)}"
+                + (f" ({'; '.join(f'{k}: {v}' for k, v in list(gone.items())[:3])})" if gone else "") + ".", "",
                 "| decode process | RSS at warm-up MiB | RSS at the end MiB | slope MiB/h | met |",
                 "| --- | ---: | ---: | ---: | --- |"]
         for pid, slope in r["slopes_mib_per_h"].items():
@@ -127,7 +130,8 @@ def main(argv=None):
     ap.add_argument("--period", type=float, default=15.0)
     ap.add_argument("--warmup", type=float, default=None, help="seconds left out of the fit (default: 1/6)")
     ap.add_argument("--outage-every", type=float, default=60.0)
-    ap.add_argument("--reconnect-s", type=float, default=1.0)
+    ap.add_argument("--reconnect-s", type=float, default=None,
+                    help="seconds a camera may go without a frame before its stream ends (default: RunConfig's)")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
     warmup = a.warmup if a.warmup is not None else a.duration / 6
