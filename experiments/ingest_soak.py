@@ -113,11 +113,13 @@ def markdown(runs: list) -> str:
                 f"{r['outage_every_s']:.0f} s ({len(r['outages'])} outages); {last['frames']:,} frames; warm-up "
                 f"{r['warmup_s']:.0f} s; streams that ended before the run did: {len(gone)}"
                 + (f" ({'; '.join(f'{k}: {v}' for k, v in list(gone.items())[:3])})" if gone else "") + ".", "",
-                "| decode process | RSS at warm-up MiB | RSS at the end MiB | slope MiB/h | met |",
-                "| --- | ---: | ---: | ---: | --- |"]
+                "| decode process | RSS at warm-up MiB | RSS at the end MiB | slope after warm-up MiB/h | met | "
+                "slope over the second half MiB/h |", "| --- | ---: | ---: | ---: | --- | ---: |"]
+        half = slopes(r["samples"], r["duration_s"] / 2)
         for pid, slope in r["slopes_mib_per_h"].items():
             at = [s["rss_mib"][pid] for s in r["samples"] if s["t_s"] >= r["warmup_s"] and pid in s["rss_mib"]]
-            out.append(f"| {pid} | {at[0]:.1f} | {at[-1]:.1f} | {slope:+.2f} | {abs(slope) <= TARGET_MIB_PER_H} |")
+            out.append(f"| {pid} | {at[0]:.1f} | {at[-1]:.1f} | {slope:+.2f} | {abs(slope) <= TARGET_MIB_PER_H} | "
+                       f"{half.get(pid, float('nan')):+.2f} |")
         out.append("")
     return "\n".join(out)
 
