@@ -10,7 +10,7 @@ imported (``PYTHONPATH=.old`` measures an old one beside this; ``--checkout`` la
   empty CuPy kernel cache (cold: the tracker's kernels compile) and then with the cache it left (warm); the
   report's start-up split gives the tracker's share.
 
-    python experiments/track_bench.py [--crowd PATH] [--only e2e,tracker,start] [--repeats 3]
+    python experiments/track_bench.py [--crowd PATH] [--only e2e,tracker,start] [--repeats 5]
                                       [--checkout LABEL] [--out-dir results]   -> results/track_e2e.{json,md}
 
 Targets (tracking issue): e2e with track >= 0.95 of without on both clips; tracker >= 50x Ultralytics per
@@ -184,7 +184,7 @@ def main(argv=None):
     ap.add_argument("--only", default="e2e,tracker,start")
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="e2e: rounds of (without, with), alternated")
     ap.add_argument("--start-frames", type=int, default=100, help="start: frames of the one-clip job")
     ap.add_argument("--checkout", default="", help="the code measured when it is not this checkout")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
