@@ -108,11 +108,11 @@ def markdown(runs: list) -> str:
     for r in reversed(runs):
         out += harness.run_heading(r)
         last = r["samples"][-1]
-        gone = {k: v for k, v in r["ended"].items()}
+        failed = {k: v for k, v in r["ended"].items() if v}  # a stream that ended with an error (None: closed)
         out += [f"{r['cameras']} cameras at {r['fps']} fr/s for {r['duration_s'] / 60:.0f} min, an outage every "
-                f"{r['outage_every_s']:.0f} s ({len(r['outages'])} outages); {last['frames']:,} frames; warm-up "
-                f"{r['warmup_s']:.0f} s; streams that ended before the run did: {len(gone)}"
-                + (f" ({'; '.join(f'{k}: {v}' for k, v in list(gone.items())[:3])})" if gone else "") + ".", "",
+                f"{r['outage_every_s']:.0f} s ({len(r['outages'])} outage events: kills, restarts, stalls, resumes); "
+                f"{last['frames']:,} frames; warm-up {r['warmup_s']:.0f} s; streams that failed: {len(failed)}"
+                + (f" ({'; '.join(f'{k}: {v}' for k, v in list(failed.items())[:3])})" if failed else "") + ".", "",
                 "| decode process | RSS at warm-up MiB | RSS at the end MiB | slope after warm-up MiB/h | met | "
                 "slope over the second half MiB/h |", "| --- | ---: | ---: | ---: | --- | ---: |"]
         half = slopes(r["samples"], r["duration_s"] / 2)
