@@ -87,7 +87,7 @@ def section() -> str:
             out.append(f"| {prec} | {s['frames']} | {s['their_detections']} | {s['matched_fraction']:.4f} | "
                        f"{s['extra_fraction']:.4f} | {s['keypoint_mean_error_px']:.3f} | {s['max_score_diff']:.4f} |")
         out.append("")
-    out += _startup() + _regression() + _phases() + _runners() + _soak() + _track_ids() + _tracking() + _heads() + _compile() + _serve() + _ray()
+    out += _startup() + _regression() + _phases() + _runners() + _soak() + _ingest_soak() + _track_ids() + _tracking() + _heads() + _compile() + _serve() + _ray()
     out.append(END)
     return "\n".join(out)
 
@@ -275,6 +275,19 @@ def _track_ids() -> list:
     return [f"**Track ids against Ultralytics' BYTETracker** ([results/track_ids.md](results/track_ids.md), "
             f"`{t['command']}`), the same detections, frames whose ids agree: {clips}; backend {t['backend']} on "
             f"{env.get('card') or 'the CPU (Numba: its CUDA simulator)'}, {env.get('date')}.", ""]
+
+
+def _ingest_soak() -> list:
+    """The latest run of experiments/ingest_soak.py (results/ingest_soak.json)."""
+    r = _latest("ingest_soak")
+    if not r:
+        return []
+    env, slopes = r["env"], r["slopes_mib_per_h"]
+    return [f"**The ingest alone** ([results/ingest_soak.md](results/ingest_soak.md), `{r['command']}`, "
+            f"{env.get('card') or 'CPU'}, {env.get('date')}): {r['cameras']} loopback cameras at {r['fps']:g} fr/s "
+            f"with an outage every {r['outage_every_s']:g} s for {r['duration_s'] / 60:.0f} min, no model: "
+            f"{r['samples'][-1]['frames']:,} frames; decode-process RSS slope after warm-up "
+            + ", ".join(f"{v:+.2f}" for v in slopes.values()) + " MiB/h (target <= 1).", ""]
 
 
 def _tracking() -> list:
