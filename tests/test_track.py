@@ -484,7 +484,7 @@ def test_track_cu_built_for_the_host_matches_the_reference(host_track, clip_dete
     state = {k: torch.zeros(shapes[k][0], dtype=shapes[k][1]) for k in STATE}
     scratch = {k: torch.zeros(shapes[k][0], dtype=shapes[k][1]) for k in SCRATCH}
     for k, (boxes, scores, counts, stream, kpts) in enumerate(_interleaved(seqs, M, 7)):
-        restart = np.array([k == 6 and s == 1 for s in stream], np.uint8)
+        restart = np.array([k == 6 and s == 1 for s in stream], np.int32)
         want = ref.update(boxes, scores, counts, stream, restart, kpts)
         order, n_frames = ByteTrackBatch.order(np.asarray(stream), len(seqs))
         ids = torch.zeros_like(want)

@@ -157,7 +157,8 @@ def assign(cost: torch.Tensor, n_tracks: torch.Tensor, n_dets: torch.Tensor, lim
     match = torch.full((S, T), -1, dtype=torch.int32, device=cost.device)
     with nvtx_range("track"):
         if back in ("cupy", "numba"):
-            work = {k: torch.empty((S, T + D + 1), dtype=dt, device=cost.device) for k, dt in LAP_WORK.items()}
+            work = {k: torch.empty((S, T + D + 1), dtype=dt, device=cost.device) for k, dt in LAP_WORK.items()} \
+                if back == "numba" else None  # CuPy's scratch is in shared memory
             _impl(back).assign(cost, n_tracks, n_dets, match, work, float(limit))
             return match
         for s, (n, m) in enumerate(zip(n_tracks.tolist(), n_dets.tolist())):
@@ -204,7 +205,8 @@ class ByteTrackBatch:
         shapes = self.shapes(streams, capacity, max_det)
         zeros = lambda k: torch.zeros(shapes[k][0], dtype=shapes[k][1], device=self.device)  # noqa: E731
         self.state = {k: zeros(k) for k in STATE}
-        self.scratch = {k: zeros(k) for k in SCRATCH}
+        # the assignment's scratch rows (LAP_WORK) are Numba's only: CuPy's is in shared memory
+        self.scratch = {k: zeros(k) for k in SCRATCH if self.backend == "numba" or k not in LAP_WORK}
 
     @staticmethod
     def shapes(S: int, K: int, M: int) -> dict:
@@ -267,7 +269,7 @@ class ByteTrackBatch:
         if len(stream) != B or (B and (stream.min() < 0 or stream.max() >= self.streams)):
             raise KernelInputError(f"stream: expected {B} stream indices in [0, {self.streams}), got "
                                    f"{stream.tolist()[:8]}{'...' if len(stream) > 8 else ''}")
-        restart = np.zeros(B, np.uint8) if restart is None else np.asarray(restart, dtype=np.uint8).reshape(-1)
+        restart = np.zeros(B, np.int32) if restart is None else np.asarray(restart, dtype=np.int32).reshape(-1)
         if len(restart) != B:
             raise KernelInputError(f"restart: expected {B} flags, got {len(restart)}")
         oks = self.cfg.match == "oks"
@@ -294,11 +296,11 @@ class ByteTrackBatch:
             order, n_frames = self.order(stream, self.streams)
             S, F = order.shape
             # the launch's index arrays in one pinned buffer and one copy that does not wait for the device
-            host = np.concatenate([order.ravel(), n_frames, restart.astype(np.int32)])
+            host = np.concatenate([order.ravel(), n_frames, restart])
             dev = torch.from_numpy(host).pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" \
                 else torch.from_numpy(host)
             _impl(self.backend).track(boxes, scores, counts, dev[:S * F].view(S, F), dev[S * F:S * F + S],
-                                      dev[S * F + S:].to(torch.uint8), ids, keypoints, self.state, self.scratch,
+                                      dev[S * F + S:], ids, keypoints, self.state, self.scratch,
                                       self.cfg)
             if self.device.type == "cuda":
                 if self._overflow is None:

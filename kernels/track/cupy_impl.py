@@ -12,6 +12,7 @@ from .reference import AREA_FRACTION, KPT_CONF, OKS_DEN
 CU = str(KERNEL_DIR / "track" / "track.cu")
 BLOCK = 128
 LANES = 32  # the assignment and the tracker: one warp per stream (a block each), track.cu says how
+NO_WORK = (np.uint64(0),) * len(LAP_WORK)  # the LAP_WORK arguments: the scratch is in shared memory (lap_work)
 
 
 DEFINES = (("PREDICT_NAME", "kf_predict_f64"), ("UPDATE_NAME", "kf_update_f64"), ("COST_NAME", "iou_cost_f32"),
@@ -61,13 +62,13 @@ def iou_cost(tracks, n_tracks, dets, scores, n_dets, cost, fuse: bool) -> None:
                      np.int32(T), np.int32(D), np.int32(fuse)), cost.device)
 
 
-def assign(cost, n_tracks, n_dets, match, work: dict, limit: float) -> None:
+def assign(cost, n_tracks, n_dets, match, work: None, limit: float) -> None:
     S, T, D = cost.shape
     if S:
         k = _module(cost.device).get_function("lap_f64")
         cupy_launch(k, (S, 1, 1), (LANES, 1, 1),
                     (ptr(cost), ptr(n_tracks), ptr(n_dets), ptr(match),
-                     *(ptr(work[k]) for k in LAP_WORK),
+                     *NO_WORK,
                      np.int32(S), np.int32(T), np.int32(D), np.float64(limit)), cost.device,
                     shared_mem=_lap_shared(T + D + 1, cost.device, "cost: tracks + detections"))
 
@@ -80,7 +81,7 @@ def track(boxes, scores, counts, order, n_frames, restart, ids, keypoints, state
         cupy_launch(k, (S, 1, 1), (LANES, 1, 1),
                     (ptr(boxes), ptr(scores), ptr(counts), ptr(order), ptr(n_frames), ptr(restart), ptr(ids),
                      ptr(keypoints),
-                     *(ptr(state[k]) for k in STATE), *(ptr(scratch[k]) for k in SCRATCH),
+                     *(ptr(state[k]) for k in STATE), *(ptr(scratch[k]) for k in SCRATCH if k not in LAP_WORK), *NO_WORK,
                      np.int32(S), np.int32(K), np.int32(M), np.int32(F), np.float32(cfg.track_high_thresh),
                      np.float32(cfg.track_low_thresh), np.float32(cfg.new_track_thresh), np.int32(cfg.track_buffer),
                      np.float64(cfg.match_thresh), np.int32(cfg.fuse_score), np.int32(cfg.match == "oks")),

@@ -30,7 +30,7 @@
 // track: the whole update of ByteTrackBatch, one warp per stream looping over that stream's frames of the
 // batch (a frame needs the previous one; streams are independent), so a batch is one launch. Inside a frame
 // the lanes share the predicts, the cost matrices, the assignments' scans, the Kalman updates of the matched
-// tracks, the duplicate check and the slot sweeps; births (ids in order) are lane 0's. Track slots per
+// tracks, the duplicate check, the slot sweeps and the births (birth q takes the q-th free slot). Track slots per
 // stream: K; lists of slots keep the reference's order (tracked, lost), which only ties of the assignment
 // could see.
 
@@ -376,7 +376,7 @@ __device__ void take(const Stream& z, int t, int j, int fid) {
 
 extern "C" __global__ void TRACK_NAME(
     const float* __restrict__ boxes, const float* __restrict__ scores, const int* __restrict__ counts,
-    const int* __restrict__ order, const int* __restrict__ n_frames, const unsigned char* __restrict__ restart,
+    const int* __restrict__ order, const int* __restrict__ n_frames, const int* __restrict__ restart,
     int* __restrict__ ids, const float* __restrict__ kpts_in,
     int* id, int* st, int* act, float* score, int* idx, int* frame, int* start, double* mean, double* cov,
     int* trk, int* ntrk, int* lst, int* nlst, int* fids, int* next_id, int* overflow, float* tkp, double* tkc,
@@ -499,40 +499,38 @@ extern "C" __global__ void TRACK_NAME(
             __syncwarp();
             nbirth = append_if(z.dleft, 0, nleft, [&](int q) { return !z.mark[q]; }, [&](int q) { return z.dleft[q]; });
         }
-        // births (lane 0, in order: ids are handed out one by one): the high detections left with score >=
-        // new_thresh (confirmed at once on frame 1 only)
-        if (l == 0)
-            for (int q = 0; q < nbirth; ++q) {
-                const int j = z.dleft[q];
-                if (z.dscore[j] < new_thresh) continue;
-                int t = 0;
-                while (t < K && z.st[t] != FREE) ++t;
-                if (t == K) {
-                    overflow[s] = 1;
-                    continue;
-                }
-                z.id[t] = ++next;
-                double* m = z.mean + (size_t)t * 8;
-                double* P = z.cov + (size_t)t * 64;
-                const double hh = (double)z.dxyah[(size_t)j * 4 + 3];
-                for (int c = 0; c < 4; ++c) m[c] = (double)z.dxyah[(size_t)j * 4 + c], m[c + 4] = 0.0;
-                for (int c = 0; c < 64; ++c) P[c] = 0.0;
-                const double sp = 2 * W_POS * hh, sv = 10 * W_VEL * hh;
-                P[0] = P[9] = P[27] = sp * sp;
-                P[18] = 1e-2 * 1e-2;
-                P[36] = P[45] = P[63] = sv * sv;
-                P[54] = 1e-5 * 1e-5;
-                z.st[t] = TRACKED;
-                z.act[t] = fid == 1;
-                z.frame[t] = z.start[t] = fid;
-                z.score[t] = z.dscore[j];
-                z.idx[t] = j;
-                z.rm_at[t] = 0;
-                if (oks) keep_kpts(z, t, j);
-                z.acts[nact++] = t;
-            }
-        nact = __shfl_sync(ALL_LANES, nact, 0);
-        next = __shfl_sync(ALL_LANES, next, 0);
+        // births: the high detections left with score >= new_thresh (confirmed at once on frame 1 only), in
+        // order; the reference hands each the first free slot and the next id, so birth q takes the q-th free
+        // slot and id next + 1 + q, a birth per lane (the hi and pool lists are free by now)
+        const int nb = append_if(z.hi, 0, nbirth, [&](int q) { return z.dscore[z.dleft[q]] >= new_thresh; },
+                                 [&](int q) { return z.dleft[q]; });
+        const int nfree = append_if(z.pool, 0, K, [&](int t) { return z.st[t] == FREE; }, same);
+        const int nborn = nb < nfree ? nb : nfree;
+        if (nb > nfree && l == 0) overflow[s] = 1;
+        for (int q = l; q < nborn; q += lanes) {
+            const int t = z.pool[q], j = z.hi[q];
+            z.id[t] = next + 1 + q;
+            double* m = z.mean + (size_t)t * 8;
+            double* P = z.cov + (size_t)t * 64;
+            const double hh = (double)z.dxyah[(size_t)j * 4 + 3];
+            for (int c = 0; c < 4; ++c) m[c] = (double)z.dxyah[(size_t)j * 4 + c], m[c + 4] = 0.0;
+            for (int c = 0; c < 64; ++c) P[c] = 0.0;
+            const double sp = 2 * W_POS * hh, sv = 10 * W_VEL * hh;
+            P[0] = P[9] = P[27] = sp * sp;
+            P[18] = 1e-2 * 1e-2;
+            P[36] = P[45] = P[63] = sv * sv;
+            P[54] = 1e-5 * 1e-5;
+            z.st[t] = TRACKED;
+            z.act[t] = fid == 1;
+            z.frame[t] = z.start[t] = fid;
+            z.score[t] = z.dscore[j];
+            z.idx[t] = j;
+            z.rm_at[t] = 0;
+            if (oks) keep_kpts(z, t, j);
+            z.acts[nact + q] = t;
+        }
+        nact += nborn;
+        next += nborn;
         __syncwarp();
         // lost tracks past the buffer are removed; as in Ultralytics, one removed now stays among the lost (it
         // can be re-found) until the next frame's merge, which drops every track removed before
