@@ -1,13 +1,13 @@
-"""The ingest alone, for an hour: host decode processes (runners.sources.hostproc) serving ``--cameras`` loopback
+"""The ingest alone, for an hour: decode hosts (runners.sources.decodehost) serving ``--cameras`` loopback
 cameras (cameras.py: ffmpeg over HTTP, one killed and restarted and one stalled every ``--outage-every`` s), no
-model: each frame is released as it arrives. Every ``--period`` s the resident memory of each decode process
+model: each frame is released as it arrives. Every ``--period`` s the resident memory of each decode host
 (the spawned Python children of this process; the cameras are ffmpeg's) is sampled; after ``--warmup`` s each
 process's RSS is fitted by a line: its slope in MiB per hour.
 
     MALLOC_ARENA_MAX=2 python experiments/ingest_soak.py [--duration 3600] [--cameras 16] [--fps 30]
                                                          -> results/ingest_soak.{json,md}
 
-Target (reliability issue): every decode process's slope <= 1 MiB/h after warm-up.
+Target (reliability issue): every decode host's slope <= 1 MiB/h after warm-up.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ TARGET_MIB_PER_H = 1.0
 
 
 def decode_processes() -> list:
-    """This process's spawned children: the host decode processes."""
+    """This process's spawned children: the decode hosts."""
     import psutil
 
     out = []
@@ -41,10 +41,10 @@ def decode_processes() -> list:
 
 def soak(duration: float, n: int, fps: float, period: float, outage_every: float, reconnect_s: float | None) -> dict:
     from posefuse.runners.config import RECONNECT_S
-    from posefuse.runners.sources.hostproc import HostDecodeProcesses
+    from posefuse.runners.sources.decodehost import DecodeHosts
 
     cams = cameras.Cameras(harness.data_path(harness.CLIP), n, fps=fps).start()
-    hosts = HostDecodeProcesses(paced=False, pin=False)
+    hosts = DecodeHosts(pin=False)
     frames, ended, lock = {}, {}, threading.Lock()
 
     def consumer(name):
@@ -90,7 +90,7 @@ def soak(duration: float, n: int, fps: float, period: float, outage_every: float
 
 
 def slopes(samples: list, warmup: float) -> dict:
-    """{pid: MiB per hour} of each decode process's RSS after ``warmup`` s (a least-squares line)."""
+    """{pid: MiB per hour} of each decode host's RSS after ``warmup`` s (a least-squares line)."""
     out = {}
     pids = {pid for s in samples for pid in s["rss_mib"]}
     for pid in pids:
@@ -102,8 +102,8 @@ def slopes(samples: list, warmup: float) -> dict:
 
 
 def markdown(runs: list) -> str:
-    out = ["# The ingest alone: host decode processes serving loopback cameras, no model", "",
-           "experiments/ingest_soak.py: each decode process's resident memory sampled through the run; its slope "
+    out = ["# The ingest alone: decode hosts serving loopback cameras, no model", "",
+           "experiments/ingest_soak.py: each decode host's resident memory sampled through the run; its slope "
            f"after warm-up (target <= {TARGET_MIB_PER_H} MiB/h).", ""]
     for r in reversed(runs):
         out += harness.run_heading(r)
@@ -113,7 +113,7 @@ def markdown(runs: list) -> str:
                 f"{r['outage_every_s']:.0f} s ({len(r['outages'])} outage events: kills, restarts, stalls, resumes); "
                 f"{last['frames']:,} frames; warm-up {r['warmup_s']:.0f} s; streams that failed: {len(failed)}"
                 + (f" ({'; '.join(f'{k}: {v}' for k, v in list(failed.items())[:3])})" if failed else "") + ".", "",
-                "| decode process | RSS at warm-up MiB | RSS at the end MiB | slope after warm-up MiB/h | met | "
+                "| decode host | RSS at warm-up MiB | RSS at the end MiB | slope after warm-up MiB/h | met | "
                 "slope over the second half MiB/h |", "| --- | ---: | ---: | ---: | --- | ---: |"]
         half = slopes(r["samples"], r["duration_s"] / 2)
         for pid, slope in r["slopes_mib_per_h"].items():

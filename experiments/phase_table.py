@@ -144,7 +144,7 @@ def main(argv=None):
     why = nvdec_available()
     if why is None:
         rep = runner_phase(runner="dynamic", batch=64, max_wait_ms=5.0, chunk=a.chunk, **{**common, "decoder": "nvdec"})
-        add("phase4", f"+ dynamic batching (64, 5 ms) over {a.streams} NVDEC streams (one decode process)", rep)
+        add("phase4", f"+ dynamic batching (64, 5 ms) over {a.streams} NVDEC streams (one decode host)", rep)
         rep = runner_phase(runner="dynamic", batch=64, max_wait_ms=5.0, chunk=a.chunk, compile="default",
                            **{**common, "decoder": "nvdec"})
         add("phase4-compiled", "the phase4 workload with the compiled backbone", rep)

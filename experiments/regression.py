@@ -116,7 +116,7 @@ def main(argv=None):
     ap.add_argument("--old-cli", default="posefuse.runners.cli run --decoder nvdec")
     ap.add_argument("--new-cli", default="posefuse.runners.cli run --decoder nvdec")
     ap.add_argument("--new-args", default="", help="more options for the new checkout's command line, comma-separated "
-                    "(e.g. --new-args=--streams-per-decode-process,2: the same code beside one option changed)")
+                    "(e.g. --new-args=--streams-per-decode-host,2: the same code beside one option changed)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", default="e2e,bench")
     ap.add_argument("--clips", default=",".join(CLIPS), help="e2e clips: comma list of " + ", ".join(CLIPS))

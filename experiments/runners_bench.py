@@ -3,9 +3,9 @@
     python experiments/runners_bench.py [--streams 8] [--seconds 6] [--out-dir results] [--only e2e,realtime,multigpu]
 
 * e2e, for the 768x432 clip and the 1080p clip: 8 copies as 8 streams, NVDEC + fused pipeline, fp16, end to
-  end (compressed file -> poses in host memory) against (a) NVDEC decoding alone (8 decoder threads, the raw
-  PyNvVideoCodec loop) and (b) the fused pipeline alone on NV12 frames already on the GPU, both measured in
-  the same run; and against Ultralytics ``predict`` frame by frame on the same card.
+  end (compressed file -> poses in host memory) against (a) NVDEC decoding alone (the same 8 NVDEC sources as
+  the run reads, every frame released at once) and (b) the fused pipeline alone on NV12 frames already on
+  the GPU, both measured in the same run; and against Ultralytics ``predict`` frame by frame on the same card.
 * realtime: S live 30 frames/s streams (the clip looping, decoded by OpenCV and released at 30 frames/s each)
   under the dynamic runner; p99 latency from release to result, S raised until p99 exceeds 50 ms.
 * multigpu: the 8-stream NVDEC workload on 1 GPU and on all GPUs (worker process per GPU).
@@ -32,44 +32,20 @@ CLIPS = {"768x432": "one-by-one-person-detection.mp4", "1080p": "one-by-one-pers
 DECODED = {"cpu": "OpenCV (host frames)", "nvdec": "NVDEC (GPU frames)"}
 
 
-def _open_primed(path: str):
-    """A raw SimpleDecoder of ``path`` (NV12 into GPU memory) on a stream of its own, its session started
-    (posefuse.runners.sources.nvdec.prime_decoder, as the NVDEC source does at open); returns (decoder, stream, seconds)."""
-    import PyNvVideoCodec as nvc
-    import torch
-
-    from posefuse.runners.sources.nvdec import prime_decoder
-
-    s = torch.cuda.Stream()
-    dec = nvc.SimpleDecoder(path, gpu_id=torch.cuda.current_device(), cuda_stream=s.cuda_stream,
-                            use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
-    return dec, s, prime_decoder(dec, s)
-
-
-def _decode_all(dec, stream, chunk: int) -> int:
-    """Every frame of ``dec``, ``chunk`` per call; returns how many. A primed decoder warns for each index
-    asked past its end, so each call asks for what is left."""
-    n, total = 0, len(dec)
-    while n < total:
-        frames = dec.get_batch_frames(min(chunk, total - n))
-        if not frames:
-            break
-        n += len(frames)
-    stream.synchronize()
-    return n
-
-
 def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
-    """Raw PyNvVideoCodec SimpleDecoder loops, one thread per stream in this process, NV12 into GPU memory.
-    Each decoder's session is started before the clock (posefuse.runners.sources.nvdec.prime_decoder), as the NVDEC source
-    does at open; the seconds that took are reported as ``session_init_s`` (summed over the decoders)."""
-    decs = [_open_primed(path) for _ in range(streams)]
-    init_s = sum(d[2] for d in decs)
+    """The production NVDEC path without the pipeline: ``streams`` NVDEC sources (``open_source(...,
+    decoder='nvdec')``: the checkout's decode hosts or processes, one frame per decoder call, each copied into
+    the stream's rows), opened before the clock, each read on a thread of its own and every frame released
+    at once: the ceiling the run's ingest can give."""
+    from posefuse.runners.sources import open_source
+
+    srcs = [open_source(path, decoder="nvdec", chunk=chunk) for _ in range(streams)]
     counts = [0] * streams
 
     def run(k):
-        dec, s, _ = decs[k]
-        counts[k] = _decode_all(dec, s, chunk)
+        for f in srcs[k].frames():
+            f.release()
+            counts[k] += 1
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=run, args=(k,)) for k in range(streams)]
@@ -78,38 +54,9 @@ def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"frames": sum(counts), "wall_s": wall, "frames_per_s": sum(counts) / wall, "form": "threads",
-            "session_init_s": init_s}
-
-
-def _decode_alone_worker(path: str, chunk: int, ready, go, out):
-    dec, s, _ = _open_primed(path)
-    ready.release()
-    go.wait()
-    n = _decode_all(dec, s, chunk)
-    out.put((n, time.perf_counter()))  # CLOCK_MONOTONIC: comparable across processes
-
-
-def nvdec_alone_processes(path: str, streams: int, chunk: int = 64) -> dict:
-    """The same decoder loops, one process per stream (no interpreter shared between decoders), started
-    together once every decoder is open."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_decode_alone_worker, args=(path, chunk, ready, go, out)) for _ in range(streams)]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        ready.acquire(timeout=300)
-    t0 = time.perf_counter()
-    go.set()
-    got = [out.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(30)
-    n = sum(g[0] for g in got)
-    wall = max(g[1] for g in got) - t0
-    return {"frames": n, "wall_s": wall, "frames_per_s": n / wall, "form": "processes"}
+    for s in srcs:
+        s.close()
+    return {"frames": sum(counts), "wall_s": wall, "frames_per_s": sum(counts) / wall, "form": "sources"}
 
 
 def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
@@ -147,11 +94,13 @@ def e2e(path: str, streams: int, batch: int, runner: str, per_process: int, chun
     """``streams`` NVDEC streams of ``path`` through ``posefuse.run`` (graphs captured before its clock)."""
     from posefuse import RunConfig, run
 
+    # the option only where asked: checkouts before the decode hosts (beside this one, --checkout) name it
+    # streams_per_decode_process
+    hosts = {"streams_per_decode_host": per_process} if per_process else {}
     rep = run(RunConfig(sources=[path], repeat=streams, runner=runner, decoder="nvdec", batch=batch,
-                        max_wait_ms=5.0, chunk=chunk, streams_per_decode_process=per_process, progress=False,
-                        **PIPELINE))
+                        max_wait_ms=5.0, chunk=chunk, progress=False, **hosts, **PIPELINE))
     r = rep.overall
-    r.update(failed=rep.failed, startup_s=rep.startup_s, streams_per_decode_process=per_process)
+    r.update(failed=rep.failed, startup_s=rep.startup_s, streams_per_decode_host=per_process)
     return r
 
 
@@ -265,7 +214,7 @@ def main():
                     help="realtime: the streams are cameras on loopback (ffmpeg over HTTP), read with OpenCV")
     ap.add_argument("--clips", default=",".join(CLIPS), help="comma list of: " + ", ".join(CLIPS))
     ap.add_argument("--runners", default="dynamic", help="e2e runners to measure: pipelined, dynamic, streams")
-    ap.add_argument("--per-process", default="0,1", help="e2e: comma list of NVDEC streams per decode process (0: all)")
+    ap.add_argument("--per-process", default="0,1", help="e2e: comma list of NVDEC streams per decode host (0: all)")
     ap.add_argument("--repeats", type=int, default=3, help="e2e: runs per configuration (its median is reported)")
     ap.add_argument("--compile", default=None, choices=("off", "default", "max-autotune"),
                     help="the backbone compiled by Inductor in every run, each run compiling its batch sizes (the "
@@ -289,9 +238,8 @@ def main():
             path = harness.data_path(clip)
             # the bound: the fastest of ``repeats`` runs of each (the e2e figure: the median of its runs)
             r = {"nvdec_alone": max((nvdec_alone(path, a.streams, a.chunk) for _ in range(a.repeats)),
-                                    key=lambda x: x["frames_per_s"]),
-                 "nvdec_processes_alone": nvdec_alone_processes(path, a.streams, a.chunk)}
-            print(label, "nvdec alone", r["nvdec_alone"], r["nvdec_processes_alone"], flush=True)
+                                    key=lambda x: x["frames_per_s"])}
+            print(label, "nvdec alone", r["nvdec_alone"], flush=True)
             r["pipeline_alone"] = pipeline_alone(path, a.batch)
             print(label, "pipeline alone", r["pipeline_alone"], flush=True)
             r["runners"] = {}
@@ -300,7 +248,7 @@ def main():
                               key=lambda x: x["frames_per_s"])
                 rep = reps[len(reps) // 2]  # the median run stands for the configuration; every run is kept
                 rep["repeats_frames_per_s"] = [x["frames_per_s"] for x in reps]
-                name = f"{name}, {'one decode process' if per == 0 else f'{per} stream(s) per decode process'}"
+                name = f"{name}, {'one decode host' if per == 0 else f'{per} stream(s) per decode host'}"
                 r["runners"][name] = rep
                 print(label, "e2e", name, rep["results"], "frames", f"{rep['frames_per_s']:.0f} fr/s", rep["failed"],
                       flush=True)
@@ -348,9 +296,9 @@ def main():
 
 
 def nvdec_bound(r: dict) -> float:
-    """NVDEC decoding alone: the faster of its raw loops (decoder threads in one process, one process per
-    stream), the rate end to end is held to."""
-    return max(r[k]["frames_per_s"] for k in ("nvdec_alone", "nvdec_processes_alone") if k in r)
+    """NVDEC decoding alone through the production path: the rate end to end is held to. (Records before
+    2026-12-06 also hold the raw batched loops, whose frames could be wrong: not read here.)"""
+    return r["nvdec_alone"]["frames_per_s"]
 
 
 def _write(run: dict, out_dir: str):

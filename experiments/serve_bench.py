@@ -9,13 +9,13 @@
   beside a local ``posefuse run`` of the same job (fresh processes, the sample clip, or its first
   --wall-frames frames; medians of --repeats).
 * jobs: --jobs jobs of --frames frames back to back over HTTP: job latency p50 and p99; the server's
-  resident memory (its decode processes included) and GPU memory (its /metrics) after the first tenth of
+  resident memory (its decode hosts included) and GPU memory (its /metrics) after the first tenth of
   the jobs (warm-up) and at the end.
 * live: a server in live mode; --live-base loopback ffmpeg cameras (30 fr/s) join over HTTP, then
   --live-added more; after --live-s seconds their figures (GET /streams): the added streams' p99 latency,
   the base streams' p99, frames/s, drops by reason.
 * churn: for --churn-s seconds, jobs back to back while a loopback ffmpeg camera joins and leaves every
-  20 s: the server's resident memory every 10 s (and its decode processes' part), its slope after the
+  20 s: the server's resident memory every 10 s (and its decode hosts' part), its slope after the
   first tenth (MiB/h) and its growth.
 
 Targets (the service issue): the client's wall <= 1.5 s (GPU); memory growth <= 1% after warm-up; the
@@ -177,9 +177,9 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
                     joins += 1
                 next_flip = now + 20.0
             if now >= next_sample:
-                m = server.metrics()  # the whole and the decode processes' part, to place a growth
+                m = server.metrics()  # the whole and the decode hosts' part, to place a growth
                 samples.append([now - t0, m.get("posefuse_resident_memory_mib", 0.0),
-                                m.get("posefuse_decode_processes_memory_mib", 0.0)])
+                                m.get("posefuse_decode_hosts_memory_mib", 0.0)])
                 next_sample = now + 10.0
             rep = job(server.url, clip, frames)
             n_jobs += 1

@@ -45,7 +45,7 @@ def memory_sample(usage, device: str, results: int) -> dict:
     u = usage.sample()
     if u.get("gpu_mem_mib"):
         s["nvml_used_mib"] = sum(u["gpu_mem_mib"])
-    if "rss_mib" in u:  # the run's process and its host decode processes, and apart
+    if "rss_mib" in u:  # the run's process and its decode hosts, and apart
         s["rss_mib"] = u["rss_mib"]
         s["rss_parent_mib"] = u["rss_mib"] - u["rss_children_mib"]
         s["rss_decode_processes_mib"] = u["rss_children_mib"]

@@ -16,7 +16,7 @@ batch. Probes differ by one thing each:
   cuDNN plans per thread);
 * ``pipeline``: the fused pipeline's warm-up (plans, CuPy kernels, capture) per batch size, with a fresh
   CuPy kernel cache, then ``pipeline_cached`` with the cache the first one left;
-* ``decode``: a decode process (spawn, imports, NVDEC open) to the first frame of the clip.
+* ``decode``: a decode host (spawn, imports, NVDEC open) to the first frame of the clip.
 
 Writes results/startup_probe.{json,md} (runs appended).
 """
@@ -145,11 +145,11 @@ def child(probe: str, sizes: list[int]) -> dict:
 
 def decode_probe(out: dict, lap) -> dict:
     from posefuse.runners.sources import open_source
-    from posefuse.runners.sources.process import DecodeProcesses
+    from posefuse.runners.sources.decodehost import DecodeHosts
 
-    dp = DecodeProcesses(0)
-    src = open_source(harness.data_path(harness.CLIP), decoder="nvdec", device="cuda:0", chunk=64, decode_processes=dp)
-    lap("decode_process_open")
+    dp = DecodeHosts()
+    src = open_source(harness.data_path(harness.CLIP), decoder="nvdec", device="cuda:0", chunk=64, decode_hosts=dp)
+    lap("decode_host_open")
     it = iter(src.frames())
     f = next(it)
     lap("first_frame")

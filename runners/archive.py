@@ -233,7 +233,7 @@ class PoseActor:
                 cols["keypoints"].append([float(v) for v in k.reshape(-1)])
 
         asm = Assembly(self.cfg, self.cfg.device, streams, events, collect, pipes=[self.pipe], warmed=self.warmed,
-                       decode_processes=self._decode_processes())
+                       decode_hosts=self._decode_hosts())
         try:
             asm.open()
             failed = asm.run()
@@ -258,13 +258,13 @@ class PoseActor:
                 self._write(path, cols, got, start, end)
         return [res[f"{k}/{s:06d}"] for _, k, s, _, _ in items]
 
-    def _decode_processes(self):
-        """The NVDEC decode processes this actor keeps across its calls (none without NVDEC)."""
+    def _decode_hosts(self):
+        """The decode hosts this actor keeps across its calls, its GPU host warm (none without NVDEC)."""
         if self.cfg.decoder != "nvdec":
             return None
-        from .sources.process import default_decode_processes
+        from .sources.nvdec import default_decode_hosts
 
-        return default_decode_processes()
+        return default_decode_hosts()
 
     def _write(self, path: Path, cols: dict, frames: int, start: int, end: int):
         import pyarrow as pa

@@ -3,13 +3,13 @@ tracking, process settings and the runner, from a validated RunConfig.
 
     asm = Assembly(cfg, cfg.device, stream_specs(cfg), events, sinks)
     try:
-        asm.open()            # decode processes start and sources open while the engine loads and captures
+        asm.open()            # decode hosts start and sources open while the engine loads and captures
         failed = asm.run()    # the runner, under run_settings(); every frame a result or a recorded drop
     finally:
-        asm.close()           # sources, decode processes; asm.shutdown_s says how long each took
+        asm.close()           # sources, decode hosts; asm.shutdown_s says how long each took
 
 ``run()`` builds one for a one-device run, each multi-GPU worker one for its shard of the streams (so a
-multi-GPU run reads cameras in host decode processes and tracks on its GPUs, as a one-GPU run does), and
+multi-GPU run reads cameras in decode hosts and tracks on its GPUs, as a one-GPU run does), and
 each Ray actor one per call for its segments (keeping its pipeline across calls).
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ from .concurrent import run_concurrent, signatures, warm_up
 from .config import CONCURRENT, RunConfig
 from .sources import (SourceError, announce, decode_threads, host_decodable, is_network, looping, open_source,
                       video_frames)
-from .sources.hostproc import SWITCH_INTERVAL_S
+from .sources.decodehost import SWITCH_INTERVAL_S, open_in_process
+from .sources.nvdec import open_in_host
 from .strategies import run_source
 
 OPENERS = 32  # threads opening a run's OpenCV sources at once (a camera's open waits on the network)
@@ -35,8 +36,7 @@ OPENERS = 32  # threads opening a run's OpenCV sources at once (a camera's open 
 # Where a stream is read (Placement.reader)
 READER_THREAD = "reader thread"  # a file, folder or the default clip, read by one of the run's reader threads
 RUNNER_THREAD = "runner thread"  # a sequential runner's one thread reads its source, then runs it
-NVDEC_PROCESS = "NVDEC decode process"  # a video file decoded on the GPU in a decode process (CUDA IPC)
-HOST_PROCESS = "host decode process"  # a paced video or camera decoded by OpenCV in a host decode process
+DECODE_HOST = "decode host"  # a video decoded in a decode host: NVDEC (rows shared by CUDA IPC) or OpenCV
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class StreamSpec:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a stream is read (one of READER_THREAD, RUNNER_THREAD, NVDEC_PROCESS, HOST_PROCESS), with which
-    decoder ('cpu': OpenCV, 'nvdec') and why; the report lists it per stream."""
+    """Where a stream is read (one of READER_THREAD, RUNNER_THREAD, DECODE_HOST), with which decoder ('cpu':
+    OpenCV, 'nvdec') and why; the report lists it per stream."""
 
     reader: str
     decoder: str
@@ -63,25 +63,25 @@ class Placement:
 def place(cfg: RunConfig, spec: str | None) -> Placement:
     """The one decision of where the stream of ``spec`` is read in a run of ``cfg`` (validated).
 
-    * with decoder 'nvdec', a video file goes to an NVDEC decode process (images and the default clip have
-      no video to decode);
+    * with decoder 'nvdec', a video file goes to a GPU decode host (images and the default clip have no
+      video to decode), paced there when the run is;
     * a sequential runner reads everything else on its one thread;
     * a URL is a camera: OpenCV, with its reconnect and stall handling (network.py), which the NVDEC path
-      lacks, in a host decode process;
-    * a paced video (``paced``, or live mode) decoded by OpenCV goes to a host decode process, so the
-      run's own threads decode nothing while frames are due at their time (results/DECISIONS.md);
+      lacks, in a CPU decode host;
+    * a paced video (``paced``, or live mode) decoded by OpenCV goes to a CPU decode host, so the run's
+      own threads decode nothing while frames are due at their time (results/DECISIONS.md);
     * everything else is read by the run's reader threads."""
     concurrent = cfg.runner in CONCURRENT or cfg.runner == "multigpu"
     video = host_decodable(spec)
     if cfg.decoder == "nvdec" and video and not is_network(spec):
-        return Placement(NVDEC_PROCESS, "nvdec", "decoder nvdec: decoded on the GPU in a decode process")
+        return Placement(DECODE_HOST, "nvdec", "decoder nvdec: decoded on the GPU in a decode host")
     if not concurrent:
         return Placement(RUNNER_THREAD, "cpu", f"the {cfg.runner} runner reads its sources one after another")
     if is_network(spec):
-        return Placement(HOST_PROCESS, "cpu", "a camera: OpenCV reconnects it; read apart from the run's threads"
+        return Placement(DECODE_HOST, "cpu", "a camera: OpenCV reconnects it; read apart from the run's threads"
                          + ("" if cfg.decoder == "cpu" else " (NVDEC has no camera reconnect handling)"))
     if video and (cfg.paced or cfg.mode == "live"):
-        return Placement(HOST_PROCESS, "cpu", "paced: decoded at its frame rate apart from the run's threads")
+        return Placement(DECODE_HOST, "cpu", "paced: decoded at its frame rate apart from the run's threads")
     return Placement(READER_THREAD, "cpu", "a video decoded by OpenCV" if video
                      else "images or the embedded clip: no video to decode")
 
@@ -155,15 +155,15 @@ class Assembly:
     (a callable or BatchSink; with ``cfg.track`` the poses carry their track ids). ``control``: a RunControl steering the run;
     ``pipes``: pipelines built already (a Ray actor's, kept across calls), else built by :meth:`open`;
     ``warmed``: the signatures those pipelines have captured (updated); ``on_added(name, fps)``: called
-    for each stream the control adds, once it has opened; ``decode_processes``: NVDEC decode processes
-    the caller keeps across runs (a Ray actor's), else the assembly starts its own and closes them.
+    for each stream the control adds, once it has opened; ``decode_hosts``: the DecodeHosts the caller
+    keeps across runs (a Ray actor's), else the assembly starts its own and closes them.
 
     After :meth:`open`: ``sources``, ``failed`` ({stream: error}), ``notes`` ({stream: how it was read where
     that differs from its placement}), ``placements`` ({stream: Placement}), ``ran`` (what runs),
     ``startup_s`` and ``startup_overlap_s``; after :meth:`close`: ``shutdown_s``."""
 
     def __init__(self, cfg: RunConfig, device: str, streams: list, events, sinks, *, control=None, pipes=None,
-                 warmed: set | None = None, on_added=None, decode_processes=None):
+                 warmed: set | None = None, on_added=None, decode_hosts=None):
         self.cfg, self.device, self.streams, self.events, self.control = cfg, device, list(streams), events, control
         self.on_added = on_added  # on_added(name, fps): a stream a RunControl added has opened
         self.engine = pipes
@@ -176,27 +176,20 @@ class Assembly:
         self.startup_s: dict = {}
         self.startup_overlap_s: dict = {}
         self.shutdown_s: dict = {}
-        self.decode_processes, self.host_processes = decode_processes, None
-        self._own_decode_processes = decode_processes is None
+        self.decode_hosts, self._own_hosts = decode_hosts, decode_hosts is None
         self._opener = None
         self.sinks = sinks
         self.tracker = None  # cfg.track: a StreamTracker the pipeline steps with each batch (made by open())
         self._threads = 0
 
     # ---------------------------------------------------------------- sources
-    def _decode_processes(self):
-        if self.decode_processes is None:
-            from .sources.process import DecodeProcesses
+    def _hosts(self):
+        if self.decode_hosts is None:
+            from .sources.decodehost import DecodeHosts
 
-            self.decode_processes = DecodeProcesses(self.cfg.streams_per_decode_process)
-        return self.decode_processes
-
-    def _host_processes(self):
-        if self.host_processes is None:
-            from .sources.hostproc import HostDecodeProcesses
-
-            self.host_processes = HostDecodeProcesses(paced=self.cfg.paced, pin=self.device.startswith("cuda"))
-        return self.host_processes
+            self.decode_hosts = DecodeHosts(pin=self.device.startswith("cuda"),
+                                            gpu_streams_per_process=self.cfg.streams_per_decode_host)
+        return self.decode_hosts
 
     def open_stream(self, s: StreamSpec):
         """The Source of stream ``s``, read where its placement says (looping, paced or limited as the config
@@ -206,29 +199,25 @@ class Assembly:
         where = self.placements.get(s.name)
         if where is None:  # a stream a RunControl adds
             where = self.placements[s.name] = place(cfg, s.spec)
-        if where.reader == HOST_PROCESS:  # looped, timed and paced there
-            return self._host_processes().open(s.name, spec=s.spec, max_frames=s.max_frames,
-                                               reconnect_s=cfg.reconnect_s, start=s.start, threads=self._threads,
-                                               loop=cfg.loop, duration_s=cfg.duration_s, fps=cfg.fps)
         cuda = self.device.startswith("cuda")
+        if where.reader == DECODE_HOST:  # looped, timed and paced there
+            common = dict(max_frames=s.max_frames, start=s.start, loop=cfg.loop, duration_s=cfg.duration_s, fps=cfg.fps)
+            if where.decoder == "nvdec":
+                try:
+                    return self._hosts().open(s.name, open_in_host, self.device, cfg.paced, path=s.spec,
+                                              chunk=cfg.chunk, **common)
+                except SourceError as e:
+                    if "decoder" not in cfg.chosen:  # asked for: its error is the stream's
+                        raise
+                    self.notes[s.name] = f"read with OpenCV: {e}"  # its error, if it fails too, is the source's
+            return self._hosts().open(s.name, open_in_process, None, cfg.paced, spec=s.spec,
+                                      reconnect_s=cfg.reconnect_s, threads=self._threads, **common)
 
-        def open_from(first, decoder=where.decoder):
-            procs = self._decode_processes() if decoder == "nvdec" else None
-            return open_source(s.spec, max_frames=s.max_frames, decoder=decoder, device=self.device if cuda else None,
-                               chunk=cfg.chunk, decode_processes=procs, reconnect_s=cfg.reconnect_s, start=first,
-                               threads=self._threads, pinned=cuda)
+        def open_from(first):
+            return open_source(s.spec, max_frames=s.max_frames, decoder="cpu", reconnect_s=cfg.reconnect_s,
+                               start=first, threads=self._threads, pinned=cuda)
 
-        def open_any(first):
-            try:
-                return open_from(first)
-            except SourceError as e:
-                if where.decoder != "nvdec" or "decoder" not in cfg.chosen:  # asked for: its error is the stream's
-                    raise
-                src = open_from(first, "cpu")  # its error, if it fails too, is the source's
-                self.notes[s.name] = f"read with OpenCV: {e}"
-                return src
-
-        return looping(open_any, s.name, cfg.loop, cfg.duration_s, cfg.fps, s.start)
+        return looping(open_from, s.name, cfg.loop, cfg.duration_s, cfg.fps, s.start)
 
     def add_stream(self, spec, name: str, max_frames: int | None = None):
         """A stream a RunControl adds while the run goes on: opened and counted among the sources."""
@@ -250,7 +239,7 @@ class Assembly:
 
     def _open_all(self):
         """Opens every stream (on the opener thread): OpenCV sources side by side (a camera's open probes the
-        stream for most of a second), NVDEC streams one after another (one control pipe per decode process)."""
+        stream for most of a second), NVDEC streams one after another (their decoder sessions start one at a time, as measured)."""
         self._threads = decode_threads(len(self.streams))
 
         def open_one(s):
@@ -266,12 +255,13 @@ class Assembly:
 
     # ---------------------------------------------------------------- the run
     def open(self):
-        """Start the decode processes and open the sources on a thread of their own while the engine loads
+        """Start the decode hosts and open the sources on a thread of their own while the engine loads
         and captures every batch size the runner makes (before the clock starts)."""
         cfg = self.cfg
         t = time.perf_counter()
-        if any(p.reader == NVDEC_PROCESS for p in self.placements.values()):
-            self._decode_processes().start(self.device)
+        nvdec = sum(p.decoder == "nvdec" for p in self.placements.values())
+        if nvdec:  # side by side, while the engine loads
+            self._hosts().start(self.device, nvdec)
         self._opener = _Opener(self._open_all)
         announced = {a for a in (announce(spec, cfg.decoder) for spec in {s.spec for s in self.streams}) if a}
         self._engine()
@@ -341,11 +331,11 @@ class Assembly:
                 except SourceError as e:
                     self.failed[src.name] = str(e)
                 finally:
-                    src.close()  # a decode process's stream stops with it
+                    src.close()  # a decode host's stream stops with it
         return self.failed
 
     def close(self):
-        """Close the sources (waiting for the opener first), then the decode processes (the streams' counts
+        """Close the sources (waiting for the opener first), then the decode hosts (the streams' counts
         are in once they return); seconds per step in ``shutdown_s``."""
         t = time.perf_counter()
         if self._opener is not None:
@@ -353,12 +343,10 @@ class Assembly:
         for s in self.sources:
             s.close()
         self.shutdown_s["sources"] = time.perf_counter() - t
-        for key, procs in (("decode_processes", self.decode_processes if self._own_decode_processes else None),
-                           ("host_decode_processes", self.host_processes)):
-            if procs is not None:
-                t = time.perf_counter()
-                procs.close()
-                self.shutdown_s[key] = time.perf_counter() - t
+        if self._own_hosts and self.decode_hosts is not None:
+            t = time.perf_counter()
+            self.decode_hosts.close()
+            self.shutdown_s["decode_hosts"] = time.perf_counter() - t
 
     def stream_reports(self, per_stream: dict):
         """Adds to each stream's report where it was read and what its source counted of itself (a network
@@ -372,7 +360,7 @@ class Assembly:
 
 
 class _Opener:
-    """Runs ``open_all`` on a thread of its own, so decode processes start (spawn, imports, CUDA context,
+    """Runs ``open_all`` on a thread of its own, so decode hosts start (spawn, imports, CUDA context,
     decoder open: seconds) while the engine loads and captures."""
 
     def __init__(self, open_all):

@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fps", type=float, default=None, help="the frame rate --paced releases at (default: each source's own)")
     a("--loop", action="store_true", help="read each source again from its start when it ends (needs --duration-s)")
     a("--duration-s", type=float, default=None, help="stop reading the sources after this many seconds")
-    a("--streams-per-decode-process", type=int, default=0,
-      help="NVDEC streams each decode process serves (0: all streams in one process per GPU)")
+    a("--streams-per-decode-host", type=int, default=0,
+      help="NVDEC streams each decode host serves (0: all streams in one process per GPU)")
     a("--reconnect-s", type=float, default=RECONNECT_S,
       help="a network source (URL) that disconnects or stalls reconnects with backoff for this many seconds")
     a("--runner", choices=(AUTO,) + RUNNERS, default=AUTO,
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _pipeline_options(a):
     """The options of the decoding and the pipeline, the same for a run and an archive job's actors."""
     a("--decoder", default=AUTO, choices=(AUTO,) + DECODERS,
-      help="video decoding: OpenCV (cpu), NVDEC into GPU memory in decode processes (nvdec), or auto: nvdec "
+      help="video decoding: OpenCV (cpu), NVDEC into GPU memory in decode hosts (nvdec), or auto: nvdec "
            "where PyNvVideoCodec and a GPU are, else cpu (a video NVDEC cannot open is read with OpenCV)")
     a("--batch", type=int, default=None, help="frames per batch, the dynamic runner's largest (default: 64 on a GPU, "
                                                 "32 on the CPU)")
@@ -138,7 +138,7 @@ def to_config(a: argparse.Namespace):
         sources=a.source or [None], repeat=a.repeat, max_frames=a.max_frames, mode=a.mode, late_ms=a.late_ms,
         paced=a.paced, fps=a.fps,
         loop=a.loop, duration_s=a.duration_s,
-        decoder=a.decoder, streams_per_decode_process=a.streams_per_decode_process, reconnect_s=a.reconnect_s,
+        decoder=a.decoder, streams_per_decode_host=a.streams_per_decode_host, reconnect_s=a.reconnect_s,
         runner=a.runner,
         batch=a.batch, max_wait_ms=a.max_wait_ms, replicas=a.replicas,
         gpus=[g.strip() for g in a.gpus.split(",")] if a.gpus else None, device=a.device, model=a.model,
@@ -411,7 +411,7 @@ def _summary(r: dict) -> str:
 
 def console():
     """The ``posefuse`` command: :func:`main`, then the process ends at once (``os._exit``) with its output
-    flushed. By then the run has closed every output, source and decode process, so the interpreter's
+    flushed. By then the run has closed every output, source and decode host, so the interpreter's
     teardown (module finalizers, the CUDA context) has nothing left to write and only costs wall time
     (results/startup.md: ``exit_s``)."""
     import os

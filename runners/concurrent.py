@@ -9,7 +9,7 @@ joined by bounded queues (backpressure: a slow stage stops the ones before it; m
   oldest frame has waited ``max_wait_ms``; latency is measured per frame from arrival to result.
 
 Sources share up to READERS reader threads (files and cameras apart; a camera's reads happen on a pump
-thread of its own that only reads; the streams of a host decode process push their frames to a reader of
+thread of its own that only reads; the streams of a decode host push their frames to a reader of
 their own); each pass of a reader hands the runner what it read from all its sources (a decoder's chunk,
 a frame) as one queue item with one accounting call; results are delivered per stream in frame order.
 A frame's latency runs from its arrival: a camera's read, a paced frame's due time, else its admission.
@@ -333,7 +333,7 @@ class _Readers:
     least loaded takes a new source). A camera (Source.camera: a read waits for its next frame) is read by
     a pump thread of its own into its reader's inbox, so a stalled camera holds up no other stream, while
     the reader hands its cameras' frames on together; files and cameras never share a reader, so a file's
-    decode never delays a camera's frames. Sources of one group (a host decode process's streams, which
+    decode never delays a camera's frames. Sources of one group (a decode host's streams, which
     push their frames) share a reader of their own."""
 
     def __init__(self, make, threads: list):
@@ -347,7 +347,7 @@ class _Readers:
         t.start()
 
     def add(self, src: Source, start: bool = True):
-        if src.group is not None:  # one reader per group: a decode process's frames are handed on together
+        if src.group is not None:  # one reader per group: a decode host's frames are handed on together
             r = self.grouped.get(src.group)
             if r is None or not r.add(src):
                 r = self.grouped[src.group] = self._new(src, start)

@@ -52,8 +52,8 @@ class RunConfig:
             flight finish (default: when the sources end).
         decoder: 'auto' (default: 'nvdec' where PyNvVideoCodec and a GPU run it, else 'cpu'; a video NVDEC
             cannot open is then read with OpenCV), 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU
-            into NV12, in decode processes).
-        streams_per_decode_process: NVDEC streams one decode process serves (0: all, one process per GPU;
+            into NV12, in decode hosts).
+        streams_per_decode_host: NVDEC streams one decode host serves (0: all, one process per GPU;
             1: a process per stream). Default 0 (results/DECISIONS.md).
         chunk: NVDEC frames handed to the runner at once (default: ``batch``).
         reconnect_s: a network source (a URL read with OpenCV) that disconnects or stalls reconnects with
@@ -103,7 +103,7 @@ class RunConfig:
     loop: bool = False
     duration_s: float | None = None
     decoder: str = AUTO
-    streams_per_decode_process: int = 0
+    streams_per_decode_host: int = 0
     chunk: int | None = None
     reconnect_s: float = RECONNECT_S
     runner: str = AUTO
@@ -160,7 +160,7 @@ class RunConfig:
             at_least(name, getattr(c, name), 1)
         if c.batch is not None:
             at_least("batch", c.batch, 1)
-        at_least("streams_per_decode_process", c.streams_per_decode_process, 0)
+        at_least("streams_per_decode_host", c.streams_per_decode_host, 0)
         if c.max_frames is not None:
             at_least("max_frames", c.max_frames, 1)
         if c.chunk is not None:

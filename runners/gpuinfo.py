@@ -40,7 +40,7 @@ def gpu_indices_in_use() -> list[int] | None:
 class UsageSampler:
     """Samples GPU utilization (%), GPU memory used (MiB, whole device, NVML), CPU (% of one core) and
     resident memory (MiB; ``rss_children_mib`` the children's part) of this process and its child
-    processes (the host decode processes; shared rows count in each process that maps them) every
+    processes (the decode hosts; shared rows count in each process that maps them) every
     ``period`` seconds in a daemon thread, folded into a count, sum and maximum per quantity as they come:
     constant memory however long the run (a day's samples kept as dicts would be ~170 MB)."""
 

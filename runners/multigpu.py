@@ -189,7 +189,7 @@ class WorkerEvents:
 
 def _worker(rank: int, device: str, streams: list, cfg, q, drain, go):
     """Entry point of one worker process: the run's Assembly (assembly.py) of ``streams`` (StreamSpecs) on
-    ``device`` with the dynamic batcher, the options of the run's RunConfig ``cfg``: host decode processes,
+    ``device`` with the dynamic batcher, the options of the run's RunConfig ``cfg``: decode hosts,
     NVDEC, tracking on this device, as a one-device run."""
     box = asm = None
     try:

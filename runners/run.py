@@ -37,7 +37,7 @@ class Report:
     (device, backend, precision, decoder); ``chosen``: {option: why} for each option the run chose itself
     (RunConfig 'auto' and unset defaults); ``notes``: {source: how it was read} where that differs from
     what was asked (a video NVDEC cannot open, read with OpenCV); ``shutdown_s``: seconds per step after
-    the last result (closing the sources, the outputs, the decode processes); ``warnings``: one line each
+    the last result (closing the sources, the outputs, the decode hosts); ``warnings``: one line each
     for what the run did that its user should change (most frames dropped: :func:`drop_warning`)."""
 
     config: dict
@@ -80,7 +80,7 @@ class Report:
 class _Signals:
     """SIGTERM ends the run like Ctrl-C; both wait while the run starts up (blocked until :meth:`unblock`,
     just before the runner runs), so neither lands inside a library's initialization (the engine imports
-    and loads the model, the decode process starts): one there has aborted the process at exit
+    and loads the model, the decode host starts): one there has aborted the process at exit
     ("terminate called without an active exception"; results/DECISIONS.md). A signal that came meanwhile
     is raised when they are unblocked and the run drains at once. Main thread only; the previous handler and
     signal mask are restored."""
@@ -185,7 +185,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                             from .multigpu import run_multigpu
 
                             failed.update(run_multigpu(streams, cfg.gpus, cfg, events, sinks))
-                    finally:  # the last result is in: closing sources and decode processes is not run time
+                    finally:  # the last result is in: closing sources and decode hosts is not run time
                         events.end_clock()
                 except (KeyboardInterrupt, RunInterrupted):
                     interrupted = True
@@ -234,7 +234,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
 
 def _figures(events: StreamFanout, asm) -> dict:
     """Each stream's figures so far, with what its source counted of itself (a network source's reconnects
-    and gaps: as they happen where the run's threads read it, at its end where a host decode process does)."""
+    and gaps: as they happen where the run's threads read it, at its end where a decode host does)."""
     out = {name: mon.snapshot() for name, mon in list(events.streams.items())}
     for s in list(asm.sources) if asm is not None else ():
         if s.name in out and s.counts:

@@ -328,7 +328,7 @@ class Service:
     def metrics(self) -> bytes:
         """The Prometheus text format: frames, results, detections and drops by stream and reason, frames
         in flight, latency p50/p99, streams and jobs by state, readiness; GPU utilization and memory (NVML),
-        the process's CPU and resident memory with its decode processes' part (psutil)."""
+        the process's CPU and resident memory with its decode hosts' part (psutil)."""
         from prometheus_client import CollectorRegistry, generate_latest
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -380,8 +380,8 @@ class Service:
                                                                                 "processes included)"),
                                        ("rss_mib", "posefuse_resident_memory_mib", "resident memory, MiB (decode "
                                                                                    "processes included)"),
-                                       ("rss_children_mib", "posefuse_decode_processes_memory_mib",
-                                        "resident memory of the decode processes, MiB")):
+                                       ("rss_children_mib", "posefuse_decode_hosts_memory_mib",
+                                        "resident memory of the decode hosts, MiB")):
                     if key in usage:
                         yield GaugeMetricFamily(name, doc, value=usage[key])
 

@@ -67,12 +67,13 @@ def backbone(yolo):
 
 @pytest.fixture(autouse=True)
 def _no_decode_process_left():
-    """A test that opened NVDEC sources through the default decode processes leaves none behind for later
-    tests (which check that no child process outlives a run)."""
+    """A test that opened NVDEC sources through the default decode hosts leaves none behind for later tests
+    (which check that no child process outlives a run)."""
     yield
-    from posefuse.runners.sources.process import default_decode_processes
+    from posefuse.runners.sources import nvdec
 
-    default_decode_processes().close()
+    if nvdec._DEFAULT is not None:
+        nvdec._DEFAULT.close()
 
 
 @pytest.fixture

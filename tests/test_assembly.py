@@ -1,6 +1,6 @@
 """The one assembly of a run: where each stream is read (placement), the same poses for a frame whatever its
 batch company or runner (alone, beside a 1080p stream, through the archive job's actor), a multi-GPU run
-built by the same assembly (host decode processes, tracking), and run() writing its report itself."""
+built by the same assembly (decode hosts, tracking), and run() writing its report itself."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 
 import helpers
 from posefuse import RunConfig, run
-from posefuse.runners.assembly import HOST_PROCESS, NVDEC_PROCESS, READER_THREAD, RUNNER_THREAD, place
+from posefuse.runners.assembly import DECODE_HOST, READER_THREAD, RUNNER_THREAD, place
 
 CLIP = helpers.data_path("one-by-one-person-detection.mp4")
 CLIP_1080 = helpers.data_path("one-by-one-person-1080p.mp4")
@@ -25,19 +25,19 @@ def _placed(spec, **cfg) -> tuple:
 def test_place_is_the_one_decision_of_where_a_stream_is_read():
     assert _placed(CLIP) == (READER_THREAD, "cpu")
     assert _placed(None) == (READER_THREAD, "cpu")  # the embedded clip
-    assert _placed(CLIP, paced=True) == (HOST_PROCESS, "cpu")
-    assert _placed(CLIP, mode="live") == (HOST_PROCESS, "cpu")
-    assert _placed("rtsp://127.0.0.1:9/cam") == (HOST_PROCESS, "cpu")
+    assert _placed(CLIP, paced=True) == (DECODE_HOST, "cpu")
+    assert _placed(CLIP, mode="live") == (DECODE_HOST, "cpu")
+    assert _placed("rtsp://127.0.0.1:9/cam") == (DECODE_HOST, "cpu")
     assert _placed(CLIP, runner="batched") == (RUNNER_THREAD, "cpu")
     assert _placed("rtsp://127.0.0.1:9/cam", runner="serial") == (RUNNER_THREAD, "cpu")
-    assert _placed(CLIP, runner="multigpu", paced=True) == (HOST_PROCESS, "cpu")
+    assert _placed(CLIP, runner="multigpu", paced=True) == (DECODE_HOST, "cpu")
     # decoder nvdec (a config as validated() leaves it on a GPU machine): video files only; a camera keeps
     # OpenCV's reconnect and stall handling, and the reason says so
-    assert _placed(CLIP, decoder="nvdec") == (NVDEC_PROCESS, "nvdec")
-    assert _placed(CLIP, decoder="nvdec", paced=True) == (NVDEC_PROCESS, "nvdec")
+    assert _placed(CLIP, decoder="nvdec") == (DECODE_HOST, "nvdec")
+    assert _placed(CLIP, decoder="nvdec", paced=True) == (DECODE_HOST, "nvdec")
     assert _placed(None, decoder="nvdec") == (READER_THREAD, "cpu")
     cam = place(RunConfig(device="cpu", runner="dynamic", decoder="nvdec"), "rtsp://127.0.0.1:9/cam")
-    assert (cam.reader, cam.decoder) == (HOST_PROCESS, "cpu") and "reconnect" in cam.reason
+    assert (cam.reader, cam.decoder) == (DECODE_HOST, "cpu") and "reconnect" in cam.reason
 
 
 def _poses(report_frames: dict, stream: str) -> dict:
@@ -118,7 +118,7 @@ def test_a_frames_poses_do_not_depend_on_its_company_gpu_fp16(tmp_path):
 @pytest.mark.slow
 def test_multigpu_tracks_paced_streams_through_the_same_assembly(tmp_path):
     """`posefuse run --runner multigpu --gpus cpu,cpu --track` of paced streams: each worker builds the run's
-    assembly, so the streams are read in host decode processes and tracked in the worker, with the same ids
+    assembly, so the streams are read in decode hosts and tracked in the worker, with the same ids
     as a one-device run of the same streams."""
     import cv2
 
@@ -141,7 +141,7 @@ def test_multigpu_tracks_paced_streams_through_the_same_assembly(tmp_path):
         outs[label] = {(x["stream"], x["frame"]): [p["track_id"] for p in x["poses"]] for x in lines}
         if label == "one":
             for s in rep["streams"].values():
-                assert s["placement"]["reader"] == HOST_PROCESS
+                assert s["placement"]["reader"] == DECODE_HOST
     assert outs["multigpu"] == outs["one"]
     assert any(i > 0 for ids in outs["one"].values() for i in ids)  # confirmed tracks
 

@@ -154,13 +154,13 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(after_s):
 
 
 def test_ctrl_c_at_the_terminal_during_a_live_run_drains_it_decode_processes_included():
-    """A Ctrl-C reaches the terminal's whole process group, the host decode processes of a paced run too:
+    """A Ctrl-C reaches the terminal's whole process group, the decode hosts of a paced run too:
     they leave it to the run, which drains and ends with one line and exit 130, no traceback."""
     p = subprocess.Popen([sys.executable, "-m", "posefuse.runners.cli", "run", "--device", "cpu", "--imgsz", "320",
                           "--source", CLIP, "--paced", "--loop",
                           "--duration-s", "60", "--no-progress"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(12)  # imports, the model, the decode process: the run is under way
+    time.sleep(12)  # imports, the model, the decode host: the run is under way
     os.killpg(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130 and "Traceback" not in err, err[-2000:]

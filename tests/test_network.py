@@ -321,10 +321,10 @@ def test_a_camera_the_run_holds_back_is_blocked_not_stalled(camera):
     """Backpressure (the run holds every row for longer than a stall) never reconnects: the camera's frames
     wait in its socket and the time is counted apart ('network.blocked_s'); a stall (the camera silent:
     test_camera_killed_and_restarted_...) reconnects and counts its gap."""
-    from posefuse.runners.sources.hostproc import BLOCKED, ROWS, HostDecodeProcesses
+    from posefuse.runners.sources.decodehost import BLOCKED, ROWS, DecodeHosts
     from posefuse.runners.sources.network import STALL_S
 
-    hp = HostDecodeProcesses(processes=1)
+    hp = DecodeHosts(processes=1)
     try:
         src = hp.open("cam", spec=camera.url, reconnect_s=30)
         it = src.frames()

@@ -287,11 +287,11 @@ def _need_nvdec():
 @pytest.mark.parametrize("per_process", [1, 0], ids=["a-process-per-stream", "one-process"])
 def test_nvdec_source_frames_match_opencv_and_are_released(per_process):
     _need_nvdec()
+    from posefuse.runners.sources.decodehost import DecodeHosts
     from posefuse.runners.sources.nvdec import open_nvdec
-    from posefuse.runners.sources.process import DecodeProcesses
 
-    procs = DecodeProcesses(per_process)
-    src = open_nvdec(helpers.data_path(CLIP), max_frames=40, chunk=16, decode_processes=procs, pool=16)
+    procs = DecodeHosts(gpu_streams_per_process=per_process)
+    src = open_nvdec(helpers.data_path(CLIP), max_frames=40, chunk=16, decode_hosts=procs, pool=16)
     assert src.count == 40 and src.fps
     ref = helpers.read_video(helpers.data_path(CLIP), 40)
     n = 0
@@ -383,10 +383,10 @@ def nvdec_dynamic_run(chunk: int, per_process: int = 0) -> dict:
     spec = helpers.data_path(CLIP)
     pipe = PosePipeline()
     cpu = pipe([f.image for f in open_source(spec, 200).frames()][150:200])
-    from posefuse.runners.sources.process import DecodeProcesses
+    from posefuse.runners.sources.decodehost import DecodeHosts
 
-    procs = DecodeProcesses(per_process)
-    sources = [open_source(spec, 200, decoder="nvdec", chunk=chunk, decode_processes=procs) for _ in range(8)]
+    procs = DecodeHosts(gpu_streams_per_process=per_process)
+    sources = [open_source(spec, 200, decoder="nvdec", chunk=chunk, decode_hosts=procs) for _ in range(8)]
     for k, s in enumerate(sources):
         s.name = f"cam{k}"
     mon, got = PerformanceMonitor(), {}
@@ -435,21 +435,21 @@ def test_a_gpu_run_decodes_into_pinned_rows_and_equals_plain_frames(clip_frames)
     rep = run(RunConfig(sources=[helpers.data_path(CLIP)], decoder="cpu", runner="dynamic", batch=16,
                         max_frames=n, paced=True, fps=60.0, progress=False), on_result=on)  # paced: rows free
     assert rep.overall["results"] == n and all(images_ok) and len(images_ok) == n
-    assert [st["source"] for st in rep.streams.values()] == [{"host_rows.new_arrays": 0}]  # a host decode process's
+    assert [st["source"] for st in rep.streams.values()] == [{"host_rows.new_arrays": 0}]  # a decode host's
     for i in range(n):
         np.testing.assert_allclose(got[i].boxes, want[i].boxes, atol=0.5)
         np.testing.assert_allclose(got[i].keypoints, want[i].keypoints, atol=0.5)
 
 
 @pytest.mark.gpu
-def test_a_host_decode_process_rows_are_pinned_here():
-    """A CUDA run's host decode process writes frames into shared rows that this process registers as
+def test_a_decode_hosts_opencv_rows_are_pinned_here():
+    """A CUDA run's decode host writes frames into shared rows that this process registers as
     pinned: the copy engine reads them where the decoder wrote them; once the stream has ended and its
     rows are back, they are unregistered."""
-    from posefuse.runners.sources.hostproc import HostDecodeProcesses
+    from posefuse.runners.sources.decodehost import DecodeHosts
 
     torch.zeros(1, device="cuda")
-    hp = HostDecodeProcesses(pin=True, processes=1)
+    hp = DecodeHosts(pin=True, processes=1)
     try:
         src = hp.open("cam", spec=helpers.data_path(CLIP), max_frames=4)
         frames = list(src.frames())
@@ -467,10 +467,10 @@ def test_a_host_decode_process_rows_are_pinned_here():
 def test_an_ended_streams_rows_are_unregistered_while_the_others_run():
     """The rows of a stream that ended are unregistered while the run goes on (one per RETIRE_GAP_S on the
     sending thread), not only at its close: a stream still open keeps its own."""
-    from posefuse.runners.sources.hostproc import RETIRE_GAP_S, HostDecodeProcesses
+    from posefuse.runners.sources.decodehost import RETIRE_GAP_S, DecodeHosts
 
     torch.zeros(1, device="cuda")
-    hp = HostDecodeProcesses(pin=True, processes=1)
+    hp = DecodeHosts(pin=True, processes=1)
     try:
         ended = hp.open("ended", spec=helpers.data_path(CLIP), max_frames=2)
         running = hp.open("running", spec=helpers.data_path(CLIP), max_frames=4)
@@ -557,3 +557,61 @@ def test_bad_input_catalogue_in_one_stream_good_frames_go_on(cpu_pipe):
     assert mon.frames_in == 12 and sum(mon.drops.values()) == len(bad)
     for i in bad:  # each drop names the stream and the frame index
         assert any(reason.startswith(f"cam[{i}]") for reason in mon.drops), (i, dict(mon.drops))
+
+
+BFRAMES = "bframes-768x432.mp4"  # the sample re-encoded with two B-frames between references (ffmpeg, below)
+
+
+def _bframes_clip(tmp_path_factory) -> str:
+    """The B-frame copy of the sample from the data folder, else made here with ffmpeg (skipped without it)."""
+    import shutil
+    import subprocess
+
+    p = helpers.data_dir() / BFRAMES
+    if p.exists():
+        return str(p)
+    if shutil.which("ffmpeg") is None:
+        pytest.skip(f"{BFRAMES} is not in the data folder and ffmpeg is not here to make it")
+    out = tmp_path_factory.mktemp("bframes") / BFRAMES
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", helpers.data_path(CLIP), "-c:v", "libx264", "-bf", "2",
+                    "-g", "48", "-crf", "30", "-preset", "veryfast", "-an", str(out)], check=True)
+    return str(out)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("clip", [CLIP, "one-by-one-person-1080p.mp4", BFRAMES])
+def test_every_nvdec_frame_of_8_streams_through_a_decode_host_equals_a_fresh_decoder(clip, tmp_path_factory):
+    """The production NVDEC path (8 looping streams in one GPU decode host, chunks of 16, frames from the
+    host's rows by CUDA IPC), each stream from its own mid-clip start and the last across the loop's wrap:
+    every frame of the clip, and each equal to a fresh decoder's frame read one per call from frame 0."""
+    _need_nvdec()
+    import cv2
+
+    from posefuse.runners.sources.decodehost import DecodeHosts
+    from posefuse.runners.sources.nvdec import open_nvdec
+
+    path = _bframes_clip(tmp_path_factory) if clip == BFRAMES else helpers.data_path(clip)
+    n = int(cv2.VideoCapture(path).get(cv2.CAP_PROP_FRAME_COUNT))
+    truth = _raw_nvdec_frames(path, n)
+    assert len(truth) == n
+    hosts = DecodeHosts(gpu_streams_per_process=0)
+    per = n // 8 + 40  # each stream overlaps the next one's start; the last wraps past the clip's end
+    try:
+        srcs = [open_nvdec(path, chunk=16, decode_hosts=hosts, start=k * n // 8 + 7, loop=True) for k in range(8)]
+        assert hosts.alive("cuda:0") == 1
+        seen, wrong = set(), []
+        its = [iter(s.frames()) for s in srcs]
+        for _ in range(per):  # the streams read side by side, as a run reads them
+            for k, it in enumerate(its):
+                f = next(it)
+                v = f.index % n
+                seen.add(v)
+                if not torch.equal(f.image, truth[v]):
+                    wrong.append((k, f.index))
+                f.release()
+        for s in srcs:
+            s.close()
+    finally:
+        hosts.close()
+    assert not wrong, f"{len(wrong)} frames differ from the video's: {wrong[:10]}"
+    assert seen == set(range(n))

@@ -6,8 +6,8 @@
 * ``network``: cameras and live streams at a URL, reconnecting;
 * ``pool``: chunked decoders and their frame pools, the decoder stand-in for tests;
 * ``nvdec``: the NVDEC decoder (PyNvVideoCodec) into GPU memory as NV12;
-* ``process``: decode processes, each serving a number of streams, their frames shared by CUDA IPC;
-* ``hostproc``: host decode processes, each reading many OpenCV streams into shared, pinned rows.
+* ``decodehost``: decode hosts, spawned processes each reading many streams (NVDEC into rows shared by
+  CUDA IPC, OpenCV into shared rows pinned here).
 """
 from __future__ import annotations
 
@@ -25,21 +25,21 @@ from .synthetic import DEFAULT_NAME, default_source, synthesized_clip
 
 
 def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str = "cpu", device=None,
-                chunk: int | None = None, decode_processes=None, reconnect_s: float = RECONNECT_S,
+                chunk: int | None = None, decode_hosts=None, reconnect_s: float = RECONNECT_S,
                 start: int = 0, threads: int = 0, pinned: bool = False, row_pool=None) -> Source:
     """The Source for ``spec``: a video file or URL, an image folder (read with its subfolders), an image
     file, or None / 'default' for the embedded clip.
 
     decoder: 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU ``device`` into NV12 frames, in a
-    decode process; images and the default clip are still read on the CPU). chunk: NVDEC frames handed
-    on at once (default nvdec.CHUNK). decode_processes: the :class:`~.process.DecodeProcesses` that
-    serves NVDEC streams (default: one process for all of this process's streams per device). A URL read
+    decode host; images and the default clip are still read on the CPU). chunk: NVDEC frames handed
+    on at once (default nvdec.CHUNK). decode_hosts: the :class:`~.decodehost.DecodeHosts` that serve
+    NVDEC streams (default: this process's, one GPU host for all its streams per device). A URL read
     with decoder 'cpu' is a camera (a network source (network.py: reconnects for up to ``reconnect_s``).
     start: a video file's first frame (frame indices stay the video's own; a segment of an archive job).
     threads: FFmpeg decode threads of a video file read with OpenCV (0: one per core; see
     :func:`decode_threads`). pinned: a video or URL read with OpenCV decodes into reused pinned rows (a
     CUDA run: the pipeline copies them to the device without a CPU copy); row_pool(shape): the HostRows a
-    video or URL read with OpenCV decodes into instead (a host decode process). Raises SourceError naming the
+    video or URL read with OpenCV decodes into instead (a decode host). Raises SourceError naming the
     source when it cannot be opened."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
@@ -68,7 +68,7 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
     if decoder == "nvdec":
         from .nvdec import open_nvdec
 
-        return open_nvdec(spec, device, max_frames, chunk, decode_processes, start=start)
+        return open_nvdec(spec, device, max_frames, chunk, decode_hosts, start=start)
     if is_network(spec):
         return open_network(spec, max_frames, reconnect_s=reconnect_s, pinned=pinned, row_pool=row_pool)
     return open_video(spec, max_frames, start, threads, pinned, row_pool)
@@ -107,7 +107,7 @@ def video_frames(spec: str | None) -> int | None:
 
 def announce(spec: str | None, decoder: str) -> tuple | None:
     """((H, W), pixel format) of the frames an NVDEC source of ``spec`` will give, read from the file's
-    header (OpenCV, milliseconds) before its decode process has opened it, so a run can capture its graphs
+    header (OpenCV, milliseconds) before its decode host has opened it, so a run can capture its graphs
     meanwhile; None for other sources (they open at once) or when the header does not say."""
     if decoder != "nvdec" or spec in (None, "", DEFAULT_NAME) or is_network(spec):
         return None

@@ -56,13 +56,13 @@ class Source:
     fps: nominal frame rate (None if unknown); count: frames it will yield, when known; shape: (h, w) of its
     frames when known ahead (for warm-up); stats: seconds the source spent per activity (decoder, pool
     wait, ...); cancel: set by :meth:`close` so a source blocked on its consumer returns; on_close: called
-    once by :meth:`close` (a decode process's stream stops); counts: what the source counted of itself
+    once by :meth:`close` (a decode host's stream stops); counts: what the source counted of itself
     (a network source's reconnects and gaps), reported per stream; camera: its frames come at its own pace
     and a read waits for the next one (a camera), so a runner gives it a reader thread of its own; push:
-    the source hands its parcels on from a thread of its own (a host decode process's receiver):
+    the source hands its parcels on from a thread of its own (a decode host's receiver):
     ``push(put)`` starts it, and it calls ``put(parcel)`` for each parcel, then ``put(None, error)`` at its
     end (``error``: the source's message, or None); a runner then reads no parcels. group: sources of one
-    group (one decode process) are served by one reader, so what arrives together is handed on together."""
+    group (one decode host) are served by one reader, so what arrives together is handed on together."""
 
     name: str
     parcels: Iterator[list[Frame]]

@@ -7,8 +7,8 @@ to BACKOFF_MAX_S) and fails with a SourceError naming the URL once ``reconnect_s
 frame. Delivered frames keep consecutive indices over reconnects; the gap is counted in the source's
 ``counts`` ('network.reconnects', 'network.disconnected_s', 'network.frames_missed' from the stream's
 frame rate); the first frame after a reconnect has ``restart`` set. A camera the run holds back (no row free
-in its host decode process) is not read meanwhile: its frames wait in its socket, which is never a stall, and
-the time is counted apart ('network.blocked_s', hostproc.BLOCKED). A change of resolution is counted
+in its decode host) is not read meanwhile: its frames wait in its socket, which is never a stall, and
+the time is counted apart ('network.blocked_s', decodehost.BLOCKED). A change of resolution is counted
 ('network.resolution_changes') and passed on: each frame carries its own shape. A stream that declares
 its length (a video file served over HTTP) ends at its end. Timestamps are seconds since the source
 opened, on the host clock, gaps included. A camera decodes on one FFmpeg thread: frame threads would hold
@@ -71,7 +71,7 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
     """The camera at ``url`` (see the module docstring). Waits up to ``reconnect_s`` for the URL to
     open; raises SourceError naming it when it does not. ``pinned``: frames are decoded into reused pinned
     rows (a CUDA run; frames of another resolution into new arrays); ``row_pool(shape)``: the HostRows to
-    decode into instead (a host decode process)."""
+    decode into instead (a decode host)."""
     if not reconnect_s > 0:
         raise ValueError(f"reconnect_s: expected seconds > 0, got {reconnect_s}")
     if not stall_s > 0:

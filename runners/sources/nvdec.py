@@ -1,6 +1,6 @@
 """NVDEC video source (PyNvVideoCodec ``SimpleDecoder``): frames are decoded into GPU memory as NV12 and
-go to the NV12 letterbox kernel as CUDA tensors. No frame crosses the host. The decoder runs in a decode
-process (``process.DecodeProcesses``), its frames shared with the runner by CUDA IPC.
+go to the NV12 letterbox kernel as CUDA tensors. No frame crosses the host. The decoder runs in a GPU decode
+host (``decodehost.DecodeHosts``), its rows shared with the runner once by CUDA IPC.
 
 The decoder writes new frames where frames it returned lie: on its next call, and within one
 ``get_batch_frames(n)`` call over frames that call returns earlier (results/DECISIONS.md). So it is asked
@@ -8,7 +8,8 @@ for one frame per call, and each frame is copied, on the decoder's stream, into 
 pool before the next call (one device-to-device copy, about 1% of the copy bandwidth at the pipeline's
 rate). A chunk of frames goes to the runner at once; the decoder runs ahead of the GPU by up to ``pool``
 frames; a row returns to the pool when the runner releases its frame (``Frame.release()``, once the GPU work
-reading it has completed).
+reading it has completed). The stream's rows are made once (``StreamRows.chunked``), so a looping stream's
+passes share them.
 
 PyNvVideoCodec starts a decoder session lazily, in the first decode call; :func:`prime_decoder` starts it
 at open instead, so a runner's streams start together.
@@ -24,7 +25,7 @@ import torch
 from ...kernels._common import nvtx_range
 from ..gpuinfo import nvdec_available
 from .frame import Source, SourceError
-from .pool import ChunkStream, FramePool
+from .pool import ChunkStream, chunk_source
 
 CHUNK = 16  # frames handed to the runner at once (a runner asks for its batch size)
 
@@ -37,12 +38,14 @@ def nv12_view(decoded) -> torch.Tensor:
 
 
 def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int | None = None,
-               decode_processes=None, pool: int | None = None, start: int = 0) -> Source:
-    """An NVDEC source for a video file or URL, decoded in one of ``decode_processes`` (default: the
-    process-wide one, all streams of a device in one process). ``chunk``: frames handed on at once; ``pool``:
-    frame buffers of the source's own (default 4 x chunk); ``start``: the first frame (the decoder seeks to
-    it; frame indices are the video's own). Raises SourceError naming the file when it cannot be opened
-    (missing, empty, not a video, a codec NVDEC does not decode, ``start`` past its end)."""
+               decode_hosts=None, pool: int | None = None, start: int = 0, loop: bool = False,
+               duration_s: float | None = None, fps: float | None = None, paced: bool = False) -> Source:
+    """An NVDEC source for a video file or URL, decoded in a GPU host of ``decode_hosts`` (default: the
+    process-wide :func:`default_decode_hosts`). ``chunk``: frames handed on at once; ``pool``: frame
+    buffers of the stream's own (default 4 x chunk); ``start``: the first frame (the decoder seeks to it;
+    frame indices are the video's own); ``loop``, ``duration_s``, ``fps``: as sources.looping; ``paced``:
+    released at its frame rate. Raises SourceError naming the file when it cannot be opened (missing,
+    empty, not a video, a codec NVDEC does not decode, ``start`` past its end)."""
     chunk = CHUNK if chunk is None else chunk
     if chunk < 1:
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
@@ -59,12 +62,37 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
     dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
     if dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    if decode_processes is None:
-        from .process import default_decode_processes
+    hosts = default_decode_hosts() if decode_hosts is None else decode_hosts
+    return hosts.open(path, open_in_host, str(dev), paced, path=path, max_frames=max_frames, chunk=chunk, pool=pool,
+                      start=start, loop=loop, duration_s=duration_s, fps=fps)
 
-        decode_processes = default_decode_processes()
-    kw = {"path": path, "device": str(dev), "max_frames": max_frames, "chunk": chunk, "pool": pool, "start": start}
-    return decode_processes.open(nvdec_stream, kw, path, dev)
+
+_DEFAULT = None
+
+
+def default_decode_hosts():
+    """The decode hosts of this process for sources opened without a run's own (closed at exit; new ones
+    after a close)."""
+    global _DEFAULT
+    if _DEFAULT is None or _DEFAULT.closed:
+        import atexit
+
+        from .decodehost import DecodeHosts
+
+        _DEFAULT = DecodeHosts(pin=False)
+        atexit.register(_DEFAULT.close)
+    return _DEFAULT
+
+
+def open_in_host(rows, path: str, name: str, max_frames: int | None = None, chunk: int = CHUNK,
+                 pool: int | None = None, start: int = 0, loop: bool = False, duration_s: float | None = None,
+                 fps: float | None = None) -> Source:
+    """The NVDEC opener of a decode host (decodehost.DecodeHosts.open): ``path`` decoded on the host's device
+    into the stream's rows, looping, timed or with its frame rate replaced as a run asks."""
+    from . import looping
+
+    return looping(lambda first: chunk_source(nvdec_stream(path, rows, max_frames, chunk, pool, first)), name, loop,
+                   duration_s, fps, start)
 
 
 def prime_decoder(dec, stream) -> float:
@@ -77,14 +105,15 @@ def prime_decoder(dec, stream) -> float:
     return time.perf_counter() - t0
 
 
-def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, pool: int | None,
+def nvdec_stream(path: str, rows, max_frames: int | None, chunk: int, pool: int | None,
                  start: int = 0) -> ChunkStream:
-    """The NVDEC decoder of ``path`` from frame ``start`` as a ChunkStream (frames copied into its own pool;
-    see the module docstring). open_nvdec checks the arguments."""
+    """The NVDEC decoder of ``path`` from frame ``start`` as a ChunkStream, its frames copied into the rows
+    ``rows.chunked`` gives on the device of ``rows`` (a decode host's StreamRows; see the module
+    docstring). open_nvdec checks the arguments."""
     pool = max(pool or 4 * chunk, chunk)
     import PyNvVideoCodec as nvc
 
-    dev = torch.device(device)
+    dev = torch.device(rows.device)
     stream = torch.cuda.Stream(dev)
     try:
         kw = {"gpu_id": dev.index, "cuda_stream": stream.cuda_stream, "use_device_memory": True,
@@ -107,8 +136,8 @@ def nvdec_stream(path: str, device: str, max_frames: int | None, chunk: int, poo
         raise SourceError(f"source {path}: NVDEC could not decode its first frame ({type(e).__name__}: {e})") from e
     cancel = threading.Event()
     h, w = int(meta.height), int(meta.width)
-    buffers = torch.empty((pool, h * 3 // 2, w), dtype=torch.uint8, device=dev)
-    frame_pool = FramePool(pool, cancel)
+    shared = rows.chunked(pool, (h * 3 // 2, w))
+    buffers, frame_pool = shared.buffers, shared.pool
     stats = {"video_decode.decoder": 0.0, "video_decode.pool_wait": 0.0, "video_decode.session_init": init_s}
 
     def fetch(i):

@@ -33,7 +33,7 @@ def read_frame(cap, rows: HostRows | None, counts: dict) -> tuple:
 
 def host_rows(shape: tuple, pinned: bool, row_pool=None) -> HostRows | None:
     """The row pool of a source of BGR frames of ``shape`` (h, w): ``row_pool(shape)``'s when given (a host
-    decode process's shared rows), else pinned rows when ``pinned`` (a CUDA run), else None."""
+    decode host's shared rows), else pinned rows when ``pinned`` (a CUDA run), else None."""
     if not all(shape):
         return None
     if row_pool is not None:
@@ -46,7 +46,7 @@ def open_video(path: str, max_frames: int | None, start: int = 0, threads: int =
     """A video file or URL, from frame ``start`` (OpenCV seeks to the keyframe before it and decodes up to
     it; frame indices are the video's own). ``threads``: FFmpeg decode threads (0: OpenCV's default, one
     per core). ``pinned``: frames are decoded into reused pinned rows (:class:`~.pool.HostRows`; a CUDA
-    run); ``row_pool(shape)``: the HostRows to decode into instead (a host decode process). A file that
+    run); ``row_pool(shape)``: the HostRows to decode into instead (a decode host). A file that
     stops short of the frame count its container declares raises SourceError after its last good frame
     (truncated or corrupt)."""
     if threads < 0:

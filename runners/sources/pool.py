@@ -3,7 +3,7 @@
 A :class:`ChunkStream` is a decoder that answers in chunks: ``fetch(i)`` decodes frames ``i, i+1, ...`` into
 free rows of its ``buffers`` tensor, which it takes from its :class:`FramePool`; a row goes back to the pool
 once every frame of its chunk is released by the runner (:class:`Release`). ``simulated_stream`` is a
-decoder stand-in with the same protocol, for the CPU tests of the decode processes. :class:`HostRows` is
+decoder stand-in with the same protocol, for the CPU tests of the decode hosts. :class:`HostRows` is
 the pool of an OpenCV decoder's host frames.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .frame import SourceError
+from .frame import Frame, Source, SourceError
 
 POLL = 0.05  # seconds: how often a waiting pool looks at its cancel flag
 
@@ -58,7 +58,7 @@ class HostRows:
     """Reused host buffers for one source's frames of one shape (``shape``, uint8), in pinned memory on a CUDA
     run: the decoder writes each frame where the pipeline's copy engine reads it, so a host frame is never
     copied on the CPU again (results/DECISIONS.md). ``memory``: a (size, *shape) uint8 tensor to hold the
-    rows (a host decode process's shared memory) instead of new ones. :meth:`take` never waits: with every
+    rows (a decode host's shared memory) instead of new ones. :meth:`take` never waits: with every
     row in use (a consumer behind) or a frame of another shape (a stream that changed resolution) the
     caller reads into a new array instead, so a reader that serves other sources is never held up by this
     one; a reader that should wait instead calls :meth:`wait_free` first."""
@@ -161,16 +161,35 @@ class ChunkStream:
                               "(truncated or corrupt file)")
 
 
+def chunk_source(cs: ChunkStream) -> Source:
+    """The frames of chunked decoder ``cs`` as a Source: each chunk a parcel, each frame a row of
+    ``cs.buffers`` (read once its chunk's event is complete), the rows back to ``cs.pool`` once every frame
+    of the chunk is released."""
+
+    def parcels():
+        for first, rows, ready in cs.chunks():
+            if ready is not None:
+                ready.synchronize()
+            release = Release(cs.pool.release, rows)
+            yield [Frame(first + k, cs.buffers[r], cs.pixel_format, (first + k) / cs.fps if cs.fps else None,
+                         on_release=release) for k, r in enumerate(rows)]
+
+    return Source(cs.name, parcels(), cs.fps, cs.want, cs.shape, cs.pixel_format, cs.stats, cs.cancel, cs.on_close)
+
+
 def simulated_stream(name: str, frames: int, fps: float, chunk: int, shape=(432, 768), pool: int | None = None,
-                     truncate_at: int | None = None, mark: bool = False) -> ChunkStream:
+                     truncate_at: int | None = None, mark: bool = False, rows=None) -> ChunkStream:
     """A decoder stand-in: ``frames`` NV12 frames of ``shape`` in host memory, ``chunk`` per call at ``fps``
     frames/s with the interpreter lock released (as NVDEC's calls release it); ``mark``: each frame's first
-    luma pixel holds its index (mod 256). ``truncate_at``: the stream breaks off there (a truncated file)."""
+    luma pixel holds its index (mod 256). ``truncate_at``: the stream breaks off there (a truncated file).
+    ``rows``: the decodehost.ChunkRows it decodes into (a decode host's), else a pool of its own."""
     h, w = shape
-    size = max(pool or 2 * chunk, chunk)
-    buffers = torch.zeros((size, h * 3 // 2, w), dtype=torch.uint8)
     cancel = threading.Event()
-    fp = FramePool(size, cancel)
+    if rows is None:
+        size = max(pool or 2 * chunk, chunk)
+        buffers, fp = torch.zeros((size, h * 3 // 2, w), dtype=torch.uint8), FramePool(size, cancel)
+    else:
+        buffers, fp = rows.buffers, rows.pool
     stats = {"video_decode.decoder": 0.0, "video_decode.pool_wait": 0.0}
     end = frames if truncate_at is None else truncate_at
 
@@ -192,3 +211,17 @@ def simulated_stream(name: str, frames: int, fps: float, chunk: int, shape=(432,
         return rows, None
 
     return ChunkStream(name, buffers, fetch, frames, fp, cancel, (h, w), "nv12", None, frames, stats)
+
+
+def simulated_in_host(rows, name: str, frames: int, fps: float, chunk: int, shape=(432, 768), pool: int | None = None,
+                      truncate_at: int | None = None, mark: bool = False, loop: bool = False,
+                      duration_s: float | None = None) -> Source:
+    """The decoder stand-in as a decode host's opener (decodehost.DecodeHosts.open): its frames in the
+    stream's chunked rows, as NVDEC's are; looping or timed as sources.looping."""
+    from . import looping
+
+    h, w = shape
+    size = max(pool or 2 * chunk, chunk)
+    cr = rows.chunked(size, (h * 3 // 2, w))
+    return looping(lambda first: chunk_source(simulated_stream(name, frames, fps, chunk, shape, size, truncate_at, mark,
+                                                               rows=cr)), name, loop, duration_s)

@@ -1,7 +1,9 @@
-"""Host decode processes (runners/sources/hostproc.py): OpenCV streams read in spawned processes into shared
-rows, on the real sample clip. The frames equal OpenCV's in this process; a paced stream is released at
-its frame rate with each frame stamped at its due time; rows lent out bound what a stream reads ahead; a
-stream that cannot open fails naming its source; a closed stream ends with its counts."""
+"""Decode hosts (runners/sources/decodehost.py): streams read in spawned processes into shared rows. OpenCV
+on the real sample clip: the frames equal OpenCV's in this process; a paced stream is released at its frame
+rate with each frame stamped at its due time; rows lent out bound what a stream reads ahead; a stream that
+cannot open fails naming its source; a closed stream ends with its counts. Chunked decoders (NVDEC's
+machinery, with pool.simulated_in_host standing in for the decoder on the CPU): frames in order with their
+own content, rows reused only after release, a truncated stream an error naming it, GPU hosts shared."""
 from __future__ import annotations
 
 import time
@@ -16,12 +18,12 @@ CLIP = "one-by-one-person-detection.mp4"  # 768x432 at 10 fr/s
 
 @pytest.fixture
 def processes():
-    from posefuse.runners.sources.hostproc import HostDecodeProcesses
+    from posefuse.runners.sources.decodehost import DecodeHosts
 
     made = []
 
     def make(**kw):
-        hp = HostDecodeProcesses(**kw)
+        hp = DecodeHosts(**kw)
         made.append(hp)
         return hp
 
@@ -48,7 +50,7 @@ def test_frames_read_in_a_process_equal_opencv_here(processes):
 
 
 def test_a_paced_stream_is_released_at_its_rate_each_frame_stamped_at_its_due_time(processes):
-    src = processes(paced=True, processes=1).open("cam", spec=helpers.data_path(CLIP), max_frames=12, fps=20.0)
+    src = processes(processes=1).open("cam", paced=True, spec=helpers.data_path(CLIP), max_frames=12, fps=20.0)
     got = []
     for f in src.frames():
         got.append((f.arrived, time.perf_counter()))
@@ -60,7 +62,7 @@ def test_a_paced_stream_is_released_at_its_rate_each_frame_stamped_at_its_due_ti
 
 
 def test_rows_lent_out_bound_what_a_stream_reads_ahead(processes):
-    from posefuse.runners.sources.hostproc import ROWS
+    from posefuse.runners.sources.decodehost import ROWS
 
     src = processes(processes=1).open("cam", spec=helpers.data_path(CLIP), max_frames=ROWS + 4)
     it = src.frames()
@@ -100,9 +102,9 @@ def test_a_stream_that_cannot_open_fails_naming_its_source(processes, tmp_path):
 
 
 def test_a_stream_closed_while_it_is_read_ends_and_the_processes_close(processes):
-    hp = processes(paced=True, processes=2)
-    a = hp.open("a", spec=helpers.data_path(CLIP), loop=True, fps=30.0)
-    b = hp.open("b", spec=helpers.data_path(CLIP), loop=True, fps=30.0)
+    hp = processes(processes=2)
+    a = hp.open("a", paced=True, spec=helpers.data_path(CLIP), loop=True, fps=30.0)
+    b = hp.open("b", paced=True, spec=helpers.data_path(CLIP), loop=True, fps=30.0)
     ia, ib = a.frames(), b.frames()
     for _ in range(5):
         next(ia).release()
@@ -116,9 +118,9 @@ def test_a_stream_closed_while_it_is_read_ends_and_the_processes_close(processes
     assert a.counts["host_rows.new_arrays"] == 0
 
 
-def test_a_paced_run_reads_its_videos_in_host_decode_processes():
+def test_a_paced_run_reads_its_videos_in_decode_hosts():
     """Through run(): every frame of three paced streams is a result, in order, stamped at its due time
-    (latency counted from it), and the run closed its host decode processes."""
+    (latency counted from it), and the run closed its decode hosts."""
     from posefuse import RunConfig, run
 
     got: dict = {}
@@ -127,7 +129,7 @@ def test_a_paced_run_reads_its_videos_in_host_decode_processes():
               on_result=lambda r: got.setdefault(r.stream, []).append(r.index))
     assert rep.failed == {} and rep.overall["results"] == 36
     assert all(v == list(range(12)) for v in got.values()) and len(got) == 3
-    assert "host_decode_processes" in rep.shutdown_s
+    assert "decode_hosts" in rep.shutdown_s
     assert all(st["source"] == {"host_rows.new_arrays": 0} for st in rep.streams.values())
 
 
@@ -196,7 +198,7 @@ def test_a_streams_rows_are_resident_from_its_first_frame_in_both_processes(proc
     import multiprocessing
     import os
 
-    from posefuse.runners.sources.hostproc import ROWS
+    from posefuse.runners.sources.decodehost import ROWS
 
     src = processes(processes=1).open("cam", spec=helpers.data_path(CLIP), max_frames=20)
     it = src.frames()
@@ -205,4 +207,135 @@ def test_a_streams_rows_are_resident_from_its_first_frame_in_both_processes(proc
     (child,) = multiprocessing.active_children()
     assert _memfd_rss_kib(child.pid) >= want
     assert _memfd_rss_kib(os.getpid()) >= want
+    src.close()
+
+
+# ------------------------------------------------------------------ chunked decoders (NVDEC's machinery)
+def _sim(**kw) -> dict:
+    from posefuse.runners.sources.pool import simulated_in_host
+
+    return {"opener": simulated_in_host, "device": "cpu", "fps": 1e4, "shape": (2, 2), **kw}
+
+
+def _indices(src) -> list:
+    """The frame indices of ``src``, each frame released (its row goes back to the decode host)."""
+    out = []
+    for f in src.frames():
+        out.append(f.index)
+        f.release()
+    return out
+
+
+@pytest.mark.parametrize("per_process", [1, 0], ids=["a-process-per-stream", "one-process"])
+def test_a_chunked_stream_gives_its_frames_in_order_rows_back_on_release_and_truncation_named(processes,
+                                                                                            per_process):
+    """A chunked decoder in a decode host: frames in order with their own content, rows reused only after
+    release, and a stream that breaks off is an error naming it after the frames it gave."""
+    from posefuse.runners.sources import SourceError
+
+    hp = processes(gpu_streams_per_process=per_process)
+    src = hp.open("clip.mp4", **_sim(frames=10, chunk=4, shape=(4, 6), pool=4, truncate_at=7, mark=True))
+    assert src.count == 10 and src.shape == (4, 6) and src.pixel_format == "nv12"
+    seen = []
+    with pytest.raises(SourceError, match=r"clip\.mp4: stopped after 7 of 10"):
+        for f in src.frames():
+            assert tuple(f.image.shape) == (6, 6) and int(f.image[0, 0]) == f.index  # its own content
+            assert f.checked is not None and f.checked[1] == (4, 6)  # checked once, when the rows were mapped
+            seen.append(f.index)
+            f.release()
+            f.release()  # idempotent: the row goes back once
+    src.close()
+    assert seen == list(range(7))
+    assert src.stats["video_decode.decoder"] > 0
+
+
+def test_a_chunked_stream_holds_rows_until_released_and_reports_open_errors(processes):
+    from posefuse.runners.sources import SourceError
+
+    hp = processes(gpu_streams_per_process=1)
+    kw = _sim(frames=12, chunk=4, pool=8, mark=True)
+    src = hp.open("cam", **kw)
+    it = iter(src.frames())
+    held = [next(it) for _ in range(8)]  # the whole pool lent out, nothing released
+    assert [int(f.image[0, 0]) for f in held] == list(range(8))
+    for f in held[:4]:  # one chunk back: the decoder may fill those rows with frames 8..11
+        f.release()
+    rest = [next(it) for _ in range(4)]
+    assert [f.index for f in rest] == [8, 9, 10, 11]
+    assert [int(f.image[0, 0]) for f in held[4:]] == [4, 5, 6, 7]  # unreleased rows kept their frames
+    assert next(it, None) is None
+    for f in held[4:] + rest:
+        f.release()
+    src.close()
+    with pytest.raises(SourceError, match="unexpected keyword argument 'bogus'"):
+        hp.open("x", **kw, bogus=1)
+
+
+def test_one_host_serves_chunked_streams_side_by_side_and_survives_a_bad_open(processes):
+    """Streams of one device's host: each its own frames, in order, read interleaved; a stream that cannot
+    be opened there is that stream's error, and the host goes on serving the others."""
+    from posefuse.runners.sources import SourceError
+
+    hp = processes(gpu_streams_per_process=0)
+    srcs = [hp.open(f"cam{k}", **_sim(frames=9, chunk=3, pool=3, mark=True)) for k in range(2)]
+    with pytest.raises(SourceError, match="unexpected keyword argument"):
+        hp.open("x", **_sim(frames=1, chunk=1), bogus=1)
+    assert hp.alive("cpu") == 1
+    its = [iter(s.frames()) for s in srcs]
+    got = {0: [], 1: []}
+    for _ in range(9):  # alternate: both streams' decoders run in the one host at once
+        for k, it in enumerate(its):
+            f = next(it)
+            got[k].append((f.index, int(f.image[0, 0])))
+            f.release()
+    for k, it in enumerate(its):
+        assert next(it, None) is None
+        assert got[k] == [(i, i) for i in range(9)]
+        srcs[k].close()
+    assert hp.alive("cpu") == 1 and hp.alive(None) == 0  # one device host for both; no OpenCV host
+
+
+def test_gpu_streams_per_process_sets_the_number_of_device_hosts(processes):
+    from posefuse.runners.sources.decodehost import DecodeHosts
+
+    hp = processes(gpu_streams_per_process=2)
+    srcs = [hp.open(f"c{k}", **_sim(frames=2, chunk=2)) for k in range(3)]
+    assert hp.alive("cpu") == 2  # 2 + 1 streams
+    for s in srcs:
+        assert _indices(s) == [0, 1]
+        s.close()
+    with pytest.raises(ValueError, match="gpu_streams_per_process: expected >= 0"):
+        DecodeHosts(gpu_streams_per_process=-1)
+
+
+def test_hosts_started_ahead_side_by_side_serve_the_next_streams(processes):
+    """start() spawns the hosts a run's streams will use, all at once (their imports overlap the caller's and
+    each other's); the next opens use them."""
+    hp = processes(gpu_streams_per_process=2)
+    hp.start("cpu", 4)
+    hp.start("cpu", 4)  # they are up: no more
+    assert hp.alive("cpu") == 2
+    srcs = [hp.open(f"c{k}", **_sim(frames=3, chunk=2)) for k in range(4)]
+    assert hp.alive("cpu") == 2
+    assert [_indices(s) for s in srcs] == [[0, 1, 2]] * 4
+
+
+def test_a_looping_chunked_stream_reuses_its_rows_across_passes(processes):
+    """A looping stream's passes decode into the same rows (made once per shape): frames count on across
+    the wrap, the first of each pass marked restart, and a row lent from the last pass is not written."""
+    hp = processes()
+    src = hp.open("loop", **_sim(frames=4, chunk=2, pool=4, mark=True), loop=True, duration_s=None)
+    it = src.frames()
+    held = [next(it) for _ in range(2)]  # frames 0 and 1 of pass 1 stay lent across the wrap
+    got = []
+    for _ in range(8):
+        f = next(it)
+        got.append((f.index, f.restart, int(f.image[0, 0])))
+        f.release()
+    assert [i for i, _, _ in got] == list(range(2, 10))
+    assert [i for i, r, _ in got if r] == [4, 8]
+    assert [v for _, _, v in got] == [2, 3, 0, 1, 2, 3, 0, 1]  # each frame's own content (its index in the pass)
+    assert [int(f.image[0, 0]) for f in held] == [0, 1]  # untouched while lent
+    for f in held:
+        f.release()
     src.close()

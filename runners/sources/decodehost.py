@@ -1,27 +1,38 @@
-"""Host decode processes: OpenCV sources (video files and cameras) read in spawned processes, each serving
-many streams, their frames decoded into rows of shared memory that this process registers as pinned.
+"""Decode hosts: spawned processes that read a run's streams, each serving many streams over one pipe, for
+every decoder: NVDEC into rows of device memory shared once by CUDA IPC, OpenCV into rows of shared host
+memory that this process registers as pinned (a CUDA run), so the pipeline reads the frames where the
+decoder wrote them.
 
-A run's threads then do no decoding: in the runner's interpreter, a frame costs its share of one message
-per decode-process pass, not a reader thread's release and re-take of the interpreter lock around each
-``cv2.VideoCapture.read`` (16 readers serving 150 streams held the batcher up: results/DECISIONS.md). Each
-stream's frames are written into ROWS rows of a shared tensor, which this process maps once and
-registers as pinned (``cudaHostRegister``), so the pipeline copies them to the device straight from where
-the decoder wrote them. A stream waits for a free row before it reads (memory stays bounded; a camera's
-frames wait in its socket, as with a thread reading it); a frame of another shape (a camera that changed
-resolution) travels in its message instead.
+A run's threads then do no decoding: in the runner's interpreter a frame costs its share of one message per
+decode-host pass, not a reader's release and re-take of the interpreter lock around each decoder call (16
+readers serving 150 streams held the batcher up; PyNvVideoCodec holds its caller's lock ~60 us a frame:
+results/DECISIONS.md). A stream's rows are made once per frame shape and announced to this process
+(:class:`NewRows`: a memfd; :class:`DeviceRows`: a CUDA tensor); a frame is then a small message naming
+its row, and the row goes back when the run releases the frame. A stream waits for a free row before it
+reads (memory stays bounded; a camera's frames wait in its socket); an OpenCV frame of another shape (a
+camera that changed resolution) travels in its message instead.
 
 One duplex pipe per process; the messages are the NamedTuples below: declared, and cheaper to pickle than
-dataclasses where a frame's message goes 6,000 times a second (dumps + loads 1.0 us a frame against 1.6 for a slots
-dataclass and 0.2 for a bare tuple: results/DECISIONS.md). Parent -> process: OpenStream, Go (the runner's first
-read: a stream reads nothing before it, so a run's clock gets no head start), Release (rows back), StopStream,
-CloseProcess. Process -> parent: lists of Opened, NewRows, HostFrame and Ended; a list carries what a process's
-streams read since the last one. A stream's rows are unmapped on both sides once it has ended and every row it lent
-is back. A paced run's files are released at their frame rate in the process (``arrived``: the frame's due time),
-cameras as they are read (``arrived``: the read's end).
+dataclasses where a frame's message goes 6,000 times a second (dumps + loads 1.0 us a frame against 1.6 for a
+slots dataclass and 0.2 for a bare tuple: results/DECISIONS.md). Parent -> process: OpenStream, Go (the
+runner's first read: a stream reads nothing before it, so a run's clock gets no head start), Release (rows
+back), StopStream, CloseProcess. Process -> parent: lists of Opened, NewRows, DeviceRows, HostFrame and
+Ended; a list carries what a process's streams read since the last one. A stream's rows are unmapped on both
+sides once it has ended and every row it lent is back. Pacing lives here, for every decoder: a paced
+stream's files are released at their frame rate in the process (``arrived``: the frame's due time), cameras
+as they are read (``arrived``: the read's end).
+
+A stream is opened in its process by an opener, a module-level function called there as
+``opener(rows, **kwargs) -> Source`` whose frames lie in rows the stream's :class:`StreamRows` made:
+:func:`open_in_process` (OpenCV), ``nvdec.open_in_host`` (NVDEC), ``pool.simulated_in_host`` (a decoder
+stand-in for the CPU tests). NVDEC streams of a device share GPU processes (``gpu_streams_per_process``
+streams each, 0: all in one: each process is a CUDA context, and the GPU time-slices between contexts);
+OpenCV streams spread over up to ``processes`` CPU processes.
 """
 from __future__ import annotations
 
 import collections
+import math
 import mmap
 import multiprocessing as mp
 import os
@@ -34,26 +45,29 @@ from typing import NamedTuple
 from multiprocessing.reduction import DupFd
 
 from .frame import Frame, Source, SourceError
-from .pool import POLL, HostRows
-from .process import START_TIMEOUT_S  # a camera's open (reconnect_s) comes on top
+from .pool import POLL, FramePool, HostRows
 
-ROWS = 8  # rows per stream and shape: a 30 fr/s stream at 50 ms holds 2-3 in flight, one read ahead
+ROWS = 8  # OpenCV rows per stream and shape: a 30 fr/s stream at 50 ms holds 2-3 in flight, one read ahead
+START_TIMEOUT_S = 300.0  # a decode host imports torch and opens its first stream before it answers
 END_WAIT_S = 5.0  # how long close() waits for closed streams to end (a camera's read ends within its STALL_S)
 TICK_S = 0.002  # a frame waits at most this long for its message (counted in its latency: 50 ms budget)
 RETIRE_GAP_S = 0.1  # one retired pinned row unregistered per this gap while a run goes on (results/DECISIONS.md)
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
 # busy thread holds the others, and every frame in flight, for at most that long (results/DECISIONS.md);
-# the run (assembly.run_settings) and its host decode processes both use it
+# the run (assembly.run_settings) and its decode hosts both use it
 SWITCH_INTERVAL_S = 0.001
 BLOCKED = "network.blocked_s"  # seconds a camera waited for the run to release a row (backpressure, not a stall)
-PER_PROCESS = 4  # cores per host decode process: HOST_PROCESSES = cores // PER_PROCESS
+PER_PROCESS = 4  # cores per CPU decode host: HOST_PROCESSES = cores // PER_PROCESS
 HOST_PROCESSES = max(1, (os.cpu_count() or 1) // PER_PROCESS)
 
 
 class OpenStream(NamedTuple):
-    """Open a stream: ``kwargs`` for open_in_process (the spec, its pacing, looping, limits, its name)."""
+    """Open a stream: ``opener(rows, **kwargs)`` in the process (the spec, looping, limits, its name);
+    ``paced``: its frames are released at its frame rate."""
     sid: int
+    opener: object
     kwargs: dict
+    paced: bool
 
 
 class Go(NamedTuple):
@@ -81,14 +95,26 @@ class Opened(NamedTuple):
     count: int | None
     shape: tuple | None
     camera: bool
+    pixel_format: str
 
 
 class NewRows(NamedTuple):
-    """A stream's rows for frames of ``shape``: a memfd the parent maps (and registers as pinned) as ``key``."""
+    """A stream's ``n`` rows for frames of ``shape`` (of ``pixel_format``): a memfd the parent maps (and
+    registers as pinned) as ``key``."""
     sid: int
     key: int
     fd: object  # multiprocessing.reduction.DupFd
     shape: tuple
+    n: int
+    pixel_format: str
+
+
+class DeviceRows(NamedTuple):
+    """A stream's rows in device memory (``buffers`` (n, *shape), a CUDA tensor: its IPC handle), as ``key``."""
+    sid: int
+    key: int
+    buffers: object
+    pixel_format: str
 
 
 class HostFrame(NamedTuple):
@@ -111,8 +137,8 @@ class Ended(NamedTuple):
     error: str | None
 
 
-def _shared_rows(shape: tuple, fd: int | None = None) -> tuple:
-    """(fd, a (ROWS, *shape) uint8 tensor over shared memory): a new memfd (``fd`` None; the caller closes
+def _shared_rows(shape: tuple, n: int, fd: int | None = None) -> tuple:
+    """(fd, an (n, *shape) uint8 tensor over shared memory): a new memfd (``fd`` None; the caller closes
     it), or the one ``fd`` names, mapped here. A memfd, not /dev/shm: a container's /dev/shm is often
     64 MB, and rows take ROWS frames per stream. Every page is touched here (written in a new memfd, read
     in a mapped one), so the rows are resident in each process from the start: a stream uses its last
@@ -121,7 +147,7 @@ def _shared_rows(shape: tuple, fd: int | None = None) -> tuple:
     import numpy as np
     import torch
 
-    nbytes = ROWS * int(np.prod(shape))
+    nbytes = n * int(np.prod(shape))
     new = fd is None
     if new:
         fd = os.memfd_create("posefuse-rows")
@@ -132,7 +158,7 @@ def _shared_rows(shape: tuple, fd: int | None = None) -> tuple:
         t.zero_()
     else:
         int(t[::mmap.PAGESIZE].sum())  # one byte a page: each page mapped here
-    return fd, t.view(ROWS, *shape)
+    return fd, t.view(n, *shape)
 
 
 def _register(t) -> bool:
@@ -144,7 +170,7 @@ def _register(t) -> bool:
     # cudaHostRegisterPortable: pinned for every context; cudart() brings CUDA up if the run has not yet
     err = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 1)
     if int(err) != 0:
-        raise SourceError(f"host decode process: cudaHostRegister of {t.numel() >> 20} MiB failed (error {int(err)})")
+        raise SourceError(f"decode host: cudaHostRegister of {t.numel() >> 20} MiB failed (error {int(err)})")
     return True
 
 
@@ -162,7 +188,7 @@ class _ParentStream:
         self.opened = threading.Event()
         self.meta: Opened | None = None
         self.error: str | None = None
-        self.rows: dict = {}  # key -> (tensor, [row arrays], pinned, [(row tensor, (h, w))]: each row checked once)
+        self.rows: dict = {}  # key -> (tensor, [rows], pinned, [(row tensor, (h, w))]: each checked once, format)
         self.lent = 0  # frames handed on and not released
         self.ended = False
         self.lock = threading.Lock()
@@ -210,10 +236,10 @@ class _ParentStream:
         index, key, row, timestamp, restart, arrived = m.index, m.key, m.image, m.timestamp, m.restart, m.arrived
         if key is None:  # a frame of another shape, in the message itself
             return Frame(index, row, timestamp=timestamp, restart=restart, arrived=arrived)
-        _, arrays, pinned, checked = self.rows[key]
+        _, arrays, pinned, checked, fmt = self.rows[key]
         with self.lock:
             self.lent += 1
-        return Frame(index, arrays[row], timestamp=timestamp, restart=restart, arrived=arrived, pinned=pinned,
+        return Frame(index, arrays[row], fmt, timestamp=timestamp, restart=restart, arrived=arrived, pinned=pinned,
                      on_release=lambda: self.release(key, row), checked=checked[row])
 
     def release(self, key, row):
@@ -236,22 +262,23 @@ class _ParentStream:
         result or receiving thread, whose every stream waits meanwhile: when a run's streams end together,
         each one's cudaHostUnregister would hold up the last frames of all)."""
         rows, self.rows = self.rows, {}
-        pinned = [t for t, _, is_pinned, _ in rows.values() if is_pinned]
+        pinned = [t for t, _, is_pinned, _, _ in rows.values() if is_pinned]
         if pinned:
             self.proc.hub.retire(pinned)
 
 
 class _HostProcess:
-    """One host decode process: its pipe and its streams. Its messages are taken by the receiving thread
-    of its HostDecodeProcesses, which serves every process."""
+    """One decode host: its pipe and its streams; ``device``: the CUDA device its NVDEC streams decode on
+    (None: a CPU host). Its messages are taken by the receiving thread of its DecodeHosts, which serves
+    every process."""
 
-    def __init__(self, paced: bool, pin: bool, hub: "HostDecodeProcesses"):
-        ctx = mp.get_context("spawn")
+    def __init__(self, device: str | None, pin: bool, hub: "DecodeHosts"):
+        ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, paced), name="posefuse-host-decode", daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, device), name="posefuse-decode-host", daemon=True)
         self.proc.start()
         child.close()
-        self.pin, self.hub = pin, hub
+        self.device, self.pin, self.hub = device, pin, hub
         self.streams: dict[int, _ParentStream] = {}
         self.send_lock = threading.Lock()
         self.gone = threading.Event()  # its pipe ended: its streams have ended with it
@@ -280,11 +307,15 @@ class _HostProcess:
             elif isinstance(m, NewRows):
                 fd = m.fd.detach()
                 try:
-                    _, t = _shared_rows(m.shape, fd)
+                    _, t = _shared_rows(m.shape, m.n, fd)
                 finally:
                     os.close(fd)
                 pinned = self.pin and _register(t)
-                st.rows[m.key] = (t, list(t.numpy()), pinned, [(r, m.shape[:2]) for r in t.unbind(0)])
+                rows = list(t.numpy()) if m.pixel_format == "bgr" else list(t.unbind(0))
+                st.rows[m.key] = (t, rows, pinned, _checked(t, m.pixel_format), m.pixel_format)
+            elif isinstance(m, DeviceRows):
+                t = m.buffers
+                st.rows[m.key] = (t, list(t.unbind(0)), False, _checked(t, m.pixel_format), m.pixel_format)
             elif isinstance(m, Opened):
                 st.meta = m
                 st.opened.set()
@@ -307,8 +338,8 @@ class _HostProcess:
         self.conn.close()
         code = self.proc.exitcode
         for st in list(self.streams.values()):
-            st.error = (f"source {st.name}: the host decode process ended (exit code {code})" if why is None
-                        else f"source {st.name}: its host decode process's message failed here ({why})")
+            st.error = (f"source {st.name}: the decode host ended (exit code {code})" if why is None
+                        else f"source {st.name}: its decode host's message failed here ({why})")
             st.opened.set()
             st.end()
             st.deliver(None, st.error)
@@ -320,21 +351,33 @@ class _HostProcess:
         self.send(CloseProcess())  # a close() here would not wake the receiver's blocked read
 
 
-class HostDecodeProcesses:
-    """Up to ``processes`` host decode processes (HOST_PROCESSES: a process per PER_PROCESS cores), started
-    as streams open (a new one for each stream until all are up, then the least loaded serves it).
-    ``paced``: files are released at their frame rate; ``pin``: rows are registered as pinned (a CUDA
-    run). One thread here receives every process's messages and one sends the rows released here back,
-    in groups (and unregisters the pinned rows of ended streams): the run's other threads contend with two
-    threads for its interpreter lock, however many processes decode; the streams of all the processes are
-    one group (Source.group), read by one reader.
-    A stream's rows are mapped and registered on the receiving thread as they come (at the stream's open),
-    so a stream added to a running run holds the others' frames up while its 8 rows' pages are pinned."""
+def _checked(t, pixel_format: str) -> list:
+    """[(row tensor, (h, w))] of rows ``t`` (n, *shape): each row checked once, when it is mapped."""
+    shape = tuple(t.shape[1:])
+    hw = (shape[0] * 2 // 3, shape[1]) if pixel_format == "nv12" else shape[:2]
+    return [(r, hw) for r in t.unbind(0)]
 
-    def __init__(self, paced: bool = False, pin: bool = False, processes: int = HOST_PROCESSES):
+
+class DecodeHosts:
+    """A run's decode hosts, started as streams open: CPU hosts for OpenCV streams (up to ``processes``:
+    a new one for each stream until all are up, then the least loaded serves it) and, per device, hosts
+    for the chunked decoders that decode there (NVDEC on a CUDA device; ``gpu_streams_per_process`` streams
+    each, 0: one host for all).
+    ``pin``: host rows are registered as pinned (a CUDA run). One thread here receives every process's
+    messages and one sends the rows released here back, in groups (and unregisters the pinned rows of
+    ended streams): the run's other threads contend with two threads for its interpreter lock, however
+    many processes decode; the streams of all the processes are one group (Source.group), read by one
+    reader. A stream's rows are mapped (and registered) on the receiving thread as they come (at the
+    stream's open), so a stream added to a running run holds the others' frames up while its rows' pages
+    are pinned."""
+
+    def __init__(self, pin: bool = False, processes: int = HOST_PROCESSES, gpu_streams_per_process: int = 0):
         if processes < 1:
-            raise ValueError(f"processes: expected >= 1 host decode processes, got {processes}")
-        self.paced, self.pin, self.processes = paced, pin, processes
+            raise ValueError(f"processes: expected >= 1 decode hosts, got {processes}")
+        if gpu_streams_per_process < 0:
+            raise ValueError(f"gpu_streams_per_process: expected >= 0 streams per GPU decode host (0: all), "
+                             f"got {gpu_streams_per_process}")
+        self.pin, self.processes, self.gpu_streams_per_process = pin, processes, gpu_streams_per_process
         self._procs: list[_HostProcess] = []
         self._receiving: list[_HostProcess] = []  # the processes whose pipes are open (the receiver's)
         self._lock = threading.Lock()
@@ -346,24 +389,58 @@ class HostDecodeProcesses:
         self._closed = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _add(self, name: str) -> _ParentStream:
-        """A new stream on the least loaded process (a new process while fewer than ``processes`` are up and
-        each has a stream), counted there at once: streams opened side by side spread over the processes."""
+    def _spawn(self, device: str | None) -> _HostProcess:
+        """A new host (under the lock); the receiving and sending threads start with the first."""
+        p = _HostProcess(device, self.pin, self)
+        self._procs.append(p)
+        self._receiving.append(p)
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._receive, name="posefuse-host-recv", daemon=True),
+                             threading.Thread(target=self._send_releases, name="posefuse-host-release",
+                                              daemon=True)]
+            for t in self._threads:
+                t.start()
+        return p
+
+    def start(self, device: str | None = None, streams: int = 1):
+        """Starts the hosts that ``streams`` streams on ``device`` (None: OpenCV streams) will use, side by
+        side, now (each imports torch, seconds, while the caller goes on); open() then uses them."""
+        if device is None:
+            want = min(self.processes, streams)
+        else:
+            per = self.gpu_streams_per_process
+            want = math.ceil(streams / per) if per else 1
+        with self._lock:
+            self._procs = [p for p in self._procs if p.proc.is_alive()]
+            have = sum(p.device == device for p in self._procs)
+            for _ in range(want - have):
+                self._spawn(device)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def alive(self, device: str | None = None) -> int:
+        """How many hosts for ``device`` (None: OpenCV streams) are running."""
+        with self._lock:
+            return sum(p.device == device and p.proc.is_alive() for p in self._procs)
+
+    def _add(self, name: str, device: str | None) -> _ParentStream:
+        """A new stream on the least loaded host of its kind (a new host while fewer than the kind allows are
+        up and each has streams), counted there at once: streams opened side by side spread over them."""
         with self._lock:
             if self._closed.is_set():
-                raise SourceError(f"source {name}: the run's host decode processes are closed")
+                raise SourceError(f"source {name}: the run's decode hosts are closed")
             self._procs = [p for p in self._procs if p.proc.is_alive()]
-            if len(self._procs) < self.processes and all(p.streams for p in self._procs):
-                p = _HostProcess(self.paced, self.pin, self)
-                self._procs.append(p)
-                self._receiving.append(p)
-                if not self._threads:
-                    self._threads = [threading.Thread(target=self._receive, name="posefuse-host-recv", daemon=True),
-                                     threading.Thread(target=self._send_releases, name="posefuse-host-release",
-                                                      daemon=True)]
-                    for t in self._threads:
-                        t.start()
-            proc = min(self._procs, key=lambda p: len(p.streams))
+            mine = [p for p in self._procs if p.device == device]
+            if device is None:
+                new = len(mine) < self.processes and all(p.streams for p in mine)
+            else:
+                per = self.gpu_streams_per_process
+                new = not mine or bool(per) and all(len(p.streams) >= per for p in mine)
+            if new:
+                mine.append(self._spawn(device))
+            proc = min(mine, key=lambda p: len(p.streams))
             self._sid += 1
             st = proc.streams[self._sid] = _ParentStream(proc, self._sid, name)
             return st
@@ -440,24 +517,26 @@ class HostDecodeProcesses:
                     self._receiving.remove(p)
                 p.end(why)
 
-    def open(self, name: str, **kwargs) -> Source:
-        """The stream ``open_in_process(name=name, **kwargs)`` opens, read in one of the processes, as a
-        Source named ``name``. Raises SourceError (the process's message) when it cannot be opened."""
-        st = self._add(name)
+    def open(self, name: str, opener=None, device: str | None = None, paced: bool = False, **kwargs) -> Source:
+        """The stream ``opener(rows, name=name, **kwargs)`` opens (default :func:`open_in_process`: OpenCV),
+        read in a host for ``device`` (the CUDA device an NVDEC stream decodes on; None: a CPU host), as a
+        Source named ``name``; ``paced``: its frames are released at its frame rate. Raises SourceError (the
+        host's message) when it cannot be opened."""
+        st = self._add(name, None if device is None else str(device))
         proc, sid = st.proc, st.sid
-        proc.send(OpenStream(sid, {**kwargs, "name": name}))
+        proc.send(OpenStream(sid, opener or open_in_process, {**kwargs, "name": name}, paced))
         deadline = time.perf_counter() + START_TIMEOUT_S + (kwargs.get("reconnect_s") or 0)
         while not st.opened.wait(POLL):
             if not proc.proc.is_alive() or time.perf_counter() > deadline:
                 proc.streams.pop(sid, None)
-                raise SourceError(f"source {name}: the host decode process did not open it "
+                raise SourceError(f"source {name}: the decode host did not open it "
                                   f"(exit code {proc.proc.exitcode})")
         if st.meta is None:
-            raise SourceError(st.error or f"source {name}: the host decode process could not open it")
-        fps, count, shape, camera = st.meta.fps, st.meta.count, st.meta.shape, st.meta.camera
+            raise SourceError(st.error or f"source {name}: the decode host could not open it")
+        m = st.meta
         cancel = threading.Event()
-        src = Source(name, st.parcels(cancel), fps, count, shape, "bgr", st.stats, cancel,
-                     lambda: proc.send(StopStream(sid)), st.counts, camera, push=st.push, group=self)
+        src = Source(name, st.parcels(cancel), m.fps, m.count, m.shape, m.pixel_format, st.stats, cancel,
+                     lambda: proc.send(StopStream(sid)), st.counts, m.camera, push=st.push, group=self)
         return src
 
     def close(self):
@@ -479,16 +558,16 @@ class HostDecodeProcesses:
             t.join(END_WAIT_S)  # the sending thread unregisters the rows still registered
 
 
-def open_in_process(spec: str, name: str, max_frames=None, reconnect_s=None, start: int = 0, threads: int = 0,
-                    loop: bool = False, duration_s=None, fps=None, row_pool=None) -> Source:
-    """The stream a host decode process reads (a video file or URL with OpenCV, from frame ``start``;
-    looping, timed or with its frame rate replaced as a run asks), its frames in ``row_pool``'s rows."""
+def open_in_process(rows: "StreamRows", spec: str, name: str, max_frames=None, reconnect_s=None, start: int = 0,
+                    threads: int = 0, loop: bool = False, duration_s=None, fps=None) -> Source:
+    """The OpenCV opener: the stream a decode host reads (a video file or URL with OpenCV, from frame
+    ``start``; looping, timed or with its frame rate replaced as a run asks), its frames in ``rows.host``."""
     from . import looping, open_source
     from .network import RECONNECT_S
 
     def open_from(first):
         return open_source(spec, max_frames, decoder="cpu", reconnect_s=reconnect_s or RECONNECT_S, start=first,
-                           threads=threads, row_pool=row_pool)
+                           threads=threads, row_pool=rows.host)
 
     return looping(open_from, name, loop, duration_s, fps, start)
 
@@ -523,13 +602,86 @@ class _Outbox:
                 return
 
 
-class _ChildStream:
-    """One stream in a host decode process: its source, its rows and the frames lent to the parent."""
+class ChunkRows:
+    """A chunked decoder's rows (``buffers`` (n, *shape) uint8, on the host's device or in shared host memory)
+    and the pool that lends them (pool.FramePool): made once per stream and shape, so a looping stream's
+    passes share them and a row still lent from the last pass is never written."""
 
-    def __init__(self, sid: int, kwargs: dict, out: _Outbox, paced: bool):
-        self.sid, self.kwargs, self.out, self.paced = sid, kwargs, out, paced
+    def __init__(self, buffers, cancel: threading.Event):
+        self.buffers, self.shape = buffers, tuple(buffers.shape[1:])
+        self.pool = FramePool(buffers.shape[0], cancel)
+
+    def index(self, image) -> int | None:
+        """The row ``image`` (a tensor) is, or None when it is not one of these rows."""
+        b = self.buffers
+        if not hasattr(image, "data_ptr") or image.device != b.device or tuple(image.shape) != self.shape:
+            return None
+        size = b[0].numel()
+        off = image.data_ptr() - b.data_ptr()
+        return off // size if 0 <= off < size * b.shape[0] and off % size == 0 else None
+
+
+class StreamRows:
+    """What an opener gets in a decode host (``opener(rows, **kwargs)``): the stream's rows, made and
+    announced to the run once per frame shape. :meth:`host` for an OpenCV reader (``row_pool``),
+    :meth:`chunked` for a chunked decoder (NVDEC, or the CPU tests' stand-in)."""
+
+    def __init__(self, sid: int, out: "_Outbox", device: str | None, cancel: threading.Event):
+        self.sid, self.out, self.device, self.cancel = sid, out, device, cancel
+        self.pools: dict = {}  # (kind, shape) -> (key, HostRows or ChunkRows)
+
+    def _key(self) -> int:
+        return len(self.pools)
+
+    def host(self, shape: tuple) -> HostRows:
+        """ROWS rows of shared memory for BGR frames of ``shape`` (the parent maps them, pinned on a CUDA run)."""
+        got = self.pools.get(("host", shape))
+        if got is None:
+            fd, t = _shared_rows(shape, ROWS)
+            got = self.pools[("host", shape)] = (self._key(), HostRows(shape, ROWS, memory=t))
+            self.out.put(NewRows(self.sid, got[0], DupFd(fd), shape, ROWS, "bgr"))
+            os.close(fd)  # DupFd holds a duplicate until the parent has taken it
+        return got[1]
+
+    def chunked(self, n: int, shape: tuple, pixel_format: str = "nv12") -> ChunkRows:
+        """``n`` rows for frames of ``shape`` (uint8, ``pixel_format``): device memory shared by CUDA IPC on a
+        GPU host, shared host memory otherwise."""
+        got = self.pools.get(("chunked", n, shape))
+        if got is None:
+            key = self._key()
+            if self.device is not None and self.device.startswith("cuda"):
+                import torch
+
+                rows = ChunkRows(torch.empty((n, *shape), dtype=torch.uint8, device=self.device), self.cancel)
+                self.out.put(DeviceRows(self.sid, key, rows.buffers, pixel_format))
+            else:
+                fd, t = _shared_rows(shape, n)
+                rows = ChunkRows(t, self.cancel)
+                self.out.put(NewRows(self.sid, key, DupFd(fd), shape, n, pixel_format))
+                os.close(fd)
+            got = self.pools[("chunked", n, shape)] = (key, rows)
+        return got[1]
+
+    def locate(self, image) -> int | None:
+        """(key, row) of ``image`` among the stream's rows, or None (a frame in an array of its own)."""
+        for key, rows in self.pools.values():
+            row = rows.index(image)
+            if row is not None:
+                return key, row
+        return None
+
+    def first_host_rows(self) -> HostRows | None:
+        """The OpenCV rows of the stream's first shape: a reader waits for a free one before it reads."""
+        return next((r for (kind, *_), (_, r) in self.pools.items() if kind == "host"), None)
+
+
+class _ChildStream:
+    """One stream in a decode host: its source, its rows and the frames lent to the parent."""
+
+    def __init__(self, m: OpenStream, out: _Outbox, device: str | None):
+        self.sid, self.opener, self.kwargs, self.out, self.paced = m.sid, m.opener, m.kwargs, out, m.paced
         self.go, self.stop = threading.Event(), threading.Event()
-        self.pools: dict = {}  # shape -> (key, HostRows)
+        self.rows = StreamRows(m.sid, out, device, self.stop)
         self.lent: dict = {}  # (key, row) -> Frame
         self.src: Source | None = None
         self.lock = threading.Lock()
@@ -539,16 +691,6 @@ class _ChildStream:
     def done(self) -> bool:
         with self.lock:
             return self.ended.is_set() and not self.lent
-
-    def pool(self, shape: tuple) -> HostRows:
-        """The stream's rows for frames of ``shape``, made once per shape and announced to the parent."""
-        got = self.pools.get(shape)
-        if got is None:
-            fd, t = _shared_rows(shape)
-            got = self.pools[shape] = (len(self.pools), HostRows(shape, ROWS, memory=t))
-            self.out.put(NewRows(self.sid, got[0], DupFd(fd), shape))
-            os.close(fd)  # DupFd holds a duplicate until the parent has taken it
-        return got[1]
 
     def release(self, key, row):
         with self.lock:
@@ -564,19 +706,19 @@ class _ChildStream:
 
     def _run(self):
         sid, out = self.sid, self.out
+        name = self.kwargs.get("name")
         try:
-            src = open_in_process(row_pool=self.pool, **self.kwargs)
+            src = self.opener(self.rows, **self.kwargs)
         except SourceError as e:
             out.put(Ended(sid, {}, {}, str(e)))
             self.ended.set()
             return
         except BaseException as e:  # noqa: BLE001 - the source's error, reported to the parent
-            out.put(Ended(sid, {}, {}, f"source {self.kwargs.get('spec')}: the host decode process failed to "
-                                       f"open it ({type(e).__name__}: {e})"))
+            out.put(Ended(sid, {}, {}, f"source {name}: the decode host failed to open it ({type(e).__name__}: {e})"))
             self.ended.set()
             return
         self.src = src
-        out.put(Opened(sid, src.fps, src.count, src.shape, src.camera))
+        out.put(Opened(sid, src.fps, src.count, src.shape, src.camera, src.pixel_format))
         self.go.wait()
         error, blocked = None, 0.0
         pace = src.fps if self.paced and not src.camera else None
@@ -585,7 +727,7 @@ class _ChildStream:
             if self.stop.is_set():
                 src.close()
             it = iter(src)
-            own = next(iter(self.pools.values()))[1] if self.pools else None  # the rows of its first shape
+            own = self.rows.first_host_rows()
             while not self.stop.is_set():
                 if own is not None:  # a free row before the next read: the run behind holds the stream back
                     t = time.perf_counter()
@@ -605,22 +747,17 @@ class _ChildStream:
                         if wait > 0 and self.stop.wait(wait):
                             f.release()
                             continue
-                    key = row = None
-                    for k, rows in self.pools.values():
-                        row = rows.index(f.image)
-                        if row is not None:
-                            key = k
-                            break
-                    if key is not None:
+                    at = self.rows.locate(f.image)
+                    if at is not None:
                         with self.lock:
-                            self.lent[(key, row)] = f
-                        out.put(HostFrame(sid, f.index, key, row, f.timestamp, f.restart, arrived))
+                            self.lent[at] = f
+                        out.put(HostFrame(sid, f.index, at[0], at[1], f.timestamp, f.restart, arrived))
                     else:
                         out.put(HostFrame(sid, f.index, None, f.image, f.timestamp, f.restart, arrived))
         except SourceError as e:
             error = str(e)
         except BaseException as e:  # noqa: BLE001
-            error = f"source {self.kwargs.get('spec')}: the host decode process failed ({type(e).__name__}: {e})"
+            error = f"source {name}: the decode host failed ({type(e).__name__}: {e})"
         finally:
             src.close()
         counts = dict(src.counts)
@@ -630,13 +767,19 @@ class _ChildStream:
         self.ended.set()
 
 
-def _serve(conn, paced: bool):
-    """A host decode process: opens each stream it is sent on a thread of its own, until the pipe closes.
-    Its interpreter lock changes hands as often as the run's (SWITCH_INTERVAL_S): a paced frame due
-    now waits for it behind its process's other streams. A Ctrl-C at the terminal is the run's to handle
-    (it drains, then closes its sources and this process), so it is ignored here."""
+def _serve(conn, device: str | None):
+    """A decode host: opens each stream it is sent on a thread of its own, until the pipe closes; a GPU
+    host (``device``) makes its CUDA context there first. Its interpreter lock changes hands as often as
+    the run's (SWITCH_INTERVAL_S): a paced frame due now waits for it behind its process's other streams.
+    A Ctrl-C at the terminal is the run's to handle (it drains, then closes its sources and this process),
+    so it is ignored here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    if device is not None and device.startswith("cuda"):
+        import torch
+        import torch.multiprocessing  # noqa: F401 - CUDA tensors cross the pipe as IPC handles
+
+        torch.cuda.set_device(torch.device(device))
 
     out = _Outbox(conn)
     streams: dict[int, _ChildStream] = {}
@@ -644,7 +787,7 @@ def _serve(conn, paced: bool):
         while True:
             m = conn.recv()
             if isinstance(m, OpenStream):
-                streams[m.sid] = _ChildStream(m.sid, m.kwargs, out, paced)
+                streams[m.sid] = _ChildStream(m, out, device)
             elif isinstance(m, Release):
                 for sid, key, row in m.rows:
                     streams[sid].release(key, row)  # a stream stays while it has rows lent
