@@ -587,6 +587,11 @@ class _Outbox:
             self.items.append(item)
             self.cv.notify()
 
+    def put_all(self, items: list):
+        with self.cv:
+            self.items += items
+            self.cv.notify()
+
     def _run(self):
         while True:
             with self.cv:
@@ -610,15 +615,17 @@ class ChunkRows:
     def __init__(self, buffers, cancel: threading.Event):
         self.buffers, self.shape = buffers, tuple(buffers.shape[1:])
         self.pool = FramePool(buffers.shape[0], cancel)
+        self._base, self._size = buffers.data_ptr(), buffers[0].numel()  # a row's place: one call per frame
+        self._span = self._size * buffers.shape[0]
 
     def index(self, image) -> int | None:
-        """The row ``image`` (a tensor) is, or None when it is not one of these rows."""
-        b = self.buffers
-        if not hasattr(image, "data_ptr") or image.device != b.device or tuple(image.shape) != self.shape:
+        """The row ``image`` (a whole row of ``buffers``, as the decoder hands it on) is, or None when it is
+        not one of these rows."""
+        ptr = getattr(image, "data_ptr", None)
+        if ptr is None:  # an array: not a chunked decoder's frame
             return None
-        size = b[0].numel()
-        off = image.data_ptr() - b.data_ptr()
-        return off // size if 0 <= off < size * b.shape[0] and off % size == 0 else None
+        off = ptr() - self._base
+        return off // self._size if 0 <= off < self._span and off % self._size == 0 else None
 
 
 class StreamRows:
@@ -737,16 +744,27 @@ class _ChildStream:
                 if parcel is None:
                     break
                 now = time.perf_counter()
-                for f in parcel:
-                    arrived = now
-                    if pace:
-                        if t0 is None:
-                            t0, first = now, f.index
-                        arrived = t0 + (f.index - first) / pace
-                        wait = arrived - time.perf_counter()
-                        if wait > 0 and self.stop.wait(wait):
-                            f.release()
-                            continue
+                if not pace:  # the parcel at once: one lock and one message entry per frame, no wait
+                    lent, msgs = [], []
+                    for f in parcel:
+                        at = self.rows.locate(f.image)
+                        if at is not None:
+                            lent.append((at, f))
+                            msgs.append(HostFrame(sid, f.index, at[0], at[1], f.timestamp, f.restart, now))
+                        else:
+                            msgs.append(HostFrame(sid, f.index, None, f.image, f.timestamp, f.restart, now))
+                    with self.lock:
+                        self.lent.update(lent)
+                    out.put_all(msgs)
+                    continue
+                for f in parcel:  # paced: each frame at its due time
+                    if t0 is None:
+                        t0, first = now, f.index
+                    arrived = t0 + (f.index - first) / pace
+                    wait = arrived - time.perf_counter()
+                    if wait > 0 and self.stop.wait(wait):
+                        f.release()
+                        continue
                     at = self.rows.locate(f.image)
                     if at is not None:
                         with self.lock:
