@@ -463,7 +463,10 @@ class DecodeHosts:
         row at most once per RETIRE_GAP_S, after sending the rows released meanwhile: cudaHostUnregister
         holds the run's other CUDA calls, so the rows of many streams ending together, unregistered back to
         back, would hold the frames of the streams still running. At close (every stream ended), the rest,
-        so none is left registered."""
+        so none is left registered. A turn waits TICK_S after its first row, so a message carries the rows
+        released meanwhile: a host takes each message on the thread its decoders' interpreter lock is
+        shared with, and one message per frame (thousands a second) cost NVDEC alone a quarter of its rate
+        (results/DECISIONS.md)."""
 
         def send():
             with self._free_lock:
@@ -474,7 +477,8 @@ class DecodeHosts:
         next_retire = 0.0
         while True:
             closed = self._closed.is_set()
-            self._free_wake.wait(0 if closed else POLL)
+            if self._free_wake.wait(0 if closed else POLL) and not closed:
+                time.sleep(TICK_S)
             self._free_wake.clear()
             send()
             if closed:
