@@ -262,7 +262,7 @@ class PoseActor:
         """The decode hosts this actor keeps across its calls, its GPU host warm (none without NVDEC)."""
         if self.cfg.decoder != "nvdec":
             return None
-        from .sources.nvdec import default_decode_hosts
+        from .sources.decodehost import default_decode_hosts
 
         return default_decode_hosts()
 

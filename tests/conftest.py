@@ -70,10 +70,9 @@ def _no_decode_process_left():
     """A test that opened NVDEC sources through the default decode hosts leaves none behind for later tests
     (which check that no child process outlives a run)."""
     yield
-    from posefuse.runners.sources import nvdec
+    from posefuse.runners.sources.decodehost import default_decode_hosts
 
-    if nvdec._DEFAULT is not None:
-        nvdec._DEFAULT.close()
+    default_decode_hosts().close()  # spawns nothing: hosts start with their first stream
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 from multiprocessing.reduction import DupFd
 
-from .frame import Frame, Source, SourceError
+from .frame import Frame, Source, SourceError, looping
 from .pool import POLL, FramePool, HostRows
 
 ROWS = 8  # OpenCV rows per stream and shape: a 30 fr/s stream at 50 ms holds 2-3 in flight, one read ahead
@@ -562,16 +562,35 @@ class DecodeHosts:
             t.join(END_WAIT_S)  # the sending thread unregisters the rows still registered
 
 
+_DEFAULT = None
+
+
+def default_decode_hosts() -> DecodeHosts:
+    """The decode hosts of this process for sources opened without a run's own (closed at exit; new ones
+    after a close)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        import atexit
+
+        atexit.register(lambda: _DEFAULT.close())
+    if _DEFAULT is None or _DEFAULT.closed:
+        _DEFAULT = DecodeHosts(pin=False)
+    return _DEFAULT
+
+
 def open_in_process(rows: "StreamRows", spec: str, name: str, max_frames=None, reconnect_s=None, start: int = 0,
                     threads: int = 0, loop: bool = False, duration_s=None, fps=None) -> Source:
     """The OpenCV opener: the stream a decode host reads (a video file or URL with OpenCV, from frame
     ``start``; looping, timed or with its frame rate replaced as a run asks), its frames in ``rows.host``."""
-    from . import looping, open_source
-    from .network import RECONNECT_S
+    from .network import RECONNECT_S, is_network, open_network
+    from .opencv import check_file, open_video
+
+    check_file(spec)
 
     def open_from(first):
-        return open_source(spec, max_frames, decoder="cpu", reconnect_s=reconnect_s or RECONNECT_S, start=first,
-                           threads=threads, row_pool=rows.host)
+        if is_network(spec):
+            return open_network(spec, max_frames, reconnect_s=reconnect_s or RECONNECT_S, row_pool=rows.host)
+        return open_video(spec, max_frames, first, threads, row_pool=rows.host)
 
     return looping(open_from, name, loop, duration_s, fps, start)
 

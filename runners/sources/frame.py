@@ -1,7 +1,9 @@
-"""The frame model: a Frame, a Source (an ordered stream of frames, read in parcels) and SourceError."""
+"""The frame model: a Frame, a Source (an ordered stream of frames, read in parcels), SourceError, and
+:func:`looping` (a Source read again, timed or re-rated)."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -110,3 +112,69 @@ class Source:
                 close()
             finally:
                 self._busy.release()
+
+
+def looping(open_from, name: str, loop: bool, duration_s: float | None, fps: float | None = None,
+            start: int = 0) -> Source:
+    """The source ``open_from(start)`` opens, named ``name``: read again from its first frame each time it
+    ends (``loop``: ``open_from(0)``; frame indices keep counting, so a pass begun at ``start`` continues
+    into the next without a gap), for at most ``duration_s`` seconds from its first read (closed then, even
+    while it waits for a frame); ``fps`` replaces its frame rate. With none of the three asked, the source
+    as it opens."""
+    first = open_from(start)
+    if not (loop or duration_s or fps):
+        first.name = name
+        return first
+    state = {"src": first}
+    stopped = threading.Event()
+
+    def merge(src):  # a later pass's counts add to the stream's (the first pass's dict)
+        if src is not first:
+            for k, v in src.counts.items():
+                first.counts[k] = first.counts.get(k, 0) + v
+
+    def parcels():
+        deadline = None if duration_s is None else time.perf_counter() + duration_s
+        timer = None
+        if deadline is not None:  # a source that brings no frame (a camera reconnecting) still ends on time
+            timer = threading.Timer(duration_s, lambda: state["src"].close())
+            timer.daemon = True
+            timer.start()
+        try:
+            yield from passes(deadline)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def passes(deadline):
+        i, src = 0, first
+        while True:
+            n = 0
+            for parcel in src:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    for f in parcel:
+                        f.release()
+                    src.close()
+                    merge(src)
+                    return
+                if i and n == 0:  # the first frame of a pass after the first
+                    parcel[0].restart = True
+                for f in parcel:
+                    f.index = i + f.index
+                    if f.timestamp is not None and src.fps:
+                        f.timestamp = f.index / src.fps
+                n = max(n, parcel[-1].index - i + 1)
+                yield parcel
+            i += n
+            src.close()
+            merge(src)
+            if not loop or n == 0 or stopped.is_set() or (deadline is not None and time.perf_counter() >= deadline):
+                return
+            src = state["src"] = open_from(0)
+
+    def close():
+        stopped.set()
+        state["src"].close()
+
+    return Source(name, parcels(), fps or first.fps, None if loop or duration_s else first.count, first.shape,
+                  first.pixel_format, first.stats, stopped, close, first.counts, first.camera)

@@ -24,7 +24,7 @@ import torch
 
 from ...kernels._common import nvtx_range
 from ..gpuinfo import nvdec_available
-from .frame import Source, SourceError
+from .frame import Source, SourceError, looping
 from .pool import ChunkStream, chunk_source
 
 CHUNK = 16  # frames handed to the runner at once (a runner asks for its batch size)
@@ -41,7 +41,7 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
                decode_hosts=None, pool: int | None = None, start: int = 0, loop: bool = False,
                duration_s: float | None = None, fps: float | None = None, paced: bool = False) -> Source:
     """An NVDEC source for a video file or URL, decoded in a GPU host of ``decode_hosts`` (default: the
-    process-wide :func:`default_decode_hosts`). ``chunk``: frames handed on at once; ``pool``: frame
+    process-wide ``decodehost.default_decode_hosts()``). ``chunk``: frames handed on at once; ``pool``: frame
     buffers of the stream's own (default 4 x chunk); ``start``: the first frame (the decoder seeks to it;
     frame indices are the video's own); ``loop``, ``duration_s``, ``fps``: as sources.looping; ``paced``:
     released at its frame rate. Raises SourceError naming the file when it cannot be opened (missing,
@@ -62,26 +62,13 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
     dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
     if dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    hosts = default_decode_hosts() if decode_hosts is None else decode_hosts
+    if decode_hosts is None:
+        from .decodehost import default_decode_hosts
+
+        decode_hosts = default_decode_hosts()
+    hosts = decode_hosts
     return hosts.open(path, open_in_host, str(dev), paced, path=path, max_frames=max_frames, chunk=chunk, pool=pool,
                       start=start, loop=loop, duration_s=duration_s, fps=fps)
-
-
-_DEFAULT = None
-
-
-def default_decode_hosts():
-    """The decode hosts of this process for sources opened without a run's own (closed at exit; new ones
-    after a close)."""
-    global _DEFAULT
-    if _DEFAULT is None or _DEFAULT.closed:
-        import atexit
-
-        from .decodehost import DecodeHosts
-
-        _DEFAULT = DecodeHosts(pin=False)
-        atexit.register(_DEFAULT.close)
-    return _DEFAULT
 
 
 def open_in_host(rows, path: str, name: str, max_frames: int | None = None, chunk: int = CHUNK,
@@ -89,8 +76,6 @@ def open_in_host(rows, path: str, name: str, max_frames: int | None = None, chun
                  fps: float | None = None) -> Source:
     """The NVDEC opener of a decode host (decodehost.DecodeHosts.open): ``path`` decoded on the host's device
     into the stream's rows, looping, timed or with its frame rate replaced as a run asks."""
-    from . import looping
-
     return looping(lambda first: chunk_source(nvdec_stream(path, rows, max_frames, chunk, pool, first)), name, loop,
                    duration_s, fps, start)
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .frame import Frame, Source, SourceError
+from .frame import Frame, Source, SourceError, looping
 
 POLL = 0.05  # seconds: how often a waiting pool looks at its cancel flag
 
@@ -218,8 +218,6 @@ def simulated_in_host(rows, name: str, frames: int, fps: float, chunk: int, shap
                       duration_s: float | None = None) -> Source:
     """The decoder stand-in as a decode host's opener (decodehost.DecodeHosts.open): its frames in the
     stream's chunked rows, as NVDEC's are; looping or timed as sources.looping."""
-    from . import looping
-
     h, w = shape
     size = max(pool or 2 * chunk, chunk)
     cr = rows.chunked(size, (h * 3 // 2, w))
