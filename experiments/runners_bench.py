@@ -90,13 +90,13 @@ def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
     return {"frames": n, "wall_s": wall, "frames_per_s": n / wall, "batch": batch}
 
 
-def e2e(path: str, streams: int, batch: int, runner: str, per_process: int, chunk: int) -> dict:
+def e2e(path: str, streams: int, batch: int, runner: str, per_process: int | None, chunk: int) -> dict:
     """``streams`` NVDEC streams of ``path`` through ``posefuse.run`` (graphs captured before its clock)."""
     from posefuse import RunConfig, run
 
-    # the option only where asked: checkouts before the decode hosts (beside this one, --checkout) name it
-    # streams_per_decode_process
-    hosts = {"streams_per_decode_host": per_process} if per_process else {}
+    # the option only where asked (None: the checkout's default): checkouts before the decode hosts (beside
+    # this one, --checkout) name it streams_per_decode_process
+    hosts = {} if per_process is None else {"streams_per_decode_host": per_process}
     rep = run(RunConfig(sources=[path], repeat=streams, runner=runner, decoder="nvdec", batch=batch,
                         max_wait_ms=5.0, chunk=chunk, progress=False, **hosts, **PIPELINE))
     r = rep.overall
@@ -214,7 +214,8 @@ def main():
                     help="realtime: the streams are cameras on loopback (ffmpeg over HTTP), read with OpenCV")
     ap.add_argument("--clips", default=",".join(CLIPS), help="comma list of: " + ", ".join(CLIPS))
     ap.add_argument("--runners", default="dynamic", help="e2e runners to measure: pipelined, dynamic, streams")
-    ap.add_argument("--per-process", default="0,1", help="e2e: comma list of NVDEC streams per decode host (0: all)")
+    ap.add_argument("--per-process", default="default",
+                    help="e2e: comma list of NVDEC streams per decode host (0: all; default: the run's default)")
     ap.add_argument("--repeats", type=int, default=3, help="e2e: runs per configuration (its median is reported)")
     ap.add_argument("--compile", default=None, choices=("off", "default", "max-autotune"),
                     help="the backbone compiled by Inductor in every run, each run compiling its batch sizes (the "
@@ -243,12 +244,14 @@ def main():
             r["pipeline_alone"] = pipeline_alone(path, a.batch)
             print(label, "pipeline alone", r["pipeline_alone"], flush=True)
             r["runners"] = {}
-            for name, per in itertools.product(a.runners.split(","), [int(x) for x in a.per_process.split(",")]):
+            pers = [None if x == "default" else int(x) for x in a.per_process.split(",")]
+            for name, per in itertools.product(a.runners.split(","), pers):
                 reps = sorted((e2e(path, a.streams, a.batch, name, per, a.chunk) for _ in range(a.repeats)),
                               key=lambda x: x["frames_per_s"])
                 rep = reps[len(reps) // 2]  # the median run stands for the configuration; every run is kept
                 rep["repeats_frames_per_s"] = [x["frames_per_s"] for x in reps]
-                name = f"{name}, {'one decode host' if per == 0 else f'{per} stream(s) per decode host'}"
+                name = f"{name}, " + ("the default decode hosts" if per is None else "one decode host" if per == 0
+                                      else f"{per} stream(s) per decode host")
                 r["runners"][name] = rep
                 print(label, "e2e", name, rep["results"], "frames", f"{rep['frames_per_s']:.0f} fr/s", rep["failed"],
                       flush=True)

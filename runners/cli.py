@@ -17,7 +17,7 @@ import sys
 import time
 
 from .. import __version__
-from .config import AUTO, DECODERS, RECONNECT_S, RUNNERS
+from .config import AUTO, DECODERS, GPU_STREAMS_PER_HOST, RECONNECT_S, RUNNERS
 
 
 # a RunConfig or ArchiveConfig field -> its flag, where the flag is not the field's name
@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fps", type=float, default=None, help="the frame rate --paced releases at (default: each source's own)")
     a("--loop", action="store_true", help="read each source again from its start when it ends (needs --duration-s)")
     a("--duration-s", type=float, default=None, help="stop reading the sources after this many seconds")
-    a("--streams-per-decode-host", type=int, default=0,
-      help="NVDEC streams each decode host serves (0: all streams in one process per GPU)")
+    a("--streams-per-decode-host", type=int, default=GPU_STREAMS_PER_HOST,
+      help=f"NVDEC streams each decode host serves (0: all streams in one process per GPU; default {GPU_STREAMS_PER_HOST})")
     a("--reconnect-s", type=float, default=RECONNECT_S,
       help="a network source (URL) that disconnects or stalls reconnects with backoff for this many seconds")
     a("--runner", choices=(AUTO,) + RUNNERS, default=AUTO,

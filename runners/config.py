@@ -14,6 +14,8 @@ RUNNERS = SEQUENTIAL + CONCURRENT + ("multigpu",)
 DECODERS = ("cpu", "nvdec")
 AUTO = "auto"  # decoder, runner: the fastest this machine has (RunConfig.validated says which and why)
 RECONNECT_S = 30.0  # how long a disconnected network source keeps trying before it fails
+# NVDEC streams per GPU decode host: 8 streams over 2 hosts decode 1.3x one host's rate (results/decode_hosts.md)
+GPU_STREAMS_PER_HOST = 4
 GPU_BATCH, CPU_BATCH = 64, 32  # batch when none is given (results/DECISIONS.md); the CPU's default runner is serial
 FRAME_MIB = 20.0  # GPU memory a frame of a batch holds on the 640x640 canvas, MiB (fp16; see max_batch)
 MAX_WAIT_MS = 10.0  # the dynamic runner's longest wait of a frame for its batch
@@ -54,7 +56,7 @@ class RunConfig:
             cannot open is then read with OpenCV), 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU
             into NV12, in decode hosts).
         streams_per_decode_host: NVDEC streams one decode host serves (0: all, one process per GPU;
-            1: a process per stream). Default 0 (results/DECISIONS.md).
+            1: a process per stream). Default 4 (GPU_STREAMS_PER_HOST; results/DECISIONS.md).
         chunk: NVDEC frames handed to the runner at once (default: ``batch``).
         reconnect_s: a network source (a URL read with OpenCV) that disconnects or stalls reconnects with
             backoff and fails after this many seconds without a frame (default 30).
@@ -103,7 +105,7 @@ class RunConfig:
     loop: bool = False
     duration_s: float | None = None
     decoder: str = AUTO
-    streams_per_decode_host: int = 0
+    streams_per_decode_host: int = GPU_STREAMS_PER_HOST
     chunk: int | None = None
     reconnect_s: float = RECONNECT_S
     runner: str = AUTO

@@ -44,6 +44,7 @@ from typing import NamedTuple
 
 from multiprocessing.reduction import DupFd
 
+from ..config import GPU_STREAMS_PER_HOST
 from .frame import Frame, Source, SourceError, looping
 from .pool import POLL, FramePool, HostRows
 
@@ -362,7 +363,7 @@ class DecodeHosts:
     """A run's decode hosts, started as streams open: CPU hosts for OpenCV streams (up to ``processes``:
     a new one for each stream until all are up, then the least loaded serves it) and, per device, hosts
     for the chunked decoders that decode there (NVDEC on a CUDA device; ``gpu_streams_per_process`` streams
-    each, 0: one host for all).
+    each, 0: one host for all: the hosts' Python work and the decoders' waits take about two cores a host).
     ``pin``: host rows are registered as pinned (a CUDA run). One thread here receives every process's
     messages and one sends the rows released here back, in groups (and unregisters the pinned rows of
     ended streams): the run's other threads contend with two threads for its interpreter lock, however
@@ -371,7 +372,8 @@ class DecodeHosts:
     stream's open), so a stream added to a running run holds the others' frames up while its rows' pages
     are pinned."""
 
-    def __init__(self, pin: bool = False, processes: int = HOST_PROCESSES, gpu_streams_per_process: int = 0):
+    def __init__(self, pin: bool = False, processes: int = HOST_PROCESSES,
+                 gpu_streams_per_process: int = GPU_STREAMS_PER_HOST):
         if processes < 1:
             raise ValueError(f"processes: expected >= 1 decode hosts, got {processes}")
         if gpu_streams_per_process < 0:
