@@ -466,9 +466,8 @@ class DecodeHosts:
         holds the run's other CUDA calls, so the rows of many streams ending together, unregistered back to
         back, would hold the frames of the streams still running. At close (every stream ended), the rest,
         so none is left registered. A turn waits TICK_S after its first row, so a message carries the rows
-        released meanwhile: a host takes each message on the thread its decoders' interpreter lock is
-        shared with, and one message per frame (thousands a second) cost NVDEC alone a quarter of its rate
-        (results/DECISIONS.md)."""
+        released meanwhile: a host takes each message on a thread that shares its interpreter lock with
+        the decoders (predicted to pay, not measured alone: results/DECISIONS.md)."""
 
         def send():
             with self._free_lock:

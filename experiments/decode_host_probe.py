@@ -1,0 +1,66 @@
+"""NVDEC through the decode machinery alone: 8 NVDEC sources of a clip (the production path,
+``open_source(..., decoder='nvdec')``), each read on a thread of its own and every frame released at once;
+prints the frames/s and the CPU seconds per frame of this process and of its decode children (psutil).
+
+    python experiments/decode_host_probe.py new CLIP [--per N] [--chunk 64]     # this checkout's DecodeHosts
+    PYTHONPATH=.old python experiments/decode_host_probe.py old CLIP            # an old checkout's default
+
+``--per``: NVDEC streams per GPU decode host (0: one host for all; default: the checkout's default).
+Figures: results/decode_hosts.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("which", choices=("new", "old"))
+    ap.add_argument("clip")
+    ap.add_argument("--per", type=int, default=None)
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--streams", type=int, default=8)
+    a = ap.parse_args(argv)
+    import psutil
+
+    from posefuse.runners.sources import open_source
+
+    kw = {}
+    if a.which == "new" and a.per is not None:
+        from posefuse.runners.sources.decodehost import DecodeHosts
+
+        kw["decode_hosts"] = DecodeHosts(gpu_streams_per_process=a.per)
+    srcs = [open_source(a.clip, decoder="nvdec", chunk=a.chunk, **kw) for _ in range(a.streams)]
+    me = psutil.Process()
+    kids = [k for k in me.children() if "spawn_main" in " ".join(k.cmdline())]
+    cpu = lambda ps: sum(sum(p.cpu_times()[:2]) for p in ps)  # noqa: E731
+    c0, p0 = cpu(kids), cpu([me])
+    counts = [0] * a.streams
+
+    def read(k):
+        for f in srcs[k].frames():
+            f.release()
+            counts[k] += 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(a.streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    c1, p1 = cpu(kids), cpu([me])
+    n = sum(counts)
+    print(f"{a.which} per={a.per} chunk={a.chunk} {os.path.basename(a.clip)}: {n} frames {n / wall:.0f} fr/s; "
+          f"children {len(kids)} cpu {(c1 - c0) / n * 1e6:.1f} us/frame ({(c1 - c0) / wall:.2f} cores); "
+          f"parent {(p1 - p0) / n * 1e6:.1f} us/frame", flush=True)
+    for s in srcs:
+        s.close()
+    os._exit(0)  # the decode children end with this process
+
+
+if __name__ == "__main__":
+    main()
