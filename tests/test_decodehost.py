@@ -339,3 +339,17 @@ def test_a_looping_chunked_stream_reuses_its_rows_across_passes(processes):
     for f in held:
         f.release()
     src.close()
+
+
+def test_a_paced_chunked_stream_is_released_at_its_rate_in_the_host(processes):
+    """Pacing lives in the host for every decoder: a chunked (NVDEC-like) stream decoded far faster than its
+    rate is released frame by frame at its due time, each frame stamped with it."""
+    src = processes().open("cam", paced=True, **_sim(frames=12, chunk=4, pool=8), rate=25.0)
+    got = []
+    for f in src.frames():
+        got.append((f.arrived, time.perf_counter()))
+        f.release()
+    due = np.array([a for a, _ in got])
+    np.testing.assert_allclose(np.diff(due), 1 / 25, atol=1e-6)
+    seen = np.array([t for _, t in got])
+    assert len(got) == 12 and (seen >= due - 1e-3).all() and seen[-1] - seen[0] > 0.35

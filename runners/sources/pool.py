@@ -215,11 +215,12 @@ def simulated_stream(name: str, frames: int, fps: float, chunk: int, shape=(432,
 
 def simulated_in_host(rows, name: str, frames: int, fps: float, chunk: int, shape=(432, 768), pool: int | None = None,
                       truncate_at: int | None = None, mark: bool = False, loop: bool = False,
-                      duration_s: float | None = None) -> Source:
+                      duration_s: float | None = None, rate: float | None = None) -> Source:
     """The decoder stand-in as a decode host's opener (decodehost.DecodeHosts.open): its frames in the
-    stream's chunked rows, as NVDEC's are; looping or timed as sources.looping."""
+    stream's chunked rows, as NVDEC's are; looping, timed or given a frame rate ``rate`` (what a paced
+    stream is released at) as frame.looping."""
     h, w = shape
     size = max(pool or 2 * chunk, chunk)
     cr = rows.chunked(size, (h * 3 // 2, w))
     return looping(lambda first: chunk_source(simulated_stream(name, frames, fps, chunk, shape, size, truncate_at, mark,
-                                                               rows=cr)), name, loop, duration_s)
+                                                               rows=cr)), name, loop, duration_s, rate)
