@@ -52,7 +52,7 @@ ROWS = 8  # OpenCV rows per stream and shape: a 30 fr/s stream at 50 ms holds 2-
 START_TIMEOUT_S = 300.0  # a decode host imports torch and opens its first stream before it answers
 END_WAIT_S = 5.0  # how long close() waits for closed streams to end (a camera's read ends within its STALL_S)
 TICK_S = 0.002  # a frame waits at most this long for its message (counted in its latency: 50 ms budget)
-RETIRE_GAP_S = 0.1  # one retired pinned row unregistered per this gap while a run goes on (results/DECISIONS.md)
+RETIRE_GAP_S = 0.1  # one retired stream's rows dropped per this gap while a run goes on (results/DECISIONS.md)
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
 # busy thread holds the others, and every frame in flight, for at most that long (results/DECISIONS.md);
 # the run (assembly.run_settings) and its decode hosts both use it
@@ -181,6 +181,12 @@ def _unregister(t):
     torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
 
 
+def _drop(rows: tuple):
+    """A retired entry of _ParentStream.rows: unregistered where pinned; the caller drops the last reference."""
+    if rows[2]:
+        _unregister(rows[0])
+
+
 class _ParentStream:
     """This process's side of one stream: its rows as mapped here, and where its parcels go."""
 
@@ -259,13 +265,15 @@ class _ParentStream:
             self.unmap()
 
     def unmap(self):
-        """The stream's rows go: pinned ones to be unregistered on the hub's sending thread, not here (the
-        result or receiving thread, whose every stream waits meanwhile: when a run's streams end together,
-        each one's cudaHostUnregister would hold up the last frames of all)."""
+        """The stream's rows go: pinned host rows (cudaHostUnregister) and device rows (the close of their IPC
+        mapping, the last reference here) on the hub's sending thread, not here (the result or receiving
+        thread, whose every stream waits meanwhile: when a run's streams end together, each one's
+        cudaHostUnregister would hold up the last frames of all; device rows: the same predicted, not
+        measured)."""
         rows, self.rows = self.rows, {}
-        pinned = [t for t, _, is_pinned, _, _ in rows.values() if is_pinned]
-        if pinned:
-            self.proc.hub.retire(pinned)
+        slow = [r for r in rows.values() if r[2] or r[0].is_cuda]
+        if slow:
+            self.proc.hub.retire(slow)
 
 
 class _HostProcess:
@@ -453,19 +461,20 @@ class DecodeHosts:
         if not self._free_wake.is_set():  # set() on a set Event still takes its lock and notifies
             self._free_wake.set()
 
-    def retire(self, tensors: list):
-        """Pinned rows of an ended stream, to be unregistered (then unmapped) on the sending thread."""
+    def retire(self, rows: list):
+        """Rows of an ended stream (its entries of _ParentStream.rows) to be unregistered where pinned and
+        dropped, on the sending thread."""
         with self._free_lock:
-            self._retired += tensors
+            self._retired += rows
         if not self._free_wake.is_set():
             self._free_wake.set()
 
     def _send_releases(self):
-        """Sends the released rows back to their processes. While the run goes on, it unregisters a retired
-        row at most once per RETIRE_GAP_S, after sending the rows released meanwhile: cudaHostUnregister
-        holds the run's other CUDA calls, so the rows of many streams ending together, unregistered back to
-        back, would hold the frames of the streams still running. At close (every stream ended), the rest,
-        so none is left registered. A turn waits TICK_S after its first row, so a message carries the rows
+        """Sends the released rows back to their processes. While the run goes on, it drops a retired
+        stream's rows at most once per RETIRE_GAP_S, after sending the rows released meanwhile:
+        cudaHostUnregister holds the run's other CUDA calls, so the rows of many streams ending together,
+        unregistered back to back, would hold the frames of the streams still running. At close (every
+        stream ended), the rest, so none is left registered or mapped. A turn waits TICK_S after its first row, so a message carries the rows
         released meanwhile: a host takes each message on a thread that shares its interpreter lock with
         the decoders (predicted to pay, not measured alone: results/DECISIONS.md)."""
 
@@ -485,13 +494,14 @@ class DecodeHosts:
             if closed:
                 with self._free_lock:
                     retired, self._retired = self._retired, []
-                for t in retired:
-                    _unregister(t)
+                while retired:
+                    _drop(retired.pop())
                 return
             if self._retired and time.perf_counter() >= next_retire:
                 with self._free_lock:
-                    t = self._retired.pop(0)
-                _unregister(t)
+                    rows = self._retired.pop(0)
+                _drop(rows)
+                del rows  # the last reference: a device mapping closes here
                 next_retire = time.perf_counter() + RETIRE_GAP_S
                 send()
 
