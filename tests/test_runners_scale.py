@@ -615,3 +615,24 @@ def test_every_nvdec_frame_of_8_streams_through_a_decode_host_equals_a_fresh_dec
         hosts.close()
     assert not wrong, f"{len(wrong)} frames differ from the video's: {wrong[:10]}"
     assert seen == set(range(n))
+
+
+@pytest.mark.gpu
+def test_a_paced_nvdec_run_gives_every_frame_in_order_at_its_rate():
+    """Pacing lives in the decode hosts for NVDEC too: 8 paced NVDEC streams (two GPU hosts of 4 by default)
+    give every frame in order, released at their rate rather than as fast as NVDEC decodes."""
+    _need_nvdec()
+    from posefuse import RunConfig, run
+
+    got: dict = {}
+
+    def on(r):
+        got.setdefault(r.stream, []).append(r.index)
+
+    rep = run(RunConfig(sources=[helpers.data_path(CLIP)], repeat=8, decoder="nvdec", runner="dynamic", paced=True,
+                        fps=30.0, max_frames=45, progress=False), on_result=on)
+    assert rep.failed == {} and rep.overall["results"] == 8 * 45
+    assert all(v == sorted(v) and len(v) == 45 for v in got.values()) and len(got) == 8
+    assert all(s["placement"]["reader"] == "decode host" and s["placement"]["decoder"] == "nvdec"
+               for s in rep.streams.values())
+    assert rep.overall["wall_s"] >= 44 / 30  # released at 30 fr/s, not as fast as NVDEC decodes
