@@ -66,9 +66,8 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
         from .decodehost import default_decode_hosts
 
         decode_hosts = default_decode_hosts()
-    hosts = decode_hosts
-    return hosts.open(path, open_in_host, str(dev), paced, path=path, max_frames=max_frames, chunk=chunk, pool=pool,
-                      start=start, loop=loop, duration_s=duration_s, fps=fps)
+    return decode_hosts.open(path, open_in_host, str(dev), paced, path=path, max_frames=max_frames, chunk=chunk,
+                             pool=pool, start=start, loop=loop, duration_s=duration_s, fps=fps)
 
 
 def open_in_host(rows, path: str, name: str, max_frames: int | None = None, chunk: int = CHUNK,

@@ -32,7 +32,7 @@ def read_frame(cap, rows: HostRows | None, counts: dict) -> tuple:
 
 
 def host_rows(shape: tuple, pinned: bool, row_pool=None) -> HostRows | None:
-    """The row pool of a source of BGR frames of ``shape`` (h, w): ``row_pool(shape)``'s when given (a host
+    """The row pool of a source of BGR frames of ``shape`` (h, w): ``row_pool(shape)``'s when given (a
     decode host's shared rows), else pinned rows when ``pinned`` (a CUDA run), else None."""
     if not all(shape):
         return None

@@ -2,9 +2,9 @@
 
 A :class:`ChunkStream` is a decoder that answers in chunks: ``fetch(i)`` decodes frames ``i, i+1, ...`` into
 free rows of its ``buffers`` tensor, which it takes from its :class:`FramePool`; a row goes back to the pool
-once every frame of its chunk is released by the runner (:class:`Release`). ``simulated_stream`` is a
-decoder stand-in with the same protocol, for the CPU tests of the decode hosts. :class:`HostRows` is
-the pool of an OpenCV decoder's host frames.
+once every frame of its chunk is released by the runner (:class:`Release`); :func:`chunk_source` gives its
+frames as a Source. ``simulated_stream`` is a decoder stand-in with the same protocol, for the CPU tests of
+the decode hosts (``simulated_in_host``). :class:`HostRows` is the pool of an OpenCV decoder's host frames.
 """
 from __future__ import annotations
 
@@ -177,19 +177,15 @@ def chunk_source(cs: ChunkStream) -> Source:
     return Source(cs.name, parcels(), cs.fps, cs.want, cs.shape, cs.pixel_format, cs.stats, cs.cancel, cs.on_close)
 
 
-def simulated_stream(name: str, frames: int, fps: float, chunk: int, shape=(432, 768), pool: int | None = None,
-                     truncate_at: int | None = None, mark: bool = False, rows=None) -> ChunkStream:
-    """A decoder stand-in: ``frames`` NV12 frames of ``shape`` in host memory, ``chunk`` per call at ``fps``
-    frames/s with the interpreter lock released (as NVDEC's calls release it); ``mark``: each frame's first
-    luma pixel holds its index (mod 256). ``truncate_at``: the stream breaks off there (a truncated file).
-    ``rows``: the decodehost.ChunkRows it decodes into (a decode host's), else a pool of its own."""
+def simulated_stream(name: str, frames: int, fps: float, chunk: int, rows, shape=(432, 768),
+                     truncate_at: int | None = None, mark: bool = False) -> ChunkStream:
+    """A decoder stand-in: ``frames`` NV12 frames of ``shape`` into ``rows`` (a decode host's ChunkRows),
+    ``chunk`` per call at ``fps`` frames/s with the interpreter lock released (as NVDEC's calls release it);
+    ``mark``: each frame's first luma pixel holds its index (mod 256). ``truncate_at``: the stream breaks
+    off there (a truncated file)."""
     h, w = shape
     cancel = threading.Event()
-    if rows is None:
-        size = max(pool or 2 * chunk, chunk)
-        buffers, fp = torch.zeros((size, h * 3 // 2, w), dtype=torch.uint8), FramePool(size, cancel)
-    else:
-        buffers, fp = rows.buffers, rows.pool
+    buffers, fp = rows.buffers, rows.pool
     stats = {"video_decode.decoder": 0.0, "video_decode.pool_wait": 0.0}
     end = frames if truncate_at is None else truncate_at
 
@@ -200,15 +196,15 @@ def simulated_stream(name: str, frames: int, fps: float, chunk: int, shape=(432,
         t0 = time.perf_counter()
         time.sleep(k / fps)
         t1 = time.perf_counter()
-        rows = fp.take(k)
+        got = fp.take(k)
         stats["video_decode.decoder"] += t1 - t0
         stats["video_decode.pool_wait"] += time.perf_counter() - t1
-        if len(rows) < k:  # cancelled
+        if len(got) < k:  # cancelled
             return None, None
         if mark:
-            for j, r in enumerate(rows):
+            for j, r in enumerate(got):
                 buffers[r, 0, 0] = (i + j) % 256
-        return rows, None
+        return got, None
 
     return ChunkStream(name, buffers, fetch, frames, fp, cancel, (h, w), "nv12", None, frames, stats)
 
@@ -222,5 +218,5 @@ def simulated_in_host(rows, name: str, frames: int, fps: float, chunk: int, shap
     h, w = shape
     size = max(pool or 2 * chunk, chunk)
     cr = rows.chunked(size, (h * 3 // 2, w))
-    return looping(lambda first: chunk_source(simulated_stream(name, frames, fps, chunk, shape, size, truncate_at, mark,
-                                                               rows=cr)), name, loop, duration_s, rate)
+    return looping(lambda first: chunk_source(simulated_stream(name, frames, fps, chunk, cr, shape, truncate_at, mark)),
+                   name, loop, duration_s, rate)
