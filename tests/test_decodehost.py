@@ -353,3 +353,57 @@ def test_a_paced_chunked_stream_is_released_at_its_rate_in_the_host(processes):
     np.testing.assert_allclose(np.diff(due), 1 / 25, atol=1e-6)
     seen = np.array([t for _, t in got])
     assert len(got) == 12 and (seen >= due - 1e-3).all() and seen[-1] - seen[0] > 0.35
+
+
+def _host_pids() -> list:
+    import multiprocessing as mp
+
+    return [p.pid for p in mp.active_children() if p.name == "posefuse-decode-host"]
+
+
+def test_a_decode_host_that_dies_fails_each_of_its_streams_naming_it(processes):
+    """A host killed mid-read: each of its streams ends with an error naming the stream and the host's end
+    (the receiving thread sees the pipe close), nothing waits for ever."""
+    import os
+    import signal
+
+    from posefuse.runners.sources import SourceError
+
+    hp = processes(gpu_streams_per_process=0)
+    srcs = [hp.open(f"cam{k}", **_sim(frames=100_000, chunk=4, pool=8)) for k in range(2)]
+    its = [iter(s.frames()) for s in srcs]
+    for it in its:
+        next(it).release()
+    (pid,) = _host_pids()
+    os.kill(pid, signal.SIGKILL)
+    for k, it in enumerate(its):
+        with pytest.raises(SourceError, match=rf"source cam{k}: the decode host ended \(exit code -9\)"):
+            for f in it:
+                f.release()
+
+
+def test_a_run_whose_decode_host_dies_reports_its_streams_failed_and_every_frame_accounted():
+    """Through run(): the paced streams' host is killed after the first result; the run ends (no hang) with
+    both streams in ``failed`` naming the host's end, and the run's accounting holds (every frame that
+    arrived is a result or a recorded drop)."""
+    import os
+    import signal
+
+    from posefuse import RunConfig, run
+
+    killed = []
+
+    def on(r):
+        if not killed:
+            killed.extend(_host_pids())
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+
+    rep = run(RunConfig(sources=[helpers.data_path(CLIP)], repeat=2, runner="dynamic", device="cpu", decoder="cpu",
+                        batch=4, max_wait_ms=10, paced=True, fps=20.0, max_frames=400, imgsz=320, progress=False),
+              on_result=on)
+    assert killed
+    assert sorted(rep.failed) == [f"{helpers.data_path(CLIP)}#{k}" for k in range(2)]
+    assert all("the decode host ended" in why for why in rep.failed.values())
+    o = rep.overall
+    assert 0 < o["results"] < 800 and o["frames_in"] == o["results"] + sum(o["drops"].values())

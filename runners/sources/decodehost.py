@@ -345,6 +345,8 @@ class _HostProcess:
         """The pipe ended (the process ended or died; ``why``: a message this side could not take): the
         streams still open fail with it."""
         self.conn.close()
+        if why is None:
+            self.proc.join(1.0)  # its pipe closed as it exited: the exit code says how (-9: killed)
         code = self.proc.exitcode
         for st in list(self.streams.values()):
             st.error = (f"source {st.name}: the decode host ended (exit code {code})" if why is None
