@@ -308,17 +308,21 @@ def _tracking() -> list:
         rounds = ", ".join(f"{w / o:.2f}" for o, w in zip(e["runs_frames_per_s"]["without"], e["runs_frames_per_s"]["with"]))
         out.append(f"| {clip} | {e['without']['frames_per_s']:,.0f} | {e['with']['frames_per_s']:,.0f} | "
                    f"{e['ratio']:.3f} | {rounds} |" + (f" {old['e2e'][clip]['ratio']:.3f} |" if old else ""))
-    t, st = new.get("tracker"), new.get("start") or {}
+    # the tracker's and the start-up's latest figures, from the run that measured them (a run may do e2e only)
+    ours = [r for r in runs if not r.get("checkout")]
+    tr, sr = _latest_with(ours, "tracker"), _latest_with(ours, "start")
+    t, st = (tr or {}).get("tracker"), (sr or {}).get("start") or {}
     if t:
         out += ["", f"The tracker on the crowded clip ({t['people_per_frame']:.1f} detections a frame, {t['streams']} "
                 f"streams x {t['frames']} frames a call): {t['ours_us_per_frame']:.1f} us a frame, "
                 f"{t['over_ultralytics']:.0f}x Ultralytics' BYTETracker fed the same detections"
                 + (f" ({old['checkout']}: {old['tracker']['over_ultralytics']:.1f}x)" if old and old.get("tracker") else "")
-                + "."]
+                + f" ({tr['env'].get('card')}, {tr['env'].get('date')})."]
     warm, cold = (st.get(k, {}).get("startup_s") or {} for k in ("track_warm", "track_cold"))
     if "tracker" in warm:
         out += ["", f"Start-up: the tracker's kernels add {warm['tracker']:.2f} s to a job once built (CuPy's kernel "
-                f"cache), {cold.get('tracker', 0):.1f} s on a machine's first tracked job."]
+                f"cache), {cold.get('tracker', 0):.1f} s on a machine's first tracked job ({sr['env'].get('card')}, "
+                f"{sr['env'].get('date')})."]
     return out + [""]
 
 
