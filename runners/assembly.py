@@ -68,9 +68,10 @@ def place(cfg: RunConfig, spec: str | None) -> Placement:
     * a sequential runner reads everything else on its one thread;
     * a URL is a camera: OpenCV, with its reconnect and stall handling (network.py), which the NVDEC path
       lacks, in a CPU decode host;
-    * a paced video (``paced``, or live mode) decoded by OpenCV goes to a CPU decode host, so the run's
-      own threads decode nothing while frames are due at their time (results/DECISIONS.md);
-    * everything else is read by the run's reader threads."""
+    * a paced stream (``paced``, or live mode) read on the CPU goes to a CPU decode host, where pacing
+      lives for every decoder, so the run's own threads decode nothing while frames are due at their time
+      (results/DECISIONS.md);
+    * everything else is read by the run's reader threads, as fast as it comes."""
     concurrent = cfg.runner in CONCURRENT or cfg.runner == "multigpu"
     video = host_decodable(spec)
     if cfg.decoder == "nvdec" and video and not is_network(spec):
@@ -80,8 +81,9 @@ def place(cfg: RunConfig, spec: str | None) -> Placement:
     if is_network(spec):
         return Placement(DECODE_HOST, "cpu", "a camera: OpenCV reconnects it; read apart from the run's threads"
                          + ("" if cfg.decoder == "cpu" else " (NVDEC has no camera reconnect handling)"))
-    if video and (cfg.paced or cfg.mode == "live"):
-        return Placement(DECODE_HOST, "cpu", "paced: decoded at its frame rate apart from the run's threads")
+    if cfg.paced or cfg.mode == "live":
+        return Placement(DECODE_HOST, "cpu", "paced: released at its frame rate by a decode host, apart from the "
+                         "run's threads")
     return Placement(READER_THREAD, "cpu", "a video decoded by OpenCV" if video
                      else "images or the embedded clip: no video to decode")
 
@@ -315,7 +317,7 @@ class Assembly:
             if cfg.runner in CONCURRENT:
                 events.start()
                 self.failed.update(run_concurrent(
-                    self.sources, self.engine, events, self.sinks, batch=cfg.batch, paced=cfg.paced,
+                    self.sources, self.engine, events, self.sinks, batch=cfg.batch,
                     max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None,
                     late_ms=cfg.late_ms if cfg.mode == "live" else None, control=self.control,
                     open_stream=self.add_stream, tracker=self.tracker))

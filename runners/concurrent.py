@@ -12,11 +12,13 @@ Sources share up to READERS reader threads (files and cameras apart; a camera's 
 thread of its own that only reads; the streams of a decode host push their frames to a reader of
 their own); each pass of a reader hands the runner what it read from all its sources (a decoder's chunk,
 a frame) as one queue item with one accounting call; results are delivered per stream in frame order.
-A frame's latency runs from its arrival: a camera's read, a paced frame's due time, else its admission.
+A frame's latency runs from its arrival: a camera's read, a paced frame's due time (stamped by the decode host
+that paced it), else its admission.
 A source that fails is reported (``failed``) and the others go on. An exception in a worker stops the
 run: the caller gets :class:`RunnerError` naming the stage, with the original exception as its cause,
 within a few seconds; every wait is bounded, so nothing hangs and no thread is left behind.
-``paced=True`` releases each source's frames at its own frame rate, as a camera would. Each GPU worker
+Pacing is not done here: a paced run's streams are read in decode hosts, which release each frame at its
+due time (assembly.place; sources/decodehost.py). Each GPU worker
 runs on a CUDA stream of its own.
 """
 from __future__ import annotations
@@ -98,15 +100,14 @@ class Parcel:
 
 
 class _ReaderEntry:
-    """One source as its reader serves it: its parcel not yet handed on and its place in the stream. A camera
+    """One source as its reader serves it: its iterator and its place in the stream. A camera
     (Source.camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why);
     a source that pushes its parcels puts them there itself."""
 
-    __slots__ = ("src", "it", "seq", "pending", "t0", "first", "inbox", "error", "room")
+    __slots__ = ("src", "it", "seq", "inbox", "error", "room")
 
     def __init__(self, src: Source):
-        self.src, self.it, self.seq, self.pending = src, iter(src), 0, []
-        self.t0 = self.first = None  # paced: when and at which index the source started
+        self.src, self.it, self.seq = src, iter(src), 0
         self.inbox, self.error = (collections.deque(), None) if src.camera or src.push else (None, None)
         self.room = threading.Event()  # the reader took the inbox's parcels: the pump may read on
 
@@ -114,14 +115,13 @@ class _ReaderEntry:
 class _Reader:
     """A reader thread serving a number of sources in turn. Each pass takes every source's next parcel (a
     decoder's chunk, or one frame) and hands the runner what the pass got as one queue item with one
-    accounting call, so the cost per frame falls with the streams a reader serves. Paced: a frame leaves
-    at its source's time (``t0 + (index - first) / fps``); a source's next parcel is read as soon as the
-    last one has left, ahead of its time. A source that ends puts its _END; the reader ends with its last
-    source. ``add`` gives it another source (False once it has ended)."""
+    accounting call, so the cost per frame falls with the streams a reader serves. A source that ends puts
+    its _END; the reader ends with its last source. ``add`` gives it another source (False once it has
+    ended)."""
 
-    def __init__(self, name: str, frames_q: queue.Queue, events: RunEvents, state: RunState, paced: bool,
-                 device=None, spawn=None):
-        self.frames_q, self.events, self.state, self.paced, self.device = frames_q, events, state, paced, device
+    def __init__(self, name: str, frames_q: queue.Queue, events: RunEvents, state: RunState, device=None,
+                 spawn=None):
+        self.frames_q, self.events, self.state, self.device = frames_q, events, state, device
         self.spawn = spawn  # spawn(thread): start a pump thread as one of the run's threads
         self.lock = threading.Lock()
         self.slots: list[_ReaderEntry] = []
@@ -161,7 +161,7 @@ class _Reader:
                         self.ended = True
                         return
                 self.wake.clear()  # before the inboxes are looked at: a parcel put after it wakes the wait
-                group, wake = self._pass()  # sources that ended in it wait in self.ending for the hand-off
+                group = self._pass()  # sources that ended in it wait in self.ending for the hand-off
                 if group:  # admitted (arrivals counted, bad frames dropped) and queued as one item
                     goods = admit_all([(slot.src.name, frames) for slot, frames in group], self.events, self.device)
                     item = []
@@ -180,11 +180,8 @@ class _Reader:
                 for slot in self.ending:
                     self._end(slot)
                 self.ending = []
-                if not group:
-                    if wake is not None:
-                        state.stop.wait(max(0.0, min(wake - time.perf_counter(), POLL)))
-                    elif any(slot.inbox is not None for slot in self.slots):
-                        self.wake.wait(POLL)
+                if not group and any(slot.inbox is not None for slot in self.slots):
+                    self.wake.wait(POLL)
         except BaseException as e:  # noqa: BLE001 - any error but a source's own stops the run, with its stage
             state.fail("read", e)
         finally:
@@ -202,10 +199,10 @@ class _Reader:
         if not self.wake.is_set():  # set() on a set Event still takes its lock and notifies
             self.wake.set()
 
-    def _pass(self) -> tuple[list, float | None]:
-        """[(slot, frames due now)] over the sources, and the time the next frame is due (paced). Of the
-        sources with an inbox, only those that got a parcel since the last pass are looked at."""
-        group, wake, now = [], None, time.perf_counter()
+    def _pass(self) -> list:
+        """[(slot, frames)] over the sources: each pulled source's next parcel; of the sources with an inbox,
+        what came to those that got a parcel since the last pass."""
+        group = []
         # the slots signalled before this pass, each once: a signal that comes during the pass stays in
         # ``ready`` for the next one (skipping it as seen would leave its parcel, and its pump, waiting)
         signalled = {}
@@ -235,43 +232,20 @@ class _Reader:
         for slot in list(self.slots):
             if slot.inbox is not None:
                 continue
-            if not slot.pending:
-                t0 = time.perf_counter()
-                try:
-                    parcel = next(slot.it, None)
-                except SourceError as e:  # this source is over; the others go on
-                    with self.state.lock:
-                        self.state.failed[slot.src.name] = str(e)
-                    parcel = None
-                self.times["read.source"] += time.perf_counter() - t0
-                if parcel is None:
-                    self.slots.remove(slot)
-                    self.ending.append(slot)
-                    continue
-                slot.pending = parcel
-                if not parcel:
-                    continue
-            fps = slot.src.fps if self.paced else None
-            if not fps:
-                group.append((slot, slot.pending))
-                slot.pending = []
-                continue
-            if slot.t0 is None:
-                slot.t0, slot.first = now, slot.pending[0].index
-            k = 0  # the frames whose time has come: each arrives at its due time
-            while k < len(slot.pending):
-                due = slot.t0 + (slot.pending[k].index - slot.first) / fps
-                if due > now:
-                    break
-                slot.pending[k].arrived = due
-                k += 1
-            if k:
-                group.append((slot, slot.pending[:k]))
-                slot.pending = slot.pending[k:]
-            if slot.pending:
-                due = slot.t0 + (slot.pending[0].index - slot.first) / fps
-                wake = due if wake is None else min(wake, due)
-        return group, wake
+            t0 = time.perf_counter()
+            try:
+                parcel = next(slot.it, None)
+            except SourceError as e:  # this source is over; the others go on
+                with self.state.lock:
+                    self.state.failed[slot.src.name] = str(e)
+                parcel = None
+            self.times["read.source"] += time.perf_counter() - t0
+            if parcel is None:
+                self.slots.remove(slot)
+                self.ending.append(slot)
+            elif parcel:
+                group.append((slot, parcel))
+        return group
 
     def _pump(self, slot: _ReaderEntry):
         """A camera's thread: reads its parcels into the slot's inbox, wakes the reader, and puts None at the
@@ -313,9 +287,6 @@ class _Reader:
         self._signal(slot)
 
     def _end(self, slot: _ReaderEntry):
-        for f in slot.pending:
-            f.release()
-        slot.pending = []
         while slot.inbox:  # a camera's frames read but not handed on (a pump still reading puts more: unread)
             for f in slot.inbox.popleft() or ():
                 f.release()
@@ -507,7 +478,7 @@ def warm_up(pipes: list, signatures: set, batch: int):
 
 
 def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_result=None, *, batch: int = 32,
-                   max_wait_ms: float | None = None, paced: bool = False, idle_ms: float = 200.0,
+                   max_wait_ms: float | None = None, idle_ms: float = 200.0,
                    late_ms: float | None = None, control=None, open_stream=None, tracker=None) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
     one GPU worker thread each (several: the ``replicas`` runner). ``max_wait_ms=None``: fixed batches
@@ -531,7 +502,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     device = pipes[0].device
 
     threads: list = []
-    readers = _Readers(lambda name, spawn: _Reader(name, frames_q, events, state, paced, device, spawn), threads)
+    readers = _Readers(lambda name, spawn: _Reader(name, frames_q, events, state, device, spawn), threads)
     for s in sources:
         readers.add(s, start=False)
     for i, p in enumerate(pipes):

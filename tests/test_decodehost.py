@@ -407,3 +407,29 @@ def test_a_run_whose_decode_host_dies_reports_its_streams_failed_and_every_frame
     assert all("the decode host ended" in why for why in rep.failed.values())
     o = rep.overall
     assert 0 < o["results"] < 800 and o["frames_in"] == o["results"] + sum(o["drops"].values())
+
+
+@pytest.mark.parametrize("what", ["folder", "default"])
+def test_an_image_folder_and_the_embedded_clip_are_paced_in_a_host(processes, tmp_path, what):
+    """The CPU opener reads every kind of source: an image folder (its frames travel in their messages) and
+    the embedded clip, released at the asked rate, each frame stamped at its due time."""
+    import cv2
+
+    from posefuse.runners.sources import synthesized_clip
+
+    spec = None
+    if what == "folder":
+        for i, img in enumerate(synthesized_clip(8)):
+            cv2.imwrite(str(tmp_path / f"{i:02d}.png"), img[::4, ::4])
+        spec = str(tmp_path)
+    src = processes(processes=1).open(what, paced=True, spec=spec, max_frames=8, fps=25.0)
+    got = []
+    for f in src.frames():
+        got.append((f.index, f.arrived, time.perf_counter(), f.image.shape))
+        f.release()
+    assert [i for i, _, _, _ in got] == list(range(8))
+    due = np.array([a for _, a, _, _ in got])
+    np.testing.assert_allclose(np.diff(due), 1 / 25, atol=1e-6)
+    assert all(t >= a - 1e-3 for _, a, t, _ in got)  # none before its time
+    if what == "folder":
+        assert all(shape == (108, 192, 3) for *_, shape in got)

@@ -1,6 +1,7 @@
 """Sources: the one factory :func:`open_source` turns a spec into a :class:`Source`.
 
-* ``frame``: the frame model (Frame, Source, SourceError);
+* ``frame``: the frame model (Frame, Source, SourceError, looping);
+* ``cpu``: one spec opened on the CPU (the default clip, images, videos, cameras);
 * ``opencv``: video files and URLs, image folders (subfolders included) and single images, on the CPU;
 * ``synthetic``: the embedded default clip (no data needed);
 * ``network``: cameras and live streams at a URL, reconnecting;
@@ -16,10 +17,10 @@ from pathlib import Path
 
 from ..config import DECODERS
 from .frame import Frame, Source, SourceError, looping
-from .network import RECONNECT_S, is_network, open_network
-from .opencv import IMAGE_EXT, check_file, image_files, open_images, open_video
-from .synthetic import DEFAULT_NAME, default_source, synthesized_clip
-
+from .cpu import open_cpu
+from .network import RECONNECT_S, is_network
+from .opencv import IMAGE_EXT, check_file
+from .synthetic import DEFAULT_NAME, synthesized_clip
 
 
 def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str = "cpu", device=None,
@@ -45,28 +46,13 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
         raise ValueError(f"max_frames: expected >= 1, got {max_frames}")
     if start < 0:
         raise ValueError(f"start: expected a frame index >= 0, got {start}")
-    if start and (spec in (None, "", DEFAULT_NAME) or is_network(spec) or Path(spec).is_dir()
-                  or Path(spec).suffix.lower() in IMAGE_EXT):
-        raise SourceError(f"source {spec}: a start frame is for video files (got start {start})")
-    if spec in (None, "", DEFAULT_NAME):
-        return default_source(max_frames)
-    check_file(spec)
-    if "://" not in spec:
-        p = Path(spec)
-        if p.is_dir():
-            imgs = image_files(p)
-            if not imgs:
-                raise SourceError(f"source {spec}: folder holds no images ({', '.join(sorted(IMAGE_EXT))})")
-            return open_images(imgs, spec, max_frames)
-        if p.suffix.lower() in IMAGE_EXT:
-            return open_images([p], spec, max_frames)
-    if decoder == "nvdec":
+    if decoder == "nvdec" and host_decodable(spec):
+        check_file(spec)
         from .nvdec import open_nvdec
 
         return open_nvdec(spec, device, max_frames, chunk, decode_hosts, start=start)
-    if is_network(spec):
-        return open_network(spec, max_frames, reconnect_s=reconnect_s, pinned=pinned, row_pool=row_pool)
-    return open_video(spec, max_frames, start, threads, pinned, row_pool)
+    return open_cpu(spec, max_frames, start=start, threads=threads, pinned=pinned, row_pool=row_pool,
+                    reconnect_s=reconnect_s)
 
 
 def host_decodable(spec: str | None) -> bool:

@@ -591,21 +591,16 @@ def default_decode_hosts() -> DecodeHosts:
     return _DEFAULT
 
 
-def open_in_process(rows: "StreamRows", spec: str, name: str, max_frames=None, reconnect_s=None, start: int = 0,
-                    threads: int = 0, loop: bool = False, duration_s=None, fps=None) -> Source:
-    """The OpenCV opener: the stream a decode host reads (a video file or URL with OpenCV, from frame
-    ``start``; looping, timed or with its frame rate replaced as a run asks), its frames in ``rows.host``."""
-    from .network import RECONNECT_S, is_network, open_network
-    from .opencv import check_file, open_video
+def open_in_process(rows: "StreamRows", spec: str | None, name: str, max_frames=None, reconnect_s=None,
+                    start: int = 0, threads: int = 0, loop: bool = False, duration_s=None, fps=None) -> Source:
+    """The CPU opener: the stream a decode host reads (a video file or URL with OpenCV, from frame ``start``,
+    its frames in ``rows.host``; an image folder or the embedded clip, its frames sent in their messages),
+    looping, timed or with its frame rate replaced as a run asks."""
+    from ..config import RECONNECT_S
+    from .cpu import open_cpu
 
-    check_file(spec)
-
-    def open_from(first):
-        if is_network(spec):
-            return open_network(spec, max_frames, reconnect_s=reconnect_s or RECONNECT_S, row_pool=rows.host)
-        return open_video(spec, max_frames, first, threads, row_pool=rows.host)
-
-    return looping(open_from, name, loop, duration_s, fps, start)
+    return looping(lambda first: open_cpu(spec, max_frames, start=first, threads=threads, row_pool=rows.host,
+                                          reconnect_s=reconnect_s or RECONNECT_S), name, loop, duration_s, fps, start)
 
 
 # ---------------------------------------------------------------------------------------- the process
