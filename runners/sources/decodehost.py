@@ -666,7 +666,7 @@ class StreamRows:
 
     def __init__(self, sid: int, out: "_Outbox", device: str | None, cancel: threading.Event):
         self.sid, self.out, self.device, self.cancel = sid, out, device, cancel
-        self.pools: dict = {}  # (kind, shape) -> (key, HostRows or ChunkRows)
+        self.pools: dict = {}  # ("host", shape) or ("chunked", n, shape) -> (key, HostRows or ChunkRows)
 
     def _key(self) -> int:
         return len(self.pools)
