@@ -19,7 +19,7 @@ from ..config import DECODERS
 from .frame import Frame, Source, SourceError, looping
 from .cpu import open_cpu
 from .network import RECONNECT_S, is_network
-from .opencv import IMAGE_EXT, check_file
+from .opencv import IMAGE_EXT
 from .synthetic import DEFAULT_NAME, synthesized_clip
 
 
@@ -47,7 +47,6 @@ def open_source(spec: str | None, max_frames: int | None = None, *, decoder: str
     if start < 0:
         raise ValueError(f"start: expected a frame index >= 0, got {start}")
     if decoder == "nvdec" and host_decodable(spec):
-        check_file(spec)
         from .nvdec import open_nvdec
 
         return open_nvdec(spec, device, max_frames, chunk, decode_hosts, start=start)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import RECONNECT_S
-from .frame import Source, SourceError
+from .frame import Source, SourceError, check_file
 from .network import is_network, open_network
-from .opencv import IMAGE_EXT, check_file, image_files, open_images, open_video
+from .opencv import IMAGE_EXT, image_files, open_images, open_video
 from .synthetic import DEFAULT_NAME, default_source
 
 

@@ -1,15 +1,28 @@
-"""The frame model: a Frame, a Source (an ordered stream of frames, read in parcels), SourceError, and
-:func:`looping` (a Source read again, timed or re-rated)."""
+"""The frame model: a Frame, a Source (an ordered stream of frames, read in parcels), SourceError,
+:func:`check_file` (a source's file is there) and :func:`looping` (a Source read again, timed or
+re-rated)."""
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 
 class SourceError(RuntimeError):
     """A source that cannot be opened or read; the message names the source and the reason."""
+
+
+def check_file(spec: str):
+    """Raises SourceError naming ``spec`` when it is a local path (not a URL) that is missing or empty."""
+    if "://" in spec:
+        return
+    p = Path(spec)
+    if not p.exists():
+        raise SourceError(f"source {spec}: no such file or folder")
+    if p.is_file() and p.stat().st_size == 0:
+        raise SourceError(f"source {spec}: the file is empty")
 
 
 @dataclass

@@ -16,7 +16,6 @@ at open instead, so a runner's streams start together.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -24,7 +23,7 @@ import torch
 
 from ...kernels._common import nvtx_range
 from ..gpuinfo import nvdec_available
-from .frame import Source, SourceError, looping
+from .frame import Source, SourceError, check_file, looping
 from .pool import ChunkStream, chunk_source
 
 CHUNK = 16  # frames handed to the runner at once (a runner asks for its batch size)
@@ -51,14 +50,10 @@ def open_nvdec(path: str, device=None, max_frames: int | None = None, chunk: int
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
     if start < 0:
         raise ValueError(f"start: expected a frame index >= 0, got {start}")
+    check_file(path)
     why = nvdec_available()
     if why:
         raise SourceError(f"source {path}: NVDEC is not available: {why}")
-    if "://" not in path:
-        if not os.path.exists(path):
-            raise SourceError(f"source {path}: no such file or folder")
-        if os.path.getsize(path) == 0:
-            raise SourceError(f"source {path}: the file is empty")
     dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
     if dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())

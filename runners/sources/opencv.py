@@ -41,17 +41,6 @@ def host_rows(shape: tuple, pinned: bool, row_pool=None) -> HostRows | None:
     return HostRows((*shape, 3), pinned=True) if pinned else None
 
 
-def check_file(spec: str):
-    """Raises SourceError naming ``spec`` when it is a local path (not a URL) that is missing or empty."""
-    if "://" in spec:
-        return
-    p = Path(spec)
-    if not p.exists():
-        raise SourceError(f"source {spec}: no such file or folder")
-    if p.is_file() and p.stat().st_size == 0:
-        raise SourceError(f"source {spec}: the file is empty")
-
-
 def open_video(path: str, max_frames: int | None, start: int = 0, threads: int = 0, pinned: bool = False,
                row_pool=None) -> Source:
     """A video file or URL, from frame ``start`` (OpenCV seeks to the keyframe before it and decodes up to
