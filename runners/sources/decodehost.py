@@ -476,9 +476,10 @@ class DecodeHosts:
         stream's rows at most once per RETIRE_GAP_S, after sending the rows released meanwhile:
         cudaHostUnregister holds the run's other CUDA calls, so the rows of many streams ending together,
         unregistered back to back, would hold the frames of the streams still running. At close (every
-        stream ended), the rest, so none is left registered or mapped. A turn waits TICK_S after its first row, so a message carries the rows
-        released meanwhile: a host takes each message on a thread that shares its interpreter lock with
-        the decoders (predicted to pay, not measured alone: results/DECISIONS.md)."""
+        stream ended), the rest, so none is left registered or mapped. A turn waits TICK_S after its first
+        row, so a message carries the rows released meanwhile: a host takes each message on a thread that
+        shares its interpreter lock with the decoders (predicted to pay, not measured alone:
+        results/DECISIONS.md)."""
 
         def send():
             with self._free_lock:
@@ -671,14 +672,20 @@ class StreamRows:
     def _key(self) -> int:
         return len(self.pools)
 
+    def _shared(self, key: int, shape: tuple, n: int, pixel_format: str):
+        """``n`` rows of shared host memory for frames of ``shape``, announced to the run as ``key``."""
+        fd, t = _shared_rows(shape, n)
+        self.out.put(NewRows(self.sid, key, DupFd(fd), shape, n, pixel_format))
+        os.close(fd)  # DupFd holds a duplicate until the parent has taken it
+        return t
+
     def host(self, shape: tuple) -> HostRows:
         """ROWS rows of shared memory for BGR frames of ``shape`` (the parent maps them, pinned on a CUDA run)."""
         got = self.pools.get(("host", shape))
         if got is None:
-            fd, t = _shared_rows(shape, ROWS)
-            got = self.pools[("host", shape)] = (self._key(), HostRows(shape, ROWS, memory=t))
-            self.out.put(NewRows(self.sid, got[0], DupFd(fd), shape, ROWS, "bgr"))
-            os.close(fd)  # DupFd holds a duplicate until the parent has taken it
+            key = self._key()
+            rows = HostRows(shape, ROWS, memory=self._shared(key, shape, ROWS, "bgr"))
+            got = self.pools[("host", shape)] = (key, rows)
         return got[1]
 
     def chunked(self, n: int, shape: tuple, pixel_format: str = "nv12") -> ChunkRows:
@@ -693,10 +700,7 @@ class StreamRows:
                 rows = ChunkRows(torch.empty((n, *shape), dtype=torch.uint8, device=self.device), self.cancel)
                 self.out.put(DeviceRows(self.sid, key, rows.buffers, pixel_format))
             else:
-                fd, t = _shared_rows(shape, n)
-                rows = ChunkRows(t, self.cancel)
-                self.out.put(NewRows(self.sid, key, DupFd(fd), shape, n, pixel_format))
-                os.close(fd)
+                rows = ChunkRows(self._shared(key, shape, n, pixel_format), self.cancel)
             got = self.pools[("chunked", n, shape)] = (key, rows)
         return got[1]
 
@@ -729,6 +733,21 @@ class _ChildStream:
     def done(self) -> bool:
         with self.lock:
             return self.ended.is_set() and not self.lent
+
+    def _lend(self, frames: list):
+        """[(frame, arrived)] to the run: a message each naming its row (lent until the run releases it), or
+        carrying the image where it lies in no row of the stream."""
+        lent, msgs = [], []
+        for f, arrived in frames:
+            at = self.rows.locate(f.image)
+            if at is not None:
+                lent.append((at, f))
+                msgs.append(HostFrame(self.sid, f.index, at[0], at[1], f.timestamp, f.restart, arrived))
+            else:
+                msgs.append(HostFrame(self.sid, f.index, None, f.image, f.timestamp, f.restart, arrived))
+        with self.lock:
+            self.lent.update(lent)
+        self.out.put_all(msgs)
 
     def release(self, key, row):
         with self.lock:
@@ -775,18 +794,8 @@ class _ChildStream:
                 if parcel is None:
                     break
                 now = time.perf_counter()
-                if not pace:  # the parcel at once: one lock and one message entry per frame, no wait
-                    lent, msgs = [], []
-                    for f in parcel:
-                        at = self.rows.locate(f.image)
-                        if at is not None:
-                            lent.append((at, f))
-                            msgs.append(HostFrame(sid, f.index, at[0], at[1], f.timestamp, f.restart, now))
-                        else:
-                            msgs.append(HostFrame(sid, f.index, None, f.image, f.timestamp, f.restart, now))
-                    with self.lock:
-                        self.lent.update(lent)
-                    out.put_all(msgs)
+                if not pace:  # the parcel at once: one lock and one outbox put, no wait
+                    self._lend([(f, now) for f in parcel])
                     continue
                 for f in parcel:  # paced: each frame at its due time
                     if t0 is None:
@@ -796,13 +805,7 @@ class _ChildStream:
                     if wait > 0 and self.stop.wait(wait):
                         f.release()
                         continue
-                    at = self.rows.locate(f.image)
-                    if at is not None:
-                        with self.lock:
-                            self.lent[at] = f
-                        out.put(HostFrame(sid, f.index, at[0], at[1], f.timestamp, f.restart, arrived))
-                    else:
-                        out.put(HostFrame(sid, f.index, None, f.image, f.timestamp, f.restart, arrived))
+                    self._lend([(f, arrived)])
         except SourceError as e:
             error = str(e)
         except BaseException as e:  # noqa: BLE001
