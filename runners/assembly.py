@@ -241,7 +241,8 @@ class Assembly:
 
     def _open_all(self):
         """Opens every stream (on the opener thread): OpenCV sources side by side (a camera's open probes the
-        stream for most of a second), NVDEC streams one after another (their decoder sessions start one at a time, as measured)."""
+        stream for most of a second), NVDEC streams one after another (decoder
+        sessions opened side by side in one decode host have not run on a GPU)."""
         self._threads = decode_threads(len(self.streams))
 
         def open_one(s):
