@@ -1,6 +1,7 @@
 """NVDEC through the decode machinery alone: 8 NVDEC sources of a clip (the production path,
 ``open_source(..., decoder='nvdec')``), each read on a thread of its own and every frame released at once;
-prints the frames/s and the CPU seconds per frame of this process and of its decode children (psutil).
+prints the frames/s, the CPU seconds per frame of this process and of its decode children (psutil), and
+the decoders' own stats per frame (time in the decoder calls, waiting for a free row).
 
     python experiments/decode_host_probe.py new CLIP [--per N] [--chunk 64]     # this checkout's DecodeHosts
     PYTHONPATH=.old python experiments/decode_host_probe.py old CLIP            # an old checkout's default
@@ -57,6 +58,14 @@ def main(argv=None):
     print(f"{a.which} per={a.per} chunk={a.chunk} {os.path.basename(a.clip)}: {n} frames {n / wall:.0f} fr/s; "
           f"children {len(kids)} cpu {(c1 - c0) / n * 1e6:.1f} us/frame ({(c1 - c0) / wall:.2f} cores); "
           f"parent {(p1 - p0) / n * 1e6:.1f} us/frame", flush=True)
+    time.sleep(0.5)  # the streams' ends (and their stats) come in
+    stats: dict = {}
+    for s in srcs:
+        for k, v in s.stats.items():
+            if isinstance(v, (int, float)):
+                stats[k] = stats.get(k, 0.0) + v
+    print("  decoder stats, us per frame (summed over streams): "
+          + ", ".join(f"{k.split('.')[-1]} {v / n * 1e6:.1f}" for k, v in sorted(stats.items())), flush=True)
     for s in srcs:
         s.close()
     os._exit(0)  # the decode children end with this process

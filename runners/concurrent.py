@@ -101,14 +101,13 @@ class Parcel:
 
 class _ReaderEntry:
     """One source as its reader serves it: its iterator and its place in the stream. A camera
-    (Source.camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why);
-    a source that pushes its parcels puts them there itself."""
+    (Source.camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why)."""
 
     __slots__ = ("src", "it", "seq", "inbox", "error", "room")
 
     def __init__(self, src: Source):
         self.src, self.it, self.seq = src, iter(src), 0
-        self.inbox, self.error = (collections.deque(), None) if src.camera or src.push else (None, None)
+        self.inbox, self.error = (collections.deque(), None) if src.camera else (None, None)
         self.room = threading.Event()  # the reader took the inbox's parcels: the pump may read on
 
 
@@ -119,9 +118,8 @@ class _Reader:
     its _END; the reader ends with its last source. ``add`` gives it another source (False once it has
     ended)."""
 
-    def __init__(self, name: str, frames_q: queue.Queue, events: RunEvents, state: RunState, device=None,
-                 spawn=None):
-        self.frames_q, self.events, self.state, self.device = frames_q, events, state, device
+    def __init__(self, name: str, intake: "_Intake", state: RunState, spawn=None):
+        self.intake, self.state = intake, state
         self.spawn = spawn  # spawn(thread): start a pump thread as one of the run's threads
         self.lock = threading.Lock()
         self.slots: list[_ReaderEntry] = []
@@ -130,7 +128,7 @@ class _Reader:
         self.ended = False
         self.wake = threading.Event()  # a parcel was put in an inbox
         self.ready: collections.deque = collections.deque()  # the slots whose inbox got a parcel since the last pass
-        self.times = {"read.source": 0.0, "read.queue_full_wait": 0.0}
+        self.times = {"read.source": 0.0}
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def add(self, src: Source) -> bool:
@@ -150,9 +148,7 @@ class _Reader:
             while not (state.stop.is_set() or state.draining.is_set()):
                 with self.lock:
                     for slot in self.new:
-                        if slot.src.push is not None:
-                            slot.src.push(lambda parcel, error=None, slot=slot: self._put(slot, parcel, error))
-                        elif slot.inbox is not None:
+                        if slot.inbox is not None:
                             self.spawn(threading.Thread(target=self._pump, args=(slot,), daemon=True,
                                                         name="posefuse-pump"))
                     self.slots += self.new
@@ -162,19 +158,8 @@ class _Reader:
                         return
                 self.wake.clear()  # before the inboxes are looked at: a parcel put after it wakes the wait
                 group = self._pass()  # sources that ended in it wait in self.ending for the hand-off
-                if group:  # admitted (arrivals counted, bad frames dropped) and queued as one item
-                    goods = admit_all([(slot.src.name, frames) for slot, frames in group], self.events, self.device)
-                    item = []
-                    for (slot, _), good in zip(group, goods):
-                        if good:
-                            item.append(Parcel(slot.src.name, slot.seq, good))
-                            slot.seq += len(good)
-                    if item:
-                        state.enter([(p.stream, f.index) for p in item for f in p.frames])
-                        t0 = time.perf_counter()
-                        if not _put(self.frames_q, item, state):  # the run stopped: its frames become drops
-                            return
-                        self.times["read.queue_full_wait"] += time.perf_counter() - t0
+                if group and not self.intake.hand([(slot.src, frames) for slot, frames in group]):
+                    return  # the run stopped: its frames become drops
                 # a source's end goes after its last frames: were its _END queued first, the GPU worker could
                 # see every source ended and the queue empty, and stop before the pass's frames came
                 for slot in self.ending:
@@ -194,7 +179,7 @@ class _Reader:
             state.add_times(self.times)
 
     def _signal(self, slot: _ReaderEntry):
-        """``slot``'s inbox got a parcel (on the pump's or pushing thread): the next pass takes it."""
+        """``slot``'s inbox got a parcel (on its pump's thread): the next pass takes it."""
         self.ready.append(slot)
         if not self.wake.is_set():  # set() on a set Event still takes its lock and notifies
             self.wake.set()
@@ -209,7 +194,7 @@ class _Reader:
         for _ in range(len(self.ready)):
             slot = self.ready.popleft()
             signalled[id(slot)] = slot
-        for slot in signalled.values():  # a camera or a pushing source: what came, at once (an ended one: none)
+        for slot in signalled.values():  # a camera: what came, at once (an ended one: none)
             frames, end = [], False
             while slot.inbox:
                 parcel = slot.inbox.popleft()
@@ -217,8 +202,7 @@ class _Reader:
                     end = True
                     break
                 frames += parcel
-            if slot.src.push is None:
-                slot.room.set()  # its pump may read on
+            slot.room.set()  # its pump may read on
             if frames:
                 group.append((slot, frames))
             if end:
@@ -279,24 +263,96 @@ class _Reader:
             self._signal(slot)
             self.state.add_times({"read.source": t_read})
 
-    def _put(self, slot: _ReaderEntry, parcel, error=None):
-        """A pushing source's parcel (None at its end, ``error`` its message), on the pushing thread."""
-        if parcel is None:
-            slot.error = error
-        slot.inbox.append(parcel)
-        self._signal(slot)
-
     def _end(self, slot: _ReaderEntry):
         while slot.inbox:  # a camera's frames read but not handed on (a pump still reading puts more: unread)
             for f in slot.inbox.popleft() or ():
                 f.release()
-        slot.src.close()
-        self.state.add_times(slot.src.stats)
-        _put(self.frames_q, _END, self.state)
-        if self.state.source_ended is not None:
-            with self.state.lock:
-                error = self.state.failed.get(slot.src.name)
-            self.state.source_ended(slot.src.name, error)
+        self.intake.end(slot.src, None)  # its error, if any, is in state.failed already
+
+
+class _Intake:
+    """The run's one way in for frames (a sources.Feed): a reader hands each pass's parcels, a decode host's
+    receiving thread each message's (the sources that push); what comes in one call is admitted (arrivals
+    counted, bad frames dropped) and queued for the GPU workers as one item, each stream's frames placed in
+    its queue order. A source's end puts its _END after its last frames. Frames of a source that has ended,
+    or that come after the run stopped or began draining, are released unread (they never arrived)."""
+
+    def __init__(self, frames_q: queue.Queue, events: RunEvents, state: RunState, device=None):
+        self.frames_q, self.events, self.state, self.device = frames_q, events, state, device
+        self.lock = threading.Lock()  # one hand-off at a time: a stream's places follow its queue order
+        self.open: dict = {}  # id(source) -> [source, place of its next frame]
+        self.started = False
+        self.queue_full_wait_s = 0.0
+
+    def add(self, src: Source):
+        """Takes ``src`` in; one that pushes starts pushing here once the run has started."""
+        with self.lock:
+            self.open[id(src)] = [src, 0]
+        if src.push is not None and self.started:
+            src.push(self)
+
+    def start(self):
+        """The run started: the sources that push start now (a stream reads nothing before: no head start)."""
+        with self.lock:
+            self.started = True
+            pushing = [src for src, _ in self.open.values() if src.push is not None]
+        for src in pushing:
+            src.push(self)
+
+    def hand(self, parcels: list) -> bool:
+        """[(source, frames)] that arrived together, admitted and queued as one item; False when the run has
+        stopped (the frames in flight then become drops)."""
+        state = self.state
+        try:
+            with self.lock:
+                group, item = [], []
+                for src, frames in parcels:
+                    entry = self.open.get(id(src))
+                    if entry is None or state.draining.is_set() or state.stop.is_set():
+                        for f in frames:
+                            f.release()
+                    else:
+                        group.append((entry, frames))
+                goods = admit_all([(e[0].name, frames) for e, frames in group], self.events, self.device)
+                for (entry, _), good in zip(group, goods):
+                    if good:
+                        item.append(Parcel(entry[0].name, entry[1], good))
+                        entry[1] += len(good)
+                if not item:
+                    return not state.stop.is_set()
+                state.enter([(p.stream, f.index) for p in item for f in p.frames])
+                t0 = time.perf_counter()
+                put = _put(self.frames_q, item, state)
+                self.queue_full_wait_s += time.perf_counter() - t0
+                return put
+        except BaseException as e:  # noqa: BLE001 - on a pushing thread: the run stops with its stage
+            state.fail("read", e)
+            return False
+
+    def end(self, src: Source, error: str | None):
+        """``src`` ended (``error``: why it failed, or None): closed, its stats counted, its _END queued, and
+        the run's control told. A second end of the same source does nothing."""
+        state = self.state
+        with self.lock:
+            if self.open.pop(id(src), None) is None:
+                return
+            if error:
+                with state.lock:
+                    state.failed[src.name] = error
+            src.close()
+            state.add_times(src.stats)
+            _put(self.frames_q, _END, state)
+        if state.source_ended is not None:
+            with state.lock:
+                error = state.failed.get(src.name)
+            state.source_ended(src.name, error)
+
+    def drain(self):
+        """The run drains: the sources that push end now (their frames from here on are released unread)."""
+        with self.lock:
+            pushing = [src for src, _ in self.open.values() if src.push is not None]
+        for src in pushing:
+            self.end(src, None)
 
 
 class _Readers:
@@ -304,13 +360,12 @@ class _Readers:
     least loaded takes a new source). A camera (Source.camera: a read waits for its next frame) is read by
     a pump thread of its own into its reader's inbox, so a stalled camera holds up no other stream, while
     the reader hands its cameras' frames on together; files and cameras never share a reader, so a file's
-    decode never delays a camera's frames. Sources of one group (a decode host's streams, which
-    push their frames) share a reader of their own."""
+    decode never delays a camera's frames. A source that pushes (a decode host's stream) needs no reader:
+    its frames go to the intake on the pushing thread."""
 
-    def __init__(self, make, threads: list):
-        self.make, self.threads = make, threads  # make(name, spawn) -> _Reader; threads: the run's threads
+    def __init__(self, make, intake: _Intake, threads: list):
+        self.make, self.intake, self.threads = make, intake, threads  # make(name, spawn) -> _Reader
         self.shared: dict[bool, list[_Reader]] = {False: [], True: []}  # by Source.camera
-        self.grouped: dict = {}  # Source.group -> its reader
         self.n = 0
 
     def spawn(self, t: threading.Thread):
@@ -318,10 +373,8 @@ class _Readers:
         t.start()
 
     def add(self, src: Source, start: bool = True):
-        if src.group is not None:  # one reader per group: a decode host's frames are handed on together
-            r = self.grouped.get(src.group)
-            if r is None or not r.add(src):
-                r = self.grouped[src.group] = self._new(src, start)
+        self.intake.add(src)
+        if src.push is not None:
             return
         shared = self.shared[src.camera] = [r for r in self.shared[src.camera] if not r.ended]
         if len(shared) >= READERS:
@@ -502,7 +555,8 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     device = pipes[0].device
 
     threads: list = []
-    readers = _Readers(lambda name, spawn: _Reader(name, frames_q, events, state, device, spawn), threads)
+    intake = _Intake(frames_q, events, state, device)
+    readers = _Readers(lambda name, spawn: _Reader(name, intake, state, spawn), intake, threads)
     for s in sources:
         readers.add(s, start=False)
     for i, p in enumerate(pipes):
@@ -545,9 +599,11 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
             ended["open"] = False
         for s in sources:
             s.close()
+        intake.drain()
 
     for t in list(threads):  # the readers add their pump threads to ``threads`` as they start them
         t.start()
+    intake.start()
     if control is not None:
         control.mark_started()
 
@@ -572,6 +628,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     for t in threads:
         t.join(max(0.0, deadline - time.perf_counter()))
     alive = [t.name for t in threads if t.is_alive()]
+    state.add_times({"read.queue_full_wait": intake.queue_full_wait_s})
     events.thread_seconds(state.thread_s)  # where the threads spent their time: which stage limits
     if state.error is not None:
         stage, err = state.error

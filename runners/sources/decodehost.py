@@ -40,12 +40,13 @@ import signal
 import sys
 import threading
 import time
+from functools import partial
 from typing import NamedTuple
 
 from multiprocessing.reduction import DupFd
 
 from ..config import GPU_STREAMS_PER_HOST
-from .frame import Frame, Source, SourceError, looping
+from .frame import Feed, Frame, Source, SourceError, looping
 from .pool import POLL, FramePool, HostRows
 
 ROWS = 8  # OpenCV rows per stream and shape: a 30 fr/s stream at 50 ms holds 2-3 in flight, one read ahead
@@ -188,7 +189,8 @@ def _drop(rows: tuple):
 
 
 class _ParentStream:
-    """This process's side of one stream: its rows as mapped here, and where its parcels go."""
+    """This process's side of one stream: its rows as mapped here, and where its parcels go (the run's Feed
+    once it pushes, its queue until then)."""
 
     def __init__(self, proc: "_HostProcess", sid: int, name: str):
         self.proc, self.sid, self.name = proc, sid, name
@@ -203,25 +205,29 @@ class _ParentStream:
         self.stats: dict = {}
         self.queue: collections.deque = collections.deque()  # parcels while nobody pushes (a Source iterated)
         self.cv = threading.Condition()
-        self.put = None  # the runner's put, once it pushes
+        self.src: Source | None = None  # the Source open() made of it
+        self.feed: Feed | None = None  # the runner's intake, once it pushes
 
-    def deliver(self, parcel, error=None):
-        """A parcel (None at the end) to the runner's put, or to the queue until it pushes; under the lock,
-        so a parcel queued before push() never comes after one handed on since."""
+    def push(self, feed: Feed):
+        """Source.push: the parcels queued so far go to ``feed`` now, under the lock, so none handed on
+        later overtakes them; from here the receiving thread hands them on itself."""
         with self.cv:
-            if self.put is not None:
-                self.put(parcel, error)
-                return
-            self.queue.append((parcel, error))
-            self.cv.notify()
-
-    def push(self, put):
-        with self.cv:
-            self.put = put
+            self.feed = feed
             for parcel, error in self.queue:
-                put(parcel, error)
+                if parcel is None:
+                    feed.end(self.src, error)
+                else:
+                    feed.hand([(self.src, parcel)])
             self.queue.clear()
         self.proc.send(Go(self.sid))
+
+    def queued(self, parcel, error=None) -> Feed | None:
+        """The stream's feed, or (none yet) None with ``parcel`` (None: its end) queued."""
+        with self.cv:
+            if self.feed is None:
+                self.queue.append((parcel, error))
+                self.cv.notify()
+            return self.feed
 
     def parcels(self, cancel: threading.Event):
         """The parcels for a consumer that iterates (no push)."""
@@ -239,16 +245,6 @@ class _ParentStream:
                 return
             yield parcel
 
-    def frame(self, m: "HostFrame") -> Frame:
-        index, key, row, timestamp, restart, arrived = m.index, m.key, m.image, m.timestamp, m.restart, m.arrived
-        if key is None:  # a frame of another shape, in the message itself
-            return Frame(index, row, timestamp=timestamp, restart=restart, arrived=arrived)
-        _, arrays, pinned, checked, fmt = self.rows[key]
-        with self.lock:
-            self.lent += 1
-        return Frame(index, arrays[row], fmt, timestamp=timestamp, restart=restart, arrived=arrived, pinned=pinned,
-                     on_release=lambda: self.release(key, row), checked=checked[row])
-
     def release(self, key, row):
         self.proc.release(self.sid, key, row)
         with self.lock:
@@ -257,12 +253,19 @@ class _ParentStream:
         if done:
             self.unmap()
 
-    def end(self):
+    def end(self, error: str | None):
+        """The stream ended (``error``: why it failed, or None): its end goes after its last parcel, and its
+        rows go once every frame it lent is back."""
+        self.error = error
+        self.opened.set()
         with self.lock:
             self.ended = True
             done = self.lent == 0
         if done:
             self.unmap()
+        feed = self.queued(None, error)
+        if feed is not None:
+            feed.end(self.src, error)
 
     def unmap(self):
         """The stream's rows go: pinned host rows (cudaHostUnregister) and device rows (the close of their IPC
@@ -304,15 +307,25 @@ class _HostProcess:
         self.hub.release(self, sid, key, row)
 
     def take(self, msg):
-        """One message of the process: a list of what its streams read since the last one."""
-        parcels: dict = {}
+        """One message of the process: a list of what its streams read since the last one. The frames of
+        the streams a runner pushes go to its feed as one hand-off, before the streams' ends."""
+        parcels: dict = {}  # _ParentStream -> [Frame]
+        ended = []
         for m in msg:
-            sid = m.sid
-            st = self.streams.get(sid)
+            st = self.streams.get(m.sid)
             if st is None:
                 continue
-            if isinstance(m, HostFrame):
-                parcels.setdefault(sid, []).append(st.frame(m))
+            if isinstance(m, HostFrame):  # the frame: its row as mapped here, or the image the message carries
+                key, row = m.key, m.image
+                if key is None:
+                    f = Frame(m.index, row, timestamp=m.timestamp, restart=m.restart, arrived=m.arrived)
+                else:
+                    _, arrays, pinned, checked, fmt = st.rows[key]
+                    f = Frame(m.index, arrays[row], fmt, timestamp=m.timestamp, restart=m.restart, arrived=m.arrived,
+                              pinned=pinned, on_release=partial(st.release, key, row), checked=checked[row])
+                    with st.lock:
+                        st.lent += 1
+                parcels.setdefault(st, []).append(f)
             elif isinstance(m, NewRows):
                 fd = m.fd.detach()
                 try:
@@ -329,17 +342,19 @@ class _HostProcess:
                 st.meta = m
                 st.opened.set()
             elif isinstance(m, Ended):
-                if sid in parcels:
-                    st.deliver(parcels.pop(sid))
-                st.counts.update(m.counts)
-                st.stats.update(m.stats)
-                st.error = m.error
-                st.opened.set()
-                st.end()
-                st.deliver(None, m.error)
-                del self.streams[sid]
-        for sid, frames in parcels.items():
-            self.streams[sid].deliver(frames)
+                del self.streams[m.sid]
+                ended.append((st, m))
+        feeds: dict = {}  # the feed -> [(source, frames)] of its streams; a stream without one queues them
+        for st, frames in parcels.items():
+            feed = st.queued(frames)
+            if feed is not None:
+                feeds.setdefault(feed, []).append((st.src, frames))
+        for feed, group in feeds.items():
+            feed.hand(group)
+        for st, m in ended:  # after their last frames
+            st.counts.update(m.counts)
+            st.stats.update(m.stats)
+            st.end(m.error)
 
     def end(self, why: str | None):
         """The pipe ended (the process ended or died; ``why``: a message this side could not take): the
@@ -348,13 +363,10 @@ class _HostProcess:
         if why is None:
             self.proc.join(1.0)  # its pipe closed as it exited: the exit code says how (-9: killed)
         code = self.proc.exitcode
-        for st in list(self.streams.values()):
-            st.error = (f"source {st.name}: the decode host ended (exit code {code})" if why is None
-                        else f"source {st.name}: its decode host's message failed here ({why})")
-            st.opened.set()
-            st.end()
-            st.deliver(None, st.error)
-        self.streams.clear()
+        streams, self.streams = list(self.streams.values()), {}
+        for st in streams:
+            st.end(f"source {st.name}: the decode host ended (exit code {code})" if why is None
+                   else f"source {st.name}: its decode host's message failed here ({why})")
         self.gone.set()
 
     def close(self):
@@ -377,8 +389,8 @@ class DecodeHosts:
     ``pin``: host rows are registered as pinned (a CUDA run). One thread here receives every process's
     messages and one sends the rows released here back, in groups (and unregisters the pinned rows of
     ended streams): the run's other threads contend with two threads for its interpreter lock, however
-    many processes decode; the streams of all the processes are one group (Source.group), read by one
-    reader. A stream's rows are mapped (and registered) on the receiving thread as they come (at the
+    many processes decode; a message's frames go to the run in one hand-off (Feed.hand), on the
+    receiving thread. A stream's rows are mapped (and registered) on the receiving thread as they come (at the
     stream's open), so a stream added to a running run holds the others' frames up while its rows' pages
     are pinned."""
 
@@ -553,9 +565,9 @@ class DecodeHosts:
             raise SourceError(st.error or f"source {name}: the decode host could not open it")
         m = st.meta
         cancel = threading.Event()
-        src = Source(name, st.parcels(cancel), m.fps, m.count, m.shape, m.pixel_format, st.stats, cancel,
-                     lambda: proc.send(StopStream(sid)), st.counts, m.camera, push=st.push, group=self)
-        return src
+        st.src = Source(name, st.parcels(cancel), m.fps, m.count, m.shape, m.pixel_format, st.stats, cancel,
+                        lambda: proc.send(StopStream(sid)), st.counts, m.camera, push=st.push)
+        return st.src
 
     def close(self):
         """Ends the processes once their streams have ended (their counts are in; at most END_WAIT_S)."""

@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 
 class SourceError(RuntimeError):
@@ -74,10 +74,8 @@ class Source:
     once by :meth:`close` (a decode host's stream stops); counts: what the source counted of itself
     (a network source's reconnects and gaps), reported per stream; camera: its frames come at its own pace
     and a read waits for the next one (a camera), so a runner gives it a reader thread of its own; push:
-    the source hands its parcels on from a thread of its own (a decode host's receiver):
-    ``push(put)`` starts it, and it calls ``put(parcel)`` for each parcel, then ``put(None, error)`` at its
-    end (``error``: the source's message, or None); a runner then reads no parcels. group: sources of one
-    group (one decode host) are served by one reader, so what arrives together is handed on together."""
+    the source hands its parcels on from a thread of its own (a decode host's receiver): ``push(feed)``
+    starts it, and it gives a :class:`Feed` its parcels, then its end; a runner then reads no parcels."""
 
     name: str
     parcels: Iterator[list[Frame]]
@@ -90,8 +88,7 @@ class Source:
     on_close: Callable[[], None] | None = None
     counts: dict = field(default_factory=dict)
     camera: bool = False
-    push: Callable | None = None
-    group: object = None
+    push: Callable[["Feed"], None] | None = None
     _busy: threading.Lock = field(default_factory=threading.Lock, repr=False)  # held while ``parcels`` runs
 
     @classmethod
@@ -125,6 +122,16 @@ class Source:
                 close()
             finally:
                 self._busy.release()
+
+
+class Feed(Protocol):
+    """A runner's intake for the sources that push (Source.push), called on the pushing thread: ``hand``
+    what arrived together, [(source, parcel)] (many sources' parcels in one call, so they are admitted and
+    queued as one), then ``end`` once per source after its last parcel (``error``: its message, or None)."""
+
+    def hand(self, parcels: list) -> None: ...
+
+    def end(self, src: Source, error: str | None) -> None: ...
 
 
 def looping(open_from, name: str, loop: bool, duration_s: float | None, fps: float | None = None,
