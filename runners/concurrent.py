@@ -100,13 +100,13 @@ class Parcel:
 
 
 class _ReaderEntry:
-    """One source as its reader serves it: its iterator and its place in the stream. A camera
+    """One source as its reader serves it: its iterator. A camera
     (Source.camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why)."""
 
-    __slots__ = ("src", "it", "seq", "inbox", "error", "room")
+    __slots__ = ("src", "it", "inbox", "error", "room")
 
     def __init__(self, src: Source):
-        self.src, self.it, self.seq = src, iter(src), 0
+        self.src, self.it = src, iter(src)
         self.inbox, self.error = (collections.deque(), None) if src.camera else (None, None)
         self.room = threading.Event()  # the reader took the inbox's parcels: the pump may read on
 
