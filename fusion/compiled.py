@@ -80,7 +80,7 @@ class CompiledBackbone:
             for name, t in list(self.backbone.state_dict().items()):
                 h.update(name.encode())
                 h.update(str((tuple(t.shape), t.dtype)).encode())
-                h.update(t.detach().cpu().numpy().tobytes())  # C order whatever the strides (channels_last)
+                h.update(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             h.update(repr(self.backbone).encode())
             h.update(Path(__file__).with_name("backbone.py").read_bytes())
             self._model_digest = h.hexdigest()
