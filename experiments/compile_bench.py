@@ -6,8 +6,8 @@
 * pipeline: the pipeline alone (frames on the GPU -> poses in host memory, two batches in flight) per mode
   and batch size: frames/s, and for batch 1 the latency of one frame (median of 50). The first capture of
   each (mode, batch) is timed: the compile, cold unless the cache holds it.
-* start: a fresh process builds the pipeline and captures batch 64 for each mode, cold (an empty posefuse
-  compile cache) then warm (the packages the cold one compiled, loaded): what a job's start-up pays.
+* start: a fresh process builds the pipeline and captures batch 64 for each mode, cold (an empty Inductor
+  cache) then warm (the cache the cold one filled): what a job's start-up pays.
 * equal: the compiled pipeline's poses against the uncompiled one's on 64 real frames (fp16): detections
   matched at IoU >= 0.98, the largest keypoint and score differences.
 The yolo11n-pose trained weights, fp16, the CuPy backend, 384x640 canvas (the 768x432 clip).
@@ -73,9 +73,7 @@ p = PosePipeline(device="cuda", backend="cupy", precision="fp16", batch_sizes=(6
 t1 = time.perf_counter()
 p.warmup((432, 768), 64, device_frames=True)
 torch.cuda.synchronize()
-cb = p.compiled_backbone
-print(json.dumps({{"build_s": t1 - t0, "capture_s": time.perf_counter() - t1, "compile": p.compile,
-                  "packages": {{"loaded": len(cb.loaded), "compiled": len(cb.compiled)}} if cb else None}}))
+print(json.dumps({{"build_s": t1 - t0, "capture_s": time.perf_counter() - t1, "compile": p.compile}}))
 """
 
 
@@ -123,12 +121,9 @@ def markdown(runs: list) -> str:
                     f"{'%.2f' % x['latency_ms_p50'] if 'latency_ms_p50' in x else '-'} |" for x in r["pipeline"]]
             out.append("")
         if r.get("start"):
-            out += ["| mode | cache | process wall s | build s | capture s (bs64) | packages loaded, compiled |",
-                    "|---|---|---:|---:|---:|---|"]
+            out += ["| mode | cache | process wall s | build s | capture s (bs64) |", "|---|---|---:|---:|---:|"]
             out += [f"| {x['mode']} | {x['cache']} | {x['process_wall_s']:.1f} | {x['build_s']:.1f} | "
-                    f"{x['capture_s']:.1f} | "
-                    + (f"{x['packages']['loaded']}, {x['packages']['compiled']}" if x.get("packages") else "-") + " |"
-                    for x in r["start"]]
+                    f"{x['capture_s']:.1f} |" for x in r["start"]]
             out.append("")
         if r.get("equal"):
             e = r["equal"]

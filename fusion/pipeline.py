@@ -216,10 +216,9 @@ class PosePipeline:
         end2end: a head with a one-to-one branch (YOLO26): True runs that branch, top-k without NMS, as
             Ultralytics ``predict(nms=False)``; None or False the one-to-many branch with NMS, as ``predict``.
         cuda_graph: capture the chain as CUDA graphs (CuPy or Numba backend on a GPU).
-        compile: the backbone compiled ahead of time by Inductor (fusion.compiled): 'off', 'default' or
-            'max-autotune'; on a GPU only (the CPU runs it eagerly; ``self.compile`` says what runs). Each
-            batch shape is compiled when first captured, or loaded where this machine compiled it before
-            (``self.compiled_backbone`` lists which).
+        compile: the backbone compiled by Inductor (fusion.compiled): 'off', 'default' or 'max-autotune'; on a
+            GPU only (the CPU runs it eagerly; ``self.compile`` says what runs). Each batch shape compiles
+            when first captured (from Inductor's cache when this machine compiled it before).
         batch_sizes: the sizes graph-mode batches run at: a batch of n frames is padded to the smallest
             one >= n (beyond the largest: bucket_size(n)). None: bucket_size(n), powers of two up to 64.
             Each size costs a capture (plans, graph) the first time it runs; a run over files uses its
@@ -277,9 +276,7 @@ class PosePipeline:
         if on_gpu:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self.compile = compile if on_gpu else "off"
-        # the AOTInductor packages (loaded or compiled as shapes are captured), None uncompiled
-        self.compiled_backbone = None if self.compile == "off" else compile_backbone(self.backbone, self.compile)
-        self._forward = self.compiled_backbone or self.backbone
+        self._forward = self.backbone if self.compile == "off" else compile_backbone(self.backbone, self.compile)
         self.ring_wait_s = 0.0  # host seconds submit() waited for a ring slot (the GPU is behind)
         self._batches = 0  # batches submitted (every TIMED_EVERY-th is timed, the first included)
         self._slots: dict[tuple, list[_Slot]] = {}

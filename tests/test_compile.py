@@ -1,7 +1,6 @@
-"""The backbone compiled ahead of time by Inductor inside the pipeline's CUDA graph (fusion.compiled): the
-option's rules on any machine, the cache folder, a package compiled once then loaded (a CPU package), and on
-the GPU the compiled pipeline's poses against the uncompiled one's on real frames, a second pipeline
-loading the package, and what ``compile='auto'`` chooses."""
+"""The backbone compiled by Inductor inside the pipeline's CUDA graph (fusion.compiled): the option's rules
+on any machine, the cache folder, and on the GPU the compiled pipeline's poses against the uncompiled
+one's on real frames, and what ``compile='auto'`` chooses."""
 from __future__ import annotations
 
 import numpy as np
@@ -67,13 +66,12 @@ def test_gpu_compiled_equals_uncompiled_and_auto_compiles_long_runs(cache, backe
                 assert abs(float(ours.scores[i]) - float(theirs.scores[j])) <= 0.01
             n += len(ours)
     assert n >= 10 and comp.graph_errors == []
-    assert len(comp.compiled_backbone.compiled) == 1  # the package of batch 16, in the posefuse cache
-    assert comp.compiled_backbone.compiled[0].parent == cache / "inductor" / "aoti"
-    again = PosePipeline(device="cuda", backend=backend, batch_sizes=(16,), compile="default")
-    for ours, theirs in zip(again(frames), comp(frames)):  # loaded, not compiled: the same poses
-        np.testing.assert_array_equal(ours.boxes, theirs.boxes)
-    assert again.compiled_backbone.loaded == comp.compiled_backbone.compiled
-    assert again.compiled_backbone.compiled == []
+    if not _COMPILED:  # Inductor writes its entries into the posefuse cache (a later compile of the same graph
+        assert any((cache / "inductor").iterdir())  # in this process comes from its memory and writes none)
+    _COMPILED.append(backend)
+
+
+_COMPILED: list = []  # the GPU tests that compiled in this process
 
 
 def test_clip_frames_fixture_has_people(clip_frames):
@@ -94,35 +92,3 @@ def test_the_report_says_what_ran_and_why(tmp_path):
         rep = json.loads(out.read_text())
         assert rep["compile"] == "off"
         assert ("compile" in rep["chosen"]) == chosen, rep["chosen"]
-
-
-class _Tiny(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-
-    def forward(self, x):
-        return torch.nn.functional.silu(self.conv(x)).flatten(2)
-
-
-def test_a_package_is_compiled_once_then_loaded_and_named_by_what_it_depends_on(cache):
-    """AOTInductor on the CPU (a C++ package): the first instance exports and compiles the input shape, a
-    second one loads the package without compiling, both equal the module; other weights, another shape
-    or another mode name another package."""
-    torch.manual_seed(0)
-    m = _Tiny().eval()
-    x = torch.rand(2, 3, 8, 8)
-    first = compiled.CompiledBackbone(m, "default")
-    with torch.no_grad():
-        torch.testing.assert_close(first(x), m(x))
-    assert len(first.compiled) == 1 and first.loaded == []
-    assert first.compiled[0].parent == cache / "inductor" / "aoti" and first.compiled[0].exists()
-    second = compiled.CompiledBackbone(m, "default")
-    with torch.no_grad():
-        torch.testing.assert_close(second(x), m(x))
-    assert second.loaded == first.compiled and second.compiled == []
-    name = first.fingerprint(x)
-    assert compiled.CompiledBackbone(m, "max-autotune").fingerprint(x) != name
-    assert first.fingerprint(torch.rand(1, 3, 8, 8)) != name
-    other = _Tiny().eval()
-    assert compiled.CompiledBackbone(other, "default").fingerprint(x) != name
