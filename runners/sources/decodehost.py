@@ -822,14 +822,13 @@ class _ChildStream:
             error = str(e)
         except BaseException as e:  # noqa: BLE001
             error = f"source {name}: the decode host failed ({type(e).__name__}: {e})"
-        try:  # the end is reported, then the source closed: a decoder's teardown is not the run's to wait for
-            counts = dict(src.counts)
-            if src.camera:  # a camera the run held back waits in its socket, never a stall: no reconnect
-                counts[BLOCKED] = round(blocked, 3)
-            out.put(Ended(sid, counts, dict(src.stats), error))
-            self.ended.set()
         finally:
             src.close()
+        counts = dict(src.counts)
+        if src.camera:  # a camera the run held back waits in its socket, never a stall: no reconnect
+            counts[BLOCKED] = round(blocked, 3)
+        out.put(Ended(sid, counts, dict(src.stats), error))
+        self.ended.set()
 
 
 def _serve(conn, device: str | None):

@@ -114,10 +114,6 @@ def nvdec_stream(path: str, rows, max_frames: int | None, chunk: int, pool: int 
     except Exception as e:
         raise SourceError(f"source {path}: NVDEC could not decode its first frame ({type(e).__name__}: {e})") from e
     cancel = threading.Event()
-    # the decoder lives until the source closes, not until its last chunk is read: its teardown (the
-    # session's surfaces) then comes after the decode host has reported the stream's end
-    held = [dec]
-    del dec
     h, w = int(meta.height), int(meta.width)
     shared = rows.chunked(pool, (h * 3 // 2, w))
     buffers, frame_pool = shared.buffers, shared.pool
@@ -126,9 +122,6 @@ def nvdec_stream(path: str, rows, max_frames: int | None, chunk: int, pool: int 
     def fetch(i):
         # device and stream are switched only inside this call, never across a yield of the caller
         n = min(chunk, want - i)
-        dec = held[0] if held else None  # a close meanwhile: this call keeps it to its end
-        if dec is None:
-            return None, None
         with torch.cuda.device(dev), torch.cuda.stream(stream):
             t0 = time.perf_counter()
             rows = frame_pool.take(n)
@@ -164,4 +157,4 @@ def nvdec_stream(path: str, rows, max_frames: int | None, chunk: int, pool: int 
 
     fps = float(getattr(meta, "average_fps", 0) or 0) or None
     return ChunkStream(path, buffers, fetch, want, frame_pool, cancel, (h, w), "nv12", fps, declared, stats,
-                       on_close=held.clear, start=start)
+                       start=start)
