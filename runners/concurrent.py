@@ -333,15 +333,15 @@ class _Intake:
         """``src`` ended (``error``: why it failed, or None): closed, its stats counted, its _END queued, and
         the run's control told. A second end of the same source does nothing."""
         state = self.state
-        with self.lock:
+        with self.lock:  # a hand-off of its frames under way finishes first; none is taken after this
             if self.open.pop(id(src), None) is None:
                 return
-            if error:
-                with state.lock:
-                    state.failed[src.name] = error
-            src.close()
-            state.add_times(src.stats)
-            _put(self.frames_q, _END, state)
+        if error:
+            with state.lock:
+                state.failed[src.name] = error
+        src.close()
+        state.add_times(src.stats)
+        _put(self.frames_q, _END, state)
         if state.source_ended is not None:
             with state.lock:
                 error = state.failed.get(src.name)

@@ -390,9 +390,9 @@ class DecodeHosts:
     messages and one sends the rows released here back, in groups (and unregisters the pinned rows of
     ended streams): the run's other threads contend with two threads for its interpreter lock, however
     many processes decode; a message's frames go to the run in one hand-off (Feed.hand), on the
-    receiving thread. A stream's rows are mapped (and registered) on the receiving thread as they come (at the
-    stream's open), so a stream added to a running run holds the others' frames up while its rows' pages
-    are pinned."""
+    receiving thread. A stream's rows are mapped (and registered) on the receiving thread as they come (at
+    the stream's open), so a stream added to a running run holds the others' frames up while its rows'
+    pages are pinned."""
 
     def __init__(self, pin: bool = False, processes: int = HOST_PROCESSES,
                  gpu_streams_per_process: int = GPU_STREAMS_PER_HOST):

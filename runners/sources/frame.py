@@ -127,9 +127,10 @@ class Source:
 class Feed(Protocol):
     """A runner's intake for the sources that push (Source.push), called on the pushing thread: ``hand``
     what arrived together, [(source, parcel)] (many sources' parcels in one call, so they are admitted and
-    queued as one), then ``end`` once per source after its last parcel (``error``: its message, or None)."""
+    queued as one; False once the run has stopped), then ``end`` once per source after its last parcel
+    (``error``: its message, or None)."""
 
-    def hand(self, parcels: list) -> None: ...
+    def hand(self, parcels: list) -> bool: ...
 
     def end(self, src: Source, error: str | None) -> None: ...
 
