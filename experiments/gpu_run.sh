@@ -18,6 +18,9 @@
 #   oldrunners  the same on the old checkout carried as .old/ (regress) -> logs/old/runners.{json,md}
 #   abab      runners_bench [RUNNERS_ARGS] on this checkout and on .old in turn, one run each, ABAB_ROUNDS (2)
 #             rounds (hosts drift within a call) -> logs/abab/{new,old}N/runners.{json,md}
+#   hostprobe experiments/decode_host_probe.py, 8 NVDEC streams through the decode machinery alone, the old checkout
+#             (.old) and this one in turn, HOSTPROBE_ROUNDS (3) rounds per clip (HOSTPROBE_ARGS: e.g. "--per 0")
+#             -> logs/hostprobe.log
 #   phase     experiments/phase_table.py                   -> results/phase_table.{json,md,png}
 #   trackids  experiments/track_ids.py [TRACKIDS_ARGS] (track ids vs Ultralytics on every sample frame) -> results/track_ids.{json,md}
 #   track     experiments/track_bench.py [TRACK_ARGS] (e2e with and without tracking, sample and crowded clips; the
@@ -123,6 +126,17 @@ do_abab() {  # this checkout and the old one (.old) in turn, one run each per ro
     PYTHONPATH=$PWD/.old:$PYTHONPATH python3 experiments/runners_bench.py ${RUNNERS_ARGS:-} --realtime-repeats 1 \
       --checkout "${OLD_LABEL:-old}" --out-dir "$LOG/abab/old$i" >"$LOG/abab_old$i.log" 2>&1
     r=$?; rc=$((rc | r)); grep -E "^(realtime|opencv alone)" "$LOG/abab_old$i.log"
+  done
+}
+do_hostprobe() {  # the decode machinery alone, this checkout and the old one (.old) in turn, HOSTPROBE_ROUNDS (3)
+  for clip in ${HOSTPROBE_CLIPS:-one-by-one-person-1080p.mp4 one-by-one-person-detection.mp4}; do
+    step "hostprobe $clip"
+    for i in $(seq "${HOSTPROBE_ROUNDS:-3}"); do
+      PYTHONPATH=$PWD/.old:$PYTHONPATH timeout 60 python3 experiments/decode_host_probe.py old ".offline/data/$clip" \
+        --chunk 16 2>&1 | grep -vE "WARNING|^YOLO" | tee -a "$LOG/hostprobe.log"
+      timeout 60 python3 experiments/decode_host_probe.py new ".offline/data/$clip" --chunk 16 ${HOSTPROBE_ARGS:-} \
+        2>&1 | grep -vE "WARNING|^YOLO" | tee -a "$LOG/hostprobe.log"
+    done
   done
 }
 do_phase() {
