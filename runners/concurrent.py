@@ -9,9 +9,10 @@ joined by bounded queues (backpressure: a slow stage stops the ones before it; m
   oldest frame has waited ``max_wait_ms``; latency is measured per frame from arrival to result.
 
 Sources share up to READERS reader threads (files and cameras apart; a camera's reads happen on a pump
-thread of its own that only reads; the streams of a decode host push their frames to a reader of
-their own); each pass of a reader hands the runner what it read from all its sources (a decoder's chunk,
-a frame) as one queue item with one accounting call; results are delivered per stream in frame order.
+thread of its own that only reads); the streams of a decode host need none: its receiving thread pushes
+their frames. Every frame enters through the run's one intake: a reader's pass, or a decode host's
+message, is admitted as one queue item with one accounting call; results are delivered per stream in
+frame order.
 A frame's latency runs from its arrival: a camera's read, a paced frame's due time (stamped by the decode host
 that paced it), else its admission.
 A source that fails is reported (``failed``) and the others go on. An exception in a worker stops the
@@ -100,8 +101,8 @@ class Parcel:
 
 
 class _ReaderEntry:
-    """One source as its reader serves it: its iterator. A camera
-    (Source.camera) is read by a pump thread of its own into ``inbox`` (None at its end; ``error`` why)."""
+    """One source as its reader serves it: its iterator. A camera (Source.camera) is read by a pump thread
+    of its own into ``inbox`` (None at its end; ``error`` why)."""
 
     __slots__ = ("src", "it", "inbox", "error", "room")
 

@@ -377,9 +377,9 @@ class Service:
                             g.add_metric([str(i)], v)
                         yield g
                 for key, name, doc in (("cpu_percent", "posefuse_cpu_percent", "CPU, % of one core (decode "
-                                                                                "processes included)"),
+                                                                                "hosts included)"),
                                        ("rss_mib", "posefuse_resident_memory_mib", "resident memory, MiB (decode "
-                                                                                   "processes included)"),
+                                                                                   "hosts included)"),
                                        ("rss_children_mib", "posefuse_decode_hosts_memory_mib",
                                         "resident memory of the decode hosts, MiB")):
                     if key in usage:

@@ -310,6 +310,7 @@ class _HostProcess:
         """One message of the process: a list of what its streams read since the last one. The frames of
         the streams a runner pushes go to its feed as one hand-off, before the streams' ends."""
         parcels: dict = {}  # _ParentStream -> [Frame]
+        lent: dict = {}  # _ParentStream -> frames of its rows among them
         ended = []
         for m in msg:
             st = self.streams.get(m.sid)
@@ -323,8 +324,7 @@ class _HostProcess:
                     _, arrays, pinned, checked, fmt = st.rows[key]
                     f = Frame(m.index, arrays[row], fmt, timestamp=m.timestamp, restart=m.restart, arrived=m.arrived,
                               pinned=pinned, on_release=partial(st.release, key, row), checked=checked[row])
-                    with st.lock:
-                        st.lent += 1
+                    lent[st] = lent.get(st, 0) + 1
                 parcels.setdefault(st, []).append(f)
             elif isinstance(m, NewRows):
                 fd = m.fd.detach()
@@ -344,6 +344,9 @@ class _HostProcess:
             elif isinstance(m, Ended):
                 del self.streams[m.sid]
                 ended.append((st, m))
+        for st, n in lent.items():  # counted before any of them can be released
+            with st.lock:
+                st.lent += n
         feeds: dict = {}  # the feed -> [(source, frames)] of its streams; a stream without one queues them
         for st, frames in parcels.items():
             feed = st.queued(frames)
@@ -623,7 +626,6 @@ class _Outbox:
 
     def __init__(self, conn):
         self.conn, self.items, self.cv = conn, [], threading.Condition()
-        self.gone = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
     def put(self, item):
@@ -646,8 +648,7 @@ class _Outbox:
                 items, self.items = self.items, []
             try:
                 self.conn.send(items)
-            except (OSError, ValueError):
-                self.gone.set()
+            except (OSError, ValueError):  # the parent is gone: the process ends through its receiving loop
                 return
 
 
@@ -657,7 +658,7 @@ class ChunkRows:
     passes share them and a row still lent from the last pass is never written."""
 
     def __init__(self, buffers, cancel: threading.Event):
-        self.buffers, self.shape = buffers, tuple(buffers.shape[1:])
+        self.buffers = buffers
         self.pool = FramePool(buffers.shape[0], cancel)
         self._base, self._size = buffers.data_ptr(), buffers[0].numel()  # a row's place: one call per frame
         self._span = self._size * buffers.shape[0]
