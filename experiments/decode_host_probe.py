@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import time
 
 
@@ -28,6 +27,7 @@ def main(argv=None):
     import psutil
 
     from posefuse.runners.sources import open_source
+    from runners_bench import read_released
 
     kw = {}
     if a.which == "new" and a.per is not None:
@@ -39,31 +39,14 @@ def main(argv=None):
     kids = [k for k in me.children() if "spawn_main" in " ".join(k.cmdline())]
     cpu = lambda ps: sum(sum(p.cpu_times()[:2]) for p in ps)  # noqa: E731
     c0, p0 = cpu(kids), cpu([me])
-    counts = [0] * a.streams
-    spans = [[None, None] for _ in range(a.streams)]  # each stream's first and last frame, s after the start
-
-    def read(k):
-        for f in srcs[k].frames():
-            f.release()
-            counts[k] += 1
-            spans[k][1] = time.perf_counter() - t0
-            if spans[k][0] is None:
-                spans[k][0] = spans[k][1]
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=read, args=(k,)) for k in range(a.streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    r = read_released(srcs)
     c1, p1 = cpu(kids), cpu([me])
-    n = sum(counts)
+    n, wall = r["frames"], r["wall_s"]
     print(f"{a.which} per={a.per} chunk={a.chunk} {os.path.basename(a.clip)}: {n} frames {n / wall:.0f} fr/s; "
           f"children {len(kids)} cpu {(c1 - c0) / n * 1e6:.1f} us/frame ({(c1 - c0) / wall:.2f} cores); "
           f"parent {(p1 - p0) / n * 1e6:.1f} us/frame", flush=True)
     print("  streams' first and last frame, ms after the start: "
-          + ", ".join(f"{1e3 * a_:.0f}-{1e3 * b_:.0f}" for a_, b_ in spans), flush=True)
+          + ", ".join(f"{1e3 * a_:.0f}-{1e3 * b_:.0f}" for a_, b_ in r["spans_s"]), flush=True)
     time.sleep(0.5)  # the streams' ends (and their stats) come in
     stats: dict = {}
     for s in srcs:

@@ -32,31 +32,43 @@ CLIPS = {"768x432": "one-by-one-person-detection.mp4", "1080p": "one-by-one-pers
 DECODED = {"cpu": "OpenCV (host frames)", "nvdec": "NVDEC (GPU frames)"}
 
 
-def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
-    """The production NVDEC path without the pipeline: ``streams`` NVDEC sources (``open_source(...,
-    decoder='nvdec')``: the checkout's decode hosts or processes, one frame per decoder call, each copied into
-    the stream's rows), opened before the clock, each read on a thread of its own and every frame released
-    at once: the ceiling the run's ingest can give."""
-    from posefuse.runners.sources import open_source
-
-    srcs = [open_source(path, decoder="nvdec", chunk=chunk) for _ in range(streams)]
-    counts = [0] * streams
+def read_released(srcs: list) -> dict:
+    """Every frame of ``srcs``, each source read on a thread of its own and each frame released at once:
+    frames, wall seconds, frames/s, and ``spans_s``: each source's first and last frame, seconds after the
+    start."""
+    counts = [0] * len(srcs)
+    spans = [[None, None] for _ in srcs]
 
     def run(k):
         for f in srcs[k].frames():
             f.release()
             counts[k] += 1
+            spans[k][1] = time.perf_counter() - t0
+            if spans[k][0] is None:
+                spans[k][0] = spans[k][1]
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(streams)]
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(srcs))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    return {"frames": sum(counts), "wall_s": wall, "frames_per_s": sum(counts) / wall, "spans_s": spans}
+
+
+def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
+    """The production NVDEC path without the pipeline: ``streams`` NVDEC sources (``open_source(...,
+    decoder='nvdec')``: the checkout's decode hosts or processes, one frame per decoder call, each copied into
+    the stream's rows), opened before the clock, read by :func:`read_released`: the ceiling the run's
+    ingest can give."""
+    from posefuse.runners.sources import open_source
+
+    srcs = [open_source(path, decoder="nvdec", chunk=chunk) for _ in range(streams)]
+    r = read_released(srcs)
     for s in srcs:
         s.close()
-    return {"frames": sum(counts), "wall_s": wall, "frames_per_s": sum(counts) / wall, "form": "sources"}
+    return {"frames": r["frames"], "wall_s": r["wall_s"], "frames_per_s": r["frames_per_s"], "form": "sources"}
 
 
 def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
