@@ -7,6 +7,7 @@ the decoders' own stats per frame (time in the decoder calls, waiting for a free
     PYTHONPATH=.old python experiments/decode_host_probe.py old CLIP            # an old checkout's default
 
 ``--per``: NVDEC streams per GPU decode host (0: one host for all; default: the checkout's default).
+``--seconds``: each stream loops its clip for that long (this checkout only), a run long enough to profile.
 Figures: results/decode_hosts.md.
 """
 from __future__ import annotations
@@ -23,7 +24,10 @@ def main(argv=None):
     ap.add_argument("--per", type=int, default=None)
     ap.add_argument("--chunk", type=int, default=64)
     ap.add_argument("--streams", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=None)
     a = ap.parse_args(argv)
+    if a.seconds is not None and a.which == "old":
+        ap.error("--seconds: the old checkout's sources do not loop")
     import psutil
 
     from posefuse.runners.sources import open_source
@@ -34,7 +38,12 @@ def main(argv=None):
         from posefuse.runners.sources.decodehost import DecodeHosts
 
         kw["decode_hosts"] = DecodeHosts(gpu_streams_per_process=a.per)
-    srcs = [open_source(a.clip, decoder="nvdec", chunk=a.chunk, **kw) for _ in range(a.streams)]
+    if a.seconds is None:
+        srcs = [open_source(a.clip, decoder="nvdec", chunk=a.chunk, **kw) for _ in range(a.streams)]
+    else:
+        from posefuse.runners.sources.nvdec import open_nvdec
+
+        srcs = [open_nvdec(a.clip, chunk=a.chunk, loop=True, duration_s=a.seconds, **kw) for _ in range(a.streams)]
     me = psutil.Process()
     kids = [k for k in me.children() if "spawn_main" in " ".join(k.cmdline())]
     cpu = lambda ps: sum(sum(p.cpu_times()[:2]) for p in ps)  # noqa: E731
