@@ -104,10 +104,11 @@ def evaluate(samples: list[dict], warmup: float, t0: float, accounting_ok: bool,
 
 def run(duration: float, streams: int, decoder: str, device: str, period: float, warmup: float, batch: int,
         max_wait_ms: float, backend: str, imgsz: int, chunk: int, max_frames=None, tolerance: float = 0.05,
-        partial_out: Path | None = None, cams=None, outage_every: float = 0.0) -> dict:
+        partial_out: Path | None = None, cams=None, outage_every: float = 0.0, track: bool = False) -> dict:
     """``streams`` looping copies of the clip through ``posefuse.run`` (dynamic runner) for ``duration`` s;
     with ``cams`` (cameras.Cameras) the streams are those live cameras instead, put through an outage every
-    ``outage_every`` s (cameras.Outages: one killed and restarted, one stalled)."""
+    ``outage_every`` s (cameras.Outages: one killed and restarted, one stalled); ``track``: the run tracks
+    every stream's poses."""
     import torch
 
     from posefuse import RunConfig, run as run_pipeline
@@ -115,11 +116,12 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
 
     if cams is not None:  # live cameras: their own pace, read with OpenCV
         cfg = RunConfig(sources=cams.urls, duration_s=duration, decoder="cpu", runner="dynamic", batch=batch,
-                        max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, progress=False)
+                        max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, track=track, progress=False)
     else:
         cfg = RunConfig(sources=[harness.data_path(harness.CLIP)], repeat=streams, loop=True, duration_s=duration,
                         max_frames=max_frames, decoder=decoder, chunk=chunk, runner="dynamic", batch=batch,
-                        max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, progress=False)
+                        max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, track=track,
+                        progress=False)
     dev = "cuda:0" if device == "cuda" else device
     usage = UsageSampler()  # the GPUs this process may use, as the run's monitor samples them
     samples: list[dict] = []
@@ -166,7 +168,7 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
     ev = evaluate(samples[:-1], warmup, start, accounting_ok and not report.failed, sum(rep["drops"].values()),
                   per_second, tolerance)
     return {"env": harness.environment(), "duration_s": duration, "streams": streams, "decoder": decoder,
-            "device": report.ran["device"], "backend": report.ran["backend"], "batch": batch,
+            "track": track, "device": report.ran["device"], "backend": report.ran["backend"], "batch": batch,
             "max_wait_ms": max_wait_ms, "period_s": period, "warmup_s": warmup, "failed_sources": report.failed,
             "report": rep, "samples": samples, "evaluation": ev,
             "results_per_second": [per_second.get(k, 0) for k in range(max(per_second, default=0) + 1)],
@@ -227,6 +229,7 @@ def main(argv=None) -> int:
     ap.add_argument("--outage-every", type=float, default=60.0,
                     help="--cameras: every this many seconds one camera is killed (back 5 s later) and the next "
                          "stalls 10 s (at most a quarter and a half of the period; 0: none)")
+    ap.add_argument("--track", action="store_true", help="the run tracks every stream's poses (RunConfig.track)")
     a = ap.parse_args(argv)
     import torch
 
@@ -236,7 +239,7 @@ def main(argv=None) -> int:
     try:
         res = run(a.duration, a.streams, a.decoder, device, a.period, warmup, a.batch, a.max_wait_ms, a.backend,
                   a.imgsz, a.chunk, a.max_frames, a.throughput_tolerance, Path(a.out).with_suffix(".partial.json"),
-                  cams, a.outage_every)
+                  cams, a.outage_every, a.track)
     finally:
         if cams is not None:
             cams.stop()
