@@ -185,9 +185,10 @@ def _regression() -> list:
 
 
 def _soak() -> list:
-    """The soak over looping files (soak.json) and over live cameras with outages (soak_cameras.json)."""
+    """The soak over looping files (soak.json) and over live cameras with outages, tracked (soak_gpu.json; it
+    supersedes soak_cameras.json, the same cameras untracked on older code)."""
     out = []
-    for name in ("soak", "soak_cameras"):
+    for name in ("soak", "soak_gpu"):
         s = _load(name)
         if not s:
             continue
@@ -198,11 +199,14 @@ def _soak() -> list:
         what = (f"{s['streams']} live cameras on loopback at {cams['fps']:g} fr/s, one killed and one stalled every "
                 f"{cams['outage_every_s']:g} s ({sum(st.get('network.reconnects', 0) for st in cams['per_stream'].values())} "
                 "reconnects)" if cams else f"{s['streams']} looping {s['decoder']} streams")
+        what += ", tracked" if s.get("track") else ""
+        p99 = s["report"].get("latency_ms", {}).get("p99")
         thr = ev.get("throughput", {}).get("ratio")
         out += [f"**Soak** ([results/{name}.json](results/{name}.json), [plot](results/{name}.png), `{s['command']}`): "
                 f"{s['duration_s']:.0f} s, {what}, dynamic batching, "
                 f"{s['report']['results']:,} frames at {s['report']['frames_per_s']:,.0f} fr/s, drops "
-                f"{s['report']['drops'] or 0}, failed sources {len(s.get('failed_sources') or {})}; memory growth after "
+                f"{s['report']['drops'] or 0}, failed sources {len(s.get('failed_sources') or {})}"
+                f"{'' if p99 is None else f', latency p99 {p99:.1f} ms'}; memory growth after "
                 f"warm-up: {mem}; throughput last/first window {'-' if thr is None else f'{thr:.3f}'}; all checks "
                 f"{'passed' if ev.get('passed') else 'NOT passed'}; {s['env'].get('card')}, {s['date']}.", ""]
     return out
