@@ -1,7 +1,9 @@
 """NVDEC through the decode machinery alone: 8 NVDEC sources of a clip (the production path,
 ``open_source(..., decoder='nvdec')``), each read on a thread of its own and every frame released at once;
-prints the frames/s, the CPU seconds per frame of this process and of its decode children (psutil), and
-the decoders' own stats per frame (time in the decoder calls, waiting for a free row).
+prints the frames/s, the CPU seconds per frame of this process and of its decode children (psutil), the
+decoders' own stats per frame (time in the decoder calls, waiting for a free row), and each stream's time in
+its decoder calls beside when its first and last frames came (a stream that ends late either decoded
+slower or was delivered late).
 
     python experiments/decode_host_probe.py new CLIP [--per N] [--chunk 64]     # this checkout's DecodeHosts
     PYTHONPATH=.old python experiments/decode_host_probe.py old CLIP            # an old checkout's default
@@ -64,6 +66,8 @@ def main(argv=None):
                 stats[k] = stats.get(k, 0.0) + v
     print("  decoder stats, us per frame (summed over streams): "
           + ", ".join(f"{k.split('.')[-1]} {v / n * 1e6:.1f}" for k, v in sorted(stats.items())), flush=True)
+    print("  each stream's seconds in its decoder calls: "
+          + ", ".join(f"{s.stats.get('video_decode.decoder', 0.0):.3f}" for s in srcs), flush=True)
     for s in srcs:
         s.close()
     os._exit(0)  # the decode children end with this process
