@@ -116,7 +116,8 @@ def run(duration: float, streams: int, decoder: str, device: str, period: float,
 
     if cams is not None:  # live cameras: their own pace, read with OpenCV
         cfg = RunConfig(sources=cams.urls, duration_s=duration, decoder="cpu", runner="dynamic", batch=batch,
-                        max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, track=track, progress=False)
+                        max_wait_ms=max_wait_ms, device=device, backend=backend, imgsz=imgsz, track=track,
+                        progress=False)
     else:
         cfg = RunConfig(sources=[harness.data_path(harness.CLIP)], repeat=streams, loop=True, duration_s=duration,
                         max_frames=max_frames, decoder=decoder, chunk=chunk, runner="dynamic", batch=batch,
