@@ -762,7 +762,8 @@ class _Reading:
 
 class _ChildStream:
     """One stream in a decode host: its source, its rows and the frames lent to the parent. ``reading``:
-    the host's count of streams reading (an ended stream's decoder is dropped once it is 0)."""
+    the host's count of streams reading (an ended stream's decoder is dropped once it is 0, or
+    TEARDOWN_WAIT_S after the stream's end)."""
 
     def __init__(self, m: OpenStream, out: _Outbox, device: str | None, reading: _Reading):
         self.sid, self.opener, self.kwargs, self.out, self.paced = m.sid, m.opener, m.kwargs, out, m.paced
