@@ -185,10 +185,11 @@ def _regression() -> list:
 
 
 def _soak() -> list:
-    """The soak over looping files (soak.json) and over live cameras with outages, tracked (soak_gpu.json; it
-    supersedes soak_cameras.json, the same cameras untracked on older code)."""
+    """The soaks of the decode hosts: looping NVDEC files, tracked (soak_nvdec.json; it supersedes soak.json, the
+    same streams untracked on older code) and live cameras with outages, tracked (soak_gpu.json; it supersedes
+    soak_cameras.json)."""
     out = []
-    for name in ("soak", "soak_gpu"):
+    for name in ("soak_nvdec", "soak_gpu"):
         s = _load(name)
         if not s:
             continue
