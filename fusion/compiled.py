@@ -1,25 +1,34 @@
-"""The backbone compiled by Inductor (``torch.compile``), then captured with the rest of the stage chain in
-the pipeline's CUDA graph.
+"""The backbone compiled by Inductor, then captured with the rest of the stage chain in the pipeline's CUDA
+graph.
 
 Inductor fuses the backbone's convolutions' epilogues (bias, SiLU, concatenations) into Triton kernels, and
 the pipeline's graph then replays them without launch cost: the pipeline alone runs 1.6x as fast at batch
-64, and a frame's latency at batch 1 halves (results/compile.md). It costs start-up: about 20 s per batch
-shape the first time a model, precision and batch shape are seen on a machine, and still about 20 s more
-than an uncompiled start when Inductor's caches (FX graphs, Triton kernels, kept across runs in
-:func:`cache_dir`) hold it all: worth it for long runs.
+64, and a frame's latency at batch 1 halves (results/compile.md).
+
+Each input shape compiles once per machine: ``torch.export`` traces the backbone (its weights lifted to
+inputs), ``torch._inductor.standalone_compile`` compiles that graph, and the compiled artifact is saved in
+:func:`artifacts_dir`, named by a digest of everything it depends on (torch's version, the mode, the
+shape, dtype and device, the backbone's modules, weights and code). A later start that finds the artifact
+loads it instead of tracing and compiling: no Dynamo, no lowering, only the generated module and its
+kernels to load (``torch.compile``'s own caches still retrace the model on every start: about 20 s more
+than an uncompiled start, results/compile.md).
 
 Modes (``COMPILE_MODES``): 'off'; 'default' (Inductor's default: no autotuning); 'max-autotune' (Inductor
-benchmarks Triton and cuBLAS choices per layer: far longer to compile; its cost and gain inside the
-pipeline are not yet recorded in results/). Inductor's own CUDA graphs stay off ('...-no-cudagraphs'):
+benchmarks Triton and cuBLAS choices per layer: far longer to compile). Inductor's own CUDA graphs stay off:
 the pipeline captures the whole chain itself.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
+import operator
 import os
 from pathlib import Path
 
 COMPILE_MODES = ("off", "default", "max-autotune")
-_INDUCTOR_MODE = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
+# Inductor's options per mode: torch._inductor.list_mode_options("max-autotune-no-cudagraphs") for max-autotune
+_OPTIONS = {"default": {}, "max-autotune": {"max_autotune": True, "coordinate_descent_tuning": True}}
 
 
 def cache_dir() -> Path:
@@ -37,10 +46,83 @@ def use_cache_dir() -> Path:
     return d
 
 
-def compile_backbone(backbone, mode: str):
-    """``backbone`` compiled in ``mode`` (one of COMPILE_MODES but 'off'), static shapes: each batch shape the
-    pipeline captures compiles once (then comes from the cache)."""
-    import torch
+def artifacts_dir() -> Path:
+    """The compiled backbones: ``artifacts`` in :func:`cache_dir`'s folder."""
+    return cache_dir().parent / "artifacts"
 
-    use_cache_dir()
-    return torch.compile(backbone, mode=_INDUCTOR_MODE[mode], dynamic=False)
+
+class CompiledBackbone:
+    """``backbone`` (an eval-mode module mapping a (B, 3, H, W) tensor to one tensor) compiled in ``mode``
+    (one of COMPILE_MODES but 'off'), one artifact per input shape, dtype and device, loaded from
+    :func:`artifacts_dir` where a start before this one compiled it. ``origin`` says, per input shape, where
+    its artifact came from: 'compiled' or 'loaded'."""
+
+    def __init__(self, backbone, mode: str):
+        if mode not in _OPTIONS:
+            raise ValueError(f"mode: expected one of {tuple(_OPTIONS)}, got {mode!r}")
+        self.backbone, self.mode = backbone, mode
+        self.origin: dict = {}  # input shape -> 'compiled' or 'loaded'
+        self._fns: dict = {}
+        self._model_digest: str | None = None
+
+    def __call__(self, x):
+        key = (tuple(x.shape), x.dtype, x.device)
+        fn = self._fns.get(key)
+        if fn is None:
+            fn = self._fns[key] = self._build(x)
+        return fn(x)
+
+    def _digest(self, x) -> str:
+        """What the artifact for input ``x`` depends on, as a hex digest."""
+        import torch
+
+        if self._model_digest is None:  # the modules, their code and every weight, once per backbone
+            h = hashlib.sha256(repr(self.backbone).encode())
+            h.update(Path(inspect.getfile(type(self.backbone))).read_bytes())
+            for name, t in [*self.backbone.named_parameters(), *self.backbone.named_buffers()]:
+                h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+                h.update(t.detach().contiguous().view(torch.uint8).cpu().numpy().tobytes())
+            self._model_digest = h.hexdigest()
+        dev = x.device
+        card = (torch.cuda.get_device_name(dev) + str(torch.cuda.get_device_capability(dev))
+                if dev.type == "cuda" else dev.type)
+        return hashlib.sha256(json.dumps([self._model_digest, torch.__version__, self.mode, list(x.shape),
+                                          str(x.dtype), card]).encode()).hexdigest()[:32]
+
+    def _build(self, x):
+        """The compiled function for inputs like ``x``: loaded when its artifact is saved, else traced,
+        compiled and saved."""
+        import torch
+        from torch._inductor import CompiledArtifact, standalone_compile
+
+        use_cache_dir()
+        art_path = artifacts_dir() / f"{self._digest(x)}.bin"
+        meta_path = art_path.with_suffix(".json")
+        if art_path.exists() and meta_path.exists():
+            art = CompiledArtifact.load(path=str(art_path), format="binary")
+            names = json.loads(meta_path.read_text())["weights"]
+            self.origin[tuple(x.shape)] = "loaded"
+        else:
+            with torch.inference_mode(False), torch.no_grad():
+                ep = torch.export.export(self.backbone, (x,), strict=False)
+                specs = ep.graph_signature.input_specs
+                if specs[-1].kind != torch.export.graph_signature.InputKind.USER_INPUT or any(
+                        s.kind == torch.export.graph_signature.InputKind.USER_INPUT for s in specs[:-1]):
+                    raise RuntimeError("compile: the exported backbone's inputs are not its weights, then the image")
+                names = [s.target for s in specs[:-1]]
+                weights = [operator.attrgetter(n)(self.backbone) for n in names]
+                art = standalone_compile(ep.graph_module, [*weights, x], dynamic_shapes="from_example_inputs",
+                                         options=_OPTIONS[self.mode])
+            art_path.parent.mkdir(parents=True, exist_ok=True)
+            art.save(path=str(art_path), format="binary")  # written atomically
+            tmp = meta_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"weights": names}))
+            os.replace(tmp, meta_path)
+            self.origin[tuple(x.shape)] = "compiled"
+        weights = [operator.attrgetter(n)(self.backbone) for n in names]
+        return lambda inp: art(*weights, inp)[0]
+
+
+def compile_backbone(backbone, mode: str) -> CompiledBackbone:
+    """``backbone`` compiled in ``mode`` (one of COMPILE_MODES but 'off'): see :class:`CompiledBackbone`."""
+    return CompiledBackbone(backbone, mode)

@@ -218,7 +218,7 @@ class PosePipeline:
         cuda_graph: capture the chain as CUDA graphs (CuPy or Numba backend on a GPU).
         compile: the backbone compiled by Inductor (fusion.compiled): 'off', 'default' or 'max-autotune'; on a
             GPU only (the CPU runs it eagerly; ``self.compile`` says what runs). Each batch shape compiles
-            when first captured (from Inductor's cache when this machine compiled it before).
+            when first captured, or loads the artifact a start before this one saved (fusion.compiled).
         batch_sizes: the sizes graph-mode batches run at: a batch of n frames is padded to the smallest
             one >= n (beyond the largest: bucket_size(n)). None: bucket_size(n), powers of two up to 64.
             Each size costs a capture (plans, graph) the first time it runs; a run over files uses its

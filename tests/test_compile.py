@@ -66,12 +66,38 @@ def test_gpu_compiled_equals_uncompiled_and_auto_compiles_long_runs(cache, backe
                 assert abs(float(ours.scores[i]) - float(theirs.scores[j])) <= 0.01
             n += len(ours)
     assert n >= 10 and comp.graph_errors == []
-    if not _COMPILED:  # Inductor writes its entries into the posefuse cache (a later compile of the same graph
-        assert any((cache / "inductor").iterdir())  # in this process comes from its memory and writes none)
-    _COMPILED.append(backend)
+    assert any((cache / "artifacts").glob("*.bin"))  # the compiled backbone, for the next start to load
 
 
-_COMPILED: list = []  # the GPU tests that compiled in this process
+def test_a_compiled_backbone_is_saved_then_loaded_and_equals_the_eager_one(cache):
+    """On the CPU (Inductor's C++ backend): the first CompiledBackbone of a model traces, compiles and saves
+    its artifact; a second one of the same model loads it; both give the eager outputs. Other weights are
+    another artifact."""
+    from posefuse.fusion.backbone import load_backbone
+
+    bb = load_backbone().eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        ref = bb(x)
+        first = compiled.compile_backbone(bb, "default")
+        got = first(x)
+        assert first.origin == {(1, 3, 64, 96): "compiled"}
+        assert len(list((cache / "artifacts").glob("*.bin"))) == 1
+        second = compiled.compile_backbone(bb, "default")
+        again = second(x)
+        assert second.origin == {(1, 3, 64, 96): "loaded"}
+    assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-3, rtol=1e-3)
+    assert torch.allclose(again, ref, atol=1e-3, rtol=1e-3)
+    with torch.no_grad():
+        bb.layers[0].conv.weight.mul_(0.5)
+    with torch.inference_mode():
+        other = compiled.compile_backbone(bb, "default")
+        changed = other(x)
+        assert other.origin == {(1, 3, 64, 96): "compiled"}
+        assert torch.allclose(changed, bb(x), atol=1e-3, rtol=1e-3)
+    assert len(list((cache / "artifacts").glob("*.bin"))) == 2
+    with pytest.raises(ValueError, match=r"^mode: expected one of"):
+        compiled.compile_backbone(bb, "off")
 
 
 def test_clip_frames_fixture_has_people(clip_frames):
