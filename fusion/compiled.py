@@ -81,7 +81,7 @@ class CompiledBackbone:
             h.update(Path(inspect.getfile(type(self.backbone))).read_bytes())
             for name, t in [*self.backbone.named_parameters(), *self.backbone.named_buffers()]:
                 h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-                h.update(t.detach().contiguous().view(torch.uint8).cpu().numpy().tobytes())
+                h.update(t.detach().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())  # flat: any layout
             self._model_digest = h.hexdigest()
         dev = x.device
         card = (torch.cuda.get_device_name(dev) + str(torch.cuda.get_device_capability(dev))
