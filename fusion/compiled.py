@@ -53,7 +53,7 @@ def artifacts_dir() -> Path:
 
 class CompiledBackbone:
     """``backbone`` (an eval-mode module mapping a (B, 3, H, W) tensor to one tensor) compiled in ``mode``
-    (one of COMPILE_MODES but 'off'), one artifact per input shape, dtype and device, loaded from
+    (one of COMPILE_MODES but 'off'), one artifact per input shape, layout, dtype and device, loaded from
     :func:`artifacts_dir` where a start before this one compiled it. ``origin`` says, per input shape, where
     its artifact came from: 'compiled' or 'loaded'."""
 
@@ -66,7 +66,7 @@ class CompiledBackbone:
         self._model_digest: str | None = None
 
     def __call__(self, x):
-        key = (tuple(x.shape), x.dtype, x.device)
+        key = (tuple(x.shape), x.stride(), x.dtype, x.device)
         fn = self._fns.get(key)
         if fn is None:
             fn = self._fns[key] = self._build(x)
@@ -80,14 +80,14 @@ class CompiledBackbone:
             h = hashlib.sha256(repr(self.backbone).encode())
             h.update(Path(inspect.getfile(type(self.backbone))).read_bytes())
             for name, t in [*self.backbone.named_parameters(), *self.backbone.named_buffers()]:
-                h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+                h.update(f"{name}{tuple(t.shape)}{t.stride()}{t.dtype}".encode())
                 h.update(t.detach().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())  # flat: any layout
             self._model_digest = h.hexdigest()
         dev = x.device
         card = (torch.cuda.get_device_name(dev) + str(torch.cuda.get_device_capability(dev))
                 if dev.type == "cuda" else dev.type)
         return hashlib.sha256(json.dumps([self._model_digest, torch.__version__, self.mode, list(x.shape),
-                                          str(x.dtype), card]).encode()).hexdigest()[:32]
+                                          list(x.stride()), str(x.dtype), card]).encode()).hexdigest()[:32]
 
     def _build(self, x):
         """The compiled function for inputs like ``x``: loaded when its artifact is saved, else traced,

@@ -71,8 +71,8 @@ def test_gpu_compiled_equals_uncompiled_and_auto_compiles_long_runs(cache, backe
 
 def test_a_compiled_backbone_is_saved_then_loaded_and_equals_the_eager_one(cache):
     """On the CPU (Inductor's C++ backend): the first CompiledBackbone of a model traces, compiles and saves
-    its artifact; a second one of the same model loads it; both give the eager outputs. Other weights are
-    another artifact."""
+    its artifact; a second one of the same model loads it; both give the eager outputs. Other weights, or the same weights in
+    another memory layout, are another artifact."""
     from posefuse.fusion.backbone import load_backbone
 
     bb = load_backbone().eval()
@@ -96,6 +96,12 @@ def test_a_compiled_backbone_is_saved_then_loaded_and_equals_the_eager_one(cache
         assert other.origin == {(1, 3, 64, 96): "compiled"}
         assert torch.allclose(changed, bb(x), atol=1e-3, rtol=1e-3)
     assert len(list((cache / "artifacts").glob("*.bin"))) == 2
+    bb = bb.to(memory_format=torch.channels_last)  # as the pipeline holds it: 1x1 weights' last stride > 1
+    with torch.inference_mode():
+        laid = compiled.compile_backbone(bb, "default")
+        assert torch.allclose(laid(x), changed, atol=1e-3, rtol=1e-3)
+        assert laid.origin == {(1, 3, 64, 96): "compiled"}  # the weights' layout is part of the artifact
+    assert len(list((cache / "artifacts").glob("*.bin"))) == 3
     with pytest.raises(ValueError, match=r"^mode: expected one of"):
         compiled.compile_backbone(bb, "off")
 
