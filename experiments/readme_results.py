@@ -364,32 +364,47 @@ def _heads() -> list:
 
 
 def _compile() -> list:
-    """The latest run of experiments/compile_bench.py (results/compile.json)."""
-    c = _latest("compile")
-    if not c:
-        return []
-    env = c["env"]
-    out = [f"**Compiled backbone** ([results/compile.md](results/compile.md), `{c['command']}`, {env.get('card')}, "
-           f"{env.get('date')}), yolo11n-pose fp16, pipeline alone:", "",
-           "| batch | off fr/s | compiled fr/s | speedup | latency p50 ms (off / compiled) |",
-           "| ---: | ---: | ---: | ---: | --- |"]
-    rows = c.get("pipeline", [])
-    for b in sorted({r["batch"] for r in rows}, key=lambda b: (b == 1, b)):
-        off, on = _row(rows, mode="off", batch=b), _row(rows, mode="default", batch=b)
-        lat = (f"{off['latency_ms_p50']:.2f} / {on['latency_ms_p50']:.2f}" if "latency_ms_p50" in off and
-               "latency_ms_p50" in on else "-")
-        out.append(f"| {b} | {off.get('frames_per_s', 0):,.0f} | {on.get('frames_per_s', 0):,.0f} | "
-                   f"{on.get('frames_per_s', 0) / (off.get('frames_per_s') or 1):.2f}x | {lat} |")
-    st = {(r["mode"], r["cache"]): r["process_wall_s"] for r in c.get("start", [])}
-    if st:
-        out += ["", f"A fresh process to its first batch of 64: {st.get(('off', '-'), 0):.1f} s uncompiled, "
-                f"{st.get(('default', 'cold'), 0):.1f} s compiling cold, {st.get(('default', 'warm'), 0):.1f} s "
-                f"from a warm cache."]
-    e = c.get("equal")
+    """The pipeline alone, off against compiled, per batch from the latest run that measured both at it; the
+    poses' equality (the latest run with it); the start-up of a fresh process (the latest run with it); each
+    with its command (results/compile.json)."""
+    runs = (_load("compile") or {"runs": []})["runs"]
+    per_batch = {}  # batch -> (off, compiled, run): the latest run holding both
+    for r in runs:
+        rows = r.get("pipeline", [])
+        for b in {x["batch"] for x in rows}:
+            off, on = _row(rows, mode="off", batch=b), _row(rows, mode="default", batch=b)
+            if off and on:
+                per_batch[b] = (off, on, r)
+    used, out = [], []
+    if per_batch:
+        out += ["**Compiled backbone** ([results/compile.md](results/compile.md)), yolo11n-pose fp16, the pipeline "
+                "alone (off and compiled measured in one run):", "",
+                "| batch | off fr/s | compiled fr/s | speedup | latency p50 ms (off / compiled) | run |",
+                "| ---: | ---: | ---: | ---: | --- | --- |"]
+        for b in sorted(per_batch, key=lambda b: (b == 1, b)):
+            off, on, r = per_batch[b]
+            used += [r] if r not in used else []
+            lat = (f"{off['latency_ms_p50']:.2f} / {on['latency_ms_p50']:.2f}" if "latency_ms_p50" in off and
+                   "latency_ms_p50" in on else "-")
+            out.append(f"| {b} | {off['frames_per_s']:,.0f} | {on['frames_per_s']:,.0f} | "
+                       f"{on['frames_per_s'] / off['frames_per_s']:.2f}x | {lat} | {used.index(r) + 1} |")
+    e = _latest_with(runs, "equal")
     if e:
-        out += ["", f"Compiled against uncompiled poses: {e['matched']}/{e['their_detections']} matched, keypoints "
-                f"within {e['keypoint_max_error_px']:.2f} px."]
-    return out + [""]
+        used += [e] if e not in used else []
+        q = e["equal"]
+        out += ["", f"Compiled against uncompiled poses: {q['matched']}/{q['their_detections']} matched, keypoints "
+                f"within {q['keypoint_max_error_px']:.2f} px (run {used.index(e) + 1})."]
+    start = _latest_with(runs, "start")
+    if start:
+        used += [start] if start not in used else []
+        st = {(r["mode"], r["cache"]): r["process_wall_s"] for r in start["start"]}
+        out += ["", f"A fresh process to its first batch of 64 (run {used.index(start) + 1}): "
+                f"{st.get(('off', '-'), 0):.1f} s uncompiled, {st.get(('default', 'cold'), 0):.1f} s compiling cold, "
+                f"{st.get(('default', 'warm'), 0):.1f} s loading the saved artifact."]
+    if used:
+        out += [""] + [f"Run {i + 1}: `{r['command'].split(' --out-dir')[0]}`, {r['env'].get('card')}, "
+                       f"{r['env'].get('date')}." for i, r in enumerate(used)]
+    return out + [""] if out else []
 
 
 def _serve() -> list:
