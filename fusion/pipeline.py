@@ -329,6 +329,12 @@ class PosePipeline:
         Frames of one canvas share a batch with the result each has alone (a batcher groups by it)."""
         return frame_canvas(tuple(shape[:2]), self.imgsz)
 
+    @property
+    def compile_origin(self) -> dict:
+        """{input shape (B, 3, H, W): 'compiled' (this start compiled the backbone for it) or 'loaded' (a start
+        before saved it)} of the compiled backbone (fusion.compiled); empty when ``compile`` is 'off'."""
+        return {} if self.compile == "off" else dict(self._forward.origin)
+
     def submit(self, frames, pixel_format: str = "bgr", track: TrackStep | None = None) -> PendingBatch:
         """Queue one batch; returns at once (GPU) with a handle whose ``result()`` waits for it. Each frame is
         letterboxed to its own canvas (:meth:`canvas`), as ``predict`` letterboxes a frame alone, so its

@@ -294,6 +294,9 @@ class Assembly:
         new = sigs - self.warmed
         warm_up(self.engine, new, self.cfg.batch)
         self.warmed |= new
+        if self.ran.get("compile", "off") != "off":  # what the start paid: a compile, or a saved artifact loaded
+            self.ran["compile_origin"] = {"x".join(map(str, k)): v for p in self.engine
+                                          for k, v in p.compile_origin.items()}
 
     def _engine(self):
         cfg = self.cfg

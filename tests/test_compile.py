@@ -67,12 +67,16 @@ def test_gpu_compiled_equals_uncompiled_and_auto_compiles_long_runs(cache, backe
             n += len(ours)
     assert n >= 10 and comp.graph_errors == []
     assert any((cache / "artifacts").glob("*.bin"))  # the compiled backbone, for the next start to load
+    assert set(comp.compile_origin.values()) == {"compiled"} and eager.compile_origin == {}
+    again = PosePipeline(device="cuda", backend=backend, batch_sizes=(16,), compile="default")
+    again(frames)
+    assert set(again.compile_origin.values()) == {"loaded"}  # a later start loads what this one saved
 
 
 def test_a_compiled_backbone_is_saved_then_loaded_and_equals_the_eager_one(cache):
     """On the CPU (Inductor's C++ backend): the first CompiledBackbone of a model traces, compiles and saves
-    its artifact; a second one of the same model loads it; both give the eager outputs. Other weights, or the same weights in
-    another memory layout, are another artifact."""
+    its artifact; a second one of the same model loads it; both give the eager outputs. Other weights, or
+    the same weights in another memory layout, are another artifact."""
     from posefuse.fusion.backbone import load_backbone
 
     bb = load_backbone().eval()
