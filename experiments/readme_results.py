@@ -412,7 +412,7 @@ def _serve() -> list:
     d = _load("serve")
     if not d:
         return []
-    latest = {sec: _latest_with(d["runs"], sec) for sec in ("wall", "jobs", "churn")}
+    latest = {sec: _latest_with(d["runs"], sec) for sec in ("wall", "jobs", "churn", "live")}
     r = {sec: run[sec] for sec, run in latest.items() if run}
     runs = {id(run): run for run in latest.values() if run}.values()
     parts = []
@@ -431,6 +431,12 @@ def _serve() -> list:
         parts.append(f"{c['seconds'] / 60:.0f} minutes of jobs and camera churn ({c['jobs']} jobs, "
                      f"{c['camera_joins']} camera joins): resident memory {c['growth_after_warmup']:+.2%} after "
                      f"warm-up ({c['slope_mib_per_h']:+.1f} MiB/h)")
+    if r.get("live"):
+        v = r["live"]
+        added = ", ".join("none delivered" if x is None else f"{x:.1f} ms" for x in v["added_p99_ms"])
+        worst = "-" if v.get("base_p99_ms_max") is None else f"{v['base_p99_ms_max']:.1f}"
+        parts.append(f"{v['added']} cameras added over HTTP while {v['base']} ran at {v['fps']:.0f} fr/s: their p99 "
+                     f"{added} (the running streams' worst p99 {worst} ms)")
     cmds = "; ".join(f"`{run['command']}` ({run['env'].get('card') or 'CPU'}, {run['env'].get('date')})" for run in runs)
     return ["**posefuse serve** ([results/serve.md](results/serve.md)): " + "; ".join(parts) + f". Measured by {cmds}.",
             ""]

@@ -226,14 +226,17 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
     finally:
         cams.stop()
     rows = [got.get(n, {}) for n in names]
-    p99 = [r.get("latency_ms", {}).get("p99", 0.0) for r in rows]
+    p99 = [r.get("latency_ms", {}).get("p99") if r.get("results") else None for r in rows]  # None: nothing delivered
+    base_p99 = [x for x in p99[:base] if x is not None]
     drops: dict = {}
     for r in rows:
         for why, n in r.get("drops", {}).items():
             drops[why] = drops.get(why, 0) + n
     r = {"base": base, "added": added, "fps": fps, "seconds": seconds, "settle_s": settle_s,
-         "added_p99_ms": p99[base:], "base_p99_ms_median": float(np.median(p99[:base])) if base else None,
-         "base_p99_ms_max": max(p99[:base]) if base else None,
+         "added_p99_ms": p99[base:], "added_results": [r.get("results", 0) for r in rows[base:]],
+         "base_p99_ms_median": float(np.median(base_p99)) if base_p99 else None,
+         "base_p99_ms_max": max(base_p99) if base_p99 else None,
+         "base_without_results": sum(x is None for x in p99[:base]),
          "frames_per_s": sum(x.get("frames_per_s", 0.0) for x in rows),
          "results": sum(x.get("results", 0) for x in rows), "drops": drops,
          "states": {n: x.get("state") for n, x in zip(names, rows) if x.get("state") != "running"}}
@@ -266,9 +269,12 @@ def markdown(runs: list) -> str:
             v = r["live"]
             out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s, then {v['added']} added over HTTP, "
                     f"{v['seconds']:.0f} s: the added streams' p99 "
-                    + ", ".join(f"{x:.1f}" for x in v["added_p99_ms"]) + " ms; the base streams' p99 median "
-                    f"{v['base_p99_ms_median'] or 0:.1f} ms, worst {v['base_p99_ms_max'] or 0:.1f} ms; "
-                    f"{v['frames_per_s']:,.0f} fr/s in all; drops {v['drops'] or 'none'}.", ""]
+                    + ", ".join("none delivered" if x is None else f"{x:.1f} ms" for x in v["added_p99_ms"])
+                    + "; the base streams' p99 median "
+                    + ("-" if v["base_p99_ms_median"] is None else f"{v['base_p99_ms_median']:.1f}") + " ms, worst "
+                    + ("-" if v["base_p99_ms_max"] is None else f"{v['base_p99_ms_max']:.1f}") + " ms"
+                    + (f" ({v['base_without_results']} delivered nothing)" if v.get("base_without_results") else "")
+                    + f"; {v['frames_per_s']:,.0f} fr/s in all; drops {v['drops'] or 'none'}.", ""]
     return "\n".join(out)
 
 
