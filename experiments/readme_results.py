@@ -376,6 +376,13 @@ def _compile() -> list:
             if off and on:
                 per_batch[b] = (off, on, r)
     used, out = [], []
+
+    def ref(run) -> int:
+        """``run``'s number in the list of commands below the figures."""
+        if not any(run is u for u in used):
+            used.append(run)
+        return next(i for i, u in enumerate(used) if u is run) + 1
+
     if per_batch:
         out += ["**Compiled backbone** ([results/compile.md](results/compile.md)), yolo11n-pose fp16, the pipeline "
                 "alone (off and compiled measured in one run):", "",
@@ -383,22 +390,19 @@ def _compile() -> list:
                 "| ---: | ---: | ---: | ---: | --- | --- |"]
         for b in sorted(per_batch, key=lambda b: (b == 1, b)):
             off, on, r = per_batch[b]
-            used += [r] if r not in used else []
             lat = (f"{off['latency_ms_p50']:.2f} / {on['latency_ms_p50']:.2f}" if "latency_ms_p50" in off and
                    "latency_ms_p50" in on else "-")
             out.append(f"| {b} | {off['frames_per_s']:,.0f} | {on['frames_per_s']:,.0f} | "
-                       f"{on['frames_per_s'] / off['frames_per_s']:.2f}x | {lat} | {used.index(r) + 1} |")
+                       f"{on['frames_per_s'] / off['frames_per_s']:.2f}x | {lat} | {ref(r)} |")
     e = _latest_with(runs, "equal")
     if e:
-        used += [e] if e not in used else []
         q = e["equal"]
         out += ["", f"Compiled against uncompiled poses: {q['matched']}/{q['their_detections']} matched, keypoints "
-                f"within {q['keypoint_max_error_px']:.2f} px (run {used.index(e) + 1})."]
+                f"within {q['keypoint_max_error_px']:.2f} px (run {ref(e)})."]
     start = _latest_with(runs, "start")
     if start:
-        used += [start] if start not in used else []
         st = {(r["mode"], r["cache"]): r["process_wall_s"] for r in start["start"]}
-        out += ["", f"A fresh process to its first batch of 64 (run {used.index(start) + 1}): "
+        out += ["", f"A fresh process to its first batch of 64 (run {ref(start)}): "
                 f"{st.get(('off', '-'), 0):.1f} s uncompiled, {st.get(('default', 'cold'), 0):.1f} s compiling cold, "
                 f"{st.get(('default', 'warm'), 0):.1f} s loading the saved artifact."]
     if used:

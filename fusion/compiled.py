@@ -102,6 +102,7 @@ class CompiledBackbone:
         if art_path.exists() and meta_path.exists():
             art = CompiledArtifact.load(path=str(art_path), format="binary")
             names = json.loads(meta_path.read_text())["weights"]
+            weights = [operator.attrgetter(n)(self.backbone) for n in names]
             self.origin[tuple(x.shape)] = "loaded"
         else:
             with torch.inference_mode(False), torch.no_grad():
@@ -120,7 +121,6 @@ class CompiledBackbone:
             tmp.write_text(json.dumps({"weights": names}))
             os.replace(tmp, meta_path)
             self.origin[tuple(x.shape)] = "compiled"
-        weights = [operator.attrgetter(n)(self.backbone) for n in names]
         return lambda inp: art(*weights, inp)[0]
 
 
