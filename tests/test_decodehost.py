@@ -226,6 +226,65 @@ def _indices(src) -> list:
     return out
 
 
+def test_an_ended_streams_decoder_is_torn_down_once_no_stream_of_its_host_reads(processes, tmp_path):
+    """An NVDEC decoder's teardown holds its host's other streams back (results/decode_hosts.md), so the decoders of
+    two short streams wait for the long stream of their host to stop reading: every teardown comes after
+    the long stream's frames half-way through it reached the run (before the wait: at the short streams' ends)."""
+    import threading
+    import time
+
+    log = tmp_path / "teardown.log"
+    hp = processes(gpu_streams_per_process=0)
+    lengths = (8, 8, 300)
+    srcs = [hp.open(f"s{k}", **_sim(frames=n, chunk=4, fps=1e3, teardown_log=str(log))) for k, n in enumerate(lengths)]
+    half = [None]
+    got = [[] for _ in srcs]
+
+    def read(k):
+        for f in srcs[k].frames():
+            got[k].append(f.index)
+            if k == 2 and f.index == lengths[2] // 2:
+                half[0] = time.time()
+            f.release()
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(len(srcs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    deadline = time.time() + 10
+    while time.time() < deadline and (not log.exists() or len(log.read_text().split()) < len(srcs)):
+        time.sleep(0.05)
+    assert got == [list(range(n)) for n in lengths]
+    teardowns = [float(x) for x in log.read_text().split()]
+    assert len(teardowns) == len(srcs) and min(teardowns) > half[0]
+    for s in srcs:
+        s.close()
+
+
+def test_the_outbox_says_sent_only_once_everything_put_is_in_the_pipe():
+    """An ended decoder's teardown waits for ``_Outbox.sent`` (the teardown holds the host back: the last
+    frames its streams lent must be on their way first): when it returns, every item put is in the pipe."""
+    import multiprocessing as mp
+
+    from posefuse.runners.sources.decodehost import TICK_S, _Outbox
+
+    here, there = mp.Pipe()
+    out = _Outbox(there)
+    for k in range(5):
+        out.put(("frame", k))
+        out.put_all([("frame", 10 + k), ("frame", 20 + k)])
+    t0 = time.perf_counter()
+    out.sent(10.0)
+    assert time.perf_counter() - t0 >= TICK_S  # it waited for the sender's turn
+    got = []
+    while here.poll(0):  # already in the pipe: no wait
+        got += here.recv()
+    assert sorted(got) == sorted([("frame", k + d) for k in range(5) for d in (0, 10, 20)])
+    out.sent(1.0)  # nothing left: returns at once
+    here.close()
+
+
 @pytest.mark.parametrize("per_process", [1, 0], ids=["a-process-per-stream", "one-process"])
 def test_a_chunked_stream_gives_its_frames_in_order_rows_back_on_release_and_truncation_named(processes,
                                                                                             per_process):

@@ -53,6 +53,10 @@ ROWS = 8  # OpenCV rows per stream and shape: a 30 fr/s stream at 50 ms holds 2-
 START_TIMEOUT_S = 300.0  # a decode host imports torch and opens its first stream before it answers
 END_WAIT_S = 5.0  # how long close() waits for closed streams to end (a camera's read ends within its STALL_S)
 TICK_S = 0.002  # a frame waits at most this long for its message (counted in its latency: 50 ms budget)
+# An ended stream's decoder waits at most this long for its host's other streams to stop reading before its
+# teardown (StreamRows.keep): the streams of one job end within it; a host that keeps reading (a live run)
+# holds an ended decoder's GPU memory no longer than this
+TEARDOWN_WAIT_S = 2.0
 RETIRE_GAP_S = 0.1  # one retired stream's rows dropped per this gap while a run goes on (results/DECISIONS.md)
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
 # busy thread holds the others, and every frame in flight, for at most that long (results/DECISIONS.md);
@@ -626,23 +630,32 @@ class _Outbox:
 
     def __init__(self, conn):
         self.conn, self.items, self.cv = conn, [], threading.Condition()
+        self.sending = False  # a turn is under way: items taken, not yet sent
         threading.Thread(target=self._run, daemon=True).start()
 
     def put(self, item):
         with self.cv:
             self.items.append(item)
-            self.cv.notify()
+            self.cv.notify_all()
 
     def put_all(self, items: list):
         with self.cv:
             self.items += items
-            self.cv.notify()
+            self.cv.notify_all()
+
+    def sent(self, timeout: float):
+        """Waits until everything put so far has been sent (at most ``timeout`` seconds)."""
+        with self.cv:
+            self.cv.wait_for(lambda: not self.items and not self.sending, timeout)
 
     def _run(self):
         while True:
             with self.cv:
                 while not self.items:
+                    self.sending = False
+                    self.cv.notify_all()  # sent() waiters
                     self.cv.wait()
+                self.sending = True
             time.sleep(TICK_S)  # what the other streams read meanwhile goes in the same message
             with self.cv:
                 items, self.items = self.items, []
@@ -681,6 +694,15 @@ class StreamRows:
     def __init__(self, sid: int, out: "_Outbox", device: str | None, cancel: threading.Event):
         self.sid, self.out, self.device, self.cancel = sid, out, device, cancel
         self.pools: dict = {}  # ("host", shape) or ("chunked", n, shape) -> (key, HostRows or ChunkRows)
+        self.decoder = None  # see keep
+
+    def keep(self, decoder):
+        """Holds ``decoder``, the stream's decoder (a later pass's replaces it), so that its teardown is the
+        host's to time: an NVDEC session's teardown holds back the host's other streams' decoder calls and the
+        sending of what they read (results/decode_hosts.md), so an ended stream's decoder goes once none of
+        its host's streams reads and the host's outbox has sent what they lent (each wait at most
+        TEARDOWN_WAIT_S)."""
+        self.decoder = decoder
 
     def _key(self) -> int:
         return len(self.pools)
@@ -730,11 +752,32 @@ class StreamRows:
         return next((r for (kind, *_), (_, r) in self.pools.items() if kind == "host"), None)
 
 
-class _ChildStream:
-    """One stream in a decode host: its source, its rows and the frames lent to the parent."""
+class _Reading:
+    """How many of a decode host's streams are reading."""
 
-    def __init__(self, m: OpenStream, out: _Outbox, device: str | None):
+    def __init__(self):
+        self.n, self.cv = 0, threading.Condition()
+
+    def add(self, k: int):
+        with self.cv:
+            self.n += k
+            if self.n == 0:
+                self.cv.notify_all()
+
+    def wait_none(self, timeout: float):
+        """Waits until no stream reads, at most ``timeout`` seconds."""
+        with self.cv:
+            self.cv.wait_for(lambda: self.n == 0, timeout)
+
+
+class _ChildStream:
+    """One stream in a decode host: its source, its rows and the frames lent to the parent. ``reading``:
+    the host's count of streams reading (an ended stream's decoder is dropped once it is 0, or
+    TEARDOWN_WAIT_S after the stream's end)."""
+
+    def __init__(self, m: OpenStream, out: _Outbox, device: str | None, reading: _Reading):
         self.sid, self.opener, self.kwargs, self.out, self.paced = m.sid, m.opener, m.kwargs, out, m.paced
+        self.reading = reading
         self.go, self.stop = threading.Event(), threading.Event()
         self.rows = StreamRows(m.sid, out, device, self.stop)
         self.lent: dict = {}  # (key, row) -> Frame
@@ -793,6 +836,7 @@ class _ChildStream:
         error, blocked = None, 0.0
         pace = src.fps if self.paced and not src.camera else None
         t0 = first = None
+        self.reading.add(1)
         try:
             if self.stop.is_set():
                 src.close()
@@ -824,12 +868,18 @@ class _ChildStream:
         except BaseException as e:  # noqa: BLE001
             error = f"source {name}: the decode host failed ({type(e).__name__}: {e})"
         finally:
+            self.reading.add(-1)
             src.close()
+        decoder, self.rows.decoder = self.rows.decoder, None
         counts = dict(src.counts)
         if src.camera:  # a camera the run held back waits in its socket, never a stall: no reconnect
             counts[BLOCKED] = round(blocked, 3)
         out.put(Ended(sid, counts, dict(src.stats), error))
         self.ended.set()
+        if decoder is not None:  # its teardown holds the host back: not while a stream reads or frames wait
+            self.reading.wait_none(TEARDOWN_WAIT_S)
+            out.sent(TEARDOWN_WAIT_S)
+            del decoder
 
 
 def _serve(conn, device: str | None):
@@ -847,12 +897,13 @@ def _serve(conn, device: str | None):
         torch.cuda.set_device(torch.device(device))
 
     out = _Outbox(conn)
+    reading = _Reading()
     streams: dict[int, _ChildStream] = {}
     try:
         while True:
             m = conn.recv()
             if isinstance(m, OpenStream):
-                streams[m.sid] = _ChildStream(m, out, device)
+                streams[m.sid] = _ChildStream(m, out, device, reading)
             elif isinstance(m, Release):
                 for sid, key, row in m.rows:
                     streams[sid].release(key, row)  # a stream stays while it has rows lent

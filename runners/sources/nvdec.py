@@ -99,6 +99,7 @@ def nvdec_stream(path: str, rows, max_frames: int | None, chunk: int, pool: int 
               "output_color_type": nvc.OutputColorType.NATIVE}
         with torch.cuda.device(dev):
             dec = nvc.SimpleDecoder(path, **kw)
+        rows.keep(dec)  # its teardown is the host's to time (decodehost.StreamRows.keep)
         meta = dec.get_stream_metadata()
         declared = len(dec)
     except Exception as e:  # PyNvVideoCodec raises its own exception types (unsupported codec, demux error...)

@@ -209,14 +209,29 @@ def simulated_stream(name: str, frames: int, fps: float, chunk: int, rows, shape
     return ChunkStream(name, buffers, fetch, frames, fp, cancel, (h, w), "nv12", None, frames, stats)
 
 
+class _LoggedTeardown:
+    """A decoder stand-in's session: its teardown appends the time (``time.time()``) to the file ``path``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __del__(self):
+        with open(self.path, "a") as f:
+            f.write(f"{time.time()}\n")
+
+
 def simulated_in_host(rows, name: str, frames: int, fps: float, chunk: int, shape=(432, 768), pool: int | None = None,
                       truncate_at: int | None = None, mark: bool = False, loop: bool = False,
-                      duration_s: float | None = None, rate: float | None = None) -> Source:
+                      duration_s: float | None = None, rate: float | None = None,
+                      teardown_log: str | None = None) -> Source:
     """The decoder stand-in as a decode host's opener (decodehost.DecodeHosts.open): its frames in the
     stream's chunked rows, as NVDEC's are; looping, timed or given a frame rate ``rate`` (what a paced
-    stream is released at) as frame.looping."""
+    stream is released at) as frame.looping. ``teardown_log``: the host keeps a _LoggedTeardown as the
+    stream's decoder (``rows.keep``, as NVDEC's), which logs when it is torn down."""
     h, w = shape
     size = max(pool or 2 * chunk, chunk)
+    if teardown_log:
+        rows.keep(_LoggedTeardown(teardown_log))
     cr = rows.chunked(size, (h * 3 // 2, w))
     return looping(lambda first: chunk_source(simulated_stream(name, frames, fps, chunk, cr, shape, truncate_at, mark)),
                    name, loop, duration_s, rate)
