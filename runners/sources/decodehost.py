@@ -53,9 +53,9 @@ ROWS = 8  # OpenCV rows per stream and shape: a 30 fr/s stream at 50 ms holds 2-
 START_TIMEOUT_S = 300.0  # a decode host imports torch and opens its first stream before it answers
 END_WAIT_S = 5.0  # how long close() waits for closed streams to end (a camera's read ends within its STALL_S)
 TICK_S = 0.002  # a frame waits at most this long for its message (counted in its latency: 50 ms budget)
-# An ended stream's decoder waits at most this long for its host's other streams to stop reading before its
-# teardown (StreamRows.keep): the streams of one job end within it; a host that keeps reading (a live run)
-# holds an ended decoder's GPU memory no longer than this
+# An ended stream's decoder waits at most this long for its host's other streams to stop reading, and as long
+# again for the host's outbox to send what they lent, before its teardown (StreamRows.keep): the streams of one
+# job end within it; a host that keeps reading (a live run) holds an ended decoder's GPU memory about this long
 TEARDOWN_WAIT_S = 2.0
 RETIRE_GAP_S = 0.1  # one retired stream's rows dropped per this gap while a run goes on (results/DECISIONS.md)
 # While a run's threads are up, the GIL changes hands every 1 ms, not every 5 ms (Python's default), so one
