@@ -630,32 +630,33 @@ class _Outbox:
 
     def __init__(self, conn):
         self.conn, self.items, self.cv = conn, [], threading.Condition()
-        self.sending = False  # a turn is under way: items taken, not yet sent
+        self.put_n = self.sent_n = 0  # items put and items sent so far (sent() compares them)
         threading.Thread(target=self._run, daemon=True).start()
 
     def put(self, item):
         with self.cv:
             self.items.append(item)
-            self.cv.notify_all()
+            self.put_n += 1
+            self.cv.notify_all()  # the sender, and any sent() waiters (they wait again)
 
     def put_all(self, items: list):
         with self.cv:
             self.items += items
+            self.put_n += len(items)
             self.cv.notify_all()
 
     def sent(self, timeout: float):
-        """Waits until everything put so far has been sent (at most ``timeout`` seconds)."""
+        """Waits until everything put before this call has been sent (at most ``timeout`` seconds), however
+        much the other streams put meanwhile."""
         with self.cv:
-            self.cv.wait_for(lambda: not self.items and not self.sending, timeout)
+            mark = self.put_n
+            self.cv.wait_for(lambda: self.sent_n >= mark, timeout)
 
     def _run(self):
         while True:
             with self.cv:
                 while not self.items:
-                    self.sending = False
-                    self.cv.notify_all()  # sent() waiters
                     self.cv.wait()
-                self.sending = True
             time.sleep(TICK_S)  # what the other streams read meanwhile goes in the same message
             with self.cv:
                 items, self.items = self.items, []
@@ -663,6 +664,9 @@ class _Outbox:
                 self.conn.send(items)
             except (OSError, ValueError):  # the parent is gone: the process ends through its receiving loop
                 return
+            with self.cv:
+                self.sent_n += len(items)
+                self.cv.notify_all()
 
 
 class ChunkRows:
