@@ -776,8 +776,8 @@ class _Reading:
 
 class _ChildStream:
     """One stream in a decode host: its source, its rows and the frames lent to the parent. ``reading``:
-    the host's count of streams reading (an ended stream's decoder is dropped once it is 0, or
-    TEARDOWN_WAIT_S after the stream's end)."""
+    the host's count of streams reading (an ended stream's decoder is dropped once it is 0 and the outbox
+    has sent what was lent before, each wait at most TEARDOWN_WAIT_S: StreamRows.keep)."""
 
     def __init__(self, m: OpenStream, out: _Outbox, device: str | None, reading: _Reading):
         self.sid, self.opener, self.kwargs, self.out, self.paced = m.sid, m.opener, m.kwargs, out, m.paced
