@@ -629,7 +629,9 @@ class _Outbox:
     TICK_S after its first item, so a message carries many streams' frames."""
 
     def __init__(self, conn):
-        self.conn, self.items, self.cv = conn, [], threading.Condition()
+        lock = threading.Lock()
+        self.conn, self.items, self.cv = conn, [], threading.Condition(lock)  # the sender waits for items
+        self.done = threading.Condition(lock)  # sent() waits for a send
         self.put_n = self.sent_n = 0  # items put and items sent so far (sent() compares them)
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -637,20 +639,20 @@ class _Outbox:
         with self.cv:
             self.items.append(item)
             self.put_n += 1
-            self.cv.notify_all()  # the sender, and any sent() waiters (they wait again)
+            self.cv.notify()
 
     def put_all(self, items: list):
         with self.cv:
             self.items += items
             self.put_n += len(items)
-            self.cv.notify_all()
+            self.cv.notify()
 
     def sent(self, timeout: float):
         """Waits until everything put before this call has been sent (at most ``timeout`` seconds), however
         much the other streams put meanwhile."""
-        with self.cv:
+        with self.done:
             mark = self.put_n
-            self.cv.wait_for(lambda: self.sent_n >= mark, timeout)
+            self.done.wait_for(lambda: self.sent_n >= mark, timeout)
 
     def _run(self):
         while True:
@@ -664,9 +666,9 @@ class _Outbox:
                 self.conn.send(items)
             except (OSError, ValueError):  # the parent is gone: the process ends through its receiving loop
                 return
-            with self.cv:
+            with self.done:
                 self.sent_n += len(items)
-                self.cv.notify_all()
+                self.done.notify_all()
 
 
 class ChunkRows:
