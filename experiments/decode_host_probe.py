@@ -10,6 +10,11 @@ slower or was delivered late).
 
 ``--per``: NVDEC streams per GPU decode host (0: one host for all; default: the checkout's default).
 ``--seconds``: each stream loops its clip for that long (this checkout only), a run long enough to profile.
+``--gpu-load``: while the streams are read, a thread of this process replays the pose pipeline on a batch of
+the clip's frames without pause (as a run's GPU worker does, in this process's CUDA context, which the
+decode hosts' contexts share the GPU with); prints the pipeline's frames/s beside the decoders'. The
+decoders' rate with the load against without it says how much of the end-to-end loss is the GPU's
+sharing between the contexts rather than the machinery.
 Figures: results/decode_hosts.md.
 """
 from __future__ import annotations
@@ -27,6 +32,8 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=64)
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--gpu-load", action="store_true", help="replay the pose pipeline in this process meanwhile")
+    ap.add_argument("--batch", type=int, default=64, help="--gpu-load: the pipeline's batch")
     a = ap.parse_args(argv)
     if a.seconds is not None and a.which == "old":
         ap.error("--seconds: the old checkout's sources do not loop")
@@ -35,6 +42,7 @@ def main(argv=None):
     from posefuse.runners.sources import open_source
     from runners_bench import read_released
 
+    load = GpuLoad(a.clip, a.batch) if a.gpu_load else None
     kw = {}
     if a.which == "new" and a.per is not None:
         from posefuse.runners.sources.decodehost import DecodeHosts
@@ -50,12 +58,17 @@ def main(argv=None):
     kids = [k for k in me.children() if "spawn_main" in " ".join(k.cmdline())]
     cpu = lambda ps: sum(sum(p.cpu_times()[:2]) for p in ps)  # noqa: E731
     c0, p0 = cpu(kids), cpu([me])
+    if load is not None:
+        load.start()
     r = read_released(srcs)
     c1, p1 = cpu(kids), cpu([me])
+    pipe_fps = load.stop() if load is not None else None
     n, wall = r["frames"], r["wall_s"]
     print(f"{a.which} per={a.per} chunk={a.chunk} {os.path.basename(a.clip)}: {n} frames {n / wall:.0f} fr/s; "
           f"children {len(kids)} cpu {(c1 - c0) / n * 1e6:.1f} us/frame ({(c1 - c0) / wall:.2f} cores); "
-          f"parent {(p1 - p0) / n * 1e6:.1f} us/frame", flush=True)
+          f"parent {(p1 - p0) / n * 1e6:.1f} us/frame"
+          + ("" if pipe_fps is None else f"; beside the pipeline replayed at {pipe_fps:.0f} fr/s (batch {a.batch})"),
+          flush=True)
     print("  streams' first and last frame, ms after the start: "
           + ", ".join(f"{1e3 * a_:.0f}-{1e3 * b_:.0f}" for a_, b_ in r["spans_s"]), flush=True)
     time.sleep(0.5)  # the streams' ends (and their stats) come in
@@ -71,6 +84,50 @@ def main(argv=None):
     for s in srcs:
         s.close()
     os._exit(0)  # the decode children end with this process
+
+
+class GpuLoad:
+    """The pose pipeline replayed without pause on a thread of this process: a batch of the clip's NV12
+    frames (decoded once, kept on the GPU), the next batch submitted before the last is read back, as
+    runners_bench.pipeline_alone measures it. Built (and its CUDA graph captured) before the clock."""
+
+    def __init__(self, clip: str, batch: int):
+        import threading
+
+        from posefuse import PosePipeline
+        from posefuse.runners.sources import open_source
+
+        self.pipe, self.batch = PosePipeline(), batch
+        src = open_source(clip, max_frames=batch, decoder="nvdec", chunk=batch)
+        self.frames = []
+        for f in src.frames():
+            self.frames.append(f.image.clone())
+            f.release()
+        src.close()
+        self.pipe.submit(self.frames, "nv12").result()  # capture
+        self.halt, self.n, self.t = threading.Event(), 0, (0.0, 0.0)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        t0, pend = time.perf_counter(), None
+        while not self.halt.is_set():
+            p = self.pipe.submit(self.frames, "nv12")
+            if pend is not None:
+                pend.result()
+                self.n += self.batch
+            pend = p
+        pend.result()
+        self.n += self.batch
+        self.t = (t0, time.perf_counter())
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self) -> float:
+        """Ends the load; its frames/s while it ran."""
+        self.halt.set()
+        self.thread.join()
+        return self.n / (self.t[1] - self.t[0])
 
 
 if __name__ == "__main__":
