@@ -27,7 +27,7 @@ from .concurrent import run_concurrent, signatures, warm_up
 from .config import CONCURRENT, RunConfig
 from .sources import (SourceError, announce, decode_threads, host_decodable, is_network, looping, open_source,
                       video_frames)
-from .sources.decodehost import SWITCH_INTERVAL_S, open_in_process
+from .sources.decodehost import SWITCH_INTERVAL_S, open_cpu_in_host
 from .sources.nvdec import open_in_host
 from .strategies import run_source
 
@@ -212,7 +212,7 @@ class Assembly:
                     if "decoder" not in cfg.chosen:  # asked for: its error is the stream's
                         raise
                     self.notes[s.name] = f"read with OpenCV: {e}"  # its error, if it fails too, is the source's
-            return self._hosts().open(s.name, open_in_process, None, cfg.paced, spec=s.spec,
+            return self._hosts().open(s.name, open_cpu_in_host, None, cfg.paced, spec=s.spec,
                                       reconnect_s=cfg.reconnect_s, threads=self._threads, **common)
 
         def open_from(first):

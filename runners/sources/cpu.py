@@ -1,6 +1,6 @@
 """The sources read on the CPU: one spec (the embedded default clip, an image folder or file, a video file, a
 camera URL) opened with OpenCV. :func:`~posefuse.runners.sources.open_source` and a decode host's opener
-(``decodehost.open_in_process``) both open through :func:`open_cpu`."""
+(``decodehost.open_cpu_in_host``) both open through :func:`open_cpu`."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -24,7 +24,7 @@ as they are read (``arrived``: the read's end).
 
 A stream is opened in its process by an opener, a module-level function called there as
 ``opener(rows, **kwargs) -> Source`` whose frames lie in rows the stream's :class:`StreamRows` made:
-:func:`open_in_process` (OpenCV), ``nvdec.open_in_host`` (NVDEC), ``pool.simulated_in_host`` (a decoder
+:func:`open_cpu_in_host` (OpenCV), ``nvdec.open_in_host`` (NVDEC), ``pool.simulated_in_host`` (a decoder
 stand-in for the CPU tests). NVDEC streams of a device share GPU processes (``gpu_streams_per_process``
 streams each, 0: all in one: each process is a CUDA context, and the GPU time-slices between contexts);
 OpenCV streams spread over up to ``processes`` CPU processes.
@@ -555,13 +555,13 @@ class DecodeHosts:
                 p.end(why)
 
     def open(self, name: str, opener=None, device: str | None = None, paced: bool = False, **kwargs) -> Source:
-        """The stream ``opener(rows, name=name, **kwargs)`` opens (default :func:`open_in_process`: OpenCV),
+        """The stream ``opener(rows, name=name, **kwargs)`` opens (default :func:`open_cpu_in_host`: OpenCV),
         read in a host for ``device`` (the CUDA device an NVDEC stream decodes on; None: a CPU host), as a
         Source named ``name``; ``paced``: its frames are released at its frame rate. Raises SourceError (the
         host's message) when it cannot be opened."""
         st = self._add(name, None if device is None else str(device))
         proc, sid = st.proc, st.sid
-        proc.send(OpenStream(sid, opener or open_in_process, {**kwargs, "name": name}, paced))
+        proc.send(OpenStream(sid, opener or open_cpu_in_host, {**kwargs, "name": name}, paced))
         deadline = time.perf_counter() + START_TIMEOUT_S + (kwargs.get("reconnect_s") or 0)
         while not st.opened.wait(POLL):
             if not proc.proc.is_alive() or time.perf_counter() > deadline:
@@ -611,7 +611,7 @@ def default_decode_hosts() -> DecodeHosts:
     return _DEFAULT
 
 
-def open_in_process(rows: "StreamRows", spec: str | None, name: str, max_frames=None, reconnect_s=None,
+def open_cpu_in_host(rows: "StreamRows", spec: str | None, name: str, max_frames=None, reconnect_s=None,
                     start: int = 0, threads: int = 0, loop: bool = False, duration_s=None, fps=None) -> Source:
     """The CPU opener: the stream a decode host reads (a video file or URL with OpenCV, from frame ``start``,
     its frames in ``rows.host``; an image folder or the embedded clip, its frames sent in their messages),
