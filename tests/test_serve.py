@@ -184,7 +184,7 @@ def test_a_camera_joins_and_leaves_and_the_metrics_count_it(server):
 
 def test_the_status_page_in_a_browser_shows_a_stream_and_its_counts_rising(server, tmp_path):
     """Headless Chromium (Debian's package, which .ci/run installs) loads the page, runs its script and
-    shows the stream's row; a later load shows more results."""
+    shows the stream's row; a later load (within a minute) shows more results."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (.ci/run installs it)")
@@ -198,9 +198,12 @@ def test_the_status_page_in_a_browser_shows_a_stream_and_its_counts_rising(serve
         row = dom[dom.index('data-stream="file"'):]
         return int(row.split('class="results">')[1].split("<")[0])
 
-    first = results_shown()
-    time.sleep(3)
-    assert results_shown() > first >= 0
+    first = later = results_shown()
+    t0 = time.monotonic()
+    while later <= first and time.monotonic() - t0 < 60:  # a loaded 2-core CI machine may run a frame a second
+        time.sleep(1)
+        later = results_shown()
+    assert later > first >= 0
 
 
 def test_sigterm_drains_a_job_to_its_report_and_exits_0(tmp_path):
