@@ -116,8 +116,9 @@ class GpuLoad:
                 pend.result()
                 self.n += self.batch
             pend = p
-        pend.result()
-        self.n += self.batch
+        if pend is not None:
+            pend.result()
+            self.n += self.batch
         self.t = (t0, time.perf_counter())
 
     def start(self):
@@ -127,7 +128,7 @@ class GpuLoad:
         """Ends the load; its frames/s while it ran."""
         self.halt.set()
         self.thread.join()
-        return self.n / (self.t[1] - self.t[0])
+        return self.n / max(self.t[1] - self.t[0], 1e-9)
 
 
 if __name__ == "__main__":

@@ -612,7 +612,7 @@ def default_decode_hosts() -> DecodeHosts:
 
 
 def open_cpu_in_host(rows: "StreamRows", spec: str | None, name: str, max_frames=None, reconnect_s=None,
-                    start: int = 0, threads: int = 0, loop: bool = False, duration_s=None, fps=None) -> Source:
+                     start: int = 0, threads: int = 0, loop: bool = False, duration_s=None, fps=None) -> Source:
     """The CPU opener: the stream a decode host reads (a video file or URL with OpenCV, from frame ``start``,
     its frames in ``rows.host``; an image folder or the embedded clip, its frames sent in their messages),
     looping, timed or with its frame rate replaced as a run asks."""
