@@ -175,12 +175,13 @@ class PoseActor:
         self.warmed: set = set()
         self.calls = 0
         self.crash_once, self.crash_segment = crash_once, tuple(crash_segment) if crash_segment else None
+        self.actor = str(os.getpid())  # outside Ray (a plain call): the process
         try:
             import ray
-
-            self.actor = ray.get_runtime_context().get_actor_id()
-        except Exception:  # noqa: BLE001 - outside Ray (a plain call)
-            self.actor = str(os.getpid())
+        except ImportError:
+            ray = None
+        if ray is not None and ray.is_initialized():  # get_runtime_context() would start a local Ray instance
+            self.actor = ray.get_runtime_context().get_actor_id() or self.actor
 
     def __call__(self, rows: dict) -> dict:
         items = [(str(rows["video"][i]), str(rows["key"][i]), int(rows["segment"][i]), int(rows["start"][i]),

@@ -54,12 +54,19 @@ def _run_collect(device: str, **cfg) -> tuple:
 
 def _actor_poses(device: str, tmp_path, frames: int, batch: int) -> dict:
     """The archive job's actor (posefuse archive's map_batches UDF) on the clip's first ``frames`` frames, in
-    this process: {frame: (boxes, scores, keypoints)} read back from its Parquet file."""
+    this process: {frame: (boxes, scores, keypoints)} read back from its Parquet file. Made and called outside
+    Ray, it starts no Ray instance (one would stay up, with its dashboard, for the rest of the process)."""
     pq = pytest.importorskip("pyarrow.parquet")
     from posefuse.runners.archive import PoseActor, video_key
 
+    try:
+        import ray
+    except ImportError:
+        ray = None
+    was = ray is not None and ray.is_initialized()
     actor = PoseActor(str(tmp_path / "poses"), RunConfig(device=device, batch=batch, decoder="cpu"))
     row, = actor.run_segments([(CLIP, video_key(CLIP), 0, 0, frames)])
+    assert ray is None or ray.is_initialized() == was, "a PoseActor outside Ray started a Ray instance"
     assert row["error"] is None and row["frames"] == frames
     got: dict = {}
     for r in pq.read_table(tmp_path / "poses" / video_key(CLIP) / "000000.parquet").to_pylist():
