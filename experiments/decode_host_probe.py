@@ -94,17 +94,9 @@ class GpuLoad:
     def __init__(self, clip: str, batch: int):
         import threading
 
-        from posefuse import PosePipeline
-        from posefuse.runners.sources import open_source
+        from runners_bench import captured_batch
 
-        self.pipe, self.batch = PosePipeline(), batch
-        src = open_source(clip, max_frames=batch, decoder="nvdec", chunk=batch)
-        self.frames = []
-        for f in src.frames():
-            self.frames.append(f.image.clone())
-            f.release()
-        src.close()
-        self.pipe.submit(self.frames, "nv12").result()  # capture
+        (self.pipe, self.frames), self.batch = captured_batch(clip, batch), batch
         self.halt, self.n, self.t = threading.Event(), 0, (0.0, 0.0)
         self.thread = threading.Thread(target=self._run, daemon=True)
 

@@ -71,11 +71,9 @@ def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
     return {"frames": r["frames"], "wall_s": r["wall_s"], "frames_per_s": r["frames_per_s"], "form": "sources"}
 
 
-def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
-    """The fused pipeline on NV12 frames already on the GPU (decoded once by the NVDEC source, kept):
-    batches of ``batch``, the next submitted before the last is read back."""
-    import torch
-
+def captured_batch(path: str, batch: int):
+    """A PosePipeline and the first ``batch`` NV12 frames of ``path`` (decoded once by the NVDEC source, kept
+    on the GPU), the pipeline's graph for them captured: what :func:`pipeline_alone` replays."""
     from posefuse import PosePipeline
     from posefuse.runners.sources import open_source
 
@@ -87,6 +85,15 @@ def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
         f.release()
     src.close()
     pipe.submit(frames, "nv12").result()  # capture
+    return pipe, frames
+
+
+def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
+    """The fused pipeline on NV12 frames already on the GPU (:func:`captured_batch`): batches of ``batch``,
+    the next submitted before the last is read back."""
+    import torch
+
+    pipe, frames = captured_batch(path, batch)
     pend, n = None, 0
     torch.cuda.synchronize()
     t0 = time.perf_counter()

@@ -36,10 +36,11 @@ class Report:
     steps that ran beside them: the sources opening while the engine loaded); ``ran``: what actually ran
     (device, backend, precision, decoder, compile; with a compiled backbone ``compile_origin``: per input
     shape, 'compiled' by this start or 'loaded' from a start before); ``chosen``: {option: why} for each
-    option the run chose itself (RunConfig 'auto' and unset defaults); ``notes``: {source: how it was read} where that differs from
-    what was asked (a video NVDEC cannot open, read with OpenCV); ``shutdown_s``: seconds per step after
-    the last result (closing the sources, the outputs, the decode hosts); ``warnings``: one line each
-    for what the run did that its user should change (most frames dropped: :func:`drop_warning`)."""
+    option the run chose itself (RunConfig 'auto' and unset defaults); ``notes``: {source: how it was read}
+    where that differs from what was asked (a video NVDEC cannot open, read with OpenCV); ``shutdown_s``:
+    seconds per step after the last result (closing the sources, the outputs, the decode hosts);
+    ``warnings``: one line each for what the run did that its user should change (most frames dropped:
+    :func:`drop_warning`)."""
 
     config: dict
     ran: dict
