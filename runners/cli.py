@@ -112,7 +112,8 @@ def _pipeline_options(a):
     """The options of the decoding and the pipeline, the same for a run and an archive job's actors."""
     a("--decoder", default=AUTO, choices=(AUTO,) + DECODERS,
       help="video decoding: OpenCV (cpu), NVDEC into GPU memory in decode hosts (nvdec), or auto: nvdec "
-           "where PyNvVideoCodec and a GPU are, else cpu (a video NVDEC cannot open is read with OpenCV)")
+           "where PyNvVideoCodec and a GPU are, else cpu (a video NVDEC cannot open is read with OpenCV; a job "
+           "of one short video stream is read with OpenCV, sooner than NVDEC's start)")
     a("--batch", type=int, default=None, help="frames per batch, the dynamic runner's largest (default: 64 on a GPU, "
                                                 "32 on the CPU)")
     a("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")

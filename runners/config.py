@@ -19,6 +19,9 @@ GPU_STREAMS_PER_HOST = 4
 GPU_BATCH, CPU_BATCH = 64, 32  # batch when none is given (results/DECISIONS.md); the CPU's default runner is serial
 FRAME_MIB = 20.0  # GPU memory a frame of a batch holds on the 640x640 canvas, MiB (fp16; see max_batch)
 MAX_WAIT_MS = 10.0  # the dynamic runner's longest wait of a frame for its batch
+# decoder 'auto' with one video stream: NVDEC only from this many 1080p frames (fewer for larger frames), where
+# its run saves more than its start costs (~1.3 s against ~0.62 ms a frame; results/startup.md, 23:13 run)
+ONE_STREAM_NVDEC_FRAMES_1080P = 2100
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
 COMPILE_MODES = ("off", "default", "max-autotune")  # fusion.compiled's (imported lazily: this module stays light)
@@ -53,8 +56,9 @@ class RunConfig:
         duration_s: sources stop after this many seconds of reading, and the run ends once the frames in
             flight finish (default: when the sources end).
         decoder: 'auto' (default: 'nvdec' where PyNvVideoCodec and a GPU run it, else 'cpu'; a video NVDEC
-            cannot open is then read with OpenCV), 'cpu' (OpenCV) or 'nvdec' (video files decoded on the GPU
-            into NV12, in decode hosts).
+            cannot open is then read with OpenCV; a job of one video stream reads it with OpenCV unless it
+            is long and large enough to win NVDEC's start back, ONE_STREAM_NVDEC_FRAMES_1080P), 'cpu'
+            (OpenCV) or 'nvdec' (video files decoded on the GPU into NV12, in decode hosts).
         streams_per_decode_host: NVDEC streams one decode host serves (0: all, one process per GPU;
             1: a process per stream). Default 4 (GPU_STREAMS_PER_HOST; results/DECISIONS.md).
         chunk: NVDEC frames handed to the runner at once (default: ``batch``).
@@ -299,12 +303,47 @@ def _auto_decoder(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
         return "cpu", "no GPU in the run"
     if c.runner == "ultralytics" or c.save_video:
         return "cpu", f"{'the ultralytics runner' if c.runner == 'ultralytics' else 'save_video'} needs BGR host frames"
+    one = _one_video(c)
+    if one is not None and not nvdec_pays_for_one_stream(*one):
+        return "cpu", (f"one video stream of {one[0]} frames of {one[1] / 1e6:.1f} Mpx: NVDEC's start (a decode "
+                       "host) would cost more than it saves (results/startup.md)")
     from .gpuinfo import nvdec_available
 
     why = nvdec_available()
     if why:
         return "cpu", f"NVDEC is not available ({why})"
     return "nvdec", "PyNvVideoCodec and a GPU are here (a video NVDEC cannot open is read with OpenCV)"
+
+
+def nvdec_pays_for_one_stream(frames: int, pixels: int) -> bool:
+    """Whether NVDEC reads a job of one video stream (``frames`` of ``pixels`` each) sooner than OpenCV, its
+    start included: with one stream its run was faster only at 1080p, by a time a frame taken to grow with
+    the pixels, so from ONE_STREAM_NVDEC_FRAMES_1080P frames of 1080p (fewer of larger frames) on."""
+    full_hd = 1920 * 1080
+    return pixels >= full_hd and frames * pixels >= ONE_STREAM_NVDEC_FRAMES_1080P * full_hd
+
+
+def _one_video(c: RunConfig) -> tuple[int, int] | None:
+    """(frames, pixels a frame) of the job's one stream where the job is one bounded read of a local video
+    file (frames: the container's count, capped by ``max_frames``); None for any other job or when the
+    container does not say."""
+    streams = c.streams()
+    if len(streams) != 1 or c.loop or c.paced or c.mode == "live" or c.duration_s is not None:
+        return None
+    spec = streams[0][0]
+    if not spec or "://" in spec or not os.path.isfile(spec):
+        return None
+    import cv2
+
+    cap = cv2.VideoCapture(spec)
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        pixels = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    if n < 1 or pixels < 1:
+        return None
+    return min(n, c.max_frames or n), pixels
 
 
 def _choice(option: str, value, allowed: tuple):

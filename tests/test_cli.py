@@ -208,6 +208,28 @@ def test_auto_choices_are_resolved_said_and_each_has_its_option():
     assert given.chosen == {} and (given.runner, given.batch) == ("serial", 4)
 
 
+def test_auto_decoder_reads_one_short_video_stream_with_opencv():
+    """decoder 'auto' by the job: one bounded video stream too short or too small to win NVDEC's start back is
+    read with OpenCV, and the choice says why; several streams, a looping one or a long 1080p one are not
+    this rule's (on a machine without NVDEC they say so instead)."""
+    from posefuse import RunConfig
+    from posefuse.runners.config import ONE_STREAM_NVDEC_FRAMES_1080P as N, _auto_decoder, nvdec_pays_for_one_stream
+
+    hd = 1920 * 1080
+    assert not nvdec_pays_for_one_stream(N - 1, hd) and nvdec_pays_for_one_stream(N, hd)
+    assert nvdec_pays_for_one_stream(N // 4, 4 * hd) and not nvdec_pays_for_one_stream(100 * N, 768 * 432)
+    clip1080 = helpers.data_path("one-by-one-person-1080p.mp4")
+    for cfg, frames in ((RunConfig(sources=[CLIP]), 1394), (RunConfig(sources=[clip1080]), 600),
+                        (RunConfig(sources=[CLIP], max_frames=64), 64)):
+        decoder, why = _auto_decoder(cfg, gpu_run=True)
+        assert decoder == "cpu" and f"one video stream of {frames} frames" in why, why
+    for cfg in (RunConfig(sources=[CLIP], repeat=2), RunConfig(sources=[CLIP, clip1080]),
+                RunConfig(sources=[clip1080], loop=True), RunConfig(sources=[CLIP], paced=True),
+                RunConfig(sources=[None])):
+        assert "one video stream" not in _auto_decoder(cfg, gpu_run=True)[1]
+    assert _auto_decoder(RunConfig(sources=[CLIP]), gpu_run=False) == ("cpu", "no GPU in the run")
+
+
 def test_cli_prints_what_it_chose(capsys):
     assert main(["run", "--device", "cpu", "--max-frames", "2", "--imgsz", "320", "--no-progress"]) == 0
     out = capsys.readouterr().out
