@@ -317,8 +317,9 @@ def _auto_decoder(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
 
 def nvdec_pays_for_one_stream(frames: int, pixels: int) -> bool:
     """Whether NVDEC reads a job of one video stream (``frames`` of ``pixels`` each) sooner than OpenCV, its
-    start included: with one stream its run was faster only at 1080p, by a time a frame taken to grow with
-    the pixels, so from ONE_STREAM_NVDEC_FRAMES_1080P frames of 1080p (fewer of larger frames) on."""
+    start included. With one stream its run was faster only at 1080p (0.62 ms a frame, results/startup.md);
+    taking that saving to grow with the pixels, NVDEC pays from ONE_STREAM_NVDEC_FRAMES_1080P frames of
+    1080p on, from fewer of larger frames, and never below 1080p."""
     full_hd = 1920 * 1080
     return pixels >= full_hd and frames * pixels >= ONE_STREAM_NVDEC_FRAMES_1080P * full_hd
 

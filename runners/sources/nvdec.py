@@ -8,11 +8,11 @@ for one frame per call, and each frame is copied, on the decoder's stream, into 
 pool before the next call (one device-to-device copy, about 1% of the copy bandwidth at the pipeline's
 rate). The stream orders each copy before the decoder's next work on it, so the host waits for the copies
 once per chunk, before it lends the chunk, not once per frame: beside the run's CUDA context every wait is
-a turn of the GPU's time slicing (end to end 1.31x at 768x432, 1.13x at 1080p: results/DECISIONS.md).
-The decoder's returned frames are held until then. A chunk of frames goes to the runner at once; the decoder runs ahead of the GPU by up to ``pool``
-frames; a row returns to the pool when the runner releases its frame (``Frame.release()``, once the GPU work
-reading it has completed). The stream's rows are made once (``StreamRows.chunked``), so a looping stream's
-passes share them.
+a turn of the GPU's time slicing (end to end 1.31x at 768x432, 1.14x at 1080p: results/DECISIONS.md).
+The decoder's returned frames are held until then. A chunk of frames goes to the runner at once; the
+decoder runs ahead of the GPU by up to ``pool`` frames; a row returns to the pool when the runner releases
+its frame (``Frame.release()``, once the GPU work reading it has completed). The stream's rows are made once
+(``StreamRows.chunked``), so a looping stream's passes share them.
 
 PyNvVideoCodec starts a decoder session lazily, in the first decode call; :func:`prime_decoder` starts it
 at open instead, so a runner's streams start together.
