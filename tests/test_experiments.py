@@ -179,3 +179,17 @@ def test_startup_job_benchmark_smoke(tmp_path):
     assert runs[0]["frames"] == 50 and job["ultralytics"][0]["frames"] == 50
     assert set(runs[0]["startup_s"]) == {"interpreter", "imports", "engine", "sources", "warmup"}
     assert job["ultralytics_over_posefuse"][""] > 0 and "| e: a folder of 50 images |" in (tmp_path / "startup.md").read_text()
+
+
+def test_lap_iterations_counts_both_forms_and_both_solve_as_lap(tmp_path):
+    """experiments/lap_iterations.py on the walking clip (several people): every problem's solution equals
+    lap.lapjv's in both forms, and the rectangular form (track.cu's) takes fewer steps than lap's square
+    extended problem."""
+    clip = helpers.data_path("face-demographics-walking.gif")
+    r = subprocess.run([sys.executable, "experiments/lap_iterations.py", "--clip", clip, "--frames", "35",
+                        "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = json.loads((tmp_path / "lap_iterations.json").read_text())["runs"][-1]
+    assert run["problems"] > 0 and run["same_as_lap"] == {"extended": run["problems"], "rectangular": run["problems"]}
+    assert run["steps"]["rectangular"] < run["steps"]["extended"]
+    assert (tmp_path / "lap_iterations.md").read_text().startswith("# The tracker's assignment, in steps")

@@ -136,20 +136,21 @@ def _kernels():
 
     @cuda.jit(device=True)
     def lap_one(c, n, m, limit, u, v, minv, p, way, used, rowsol):
-        """lap.lapjv(c[:n, :m], extend_cost=True, cost_limit=limit) (track.cu says how): rowsol[r] is the
-        column of row r, or -1."""
+        """lap.lapjv(c[:n, :m], extend_cost=True, cost_limit=limit) as the equivalent rectangular problem, the
+        smaller side as rows (track.cu's lap_one says why): rowsol[r] is the column of row r, or -1."""
         for r in range(n):
             rowsol[r] = -1
         if n == 0 or m == 0:
             return
-        nn = n + m
-        half = 0.5 * limit
+        flip = n > m  # rows: the detections when they are fewer than the tracks
+        a, b = (m, n) if flip else (n, m)
+        nn = a + b
         for j in range(nn + 1):
             u[j] = 0.0
             v[j] = 0.0
             p[j] = 0
             way[j] = 0
-        for i in range(1, nn + 1):  # rows and columns 1..N; p[j]: the row holding column j (0: none)
+        for i in range(1, a + 1):  # rows 1..a, columns 1..a + b; p[j]: the row holding column j (0: none)
             p[0] = i
             j0 = 0
             for j in range(nn + 1):
@@ -164,10 +165,10 @@ def _kernels():
                     if used[j]:
                         continue
                     r, q = i0 - 1, j - 1
-                    if r < n:
-                        cij = np.float64(c[r, q]) if q < m else half
+                    if q < b:  # a pair costs c - limit; a row left unmatched (q >= b) 0
+                        cij = (np.float64(c[q, r]) if flip else np.float64(c[r, q])) - limit
                     else:
-                        cij = half if q < m else 0.0
+                        cij = 0.0
                     cur = cij - u[i0] - v[j]
                     if cur < minv[j]:
                         minv[j] = cur
@@ -188,9 +189,12 @@ def _kernels():
                 j1 = way[j0]
                 p[j0] = p[j1]
                 j0 = j1
-        for j in range(1, m + 1):
-            if 1 <= p[j] <= n:
-                rowsol[p[j] - 1] = j - 1
+        for j in range(1, b + 1):
+            if p[j] >= 1:
+                if flip:
+                    rowsol[j - 1] = p[j] - 1
+                else:
+                    rowsol[p[j] - 1] = j - 1
 
     @cuda.jit
     def kf_predict_f64(mean, cov, tracked):

@@ -15,12 +15,13 @@
 // Association on padded rows: tracks (S, T, 4), dets (S, D, 4) float32 xyxy, n_tracks / n_dets (S,) int32,
 // scores (S, D) float32, cost (S, T, D) float32 (entries past a stream's counts are not read or written).
 // cost: one thread per (stream, track, detection): 1 - IoU, times the score where fused.
-// assign: one warp per stream (a block of 32 lanes) solves the square problem lap.lapjv builds for a cost limit
-// L (n + m rows and columns: the costs, L/2 for a row or column left unmatched, 0 between two of those) by
-// shortest augmenting paths with dual potentials (the Hungarian method, O((n + m)^3)), in float64 as lap does:
-// the optimum is lap's wherever it is unique. The lanes share each step's scan over the columns; the step's
-// minimum is a warp reduction that keeps the serial scan's first minimum, so the result is the serial one's
-// (an exact method, not an auction, which is approximate). match (S, T) int32: each track's detection or -1.
+// assign: one warp per stream (a block of 32 lanes) solves lap.lapjv's problem for a cost limit L (a pair
+// costs c, a row or column left unmatched L/2) as the equivalent rectangular one (a pair costs c - L, a row
+// left unmatched 0; lap_one says why) by shortest augmenting paths with dual potentials (the Hungarian
+// method), in float64 as lap does: the optimum is lap's wherever it is unique. The lanes share each step's
+// scan over the columns; the step's minimum is a warp reduction that keeps the serial scan's first minimum,
+// so the result is the serial one's (an exact method, not an auction, which is approximate). match (S, T)
+// int32: each track's detection or -1.
 // Scratch per stream, W = T + D + 1 entries each: u, v, minv float64; p, way int32; used uint8.
 //
 // oks (ByteTrackConfig.match 'oks'): 1 - OKS of the track's keypoints (those of its last detection, moved
@@ -177,14 +178,17 @@ __device__ LapWork lap_work(double* u, double* v, double* minv, int* p, int* way
 
 // lap.lapjv(c[:n, :m], extend_cost=True, cost_limit=limit), c row-major with row stride ld:
 // rowsol[r] = the column of row r, or -1.
-// First the problem shrinks, exactly: a solution pays c for each pair it matches and limit / 2 for each row
-// and column it leaves unmatched, so a pair with c > limit is never in an optimum (leaving both unmatched
-// costs less), and a row or column with no entry <= limit is unmatched in every optimum. Only the rows and
-// columns with such an entry (rk, ck) go to the solver: in a crowd most tracks are lost ones far from
-// every detection, and the square problem of n + m shrinks to a few tens.
-// Then the lanes share each step's scan over the columns (a column's minv, way and v belong to one lane)
-// and take the step's minimum by lanes_argmin, so every value is the serial loop's, bit for bit; lane 0
-// walks the augmenting path.
+// A solution pays c for each pair it matches and limit / 2 for each row and column it leaves unmatched, so
+// it pays limit * (n + m) / 2 plus (c - limit) for each pair: the same optima as the smallest sum of c - limit
+// over any set of pairs. First the problem shrinks, exactly: a pair with c > limit is never in an optimum, and
+// a row or column with no entry <= limit is unmatched in every optimum; only the rows and columns with such an
+// entry (rk, ck) stay (in a crowd most tracks are lost ones far from every detection). Then the rectangular
+// problem is solved with the smaller side as its a rows, against the other side's b columns plus a columns of
+// cost 0 (a row left unmatched), by shortest augmenting paths with dual potentials (the Hungarian method): a
+// augmentations over a + b columns, where the square problem of lap's extended matrix takes a + b.
+// The lanes share each step's scan over the columns (a column's minv, way and v belong to one lane) and take
+// the step's minimum by lanes_argmin, so every value is the serial loop's, bit for bit; lane 0 walks the
+// augmenting path.
 __device__ void lap_one(const float* c, int ld, int n, int m, double limit, double* u, double* v, double* minv,
                         int* p, int* way, unsigned char* used, int* rk, int* ck, int* rowsol) {
     const int lanes = blockDim.x, l = threadIdx.x;
@@ -204,10 +208,10 @@ __device__ void lap_one(const float* c, int ld, int n, int m, double limit, doub
         return false;
     }, same);
     if (n == 0 || m == 0) return;
-    const int N = n + m;
-    const double half = 0.5 * limit;
+    const bool flip = n > m;  // rows: the kept detections when they are fewer than the kept tracks
+    const int a = flip ? m : n, b = flip ? n : m, N = a + b;
     for (int j = l; j <= N; j += lanes) u[j] = v[j] = 0.0, p[j] = way[j] = 0;
-    for (int i = 1; i <= N; ++i) {  // rows and columns 1..N; p[j]: the row holding column j (0: none)
+    for (int i = 1; i <= a; ++i) {  // rows 1..a, columns 1..N; p[j]: the row holding column j (0: none)
         __syncwarp();
         if (l == 0) p[0] = i;
         int j0 = 0;
@@ -217,13 +221,13 @@ __device__ void lap_one(const float* c, int ld, int n, int m, double limit, doub
             if (l == 0) used[j0] = 1;
             __syncwarp();
             const int i0 = p[j0], r = i0 - 1;
-            const size_t row = r < n ? (size_t)rk[r] * ld : 0;
             double delta = BIG;
             int j1 = 0;
             for (int j = 1 + l; j <= N; j += lanes) {
                 if (used[j]) continue;
                 const int q = j - 1;
-                const double cij = r < n ? (q < m ? (double)c[row + ck[q]] : half) : (q < m ? half : 0.0);
+                const size_t at = q >= b ? 0 : flip ? (size_t)rk[q] * ld + ck[r] : (size_t)rk[r] * ld + ck[q];
+                const double cij = q < b ? (double)c[at] - limit : 0.0;  // q >= b: a row left unmatched
                 const double cur = cij - u[i0] - v[j];
                 if (cur < minv[j]) minv[j] = cur, way[j] = j0;
                 if (minv[j] < delta) delta = minv[j], j1 = j;
@@ -244,8 +248,11 @@ __device__ void lap_one(const float* c, int ld, int n, int m, double limit, doub
         } while (j0);
     }
     __syncwarp();
-    for (int j = 1 + l; j <= m; j += lanes)
-        if (p[j] >= 1 && p[j] <= n) rowsol[rk[p[j] - 1]] = ck[j - 1];
+    for (int j = 1 + l; j <= b; j += lanes)
+        if (p[j] >= 1) {
+            if (flip) rowsol[rk[j - 1]] = ck[p[j] - 1];
+            else rowsol[rk[p[j] - 1]] = ck[j - 1];
+        }
     __syncwarp();
 }
 
