@@ -94,6 +94,7 @@ def rectangular(c: np.ndarray, limit: float):
 
 
 def costs(tracks: np.ndarray, dets: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ByteTrack's fused first-association cost of xyxy boxes: 1 - IoU x the detection's score (float32)."""
     x1 = np.maximum(tracks[:, None, 0], dets[None, :, 0])
     y1 = np.maximum(tracks[:, None, 1], dets[None, :, 1])
     x2 = np.minimum(tracks[:, None, 2], dets[None, :, 2])
