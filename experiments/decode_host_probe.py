@@ -88,30 +88,22 @@ def main(argv=None):
 
 class GpuLoad:
     """The pose pipeline replayed without pause on a thread of this process: a batch of the clip's NV12
-    frames (decoded once, kept on the GPU), the next batch submitted before the last is read back, as
-    runners_bench.pipeline_alone measures it. Built (and its CUDA graph captured) before the clock."""
+    frames (decoded once, kept on the GPU), as runners_bench.pipeline_alone measures it (its
+    :func:`~runners_bench.replay`). Built (and its CUDA graph captured) before the clock."""
 
     def __init__(self, clip: str, batch: int):
         import threading
 
         from runners_bench import captured_batch
 
-        (self.pipe, self.frames), self.batch = captured_batch(clip, batch), batch
-        self.halt, self.n, self.t = threading.Event(), 0, (0.0, 0.0)
+        self.pipe, self.frames = captured_batch(clip, batch)
+        self.halt, self.run = threading.Event(), (0, 0.0)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        t0, pend = time.perf_counter(), None
-        while not self.halt.is_set():
-            p = self.pipe.submit(self.frames, "nv12")
-            if pend is not None:
-                pend.result()
-                self.n += self.batch
-            pend = p
-        if pend is not None:
-            pend.result()
-            self.n += self.batch
-        self.t = (t0, time.perf_counter())
+        from runners_bench import replay
+
+        self.run = replay(self.pipe, self.frames, lambda _: not self.halt.is_set())
 
     def start(self):
         self.thread.start()
@@ -120,7 +112,8 @@ class GpuLoad:
         """Ends the load; its frames/s while it ran."""
         self.halt.set()
         self.thread.join()
-        return self.n / max(self.t[1] - self.t[0], 1e-9)
+        n, wall = self.run
+        return n / max(wall, 1e-9)
 
 
 if __name__ == "__main__":

@@ -88,24 +88,31 @@ def captured_batch(path: str, batch: int):
     return pipe, frames
 
 
-def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
-    """The fused pipeline on NV12 frames already on the GPU (:func:`captured_batch`): batches of ``batch``,
-    the next submitted before the last is read back."""
-    import torch
-
-    pipe, frames = captured_batch(path, batch)
+def replay(pipe, frames: list, going) -> tuple[int, float]:
+    """Submits ``frames`` (NV12, on the GPU) to ``pipe`` again and again while ``going(seconds so far)``, the
+    next batch submitted before the last is read back: (frames run, wall seconds)."""
     pend, n = None, 0
-    torch.cuda.synchronize()
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    while going(time.perf_counter() - t0):
         p = pipe.submit(frames, "nv12")
         if pend is not None:
             pend.result()
-            n += batch
+            n += len(frames)
         pend = p
-    pend.result()
-    n += batch
-    wall = time.perf_counter() - t0
+    if pend is not None:
+        pend.result()
+        n += len(frames)
+    return n, time.perf_counter() - t0
+
+
+def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
+    """The fused pipeline on NV12 frames already on the GPU (:func:`captured_batch`): batches of ``batch``,
+    the next submitted before the last is read back (:func:`replay`)."""
+    import torch
+
+    pipe, frames = captured_batch(path, batch)
+    torch.cuda.synchronize()
+    n, wall = replay(pipe, frames, lambda t: t < seconds)
     return {"frames": n, "wall_s": wall, "frames_per_s": n / wall, "batch": batch}
 
 
