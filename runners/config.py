@@ -331,20 +331,13 @@ def _one_video(c: RunConfig) -> tuple[int, int] | None:
     streams = c.streams()
     if len(streams) != 1 or c.loop or c.paced or c.mode == "live" or c.duration_s is not None:
         return None
-    spec = streams[0][0]
-    if not spec or "://" in spec or not os.path.isfile(spec):
-        return None
-    import cv2
+    from .sources import video_header  # here, not at the top: sources imports this module
 
-    cap = cv2.VideoCapture(spec)
-    try:
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        pixels = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        cap.release()
-    if n < 1 or pixels < 1:
+    head = video_header(streams[0][0])
+    if head is None or head[0] < 1:
         return None
-    return min(n, c.max_frames or n), pixels
+    n, h, w = head
+    return min(n, c.max_frames or n), h * w
 
 
 def _choice(option: str, value, allowed: tuple):
