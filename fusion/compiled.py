@@ -5,11 +5,14 @@ Inductor fuses the backbone's convolutions' epilogues (bias, SiLU, concatenation
 the pipeline's graph then replays them without launch cost: the pipeline alone runs 1.6x as fast at batch
 64, and a frame's latency at batch 1 halves (results/compile.md).
 
-Each input shape compiles once per machine: ``torch.export`` traces the backbone, AOTInductor compiles it
-into a package (a shared library, its kernels' binaries and the weights), saved in :func:`artifacts_dir`
-and named by a digest of everything it depends on (torch's version, the mode, the shape, dtype and device,
-the backbone's modules, weights and code). A later start that finds the package loads it: no Dynamo, no
-lowering and no Triton at run time, only the library and its kernels to load.
+Each input shape compiles once per machine: ``torch.export`` traces the backbone (its weights lifted to
+inputs), ``torch._inductor.standalone_compile`` compiles that graph, and the compiled artifact is saved in
+:func:`artifacts_dir`, named by a digest of everything it depends on (torch's version, the mode, the
+shape, dtype and device, the backbone's modules, weights and code). A later start that finds the artifact
+loads it instead of tracing and compiling: no Dynamo, no lowering, only the generated module and its
+kernels to load. Such a start still takes about 13 s more than an uncompiled one, most of it importing
+torch's compile stack and loading the kernels (results/compile.md); ``torch.compile``'s own caches, which
+retrace the model on every start, took 2-3 s more than that.
 
 Modes (``COMPILE_MODES``): 'off'; 'default' (Inductor's default: no autotuning); 'max-autotune' (Inductor
 benchmarks Triton and cuBLAS choices per layer: far longer to compile). Inductor's own CUDA graphs stay off:
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import operator
 import os
 from pathlib import Path
 
@@ -50,7 +54,7 @@ def artifacts_dir() -> Path:
 
 class CompiledBackbone:
     """``backbone`` (an eval-mode module mapping a (B, 3, H, W) tensor to one tensor) compiled in ``mode``
-    (one of COMPILE_MODES but 'off'), one package per input shape, layout, dtype and device, loaded from
+    (one of COMPILE_MODES but 'off'), one artifact per input shape, layout, dtype and device, loaded from
     :func:`artifacts_dir` where a start before this one compiled it. ``origin`` says, per input shape, where
     its artifact came from: 'compiled' or 'loaded'."""
 
@@ -87,31 +91,37 @@ class CompiledBackbone:
                                           list(x.stride()), str(x.dtype), card]).encode()).hexdigest()[:32]
 
     def _build(self, x):
-        """The compiled function for inputs like ``x``: the AOTInductor package of its shape, loaded where a
-        start before this one saved it, else exported, compiled and saved first."""
+        """The compiled function for inputs like ``x``: loaded when its artifact is saved, else traced,
+        compiled and saved."""
         import torch
+        from torch._inductor import CompiledArtifact, standalone_compile
 
         use_cache_dir()
-        art_path = artifacts_dir() / f"{self._digest(x)}.pt2"
-        origin = "loaded"
-        if not art_path.exists():
-            import torch._inductor  # the compile stack: only where a package is made
-
+        art_path = artifacts_dir() / f"{self._digest(x)}.bin"
+        meta_path = art_path.with_suffix(".json")
+        if art_path.exists() and meta_path.exists():
+            art = CompiledArtifact.load(path=str(art_path), format="binary")
+            names = json.loads(meta_path.read_text())["weights"]
+            weights = [operator.attrgetter(n)(self.backbone) for n in names]
+            self.origin[tuple(x.shape)] = "loaded"
+        else:
             with torch.inference_mode(False), torch.no_grad():
                 ep = torch.export.export(self.backbone, (x,), strict=False)
+                specs = ep.graph_signature.input_specs
+                if specs[-1].kind != torch.export.graph_signature.InputKind.USER_INPUT or any(
+                        s.kind == torch.export.graph_signature.InputKind.USER_INPUT for s in specs[:-1]):
+                    raise RuntimeError("compile: the exported backbone's inputs are not its weights, then the image")
+                names = [s.target for s in specs[:-1]]
+                weights = [operator.attrgetter(n)(self.backbone) for n in names]
+                art = standalone_compile(ep.graph_module, [*weights, x], dynamic_shapes="from_example_inputs",
+                                         options=_OPTIONS[self.mode])
             art_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = art_path.with_name(f"{art_path.stem}.{os.getpid()}.tmp.pt2")
-            torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp),
-                                                     inductor_configs=dict(_OPTIONS[self.mode]))
-            os.replace(tmp, art_path)  # whole or absent: a start beside this one never loads half a package
-            origin = "compiled"
-        # The loader behind torch._inductor.aoti_load_package, called directly: that wrapper imports
-        # torch._inductor and with it Dynamo (1.5 s of a 1.9 s load on a CPU, against 0.1 s here). One runner,
-        # single-threaded: no container pool, whose per-run event record a CUDA graph cannot hold.
-        loader = torch._C._aoti.AOTIModelPackageLoader(str(art_path), "model", True, 1,
-                                                       x.device.index if x.device.type == "cuda" else -1)
-        self.origin[tuple(x.shape)] = origin
-        return lambda inp: loader.boxed_run([inp])[0]
+            art.save(path=str(art_path), format="binary")  # written atomically
+            tmp = meta_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"weights": names}))
+            os.replace(tmp, meta_path)
+            self.origin[tuple(x.shape)] = "compiled"
+        return lambda inp: art(*weights, inp)[0]
 
 
 def compile_backbone(backbone, mode: str) -> CompiledBackbone:

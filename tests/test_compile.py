@@ -66,7 +66,7 @@ def test_gpu_compiled_equals_uncompiled_and_auto_compiles_long_runs(cache, backe
                 assert abs(float(ours.scores[i]) - float(theirs.scores[j])) <= 0.01
             n += len(ours)
     assert n >= 10 and comp.graph_errors == []
-    assert any((cache / "artifacts").glob("*.pt2"))  # the compiled backbone, for the next start to load
+    assert any((cache / "artifacts").glob("*.bin"))  # the compiled backbone, for the next start to load
     assert set(comp.compile_origin.values()) == {"compiled"} and eager.compile_origin == {}
     again = PosePipeline(device="cuda", backend=backend, batch_sizes=(16,), compile="default")
     again(frames)
@@ -86,7 +86,7 @@ def test_a_compiled_backbone_is_saved_then_loaded_and_equals_the_eager_one(cache
         first = compiled.compile_backbone(bb, "default")
         got = first(x)
         assert first.origin == {(1, 3, 64, 96): "compiled"}
-        assert len(list((cache / "artifacts").glob("*.pt2"))) == 1
+        assert len(list((cache / "artifacts").glob("*.bin"))) == 1
         second = compiled.compile_backbone(bb, "default")
         again = second(x)
         assert second.origin == {(1, 3, 64, 96): "loaded"}
@@ -99,13 +99,13 @@ def test_a_compiled_backbone_is_saved_then_loaded_and_equals_the_eager_one(cache
         changed = other(x)
         assert other.origin == {(1, 3, 64, 96): "compiled"}
         assert torch.allclose(changed, bb(x), atol=1e-3, rtol=1e-3)
-    assert len(list((cache / "artifacts").glob("*.pt2"))) == 2
+    assert len(list((cache / "artifacts").glob("*.bin"))) == 2
     bb = bb.to(memory_format=torch.channels_last)  # as the pipeline holds it: 1x1 weights' last stride > 1
     with torch.inference_mode():
         laid = compiled.compile_backbone(bb, "default")
         assert torch.allclose(laid(x), changed, atol=1e-3, rtol=1e-3)
         assert laid.origin == {(1, 3, 64, 96): "compiled"}  # the weights' layout is part of the artifact
-    assert len(list((cache / "artifacts").glob("*.pt2"))) == 3
+    assert len(list((cache / "artifacts").glob("*.bin"))) == 3
     with pytest.raises(ValueError, match=r"^mode: expected one of"):
         compiled.compile_backbone(bb, "off")
 
