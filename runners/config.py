@@ -331,13 +331,29 @@ def _one_video(c: RunConfig) -> tuple[int, int] | None:
     streams = c.streams()
     if len(streams) != 1 or c.loop or c.paced or c.mode == "live" or c.duration_s is not None:
         return None
-    from .sources import video_header  # here, not at the top: sources imports this module
-
     head = video_header(streams[0][0])
     if head is None or head[0] < 1:
         return None
     n, h, w = head
     return min(n, c.max_frames or n), h * w
+
+
+def video_header(spec: str | None) -> tuple[int, int, int] | None:
+    """(frames, height, width) a local file's container declares, read with OpenCV from its header
+    (milliseconds; frames 0 where the container does not count them, 1 for an image); None for URLs, folders
+    and missing files, or where it gives no frame size. The one header probe of a run: decoder auto's
+    one-stream rule, the batch's stream lengths and the announced NVDEC frame shape (runners.sources) read it."""
+    if not spec or "://" in spec or not os.path.isfile(spec):
+        return None
+    import cv2
+
+    cap = cv2.VideoCapture(spec)
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    finally:
+        cap.release()
+    return (max(n, 0), h, w) if h > 0 and w > 0 else None
 
 
 def _choice(option: str, value, allowed: tuple):

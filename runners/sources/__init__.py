@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import DECODERS
+from ..config import DECODERS, video_header
 from .frame import Frame, Source, SourceError, looping
 from .cpu import open_cpu
 from .network import RECONNECT_S, is_network
@@ -71,27 +71,10 @@ def decode_threads(cpu_streams: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, cpu_streams))
 
 
-def video_header(spec: str | None) -> tuple[int, int, int] | None:
-    """(frames, height, width) a local video file's container declares, read with OpenCV from its header
-    (milliseconds; frames 0 where the container does not count them); None for other sources (URLs,
-    folders, images, the default clip) or where it gives no frame size. The one header probe of a run: the batch's stream lengths, the announced NVDEC frame shape and
-    ``decoder auto``'s one-stream rule all read it."""
-    if not host_decodable(spec) or "://" in spec or not Path(spec).is_file():
-        return None
-    import cv2
-
-    cap = cv2.VideoCapture(spec)
-    try:
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-    finally:
-        cap.release()
-    return (max(n, 0), h, w) if h > 0 and w > 0 else None
-
-
 def video_frames(spec: str | None) -> int | None:
-    """The frame count a video file's container declares (:func:`video_header`); None where it does not say."""
-    head = video_header(spec)
+    """The frame count a video file's container declares (config.video_header); None for other sources or
+    where it does not say."""
+    head = video_header(spec) if host_decodable(spec) else None
     return head[0] if head and head[0] else None
 
 
@@ -99,10 +82,10 @@ def announce(spec: str | None, decoder: str) -> tuple | None:
     """((H, W), pixel format) of the frames an NVDEC source of ``spec`` will give, read from the file's
     header (OpenCV, milliseconds) before its decode host has opened it, so a run can capture its graphs
     meanwhile; None for other sources (they open at once) or when the header does not say."""
-    if decoder != "nvdec" or spec in (None, "", DEFAULT_NAME) or is_network(spec):
+    if decoder != "nvdec" or not host_decodable(spec) or is_network(spec):
         return None
     head = video_header(spec)
     return (head[1:], "nv12") if head else None
 
 
-__all__ = ["announce", "decode_threads", "host_decodable", "is_network", "looping", "video_frames", "video_header", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]
+__all__ = ["announce", "decode_threads", "host_decodable", "is_network", "looping", "video_frames", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]
