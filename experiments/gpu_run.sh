@@ -47,9 +47,17 @@ LOG=$OUT/logs
 # posefuse itself: the checkout is the package (setup.py's package_dir), linked in as /tmp/pkg/posefuse
 mkdir -p /tmp/pkg && ln -sfn "$PWD" /tmp/pkg/posefuse
 export PYTHONPATH=/tmp/site:/tmp/pkg POSEFUSE_DATA=$PWD/.offline/data PYTHONUNBUFFERED=1 YOLO_OFFLINE=1 MPLBACKEND=Agg
+# Bytecode cached as on a machine where pip installed the packages (pip compiles them; the image and the
+# --no-compile install above keep none): each module compiles once per machine, in the first process that
+# imports it (the line below, once per machine, for what a run imports), not in every process a start-up
+# figure times.
+unset PYTHONDONTWRITEBYTECODE; export PYTHONPYCACHEPREFIX=/tmp/pycache
+[[ -f /tmp/pycache/.warm ]] || { python3 -c "import torch, torch._dynamo, torch._inductor, cupy, numba.cuda, cv2, ultralytics, \
+  posefuse.runners.cli, posefuse.runners.run, posefuse.fusion.compiled" >/dev/null 2>&1; mkdir -p /tmp/pycache && touch /tmp/pycache/.warm; }
 rc=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-  python3 -c "import torch,cupy,numba,cv2;print('torch',torch.__version__,'cupy',cupy.__version__,'numba',numba.__version__,'cv2',cv2.__version__)"; } >"$LOG/env.txt" 2>&1
+  python3 -c "import torch,cupy,numba,cv2;print('torch',torch.__version__,'cupy',cupy.__version__,'numba',numba.__version__,'cv2',cv2.__version__)"
+  env | grep -E "^PYTHON" | sort; } >"$LOG/env.txt" 2>&1
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1); driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
 pack() { tar czf "$OUT/run.tgz" results experiments/*.ipynb -C "$OUT" logs; }
 step() { pack; echo "== $1 $(date -u +%H:%M:%S)"; }  # pack before each step: a run cut short still returns the rest
