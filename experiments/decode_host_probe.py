@@ -10,9 +10,9 @@ slower or was delivered late).
 
 ``--per``: NVDEC streams per GPU decode host (0: one host for all; default: the checkout's default).
 ``--seconds``: each stream loops its clip for that long (this checkout only), a run long enough to profile.
-``--gpu-load``: while the streams are read, a thread of this process replays the pose pipeline on a batch of
-the clip's frames without pause (as a run's GPU worker does, in this process's CUDA context, which the
-decode hosts' contexts share the GPU with); prints the pipeline's frames/s beside the decoders'. The
+``--gpu-load``: while the streams are read, a process of its own replays the pose pipeline on a batch of
+the clip's frames without pause (as a run's GPU worker does, in a CUDA context beside the decode hosts');
+prints the pipeline's frames/s beside the decoders'. The
 decoders' rate with the load against without it says how much of the end-to-end loss is the GPU's
 sharing between the contexts rather than the machinery.
 Figures: results/decode_hosts.md.
@@ -55,7 +55,8 @@ def main(argv=None):
 
         srcs = [open_nvdec(a.clip, chunk=a.chunk, loop=True, duration_s=a.seconds, **kw) for _ in range(a.streams)]
     me = psutil.Process()
-    kids = [k for k in me.children() if "spawn_main" in " ".join(k.cmdline())]
+    kids = [k for k in me.children() if "spawn_main" in " ".join(k.cmdline())
+            and (load is None or k.pid != load.proc.pid)]  # the decode hosts, not the load
     cpu = lambda ps: sum(sum(p.cpu_times()[:2]) for p in ps)  # noqa: E731
     c0, p0 = cpu(kids), cpu([me])
     if load is not None:
@@ -87,33 +88,42 @@ def main(argv=None):
 
 
 class GpuLoad:
-    """The pose pipeline replayed without pause on a thread of this process: a batch of the clip's NV12
-    frames (decoded once, kept on the GPU), as runners_bench.pipeline_alone measures it (its
-    :func:`~runners_bench.replay`). Built (and its CUDA graph captured) before the clock."""
+    """The pose pipeline replayed without pause in a process of its own: a batch of the clip's NV12 frames
+    (decoded once, kept on the GPU), as runners_bench.pipeline_alone measures it (its
+    :func:`~runners_bench.replay`), built and captured before the clock. A process, not a thread: its own
+    CUDA context beside the decode hosts', as a run's pipeline is, and its own GIL (on a thread of this
+    process the 8 readers' loops held the GIL and the replay ran at 59-357 fr/s, results/decode_hosts.md)."""
 
     def __init__(self, clip: str, batch: int):
-        import threading
+        import multiprocessing as mp
 
-        from runners_bench import captured_batch
-
-        self.pipe, self.frames = captured_batch(clip, batch)
-        self.halt, self.run = threading.Event(), (0, 0.0)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        from runners_bench import replay
-
-        self.run = replay(self.pipe, self.frames, lambda _: not self.halt.is_set())
+        ctx = mp.get_context("spawn")
+        self.ready, self.go, self.halt, self.out = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Queue()
+        self.proc = ctx.Process(target=_replay_process, args=(clip, batch, self.ready, self.go, self.halt, self.out),
+                                daemon=True)
+        self.proc.start()
+        if not self.ready.wait(180):
+            raise SystemExit("--gpu-load: the pipeline's process did not capture its graph within 180 s")
 
     def start(self):
-        self.thread.start()
+        self.go.set()
 
     def stop(self) -> float:
         """Ends the load; its frames/s while it ran."""
         self.halt.set()
-        self.thread.join()
-        n, wall = self.run
+        n, wall = self.out.get(timeout=60)
+        self.proc.join(10)
         return n / max(wall, 1e-9)
+
+
+def _replay_process(clip: str, batch: int, ready, go, halt, out):
+    """GpuLoad's process: capture, say so, wait for the start, replay until halted, send (frames, wall s)."""
+    from runners_bench import captured_batch, replay
+
+    pipe, frames = captured_batch(clip, batch)
+    ready.set()
+    go.wait()
+    out.put(replay(pipe, frames, lambda _: not halt.is_set()))
 
 
 if __name__ == "__main__":
