@@ -12,9 +12,8 @@ slower or was delivered late).
 ``--seconds``: each stream loops its clip for that long (this checkout only), a run long enough to profile.
 ``--gpu-load``: while the streams are read, a process of its own replays the pose pipeline on a batch of
 the clip's frames without pause (as a run's GPU worker does, in a CUDA context beside the decode hosts');
-prints the pipeline's frames/s beside the decoders'. The
-decoders' rate with the load against without it says how much of the end-to-end loss is the GPU's
-sharing between the contexts rather than the machinery.
+prints the pipeline's frames/s beside the decoders'. The decoders' rate with the load against without it
+says how much of the end-to-end loss is the GPU's sharing between the contexts rather than the machinery.
 Figures: results/decode_hosts.md.
 """
 from __future__ import annotations
