@@ -1,9 +1,10 @@
-"""A crowded clip made from the sample footage (the tracking issue's test clip): a 4x4 mosaic of the 768x432
-clip started at 16 offsets spread over it, each tile 480x270, 1920x1080 at the clip's 10 fr/s (ffmpeg's
-xstack); and how many people the pipeline finds in each of its frames. The clip is made where it is asked
-for (never committed: it is derived footage).
+"""Multi-person clips made from the sample footage: mosaics of the 768x432 clip, each tile the clip from its
+own start offset (spread over it), at the clip's 10 fr/s (ffmpeg's xstack): the crowded clip of the tracking
+issue, 4x4 tiles of 480x270 (1920x1080, ~12 people a frame), and the ingest issue's 720p clip, 2x2 tiles
+of 640x360 (1280x720); and how many people the pipeline finds in each frame of a mosaic. A clip is made
+where it is asked for (never committed: it is derived footage).
 
-    python experiments/crowd_clip.py --out /tmp/crowd.mp4 [--frames 600] [--imgsz 640 1280] [--device cpu]
+    python experiments/crowd_clip.py [--mosaic NAME] [--out PATH] [--frames 600] [--imgsz 640 1280] [--device cpu]
                                                                          -> results/crowd.{json,md}
 """
 from __future__ import annotations
@@ -17,27 +18,38 @@ import numpy as np
 
 import harness
 
-TILES = 16  # a 4x4 grid
-TILE = (480, 270)  # w, h: 1920x1080 in all
 FPS = 10
+# name in the data folder -> (tiles a side, tile w, h, H.264 crf): each small enough to travel to a GPU machine
+MOSAICS = {"crowd-mosaic-1080p.mp4": (4, 480, 270, 28), "mosaic-720p.mp4": (2, 640, 360, 26)}
 
 
-def offsets(clip_frames: int, frames: int) -> list[int]:
-    """Start frames of the tiles, spread evenly over the part of the clip a tile can play in full."""
+def offsets(clip_frames: int, frames: int, tiles: int = 16) -> list[int]:
+    """Start frames of ``tiles`` tiles, spread evenly over the part of the clip a tile can play in full."""
     span = max(1, clip_frames - frames)
-    return [k * span // TILES for k in range(TILES)]
+    return [k * span // tiles for k in range(tiles)]
 
 
-def make(out: str | Path, frames: int = 600, crf: int = 23) -> Path:
-    """Write the mosaic (H.264, yuv420p, quality ``crf``) of ``frames`` frames to ``out``; returns its path."""
+def mosaic_path(name: str, frames: int = 600) -> str:
+    """The data folder's mosaic ``name`` (one of MOSAICS), made there first where it is missing (needs ffmpeg)."""
+    p = Path(harness.data_path(name))
+    if not p.exists():
+        side, w, h, crf = MOSAICS[name]
+        make(p, frames, crf=crf, side=side, tile=(w, h))
+    return str(p)
+
+
+def make(out: str | Path, frames: int = 600, crf: int = 23, side: int = 4, tile: tuple = (480, 270)) -> Path:
+    """Write the ``side`` x ``side`` mosaic of ``tile`` (w, h) tiles (H.264, yuv420p, quality ``crf``) of
+    ``frames`` frames to ``out``; returns its path. The defaults make the crowded clip."""
     clip = harness.data_path(harness.CLIP)
-    starts = offsets(1394, frames)
+    tiles = side * side
+    starts = offsets(1394, frames, tiles)
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"]
     for s in starts:
         cmd += ["-ss", f"{s / FPS:.3f}", "-i", clip]
-    scaled = "".join(f"[{k}:v]scale={TILE[0]}:{TILE[1]},setpts=PTS-STARTPTS[v{k}];" for k in range(TILES))
-    inputs = "".join(f"[v{k}]" for k in range(TILES))
-    cmd += ["-filter_complex", f"{scaled}{inputs}xstack=inputs={TILES}:grid=4x4[out]", "-map", "[out]",
+    scaled = "".join(f"[{k}:v]scale={tile[0]}:{tile[1]},setpts=PTS-STARTPTS[v{k}];" for k in range(tiles))
+    inputs = "".join(f"[v{k}]" for k in range(tiles))
+    cmd += ["-filter_complex", f"{scaled}{inputs}xstack=inputs={tiles}:grid={side}x{side}[out]", "-map", "[out]",
             "-frames:v", str(frames), "-r", str(FPS), "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p", str(out)]
     subprocess.run(cmd, check=True)
     return Path(out)
@@ -56,11 +68,14 @@ def people_per_frame(path: str | Path, imgsz: int, device: str | None, frames: i
 
 
 def markdown(runs: list) -> str:
-    out = ["# The crowded clip: people per frame", "",
-           "A 4x4 mosaic of the 768x432 sample clip at 16 start offsets, 1920x1080 (experiments/crowd_clip.py); "
+    out = ["# The mosaics: people per frame", "",
+           "Mosaics of the 768x432 sample clip, each tile from its own start offset (experiments/crowd_clip.py); "
            "people per frame as the default model (yolo11n-pose) finds them.", ""]
     for r in reversed(runs):
         out += harness.run_heading(r)
+        side, w, h, _ = MOSAICS[r.get("mosaic", "crowd-mosaic-1080p.mp4")]
+        out += [f"{r.get('mosaic', 'crowd-mosaic-1080p.mp4')}: {side}x{side} tiles of {w}x{h}, "
+                f"{side * w}x{side * h}.", ""]
         out += ["| imgsz | frames | mean | median | max | frames with none |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
         for c in r["counts"]:
             n = np.array(c["per_frame"])
@@ -71,15 +86,19 @@ def markdown(runs: list) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="where the clip is written (an .mp4)")
+    ap.add_argument("--mosaic", default="crowd-mosaic-1080p.mp4", choices=tuple(MOSAICS))
+    ap.add_argument("--out", default=None, help="where the clip is written (default: the data folder, made there "
+                                                "only where it is missing)")
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--count-frames", type=int, default=200, help="frames whose people are counted")
     ap.add_argument("--imgsz", type=int, nargs="+", default=[640, 1280])
     ap.add_argument("--device", default=None)
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
-    path = make(a.out, a.frames)
-    run = harness.new_run("crowd_clip.py", argv, offsets=offsets(1394, a.frames), frames=a.frames,
+    side, w, h, crf = MOSAICS[a.mosaic]
+    path = mosaic_path(a.mosaic, a.frames) if a.out is None else make(a.out, a.frames, crf, side, (w, h))
+    run = harness.new_run("crowd_clip.py", argv, mosaic=a.mosaic, offsets=offsets(1394, a.frames, side * side),
+                          frames=a.frames,
                           counts=[{"imgsz": s, "per_frame": people_per_frame(path, s, a.device, a.count_frames)}
                                   for s in a.imgsz])
     harness.record(a.out_dir, "crowd", run, markdown)

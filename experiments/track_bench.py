@@ -32,17 +32,20 @@ import numpy as np
 import harness
 
 SAMPLE = "one-by-one-person-detection.mp4"
-CROWD = "crowd-mosaic-1080p.mp4"  # made by crowd_clip.make where it is missing (needs ffmpeg)
+CROWD = "crowd-mosaic-1080p.mp4"  # made by crowd_clip.mosaic_path where it is missing (needs ffmpeg)
 TARGETS = {"e2e_ratio": 0.95, "tracker_over_ultralytics": 50.0, "warm_tracker_s": 0.3}
 
 
 def crowd_path(path: str | None, frames: int) -> str:
-    p = Path(path or harness.data_path(CROWD))
-    if not p.exists():
-        import crowd_clip
+    """``path``, else the data folder's crowded clip; either made first where it is missing (needs ffmpeg)."""
+    import crowd_clip
 
-        crowd_clip.make(p, frames, crf=28)  # 5.6 MB: it travels to a GPU machine with the data
-    return str(p)
+    if path is None:
+        return crowd_clip.mosaic_path(CROWD, frames)
+    if not Path(path).exists():
+        side, w, h, crf = crowd_clip.MOSAICS[CROWD]
+        crowd_clip.make(path, frames, crf=crf, side=side, tile=(w, h))
+    return str(path)
 
 
 def e2e(path: str, streams: int, batch: int, track: bool) -> dict:
