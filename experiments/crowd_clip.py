@@ -1,11 +1,14 @@
-"""Multi-person clips made from the sample footage: mosaics of the 768x432 clip, each tile the clip from its
-own start offset (spread over it), at the clip's 10 fr/s (ffmpeg's xstack): the crowded clip of the tracking
-issue, 4x4 tiles of 480x270 (1920x1080, ~12 people a frame), and the ingest issue's 720p clip, 2x2 tiles
-of 640x360 (1280x720); and how many people the pipeline finds in each frame of a mosaic. A clip is made
-where it is asked for (never committed: it is derived footage).
+"""Clips made from the sample footage (ffmpeg; never committed: derived footage), where they are asked for:
+mosaics of the 768x432 clip, each tile the clip from its own start offset (spread over it), at the clip's
+10 fr/s (ffmpeg's xstack): the crowded clip of the tracking issue, 4x4 tiles of 480x270 (1920x1080, ~12
+people a frame), and the ingest issue's 720p clip, 2x2 tiles of 640x360 (1280x720); and the sample
+re-encoded with two B-frames between references (the exact-frame NVDEC test's third clip). Counts how many
+people the pipeline finds in each frame of a mosaic.
 
     python experiments/crowd_clip.py [--mosaic NAME] [--out PATH] [--frames 600] [--imgsz 640 1280] [--device cpu]
                                                                          -> results/crowd.{json,md}
+    python experiments/crowd_clip.py --make-all      # every derived clip into the data folder (a GPU
+                                                     # machine has no ffmpeg: carry them there)
 """
 from __future__ import annotations
 
@@ -27,6 +30,16 @@ def offsets(clip_frames: int, frames: int, tiles: int = 16) -> list[int]:
     """Start frames of ``tiles`` tiles, spread evenly over the part of the clip a tile can play in full."""
     span = max(1, clip_frames - frames)
     return [k * span // tiles for k in range(tiles)]
+
+
+BFRAMES = "bframes-768x432.mp4"
+
+
+def bframes(out: str | Path) -> Path:
+    """Write the sample clip re-encoded with two B-frames between references (H.264, GOP 48) to ``out``."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", harness.data_path(harness.CLIP), "-c:v", "libx264", "-bf",
+                    "2", "-g", "48", "-crf", "30", "-preset", "veryfast", "-an", str(out)], check=True)
+    return Path(out)
 
 
 def mosaic_path(name: str, frames: int = 600) -> str:
@@ -86,6 +99,7 @@ def markdown(runs: list) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--make-all", action="store_true", help="make every derived clip missing from the data folder")
     ap.add_argument("--mosaic", default="crowd-mosaic-1080p.mp4", choices=tuple(MOSAICS))
     ap.add_argument("--out", default=None, help="where the clip is written (default: the data folder, made there "
                                                 "only where it is missing)")
@@ -95,6 +109,12 @@ def main(argv=None):
     ap.add_argument("--device", default=None)
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
+    if a.make_all:
+        made = [mosaic_path(name, a.frames) for name in MOSAICS]
+        p = Path(harness.data_path(BFRAMES))
+        made.append(str(p if p.exists() else bframes(p)))
+        print("\n".join(made))
+        return 0
     side, w, h, crf = MOSAICS[a.mosaic]
     path = mosaic_path(a.mosaic, a.frames) if a.out is None else make(a.out, a.frames, crf, side, (w, h))
     run = harness.new_run("crowd_clip.py", argv, mosaic=a.mosaic, offsets=offsets(1394, a.frames, side * side),

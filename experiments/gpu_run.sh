@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One full GPU session on the device machine (repo root, .offline/ carried): installs the offline bundle
-# (built with: EXTRA_PKGS="lap==0.5.12" bash ../shared/tools/offline-bundle.sh; RAY=1 adds Ray for the ray step),
+# (built with: EXTRA_PKGS="lap==0.5.12" bash ../shared/tools/offline-bundle.sh; RAY=1 adds Ray for the ray step;
+# the clips made from the sample with: POSEFUSE_DATA=.offline/data python3 experiments/crowd_clip.py --make-all),
 # then runs the steps asked for, in the order given (default: all, in this order):
 #   tests     pytest -m gpu (kernels, pipeline)           -> results/gpu_tests.md (a line appended)
 #   bench     kernel + pipeline (+ runners, track) benchmarks -> results/{kernels,pipeline,runner_benchmarks,track}.{json,md}

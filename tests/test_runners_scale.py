@@ -559,23 +559,19 @@ def test_bad_input_catalogue_in_one_stream_good_frames_go_on(cpu_pipe):
         assert any(reason.startswith(f"cam[{i}]") for reason in mon.drops), (i, dict(mon.drops))
 
 
-BFRAMES = "bframes-768x432.mp4"  # the sample re-encoded with two B-frames between references (ffmpeg, below)
+BFRAMES = "bframes-768x432.mp4"  # the sample re-encoded with two B-frames between references (crowd_clip.bframes)
 
 
 def _bframes_clip(tmp_path_factory) -> str:
     """The B-frame copy of the sample from the data folder, else made here with ffmpeg (skipped without it)."""
     import shutil
-    import subprocess
 
     p = helpers.data_dir() / BFRAMES
     if p.exists():
         return str(p)
     if shutil.which("ffmpeg") is None:
         pytest.skip(f"{BFRAMES} is not in the data folder and ffmpeg is not here to make it")
-    out = tmp_path_factory.mktemp("bframes") / BFRAMES
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", helpers.data_path(CLIP), "-c:v", "libx264", "-bf", "2",
-                    "-g", "48", "-crf", "30", "-preset", "veryfast", "-an", str(out)], check=True)
-    return str(out)
+    return str(helpers.load_experiment("crowd_clip").bframes(tmp_path_factory.mktemp("bframes") / BFRAMES))
 
 
 @pytest.mark.gpu
