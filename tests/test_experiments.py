@@ -193,3 +193,26 @@ def test_lap_iterations_counts_both_forms_and_both_solve_as_lap(tmp_path):
     assert run["problems"] > 0 and run["same_as_lap"] == {"extended": run["problems"], "rectangular": run["problems"]}
     assert run["steps"]["rectangular"] < run["steps"]["extended"]
     assert (tmp_path / "lap_iterations.md").read_text().startswith("# The tracker's assignment, in steps")
+
+
+def test_derived_clips_are_what_their_tests_assume(tmp_path):
+    """crowd_clip's clips, made here (ffmpeg): the B-frame copy holds B-frames (what the exact-frame NVDEC test
+    exists for) and every frame of the sample; a mosaic has its grid's size and frame count."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("ffprobe") is None:
+        pytest.skip("ffmpeg is not here (.ci/run installs it)")
+    crowd_clip = helpers.load_experiment("crowd_clip")
+
+    def probe(path, entries):
+        r = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", *entries, "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, check=True)
+        return r.stdout.split()
+
+    b = crowd_clip.bframes(tmp_path / crowd_clip.BFRAMES)
+    types = probe(b, ["-show_entries", "frame=pict_type"])
+    assert len(types) == 1394 and types.count("B") > 100, (len(types), {t: types.count(t) for t in set(types)})
+    m = crowd_clip.make(tmp_path / "m.mp4", frames=12, side=2, tile=(64, 36))
+    assert probe(m, ["-count_frames", "-show_entries", "stream=width,height,nb_read_frames"]) == ["128,72,12"]
