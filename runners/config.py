@@ -340,8 +340,8 @@ def _one_video(c: RunConfig) -> tuple[int, int] | None:
 
 def video_header(spec: str | None) -> tuple[int, int, int] | None:
     """(frames, height, width) a local file's container declares, read with OpenCV from its header
-    (milliseconds; frames 0 where the container does not count them, 1 for an image); None for URLs, folders
-    and missing files, or where it gives no frame size. The one header probe of a run: decoder auto's
+    (milliseconds; frames 0 where the container does not count them, as for a still image); None for URLs,
+    folders and missing files, or where it gives no frame size. The one header probe of a run: decoder auto's
     one-stream rule, the batch's stream lengths and the announced NVDEC frame shape (runners.sources) read it."""
     if not spec or "://" in spec or not os.path.isfile(spec):
         return None
