@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import numpy as np
 
@@ -142,12 +141,11 @@ def main(argv=None):
             totals[name] += steps
             same_as_lap[name] += sol == want
     s = np.array(sizes)
-    run = {"env": harness.environment(),
-           "command": "python experiments/lap_iterations.py " + " ".join(argv or sys.argv[1:]),
-           "clip": os.path.basename(path), "frames": len(frames), "limit": a.limit, "problems": problems,
-           "mean_tracks_dets_kept": [round(float(x), 2) for x in s.mean(axis=0)] if len(s) else [],
-           "steps": totals, "steps_per_problem": {k: v / max(1, problems) for k, v in totals.items()},
-           "same_as_lap": same_as_lap}
+    run = harness.new_run("lap_iterations.py", argv, clip=os.path.basename(path), frames=len(frames), limit=a.limit,
+                          problems=problems,
+                          mean_tracks_dets_kept=[round(float(x), 2) for x in s.mean(axis=0)] if len(s) else [],
+                          steps=totals, steps_per_problem={k: v / max(1, problems) for k, v in totals.items()},
+                          same_as_lap=same_as_lap)
     print(run)
     harness.record(a.out_dir, "lap_iterations", run, markdown)
 
