@@ -144,10 +144,13 @@ def cuda_median_ms(fn, iters: int = 20, warmup: int = 3) -> float:
 
 
 def decoders_alone(r: dict) -> str:
-    """NVDEC alone as a table cell: threads in one process, and one process per stream when measured."""
+    """NVDEC alone as a table cell: threads in one process, and one process per stream when measured; the
+    NVDEC engines' mean use where it was sampled."""
     cell = f"{r['nvdec_alone']['frames_per_s']:,.0f}"
     if "nvdec_processes_alone" in r:
         cell += f" / {r['nvdec_processes_alone']['frames_per_s']:,.0f} (threads / processes)"
+    if r["nvdec_alone"].get("nvdec_util_mean") is not None:
+        cell += f" (NVDEC {r['nvdec_alone']['nvdec_util_mean']:.0f}%)"
     return cell
 
 

@@ -70,14 +70,18 @@ def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
     """The production NVDEC path without the pipeline: ``streams`` NVDEC sources (``open_source(...,
     decoder='nvdec')``: the checkout's decode hosts or processes, one frame per decoder call, each copied into
     the stream's rows), opened before the clock, read by :func:`read_released`: the ceiling the run's
-    ingest can give."""
+    ingest can give, with the NVDEC engines' mean use meanwhile (near 100: the card's decoders are the limit)."""
+    from posefuse.runners.gpuinfo import UsageSampler
     from posefuse.runners.sources import open_source
 
     srcs = [open_source(path, decoder="nvdec", chunk=chunk) for _ in range(streams)]
+    usage = UsageSampler(period=0.1).start()
     r = read_released(srcs)
+    usage.stop()
     for s in srcs:
         s.close()
-    return {"frames": r["frames"], "wall_s": r["wall_s"], "frames_per_s": r["frames_per_s"], "form": "sources"}
+    return {"frames": r["frames"], "wall_s": r["wall_s"], "frames_per_s": r["frames_per_s"], "form": "sources",
+            "nvdec_util_mean": (usage.summary().get("nvdec_util_percent") or {}).get("mean")}
 
 
 def captured_batch(path: str, batch: int):
@@ -212,6 +216,7 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
             "frames_outside_pinned_rows": summed("host_rows.new_arrays"),
             "latency_ms": r["latency_ms"], "drops": r["drops"],
             "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
+            "nvdec_util_mean": (r.get("usage") or {}).get("nvdec_util_percent", {}).get("mean"),
             "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean"),
             "thread_s": r.get("runner_thread_s"), "wall_s": r.get("wall_s"), "failed": rep.failed,
             "reconnects": summed("network.reconnects"), "frames_before_start": summed("network.frames_before_start"),
@@ -383,17 +388,19 @@ def markdown(runs: list) -> str:
                              f"({r['best_runner']}) | {r['e2e_over_bound']:.2f} | {r['limited_by']} | "
                              f"{r['predict_serial']['frames_per_s']:.1f} | {r['e2e_over_predict_serial']:.1f}x |")
             lines.append("")
-            lines += ["| clip | runner | fr/s (median) | every run fr/s | p50 ms | p99 ms | GPU util % | CPU % |",
-                      "|---|---|---|---|---|---|---|---|"]
+            lines += ["| clip | runner | fr/s (median) | every run fr/s | p50 ms | p99 ms | GPU util % | NVDEC util % "
+                      "| CPU % |", "|---|---|---|---|---|---|---|---|---|"]
             for label, r in run["e2e"].items():
                 for name, rep in r["runners"].items():
                     u = rep.get("usage") or {}
                     gu = (u.get("gpu_util_percent") or {}).get("mean")
+                    du = (u.get("nvdec_util_percent") or {}).get("mean")
                     cpu = (u.get("cpu_percent") or {}).get("mean")
                     every = ", ".join(f"{x:.0f}" for x in rep.get("repeats_frames_per_s", [rep["frames_per_s"]]))
                     lines.append(f"| {label} | {name} | {rep['frames_per_s']:.0f} | {every} | "
                                  f"{rep['latency_ms']['p50']:.1f} | {rep['latency_ms']['p99']:.1f} | "
-                                 f"{gu if gu is None else round(gu)} | {cpu if cpu is None else round(cpu)} |")
+                                 f"{gu if gu is None else round(gu)} | {du if du is None else round(du)} | "
+                                 f"{cpu if cpu is None else round(cpu)} |")
             lines.append("")
         if "realtime" in run:
             rt = run["realtime"]

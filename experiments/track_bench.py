@@ -56,6 +56,7 @@ def e2e(path: str, streams: int, batch: int, track: bool) -> dict:
     r = rep.overall
     return {"track": track, "frames": r["results"], "frames_per_s": r["frames_per_s"], "wall_s": r.get("wall_s"),
             "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
+            "nvdec_util_mean": (r.get("usage") or {}).get("nvdec_util_percent", {}).get("mean"),
             "startup_s": rep.startup_s, "failed": rep.failed, "drops": r["drops"]}
 
 

@@ -1,5 +1,5 @@
-"""GPU and host usage sampling for the PerformanceMonitor: NVML (``nvidia-ml-py``) utilization and memory
-per GPU, psutil CPU and resident memory of this process. Both are optional: without them the fields are None.
+"""GPU and host usage sampling for the PerformanceMonitor: NVML (``nvidia-ml-py``) utilization, NVDEC
+engine utilization and memory per GPU, psutil CPU and resident memory of this process. Both are optional: without them the fields are None.
 
 A background thread samples every ``period`` seconds; ``summary()`` gives mean/max per quantity.
 """
@@ -38,13 +38,14 @@ def gpu_indices_in_use() -> list[int] | None:
 
 
 class UsageSampler:
-    """Samples GPU utilization (%), GPU memory used (MiB, whole device, NVML), CPU (% of one core) and
+    """Samples GPU utilization (%), NVDEC engine utilization (%: the video decoders' busy share, what
+    says whether an NVDEC run is decoder-bound), GPU memory used (MiB, whole device, NVML), CPU (% of one core) and
     resident memory (MiB; ``rss_children_mib`` the children's part) of this process and its child
     processes (the decode hosts; shared rows count in each process that maps them) every
     ``period`` seconds in a daemon thread, folded into a count, sum and maximum per quantity as they come:
     constant memory however long the run (a day's samples kept as dicts would be ~170 MB)."""
 
-    QUANTITIES = {"gpu_util": lambda v: sum(v) / len(v), "gpu_mem_mib": sum, "cpu_percent": float, "rss_mib": float}
+    QUANTITIES = {"gpu_util": lambda v: sum(v) / len(v), "nvdec_util": lambda v: sum(v) / len(v), "gpu_mem_mib": sum, "cpu_percent": float, "rss_mib": float}
 
     def __init__(self, period: float = 0.25, gpus: list[int] | None = None):
         self.period = period
@@ -66,14 +67,19 @@ class UsageSampler:
     def sample(self) -> dict:
         s = {"t": time.perf_counter()}
         if self._handles:
-            util, mem = [], []
+            util, dec, mem = [], [], []
             for _i, h in self._handles:
                 try:
-                    util.append(self._nvml.nvmlDeviceGetUtilizationRates(h).gpu)
-                    mem.append(self._nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20)
+                    u = self._nvml.nvmlDeviceGetUtilizationRates(h).gpu
+                    d = self._nvml.nvmlDeviceGetDecoderUtilization(h)[0]  # (percent, sampling period us)
+                    m = self._nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20
                 except Exception:  # a transient NVML error: skip this GPU's sample
                     continue
+                util.append(u)
+                dec.append(d)
+                mem.append(m)
             s["gpu_util"] = util
+            s["nvdec_util"] = dec
             s["gpu_mem_mib"] = mem
         if self._proc is not None:
             try:
@@ -144,7 +150,8 @@ class UsageSampler:
             n, total, top = folded.get(key, (0, 0.0, None))
             return {"mean": total / n if n else None, "max": top}
 
-        return {"samples": count, "gpu_util_percent": agg("gpu_util"), "gpu_mem_used_mib": agg("gpu_mem_mib"),
+        return {"samples": count, "gpu_util_percent": agg("gpu_util"), "nvdec_util_percent": agg("nvdec_util"),
+                "gpu_mem_used_mib": agg("gpu_mem_mib"),
                 "gpus_sampled": [i for i, _ in self._handles], "cpu_percent": agg("cpu_percent"),
                 "rss_mib": agg("rss_mib")}
 

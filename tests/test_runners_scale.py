@@ -224,11 +224,12 @@ def test_usage_sampler_folds_samples_into_constant_memory():
 
     u = UsageSampler(gpus=[])
     for cpu, rss, util in [(0.0, 100.0, [10, 30]), (50.0, 300.0, [50, 70]), (10.0, 200.0, [])]:
-        u.fold({"cpu_percent": cpu, "rss_mib": rss, "gpu_util": util})
+        u.fold({"cpu_percent": cpu, "rss_mib": rss, "gpu_util": util, "nvdec_util": [x // 10 for x in util]})
     s = u.summary()
     assert s["samples"] == 3 and s["cpu_percent"] == {"mean": 20.0, "max": 50.0}  # the 0% sample counts
     assert s["rss_mib"] == {"mean": 200.0, "max": 300.0}
     assert s["gpu_util_percent"] == {"mean": 40.0, "max": 60.0}  # mean over GPUs, then over samples
+    assert s["nvdec_util_percent"] == {"mean": 4.0, "max": 6.0}
     assert s["gpu_mem_used_mib"] == {"mean": None, "max": None}
     assert not hasattr(u, "samples")  # nothing kept per sample
 
