@@ -66,34 +66,63 @@ def pipeline(frames, modes, batches, calls: int = 30) -> list:
 
 
 _START = """
-import json, time, torch
+import json, time
+import torch
 t0 = time.perf_counter()
 from posefuse import PosePipeline
 p = PosePipeline(device="cuda", backend="cupy", precision="fp16", batch_sizes=(64,), compile={mode!r})
 t1 = time.perf_counter()
+prof = None
+if {profile!r}:
+    import cProfile
+    prof = cProfile.Profile()
+    prof.enable()
 p.warmup((432, 768), 64, device_frames=True)
 torch.cuda.synchronize()
-print(json.dumps({{"build_s": t1 - t0, "capture_s": time.perf_counter() - t1, "compile": p.compile}}))
+t2 = time.perf_counter()
+top = []
+if prof is not None:
+    import pstats
+    prof.disable()
+    st = pstats.Stats(prof)
+    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][3])[:{profile!r}]
+    top = [[f"{{k[0].rsplit('site-packages/', 1)[-1]}}:{{k[1]}}({{k[2]}})", round(v[3], 3)] for k, v in rows]
+print(json.dumps({{"build_s": t1 - t0, "capture_s": t2 - t1, "compile": p.compile,
+                  "end": time.time(), "profile": top}}))
 """
 
 
-def start(modes) -> list:
+def start(modes, warm_env=(), profile: int = 0) -> list:
+    """One fresh process per row (cold: an empty cache; warm: the cache the cold one filled), then for each
+    compiled mode one more warm row per ``warm_env`` setting (KEY=VALUE, e.g. TORCHINDUCTOR_COMPILE_THREADS=1)
+    and, with ``profile`` > 0, a warm row whose capture runs under cProfile (its top ``profile`` functions by
+    cumulative seconds; its times carry the profiler's cost). A row splits the process's wall: the
+    interpreter and torch's import, the pipeline's build, the capture (bs64), and the exit (the process's
+    atexit work, Inductor's among it)."""
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "POSEFUSE_CACHE": cache}
         env.pop("TORCHINDUCTOR_CACHE_DIR", None)
         for mode in modes:
-            for state in (("cold", "warm") if mode != "off" else ("-",)):
+            states = [("cold", {}), ("warm", {})] if mode != "off" else [("-", {})]
+            if mode != "off":
+                states += [(f"warm, {kv}", dict([kv.split("=", 1)])) for kv in warm_env]
+                states += [("warm, profiled", {})] if profile else []
+            for state, extra in states:
                 t = time.perf_counter()
-                r = subprocess.run([sys.executable, "-c", _START.format(mode=mode)], capture_output=True, text=True,
-                                   env=env)
-                wall = time.perf_counter() - t
+                code = _START.format(mode=mode, profile=profile if state == "warm, profiled" else 0)
+                r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, **extra})
+                wall, t_end = time.perf_counter() - t, time.time()
                 if r.returncode:
                     raise SystemExit(r.stderr[-2000:])
-                row = {"mode": mode, "cache": state, "process_wall_s": wall,
-                       **json.loads(r.stdout.strip().splitlines()[-1])}
+                out = json.loads(r.stdout.strip().splitlines()[-1])
+                exit_s = t_end - out.pop("end")
+                row = {"mode": mode, "cache": state, "process_wall_s": wall, **out, "exit_s": exit_s,
+                       "interpreter_and_torch_s": wall - exit_s - out["build_s"] - out["capture_s"]}
                 rows.append(row)
-                print(row, flush=True)
+                print({k: v for k, v in row.items() if k != "profile"}, flush=True)
+                for name, cum in row["profile"][:12]:
+                    print(f"   {cum:7.3f} s  {name}", flush=True)
     return rows
 
 
@@ -121,10 +150,19 @@ def markdown(runs: list) -> str:
                     f"{'%.2f' % x['latency_ms_p50'] if 'latency_ms_p50' in x else '-'} |" for x in r["pipeline"]]
             out.append("")
         if r.get("start"):
-            out += ["| mode | cache | process wall s | build s | capture s (bs64) |", "|---|---|---:|---:|---:|"]
-            out += [f"| {x['mode']} | {x['cache']} | {x['process_wall_s']:.1f} | {x['build_s']:.1f} | "
-                    f"{x['capture_s']:.1f} |" for x in r["start"]]
+            def s(x, k):
+                return f"{x[k]:.1f}" if x.get(k) is not None else "-"
+
+            out += ["| mode | cache | process wall s | interpreter and torch s | build s | capture s (bs64) | exit s |",
+                    "|---|---|---:|---:|---:|---:|---:|"]
+            out += [f"| {x['mode']} | {x['cache']} | {s(x, 'process_wall_s')} | {s(x, 'interpreter_and_torch_s')} | "
+                    f"{s(x, 'build_s')} | {s(x, 'capture_s')} | {s(x, 'exit_s')} |" for x in r["start"]]
             out.append("")
+            for x in r["start"]:
+                if x.get("profile"):
+                    out += [f"Capture of the {x['mode']} / {x['cache']} row by cumulative seconds (cProfile):", ""]
+                    out += [f"- {cum:.2f} s `{name}`" for name, cum in x["profile"]]
+                    out.append("")
         if r.get("equal"):
             e = r["equal"]
             out += [f"Compiled against uncompiled, 64 frames: {e['matched']}/{e['their_detections']} matched at "
@@ -138,6 +176,10 @@ def main(argv=None):
     ap.add_argument("--batches", nargs="+", type=int, default=[64, 256, 1])
     ap.add_argument("--modes", nargs="+", default=["off", "default"])
     ap.add_argument("--only", nargs="+", choices=("pipeline", "start", "equal"), default=None)
+    ap.add_argument("--warm-env", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="start: one more warm row per setting, each in its own process's environment")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="start: one more warm row, its capture profiled (the top N functions by cumulative time)")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
     import torch
@@ -150,7 +192,7 @@ def main(argv=None):
     if "pipeline" in sections:
         run["pipeline"] = pipeline(frames, a.modes, a.batches)
     if "start" in sections:
-        run["start"] = start(a.modes)
+        run["start"] = start(a.modes, a.warm_env, a.profile)
     harness.record(a.out_dir, "compile", run, markdown)
 
 
