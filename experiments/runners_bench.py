@@ -183,12 +183,13 @@ def opencv_alone(path: str, threads: int, seconds: float = 3.0) -> dict:
 
 
 def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, decoder: str = "cpu",
-             network: bool = False) -> dict:
+             network: bool = False, per_host: int | None = None) -> dict:
     """``s`` live 30 fr/s streams of the looping clip for ``seconds`` through ``posefuse.run``, decoded by
     ``decoder`` ('cpu': OpenCV, host frames, as network cameras are read; 'nvdec'); ``network``: each
     stream a camera on loopback (ffmpeg serving the clip at 30 fr/s over HTTP, cameras.py) instead of the
     file released at 30 fr/s. With the run's thread split (seconds per activity, summed over the threads of
-    each kind) and the frames decoded outside the sources' pinned rows."""
+    each kind) and the frames decoded outside the sources' pinned rows. ``per_host``: NVDEC streams a decode
+    host serves (0: one host; None: the run's default)."""
     from posefuse import RunConfig, run
 
     if network:
@@ -204,9 +205,10 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
         # checkouts up to 795c01f (measured beside this one as .old) call the pace option ``realtime``
         fields = {f.name for f in dataclasses.fields(RunConfig)}
         pace = {"paced": True} if "paced" in fields else {"realtime": True}
+        hosts = {} if per_host is None else {"streams_per_decode_host": per_host}
         rep = run(RunConfig(sources=[path], repeat=s, runner="dynamic", decoder=decoder, batch=batch,
                             max_wait_ms=max_wait_ms, fps=30.0, loop=True, duration_s=seconds, progress=False,
-                            **pace, **PIPELINE))
+                            **pace, **hosts, **PIPELINE))
     r = rep.overall
 
     def summed(count: str):  # a source count (Source.counts) summed over the streams
@@ -248,6 +250,8 @@ def main():
     ap.add_argument("--realtime-clips", default="768x432", help="realtime: comma list of: " + ", ".join(CLIPS))
     ap.add_argument("--realtime-decoder", default="cpu", choices=("cpu", "nvdec"),
                     help="realtime: 'cpu' (OpenCV, host frames, as cameras are read) or 'nvdec'")
+    ap.add_argument("--realtime-per-host", type=int, default=None,
+                    help="realtime, nvdec: NVDEC streams per decode host (0: one host; default: the run's)")
     ap.add_argument("--checkout", default="", help="the commit of the code measured when it is not this checkout "
                     "(an old one imported first: gpu_run.sh oldrunners); the README leaves such runs out")
     ap.add_argument("--realtime-network", action="store_true",
@@ -309,7 +313,8 @@ def main():
             _write(run, a.out_dir)
     if "realtime" in only:
         run["realtime"] = {"max_wait_ms": 10.0, "batch": 64, "seconds": a.seconds, "repeats": a.realtime_repeats,
-                           "decoder": a.realtime_decoder, "network": a.realtime_network, "clips": {}}
+                           "decoder": a.realtime_decoder, "network": a.realtime_network, "clips": {},
+                           "streams_per_decode_host": a.realtime_per_host}
         for label in a.realtime_clips.split(","):
             path, rows = clip_path(label), []
             if a.realtime_decoder == "cpu":
@@ -318,7 +323,8 @@ def main():
                 print("opencv alone", label, alone, flush=True)
             for s in (int(x) for x in a.realtime_s.split(",")):
                 reps = [realtime(path, s, a.seconds, max_wait_ms=10.0, batch=64, decoder=a.realtime_decoder,
-                                 network=a.realtime_network) for _ in range(a.realtime_repeats)]
+                                 network=a.realtime_network, per_host=a.realtime_per_host)
+                        for _ in range(a.realtime_repeats)]
                 held = harness.realtime_held(reps)
                 rows.append({"streams": s, "held": held, "runs": reps})
                 print("realtime", label, s, "streams: p99", [f"{r['latency_ms']['p99']:.1f} ms" for r in reps],
@@ -406,7 +412,9 @@ def markdown(runs: list) -> str:
             rt = run["realtime"]
             for label, c in harness.realtime_clips(rt).items():
                 what = "cameras on loopback (ffmpeg, HTTP), " if rt.get("network") else ""
-                lines += [f"Real time, {label}, {what}decoded by {DECODED[rt.get('decoder', 'cpu')]} (dynamic runner, batch "
+                per = rt.get("streams_per_decode_host")
+                hosts = "" if per is None else (", one decode host" if per == 0 else f", {per} streams per decode host")
+                lines += [f"Real time, {label}, {what}decoded by {DECODED[rt.get('decoder', 'cpu')]}{hosts} (dynamic runner, batch "
                           f"{rt['batch']}, max wait {rt['max_wait_ms']} ms, "
                           f"{rt['seconds']} s per run, {rt.get('repeats', 1)} run(s) per S): largest S held (every run: p99 "
                           f"<= 50 ms, no drop, >= 95% of the offered frames/s): **{c.get('max_streams_p99_le_50ms', '-')}**", "",
