@@ -153,7 +153,7 @@ def _runners() -> list:
                          for S in sorted(rows))
         out += ["", f"Paced streams, {label} (dynamic runner, 30 fr/s streams, the p99 of each run; {day[0]}, "
                 f"{day[1]}): {text}; largest S held (every run: p99 <= 50 ms, no drop, >= 95% of the offered "
-                f"frames/s): {max(held) if held else 'none measured'}."]
+                f"frames/s): {max(held) if held else 'none of those measured'}."]
     for pred, what in ((lambda r: "multigpu" in r and r["streams"] == 8, "the same 8 NVDEC streams"),
                        (lambda r: "multigpu" in r and r["streams"] != 8, None)):
         run = last(pred)

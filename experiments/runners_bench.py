@@ -362,11 +362,15 @@ def _write(run: dict, out_dir: str):
 
 def latest_runs(runs: list) -> list:
     """The runs the page shows, newest first: of the code measured as it stands (no ``checkout``), the latest
-    with e2e figures, the latest with real-time rows and the latest two with multi-GPU rows (a run holding
-    several counts once); and the latest old checkout's real-time run, the comparison made beside it."""
+    with e2e figures, the latest with real-time rows per decoder and the latest two with multi-GPU rows (a
+    run holding several counts once); and the latest old checkout's real-time run, the comparison made
+    beside it."""
     picked = []
-    for kind, n in (("e2e", 1), ("realtime", 1), ("multigpu", 2)):
+    for kind, n in (("e2e", 1), ("multigpu", 2)):
         picked += [r for r in runs if kind in r and not r.get("checkout")][-n:]
+    for decoder in ("cpu", "nvdec"):
+        picked += [r for r in runs if "realtime" in r and not r.get("checkout")
+                   and r["realtime"].get("decoder", "cpu") == decoder][-1:]
     picked += [r for r in runs if "realtime" in r and r.get("checkout")][-1:]
     unique = {id(r): r for r in picked}.values()
     return sorted(unique, key=lambda r: r["env"].get("date", ""), reverse=True)
