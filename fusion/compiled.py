@@ -10,9 +10,9 @@ inputs), ``torch._inductor.standalone_compile`` compiles that graph, and the com
 :func:`artifacts_dir`, named by a digest of everything it depends on (torch's version, the mode, the
 shape, dtype and device, the backbone's modules, weights and code). A later start that finds the artifact
 loads it instead of tracing and compiling: no Dynamo, no lowering, only the generated module and its
-kernels to load. Such a start still takes about 13 s more than an uncompiled one, most of it importing
-torch's compile stack and loading the kernels (results/compile.md); ``torch.compile``'s own caches, which
-retrace the model on every start, took 2-3 s more than that.
+kernels to load. Such a start still takes 5.5 s more than an uncompiled one, 3.5 s of it in the first
+capture (results/compile.md, 2026-12-07 02:17); ``torch.compile``'s own caches, which retrace the model on
+every start, took 2-3 s more than the artifact.
 
 Modes (``COMPILE_MODES``): 'off'; 'default' (Inductor's default: no autotuning); 'max-autotune' (Inductor
 benchmarks Triton and cuBLAS choices per layer: far longer to compile). Inductor's own CUDA graphs stay off:
