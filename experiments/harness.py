@@ -93,6 +93,13 @@ def new_run(script: str, argv, **fields) -> dict:
     return {"env": environment(), "command": f"python experiments/{script} " + " ".join(args), **fields}
 
 
+def under_mps() -> bool:
+    """Whether this process's CUDA work goes through an MPS server: CUDA_MPS_PIPE_DIRECTORY names a folder
+    holding a control daemon's pipe (gpu_run.sh's mps step starts one there)."""
+    pipe = os.environ.get("CUDA_MPS_PIPE_DIRECTORY")
+    return bool(pipe) and (Path(pipe) / "control").exists()
+
+
 def run_heading(run: dict, extra: str = "") -> list:
     """The markdown lines that head one run: date, card, driver and torch (``extra`` after), the command, and
     the run's ``note`` (what was learnt after it was recorded) where it has one."""

@@ -126,7 +126,7 @@ def _runners() -> list:
     runs = d["runs"]
     last = lambda pred: next((r for r in reversed(runs) if pred(r)), None)  # noqa: E731
     out = []
-    run = last(lambda r: "e2e" in r)
+    run = last(lambda r: "e2e" in r and not r.get("mps"))  # the package as a user runs it: no MPS server
     if run:
         e = run["env"]
         out += [f"**Runners** ([results/runners.md](results/runners.md), `{run['command']}`): 8 copies of a clip as 8 "
@@ -139,7 +139,7 @@ def _runners() -> list:
                        f"{r['e2e_frames_per_s']:,.0f} ({r['best_runner']}) | {r['e2e_over_bound']:.2f} | "
                        f"{r['e2e_over_predict_serial']:.1f}x |")
     per_clip = {}  # each kind's rows (clip, decoder, files or cameras) from its latest day of runs on one card
-    for run in (r for r in runs if "realtime" in r and not r.get("checkout")):  # not an old checkout's runs
+    for run in (r for r in runs if "realtime" in r and not r.get("checkout") and not r.get("mps")):  # as it stands
         rt, day = run["realtime"], (run["env"].get("card"), str(run["env"].get("date"))[:10])
         for clip, c in realtime_clips(rt).items():
             label = (clip + (", NVDEC" if rt.get("decoder") == "nvdec" else ", OpenCV")

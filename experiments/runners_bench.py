@@ -273,7 +273,8 @@ def main():
 
     only = set(a.only.split(","))
     run = {"env": harness.environment(), "command": "python experiments/runners_bench.py " + " ".join(sys.argv[1:]),
-           **({"checkout": a.checkout} if a.checkout else {}), **PIPELINE,
+           **({"checkout": a.checkout} if a.checkout else {}), **({"mps": True} if harness.under_mps() else {}),
+           **PIPELINE,
            "streams": a.streams, "batch": a.batch, "chunk": a.chunk}
     if "e2e" in only:
         run["e2e"] = {}
@@ -362,14 +363,16 @@ def _write(run: dict, out_dir: str):
 
 def latest_runs(runs: list) -> list:
     """The runs the page shows, newest first: of the code measured as it stands (no ``checkout``), the latest
-    with e2e figures, the latest with real-time rows per decoder and the latest two with multi-GPU rows (a
-    run holding several counts once); and the latest old checkout's real-time run, the comparison made
-    beside it."""
+    with e2e figures (and the latest under CUDA MPS), the latest with real-time rows per decoder and the latest
+    two with multi-GPU rows (a run holding several counts once); and the latest old checkout's real-time run,
+    the comparison made beside it."""
     picked = []
-    for kind, n in (("e2e", 1), ("multigpu", 2)):
-        picked += [r for r in runs if kind in r and not r.get("checkout")][-n:]
+    mine = [r for r in runs if not r.get("checkout")]
+    for mps in (False, True):
+        picked += [r for r in mine if "e2e" in r and bool(r.get("mps")) == mps][-1:]
+    picked += [r for r in mine if "multigpu" in r][-2:]
     for decoder in ("cpu", "nvdec"):
-        picked += [r for r in runs if "realtime" in r and not r.get("checkout")
+        picked += [r for r in mine if "realtime" in r and not r.get("mps")
                    and r["realtime"].get("decoder", "cpu") == decoder][-1:]
     picked += [r for r in runs if "realtime" in r and r.get("checkout")][-1:]
     unique = {id(r): r for r in picked}.values()
@@ -384,7 +387,8 @@ def markdown(runs: list) -> str:
         env = run["env"]
         driver = str(env.get("driver")).splitlines()[0]  # runs recorded before environment() kept one line per GPU
         lines += [f"## {env.get('date')} — {env.get('card')} x{env.get('gpus')}, driver {driver}, "
-                  f"torch {env.get('torch')}, CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}", "",
+                  f"torch {env.get('torch')}, CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}"
+                  + (", every process a client of one CUDA MPS server" if run.get("mps") else ""), "",
                   f"Command: `{run['command']}`", ""]
         if run.get("note"):
             lines += [f"Note: {run['note']}", ""]
