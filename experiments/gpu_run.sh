@@ -17,9 +17,11 @@
 #   ray       experiments/ray_bench.py --gpu [RAY_ARGS] (needs .offline/ray.tar.xz: RAY=1 offline-bundle.sh) -> results/ray.{json,md}
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   oldrunners  the same on the old checkout carried as .old/ (regress) -> logs/old/runners.{json,md}
-#   mps       runners_bench [MPS_ARGS] (default: --only e2e) with every CUDA process a client of one MPS server
-#             (a control daemon started here, as this user, in /tmp/mps; quit after): whether e2e's loss is the
-#             GPU's time slicing between the run's and the decode hosts' contexts -> results/runners.{json,md}
+#   mps       experiments/context_probe.py (the pipeline beside other processes' copies), then with every CUDA
+#             process a client of one MPS server (a control daemon started here, as this user, in /tmp/mps; quit
+#             after) the probe again and runners_bench [MPS_ARGS] (default: --only e2e): whether e2e's loss is the
+#             GPU's time slicing between the run's and the decode hosts' contexts
+#             -> results/{context_probe,runners}.{json,md}
 #   abab      runners_bench [RUNNERS_ARGS] on this checkout and on .old in turn, one run each, ABAB_ROUNDS (2)
 #             rounds (hosts drift within a call) -> logs/abab/{new,old}N/runners.{json,md}
 #   hostprobe experiments/decode_host_probe.py, 8 NVDEC streams through the decode machinery alone, the old checkout
@@ -174,16 +176,21 @@ do_soak() {
 }
 do_mps() {
   step mps
-  command -v nvidia-cuda-mps-control >/dev/null || { echo "mps: no nvidia-cuda-mps-control on this machine"; rc=$((rc | 1)); return; }
-  mkdir -p /tmp/mps/pipe /tmp/mps/log
-  CUDA_MPS_PIPE_DIRECTORY=/tmp/mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps/log nvidia-cuda-mps-control -d \
-    || { echo "mps: the control daemon did not start"; rc=$((rc | 1)); return; }
-  CUDA_MPS_PIPE_DIRECTORY=/tmp/mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps/log timeout ${MPS_TIMEOUT:-560} \
-    python3 experiments/runners_bench.py ${MPS_ARGS:---only e2e} >"$LOG/mps.log" 2>&1; r=$?; rc=$((rc | r))
-  echo get_server_list | CUDA_MPS_PIPE_DIRECTORY=/tmp/mps/pipe nvidia-cuda-mps-control >>"$LOG/mps.log" 2>&1
-  echo quit | CUDA_MPS_PIPE_DIRECTORY=/tmp/mps/pipe nvidia-cuda-mps-control
-  cp /tmp/mps/log/*.log "$LOG/" 2>/dev/null
-  grep -vE "WARNING|^YOLO" "$LOG/mps.log" | cut -c1-300 | tail -20
+  python3 experiments/context_probe.py >"$LOG/mps.log" 2>&1; r=$?; rc=$((rc | r))
+  command -v nvidia-cuda-mps-control >/dev/null || { echo "mps: no nvidia-cuda-mps-control on this machine" | tee -a "$LOG/mps.log"; rc=$((rc | 1)); return; }
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps/log
+  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
+  if nvidia-cuda-mps-control -d; then
+    python3 experiments/context_probe.py >>"$LOG/mps.log" 2>&1; r=$?; rc=$((rc | r))
+    timeout ${MPS_TIMEOUT:-560} python3 experiments/runners_bench.py ${MPS_ARGS:---only e2e} >>"$LOG/mps.log" 2>&1; r=$?; rc=$((rc | r))
+    echo get_server_list | nvidia-cuda-mps-control >>"$LOG/mps.log" 2>&1
+    echo quit | nvidia-cuda-mps-control
+  else
+    echo "mps: the control daemon did not start" | tee -a "$LOG/mps.log"; rc=$((rc | 1))
+  fi
+  cp $CUDA_MPS_LOG_DIRECTORY/*.log "$LOG/" 2>/dev/null
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+  grep -vE "WARNING|^YOLO" "$LOG/mps.log" | cut -c1-300 | tail -24
 }
 do_track() {
   step track
