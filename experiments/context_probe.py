@@ -116,7 +116,8 @@ def markdown(runs: list) -> str:
     for r in reversed(runs):
         out += harness.run_heading(r, ", under MPS" if r.get("mps") else "")
         p, c = r["pipeline_frames_per_s"], r["children_frames_per_s"]
-        out += [f"| beside {r['children']} processes | pipeline fr/s | over alone | their frames/s (asked {r['rate']:,.0f}) |",
+        out += [f"| beside {r['children']} processes | pipeline fr/s | over alone | "
+                f"their frames/s (asked {r['rate']:,.0f}) |",
                 "| --- | ---: | ---: | ---: |", f"| none | {p['none']:,.0f} | 1.00 | - |"]
         out += [f"| {k} | {p[k]:,.0f} | {p[k] / p['none']:.2f} | {c[k]:,.0f} |" for k in LOADS]
         out.append("")

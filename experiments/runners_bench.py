@@ -422,7 +422,8 @@ def markdown(runs: list) -> str:
                 what = "cameras on loopback (ffmpeg, HTTP), " if rt.get("network") else ""
                 per = rt.get("streams_per_decode_host")
                 hosts = "" if per is None else (", one decode host" if per == 0 else f", {per} streams per decode host")
-                lines += [f"Real time, {label}, {what}decoded by {DECODED[rt.get('decoder', 'cpu')]}{hosts} (dynamic runner, batch "
+                lines += [f"Real time, {label}, {what}decoded by {DECODED[rt.get('decoder', 'cpu')]}{hosts} "
+                          f"(dynamic runner, batch "
                           f"{rt['batch']}, max wait {rt['max_wait_ms']} ms, "
                           f"{rt['seconds']} s per run, {rt.get('repeats', 1)} run(s) per S): largest S held (every run: p99 "
                           f"<= 50 ms, no drop, >= 95% of the offered frames/s): **{c.get('max_streams_p99_le_50ms', '-')}**", "",

@@ -1,5 +1,6 @@
 """GPU and host usage sampling for the PerformanceMonitor: NVML (``nvidia-ml-py``) utilization, NVDEC
-engine utilization and memory per GPU, psutil CPU and resident memory of this process. Both are optional: without them the fields are None.
+engine utilization and memory per GPU, psutil CPU and resident memory of this process. Both are optional:
+without them the fields are None.
 
 A background thread samples every ``period`` seconds; ``summary()`` gives mean/max per quantity.
 """
@@ -39,13 +40,15 @@ def gpu_indices_in_use() -> list[int] | None:
 
 class UsageSampler:
     """Samples GPU utilization (%), NVDEC engine utilization (%: the video decoders' busy share, what
-    says whether an NVDEC run is decoder-bound), GPU memory used (MiB, whole device, NVML), CPU (% of one core) and
-    resident memory (MiB; ``rss_children_mib`` the children's part) of this process and its child
-    processes (the decode hosts; shared rows count in each process that maps them) every
-    ``period`` seconds in a daemon thread, folded into a count, sum and maximum per quantity as they come:
-    constant memory however long the run (a day's samples kept as dicts would be ~170 MB)."""
+    says whether an NVDEC run is decoder-bound; none where the GPU does not report it), GPU memory used
+    (MiB, whole device, NVML), CPU (% of one core) and resident memory (MiB; ``rss_children_mib`` the
+    children's part) of this process and its child processes (the decode hosts; shared rows count in each
+    process that maps them) every ``period`` seconds in a daemon thread, folded into a count, sum and
+    maximum per quantity as they come: constant memory however long the run (a day's samples kept as dicts
+    would be ~170 MB)."""
 
-    QUANTITIES = {"gpu_util": lambda v: sum(v) / len(v), "nvdec_util": lambda v: sum(v) / len(v), "gpu_mem_mib": sum, "cpu_percent": float, "rss_mib": float}
+    QUANTITIES = {"gpu_util": lambda v: sum(v) / len(v), "nvdec_util": lambda v: sum(v) / len(v),
+                  "gpu_mem_mib": sum, "cpu_percent": float, "rss_mib": float}
 
     def __init__(self, period: float = 0.25, gpus: list[int] | None = None):
         self.period = period
@@ -71,13 +74,15 @@ class UsageSampler:
             for _i, h in self._handles:
                 try:
                     u = self._nvml.nvmlDeviceGetUtilizationRates(h).gpu
-                    d = self._nvml.nvmlDeviceGetDecoderUtilization(h)[0]  # (percent, sampling period us)
                     m = self._nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20
                 except Exception:  # a transient NVML error: skip this GPU's sample
                     continue
                 util.append(u)
-                dec.append(d)
                 mem.append(m)
+                try:
+                    dec.append(self._nvml.nvmlDeviceGetDecoderUtilization(h)[0])  # (percent, sampling period us)
+                except Exception:  # not reported (a GPU without NVDEC, a MIG slice) or a transient error
+                    pass
             s["gpu_util"] = util
             s["nvdec_util"] = dec
             s["gpu_mem_mib"] = mem
