@@ -181,6 +181,7 @@ do_mps() {
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps/log
   mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
   if nvidia-cuda-mps-control -d; then
+    sleep 1; ls -l $CUDA_MPS_PIPE_DIRECTORY >>"$LOG/mps.log"  # harness.under_mps looks for its 'control' pipe
     python3 experiments/context_probe.py >>"$LOG/mps.log" 2>&1; r=$?; rc=$((rc | r))
     timeout ${MPS_TIMEOUT:-560} python3 experiments/runners_bench.py ${MPS_ARGS:---only e2e} >>"$LOG/mps.log" 2>&1; r=$?; rc=$((rc | r))
     echo get_server_list | nvidia-cuda-mps-control >>"$LOG/mps.log" 2>&1
