@@ -143,6 +143,32 @@ def test_runners_bench_markdown_from_a_recorded_shape():
     assert "| 50 | 3 | 1500 | 5.0 | 9.0 | 0 | None | 50 | 1.00 |" in md
 
 
+def test_runners_bench_page_shows_each_decoders_live_run_and_an_mps_run_beside_the_plain_one():
+    runners_bench = helpers.load_experiment("runners_bench")
+
+    def run(date, **kw):
+        return {"env": {"date": date}, "command": date, **kw}
+
+    e2e, e2e_mps = run("1", e2e={}), run("4", e2e={}, mps=True)
+    cpu_old, cpu, nvdec = (run("2", realtime={"decoder": "cpu"}), run("3", realtime={"decoder": "cpu"}),
+                           run("5", realtime={"decoder": "nvdec"}))
+    mps_live, old = run("6", realtime={"decoder": "nvdec"}, mps=True), run("7", realtime={}, checkout="abc")
+    shown = runners_bench.latest_runs([e2e, cpu_old, cpu, e2e_mps, nvdec, mps_live, old])
+    assert [r["command"] for r in shown] == ["7", "5", "4", "3", "1"]  # newest first; no MPS live run
+
+
+def test_compile_bench_start_rows_old_and_split():
+    compile_bench = helpers.load_experiment("compile_bench")
+
+    old = {"mode": "off", "cache": "-", "process_wall_s": 6.2, "build_s": 1.3, "capture_s": 2.2}
+    new = {"mode": "default", "cache": "warm, profiled", "process_wall_s": 11.0, "build_s": 1.0, "capture_s": 5.0,
+           "exit_s": 0.5, "interpreter_and_torch_s": 4.5, "profile": [["torch/_inductor/x.py:1(load)", 3.25]]}
+    md = compile_bench.markdown([{"env": {"date": "d"}, "command": "c", "start": [old, new]}])
+    assert "| off | - | 6.2 | - | 1.3 | 2.2 | - |" in md
+    assert "| default | warm, profiled | 11.0 | 4.5 | 1.0 | 5.0 | 0.5 |" in md
+    assert "- 3.25 s `torch/_inductor/x.py:1(load)`" in md
+
+
 def test_phase_table_smoke_on_the_cpu(tmp_path):
     """Every phase row the CPU can run (predict, the threaded runners with the reference kernels), a few
     frames each: the script, its JSON, markdown and plot do not rot."""
