@@ -414,6 +414,29 @@ def test_a_paced_chunked_stream_is_released_at_its_rate_in_the_host(processes):
     assert len(got) == 12 and (seen >= due - 1e-3).all() and seen[-1] - seen[0] > 0.35
 
 
+def test_a_paced_chunked_stream_decodes_its_next_chunk_while_this_one_is_released(processes):
+    """A chunk that takes its decoder longer than a frame's interval (8 frames at 30 fr/s: 0.27 s) is
+    decoded while the chunk before it is released at 20 fr/s, so no frame is late: decoding a chunk only
+    after the last one was released made each chunk's first frame late by its decode time."""
+    src = processes().open("cam", paced=True, **_sim(frames=32, fps=30.0, chunk=8, pool=32), rate=20.0)
+    late = []
+    for f in src.frames():
+        late.append(time.perf_counter() - f.arrived)
+        f.release()
+    assert len(late) == 32 and max(late[8:]) < 0.1, [round(x, 3) for x in late]
+
+
+def test_a_paced_streams_duration_counts_its_frames_not_its_read_ahead(processes):
+    """A looping paced stream of 1 s at 20 fr/s gives 20 frames, however far ahead its decoder reads."""
+    src = processes().open("cam", paced=True, **_sim(frames=16, fps=1e3, chunk=8, pool=32, loop=True, duration_s=1.0),
+                           rate=20.0)
+    got = []
+    for f in src.frames():
+        got.append(f.arrived)
+        f.release()
+    assert len(got) == 20 and got[-1] - got[0] == pytest.approx(19 / 20)
+
+
 def _host_pids() -> list:
     import multiprocessing as mp
 

@@ -19,8 +19,9 @@ runner's first read: a stream reads nothing before it, so a run's clock gets no 
 back), StopStream, CloseProcess. Process -> parent: lists of Opened, NewRows, DeviceRows, HostFrame and
 Ended; a list carries what a process's streams read since the last one. A stream's rows are unmapped on both
 sides once it has ended and every row it lent is back. Pacing lives here, for every decoder: a paced
-stream's files are released at their frame rate in the process (``arrived``: the frame's due time), cameras
-as they are read (``arrived``: the read's end).
+stream's files are released at their frame rate in the process by its pacer thread (:class:`_Pacer`;
+``arrived``: the frame's due time) while the stream's reader decodes ahead into its free rows, cameras as
+they are read (``arrived``: the read's end).
 
 A stream is opened in its process by an opener, a module-level function called there as
 ``opener(rows, **kwargs) -> Source`` whose frames lie in rows the stream's :class:`StreamRows` made:
@@ -32,6 +33,7 @@ OpenCV streams spread over up to ``processes`` CPU processes.
 from __future__ import annotations
 
 import collections
+import heapq
 import math
 import mmap
 import multiprocessing as mp
@@ -776,14 +778,87 @@ class _Reading:
             self.cv.wait_for(lambda: self.n == 0, timeout)
 
 
+class _Pacer:
+    """A decode host's paced frames: a paced stream's reader hands it each parcel's frames with their due
+    times and goes back to its decoder, and one thread lends every frame at its due time (a stream's frames
+    due by then in one outbox put). So a chunked decoder decodes the next chunk while this one is released,
+    as far ahead as its rows allow, instead of after the chunk's last frame: a 64-frame NVDEC chunk is 2.1 s
+    of a 30 fr/s stream, and its decode came on top of that (250 paced NVDEC streams delivered 46% of their
+    frames: results/runners.md, 2026-12-07 02:27)."""
+
+    def __init__(self):
+        self.cv = threading.Condition()
+        self.heap: list = []  # (due, seq, stream, frame)
+        self.queued: collections.Counter = collections.Counter()  # stream -> its frames here (heap or lending)
+        self.seq = 0
+        self.thread: threading.Thread | None = None
+
+    def add(self, stream: "_ChildStream", frames: list):
+        """[(frame, due)] of ``stream``, lent at their due times (perf_counter seconds)."""
+        with self.cv:
+            for f, due in frames:
+                heapq.heappush(self.heap, (due, self.seq, stream, f))
+                self.seq += 1
+            self.queued[stream] += len(frames)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="posefuse-pacer", daemon=True)
+                self.thread.start()
+            self.cv.notify_all()
+
+    def drain(self, stream: "_ChildStream"):
+        """Returns once none of ``stream``'s frames is here: each lent at its time (in the outbox), or, once
+        the stream is stopped, released unlent."""
+        with self.cv:
+            while self.queued[stream]:
+                if stream.stop.is_set():
+                    self._discard(stream)
+                    if not self.queued[stream]:
+                        break
+                self.cv.wait(POLL)  # frames still waiting for their time, or being lent
+            del self.queued[stream]
+
+    def _discard(self, stream: "_ChildStream"):
+        """Releases ``stream``'s frames still in the heap (under the lock); those the pacer took out are
+        counted out by it."""
+        keep = []
+        for item in self.heap:
+            if item[2] is stream:
+                item[3].release()
+                self.queued[stream] -= 1
+            else:
+                keep.append(item)
+        heapq.heapify(keep)
+        self.heap = keep
+
+    def _run(self):
+        while True:
+            with self.cv:
+                while not self.heap or self.heap[0][0] > time.perf_counter():
+                    self.cv.wait(self.heap[0][0] - time.perf_counter() if self.heap else None)
+                now, due = time.perf_counter(), {}
+                while self.heap and self.heap[0][0] <= now:
+                    t, _, stream, f = heapq.heappop(self.heap)
+                    due.setdefault(stream, []).append((f, t))
+            for stream, frames in due.items():
+                if stream.stop.is_set():  # stopped meanwhile: its frames go back, unlent
+                    for f, _ in frames:
+                        f.release()
+                else:
+                    stream.lend(frames)
+            with self.cv:  # counted out once in the outbox: a drained stream's end comes after its frames
+                for stream, frames in due.items():
+                    self.queued[stream] -= len(frames)
+                self.cv.notify_all()
+
+
 class _ChildStream:
     """One stream in a decode host: its source, its rows and the frames lent to the parent. ``reading``:
     the host's count of streams reading (an ended stream's decoder is dropped once it is 0 and the outbox
     has sent what was lent before, each wait at most TEARDOWN_WAIT_S: StreamRows.keep)."""
 
-    def __init__(self, m: OpenStream, out: _Outbox, device: str | None, reading: _Reading):
+    def __init__(self, m: OpenStream, out: _Outbox, device: str | None, reading: _Reading, pacer: _Pacer):
         self.sid, self.opener, self.kwargs, self.out, self.paced = m.sid, m.opener, m.kwargs, out, m.paced
-        self.reading = reading
+        self.reading, self.pacer = reading, pacer
         self.go, self.stop = threading.Event(), threading.Event()
         self.rows = StreamRows(m.sid, out, device, self.stop)
         self.lent: dict = {}  # (key, row) -> Frame
@@ -796,7 +871,7 @@ class _ChildStream:
         with self.lock:
             return self.ended.is_set() and not self.lent
 
-    def _lend(self, frames: list):
+    def lend(self, frames: list):
         """[(frame, arrived)] to the run: a message each naming its row (lent until the run releases it), or
         carrying the image where it lies in no row of the stream."""
         lent, msgs = [], []
@@ -841,7 +916,7 @@ class _ChildStream:
         self.go.wait()
         error, blocked = None, 0.0
         pace = src.fps if self.paced and not src.camera else None
-        t0 = first = None
+        t0 = first = end = None
         self.reading.add(1)
         try:
             if self.stop.is_set():
@@ -858,17 +933,18 @@ class _ChildStream:
                     break
                 now = time.perf_counter()
                 if not pace:  # the parcel at once: one lock and one outbox put, no wait
-                    self._lend([(f, now) for f in parcel])
+                    self.lend([(f, now) for f in parcel])
                     continue
-                for f in parcel:  # paced: each frame at its due time
-                    if t0 is None:
-                        t0, first = now, f.index
-                    arrived = t0 + (f.index - first) / pace
-                    wait = arrived - time.perf_counter()
-                    if wait > 0 and self.stop.wait(wait):
+                if t0 is None:  # paced: each frame at its due time, lent by the host's pacer
+                    t0, first = now, parcel[0].index
+                    end = t0 + self.kwargs["duration_s"] if self.kwargs.get("duration_s") else math.inf
+                timed = [(f, t0 + (f.index - first) / pace) for f in parcel]
+                for f, due in timed:
+                    if due >= end:  # past the stream's duration (read ahead of its time): not lent
                         f.release()
-                        continue
-                    self._lend([(f, arrived)])
+                self.pacer.add(self, [(f, due) for f, due in timed if due < end])
+                if timed[-1][1] >= end:
+                    break
         except SourceError as e:
             error = str(e)
         except BaseException as e:  # noqa: BLE001
@@ -876,6 +952,8 @@ class _ChildStream:
         finally:
             self.reading.add(-1)
             src.close()
+            if pace:
+                self.pacer.drain(self)  # its last frames lent (or, stopped, released) before its end
         decoder, self.rows.decoder = self.rows.decoder, None
         counts = dict(src.counts)
         if src.camera:  # a camera the run held back waits in its socket, never a stall: no reconnect
@@ -903,13 +981,13 @@ def _serve(conn, device: str | None):
         torch.cuda.set_device(torch.device(device))
 
     out = _Outbox(conn)
-    reading = _Reading()
+    reading, pacer = _Reading(), _Pacer()
     streams: dict[int, _ChildStream] = {}
     try:
         while True:
             m = conn.recv()
             if isinstance(m, OpenStream):
-                streams[m.sid] = _ChildStream(m, out, device, reading)
+                streams[m.sid] = _ChildStream(m, out, device, reading, pacer)
             elif isinstance(m, Release):
                 for sid, key, row in m.rows:
                     streams[sid].release(key, row)  # a stream stays while it has rows lent
