@@ -46,9 +46,14 @@ def mosaic_path(name: str, frames: int = 600) -> str:
     """The data folder's mosaic ``name`` (one of MOSAICS), made there first where it is missing (needs ffmpeg)."""
     p = Path(harness.data_path(name))
     if not p.exists():
-        side, w, h, crf = MOSAICS[name]
-        make(p, frames, crf=crf, side=side, tile=(w, h))
+        make_mosaic(name, p, frames)
     return str(p)
+
+
+def make_mosaic(name: str, out: str | Path, frames: int = 600) -> Path:
+    """Mosaic ``name`` of MOSAICS (its grid, tile size and quality), ``frames`` frames, written to ``out``."""
+    side, w, h, crf = MOSAICS[name]
+    return make(out, frames, crf=crf, side=side, tile=(w, h))
 
 
 def make(out: str | Path, frames: int = 600, crf: int = 23, side: int = 4, tile: tuple = (480, 270)) -> Path:
@@ -115,8 +120,8 @@ def main(argv=None):
         made.append(str(p if p.exists() else bframes(p)))
         print("\n".join(made))
         return 0
-    side, w, h, crf = MOSAICS[a.mosaic]
-    path = mosaic_path(a.mosaic, a.frames) if a.out is None else make(a.out, a.frames, crf, side, (w, h))
+    side = MOSAICS[a.mosaic][0]
+    path = mosaic_path(a.mosaic, a.frames) if a.out is None else make_mosaic(a.mosaic, a.out, a.frames)
     run = harness.new_run("crowd_clip.py", argv, mosaic=a.mosaic, offsets=offsets(1394, a.frames, side * side),
                           frames=a.frames,
                           counts=[{"imgsz": s, "per_frame": people_per_frame(path, s, a.device, a.count_frames)}

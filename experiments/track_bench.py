@@ -43,8 +43,7 @@ def crowd_path(path: str | None, frames: int) -> str:
     if path is None:
         return crowd_clip.mosaic_path(CROWD, frames)
     if not Path(path).exists():
-        side, w, h, crf = crowd_clip.MOSAICS[CROWD]
-        crowd_clip.make(path, frames, crf=crf, side=side, tile=(w, h))
+        crowd_clip.make_mosaic(CROWD, path, frames)
     return str(path)
 
 
