@@ -93,6 +93,12 @@ def new_run(script: str, argv, **fields) -> dict:
     return {"env": environment(), "command": f"python experiments/{script} " + " ".join(args), **fields}
 
 
+def usage_stat(usage: dict | None, quantity: str, stat: str = "mean"):
+    """``stat`` ('mean' or 'max') of ``quantity`` (e.g. 'gpu_util_percent') in a report's ``usage``
+    (gpuinfo.UsageSampler.summary), None where it was not sampled."""
+    return ((usage or {}).get(quantity) or {}).get(stat)
+
+
 def under_mps() -> bool:
     """Whether this process's CUDA work goes through an MPS server: CUDA_MPS_PIPE_DIRECTORY names a folder
     holding a control daemon's pipe (gpu_run.sh's mps step starts one there)."""

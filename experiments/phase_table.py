@@ -53,12 +53,12 @@ def backbone_gflops(h: int, w: int) -> float:
 
 
 def _row(name: str, what: str, rep: dict, extra: dict | None = None) -> dict:
-    u = rep.get("usage") or {}
+    u = rep.get("usage")
     return {"phase": name, "what": what, "frames": rep["results"], "frames_per_s": rep["frames_per_s"],
             "latency_ms": rep["latency_ms"], "drops": rep["drops"],
-            "gpu_util_percent": (u.get("gpu_util_percent") or {}).get("mean"),
-            "gpu_mem_used_mib": (u.get("gpu_mem_used_mib") or {}).get("max"),
-            "cpu_percent": (u.get("cpu_percent") or {}).get("mean"),
+            "gpu_util_percent": harness.usage_stat(u, "gpu_util_percent"),
+            "gpu_mem_used_mib": harness.usage_stat(u, "gpu_mem_used_mib", "max"),
+            "cpu_percent": harness.usage_stat(u, "cpu_percent"),
             "stage_ms_per_batch": rep.get("gpu_ms_per_batch"), **(extra or {})}
 
 

@@ -81,7 +81,7 @@ def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
     for s in srcs:
         s.close()
     return {"frames": r["frames"], "wall_s": r["wall_s"], "frames_per_s": r["frames_per_s"], "form": "sources",
-            "nvdec_util_mean": (usage.summary().get("nvdec_util_percent") or {}).get("mean")}
+            "nvdec_util_mean": harness.usage_stat(usage.summary(), "nvdec_util_percent")}
 
 
 def captured_batch(path: str, batch: int):
@@ -217,9 +217,9 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
     return {"streams": s, "decoder": decoder, "frames": r["results"], "frames_per_s": r["frames_per_s"],
             "frames_outside_pinned_rows": summed("host_rows.new_arrays"),
             "latency_ms": r["latency_ms"], "drops": r["drops"],
-            "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
-            "nvdec_util_mean": (r.get("usage") or {}).get("nvdec_util_percent", {}).get("mean"),
-            "cpu_percent_mean": (r.get("usage") or {}).get("cpu_percent", {}).get("mean"),
+            "gpu_util_mean": harness.usage_stat(r.get("usage"), "gpu_util_percent"),
+            "nvdec_util_mean": harness.usage_stat(r.get("usage"), "nvdec_util_percent"),
+            "cpu_percent_mean": harness.usage_stat(r.get("usage"), "cpu_percent"),
             "thread_s": r.get("runner_thread_s"), "wall_s": r.get("wall_s"), "failed": rep.failed,
             "reconnects": summed("network.reconnects"), "frames_before_start": summed("network.frames_before_start"),
             "latency_per_second": r.get("latency_per_second"), "gpu_ms_per_batch": r.get("gpu_ms_per_batch")}
@@ -406,10 +406,8 @@ def markdown(runs: list) -> str:
                       "| CPU % |", "|---|---|---|---|---|---|---|---|---|"]
             for label, r in run["e2e"].items():
                 for name, rep in r["runners"].items():
-                    u = rep.get("usage") or {}
-                    gu = (u.get("gpu_util_percent") or {}).get("mean")
-                    du = (u.get("nvdec_util_percent") or {}).get("mean")
-                    cpu = (u.get("cpu_percent") or {}).get("mean")
+                    gu, du, cpu = (harness.usage_stat(rep.get("usage"), q)
+                                   for q in ("gpu_util_percent", "nvdec_util_percent", "cpu_percent"))
                     every = ", ".join(f"{x:.0f}" for x in rep.get("repeats_frames_per_s", [rep["frames_per_s"]]))
                     lines.append(f"| {label} | {name} | {rep['frames_per_s']:.0f} | {every} | "
                                  f"{rep['latency_ms']['p50']:.1f} | {rep['latency_ms']['p99']:.1f} | "

@@ -54,8 +54,8 @@ def e2e(path: str, streams: int, batch: int, track: bool) -> dict:
     rep = run(RunConfig(sources=[path], repeat=streams, decoder="nvdec", batch=batch, track=track, progress=False))
     r = rep.overall
     return {"track": track, "frames": r["results"], "frames_per_s": r["frames_per_s"], "wall_s": r.get("wall_s"),
-            "gpu_util_mean": (r.get("usage") or {}).get("gpu_util_percent", {}).get("mean"),
-            "nvdec_util_mean": (r.get("usage") or {}).get("nvdec_util_percent", {}).get("mean"),
+            "gpu_util_mean": harness.usage_stat(r.get("usage"), "gpu_util_percent"),
+            "nvdec_util_mean": harness.usage_stat(r.get("usage"), "nvdec_util_percent"),
             "startup_s": rep.startup_s, "failed": rep.failed, "drops": r["drops"]}
 
 
