@@ -210,16 +210,22 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
     try:
         for name, u in zip(names[:base], cams.urls[:base]):
             request(url, "/streams", {"source": u, "name": name}, method="POST", token=token)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 120:  # every base camera delivers
+        t0, settled = time.monotonic(), False
+        while time.monotonic() - t0 < 120 and not settled:  # every base camera delivers
             got = {x["name"]: x for x in request(url, "/streams", token=token)[1]["streams"]}
-            if all(got.get(n, {}).get("results", 0) > 0 for n in names[:base]):
-                break
-            time.sleep(0.5)
+            settled = all(got.get(n, {}).get("results", 0) > 0 for n in names[:base])
+            time.sleep(0 if settled else 0.5)
         settle_s = time.monotonic() - t0
+        t_add = time.monotonic()
         for name, u in zip(names[base:], cams.urls[base:]):
             request(url, "/streams", {"source": u, "name": name}, method="POST", token=token)
-        time.sleep(seconds)
+        first: dict = {}  # added stream -> seconds from the first POST to its first result
+        while time.monotonic() - t_add < seconds:
+            time.sleep(0.5)
+            if len(first) < added:
+                got = {x["name"]: x for x in request(url, "/streams", token=token)[1]["streams"]}
+                first.update({n: time.monotonic() - t_add for n in names[base:]
+                              if n not in first and got.get(n, {}).get("results", 0) > 0})
         got = {x["name"]: x for x in request(url, "/streams", token=token)[1]["streams"]}
         for name in names:
             request(url, f"/streams/{name}", method="DELETE", token=token)
@@ -232,8 +238,9 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
     for r in rows:
         for why, n in r.get("drops", {}).items():
             drops[why] = drops.get(why, 0) + n
-    r = {"base": base, "added": added, "fps": fps, "seconds": seconds, "settle_s": settle_s,
+    r = {"base": base, "added": added, "fps": fps, "seconds": seconds, "settle_s": settle_s, "settled": settled,
          "added_p99_ms": p99[base:], "added_results": [r.get("results", 0) for r in rows[base:]],
+         "added_first_result_s": [first.get(n) for n in names[base:]],
          "base_p99_ms_median": float(np.median(base_p99)) if base_p99 else None,
          "base_p99_ms_max": max(base_p99) if base_p99 else None,
          "base_without_results": sum(x is None for x in p99[:base]),
@@ -267,9 +274,14 @@ def markdown(runs: list) -> str:
                     f"{c['growth_after_warmup']:+.2%}.", ""]
         if r.get("live"):
             v = r["live"]
-            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s, then {v['added']} added over HTTP, "
-                    f"{v['seconds']:.0f} s: the added streams' p99 "
-                    + ", ".join("none delivered" if x is None else f"{x:.1f} ms" for x in v["added_p99_ms"])
+            joined = ("" if not v.get("added_first_result_s") else " (first result "
+                      + ", ".join("none" if x is None else f"{x:.1f}" for x in v["added_first_result_s"])
+                      + " s after the first POST; results " + ", ".join(f"{x:,}" for x in v["added_results"])
+                      + f" of {v['seconds'] * v['fps']:,.0f} due)")
+            settle = (f"each delivering {v['settle_s']:.1f} s after their POSTs" if v.get("settled", v["settle_s"] < 120)
+                      else f"not all delivering {v['settle_s']:.0f} s after their POSTs")
+            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s ({settle}), then {v['added']} added over HTTP, {v['seconds']:.0f} s: the added streams' p99 "
+                    + ", ".join("none delivered" if x is None else f"{x:.1f} ms" for x in v["added_p99_ms"]) + joined
                     + "; the base streams' p99 median "
                     + ("-" if v["base_p99_ms_median"] is None else f"{v['base_p99_ms_median']:.1f}") + " ms, worst "
                     + ("-" if v["base_p99_ms_max"] is None else f"{v['base_p99_ms_max']:.1f}") + " ms"

@@ -33,6 +33,12 @@ from .strategies import run_source
 
 OPENERS = 32  # threads opening a run's OpenCV sources at once (a camera's open waits on the network)
 
+
+def openers(cfg: RunConfig) -> int:
+    """How many of a run's streams open at once: OPENERS, or one at a time with decoder 'nvdec' (decoder
+    sessions opened side by side in one decode host have not run on a GPU)."""
+    return 1 if cfg.decoder == "nvdec" else OPENERS
+
 # Where a stream is read (Placement.reader)
 READER_THREAD = "reader thread"  # a file, folder or the default clip, read by one of the run's reader threads
 RUNNER_THREAD = "runner thread"  # a sequential runner's one thread reads its source, then runs it
@@ -183,15 +189,17 @@ class Assembly:
         self.sinks = sinks
         self.tracker = None  # cfg.track: a StreamTracker the pipeline steps with each batch (made by open())
         self._threads = 0
+        self._adding = threading.Lock()  # streams open side by side: sources, hosts and on_added under it
 
     # ---------------------------------------------------------------- sources
     def _hosts(self):
-        if self.decode_hosts is None:
-            from .sources.decodehost import DecodeHosts
+        with self._adding:
+            if self.decode_hosts is None:
+                from .sources.decodehost import DecodeHosts
 
-            self.decode_hosts = DecodeHosts(pin=self.device.startswith("cuda"),
-                                            gpu_streams_per_process=self.cfg.streams_per_decode_host)
-        return self.decode_hosts
+                self.decode_hosts = DecodeHosts(pin=self.device.startswith("cuda"),
+                                                gpu_streams_per_process=self.cfg.streams_per_decode_host)
+            return self.decode_hosts
 
     def open_stream(self, s: StreamSpec):
         """The Source of stream ``s``, read where its placement says (looping, paced or limited as the config
@@ -222,27 +230,29 @@ class Assembly:
         return looping(open_from, s.name, cfg.loop, cfg.duration_s, cfg.fps, s.start)
 
     def add_stream(self, spec, name: str, max_frames: int | None = None):
-        """A stream a RunControl adds while the run goes on: opened and counted among the sources."""
-        self._threads = decode_threads(len(self.sources) + 1)
+        """A stream a RunControl adds while the run goes on: opened and counted among the sources (on the
+        runner's opener threads, several at once)."""
+        with self._adding:
+            self._threads = decode_threads(len(self.sources) + 1)
         src = self.open_stream(StreamSpec(spec, name, max_frames=max_frames))
-        self.sources.append(src)
-        if self.on_added is not None:
-            self.on_added(name, src.fps)
+        with self._adding:
+            self.sources.append(src)
+            if self.on_added is not None:
+                self.on_added(name, src.fps)
         return src
 
     def forget(self, names):
         """Finished streams of a steered run: their sources (closed) and placements are dropped."""
         gone = set(names)
-        self.sources = [s for s in self.sources if s.name not in gone]
+        with self._adding:
+            self.sources = [s for s in self.sources if s.name not in gone]
         for n in gone:
             self.placements.pop(n, None)
         if self.tracker is not None:
             self.tracker.forget(gone)
 
     def _open_all(self):
-        """Opens every stream (on the opener thread): OpenCV sources side by side (a camera's open probes the
-        stream for most of a second), NVDEC streams one after another (decoder
-        sessions opened side by side in one decode host have not run on a GPU)."""
+        """Opens every stream (on the opener thread), :func:`openers` at once."""
         self._threads = decode_threads(len(self.streams))
 
         def open_one(s):
@@ -251,8 +261,7 @@ class Assembly:
             except SourceError as e:
                 self.failed[s.name] = str(e)
 
-        workers = 1 if self.cfg.decoder == "nvdec" else min(OPENERS, len(self.streams))
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="posefuse-open") as pool:
+        with ThreadPoolExecutor(max(1, min(openers(self.cfg), len(self.streams))), thread_name_prefix="posefuse-open") as pool:
             opened = list(pool.map(open_one, self.streams))
         self.sources = [src for src in opened if src is not None]
 
@@ -324,7 +333,7 @@ class Assembly:
                     self.sources, self.engine, events, self.sinks, batch=cfg.batch,
                     max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None,
                     late_ms=cfg.late_ms if cfg.mode == "live" else None, control=self.control,
-                    open_stream=self.add_stream, tracker=self.tracker))
+                    open_stream=self.add_stream, openers=openers(cfg), tracker=self.tracker))
                 return self.failed
             on_gpu = self.device.startswith("cuda")
             predict_kw = dict(conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz, device=self.device if on_gpu else "cpu",

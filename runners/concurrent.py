@@ -30,6 +30,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -533,14 +534,18 @@ def warm_up(pipes: list, signatures: set, batch: int):
 
 def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_result=None, *, batch: int = 32,
                    max_wait_ms: float | None = None, idle_ms: float = 200.0,
-                   late_ms: float | None = None, control=None, open_stream=None, tracker=None) -> dict:
+                   late_ms: float | None = None, control=None, open_stream=None, openers: int = 1,
+                   tracker=None) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
     one GPU worker thread each (several: the ``replicas`` runner). ``max_wait_ms=None``: fixed batches
     (``pipelined``); a number: the ``dynamic`` batcher. ``idle_ms``: fixed batches: a partial batch leaves
     when no frame came for this long. ``late_ms`` (live mode): a frame that waited longer than this by the
     time its batch leaves is dropped as 'late' instead of run; None (archive mode): nothing is dropped.
     ``on_result(FrameResult)``. ``control``: a RunControl (control.py) steering the run, with
-    ``open_stream(spec, name, max_frames) -> Source`` opening what it adds; the run then lasts until control.stop().
+    ``open_stream(spec, name, max_frames) -> Source`` opening what it adds, up to ``openers`` at once on
+    threads of their own (a camera's open probes the stream for most of a second: one after another, 200
+    cameras took minutes to join and held every stream added after them back); the run then lasts until
+    control.stop().
     ``tracker``: a StreamTracker for the poses (one pipeline only: a stream's frames are tracked in order).
     Returns {source name: error} for the sources that failed; raises RunnerError when a worker failed."""
     pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
@@ -570,34 +575,65 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
         return {}
     sources = list(sources)
 
+    opening: list = []  # [(AddSource, Future)]: streams being opened by the opener threads
+    removed: set = set()  # names removed while they were being opened: closed as soon as they open
+    opener = ThreadPoolExecutor(max(1, openers), thread_name_prefix="posefuse-open") if control is not None else None
+
+    def joined(cmd, fut):
+        """An added stream's open ended: it joins the run (closed at once if removed meanwhile), or its
+        failure is recorded."""
+        if fut.cancelled():
+            err = "the run stopped before it was opened"
+        else:
+            try:
+                src, err = fut.result(), None
+            except SourceError as e:
+                err = str(e)
+        if err is not None:
+            with state.lock:
+                state.failed[cmd.name] = control.failed[cmd.name] = err
+            control.stream_ended(cmd.name, err)
+            return
+        with state.lock:
+            ended["of"] += 1
+        sources.append(src)
+        readers.add(src)
+        if cmd.name in removed:
+            removed.discard(cmd.name)
+            src.close()
+
+    def join_opened(wait: bool):
+        """The added streams whose opens ended join (``wait``: wait for those opening, cancel those not
+        begun: the run is ending)."""
+        if wait and opener is not None:
+            opener.shutdown(wait=True, cancel_futures=True)
+        for item in [x for x in opening if x[1].done()]:
+            opening.remove(item)
+            joined(*item)
+
     def steer():
-        """Carry out the control's commands (the run's main thread, every POLL); let go of the sources and
-        threads that ended (a service adds sources all day)."""
+        """Carry out the control's commands (the run's main thread, every POLL): streams to add are opened on
+        the opener threads and join as their opens end; let go of the sources and threads that ended (a service adds
+        sources all day)."""
         sources[:] = [s for s in sources if not s.cancel.is_set()]  # an ended source is closed
         for t in [t for t in threads if t.ident is not None and not t.is_alive()]:
             threads.remove(t)  # one at a time: a reader may append a pump thread meanwhile
         for cmd in control.commands():
             if isinstance(cmd, RemoveSource):
+                if any(c.name == cmd.name for c, _ in opening):
+                    removed.add(cmd.name)
                 for s in sources:
                     if s.name == cmd.name:
                         s.close()
                 continue
-            try:
-                src = open_stream(cmd.spec, cmd.name, cmd.max_frames)
-            except SourceError as e:
-                with state.lock:
-                    state.failed[cmd.name] = control.failed[cmd.name] = str(e)
-                control.stream_ended(cmd.name, str(e))
-                continue
-            with state.lock:
-                ended["of"] += 1
-            sources.append(src)
-            readers.add(src)
+            opening.append((cmd, opener.submit(open_stream, cmd.spec, cmd.name, cmd.max_frames)))
+        join_opened(wait=False)
 
     def drain():  # read no more, finish what is in flight (a service's sources too)
         state.draining.set()
         with state.lock:
             ended["open"] = False
+        join_opened(wait=True)
         for s in sources:
             s.close()
         intake.drain()
@@ -622,6 +658,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
                 state.fail("interrupt", e)
             interrupted = True
             drain()  # first Ctrl-C / SIGTERM
+    join_opened(wait=True)  # no opener thread is left behind (a failed run's late opens are closed below)
     for s in sources:  # a source blocked on its consumer (NVDEC) returns
         if state.stop.is_set():
             s.close()

@@ -242,6 +242,41 @@ def _steer(control, camera, clip, got, removed, worker):
     assert worker.is_alive()
 
 
+def test_a_stream_still_opening_holds_no_stream_added_after_it(camera):
+    """Streams a RunControl adds open side by side: a camera that does not answer (its open retries until
+    reconnect_s) holds back neither the camera added after it, whose results come while the first is still
+    opening, nor the run's stop; the dead one's failure is in the report."""
+    from posefuse import RunConfig, RunControl, run
+
+    with socket.socket() as s:  # a port nothing listens on: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/cam"
+    control, got, reports = RunControl(), {}, []
+    worker = threading.Thread(target=lambda: reports.append(run(
+        RunConfig(sources=[], runner="dynamic", batch=4, imgsz=320, device="cpu", progress=False, reconnect_s=12,
+                  mode="live"), on_result=lambda r: got.setdefault(r.stream, []).append(r.index), control=control)),
+        daemon=True)
+    worker.start()
+    try:
+        assert control.wait_started(120)
+        control.add_source(dead, name="dead")
+        control.add_source(camera.url, name="cam")
+        deadline = time.monotonic() + 60
+        while len(got.get("cam", [])) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(got.get("cam", [])) >= 5 and "dead" not in control.ended_streams  # still opening
+        deadline = time.monotonic() + 60
+        while "dead" not in control.ended_streams and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        control.stop()
+        worker.join(60)
+    rep = reports[0]
+    assert not worker.is_alive() and rep.run_error is None
+    assert "dead" in rep.failed and dead in rep.failed["dead"], rep.failed
+    assert rep.streams["cam"]["results"] == len(got["cam"]) and got["cam"] == list(range(len(got["cam"])))
+
+
 def test_a_live_run_with_a_stalled_camera_stops_cleanly(tmp_path):
     """stop() while a camera's read is stalled: the reader returns within the read timeout and the run ends
     without a thread left behind."""
