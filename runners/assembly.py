@@ -34,10 +34,6 @@ from .strategies import run_source
 OPENERS = 32  # threads opening a run's OpenCV sources at once (a camera's open waits on the network)
 
 
-def openers(cfg: RunConfig) -> int:
-    """How many of a run's streams open at once: OPENERS, or one at a time with decoder 'nvdec' (decoder
-    sessions opened side by side in one decode host have not run on a GPU)."""
-    return 1 if cfg.decoder == "nvdec" else OPENERS
 
 # Where a stream is read (Placement.reader)
 READER_THREAD = "reader thread"  # a file, folder or the default clip, read by one of the run's reader threads
@@ -190,6 +186,7 @@ class Assembly:
         self.tracker = None  # cfg.track: a StreamTracker the pipeline steps with each batch (made by open())
         self._threads = 0
         self._adding = threading.Lock()  # streams open side by side: sources, hosts and on_added under it
+        self._nvdec_opening = threading.Lock()  # NVDEC streams open one at a time
 
     # ---------------------------------------------------------------- sources
     def _hosts(self):
@@ -214,8 +211,9 @@ class Assembly:
             common = dict(max_frames=s.max_frames, start=s.start, loop=cfg.loop, duration_s=cfg.duration_s, fps=cfg.fps)
             if where.decoder == "nvdec":
                 try:
-                    return self._hosts().open(s.name, open_in_host, self.device, cfg.paced, path=s.spec,
-                                              chunk=cfg.chunk, **common)
+                    with self._nvdec_opening:  # decoder sessions opened side by side in one host have not run
+                        return self._hosts().open(s.name, open_in_host, self.device, cfg.paced, path=s.spec,
+                                                  chunk=cfg.chunk, **common)
                 except SourceError as e:
                     if "decoder" not in cfg.chosen:  # asked for: its error is the stream's
                         raise
@@ -252,7 +250,7 @@ class Assembly:
             self.tracker.forget(gone)
 
     def _open_all(self):
-        """Opens every stream (on the opener thread), :func:`openers` at once."""
+        """Opens every stream (on the opener thread), OPENERS at once."""
         self._threads = decode_threads(len(self.streams))
 
         def open_one(s):
@@ -261,7 +259,7 @@ class Assembly:
             except SourceError as e:
                 self.failed[s.name] = str(e)
 
-        with ThreadPoolExecutor(max(1, min(openers(self.cfg), len(self.streams))), thread_name_prefix="posefuse-open") as pool:
+        with ThreadPoolExecutor(max(1, min(OPENERS, len(self.streams))), thread_name_prefix="posefuse-open") as pool:
             opened = list(pool.map(open_one, self.streams))
         self.sources = [src for src in opened if src is not None]
 
@@ -333,7 +331,7 @@ class Assembly:
                     self.sources, self.engine, events, self.sinks, batch=cfg.batch,
                     max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None,
                     late_ms=cfg.late_ms if cfg.mode == "live" else None, control=self.control,
-                    open_stream=self.add_stream, openers=openers(cfg), tracker=self.tracker))
+                    open_stream=self.add_stream, openers=OPENERS, tracker=self.tracker))
                 return self.failed
             on_gpu = self.device.startswith("cuda")
             predict_kw = dict(conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz, device=self.device if on_gpu else "cpu",
