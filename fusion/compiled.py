@@ -9,10 +9,10 @@ Each input shape compiles once per machine: ``torch.export`` traces the backbone
 inputs), ``torch._inductor.standalone_compile`` compiles that graph, and the compiled artifact is saved in
 :func:`artifacts_dir`, named by a digest of everything it depends on (torch's version, the mode, the
 shape, dtype and device, the backbone's modules, weights and code). A later start that finds the artifact
-loads it instead of tracing and compiling: no Dynamo, no lowering, only the generated module and its
-kernels to load. Such a start still takes 5.5 s more than an uncompiled one, 3.5 s of it in the first
-capture (results/compile.md, 2026-12-07 02:17); ``torch.compile``'s own caches, which retrace the model on
-every start, took 2-3 s more than the artifact.
+loads it instead of tracing and compiling: no Dynamo, no lowering, no compile workers, only the generated
+module and its kernels to load. Such a start still takes 2.1 s more than an uncompiled one, in its first
+capture (results/compile.md, 2026-12-07 04:01, the warm start with one compile thread); ``torch.compile``'s
+own caches, which retrace the model on every start, took 2-3 s more than the artifact.
 
 Modes (``COMPILE_MODES``): 'off'; 'default' (Inductor's default: no autotuning); 'max-autotune' (Inductor
 benchmarks Triton and cuBLAS choices per layer: far longer to compile). Inductor's own CUDA graphs stay off:
@@ -100,9 +100,15 @@ class CompiledBackbone:
         art_path = artifacts_dir() / f"{self._digest(x)}.bin"
         meta_path = art_path.with_suffix(".json")
         if art_path.exists() and meta_path.exists():
-            art = CompiledArtifact.load(path=str(art_path), format="binary")
-            names = json.loads(meta_path.read_text())["weights"]
-            weights = [operator.attrgetter(n)(self.backbone) for n in names]
+            # its kernels are built: loaded in this process, without Inductor's pool of compile workers,
+            # whose start and exit cost a warm start 1.6 s (results/compile.md, 2026-12-07 04:01)
+            from torch._inductor import config as inductor_config
+
+            with inductor_config.patch(compile_threads=1):
+                art = CompiledArtifact.load(path=str(art_path), format="binary")
+                names = json.loads(meta_path.read_text())["weights"]
+                weights = [operator.attrgetter(n)(self.backbone) for n in names]
+                art(*weights, x)  # the first call loads the generated module's kernels (the caller warms up first)
             self.origin[tuple(x.shape)] = "loaded"
         else:
             with torch.inference_mode(False), torch.no_grad():

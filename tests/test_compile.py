@@ -3,6 +3,10 @@ on any machine, the cache folder, and on the GPU the compiled pipeline's poses a
 one's on real frames, and what ``compile='auto'`` chooses."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +75,26 @@ def test_gpu_compiled_equals_uncompiled_and_auto_compiles_long_runs(cache, backe
     again = PosePipeline(device="cuda", backend=backend, batch_sizes=(16,), compile="default")
     again(frames)
     assert set(again.compile_origin.values()) == {"loaded"}  # a later start loads what this one saved
+
+
+@pytest.mark.gpu
+def test_a_start_that_loads_its_compiled_backbone_starts_no_compile_workers(cache):
+    """Two fresh processes build a compiled pipeline: the first compiles (Inductor's pool of compile worker
+    processes starts), the second loads the saved artifact and starts none (their start and exit cost a
+    warm start 1.6 s)."""
+    code = ("import psutil\n"
+            "from posefuse.fusion.pipeline import PosePipeline\n"
+            "pipe = PosePipeline(device='cuda', batch_sizes=(1,), compile='default')\n"
+            "pipe.warmup((432, 768), 1)\n"
+            "print(sorted(set(pipe.compile_origin.values())), len(psutil.Process().children(recursive=True)))\n")
+    env = {**os.environ, "POSEFUSE_CACHE": str(cache)}
+    got = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        got.append(r.stdout.strip().splitlines()[-1])
+    assert got[0].startswith("['compiled']") and int(got[0].split()[-1]) >= 1, got
+    assert got[1] == "['loaded'] 0", got
 
 
 def test_a_compiled_backbone_is_saved_then_loaded_and_equals_the_eager_one(cache):
