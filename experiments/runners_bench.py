@@ -329,7 +329,8 @@ def main():
                 held = harness.realtime_held(reps)
                 rows.append({"streams": s, "held": held, "runs": reps})
                 print("realtime", label, s, "streams: p99", [f"{r['latency_ms']['p99']:.1f} ms" for r in reps],
-                      [f"{r['frames_per_s']:.0f} fr/s" for r in reps], flush=True)
+                      [f"{r['frames_per_s']:.0f} fr/s" for r in reps],
+                      "failed streams", [len(r.get("failed") or {}) for r in reps], flush=True)
                 ok = [r["streams"] for r in rows if r["held"]]
                 run["realtime"]["clips"][label] = {"rows": rows, "max_streams_p99_le_50ms": max(ok) if ok else 0}
                 _write(run, a.out_dir)
@@ -428,18 +429,26 @@ def markdown(runs: list) -> str:
                           *([f"OpenCV decoding alone on this host ({alone['threads']} threads, one FFmpeg thread "
                              f"each): {alone['frames_per_s']:,.0f} fr/s, the ceiling for host-frame streams.", ""]
                             if (alone := rt.get("opencv_alone", {}).get(label)) else []),
-                          "| live 30 fr/s streams | run | fr/s | p50 ms | p99 ms | drops | GPU util % | CPU % | CPU % per stream |",
-                          "|---|---|---|---|---|---|---|---|---|"]
+                          "| live 30 fr/s streams | run | fr/s | p50 ms | p99 ms | drops | failed streams | GPU util % | CPU % "
+                          "| CPU % per stream |",
+                          "|---|---|---|---|---|---|---|---|---|---|"]
+                errors: dict = {}  # a failed stream's error (its source's name left out) -> how many streams
                 for row in c["rows"]:
                     for i, r in enumerate(row["runs"]):
                         cpu = r["cpu_percent_mean"]
                         per = "-" if cpu is None else f"{cpu / row['streams']:.2f}"
+                        for name, err in (r.get("failed") or {}).items():
+                            why = " ".join(err.replace(name.split("#")[0], "").split())[:160]
+                            errors[why] = errors.get(why, 0) + 1
                         lines.append(f"| {row['streams']} | {i + 1} | {r['frames_per_s']:.0f} | {r['latency_ms']['p50']:.1f} | "
                                      f"{r['latency_ms']['p99']:.1f} | {sum(r['drops'].values())} | "
+                                     f"{len(r.get('failed') or {})} | "
                                      f"{r['gpu_util_mean'] if r['gpu_util_mean'] is None else round(r['gpu_util_mean'])} | "
                                      f"{cpu if cpu is None else round(cpu)} | "
                                      f"{per} |")
                 lines.append("")
+                lines += [f"Failed streams (all runs): {n} x {why}" for why, n in errors.items()]
+                lines += [""] if errors else []
         if "multigpu" in run:
             mg = run["multigpu"]
             lines += [f"Multi-GPU ({run['streams']} NVDEC streams): speed-up **{mg['speedup']:.2f}x** (target >= 1.8)", "",
