@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--gpus", default=None, help="multigpu runner: comma-separated devices, e.g. cuda:0,cuda:1 (default: every GPU)")
     _pipeline_options(a)
     a("--track", action="store_true", help="give each pose a track id across its stream's frames (ByteTrack)")
+    a("--mps", action="store_true", help=MPS_HELP)
     a("--no-progress", action="store_true", help="no progress bar on stderr")
     a("--out", help="write the run's report (JSON) here")
     a("--save-json", help="write per-frame poses as JSON lines here (format: README)")
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--reconnect-s", type=float, default=RECONNECT_S, help="a camera reconnects with backoff for this long")
     a("--max-wait-ms", type=float, default=10.0, help="the longest a frame waits for its batch")
     a("--track", action="store_true", help="give each pose a track id across its stream's frames (ByteTrack)")
+    a("--mps", action="store_true", help=MPS_HELP)
     _pipeline_options(a)
     b = sub.add_parser("archive", help="an archive of videos on Ray Data: segments decoded in pose actors, poses "
                                        "to Parquet", formatter_class=_Defaults)
@@ -106,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="segments each actor runs at once, as streams of one batcher")
     _pipeline_options(a)
     return ap
+
+
+MPS_HELP = ("the process and its decode hosts as clients of one CUDA MPS server (the one running, else one started "
+            "for the process): the decode hosts' GPU work shares the GPU instead of taking turns with the pipeline")
 
 
 def _pipeline_options(a):
@@ -144,7 +150,7 @@ def to_config(a: argparse.Namespace):
         batch=a.batch, max_wait_ms=a.max_wait_ms, replicas=a.replicas,
         gpus=[g.strip() for g in a.gpus.split(",")] if a.gpus else None, device=a.device, model=a.model,
         end2end=a.end2end, backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf, iou=a.iou,
-        compile=a.compile, cuda_graph=not a.no_graph, track=a.track, out=a.out, save_json=a.save_json,
+        compile=a.compile, cuda_graph=not a.no_graph, mps=a.mps, track=a.track, out=a.out, save_json=a.save_json,
         save_coco=a.save_coco,
         save_video=a.save_video, progress=not a.no_progress)
 
@@ -269,7 +275,8 @@ def _serve(a: argparse.Namespace) -> int:
     run = RunConfig(sources=[], mode=a.mode, late_ms=a.late_ms, reconnect_s=a.reconnect_s, max_wait_ms=a.max_wait_ms,
                     runner="dynamic", decoder=a.decoder, batch=a.batch, device=a.device, model=a.model,
                     end2end=a.end2end, backend=a.backend, precision=a.precision, imgsz=a.imgsz, conf=a.conf,
-                    iou=a.iou, compile=a.compile, cuda_graph=not a.no_graph, track=a.track, progress=False)
+                    iou=a.iou, compile=a.compile, cuda_graph=not a.no_graph, mps=a.mps, track=a.track,
+                    progress=False)
     cfg = ServeConfig(run, host=a.host, port=a.port, token=_token(a),
                       allow_roots=a.allow_root or [], max_jobs=a.max_jobs, max_request_kb=a.max_request_kb)
     try:
@@ -327,7 +334,13 @@ def _run(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         return 130
     imports_s = time.perf_counter() - t0
     try:
-        cfg = to_config(a).validated()
+        cfg = to_config(a)
+        if cfg.mps:  # before validated() initializes CUDA here (run() joins the same daemon)
+            from .mps import join
+
+            cfg.check()
+            join()
+        cfg = cfg.validated()
         if cfg.chosen:
             print("[chosen] " + "; ".join(f"{k} {getattr(cfg, k)} ({why})" for k, why in cfg.chosen.items()), flush=True)
         age_at_run = process_wall_s()

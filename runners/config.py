@@ -88,6 +88,11 @@ class RunConfig:
             'default', 'max-autotune' or 'auto' (default): 'default' for a live run without an end on a GPU,
             else 'off': compiling adds seconds to tens of seconds per batch size to a start, warm cache or
             not (results/compile.md).
+        mps: make the run's process and its decode hosts clients of one CUDA MPS server (runners/mps.py:
+            the daemon already serving, else one started for the process), so the decode hosts' GPU work
+            shares the GPU with the pipeline instead of taking turns with it (default False; 8 NVDEC
+            streams end to end: 0.91 of the pipeline alone against 0.72, results/runners.md). Not on the
+            CPU or with the multigpu runner; the report says whether the process became a client.
         cuda_graph: capture the pipeline as CUDA graphs (default True). A run captures only the batch
             sizes it makes: its ``batch`` (partial batches are padded to it) for files and folders, and every
             size up to it (pipeline.bucket_size) with ``paced`` or live mode, where small batches keep
@@ -127,6 +132,7 @@ class RunConfig:
     iou: float = 0.7
     compile: str = AUTO
     cuda_graph: bool = True
+    mps: bool = False
     track: bool = False
     out: str | None = None
     save_json: str | None = None
@@ -187,6 +193,9 @@ class RunConfig:
             raise ConfigError("iou", f"expected an IoU in [0, 1], got {c.iou}")
         if c.imgsz < 32 or c.imgsz % 32:
             raise ConfigError("imgsz", f"expected a multiple of 32 pixels, >= 32, got {c.imgsz}")
+        if c.mps and (c.device == "cpu" or c.runner == "multigpu" or c.gpus):
+            raise ConfigError("mps", "shares one GPU between the run's processes: not with device 'cpu', the "
+                                     "multigpu runner or gpus")
         if c.model not in (DEFAULT_MODEL, DEFAULT_MODEL + ".pt") and not os.path.isfile(c.model):
             raise ConfigError("model", f"expected '{DEFAULT_MODEL}' or a checkpoint file, got {c.model!r} (no such file)")
 

@@ -141,6 +141,12 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
     when set. Raises ConfigError for a bad option or output path, before anything runs."""
     try:
         t_run = time.perf_counter()
+        mps = None
+        if config.mps:  # before CUDA is initialized here: validated() asks torch for the GPUs
+            from .mps import join
+
+            config.check()
+            mps = join()
         cfg = config.validated()
         check_paths(cfg)
         streams = stream_specs(cfg)
@@ -174,6 +180,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
             try:
                 if asm is not None:
                     asm.open()
+                    if mps is not None:  # the engine's CUDA context exists: a client now, or never
+                        ran["mps"] = mps.describe()
                     outputs.fps = {s.name: s.fps for s in asm.sources}
                     counts = [s.count for s in asm.sources]
                     progress = _Progress(cfg.progress, sum(counts) if asm.sources and all(counts) else None)

@@ -526,6 +526,11 @@ def serve(cfg: ServeConfig, on_listening=None) -> int:
 
     from aiohttp import web
 
+    if cfg.run.mps:  # before checking the options initializes CUDA here (the run joins the same daemon)
+        from .mps import join
+
+        cfg.run.check()
+        join()
     cfg = cfg.checked()
     service = Service(cfg)
     app = make_app(service)

@@ -14,7 +14,7 @@ LAYERS = [
     {"gpuinfo"},  # what this machine has (GPUs, NVDEC)
     {"config", "events", "batching", "control"},  # options, messages, the pure batching policy
     {"sources"},  # every runners/sources/ module
-    {"monitor", "outputs", "strategies"},  # figures, sinks, admission and submission
+    {"monitor", "outputs", "strategies", "mps"},  # figures, sinks, admission and submission; the process's MPS
     {"concurrent"},  # the threads of a run
     {"assembly"},  # the one assembly of a run on a device
     {"multigpu", "archive"},  # many assemblies: worker processes, Ray actors

@@ -1,0 +1,110 @@
+"""CUDA MPS for a run: the run's process and its decode hosts as clients of one MPS server.
+
+Each decode host is a process with a CUDA context of its own, and a GPU gives separate contexts turns
+(time slicing): the pipeline, beside two processes that copy or launch one small thing per frame, ran at
+0.91-0.93 of its rate alone, and 8 NVDEC streams end to end at 0.72 of the pipeline alone (768x432).
+Under one MPS server the contexts' work shares the GPU at once: 0.98-0.99 and 0.91 (results/runners.md,
+results/context_probe.md, 2026-12-07 04:07-04:13).
+
+A process joins MPS when CUDA is first initialized in it, so :func:`join` runs before anything here asks
+torch for a GPU; the decode hosts, spawned later, inherit the environment that points at the server. An
+MPS control daemon already serving this user (``CUDA_MPS_PIPE_DIRECTORY``, else the driver's default
+folder) is joined as it is; otherwise one is started for this process, in a folder of its own, and told to
+quit when the process exits (it then waits for its clients, this process among them, to end).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ConfigError
+
+CONTROL = "nvidia-cuda-mps-control"
+DEFAULT_PIPE = "/tmp/nvidia-mps"  # the driver's folder for the daemon's pipes when the environment names none
+START_S = 5.0  # the longest a new daemon takes to open its control pipe
+
+
+@dataclass(frozen=True)
+class Mps:
+    """The MPS daemon this process is a client of: its pipe folder and whether this process started it."""
+
+    pipe: str
+    started: bool
+
+    def _ask(self, command: str) -> str:
+        r = subprocess.run([CONTROL], input=command + "\n", capture_output=True, text=True, timeout=10,
+                           env={**os.environ, "CUDA_MPS_PIPE_DIRECTORY": self.pipe})
+        return r.stdout
+
+    def clients(self) -> set:
+        """The process ids of the daemon's servers' clients."""
+        pids: set = set()
+        for server in self._ask("get_server_list").split():
+            pids.update(int(p) for p in self._ask(f"get_client_list {server}").split() if p.isdigit())
+        return pids
+
+    def describe(self) -> str:
+        """What the report says: whether this process is a client (it is once its CUDA context exists)."""
+        how = "started for this process" if self.started else "already running"
+        if os.getpid() in self.clients():
+            return f"client of the MPS daemon at {self.pipe} ({how})"
+        return f"not a client of the MPS daemon at {self.pipe} ({how}): CUDA was initialized before it"
+
+
+_JOINED: Mps | None = None
+
+
+def join() -> Mps:
+    """Make this process (and the processes it spawns from now on) a client of an MPS daemon: the one
+    already serving, else a new one of its own. Raises ConfigError (option 'mps') when CUDA is already
+    initialized here or the daemon cannot be found or started."""
+    global _JOINED
+    if _JOINED is not None:
+        return _JOINED
+    import torch
+
+    if torch.cuda.is_initialized():
+        raise ConfigError("mps", "CUDA is already initialized in this process, so it cannot become an MPS client "
+                                 "(use --mps on the command line, or run before any CUDA work)")
+    pipe = os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or DEFAULT_PIPE
+    if (Path(pipe) / "control").exists():
+        _JOINED = Mps(pipe, started=False)
+        return _JOINED
+    exe = shutil.which(CONTROL)
+    if exe is None:
+        raise ConfigError("mps", f"{CONTROL} (the NVIDIA driver's MPS daemon) is not on PATH")
+    root = Path(tempfile.mkdtemp(prefix="posefuse-mps-"))
+    env = {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(root / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(root / "log")}
+    for d in ("pipe", "log"):
+        (root / d).mkdir()
+    r = subprocess.run([exe, "-d"], env=env, capture_output=True, text=True, timeout=10)
+    deadline = time.monotonic() + START_S
+    while not (root / "pipe" / "control").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if r.returncode != 0 or not (root / "pipe" / "control").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        raise ConfigError("mps", f"{CONTROL} -d did not start (exit code {r.returncode}: "
+                                 f"{(r.stderr or r.stdout).strip()[:200] or 'no message'})")
+    os.environ["CUDA_MPS_PIPE_DIRECTORY"] = env["CUDA_MPS_PIPE_DIRECTORY"]
+    os.environ["CUDA_MPS_LOG_DIRECTORY"] = env["CUDA_MPS_LOG_DIRECTORY"]
+    _JOINED = Mps(str(root / "pipe"), started=True)
+    atexit.register(_quit, exe, env)
+    return _JOINED
+
+
+def _quit(exe: str, env: dict):
+    """At exit: the daemon started here quits once its clients (this process last) have ended; not waited
+    for, since this process is one of them. Its folder stays (its pipes are open until it ends)."""
+    try:
+        p = subprocess.Popen([exe], stdin=subprocess.PIPE, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True, text=True)
+        p.stdin.write("quit\n")
+        p.stdin.close()
+    except OSError:
+        pass
