@@ -220,6 +220,7 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
             "gpu_util_mean": harness.usage_stat(r.get("usage"), "gpu_util_percent"),
             "nvdec_util_mean": harness.usage_stat(r.get("usage"), "nvdec_util_percent"),
             "cpu_percent_mean": harness.usage_stat(r.get("usage"), "cpu_percent"),
+            "gpu_mem_used_mib_max": harness.usage_stat(r.get("usage"), "gpu_mem_used_mib", "max"),
             "thread_s": r.get("runner_thread_s"), "wall_s": r.get("wall_s"), "failed": rep.failed,
             "reconnects": summed("network.reconnects"), "frames_before_start": summed("network.frames_before_start"),
             "latency_per_second": r.get("latency_per_second"), "gpu_ms_per_batch": r.get("gpu_ms_per_batch")}
@@ -429,14 +430,15 @@ def markdown(runs: list) -> str:
                           *([f"OpenCV decoding alone on this host ({alone['threads']} threads, one FFmpeg thread "
                              f"each): {alone['frames_per_s']:,.0f} fr/s, the ceiling for host-frame streams.", ""]
                             if (alone := rt.get("opencv_alone", {}).get(label)) else []),
-                          "| live 30 fr/s streams | run | fr/s | p50 ms | p99 ms | drops | failed streams | GPU util % | CPU % "
-                          "| CPU % per stream |",
-                          "|---|---|---|---|---|---|---|---|---|---|"]
+                          "| live 30 fr/s streams | run | fr/s | p50 ms | p99 ms | drops | failed streams | GPU util % "
+                          "| GPU memory peak GiB | CPU % | CPU % per stream |",
+                          "|---|---|---|---|---|---|---|---|---|---|---|"]
                 errors: dict = {}  # a failed stream's error (its source's name left out) -> how many streams
                 for row in c["rows"]:
                     for i, r in enumerate(row["runs"]):
                         cpu = r["cpu_percent_mean"]
                         per = "-" if cpu is None else f"{cpu / row['streams']:.2f}"
+                        mem = "-" if r.get("gpu_mem_used_mib_max") is None else f"{r['gpu_mem_used_mib_max'] / 1024:.1f}"
                         for name, err in (r.get("failed") or {}).items():
                             why = " ".join(err.replace(name.split("#")[0], "").split())[:160]
                             errors[why] = errors.get(why, 0) + 1
@@ -444,6 +446,7 @@ def markdown(runs: list) -> str:
                                      f"{r['latency_ms']['p99']:.1f} | {sum(r['drops'].values())} | "
                                      f"{len(r.get('failed') or {})} | "
                                      f"{r['gpu_util_mean'] if r['gpu_util_mean'] is None else round(r['gpu_util_mean'])} | "
+                                     f"{mem} | "
                                      f"{cpu if cpu is None else round(cpu)} | "
                                      f"{per} |")
                 lines.append("")
