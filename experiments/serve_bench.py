@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -200,15 +201,22 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
     return r
 
 
-def live(url: str, token: str | None, base: int, added: int, seconds: float, fps: float = 30.0) -> dict:
+def live(url: str, token: str | None, base: int, added: int, seconds: float, fps: float = 30.0,
+         spread_s: float = 0.0) -> dict:
     """``base`` loopback cameras of the sample clip at ``fps`` join a live server over HTTP; once they all
     deliver, ``added`` more join; ``seconds`` later the streams' figures (GET /streams): the added streams'
-    p99 latency, the base streams' p99 (median and worst), frames/s and drops by reason."""
+    p99 latency, the base streams' p99 (median and worst), frames/s and drops by reason. A loopback camera
+    paces its frames from its client's connection, so cameras POSTed together send theirs in phase (each
+    frame time brings one frame of every camera at once); ``spread_s`` > 0 POSTs the base cameras at
+    random moments over that many seconds instead, as cameras with clocks of their own are out of phase."""
     cameras = __import__("cameras")
     cams = cameras.Cameras(harness.data_path(harness.CLIP), n=base + added, fps=fps).start()
     names = [f"base{k}" for k in range(base)] + [f"added{k}" for k in range(added)]
+    at = sorted(random.Random(0).uniform(0, spread_s) for _ in range(base))  # each base POST's moment
     try:
-        for name, u in zip(names[:base], cams.urls[:base]):
+        t_post = time.monotonic()
+        for name, u, t in zip(names[:base], cams.urls[:base], at):
+            time.sleep(max(0.0, t_post + t - time.monotonic()))
             request(url, "/streams", {"source": u, "name": name}, method="POST", token=token)
         t0, settled = time.monotonic(), False
         while time.monotonic() - t0 < 120 and not settled:  # every base camera delivers
@@ -238,7 +246,8 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
     for r in rows:
         for why, n in r.get("drops", {}).items():
             drops[why] = drops.get(why, 0) + n
-    r = {"base": base, "added": added, "fps": fps, "seconds": seconds, "settle_s": settle_s, "settled": settled,
+    r = {"base": base, "added": added, "fps": fps, "seconds": seconds, "spread_s": spread_s, "settle_s": settle_s,
+         "settled": settled,
          "added_p99_ms": p99[base:], "added_results": [r.get("results", 0) for r in rows[base:]],
          "added_first_result_s": [first.get(n) for n in names[base:]],
          "base_p99_ms_median": float(np.median(base_p99)) if base_p99 else None,
@@ -280,7 +289,9 @@ def markdown(runs: list) -> str:
                       + f" of {v['seconds'] * v['fps']:,.0f} due)")
             settle = (f"each delivering {v['settle_s']:.1f} s after their POSTs" if v.get("settled", v["settle_s"] < 120)
                       else f"not all delivering {v['settle_s']:.0f} s after their POSTs")
-            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s ({settle}), then {v['added']} added over HTTP, {v['seconds']:.0f} s: the added streams' p99 "
+            phase = ("" if "spread_s" not in v else f"POSTed at random over {v['spread_s']:g} s, out of phase; "
+                     if v["spread_s"] else "POSTed together, in phase; ")
+            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s ({phase}{settle}), then {v['added']} added over HTTP, {v['seconds']:.0f} s: the added streams' p99 "
                     + ", ".join("none delivered" if x is None else f"{x:.1f} ms" for x in v["added_p99_ms"]) + joined
                     + "; the base streams' p99 median "
                     + ("-" if v["base_p99_ms_median"] is None else f"{v['base_p99_ms_median']:.1f}") + " ms, worst "
@@ -302,6 +313,9 @@ def main(argv=None):
     ap.add_argument("--live-base", type=int, default=200, help="live: cameras running before the added ones")
     ap.add_argument("--live-added", type=int, default=4, help="live: cameras added over HTTP while they run")
     ap.add_argument("--live-s", type=float, default=30.0, help="live: seconds measured after the added join")
+    ap.add_argument("--live-spread-s", type=float, default=0.0,
+                    help="live: POST the base cameras at random moments over this many seconds (out of phase); "
+                         "0: together (in phase)")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
     import torch
@@ -322,7 +336,8 @@ def main(argv=None):
         if "live" in a.only:  # a server of its own, in live mode: a frame later than --late-ms is dropped
             server = Server([harness.data_dir(), tmp], "--device", device, "--mode", "live")
             try:
-                run["live"] = live(server.url, server.token, a.live_base, a.live_added, a.live_s)
+                run["live"] = live(server.url, server.token, a.live_base, a.live_added, a.live_s,
+                                   spread_s=a.live_spread_s)
             finally:
                 run["live_server_exit"] = server.stop()
     harness.record(a.out_dir, "serve", run, markdown)
