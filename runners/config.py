@@ -22,6 +22,9 @@ MAX_WAIT_MS = 10.0  # the dynamic runner's longest wait of a frame for its batch
 # decoder 'auto' with one video stream: NVDEC only from this many 1080p frames (fewer for larger frames), where
 # its run saves more than its start costs (~1.3 s against ~0.62 ms a frame; results/startup.md, 23:13 run)
 ONE_STREAM_NVDEC_FRAMES_1080P = 2100
+# decoder 'auto' with several bounded video streams: NVDEC from this many megapixels of frames in all (~1.0 s
+# of start against ~0.17 ms saved a megapixel: 8 streams of 768x432, results/startup.md, 2026-12-07 04:06)
+STREAMS_NVDEC_MEGAPIXEL_FRAMES = 6000
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
 COMPILE_MODES = ("off", "default", "max-autotune")  # fusion.compiled's (imported lazily: this module stays light)
@@ -57,7 +60,8 @@ class RunConfig:
             flight finish (default: when the sources end).
         decoder: 'auto' (default: 'nvdec' where PyNvVideoCodec and a GPU run it, else 'cpu'; a video NVDEC
             cannot open is then read with OpenCV; a job of one video stream reads it with OpenCV unless it
-            is long and large enough to win NVDEC's start back, ONE_STREAM_NVDEC_FRAMES_1080P), 'cpu'
+            is long and large enough to win NVDEC's start back, ONE_STREAM_NVDEC_FRAMES_1080P, and a job of
+            several bounded video streams unless they hold STREAMS_NVDEC_MEGAPIXEL_FRAMES), 'cpu'
             (OpenCV) or 'nvdec' (video files decoded on the GPU into NV12, in decode hosts).
         streams_per_decode_host: NVDEC streams one decode host serves (0: all, one process per GPU;
             1: a process per stream). Default 4 (GPU_STREAMS_PER_HOST; results/DECISIONS.md).
@@ -312,10 +316,13 @@ def _auto_decoder(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
         return "cpu", "no GPU in the run"
     if c.runner == "ultralytics" or c.save_video:
         return "cpu", f"{'the ultralytics runner' if c.runner == 'ultralytics' else 'save_video'} needs BGR host frames"
-    one = _one_video(c)
-    if one is not None and not nvdec_pays_for_one_stream(*one):
-        return "cpu", (f"one video stream of {one[0]} frames of {one[1] / 1e6:.1f} Mpx: NVDEC's start (a decode "
-                       "host) would cost more than it saves (results/startup.md)")
+    videos = _bounded_videos(c)
+    if videos is not None and len(videos) == 1 and not nvdec_pays_for_one_stream(*videos[0]):
+        return "cpu", (f"one video stream of {videos[0][0]} frames of {videos[0][1] / 1e6:.1f} Mpx: NVDEC's start (a "
+                       "decode host) would cost more than it saves (results/startup.md)")
+    if videos is not None and len(videos) > 1 and not nvdec_pays_for_streams(videos):
+        return "cpu", (f"{len(videos)} video streams of {sum(n * px for n, px in videos) / 1e6:,.0f} Mpx of frames in "
+                       "all: NVDEC's start (a decode host) would cost more than it saves (results/startup.md)")
     from .gpuinfo import nvdec_available
 
     why = nvdec_available()
@@ -333,25 +340,37 @@ def nvdec_pays_for_one_stream(frames: int, pixels: int) -> bool:
     return pixels >= full_hd and frames * pixels >= ONE_STREAM_NVDEC_FRAMES_1080P * full_hd
 
 
-def _one_video(c: RunConfig) -> tuple[int, int] | None:
-    """(frames, pixels a frame) of the job's one stream where the job is one bounded read of a local video
-    file (frames: the container's count, capped by ``max_frames``); None for any other job or when the
-    container does not say."""
+def nvdec_pays_for_streams(videos: list) -> bool:
+    """Whether NVDEC reads a job of several video streams (``videos``: (frames, pixels a frame) each) sooner
+    than OpenCV, its start included: from STREAMS_NVDEC_MEGAPIXEL_FRAMES megapixels of frames in all (with
+    several streams NVDEC's run was faster at 768x432 too; the saving taken to grow with the pixels)."""
+    return sum(n * px for n, px in videos) >= STREAMS_NVDEC_MEGAPIXEL_FRAMES * 1e6
+
+
+def _bounded_videos(c: RunConfig, most: int = 64) -> list | None:
+    """[(frames, pixels a frame)] of the job's streams where the job is a bounded read of at most ``most``
+    local video files (frames: the container's count, capped by ``max_frames``; a file given more than once
+    probed once); None for any other job or when a container does not say."""
     streams = c.streams()
-    if len(streams) != 1 or c.loop or c.paced or c.mode == "live" or c.duration_s is not None:
+    if not streams or c.loop or c.paced or c.mode == "live" or c.duration_s is not None:
         return None
-    head = video_header(streams[0][0])
-    if head is None or head[0] < 1:
-        return None
-    n, h, w = head
-    return min(n, c.max_frames or n), h * w
+    heads: dict = {}
+    for spec, _ in streams:
+        if spec not in heads:
+            if len(heads) == most:
+                return None
+            heads[spec] = video_header(spec)
+        head = heads[spec]
+        if head is None or head[0] < 1:
+            return None
+    return [(min(n, c.max_frames or n), h * w) for n, h, w in (heads[spec] for spec, _ in streams)]
 
 
 def video_header(spec: str | None) -> tuple[int, int, int] | None:
     """(frames, height, width) a local file's container declares, read with OpenCV from its header
     (milliseconds; frames 0 where the container does not count them, as for a still image); None for URLs,
     folders and missing files, or where it gives no frame size. The one header probe of a run: decoder auto's
-    one-stream rule, the batch's stream lengths and the announced NVDEC frame shape (runners.sources) read it."""
+    job rule, the batch's stream lengths and the announced NVDEC frame shape (runners.sources) read it."""
     if not spec or "://" in spec or not os.path.isfile(spec):
         return None
     import cv2

@@ -208,25 +208,30 @@ def test_auto_choices_are_resolved_said_and_each_has_its_option():
     assert given.chosen == {} and (given.runner, given.batch) == ("serial", 4)
 
 
-def test_auto_decoder_reads_one_short_video_stream_with_opencv():
-    """decoder 'auto' by the job: one bounded video stream too short or too small to win NVDEC's start back is
-    read with OpenCV, and the choice says why; several streams, a looping one or a long 1080p one are not
-    this rule's (on a machine without NVDEC they say so instead)."""
+def test_auto_decoder_reads_short_video_jobs_with_opencv():
+    """decoder 'auto' by the job: one bounded video stream, or several, too short or too small to win NVDEC's
+    start back are read with OpenCV, and the choice says why; a looping or paced one, a long 1080p one or
+    enough megapixels of frames in all are not this rule's (on a machine without NVDEC they say so instead)."""
     from posefuse import RunConfig
-    from posefuse.runners.config import ONE_STREAM_NVDEC_FRAMES_1080P as N, _auto_decoder, nvdec_pays_for_one_stream
+    from posefuse.runners.config import (ONE_STREAM_NVDEC_FRAMES_1080P as N, STREAMS_NVDEC_MEGAPIXEL_FRAMES as M,
+                                         _auto_decoder, nvdec_pays_for_one_stream, nvdec_pays_for_streams)
 
     hd = 1920 * 1080
     assert not nvdec_pays_for_one_stream(N - 1, hd) and nvdec_pays_for_one_stream(N, hd)
     assert nvdec_pays_for_one_stream(N // 4, 4 * hd) and not nvdec_pays_for_one_stream(100 * N, 768 * 432)
+    assert nvdec_pays_for_streams([(M, 10**6 // 2)] * 2) and not nvdec_pays_for_streams([(M - 1, 10**6 // 2)] * 2)
     clip1080 = helpers.data_path("one-by-one-person-1080p.mp4")
     for cfg, frames in ((RunConfig(sources=[CLIP]), 1394), (RunConfig(sources=[clip1080]), 600),
                         (RunConfig(sources=[CLIP], max_frames=64), 64)):
         decoder, why = _auto_decoder(cfg, gpu_run=True)
         assert decoder == "cpu" and f"one video stream of {frames} frames" in why, why
-    for cfg in (RunConfig(sources=[CLIP], repeat=2), RunConfig(sources=[CLIP, clip1080]),
-                RunConfig(sources=[clip1080], loop=True), RunConfig(sources=[CLIP], paced=True),
-                RunConfig(sources=[None])):
-        assert "one video stream" not in _auto_decoder(cfg, gpu_run=True)[1]
+    for cfg, streams, mpx in ((RunConfig(sources=[CLIP], repeat=8), 8, 3_700),  # 8 x 1,394 frames of 768x432
+                              (RunConfig(sources=[CLIP, clip1080]), 2, 1_707)):
+        decoder, why = _auto_decoder(cfg, gpu_run=True)
+        assert decoder == "cpu" and why.startswith(f"{streams} video streams of {mpx:,} Mpx of frames"), why
+    for cfg in (RunConfig(sources=[CLIP], repeat=20), RunConfig(sources=[clip1080], loop=True),
+                RunConfig(sources=[CLIP], paced=True), RunConfig(sources=[None])):
+        assert "video stream" not in _auto_decoder(cfg, gpu_run=True)[1]
     assert _auto_decoder(RunConfig(sources=[CLIP]), gpu_run=False) == ("cpu", "no GPU in the run")
 
 
