@@ -101,7 +101,8 @@ def usage_stat(usage: dict | None, quantity: str, stat: str = "mean"):
 
 def under_mps() -> bool:
     """Whether this process's CUDA work goes through an MPS server: CUDA_MPS_PIPE_DIRECTORY names a folder
-    holding a control daemon's pipe (gpu_run.sh's mps step starts one there)."""
+    holding a control daemon's pipe (gpu_run.sh's mps step starts one there; posefuse.runners.mps.join points
+    the variable at the daemon it joins or starts)."""
     pipe = os.environ.get("CUDA_MPS_PIPE_DIRECTORY")
     return bool(pipe) and (Path(pipe) / "control").exists()
 

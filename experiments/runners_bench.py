@@ -265,8 +265,15 @@ def main():
     ap.add_argument("--compile", default=None, choices=("off", "default", "max-autotune"),
                     help="the backbone compiled by Inductor in every run, each run compiling its batch sizes (the "
                          "first cold; default: the run's own choice; checkouts before the option have none)")
+    ap.add_argument("--mps", action="store_true",
+                    help="this process (every pipeline and run in it) and its decode hosts as clients of a CUDA MPS "
+                         "server, joined or started by posefuse (RunConfig.mps) before CUDA is initialized here")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args()
+    if a.mps:
+        from posefuse.runners.mps import join
+
+        join()
     import torch
 
     if a.compile:
