@@ -211,9 +211,12 @@ class Assembly:
             common = dict(max_frames=s.max_frames, start=s.start, loop=cfg.loop, duration_s=cfg.duration_s, fps=cfg.fps)
             if where.decoder == "nvdec":
                 try:
+                    # a paced stream's frames are due at their times: its decoder runs one chunk ahead, not three
+                    # (rows: device memory per stream; read-ahead: every stream decoding at the start at once)
+                    pool = 2 * cfg.chunk if cfg.paced else None
                     with self._nvdec_opening:  # decoder sessions opened side by side in one host have not run
                         return self._hosts().open(s.name, open_in_host, self.device, cfg.paced, path=s.spec,
-                                                  chunk=cfg.chunk, **common)
+                                                  chunk=cfg.chunk, pool=pool, **common)
                 except SourceError as e:
                     if "decoder" not in cfg.chosen:  # asked for: its error is the stream's
                         raise
