@@ -440,14 +440,14 @@ def markdown(runs: list) -> str:
                           "| live 30 fr/s streams | run | fr/s | p50 ms | p99 ms | drops | failed streams | GPU util % "
                           "| GPU memory peak GiB | CPU % | CPU % per stream |",
                           "|---|---|---|---|---|---|---|---|---|---|---|"]
-                errors: dict = {}  # a failed stream's error (its source's name left out) -> how many streams
+                errors: dict = {}  # a failed stream's error ("source NAME: " left out) -> how many streams
                 for row in c["rows"]:
                     for i, r in enumerate(row["runs"]):
                         cpu = r["cpu_percent_mean"]
                         per = "-" if cpu is None else f"{cpu / row['streams']:.2f}"
                         mem = "-" if r.get("gpu_mem_used_mib_max") is None else f"{r['gpu_mem_used_mib_max'] / 1024:.1f}"
-                        for name, err in (r.get("failed") or {}).items():
-                            why = " ".join(err.replace(name.split("#")[0], "").split())[:160]
+                        for err in (r.get("failed") or {}).values():
+                            why = " ".join((err.split(": ", 1)[1] if err.startswith("source ") else err).split())[:160]
                             errors[why] = errors.get(why, 0) + 1
                         lines.append(f"| {row['streams']} | {i + 1} | {r['frames_per_s']:.0f} | {r['latency_ms']['p50']:.1f} | "
                                      f"{r['latency_ms']['p99']:.1f} | {sum(r['drops'].values())} | "

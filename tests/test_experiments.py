@@ -134,13 +134,18 @@ def test_runners_bench_markdown_from_a_recorded_shape():
                                "predict_serial": {"frames_per_s": 10.0}, "e2e_over_predict_serial": 10.0}},
            "realtime": {"clips": {"1080p": {"rows": [{"streams": 50, "held": True, "runs": [
                             {"streams": 50, "frames_per_s": 1500.0, "latency_ms": {"p50": 5.0, "p99": 9.0},
-                             "drops": {}, "gpu_util_mean": None, "cpu_percent_mean": 50.0}] * 3}],
+                             "drops": {}, "gpu_util_mean": None, "cpu_percent_mean": 50.0}] * 2 + [
+                            {"streams": 50, "frames_per_s": 1400.0, "latency_ms": {"p50": 5.0, "p99": 9.0},
+                             "drops": {}, "gpu_util_mean": 40.0, "cpu_percent_mean": 50.0, "gpu_mem_used_mib_max": 2048.0,
+                             "failed": {"/d/clip.mp4#7": "source /d/clip.mp4: NVDEC could not decode its first frame"}}]}],
                                              "max_streams_p99_le_50ms": 50}},
                         "max_wait_ms": 10, "batch": 64, "seconds": 6, "repeats": 3}}
     md = runners_bench.markdown([run])
     assert "| 768x432 | 8 | 200 | 150 | 100 (dynamic) | 0.67 | pipeline | 10.0 | 10.0x |" in md
     assert "Real time, 1080p" in md and ">= 95% of the offered frames/s): **50**" in md
-    assert "| 50 | 3 | 1500 | 5.0 | 9.0 | 0 | None | 50 | 1.00 |" in md
+    assert "| 50 | 2 | 1500 | 5.0 | 9.0 | 0 | 0 | None | - | 50 | 1.00 |" in md  # records before the two columns
+    assert "| 50 | 3 | 1400 | 5.0 | 9.0 | 0 | 1 | 40 | 2.0 | 50 | 1.00 |" in md
+    assert "Failed streams (all runs): 1 x NVDEC could not decode its first frame" in md
 
 
 def test_runners_bench_page_shows_each_decoders_live_run_and_an_mps_run_beside_the_plain_one():
