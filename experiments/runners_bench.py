@@ -445,7 +445,8 @@ def markdown(runs: list) -> str:
                     for i, r in enumerate(row["runs"]):
                         cpu = r["cpu_percent_mean"]
                         per = "-" if cpu is None else f"{cpu / row['streams']:.2f}"
-                        mem = "-" if r.get("gpu_mem_used_mib_max") is None else f"{r['gpu_mem_used_mib_max'] / 1024:.1f}"
+                        mem = r.get("gpu_mem_used_mib_max")
+                        mem = "-" if mem is None else f"{mem / 1024:.1f}"
                         for err in (r.get("failed") or {}).values():
                             why = " ".join((err.split(": ", 1)[1] if err.startswith("source ") else err).split())[:160]
                             errors[why] = errors.get(why, 0) + 1

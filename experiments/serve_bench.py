@@ -287,11 +287,13 @@ def markdown(runs: list) -> str:
                       + ", ".join("none" if x is None else f"{x:.1f}" for x in v["added_first_result_s"])
                       + " s after the first POST; results " + ", ".join(f"{x:,}" for x in v["added_results"])
                       + f" of {v['seconds'] * v['fps']:,.0f} due)")
-            settle = (f"each delivering {v['settle_s']:.1f} s after their POSTs" if v.get("settled", v["settle_s"] < 120)
+            settled = v.get("settled", v["settle_s"] < 120)  # runs before the flag: the wait ran out at 120 s
+            settle = (f"each delivering {v['settle_s']:.1f} s after their POSTs" if settled
                       else f"not all delivering {v['settle_s']:.0f} s after their POSTs")
             phase = ("" if "spread_s" not in v else f"POSTed at random over {v['spread_s']:g} s, out of phase; "
                      if v["spread_s"] else "POSTed together, in phase; ")
-            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s ({phase}{settle}), then {v['added']} added over HTTP, {v['seconds']:.0f} s: the added streams' p99 "
+            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s ({phase}{settle}), then {v['added']} added "
+                    f"over HTTP, {v['seconds']:.0f} s: the added streams' p99 "
                     + ", ".join("none delivered" if x is None else f"{x:.1f} ms" for x in v["added_p99_ms"]) + joined
                     + "; the base streams' p99 median "
                     + ("-" if v["base_p99_ms_median"] is None else f"{v['base_p99_ms_median']:.1f}") + " ms, worst "

@@ -31,9 +31,7 @@ from .sources.decodehost import SWITCH_INTERVAL_S, open_cpu_in_host
 from .sources.nvdec import open_in_host
 from .strategies import run_source
 
-OPENERS = 32  # threads opening a run's OpenCV sources at once (a camera's open waits on the network)
-
-
+OPENERS = 32  # threads opening a run's sources at once (a camera's open waits on the network; NVDEC's take turns)
 
 # Where a stream is read (Placement.reader)
 READER_THREAD = "reader thread"  # a file, folder or the default clip, read by one of the run's reader threads

@@ -590,6 +590,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
             except SourceError as e:
                 err = str(e)
         if err is not None:
+            removed.discard(cmd.name)
             with state.lock:
                 state.failed[cmd.name] = control.failed[cmd.name] = err
             control.stream_ended(cmd.name, err)
@@ -613,8 +614,8 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
 
     def steer():
         """Carry out the control's commands (the run's main thread, every POLL): streams to add are opened on
-        the opener threads and join as their opens end; let go of the sources and threads that ended (a service adds
-        sources all day)."""
+        the opener threads and join as their opens end; let go of the sources and threads that ended (a
+        service adds sources all day)."""
         sources[:] = [s for s in sources if not s.cancel.is_set()]  # an ended source is closed
         for t in [t for t in threads if t.ident is not None and not t.is_alive()]:
             threads.remove(t)  # one at a time: a reader may append a pump thread meanwhile

@@ -136,8 +136,10 @@ def test_runners_bench_markdown_from_a_recorded_shape():
                             {"streams": 50, "frames_per_s": 1500.0, "latency_ms": {"p50": 5.0, "p99": 9.0},
                              "drops": {}, "gpu_util_mean": None, "cpu_percent_mean": 50.0}] * 2 + [
                             {"streams": 50, "frames_per_s": 1400.0, "latency_ms": {"p50": 5.0, "p99": 9.0},
-                             "drops": {}, "gpu_util_mean": 40.0, "cpu_percent_mean": 50.0, "gpu_mem_used_mib_max": 2048.0,
-                             "failed": {"/d/clip.mp4#7": "source /d/clip.mp4: NVDEC could not decode its first frame"}}]}],
+                             "drops": {}, "gpu_util_mean": 40.0, "cpu_percent_mean": 50.0,
+                             "gpu_mem_used_mib_max": 2048.0,
+                             "failed": {"/d/clip.mp4#7": "source /d/clip.mp4: NVDEC could not decode its first "
+                                                         "frame"}}]}],
                                              "max_streams_p99_le_50ms": 50}},
                         "max_wait_ms": 10, "batch": 64, "seconds": 6, "repeats": 3}}
     md = runners_bench.markdown([run])

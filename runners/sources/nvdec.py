@@ -11,8 +11,8 @@ once per chunk, before it lends the chunk, not once per frame: beside the run's 
 a turn of the GPU's time slicing (end to end 1.31x at 768x432, 1.14x at 1080p: results/DECISIONS.md).
 The decoder's returned frames are held until then. A chunk of frames goes to the runner at once; the
 decoder runs ahead of the GPU by up to ``pool`` frames; a chunk's rows return to the pool once the runner
-has released each of its frames (``Frame.release()``, once the GPU work reading it has completed). The stream's rows are made once
-(``StreamRows.chunked``), so a looping stream's passes share them.
+has released each of its frames (``Frame.release()``, once the GPU work reading it has completed). The
+stream's rows are made once (``StreamRows.chunked``), so a looping stream's passes share them.
 
 PyNvVideoCodec starts a decoder session lazily, in the first decode call; :func:`prime_decoder` starts it
 at open instead, so a runner's streams start together.
