@@ -149,8 +149,12 @@ def _runners() -> list:
             per_clip[label][2].update({x["streams"]: x for x in c["rows"]})
     for label, (day, run, rows) in per_clip.items():  # a run's notes stay in results/runners.json
         held = [S for S, x in rows.items() if realtime_held(x["runs"])]
+        def failed(S):  # streams that did not open, in the worst run of S
+            n = max(len(r.get("failed") or {}) for r in rows[S]["runs"])
+            return f" ({n} of {S} streams failed)" if n else ""
+
         text = ", ".join(f"S={S}: p99 " + "/".join(f"{r['latency_ms']['p99']:.0f}" for r in rows[S]["runs"]) + " ms"
-                         for S in sorted(rows))
+                         + failed(S) for S in sorted(rows))
         out += ["", f"Paced streams, {label} (dynamic runner, 30 fr/s streams, the p99 of each run; {day[0]}, "
                 f"{day[1]}): {text}; largest S held (every run: p99 <= 50 ms, no drop, >= 95% of the offered "
                 f"frames/s): {max(held) if held else 'none of those measured'}."]
