@@ -54,7 +54,8 @@ class Mps:
         how = "started for this process" if self.started else "already running"
         if os.getpid() in self.clients():
             return f"client of the MPS daemon at {self.pipe} ({how})"
-        return f"not a client of the MPS daemon at {self.pipe} ({how}): CUDA was initialized before it"
+        return (f"not among the clients of the MPS daemon at {self.pipe} ({how}): CUDA was initialized here before "
+                f"it joined, or the daemon lists no clients to this user")
 
 
 _JOINED: Mps | None = None
