@@ -223,7 +223,8 @@ def realtime(path: str, s: int, seconds: float, max_wait_ms: float, batch: int, 
             "gpu_mem_used_mib_max": harness.usage_stat(r.get("usage"), "gpu_mem_used_mib", "max"),
             "thread_s": r.get("runner_thread_s"), "wall_s": r.get("wall_s"), "failed": rep.failed,
             "reconnects": summed("network.reconnects"), "frames_before_start": summed("network.frames_before_start"),
-            "latency_per_second": r.get("latency_per_second"), "gpu_ms_per_batch": r.get("gpu_ms_per_batch")}
+            "latency_per_second": r.get("latency_per_second"), "gpu_ms_per_batch": r.get("gpu_ms_per_batch"),
+            "waits_ms": r.get("waits_ms")}
 
 
 def multigpu(path: str, streams: int, n_gpus: int, batch: int, chunk: int) -> dict:
@@ -338,7 +339,9 @@ def main():
                 rows.append({"streams": s, "held": held, "runs": reps})
                 print("realtime", label, s, "streams: p99", [f"{r['latency_ms']['p99']:.1f} ms" for r in reps],
                       [f"{r['frames_per_s']:.0f} fr/s" for r in reps],
-                      "failed streams", [len(r.get("failed") or {}) for r in reps], flush=True)
+                      "failed streams", [len(r.get("failed") or {}) for r in reps],
+                      "waits p99 ms", [{k: round(v["p99"], 1) for k, v in (r["waits_ms"] or {}).items()} for r in reps],
+                      flush=True)
                 ok = [r["streams"] for r in rows if r["held"]]
                 run["realtime"]["clips"][label] = {"rows": rows, "max_streams_p99_le_50ms": max(ok) if ok else 0}
                 _write(run, a.out_dir)

@@ -29,13 +29,15 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class Waiting:
     """A frame waiting for its batch: its stream, its place in the stream's queue order, the frame, when it
-    arrived (perf_counter seconds: the start of its latency) and its canvas (the batch key)."""
+    arrived (perf_counter seconds: the start of its latency), its canvas (the batch key), when the run
+    queued it for the batcher (``queued``, the caller's) and when it was offered here (``offered``)."""
 
     stream: str
     seq: int
     frame: object
     arrived: float
     canvas: object
+    queued: float = 0.0
     offered: float = 0.0
 
 

@@ -94,11 +94,13 @@ def _put(q: queue.Queue, item, state: RunState) -> bool:
 @dataclass
 class Parcel:
     """Consecutive frames of one stream from a reader's pass to the GPU workers: ``seq`` is the place of the
-    first in the stream's queue order (the result thread delivers each stream's frames in that order)."""
+    first in the stream's queue order (the result thread delivers each stream's frames in that order);
+    ``queued``: when the intake queued them (perf_counter seconds)."""
 
     stream: str
     seq: int
     frames: list
+    queued: float = 0.0
 
 
 class _ReaderEntry:
@@ -324,6 +326,8 @@ class _Intake:
                     return not state.stop.is_set()
                 state.enter([(p.stream, f.index) for p in item for f in p.frames])
                 t0 = time.perf_counter()
+                for p in item:
+                    p.queued = t0
                 put = _put(self.frames_q, item, state)
                 self.queue_full_wait_s += time.perf_counter() - t0
                 return put
@@ -399,11 +403,13 @@ class _Readers:
 @dataclass
 class Submitted:
     """A batch from a GPU worker to the result thread: the frames run (:class:`Waiting`, in the order given
-    to the pipeline), their pending results (submit_frames), and the frames dropped as late instead."""
+    to the pipeline), their pending results (submit_frames), the frames dropped as late instead, and when
+    the batch left the policy (perf_counter seconds)."""
 
     run: list
     pending: list
     late: list
+    left: float
 
 
 def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, ended: dict, tracker=None):
@@ -438,17 +444,18 @@ def _batcher(frames_q, results_q, pipe, state: RunState, policy: BatchPolicy, en
                         ended["n"] += 1
                 elif item is not None:  # a reader's pass: a Parcel per stream
                     policy.offer([Waiting(p.stream, p.seq + k, f, f.arrived, (f.checked[1], f.pixel_format,
-                                                                              f.checked[0].device.type))
+                                                                              f.checked[0].device.type), p.queued)
                                   for p in item for k, f in enumerate(p.frames)], now)
                 done = (item is None or (item is _END and frames_q.empty())) and all_ended()
                 while not state.stop.is_set() and (batch := policy.take(now, ended=done)) is not None:
+                    left = now
                     for w in batch.late:
                         w.frame.release()
                     w0 = pipe.ring_wait_s
                     pending = submit_frames(pipe, [w.frame for w in batch.run], [w.stream for w in batch.run],
                                             tracker) if batch.run else []
                     t1 = time.perf_counter()
-                    _put(results_q, Submitted(batch.run, pending, batch.late), state)
+                    _put(results_q, Submitted(batch.run, pending, batch.late, left), state)
                     ring_wait = pipe.ring_wait_s - w0  # waiting for the GPU, inside submit
                     times["gpu.submit"] += t1 - now - ring_wait
                     times["gpu.ring_wait"] += ring_wait
@@ -490,6 +497,9 @@ def _results(results_q, events: RunEvents, on_result, state: RunState, n_workers
                 results += pending.result()
                 if pending.gpu_ms:
                     events.gpu_spans(pending.gpu_ms)
+            waited = item.run + item.late
+            events.waits([w.queued - w.arrived for w in waited], [w.offered - w.queued for w in waited],
+                         [item.left - w.offered for w in waited])
             done = list(zip(item.run, results)) + [(w, _LATE) for w in item.late]
             for w, r in done:
                 name = w.stream

@@ -1,9 +1,10 @@
 """The events a run reports, as a declared protocol, and the fan-out of one run's events per stream.
 
 A runner reports each frame's arrival, its result or its drop (with the reason), each batch's GPU time per
-span and where its threads spent their time. Implemented by the PerformanceMonitor (the figures),
-:class:`StreamFanout` (one monitor per stream beside the run's total) and the multi-GPU worker's sender
-(events batched to the parent process). A key is (stream name, frame index).
+span and its frames' waits before the GPU, and where its threads spent their time. Implemented by the
+PerformanceMonitor (the figures), :class:`StreamFanout` (one monitor per stream beside the run's total)
+and the multi-GPU worker's sender (events batched to the parent process). A key is (stream name, frame
+index).
 """
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ class RunEvents(Protocol):
 
     def gpu_spans(self, ms: dict) -> None:
         """One batch's GPU milliseconds per timed span (PendingBatch.gpu_ms)."""
+
+    def waits(self, intake: list, queue: list, batch: list) -> None:
+        """One batch's frames (those run and those dropped as late), where each one's latency went before the
+        GPU, in seconds: from its arrival until the run queued it (``intake``: its reader or decode host and
+        the hand-off), in the queue until the batcher took it (``queue``), and there until its batch left
+        (``batch``)."""
 
     def thread_seconds(self, seconds: dict) -> None:
         """Seconds the runner's threads spent per activity."""
@@ -111,6 +118,9 @@ class StreamFanout:
 
     def gpu_spans(self, ms):
         self.total.gpu_spans(ms)
+
+    def waits(self, intake, queue, batch):
+        self.total.waits(intake, queue, batch)
 
     def thread_seconds(self, seconds):
         self.total.thread_seconds(seconds)

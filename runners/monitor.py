@@ -1,6 +1,7 @@
 """PerformanceMonitor: frames/s, per-frame latency (arrival -> result) percentiles, over the run and per
-second, frame accounting, GPU time per timed span (CUDA events), GPU utilization and memory (NVML), CPU
-usage and host memory (psutil); a JSON report and a console summary."""
+second, and its waits before the GPU (arrival -> queued -> batcher -> batch leaves), frame accounting, GPU time
+per timed span (CUDA events), GPU utilization and memory (NVML), CPU usage and host memory (psutil); a
+JSON report and a console summary."""
 from __future__ import annotations
 
 import threading
@@ -107,6 +108,7 @@ class PerformanceMonitor:
         self.t_first = None  # the first result
         self.arrivals: dict[tuple, float] = {}
         self.latency = LatencyHistogram()
+        self.waited = {k: LatencyHistogram() for k in ("intake", "queue", "batch")}  # RunEvents.waits
         self.timeline = LatencyTimeline() if timeline else None
         self.frames_in = 0
         self.results = 0
@@ -137,6 +139,11 @@ class PerformanceMonitor:
             for k, v in ms.items():
                 self.span_ms[k] += v
                 self.span_batches[k] += 1
+
+    def waits(self, intake: list, queue: list, batch: list):
+        with self._lock:
+            for h, v in zip(self.waited.values(), (intake, queue, batch)):
+                h.add_many(v)
 
     def arrived(self, keys: list, t: float | list | None = None):
         """``t``: one arrival time for all keys, one per key (a list), or None (now)."""
@@ -213,6 +220,9 @@ class PerformanceMonitor:
             "gpu_ms_total": dict(self.span_ms),
             "runner_thread_s": dict(self.thread_s),
         }
+        if self.waited["intake"].n:  # where a frame's latency goes before the GPU (a concurrent runner's)
+            rep["waits_ms"] = {name: {"p50": h.percentile(50) * 1e3, "p99": h.percentile(99) * 1e3, "max": h.max * 1e3}
+                               for name, h in self.waited.items()}
         if self.timeline is not None:
             rep["latency_per_second"] = self.timeline.report()
         if self.sampler is not None:

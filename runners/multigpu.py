@@ -74,6 +74,7 @@ class Events:
     arrivals: list = field(default_factory=list)  # [(keys, t)]
     drops: list = field(default_factory=list)  # [(key, reason)]
     spans: list = field(default_factory=list)  # [gpu ms per span]
+    waits: list = field(default_factory=list)  # [(intake, queue, batch seconds)] per batch
     seconds: list = field(default_factory=list)  # [thread seconds]
     results: "PackedResults | None" = None
 
@@ -169,6 +170,12 @@ class WorkerEvents:
         self.local.gpu_spans(ms)
         with self.lock:
             self.msg.spans.append(ms)
+            self._added()
+
+    def waits(self, intake, queue, batch):
+        self.local.waits(intake, queue, batch)
+        with self.lock:
+            self.msg.waits.append((intake, queue, batch))
             self._added()
 
     def thread_seconds(self, seconds):
@@ -305,6 +312,8 @@ def run_multigpu(streams: list, devices: list[str], cfg, events: RunEvents, on_r
                     events.dropped(key, reason)
                 for ms in msg.spans:
                     events.gpu_spans(ms)
+                for w in msg.waits:
+                    events.waits(*w)
                 for s in msg.seconds:
                     events.thread_seconds(s)
                 pr = msg.results

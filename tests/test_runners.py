@@ -609,3 +609,31 @@ def test_a_control_learns_that_its_run_failed():
     assert control.ended.is_set() and errors and control.error is errors[0]
     with pytest.raises(RuntimeError, match="stopped"):
         control.add_source(None)
+
+
+def test_every_run_events_implementation_declares_the_whole_protocol():
+    """RunEvents is declared: the monitor, the per-stream fan-out and the multi-GPU worker's sender each
+    define every method of it (none is probed for at run time)."""
+    import inspect
+
+    from posefuse.runners.events import RunEvents, StreamFanout
+    from posefuse.runners.multigpu import WorkerEvents
+
+    methods = {n for n, f in vars(RunEvents).items() if inspect.isfunction(f) and not n.startswith("_")}
+    assert "waits" in methods and len(methods) >= 8
+    for cls in (PerformanceMonitor, StreamFanout, WorkerEvents):
+        assert methods <= {n for n, f in vars(cls).items() if inspect.isfunction(f)}, cls.__name__
+
+
+def test_a_dynamic_run_reports_where_its_frames_waited_before_the_gpu():
+    """The report's waits_ms: each frame's time from its arrival until the run queued it (intake), in the
+    queue (queue) and in the batcher until its batch left (batch), parts of its latency: none exceeds the
+    largest latency."""
+    from posefuse import RunConfig, run
+
+    rep = run(RunConfig(sources=[helpers.data_path(helpers.harness.CLIP)], repeat=2, max_frames=24, runner="dynamic",
+                        batch=4, imgsz=320, device="cpu", decoder="cpu", progress=False))
+    o = rep.overall
+    assert o["results"] == 48 and set(o["waits_ms"]) == {"intake", "queue", "batch"}
+    for w in o["waits_ms"].values():
+        assert 0 <= w["p50"] <= w["p99"] <= w["max"] * 1.01 <= o["latency_ms"]["max"] * 1.02, (w, o["latency_ms"])
