@@ -334,12 +334,10 @@ def _run(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         return 130
     imports_s = time.perf_counter() - t0
     try:
-        cfg = to_config(a)
-        if cfg.mps:  # before validated() initializes CUDA here (run() joins the same daemon)
-            from .mps import join
+        from .mps import join_asked
 
-            cfg.check()
-            join()
+        cfg = to_config(a)
+        join_asked(cfg)  # before validated() initializes CUDA here
         cfg = cfg.validated()
         if cfg.chosen:
             print("[chosen] " + "; ".join(f"{k} {getattr(cfg, k)} ({why})" for k, why in cfg.chosen.items()), flush=True)

@@ -99,6 +99,17 @@ def join() -> Mps:
     return _JOINED
 
 
+def join_asked(config) -> Mps | None:
+    """:func:`join` where RunConfig ``config`` asks for MPS (its option rules checked first, so a bad
+    combination is named before any daemon starts); None where it does not. Called before anything
+    initializes CUDA in this process: by the command line and the service before they validate options,
+    by ``run()`` before it does (the later calls find the daemon joined)."""
+    if not config.mps:
+        return None
+    config.check()
+    return join()
+
+
 def _quit(exe: str, env: dict):
     """At exit: the daemon started here quits once its clients (this process last) have ended; not waited
     for, since this process is one of them. Its folder stays (its pipes are open until it ends)."""

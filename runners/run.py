@@ -22,6 +22,7 @@ from .assembly import Assembly, stream_specs
 from .config import CONCURRENT, ConfigError, RunConfig
 from .events import FrameResult, RunInterrupted, RunnerError, StreamFanout
 from .monitor import PerformanceMonitor
+from .mps import join_asked
 from .outputs import Outputs, check_paths
 
 
@@ -141,12 +142,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
     when set. Raises ConfigError for a bad option or output path, before anything runs."""
     try:
         t_run = time.perf_counter()
-        mps = None
-        if config.mps:  # before CUDA is initialized here: validated() asks torch for the GPUs
-            from .mps import join
-
-            config.check()
-            mps = join()
+        mps = join_asked(config)  # before validated() asks torch for the GPUs
         cfg = config.validated()
         check_paths(cfg)
         streams = stream_specs(cfg)

@@ -526,11 +526,9 @@ def serve(cfg: ServeConfig, on_listening=None) -> int:
 
     from aiohttp import web
 
-    if cfg.run.mps:  # before checking the options initializes CUDA here (the run joins the same daemon)
-        from .mps import join
+    from .mps import join_asked
 
-        cfg.run.check()
-        join()
+    join_asked(cfg.run)  # before checking the options initializes CUDA here
     cfg = cfg.checked()
     service = Service(cfg)
     app = make_app(service)
