@@ -9,6 +9,8 @@
 #   ncu       experiments/profile.sh (ncu by NVTX range)  -> results/ncu_nvtx.txt
 #   notebook  experiments/run_notebook.py                 -> experiments/compare_kernels.ipynb (executed)
 #   probe     experiments/nvdec_probe.py (decoder buffer reuse)  -> logs/nvdec_probe.json
+#   nvdecmem  experiments/nvdec_memory.py [NVDECMEM_ARGS] (the card's memory per NVDEC decoder and per decode host)
+#             -> logs/nvdec_memory.json
 #   gilprobe  experiments/decode_gil_probe.py (decoders' GIL share, ThreadedDecoder)  -> logs/decode_gil_probe.json
 #   regress   experiments/regression.py --old .old [REGRESS_ARGS] (an old checkout, carried as .old/, beside this one)
 #             -> results/regression.{json,md}
@@ -99,6 +101,10 @@ do_notebook() {
 do_probe() {
   step probe
   python3 experiments/nvdec_probe.py >"$LOG/nvdec_probe.json" 2>"$LOG/nvdec_probe.err"; r=$?; rc=$((rc | r)); tail -5 "$LOG/nvdec_probe.json"; tail -3 "$LOG/nvdec_probe.err"
+}
+do_nvdecmem() {
+  step nvdecmem
+  timeout 300 python3 experiments/nvdec_memory.py ${NVDECMEM_ARGS:-} >"$LOG/nvdec_memory.json" 2>"$LOG/nvdec_memory.err"; r=$?; rc=$((rc | r)); tail -2 "$LOG/nvdec_memory.json"; tail -3 "$LOG/nvdec_memory.err"
 }
 do_gilprobe() {
   step gilprobe
