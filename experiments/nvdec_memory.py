@@ -76,11 +76,16 @@ def main(argv=None):
     ctx = mp.get_context("spawn")
     done, ready, procs, psteps = ctx.Event(), ctx.Queue(), [], []
     before = _free_mib()
-    for _ in range(a.processes):
+    pfailed = None
+    for i in range(a.processes):
         p = ctx.Process(target=_host, args=(path, ready, done), daemon=True)
         p.start()
         procs.append(p)
-        ready.get(timeout=120)
+        try:
+            ready.get(timeout=120)
+        except Exception as e:  # noqa: BLE001 - a process that did not report (it died or hung) ends the count
+            pfailed = f"process {i + 1}: {type(e).__name__}, exit code {p.exitcode}"
+            break
         now = _free_mib()
         psteps.append(before - now)
         before = now
@@ -88,7 +93,7 @@ def main(argv=None):
     for p in procs:
         p.join(30)
     out.update(processes=len(psteps), process_mib_median=statistics.median(psteps) if psteps else None,
-               process_mib_steps=[round(x) for x in psteps])
+               process_mib_steps=[round(x) for x in psteps], process_failed=pfailed)
     print(json.dumps(out), flush=True)
 
 
