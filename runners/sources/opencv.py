@@ -26,8 +26,9 @@ _OPENING = threading.Lock()
 def capture(spec: str, api: int, params: list, ffmpeg_options: dict | None = None):
     """``cv2.VideoCapture(spec, api, params)`` with ``ffmpeg_options`` added to FFmpeg's open options for this
     open only (to the user's OPTIONS_ENV, else to OpenCV's default). OpenCV takes them from the environment
-    at each open, so the opens of a process take turns here with the variable set for each; its FFmpeg
-    backend opens one capture at a time per process anyway."""
+    at each open, so the sources' opens take turns here with the variable set for each; its FFmpeg
+    backend opens one capture at a time per process anyway. (The header probes of config.video_frames
+    and the archive job's frame counts open without options and read no frame rate.)"""
     with _OPENING:
         before = os.environ.get(OPTIONS_ENV)
         if ffmpeg_options:
