@@ -59,6 +59,7 @@ class Mps:
 
 
 _JOINED: Mps | None = None
+_QUIT: list = []  # (control binary, environment) of the daemon join() started, until leave() tells it to quit
 
 
 def join() -> Mps:
@@ -95,7 +96,8 @@ def join() -> Mps:
     os.environ["CUDA_MPS_PIPE_DIRECTORY"] = env["CUDA_MPS_PIPE_DIRECTORY"]
     os.environ["CUDA_MPS_LOG_DIRECTORY"] = env["CUDA_MPS_LOG_DIRECTORY"]
     _JOINED = Mps(str(root / "pipe"), started=True)
-    atexit.register(_quit, exe, env)
+    _QUIT.append((exe, env))
+    atexit.register(leave)
     return _JOINED
 
 
@@ -110,13 +112,17 @@ def join_asked(config) -> Mps | None:
     return join()
 
 
-def _quit(exe: str, env: dict):
-    """At exit: the daemon started here quits once its clients (this process last) have ended; not waited
-    for, since this process is one of them. Its folder stays (its pipes are open until it ends)."""
-    try:
-        p = subprocess.Popen([exe], stdin=subprocess.PIPE, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True, text=True)
-        p.stdin.write("quit\n")
-        p.stdin.close()
-    except OSError:
-        pass
+def leave():
+    """The daemon started for this process (if :func:`join` started one) is told to quit: it does once its
+    clients, this process last, have ended; not waited for, since this process is one of them. Its folder
+    stays (its pipes are open until it ends). Registered to run at exit; the command line, which ends its
+    process with ``os._exit`` (no exit handlers), calls it before. Once per daemon."""
+    while _QUIT:
+        exe, env = _QUIT.pop()
+        try:
+            p = subprocess.Popen([exe], stdin=subprocess.PIPE, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True, text=True)
+            p.stdin.write("quit\n")
+            p.stdin.close()
+        except OSError:
+            pass
