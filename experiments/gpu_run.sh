@@ -10,7 +10,7 @@
 #   notebook  experiments/run_notebook.py                 -> experiments/compare_kernels.ipynb (executed)
 #   probe     experiments/nvdec_probe.py (decoder buffer reuse)  -> logs/nvdec_probe.json
 #   nvdecmem  experiments/nvdec_memory.py [NVDECMEM_ARGS] (the card's memory per NVDEC decoder and per decode host)
-#             -> logs/nvdec_memory.json
+#             -> results/nvdec_memory.{json,md}
 #   gilprobe  experiments/decode_gil_probe.py (decoders' GIL share, ThreadedDecoder)  -> logs/decode_gil_probe.json
 #   regress   experiments/regression.py --old .old [REGRESS_ARGS] (an old checkout, carried as .old/, beside this one)
 #             -> results/regression.{json,md}

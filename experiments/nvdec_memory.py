@@ -1,12 +1,14 @@
 """What the card's memory holds per NVDEC stream and per decode host: why 250 paced NVDEC streams fail to open.
 
     python experiments/nvdec_memory.py [--decoders 64] [--processes 8] [--clip one-by-one-person-detection.mp4]
+        -> results/nvdec_memory.{json,md}
 
 Decoders: in this process, ``decoders`` SimpleDecoders opened one after another as runners/sources/nvdec.py
 opens them (own CUDA stream, device memory, NV12), each decoding its first frame; the card's free memory
 (cudaMemGetInfo) after each. Processes: ``processes`` spawned processes that each import torch, initialize
 CUDA and open one decoder, as a decode host does; the card's free memory after each has reported. Prints a
-JSON line: MiB per decoder and per process (medians of the steps), the first failure where one failed.
+JSON line and records it: MiB per decoder and per process (medians of the steps), the first failure where
+one failed.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ def main(argv=None):
     ap.add_argument("--decoders", type=int, default=64)
     ap.add_argument("--processes", type=int, default=8)
     ap.add_argument("--clip", default="one-by-one-person-detection.mp4")
+    ap.add_argument("--out-dir", default=None, help="default: results/")
     a = ap.parse_args(argv)
     import torch
 
@@ -95,6 +98,25 @@ def main(argv=None):
     out.update(processes=len(psteps), process_mib_median=statistics.median(psteps) if psteps else None,
                process_mib_steps=[round(x) for x in psteps], process_failed=pfailed)
     print(json.dumps(out), flush=True)
+    run = harness.new_run("nvdec_memory.py", argv, **out)
+    harness.record(a.out_dir or harness.RESULTS, "nvdec_memory", run, markdown)
+
+
+def markdown(runs: list) -> str:
+    import harness
+
+    lines = ["# GPU memory per NVDEC decoder and per decode host", "",
+             "Free memory (cudaMemGetInfo) after each decoder opened in one process, and after each spawned process "
+             "that imports torch, initializes CUDA and opens one decoder, as a decode host does. Each run below is one "
+             "command.", ""]
+    for r in reversed(runs):
+        lines += harness.run_heading(r)
+        lines += ["| clip | decoders | MiB per decoder (median; first) | processes | MiB per process (median) | failed |",
+                  "|---|---:|---:|---:|---:|---|",
+                  f"| {r['clip']} | {r['decoders']} | {r['decoder_mib_median']:.1f}; {r['decoder_mib_first']:.1f} | "
+                  f"{r['processes']} | {r['process_mib_median']:.0f} | "
+                  f"{r.get('decoder_failed') or r.get('process_failed') or '-'} |", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
