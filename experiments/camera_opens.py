@@ -68,7 +68,8 @@ def markdown(runs: list) -> str:
         out += ["| checkout | round | cameras | decode hosts | openers | all open s | open median s | open max s "
                 "| frame rate |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         out += [f"| {x['checkout']} | {x['round']} | {x['cameras']} | {x['hosts']} | {x['openers']} | "
-                f"{x['wall_s']:.2f} | {x['open_s_median']:.2f} | {x['open_s_max']:.2f} | {x['fps']} |" for x in r["rows"]]
+                f"{x['wall_s']:.2f} | {x['open_s_median']:.2f} | {x['open_s_max']:.2f} | {x['fps']} |"
+                for x in r["rows"]]
         out.append("")
     return "\n".join(out)
 

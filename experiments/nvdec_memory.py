@@ -111,7 +111,8 @@ def markdown(runs: list) -> str:
              "command.", ""]
     for r in reversed(runs):
         lines += harness.run_heading(r)
-        lines += ["| clip | decoders | MiB per decoder (median; first) | processes | MiB per process (median) | failed |",
+        lines += ["| clip | decoders | MiB per decoder (median; first) | processes | MiB per process (median) "
+                  "| failed |",
                   "|---|---:|---:|---:|---:|---|",
                   f"| {r['clip']} | {r['decoders']} | {r['decoder_mib_median']:.1f}; {r['decoder_mib_first']:.1f} | "
                   f"{r['processes']} | {r['process_mib_median']:.0f} | "
