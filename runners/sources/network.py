@@ -14,8 +14,9 @@ its length (a video file served over HTTP) ends at its end. Timestamps are secon
 opened, on the host clock, gaps included. Its frame rate is the step between its first frames' timestamps:
 FFmpeg's open does not read frames to estimate it (OPEN_OPTIONS), so the opens of a decode host's cameras,
 which OpenCV makes one at a time per process, take tens of milliseconds each instead of 20 frame times.
-A camera decodes on one FFmpeg thread: frame threads would hold each frame back by one frame time per thread (OpenCV's default is a thread per core), latency a live
-stream cannot spare, and many cameras share the cores anyway. From its open to its first read (the run's
+A camera decodes on one FFmpeg thread: frame threads would hold each frame back by one frame time per thread
+(OpenCV's default is a thread per core), latency a live stream cannot spare, and many cameras share the
+cores anyway. From its open to its first read (the run's
 start: engine, warm-up, the other sources' opens) a camera's frames are read and discarded on a thread of
 its own, counted as 'network.frames_before_start': a camera's past is not the run's, and a backlog of
 seconds per camera, handed to the run in one burst, would hold every stream's latency up.
