@@ -4,6 +4,7 @@ stalls. CI installs ffmpeg from Debian's packages (.ci/run)."""
 from __future__ import annotations
 
 import http.server
+import os
 import shutil
 import socket
 import subprocess
@@ -96,8 +97,6 @@ def test_a_cameras_rate_comes_from_its_frames_and_its_open_options_stay_its_own(
         src.close()
     finally:
         cam.kill()
-    import os
-
     assert os.environ.get(OPTIONS_ENV) == user_options
     ts = tmp_path / "c25.ts"  # a container that declares no rate: FFmpeg estimates it from frames at open
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(clip), "-c", "copy", str(ts)], check=True)
