@@ -123,6 +123,27 @@ def test_soak_over_loopback_cameras_counts_each_outage_and_loses_nothing(tmp_pat
     assert res["evaluation"]["checks"]["zero_lost_frames"]
 
 
+def test_camera_opens_beside_an_old_checkout(tmp_path):
+    """experiments/camera_opens.py on the CPU: two loopback cameras opened through the decode hosts by this
+    checkout and by a copy of it standing in as the old one (imported first, as gpu_run.sh's .old is); both
+    report the sample's 10 fr/s and the page lists a row per checkout."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed (.ci/run installs it)")
+    old = tmp_path / "old"
+    shutil.copytree(ROOT, old / "posefuse", ignore=shutil.ignore_patterns(".git", ".offline", ".old", "results"))
+    r = subprocess.run([sys.executable, "experiments/camera_opens.py", "--cameras", "2", "--rounds", "1", "--old",
+                        str(old), "--old-label", "copy", "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((tmp_path / "camera_opens.json").read_text())["runs"][-1]["rows"]
+    assert [x["checkout"] for x in rows] == ["this", "copy"] and all(x["fps"] == 10 and x["cameras"] == 2 for x in rows)
+    assert "| copy | 1 | 2 |" in (tmp_path / "camera_opens.md").read_text()
+
+
 def test_runners_bench_markdown_from_a_recorded_shape():
     runners_bench = helpers.load_experiment("runners_bench")
 
