@@ -234,7 +234,9 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
                 got = {x["name"]: x for x in request(url, "/streams", token=token)[1]["streams"]}
                 first.update({n: time.monotonic() - t_add for n in names[base:]
                               if n not in first and got.get(n, {}).get("results", 0) > 0})
-        got = {x["name"]: x for x in request(url, "/streams", token=token)[1]["streams"]}
+        answer = request(url, "/streams", token=token)[1]
+        got = {x["name"]: x for x in answer["streams"]}
+        waits = answer.get("waits_ms", {})  # the run's, since the server started (a server before it: none)
         for name in names:
             request(url, f"/streams/{name}", method="DELETE", token=token)
     finally:
@@ -255,7 +257,8 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
          "base_without_results": sum(x is None for x in p99[:base]),
          "frames_per_s": sum(x.get("frames_per_s", 0.0) for x in rows),
          "results": sum(x.get("results", 0) for x in rows), "drops": drops,
-         "states": {n: x.get("state") for n, x in zip(names, rows) if x.get("state") != "running"}}
+         "states": {n: x.get("state") for n, x in zip(names, rows) if x.get("state") != "running"},
+         "waits_ms": waits}
     print(r, flush=True)
     return r
 
@@ -299,7 +302,11 @@ def markdown(runs: list) -> str:
                     + ("-" if v["base_p99_ms_median"] is None else f"{v['base_p99_ms_median']:.1f}") + " ms, worst "
                     + ("-" if v["base_p99_ms_max"] is None else f"{v['base_p99_ms_max']:.1f}") + " ms"
                     + (f" ({v['base_without_results']} delivered nothing)" if v.get("base_without_results") else "")
-                    + f"; {v['frames_per_s']:,.0f} fr/s in all; drops {v['drops'] or 'none'}.", ""]
+                    + f"; {v['frames_per_s']:,.0f} fr/s in all; drops {v['drops'] or 'none'}"
+                    + ("" if not v.get("waits_ms") else "; the run's waits before the GPU since the server started, "
+                       "p50/p99 ms: " + ", ".join(f"{k} {w['p50']:.1f}/{w['p99']:.1f}"
+                                                  for k, w in v["waits_ms"].items()))
+                    + ".", ""]
     return "\n".join(out)
 
 

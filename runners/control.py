@@ -53,7 +53,7 @@ class RunControl:
         self._names: set = set()
         self._lock = threading.Lock()
         self.ended_streams: dict = {}  # stream name -> None (its source ended) or why it failed
-        self._figures = self._forget = None  # the run's figures per stream and its forgetting (bind_figures)
+        self._figures = self._forget = self._waits = None  # the run's figures, forgetting, waits (bind_figures)
         self.ran: dict = {}  # what the run runs (Report.ran: device, runner, backend, precision, ...), once bound
 
     def add_source(self, spec: str | None, name: str | None = None, max_frames: int | None = None) -> str:
@@ -99,6 +99,12 @@ class RunControl:
         fn = self._figures
         return fn() if fn is not None else {}
 
+    def waits(self) -> dict:
+        """Where the run's frames have waited before the GPU so far, ms (Report's ``waits_ms``: 'intake',
+        'queue', 'batch', each p50, p99 and max); empty before the run binds it or reports a wait."""
+        fn = self._waits
+        return fn() if fn is not None else {}
+
     def forget(self, names):
         """Drop what the run keeps of the finished streams ``names`` (their figures, their end, their
         source): a service's jobs come and go all day, and each stream's figures would stay otherwise (a
@@ -112,11 +118,11 @@ class RunControl:
             fn(names)
 
     # ---------------------------------------------------------------- the run's side
-    def bind_figures(self, fn, forget=None, ran: dict | None = None):
+    def bind_figures(self, fn, forget=None, ran: dict | None = None, waits=None):
         """``fn()`` gives the run's figures per stream (see :meth:`figures`); ``forget(names)`` drops what
         the run keeps of finished streams (see :meth:`forget`); ``ran``: the run's Report.ran (filled in as
-        the engine loads)."""
-        self._figures, self._forget = fn, forget
+        the engine loads); ``waits()``: the run's waits so far (see :meth:`waits`)."""
+        self._figures, self._forget, self._waits = fn, forget, waits
         self.ran = ran if ran is not None else {}
 
     def stream_ended(self, name: str, error: str | None = None):

@@ -145,6 +145,15 @@ class PerformanceMonitor:
             for h, v in zip(self.waited.values(), (intake, queue, batch)):
                 h.add_many(v)
 
+    def waits_ms(self) -> dict:
+        """The waits so far (:meth:`waits`), ms: {'intake'|'queue'|'batch': {'p50', 'p99', 'max'}}; empty
+        before a concurrent runner has reported one."""
+        with self._lock:
+            if not self.waited["intake"].n:
+                return {}
+            return {name: {"p50": h.percentile(50) * 1e3, "p99": h.percentile(99) * 1e3, "max": h.max * 1e3}
+                    for name, h in self.waited.items()}
+
     def arrived(self, keys: list, t: float | list | None = None):
         """``t``: one arrival time for all keys, one per key (a list), or None (now)."""
         t = time.perf_counter() if t is None else t
@@ -220,9 +229,9 @@ class PerformanceMonitor:
             "gpu_ms_total": dict(self.span_ms),
             "runner_thread_s": dict(self.thread_s),
         }
-        if self.waited["intake"].n:  # where a frame's latency goes before the GPU (a concurrent runner's)
-            rep["waits_ms"] = {name: {"p50": h.percentile(50) * 1e3, "p99": h.percentile(99) * 1e3, "max": h.max * 1e3}
-                               for name, h in self.waited.items()}
+        waits = self.waits_ms()
+        if waits:  # where a frame's latency goes before the GPU (a concurrent runner's)
+            rep["waits_ms"] = waits
         if self.timeline is not None:
             rep["latency_per_second"] = self.timeline.report()
         if self.sampler is not None:

@@ -171,7 +171,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                    "precision": cfg.precision if gpu else "fp32", "compile": cfg.compile if gpu else "off"}
         if control is not None:  # a service's live view of each stream
             control.bind_figures(lambda: _figures(events, asm), lambda names: _forget(names, events, asm, outputs),
-                                 ran)
+                                 ran, total.waits_ms)
         with _Signals() as signals:
             try:
                 if asm is not None:

@@ -327,14 +327,15 @@ class Service:
 
     def metrics(self) -> bytes:
         """The Prometheus text format: frames, results, detections and drops by stream and reason, frames
-        in flight, latency p50/p99, streams and jobs by state, readiness; GPU utilization and memory (NVML),
+        in flight, latency p50/p99, the run's waits before the GPU by stage, streams and jobs by state,
+        readiness; GPU utilization and memory (NVML),
         the process's CPU and resident memory with its decode hosts' part (psutil)."""
         from prometheus_client import CollectorRegistry, generate_latest
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         from .gpuinfo import UsageSampler
 
-        figs = self.control.figures()
+        figs, waited = self.control.figures(), self.control.waits()
         svc = self
         with self._usage_lock:
             if self._usage is None:
@@ -358,8 +359,14 @@ class Service:
                     inflight.add_metric([name], f["in_flight"])
                     lat.add_metric([name, "0.5"], f["latency_ms"]["p50"])
                     lat.add_metric([name, "0.99"], f["latency_ms"]["p99"])
+                waits = GaugeMetricFamily("posefuse_wait_ms", "a frame's waits before the GPU, ms, since the run "
+                                          "started: intake (arrival -> queued), queue, batch (-> its batch left)",
+                                          labels=["stage", "quantile"])
+                for stage, w in waited.items():
+                    for q, k in (("0.5", "p50"), ("0.99", "p99"), ("1", "max")):
+                        waits.add_metric([stage, q], w[k])
                 yield from counters.values()
-                yield from (drops, inflight, lat)
+                yield from (drops, inflight, lat, waits)
                 jobs = GaugeMetricFamily("posefuse_jobs", "jobs by state", labels=["state"])
                 for state in ("running", "done", "cancelled"):
                     jobs.add_metric([state], sum(j.state == state for j in svc.jobs.values()))
@@ -454,7 +461,7 @@ def make_app(service: Service):
         return web.Response(body=service.metrics(), content_type="text/plain", charset="utf-8")
 
     async def streams(request):
-        return web.json_response({"streams": service.streams()})
+        return web.json_response({"streams": service.streams(), "waits_ms": service.control.waits()})
 
     async def add_stream(request):
         return web.json_response(service.add_stream(await body(request)), status=201)

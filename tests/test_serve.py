@@ -168,8 +168,12 @@ def test_a_camera_joins_and_leaves_and_the_metrics_count_it(server):
                 break
             time.sleep(0.3)
         assert cam["state"] == "running" and cam["results"] >= 10 and cam["frames_per_s"] > 0
+        waits = request(server.url, "/streams")[1]["waits_ms"]  # where the run's frames waited before the GPU
+        assert set(waits) == {"intake", "queue", "batch"}
+        assert all(0 <= w["p50"] <= w["p99"] <= w["max"] for w in waits.values())
         metrics = request(server.url, "/metrics")[1]
         assert 'posefuse_results_total{stream="cam"}' in metrics and "posefuse_ready 1.0" in metrics
+        assert 'posefuse_wait_ms{quantile="0.99",stage="queue"}' in metrics
         assert request(server.url, "/streams/cam", method="DELETE")[0] == 200
         t0 = time.monotonic()
         while time.monotonic() - t0 < 30:
