@@ -27,7 +27,7 @@ def capture(spec: str, api: int, params: list, ffmpeg_options: dict | None = Non
     """``cv2.VideoCapture(spec, api, params)`` with ``ffmpeg_options`` added to FFmpeg's open options for this
     open only (to the user's OPTIONS_ENV, else to OpenCV's default). OpenCV takes them from the environment
     at each open, so the sources' opens take turns here with the variable set for each; its FFmpeg
-    backend opens one capture at a time per process anyway. (The header probes of config.video_frames
+    backend opens one capture at a time per process anyway. (The header probes of config.video_header
     and the archive job's frame counts open without options and read no frame rate.)"""
     with _OPENING:
         before = os.environ.get(OPTIONS_ENV)
