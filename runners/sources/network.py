@@ -1,24 +1,22 @@
 """Network sources: a camera or live stream at a URL (RTSP, HTTP, UDP, TCP, SRT: whatever OpenCV's FFmpeg
 backend opens), read the way a camera is watched.
 
-Frames arrive at the camera's pace. A read that brings nothing for ``stall_s``, or the end of a stream that
-declares no length, is a disconnect: the source reopens the URL with backoff (BACKOFF_S doubling up to
-BACKOFF_MAX_S) and fails with a SourceError naming the URL once ``reconnect_s`` have passed without a frame.
-Delivered frames keep consecutive indices over reconnects; the gap is counted in the source's ``counts``
-('network.reconnects', 'network.disconnected_s', 'network.frames_missed' from the stream's frame rate); the
-first frame after a reconnect has ``restart`` set. A camera the run holds back (no row free in its decode host)
-is not read meanwhile: its frames wait in its socket, which is never a stall, and the time is counted apart
-('network.blocked_s', decodehost.BLOCKED). A change of resolution is counted ('network.resolution_changes') and
-passed on: each frame carries its own shape. A stream that declares its length (a video file served over HTTP)
-ends at its end. Timestamps are seconds since the source opened, on the host clock, gaps included. Its frame
-rate is the step between its first frames' timestamps: FFmpeg's open does not read frames to estimate it
-(OPEN_OPTIONS), so the opens of a decode host's cameras, which OpenCV makes one at a time per process, take tens
-of milliseconds each instead of 20 frame times. A camera decodes on one FFmpeg thread: frame threads would hold
-each frame back by one frame time per thread (OpenCV's default is a thread per core), latency a live stream
-cannot spare, and many cameras share the cores anyway. From its open to its first read (the run's start: engine,
-warm-up, the other sources' opens) a camera's frames are read and discarded on a thread of its own, counted as
-'network.frames_before_start': a camera's past is not the run's, and a backlog of seconds per camera, handed to
-the run in one burst, would hold every stream's latency up.
+Frames arrive at the camera's pace. A read that brings nothing for ``stall_s``, or the end of a stream
+that declares no length, is a disconnect: the source reopens the URL with backoff (BACKOFF_S doubling up
+to BACKOFF_MAX_S) and fails with a SourceError naming the URL once ``reconnect_s`` have passed without a
+frame. Delivered frames keep consecutive indices over reconnects; the gap is counted in the source's
+``counts`` ('network.reconnects', 'network.disconnected_s', 'network.frames_missed' from the stream's
+frame rate); the first frame after a reconnect has ``restart`` set. A camera the run holds back (no row free
+in its decode host) is not read meanwhile: its frames wait in its socket, which is never a stall, and
+the time is counted apart ('network.blocked_s', decodehost.BLOCKED). A change of resolution is counted
+('network.resolution_changes') and passed on: each frame carries its own shape. A stream that declares
+its length (a video file served over HTTP) ends at its end. Timestamps are seconds since the source
+opened, on the host clock, gaps included. A camera decodes on one FFmpeg thread: frame threads would hold
+each frame back by one frame time per thread (OpenCV's default is a thread per core), latency a live
+stream cannot spare, and many cameras share the cores anyway. From its open to its first read (the run's
+start: engine, warm-up, the other sources' opens) a camera's frames are read and discarded on a thread of
+its own, counted as 'network.frames_before_start': a camera's past is not the run's, and a backlog of
+seconds per camera, handed to the run in one burst, would hold every stream's latency up.
 """
 from __future__ import annotations
 
@@ -30,13 +28,9 @@ import cv2
 from ...kernels._common import nvtx_range
 from ..config import RECONNECT_S
 from .frame import Frame, Source, SourceError
-from .opencv import NEW_ARRAYS, capture, host_rows, read_frame
+from .opencv import NEW_ARRAYS, host_rows, read_frame
 
 STALL_S = 3.0  # a read with no frame for this long is a disconnect (OpenCV's read timeout)
-# FFmpeg's open reads no frames for the frame rate (20 at the camera's pace, under OpenCV's per-process open
-# lock: 32 cameras in one host 22.9 s to open, 3.6 s without: results/camera_opens.md)
-OPEN_OPTIONS = {"fpsprobesize": 0}
-RATE_FRAMES = 4  # the frames whose timestamps give the frame rate instead (frame_rate)
 BACKOFF_S, BACKOFF_MAX_S = 0.25, 4.0  # the first wait between attempts to reopen, and the longest
 BEFORE_START = "network.frames_before_start"  # a camera's frames read and discarded before its first read
 
@@ -48,8 +42,8 @@ def is_network(spec: str | None) -> bool:
 
 def _open_capture(url: str, stall_s: float):
     ms = int(stall_s * 1000)
-    cap = capture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms,
-                                        cv2.CAP_PROP_N_THREADS, 1], ffmpeg_options=OPEN_OPTIONS)
+    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms,
+                                                 cv2.CAP_PROP_N_THREADS, 1])
     if cap.isOpened():
         return cap
     cap.release()
@@ -87,13 +81,14 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
     if cap is None:
         raise SourceError(f"source {url}: could not open it in {reconnect_s:g} s ({attempts} attempts: "
                           "unreachable, refused, not found, or not a stream OpenCV's FFmpeg can read)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or None
+    fps = fps if fps and 0 < fps < 1000 else None
     declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     finite = declared > 0
     shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
     counts = src.counts
     counts.update({"network.reconnects": 0, "network.disconnected_s": 0.0, "network.frames_missed": 0,
                   "network.resolution_changes": 0, BEFORE_START: 0})
-    fps = frame_rate(cap, counts)
     t_open = time.monotonic()
     rows = host_rows(shape, pinned, row_pool)
     if rows is not None:
@@ -142,22 +137,6 @@ def open_network(url: str, max_frames: int | None = None, *, reconnect_s: float 
     src.fps, src.shape, src.camera = fps, shape if all(shape) else None, True
     src.count = min(declared, max_frames) if finite and max_frames else (declared if finite else max_frames)
     return src
-
-
-def frame_rate(cap, counts: dict) -> float | None:
-    """The stream's frame rate from its first RATE_FRAMES frames' timestamps (the median step; grabbed and
-    counted in ``counts[BEFORE_START]``: a camera's frames before the run's first read are not the run's),
-    else the rate FFmpeg guesses without reading frames (for H.264 often the field rate, twice the frame
-    rate); None when neither is plausible."""
-    stamps = []
-    for _ in range(RATE_FRAMES):
-        if not cap.grab():
-            break
-        counts[BEFORE_START] += 1
-        stamps.append(cap.get(cv2.CAP_PROP_POS_MSEC))
-    steps = sorted(b - a for a, b in zip(stamps, stamps[1:]) if b > a)
-    fps = 1000.0 / steps[len(steps) // 2] if steps else cap.get(cv2.CAP_PROP_FPS)
-    return round(fps, 3) if fps and 0 < fps < 1000 else None
 
 
 class _Preroll:

@@ -3,8 +3,6 @@
 Frames are BGR uint8 HxWx3 NumPy arrays in host memory."""
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 
 import cv2
@@ -17,31 +15,6 @@ IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 NEW_ARRAYS = "host_rows.new_arrays"  # a source's count of frames decoded outside its rows (none free, or another shape)
-# FFmpeg's open options, which OpenCV reads from this variable at each open ("key;value|key;value"); unset,
-# OpenCV asks RTSP for TCP first (OPENCV_DEFAULT_OPTIONS), which a value set here replaces
-OPTIONS_ENV, OPENCV_DEFAULT_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_flags;prefer_tcp"
-_OPENING = threading.Lock()
-
-
-def capture(spec: str, api: int, params: list, ffmpeg_options: dict | None = None):
-    """``cv2.VideoCapture(spec, api, params)`` with ``ffmpeg_options`` added to FFmpeg's open options for this
-    open only (to the user's OPTIONS_ENV, else to OpenCV's default). OpenCV takes them from the environment
-    at each open, so the sources' opens take turns here with the variable set for each; its FFmpeg
-    backend opens one capture at a time per process anyway. (The header probes of config.video_header
-    and the archive job's frame counts open without options and read no frame rate.)"""
-    with _OPENING:
-        before = os.environ.get(OPTIONS_ENV)
-        if ffmpeg_options:
-            os.environ[OPTIONS_ENV] = "|".join([before or OPENCV_DEFAULT_OPTIONS,
-                                                *(f"{k};{v}" for k, v in ffmpeg_options.items())])
-        try:
-            return cv2.VideoCapture(spec, api, params)
-        finally:
-            if ffmpeg_options:
-                if before is None:
-                    os.environ.pop(OPTIONS_ENV, None)
-                else:
-                    os.environ[OPTIONS_ENV] = before
 
 
 def read_frame(cap, rows: HostRows | None, counts: dict) -> tuple:
@@ -78,7 +51,7 @@ def open_video(path: str, max_frames: int | None, start: int = 0, threads: int =
     (truncated or corrupt)."""
     if threads < 0:
         raise ValueError(f"threads: expected decode threads >= 0, got {threads}")
-    cap = capture(path, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads] if threads else [])
+    cap = cv2.VideoCapture(path, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads] if threads else [])
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"source {path}: OpenCV could not open it (missing codec, not a video, or unreachable)")
