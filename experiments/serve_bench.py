@@ -202,13 +202,15 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
 
 
 def live(url: str, token: str | None, base: int, added: int, seconds: float, fps: float = 30.0,
-         spread_s: float = 0.0) -> dict:
+         spread_s: float = 0.0, hold_s: float = 0.0) -> dict:
     """``base`` loopback cameras of the sample clip at ``fps`` join a live server over HTTP; once they all
     deliver, ``added`` more join; ``seconds`` later the streams' figures (GET /streams): the added streams'
     p99 latency, the base streams' p99 (median and worst), frames/s and drops by reason. A loopback camera
     paces its frames from its client's connection, so cameras POSTed together send theirs in phase (each
     frame time brings one frame of every camera at once); ``spread_s`` > 0 POSTs the base cameras at
-    random moments over that many seconds instead, as cameras with clocks of their own are out of phase."""
+    random moments over that many seconds instead, as cameras with clocks of their own are out of phase.
+    ``hold_s``: how long the base cameras run on after they all deliver before the added ones join. The
+    base streams' results and drops over the measured seconds alone are reported beside the totals."""
     cameras = __import__("cameras")
     cams = cameras.Cameras(harness.data_path(harness.CLIP), n=base + added, fps=fps).start()
     names = [f"base{k}" for k in range(base)] + [f"added{k}" for k in range(added)]
@@ -224,6 +226,8 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
             settled = all(got.get(n, {}).get("results", 0) > 0 for n in names[:base])
             time.sleep(0 if settled else 0.5)
         settle_s = time.monotonic() - t0
+        time.sleep(hold_s)
+        before = {x["name"]: x for x in request(url, "/streams", token=token)[1]["streams"]}
         t_add = time.monotonic()
         for name, u in zip(names[base:], cams.urls[base:]):
             request(url, "/streams", {"source": u, "name": name}, method="POST", token=token)
@@ -244,12 +248,18 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
     rows = [got.get(n, {}) for n in names]
     p99 = [r.get("latency_ms", {}).get("p99") if r.get("results") else None for r in rows]  # None: nothing delivered
     base_p99 = [x for x in p99[:base] if x is not None]
+    window = {"results": 0, "drops": {}}  # the base streams' over the measured seconds
+    for n in names[:base]:
+        a, b = before.get(n, {}), got.get(n, {})
+        window["results"] += b.get("results", 0) - a.get("results", 0)
+        for why, k in b.get("drops", {}).items():
+            window["drops"][why] = window["drops"].get(why, 0) + k - a.get("drops", {}).get(why, 0)
     drops: dict = {}
     for r in rows:
         for why, n in r.get("drops", {}).items():
             drops[why] = drops.get(why, 0) + n
     r = {"base": base, "added": added, "fps": fps, "seconds": seconds, "spread_s": spread_s, "settle_s": settle_s,
-         "settled": settled,
+         "settled": settled, "hold_s": hold_s, "base_window": window,
          "added_p99_ms": p99[base:], "added_results": [r.get("results", 0) for r in rows[base:]],
          "added_first_result_s": [first.get(n) for n in names[base:]],
          "base_p99_ms_median": float(np.median(base_p99)) if base_p99 else None,
@@ -295,7 +305,8 @@ def markdown(runs: list) -> str:
                       else f"not all delivering {v['settle_s']:.0f} s after their POSTs")
             phase = ("" if "spread_s" not in v else f"POSTed at random over {v['spread_s']:g} s, out of phase; "
                      if v["spread_s"] else "POSTed together, in phase; ")
-            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s ({phase}{settle}), then {v['added']} added "
+            hold = f", then {v['hold_s']:g} s more" if v.get("hold_s") else ""
+            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s ({phase}{settle}{hold}), then {v['added']} added "
                     f"over HTTP, {v['seconds']:.0f} s: the added streams' p99 "
                     + ", ".join("none delivered" if x is None else f"{x:.1f} ms" for x in v["added_p99_ms"]) + joined
                     + "; the base streams' p99 median "
@@ -303,6 +314,8 @@ def markdown(runs: list) -> str:
                     + ("-" if v["base_p99_ms_max"] is None else f"{v['base_p99_ms_max']:.1f}") + " ms"
                     + (f" ({v['base_without_results']} delivered nothing)" if v.get("base_without_results") else "")
                     + f"; {v['frames_per_s']:,.0f} fr/s in all; drops {v['drops'] or 'none'}"
+                    + ("" if "base_window" not in v else f"; over the {v['seconds']:.0f} s the base streams' results "
+                       f"{v['base_window']['results']:,}, drops {v['base_window']['drops'] or 'none'}")
                     + ("" if not v.get("waits_ms") else "; the run's waits before the GPU since the server started, "
                        "p50/p99 ms: " + ", ".join(f"{k} {w['p50']:.1f}/{w['p99']:.1f}"
                                                   for k, w in v["waits_ms"].items()))
@@ -325,6 +338,8 @@ def main(argv=None):
     ap.add_argument("--live-spread-s", type=float, default=0.0,
                     help="live: POST the base cameras at random moments over this many seconds (out of phase); "
                          "0: together (in phase)")
+    ap.add_argument("--live-hold-s", type=float, default=0.0,
+                    help="live: seconds the base cameras run after they all deliver, before the added ones join")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
     import torch
@@ -346,7 +361,7 @@ def main(argv=None):
             server = Server([harness.data_dir(), tmp], "--device", device, "--mode", "live")
             try:
                 run["live"] = live(server.url, server.token, a.live_base, a.live_added, a.live_s,
-                                   spread_s=a.live_spread_s)
+                                   spread_s=a.live_spread_s, hold_s=a.live_hold_s)
             finally:
                 run["live_server_exit"] = server.stop()
     harness.record(a.out_dir, "serve", run, markdown)
