@@ -143,7 +143,9 @@ def _runners() -> list:
         rt, day = run["realtime"], (run["env"].get("card"), str(run["env"].get("date"))[:10])
         for clip, c in realtime_clips(rt).items():
             label = (clip + (", NVDEC" if rt.get("decoder") == "nvdec" else ", OpenCV")
-                     + (", cameras on loopback" if rt.get("network") else ""))
+                     + (", cameras on loopback" if rt.get("network") else "")
+                     + (f", {rt['streams_per_decode_host']} streams per decode host"
+                        if rt.get("streams_per_decode_host") else ""))
             if per_clip.get(label, (None,))[0] != day:
                 per_clip[label] = (day, run, {})
             per_clip[label][2].update({x["streams"]: x for x in c["rows"]})
