@@ -38,7 +38,8 @@
 #             figures beside each other) -> results/heads.{json,md}
 #   compile   experiments/compile_bench.py [COMPILE_ARGS] (the Inductor-compiled backbone beside today's) -> results/compile.{json,md}
 #   serve     experiments/serve_bench.py [SERVE_ARGS] (default --only wall jobs; "--only live" needs ffmpeg: the
-#             imageio-ffmpeg wheel in WHEELS) -> results/serve.{json,md}
+#             imageio-ffmpeg wheel in WHEELS; "--profile-dir $OUT/logs" needs py-spy's wheel in WHEELS: pip download
+#             py-spy) -> results/serve.{json,md}
 #   soak      experiments/soak.py [SOAK_ARGS]             -> results/soak.{json,png}
 # WHEELS=DIR installs DIR/*.whl instead of .offline/whl: a Ray call carries .offline/whl-ray, the same wheels with
 # PyNvVideoCodec's slimmed (experiments/slim_wheel.py: 27 -> 9 MB), so that they, Ray's 30 MB and the data fit in

@@ -2,7 +2,7 @@
 
     python experiments/serve_bench.py [--device cpu|cuda] [--only wall jobs churn live] [--repeats 3]
         [--wall-frames N] [--jobs 100] [--frames 64] [--churn-s 1800] [--live-base 200] [--live-added 4]
-        [--live-s 30] [--out-dir results]
+        [--live-s 30] [--live-spread-s 0] [--live-hold-s 0] [--profile-dir DIR --profile-s 20] [--out-dir results]
                                                                             -> results/serve.{json,md}
 
 * wall: the process wall of the thin client's one-clip job (``posefuse run --server URL --source CLIP``)
@@ -14,6 +14,9 @@
 * live: a server in live mode; --live-base loopback ffmpeg cameras (30 fr/s) join over HTTP, then
   --live-added more; after --live-s seconds their figures (GET /streams): the added streams' p99 latency,
   the base streams' p99, frames/s, drops by reason.
+  With --profile-dir, py-spy samples the server and its decode hosts (collapsed stacks, every thread)
+  for --profile-s seconds from the base cameras' POSTs and again from the added ones':
+  DIR/serve_profile_{start,window}.txt.
 * churn: for --churn-s seconds, jobs back to back while a loopback ffmpeg camera joins and leaves every
   20 s: the server's resident memory every 10 s (and its decode hosts' part), its slope after the
   first tenth (MiB/h) and its growth.
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -201,8 +205,40 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
     return r
 
 
+class Profiles:
+    """py-spy (``record --pid --subprocesses``, collapsed stacks of every thread, idle ones included) on a
+    process for ``seconds`` from each :meth:`span`, into ``out_dir``/serve_profile_<span>.txt; nothing
+    without ``out_dir``. A py-spy that cannot attach leaves its message in the file: the bench goes on."""
+
+    def __init__(self, pid: int, out_dir: str | None, seconds: float):
+        self.pid, self.out_dir, self.seconds, self.procs = pid, out_dir, seconds, []
+        self.exe = shutil.which("py-spy") or next(
+            (p for d in sys.path if os.path.isfile(p := os.path.join(d, "bin", "py-spy"))), None)
+        if out_dir and not self.exe:
+            raise RuntimeError("--profile-dir: py-spy is neither on PATH nor in a bin/ beside the imported packages")
+
+    def span(self, name: str):
+        if not self.out_dir:
+            return
+        os.makedirs(self.out_dir, exist_ok=True)
+        out = os.path.join(self.out_dir, f"serve_profile_{name}.txt")
+        log = open(out + ".log", "w")
+        self.procs.append((subprocess.Popen(
+            [self.exe, "record", "--pid", str(self.pid), "--subprocesses", "--idle", "--threads", "--nonblocking",
+             "--format", "raw", "--rate", "100", "--duration", f"{self.seconds:g}", "-o", out],
+            stdout=log, stderr=subprocess.STDOUT), log))
+
+    def wait(self):
+        for proc, log in self.procs:
+            try:
+                proc.wait(self.seconds + 60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+
+
 def live(url: str, token: str | None, base: int, added: int, seconds: float, fps: float = 30.0,
-         spread_s: float = 0.0, hold_s: float = 0.0) -> dict:
+         spread_s: float = 0.0, hold_s: float = 0.0, profiles: Profiles | None = None) -> dict:
     """``base`` loopback cameras of the sample clip at ``fps`` join a live server over HTTP; once they all
     deliver, ``added`` more join; ``seconds`` later the streams' figures (GET /streams): the added streams'
     p99 latency, the base streams' p99 (median and worst), frames/s and drops by reason. A loopback camera
@@ -210,13 +246,16 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
     frame time brings one frame of every camera at once); ``spread_s`` > 0 POSTs the base cameras at
     random moments over that many seconds instead, as cameras with clocks of their own are out of phase.
     ``hold_s``: how long the base cameras run on after they all deliver before the added ones join. The
-    base streams' results and drops over the measured seconds alone are reported beside the totals."""
+    base streams' results and drops over the measured seconds alone are reported beside the totals.
+    ``profiles``: spans 'start' (from the base POSTs) and 'window' (from the added POSTs)."""
     cameras = __import__("cameras")
     cams = cameras.Cameras(harness.data_path(harness.CLIP), n=base + added, fps=fps).start()
     names = [f"base{k}" for k in range(base)] + [f"added{k}" for k in range(added)]
     at = sorted(random.Random(0).uniform(0, spread_s) for _ in range(base))  # each base POST's moment
     try:
         t_post = time.monotonic()
+        if profiles is not None:
+            profiles.span("start")
         for name, u, t in zip(names[:base], cams.urls[:base], at):
             time.sleep(max(0.0, t_post + t - time.monotonic()))
             request(url, "/streams", {"source": u, "name": name}, method="POST", token=token)
@@ -229,6 +268,8 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
         time.sleep(hold_s)
         before = {x["name"]: x for x in request(url, "/streams", token=token)[1]["streams"]}
         t_add = time.monotonic()
+        if profiles is not None:
+            profiles.span("window")
         for name, u in zip(names[base:], cams.urls[base:]):
             request(url, "/streams", {"source": u, "name": name}, method="POST", token=token)
         first: dict = {}  # added stream -> seconds from the first POST to its first result
@@ -340,6 +381,9 @@ def main(argv=None):
                          "0: together (in phase)")
     ap.add_argument("--live-hold-s", type=float, default=0.0,
                     help="live: seconds the base cameras run after they all deliver, before the added ones join")
+    ap.add_argument("--profile-dir", default=None,
+                    help="live: py-spy's samples of the server and its decode hosts go here (see the module docstring)")
+    ap.add_argument("--profile-s", type=float, default=20.0, help="live: seconds of each py-spy span")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
     import torch
@@ -359,10 +403,12 @@ def main(argv=None):
             run["server_exit"] = server.stop()
         if "live" in a.only:  # a server of its own, in live mode: a frame later than --late-ms is dropped
             server = Server([harness.data_dir(), tmp], "--device", device, "--mode", "live")
+            profiles = Profiles(server.proc.pid, a.profile_dir, a.profile_s)
             try:
                 run["live"] = live(server.url, server.token, a.live_base, a.live_added, a.live_s,
-                                   spread_s=a.live_spread_s, hold_s=a.live_hold_s)
+                                   spread_s=a.live_spread_s, hold_s=a.live_hold_s, profiles=profiles)
             finally:
+                profiles.wait()
                 run["live_server_exit"] = server.stop()
     harness.record(a.out_dir, "serve", run, markdown)
 

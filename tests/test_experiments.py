@@ -270,3 +270,25 @@ def test_derived_clips_are_what_their_tests_assume(tmp_path):
     assert len(types) == 1394 and types.count("B") > 100, (len(types), {t: types.count(t) for t in set(types)})
     m = crowd_clip.make(tmp_path / "m.mp4", frames=12, side=2, tile=(64, 36))
     assert probe(m, ["-count_frames", "-show_entries", "stream=width,height,nb_read_frames"]) == ["128,72,12"]
+
+
+def test_stacks_sums_py_spys_samples_per_process_and_thread(tmp_path):
+    """experiments/stacks.py on py-spy's collapsed stacks of the shape serve_bench --profile-dir records: a
+    decode host's stacks name the server first and carry a command holding ';'; with --merge the host's
+    numbered threads are one row; --match charges a wait to the package's frame that waits."""
+    stacks = helpers.load_experiment("stacks")
+    server = 'process 10:"python -m posefuse.runners.cli serve --port 0"'
+    host = 'process 11:"python -B -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=10)"'
+    path = tmp_path / "p.txt"
+    path.write_text("\n".join([
+        f"{server};thread (20): posefuse-gpu-0;Thread.run (threading.py:982);_batcher (runners/concurrent.py:455) 30",
+        f"{server};{host};thread (21): Thread-2 (_run);_run (runners/sources/pool.py:90);"
+        "HostRows.wait_free (runners/sources/pool.py:94);Condition.wait (threading.py:355) 50",
+        f"{server};{host};thread (22): Thread-3 (_run);read_frame (runners/sources/opencv.py:25) 20",
+    ]) + "\n")
+    got = stacks.parse(str(path), merge=True)
+    assert set(got) == {("posefuse.runners.cli serve", "posefuse-gpu-N"), ("spawned child", "Thread-N (_run)")}
+    assert sum(got[("spawned child", "Thread-N (_run)")].values()) == 70
+    text = stacks.summary(str(path), match="runners/", merge=True)
+    assert "spawned child | Thread-N (_run): 70 samples (70.0% of all)" in text
+    assert "71.4%  HostRows.wait_free (runners/sources/pool.py:94)" in text  # 50 of the thread's 70
