@@ -69,6 +69,31 @@ def test_a_job_through_the_thin_client_equals_a_local_run(server, tmp_path, monk
     assert 'stream="job' not in request(server.url, "/metrics")[1]  # a finished job's streams are let go of
 
 
+@pytest.mark.gpu
+def test_on_a_gpu_a_served_job_equals_a_local_run(tmp_path, monkeypatch):
+    """A server on the GPU (its defaults: CUDA, fp16, the CUDA graphs) and the thin client: the sample clip's
+    first 96 frames give the JSON lines a local GPU run of the same job writes, frame for frame (OpenCV
+    decoding on both sides: a job of one clip reads with it by default where the server's live run would
+    take NVDEC, whose colour conversion differs)."""
+    from posefuse.runners.cli import main
+
+    s = bench.Server([helpers.data_dir(), tmp_path], "--decoder", "cpu", token=TOKEN)
+    try:
+        monkeypatch.chdir(helpers.data_dir())
+        got, rep = tmp_path / "served.jsonl", tmp_path / "served.json"
+        assert main(["run", "--server", s.url, "--token", TOKEN, "--source", CLIP, "--max-frames", "96",
+                     "--save-json", str(got), "--out", str(rep)]) == 0
+    finally:
+        assert s.stop() == 0
+    local = tmp_path / "local.jsonl"
+    assert main(["run", "--runner", "dynamic", "--decoder", "cpu", "--source", CLIP, "--max-frames", "96",
+                 "--no-progress", "--save-json", str(local)]) == 0
+    ran = json.loads(rep.read_text())["ran"]
+    assert ran["device"].startswith("cuda") and ran["precision"] == "fp16" and ran["cuda_graph"] is True
+    lines = got.read_text().splitlines()
+    assert len(lines) == 96 and lines == local.read_text().splitlines()
+
+
 def test_a_job_writes_on_the_server_where_it_may(server):
     path = server.out / "poses.jsonl"
     status, text = request(server.url, "/jobs", {"sources": [helpers.data_path(CLIP)], "max_frames": 3,
