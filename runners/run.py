@@ -240,7 +240,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
 
 def _figures(events: StreamFanout, asm) -> dict:
     """Each stream's figures so far, with what its source counted of itself (a network source's reconnects
-    and gaps: as they happen where the run's threads read it, at its end where a decode host does)."""
+    and gaps: as they happen where the run's threads read it; from a decode host, as they change, at most
+    every decodehost.COUNTS_EVERY_S, and whole at its end)."""
     out = {name: mon.snapshot() for name, mon in list(events.streams.items())}
     for s in list(asm.sources) if asm is not None else ():
         if s.name in out and s.counts:

@@ -399,3 +399,30 @@ def test_a_camera_the_run_holds_back_is_blocked_not_stalled(camera):
         assert src.counts[BLOCKED] >= STALL_S
     finally:
         hp.close()
+
+
+def test_a_decode_hosts_camera_reports_its_reconnect_while_it_runs(camera):
+    """A camera read in a decode host, killed and restarted mid-read: its reconnect and gap reach the run's
+    side of the source while the stream goes on (a service's GET /streams shows them), not only at its end."""
+    from posefuse.runners.sources.decodehost import BLOCKED, COUNTS_EVERY_S, DecodeHosts
+
+    hp = DecodeHosts(processes=1)
+    try:
+        src = hp.open("cam", spec=camera.url, reconnect_s=30)
+        it = src.frames()
+        for _ in range(5):
+            next(it).release()
+        threading.Thread(target=lambda: (camera.kill(), time.sleep(1.0), camera.start()), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while not src.counts.get("network.reconnects") and time.monotonic() < deadline:
+            next(it).release()  # the frames after the reconnect bring its counts, within COUNTS_EVERY_S
+        assert src.counts["network.reconnects"] >= 1 and src.counts["network.disconnected_s"] > 0.5
+        assert BLOCKED in src.counts
+        t_seen = time.monotonic()
+        f = next(it)  # the stream goes on
+        f.release()
+        assert f.restart is False and time.monotonic() - t_seen < COUNTS_EVERY_S + 5
+        src.close()
+        list(it)
+    finally:
+        hp.close()

@@ -16,7 +16,7 @@ One duplex pipe per process; the messages are the NamedTuples below: declared, a
 dataclasses where a frame's message goes 6,000 times a second (dumps + loads 1.0 us a frame against 1.6 for a
 slots dataclass and 0.2 for a bare tuple: results/DECISIONS.md). Parent -> process: OpenStream, Go (the
 runner's first read: a stream reads nothing before it, so a run's clock gets no head start), Release (rows
-back), StopStream, CloseProcess. Process -> parent: lists of Opened, NewRows, DeviceRows, HostFrame and
+back), StopStream, CloseProcess. Process -> parent: lists of Opened, NewRows, DeviceRows, HostFrame, Counts and
 Ended; a list carries what a process's streams read since the last one. A stream's rows are unmapped on both
 sides once it has ended and every row it lent is back. Pacing lives here, for every decoder: a paced
 stream's files are released at their frame rate in the process by its pacer thread (:class:`_Pacer`;
@@ -65,6 +65,7 @@ RETIRE_GAP_S = 0.1  # one retired stream's rows dropped per this gap while a run
 # the run (assembly.run_settings) and its decode hosts both use it
 SWITCH_INTERVAL_S = 0.001
 BLOCKED = "network.blocked_s"  # seconds a camera waited for the run to release a row (backpressure, not a stall)
+COUNTS_EVERY_S = 1.0  # a running stream's counts reach the run at most this often (a service's live view of it)
 PER_PROCESS = 4  # cores per CPU decode host: HOST_PROCESSES = cores // PER_PROCESS
 HOST_PROCESSES = max(1, (os.cpu_count() or 1) // PER_PROCESS)
 
@@ -135,6 +136,13 @@ class HostFrame(NamedTuple):
     timestamp: float | None
     restart: bool
     arrived: float
+
+
+class Counts(NamedTuple):
+    """What a stream's source has counted so far (a camera's reconnects, its gaps, the seconds the run held it
+    back), sent while it runs when they changed, at most every COUNTS_EVERY_S."""
+    sid: int
+    counts: dict
 
 
 class Ended(NamedTuple):
@@ -347,6 +355,8 @@ class _HostProcess:
             elif isinstance(m, Opened):
                 st.meta = m
                 st.opened.set()
+            elif isinstance(m, Counts):
+                st.counts.update(m.counts)
             elif isinstance(m, Ended):
                 del self.streams[m.sid]
                 ended.append((st, m))
@@ -917,6 +927,7 @@ class _ChildStream:
         error, blocked = None, 0.0
         pace = src.fps if self.paced and not src.camera else None
         t0 = first = end = None
+        told, tell_at = {}, 0.0  # the counts last sent to the run (Counts), and when they may go again
         self.reading.add(1)
         try:
             if self.stop.is_set():
@@ -932,6 +943,12 @@ class _ChildStream:
                 if parcel is None:
                     break
                 now = time.perf_counter()
+                if now >= tell_at:
+                    counts = self._counts(src, blocked)
+                    if counts != told:
+                        out.put(Counts(sid, counts))
+                        told = counts
+                    tell_at = now + COUNTS_EVERY_S
                 if not pace:  # the parcel at once: one lock and one outbox put, no wait
                     self.lend([(f, now) for f in parcel])
                     continue
@@ -955,15 +972,22 @@ class _ChildStream:
             if pace:
                 self.pacer.drain(self)  # its last frames lent (or, stopped, released) before its end
         decoder, self.rows.decoder = self.rows.decoder, None
-        counts = dict(src.counts)
-        if src.camera:  # a camera the run held back waits in its socket, never a stall: no reconnect
-            counts[BLOCKED] = round(blocked, 3)
-        out.put(Ended(sid, counts, dict(src.stats), error))
+        out.put(Ended(sid, self._counts(src, blocked), dict(src.stats), error))
         self.ended.set()
         if decoder is not None:  # its teardown holds the host back: not while a stream reads or frames wait
             self.reading.wait_none(TEARDOWN_WAIT_S)
             out.sent(TEARDOWN_WAIT_S)
             del decoder
+
+
+    @staticmethod
+    def _counts(src: Source, blocked: float) -> dict:
+        """What the source counted, and for a camera the seconds the run held it back (its frames wait in its
+        socket meanwhile: never a stall, no reconnect)."""
+        counts = dict(src.counts)
+        if src.camera:
+            counts[BLOCKED] = round(blocked, 3)
+        return counts
 
 
 def _serve(conn, device: str | None):
