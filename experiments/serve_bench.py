@@ -246,7 +246,8 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
     frame time brings one frame of every camera at once); ``spread_s`` > 0 POSTs the base cameras at
     random moments over that many seconds instead, as cameras with clocks of their own are out of phase.
     ``hold_s``: how long the base cameras run on after they all deliver before the added ones join. The
-    base streams' results and drops over the measured seconds alone are reported beside the totals.
+    base streams' results, drops and source counts (a camera's reconnects, the seconds the run held it back)
+    over the measured seconds alone are reported beside the totals.
     ``profiles``: spans 'start' (from the base POSTs) and 'window' (from the added POSTs)."""
     cameras = __import__("cameras")
     cams = cameras.Cameras(harness.data_path(harness.CLIP), n=base + added, fps=fps).start()
@@ -289,12 +290,17 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
     rows = [got.get(n, {}) for n in names]
     p99 = [r.get("latency_ms", {}).get("p99") if r.get("results") else None for r in rows]  # None: nothing delivered
     base_p99 = [x for x in p99[:base] if x is not None]
-    window = {"results": 0, "drops": {}}  # the base streams' over the measured seconds
+    window = {"results": 0, "drops": {}, "source_counts": {}}  # the base streams' over the measured seconds
+    counts: dict = {}  # the base streams' source counts summed (reconnects, seconds held back, ...), in all
     for n in names[:base]:
         a, b = before.get(n, {}), got.get(n, {})
         window["results"] += b.get("results", 0) - a.get("results", 0)
         for why, k in b.get("drops", {}).items():
             window["drops"][why] = window["drops"].get(why, 0) + k - a.get("drops", {}).get(why, 0)
+        for key, v in b.get("source_counts", {}).items():
+            counts[key] = counts.get(key, 0) + v
+            window["source_counts"][key] = (window["source_counts"].get(key, 0) + v
+                                            - a.get("source_counts", {}).get(key, 0))
     drops: dict = {}
     for r in rows:
         for why, n in r.get("drops", {}).items():
@@ -309,6 +315,7 @@ def live(url: str, token: str | None, base: int, added: int, seconds: float, fps
          "frames_per_s": sum(x.get("frames_per_s", 0.0) for x in rows),
          "results": sum(x.get("results", 0) for x in rows), "drops": drops,
          "states": {n: x.get("state") for n, x in zip(names, rows) if x.get("state") != "running"},
+         "base_source_counts": {k: round(v, 3) for k, v in counts.items()},
          "waits_ms": waits}
     print(r, flush=True)
     return r
@@ -357,6 +364,9 @@ def markdown(runs: list) -> str:
                     + f"; {v['frames_per_s']:,.0f} fr/s in all; drops {v['drops'] or 'none'}"
                     + ("" if "base_window" not in v else f"; over the {v['seconds']:.0f} s the base streams' results "
                        f"{v['base_window']['results']:,}, drops {v['base_window']['drops'] or 'none'}")
+                    + ("" if not v.get("base_source_counts") else "; their sources counted, in all: " + ", ".join(
+                        f"{k} {x:,}" if isinstance(x, int) else f"{k} {x:,.1f}"
+                        for k, x in sorted(v["base_source_counts"].items())))
                     + ("" if not v.get("waits_ms") else "; the run's waits before the GPU since the server started, "
                        "p50/p99 ms: " + ", ".join(f"{k} {w['p50']:.1f}/{w['p99']:.1f}"
                                                   for k, w in v["waits_ms"].items()))
