@@ -208,7 +208,7 @@ def churn(server: Server, seconds: float, frames: int) -> dict:
 class Profiles:
     """py-spy (``record --pid --subprocesses``, collapsed stacks of every thread, idle ones included) on a
     process for ``seconds`` from each :meth:`span`, into ``out_dir``/serve_profile_<span>.txt; nothing
-    without ``out_dir``. A py-spy that cannot attach leaves its message in the file: the bench goes on."""
+    without ``out_dir``. A py-spy that cannot attach leaves its message beside it (<file>.log): the bench goes on."""
 
     def __init__(self, pid: int, out_dir: str | None, seconds: float):
         self.pid, self.out_dir, self.seconds, self.procs = pid, out_dir, seconds, []
@@ -354,8 +354,8 @@ def markdown(runs: list) -> str:
             phase = ("" if "spread_s" not in v else f"POSTed at random over {v['spread_s']:g} s, out of phase; "
                      if v["spread_s"] else "POSTed together, in phase; ")
             hold = f", then {v['hold_s']:g} s more" if v.get("hold_s") else ""
-            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s ({phase}{settle}{hold}), then {v['added']} added "
-                    f"over HTTP, {v['seconds']:.0f} s: the added streams' p99 "
+            out += [f"Live: {v['base']} cameras at {v['fps']:.0f} fr/s ({phase}{settle}{hold}), then {v['added']} "
+                    f"added over HTTP, {v['seconds']:.0f} s: the added streams' p99 "
                     + ", ".join("none delivered" if x is None else f"{x:.1f} ms" for x in v["added_p99_ms"]) + joined
                     + "; the base streams' p99 median "
                     + ("-" if v["base_p99_ms_median"] is None else f"{v['base_p99_ms_median']:.1f}") + " ms, worst "

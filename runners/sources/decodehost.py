@@ -979,7 +979,6 @@ class _ChildStream:
             out.sent(TEARDOWN_WAIT_S)
             del decoder
 
-
     @staticmethod
     def _counts(src: Source, blocked: float) -> dict:
         """What the source counted, and for a camera the seconds the run held it back (its frames wait in its

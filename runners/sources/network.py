@@ -1,22 +1,25 @@
 """Network sources: a camera or live stream at a URL (RTSP, HTTP, UDP, TCP, SRT: whatever OpenCV's FFmpeg
 backend opens), read the way a camera is watched.
 
-Frames arrive at the camera's pace. A read that brings nothing for ``stall_s``, or the end of a stream
-that declares no length, is a disconnect: the source reopens the URL with backoff (BACKOFF_S doubling up
-to BACKOFF_MAX_S) and fails with a SourceError naming the URL once ``reconnect_s`` have passed without a
-frame. Delivered frames keep consecutive indices over reconnects; the gap is counted in the source's
-``counts`` ('network.reconnects', 'network.disconnected_s', 'network.frames_missed' from the stream's
-frame rate); the first frame after a reconnect has ``restart`` set. A camera the run holds back (no row free
-in its decode host) is not read meanwhile: its frames wait in its socket, which is never a stall, and
-the time is counted apart ('network.blocked_s', decodehost.BLOCKED). A change of resolution is counted
-('network.resolution_changes') and passed on: each frame carries its own shape. A stream that declares
-its length (a video file served over HTTP) ends at its end. Timestamps are seconds since the source
-opened, on the host clock, gaps included. A camera decodes on one FFmpeg thread: frame threads would hold
-each frame back by one frame time per thread (OpenCV's default is a thread per core), latency a live
-stream cannot spare, and many cameras share the cores anyway. From its open to its first read (the run's
-start: engine, warm-up, the other sources' opens) a camera's frames are read and discarded on a thread of
-its own, counted as 'network.frames_before_start': a camera's past is not the run's, and a backlog of
-seconds per camera, handed to the run in one burst, would hold every stream's latency up.
+Frames arrive at the camera's pace. A read that brings nothing for ``stall_s``, or the end of a stream that
+declares no length, is a disconnect: the source reopens the URL with backoff (BACKOFF_S doubling up to
+BACKOFF_MAX_S) and fails with a SourceError naming the URL once ``reconnect_s`` have passed without a frame.
+Delivered frames keep consecutive indices over reconnects; the gap is counted in the source's ``counts``
+('network.reconnects', 'network.disconnected_s', 'network.frames_missed' from the stream's frame rate); the
+first frame after a reconnect has ``restart`` set. A camera the run holds back (no row free in its decode host)
+is not read meanwhile: its frames wait in its socket, which is never a stall, and the time is counted apart
+('network.blocked_s', decodehost.BLOCKED). A change of resolution is counted ('network.resolution_changes') and
+passed on: each frame carries its own shape. A stream that declares its length (a video file served over HTTP)
+ends at its end. Timestamps are seconds since the source opened, on the host clock, gaps included. Its frame
+rate is FFmpeg's estimate at the open, from its first frames read at the camera's pace (OpenCV opens a
+process's captures one at a time: a decode host's cameras open ~0.67 s apart at 30 fr/s); opens without that
+read put 200 cameras on a served run at once, which then dropped frames late for tens of seconds
+(results/DECISIONS.md). A camera decodes on one FFmpeg thread: frame threads would hold each frame back by one
+frame time per thread (OpenCV's default is a thread per core), latency a live stream cannot spare, and many
+cameras share the cores anyway. From its open to its first read (the run's start: engine, warm-up, the other
+sources' opens) a camera's frames are read and discarded on a thread of its own, counted as
+'network.frames_before_start': a camera's past is not the run's, and a backlog of seconds per camera, handed to
+the run in one burst, would hold every stream's latency up.
 """
 from __future__ import annotations
 
