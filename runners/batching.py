@@ -64,6 +64,7 @@ class BatchPolicy:
         self.size, self.max_wait, self.idle, self.late = size, max_wait, idle, late
         self._groups: dict = {}  # canvas -> deque of Waiting, in the order offered
         self._n = 0
+        self.n_offered = 0  # frames offered so far
         self._last_offer: float | None = None
 
     def __len__(self) -> int:
@@ -78,6 +79,7 @@ class BatchPolicy:
                 q = self._groups[w.canvas] = collections.deque()
             q.append(w)
         self._n += len(items)
+        self.n_offered += len(items)
         if items:
             self._last_offer = now
 

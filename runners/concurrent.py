@@ -287,6 +287,7 @@ class _Intake:
         self.open: dict = {}  # id(source) -> [source, place of its next frame]
         self.started = False
         self.queue_full_wait_s = 0.0
+        self.queued_frames = 0  # frames queued so far
 
     def add(self, src: Source):
         """Takes ``src`` in; one that pushes starts pushing here once the run has started."""
@@ -330,6 +331,8 @@ class _Intake:
                     p.queued = t0
                 put = _put(self.frames_q, item, state)
                 self.queue_full_wait_s += time.perf_counter() - t0
+                if put:
+                    self.queued_frames += sum(len(p.frames) for p in item)
                 return put
         except BaseException as e:  # noqa: BLE001 - on a pushing thread: the run stops with its stage
             state.fail("read", e)
@@ -499,7 +502,7 @@ def _results(results_q, events: RunEvents, on_result, state: RunState, n_workers
                     events.gpu_spans(pending.gpu_ms)
             waited = item.run + item.late
             events.waits([w.queued - w.arrived for w in waited], [w.offered - w.queued for w in waited],
-                         [item.left - w.offered for w in waited])
+                         [item.left - w.offered for w in waited], len(item.run))
             done = list(zip(item.run, results)) + [(w, _LATE) for w in item.late]
             for w, r in done:
                 name = w.stream
@@ -575,10 +578,14 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     readers = _Readers(lambda name, spawn: _Reader(name, intake, state, spawn), intake, threads)
     for s in sources:
         readers.add(s, start=False)
-    for i, p in enumerate(pipes):
-        policy = BatchPolicy(batch, max_wait, idle_ms / 1e3, None if late_ms is None else late_ms / 1e3)
+    policies = [BatchPolicy(batch, max_wait, idle_ms / 1e3, None if late_ms is None else late_ms / 1e3) for _ in pipes]
+    for i, (p, policy) in enumerate(zip(pipes, policies)):
         threads.append(threading.Thread(target=_batcher, name=f"posefuse-gpu-{i}", daemon=True,
                                         args=(frames_q, results_q, p, state, policy, ended, tracker)))
+    if control is not None:  # read from the control's thread: counters and lengths, no lock taken
+        control.bind_state("queued_frames", lambda: {
+            "queue": max(0, intake.queued_frames - sum(p.n_offered for p in policies)),
+            "batcher": sum(len(p) for p in policies)})
     threads.append(threading.Thread(target=_results, name="posefuse-result", daemon=True,
                                     args=(results_q, events, on_result, state, len(pipes))))
     if not sources and control is None:

@@ -54,6 +54,7 @@ class RunControl:
         self._lock = threading.Lock()
         self.ended_streams: dict = {}  # stream name -> None (its source ended) or why it failed
         self._figures = self._forget = self._waits = None  # the run's figures, forgetting, waits (bind_figures)
+        self._state: dict = {}  # part of state() -> the function giving it now (bind_state)
         self.ran: dict = {}  # what the run runs (Report.ran: device, runner, backend, precision, ...), once bound
 
     def add_source(self, spec: str | None, name: str | None = None, max_frames: int | None = None) -> str:
@@ -105,6 +106,13 @@ class RunControl:
         fn = self._waits
         return fn() if fn is not None else {}
 
+    def state(self) -> dict:
+        """The run's state now, each part once the run binds it: 'queued_frames' (frames waiting before the GPU:
+        'queue', handed in and not yet taken by a batcher; 'batcher', taken and not yet in a batch that left),
+        'batch_frames' ({frames a batch ran: batches} so far), 'decode_hosts' ({device ('cpu': OpenCV):
+        {'alive': processes, 'streams': streams}})."""
+        return {part: fn() for part, fn in list(self._state.items())}
+
     def forget(self, names):
         """Drop what the run keeps of the finished streams ``names`` (their figures, their end, their
         source): a service's jobs come and go all day, and each stream's figures would stay otherwise (a
@@ -124,6 +132,12 @@ class RunControl:
         the engine loads); ``waits()``: the run's waits so far (see :meth:`waits`)."""
         self._figures, self._forget, self._waits = fn, forget, waits
         self.ran = ran if ran is not None else {}
+
+    def bind_state(self, part: str, fn):
+        """``fn()`` gives ``part`` of :meth:`state` (one of the parts it names)."""
+        if part not in ("queued_frames", "batch_frames", "decode_hosts"):
+            raise ValueError(f"part: expected 'queued_frames', 'batch_frames' or 'decode_hosts', got {part!r}")
+        self._state[part] = fn
 
     def stream_ended(self, name: str, error: str | None = None):
         """Stream ``name``'s source ended (``error``: why, when it failed or could not be opened)."""

@@ -46,11 +46,11 @@ class RunEvents(Protocol):
     def gpu_spans(self, ms: dict) -> None:
         """One batch's GPU milliseconds per timed span (PendingBatch.gpu_ms)."""
 
-    def waits(self, intake: list, queue: list, batch: list) -> None:
+    def waits(self, intake: list, queue: list, batch: list, ran: int) -> None:
         """One batch's frames (those run and those dropped as late), where each one's latency went before the
         GPU, in seconds: from its arrival until the run queued it (``intake``: its reader or decode host and
         the hand-off), in the queue until the batcher took it (``queue``), and there until its batch left
-        (``batch``)."""
+        (``batch``); ``ran``: how many of them the batch ran (the others were late)."""
 
     def thread_seconds(self, seconds: dict) -> None:
         """Seconds the runner's threads spent per activity."""
@@ -119,8 +119,8 @@ class StreamFanout:
     def gpu_spans(self, ms):
         self.total.gpu_spans(ms)
 
-    def waits(self, intake, queue, batch):
-        self.total.waits(intake, queue, batch)
+    def waits(self, intake, queue, batch, ran):
+        self.total.waits(intake, queue, batch, ran)
 
     def thread_seconds(self, seconds):
         self.total.thread_seconds(seconds)

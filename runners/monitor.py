@@ -4,11 +4,16 @@ per timed span (CUDA events), GPU utilization and memory (NVML), CPU usage and h
 JSON report and a console summary."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter, defaultdict
 
 import numpy as np
+
+# a stream's latency histogram's bounds, seconds (GET /metrics' posefuse_latency_seconds): around a 30 fr/s
+# frame time and live mode's 50 ms default limit, up to the seconds of a backlog
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class LatencyHistogram:
@@ -24,6 +29,7 @@ class LatencyHistogram:
     def __init__(self):
         self.counts = np.zeros(len(self.BINS) + 1, np.int64)
         self.n = 0
+        self.sum = 0.0
         self.max = 0.0
         self._pending: list = []
 
@@ -35,6 +41,7 @@ class LatencyHistogram:
             return
         self._pending.extend(seconds)
         self.n += len(seconds)
+        self.sum += sum(seconds)
         self.max = max(self.max, max(seconds))
         if len(self._pending) >= self.FOLD:
             self._fold()
@@ -43,6 +50,14 @@ class LatencyHistogram:
         if self._pending:
             np.add.at(self.counts, np.searchsorted(self.BINS, self._pending), 1)
             self._pending = []
+
+    def at_most(self, bounds: list) -> list:
+        """How many values are at most each of ``bounds`` (seconds, ascending; within the bins' 1%): a
+        cumulative histogram, as Prometheus's buckets count."""
+        self._fold()
+        c = np.cumsum(self.counts)
+        return [int(c[min(np.searchsorted(self.BINS, b, side="right"), len(c)) - 1]) if b >= self.BINS[0] else 0
+                for b in bounds]
 
     def percentile(self, q: float) -> float:
         """The q-th percentile in seconds (upper edge of its bin, capped at the largest value seen)."""
@@ -116,6 +131,7 @@ class PerformanceMonitor:
         self.detections = 0
         self.span_ms: dict = defaultdict(float)  # summed GPU ms per timed span
         self.span_batches: Counter = Counter()
+        self.batch_frames: Counter = Counter()  # frames a batch ran -> batches (RunEvents.waits)
         self.thread_s: dict = {}
         self.on_count = on_count
         self.sampler = None
@@ -140,10 +156,16 @@ class PerformanceMonitor:
                 self.span_ms[k] += v
                 self.span_batches[k] += 1
 
-    def waits(self, intake: list, queue: list, batch: list):
+    def waits(self, intake: list, queue: list, batch: list, ran: int):
         with self._lock:
             for h, v in zip(self.waited.values(), (intake, queue, batch)):
                 h.add_many(v)
+            self.batch_frames[ran] += 1
+
+    def batch_sizes(self) -> dict:
+        """{frames a batch ran: batches} so far (a concurrent runner's)."""
+        with self._lock:
+            return dict(self.batch_frames)
 
     def waits_ms(self) -> dict:
         """The waits so far (:meth:`waits`), ms: {'intake'|'queue'|'batch': {'p50', 'p99', 'max'}}; empty
@@ -205,14 +227,18 @@ class PerformanceMonitor:
 
     def snapshot(self) -> dict:
         """The figures so far, while the run goes on (a service's live view): counts, drops by reason,
-        frames in flight, results per second since the first arrival, latency p50 and p99 in ms."""
+        frames in flight, results per second since the first arrival, latency p50 and p99 in ms, and the
+        latencies as a cumulative histogram (``latency_buckets``: [[bound s, results at most it]] over
+        LATENCY_BUCKETS_S, then [inf, all]; ``latency_sum_s``)."""
         with self._lock:
             wall = time.perf_counter() - self.t0 if self.t0 is not None else 0.0
+            lat = self.latency
             return {"frames_in": self.frames_in, "results": self.results, "drops": dict(self.drops),
                     "detections": self.detections, "in_flight": len(self.arrivals),
                     "frames_per_s": self.results / wall if wall > 0 else 0.0,
-                    "latency_ms": {"p50": self.latency.percentile(50) * 1e3,
-                                   "p99": self.latency.percentile(99) * 1e3}}
+                    "latency_ms": {"p50": lat.percentile(50) * 1e3, "p99": lat.percentile(99) * 1e3},
+                    "latency_buckets": [list(x) for x in zip(LATENCY_BUCKETS_S, lat.at_most(LATENCY_BUCKETS_S))]
+                    + [[math.inf, lat.n]], "latency_sum_s": lat.sum}
 
     def report(self) -> dict:
         wall = (self.t_end or time.perf_counter()) - (self.t0 or time.perf_counter())

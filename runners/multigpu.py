@@ -74,7 +74,7 @@ class Events:
     arrivals: list = field(default_factory=list)  # [(keys, t)]
     drops: list = field(default_factory=list)  # [(key, reason)]
     spans: list = field(default_factory=list)  # [gpu ms per span]
-    waits: list = field(default_factory=list)  # [(intake, queue, batch seconds)] per batch
+    waits: list = field(default_factory=list)  # [(intake, queue, batch seconds, frames ran)] per batch
     seconds: list = field(default_factory=list)  # [thread seconds]
     results: "PackedResults | None" = None
 
@@ -172,10 +172,10 @@ class WorkerEvents:
             self.msg.spans.append(ms)
             self._added()
 
-    def waits(self, intake, queue, batch):
-        self.local.waits(intake, queue, batch)
+    def waits(self, intake, queue, batch, ran):
+        self.local.waits(intake, queue, batch, ran)
         with self.lock:
-            self.msg.waits.append((intake, queue, batch))
+            self.msg.waits.append((intake, queue, batch, ran))
             self._added()
 
     def thread_seconds(self, seconds):

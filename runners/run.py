@@ -172,6 +172,9 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         if control is not None:  # a service's live view of each stream
             control.bind_figures(lambda: _figures(events, asm), lambda names: _forget(names, events, asm, outputs),
                                  ran, total.waits_ms)
+            control.bind_state("batch_frames", total.batch_sizes)
+            if asm is not None:
+                control.bind_state("decode_hosts", lambda: asm.decode_hosts.state() if asm.decode_hosts else {})
         with _Signals() as signals:
             try:
                 if asm is not None:

@@ -43,6 +43,7 @@ from .sources.network import is_network
 POLL_S = 0.05  # how often a job's handler looks whether its streams are finished
 JOBS_KEPT = 100  # finished jobs GET /jobs lists
 DRAIN_S = 60.0  # the longest a stopping service waits for the run's frames in flight and the jobs' reports
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # /metrics' posefuse_batch_frames bounds (powers of two)
 
 
 @dataclass
@@ -327,15 +328,16 @@ class Service:
 
     def metrics(self) -> bytes:
         """The Prometheus text format: frames, results, detections and drops by stream and reason, frames
-        in flight, latency p50/p99, the run's waits before the GPU by stage, streams and jobs by state,
-        readiness; GPU utilization and memory (NVML),
-        the process's CPU and resident memory with its decode hosts' part (psutil)."""
+        in flight, latency p50/p99 and its histogram by stream, the run's waits before the GPU by stage, the
+        frames queued before the GPU now, the frames per batch (a histogram), the decode hosts running and
+        the streams they serve, streams and jobs by state, readiness; GPU utilization and memory (NVML), the
+        process's CPU and resident memory with its decode hosts' part (psutil)."""
         from prometheus_client import CollectorRegistry, generate_latest
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         from .gpuinfo import UsageSampler
 
-        figs, waited = self.control.figures(), self.control.waits()
+        figs, waited, run_state = self.control.figures(), self.control.waits(), self.control.state()
         svc = self
         with self._usage_lock:
             if self._usage is None:
@@ -351,6 +353,8 @@ class Service:
                 inflight = GaugeMetricFamily("posefuse_in_flight", "frames in flight", labels=["stream"])
                 lat = GaugeMetricFamily("posefuse_latency_ms", "latency arrival -> result, ms",
                                         labels=["stream", "quantile"])
+                hist = HistogramMetricFamily("posefuse_latency_seconds", "latency arrival -> result, seconds",
+                                             labels=["stream"])
                 for name, f in figs.items():
                     for k, m in counters.items():
                         m.add_metric([name], f[k])
@@ -359,6 +363,8 @@ class Service:
                     inflight.add_metric([name], f["in_flight"])
                     lat.add_metric([name, "0.5"], f["latency_ms"]["p50"])
                     lat.add_metric([name, "0.99"], f["latency_ms"]["p99"])
+                    if "latency_buckets" in f:
+                        hist.add_metric([name], [(_le(b), n) for b, n in f["latency_buckets"]], f["latency_sum_s"])
                 waits = GaugeMetricFamily("posefuse_wait_ms", "a frame's waits before the GPU, ms, since the run "
                                           "started: intake (arrival -> queued), queue, batch (-> its batch left)",
                                           labels=["stage", "quantile"])
@@ -366,7 +372,29 @@ class Service:
                     for q, k in (("0.5", "p50"), ("0.99", "p99"), ("1", "max")):
                         waits.add_metric([stage, q], w[k])
                 yield from counters.values()
-                yield from (drops, inflight, lat, waits)
+                yield from (drops, inflight, lat, hist, waits)
+                if "queued_frames" in run_state:
+                    q = GaugeMetricFamily("posefuse_queued_frames", "frames waiting before the GPU now: queue (handed "
+                                          "in, not yet taken by a batcher), batcher (not yet in a batch)",
+                                          labels=["stage"])
+                    for stage, n in run_state["queued_frames"].items():
+                        q.add_metric([stage], n)
+                    yield q
+                if "batch_frames" in run_state:
+                    sizes = run_state["batch_frames"]
+                    b = HistogramMetricFamily("posefuse_batch_frames", "frames each batch ran")
+                    b.add_metric([], [(_le(x), sum(k for s, k in sizes.items() if s <= x)) for x in BATCH_BUCKETS]
+                                 + [("+Inf", sum(sizes.values()))], sum(s * k for s, k in sizes.items()))
+                    yield b
+                if "decode_hosts" in run_state:
+                    alive = GaugeMetricFamily("posefuse_decode_hosts", "decode host processes running, by device "
+                                              "(cpu: OpenCV)", labels=["device"])
+                    served = GaugeMetricFamily("posefuse_decode_host_streams", "streams the decode hosts serve, by "
+                                               "device", labels=["device"])
+                    for device, d in run_state["decode_hosts"].items():
+                        alive.add_metric([device], d["alive"])
+                        served.add_metric([device], d["streams"])
+                    yield from (alive, served)
                 jobs = GaugeMetricFamily("posefuse_jobs", "jobs by state", labels=["state"])
                 for state in ("running", "done", "cancelled"):
                     jobs.add_metric([state], sum(j.state == state for j in svc.jobs.values()))
@@ -395,6 +423,11 @@ class Service:
         reg = CollectorRegistry()
         reg.register(Figures())
         return generate_latest(reg)
+
+
+def _le(bound: float) -> str:
+    """A Prometheus bucket's bound as text ('+Inf' for infinity)."""
+    return "+Inf" if bound == float("inf") else f"{bound:g}"
 
 
 def _fields(body, types: dict, required=()):

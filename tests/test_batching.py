@@ -24,6 +24,7 @@ def test_dynamic_full_batch_leaves_at_once_and_the_rest_waits():
     assert p.deadline() == pytest.approx(0.010)
     assert names(p.take(0.010)) == ["a4", "a5"]  # the partial batch, once its oldest waited max_wait
     assert p.take(1.0) is None and p.deadline() is None and len(p) == 0
+    assert p.n_offered == 6  # every frame offered so far (a service's queue depth: handed in - offered)
 
 
 def test_dynamic_wait_counts_from_the_oldest_frame_offered():

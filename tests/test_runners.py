@@ -577,6 +577,12 @@ def test_latency_histogram_folds_in_groups_and_the_timeline_places_each_second()
     for q in (50, 95, 99):
         assert h.percentile(q) == at_once(lat).percentile(q)
         np.testing.assert_allclose(h.percentile(q), np.percentile(lat, q), rtol=0.05)
+    # as Prometheus buckets: how many are at most each bound (within the bins' 1%), and their sum
+    bounds = [1e-9, 0.005, 0.01, 0.02, 0.05, 0.1, 10.0]
+    got, want = h.at_most(bounds), [int((lat <= b).sum()) for b in bounds]
+    assert got == sorted(got) and got[0] == 0 and got[-1] == len(lat)
+    assert all(abs(g - w) <= 0.02 * len(lat) for g, w in zip(got, want)), (got, want)
+    np.testing.assert_allclose(h.sum, lat.sum(), rtol=1e-9)
     t = LatencyTimeline()
     t.add_many(0, [0.010, 0.020])
     t.add_many(1, [0.030])

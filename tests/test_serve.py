@@ -199,6 +199,21 @@ def test_a_camera_joins_and_leaves_and_the_metrics_count_it(server):
         metrics = request(server.url, "/metrics")[1]
         assert 'posefuse_results_total{stream="cam"}' in metrics and "posefuse_ready 1.0" in metrics
         assert 'posefuse_wait_ms{quantile="0.99",stage="queue"}' in metrics
+        values = _samples(metrics)
+        # the camera's latency histogram: cumulative, its +Inf bucket and count its results (as /metrics saw them)
+        buckets = [v for k, v in values.items() if k.startswith("posefuse_latency_seconds_bucket{") and 'stream="cam"' in k]
+        assert len(buckets) == 12 and buckets == sorted(buckets)
+        cam_results = values['posefuse_results_total{stream="cam"}']
+        assert values['posefuse_latency_seconds_bucket{le="+Inf",stream="cam"}'] == cam_results
+        assert values['posefuse_latency_seconds_count{stream="cam"}'] == cam_results
+        assert 0 < values['posefuse_latency_seconds_sum{stream="cam"}'] < 60 * cam_results
+        # batches: every result ran in one (other streams' jobs may have run before on this server)
+        assert values["posefuse_batch_frames_sum"] >= cam_results and values["posefuse_batch_frames_count"] >= 1
+        assert values['posefuse_batch_frames_bucket{le="+Inf"}'] == values["posefuse_batch_frames_count"]
+        assert {'posefuse_queued_frames{stage="queue"}', 'posefuse_queued_frames{stage="batcher"}'} <= set(values)
+        # the camera is read in an OpenCV decode host
+        assert values['posefuse_decode_hosts{device="cpu"}'] >= 1
+        assert values['posefuse_decode_host_streams{device="cpu"}'] >= 1
         assert request(server.url, "/streams/cam", method="DELETE")[0] == 200
         t0 = time.monotonic()
         while time.monotonic() - t0 < 30:
@@ -209,6 +224,16 @@ def test_a_camera_joins_and_leaves_and_the_metrics_count_it(server):
         assert cam["state"] == "ended" and cam["in_flight"] == 0
     finally:
         cams.stop()
+
+
+def _samples(text: str) -> dict:
+    """{'name{labels}': value} of a Prometheus text page (labels as the page writes them)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
 
 
 def test_the_status_page_in_a_browser_shows_a_stream_and_its_counts_rising(server, tmp_path):

@@ -468,6 +468,17 @@ class DecodeHosts:
         with self._lock:
             return sum(p.device == device and p.proc.is_alive() for p in self._procs)
 
+    def state(self) -> dict:
+        """{device ('cpu': the OpenCV hosts): {'alive': hosts running, 'streams': streams they serve}}."""
+        out: dict = {}
+        with self._lock:
+            for p in self._procs:
+                d = out.setdefault(p.device or "cpu", {"alive": 0, "streams": 0})
+                if p.proc.is_alive():
+                    d["alive"] += 1
+                    d["streams"] += len(p.streams)
+        return out
+
     def _add(self, name: str, device: str | None) -> _ParentStream:
         """A new stream on the least loaded host of its kind (a new host while fewer than the kind allows are
         up and each has streams), counted there at once: streams opened side by side spread over them."""
