@@ -81,10 +81,11 @@ def test_on_a_gpu_a_served_job_equals_a_local_run(tmp_path, monkeypatch):
     try:
         monkeypatch.chdir(helpers.data_dir())
         got, rep = tmp_path / "served.jsonl", tmp_path / "served.json"
-        assert main(["run", "--server", s.url, "--token", TOKEN, "--source", CLIP, "--max-frames", "96",
-                     "--save-json", str(got), "--out", str(rep)]) == 0
+        served = main(["run", "--server", s.url, "--token", TOKEN, "--source", CLIP, "--max-frames", "96",
+                       "--save-json", str(got), "--out", str(rep)])
     finally:
-        assert s.stop() == 0
+        stopped = s.stop()
+    assert served == 0 and stopped == 0
     local = tmp_path / "local.jsonl"
     assert main(["run", "--runner", "dynamic", "--decoder", "cpu", "--source", CLIP, "--max-frames", "96",
                  "--no-progress", "--save-json", str(local)]) == 0
@@ -201,7 +202,8 @@ def test_a_camera_joins_and_leaves_and_the_metrics_count_it(server):
         assert 'posefuse_wait_ms{quantile="0.99",stage="queue"}' in metrics
         values = _samples(metrics)
         # the camera's latency histogram: cumulative, its +Inf bucket and count its results (as /metrics saw them)
-        buckets = [v for k, v in values.items() if k.startswith("posefuse_latency_seconds_bucket{") and 'stream="cam"' in k]
+        buckets = [v for k, v in values.items()
+                   if k.startswith("posefuse_latency_seconds_bucket{") and 'stream="cam"' in k]
         assert len(buckets) == 12 and buckets == sorted(buckets)
         cam_results = values['posefuse_results_total{stream="cam"}']
         assert values['posefuse_latency_seconds_bucket{le="+Inf",stream="cam"}'] == cam_results
