@@ -56,8 +56,7 @@ class LatencyHistogram:
         cumulative histogram, as Prometheus's buckets count."""
         self._fold()
         c = np.cumsum(self.counts)
-        return [int(c[min(np.searchsorted(self.BINS, b, side="right"), len(c)) - 1]) if b >= self.BINS[0] else 0
-                for b in bounds]
+        return [int(c[np.searchsorted(self.BINS, b, side="right") - 1]) if b >= self.BINS[0] else 0 for b in bounds]
 
     def percentile(self, q: float) -> float:
         """The q-th percentile in seconds (upper edge of its bin, capped at the largest value seen)."""
