@@ -8,6 +8,9 @@
   each (mode, batch) is timed: the compile, cold unless the cache holds it.
 * start: a fresh process builds the pipeline and captures batch 64 for each mode, cold (an empty Inductor
   cache) then warm (the cache the cold one filled): what a job's start-up pays.
+* parts: where a batch of 64 goes, per mode: the pipeline's frames/s; the GPU ms of its graph (letterbox to
+  rescale, the timed batches) and of its copy to the host; the backbone alone replayed in a CUDA graph of its
+  own on the pipeline's canvas; the host ms that turn a copied batch into PoseResults.
 * equal: the compiled pipeline's poses against the uncompiled one's on 64 real frames (fp16): detections
   matched at IoU >= 0.98, the largest keypoint and score differences.
 The yolo11n-pose trained weights, fp16, the CuPy backend, 384x640 canvas (the 768x432 clip).
@@ -65,12 +68,64 @@ def pipeline(frames, modes, batches, calls: int = 30) -> list:
     return rows
 
 
+def parts(frames, modes, batch: int = 64, calls: int = 400) -> list:
+    import torch
+
+    from posefuse.fusion.compiled import compile_backbone
+
+    rows = []
+    sets = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
+    for mode in modes:
+        pipe = _pipe(mode, batch)
+        pipe.warmup((432, 768), batch, device_frames=True)
+        row = {"mode": mode, "batch": batch, "frames_per_s": harness.pipeline_frames_per_s(pipe, sets, calls)}
+        spans, host_ms, pending = {}, [], None
+        for k in range(calls):  # the timed batches' GPU spans; the host's share of result() once the copy is done
+            nxt = pipe.submit(sets[k % len(sets)])
+            if pending is not None:
+                while not pending.done():
+                    time.sleep(0)
+                t = time.perf_counter()
+                pending.result()
+                host_ms.append(1e3 * (time.perf_counter() - t))
+                for name, ms in pending.gpu_ms.items():
+                    spans.setdefault(name, []).append(ms)
+            pending = nxt
+        pending.result()
+        row["gpu_ms"] = {name: float(np.median(v)) for name, v in spans.items()}
+        row["results_host_ms"] = float(np.median(host_ms))
+        x = torch.empty((batch, 3, 384, 640), dtype=torch.float16, device="cuda")  # the pipeline's canvas
+        x.copy_(torch.rand_like(x))
+        fwd = pipe.backbone if mode == "off" else compile_backbone(pipe.backbone, mode)  # its artifact, loaded
+        with torch.inference_mode():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    fwd(x)
+            torch.cuda.current_stream().wait_stream(side)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                fwd(x)
+        row["backbone_graph_ms"] = harness.cuda_median_ms(g.replay, iters=100)
+        row["graph_errors"] = list(pipe.graph_errors)
+        rows.append(row)
+        print(row, flush=True)
+        del pipe, g, fwd
+        torch.cuda.empty_cache()
+    return rows
+
+
 _START = """
 import json, time
 import torch
 t0 = time.perf_counter()
 from posefuse import PosePipeline
 p = PosePipeline(device="cuda", backend="cupy", precision="fp16", batch_sizes=(64,), compile={mode!r})
+t1 = time.perf_counter()
+if p.compile != "off":  # the compile stack, timed apart from the capture that would import it
+    from torch._inductor import CompiledArtifact, standalone_compile
+t_import = time.perf_counter() - t1
 t1 = time.perf_counter()
 prof = None
 if {profile!r}:
@@ -87,7 +142,7 @@ if prof is not None:
     st = pstats.Stats(prof)
     rows = sorted(st.stats.items(), key=lambda kv: -kv[1][3])[:{profile!r}]
     top = [[f"{{k[0].rsplit('site-packages/', 1)[-1]}}:{{k[1]}}({{k[2]}})", round(v[3], 3)] for k, v in rows]
-print(json.dumps({{"build_s": t1 - t0, "capture_s": t2 - t1, "compile": p.compile,
+print(json.dumps({{"build_s": t1 - t0 - t_import, "import_s": t_import, "capture_s": t2 - t1, "compile": p.compile,
                   "end": time.time(), "profile": top}}))
 """
 
@@ -97,7 +152,8 @@ def start(modes, warm_env=(), profile: int = 0) -> list:
     compiled mode one more warm row per ``warm_env`` setting (KEY=VALUE, e.g. TORCHINDUCTOR_COMPILE_THREADS=1)
     and, with ``profile`` > 0, a warm row whose capture runs under cProfile (its top ``profile`` functions by
     cumulative seconds; its times carry the profiler's cost). A row splits the process's wall: the
-    interpreter and torch's import, the pipeline's build, the capture (bs64), and the exit (the process's
+    interpreter and torch's import, the pipeline's build, the import of torch's compile stack (compiled modes:
+    timed apart, before the capture that would import it), the capture (bs64), and the exit (the process's
     atexit work, Inductor's among it)."""
     rows = []
     with tempfile.TemporaryDirectory() as cache:
@@ -118,7 +174,7 @@ def start(modes, warm_env=(), profile: int = 0) -> list:
                 out = json.loads(r.stdout.strip().splitlines()[-1])
                 exit_s = t_end - out.pop("end")
                 row = {"mode": mode, "cache": state, "process_wall_s": wall, **out, "exit_s": exit_s,
-                       "interpreter_and_torch_s": wall - exit_s - out["build_s"] - out["capture_s"]}
+                       "interpreter_and_torch_s": wall - exit_s - out["build_s"] - out["import_s"] - out["capture_s"]}
                 rows.append(row)
                 print({k: v for k, v in row.items() if k != "profile"}, flush=True)
                 for name, cum in row["profile"][:12]:
@@ -149,14 +205,26 @@ def markdown(runs: list) -> str:
             out += [f"| {x['mode']} | {x['batch']} | {x['frames_per_s']:,.0f} | {x['first_capture_s']:.1f} | "
                     f"{'%.2f' % x['latency_ms_p50'] if 'latency_ms_p50' in x else '-'} |" for x in r["pipeline"]]
             out.append("")
+        if r.get("parts"):
+            out += ["| mode | batch | frames/s | pipeline graph GPU ms | copy to host GPU ms | backbone alone (graph) GPU ms "
+                    "| rest of the graph GPU ms | PoseResults host ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            for x in r["parts"]:
+                g = x["gpu_ms"]
+                chain = next((v for k, v in g.items() if k.startswith("letterbox")), None)
+                rest = "-" if chain is None else f"{chain - x['backbone_graph_ms']:.3f}"
+                out.append(f"| {x['mode']} | {x['batch']} | {x['frames_per_s']:,.0f} | "
+                           f"{'-' if chain is None else '%.3f' % chain} | {g.get('d2h', float('nan')):.3f} | "
+                           f"{x['backbone_graph_ms']:.3f} | {rest} | {x['results_host_ms']:.3f} |")
+            out.append("")
         if r.get("start"):
             def s(x, k):
                 return f"{x[k]:.1f}" if x.get(k) is not None else "-"
 
-            out += ["| mode | cache | process wall s | interpreter and torch s | build s | capture s (bs64) | exit s |",
-                    "|---|---|---:|---:|---:|---:|---:|"]
+            out += ["| mode | cache | process wall s | interpreter and torch s | build s | compile stack import s "
+                    "| capture s (bs64) | exit s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
             out += [f"| {x['mode']} | {x['cache']} | {s(x, 'process_wall_s')} | {s(x, 'interpreter_and_torch_s')} | "
-                    f"{s(x, 'build_s')} | {s(x, 'capture_s')} | {s(x, 'exit_s')} |" for x in r["start"]]
+                    f"{s(x, 'build_s')} | {s(x, 'import_s')} | {s(x, 'capture_s')} | {s(x, 'exit_s')} |"
+                    for x in r["start"]]
             out.append("")
             for x in r["start"]:
                 if x.get("profile"):
@@ -175,7 +243,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", nargs="+", type=int, default=[64, 256, 1])
     ap.add_argument("--modes", nargs="+", default=["off", "default"])
-    ap.add_argument("--only", nargs="+", choices=("pipeline", "start", "equal"), default=None)
+    ap.add_argument("--only", nargs="+", choices=("pipeline", "parts", "start", "equal"), default=None)
     ap.add_argument("--warm-env", nargs="*", default=[], metavar="KEY=VALUE",
                     help="start: one more warm row per setting, each in its own process's environment")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
@@ -191,6 +259,8 @@ def main(argv=None):
         run["equal"] = equal(frames[100:164])  # people walking in
     if "pipeline" in sections:
         run["pipeline"] = pipeline(frames, a.modes, a.batches)
+    if "parts" in sections:
+        run["parts"] = parts(frames, a.modes)
     if "start" in sections:
         run["start"] = start(a.modes, a.warm_env, a.profile)
     harness.record(a.out_dir, "compile", run, markdown)
