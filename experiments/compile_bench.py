@@ -10,7 +10,7 @@
   cache) then warm (the cache the cold one filled): what a job's start-up pays.
 * parts: where a batch of 64 goes, per mode: the pipeline's frames/s; the GPU ms of its graph (letterbox to
   rescale, the timed batches) and of its copy to the host; the backbone alone replayed in a CUDA graph of its
-  own on the pipeline's canvas; the host ms that turn a copied batch into PoseResults.
+  own on the pipeline's canvas (laid out as the pipeline's, and channels-last); the host ms that turn a copied batch into PoseResults.
 * equal: the compiled pipeline's poses against the uncompiled one's on 64 real frames (fp16): detections
   matched at IoU >= 0.98, the largest keypoint and score differences.
 The yolo11n-pose trained weights, fp16, the CuPy backend, 384x640 canvas (the 768x432 clip).
@@ -68,6 +68,23 @@ def pipeline(frames, modes, batches, calls: int = 30) -> list:
     return rows
 
 
+def _graph_ms(fwd, x) -> float:
+    """GPU ms of one replay of ``fwd(x)`` captured in a CUDA graph of its own (median of 100)."""
+    import torch
+
+    with torch.inference_mode():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fwd(x)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fwd(x)
+    return harness.cuda_median_ms(g.replay, iters=100)
+
+
 def parts(frames, modes, batch: int = 64, calls: int = 400) -> list:
     import torch
 
@@ -97,21 +114,13 @@ def parts(frames, modes, batch: int = 64, calls: int = 400) -> list:
         x = torch.empty((batch, 3, 384, 640), dtype=torch.float16, device="cuda")  # the pipeline's canvas
         x.copy_(torch.rand_like(x))
         fwd = pipe.backbone if mode == "off" else compile_backbone(pipe.backbone, mode)  # its artifact, loaded
-        with torch.inference_mode():
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    fwd(x)
-            torch.cuda.current_stream().wait_stream(side)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                fwd(x)
-        row["backbone_graph_ms"] = harness.cuda_median_ms(g.replay, iters=100)
+        row["backbone_graph_ms"] = _graph_ms(fwd, x)
+        # the same canvas laid out channels-last, as the backbone's weights are (another artifact)
+        row["backbone_graph_ms_channels_last"] = _graph_ms(fwd, x.contiguous(memory_format=torch.channels_last))
         row["graph_errors"] = list(pipe.graph_errors)
         rows.append(row)
         print(row, flush=True)
-        del pipe, g, fwd
+        del pipe, fwd
         torch.cuda.empty_cache()
     return rows
 
@@ -207,14 +216,16 @@ def markdown(runs: list) -> str:
             out.append("")
         if r.get("parts"):
             out += ["| mode | batch | frames/s | pipeline graph GPU ms | copy to host GPU ms | backbone alone (graph) GPU ms "
-                    "| rest of the graph GPU ms | PoseResults host ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                    "| rest of the graph GPU ms | PoseResults host ms | backbone alone, channels-last canvas GPU ms |",
+                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for x in r["parts"]:
                 g = x["gpu_ms"]
                 chain = next((v for k, v in g.items() if k.startswith("letterbox")), None)
                 rest = "-" if chain is None else f"{chain - x['backbone_graph_ms']:.3f}"
                 out.append(f"| {x['mode']} | {x['batch']} | {x['frames_per_s']:,.0f} | "
                            f"{'-' if chain is None else '%.3f' % chain} | {g.get('d2h', float('nan')):.3f} | "
-                           f"{x['backbone_graph_ms']:.3f} | {rest} | {x['results_host_ms']:.3f} |")
+                           f"{x['backbone_graph_ms']:.3f} | {rest} | {x['results_host_ms']:.3f} | "
+                           f"{x.get('backbone_graph_ms_channels_last', float('nan')):.3f} |")
             out.append("")
         if r.get("start"):
             def s(x, k):

@@ -5,10 +5,11 @@ Inductor fuses the backbone's convolutions' epilogues (bias, SiLU, concatenation
 the pipeline's graph then replays them without launch cost: the pipeline alone runs 1.6x as fast at batch
 64, and a frame's latency at batch 1 halves (results/compile.md).
 
-Each input shape compiles once per machine: ``torch.export`` traces the backbone (its weights lifted to
-inputs), ``torch._inductor.standalone_compile`` compiles that graph, and the compiled artifact is saved in
+Each canvas compiles once per machine, for every batch size: ``torch.export`` traces the backbone (its
+weights lifted to inputs, the batch dimension symbolic), ``torch._inductor.standalone_compile`` compiles that
+graph, and the compiled artifact is saved in
 :func:`artifacts_dir`, named by a digest of everything it depends on (torch's version, the mode, the
-shape, dtype and device, the backbone's modules, weights and code). A later start that finds the artifact
+canvas, layout, dtype and device, the backbone's modules, weights and code). A later start that finds the artifact
 loads it instead of tracing and compiling: no Dynamo, no lowering, no compile workers, only the generated
 module and its kernels to load. Such a start still takes 2.1 s more than an uncompiled one, in its first
 capture (results/compile.md, 2026-12-07 04:01, the warm start with one compile thread); ``torch.compile``'s
@@ -52,22 +53,29 @@ def artifacts_dir() -> Path:
     return cache_dir().parent / "artifacts"
 
 
+# The batch size the compiled backbone is traced, tuned and first run at: Inductor sizes its kernels' launch
+# configurations by the example's sizes and tunes the rest on a kernel's first launch, whatever the batch
+# size; the run's default batch is 64.
+EXAMPLE_BATCH = 64
+
+
 class CompiledBackbone:
     """``backbone`` (an eval-mode module mapping a (B, 3, H, W) tensor to one tensor) compiled in ``mode``
-    (one of COMPILE_MODES but 'off'), one artifact per input shape, layout, dtype and device, loaded from
-    :func:`artifacts_dir` where a start before this one compiled it. ``origin`` says, per input shape, where
-    its artifact came from: 'compiled' or 'loaded'."""
+    (one of COMPILE_MODES but 'off'), one artifact per canvas (C, H, W), layout, dtype and device for every
+    batch size (the batch dimension stays symbolic), loaded from :func:`artifacts_dir` where a start before
+    this one compiled it. ``origin`` says, per canvas (C, H, W), where its artifact came from: 'compiled' or
+    'loaded'."""
 
     def __init__(self, backbone, mode: str):
         if mode not in _OPTIONS:
             raise ValueError(f"mode: expected one of {tuple(_OPTIONS)}, got {mode!r}")
         self.backbone, self.mode = backbone, mode
-        self.origin: dict = {}  # input shape -> 'compiled' or 'loaded'
+        self.origin: dict = {}  # canvas (C, H, W) -> 'compiled' or 'loaded'
         self._fns: dict = {}
         self._model_digest: str | None = None
 
     def __call__(self, x):
-        key = (tuple(x.shape), x.stride(), x.dtype, x.device)
+        key = (tuple(x.shape[1:]), x.stride(), x.dtype, x.device)  # a layout's strides do not depend on B
         fn = self._fns.get(key)
         if fn is None:
             fn = self._fns[key] = self._build(x)
@@ -87,16 +95,19 @@ class CompiledBackbone:
         dev = x.device
         card = (torch.cuda.get_device_name(dev) + str(torch.cuda.get_device_capability(dev))
                 if dev.type == "cuda" else dev.type)
-        return hashlib.sha256(json.dumps([self._model_digest, torch.__version__, self.mode, list(x.shape),
+        return hashlib.sha256(json.dumps([self._model_digest, torch.__version__, self.mode, "B", list(x.shape[1:]),
                                           list(x.stride()), str(x.dtype), card]).encode()).hexdigest()[:32]
 
     def _build(self, x):
-        """The compiled function for inputs like ``x``: loaded when its artifact is saved, else traced,
-        compiled and saved."""
+        """The compiled function for inputs like ``x`` of any batch size: loaded when its artifact is saved,
+        else traced, compiled and saved; then run once at EXAMPLE_BATCH, where the kernels left to tune on
+        their first launch tune."""
         import torch
         from torch._inductor import CompiledArtifact, standalone_compile
 
         use_cache_dir()
+        example = torch.empty_strided((EXAMPLE_BATCH, *x.shape[1:]), x.stride(), dtype=x.dtype, device=x.device)
+        example.copy_(x[:1].expand_as(example))
         art_path = artifacts_dir() / f"{self._digest(x)}.bin"
         meta_path = art_path.with_suffix(".json")
         if art_path.exists() and meta_path.exists():
@@ -108,25 +119,33 @@ class CompiledBackbone:
                 art = CompiledArtifact.load(path=str(art_path), format="binary")
                 names = json.loads(meta_path.read_text())["weights"]
                 weights = [operator.attrgetter(n)(self.backbone) for n in names]
-                art(*weights, x)  # the first call loads the generated module's kernels (the caller warms up first)
-            self.origin[tuple(x.shape)] = "loaded"
+                art(*weights, example)  # the first call loads the generated module's kernels
+            self.origin[tuple(x.shape[1:])] = "loaded"
         else:
             with torch.inference_mode(False), torch.no_grad():
-                ep = torch.export.export(self.backbone, (x,), strict=False)
+                batch = torch.export.Dim("batch", min=1)
+                ep = torch.export.export(self.backbone, (example,), dynamic_shapes=({0: batch},), strict=False)
                 specs = ep.graph_signature.input_specs
                 if specs[-1].kind != torch.export.graph_signature.InputKind.USER_INPUT or any(
                         s.kind == torch.export.graph_signature.InputKind.USER_INPUT for s in specs[:-1]):
                     raise RuntimeError("compile: the exported backbone's inputs are not its weights, then the image")
                 names = [s.target for s in specs[:-1]]
                 weights = [operator.attrgetter(n)(self.backbone) for n in names]
-                art = standalone_compile(ep.graph_module, [*weights, x], dynamic_shapes="from_example_inputs",
+                # "from_graph" takes the symbolic batch from the outputs' fake tensors under Dynamo's key
+                # (torch 2.11 reads no other); export keeps them under "val"
+                out = next(iter(reversed(ep.graph_module.graph.nodes)))
+                for node in torch.utils._pytree.tree_leaves(out.args):
+                    if isinstance(node, torch.fx.Node) and "val" in node.meta:
+                        node.meta.setdefault("example_value", node.meta["val"])
+                art = standalone_compile(ep.graph_module, [*weights, example], dynamic_shapes="from_graph",
                                          options=_OPTIONS[self.mode])
             art_path.parent.mkdir(parents=True, exist_ok=True)
             art.save(path=str(art_path), format="binary")  # written atomically
             tmp = meta_path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"weights": names}))
             os.replace(tmp, meta_path)
-            self.origin[tuple(x.shape)] = "compiled"
+            art(*weights, example)
+            self.origin[tuple(x.shape[1:])] = "compiled"
         return lambda inp: art(*weights, inp)[0]
 
 

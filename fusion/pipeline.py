@@ -217,8 +217,9 @@ class PosePipeline:
             Ultralytics ``predict(nms=False)``; None or False the one-to-many branch with NMS, as ``predict``.
         cuda_graph: capture the chain as CUDA graphs (CuPy or Numba backend on a GPU).
         compile: the backbone compiled by Inductor (fusion.compiled): 'off', 'default' or 'max-autotune'; on a
-            GPU only (the CPU runs it eagerly; ``self.compile`` says what runs). Each batch shape compiles
-            when first captured, or loads the artifact a start before this one saved (fusion.compiled).
+            GPU only (the CPU runs it eagerly; ``self.compile`` says what runs). Each canvas compiles once
+            for every batch size when first captured, or loads the artifact a start before this one saved
+            (fusion.compiled).
         batch_sizes: the sizes graph-mode batches run at: a batch of n frames is padded to the smallest
             one >= n (beyond the largest: bucket_size(n)). None: bucket_size(n), powers of two up to 64.
             Each size costs a capture (plans, graph) the first time it runs; a run over files uses its
@@ -331,8 +332,8 @@ class PosePipeline:
 
     @property
     def compile_origin(self) -> dict:
-        """{input shape (B, 3, H, W): 'compiled' (this start compiled the backbone for it) or 'loaded' (a start
-        before saved it)} of the compiled backbone (fusion.compiled); empty when ``compile`` is 'off'."""
+        """{canvas (3, H, W): 'compiled' (this start compiled the backbone for it, every batch size) or 'loaded'
+        (a start before saved it)} of the compiled backbone (fusion.compiled); empty when ``compile`` is 'off'."""
         return {} if self.compile == "off" else dict(self._forward.origin)
 
     def submit(self, frames, pixel_format: str = "bgr", track: TrackStep | None = None) -> PendingBatch:

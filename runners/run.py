@@ -35,8 +35,8 @@ class Report:
     drops by reason, frames/s, latency percentiles, GPU span times, usage); ``failed``: {source or '<run>':
     error}; ``startup_s``: seconds per start-up step before the clock, in sequence (``startup_overlap_s``:
     steps that ran beside them: the sources opening while the engine loaded); ``ran``: what actually ran
-    (device, backend, precision, decoder, compile; with a compiled backbone ``compile_origin``: per input
-    shape, 'compiled' by this start or 'loaded' from a start before); ``chosen``: {option: why} for each
+    (device, backend, precision, decoder, compile; with a compiled backbone ``compile_origin``: per
+    canvas, 'compiled' by this start or 'loaded' from a start before); ``chosen``: {option: why} for each
     option the run chose itself (RunConfig 'auto' and unset defaults); ``notes``: {source: how it was read}
     where that differs from what was asked (a video NVDEC cannot open, read with OpenCV); ``shutdown_s``:
     seconds per step after the last result (closing the sources, the outputs, the decode hosts);
