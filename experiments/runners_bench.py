@@ -86,11 +86,12 @@ def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
 
 def captured_batch(path: str, batch: int):
     """A PosePipeline and the first ``batch`` NV12 frames of ``path`` (decoded once by the NVDEC source, kept
-    on the GPU), the pipeline's graph for them captured: what :func:`pipeline_alone` replays."""
+    on the GPU), the pipeline's graph for them captured (its backbone compiled as --compile says): what
+    :func:`pipeline_alone` replays."""
     from posefuse import PosePipeline
     from posefuse.runners.sources import open_source
 
-    pipe = PosePipeline()
+    pipe = PosePipeline(compile=PIPELINE.get("compile", "off"))
     src = open_source(path, max_frames=batch, decoder="nvdec", chunk=batch)
     frames = []
     for f in src.frames():
@@ -264,8 +265,9 @@ def main():
                     help="e2e: comma list of NVDEC streams per decode host (0: all; default: the run's default)")
     ap.add_argument("--repeats", type=int, default=3, help="e2e: runs per configuration (its median is reported)")
     ap.add_argument("--compile", default=None, choices=("off", "default", "max-autotune"),
-                    help="the backbone compiled by Inductor in every run, each run compiling its batch sizes (the "
-                         "first cold; default: the run's own choice; checkouts before the option have none)")
+                    help="the backbone compiled by Inductor in every run and in the pipeline alone (the first compile "
+                         "cold, later ones load it; default: the run's own choice; checkouts before the option have "
+                         "none)")
     ap.add_argument("--mps", action="store_true",
                     help="this process (every pipeline and run in it) and its decode hosts as clients of a CUDA MPS "
                          "server, joined or started by posefuse (RunConfig.mps) before CUDA is initialized here")
