@@ -225,7 +225,7 @@ def markdown(runs: list) -> str:
                 out.append(f"| {x['mode']} | {x['batch']} | {x['frames_per_s']:,.0f} | "
                            f"{'-' if chain is None else '%.3f' % chain} | {g.get('d2h', float('nan')):.3f} | "
                            f"{x['backbone_graph_ms']:.3f} | {rest} | {x['results_host_ms']:.3f} | "
-                           f"{x.get('backbone_graph_ms_channels_last', float('nan')):.3f} |")
+                           f"{'%.3f' % x['backbone_graph_ms_channels_last'] if 'backbone_graph_ms_channels_last' in x else '-'} |")
             out.append("")
         if r.get("start"):
             def s(x, k):

@@ -191,10 +191,16 @@ def test_compile_bench_start_rows_old_and_split():
     old = {"mode": "off", "cache": "-", "process_wall_s": 6.2, "build_s": 1.3, "capture_s": 2.2}
     new = {"mode": "default", "cache": "warm, profiled", "process_wall_s": 11.0, "build_s": 1.0, "capture_s": 5.0,
            "exit_s": 0.5, "interpreter_and_torch_s": 4.5, "profile": [["torch/_inductor/x.py:1(load)", 3.25]]}
-    md = compile_bench.markdown([{"env": {"date": "d"}, "command": "c", "start": [old, new]}])
-    assert "| off | - | 6.2 | - | 1.3 | 2.2 | - |" in md
-    assert "| default | warm, profiled | 11.0 | 4.5 | 1.0 | 5.0 | 0.5 |" in md
+    split = {**new, "cache": "warm", "import_s": 1.2, "profile": []}
+    parts = {"mode": "default", "batch": 64, "frames_per_s": 14268.4, "results_host_ms": 0.3,
+             "gpu_ms": {"letterbox..rescale": 4.483, "d2h": 0.086}, "backbone_graph_ms": 4.308}
+    md = compile_bench.markdown([{"env": {"date": "d"}, "command": "c", "start": [old, new, split],
+                                  "parts": [parts]}])
+    assert "| off | - | 6.2 | - | 1.3 | - | 2.2 | - |" in md  # a row from before the import was timed apart
+    assert "| default | warm, profiled | 11.0 | 4.5 | 1.0 | - | 5.0 | 0.5 |" in md
+    assert "| default | warm | 11.0 | 4.5 | 1.0 | 1.2 | 5.0 | 0.5 |" in md
     assert "- 3.25 s `torch/_inductor/x.py:1(load)`" in md
+    assert "| default | 64 | 14,268 | 4.483 | 0.086 | 4.308 | 0.175 | 0.300 | - |" in md  # before channels-last
 
 
 def test_phase_table_smoke_on_the_cpu(tmp_path):
