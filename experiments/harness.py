@@ -108,11 +108,12 @@ def under_mps() -> bool:
 
 
 def run_heading(run: dict, extra: str = "") -> list:
-    """The markdown lines that head one run: date, card, driver and torch (``extra`` after), the command, and
-    the run's ``note`` (what was learnt after it was recorded) where it has one."""
+    """The markdown lines that head one run: date, card, driver and torch (``extra`` after; the ``checkout``
+    measured where it is not the code as it stands), the command, and the run's ``note`` (what was learnt
+    after it was recorded) where it has one."""
     env = run["env"]
     return [f"## {env.get('date')}: {env.get('card', 'CPU')}, driver {env.get('driver')}, torch {env.get('torch')}"
-            + extra, "", f"Command: `{run['command']}`", "", *([f"Note: {run['note']}", ""] if run.get("note") else [])]
+            + extra + (f", checkout {run['checkout']}" if run.get("checkout") else ""), "", f"Command: `{run['command']}`", "", *([f"Note: {run['note']}", ""] if run.get("note") else [])]
 
 
 def record(out_dir: str | Path, name: str, run: dict, markdown) -> list:

@@ -370,13 +370,14 @@ def _heads() -> list:
 
 
 def _compile() -> list:
-    """The pipeline alone, off against compiled, per batch from the latest run that measured both at it; the
-    poses' equality (the latest run with it); the start-up of a fresh process (the latest run with it); each
-    with its command (results/compile.json)."""
-    runs = (_load("compile") or {"runs": []})["runs"]
+    """The pipeline alone, off against compiled, per batch from the latest run that measured both at it (its
+    pipeline or parts rows); the poses' equality (the latest run with it); the start-up of a fresh process
+    (the latest run with it); each with its command (results/compile.json). Runs of an older ``checkout``
+    are left out."""
+    runs = [r for r in (_load("compile") or {"runs": []})["runs"] if not r.get("checkout")]
     per_batch = {}  # batch -> (off, compiled, run): the latest run holding both
     for r in runs:
-        rows = r.get("pipeline", [])
+        rows = r.get("pipeline", []) + r.get("parts", [])
         for b in {x["batch"] for x in rows}:
             off, on = _row(rows, mode="off", batch=b), _row(rows, mode="default", batch=b)
             if off and on:
@@ -408,9 +409,11 @@ def _compile() -> list:
     start = _latest_with(runs, "start")
     if start:
         st = {(r["mode"], r["cache"]): r["process_wall_s"] for r in start["start"]}
+        cold = st.get(("default", "cold"))
         out += ["", f"A fresh process to its first batch of 64 (run {ref(start)}): "
-                f"{st.get(('off', '-'), 0):.1f} s uncompiled, {st.get(('default', 'cold'), 0):.1f} s compiling cold, "
-                f"{st.get(('default', 'warm'), 0):.1f} s loading the saved artifact."]
+                f"{st.get(('off', '-'), 0):.1f} s uncompiled, "
+                + (f"{cold:.1f} s compiling cold, " if cold is not None else "")
+                + f"{st.get(('default', 'warm'), 0):.1f} s loading the saved artifact."]
     if used:
         out += [""] + [f"Run {i + 1}: `{r['command'].split(' --out-dir')[0]}`, {r['env'].get('card')}, "
                        f"{r['env'].get('date')}." for i, r in enumerate(used)]

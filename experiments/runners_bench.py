@@ -376,14 +376,18 @@ def _write(run: dict, out_dir: str):
 
 
 def latest_runs(runs: list) -> list:
-    """The runs the page shows, newest first: of the code measured as it stands (no ``checkout``), the latest
-    with e2e figures (and the latest under CUDA MPS), the latest with real-time rows per decoder and the latest
-    two with multi-GPU rows (a run holding several counts once); and the latest old checkout's real-time run,
-    the comparison made beside it."""
+    """The runs the page shows, newest first: of the code measured as it stands (no ``checkout``), per clip
+    the latest with its e2e figures of each kind (plain, under CUDA MPS; backbone compiled or not), the
+    latest with real-time rows per decoder and the latest two with multi-GPU rows (a run holding several
+    counts once); and the latest old checkout's real-time run, the comparison made beside it."""
     picked = []
     mine = [r for r in runs if not r.get("checkout")]
     for mps in (False, True):
-        picked += [r for r in mine if "e2e" in r and bool(r.get("mps")) == mps][-1:]
+        for compiled in (False, True):
+            kind = [r for r in mine if "e2e" in r and bool(r.get("mps")) == mps
+                    and ((r.get("compile") or "off") != "off") == compiled]
+            for clip in {c for r in kind for c in r["e2e"]}:
+                picked += [r for r in kind if clip in r["e2e"]][-1:]
     picked += [r for r in mine if "multigpu" in r][-2:]
     for decoder in ("cpu", "nvdec"):
         picked += [r for r in mine if "realtime" in r and not r.get("mps")
@@ -402,7 +406,8 @@ def markdown(runs: list) -> str:
         driver = str(env.get("driver")).splitlines()[0]  # runs recorded before environment() kept one line per GPU
         lines += [f"## {env.get('date')} — {env.get('card')} x{env.get('gpus')}, driver {driver}, "
                   f"torch {env.get('torch')}, CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}"
-                  + (", every process a client of one CUDA MPS server" if run.get("mps") else ""), "",
+                  + (", every process a client of one CUDA MPS server" if run.get("mps") else "")
+                  + (f", the backbone compiled ({run['compile']})" if run.get("compile") not in (None, "off") else ""), "",
                   f"Command: `{run['command']}`", ""]
         if run.get("note"):
             lines += [f"Note: {run['note']}", ""]

@@ -3,17 +3,17 @@ graph.
 
 Inductor fuses the backbone's convolutions' epilogues (bias, SiLU, concatenations) into Triton kernels, and
 the pipeline's graph then replays them without launch cost: the pipeline alone runs 1.6x as fast at batch
-64, and a frame's latency at batch 1 halves (results/compile.md).
+64, and a frame's latency at batch 1 nearly halves (results/compile.md).
 
 Each canvas compiles once per machine, for every batch size: ``torch.export`` traces the backbone (its
 weights lifted to inputs, the batch dimension symbolic), ``torch._inductor.standalone_compile`` compiles that
-graph, and the compiled artifact is saved in
-:func:`artifacts_dir`, named by a digest of everything it depends on (torch's version, the mode, the
-canvas, layout, dtype and device, the backbone's modules, weights and code). A later start that finds the artifact
-loads it instead of tracing and compiling: no Dynamo, no lowering, no compile workers, only the generated
-module and its kernels to load. Such a start still takes 2.1 s more than an uncompiled one, in its first
-capture (results/compile.md, 2026-12-07 04:01, the warm start with one compile thread); ``torch.compile``'s
-own caches, which retrace the model on every start, took 2-3 s more than the artifact.
+graph, and the compiled artifact is saved in :func:`artifacts_dir`, named by a digest of everything it
+depends on (torch's version, the mode, the canvas, layout, dtype and device, the backbone's modules, weights
+and code). A later start that finds the artifact loads it instead of tracing and compiling: no Dynamo, no
+lowering, no compile workers, only the compile stack's modules, the generated module and its kernels to load.
+The symbolic batch costs 3% at batch 64 against an artifact per batch size, and saves a run that captures
+seven batch sizes six compiles and loads (results/DECISIONS.md). A warm start still takes seconds more than
+an uncompiled one (results/compile.md).
 
 Modes (``COMPILE_MODES``): 'off'; 'default' (Inductor's default: no autotuning); 'max-autotune' (Inductor
 benchmarks Triton and cuBLAS choices per layer: far longer to compile). Inductor's own CUDA graphs stay off:
@@ -42,7 +42,8 @@ def cache_dir() -> Path:
 
 def use_cache_dir() -> Path:
     """Point Inductor (and the Triton kernels it builds) at :func:`cache_dir` unless the environment already
-    chose a folder (TORCHINDUCTOR_CACHE_DIR)."""
+    chose a folder (TORCHINDUCTOR_CACHE_DIR). Importing ``torch._inductor`` sets that variable to Inductor's
+    default folder: call this first."""
     d = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir())))
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -70,6 +71,7 @@ class CompiledBackbone:
         if mode not in _OPTIONS:
             raise ValueError(f"mode: expected one of {tuple(_OPTIONS)}, got {mode!r}")
         self.backbone, self.mode = backbone, mode
+        use_cache_dir()  # before anything imports Inductor: its import points it at its default folder
         self.origin: dict = {}  # canvas (C, H, W) -> 'compiled' or 'loaded'
         self._fns: dict = {}
         self._model_digest: str | None = None
@@ -105,7 +107,6 @@ class CompiledBackbone:
         import torch
         from torch._inductor import CompiledArtifact, standalone_compile
 
-        use_cache_dir()
         example = torch.empty_strided((EXAMPLE_BATCH, *x.shape[1:]), x.stride(), dtype=x.dtype, device=x.device)
         example.copy_(x[:1].expand_as(example))
         art_path = artifacts_dir() / f"{self._digest(x)}.bin"

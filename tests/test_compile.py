@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import helpers
 from posefuse.fusion import compiled
 from posefuse.fusion.accuracy import match
 from posefuse.fusion.pipeline import PosePipeline
@@ -40,6 +41,24 @@ def test_option_rules_and_the_cpu(capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--compile", "fast"])
     assert e.value.code == 2 and "--compile" in capsys.readouterr().err
+
+
+def test_auto_compiles_live_runs_without_an_end_and_long_nvdec_jobs():
+    """compile 'auto' on a GPU (the rule alone: no GPU here): a live run without an end compiles; a job of
+    local videos read with NVDEC compiles from COMPILE_JOB_FRAMES frames on, and says how many; a shorter
+    one, an OpenCV-read one (bound by its decode) and a folder do not."""
+    from posefuse.runners.config import COMPILE_JOB_FRAMES, _auto_compile
+
+    clip = helpers.data_path("one-by-one-person-detection.mp4")  # 1,394 frames
+    n = -(-COMPILE_JOB_FRAMES // 1394)
+    mode, why = _auto_compile(RunConfig(sources=[clip], repeat=n, decoder="nvdec"), gpu_run=True)
+    assert mode == "default" and f"a job of {n * 1394:,} frames read with NVDEC" in why, why
+    for cfg in (RunConfig(sources=[clip], repeat=n - 1, decoder="nvdec"), RunConfig(sources=[clip], repeat=n,
+                decoder="cpu"), RunConfig(sources=[os.path.dirname(clip)], decoder="nvdec")):
+        mode, why = _auto_compile(cfg, gpu_run=True)
+        assert mode == "off" and "more than this job would win back" in why, why
+    assert _auto_compile(RunConfig(sources=[clip], mode="live"), gpu_run=True)[0] == "default"
+    assert _auto_compile(RunConfig(sources=[clip], repeat=n, decoder="nvdec"), gpu_run=False)[0] == "off"
 
 
 def test_cache_folder(cache):

@@ -177,12 +177,14 @@ def test_runners_bench_page_shows_each_decoders_live_run_and_an_mps_run_beside_t
     def run(date, **kw):
         return {"env": {"date": date}, "command": date, **kw}
 
-    e2e, e2e_mps = run("1", e2e={}), run("4", e2e={}, mps=True)
+    e2e, e2e_mps = run("1", e2e={"a": {}, "b": {}}), run("4", e2e={"a": {}, "b": {}}, mps=True)
     cpu_old, cpu, nvdec = (run("2", realtime={"decoder": "cpu"}), run("3", realtime={"decoder": "cpu"}),
                            run("5", realtime={"decoder": "nvdec"}))
     mps_live, old = run("6", realtime={"decoder": "nvdec"}, mps=True), run("7", realtime={}, checkout="abc")
-    shown = runners_bench.latest_runs([e2e, cpu_old, cpu, e2e_mps, nvdec, mps_live, old])
-    assert [r["command"] for r in shown] == ["7", "5", "4", "3", "1"]  # newest first; no MPS live run
+    compiled_a = run("8", e2e={"a": {}}, mps=True, compile="default")
+    mps_a = run("9", e2e={"a": {}}, mps=True, compile="off")  # hides run 4's a, not its b
+    shown = runners_bench.latest_runs([e2e, cpu_old, cpu, e2e_mps, nvdec, mps_live, old, compiled_a, mps_a])
+    assert [r["command"] for r in shown] == ["9", "8", "7", "5", "4", "3", "1"]  # newest first; no MPS live run
 
 
 def test_compile_bench_start_rows_old_and_split():
