@@ -243,6 +243,16 @@ def test_startup_job_benchmark_smoke(tmp_path):
     assert job["ultralytics_over_posefuse"][""] > 0 and "| e: a folder of 50 images |" in (tmp_path / "startup.md").read_text()
 
 
+def test_startup_page_gives_the_64_clip_jobs_rate_against_its_runs():
+    startup = helpers.load_experiment("startup")
+    row = {"process_wall_s": 40.0, "frames": 89216, "run_frames_per_s": 2788.0, "startup_s": {}}
+    job = {"posefuse": {"": [row]}, "posefuse_median_s": {"": 40.0}, "ultralytics_median_s": None,
+           "ultralytics_over_posefuse": {"": None}}
+    md = startup.markdown([{"env": {"date": "d"}, "command": "c", "jobs": {"f": job}}])
+    assert "| f: 64 clips as one job (--repeat 64) |" in md
+    assert "89,216 frames in 40.0 s of process wall, 2,230 fr/s: 0.80 of its run's own rate (2,788 fr/s" in md
+
+
 def test_lap_iterations_counts_both_forms_and_both_solve_as_lap(tmp_path):
     """experiments/lap_iterations.py on the walking clip (several people): every problem's solution equals
     lap.lapjv's in both forms, and the rectangular form (track.cu's) takes fewer steps than lap's square
