@@ -135,9 +135,7 @@ class CompiledBackbone:
                 # "from_graph" takes the symbolic batch from the outputs' fake tensors under Dynamo's key
                 # (torch 2.11 reads no other); export keeps them under "val"
                 out = next(iter(reversed(ep.graph_module.graph.nodes)))
-                for node in torch.utils._pytree.tree_leaves(out.args):
-                    if isinstance(node, torch.fx.Node) and "val" in node.meta:
-                        node.meta.setdefault("example_value", node.meta["val"])
+                torch.fx.node.map_arg(out.args, _mark_example_value)
                 art = standalone_compile(ep.graph_module, [*weights, example], dynamic_shapes="from_graph",
                                          options=_OPTIONS[self.mode])
             art_path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +146,13 @@ class CompiledBackbone:
             art(*weights, example)
             self.origin[tuple(x.shape[1:])] = "compiled"
         return lambda inp: art(*weights, inp)[0]
+
+
+def _mark_example_value(node):
+    """``node``'s fake tensor (export's "val") under Dynamo's key too; ``node``."""
+    if "val" in node.meta:
+        node.meta.setdefault("example_value", node.meta["val"])
+    return node
 
 
 def compile_backbone(backbone, mode: str) -> CompiledBackbone:

@@ -95,7 +95,7 @@ class RunConfig:
         compile: the backbone compiled by Inductor inside the pipeline's CUDA graph (fusion.compiled): 'off',
             'default', 'max-autotune' or 'auto' (default): 'default' for a live run without an end on a GPU
             and for a job of local videos read with NVDEC that holds COMPILE_JOB_FRAMES, else 'off':
-            compiling adds seconds to a start (~3 s with the compiled backbone saved, ~18 s without: the
+            compiling adds seconds to a start (~3 s with the compiled backbone saved, ~20 s without: the
             first start of a model and canvas on a machine compiles it), which a shorter job does not win
             back (results/compile.md).
         mps: make the run's process and its decode hosts clients of one CUDA MPS server (runners/mps.py:
@@ -287,7 +287,7 @@ def _auto_compile(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
     if videos is not None and compile_pays_for_job(videos):
         return "default", (f"a job of {sum(n for n, _ in videos):,} frames read with NVDEC: the compiled backbone "
                            "saves more than its start costs, cold or warm (results/runners.md)")
-    return "off", ("compiling adds ~3 s to the start with the compiled backbone saved, ~18 s without (or, in the "
+    return "off", ("compiling adds ~3 s to the start with the compiled backbone saved, ~20 s without (or, in the "
                    "service, to the first job of a new canvas), more than this job would win back "
                    "(results/compile.md); 'default' compiles")
 
