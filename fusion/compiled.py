@@ -29,8 +29,10 @@ import os
 from pathlib import Path
 
 COMPILE_MODES = ("off", "default", "max-autotune")
-# Inductor's options per mode: torch._inductor.list_mode_options("max-autotune-no-cudagraphs") for max-autotune
-_OPTIONS = {"default": {}, "max-autotune": {"max_autotune": True, "coordinate_descent_tuning": True}}
+# Inductor's config per mode (standalone_compile's options are compile_fx's arguments: the config goes in
+# config_patches): torch._inductor.list_mode_options("max-autotune-no-cudagraphs") for max-autotune
+_OPTIONS = {"default": {},
+            "max-autotune": {"config_patches": {"max_autotune": True, "coordinate_descent_tuning": True}}}
 
 
 def cache_dir() -> Path:

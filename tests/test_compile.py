@@ -155,6 +155,21 @@ def test_a_compiled_backbone_is_saved_then_loaded_and_equals_the_eager_one(cache
         compiled.compile_backbone(bb, "off")
 
 
+def test_max_autotune_compiles_and_loads(cache):
+    """'max-autotune' hands Inductor its config (on the CPU, a small convolutional model): compiled, saved,
+    loaded by a second CompiledBackbone, every batch size equal to the eager model."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 4, 1),
+                              torch.nn.Flatten(2)).eval()
+    with torch.inference_mode():
+        for origin in ("compiled", "loaded"):
+            comp = compiled.compile_backbone(net, "max-autotune")
+            for b in (1, 3):
+                x = torch.randn(b, 3, 16, 24)
+                assert torch.allclose(comp(x), net(x), atol=1e-4, rtol=1e-4)
+            assert comp.origin == {(3, 16, 24): origin}
+
+
 def test_clip_frames_fixture_has_people(clip_frames):
     """The frames the GPU test compares hold a person (the trained model detects them on the CPU too)."""
     got = PosePipeline(device="cpu")(clip_frames[140:142])
