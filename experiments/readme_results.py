@@ -138,6 +138,21 @@ def _runners() -> list:
             out.append(f"| {label} | {decoders_alone(r)} | {r['pipeline_alone']['frames_per_s']:,.0f} | "
                        f"{r['e2e_frames_per_s']:,.0f} ({r['best_runner']}) | {r['e2e_over_bound']:.2f} | "
                        f"{r['e2e_over_predict_serial']:.1f}x |")
+    pairs = {}  # clip -> (compiled, uncompiled, run): the latest MPS run compiling, and the uncompiled one after it
+    mps = [r for r in runs if "e2e" in r and r.get("mps") and not r.get("checkout")]
+    for i, r in enumerate(mps):
+        if (r.get("compile") or "off") != "off":
+            for clip, row in r["e2e"].items():
+                off = next((o for o in mps[i + 1:] if (o.get("compile") or "off") == "off" and clip in o["e2e"]), None)
+                if off is not None:
+                    pairs[clip] = (row, off["e2e"][clip], r)
+    if pairs:
+        e = next(iter(pairs.values()))[2]["env"]
+        out += ["", "Under MPS, the backbone compiled (`--mps --compile default`) against not, in turn on one machine "
+                f"({e.get('card')}, {str(e.get('date'))[:10]}): "
+                + "; ".join(f"{clip} {c['e2e_frames_per_s']:,.0f} against {o['e2e_frames_per_s']:,.0f} fr/s "
+                            f"(e2e / min {c['e2e_over_bound']:.2f} against {o['e2e_over_bound']:.2f})"
+                            for clip, (c, o, _) in pairs.items()) + "."]
     per_clip = {}  # each kind's rows (clip, decoder, files or cameras) from its latest day of runs on one card
     for run in (r for r in runs if "realtime" in r and not r.get("checkout") and not r.get("mps")):  # as it stands
         rt, day = run["realtime"], (run["env"].get("card"), str(run["env"].get("date"))[:10])
