@@ -87,6 +87,7 @@ def _graph_ms(fwd, x) -> float:
 
 
 def parts(frames, modes, batch: int = 64, calls: int = 400) -> list:
+    """One row per mode: see the module docstring's ``parts``."""
     import torch
 
     from posefuse.fusion.compiled import compile_backbone
@@ -135,7 +136,7 @@ def parts(frames, modes, batch: int = 64, calls: int = 400) -> list:
         row["graph_errors"] = list(pipe.graph_errors)
         rows.append(row)
         print(row, flush=True)
-        del pipe, fwd
+        del pipe, fwd, first
         torch.cuda.empty_cache()
     return rows
 
@@ -236,8 +237,8 @@ def markdown(runs: list) -> str:
                     f"{'%.2f' % x['latency_ms_p50'] if 'latency_ms_p50' in x else '-'} |" for x in r["pipeline"]]
             out.append("")
         if r.get("parts"):
-            out += ["| mode | batch | frames/s | pipeline graph GPU ms | copy to host GPU ms | backbone alone (graph) GPU ms "
-                    "| rest of the graph GPU ms | PoseResults host ms | backbone alone, channels-last canvas GPU ms "
+            out += ["| mode | batch | frames/s | pipeline graph GPU ms | copy to host GPU ms "
+                    "| backbone alone (graph) GPU ms | rest of the graph GPU ms | PoseResults host ms | backbone alone, channels-last canvas GPU ms "
                     "| backbone alone, converting the canvas to channels-last first GPU ms |",
                     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for x in r["parts"]:
@@ -245,7 +246,7 @@ def markdown(runs: list) -> str:
                 chain = next((v for k, v in g.items() if k.startswith("letterbox")), None)
                 rest = "-" if chain is None else f"{chain - x['backbone_graph_ms']:.3f}"
                 out.append(f"| {x['mode']} | {x['batch']} | {x['frames_per_s']:,.0f} | "
-                           f"{'-' if chain is None else '%.3f' % chain} | {g.get('d2h', float('nan')):.3f} | "
+                           f"{'-' if chain is None else '%.3f' % chain} | {_ms(g, 'd2h')} | "
                            f"{x['backbone_graph_ms']:.3f} | {rest} | {x['results_host_ms']:.3f} | "
                            f"{_ms(x, 'backbone_graph_ms_channels_last')} | {_ms(x, 'backbone_graph_ms_converted')} |")
             out.append("")

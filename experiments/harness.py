@@ -113,7 +113,8 @@ def run_heading(run: dict, extra: str = "") -> list:
     after it was recorded) where it has one."""
     env = run["env"]
     return [f"## {env.get('date')}: {env.get('card', 'CPU')}, driver {env.get('driver')}, torch {env.get('torch')}"
-            + extra + (f", checkout {run['checkout']}" if run.get("checkout") else ""), "", f"Command: `{run['command']}`", "", *([f"Note: {run['note']}", ""] if run.get("note") else [])]
+            + extra + (f", checkout {run['checkout']}" if run.get("checkout") else ""), "",
+            f"Command: `{run['command']}`", "", *([f"Note: {run['note']}", ""] if run.get("note") else [])]
 
 
 def record(out_dir: str | Path, name: str, run: dict, markdown) -> list:

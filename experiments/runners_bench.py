@@ -407,7 +407,8 @@ def markdown(runs: list) -> str:
         lines += [f"## {env.get('date')} — {env.get('card')} x{env.get('gpus')}, driver {driver}, "
                   f"torch {env.get('torch')}, CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}"
                   + (", every process a client of one CUDA MPS server" if run.get("mps") else "")
-                  + (f", the backbone compiled ({run['compile']})" if run.get("compile") not in (None, "off") else ""), "",
+                  + (f", the backbone compiled ({run['compile']})" if run.get("compile") not in (None, "off")
+                     else ""), "",
                   f"Command: `{run['command']}`", ""]
         if run.get("note"):
             lines += [f"Note: {run['note']}", ""]
