@@ -3,6 +3,7 @@ heavy (torch is imported by ``validated``), so the command line starts light."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -388,10 +389,18 @@ def _bounded_videos(c: RunConfig, most: int = 64) -> list | None:
 def video_header(spec: str | None) -> tuple[int, int, int] | None:
     """(frames, height, width) a local file's container declares, read with OpenCV from its header
     (milliseconds; frames 0 where the container does not count them, as for a still image); None for URLs,
-    folders and missing files, or where it gives no frame size. The one header probe of a run: decoder auto's
-    job rule, the batch's stream lengths and the announced NVDEC frame shape (runners.sources) read it."""
+    folders and missing files, or where it gives no frame size. The one header probe of a run: decoder and
+    compile auto's job rules, the batch's stream lengths and the announced NVDEC frame shape (runners.sources)
+    read it, each file probed once while it stays unchanged (its size and modification time)."""
     if not spec or "://" in spec or not os.path.isfile(spec):
         return None
+    st = os.stat(spec)
+    return _header(spec, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _header(spec: str, size: int, mtime_ns: int) -> tuple[int, int, int] | None:
+    """video_header's probe of ``spec`` as it is at ``size`` and ``mtime_ns`` (the cache's key)."""
     import cv2
 
     cap = cv2.VideoCapture(spec)
