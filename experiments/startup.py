@@ -183,7 +183,7 @@ def markdown(runs: list) -> str:
                     opts += " -> " + ", ".join(f"{k} {v}" for k, v in chose.items() if v is not None)
                 lines.append(f"| {job}: {NAMES.get(job, job)} | {opts} | {fmt(r['posefuse_median_s'][c], '.1f')} | "
                              f"{every} | {fmt(r['ultralytics_median_s'], '.1f')} | "
-                             f"{fmt(r['ultralytics_over_posefuse'][c], '.2f')}x | {fmt(last.get('first_result_s'), '.2f')} | "
+                             f"{fmt(r['ultralytics_over_posefuse'][c], '.2f')}{'x' if r['ultralytics_over_posefuse'][c] else ''} | {fmt(last.get('first_result_s'), '.2f')} | "
                              f"{split} |")
         for job, r in run["jobs"].items():
             for c, rows in r["posefuse"].items():
