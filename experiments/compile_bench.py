@@ -10,8 +10,9 @@
   cache) then warm (the cache the cold one filled): what a job's start-up pays.
 * parts: where a batch of 64 goes, per mode: the pipeline's frames/s; the GPU ms of its graph (letterbox to
   rescale, the timed batches) and of its copy to the host; the backbone alone replayed in a CUDA graph of its
-  own on the pipeline's canvas (laid out as the pipeline's; channels-last; converted to channels-last by
-  the backbone first); the host ms that turn a copied batch into PoseResults.
+  own on the pipeline's canvas (channels-last, as the letterbox writes it on the GPU) and on a planar one;
+  the host ms that turn a copied batch into PoseResults. (Rows before 2026-12-07 12:30: the pipeline's
+  canvas was planar; they also timed the backbone converting it to channels-last first.)
 * equal: the compiled pipeline's poses against the uncompiled one's on 64 real frames (fp16): detections
   matched at IoU >= 0.98, the largest keypoint and score differences.
 The yolo11n-pose trained weights, fp16, the CuPy backend, 384x640 canvas (the 768x432 clip).
@@ -92,16 +93,6 @@ def parts(frames, modes, batch: int = 64, calls: int = 400) -> list:
 
     from posefuse.fusion.compiled import compile_backbone
 
-    class ChannelsLastFirst(torch.nn.Module):
-        """``backbone`` with its input laid out channels-last first."""
-
-        def __init__(self, backbone):
-            super().__init__()
-            self.backbone = backbone
-
-        def forward(self, x):
-            return self.backbone(x.contiguous(memory_format=torch.channels_last))
-
     rows = []
     sets = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
     for mode in modes:
@@ -123,20 +114,17 @@ def parts(frames, modes, batch: int = 64, calls: int = 400) -> list:
         pending.result()
         row["gpu_ms"] = {name: float(np.median(v)) for name, v in spans.items()}
         row["results_host_ms"] = float(np.median(host_ms))
-        x = torch.empty((batch, 3, 384, 640), dtype=torch.float16, device="cuda")  # the pipeline's canvas
-        x.copy_(torch.rand_like(x))
+        x = torch.empty((batch, 3, 384, 640), dtype=torch.float16, device="cuda", memory_format=pipe.canvas_format)
+        x.copy_(torch.rand_like(x))  # the pipeline's canvas
         fwd = pipe.backbone if mode == "off" else compile_backbone(pipe.backbone, mode)  # its artifact, loaded
+        row["canvas"] = "channels_last" if pipe.canvas_format == torch.channels_last else "planar"
         row["backbone_graph_ms"] = _graph_ms(fwd, x)
-        # the same canvas laid out channels-last, as the backbone's weights are (another artifact)
-        row["backbone_graph_ms_channels_last"] = _graph_ms(fwd, x.contiguous(memory_format=torch.channels_last))
-        # the pipeline's canvas laid out channels-last by the backbone itself (compiled: one more kernel, in
-        # its graph), what the pipeline could do without a letterbox of another layout (another artifact)
-        first = ChannelsLastFirst(pipe.backbone)
-        row["backbone_graph_ms_converted"] = _graph_ms(first if mode == "off" else compile_backbone(first, mode), x)
+        # the same canvas laid out planar (compiled: another artifact)
+        row["backbone_graph_ms_planar"] = _graph_ms(fwd, x.contiguous())
         row["graph_errors"] = list(pipe.graph_errors)
         rows.append(row)
         print(row, flush=True)
-        del pipe, fwd, first
+        del pipe, fwd
         torch.cuda.empty_cache()
     return rows
 
@@ -222,7 +210,7 @@ def equal(frames) -> dict:
 
 
 def _ms(row: dict, key: str) -> str:
-    return f"{row[key]:.3f}" if key in row else "-"
+    return f"{row[key]:.3f}" if row.get(key) is not None else "-"
 
 
 def markdown(runs: list) -> str:
@@ -238,17 +226,23 @@ def markdown(runs: list) -> str:
             out.append("")
         if r.get("parts"):
             out += ["| mode | batch | frames/s | pipeline graph GPU ms | copy to host GPU ms "
-                    "| backbone alone (graph) GPU ms | rest of the graph GPU ms | PoseResults host ms | backbone alone, channels-last canvas GPU ms "
-                    "| backbone alone, converting the canvas to channels-last first GPU ms |",
-                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                    "| pipeline's canvas | backbone alone (graph) on it GPU ms | rest of the graph GPU ms "
+                    "| PoseResults host ms | backbone alone, planar canvas GPU ms "
+                    "| backbone alone, channels-last canvas GPU ms "
+                    "| backbone alone, converting a planar canvas to channels-last first GPU ms |",
+                    "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
             for x in r["parts"]:
                 g = x["gpu_ms"]
                 chain = next((v for k, v in g.items() if k.startswith("letterbox")), None)
                 rest = "-" if chain is None else f"{chain - x['backbone_graph_ms']:.3f}"
+                canvas = x.get("canvas", "planar")
+                planar = x["backbone_graph_ms"] if canvas == "planar" else x.get("backbone_graph_ms_planar")
+                nhwc = x["backbone_graph_ms"] if canvas != "planar" else x.get("backbone_graph_ms_channels_last")
                 out.append(f"| {x['mode']} | {x['batch']} | {x['frames_per_s']:,.0f} | "
                            f"{'-' if chain is None else '%.3f' % chain} | {_ms(g, 'd2h')} | "
-                           f"{x['backbone_graph_ms']:.3f} | {rest} | {x['results_host_ms']:.3f} | "
-                           f"{_ms(x, 'backbone_graph_ms_channels_last')} | {_ms(x, 'backbone_graph_ms_converted')} |")
+                           f"{canvas.replace('_', '-')} | {x['backbone_graph_ms']:.3f} | {rest} | "
+                           f"{x['results_host_ms']:.3f} | {_ms({'v': planar}, 'v')} | {_ms({'v': nhwc}, 'v')} | "
+                           f"{_ms(x, 'backbone_graph_ms_converted')} |")
             out.append("")
         if r.get("start"):
             def s(x, k):

@@ -113,6 +113,16 @@ def test_torch_ops_cpu_matches_reference(shape):
     np.testing.assert_array_equal(grp.numpy(), rp)
 
 
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_channels_last_canvas_holds_the_planar_values(backend):
+    frames = [_rand((37, 53), 4), _rand((20, 9), 5)]
+    ref, _ = letterbox_reference(frames, 64)
+    got, _ = letterbox([torch.from_numpy(f) for f in frames], 64, backend=backend, dtype=torch.float32,
+                       memory_format=torch.channels_last)
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    np.testing.assert_array_equal(got.numpy(), ref)
+
+
 sim = pytest.mark.skipif(not numba_simulator(), reason="Numba CUDA simulator only (the GPU runs the gpu tests)")
 
 
@@ -123,6 +133,17 @@ def test_numba_sim_mixed_and_edge_shapes(dtype):
     ref, _ = letterbox_reference(frames, 32)
     got, _ = letterbox([torch.from_numpy(f) for f in frames], 32, backend="numba", dtype=dtype)
     helpers.assert_letterbox_exact(got.numpy(), ref)  # cv2's fixed-point resize, bit for bit
+
+
+@sim
+def test_numba_sim_channels_last_out():
+    frames = [_rand(s, i) for i, s in enumerate([(3, 5), (37, 53)])]
+    ref, _ = letterbox_reference(frames, 32)
+    out = torch.full(ref.shape, float("nan")).contiguous(memory_format=torch.channels_last)  # every value written
+    got, _ = letterbox([torch.from_numpy(f) for f in frames], 32, backend="numba", dtype=torch.float32, out=out,
+                       memory_format=torch.channels_last)
+    assert got.data_ptr() == out.data_ptr()
+    helpers.assert_letterbox_exact(got.numpy(), ref)
 
 
 @sim
@@ -196,6 +217,10 @@ def test_bad_arguments_raise_named_errors():
         letterbox([np.zeros((7, 8), np.uint8)], 64, pixel_format="nv12")
     with pytest.raises(KernelInputError, match=r"out: expected torch.float16 \(1, 3, 64, 64\)"):
         letterbox(f, 64, out=torch.empty(1, 3, 32, 32, dtype=torch.float16))
+    with pytest.raises(KernelInputError, match="memory_format: expected torch.contiguous_format or torch.channels_last"):
+        letterbox(f, 64, memory_format=torch.preserve_format)
+    with pytest.raises(KernelInputError, match="out: expected a channels-last 16-byte-aligned tensor"):
+        letterbox(f, 64, out=torch.empty(1, 3, 64, 64, dtype=torch.float16), memory_format=torch.channels_last)
 
 
 def test_frame_batch_pinned_flags_are_per_frame_and_padded_with_the_last():
@@ -215,12 +240,13 @@ def test_frame_batch_pinned_flags_are_per_frame_and_padded_with_the_last():
 GPU_BACKENDS = ["cupy", "numba", "torch"]
 
 
-def _gpu_case(frames, backend, dtype, imgsz=640, rect=True, pixel_format="bgr"):
+def _gpu_case(frames, backend, dtype, imgsz=640, rect=True, pixel_format="bgr", memory_format=torch.contiguous_format):
     dev = torch.device("cuda")
     ref, rp = letterbox_reference(frames, imgsz, rect=rect, pixel_format=pixel_format)
-    out = torch.full(ref.shape, float("nan"), dtype=dtype, device=dev)  # poison: every element must be written
+    # poison: every element must be written
+    out = torch.full(ref.shape, float("nan"), dtype=dtype, device=dev).contiguous(memory_format=memory_format)
     got, grp = letterbox([torch.from_numpy(f).to(dev) for f in frames], imgsz, rect=rect, dtype=dtype,
-                         pixel_format=pixel_format, backend=backend, out=out)
+                         pixel_format=pixel_format, backend=backend, out=out, memory_format=memory_format)
     assert got.data_ptr() == out.data_ptr()
     helpers.assert_letterbox_close(got.float().cpu().numpy(), ref)  # the issue's bound, for every backend
     if backend in ("cupy", "numba"):  # and the kernels are cv2's fixed-point resize bit for bit
@@ -232,8 +258,9 @@ def _gpu_case(frames, backend, dtype, imgsz=640, rect=True, pixel_format="bgr"):
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("shape", EDGE_SHAPES)
-def test_gpu_edge_shapes(backend, dtype, shape):
-    _gpu_case([_rand(shape, 3)], backend, dtype)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_gpu_edge_shapes(backend, dtype, shape, memory_format):
+    _gpu_case([_rand(shape, 3)], backend, dtype, memory_format=memory_format)
 
 
 @pytest.mark.gpu
@@ -249,6 +276,7 @@ def test_gpu_real_frames_rect_and_square(backend, clip_frames, clip1080_frames, 
     for frames in (clip_frames[140:148], clip1080_frames[100:104], gif_frames[:4]):
         _gpu_case(frames, backend, torch.float16, rect=True)
         _gpu_case(frames, backend, torch.float32, rect=False)
+        _gpu_case(frames, backend, torch.float16, rect=True, memory_format=torch.channels_last)
 
 
 @pytest.mark.gpu
@@ -256,6 +284,7 @@ def test_gpu_real_frames_rect_and_square(backend, clip_frames, clip1080_frames, 
 def test_gpu_nv12(backend, clip_frames, clip1080_frames):
     frames = [helpers.bgr_to_nv12(f) for f in (clip_frames[150], clip1080_frames[100])]
     _gpu_case(frames, backend, torch.float16, pixel_format="nv12")
+    _gpu_case(frames, backend, torch.float32, pixel_format="nv12", memory_format=torch.channels_last)
 
 
 @pytest.mark.gpu

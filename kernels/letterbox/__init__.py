@@ -6,7 +6,8 @@
 ``pixel_format="nv12"``, (H*3/2, W) uint8 NV12 frames (Y plane then interleaved UV, as NVDEC emits).
 CUDA tensors go to the GPU kernels on the caller's current stream; NumPy / CPU frames to the reference.
 Returns ``out`` (B, 3, out_h, out_w) and ``ratio_pad`` (B, 4) float32 rows (gain_x, gain_y, pad_x, pad_y)
-on the output's device.
+on the output's device. ``memory_format=torch.channels_last`` lays the canvas out as the GPU backbone's
+weights are (memory B, H, W, 3): its convolutions then read it without a conversion.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ __all__ = ["letterbox", "letterbox_reference", "batch_geometry", "frame_canvas",
 
 BACKENDS = ("cupy", "numba", "torch", "reference")
 OUT_DTYPES = (torch.float16, torch.float32)
+MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
 
 
 @dataclass
@@ -192,24 +194,30 @@ def _layout(fb: FrameBatch, imgsz, rect, stride, nv12: bool, per_frame: bool) ->
 
 def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: torch.dtype = torch.float16,
               pixel_format: str = "bgr", backend: str = "auto", out: torch.Tensor | None = None,
-              layout: Layout | None = None, per_frame: bool = False):
+              layout: Layout | None = None, per_frame: bool = False,
+              memory_format: torch.memory_format = torch.contiguous_format):
     """Letterbox a batch (see the module docstring). ``frames``: as the module docstring says, or a
     :class:`FrameBatch` (already checked). ``out``: optional preallocated output to fill. ``layout``: the
     descriptors of these frames built ahead (:func:`make_layout`; a CUDA graph keeps its own and rewrites
     its pointer table per batch); by default they come from a cache keyed by the frames' memory.
     ``per_frame``: each frame letterboxed as ``predict`` letterboxes it alone, every frame on one canvas
-    (geometry.batch_geometry); default: ``predict``'s batch semantics (mixed shapes: the square canvas)."""
+    (geometry.batch_geometry); default: ``predict``'s batch semantics (mixed shapes: the square canvas).
+    ``memory_format``: the canvas's layout, planar (torch.contiguous_format) or torch.channels_last (``out``
+    laid out so)."""
     fb = normalize_frames(frames, pixel_format)
     if dtype not in OUT_DTYPES:
         raise KernelInputError(f"dtype: expected torch.float16 or torch.float32, got {dtype}")
+    if memory_format not in MEMORY_FORMATS:
+        raise KernelInputError(f"memory_format: expected torch.contiguous_format or torch.channels_last, "
+                               f"got {memory_format}")
     backend = resolve_backend(backend, fb.device, BACKENDS)
     nv12 = pixel_format == "nv12"
     if backend == "reference":
         arr, rp = letterbox_reference([f.numpy() for f in fb.frames()], imgsz, rect, stride, pixel_format,
                                       per_frame)
-        res = torch.from_numpy(arr).to(dtype)
+        res = torch.from_numpy(arr).to(dtype).contiguous(memory_format=memory_format)
         if out is not None:
-            _check_out(out, res.shape, dtype, fb.device)
+            _check_out(out, res.shape, dtype, fb.device, memory_format)
             out.copy_(res)
             res = out
         return res, torch.from_numpy(rp)
@@ -218,18 +226,18 @@ def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: 
     g = lay.geometry
     shape = (len(fb), 3, g.out_h, g.out_w)
     if out is None:
-        out = torch.empty(shape, dtype=dtype, device=fb.device)
+        out = torch.empty(shape, dtype=dtype, device=fb.device, memory_format=memory_format)
     else:
-        _check_out(out, shape, dtype, fb.device)
+        _check_out(out, shape, dtype, fb.device, memory_format)
     with nvtx_range("letterbox"):
         if backend == "cupy":
             from . import cupy_impl
 
-            cupy_impl.run(lay, out, nv12)
+            cupy_impl.run(lay, out, nv12, memory_format == torch.channels_last)
         elif backend == "numba":
             from . import numba_impl
 
-            numba_impl.run(fb.items, fb.batch, lay, out, nv12)
+            numba_impl.run(fb.items, fb.batch, lay, out, nv12, memory_format == torch.channels_last)
         else:
             from . import torch_ops
 
@@ -237,12 +245,13 @@ def letterbox(frames, imgsz=640, *, rect: bool = True, stride: int = 32, dtype: 
     return out, lay.ratio_pad
 
 
-def _check_out(out, shape, dtype, device):
+def _check_out(out, shape, dtype, device, memory_format):
     if not isinstance(out, torch.Tensor):
         raise KernelInputError(f"out: expected a torch tensor, got {type(out).__name__}")
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
         raise KernelInputError(f"out: expected {dtype} {tuple(shape)}, got {out.dtype} {tuple(out.shape)}")
     if not same_device(out.device, device):
         raise KernelInputError(f"out: expected a tensor on {device}, got one on {out.device}")
-    if not out.is_contiguous() or out.data_ptr() % 16:
-        raise KernelInputError(f"out: expected a contiguous 16-byte-aligned tensor, got strides {out.stride()}")
+    if not out.is_contiguous(memory_format=memory_format) or out.data_ptr() % 16:
+        want = "channels-last" if memory_format == torch.channels_last else "contiguous"
+        raise KernelInputError(f"out: expected a {want} 16-byte-aligned tensor, got strides {out.stride()}")

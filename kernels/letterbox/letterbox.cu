@@ -1,13 +1,16 @@
-// Letterbox: a batch of BGR uint8 HxWx3 frames (or NV12 frames) of any sizes -> RGB CHW canvas in [0, 1],
+// Letterbox: a batch of BGR uint8 HxWx3 frames (or NV12 frames) of any sizes -> RGB canvas in [0, 1],
 // resized exactly as cv2.resize(INTER_LINEAR) resizes uint8 images (same fixed-point arithmetic, bit for
 // bit), padded with 114, in one launch: the same tensor Ultralytics' LetterBox + preprocess make.
 //
 // Specialized by the generated #define block (see kernels/_common.cupy_module):
 //   KNAME   kernel name, e.g. letterbox_bgr_f16      OUT_F16  1: half output, 0: float output
 //   NV12    1: frames are NV12 (Y plane + interleaved UV plane), converted as cv2.COLOR_YUV2BGR_NV12
+//   NHWC    1: the canvas (B, 3, H, W) is laid out channels-last (memory B, H, W, 3), as the backbone's weights
+//           are; 0: planar (B, 3, H, W)
 //
-// Work: one thread makes PX=4 adjacent output pixels of one row, all 3 planes, and stores them with one
-// 8-byte (f16) or 16-byte (f32) store per plane. Bytes: reads ~src_h*src_w*3 (BGR) or 1.5 (NV12) per frame
+// Work: one thread makes PX=4 adjacent output pixels of one row, all 3 channels, and stores them with one
+// 8-byte (f16) or 16-byte (f32) store per plane (planar), or three such stores of its 12 contiguous values
+// (channels-last). Bytes: reads ~src_h*src_w*3 (BGR) or 1.5 (NV12) per frame
 // (taps overlap in L1/L2), writes 3*out_h*out_w*sizeof(out) per frame.
 //
 // Per-frame descriptors (device tables, built once per batch layout on the host):
@@ -105,6 +108,24 @@ extern "C" __global__ void KNAME(const long long* __restrict__ src, const int* _
         vb[k] = (float)vresize(b00 * c.z + b01 * c.w, b10 * c.z + b11 * c.w, rw.z, rw.w) / 255.0f;
     }
 
+#if NHWC
+    // the 12 values r0 g0 b0 r1 g1 b1 ... b3 are contiguous: (row * out_w + ox0) * 3, a multiple of 12 elements
+    const size_t o = (((size_t)b * out_h + oy) * out_w + ox0) * 3;
+    const float v[3 * PX] = {vr[0], vg[0], vb[0], vr[1], vg[1], vb[1], vr[2], vg[2], vb[2], vr[3], vg[3], vb[3]};
+#if OUT_F16
+    uint2 w;
+#pragma unroll
+    for (int q = 0; q < 3; ++q) {
+        w.x = f32_to_f16_bits(v[4 * q]) | ((unsigned)f32_to_f16_bits(v[4 * q + 1]) << 16);
+        w.y = f32_to_f16_bits(v[4 * q + 2]) | ((unsigned)f32_to_f16_bits(v[4 * q + 3]) << 16);
+        *reinterpret_cast<uint2*>(out + o + 4 * q) = w;
+    }
+#else
+#pragma unroll
+    for (int q = 0; q < 3; ++q)
+        *reinterpret_cast<float4*>(out + o + 4 * q) = make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
+#endif
+#else
     const size_t plane = (size_t)out_h * out_w;
     const size_t o = (size_t)b * 3 * plane + (size_t)oy * out_w + ox0;  // out_w % PX == 0 (checked on host)
 #if OUT_F16
@@ -122,5 +143,6 @@ extern "C" __global__ void KNAME(const long long* __restrict__ src, const int* _
     *reinterpret_cast<float4*>(out + o) = make_float4(vr[0], vr[1], vr[2], vr[3]);
     *reinterpret_cast<float4*>(out + o + plane) = make_float4(vg[0], vg[1], vg[2], vg[3]);
     *reinterpret_cast<float4*>(out + o + 2 * plane) = make_float4(vb[0], vb[1], vb[2], vb[3]);
+#endif
 #endif
 }

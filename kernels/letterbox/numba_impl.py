@@ -49,14 +49,22 @@ def _kernels():
     def vresize(d0, d1, b0, b1):  # OpenCV's SIMD vertical step, saturated to uint8
         return min(255, max(0, ((((d0 >> 4) * b0) >> 16) + (((d1 >> 4) * b1) >> 16) + 2) >> 2))
 
-    def make(nv12):
+    def make(nv12, nhwc):
+        # nhwc: ``out`` is the channels-last canvas seen as (B, H, W, 3) (contiguous); else (B, 3, H, W)
+        @cuda.jit(device=True, inline=True)
+        def put(out, b, c, oy, ox, v):
+            if nhwc:
+                out[b, oy, ox, c] = v
+            else:
+                out[b, c, oy, ox] = v
+
         @cuda.jit
         def letterbox_kernel(src, geo, cols, rows, out):
             b = cuda.blockIdx.z
             oy = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
             ox0 = (cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x) * PX
-            out_h = out.shape[2]
-            out_w = out.shape[3]
+            out_h = out.shape[1] if nhwc else out.shape[2]
+            out_w = out.shape[2] if nhwc else out.shape[3]
             if oy >= out_h or ox0 >= out_w:
                 return
             src_h = geo[b, 0]
@@ -78,7 +86,7 @@ def _kernels():
                 dx = ox - left
                 if not row_in or dx < 0 or dx >= new_w:
                     for c in range(3):
-                        out[b, c, oy, ox] = pad
+                        put(out, b, c, oy, ox, pad)
                     continue
                 x0 = cols[c0 + dx, 0]
                 x1 = cols[c0 + dx, 1]
@@ -97,28 +105,31 @@ def _kernels():
                         p10 = int(tap_bgr(src, b, yb, x0, sc))
                         p11 = int(tap_bgr(src, b, yb, x1, sc))
                     v = vresize(p00 * a0 + p01 * a1, p10 * a0 + p11 * a1, b0, b1)
-                    out[b, c, oy, ox] = np.float32(v) / np.float32(255.0)
+                    put(out, b, c, oy, ox, np.float32(v) / np.float32(255.0))
 
         return letterbox_kernel
 
-    _KERNELS["bgr"] = make(False)
-    _KERNELS["nv12"] = make(True)
+    for fmt in ("bgr", "nv12"):
+        for order in ("nchw", "nhwc"):
+            _KERNELS[fmt, order] = make(fmt == "nv12", order == "nhwc")
     return _KERNELS
 
 
-def _launch(src: torch.Tensor, geo: torch.Tensor, layout, out: torch.Tensor, nv12: bool):
-    k = _kernels()["nv12" if nv12 else "bgr"]
+def _launch(src: torch.Tensor, geo: torch.Tensor, layout, out: torch.Tensor, nv12: bool, nhwc: bool):
+    k = _kernels()["nv12" if nv12 else "bgr", "nhwc" if nhwc else "nchw"]
     b, _, out_h, out_w = out.shape
     grid = ((out_w // PX + BLOCK[0] - 1) // BLOCK[0], (out_h + BLOCK[1] - 1) // BLOCK[1], b)
+    view = out.permute(0, 2, 3, 1) if nhwc else out  # contiguous either way
     k[grid, BLOCK, numba_stream(out.device)](numba_array(src), numba_array(geo), numba_array(layout.cols),
-                                            numba_array(layout.rows), numba_array(out))
+                                            numba_array(layout.rows), numba_array(view))
 
 
-def run(frames, batch: torch.Tensor | None, layout, out: torch.Tensor, nv12: bool) -> None:
+def run(frames, batch: torch.Tensor | None, layout, out: torch.Tensor, nv12: bool, nhwc: bool) -> None:
     """``batch``: the frames as one (B, ...) tensor when they were given so (one launch); else per frame.
-    ``layout``: the batch's kernels.letterbox.Layout (descriptors and coefficient tables on the device)."""
+    ``layout``: the batch's kernels.letterbox.Layout (descriptors and coefficient tables on the device);
+    ``out`` planar, or channels-last with ``nhwc``."""
     if batch is not None:
-        _launch(batch, layout.geo, layout, out, nv12)
+        _launch(batch, layout.geo, layout, out, nv12, nhwc)
         return
     for i, f in enumerate(frames):
-        _launch(f.unsqueeze(0), layout.geo[i : i + 1], layout, out[i : i + 1], nv12)
+        _launch(f.unsqueeze(0), layout.geo[i : i + 1], layout, out[i : i + 1], nv12, nhwc)
