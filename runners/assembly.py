@@ -31,7 +31,8 @@ from .sources.decodehost import SWITCH_INTERVAL_S, open_cpu_in_host
 from .sources.nvdec import open_in_host
 from .strategies import run_source
 
-OPENERS = 32  # threads opening a run's sources at once (a camera's open waits on the network; NVDEC's take turns)
+OPENERS = 32  # threads opening a run's sources at once (a camera's open waits on the network; a GPU decode
+# host opens its NVDEC streams one at a time, its hosts side by side)
 
 # Where a stream is read (Placement.reader)
 READER_THREAD = "reader thread"  # a file, folder or the default clip, read by one of the run's reader threads
@@ -184,7 +185,6 @@ class Assembly:
         self.tracker = None  # cfg.track: a StreamTracker the pipeline steps with each batch (made by open())
         self._threads = 0
         self._adding = threading.Lock()  # streams open side by side: sources, hosts and on_added under it
-        self._nvdec_opening = threading.Lock()  # NVDEC streams open one at a time
 
     # ---------------------------------------------------------------- sources
     def _hosts(self):
@@ -212,9 +212,8 @@ class Assembly:
                     # a paced stream's frames are due at their times: its decoder runs one chunk ahead, not three
                     # (rows: device memory per stream; read-ahead: every stream decoding at the start at once)
                     pool = 2 * cfg.chunk if cfg.paced else None
-                    with self._nvdec_opening:  # decoder sessions opened side by side in one host have not run
-                        return self._hosts().open(s.name, open_in_host, self.device, cfg.paced, path=s.spec,
-                                                  chunk=cfg.chunk, pool=pool, **common)
+                    return self._hosts().open(s.name, open_in_host, self.device, cfg.paced, path=s.spec,
+                                              chunk=cfg.chunk, pool=pool, **common)
                 except SourceError as e:
                     if "decoder" not in cfg.chosen:  # asked for: its error is the stream's
                         raise

@@ -367,6 +367,25 @@ def test_gpu_streams_per_process_sets_the_number_of_device_hosts(processes):
         DecodeHosts(gpu_streams_per_process=-1)
 
 
+def test_a_gpu_host_opens_one_stream_at_a_time_and_gpu_hosts_open_side_by_side(processes, tmp_path):
+    """NVDEC decoder sessions opened side by side in one process have not run: a GPU host's opens take
+    turns, while its hosts open theirs at once (a job of 64 clips waited for 64 opens in a row)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    log = tmp_path / "opens.log"
+    hp = processes(gpu_streams_per_process=2)
+    hp.start("cpu", 4)
+    with ThreadPoolExecutor(4) as pool:
+        srcs = list(pool.map(lambda k: hp.open(f"c{k}", **_sim(frames=2, chunk=2, open_s=0.5, open_log=str(log))),
+                             range(4)))
+    opens = [line.split() for line in log.read_text().splitlines()]
+    assert len(opens) == 4 and len({pid for pid, _, _ in opens}) == 2
+    overlaps = {(pid, pid2) for i, (pid, start, end) in enumerate(opens) for pid2, start2, end2 in opens[i + 1:]
+                if float(start) < float(end2) and float(start2) < float(end)}
+    assert overlaps and all(a != b for a, b in overlaps), opens  # in turn within a host; side by side across
+    assert [_indices(s) for s in srcs] == [[0, 1]] * 4
+
+
 def test_hosts_started_ahead_side_by_side_serve_the_next_streams(processes):
     """start() spawns the hosts a run's streams will use, all at once (their imports overlap the caller's and
     each other's); the next opens use them."""

@@ -33,6 +33,7 @@ OpenCV streams spread over up to ``processes`` CPU processes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import math
 import mmap
@@ -307,6 +308,9 @@ class _HostProcess:
         self.device, self.pin, self.hub = device, pin, hub
         self.streams: dict[int, _ParentStream] = {}
         self.send_lock = threading.Lock()
+        # a GPU host opens one decoder at a time (decoder sessions opened side by side in one process have
+        # not run); GPU hosts open theirs side by side
+        self.opening = threading.Lock() if device is not None else contextlib.nullcontext()
         self.gone = threading.Event()  # its pipe ended: its streams have ended with it
 
     def send(self, m) -> bool:
@@ -584,13 +588,14 @@ class DecodeHosts:
         host's message) when it cannot be opened."""
         st = self._add(name, None if device is None else str(device))
         proc, sid = st.proc, st.sid
-        proc.send(OpenStream(sid, opener or open_cpu_in_host, {**kwargs, "name": name}, paced))
-        deadline = time.perf_counter() + START_TIMEOUT_S + (kwargs.get("reconnect_s") or 0)
-        while not st.opened.wait(POLL):
-            if not proc.proc.is_alive() or time.perf_counter() > deadline:
-                proc.streams.pop(sid, None)
-                raise SourceError(f"source {name}: the decode host did not open it "
-                                  f"(exit code {proc.proc.exitcode})")
+        with proc.opening:
+            proc.send(OpenStream(sid, opener or open_cpu_in_host, {**kwargs, "name": name}, paced))
+            deadline = time.perf_counter() + START_TIMEOUT_S + (kwargs.get("reconnect_s") or 0)
+            while not st.opened.wait(POLL):
+                if not proc.proc.is_alive() or time.perf_counter() > deadline:
+                    proc.streams.pop(sid, None)
+                    raise SourceError(f"source {name}: the decode host did not open it "
+                                      f"(exit code {proc.proc.exitcode})")
         if st.meta is None:
             raise SourceError(st.error or f"source {name}: the decode host could not open it")
         m = st.meta

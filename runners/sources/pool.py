@@ -8,6 +8,7 @@ the decode hosts (``simulated_in_host``). :class:`HostRows` is the pool of an Op
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -223,11 +224,17 @@ class _LoggedTeardown:
 def simulated_in_host(rows, name: str, frames: int, fps: float, chunk: int, shape=(432, 768), pool: int | None = None,
                       truncate_at: int | None = None, mark: bool = False, loop: bool = False,
                       duration_s: float | None = None, rate: float | None = None,
-                      teardown_log: str | None = None) -> Source:
+                      teardown_log: str | None = None, open_log: str | None = None, open_s: float = 0.0) -> Source:
     """The decoder stand-in as a decode host's opener (decodehost.DecodeHosts.open): its frames in the
     stream's chunked rows, as NVDEC's are; looping, timed or given a frame rate ``rate`` (what a paced
     stream is released at) as frame.looping. ``teardown_log``: the host keeps a _LoggedTeardown as the
-    stream's decoder (``rows.keep``, as NVDEC's), which logs when it is torn down."""
+    stream's decoder (``rows.keep``, as NVDEC's), which logs when it is torn down. ``open_s``: the open
+    takes this long; ``open_log``: a line "pid start end" (time.time()) appended per open."""
+    t0 = time.time()
+    time.sleep(open_s)
+    if open_log:
+        with open(open_log, "a") as f:
+            f.write(f"{os.getpid()} {t0} {time.time()}\n")
     h, w = shape
     size = max(pool or 2 * chunk, chunk)
     if teardown_log:
