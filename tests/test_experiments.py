@@ -196,13 +196,16 @@ def test_compile_bench_start_rows_old_and_split():
     split = {**new, "cache": "warm", "import_s": 1.2, "profile": []}
     parts = {"mode": "default", "batch": 64, "frames_per_s": 14268.4, "results_host_ms": 0.3,
              "gpu_ms": {"letterbox..rescale": 4.483, "d2h": 0.086}, "backbone_graph_ms": 4.308}
+    nhwc = {**parts, "canvas": "channels_last", "backbone_graph_ms": 4.1, "backbone_graph_ms_planar": 4.4}
     md = compile_bench.markdown([{"env": {"date": "d"}, "command": "c", "start": [old, new, split],
-                                  "parts": [parts]}])
+                                  "parts": [parts, nhwc]}])
     assert "| off | - | 6.2 | - | 1.3 | - | 2.2 | - |" in md  # a row from before the import was timed apart
     assert "| default | warm, profiled | 11.0 | 4.5 | 1.0 | - | 5.0 | 0.5 |" in md
     assert "| default | warm | 11.0 | 4.5 | 1.0 | 1.2 | 5.0 | 0.5 |" in md
     assert "- 3.25 s `torch/_inductor/x.py:1(load)`" in md
-    assert "| default | 64 | 14,268 | 4.483 | 0.086 | 4.308 | 0.175 | 0.300 | - |" in md  # before channels-last
+    # a planar canvas's row (before the letterbox wrote it channels-last), then a channels-last one's
+    assert "| default | 64 | 14,268 | 4.483 | 0.086 | planar | 4.308 | 0.175 | 0.300 | 4.308 | - | - |" in md
+    assert "| default | 64 | 14,268 | 4.483 | 0.086 | channels-last | 4.100 | 0.383 | 0.300 | 4.400 | 4.100 | - |" in md
 
 
 def test_phase_table_smoke_on_the_cpu(tmp_path):
