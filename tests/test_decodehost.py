@@ -365,6 +365,17 @@ def test_gpu_streams_per_process_sets_the_number_of_device_hosts(processes):
         s.close()
     with pytest.raises(ValueError, match="gpu_streams_per_process: expected >= 0"):
         DecodeHosts(gpu_streams_per_process=-1)
+    with pytest.raises(ValueError, match="gpu_processes: expected >= 1"):
+        DecodeHosts(gpu_processes=0)
+
+
+def test_a_device_has_at_most_gpu_processes_hosts_the_streams_beyond_spread_over_them(processes):
+    hp = processes(gpu_streams_per_process=1, gpu_processes=2)
+    hp.start("cpu", 5)
+    assert hp.alive("cpu") == 2
+    srcs = [hp.open(f"c{k}", **_sim(frames=2, chunk=2)) for k in range(5)]
+    assert hp.alive("cpu") == 2 and sorted(d["streams"] for d in hp.state().values()) == [5]
+    assert [_indices(s) for s in srcs] == [[0, 1]] * 5
 
 
 def test_a_gpu_host_opens_one_stream_at_a_time_and_gpu_hosts_open_side_by_side(processes, tmp_path):

@@ -48,7 +48,7 @@ from typing import NamedTuple
 
 from multiprocessing.reduction import DupFd
 
-from ..config import GPU_STREAMS_PER_HOST
+from ..config import GPU_HOSTS, GPU_STREAMS_PER_HOST
 from .frame import Feed, Frame, Source, SourceError, looping
 from .pool import POLL, FramePool, HostRows
 
@@ -408,7 +408,8 @@ class DecodeHosts:
     """A run's decode hosts, started as streams open: CPU hosts for OpenCV streams (up to ``processes``:
     a new one for each stream until all are up, then the least loaded serves it) and, per device, hosts
     for the chunked decoders that decode there (NVDEC on a CUDA device; ``gpu_streams_per_process`` streams
-    each, 0: one host for all: the hosts' Python work and the decoders' waits take about two cores a host).
+    each, 0: one host for all: the hosts' Python work and the decoders' waits take about two cores a host;
+    at most ``gpu_processes`` hosts per device, the least loaded serving the streams beyond).
     ``pin``: host rows are registered as pinned (a CUDA run). One thread here receives every process's
     messages and one sends the rows released here back, in groups (and unregisters the pinned rows of
     ended streams): the run's other threads contend with two threads for its interpreter lock, however
@@ -418,13 +419,16 @@ class DecodeHosts:
     pages are pinned."""
 
     def __init__(self, pin: bool = False, processes: int = HOST_PROCESSES,
-                 gpu_streams_per_process: int = GPU_STREAMS_PER_HOST):
+                 gpu_streams_per_process: int = GPU_STREAMS_PER_HOST, gpu_processes: int = GPU_HOSTS):
         if processes < 1:
             raise ValueError(f"processes: expected >= 1 decode hosts, got {processes}")
         if gpu_streams_per_process < 0:
             raise ValueError(f"gpu_streams_per_process: expected >= 0 streams per GPU decode host (0: all), "
                              f"got {gpu_streams_per_process}")
+        if gpu_processes < 1:
+            raise ValueError(f"gpu_processes: expected >= 1 decode hosts per GPU, got {gpu_processes}")
         self.pin, self.processes, self.gpu_streams_per_process = pin, processes, gpu_streams_per_process
+        self.gpu_processes = gpu_processes
         self._procs: list[_HostProcess] = []
         self._receiving: list[_HostProcess] = []  # the processes whose pipes are open (the receiver's)
         self._lock = threading.Lock()
@@ -456,7 +460,7 @@ class DecodeHosts:
             want = min(self.processes, streams)
         else:
             per = self.gpu_streams_per_process
-            want = math.ceil(streams / per) if per else 1
+            want = min(math.ceil(streams / per), self.gpu_processes) if per else 1
         with self._lock:
             self._procs = [p for p in self._procs if p.proc.is_alive()]
             have = sum(p.device == device for p in self._procs)
@@ -495,7 +499,8 @@ class DecodeHosts:
                 new = len(mine) < self.processes and all(p.streams for p in mine)
             else:
                 per = self.gpu_streams_per_process
-                new = not mine or bool(per) and all(len(p.streams) >= per for p in mine)
+                new = not mine or (bool(per) and len(mine) < self.gpu_processes
+                                   and all(len(p.streams) >= per for p in mine))
             if new:
                 mine.append(self._spawn(device))
             proc = min(mine, key=lambda p: len(p.streams))
