@@ -234,21 +234,28 @@ def _soak() -> list:
     return out
 
 
-JOBS = {"a": "one 768x432 clip", "b": "one 1080p clip", "c": "8 clips", "d": "64 frames", "e": "50 images"}
+JOBS = {"a": "one 768x432 clip", "b": "one 1080p clip", "c": "8 clips", "d": "64 frames", "e": "50 images",
+        "f": "64 clips as one job (--repeat 64)"}
+
+
+def own_runs(runs: list) -> list:
+    """The runs of this checkout in its own environment: not an older ``checkout``'s, nor one with an
+    ``environ`` override (a variable set to try something)."""
+    return [r for r in runs if not r.get("checkout") and not r.get("environ")]
 
 
 def _startup() -> list:
     """Each job's latest recorded medians (results/startup.json): posefuse with its defaults, and Ultralytics
-    where the same run timed it."""
+    where the same run timed it; for job f, its frames over the process wall against its run's own rate."""
     d = _load("startup")
     if not d:
         return []
     out = ["**User jobs by the clock on the wall** ([results/startup.md](results/startup.md), "
-           "`python experiments/startup.py`): process start to exit, median of 3 runs, posefuse's defaults; "
+           "`python experiments/startup.py`): process start to exit, the median of a run's repeats, posefuse's defaults; "
            "Ultralytics from the latest run that timed it, the ratio within that run.", "",
            "| job | posefuse s | Ultralytics s | Ultralytics / posefuse | run |", "| --- | ---: | ---: | ---: | --- |"]
     latest, theirs = {}, {}
-    for run in d["runs"]:
+    for run in own_runs(d["runs"]):
         for job, r in run["jobs"].items():
             if r["posefuse_median_s"].get(""):
                 latest[job] = (run, r)
@@ -261,6 +268,13 @@ def _startup() -> list:
         ratio = "-" if not u else f"{u / up:.2f}x" + ("" if udate == run["env"].get("date") else f" (posefuse {up:.1f} s then)")
         out.append(f"| {job}: {JOBS.get(job, job)} | {p:.1f} | {'-' if not u else f'{u:.1f} ({udate})'} | {ratio} | "
                    f"{run['env'].get('card')}, {run['env'].get('date')} |")
+    if "f" in latest:
+        last = latest["f"][1]["posefuse"][""][-1]
+        if last.get("frames") and last.get("run_frames_per_s"):
+            job_rate = last["frames"] / last["process_wall_s"]
+            out += ["", f"Job f's last run: {last['frames']:,} frames in {last['process_wall_s']:.1f} s of process "
+                    f"wall, {job_rate:,.0f} fr/s: {job_rate / last['run_frames_per_s']:.2f} of its run's own rate "
+                    f"({last['run_frames_per_s']:,.0f} fr/s)."]
     return out + [""]
 
 
@@ -388,8 +402,8 @@ def _compile() -> list:
     """The pipeline alone, off against compiled, per batch from the latest run that measured both at it (its
     pipeline or parts rows); the poses' equality (the latest run with it); the start-up of a fresh process
     (the latest run with it); each with its command (results/compile.json). Runs of an older ``checkout``
-    are left out."""
-    runs = [r for r in (_load("compile") or {"runs": []})["runs"] if not r.get("checkout")]
+    or environment are left out."""
+    runs = own_runs((_load("compile") or {"runs": []})["runs"])
     per_batch = {}  # batch -> (off, compiled, run): the latest run holding both
     for r in runs:
         rows = r.get("pipeline", []) + r.get("parts", [])

@@ -53,6 +53,13 @@ def test_reports_reproduce_the_recorded_targets():
     assert sec.startswith(readme_results.BEGIN) and sec.endswith(readme_results.END) and "Fused pipeline" in sec
 
 
+def test_readme_figures_leave_out_an_old_checkouts_runs_and_runs_in_a_changed_environment():
+    readme_results = helpers.load_experiment("readme_results")
+    runs = [{"command": "mine"}, {"command": "old", "checkout": "abc"},
+            {"command": "tried", "environ": {"TORCH_CUDNN_V8_API_DISABLED": "1"}}]
+    assert [r["command"] for r in readme_results.own_runs(runs)] == ["mine"]
+
+
 def test_benchmark_summary_reads_per_call_with_the_anchor_ratio():
     """The session summary of ``--benchmark-only`` on the recorded kernel rows: time per call is one batch
     (not a round of many calls), and each row's ratio to its anchor is frames/s over the anchor's."""
