@@ -20,8 +20,9 @@ from posefuse.kernels.track.cupy_impl import DEFINES as TRACK_DEFINES  # with th
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = [
-    ("kernels/letterbox/letterbox.cu", {"KNAME": "letterbox_bgr_f16", "NV12": "0", "OUT_F16": "1"}, []),
-    ("kernels/letterbox/letterbox.cu", {"KNAME": "letterbox_nv12_f32", "NV12": "1", "OUT_F16": "0"}, []),
+    *(("kernels/letterbox/letterbox.cu", {"KNAME": f"letterbox_{fmt}_{out}_{order}", "NV12": str(int(fmt == "nv12")),
+                                          "OUT_F16": str(int(out == "f16")), "NHWC": str(int(order == "nhwc"))}, [])
+      for fmt in ("bgr", "nv12") for out in ("f16", "f32") for order in ("nchw", "nhwc")),
     *(("kernels/decode/decode.cu", dict(decode_cu.defines(head, dtype)), []) for head in HEADS
       for dtype in (torch.float16, torch.float32)),
     *(("kernels/nms/nms.cu", dict(nms_cu.defines(suppress)), list(nms_cu.OPTIONS)) for suppress in (True, False)),

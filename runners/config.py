@@ -17,9 +17,7 @@ AUTO = "auto"  # decoder, runner: the fastest this machine has (RunConfig.valida
 RECONNECT_S = 30.0  # how long a disconnected network source keeps trying before it fails
 # NVDEC streams per GPU decode host: 8 streams over 2 hosts decode 1.3x one host's rate (results/decode_hosts.md)
 GPU_STREAMS_PER_HOST = 4
-# decode hosts per GPU at most (more streams share them): 64 NVDEC streams as one job took 27.2 s over 16 hosts,
-# whose starts slowed the engine's beside them, and 23.1 s over 4 (results/startup.md, 2026-12-07 12:36)
-GPU_HOSTS = 4
+GPU_HOSTS = 4  # decode hosts per GPU at most: 64 NVDEC streams as one job 23.1 s over 4, 27.2 s over 16 (results/startup.md)
 GPU_BATCH, CPU_BATCH = 64, 32  # batch when none is given (results/DECISIONS.md); the CPU's default runner is serial
 FRAME_MIB = 20.0  # GPU memory a frame of a batch holds on the 640x640 canvas, MiB (fp16; see max_batch)
 MAX_WAIT_MS = 10.0  # the dynamic runner's longest wait of a frame for its batch

@@ -3,7 +3,7 @@
 // bit), padded with 114, in one launch: the same tensor Ultralytics' LetterBox + preprocess make.
 //
 // Specialized by the generated #define block (see kernels/_common.cupy_module):
-//   KNAME   kernel name, e.g. letterbox_bgr_f16      OUT_F16  1: half output, 0: float output
+//   KNAME   kernel name, e.g. letterbox_bgr_f16_nhwc OUT_F16  1: half output, 0: float output
 //   NV12    1: frames are NV12 (Y plane + interleaved UV plane), converted as cv2.COLOR_YUV2BGR_NV12
 //   NHWC    1: the canvas (B, 3, H, W) is laid out channels-last (memory B, H, W, 3), as the backbone's weights
 //           are; 0: planar (B, 3, H, W)
