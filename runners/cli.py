@@ -17,7 +17,7 @@ import sys
 import time
 
 from .. import __version__
-from .config import AUTO, DECODERS, GPU_STREAMS_PER_HOST, RECONNECT_S, RUNNERS
+from .config import AUTO, DECODERS, GPU_HOSTS, GPU_STREAMS_PER_HOST, RECONNECT_S, RUNNERS
 
 
 # a RunConfig or ArchiveConfig field -> its flag, where the flag is not the field's name
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--loop", action="store_true", help="read each source again from its start when it ends (needs --duration-s)")
     a("--duration-s", type=float, default=None, help="stop reading the sources after this many seconds")
     a("--streams-per-decode-host", type=int, default=GPU_STREAMS_PER_HOST,
-      help=f"NVDEC streams each decode host serves (0: all streams in one process per GPU; default {GPU_STREAMS_PER_HOST})")
+      help=f"NVDEC streams each decode host serves, up to {GPU_HOSTS} hosts per GPU that share the streams beyond "
+           "(0: all streams in one process per GPU)")
     a("--reconnect-s", type=float, default=RECONNECT_S,
       help="a network source (URL) that disconnects or stalls reconnects with backoff for this many seconds")
     a("--runner", choices=(AUTO,) + RUNNERS, default=AUTO,
