@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .concurrent import run_concurrent, signatures, warm_up
+from .concurrent import Arrivals, run_concurrent, signatures, warm_up
 from .config import CONCURRENT, RunConfig
 from .sources import (SourceError, announce, decode_threads, host_decodable, is_network, looping, open_source,
                       video_frames)
@@ -161,9 +161,11 @@ class Assembly:
     for each stream the control adds, once it has opened; ``decode_hosts``: the DecodeHosts the caller
     keeps across runs (a Ray actor's), else the assembly starts its own and closes them.
 
-    After :meth:`open`: ``sources``, ``failed`` ({stream: error}), ``notes`` ({stream: how it was read where
-    that differs from its placement}), ``placements`` ({stream: Placement}), ``ran`` (what runs),
-    ``startup_s`` and ``startup_overlap_s``; after :meth:`close`: ``shutdown_s``."""
+    After :meth:`open`: ``sources`` (the streams opened so far: a job's later streams join its run as they
+    open), ``fps`` ({stream: frame rate}, filled as they open), ``failed`` ({stream: error}), ``notes``
+    ({stream: how it was read where that differs from its placement}), ``placements`` ({stream:
+    Placement}), ``ran`` (what runs), ``startup_s`` and ``startup_overlap_s``; after :meth:`close`:
+    ``shutdown_s``."""
 
     def __init__(self, cfg: RunConfig, device: str, streams: list, events, sinks, *, control=None, pipes=None,
                  warmed: set | None = None, on_added=None, decode_hosts=None):
@@ -172,6 +174,7 @@ class Assembly:
         self.engine = pipes
         self.warmed = warmed if warmed is not None else set()
         self.sources: list = []
+        self.fps: dict = {}
         self.failed: dict = {}
         self.notes: dict = {}
         self.placements = {s.name: place(cfg, s.spec) for s in self.streams}
@@ -181,6 +184,7 @@ class Assembly:
         self.shutdown_s: dict = {}
         self.decode_hosts, self._own_hosts = decode_hosts, decode_hosts is None
         self._opener = None
+        self.arrivals = None  # a job's streams that join its run as they open (Arrivals), made by open()
         self.sinks = sinks
         self.tracker = None  # cfg.track: a StreamTracker the pipeline steps with each batch (made by open())
         self._threads = 0
@@ -235,6 +239,7 @@ class Assembly:
         src = self.open_stream(StreamSpec(spec, name, max_frames=max_frames))
         with self._adding:
             self.sources.append(src)
+            self.fps[name] = src.fps
             if self.on_added is not None:
                 self.on_added(name, src.fps)
         return src
@@ -250,34 +255,63 @@ class Assembly:
             self.tracker.forget(gone)
 
     def _open_all(self):
-        """Opens every stream (on the opener thread), OPENERS at once."""
+        """Opens every stream (on the opener thread), OPENERS at once; each source joins ``sources`` (and the
+        arrivals, where the run takes them in as they open) as it opens. ``sources`` ends in the streams'
+        order."""
         self._threads = decode_threads(len(self.streams))
 
         def open_one(s):
+            src = None
             try:
-                return self.open_stream(s)
+                src = self.open_stream(s)
             except SourceError as e:
                 self.failed[s.name] = str(e)
+            finally:  # another error is the opener's (raised where it is joined); the run waits for none
+                if src is not None:
+                    with self._adding:
+                        self.sources.append(src)
+                        self.fps[s.name] = src.fps
+                if self.arrivals is not None:
+                    self.arrivals.put(src)
 
         with ThreadPoolExecutor(max(1, min(OPENERS, len(self.streams))), thread_name_prefix="posefuse-open") as pool:
-            opened = list(pool.map(open_one, self.streams))
-        self.sources = [src for src in opened if src is not None]
+            list(pool.map(open_one, self.streams))
+        order = {s.name: i for i, s in enumerate(self.streams)}
+        with self._adding:
+            self.sources.sort(key=lambda src: order.get(src.name, len(order)))
+
+    def opened(self) -> list:
+        """The sources opened so far."""
+        with self._adding:
+            return list(self.sources)
+
+    def frames_total(self) -> int | None:
+        """The frames the run's sources hold: None while streams are still opening, 0 where a count is
+        unknown (a camera, a looping stream)."""
+        if self._opener is None or not self._opener.done():
+            return None
+        counts = [s.count for s in self.opened()]
+        return sum(counts) if counts and all(counts) else 0
 
     # ---------------------------------------------------------------- the run
     def open(self):
         """Start the decode hosts and open the sources on a thread of their own while the engine loads
-        and captures every batch size the runner makes (before the clock starts)."""
+        and captures every batch size the runner makes (before the clock starts). A job's streams (files
+        and folders read as fast as they go, by a concurrent runner) join its run as they open; a paced or
+        live run's, and a steered run's, are all open before it starts."""
         cfg = self.cfg
         t = time.perf_counter()
         nvdec = sum(p.decoder == "nvdec" for p in self.placements.values())
         if nvdec:  # side by side, while the engine loads
             self._hosts().start(self.device, nvdec)
+        concurrent = cfg.runner in CONCURRENT
+        if concurrent and not cfg.paced and cfg.mode != "live" and self.control is None:
+            self.arrivals = Arrivals(len(self.streams))
         self._opener = _Opener(self._open_all)
         announced = {a for a in (announce(spec, cfg.decoder) for spec in {s.spec for s in self.streams}) if a}
         self._engine()
         self.startup_s["engine"] = time.perf_counter() - t
         t = time.perf_counter()
-        concurrent = cfg.runner in CONCURRENT
         if concurrent:  # the shapes the files' headers give, while the sources open
             self._warm(announced)
         self.startup_s["warmup"] = time.perf_counter() - t
@@ -289,12 +323,13 @@ class Assembly:
             self.tracker.warm_up()
             self.startup_s["tracker"] = time.perf_counter() - t
         t = time.perf_counter()
-        self._opener.join()
-        self.startup_overlap_s["sources_open"] = self._opener.wall_s
+        if self.arrivals is None:
+            self._opener.join()
+            self.startup_overlap_s["sources_open"] = self._opener.wall_s
         self.startup_s["sources"] = time.perf_counter() - t
         t = time.perf_counter()
-        if concurrent:
-            self._warm(signatures(self.sources))
+        if concurrent:  # those open so far (a later stream of a shape not announced is captured when it comes)
+            self._warm(signatures(self.opened()))
         self.startup_s["warmup"] += time.perf_counter() - t
 
     def _warm(self, sigs: set):
@@ -328,10 +363,13 @@ class Assembly:
             if cfg.runner in CONCURRENT:
                 events.start()
                 self.failed.update(run_concurrent(
-                    self.sources, self.engine, events, self.sinks, batch=cfg.batch,
-                    max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None,
+                    [] if self.arrivals is not None else self.sources, self.engine, events, self.sinks,
+                    batch=cfg.batch, max_wait_ms=cfg.max_wait_ms if cfg.runner == "dynamic" else None,
                     late_ms=cfg.late_ms if cfg.mode == "live" else None, control=self.control,
-                    open_stream=self.add_stream, openers=OPENERS, tracker=self.tracker))
+                    open_stream=self.add_stream, openers=OPENERS, tracker=self.tracker, arrivals=self.arrivals))
+                if self.arrivals is not None:  # every stream came: the opener has ended (its error is the run's)
+                    self._opener.join()
+                    self.startup_overlap_s["sources_open"] = self._opener.wall_s
                 return self.failed
             on_gpu = self.device.startswith("cuda")
             predict_kw = dict(conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz, device=self.device if on_gpu else "cpu",
@@ -388,6 +426,9 @@ class _Opener:
         except BaseException as e:  # noqa: BLE001 - re-raised in the run's thread by join()
             self.error = e
         self.wall_s = time.perf_counter() - t
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
 
     def join(self, raise_error: bool = True):
         self._thread.join()

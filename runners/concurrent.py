@@ -403,6 +403,32 @@ class _Readers:
         return r
 
 
+class Arrivals:
+    """The streams of a run that open while it runs (a job's streams: their opens, seconds for many NVDEC
+    streams, overlap its start instead of preceding it): the opener puts each source as it opens, or None
+    for a stream that could not be opened (its error recorded where it was opened); the run takes them in as
+    they come and does not end before the last has come."""
+
+    def __init__(self, expected: int):
+        self.expected = expected  # streams to come
+        self._q: queue.Queue = queue.Queue()
+
+    def put(self, src: Source | None):
+        self._q.put(src)
+
+    def take(self) -> tuple[list, int]:
+        """The sources opened since the last call, and how many streams came meanwhile (failed ones too)."""
+        got, n = [], 0
+        while True:
+            try:
+                src = self._q.get_nowait()
+            except queue.Empty:
+                return got, n
+            n += 1
+            if src is not None:
+                got.append(src)
+
+
 @dataclass
 class Submitted:
     """A batch from a GPU worker to the result thread: the frames run (:class:`Waiting`, in the order given
@@ -548,7 +574,7 @@ def warm_up(pipes: list, signatures: set, batch: int):
 def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_result=None, *, batch: int = 32,
                    max_wait_ms: float | None = None, idle_ms: float = 200.0,
                    late_ms: float | None = None, control=None, open_stream=None, openers: int = 1,
-                   tracker=None) -> dict:
+                   tracker=None, arrivals: Arrivals | None = None) -> dict:
     """Run all ``sources`` at once (see the module docstring). ``pipes``: a PosePipeline or a list of them,
     one GPU worker thread each (several: the ``replicas`` runner). ``max_wait_ms=None``: fixed batches
     (``pipelined``); a number: the ``dynamic`` batcher. ``idle_ms``: fixed batches: a partial batch leaves
@@ -560,6 +586,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     cameras took minutes to join and held every stream added after them back); the run then lasts until
     control.stop().
     ``tracker``: a StreamTracker for the poses (one pipeline only: a stream's frames are tracked in order).
+    ``arrivals``: sources that join as they open, besides ``sources``; the run ends after the last.
     Returns {source name: error} for the sources that failed; raises RunnerError when a worker failed."""
     pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
     if not pipes:
@@ -570,7 +597,9 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     frames_q: queue.Queue = queue.Queue(maxsize=2 * batch * len(pipes))  # frames in flight stay bounded
     results_q: queue.Queue = queue.Queue(maxsize=2 * len(pipes))  # read back while the next batches compute
     max_wait = None if max_wait_ms is None else max_wait_ms / 1e3
-    ended = {"n": 0, "of": len(sources), "open": control is not None}  # open: sources may still be added
+    coming = arrivals.expected if arrivals is not None else 0  # streams still to arrive
+    # open: sources may still be added (a control's, or arrivals to come)
+    ended = {"n": 0, "of": len(sources), "open": control is not None or coming > 0}
     device = pipes[0].device
 
     threads: list = []
@@ -588,9 +617,24 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
             "batcher": sum(len(p) for p in policies)})
     threads.append(threading.Thread(target=_results, name="posefuse-result", daemon=True,
                                     args=(results_q, events, on_result, state, len(pipes))))
-    if not sources and control is None:
+    if not sources and control is None and not coming:
         return {}
     sources = list(sources)
+
+    def arrive(start: bool):
+        """The arrivals opened since the last call join the run (``start``: their readers start now, else
+        with the run's threads); once the last has come, the run may end."""
+        nonlocal coming
+        got, n = arrivals.take()
+        for src in got:
+            with state.lock:
+                ended["of"] += 1
+            sources.append(src)
+            readers.add(src, start=start)
+        coming -= n
+        if not coming and control is None:
+            with state.lock:
+                ended["open"] = False
 
     opening: list = []  # [(AddSource, Future)]: streams being opened by the opener threads
     removed: set = set()  # names removed while they were being opened: closed as soon as they open
@@ -656,6 +700,8 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
             s.close()
         intake.drain()
 
+    if coming:
+        arrive(start=False)
     for t in list(threads):  # the readers add their pump threads to ``threads`` as they start them
         t.start()
     intake.start()
@@ -666,6 +712,8 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
     while any(t.is_alive() for t in threads) and not state.stop.is_set():
         try:
             time.sleep(POLL)
+            if coming and not (interrupted or state.draining.is_set()):
+                arrive(start=True)
             if control is not None and not (interrupted or served):
                 steer()
                 if control.stopped.is_set():

@@ -113,20 +113,28 @@ class _Signals:
 
 
 class _Progress:
-    """A tqdm bar on stderr for the frames finished (results and drops), drawn only where asked for."""
+    """A tqdm bar on stderr for the frames finished (results and drops), drawn only where asked for.
+    ``total()``: the frames the run holds, None while it is not known yet (asked again at each update),
+    0 when it cannot be known (the bar then counts without one)."""
 
-    def __init__(self, enabled: bool, total: int | None):
-        self.bar = None
+    def __init__(self, enabled: bool, total=None):
+        self.bar, self._total = None, total
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="fr", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+            self.bar = tqdm(total=None, unit="fr", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
                             desc="posefuse")
         self._lock = threading.Lock()
 
     def update(self, n: int):
         if self.bar is not None:
             with self._lock:
+                if self._total is not None:
+                    total = self._total()
+                    if total is not None:
+                        self._total = None
+                        if total:
+                            self.bar.total = total
                 self.bar.update(n)
 
     def close(self):
@@ -181,9 +189,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                     asm.open()
                     if mps is not None:  # the engine's CUDA context exists: a client now, or never
                         ran["mps"] = mps.describe()
-                    outputs.fps = {s.name: s.fps for s in asm.sources}
-                    counts = [s.count for s in asm.sources]
-                    progress = _Progress(cfg.progress, sum(counts) if asm.sources and all(counts) else None)
+                    outputs.fps = asm.fps  # filled as the streams open (a job's later ones while it runs)
+                    progress = _Progress(cfg.progress, asm.frames_total)
                 total.on_count = progress.update
                 try:
                     signals.unblock()  # a Ctrl-C or SIGTERM of the start-up is raised here: the run drains

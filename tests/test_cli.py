@@ -122,6 +122,10 @@ def test_progress_bar_on_stderr_once_and_off_with_no_progress():
     assert rc == 0 and err.count("100%") == 1 and "4/4" in err  # one bar, finished once
     rc, out, err = cli("run", "--device", "cpu", "--max-frames", "4", "--imgsz", "320", "--no-progress")
     assert rc == 0 and "4/4" not in err
+    # a job whose streams join its run as they open: the bar's total once they all have
+    rc, out, err = cli("run", "--device", "cpu", "--runner", "dynamic", "--repeat", "2", "--max-frames", "4",
+                       "--imgsz", "320")
+    assert rc == 0 and err.count("100%") == 1 and "8/8" in err
 
 
 def test_ultralytics_runner_warns_at_most_once():

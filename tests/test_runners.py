@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import cv2
@@ -250,6 +251,31 @@ def test_concurrent_runners_keep_stream_order_and_equal_serial(cpu_pipe, max_wai
         ref, _ = collect(src, "serial", cpu_pipe)
         for i, r in got[src.name]:
             np.testing.assert_allclose(r.boxes, ref[i].boxes, atol=1e-3)
+
+
+@pytest.mark.parametrize("max_wait_ms", [None, 5.0])  # pipelined, dynamic
+def test_sources_that_arrive_while_the_run_goes_on_join_it_and_it_ends_after_the_last(cpu_pipe, max_wait_ms):
+    """A job's streams join its run as they open: one there at the start, one after the first has ended,
+    one that could not be opened (None): every frame of the two is delivered, in order, and the run waits
+    for the last to come."""
+    from posefuse.runners.concurrent import Arrivals, run_concurrent
+
+    first, later = _small_sources()()
+    arrivals = Arrivals(3)
+    arrivals.put(first)
+    mon, got = PerformanceMonitor(), {}
+
+    def on_result(s, i, img, r):
+        got.setdefault(s, []).append(i)
+        if s == first.name and len(got[s]) == 4:  # the first stream is done: the others come now
+            arrivals.put(None)
+            threading.Timer(0.3, arrivals.put, (later,)).start()
+
+    failed = run_concurrent([], cpu_pipe, mon, helpers.on_frame(on_result), batch=3, max_wait_ms=max_wait_ms,
+                            arrivals=arrivals)
+    mon.stop()
+    assert failed == {} and got == {first.name: [0, 1, 2, 3], later.name: [0, 1, 2, 3]}
+    assert mon.report()["results"] == 8
 
 
 def test_concurrent_failing_source_is_reported_others_go_on(cpu_pipe, tmp_path):
