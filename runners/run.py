@@ -34,7 +34,8 @@ class Report:
     """What a run did. ``overall`` and ``streams`` are PerformanceMonitor reports (frames in, results,
     drops by reason, frames/s, latency percentiles, GPU span times, usage); ``failed``: {source or '<run>':
     error}; ``startup_s``: seconds per start-up step before the clock, in sequence (``startup_overlap_s``:
-    steps that ran beside them: the sources opening while the engine loaded); ``ran``: what actually ran
+    steps that ran beside them: the sources opening while the engine loaded, and for a job, whose streams join
+    its run as they open, while it ran); ``ran``: what actually ran
     (device, backend, precision, decoder, compile; with a compiled backbone ``compile_origin``: per
     canvas, 'compiled' by this start or 'loaded' from a start before); ``chosen``: {option: why} for each
     option the run chose itself (RunConfig 'auto' and unset defaults); ``notes``: {source: how it was read}
