@@ -117,6 +117,12 @@ def _phases() -> list:
     return out
 
 
+def own_runs(runs: list) -> list:
+    """The runs of this checkout in its own environment: not an older ``checkout``'s, nor one with an
+    ``environ`` override (a variable set to try something)."""
+    return [r for r in runs if not r.get("checkout") and not r.get("environ")]
+
+
 def _runners() -> list:
     d = _load("runners")
     if not d:
@@ -139,7 +145,7 @@ def _runners() -> list:
                        f"{r['e2e_frames_per_s']:,.0f} ({r['best_runner']}) | {r['e2e_over_bound']:.2f} | "
                        f"{r['e2e_over_predict_serial']:.1f}x |")
     pairs = {}  # clip -> (compiled, uncompiled, run): the latest MPS run compiling, and the uncompiled one after it
-    mps = [r for r in runs if "e2e" in r and r.get("mps") and not r.get("checkout")]
+    mps = [r for r in own_runs(runs) if "e2e" in r and r.get("mps")]
     for i, r in enumerate(mps):
         if (r.get("compile") or "off") != "off":
             for clip, row in r["e2e"].items():
@@ -154,7 +160,7 @@ def _runners() -> list:
                             f"(e2e / min {c['e2e_over_bound']:.2f} against {o['e2e_over_bound']:.2f})"
                             for clip, (c, o, _) in pairs.items()) + "."]
     per_clip = {}  # each kind's rows (clip, decoder, files or cameras) from its latest day of runs on one card
-    for run in (r for r in runs if "realtime" in r and not r.get("checkout") and not r.get("mps")):  # as it stands
+    for run in (r for r in own_runs(runs) if "realtime" in r and not r.get("mps")):  # as it stands
         rt, day = run["realtime"], (run["env"].get("card"), str(run["env"].get("date"))[:10])
         for clip, c in realtime_clips(rt).items():
             label = (clip + (", NVDEC" if rt.get("decoder") == "nvdec" else ", OpenCV")
@@ -236,12 +242,6 @@ def _soak() -> list:
 
 JOBS = {"a": "one 768x432 clip", "b": "one 1080p clip", "c": "8 clips", "d": "64 frames", "e": "50 images",
         "f": "64 clips as one job (--repeat 64)"}
-
-
-def own_runs(runs: list) -> list:
-    """The runs of this checkout in its own environment: not an older ``checkout``'s, nor one with an
-    ``environ`` override (a variable set to try something)."""
-    return [r for r in runs if not r.get("checkout") and not r.get("environ")]
 
 
 def _startup() -> list:
@@ -349,7 +349,7 @@ def _tracking() -> list:
         out.append(f"| {clip} | {e['without']['frames_per_s']:,.0f} | {e['with']['frames_per_s']:,.0f} | "
                    f"{e['ratio']:.3f} | {rounds} |" + (f" {old['e2e'][clip]['ratio']:.3f} |" if old else ""))
     # the tracker's and the start-up's latest figures, from the run that measured them (a run may do e2e only)
-    ours = [r for r in runs if not r.get("checkout")]
+    ours = own_runs(runs)
     tr, sr = _latest_with(ours, "tracker"), _latest_with(ours, "start")
     t, st = (tr or {}).get("tracker"), (sr or {}).get("start") or {}
     if t:
