@@ -209,8 +209,12 @@ def equal(frames) -> dict:
     return row
 
 
+def _ms3(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:.3f}"
+
+
 def _ms(row: dict, key: str) -> str:
-    return f"{row[key]:.3f}" if row.get(key) is not None else "-"
+    return _ms3(row.get(key))
 
 
 def markdown(runs: list) -> str:
@@ -241,7 +245,7 @@ def markdown(runs: list) -> str:
                 out.append(f"| {x['mode']} | {x['batch']} | {x['frames_per_s']:,.0f} | "
                            f"{'-' if chain is None else '%.3f' % chain} | {_ms(g, 'd2h')} | "
                            f"{canvas.replace('_', '-')} | {x['backbone_graph_ms']:.3f} | {rest} | "
-                           f"{x['results_host_ms']:.3f} | {_ms({'v': planar}, 'v')} | {_ms({'v': nhwc}, 'v')} | "
+                           f"{x['results_host_ms']:.3f} | {_ms3(planar)} | {_ms3(nhwc)} | "
                            f"{_ms(x, 'backbone_graph_ms_converted')} |")
             out.append("")
         if r.get("start"):
