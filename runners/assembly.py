@@ -396,8 +396,9 @@ class Assembly:
         self.shutdown_s["sources"] = time.perf_counter() - t
         if self._own_hosts and self.decode_hosts is not None:
             t = time.perf_counter()
-            self.decode_hosts.close()
+            steps = self.decode_hosts.close()
             self.shutdown_s["decode_hosts"] = time.perf_counter() - t
+            self.shutdown_s.update({f"decode_hosts.{k}": v for k, v in steps.items()})
 
     def stream_reports(self, per_stream: dict):
         """Adds to each stream's report where it was read and what its source counted of itself (a network

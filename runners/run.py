@@ -40,7 +40,8 @@ class Report:
     canvas, 'compiled' by this start or 'loaded' from a start before); ``chosen``: {option: why} for each
     option the run chose itself (RunConfig 'auto' and unset defaults); ``notes``: {source: how it was read}
     where that differs from what was asked (a video NVDEC cannot open, read with OpenCV); ``shutdown_s``:
-    seconds per step after the last result (closing the sources, the outputs, the decode hosts);
+    seconds per step after the last result (closing the sources, the outputs, the decode hosts: their
+    streams' ends, their exits and the rows unmapped here as ``decode_hosts.<step>``);
     ``warnings``: one line each for what the run did that its user should change (most frames dropped:
     :func:`drop_warning`)."""
 
