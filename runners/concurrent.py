@@ -350,6 +350,7 @@ class _Intake:
                 state.failed[src.name] = error
         src.close()
         state.add_times(src.stats)
+        self.events.stream_ended(src.name)
         _put(self.frames_q, _END, state)
         if state.source_ended is not None:
             with state.lock:
@@ -633,6 +634,7 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
             readers.add(src, start=start)
         coming -= n
         if not coming and control is None:
+            events.streams_in()
             with state.lock:
                 ended["open"] = False
 
@@ -702,6 +704,8 @@ def run_concurrent(sources: list[Source], pipes: list, events: RunEvents, on_res
 
     if coming:
         arrive(start=False)
+    elif control is None:  # a service's streams come and go: it has no "every stream in"
+        events.streams_in()
     for t in list(threads):  # the readers add their pump threads to ``threads`` as they start them
         t.start()
     intake.start()

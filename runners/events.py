@@ -55,6 +55,13 @@ class RunEvents(Protocol):
     def thread_seconds(self, seconds: dict) -> None:
         """Seconds the runner's threads spent per activity."""
 
+    def streams_in(self) -> None:
+        """Every stream of the run is in: at its start, or when the last of a job's streams that join as they
+        open (concurrent.Arrivals) joined. From here until a stream ends, every stream runs."""
+
+    def stream_ended(self, name: str) -> None:
+        """Stream ``name`` handed on its last frame (it ended or failed)."""
+
     def end_clock(self) -> None:
         """The run's last result is in: the clock stops now."""
 
@@ -124,6 +131,12 @@ class StreamFanout:
 
     def thread_seconds(self, seconds):
         self.total.thread_seconds(seconds)
+
+    def streams_in(self):
+        self.total.streams_in()
+
+    def stream_ended(self, name):
+        self.total.stream_ended(name)
 
     def end_clock(self):
         self.total.end_clock()

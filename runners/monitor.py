@@ -120,6 +120,8 @@ class PerformanceMonitor:
         self.t0 = None
         self.t_end = None
         self.t_first = None  # the first result
+        self.t_in, self.results_in = None, 0  # when every stream was in (streams_in), the results by then
+        self.t_out, self.results_out = None, 0  # when the first stream ended (stream_ended), the results by then
         self.arrivals: dict[tuple, float] = {}
         self.latency = LatencyHistogram()
         self.waited = {k: LatencyHistogram() for k in ("intake", "queue", "batch")}  # RunEvents.waits
@@ -210,6 +212,16 @@ class PerformanceMonitor:
         with self._lock:
             return list(self.arrivals)
 
+    def streams_in(self):
+        with self._lock:
+            if self.t_in is None:
+                self.t_in, self.results_in = time.perf_counter(), self.results
+
+    def stream_ended(self, name: str):
+        with self._lock:
+            if self.t_out is None:
+                self.t_out, self.results_out = time.perf_counter(), self.results
+
     def end_clock(self):
         if self.t_end is None:
             self.t_end = time.perf_counter()
@@ -239,6 +251,22 @@ class PerformanceMonitor:
                     "latency_buckets": [list(x) for x in zip(LATENCY_BUCKETS_S, lat.at_most(LATENCY_BUCKETS_S))]
                     + [[math.inf, lat.n]], "latency_sum_s": lat.sum}
 
+    def _steady(self) -> dict:
+        """Where the run says when every stream was in (streams_in): that moment (``streams_in_s``, seconds
+        after the clock's start), the seconds from it until the first stream ended (``steady_s``) and the
+        results per second meanwhile (``steady_frames_per_s``), every stream running: the rate of N streams
+        at once, which a job's streams joining as they open (or ending apart) leave out of its overall
+        figure. Both None where a stream ended before the last was in."""
+        if self.t_in is None or self.t0 is None:
+            return {}
+        t_in = max(self.t_in, self.t0)
+        t_out = self.t_out if self.t_out is not None else (self.t_end or time.perf_counter())
+        results_out = self.results_out if self.t_out is not None else self.results
+        if t_out <= t_in:
+            return {"streams_in_s": t_in - self.t0, "steady_s": None, "steady_frames_per_s": None}
+        return {"streams_in_s": t_in - self.t0, "steady_s": t_out - t_in,
+                "steady_frames_per_s": (results_out - self.results_in) / (t_out - t_in)}
+
     def report(self) -> dict:
         wall = (self.t_end or time.perf_counter()) - (self.t0 or time.perf_counter())
         lat = self.latency
@@ -247,6 +275,7 @@ class PerformanceMonitor:
             "detections": self.detections, "wall_s": wall,
             "first_result_s": None if self.t_first is None or self.t0 is None else self.t_first - self.t0,
             "frames_per_s": self.results / wall if wall > 0 else None,
+            **self._steady(),
             "latency_ms": {"p50": lat.percentile(50) * 1e3, "p95": lat.percentile(95) * 1e3,
                            "p99": lat.percentile(99) * 1e3, "max": lat.max * 1e3},
             "latency_cdf_ms": lat.cdf_points(),

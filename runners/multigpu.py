@@ -184,6 +184,12 @@ class WorkerEvents:
             self.msg.seconds.append(seconds)
             self._added()
 
+    def streams_in(self):
+        self.local.streams_in()
+
+    def stream_ended(self, name):
+        self.local.stream_ended(name)
+
     def end_clock(self):
         self.local.end_clock()
 

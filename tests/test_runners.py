@@ -187,6 +187,33 @@ def test_monitor_clock_ends_at_end_clock_not_at_stop():
     assert m.t_end is None
 
 
+def test_monitor_steady_rate_counts_the_results_between_every_stream_in_and_the_first_end():
+    """streams_in() and the first stream_ended() bound the steady window: the results delivered inside it
+    over its seconds; results before and after it, and later ends, do not count."""
+    m = PerformanceMonitor(usage=False)
+    m.start()
+    keys = [("s", i) for i in range(20)]
+    m.arrived(keys)
+    m.delivered([(k, 1) for k in keys[:5]])
+    m.streams_in()
+    time.sleep(0.05)
+    m.delivered([(k, 1) for k in keys[5:12]])
+    m.stream_ended("s")
+    m.delivered([(k, 1) for k in keys[12:]])
+    m.stream_ended("t")
+    time.sleep(0.05)
+    m.stop()
+    rep = m.report()
+    assert 0.05 <= rep["steady_s"] < rep["wall_s"] - 0.05 and rep["streams_in_s"] >= 0
+    assert rep["steady_frames_per_s"] * rep["steady_s"] == pytest.approx(7)
+    ended_first = PerformanceMonitor(usage=False)  # a stream ended before every stream was in
+    ended_first.start()
+    ended_first.stream_ended("s")
+    ended_first.streams_in()
+    assert ended_first.report()["steady_frames_per_s"] is None
+    assert "steady_frames_per_s" not in PerformanceMonitor(usage=False).report()  # a run that never says
+
+
 def test_cli_default_clip_end_to_end(tmp_path):
     rc = main(["run", "--device", "cpu", "--max-frames", "4", "--batch", "3", "--out", str(tmp_path / "r.json"),
                "--save-json", str(tmp_path / "p.jsonl"), "--save-video", str(tmp_path / "a.mp4")])
@@ -275,7 +302,10 @@ def test_sources_that_arrive_while_the_run_goes_on_join_it_and_it_ends_after_the
                             arrivals=arrivals)
     mon.stop()
     assert failed == {} and got == {first.name: [0, 1, 2, 3], later.name: [0, 1, 2, 3]}
-    assert mon.report()["results"] == 8
+    rep = mon.report()
+    assert rep["results"] == 8
+    # every stream was in only after the first had ended: no moment ran both, no steady rate
+    assert rep["streams_in_s"] >= 0.3 and rep["steady_s"] is None and rep["steady_frames_per_s"] is None
 
 
 def test_concurrent_failing_source_is_reported_others_go_on(cpu_pipe, tmp_path):
