@@ -77,9 +77,12 @@ def environment() -> dict:
 
 
 def append_run(path: Path, run: dict) -> list:
-    """Append ``run`` to the {"runs": [...]} document at ``path`` (history is kept); returns all runs."""
+    """Append ``run`` to the {"runs": [...]} document at ``path`` (history is kept); returns all runs. A run
+    recorded before (the same environment date) is replaced: a bench that records as it goes leaves what it
+    measured when it is stopped."""
     doc = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    doc["runs"].append(run)
+    date = run.get("env", {}).get("date")
+    doc["runs"] = [r for r in doc["runs"] if date is None or r.get("env", {}).get("date") != date] + [run]
     path.write_text(json.dumps(doc, indent=1))
     return doc["runs"]
 
