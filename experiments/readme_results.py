@@ -130,7 +130,7 @@ def _runners() -> list:
     from harness import decoders_alone, realtime_clips, realtime_held
 
     runs = d["runs"]
-    last = lambda pred: next((r for r in reversed(runs) if pred(r)), None)  # noqa: E731
+    last = lambda pred: next((r for r in reversed(own_runs(runs)) if pred(r)), None)  # noqa: E731
     out = []
     run = last(lambda r: "e2e" in r and not r.get("mps"))  # the package as a user runs it: no MPS server
     if run:
