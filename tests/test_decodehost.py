@@ -129,9 +129,28 @@ def test_a_paced_run_reads_its_videos_in_decode_hosts():
               on_result=lambda r: got.setdefault(r.stream, []).append(r.index))
     assert rep.failed == {} and rep.overall["results"] == 36
     assert all(v == list(range(12)) for v in got.values()) and len(got) == 3
-    steps = [rep.shutdown_s[f"decode_hosts.{k}"] for k in ("streams", "exit", "unmap")]
+    steps = [rep.shutdown_s[f"decode_hosts.{k}"] for k in ("streams", "closed", "unmap")]
     assert min(steps) >= 0 and sum(steps) <= rep.shutdown_s["decode_hosts"]
     assert all(st["source"] == {"host_rows.new_arrays": 0} for st in rep.streams.values())
+
+
+def test_close_waits_for_each_hosts_closed_and_the_host_exits_on_its_own(processes):
+    """close() returns once every host said Closed, its streams' counts in, not once it exited (a GPU host's
+    exit is its CUDA teardown: results/DECISIONS.md); the host then exits by itself, cleanly."""
+    import multiprocessing as mp
+
+    hosts = processes(processes=1)
+    src = hosts.open("cam", spec=helpers.data_path(CLIP), max_frames=5)
+    got = []
+    for f in src.frames():
+        got.append(f.index)
+        f.release()
+    (proc,) = [p for p in mp.active_children() if p.name == "posefuse-decode-host"]
+    steps = hosts.close()
+    assert set(steps) == {"streams", "closed", "unmap"} and min(steps.values()) >= 0
+    assert got == list(range(5)) and src.counts is not None
+    proc.join(10.0)
+    assert proc.exitcode == 0  # exited by itself, not killed (-9)
 
 
 def test_a_paced_runs_looping_copies_start_spread_over_their_video():

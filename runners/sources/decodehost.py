@@ -16,9 +16,9 @@ One duplex pipe per process; the messages are the NamedTuples below: declared, a
 dataclasses where a frame's message goes 6,000 times a second (dumps + loads 1.0 us a frame against 1.6 for a
 slots dataclass and 0.2 for a bare tuple: results/DECISIONS.md). Parent -> process: OpenStream, Go (the
 runner's first read: a stream reads nothing before it, so a run's clock gets no head start), Release (rows
-back), StopStream, CloseProcess. Process -> parent: lists of Opened, NewRows, DeviceRows, HostFrame, Counts and
-Ended; a list carries what a process's streams read since the last one. A stream's rows are unmapped on both
-sides once it has ended and every row it lent is back. Pacing lives here, for every decoder: a paced
+back), StopStream, CloseProcess. Process -> parent: lists of Opened, NewRows, DeviceRows, HostFrame, Counts,
+Ended and Closed; a list carries what a process's streams read since the last one. A stream's rows are unmapped
+on both sides once it has ended and every row it lent is back. Pacing lives here, for every decoder: a paced
 stream's files are released at their frame rate in the process by its pacer thread (:class:`_Pacer`;
 ``arrived``: the frame's due time) while the stream's reader decodes ahead into its free rows, cameras as
 they are read (``arrived``: the read's end).
@@ -152,6 +152,11 @@ class Ended(NamedTuple):
     counts: dict
     stats: dict
     error: str | None
+
+
+class Closed(NamedTuple):
+    """The process's last message (after CloseProcess): its streams are closed and it exits now, its output
+    let go; its exit (the CUDA context's and the decoders' teardown) is not waited for."""
 
 
 def _shared_rows(shape: tuple, n: int, fd: int | None = None) -> tuple:
@@ -311,7 +316,8 @@ class _HostProcess:
         # a GPU host opens one decoder at a time (decoder sessions opened side by side in one process have
         # not run); GPU hosts open theirs side by side
         self.opening = threading.Lock() if device is not None else contextlib.nullcontext()
-        self.gone = threading.Event()  # its pipe ended: its streams have ended with it
+        self.gone = threading.Event()  # its pipe ended, or it said Closed: its streams have ended
+        self.said_closed = False  # its last message came: it exits on its own
 
     def send(self, m) -> bool:
         with self.send_lock:
@@ -331,6 +337,9 @@ class _HostProcess:
         lent: dict = {}  # _ParentStream -> frames of its rows among them
         ended = []
         for m in msg:
+            if isinstance(m, Closed):
+                self.said_closed = True
+                continue
             st = self.streams.get(m.sid)
             if st is None:
                 continue
@@ -380,15 +389,17 @@ class _HostProcess:
             st.end(m.error)
 
     def end(self, why: str | None):
-        """The pipe ended (the process ended or died; ``why``: a message this side could not take): the
-        streams still open fail with it."""
-        self.conn.close()
-        if why is None:
+        """The pipe ended (the process ended or died; ``why``: a message this side could not take) or the
+        process said Closed (it exits on its own, not waited for): the streams still open fail with it."""
+        with self.send_lock:
+            self.conn.close()
+        if why is None and not self.said_closed:
             self.proc.join(1.0)  # its pipe closed as it exited: the exit code says how (-9: killed)
         code = self.proc.exitcode
         streams, self.streams = list(self.streams.values()), {}
         for st in streams:
-            st.end(f"source {st.name}: the decode host ended (exit code {code})" if why is None
+            st.end(f"source {st.name}: its decode host closed before the stream ended" if self.said_closed
+                   else f"source {st.name}: the decode host ended (exit code {code})" if why is None
                    else f"source {st.name}: its decode host's message failed here ({why})")
         self.gone.set()
 
@@ -577,7 +588,8 @@ class DecodeHosts:
                 why = None
                 try:
                     p.take(conn.recv())
-                    continue
+                    if not p.said_closed:
+                        continue
                 except (EOFError, OSError):  # the process ended or died
                     pass
                 except BaseException as e:  # noqa: BLE001 - a message this side could not take: its streams fail
@@ -611,9 +623,11 @@ class DecodeHosts:
 
     def close(self) -> dict:
         """Ends the processes once their streams have ended (their counts are in; at most END_WAIT_S).
-        Returns the seconds of each step: 'streams' (their last streams' ends), 'exit' (the processes'
-        exits: their CUDA contexts and decoders torn down), 'unmap' (the rows still registered or mapped
-        here dropped)."""
+        Each process says Closed and exits on its own: its CUDA context's and decoders' teardown (0.54-0.60 s
+        of a 64-stream job's 0.59-0.65 s of shutdown: results/DECISIONS.md) is not waited for; one that says
+        nothing within END_WAIT_S is killed. Returns the seconds of each step: 'streams' (their last
+        streams' ends), 'closed' (every process's Closed), 'unmap' (the rows still registered or mapped here
+        dropped)."""
         with self._lock:
             procs, self._procs = self._procs, []
         t0 = time.perf_counter()
@@ -624,15 +638,14 @@ class DecodeHosts:
             p.close()
         t1 = time.perf_counter()
         for p in procs:
-            p.proc.join(5.0)
-            if p.proc.is_alive():
+            if not p.gone.wait(END_WAIT_S):
                 p.proc.kill()
-            p.gone.wait(1.0)
+                p.gone.wait(1.0)
         t2 = time.perf_counter()
         self._closed.set()
         for t in self._threads:
             t.join(END_WAIT_S)  # the sending thread unregisters the rows still registered
-        return {"streams": t1 - t0, "exit": t2 - t1, "unmap": time.perf_counter() - t2}
+        return {"streams": t1 - t0, "closed": t2 - t1, "unmap": time.perf_counter() - t2}
 
 
 _DEFAULT = None
@@ -1051,9 +1064,16 @@ def _serve(conn, device: str | None):
             elif isinstance(m, StopStream) and m.sid in streams:
                 streams[m.sid].close()
     except (EOFError, OSError):  # the parent is gone
-        pass
+        conn = None
     for st in streams.values():
         st.close()
     sys.stdout.flush()
     sys.stderr.flush()
+    if conn is not None:  # told to close: say so, then let the run's output go (a reader of its pipe, the
+        # shell's or a caller's, is not held by this process's teardown), and exit without the run waiting
+        out.put(Closed())
+        out.sent(TEARDOWN_WAIT_S)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
     os._exit(0)
