@@ -337,9 +337,11 @@ def _run(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     try:
         from .mps import join_asked
 
+        t0 = time.perf_counter()
         cfg = to_config(a)
         join_asked(cfg)  # before validated() initializes CUDA here
         cfg = cfg.validated()
+        config_s = time.perf_counter() - t0  # with a GPU: CUDA's initialization
         if cfg.chosen:
             print("[chosen] " + "; ".join(f"{k} {getattr(cfg, k)} ({why})" for k, why in cfg.chosen.items()), flush=True)
         age_at_run = process_wall_s()
@@ -367,7 +369,8 @@ def _run(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     for name, r in report.streams.items():
         print(f"[{name}] {_summary(r)}")
     wall = process_wall_s()
-    report.startup_s = {**({"interpreter": born} if born is not None else {}), "imports": imports_s, **report.startup_s}
+    report.startup_s = {**({"interpreter": born} if born is not None else {}), "imports": imports_s, "config": config_s,
+                        **report.startup_s}
     since_run = report.overall.get("first_result_since_run_s")
     job = {"process_wall_s": wall,
            "time_to_first_result_s": age_at_run + since_run if age_at_run is not None and since_run is not None else None,

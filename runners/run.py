@@ -33,7 +33,9 @@ DROP_WARN_SHARE = 0.1  # a run that dropped more than this share of its frames w
 class Report:
     """What a run did. ``overall`` and ``streams`` are PerformanceMonitor reports (frames in, results,
     drops by reason, frames/s, latency percentiles, GPU span times, usage); ``failed``: {source or '<run>':
-    error}; ``startup_s``: seconds per start-up step before the clock, in sequence (``startup_overlap_s``:
+    error}; ``startup_s``: seconds per start-up step before the clock, in sequence (the command line's
+    interpreter, imports and config with CUDA's initialization; run()'s setup up to the assembly, then its
+    engine, warm-up and wait for the sources; ``startup_overlap_s``:
     steps that ran beside them: the sources opening while the engine loaded, and for a job, whose streams join
     its run as they open, while it ran); ``ran``: what actually ran
     (device, backend, precision, decoder, compile; with a compiled backbone ``compile_origin``: per
@@ -41,7 +43,8 @@ class Report:
     option the run chose itself (RunConfig 'auto' and unset defaults); ``notes``: {source: how it was read}
     where that differs from what was asked (a video NVDEC cannot open, read with OpenCV); ``shutdown_s``:
     seconds per step after the last result (closing the sources, the outputs, the decode hosts: their
-    streams' ends, their exits and the rows unmapped here as ``decode_hosts.<step>``);
+    streams' ends, their Closed messages and the rows unmapped here as ``decode_hosts.<step>``; the
+    figures: the monitors stopped, the streams' reports);
     ``warnings``: one line each for what the run did that its user should change (most frames dropped:
     :func:`drop_warning`)."""
 
@@ -188,6 +191,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         with _Signals() as signals:
             try:
                 if asm is not None:
+                    asm.startup_s["setup"] = time.perf_counter() - t_run  # before the assembly's own steps
                     asm.open()
                     if mps is not None:  # the engine's CUDA context exists: a client now, or never
                         ran["mps"] = mps.describe()
@@ -220,6 +224,7 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
                 t = time.perf_counter()
                 failed.update(outputs.close())  # an output that cannot be written is named; the report still is
                 shutdown_outputs = time.perf_counter() - t
+        t = time.perf_counter()
         per_stream = {}
         for name, mon in events.streams.items():
             mon.stop()
@@ -232,10 +237,12 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
         overall.update(peak.report())
         if outputs.lost_video_frames:
             failed["<save_video>"] = f"{outputs.lost_video_frames} frames had no host image to draw on"
+        shutdown_figures = time.perf_counter() - t
         report = Report(cfg.to_dict(), ran, overall, per_stream, failed, outputs.paths,
                         asm.startup_s if asm else {}, interrupted, run_error, chosen=dict(cfg.chosen),
                         notes=asm.notes if asm else {}, startup_overlap_s=asm.startup_overlap_s if asm else {},
-                        shutdown_s={**(asm.shutdown_s if asm else {}), "outputs": shutdown_outputs})
+                        shutdown_s={**(asm.shutdown_s if asm else {}), "outputs": shutdown_outputs,
+                                    "figures": shutdown_figures})
         warning = drop_warning(overall, cfg)
         if warning:
             report.warnings.append(warning)

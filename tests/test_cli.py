@@ -195,7 +195,8 @@ def test_run_owns_and_restores_process_settings():
     report = run(RunConfig(device="cpu", max_frames=2, imgsz=320, progress=False))
     assert report.exit_code == 0 and report.overall["results"] == 2
     assert sys.getswitchinterval() == switch and gc.get_freeze_count() == frozen
-    assert set(report.startup_s) == {"engine", "sources", "warmup"}
+    assert list(report.startup_s) == ["setup", "engine", "warmup", "sources"]  # in sequence
+    assert set(report.shutdown_s) == {"sources", "outputs", "figures"}
 
 
 def test_auto_choices_are_resolved_said_and_each_has_its_option():
