@@ -293,7 +293,10 @@ def test_a_stream_still_opening_holds_no_stream_added_after_it(camera):
     rep = reports[0]
     assert not worker.is_alive() and rep.run_error is None
     assert "dead" in rep.failed and dead in rep.failed["dead"], rep.failed
-    assert rep.streams["cam"]["results"] == len(got["cam"]) and got["cam"] == list(range(len(got["cam"])))
+    cam = rep.streams["cam"]
+    assert cam["results"] == len(got["cam"]) and got["cam"] == sorted(set(got["cam"]))  # in order, once each
+    # a live run drops a frame that waited too long (2 busy cores): every index skipped is a recorded drop
+    assert got["cam"][-1] + 1 - len(got["cam"]) <= sum(cam["drops"].values()), cam["drops"]
 
 
 def test_a_live_run_with_a_stalled_camera_stops_cleanly(tmp_path):
