@@ -12,6 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 CLIP = "one-by-one-person-detection.mp4"  # 768x432, 1394 frames, 10 fps
+# experiments/startup.py's user jobs by name, as results/startup.md and the README give them
+STARTUP_JOBS = {"a": "one 768x432 clip", "b": "one 1080p clip", "c": "8 clips", "d": "64 frames (fixed cost)",
+                "e": "a folder of 50 images", "f": "64 clips as one job (--repeat 64)"}
 CLIP_1080 = "one-by-one-person-1080p.mp4"  # 1920x1080, 600 frames
 
 

@@ -240,16 +240,13 @@ def _soak() -> list:
     return out
 
 
-JOBS = {"a": "one 768x432 clip", "b": "one 1080p clip", "c": "8 clips", "d": "64 frames", "e": "50 images",
-        "f": "64 clips as one job (--repeat 64)"}
-
-
 def _startup() -> list:
     """Each job's latest recorded medians (results/startup.json): posefuse with its defaults, and Ultralytics
     where the same run timed it; for job f, its frames over the process wall against its run's own rate."""
     d = _load("startup")
     if not d:
         return []
+    from harness import STARTUP_JOBS
     out = ["**User jobs by the clock on the wall** ([results/startup.md](results/startup.md), "
            "`python experiments/startup.py`): process start to exit, the median of a run's repeats, posefuse's defaults; "
            "Ultralytics from the latest run that timed it, the ratio within that run.", "",
@@ -266,7 +263,7 @@ def _startup() -> list:
         p = r["posefuse_median_s"][""]
         u, up, udate = theirs.get(job, (None, None, None))
         ratio = "-" if not u else f"{u / up:.2f}x" + ("" if udate == run["env"].get("date") else f" (posefuse {up:.1f} s then)")
-        out.append(f"| {job}: {JOBS.get(job, job)} | {p:.1f} | {'-' if not u else f'{u:.1f} ({udate})'} | {ratio} | "
+        out.append(f"| {job}: {STARTUP_JOBS.get(job, job)} | {p:.1f} | {'-' if not u else f'{u:.1f} ({udate})'} | {ratio} | "
                    f"{run['env'].get('card')}, {run['env'].get('date')} |")
     if "f" in latest:
         last = latest["f"][1]["posefuse"][""][-1]

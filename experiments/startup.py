@@ -154,10 +154,6 @@ def _first_frames(tmp: Path, clip: str, n: int) -> str:
     return str(path)
 
 
-NAMES = {"a": "one 768x432 clip", "b": "one 1080p clip", "c": "8 clips", "d": "64 frames (fixed cost)",
-         "e": "a folder of 50 images", "f": "64 clips as one job (--repeat 64)"}
-
-
 def markdown(runs: list) -> str:
     lines = ["# User jobs by the clock on the wall (process start to exit)", ""]
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
@@ -181,7 +177,7 @@ def markdown(runs: list) -> str:
                 opts = f"`{c}`" if c else "(defaults)"
                 if chose:
                     opts += " -> " + ", ".join(f"{k} {v}" for k, v in chose.items() if v is not None)
-                lines.append(f"| {job}: {NAMES.get(job, job)} | {opts} | {fmt(r['posefuse_median_s'][c], '.1f')} | "
+                lines.append(f"| {job}: {harness.STARTUP_JOBS.get(job, job)} | {opts} | {fmt(r['posefuse_median_s'][c], '.1f')} | "
                              f"{every} | {fmt(r['ultralytics_median_s'], '.1f')} | "
                              f"{fmt(r['ultralytics_over_posefuse'][c], '.2f')}{'x' if r['ultralytics_over_posefuse'][c] else ''} | {fmt(last.get('first_result_s'), '.2f')} | "
                              f"{split} |")
