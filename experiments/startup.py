@@ -112,6 +112,9 @@ def main(argv=None):
                                    report_written_s=written, exit_s=wall - written if written else None,
                                    first_result_s=doc["overall"].get("first_result_s"),
                                    run_frames_per_s=doc["overall"]["frames_per_s"],
+                                   steady_frames_per_s=doc["overall"].get("steady_frames_per_s"),
+                                   streams_in_s=doc["overall"].get("streams_in_s"),
+                                   startup_overlap_s=doc.get("startup_overlap_s"),
                                    ran={k: doc.get(k) for k in ("runner", "decoder", "backend", "batch")},
                                    chose=doc.get("chose"))
                     else:
@@ -190,6 +193,12 @@ def markdown(runs: list) -> str:
                               f"{x['process_wall_s']:.1f} s of process wall, {job_fps:,.0f} fr/s: "
                               f"{job_fps / x['run_frames_per_s']:.2f} of its run's own rate "
                               f"({x['run_frames_per_s']:,.0f} fr/s; issue 31's aim >= 0.8)."]
+                    if x.get("steady_frames_per_s"):  # the rate while every stream ran, from the last one's join
+                        lines[-1] += (f" Its steady rate {x['steady_frames_per_s']:,.0f} fr/s (every stream in "
+                                      f"{x['streams_in_s']:.2f} s after the run's start): "
+                                      f"{job_fps / x['steady_frames_per_s']:.2f} of it.")
+                    if (x.get("startup_overlap_s") or {}).get("sources_open") is not None:
+                        lines[-1] += f" The sources opened in {x['startup_overlap_s']['sources_open']:.2f} s."
         lines.append("")
     return "\n".join(lines) + "\n"
 
