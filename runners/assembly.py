@@ -210,7 +210,11 @@ class Assembly:
             where = self.placements[s.name] = place(cfg, s.spec)
         cuda = self.device.startswith("cuda")
         if where.reader == DECODE_HOST:  # looped, timed and paced there
-            common = dict(max_frames=s.max_frames, start=s.start, loop=cfg.loop, duration_s=cfg.duration_s, fps=cfg.fps)
+            # a job's file decodes from its open on, while the engine loads and warms up (a paced stream's or a
+            # camera's frames are due at their time: they wait for the run)
+            ahead = not (cfg.paced or cfg.mode == "live" or is_network(s.spec))
+            common = dict(max_frames=s.max_frames, start=s.start, loop=cfg.loop, duration_s=cfg.duration_s, fps=cfg.fps,
+                          ahead=ahead)
             if where.decoder == "nvdec":
                 try:
                     # a paced stream's frames are due at their times: its decoder runs one chunk ahead, not three
