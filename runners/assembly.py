@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .concurrent import Arrivals, run_concurrent, signatures, warm_up
-from .config import CONCURRENT, SEQUENTIAL, RunConfig
+from .config import CONCURRENT, RunConfig
 from .sources import (SourceError, announce, decode_threads, host_decodable, is_network, looping, open_source,
                       video_frames)
 from .sources.decodehost import SWITCH_INTERVAL_S, open_cpu_in_host
@@ -210,12 +210,7 @@ class Assembly:
             where = self.placements[s.name] = place(cfg, s.spec)
         cuda = self.device.startswith("cuda")
         if where.reader == DECODE_HOST:  # looped, timed and paced there
-            # a job's file decodes from its open on, while the engine loads and warms up (a paced stream's or a
-            # camera's frames are due at their time, a sequential runner's streams come one after another: they
-            # wait for the runner)
-            ahead = cfg.runner not in SEQUENTIAL and not (cfg.paced or cfg.mode == "live" or is_network(s.spec))
-            common = dict(max_frames=s.max_frames, start=s.start, loop=cfg.loop, duration_s=cfg.duration_s, fps=cfg.fps,
-                          ahead=ahead)
+            common = dict(max_frames=s.max_frames, start=s.start, loop=cfg.loop, duration_s=cfg.duration_s, fps=cfg.fps)
             if where.decoder == "nvdec":
                 try:
                     # a paced stream's frames are due at their times: its decoder runs one chunk ahead, not three

@@ -374,27 +374,6 @@ def test_one_host_serves_chunked_streams_side_by_side_and_survives_a_bad_open(pr
     assert hp.alive("cpu") == 1 and hp.alive(None) == 0  # one device host for both; no OpenCV host
 
 
-def test_a_stream_opened_ahead_reads_from_its_open_the_others_from_the_runners_first_read(processes):
-    """A job's file decodes while the engine loads and warms up (Assembly.open_stream: ahead); a paced
-    stream's or a camera's frames wait for the runner."""
-    import time
-
-    hp = processes(gpu_streams_per_process=0)
-    ahead = hp.open("ahead", ahead=True, **_sim(frames=4, chunk=2))
-    asked = hp.open("asked", **_sim(frames=4, chunk=2))
-    time.sleep(1.0)
-    t = time.perf_counter()
-    got = {}
-    for src in (ahead, asked):
-        for f in src.frames():
-            got.setdefault(src.name, []).append((f.index, f.arrived))
-            f.release()
-        src.close()
-    assert [i for i, _ in got["ahead"]] == [i for i, _ in got["asked"]] == [0, 1, 2, 3]
-    assert got["ahead"][0][1] < t - 0.5  # read within its open's half second, before anything asked
-    assert min(a for _, a in got["asked"]) > t
-
-
 def test_gpu_streams_per_process_sets_the_number_of_device_hosts(processes):
     from posefuse.runners.sources.decodehost import DecodeHosts
 

@@ -15,7 +15,7 @@ camera that changed resolution) travels in its message instead.
 One duplex pipe per process; the messages are the NamedTuples below: declared, and cheaper to pickle than
 dataclasses where a frame's message goes 6,000 times a second (dumps + loads 1.0 us a frame against 1.6 for a
 slots dataclass and 0.2 for a bare tuple: results/DECISIONS.md). Parent -> process: OpenStream, Go (the
-runner's first read, or the stream's open for a job's file: a stream reads nothing before it), Release (rows
+runner's first read: a stream reads nothing before it, so a run's clock gets no head start), Release (rows
 back), StopStream, CloseProcess. Process -> parent: lists of Opened, NewRows, DeviceRows, HostFrame, Counts,
 Ended and Closed; a list carries what a process's streams read since the last one. A stream's rows are unmapped
 on both sides once it has ended and every row it lent is back. Pacing lives here, for every decoder: a paced
@@ -598,14 +598,11 @@ class DecodeHosts:
                     self._receiving.remove(p)
                 p.end(why)
 
-    def open(self, name: str, opener=None, device: str | None = None, paced: bool = False, ahead: bool = False,
-             **kwargs) -> Source:
+    def open(self, name: str, opener=None, device: str | None = None, paced: bool = False, **kwargs) -> Source:
         """The stream ``opener(rows, name=name, **kwargs)`` opens (default :func:`open_cpu_in_host`: OpenCV),
         read in a host for ``device`` (the CUDA device an NVDEC stream decodes on; None: a CPU host), as a
-        Source named ``name``; ``paced``: its frames are released at its frame rate; ``ahead``: it reads from
-        its open on, not from the runner's first read, its frames held here until the runner takes them (a
-        job's file: its decoding overlaps the engine's load and warm-up, as far as its rows go). Raises
-        SourceError (the host's message) when it cannot be opened."""
+        Source named ``name``; ``paced``: its frames are released at its frame rate. Raises SourceError (the
+        host's message) when it cannot be opened."""
         st = self._add(name, None if device is None else str(device))
         proc, sid = st.proc, st.sid
         with proc.opening:
@@ -618,8 +615,6 @@ class DecodeHosts:
                                       f"(exit code {proc.proc.exitcode})")
         if st.meta is None:
             raise SourceError(st.error or f"source {name}: the decode host could not open it")
-        if ahead:
-            proc.send(Go(sid))  # the runner's push sends it again: a stream that reads already goes on
         m = st.meta
         cancel = threading.Event()
         st.src = Source(name, st.parcels(cancel), m.fps, m.count, m.shape, m.pixel_format, st.stats, cancel,
