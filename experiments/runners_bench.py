@@ -2,7 +2,8 @@
 
     python experiments/runners_bench.py [--streams 8] [--seconds 6] [--out-dir results] [--only e2e,realtime,multigpu]
 
-* e2e, for the 768x432 clip and the 1080p clip: 8 copies as 8 streams, NVDEC + fused pipeline, fp16, end to
+* e2e, for each clip: 8 copies as 8 streams, each looping the clip for E2E_SECONDS from its open (the copies
+  start spread over it), NVDEC + fused pipeline, fp16, end to
   end (compressed file -> poses in host memory) against (a) NVDEC decoding alone (the same 8 NVDEC sources as
   the run reads, every frame released at once) and (b) the fused pipeline alone on NV12 frames already on
   the GPU, both measured in the same run; and against Ultralytics ``predict`` frame by frame on the same card.
@@ -66,6 +67,9 @@ def read_released(srcs: list) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     return {"frames": sum(counts), "wall_s": wall, "frames_per_s": sum(counts) / wall, "spans_s": spans}
+
+
+E2E_SECONDS = 6.0  # each e2e stream's reading, from its open: ~4 s with every stream in after ~2 s of opens
 
 
 def nvdec_alone(path: str, streams: int, chunk: int = 64) -> dict:
@@ -132,15 +136,20 @@ def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
     return {"frames": n, "wall_s": wall, "frames_per_s": n / wall, "batch": batch}
 
 
-def e2e(path: str, streams: int, batch: int, runner: str, per_process: int | None, chunk: int) -> dict:
-    """``streams`` NVDEC streams of ``path`` through ``posefuse.run`` (graphs captured before its clock)."""
+def e2e(path: str, streams: int, batch: int, runner: str, per_process: int | None, chunk: int,
+        seconds: float = E2E_SECONDS) -> dict:
+    """``streams`` NVDEC streams of ``path`` through ``posefuse.run`` (graphs captured before its clock), each
+    looping its clip for ``seconds`` from its open: the streams open one after another over ~2 s, and a clip
+    read once (600 frames at 720p and 1080p) ended before the last stream joined, leaving no window in which
+    all ran (results/runners.md, 2026-12-07 16:40-16:44: 8 ms at 720p)."""
     from posefuse import RunConfig, run
 
     # the option only where asked (None: the checkout's default): checkouts before the decode hosts (beside
     # this one, --checkout) name it streams_per_decode_process
     hosts = {} if per_process is None else {"streams_per_decode_host": per_process}
     rep = run(RunConfig(sources=[path], repeat=streams, runner=runner, decoder="nvdec", batch=batch,
-                        max_wait_ms=5.0, chunk=chunk, progress=False, **hosts, **PIPELINE))
+                        max_wait_ms=5.0, chunk=chunk, loop=True, duration_s=seconds, progress=False, **hosts,
+                        **PIPELINE))
     r = rep.overall
     # the figure: the streams' rate while all ran at once (the report's steady_frames_per_s): a job's
     # streams join its run as they open, so the whole run's rate includes their opens (checkouts before
@@ -430,15 +439,15 @@ def markdown(runs: list) -> str:
                              f"({r['best_runner']}) | {r['e2e_over_bound']:.2f} | {r['limited_by']} | "
                              f"{r['predict_serial']['frames_per_s']:.1f} | {r['e2e_over_predict_serial']:.1f}x |")
             lines.append("")
-            lines += ["| clip | runner | fr/s (median) | every run fr/s | the whole run fr/s, all streams in at s | "
-                      "p50 ms | p99 ms | GPU util % | NVDEC util % | CPU % |", "|---|---|---|---|---|---|---|---|---|---|"]
+            lines += ["| clip | runner | fr/s (median) | every run fr/s | the whole run fr/s, all streams in at s, "
+                      "for s | p50 ms | p99 ms | GPU util % | NVDEC util % | CPU % |", "|---|---|---|---|---|---|---|---|---|---|"]
             for label, r in run["e2e"].items():
                 for name, rep in r["runners"].items():
                     gu, du, cpu = (harness.usage_stat(rep.get("usage"), q)
                                    for q in ("gpu_util_percent", "nvdec_util_percent", "cpu_percent"))
                     every = ", ".join(f"{x:.0f}" for x in rep.get("repeats_frames_per_s", [rep["frames_per_s"]]))
-                    whole = (f"{rep['run_frames_per_s']:.0f}, {rep['streams_in_s']:.2f}" if rep.get("streams_in_s")
-                             is not None else "-")
+                    whole = (f"{rep['run_frames_per_s']:.0f}, {rep['streams_in_s']:.2f}, "
+                             f"{'-' if rep.get('steady_s') is None else format(rep['steady_s'], '.2f')}" if rep.get("streams_in_s") is not None else "-")
                     lines.append(f"| {label} | {name} | {rep['frames_per_s']:.0f} | {every} | {whole} | "
                                  f"{rep['latency_ms']['p50']:.1f} | {rep['latency_ms']['p99']:.1f} | "
                                  f"{gu if gu is None else round(gu)} | {du if du is None else round(du)} | "

@@ -24,9 +24,10 @@ MAX_WAIT_MS = 10.0  # the dynamic runner's longest wait of a frame for its batch
 # decoder 'auto' with one video stream: NVDEC only from this many 1080p frames (fewer for larger frames), where
 # its run saves more than its start costs (~1.3 s against ~0.62 ms a frame; results/startup.md, 23:13 run)
 ONE_STREAM_NVDEC_FRAMES_1080P = 2100
-# decoder 'auto' with several bounded video streams: NVDEC from this many megapixels of frames in all (~1.0 s
-# of start against ~0.17 ms saved a megapixel: 8 streams of 768x432, results/startup.md, 2026-12-07 04:06)
-STREAMS_NVDEC_MEGAPIXEL_FRAMES = 6000
+# decoder 'auto' with several bounded video streams: NVDEC from this many megapixels of frames in all, where the
+# larger of its two measured regrets is least (two H100 hosts, 8 streams of 768x432: 1.0 s of start against 0.17
+# ms saved a megapixel, and 0.8 s against 0.53 ms: results/startup.md, 2026-12-07 04:06 and 16:38)
+STREAMS_NVDEC_MEGAPIXEL_FRAMES = 2600
 # compile 'auto' for a bounded job read with NVDEC: from this many frames, where even a cold compile (+24.2 s of
 # start) pays back at the 31 us a frame the compiled backbone saved 8 NVDEC streams (a warm start: +3.1 s,
 # ~100,000 frames; results/compile.md 2026-12-07 10:53, results/runners.md 10:56-10:57, results/startup.md 11:00)

@@ -230,11 +230,11 @@ def test_auto_decoder_reads_short_video_jobs_with_opencv():
                         (RunConfig(sources=[CLIP], max_frames=64), 64)):
         decoder, why = _auto_decoder(cfg, gpu_run=True)
         assert decoder == "cpu" and f"one video stream of {frames} frames" in why, why
-    for cfg, streams, mpx in ((RunConfig(sources=[CLIP], repeat=8), 8, 3_700),  # 8 x 1,394 frames of 768x432
+    for cfg, streams, mpx in ((RunConfig(sources=[CLIP], repeat=4), 4, 1_850),  # 4 x 1,394 frames of 768x432
                               (RunConfig(sources=[CLIP, clip1080]), 2, 1_707)):
         decoder, why = _auto_decoder(cfg, gpu_run=True)
         assert decoder == "cpu" and why.startswith(f"{streams} video streams of {mpx:,} Mpx of frames"), why
-    for cfg in (RunConfig(sources=[CLIP], repeat=20), RunConfig(sources=[clip1080], loop=True),
+    for cfg in (RunConfig(sources=[CLIP], repeat=8), RunConfig(sources=[clip1080], loop=True),
                 RunConfig(sources=[CLIP], paced=True), RunConfig(sources=[None])):
         assert "video stream" not in _auto_decoder(cfg, gpu_run=True)[1]
     assert _auto_decoder(RunConfig(sources=[CLIP]), gpu_run=False) == ("cpu", "no GPU in the run")
