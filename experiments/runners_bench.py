@@ -425,7 +425,7 @@ def markdown(runs: list) -> str:
                   f"torch {env.get('torch')}, CuPy {env.get('cupy')}, PyNvVideoCodec {env.get('PyNvVideoCodec')}"
                   + (", every process a client of one CUDA MPS server" if run.get("mps") else "")
                   + (f", the backbone compiled ({run['compile']})" if run.get("compile") not in (None, "off")
-                     else ""), "",
+                     else "") + (f", checkout {run['checkout']}" if run.get("checkout") else ""), "",
                   f"Command: `{run['command']}`", ""]
         if run.get("note"):
             lines += [f"Note: {run['note']}", ""]
