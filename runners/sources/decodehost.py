@@ -623,9 +623,10 @@ class DecodeHosts:
 
     def close(self) -> dict:
         """Ends the processes once their streams have ended (their counts are in; at most END_WAIT_S).
-        Each process says Closed and exits on its own: its CUDA context's and decoders' teardown (0.54-0.60 s
-        of a 64-stream job's 0.59-0.65 s of shutdown: results/DECISIONS.md) is not waited for; one that says
-        nothing within END_WAIT_S is killed. Returns the seconds of each step: 'streams' (their last
+        Each process says Closed and exits on its own: its exit (the CUDA context's teardown) is not waited
+        for; one that says nothing within END_WAIT_S is killed. Waiting for the Closed still took 0.46-0.66 s
+        of a 64-stream job's shutdown (results/DECISIONS.md: likely the decoders' teardown at the streams'
+        end, before the process can send it). Returns the seconds of each step: 'streams' (their last
         streams' ends), 'closed' (every process's Closed), 'unmap' (the rows still registered or mapped here
         dropped)."""
         with self._lock:
