@@ -139,9 +139,8 @@ def pipeline_alone(path: str, batch: int, seconds: float = 3.0) -> dict:
 def e2e(path: str, streams: int, batch: int, runner: str, per_process: int | None, chunk: int,
         seconds: float = E2E_SECONDS) -> dict:
     """``streams`` NVDEC streams of ``path`` through ``posefuse.run`` (graphs captured before its clock), each
-    looping its clip for ``seconds`` from its open: the streams open one after another over ~2 s, and a clip
-    read once (600 frames at 720p and 1080p) ended before the last stream joined, leaving no window in which
-    all ran (results/runners.md, 2026-12-07 16:40-16:44: 8 ms at 720p)."""
+    looping its clip for ``seconds`` from its open, so that every stream runs at once for seconds after the
+    last has opened (they open one after another; a clip read once can end before: results/DECISIONS.md)."""
     from posefuse import RunConfig, run
 
     # the option only where asked (None: the checkout's default): checkouts before the decode hosts (beside
@@ -446,8 +445,9 @@ def markdown(runs: list) -> str:
                     gu, du, cpu = (harness.usage_stat(rep.get("usage"), q)
                                    for q in ("gpu_util_percent", "nvdec_util_percent", "cpu_percent"))
                     every = ", ".join(f"{x:.0f}" for x in rep.get("repeats_frames_per_s", [rep["frames_per_s"]]))
-                    whole = (f"{rep['run_frames_per_s']:.0f}, {rep['streams_in_s']:.2f}, "
-                             f"{'-' if rep.get('steady_s') is None else format(rep['steady_s'], '.2f')}" if rep.get("streams_in_s") is not None else "-")
+                    window = "-" if rep.get("steady_s") is None else f"{rep['steady_s']:.2f}"
+                    whole = (f"{rep['run_frames_per_s']:.0f}, {rep['streams_in_s']:.2f}, {window}"
+                             if rep.get("streams_in_s") is not None else "-")
                     lines.append(f"| {label} | {name} | {rep['frames_per_s']:.0f} | {every} | {whole} | "
                                  f"{rep['latency_ms']['p50']:.1f} | {rep['latency_ms']['p99']:.1f} | "
                                  f"{gu if gu is None else round(gu)} | {du if du is None else round(du)} | "
