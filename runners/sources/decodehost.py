@@ -156,7 +156,7 @@ class Ended(NamedTuple):
 
 class Closed(NamedTuple):
     """The process's last message (after CloseProcess): its streams are closed and it exits now, its output
-    let go; its exit (the CUDA context's and the decoders' teardown) is not waited for."""
+    let go; its exit (the CUDA context's teardown) is not waited for."""
 
 
 def _shared_rows(shape: tuple, n: int, fd: int | None = None) -> tuple:
@@ -624,11 +624,10 @@ class DecodeHosts:
     def close(self) -> dict:
         """Ends the processes once their streams have ended (their counts are in; at most END_WAIT_S).
         Each process says Closed and exits on its own: its exit (the CUDA context's teardown) is not waited
-        for; one that says nothing within END_WAIT_S is killed. Waiting for the Closed still took 0.46-0.66 s
-        of a 64-stream job's shutdown (results/DECISIONS.md: likely the decoders' teardown at the streams'
-        end, before the process can send it). Returns the seconds of each step: 'streams' (their last
-        streams' ends), 'closed' (every process's Closed), 'unmap' (the rows still registered or mapped here
-        dropped)."""
+        for; one that says nothing within END_WAIT_S is killed. The wait for the Closed still holds what a
+        process does before it (results/DECISIONS.md). Returns the seconds of each step: 'streams' (their
+        last streams' ends), 'closed' (every process's Closed), 'unmap' (the rows still registered or mapped
+        here dropped)."""
         with self._lock:
             procs, self._procs = self._procs, []
         t0 = time.perf_counter()
