@@ -183,6 +183,7 @@ def markdown(doc: dict) -> str:
              f"CuPy {env.get('cupy')}, {env.get('date')}", "",
              f"Command: `{doc['command']}`. Backbone {doc['backbone_gflops_per_frame']:.2f} GFLOP/frame at the rect "
              f"letterbox shape; MFU against {fmt(doc['peak_tflops_fp16_dense'])} TFLOP/s dense fp16.", "",
+             *([f"Note: {doc['note']}", ""] if doc.get("note") else []),
              "| phase | what | frames/s | speed-up | p50 ms | p99 ms | GPU util % | GPU mem MiB | CPU % | MFU |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
