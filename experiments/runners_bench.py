@@ -295,6 +295,8 @@ def main():
         join()
     import torch
 
+    if torch.cuda.is_available():  # CUDA started here, after --mps's join: every run's mps 'auto' then finds it
+        torch.cuda.init()  # started and stays as this flag says (checkouts without the option alike)
     if a.compile:
         PIPELINE["compile"] = a.compile
 

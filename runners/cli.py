@@ -17,7 +17,7 @@ import sys
 import time
 
 from .. import __version__
-from .config import AUTO, DECODERS, GPU_HOSTS, GPU_STREAMS_PER_HOST, RECONNECT_S, RUNNERS
+from .config import AUTO, DECODERS, GPU_HOSTS, GPU_STREAMS_PER_HOST, MPS_MODES, RECONNECT_S, RUNNERS
 
 
 # a RunConfig or ArchiveConfig field -> its flag, where the flag is not the field's name
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--gpus", default=None, help="multigpu runner: comma-separated devices, e.g. cuda:0,cuda:1 (default: every GPU)")
     _pipeline_options(a)
     a("--track", action="store_true", help="give each pose a track id across its stream's frames (ByteTrack)")
-    a("--mps", action="store_true", help=MPS_HELP)
+    a("--mps", nargs="?", const="on", default=AUTO, choices=(AUTO,) + MPS_MODES, help=MPS_HELP)
     a("--no-progress", action="store_true", help="no progress bar on stderr")
     a("--out", help="write the run's report (JSON) here")
     a("--save-json", help="write per-frame poses as JSON lines here (format: README)")
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--reconnect-s", type=float, default=RECONNECT_S, help="a camera reconnects with backoff for this long")
     a("--max-wait-ms", type=float, default=10.0, help="the longest a frame waits for its batch")
     a("--track", action="store_true", help="give each pose a track id across its stream's frames (ByteTrack)")
-    a("--mps", action="store_true", help=MPS_HELP)
+    a("--mps", nargs="?", const="on", default=AUTO, choices=(AUTO,) + MPS_MODES, help=MPS_HELP)
     _pipeline_options(a)
     b = sub.add_parser("archive", help="an archive of videos on Ray Data: segments decoded in pose actors, poses "
                                        "to Parquet", formatter_class=_Defaults)
@@ -111,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-MPS_HELP = ("the process and its decode hosts as clients of one CUDA MPS server (the one running, else one started "
-            "for the process): the decode hosts' GPU work shares the GPU instead of taking turns with the pipeline")
+MPS_HELP = ("on (--mps alone): the process and its decode hosts as clients of one CUDA MPS server (the one running, "
+            "else one started for the process), so the decode hosts' GPU work shares the GPU instead of taking turns "
+            "with the pipeline; auto: on where the run reads video files with NVDEC on one GPU and a daemon can be "
+            "found or started")
 
 
 def _pipeline_options(a):
@@ -335,12 +337,10 @@ def _run(a: argparse.Namespace, ctrl_c: _CtrlC) -> int:
         return 130
     imports_s = time.perf_counter() - t0
     try:
-        from .mps import join_asked
+        from .mps import resolved
 
         t0 = time.perf_counter()
-        cfg = to_config(a)
-        join_asked(cfg)  # before validated() initializes CUDA here
-        cfg = cfg.validated()
+        cfg = resolved(to_config(a)).validated()  # MPS joined or not before validated() initializes CUDA here
         config_s = time.perf_counter() - t0  # with a GPU: CUDA's initialization
         if cfg.chosen:
             print("[chosen] " + "; ".join(f"{k} {getattr(cfg, k)} ({why})" for k, why in cfg.chosen.items()), flush=True)

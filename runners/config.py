@@ -35,6 +35,7 @@ COMPILE_JOB_FRAMES = 800_000
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
 COMPILE_MODES = ("off", "default", "max-autotune")  # fusion.compiled's (imported lazily: this module stays light)
+MPS_MODES = ("on", "off")
 DEFAULT_MODEL = "yolo11n-pose"
 
 
@@ -102,11 +103,14 @@ class RunConfig:
             compiling adds seconds to a start (~3 s with the compiled backbone saved, ~20 s without: the
             first start of a model and canvas on a machine compiles it), which a shorter job does not win
             back (results/compile.md).
-        mps: make the run's process and its decode hosts clients of one CUDA MPS server (runners/mps.py:
-            the daemon already serving, else one started for the process), so the decode hosts' GPU work
-            shares the GPU with the pipeline instead of taking turns with it (default False; 8 NVDEC
-            streams end to end: 0.91 of the pipeline alone against 0.72, results/runners.md). Not on the
-            CPU or with the multigpu runner; the report says whether the process became a client.
+        mps: 'on' makes the run's process and its decode hosts clients of one CUDA MPS server
+            (runners/mps.py: the daemon already serving, else one started for the process and told to quit
+            at its end), so the decode hosts' GPU work shares the GPU with the pipeline instead of taking
+            turns with it; 'off' leaves every process a context of its own; 'auto' (default) is 'on' where
+            the run reads video files with NVDEC (decode hosts) on one GPU and this process has not
+            initialized CUDA yet, and the daemon can be found or started, else 'off' (mps.resolved says
+            why). 'on' is refused on the CPU and with the multigpu runner; the report says whether the
+            process became a client.
         cuda_graph: capture the pipeline as CUDA graphs (default True). A run captures only the batch
             sizes it makes: its ``batch`` (partial batches are padded to it) for files and folders, and every
             size up to it (pipeline.bucket_size) with ``paced`` or live mode, where small batches keep
@@ -146,7 +150,7 @@ class RunConfig:
     iou: float = 0.7
     compile: str = AUTO
     cuda_graph: bool = True
-    mps: bool = False
+    mps: str = AUTO
     track: bool = False
     out: str | None = None
     save_json: str | None = None
@@ -207,7 +211,8 @@ class RunConfig:
             raise ConfigError("iou", f"expected an IoU in [0, 1], got {c.iou}")
         if c.imgsz < 32 or c.imgsz % 32:
             raise ConfigError("imgsz", f"expected a multiple of 32 pixels, >= 32, got {c.imgsz}")
-        if c.mps and (c.device == "cpu" or c.runner == "multigpu" or c.gpus):
+        _choice("mps", c.mps, (AUTO,) + MPS_MODES)
+        if c.mps == "on" and (c.device == "cpu" or c.runner == "multigpu" or c.gpus):
             raise ConfigError("mps", "shares one GPU between the run's processes: not with device 'cpu', the "
                                      "multigpu runner or gpus")
         if c.model not in (DEFAULT_MODEL, DEFAULT_MODEL + ".pt") and not os.path.isfile(c.model):
@@ -337,21 +342,31 @@ def _auto_decoder(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
     """The decoder 'auto' resolves to, and why."""
     if not gpu_run:
         return "cpu", "no GPU in the run"
-    if c.runner == "ultralytics" or c.save_video:
-        return "cpu", f"{'the ultralytics runner' if c.runner == 'ultralytics' else 'save_video'} needs BGR host frames"
-    videos = _bounded_videos(c)
-    if videos is not None and len(videos) == 1 and not nvdec_pays_for_one_stream(*videos[0]):
-        return "cpu", (f"one video stream of {videos[0][0]} frames of {videos[0][1] / 1e6:.1f} Mpx: NVDEC's start (a "
-                       "decode host) would cost more than it saves (results/startup.md)")
-    if videos is not None and len(videos) > 1 and not nvdec_pays_for_streams(videos):
-        return "cpu", (f"{len(videos)} video streams of {sum(n * px for n, px in videos) / 1e6:,.0f} Mpx of frames in "
-                       "all: NVDEC's start (a decode host) would cost more than it saves (results/startup.md)")
+    why_cpu = job_reads_cpu(c)
+    if why_cpu:
+        return "cpu", why_cpu
     from .gpuinfo import nvdec_available
 
     why = nvdec_available()
     if why:
         return "cpu", f"NVDEC is not available ({why})"
     return "nvdec", "PyNvVideoCodec and a GPU are here (a video NVDEC cannot open is read with OpenCV)"
+
+
+def job_reads_cpu(c: RunConfig) -> str | None:
+    """Why decoder 'auto' reads the job of ``c`` with OpenCV on any GPU, or None where it reads with NVDEC
+    wherever NVDEC is available: its rules on the job alone, which ask nothing of CUDA (mps.resolved reads
+    them before CUDA starts)."""
+    if c.runner == "ultralytics" or c.save_video:
+        return f"{'the ultralytics runner' if c.runner == 'ultralytics' else 'save_video'} needs BGR host frames"
+    videos = _bounded_videos(c)
+    if videos is not None and len(videos) == 1 and not nvdec_pays_for_one_stream(*videos[0]):
+        return (f"one video stream of {videos[0][0]} frames of {videos[0][1] / 1e6:.1f} Mpx: NVDEC's start (a decode "
+                "host) would cost more than it saves (results/startup.md)")
+    if videos is not None and len(videos) > 1 and not nvdec_pays_for_streams(videos):
+        return (f"{len(videos)} video streams of {sum(n * px for n, px in videos) / 1e6:,.0f} Mpx of frames in all: "
+                "NVDEC's start (a decode host) would cost more than it saves (results/startup.md)")
+    return None
 
 
 def nvdec_pays_for_one_stream(frames: int, pixels: int) -> bool:

@@ -1,20 +1,21 @@
 """CUDA MPS for a run: the run's process and its decode hosts as clients of one MPS server.
 
-Each decode host is a process with a CUDA context of its own, and a GPU gives separate contexts turns
-(time slicing): the pipeline, beside two processes that copy or launch one small thing per frame, ran at
-0.91-0.93 of its rate alone, and 8 NVDEC streams end to end at 0.72 of the pipeline alone (768x432).
-Under one MPS server the contexts' work shares the GPU at once: 0.98-0.99 and 0.91 (results/runners.md,
-results/context_probe.md, 2026-12-07 04:07-04:13).
+Each NVDEC decode host is a process with a CUDA context of its own, and a GPU gives separate contexts
+turns (time slicing), so the pipeline runs slower beside the hosts than alone; under one MPS server the
+contexts' work shares the GPU at once. That is why RunConfig.mps 'auto' joins MPS for a run that reads
+video files with NVDEC (results/runners.md, results/startup.md: 8 streams end to end and 64 clips as one
+job, with and without).
 
-A process joins MPS when CUDA is first initialized in it, so :func:`join` runs before anything here asks
-torch for a GPU; the decode hosts, spawned later, inherit the environment that points at the server. An
-MPS control daemon already serving this user (``CUDA_MPS_PIPE_DIRECTORY``, else the driver's default
+A process joins MPS when CUDA is first initialized in it, so :func:`resolved` runs before anything here
+asks torch for a GPU; the decode hosts, spawned later, inherit the environment that points at the server.
+An MPS control daemon already serving this user (``CUDA_MPS_PIPE_DIRECTORY``, else the driver's default
 folder) is joined as it is; otherwise one is started for this process, in a folder of its own, and told to
 quit when the process exits (it then waits for its clients, this process among them, to end).
 """
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError
+from .config import AUTO, ConfigError, job_reads_cpu
 
 CONTROL = "nvidia-cuda-mps-control"
 DEFAULT_PIPE = "/tmp/nvidia-mps"  # the driver's folder for the daemon's pipes when the environment names none
@@ -101,15 +102,52 @@ def join() -> Mps:
     return _JOINED
 
 
-def join_asked(config) -> Mps | None:
-    """:func:`join` where RunConfig ``config`` asks for MPS (its option rules checked first, so a bad
-    combination is named before any daemon starts); None where it does not. Called before anything
+def resolved(config):
+    """RunConfig ``config`` with its ``mps`` resolved to 'on' (this process joined: :func:`join`) or 'off',
+    its option rules checked first, so that a bad combination is named before any daemon starts. 'on'
+    raises join's ConfigError; 'auto' joins where :func:`declines` finds no reason not to and the daemon
+    can be joined or started, and says why in the copy's ``chosen['mps']``. Called before anything
     initializes CUDA in this process: by the command line and the service before they validate options,
-    by ``run()`` before it does (the later calls find the daemon joined)."""
-    if not config.mps:
-        return None
+    by ``run()`` before it does (a config resolved before passes through; the daemon stays joined)."""
     config.check()
-    return join()
+    if config.mps == "on":
+        join()
+    if config.mps != AUTO:
+        return config
+    why = declines(config)
+    if why is None:
+        try:
+            join()
+        except ConfigError as e:
+            why = e.message
+    return dataclasses.replace(config, mps="off" if why else "on", chosen={
+        **config.chosen, "mps": why or "the run reads video files with NVDEC in decode hosts, whose CUDA contexts "
+                                       "would otherwise take turns with the pipeline's (results/runners.md)"})
+
+
+def declines(config) -> str | None:
+    """Why mps 'auto' leaves RunConfig ``config`` (checked) off MPS, or None where the run reads video files
+    with NVDEC in decode hosts on one GPU: read from the options and the job alone, asking nothing of CUDA
+    (a process joins only before CUDA starts in it)."""
+    from .sources import host_decodable, is_network
+
+    where = ("device cpu" if config.device == "cpu" else "gpus" if config.gpus else
+             f"the {config.runner} runner" if config.runner in ("multigpu", "ultralytics") else None)
+    if where:
+        return f"{where}: no decode host shares one GPU with the pipeline"
+    if config.decoder == "cpu":
+        return "decoder cpu: no NVDEC decode host"
+    if not any(host_decodable(spec) and not is_network(spec) for spec, _ in config.streams()):
+        return "no video file among the sources: no NVDEC decode host"
+    if config.decoder == AUTO:
+        why = job_reads_cpu(config)
+        if why:
+            return f"decoder auto reads this job with OpenCV ({why})"
+    import torch
+
+    if torch.cuda.is_initialized():
+        return "CUDA is already initialized in this process, which can no longer become an MPS client"
+    return None
 
 
 def leave():

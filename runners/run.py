@@ -22,7 +22,7 @@ from .assembly import Assembly, stream_specs
 from .config import CONCURRENT, ConfigError, RunConfig
 from .events import FrameResult, RunInterrupted, RunnerError, StreamFanout
 from .monitor import PerformanceMonitor
-from .mps import join_asked
+from .mps import join, resolved
 from .outputs import Outputs, check_paths
 
 
@@ -155,8 +155,8 @@ def run(config: RunConfig, on_result=None, control=None) -> Report:
     when set. Raises ConfigError for a bad option or output path, before anything runs."""
     try:
         t_run = time.perf_counter()
-        mps = join_asked(config)  # before validated() asks torch for the GPUs
-        cfg = config.validated()
+        cfg = resolved(config).validated()  # MPS joined or not before validated() asks torch for the GPUs
+        mps = join() if cfg.mps == "on" else None  # the daemon resolved() joined
         check_paths(cfg)
         streams = stream_specs(cfg)
         if not streams and control is None:

@@ -566,10 +566,9 @@ def serve(cfg: ServeConfig, on_listening=None) -> int:
 
     from aiohttp import web
 
-    from .mps import join_asked
+    from .mps import resolved
 
-    join_asked(cfg.run)  # before checking the options initializes CUDA here
-    cfg = cfg.checked()
+    cfg = dataclasses.replace(cfg, run=resolved(cfg.run)).checked()  # MPS joined or not before CUDA starts here
     service = Service(cfg)
     app = make_app(service)
 

@@ -243,7 +243,9 @@ def test_auto_decoder_reads_short_video_jobs_with_opencv():
 def test_cli_prints_what_it_chose(capsys):
     assert main(["run", "--device", "cpu", "--max-frames", "2", "--imgsz", "320", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "[chosen] runner serial (" in out and "decoder cpu (no GPU in the run)" in out
+    chosen = next(line for line in out.splitlines() if line.startswith("[chosen] "))
+    assert "runner serial (" in chosen and "decoder cpu (no GPU in the run)" in chosen
+    assert "mps off (device cpu: no decode host shares one GPU with the pipeline)" in chosen
     assert "first result" in out and "after the process started" in out
 
 
