@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -140,9 +141,12 @@ def declines(config) -> str | None:
     if not any(host_decodable(spec) and not is_network(spec) for spec, _ in config.streams()):
         return "no video file among the sources: no NVDEC decode host"
     if config.decoder == AUTO:
-        why = job_reads_cpu(config)
+        why = job_reads_cpu(config) or (None if importlib.util.find_spec("PyNvVideoCodec") else
+                                        "PyNvVideoCodec is not installed")
         if why:
             return f"decoder auto reads this job with OpenCV ({why})"
+    if _JOINED is not None:  # a client since an earlier run of this process
+        return None
     import torch
 
     if torch.cuda.is_initialized():
