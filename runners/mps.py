@@ -20,6 +20,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -62,6 +63,23 @@ class Mps:
 
 _JOINED: Mps | None = None
 _QUIT: list = []  # (control binary, environment) of the daemon join() started, until leave() tells it to quit
+_WATCHERS: list = []  # watch_exit's processes: each holds a pipe from this one until this one ends
+# a watcher: waits for the end of its stdin (the process that started it has ended, however), then runs argv[1:]
+# with 'quit' on its stdin
+_WATCH = ("import subprocess, sys\n"
+          "sys.stdin.buffer.read()\n"
+          "subprocess.run(sys.argv[1:], input=b'quit\\n', capture_output=True, timeout=10)\n")
+
+
+def watch_exit(command: list, env: dict) -> subprocess.Popen:
+    """A process, in a session of its own, that runs ``command`` with 'quit' on its stdin once this process
+    has ended, however it ends (SIGKILL and the OOM killer too, where exit handlers do not run): it reads
+    a pipe whose other end only this process holds, to its end. join() starts one for a daemon it starts,
+    so that no daemon outlives the process it was started for."""
+    w = subprocess.Popen([sys.executable, "-c", _WATCH, *command], stdin=subprocess.PIPE, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _WATCHERS.append(w)
+    return w
 
 
 def join() -> Mps:
@@ -100,6 +118,7 @@ def join() -> Mps:
     _JOINED = Mps(str(root / "pipe"), started=True)
     _QUIT.append((exe, env))
     atexit.register(leave)
+    watch_exit([exe], env)  # the quit for an end that runs no exit handler
     return _JOINED
 
 
@@ -158,7 +177,8 @@ def leave():
     """The daemon started for this process (if :func:`join` started one) is told to quit: it does once its
     clients, this process last, have ended; not waited for, since this process is one of them. Its folder
     stays (its pipes are open until it ends). Registered to run at exit; the command line, which ends its
-    process with ``os._exit`` (no exit handlers), calls it before. Once per daemon."""
+    process with ``os._exit`` (no exit handlers), calls it before. Once per daemon. An end that runs
+    neither (a kill) is left to the daemon's :func:`watch_exit` watcher, which quits it too."""
     while _QUIT:
         exe, env = _QUIT.pop()
         try:

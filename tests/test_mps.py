@@ -83,6 +83,25 @@ def test_mps_errors_are_one_line_naming_the_option():
                                            "daemon) is not on PATH")
 
 
+def test_a_watcher_runs_its_quit_once_its_process_is_killed(tmp_path):
+    """watch_exit's contract, as join() uses it for a daemon it starts: the command gets 'quit' once the
+    process that started the watcher has ended, here by SIGKILL (no exit handler runs), and not before."""
+    got = tmp_path / "quit"
+    command = [sys.executable, "-c", f"import sys; open({str(got)!r}, 'w').write(sys.stdin.read())"]
+    code = ("import os, sys, time; from posefuse.runners.mps import watch_exit; "
+            f"watch_exit({command!r}, dict(os.environ)); print('watching', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "watching"
+    time.sleep(1.0)
+    assert not got.exists()  # the process lives: nothing told to quit
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 20
+    while not (got.exists() and got.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert got.read_text() == "quit\n"
+
+
 def _daemons() -> int:
     """MPS processes on this machine (control daemons and their servers)."""
     return len(subprocess.run(["pgrep", "-f", "nvidia-cuda-mps-"], capture_output=True, text=True).stdout.split())
