@@ -149,7 +149,7 @@ def declines(config) -> str | None:
     """Why mps 'auto' leaves RunConfig ``config`` (checked) off MPS, or None where the run reads video files
     with NVDEC in decode hosts on one GPU: read from the options and the job alone, asking nothing of CUDA
     (a process joins only before CUDA starts in it)."""
-    from .sources import host_decodable, is_network
+    from .sources import nvdec_file
 
     where = ("device cpu" if config.device == "cpu" else "gpus" if config.gpus else
              f"the {config.runner} runner" if config.runner in ("multigpu", "ultralytics") else None)
@@ -157,7 +157,7 @@ def declines(config) -> str | None:
         return f"{where}: no decode host shares one GPU with the pipeline"
     if config.decoder == "cpu":
         return "decoder cpu: no NVDEC decode host"
-    if not any(host_decodable(spec) and not is_network(spec) for spec, _ in config.streams()):
+    if not any(nvdec_file(spec) for spec, _ in config.streams()):
         return "no video file among the sources: no NVDEC decode host"
     if config.decoder == AUTO:
         why = job_reads_cpu(config) or (None if importlib.util.find_spec("PyNvVideoCodec") else

@@ -64,6 +64,12 @@ def host_decodable(spec: str | None) -> bool:
     return not p.is_dir() and p.suffix.lower() not in IMAGE_EXT
 
 
+def nvdec_file(spec: str | None) -> bool:
+    """Whether ``spec`` is a video file (not a URL: cameras keep OpenCV's reconnect handling), the sources a
+    run reads with NVDEC in a decode host when its decoder is 'nvdec'."""
+    return host_decodable(spec) and not is_network(spec)
+
+
 def decode_threads(cpu_streams: int) -> int:
     """FFmpeg threads for each of ``cpu_streams`` videos decoded with OpenCV at once: the cores shared out,
     at least one each (OpenCV's default, a thread per core for every video, puts cores x streams threads
@@ -82,10 +88,10 @@ def announce(spec: str | None, decoder: str) -> tuple | None:
     """((H, W), pixel format) of the frames an NVDEC source of ``spec`` will give, read from the file's
     header (OpenCV, milliseconds) before its decode host has opened it, so a run can capture its graphs
     meanwhile; None for other sources (they open at once) or when the header does not say."""
-    if decoder != "nvdec" or not host_decodable(spec) or is_network(spec):
+    if decoder != "nvdec" or not nvdec_file(spec):
         return None
     head = video_header(spec)
     return (head[1:], "nv12") if head else None
 
 
-__all__ = ["announce", "decode_threads", "host_decodable", "is_network", "looping", "video_frames", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]
+__all__ = ["announce", "decode_threads", "host_decodable", "is_network", "looping", "nvdec_file", "video_frames", "Frame", "Source", "SourceError", "open_source", "synthesized_clip", "DECODERS", "DEFAULT_NAME"]
