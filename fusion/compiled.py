@@ -5,15 +5,15 @@ Inductor fuses the backbone's convolutions' epilogues (bias, SiLU, concatenation
 the pipeline's graph then replays them without launch cost: the pipeline alone runs 1.6x as fast at batch
 64, and a frame's latency at batch 1 nearly halves (results/compile.md).
 
-Each canvas compiles once per machine, for every batch size: ``torch.export`` traces the backbone (the batch
-dimension symbolic), AOTInductor compiles it ahead of time into a package (the Triton kernels, the weights
-and a C++ wrapper that launches them), saved in :func:`artifacts_dir` and named by a digest of everything
-it depends on (torch's version, the mode, the canvas, layout, dtype and device, the backbone's modules,
-weights and code). A later start that finds the package loads it with torch's C++ loader: no Dynamo, no
-Inductor, no compile workers in its process, only a shared library and its kernels to load. A compile needs
-what AOTInductor builds with: a C++ compiler and, for CUDA, the CUDA toolkit's headers. The symbolic
-batch costs 3% at batch 64 against a compile per batch size, and saves a run that captures seven batch
-sizes six compiles (results/DECISIONS.md).
+Each canvas compiles once per machine, for every batch size: ``torch.export`` traces the backbone (its
+weights lifted to inputs, the batch dimension symbolic), ``torch._inductor.standalone_compile`` compiles that
+graph, and the compiled artifact is saved in :func:`artifacts_dir`, named by a digest of everything it
+depends on (torch's version, the mode, the canvas, layout, dtype and device, the backbone's modules, weights
+and code). A later start that finds the artifact loads it instead of tracing and compiling: no Dynamo, no
+lowering, no compile workers, only the compile stack's modules, the generated module and its kernels to load.
+The symbolic batch costs 3% at batch 64 against an artifact per batch size, and saves a run that captures
+seven batch sizes six compiles and loads (results/DECISIONS.md). A warm start still takes seconds more than
+an uncompiled one (results/compile.md).
 
 Modes (``COMPILE_MODES``): 'off'; 'default' (Inductor's default: no autotuning); 'max-autotune' (Inductor
 benchmarks Triton and cuBLAS choices per layer: far longer to compile). Inductor's own CUDA graphs stay off:
@@ -24,12 +24,15 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import operator
 import os
 from pathlib import Path
 
 COMPILE_MODES = ("off", "default", "max-autotune")
-# Inductor's config per mode: torch._inductor.list_mode_options("max-autotune-no-cudagraphs") for max-autotune
-_CONFIGS = {"default": {}, "max-autotune": {"max_autotune": True, "coordinate_descent_tuning": True}}
+# Inductor's config per mode (standalone_compile's options are compile_fx's arguments: the config goes in
+# config_patches): torch._inductor.list_mode_options("max-autotune-no-cudagraphs") for max-autotune
+_OPTIONS = {"default": {},
+            "max-autotune": {"config_patches": {"max_autotune": True, "coordinate_descent_tuning": True}}}
 
 
 def cache_dir() -> Path:
@@ -49,8 +52,7 @@ def use_cache_dir() -> Path:
 
 
 def artifacts_dir() -> Path:
-    """The compiled backbones (AOTInductor packages, ``<digest>.pt2``): ``artifacts`` in :func:`cache_dir`'s
-    folder."""
+    """The compiled backbones: ``artifacts`` in :func:`cache_dir`'s folder."""
     return cache_dir().parent / "artifacts"
 
 
@@ -62,14 +64,14 @@ EXAMPLE_BATCH = 64
 
 class CompiledBackbone:
     """``backbone`` (an eval-mode module mapping a (B, 3, H, W) tensor to one tensor) compiled in ``mode``
-    (one of COMPILE_MODES but 'off'), one AOTInductor package per canvas (C, H, W), layout, dtype and device
-    for every batch size (the batch dimension stays symbolic), loaded from :func:`artifacts_dir` where a
-    start before this one compiled it. ``origin`` says, per canvas (C, H, W), where its package came from:
-    'compiled' or 'loaded'."""
+    (one of COMPILE_MODES but 'off'), one artifact per canvas (C, H, W), layout, dtype and device for every
+    batch size (the batch dimension stays symbolic), loaded from :func:`artifacts_dir` where a start before
+    this one compiled it. ``origin`` says, per canvas (C, H, W), where its artifact came from: 'compiled' or
+    'loaded'."""
 
     def __init__(self, backbone, mode: str):
-        if mode not in _CONFIGS:
-            raise ValueError(f"mode: expected one of {tuple(_CONFIGS)}, got {mode!r}")
+        if mode not in _OPTIONS:
+            raise ValueError(f"mode: expected one of {tuple(_OPTIONS)}, got {mode!r}")
         self.backbone, self.mode = backbone, mode
         use_cache_dir()  # before anything imports Inductor: its import points it at its default folder
         self.origin: dict = {}  # canvas (C, H, W) -> 'compiled' or 'loaded'
@@ -101,34 +103,58 @@ class CompiledBackbone:
                                           list(x.stride()), str(x.dtype), card]).encode()).hexdigest()[:32]
 
     def _build(self, x):
-        """The compiled function for inputs like ``x`` of any batch size: its package loaded when saved, else
-        traced, compiled and saved first; then run once at EXAMPLE_BATCH, which loads its kernels."""
+        """The compiled function for inputs like ``x`` of any batch size: loaded when its artifact is saved,
+        else traced, compiled and saved; then run once at EXAMPLE_BATCH, where the kernels left to tune on
+        their first launch tune."""
         import torch
+        from torch._inductor import CompiledArtifact, standalone_compile
 
         example = torch.empty_strided((EXAMPLE_BATCH, *x.shape[1:]), x.stride(), dtype=x.dtype, device=x.device)
         example.copy_(x[:1].expand_as(example))
-        path = artifacts_dir() / f"{self._digest(x)}.pt2"
-        origin = "loaded"
-        if not path.exists():
-            from torch._inductor import aoti_compile_and_package
+        art_path = artifacts_dir() / f"{self._digest(x)}.bin"
+        meta_path = art_path.with_suffix(".json")
+        if art_path.exists() and meta_path.exists():
+            # its kernels are built: loaded in this process, without Inductor's pool of compile workers,
+            # whose start and exit cost a warm start 1.6 s (results/compile.md, 2026-12-07 04:01)
+            from torch._inductor import config as inductor_config
 
+            with inductor_config.patch(compile_threads=1):
+                art = CompiledArtifact.load(path=str(art_path), format="binary")
+                names = json.loads(meta_path.read_text())["weights"]
+                weights = [operator.attrgetter(n)(self.backbone) for n in names]
+                art(*weights, example)  # the first call loads the generated module's kernels
+            self.origin[tuple(x.shape[1:])] = "loaded"
+        else:
             with torch.inference_mode(False), torch.no_grad():
                 batch = torch.export.Dim("batch", min=1)
                 ep = torch.export.export(self.backbone, (example,), dynamic_shapes=({0: batch},), strict=False)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp.pt2")  # the package path must end in .pt2
-                aoti_compile_and_package(ep, package_path=str(tmp), inductor_configs=_CONFIGS[self.mode])
-            os.replace(tmp, path)  # a start that finds the package finds all of it
-            origin = "compiled"
-        # the package's C++ loader: no Dynamo, no Inductor, no compile workers in a start that loads it (their
-        # import and exit made a warm start 1.7-3.7 s slower, results/compile.md); single-threaded: no locks or
-        # events between calls, so that the pipeline's CUDA graph can capture a call
-        device = -1 if x.device.type == "cpu" else x.device.index if x.device.index is not None else \
-            torch.cuda.current_device()
-        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", True, 1, device)
-        loader.run([example])  # the first call loads the kernels
-        self.origin[tuple(x.shape[1:])] = origin
-        return lambda inp: loader.run([inp])[0]
+                specs = ep.graph_signature.input_specs
+                if specs[-1].kind != torch.export.graph_signature.InputKind.USER_INPUT or any(
+                        s.kind == torch.export.graph_signature.InputKind.USER_INPUT for s in specs[:-1]):
+                    raise RuntimeError("compile: the exported backbone's inputs are not its weights, then the image")
+                names = [s.target for s in specs[:-1]]
+                weights = [operator.attrgetter(n)(self.backbone) for n in names]
+                # "from_graph" takes the symbolic batch from the outputs' fake tensors under Dynamo's key
+                # (torch 2.11 reads no other); export keeps them under "val"
+                out = next(iter(reversed(ep.graph_module.graph.nodes)))
+                torch.fx.node.map_arg(out.args, _mark_example_value)
+                art = standalone_compile(ep.graph_module, [*weights, example], dynamic_shapes="from_graph",
+                                         options=_OPTIONS[self.mode])
+            art_path.parent.mkdir(parents=True, exist_ok=True)
+            art.save(path=str(art_path), format="binary")  # written atomically
+            tmp = meta_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"weights": names}))
+            os.replace(tmp, meta_path)
+            art(*weights, example)
+            self.origin[tuple(x.shape[1:])] = "compiled"
+        return lambda inp: art(*weights, inp)[0]
+
+
+def _mark_example_value(node):
+    """``node``'s fake tensor (export's "val") under Dynamo's key too; ``node``."""
+    if "val" in node.meta:
+        node.meta.setdefault("example_value", node.meta["val"])
+    return node
 
 
 def compile_backbone(backbone, mode: str) -> CompiledBackbone:
