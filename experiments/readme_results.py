@@ -160,7 +160,8 @@ def _runners() -> list:
                             f"(e2e / min {c['e2e_over_bound']:.2f} against {o['e2e_over_bound']:.2f})"
                             for clip, (c, o, _) in pairs.items()) + "."]
     per_clip = {}  # each kind's rows (clip, decoder, files or cameras) from its latest day of runs on one card
-    for run in (r for r in own_runs(runs) if "realtime" in r and not r.get("mps")):  # as it stands
+    for run in (r for r in own_runs(runs) if "realtime" in r and not r.get("mps")  # as it stands: no MPS server,
+                and (r.get("compile") or "off") == "off"):  # the backbone uncompiled (compile auto, a run with an end)
         rt, day = run["realtime"], (run["env"].get("card"), str(run["env"].get("date"))[:10])
         for clip, c in realtime_clips(rt).items():
             label = (clip + (", NVDEC" if rt.get("decoder") == "nvdec" else ", OpenCV")
