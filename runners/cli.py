@@ -427,16 +427,13 @@ def _summary(r: dict) -> str:
 
 def console():
     """The ``posefuse`` command: :func:`main`, then the process ends at once (``os._exit``) with its output
-    flushed, an MPS daemon started for it told to quit first (mps.leave: exit handlers do not run). By then
+    flushed (an MPS daemon started for it is told to quit by its watcher: mps.watch_exit). By then
     the run has closed every output, source and decode host, so the interpreter's
     teardown (module finalizers, the CUDA context) has nothing left to write and only costs wall time
     (results/startup.md: ``exit_s``)."""
     import os
 
     rc = main()
-    from .mps import leave
-
-    leave()  # a daemon started for --mps: os._exit runs no exit handler
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc)

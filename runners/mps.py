@@ -10,11 +10,11 @@ A process joins MPS when CUDA is first initialized in it, so :func:`resolved` ru
 asks torch for a GPU; the decode hosts, spawned later, inherit the environment that points at the server.
 An MPS control daemon already serving this user (``CUDA_MPS_PIPE_DIRECTORY``, else the driver's default
 folder) is joined as it is; otherwise one is started for this process, in a folder of its own, and told to
-quit when the process exits (it then waits for its clients, this process among them, to end).
+quit once the process has ended, however it ends (:func:`watch_exit`; the daemon then waits for its
+remaining clients, the decode hosts, to end).
 """
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import importlib.util
 import os
@@ -62,7 +62,6 @@ class Mps:
 
 
 _JOINED: Mps | None = None
-_QUIT: list = []  # (control binary, environment) of the daemon join() started, until leave() tells it to quit
 _WATCHERS: list = []  # watch_exit's processes: each holds a pipe from this one until this one ends
 # a watcher: waits for the end of its stdin (the process that started it has ended, however), then runs argv[1:]
 # with 'quit' on its stdin
@@ -116,9 +115,7 @@ def join() -> Mps:
     os.environ["CUDA_MPS_PIPE_DIRECTORY"] = env["CUDA_MPS_PIPE_DIRECTORY"]
     os.environ["CUDA_MPS_LOG_DIRECTORY"] = env["CUDA_MPS_LOG_DIRECTORY"]
     _JOINED = Mps(str(root / "pipe"), started=True)
-    _QUIT.append((exe, env))
-    atexit.register(leave)
-    watch_exit([exe], env)  # the quit for an end that runs no exit handler
+    watch_exit([exe], env)  # told to quit once this process has ended, however it ends
     return _JOINED
 
 
@@ -171,20 +168,3 @@ def declines(config) -> str | None:
     if torch.cuda.is_initialized():
         return "CUDA is already initialized in this process, which can no longer become an MPS client"
     return None
-
-
-def leave():
-    """The daemon started for this process (if :func:`join` started one) is told to quit: it does once its
-    clients, this process last, have ended; not waited for, since this process is one of them. Its folder
-    stays (its pipes are open until it ends). Registered to run at exit; the command line, which ends its
-    process with ``os._exit`` (no exit handlers), calls it before. Once per daemon. An end that runs
-    neither (a kill) is left to the daemon's :func:`watch_exit` watcher, which quits it too."""
-    while _QUIT:
-        exe, env = _QUIT.pop()
-        try:
-            p = subprocess.Popen([exe], stdin=subprocess.PIPE, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, start_new_session=True, text=True)
-            p.stdin.write("quit\n")
-            p.stdin.close()
-        except OSError:
-            pass
