@@ -115,8 +115,9 @@ def main(argv=None):
                                    steady_frames_per_s=doc["overall"].get("steady_frames_per_s"),
                                    streams_in_s=doc["overall"].get("streams_in_s"),
                                    startup_overlap_s=doc.get("startup_overlap_s"),
-                                   ran={k: doc.get(k) for k in ("runner", "decoder", "backend", "batch")},
-                                   chose=doc.get("chose"))
+                                   ran={**{k: doc.get(k) for k in ("runner", "decoder", "backend", "batch", "compile")},
+                                        "mps": (doc.get("config") or {}).get("mps")},
+                                   chosen=doc.get("chosen"))
                     else:
                         row["error"] = r.stderr[-1500:]
                     rows["posefuse"][c].append(row)
@@ -176,10 +177,10 @@ def markdown(runs: list) -> str:
                     split += "; shutdown " + ", ".join(f"{k} {v:.2f}" for k, v in last["shutdown_s"].items())
                 if last.get("exit_s") is not None:
                     split += f"; exit {last['exit_s']:.2f}"
-                chose = last.get("chose") or last.get("ran") or {}
+                ran = last.get("ran") or {}
                 opts = f"`{c}`" if c else "(defaults)"
-                if chose:
-                    opts += " -> " + ", ".join(f"{k} {v}" for k, v in chose.items() if v is not None)
+                if ran:
+                    opts += " -> " + ", ".join(f"{k} {v}" for k, v in ran.items() if v is not None)
                 lines.append(f"| {job}: {harness.STARTUP_JOBS.get(job, job)} | {opts} | {fmt(r['posefuse_median_s'][c], '.1f')} | "
                              f"{every} | {fmt(r['ultralytics_median_s'], '.1f')} | "
                              f"{fmt(r['ultralytics_over_posefuse'][c], '.2f')}{'x' if r['ultralytics_over_posefuse'][c] else ''} | {fmt(last.get('first_result_s'), '.2f')} | "

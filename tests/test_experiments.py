@@ -251,6 +251,8 @@ def test_startup_job_benchmark_smoke(tmp_path):
     assert runs[0]["frames"] == 50 and job["ultralytics"][0]["frames"] == 50
     # in sequence, from the interpreter's start to the clock's (the command line's steps, then run()'s)
     assert list(runs[0]["startup_s"]) == ["interpreter", "imports", "config", "setup", "engine", "warmup", "sources"]
+    # what the run chose, from its report: the options as resolved, and why (on the CPU: no MPS)
+    assert runs[0]["ran"]["mps"] == "off" and runs[0]["ran"]["compile"] == "off" and "mps" in runs[0]["chosen"]
     assert job["ultralytics_over_posefuse"][""] > 0 and "| e: a folder of 50 images |" in (tmp_path / "startup.md").read_text()
 
 
