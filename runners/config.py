@@ -212,7 +212,7 @@ class RunConfig:
         if c.imgsz < 32 or c.imgsz % 32:
             raise ConfigError("imgsz", f"expected a multiple of 32 pixels, >= 32, got {c.imgsz}")
         _choice("mps", c.mps, (AUTO,) + MPS_MODES)
-        if c.mps == "on" and (c.device == "cpu" or c.runner == "multigpu" or c.gpus):
+        if c.mps == "on" and no_shared_gpu(c):
             raise ConfigError("mps", "shares one GPU between the run's processes: not with device 'cpu', the "
                                      "multigpu runner or gpus")
         if c.model not in (DEFAULT_MODEL, DEFAULT_MODEL + ".pt") and not os.path.isfile(c.model):
@@ -351,6 +351,13 @@ def _auto_decoder(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
     if why:
         return "cpu", f"NVDEC is not available ({why})"
     return "nvdec", "PyNvVideoCodec and a GPU are here (a video NVDEC cannot open is read with OpenCV)"
+
+
+def no_shared_gpu(c: RunConfig) -> str | None:
+    """What in ``c`` leaves its processes no one GPU to share under MPS ('device cpu', 'gpus', 'the multigpu
+    runner'), or None: the rule that refuses mps 'on' and that mps 'auto' declines by."""
+    return ("device cpu" if c.device == "cpu" else "gpus" if c.gpus else
+            "the multigpu runner" if c.runner == "multigpu" else None)
 
 
 def job_reads_cpu(c: RunConfig) -> str | None:

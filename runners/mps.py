@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import AUTO, ConfigError, job_reads_cpu
+from .config import AUTO, ConfigError, job_reads_cpu, no_shared_gpu
 
 CONTROL = "nvidia-cuda-mps-control"
 DEFAULT_PIPE = "/tmp/nvidia-mps"  # the driver's folder for the daemon's pipes when the environment names none
@@ -148,8 +148,7 @@ def declines(config) -> str | None:
     (a process joins only before CUDA starts in it)."""
     from .sources import nvdec_file
 
-    where = ("device cpu" if config.device == "cpu" else "gpus" if config.gpus else
-             f"the {config.runner} runner" if config.runner in ("multigpu", "ultralytics") else None)
+    where = no_shared_gpu(config) or ("the ultralytics runner" if config.runner == "ultralytics" else None)
     if where:
         return f"{where}: no decode host shares one GPU with the pipeline"
     if config.decoder == "cpu":
