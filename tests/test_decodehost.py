@@ -565,3 +565,20 @@ def test_an_image_folder_and_the_embedded_clip_are_paced_in_a_host(processes, tm
     assert all(t >= a - 1e-3 for _, a, t, _ in got)  # none before its time
     if what == "folder":
         assert all(shape == (108, 192, 3) for *_, shape in got)
+
+
+def test_messages_are_dataclasses_that_cross_a_pipe_whole():
+    """Every message between a run and its decode hosts is a dataclass (declared fields, no positions) and
+    comes out of a multiprocessing pipe's pickling equal to what went in."""
+    import dataclasses
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    from posefuse.runners.sources import decodehost as dh
+
+    sent = [dh.OpenStream(1, dh.open_cpu_in_host, {"spec": "a.mp4", "name": "a"}, True), dh.Go(1),
+            dh.Release([(1, 0, 3)]), dh.StopStream(1), dh.CloseProcess(),
+            dh.Opened(1, 30.0, None, (432, 768), True, "bgr"), dh.Counts(1, {"network.reconnects": 2}),
+            dh.HostFrame(1, 7, 0, 3, 0.25, True, 12.5), dh.Ended(1, {}, {"read": 0.5}, "source a: gone"), dh.Closed()]
+    assert all(dataclasses.is_dataclass(m) for m in sent)
+    assert pickle.loads(bytes(ForkingPickler.dumps(sent))) == sent

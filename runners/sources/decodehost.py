@@ -12,9 +12,9 @@ its row, and the row goes back when the run releases the frame. A stream waits f
 reads (memory stays bounded; a camera's frames wait in its socket); an OpenCV frame of another shape (a
 camera that changed resolution) travels in its message instead.
 
-One duplex pipe per process; the messages are the NamedTuples below: declared, and cheaper to pickle than
-dataclasses where a frame's message goes 6,000 times a second (dumps + loads 1.0 us a frame against 1.6 for a
-slots dataclass and 0.2 for a bare tuple: results/DECISIONS.md). Parent -> process: OpenStream, Go (the
+One duplex pipe per process; the messages are the dataclasses below, without slots: a slots dataclass
+pickles through Python-level ``__getstate__``, half again a plain one's cost where a frame's message goes
+6,000 times a second (results/DECISIONS.md). Parent -> process: OpenStream, Go (the
 runner's first read: a stream reads nothing before it, so a run's clock gets no head start), Release (rows
 back), StopStream, CloseProcess. Process -> parent: lists of Opened, NewRows, DeviceRows, HostFrame, Counts,
 Ended and Closed; a list carries what a process's streams read since the last one. A stream's rows are unmapped
@@ -43,8 +43,8 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
 
 from multiprocessing.reduction import DupFd
 
@@ -71,7 +71,8 @@ PER_PROCESS = 4  # cores per CPU decode host: HOST_PROCESSES = cores // PER_PROC
 HOST_PROCESSES = max(1, (os.cpu_count() or 1) // PER_PROCESS)
 
 
-class OpenStream(NamedTuple):
+@dataclass
+class OpenStream:
     """Open a stream: ``opener(rows, **kwargs)`` in the process (the spec, looping, limits, its name);
     ``paced``: its frames are released at its frame rate."""
     sid: int
@@ -80,25 +81,31 @@ class OpenStream(NamedTuple):
     paced: bool
 
 
-class Go(NamedTuple):
+@dataclass
+class Go:
     """The runner reads the stream for the first time: it starts reading."""
     sid: int
 
 
-class Release(NamedTuple):
+@dataclass
+class Release:
     """Rows the run has finished with: [(sid, key, row)]."""
     rows: list
 
 
-class StopStream(NamedTuple):
+@dataclass
+class StopStream:
+    """The stream stops reading and ends (the run closed its Source)."""
     sid: int
 
 
-class CloseProcess(NamedTuple):
+@dataclass
+class CloseProcess:
     """The process ends (once its streams have)."""
 
 
-class Opened(NamedTuple):
+@dataclass
+class Opened:
     """A stream opened: what its Source says of itself."""
     sid: int
     fps: float | None
@@ -108,7 +115,8 @@ class Opened(NamedTuple):
     pixel_format: str
 
 
-class NewRows(NamedTuple):
+@dataclass
+class NewRows:
     """A stream's ``n`` rows for frames of ``shape`` (of ``pixel_format``): a memfd the parent maps (and
     registers as pinned) as ``key``."""
     sid: int
@@ -119,7 +127,8 @@ class NewRows(NamedTuple):
     pixel_format: str
 
 
-class DeviceRows(NamedTuple):
+@dataclass
+class DeviceRows:
     """A stream's rows in device memory (``buffers`` (n, *shape), a CUDA tensor: its IPC handle), as ``key``."""
     sid: int
     key: int
@@ -127,7 +136,8 @@ class DeviceRows(NamedTuple):
     pixel_format: str
 
 
-class HostFrame(NamedTuple):
+@dataclass
+class HostFrame:
     """A frame: in row ``image`` of the stream's rows ``key``, or (key None: a frame of another shape) the
     image itself; ``arrived``: its read's end, or its due time when paced."""
     sid: int
@@ -139,14 +149,16 @@ class HostFrame(NamedTuple):
     arrived: float
 
 
-class Counts(NamedTuple):
+@dataclass
+class Counts:
     """What a stream's source has counted so far (a camera's reconnects, its gaps, the seconds the run held it
     back), sent while it runs when they changed, at most every COUNTS_EVERY_S."""
     sid: int
     counts: dict
 
 
-class Ended(NamedTuple):
+@dataclass
+class Ended:
     """A stream's end: what its source counted, its stats, and its error (None: it ended well)."""
     sid: int
     counts: dict
@@ -154,7 +166,8 @@ class Ended(NamedTuple):
     error: str | None
 
 
-class Closed(NamedTuple):
+@dataclass
+class Closed:
     """The process's last message (after CloseProcess): its streams are closed and it exits now, its output
     let go; its exit (the CUDA context's teardown) is not waited for."""
 
