@@ -61,7 +61,8 @@ class RemoteError(RuntimeError):
 
 # Worker -> parent messages
 @dataclass(frozen=True)
-class Started:
+class WorkerStarted:
+    """The worker's assembly is open (engine loaded, sources open): its run starts."""
     rank: int
 
 
@@ -92,7 +93,8 @@ class PackedResults:
 
 
 @dataclass(frozen=True)
-class Ended:
+class WorkerEnded:
+    """The worker's run ended: its streams that failed ({name: error}) and whether it was interrupted."""
     rank: int
     failed: dict
     interrupted: bool
@@ -100,6 +102,7 @@ class Ended:
 
 @dataclass(frozen=True)
 class WorkerFailed:
+    """The worker raised in ``stage``; its traceback as text."""
     rank: int
     stage: str
     traceback: str
@@ -228,7 +231,7 @@ def _worker(rank: int, device: str, streams: list, cfg, q, drain, go):
 
         threading.Thread(target=watch, daemon=True).start()
         asm.open()  # engine, sources, graph captures before the clock starts
-        q.put(Started(rank))
+        q.put(WorkerStarted(rank))
         while not go.wait(POLL, step=0.001):  # every worker ready: start together (within 1 ms of the clock)
             if drain.is_set():
                 break
@@ -242,7 +245,7 @@ def _worker(rank: int, device: str, streams: list, cfg, q, drain, go):
             in_run.clear()
         box.local.stop()  # asserts this worker's accounting
         box.flush()
-        q.put(Ended(rank, dict(asm.failed), interrupted))
+        q.put(WorkerEnded(rank, dict(asm.failed), interrupted))
     except RunnerError as e:
         if box is not None:
             box.flush()
@@ -334,12 +337,12 @@ def run_multigpu(streams: list, devices: list[str], cfg, events: RunEvents, on_r
                             poses = PoseResult(pr.boxes[a:end], pr.scores[a:end], pr.keypoints[a:end],
                                                None if pr.track_ids is None else pr.track_ids[a:end])
                             on_result(FrameResult(stream, index, poses, size, ts, file, restart=restart))
-            elif isinstance(msg, Started):
+            elif isinstance(msg, WorkerStarted):
                 started.add(msg.rank)
                 if len(started) == len(procs):  # the clock starts when every worker is warm
                     events.start()
                     go.set()
-            elif isinstance(msg, Ended):
+            elif isinstance(msg, WorkerEnded):
                 ended.add(msg.rank)
                 failed.update(msg.failed)
                 interrupted |= msg.interrupted
