@@ -151,6 +151,19 @@ def test_camera_opens_beside_an_old_checkout(tmp_path):
     assert "| copy | 1 | 2 |" in (tmp_path / "camera_opens.md").read_text()
 
 
+def test_paced_intake_delivers_every_paced_frame_and_times_it(tmp_path):
+    """experiments/paced_intake.py on the CPU: 3 streams paced at 30 fr/s for 2 s through one and two decode
+    hosts: every frame comes (60 a stream), none before its due time, and the page has a row per host count."""
+    r = subprocess.run([sys.executable, "experiments/paced_intake.py", "--streams", "3", "--processes", "1", "2",
+                        "--seconds", "2", "--rounds", "1", "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((tmp_path / "paced_intake.json").read_text())["runs"][-1]["rows"]
+    assert [x["processes"] for x in rows] == [1, 2]
+    assert all(x["frames"] == 180 and x["late_ms"]["p50"] >= 0 for x in rows)
+    assert "| 3 | 2 | 1 |" in (tmp_path / "paced_intake.md").read_text()
+
+
 def test_runners_bench_markdown_from_a_recorded_shape():
     runners_bench = helpers.load_experiment("runners_bench")
 
