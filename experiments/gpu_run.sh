@@ -16,6 +16,8 @@
 #             -> results/regression.{json,md}
 #   startup   experiments/startup.py [STARTUP_ARGS, shell-quoted] (user jobs as processes, beside Ultralytics) -> results/startup.{json,md}
 #   probe0    experiments/startup_probe.py [PROBE_ARGS] (start-up step by step) -> results/startup_probe.{json,md}
+#   intake    experiments/paced_intake.py [INTAKE_ARGS] (a live run's paced CPU decode hosts alone, no model, by the
+#             number of hosts) -> results/paced_intake.{json,md}
 #   ray       experiments/ray_bench.py --gpu [RAY_ARGS] (needs .offline/ray.tar.xz: RAY=1 offline-bundle.sh) -> results/ray.{json,md}
 #   runners   experiments/runners_bench.py [RUNNERS_ARGS]  -> results/runners.{json,md}
 #   oldrunners  the same on the old checkout carried as .old/ (regress) -> logs/old/runners.{json,md}
@@ -122,6 +124,10 @@ do_startup() {
 do_probe0() {
   step probe0
   timeout 560 python3 experiments/startup_probe.py ${PROBE_ARGS:-} >"$LOG/startup_probe.log" 2>&1; r=$?; rc=$((rc | r)); cut -c1-400 "$LOG/startup_probe.log" | tail -12
+}
+do_intake() {
+  step intake
+  timeout 560 python3 experiments/paced_intake.py ${INTAKE_ARGS:-} >"$LOG/paced_intake.log" 2>&1; r=$?; rc=$((rc | r)); tail -12 "$LOG/paced_intake.log"
 }
 do_ray() {
   step ray
