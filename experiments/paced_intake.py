@@ -8,8 +8,9 @@ path of a paced run: ``DecodeHosts(processes=P).open(..., paced=True)``, one FFm
 to a Feed that releases every frame as it comes (a run's intake, with a GPU that keeps up). For each number
 of hosts ``P``, in turn, round after round: the frames/s delivered against those offered, how late frames
 reach the feed after their due time (p50, p99, max: the intake's share of a live run's latency) and the CPU
-seconds per frame of this process and of the hosts; beside them OpenCV's own cost, decoding the clip
-unpaced on a thread per core (``--alone-s``). The live runs of results/runners.md are limited by this wait
+seconds per frame of this process and of the hosts; beside them the same decoding without the hosts
+(``--alone-s``: OpenCV in this process, each frame decoded as a host's reader would, on a thread per core
+and on a thread per stream). The live runs of results/runners.md are limited by this wait
 (their 'intake' wait); this separates it from the GPU's part.
 """
 from __future__ import annotations
@@ -120,36 +121,63 @@ def _cpu_model() -> str:
         return "unknown"
 
 
-def opencv_alone(threads: int, seconds: float) -> dict:
-    """OpenCV decoding the clip in ``threads`` threads of this process, unpaced, one FFmpeg thread each, into
-    a buffer of its own: frames/s and CPU ms a frame, what the hosts' decoding costs without them."""
+def opencv_alone(streams: int, threads: int, seconds: float) -> dict:
+    """The decoding a paced run needs, without the hosts: ``streams`` OpenCV captures of the clip (one FFmpeg
+    thread each), each frame decoded once it is within ROWS frames of its due time (as a host's reader runs
+    ahead into its rows), the streams shared by ``threads`` threads of this process. Frames/s, CPU ms a frame
+    and the share decoded after their due time."""
+    import heapq
+
     import cv2
     import psutil
 
-    clip = harness.data_path(harness.CLIP)
-    counts = [0] * threads
+    from posefuse.runners.sources.decodehost import ROWS
 
-    def read(k):
-        opened = lambda: cv2.VideoCapture(clip, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])  # noqa: E731
-        cap, buf, end = opened(), None, time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            ok, buf = cap.read(buf)
-            if not ok:
-                cap.release()
-                cap = opened()
+    clip = harness.data_path(harness.CLIP)
+
+    def opened():
+        return cv2.VideoCapture(clip, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
+
+    t0 = time.perf_counter() + 0.5
+    end = t0 + seconds
+    caps = [opened() for _ in range(streams)]
+    bufs = [[None] * ROWS for _ in range(streams)]
+    first = [t0 + k / streams / FPS for k in range(streams)]  # the streams' due times spread over a frame
+    done = [0] * streams
+    late = [0] * threads
+
+    def work(j):
+        heap = [(first[k] - ROWS / FPS, k) for k in range(j, streams, threads)]
+        heapq.heapify(heap)
+        while heap:
+            at, k = heapq.heappop(heap)
+            if at >= end:
                 continue
-            counts[k] += 1
-        cap.release()
+            wait = at - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            n = done[k]
+            ok, bufs[k][n % ROWS] = caps[k].read(bufs[k][n % ROWS])
+            if not ok:  # the clip's end: from its start again
+                caps[k].release()
+                caps[k] = opened()
+                ok, bufs[k][n % ROWS] = caps[k].read(bufs[k][n % ROWS])
+            late[j] += time.perf_counter() > first[k] + n / FPS
+            done[k] = n + 1
+            heapq.heappush(heap, (first[k] + (n + 1 - ROWS) / FPS, k))
 
     me = psutil.Process()
-    c0, t0 = _cpu_s([me]), time.perf_counter()
-    ts = [threading.Thread(target=read, args=(k,)) for k in range(threads)]
+    c0 = _cpu_s([me])
+    ts = [threading.Thread(target=work, args=(j,)) for j in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    wall, n = time.perf_counter() - t0, sum(counts)
-    return {"threads": threads, "frames_per_s": n / wall, "cpu_ms_per_frame": 1e3 * (_cpu_s([me]) - c0) / n}
+    n = sum(done)
+    for cap in caps:
+        cap.release()
+    return {"streams": streams, "threads": threads, "frames_per_s": n / seconds,
+            "cpu_ms_per_frame": 1e3 * (_cpu_s([me]) - c0) / n, "late_share": sum(late) / n}
 
 
 def markdown(runs: list) -> str:
@@ -168,9 +196,12 @@ def markdown(runs: list) -> str:
                 f"{x['late_ms']['max']:.1f} | {x['cpu_ms_per_frame']['run']:.3f} | "
                 f"{x['cpu_ms_per_frame']['hosts']:.3f} |" for x in r["rows"]]
         if r.get("opencv_alone"):
-            x = r["opencv_alone"]
-            out += ["", f"OpenCV alone, unpaced, {x['threads']} threads of one process: {x['frames_per_s']:,.0f} fr/s, "
-                    f"{x['cpu_ms_per_frame']:.3f} CPU ms a frame."]
+            out += ["", "The same decoding without the hosts (OpenCV in this process, each frame decoded once it is "
+                    "within a host's rows of its due time):", "",
+                    "| streams | threads | fr/s | CPU ms/frame | decoded after their due time |",
+                    "|---:|---:|---:|---:|---:|"]
+            out += [f"| {x['streams']} | {x['threads']} | {x['frames_per_s']:,.0f} | {x['cpu_ms_per_frame']:.3f} | "
+                    f"{x['late_share']:.1%} |" for x in r["opencv_alone"]]
         out.append("")
     return "\n".join(out)
 
@@ -183,11 +214,13 @@ def main(argv=None):
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--alone-s", type=float, default=5.0, help="seconds of OpenCV alone (0: none)")
+    ap.add_argument("--alone-s", type=float, default=10.0, help="seconds of OpenCV alone (0: none)")
     ap.add_argument("--out-dir", default=str(harness.RESULTS))
     a = ap.parse_args(argv)
-    alone = opencv_alone(os.cpu_count() or 1, a.alone_s) if a.alone_s else None  # as runners_bench's
-    print(alone, flush=True)
+    alone = []  # a thread per core, and a thread per stream (as the hosts)
+    for threads in sorted({min(a.streams, os.cpu_count() or 1), a.streams}) if a.alone_s else ():
+        alone.append(opencv_alone(a.streams, threads, a.alone_s))
+        print(alone[-1], flush=True)
     rows = []
     for k in range(1, a.rounds + 1):
         for p in a.processes:
