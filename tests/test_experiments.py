@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -153,14 +154,18 @@ def test_camera_opens_beside_an_old_checkout(tmp_path):
 
 def test_paced_intake_delivers_every_paced_frame_and_times_it(tmp_path):
     """experiments/paced_intake.py on the CPU: 3 streams paced at 30 fr/s for 2 s through one and two decode
-    hosts: every frame comes (60 a stream), none before its due time, and the page has a row per host count."""
+    hosts: every frame comes (60 a stream), none before its due time, and the page has a row per host count; the
+    same decoding without the hosts is timed on a thread per core and a thread per stream."""
     r = subprocess.run([sys.executable, "experiments/paced_intake.py", "--streams", "3", "--processes", "1", "2",
-                        "--seconds", "2", "--rounds", "1", "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=600)
+                        "--seconds", "2", "--rounds", "1", "--alone-s", "1", "--out-dir", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = json.loads((tmp_path / "paced_intake.json").read_text())["runs"][-1]["rows"]
+    run = json.loads((tmp_path / "paced_intake.json").read_text())["runs"][-1]
+    rows = run["rows"]
     assert [x["processes"] for x in rows] == [1, 2]
     assert all(x["frames"] == 180 and x["late_ms"]["p50"] >= 0 for x in rows)
+    assert {x["threads"] for x in run["opencv_alone"]} == {min(3, os.cpu_count()), 3}
+    assert all(x["frames_per_s"] > 0 and x["cpu_ms_per_frame"] > 0 for x in run["opencv_alone"])
     assert "| 3 | 2 | 1 |" in (tmp_path / "paced_intake.md").read_text()
 
 
