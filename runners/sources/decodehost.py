@@ -13,8 +13,8 @@ reads (memory stays bounded; a camera's frames wait in its socket); an OpenCV fr
 camera that changed resolution) travels in its message instead.
 
 One duplex pipe per process; the messages are the dataclasses below, without slots: a slots dataclass
-pickles through Python-level ``__getstate__``, half again a plain one's cost where a frame's message goes
-6,000 times a second (results/DECISIONS.md). Parent -> process: OpenStream, Go (the
+pickles through Python-level ``__getstate__``, ~1.3x a plain one's cost where a frame's message goes 6,000
+times a second (results/DECISIONS.md). Parent -> process: OpenStream, Go (the
 runner's first read: a stream reads nothing before it, so a run's clock gets no head start), Release (rows
 back), StopStream, CloseProcess. Process -> parent: lists of Opened, NewRows, DeviceRows, HostFrame, Counts,
 Ended and Closed; a list carries what a process's streams read since the last one. A stream's rows are unmapped
