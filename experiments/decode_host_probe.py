@@ -22,6 +22,8 @@ import argparse
 import os
 import time
 
+import harness
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -54,14 +56,12 @@ def main(argv=None):
 
         srcs = [open_nvdec(a.clip, chunk=a.chunk, loop=True, duration_s=a.seconds, **kw) for _ in range(a.streams)]
     me = psutil.Process()
-    kids = [k for k in me.children() if "spawn_main" in " ".join(k.cmdline())
-            and (load is None or k.pid != load.proc.pid)]  # the decode hosts, not the load
-    cpu = lambda ps: sum(sum(p.cpu_times()[:2]) for p in ps)  # noqa: E731
-    c0, p0 = cpu(kids), cpu([me])
+    kids = [k for k in harness.decode_hosts() if load is None or k.pid != load.proc.pid]  # not the load
+    c0, p0 = harness.cpu_seconds(kids), harness.cpu_seconds([me])
     if load is not None:
         load.start()
     r = read_released(srcs)
-    c1, p1 = cpu(kids), cpu([me])
+    c1, p1 = harness.cpu_seconds(kids), harness.cpu_seconds([me])
     pipe_fps = load.stop() if load is not None else None
     n, wall = r["frames"], r["wall_s"]
     print(f"{a.which} per={a.per} chunk={a.chunk} {os.path.basename(a.clip)}: {n} frames {n / wall:.0f} fr/s; "

@@ -105,6 +105,36 @@ def usage_stat(usage: dict | None, quantity: str, stat: str = "mean"):
     return ((usage or {}).get(quantity) or {}).get(stat)
 
 
+def decode_hosts() -> list:
+    """This process's spawned children that are alive (psutil Processes): its decode hosts, and any other
+    process it spawned (not the resource tracker, nor ffmpeg cameras; an exited host not yet reaped is left
+    out)."""
+    import psutil
+
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def cpu_seconds(procs) -> float:
+    """User and system CPU seconds of psutil Processes ``procs`` so far (one that has gone counts nothing)."""
+    import psutil
+
+    t = 0.0
+    for p in procs:
+        try:
+            c = p.cpu_times()
+            t += c.user + c.system
+        except psutil.Error:
+            pass
+    return t
+
+
 def under_mps() -> bool:
     """Whether this process's CUDA work goes through an MPS server: CUDA_MPS_PIPE_DIRECTORY names a folder
     holding a control daemon's pipe (gpu_run.sh's mps step starts one there; posefuse.runners.mps.join points

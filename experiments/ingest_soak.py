@@ -25,20 +25,6 @@ import harness
 TARGET_MIB_PER_H = 1.0
 
 
-def decode_processes() -> list:
-    """This process's spawned children: the decode hosts."""
-    import psutil
-
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if "spawn_main" in " ".join(p.cmdline()):  # not the resource tracker, nor the ffmpeg cameras
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
 def soak(duration: float, n: int, fps: float, period: float, outage_every: float, reconnect_s: float | None) -> dict:
     from posefuse.runners.config import RECONNECT_S
     from posefuse.runners.sources.decodehost import DecodeHosts
@@ -70,7 +56,7 @@ def soak(duration: float, n: int, fps: float, period: float, outage_every: float
     with outages:
         while (t := time.perf_counter() - t0) < duration:
             rss = {}
-            for p in decode_processes():
+            for p in harness.decode_hosts():
                 try:
                     rss[p.pid] = p.memory_info().rss / 2**20
                 except Exception:  # noqa: BLE001 - a process that just ended

@@ -51,33 +51,6 @@ class _Feed:
             self.ended += 1
 
 
-def _decode_hosts(me) -> list:
-    """This process's live spawned children: the decode hosts (an earlier row's, exited, are left out)."""
-    import psutil
-
-    out = []
-    for p in me.children(recursive=True):
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(p.cmdline()):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
-def _cpu_s(procs) -> float:
-    import psutil
-
-    t = 0.0
-    for p in procs:
-        try:
-            c = p.cpu_times()
-            t += c.user + c.system
-        except psutil.Error:
-            pass
-    return t
-
-
 def measure(streams: int, processes: int, seconds: float) -> dict:
     """One row: ``streams`` paced streams over ``processes`` CPU decode hosts for ``seconds``."""
     import psutil
@@ -93,14 +66,14 @@ def measure(streams: int, processes: int, seconds: float) -> dict:
             srcs = list(pool.map(lambda k: hosts.open(f"s{k}", spec=clip, paced=True, fps=FPS, loop=True,
                                                       duration_s=seconds, threads=1), range(streams)))
         me = psutil.Process()
-        kids = _decode_hosts(me)
-        c0, k0, t0 = _cpu_s([me]), _cpu_s(kids), time.perf_counter()
+        kids = harness.decode_hosts()
+        c0, k0, t0 = harness.cpu_seconds([me]), harness.cpu_seconds(kids), time.perf_counter()
         for s in srcs:
             s.push(feed)
         while feed.ended < streams and time.perf_counter() - t0 < seconds + 30:
             time.sleep(0.05)
         wall = time.perf_counter() - t0
-        c1, k1 = _cpu_s([me]), _cpu_s(kids)
+        c1, k1 = harness.cpu_seconds([me]), harness.cpu_seconds(kids)
         for s in srcs:
             s.close()
     finally:
@@ -167,7 +140,7 @@ def opencv_alone(streams: int, threads: int, seconds: float) -> dict:
             heapq.heappush(heap, (first[k] + (n + 1 - ROWS) / FPS, k))
 
     me = psutil.Process()
-    c0 = _cpu_s([me])
+    c0 = harness.cpu_seconds([me])
     ts = [threading.Thread(target=work, args=(j,)) for j in range(threads)]
     for t in ts:
         t.start()
@@ -177,7 +150,7 @@ def opencv_alone(streams: int, threads: int, seconds: float) -> dict:
     for cap in caps:
         cap.release()
     return {"streams": streams, "threads": threads, "frames_per_s": n / seconds,
-            "cpu_ms_per_frame": 1e3 * (_cpu_s([me]) - c0) / n, "late_share": sum(late) / n}
+            "cpu_ms_per_frame": 1e3 * (harness.cpu_seconds([me]) - c0) / n, "late_share": sum(late) / n}
 
 
 def markdown(runs: list) -> str:
