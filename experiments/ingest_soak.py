@@ -33,21 +33,25 @@ def soak(duration: float, n: int, fps: float, period: float, outage_every: float
     hosts = DecodeHosts(pin=False)
     frames, ended, lock = {}, {}, threading.Lock()
 
-    def consumer(name):
-        def put(parcel, error=None):
-            if parcel is None:
-                ended[name] = error
-                return
-            with lock:
-                frames[name] = frames.get(name, 0) + len(parcel)
-            for f in parcel:
-                f.release()
-        return put
+    class Released:
+        """The Feed the cameras push to (sources.Feed): each frame counted per stream and released at once."""
 
-    sources = []
+        def hand(self, parcels: list) -> bool:
+            with lock:
+                for src, parcel in parcels:
+                    frames[src.name] = frames.get(src.name, 0) + len(parcel)
+            for _, parcel in parcels:
+                for f in parcel:
+                    f.release()
+            return True
+
+        def end(self, src, error):
+            ended[src.name] = error
+
+    feed, sources = Released(), []
     for k, url in enumerate(cams.urls):
         src = hosts.open(f"cam{k}", spec=url, reconnect_s=reconnect_s or RECONNECT_S)
-        src.push(consumer(src.name))
+        src.push(feed)
         sources.append(src)
     samples = []
     outages = cameras.Outages(cams, every_s=outage_every, down_s=min(5.0, outage_every / 4),
