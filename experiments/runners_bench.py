@@ -280,7 +280,7 @@ def main():
     ap.add_argument("--per-process", default="default",
                     help="e2e: comma list of NVDEC streams per decode host (0: all; default: the run's default)")
     ap.add_argument("--repeats", type=int, default=3, help="e2e: runs per configuration (its median is reported)")
-    ap.add_argument("--compile", default=None, choices=("off", "default", "max-autotune"),
+    ap.add_argument("--compile", default=None, choices=("off", "default", "max-autotune", "saved"),
                     help="the backbone compiled by Inductor in every run and in the pipeline alone (the first compile "
                          "cold, later ones load it; default: the run's own choice; checkouts before the option have "
                          "none)")

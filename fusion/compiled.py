@@ -16,8 +16,10 @@ seven batch sizes six compiles and loads (results/DECISIONS.md). A warm start st
 an uncompiled one (results/compile.md).
 
 Modes (``COMPILE_MODES``): 'off'; 'default' (Inductor's default: no autotuning); 'max-autotune' (Inductor
-benchmarks Triton and cuBLAS choices per layer: far longer to compile). Inductor's own CUDA graphs stay off:
-the pipeline captures the whole chain itself.
+benchmarks Triton and cuBLAS choices per layer: far longer to compile); 'saved' ('default' for each canvas
+whose artifact a start before saved, the uncompiled backbone for the others: a start that never compiles,
+for jobs long enough to repay a warm start but not a cold compile). Inductor's own CUDA graphs stay off: the
+pipeline captures the whole chain itself.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import operator
 import os
 from pathlib import Path
 
-COMPILE_MODES = ("off", "default", "max-autotune")
+COMPILE_MODES = ("off", "default", "max-autotune", "saved")
 # Inductor's config per mode (standalone_compile's options are compile_fx's arguments: the config goes in
 # config_patches): torch._inductor.list_mode_options("max-autotune-no-cudagraphs") for max-autotune
 _OPTIONS = {"default": {},
@@ -66,13 +68,15 @@ class CompiledBackbone:
     """``backbone`` (an eval-mode module mapping a (B, 3, H, W) tensor to one tensor) compiled in ``mode``
     (one of COMPILE_MODES but 'off'), one artifact per canvas (C, H, W), layout, dtype and device for every
     batch size (the batch dimension stays symbolic), loaded from :func:`artifacts_dir` where a start before
-    this one compiled it. ``origin`` says, per canvas (C, H, W), where its artifact came from: 'compiled' or
-    'loaded'."""
+    this one compiled it. 'saved' loads 'default''s artifacts and compiles none: a canvas without one runs
+    ``backbone`` itself. ``origin`` says, per canvas (C, H, W), what runs: 'compiled' (by this start),
+    'loaded' or 'not saved' (uncompiled)."""
 
     def __init__(self, backbone, mode: str):
-        if mode not in _OPTIONS:
-            raise ValueError(f"mode: expected one of {tuple(_OPTIONS)}, got {mode!r}")
+        if mode not in COMPILE_MODES[1:]:
+            raise ValueError(f"mode: expected one of {COMPILE_MODES[1:]}, got {mode!r}")
         self.backbone, self.mode = backbone, mode
+        self._artifact_mode = "default" if mode == "saved" else mode  # the artifacts it loads and saves
         use_cache_dir()  # before anything imports Inductor: its import points it at its default folder
         self.origin: dict = {}  # canvas (C, H, W) -> 'compiled' or 'loaded'
         self._fns: dict = {}
@@ -99,21 +103,27 @@ class CompiledBackbone:
         dev = x.device
         card = (torch.cuda.get_device_name(dev) + str(torch.cuda.get_device_capability(dev))
                 if dev.type == "cuda" else dev.type)
-        return hashlib.sha256(json.dumps([self._model_digest, torch.__version__, self.mode, "B", list(x.shape[1:]),
-                                          list(x.stride()), str(x.dtype), card]).encode()).hexdigest()[:32]
+        key = [self._model_digest, torch.__version__, self._artifact_mode, "B", list(x.shape[1:]), list(x.stride()),
+               str(x.dtype), card]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
 
     def _build(self, x):
         """The compiled function for inputs like ``x`` of any batch size: loaded when its artifact is saved,
-        else traced, compiled and saved; then run once at EXAMPLE_BATCH, where the kernels left to tune on
-        their first launch tune."""
+        else traced, compiled and saved (mode 'saved': the backbone itself, nothing of the compile stack
+        imported); then run once at EXAMPLE_BATCH, where the kernels left to tune on their first launch
+        tune."""
+        art_path = artifacts_dir() / f"{self._digest(x)}.bin"
+        meta_path = art_path.with_suffix(".json")
+        saved = art_path.exists() and meta_path.exists()
+        if not saved and self.mode == "saved":
+            self.origin[tuple(x.shape[1:])] = "not saved"
+            return self.backbone
         import torch
         from torch._inductor import CompiledArtifact, standalone_compile
 
         example = torch.empty_strided((EXAMPLE_BATCH, *x.shape[1:]), x.stride(), dtype=x.dtype, device=x.device)
         example.copy_(x[:1].expand_as(example))
-        art_path = artifacts_dir() / f"{self._digest(x)}.bin"
-        meta_path = art_path.with_suffix(".json")
-        if art_path.exists() and meta_path.exists():
+        if saved:
             # its kernels are built: loaded in this process, without Inductor's pool of compile workers,
             # whose start and exit cost a warm start 1.6 s (results/compile.md, 2026-12-07 04:01)
             from torch._inductor import config as inductor_config
@@ -139,7 +149,7 @@ class CompiledBackbone:
                 out = next(iter(reversed(ep.graph_module.graph.nodes)))
                 torch.fx.node.map_arg(out.args, _mark_example_value)
                 art = standalone_compile(ep.graph_module, [*weights, example], dynamic_shapes="from_graph",
-                                         options=_OPTIONS[self.mode])
+                                         options=_OPTIONS[self._artifact_mode])
             art_path.parent.mkdir(parents=True, exist_ok=True)
             art.save(path=str(art_path), format="binary")  # written atomically
             tmp = meta_path.with_suffix(f".{os.getpid()}.tmp")

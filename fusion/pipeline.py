@@ -216,10 +216,11 @@ class PosePipeline:
         end2end: a head with a one-to-one branch (YOLO26): True runs that branch, top-k without NMS, as
             Ultralytics ``predict(nms=False)``; None or False the one-to-many branch with NMS, as ``predict``.
         cuda_graph: capture the chain as CUDA graphs (CuPy or Numba backend on a GPU).
-        compile: the backbone compiled by Inductor (fusion.compiled): 'off', 'default' or 'max-autotune'; on a
+        compile: the backbone compiled by Inductor (fusion.compiled): 'off', 'default', 'max-autotune' or
+            'saved' ('default' where a start before saved the canvas's artifact, uncompiled elsewhere); on a
             GPU only (the CPU runs it eagerly; ``self.compile`` says what runs). Each canvas compiles once
             for every batch size when first captured, or loads the artifact a start before this one saved
-            (fusion.compiled).
+            (fusion.compiled; ``compile_origin`` says which).
         batch_sizes: the sizes graph-mode batches run at: a batch of n frames is padded to the smallest
             one >= n (beyond the largest: bucket_size(n)). None: bucket_size(n), powers of two up to 64.
             Each size costs a capture (plans, graph) the first time it runs; a run over files uses its

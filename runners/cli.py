@@ -17,7 +17,7 @@ import sys
 import time
 
 from .. import __version__
-from .config import AUTO, DECODERS, GPU_HOSTS, GPU_STREAMS_PER_HOST, MPS_MODES, RECONNECT_S, RUNNERS
+from .config import AUTO, COMPILE_MODES, DECODERS, GPU_HOSTS, GPU_STREAMS_PER_HOST, MPS_MODES, RECONNECT_S, RUNNERS
 
 
 # a RunConfig or ArchiveConfig field -> its flag, where the flag is not the field's name
@@ -135,9 +135,10 @@ def _pipeline_options(a):
     a("--imgsz", type=int, default=640, help="letterbox size in pixels (a multiple of 32)")
     a("--conf", type=float, default=0.25, help="score threshold")
     a("--iou", type=float, default=0.7, help="NMS IoU threshold")
-    a("--compile", default="auto", choices=("auto", "off", "default", "max-autotune"),
-      help="the backbone compiled by Inductor, about 1.6x the pipeline's rate for ~20 s more start-up (auto: for "
-           "a live run without an end; the report says which and why)")
+    a("--compile", default="auto", choices=("auto",) + COMPILE_MODES,
+      help="the backbone compiled by Inductor, about 1.7x the pipeline's rate for ~20 s more start-up the first "
+           "time, ~2-3 s once saved (saved: only where a start before saved it; auto: for a live run without an "
+           "end and long NVDEC jobs; the report says which and why)")
     a("--no-graph", action="store_true", help="do not capture CUDA graphs")
 
 

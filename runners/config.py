@@ -29,12 +29,15 @@ ONE_STREAM_NVDEC_FRAMES_1080P = 2100
 # ms saved a megapixel, and 0.8 s against 0.53 ms: results/startup.md, 2026-12-07 04:06 and 16:38)
 STREAMS_NVDEC_MEGAPIXEL_FRAMES = 2600
 # compile 'auto' for a bounded job read with NVDEC: from this many frames, where even a cold compile (+24.2 s of
-# start) pays back at the 31 us a frame the compiled backbone saved 8 NVDEC streams (a warm start: +3.1 s,
-# ~100,000 frames; results/compile.md 2026-12-07 10:53, results/runners.md 10:56-10:57, results/startup.md 11:00)
+# start) pays back at the 31 us a frame the compiled backbone saved 8 NVDEC streams (results/compile.md
+# 2026-12-07 10:53, results/runners.md 10:56-10:57, results/startup.md 11:00)
 COMPILE_JOB_FRAMES = 800_000
+# ... and 'saved' (the backbone compiled where a start before saved it, never a compile) from this many, where a
+# warm start (+3.1 s at 11:00, +1.9 s at 22:40 in results/compile.md) pays back at those 31 us a frame
+COMPILE_SAVED_JOB_FRAMES = 100_000
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
-COMPILE_MODES = ("off", "default", "max-autotune")  # fusion.compiled's (imported lazily: this module stays light)
+COMPILE_MODES = ("off", "default", "max-autotune", "saved")  # fusion.compiled's (imported lazily: this module stays light)
 MPS_MODES = ("on", "off")
 DEFAULT_MODEL = "yolo11n-pose"
 
@@ -98,9 +101,11 @@ class RunConfig:
             bytetrack.yaml; default False), on the device beside the poses (fusion/tracking.py); not with the
             replicas or ultralytics runners.
         compile: the backbone compiled by Inductor inside the pipeline's CUDA graph (fusion.compiled): 'off',
-            'default', 'max-autotune' or 'auto' (default): 'default' for a live run without an end on a GPU
-            and for a job of local videos read with NVDEC that holds COMPILE_JOB_FRAMES, else 'off':
-            compiling adds seconds to a start (~3 s with the compiled backbone saved, ~20 s without: the
+            'default', 'max-autotune', 'saved' ('default' where a start before saved the compiled backbone
+            for the canvas, uncompiled elsewhere: no compile at the start) or 'auto' (default): 'default' for
+            a live run without an end on a GPU and for a job of local videos read with NVDEC that holds
+            COMPILE_JOB_FRAMES, 'saved' for such a job that holds COMPILE_SAVED_JOB_FRAMES, else 'off':
+            compiling adds seconds to a start (~2-3 s with the compiled backbone saved, ~20 s without: the
             first start of a model and canvas on a machine compiles it), which a shorter job does not win
             back (results/compile.md).
         mps: 'on' makes the run's process and its decode hosts clients of one CUDA MPS server
@@ -286,26 +291,23 @@ class RunConfig:
 
 def _auto_compile(c: RunConfig, gpu_run: bool) -> tuple[str, str]:
     """'default' for a live run without an end on a GPU and for a job of local videos read with NVDEC that
-    holds COMPILE_JOB_FRAMES, else 'off'; and why."""
+    holds COMPILE_JOB_FRAMES, 'saved' for one that holds COMPILE_SAVED_JOB_FRAMES, else 'off'; and why."""
     if not gpu_run or c.runner == "ultralytics" or not c.cuda_graph:
         return "off", "the backbone is compiled inside the pipeline's CUDA graph, on a GPU"
     if c.sources and c.mode == "live" and c.duration_s is None:
         return "default", ("a live run without an end, its frame shapes captured before it starts: the compile "
                            "pays back")
     videos = _bounded_videos(c) if c.decoder == "nvdec" else None
-    if videos is not None and compile_pays_for_job(videos):
-        return "default", (f"a job of {sum(n for n, _ in videos):,} frames read with NVDEC: the compiled backbone "
-                           "saves more than its start costs, cold or warm (results/runners.md)")
-    return "off", ("compiling adds ~3 s to the start with the compiled backbone saved, ~20 s without (or, in the "
+    frames = sum(n for n, _ in videos) if videos is not None else 0
+    if frames >= COMPILE_JOB_FRAMES:
+        return "default", (f"a job of {frames:,} frames read with NVDEC: the compiled backbone saves more than its "
+                           "start costs, cold or warm (results/runners.md)")
+    if frames >= COMPILE_SAVED_JOB_FRAMES:
+        return "saved", (f"a job of {frames:,} frames read with NVDEC: the compiled backbone where a start before "
+                         "saved it, which this job wins back; not a compile, which it would not (results/compile.md)")
+    return "off", ("compiling adds ~2-3 s to the start with the compiled backbone saved, ~20 s without (or, in the "
                    "service, to the first job of a new canvas), more than this job would win back "
-                   "(results/compile.md); 'default' compiles")
-
-
-def compile_pays_for_job(videos: list) -> bool:
-    """Whether the compiled backbone ends a bounded job of ``videos`` ((frames, pixels a frame) each, read with
-    NVDEC) sooner than the uncompiled one, a cold compile included: from COMPILE_JOB_FRAMES frames in all
-    (the saving measured a frame, with the pipeline the bound; OpenCV-read jobs are bound by their decode)."""
-    return sum(n for n, _ in videos) >= COMPILE_JOB_FRAMES
+                   "(results/compile.md); 'default' compiles, 'saved' loads a saved one")
 
 
 def max_batch(device: str, imgsz: int) -> tuple[int, str]:

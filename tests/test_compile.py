@@ -45,15 +45,23 @@ def test_option_rules_and_the_cpu(capsys):
 
 def test_auto_compiles_live_runs_without_an_end_and_long_nvdec_jobs():
     """compile 'auto' on a GPU (the rule alone: no GPU here): a live run without an end compiles; a job of
-    local videos read with NVDEC compiles from COMPILE_JOB_FRAMES frames on, and says how many; a shorter
-    one, an OpenCV-read one (bound by its decode) and a folder do not."""
-    from posefuse.runners.config import COMPILE_JOB_FRAMES, _auto_compile
+    local videos read with NVDEC compiles from COMPILE_JOB_FRAMES frames on, and says how many; from
+    COMPILE_SAVED_JOB_FRAMES it loads a saved compiled backbone but compiles none ('saved'); a shorter one,
+    an OpenCV-read one (bound by its decode) and a folder do neither."""
+    from posefuse.fusion.compiled import COMPILE_MODES
+    from posefuse.runners import config
+    from posefuse.runners.config import COMPILE_JOB_FRAMES, COMPILE_SAVED_JOB_FRAMES, _auto_compile
 
+    assert config.COMPILE_MODES == COMPILE_MODES  # written twice: the config module does not import torch
     clip = helpers.data_path("one-by-one-person-detection.mp4")  # 1,394 frames
     n = -(-COMPILE_JOB_FRAMES // 1394)
     mode, why = _auto_compile(RunConfig(sources=[clip], repeat=n, decoder="nvdec"), gpu_run=True)
     assert mode == "default" and f"a job of {n * 1394:,} frames read with NVDEC" in why, why
-    for cfg in (RunConfig(sources=[clip], repeat=n - 1, decoder="nvdec"), RunConfig(sources=[clip], repeat=n,
+    for k in (n - 1, -(-COMPILE_SAVED_JOB_FRAMES // 1394)):
+        mode, why = _auto_compile(RunConfig(sources=[clip], repeat=k, decoder="nvdec"), gpu_run=True)
+        assert mode == "saved" and f"a job of {k * 1394:,} frames" in why and "not a compile" in why, why
+    k = COMPILE_SAVED_JOB_FRAMES // 1394
+    for cfg in (RunConfig(sources=[clip], repeat=k, decoder="nvdec"), RunConfig(sources=[clip], repeat=n,
                 decoder="cpu"), RunConfig(sources=[os.path.dirname(clip)], decoder="nvdec")):
         mode, why = _auto_compile(cfg, gpu_run=True)
         assert mode == "off" and "more than this job would win back" in why, why
@@ -94,6 +102,10 @@ def test_gpu_compiled_equals_uncompiled_and_auto_compiles_long_runs(cache, backe
     again = PosePipeline(device="cuda", backend=backend, batch_sizes=(16,), compile="default")
     again(frames)
     assert set(again.compile_origin.values()) == {"loaded"}  # a later start loads what this one saved
+    saved = PosePipeline(device="cuda", backend=backend, batch_sizes=(16,), compile="saved")
+    for ours, theirs in zip(saved(frames), comp(frames)):
+        assert len(ours) == len(theirs)
+    assert saved.compile == "saved" and set(saved.compile_origin.values()) == {"loaded"}
 
 
 @pytest.mark.gpu
@@ -153,6 +165,28 @@ def test_a_compiled_backbone_is_saved_then_loaded_and_equals_the_eager_one(cache
     assert len(list((cache / "artifacts").glob("*.bin"))) == 3
     with pytest.raises(ValueError, match=r"^mode: expected one of"):
         compiled.compile_backbone(bb, "off")
+
+
+def test_saved_loads_what_default_saved_and_compiles_nothing(cache):
+    """'saved' on the CPU: with no artifact saved it runs the eager backbone itself (origin 'not saved',
+    nothing written); after a 'default' start saved the canvas's artifact, it loads that one ('loaded'),
+    equal to the eager backbone at every batch size; a canvas not saved stays eager beside it."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 4, 1),
+                              torch.nn.Flatten(2)).eval()
+    x, other = torch.randn(2, 3, 16, 24), torch.randn(1, 3, 32, 24)
+    with torch.inference_mode():
+        cold = compiled.compile_backbone(net, "saved")
+        assert torch.equal(cold(x), net(x)) and cold.origin == {(3, 16, 24): "not saved"}
+        assert not (cache / "artifacts").exists()
+        compiled.compile_backbone(net, "default")(x)  # a start before: compiles and saves
+        warm = compiled.compile_backbone(net, "saved")
+        for b in (1, 3):
+            y = torch.randn(b, 3, 16, 24)
+            assert torch.allclose(warm(y), net(y), atol=1e-4, rtol=1e-4)
+        assert torch.equal(warm(other), net(other))
+        assert warm.origin == {(3, 16, 24): "loaded", (3, 32, 24): "not saved"}
+    assert len(list((cache / "artifacts").glob("*.bin"))) == 1
 
 
 def test_max_autotune_compiles_and_loads(cache):
