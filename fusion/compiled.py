@@ -8,9 +8,10 @@ the pipeline's graph then replays them without launch cost: the pipeline alone r
 Each canvas compiles once per machine, for every batch size: ``torch.export`` traces the backbone (its
 weights lifted to inputs, the batch dimension symbolic), ``torch._inductor.standalone_compile`` compiles that
 graph, and the compiled artifact is saved in :func:`artifacts_dir`, named by a digest of everything it
-depends on (torch's version, the mode, the canvas, layout, dtype and device, the backbone's modules, weights
-and code). A later start that finds the artifact loads it instead of tracing and compiling: no Dynamo, no
-lowering, no compile workers, only the compile stack's modules, the generated module and its kernels to load.
+depends on (torch's version, the mode and its options, the canvas, layout, dtype and device, the backbone's
+modules, weights and code). A later start that finds the artifact loads it instead of tracing and compiling:
+no Dynamo, no lowering, no compile workers, only the compile stack's modules, the generated module and its
+kernels to load.
 The symbolic batch costs 3% at batch 64 against an artifact per batch size, and saves a run that captures
 seven batch sizes six compiles and loads (results/DECISIONS.md). A warm start still takes seconds more than
 an uncompiled one (results/compile.md).
@@ -90,7 +91,8 @@ class CompiledBackbone:
         return fn(x)
 
     def _digest(self, x) -> str:
-        """What the artifact for input ``x`` depends on, as a hex digest."""
+        """What the artifact for input ``x`` depends on (the mode's Inductor options among it), as a hex
+        digest."""
         import torch
 
         if self._model_digest is None:  # the modules, their code and every weight, once per backbone
@@ -103,8 +105,8 @@ class CompiledBackbone:
         dev = x.device
         card = (torch.cuda.get_device_name(dev) + str(torch.cuda.get_device_capability(dev))
                 if dev.type == "cuda" else dev.type)
-        key = [self._model_digest, torch.__version__, self._artifact_mode, "B", list(x.shape[1:]), list(x.stride()),
-               str(x.dtype), card]
+        key = [self._model_digest, torch.__version__, self._artifact_mode, _OPTIONS[self._artifact_mode], "B",
+               list(x.shape[1:]), list(x.stride()), str(x.dtype), card]
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
 
     def _build(self, x):
