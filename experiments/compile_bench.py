@@ -13,6 +13,10 @@
   own on the pipeline's canvas (channels-last, as the letterbox writes it on the GPU) and on a planar one;
   the host ms that turn a copied batch into PoseResults. (Rows before 2026-12-07 12:30: the pipeline's
   canvas was planar; they also timed the backbone converting it to channels-last first.)
+* variants: the backbone alone (bs64, the pipeline's channels-last canvas, in a CUDA graph of its own) as
+  the pipeline compiles it beside ``torch.compile`` of the same module (static shapes) with Inductor options
+  that cost no autotuning search: where the rest of the way to 1.8x could come from. Each row: GPU ms of a
+  replay, the compile's seconds, the largest difference from the uncompiled output.
 * equal: the compiled pipeline's poses against the uncompiled one's on 64 real frames (fp16): detections
   matched at IoU >= 0.98, the largest keypoint and score differences.
 The yolo11n-pose trained weights, fp16, the CuPy backend, 384x640 canvas (the 768x432 clip).
@@ -129,6 +133,51 @@ def parts(frames, modes, batch: int = 64, calls: int = 400) -> list:
         print(row, flush=True)
         del pipe, fwd
         torch.cuda.empty_cache()
+    return rows
+
+
+# torch.compile variants: (name, Inductor options, cuDNN autotuning)
+VARIANTS = (("torch.compile default", {}, False),
+            ("torch.compile default, cudnn.benchmark", {}, True),
+            ("torch.compile coordinate descent", {"coordinate_descent_tuning": True}, False),
+            ("torch.compile freezing", {"freezing": True}, False),
+            ("torch.compile conv 1x1 as mm", {"conv_1x1_as_mm": True}, False))
+
+
+def variants(batch: int = 64, done=None) -> list:
+    """One row per way of running the backbone: see the module docstring's ``variants``; ``done(rows)`` after
+    each."""
+    import torch
+
+    from posefuse.fusion.compiled import compile_backbone
+
+    pipe = _pipe("off", batch)
+    x = torch.empty((batch, 3, 384, 640), dtype=torch.float16, device="cuda", memory_format=pipe.canvas_format)
+    x.copy_(torch.rand_like(x))
+    with torch.inference_mode():
+        ref = pipe.backbone(x).float()
+    ways = [("uncompiled", lambda: pipe.backbone, False),
+            ("posefuse 'default' (export, symbolic batch)", lambda: compile_backbone(pipe.backbone, "default"),
+             False)]
+    ways += [(name, (lambda o=opts: torch.compile(pipe.backbone, dynamic=False, options=o)), bench)
+             for name, opts, bench in VARIANTS]
+    rows = []
+    for name, make, bench in ways:
+        torch.compiler.reset()
+        torch.backends.cudnn.benchmark = bench
+        t = time.perf_counter()
+        fwd = make()
+        with torch.inference_mode():
+            out = fwd(x)  # the compile, where there is one
+        torch.cuda.synchronize()
+        row = {"way": name, "batch": batch, "compile_s": time.perf_counter() - t,
+               "max_abs_diff": float((out.float() - ref).abs().max()), "backbone_graph_ms": _graph_ms(fwd, x)}
+        rows.append(row)
+        print(row, flush=True)
+        if done is not None:
+            done(rows)
+        del fwd
+    torch.backends.cudnn.benchmark = False
     return rows
 
 
@@ -266,6 +315,13 @@ def markdown(runs: list) -> str:
                     out += [f"Capture of the {x['mode']} / {x['cache']} row by cumulative seconds (cProfile):", ""]
                     out += [f"- {cum:.2f} s `{name}`" for name, cum in x["profile"]]
                     out.append("")
+        if r.get("variants"):
+            base = r["variants"][0]["backbone_graph_ms"]
+            out += ["| backbone (bs64, channels-last canvas, own CUDA graph) | GPU ms | uncompiled over it "
+                    "| compile s | largest difference from uncompiled |", "|---|---:|---:|---:|---:|"]
+            out += [f"| {x['way']} | {x['backbone_graph_ms']:.3f} | {base / x['backbone_graph_ms']:.2f}x | "
+                    f"{x['compile_s']:.1f} | {x['max_abs_diff']:.3g} |" for x in r["variants"]]
+            out.append("")
         if r.get("equal"):
             e = r["equal"]
             out += [f"Compiled against uncompiled, 64 frames: {e['matched']}/{e['their_detections']} matched at "
@@ -278,7 +334,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", nargs="+", type=int, default=[64, 256, 1])
     ap.add_argument("--modes", nargs="+", default=["off", "default"])
-    ap.add_argument("--only", nargs="+", choices=("pipeline", "parts", "start", "equal"), default=None)
+    ap.add_argument("--only", nargs="+", choices=("pipeline", "parts", "start", "equal", "variants"), default=None)
     ap.add_argument("--warm-env", nargs="*", default=[], metavar="KEY=VALUE",
                     help="start: one more warm row per setting, each in its own process's environment")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
@@ -301,6 +357,8 @@ def main(argv=None):
         keep("pipeline", pipeline(frames, a.modes, a.batches, done=lambda rows: keep("pipeline", rows)))
     if "parts" in sections:
         keep("parts", parts(frames, a.modes))
+    if "variants" in sections:
+        keep("variants", variants(done=lambda rows: keep("variants", rows)))
     if "start" in sections:
         keep("start", start(a.modes, a.warm_env, a.profile))
 

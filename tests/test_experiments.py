@@ -223,8 +223,11 @@ def test_compile_bench_start_rows_old_and_split():
     parts = {"mode": "default", "batch": 64, "frames_per_s": 14268.4, "results_host_ms": 0.3,
              "gpu_ms": {"letterbox..rescale": 4.483, "d2h": 0.086}, "backbone_graph_ms": 4.308}
     nhwc = {**parts, "canvas": "channels_last", "backbone_graph_ms": 4.1, "backbone_graph_ms_planar": 4.4}
+    variants = [{"way": "uncompiled", "backbone_graph_ms": 7.0, "compile_s": 0.01, "max_abs_diff": 0.0},
+                {"way": "torch.compile freezing", "backbone_graph_ms": 3.5, "compile_s": 30.0, "max_abs_diff": 0.004}]
     md = compile_bench.markdown([{"env": {"date": "d"}, "command": "c", "start": [old, new, split],
-                                  "parts": [parts, nhwc]}])
+                                  "parts": [parts, nhwc], "variants": variants}])
+    assert "| torch.compile freezing | 3.500 | 2.00x | 30.0 | 0.004 |" in md  # against the first (uncompiled) row
     assert "| off | - | 6.2 | - | 1.3 | - | 2.2 | - |" in md  # a row from before the import was timed apart
     assert "| default | warm, profiled | 11.0 | 4.5 | 1.0 | - | 5.0 | 0.5 |" in md
     assert "| default | warm | 11.0 | 4.5 | 1.0 | 1.2 | 5.0 | 0.5 |" in md
