@@ -79,7 +79,7 @@ class CompiledBackbone:
         self.backbone, self.mode = backbone, mode
         self._artifact_mode = "default" if mode == "saved" else mode  # the artifacts it loads and saves
         use_cache_dir()  # before anything imports Inductor: its import points it at its default folder
-        self.origin: dict = {}  # canvas (C, H, W) -> 'compiled' or 'loaded'
+        self.origin: dict = {}  # canvas (C, H, W) -> 'compiled', 'loaded' or 'not saved'
         self._fns: dict = {}
         self._model_digest: str | None = None
 
