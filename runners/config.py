@@ -37,7 +37,8 @@ COMPILE_JOB_FRAMES = 800_000
 COMPILE_SAVED_JOB_FRAMES = 100_000
 BACKENDS = ("auto", "cupy", "numba", "torch", "reference")
 PRECISIONS = ("fp16", "fp32")
-COMPILE_MODES = ("off", "default", "max-autotune", "saved")  # fusion.compiled's (imported lazily: this module stays light)
+# fusion.compiled's (imported lazily: this module stays light)
+COMPILE_MODES = ("off", "default", "max-autotune", "saved")
 MPS_MODES = ("on", "off")
 DEFAULT_MODEL = "yolo11n-pose"
 

@@ -78,7 +78,8 @@ def test_cache_folder(cache):
 def test_gpu_compiled_equals_uncompiled_and_auto_compiles_long_runs(cache, backend, clip_frames):
     """fp16, batch 16 of real frames, the chain captured: every detection matched at IoU >= 0.98, no extra,
     keypoints within 1 px, scores within 0.01 (Inductor's fused kernels round fp16 otherwise), Inductor's
-    entries in the posefuse cache. ``compile='auto'`` compiles a live run without an end, not a job."""
+    entries in the posefuse cache; a later 'default' start and a 'saved' one load the artifact the first
+    saved. ``compile='auto'`` compiles a live run without an end, not a short job."""
     assert RunConfig(device="cuda").validated().compile == "off"
     live = RunConfig(device="cuda", mode="live").validated()
     assert live.compile == "default" and "without an end" in live.chosen["compile"]
