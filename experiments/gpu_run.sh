@@ -47,7 +47,8 @@
 # PyNvVideoCodec's slimmed (experiments/slim_wheel.py: 27 -> 9 MB), so that they, Ray's 30 MB and the data fit in
 # the 64 MiB a call carries; with imageio-ffmpeg's wheel (29.5 MB, ffmpeg for the loopback cameras) in place of
 # Ray's archive, a call can serve cameras (runners_bench --realtime-network, soak --cameras).
-# Everything it writes comes back as $OUT/run.tgz (results/, the executed notebook, logs).
+# Everything it writes comes back as $OUT/run.tgz (results/, the executed notebook, logs), packed before each step,
+# every 20 s and at its end.
 #   [TESTS="tests/test_x.py ..."] [BENCH="kernels pipeline runners track"] bash experiments/gpu_run.sh [tests] [bench] [accuracy] [ncu] [notebook]
 set -uo pipefail
 OUT=${OUT:-/tmp/posefuse_out}; mkdir -p "$OUT/logs"
@@ -70,8 +71,12 @@ rc=0
   python3 -c "import torch,cupy,numba,cv2;print('torch',torch.__version__,'cupy',cupy.__version__,'numba',numba.__version__,'cv2',cv2.__version__)"
   env | grep -E "^PYTHON" | sort; } >"$LOG/env.txt" 2>&1
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1); driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
-pack() { tar czf "$OUT/run.tgz" results experiments/*.ipynb -C "$OUT" logs; }
+pack() { local t; t=$(mktemp /tmp/run.XXXXXX.tgz) && tar czf "$t" results experiments/*.ipynb -C "$OUT" logs 2>/dev/null \
+  && mv "$t" "$OUT/run.tgz" || rm -f "$t"; }
 step() { pack; echo "== $1 $(date -u +%H:%M:%S)"; }  # pack before each step: a run cut short still returns the rest
+# and every 20 s meanwhile: a step cut short by the call's limit returns what it recorded as it went
+( while sleep 20; do pack; done ) & packer=$!
+trap 'kill $packer 2>/dev/null; pack' EXIT
 do_tests() {
   step tests
   python3 -m pytest -m gpu -q -p no:cacheprovider --timeout=300 ${TESTS:-tests} --ignore=tests/benchmarks >"$LOG/gpu_tests.log" 2>&1
